@@ -1,0 +1,16 @@
+//! The tokio and hyper glue of wshub: the listener, one task per connection, the HTTP
+//! endpoints and the WebSocket connection driver.
+//!
+//! It holds no protocol logic: the WebSocket rules live in `wshub-websocket` (sans-IO) and
+//! what a message means lives in a [`Handler`]. The driver is the short loop of STYLE.md:
+//! feed bytes in, drain events, write, wait for readiness or a deadline.
+
+pub mod driver;
+pub mod echo;
+pub mod http;
+pub mod limits;
+pub mod listener;
+
+pub use driver::{Handler, Outcome};
+pub use http::{ServerConfig, Shared};
+pub use listener::{bind, serve};
