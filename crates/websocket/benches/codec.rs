@@ -67,10 +67,12 @@ fn encode(c: &mut Criterion) {
                 for _ in 0..count {
                     conn.send(MessageKind::Text, payload.clone());
                 }
-                let mut slices = [IoSlice::new(&[]); 64];
                 while conn.has_pending_transmit() {
-                    let n = conn.transmit_slices(&mut slices);
-                    let len: usize = slices[..n].iter().map(|s| s.len()).sum();
+                    let len: usize = {
+                        let mut slices = [IoSlice::new(&[]); 64];
+                        let n = conn.transmit_slices(&mut slices);
+                        slices[..n].iter().map(|s| s.len()).sum()
+                    };
                     conn.advance_transmit(black_box(len));
                 }
             })
