@@ -39,9 +39,7 @@ pub struct Target {
 }
 
 pub fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let rest = url
-        .strip_prefix("ws://")
-        .context("only ws:// URLs are supported")?;
+    let rest = url.strip_prefix("ws://").context("only ws:// URLs are supported")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -51,10 +49,7 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
         .parse()
         .with_context(|| format!("{hostport}: expected IP:PORT"))?;
     if !addr.ip().is_loopback() {
-        bail!(
-            "bench targets loopback only (127.0.0.0/8 or ::1), not {}",
-            addr.ip()
-        );
+        bail!("bench targets loopback only (127.0.0.0/8 or ::1), not {}", addr.ip());
     }
     Ok(Target {
         addr,
@@ -159,10 +154,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     }
                     Ok(Some(Err(e))) => bail!("task failed: {e}"),
                     Ok(None) => break,
-                    Err(_) => bail!(
-                        "timed out after {timeout}s with {} connections open",
-                        streams.len()
-                    ),
+                    Err(_) => bail!("timed out after {timeout}s with {} connections open", streams.len()),
                 }
                 if streams.len() % 1000 == 0 && !streams.is_empty() {
                     eprint!("\ropen: {} / {conns}", streams.len());

@@ -52,12 +52,8 @@ enum Command {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
 async fn shutdown_signal() {
@@ -80,16 +76,12 @@ async fn run_server(addr: SocketAddr, config: ServerConfig, banner: bool) -> any
         Ok(n) => tracing::info!(nofile = n, "file descriptor limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let listener = wshub_server::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = wshub_server::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");
     if banner {
         println!("wshub listening on http://{local}");
-        println!(
-            "  WebSocket: ws://{local}/connection/websocket   health: /health   readiness: /ready"
-        );
+        println!("  WebSocket: ws://{local}/connection/websocket   health: /health   readiness: /ready");
     }
     let shared = Shared::new(config);
     wshub_server::serve(listener, shared, shutdown_signal()).await;
@@ -103,9 +95,7 @@ fn echo_factory() -> HandlerFactory {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve {
             address,
@@ -136,9 +126,7 @@ fn main() -> anyhow::Result<()> {
             no_compression,
         } => {
             init_logs();
-            let addr: SocketAddr = format!("{address}:{port}")
-                .parse()
-                .context("invalid address")?;
+            let addr: SocketAddr = format!("{address}:{port}").parse().context("invalid address")?;
             let config = ServerConfig {
                 ws_paths: None,
                 handshake: HandshakeConfig {

@@ -1,7 +1,13 @@
-//! The wire vocabulary of wshub's client protocol (PROTOCOL.md): error codes carried in
-//! replies and disconnect codes carried in WebSocket close frames.
+//! The client protocol of wshub (PROTOCOL.md): the Centrifugo client protocol v2.
 //!
-//! Knows nothing of sockets, tokio or configuration. The Command/Reply/Push types and their
-//! JSON and Protobuf codecs join this crate with the Centrifugo-compatible node.
+//! Owns the Command/Reply/Push types ([`messages`]), their JSON and Protobuf codecs
+//! ([`codec`]), and the error and disconnect codes ([`codes`]). Knows nothing of sockets,
+//! tokio or configuration.
 
+pub mod codec;
 pub mod codes;
+pub mod messages;
+pub mod raw;
+
+pub use codec::{decode_commands, encode_reply, Format};
+pub use messages::*;

@@ -1,13 +1,21 @@
 //! The per-connection WebSocket driver: a thin loop around the sans-IO
-//! [`wshub_websocket::Connection`].
+//! [`wshub_websocket::Connection`] and a [`Handler`] that gives messages their meaning.
+//!
+//! Memory: an idle connection is this task's future plus the socket. The wait for
+//! readiness is one `poll_fn` (no readiness futures kept in the state), the read buffer
+//! lives on the stack of a plain function, and the handler's per-message future is boxed
+//! only while a message is being handled. Measured in BENCHMARKS.md.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-use wshub_websocket::{CloseCode, Connection, Event, MessageKind, State};
+use tokio::time::{Instant, Sleep};
+use wshub_websocket::{CloseCode, Config, Connection, Event, MessageKind, State};
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -16,23 +24,58 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// What the application does with messages. Called from the connection's task.
+/// A boxed future borrowed from the handler.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What the application does with a connection. Called from the connection's task.
 pub trait Handler: Send {
-    /// A whole message arrived. Answer through `conn` (`send`, `send_prepared`, `close`).
-    fn on_message(&mut self, conn: &mut Connection, kind: MessageKind, data: Bytes);
-    /// The connection ended, with the code seen or sent.
-    fn on_close(&mut self, _code: CloseCode) {}
+    /// A whole message arrived. Answer through `conn`. The socket is not read while the
+    /// returned future runs: commands of one connection are handled in order.
+    fn on_message<'a>(&'a mut self, conn: &'a mut Connection, kind: MessageKind, data: Bytes) -> HandlerFuture<'a>;
+
+    /// Work that does not come from the socket (queued pushes, timers): called each time the
+    /// task wakes. Register `cx` with whatever should wake the task; return `Ready` after
+    /// doing something so that the driver writes and polls again.
+    fn poll_work(&mut self, _cx: &mut Context<'_>, _conn: &mut Connection) -> Poll<()> {
+        Poll::Pending
+    }
+
+    /// The connection ended, with the code seen or sent. Release what it held.
+    fn on_close(&mut self, _code: CloseCode) -> HandlerFuture<'_> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl Handler for Box<dyn Handler> {
+    fn on_message<'a>(&'a mut self, conn: &'a mut Connection, kind: MessageKind, data: Bytes) -> HandlerFuture<'a> {
+        (**self).on_message(conn, kind, data)
+    }
+    fn poll_work(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
+        (**self).poll_work(cx, conn)
+    }
+    fn on_close(&mut self, code: CloseCode) -> HandlerFuture<'_> {
+        (**self).on_close(code)
+    }
 }
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Close handshake completed or the peer's close answered.
+    /// Close handshake completed, or the peer's close answered.
     Closed(CloseCode),
     /// We failed the connection for a protocol error.
     Failed(CloseCode),
     /// The socket dropped or errored without a close handshake.
     Dropped,
+}
+
+impl Outcome {
+    pub fn code(&self) -> CloseCode {
+        match self {
+            Outcome::Closed(c) | Outcome::Failed(c) => *c,
+            Outcome::Dropped => CloseCode::ABNORMAL,
+        }
+    }
 }
 
 /// Reads what the socket has now (up to a few chunks) into the connection.
@@ -70,24 +113,30 @@ fn write_available(stream: &TcpStream, conn: &mut Connection) -> io::Result<()> 
     Ok(())
 }
 
+enum Wake {
+    /// Something to process: events, handler work, or a read.
+    Progress,
+    /// The close timeout passed, or the socket failed.
+    Stop,
+}
+
 /// Drives one upgraded connection until it ends. `leftover` holds bytes that arrived with
 /// the handshake.
-pub async fn drive<H: Handler>(
-    stream: TcpStream,
-    leftover: Bytes,
-    mut conn: Connection,
-    mut handler: H,
-) -> Outcome {
+pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Config, mut handler: H) -> Outcome {
     let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(config);
     if !leftover.is_empty() {
         conn.handle_read(&leftover);
     }
-    let mut close_deadline: Option<Instant> = None;
+    // `leftover` may be a view into hyper's read buffer: keeping it would pin that buffer
+    // (8 KiB) for the life of the connection.
+    drop(leftover);
+    let mut close_timer: Option<Pin<Box<Sleep>>> = None;
     let mut outcome = Outcome::Dropped;
     loop {
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::Message { kind, data } => handler.on_message(&mut conn, kind, data),
+                Event::Message { kind, data } => handler.on_message(&mut conn, kind, data).await,
                 Event::Closed { code, .. } => {
                     outcome = if code == CloseCode::ABNORMAL {
                         Outcome::Dropped
@@ -106,40 +155,50 @@ pub async fn drive<H: Handler>(
         if conn.is_done() {
             break;
         }
-        if conn.state() == State::CloseSent && close_deadline.is_none() {
-            close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+        if conn.state() == State::CloseSent && close_timer.is_none() {
+            close_timer = Some(Box::pin(tokio::time::sleep_until(Instant::now() + CLOSE_TIMEOUT)));
         }
-        let reading = conn.is_reading();
-        let writing = conn.has_pending_transmit();
-        tokio::select! {
-            r = stream.readable(), if reading => {
-                match r.and_then(|_| read_available(&stream, &mut conn)) {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => conn.handle_eof(),
+        let wake = std::future::poll_fn(|cx| {
+            if handler.poll_work(cx, &mut conn).is_ready() {
+                return Poll::Ready(Wake::Progress);
+            }
+            if conn.is_reading() {
+                match stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        match read_available(&stream, &mut conn) {
+                            Ok(true) => {}
+                            Ok(false) | Err(_) => conn.handle_eof(),
+                        }
+                        return Poll::Ready(Wake::Progress);
+                    }
+                    Poll::Ready(Err(_)) => {
+                        conn.handle_eof();
+                        return Poll::Ready(Wake::Progress);
+                    }
+                    Poll::Pending => {}
                 }
             }
-            r = stream.writable(), if writing => {
-                if r.is_err() {
-                    outcome = Outcome::Dropped;
-                    break;
+            if conn.has_pending_transmit() {
+                match stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Wake::Progress),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Wake::Stop),
+                    Poll::Pending => {}
                 }
             }
-            _ = sleep_until_opt(close_deadline) => break,
+            if let Some(t) = close_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Stop);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Wake::Stop = wake {
+            break;
         }
     }
-    let code = match &outcome {
-        Outcome::Closed(c) | Outcome::Failed(c) => *c,
-        Outcome::Dropped => CloseCode::ABNORMAL,
-    };
-    handler.on_close(code);
+    handler.on_close(outcome.code()).await;
     // RFC 6455 7.1.1: the server closes the TCP connection first once the handshake is done.
     drop(stream);
     outcome
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

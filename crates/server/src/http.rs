@@ -15,26 +15,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
-use wshub_websocket::{Config, Connection, HandshakeError};
+use wshub_websocket::{Config, HandshakeError};
 
 use crate::driver::{drive, Handler};
 
 /// Makes the handler of a new WebSocket connection.
 pub type HandlerFactory = Arc<dyn Fn(&Accepted) -> Box<dyn Handler> + Send + Sync>;
-
-impl Handler for Box<dyn Handler> {
-    fn on_message(
-        &mut self,
-        conn: &mut Connection,
-        kind: wshub_websocket::MessageKind,
-        data: Bytes,
-    ) {
-        (**self).on_message(conn, kind, data)
-    }
-    fn on_close(&mut self, code: wshub_websocket::CloseCode) {
-        (**self).on_close(code)
-    }
-}
 
 /// Listener settings.
 #[derive(Clone)]
@@ -78,10 +64,8 @@ impl Shared {
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -89,19 +73,14 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 pub fn refusal(e: &HandshakeError) -> Response<Full<Bytes>> {
     let mut r = text(e.status(), &e.to_string());
     if *e == HandshakeError::Version {
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
+        r.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     r
 }
 
 /// Answers one HTTP request.
-pub async fn handle(
-    mut req: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let is_ws = match &shared.config.ws_paths {
         None => !matches!(path, "/health" | "/ready"),
@@ -123,10 +102,7 @@ pub async fn handle(
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let conn = Connection::new(Config::server(
-        shared.config.max_message_size,
-        accepted.deflate,
-    ));
+    let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
     let handler = (shared.config.handler)(&accepted);
     let task_shared = shared.clone();
     tokio::spawn(async move {
@@ -145,7 +121,7 @@ pub async fn handle(
             }
         };
         task_shared.connections.fetch_add(1, Ordering::Relaxed);
-        let outcome = drive(parts.io.into_inner(), parts.read_buf, conn, handler).await;
+        let outcome = drive(parts.io.into_inner(), parts.read_buf, ws_config, handler).await;
         task_shared.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(?outcome, "connection ended");
     });

@@ -54,7 +54,13 @@ async fn good_handshakes() {
     assert_eq!(get("sec-websocket-accept").as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     assert_eq!(get("sec-websocket-protocol").as_deref(), Some("centrifuge-protobuf"));
     assert!(get("sec-websocket-extensions").unwrap().starts_with("permessage-deflate"));
-    let mut c = Client::connect(server.addr, "/connection/websocket", &["centrifuge-protobuf"], Some(Default::default())).await;
+    let mut c = Client::connect(
+        server.addr,
+        "/connection/websocket",
+        &["centrifuge-protobuf"],
+        Some(Default::default()),
+    )
+    .await;
     assert_eq!(c.protocol.as_deref(), Some("centrifuge-protobuf"));
     c.echo_round_trip(&"compressible ".repeat(100)).await;
     let (code, _, body) = raw_http(server.addr, format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;

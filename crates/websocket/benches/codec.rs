@@ -85,28 +85,18 @@ fn masking(c: &mut Criterion) {
     let mut g = c.benchmark_group("mask");
     let mut buf = vec![0x5au8; 64 * 1024];
     g.throughput(Throughput::Bytes(buf.len() as u64));
-    g.bench_function("word_64KiB", |b| {
-        b.iter(|| apply_mask(black_box(&mut buf), [1, 2, 3, 4], 1))
-    });
-    g.bench_function("naive_64KiB", |b| {
-        b.iter(|| apply_mask_naive(black_box(&mut buf), [1, 2, 3, 4], 1))
-    });
+    g.bench_function("word_64KiB", |b| b.iter(|| apply_mask(black_box(&mut buf), [1, 2, 3, 4], 1)));
+    g.bench_function("naive_64KiB", |b| b.iter(|| apply_mask_naive(black_box(&mut buf), [1, 2, 3, 4], 1)));
     g.finish();
 }
 
 fn deflate_share(c: &mut Criterion) {
     let mut g = c.benchmark_group("deflate_fanout_1000_conns");
     let payload = Bytes::from(
-        r#"{"push":{"channel":"news","pub":{"data":{"text":"the quick brown fox jumps over the lazy dog","n":12345},"offset":42}}}"#.repeat(4),
+        r#"{"push":{"channel":"news","pub":{"data":{"text":"the quick brown fox jumps over the lazy dog","n":12345},"offset":42}}}"#
+            .repeat(4),
     );
-    let (params, _) = deflate::negotiate(
-        ["permessage-deflate"],
-        DeflateConfig {
-            level: 1,
-            min_size: 0,
-        },
-    )
-    .unwrap_or_else(|| unreachable!());
+    let (params, _) = deflate::negotiate(["permessage-deflate"], DeflateConfig { level: 1, min_size: 0 }).unwrap_or_else(|| unreachable!());
     g.bench_function("compress_once_share", |b| {
         b.iter_batched(
             || {

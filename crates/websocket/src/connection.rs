@@ -174,9 +174,7 @@ impl Connection {
     pub fn handle_read(&mut self, mut data: &[u8]) {
         while !data.is_empty() && self.reading {
             if let Some(f) = &self.frame {
-                let n = usize::try_from(f.remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
+                let n = usize::try_from(f.remaining).unwrap_or(usize::MAX).min(data.len());
                 let (chunk, rest) = data.split_at(n);
                 data = rest;
                 if let Err(e) = self.payload(chunk) {
@@ -221,11 +219,7 @@ impl Connection {
     fn begin_frame(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
         // RFC 6455 5.2: "MUST be 0 unless an extension is negotiated that defines meanings
         // for non-zero values". RFC 7692 6: RSV1 marks the first frame of a compressed message.
-        if h.rsv2
-            || h.rsv3
-            || (h.rsv1
-                && (self.deflate.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary)))
-        {
+        if h.rsv2 || h.rsv3 || (h.rsv1 && (self.deflate.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))) {
             return Err(ProtocolError::ReservedBits);
         }
         // RFC 6455 5.1: a server "MUST close the connection upon receiving a frame that is
@@ -257,10 +251,7 @@ impl Connection {
                 });
             }
             OpCode::Continuation => {
-                let m = self
-                    .message
-                    .as_mut()
-                    .ok_or(ProtocolError::UnexpectedContinuation)?;
+                let m = self.message.as_mut().ok_or(ProtocolError::UnexpectedContinuation)?;
                 if (m.buf.len() as u64).saturating_add(len) > self.max_message_size as u64 {
                     return Err(ProtocolError::MessageTooBig(self.max_message_size));
                 }
@@ -295,10 +286,7 @@ impl Connection {
                     if let Some(k) = f.mask {
                         apply_mask(&mut m.buf[start..], k, f.offset);
                     }
-                    if m.kind == MessageKind::Text
-                        && !m.compressed
-                        && m.utf8.feed(&m.buf[start..]).is_err()
-                    {
+                    if m.kind == MessageKind::Text && !m.compressed && m.utf8.feed(&m.buf[start..]).is_err() {
                         return Err(ProtocolError::InvalidUtf8);
                     }
                     f.offset += chunk.len();
@@ -363,8 +351,7 @@ impl Connection {
                 if !code.is_sendable() {
                     return Err(ProtocolError::InvalidCloseCode(code.0));
                 }
-                let reason =
-                    std::str::from_utf8(rest).map_err(|_| ProtocolError::InvalidCloseReason)?;
+                let reason = std::str::from_utf8(rest).map_err(|_| ProtocolError::InvalidCloseReason)?;
                 (code, reason.to_owned())
             }
         };
@@ -385,9 +372,7 @@ impl Connection {
                 Role::Client => self.deflate.is_some_and(|d| !d.server_no_context_takeover),
             };
             let out = if takeover {
-                let inf = self
-                    .inflater
-                    .get_or_insert_with(|| Box::new(Inflater::new(15)));
+                let inf = self.inflater.get_or_insert_with(|| Box::new(Inflater::new(15)));
                 inf.inflate(&m.buf, self.max_message_size)
             } else {
                 Inflater::new(15).inflate(&m.buf, self.max_message_size)
@@ -506,10 +491,7 @@ impl Connection {
                     Role::Server => d.server_max_window_bits,
                     Role::Client => d.client_max_window_bits,
                 };
-                (
-                    Bytes::from(deflate::compress(&payload, bits, d.config.level)),
-                    true,
-                )
+                (Bytes::from(deflate::compress(&payload, bits, d.config.level)), true)
             }
             _ => (payload, false),
         };

@@ -28,10 +28,7 @@ pub struct DeflateConfig {
 
 impl Default for DeflateConfig {
     fn default() -> Self {
-        DeflateConfig {
-            level: 1,
-            min_size: 64,
-        }
+        DeflateConfig { level: 1, min_size: 64 }
     }
 }
 
@@ -100,15 +97,9 @@ fn parse_offer<'a>(params: impl Iterator<Item = &'a str>) -> Result<Offer, ()> {
         // RFC 7692 7.1: an offer with an unknown parameter, a duplicate or a bad value is
         // declined (the server may then accept another offer).
         match name.to_ascii_lowercase().as_str() {
-            "server_no_context_takeover" if value.is_none() && !o.server_no_context_takeover => {
-                o.server_no_context_takeover = true
-            }
-            "client_no_context_takeover" if value.is_none() && !o.client_no_context_takeover => {
-                o.client_no_context_takeover = true
-            }
-            "server_max_window_bits" if o.server_max_window_bits.is_none() => {
-                o.server_max_window_bits = Some(parse_bits(value)?)
-            }
+            "server_no_context_takeover" if value.is_none() && !o.server_no_context_takeover => o.server_no_context_takeover = true,
+            "client_no_context_takeover" if value.is_none() && !o.client_no_context_takeover => o.client_no_context_takeover = true,
+            "server_max_window_bits" if o.server_max_window_bits.is_none() => o.server_max_window_bits = Some(parse_bits(value)?),
             "client_max_window_bits" if o.client_max_window_bits.is_none() => {
                 o.client_max_window_bits = Some(match value {
                     None => None,
@@ -123,10 +114,7 @@ fn parse_offer<'a>(params: impl Iterator<Item = &'a str>) -> Result<Offer, ()> {
 
 /// Server side: picks the first acceptable `permessage-deflate` offer among the values of
 /// `Sec-WebSocket-Extensions`, returning the agreed parameters and the response header value.
-pub fn negotiate<'a>(
-    header_values: impl IntoIterator<Item = &'a str>,
-    config: DeflateConfig,
-) -> Option<(DeflateParams, String)> {
+pub fn negotiate<'a>(header_values: impl IntoIterator<Item = &'a str>, config: DeflateConfig) -> Option<(DeflateParams, String)> {
     for value in header_values {
         for ext in value.split(',') {
             let mut parts = ext.split(';');
@@ -138,9 +126,7 @@ pub fn negotiate<'a>(
                 continue;
             };
             let server_bits = offer.server_max_window_bits.unwrap_or(15);
-            let mut response = String::from(
-                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-            );
+            let mut response = String::from("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
             if let Some(b) = offer.server_max_window_bits {
                 response.push_str(&format!("; server_max_window_bits={b}"));
             }
@@ -169,11 +155,7 @@ pub fn negotiate<'a>(
 /// Client side: reads the server's answer to [`DeflateParams::client_offer`].
 pub fn parse_response(value: &str, config: DeflateConfig) -> Option<DeflateParams> {
     let mut parts = value.split(';');
-    if !parts
-        .next()?
-        .trim()
-        .eq_ignore_ascii_case("permessage-deflate")
-    {
+    if !parts.next()?.trim().eq_ignore_ascii_case("permessage-deflate") {
         return None;
     }
     let o = parse_offer(parts).ok()?;
@@ -207,11 +189,7 @@ pub fn compress(payload: &[u8], window_bits: u8, level: u32) -> Vec<u8> {
         let idx = match cache.iter().position(|(b, l, _)| *b == bits && *l == level) {
             Some(i) => i,
             None => {
-                cache.push((
-                    bits,
-                    level,
-                    Compress::new_with_window_bits(Compression::new(level), false, bits),
-                ));
+                cache.push((bits, level, Compress::new_with_window_bits(Compression::new(level), false, bits)));
                 cache.len() - 1
             }
         };
@@ -316,52 +294,33 @@ mod tests {
     fn negotiates_the_first_acceptable_offer() {
         let cfg = DeflateConfig::default();
         let (p, resp) = negotiate(["permessage-deflate; client_max_window_bits"], cfg).unwrap();
-        assert_eq!(
-            (p.server_max_window_bits, p.client_max_window_bits),
-            (15, 15)
-        );
-        assert_eq!(
-            resp,
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-        );
+        assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (15, 15));
+        assert_eq!(resp, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
 
-        let (p, resp) = negotiate(["permessage-deflate; server_max_window_bits=0, permessage-deflate; server_max_window_bits=10; client_max_window_bits=9"], cfg).unwrap();
-        assert_eq!(
-            (p.server_max_window_bits, p.client_max_window_bits),
-            (10, 9)
-        );
-        assert!(
-            resp.ends_with("server_max_window_bits=10; client_max_window_bits=9"),
-            "{resp}"
-        );
+        let (p, resp) = negotiate(
+            ["permessage-deflate; server_max_window_bits=0, permessage-deflate; server_max_window_bits=10; client_max_window_bits=9"],
+            cfg,
+        )
+        .unwrap();
+        assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (10, 9));
+        assert!(resp.ends_with("server_max_window_bits=10; client_max_window_bits=9"), "{resp}");
 
         assert!(negotiate(["x-webkit-deflate-frame"], cfg).is_none());
         assert!(negotiate(["permessage-deflate; foo"], cfg).is_none());
         assert!(negotiate(["permessage-deflate; server_max_window_bits"], cfg).is_none());
         assert!(negotiate(["permessage-deflate; server_max_window_bits=16"], cfg).is_none());
-        assert!(negotiate(
-            ["permessage-deflate; server_no_context_takeover; server_no_context_takeover"],
-            cfg
-        )
-        .is_none());
+        assert!(negotiate(["permessage-deflate; server_no_context_takeover; server_no_context_takeover"], cfg).is_none());
         assert!(negotiate(["permessage-deflate; client_max_window_bits=\"10\""], cfg).is_some());
     }
 
     #[test]
     fn rfc_7692_hello() {
         // RFC 7692 7.2.3.1: "Hello" compressed is f2 48 cd c9 c9 07 00.
-        let out = Inflater::new(15)
-            .inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100)
-            .unwrap();
+        let out = Inflater::new(15).inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap();
         assert_eq!(out, b"Hello");
         // 7.2.3.3: a message in one stored block.
         let out = Inflater::new(15)
-            .inflate(
-                &[
-                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
-                ],
-                100,
-            )
+            .inflate(&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00], 100)
             .unwrap();
         assert_eq!(out, b"Hello");
     }
@@ -371,14 +330,8 @@ mod tests {
         let big = vec![b'a'; 100_000];
         let c = compress(&big, 15, 6);
         assert!(c.len() < 1000);
-        assert_eq!(
-            Inflater::new(15).inflate(&c, 99_999),
-            Err(InflateError::TooBig)
-        );
-        assert_eq!(
-            Inflater::new(15).inflate(&c, 100_000).unwrap().len(),
-            100_000
-        );
+        assert_eq!(Inflater::new(15).inflate(&c, 99_999), Err(InflateError::TooBig));
+        assert_eq!(Inflater::new(15).inflate(&c, 100_000).unwrap().len(), 100_000);
         assert_eq!(
             Inflater::new(15).inflate(&[0xff, 0xff, 0xff, 0xff], 100),
             Err(InflateError::Corrupt)

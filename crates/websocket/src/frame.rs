@@ -131,14 +131,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Protocol
 }
 
 /// Encodes a header into `out`, returning its length.
-pub fn encode_header(
-    out: &mut [u8; MAX_HEADER_LEN],
-    fin: bool,
-    rsv1: bool,
-    opcode: OpCode,
-    mask: Option<[u8; 4]>,
-    len: u64,
-) -> usize {
+pub fn encode_header(out: &mut [u8; MAX_HEADER_LEN], fin: bool, rsv1: bool, opcode: OpCode, mask: Option<[u8; 4]>, len: u64) -> usize {
     out[0] = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.as_u8();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     let mut n = if len < 126 {
@@ -201,38 +194,21 @@ mod tests {
     fn rfc_examples() {
         // RFC 6455 5.7: unmasked "Hello".
         let (h, used) = parse_header(&[0x81, 0x05, 0x48]).unwrap().unwrap();
-        assert_eq!(
-            (h.fin, h.opcode, h.payload_len, used),
-            (true, OpCode::Text, 5, 2)
-        );
+        assert_eq!((h.fin, h.opcode, h.payload_len, used), (true, OpCode::Text, 5, 2));
         // 256 bytes binary, 16-bit length.
         let (h, used) = parse_header(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
         assert_eq!((h.payload_len, used), (256, 4));
         // 64 KiB binary, 64-bit length.
-        let (h, used) = parse_header(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0])
-            .unwrap()
-            .unwrap();
+        let (h, used) = parse_header(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap().unwrap();
         assert_eq!((h.payload_len, used), (65536, 10));
     }
 
     #[test]
     fn bad_headers() {
-        assert_eq!(
-            parse_header(&[0x83, 0x00]),
-            Err(ProtocolError::ReservedOpcode(3))
-        );
-        assert_eq!(
-            parse_header(&[0x8B, 0x00]),
-            Err(ProtocolError::ReservedOpcode(0xB))
-        );
-        assert_eq!(
-            parse_header(&[0x09, 0x00]),
-            Err(ProtocolError::FragmentedControl)
-        );
-        assert_eq!(
-            parse_header(&[0x89, 0x7E, 0, 126]),
-            Err(ProtocolError::ControlTooLong)
-        );
+        assert_eq!(parse_header(&[0x83, 0x00]), Err(ProtocolError::ReservedOpcode(3)));
+        assert_eq!(parse_header(&[0x8B, 0x00]), Err(ProtocolError::ReservedOpcode(0xB)));
+        assert_eq!(parse_header(&[0x09, 0x00]), Err(ProtocolError::FragmentedControl));
+        assert_eq!(parse_header(&[0x89, 0x7E, 0, 126]), Err(ProtocolError::ControlTooLong));
         assert_eq!(
             parse_header(&[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]),
             Err(ProtocolError::InvalidLength)

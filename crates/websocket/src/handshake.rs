@@ -53,9 +53,7 @@ impl OriginPolicy {
                 let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
                 matches!(host, Some(h) if !authority.is_empty() && authority.eq_ignore_ascii_case(h))
             }
-            OriginPolicy::Patterns(ps) => ps
-                .iter()
-                .any(|p| glob_match(p.as_bytes(), origin.as_bytes())),
+            OriginPolicy::Patterns(ps) => ps.iter().any(|p| glob_match(p.as_bytes(), origin.as_bytes())),
         }
     }
 }
@@ -99,18 +97,10 @@ impl Accepted {
         if let Ok(v) = HeaderValue::from_str(&self.accept) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
-        if let Some(v) = self
-            .protocol
-            .as_deref()
-            .and_then(|p| HeaderValue::from_str(p).ok())
-        {
+        if let Some(v) = self.protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
         }
-        if let Some(v) = self
-            .extension_response
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok())
-        {
+        if let Some(v) = self.extension_response.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
             h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
         }
         h
@@ -129,10 +119,7 @@ fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item =
 }
 
 /// Validates an upgrade request (RFC 6455 4.2.1) and negotiates subprotocol and extensions.
-pub fn accept<B>(
-    req: &http::Request<B>,
-    cfg: &HandshakeConfig,
-) -> Result<Accepted, HandshakeError> {
+pub fn accept<B>(req: &http::Request<B>, cfg: &HandshakeConfig) -> Result<Accepted, HandshakeError> {
     // 4.2.1 (1): "An HTTP/1.1 or higher GET request".
     if req.method() != http::Method::GET {
         return Err(HandshakeError::Method);
@@ -182,17 +169,11 @@ pub fn accept<B>(
     }
     let protocol = {
         let offered: Vec<&str> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
-        cfg.protocols
-            .iter()
-            .find(|p| offered.iter().any(|o| o == p))
-            .cloned()
+        cfg.protocols.iter().find(|p| offered.iter().any(|o| o == p)).cloned()
     };
     let (deflate, extension_response) = match cfg.deflate {
         Some(dc) => {
-            let values = h
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
+            let values = h.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok());
             match deflate::negotiate(values, dc) {
                 Some((p, r)) => (Some(p), Some(r)),
                 None => (None, None),
@@ -209,14 +190,8 @@ pub fn accept<B>(
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -241,16 +216,10 @@ pub fn client_request(
         "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
     if !protocols.is_empty() {
-        s.push_str(&format!(
-            "Sec-WebSocket-Protocol: {}\r\n",
-            protocols.join(", ")
-        ));
+        s.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", ")));
     }
     if let Some(dc) = deflate {
-        s.push_str(&format!(
-            "Sec-WebSocket-Extensions: {}\r\n",
-            DeflateParams::client_offer(dc).1
-        ));
+        s.push_str(&format!("Sec-WebSocket-Extensions: {}\r\n", DeflateParams::client_offer(dc).1));
     }
     s.push_str("\r\n");
     ClientRequest {
@@ -287,21 +256,14 @@ pub fn verify_response(
     if status != 101 {
         return Err(ClientHandshakeError::Status(status));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_ACCEPT)
-        .map(|v| v.as_bytes())
-        != Some(req.expected_accept.as_bytes())
-    {
+    if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(req.expected_accept.as_bytes()) {
         return Err(ClientHandshakeError::Accept);
     }
     let protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let deflate = match headers
-        .get(header::SEC_WEBSOCKET_EXTENSIONS)
-        .and_then(|v| v.to_str().ok())
-    {
+    let deflate = match headers.get(header::SEC_WEBSOCKET_EXTENSIONS).and_then(|v| v.to_str().ok()) {
         None => None,
         Some(v) => {
             let dc = deflate.ok_or(ClientHandshakeError::Extension)?;
@@ -332,18 +294,14 @@ mod tests {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
         r.headers_mut().remove(&name);
         if let Some(v) = value {
-            r.headers_mut()
-                .insert(name, HeaderValue::from_str(v).unwrap());
+            r.headers_mut().insert(name, HeaderValue::from_str(v).unwrap());
         }
         r
     }
 
     #[test]
     fn rfc_example_accept() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let a = accept(&req(&[]), &HandshakeConfig::default()).unwrap();
         assert_eq!(a.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(a.protocol.is_none() && a.deflate.is_none());
@@ -351,11 +309,7 @@ mod tests {
 
     #[test]
     fn tokens_any_case() {
-        let r = with(
-            with(req(&[]), "upgrade", Some("WebSocket")),
-            "connection",
-            Some("UPGRADE"),
-        );
+        let r = with(with(req(&[]), "upgrade", Some("WebSocket")), "connection", Some("UPGRADE"));
         assert!(accept(&r, &HandshakeConfig::default()).is_ok());
     }
 
@@ -372,10 +326,7 @@ mod tests {
             accept(&with(req(&[]), "host", None), &cfg).unwrap_err(),
             HandshakeError::MissingHost
         );
-        assert_eq!(
-            accept(&with(req(&[]), "upgrade", None), &cfg).unwrap_err(),
-            HandshakeError::Upgrade
-        );
+        assert_eq!(accept(&with(req(&[]), "upgrade", None), &cfg).unwrap_err(), HandshakeError::Upgrade);
         assert_eq!(
             accept(&with(req(&[]), "upgrade", Some("h2c")), &cfg).unwrap_err(),
             HandshakeError::Upgrade
@@ -401,11 +352,7 @@ mod tests {
             HandshakeError::Key
         );
         assert_eq!(
-            accept(
-                &with(req(&[]), "sec-websocket-key", Some("not base64!!")),
-                &cfg
-            )
-            .unwrap_err(),
+            accept(&with(req(&[]), "sec-websocket-key", Some("not base64!!")), &cfg).unwrap_err(),
             HandshakeError::Key
         );
         assert_eq!(HandshakeError::Version.status(), 426);
@@ -421,10 +368,7 @@ mod tests {
             accept(&req(&[("Origin", "http://evil.com")]), &same).unwrap_err(),
             HandshakeError::Origin
         );
-        assert_eq!(
-            accept(&req(&[("Origin", "null")]), &same).unwrap_err(),
-            HandshakeError::Origin
-        );
+        assert_eq!(accept(&req(&[("Origin", "null")]), &same).unwrap_err(), HandshakeError::Origin);
         let pats = HandshakeConfig {
             origins: OriginPolicy::from_list(&["https://*.example.com".into()]),
             ..Default::default()
@@ -447,19 +391,13 @@ mod tests {
         };
         let r = req(&[
             ("Sec-WebSocket-Protocol", "foo, centrifuge-protobuf"),
-            (
-                "Sec-WebSocket-Extensions",
-                "permessage-deflate; client_max_window_bits",
-            ),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
         ]);
         let a = accept(&r, &cfg).unwrap();
         assert_eq!(a.protocol.as_deref(), Some("centrifuge-protobuf"));
         let h = a.response_headers();
         assert_eq!(h["sec-websocket-protocol"], "centrifuge-protobuf");
-        assert!(h["sec-websocket-extensions"]
-            .to_str()
-            .unwrap()
-            .starts_with("permessage-deflate"));
+        assert!(h["sec-websocket-extensions"].to_str().unwrap().starts_with("permessage-deflate"));
         let a = accept(&req(&[("Sec-WebSocket-Protocol", "foo")]), &cfg).unwrap();
         assert!(a.protocol.is_none());
         assert!(!a.response_headers().contains_key("sec-websocket-protocol"));
@@ -481,13 +419,7 @@ mod tests {
             ..Default::default()
         };
         let a = accept(&b.body(()).unwrap(), &cfg).unwrap();
-        let ca = verify_response(
-            101,
-            &a.response_headers(),
-            &cr,
-            Some(DeflateConfig::default()),
-        )
-        .unwrap();
+        let ca = verify_response(101, &a.response_headers(), &cr, Some(DeflateConfig::default())).unwrap();
         assert_eq!(ca.protocol.as_deref(), Some("p"));
         assert!(ca.deflate.unwrap().server_no_context_takeover);
         assert_eq!(

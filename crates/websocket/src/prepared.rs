@@ -62,13 +62,7 @@ impl PreparedMessage {
         }
         let bits = d.server_max_window_bits.clamp(8, 15);
         let slot = &self.deflated[usize::from(bits - 8)];
-        slot.get_or_init(|| {
-            frame(
-                self.kind,
-                true,
-                &deflate::compress(&self.payload, bits, d.config.level),
-            )
-        })
-        .clone()
+        slot.get_or_init(|| frame(self.kind, true, &deflate::compress(&self.payload, bits, d.config.level)))
+            .clone()
     }
 }

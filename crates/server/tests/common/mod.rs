@@ -54,7 +54,12 @@ impl TestServer {
             })
             .await
         });
-        TestServer { addr, shared, stop: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            shared,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(mut self) {
@@ -70,7 +75,11 @@ impl TestServer {
     pub async fn wait_connections(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + LIMIT;
         while self.shared.connections() != n {
-            assert!(tokio::time::Instant::now() < deadline, "still {} connections, expected {n}", self.shared.connections());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {} connections, expected {n}",
+                self.shared.connections()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -84,7 +93,10 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, St
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(LIMIT, s.read(&mut chunk)).await.expect("answer in time").unwrap();
+        let n = tokio::time::timeout(LIMIT, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -99,7 +111,11 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, St
                 .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
                 .unwrap_or(0);
             if buf.len() >= head + len {
-                let hs = resp.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let hs = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
                 let body = String::from_utf8_lossy(&buf[head..head + len]).into_owned();
                 return (resp.code.unwrap(), hs, body);
             }
@@ -138,12 +154,23 @@ impl Client {
             if let httparse::Status::Complete(head) = resp.parse(&buf).unwrap() {
                 let mut map = http::HeaderMap::new();
                 for h in resp.headers.iter() {
-                    map.append(http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(), http::HeaderValue::from_bytes(h.value).unwrap());
+                    map.append(
+                        http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                        http::HeaderValue::from_bytes(h.value).unwrap(),
+                    );
                 }
                 let acc = handshake::verify_response(resp.code.unwrap(), &map, &req, deflate).unwrap();
-                let mut conn = Connection::new(Config { role: Role::Client, max_message_size: 64 << 20, deflate: acc.deflate });
+                let mut conn = Connection::new(Config {
+                    role: Role::Client,
+                    max_message_size: 64 << 20,
+                    deflate: acc.deflate,
+                });
                 conn.handle_read(&buf[head..]);
-                return Client { stream, conn, protocol: acc.protocol };
+                return Client {
+                    stream,
+                    conn,
+                    protocol: acc.protocol,
+                };
             }
         }
     }
@@ -174,7 +201,10 @@ impl Client {
                 return e;
             }
             let mut chunk = [0u8; 16384];
-            let n = tokio::time::timeout(LIMIT, self.stream.read(&mut chunk)).await.expect("event in time").unwrap_or(0);
+            let n = tokio::time::timeout(LIMIT, self.stream.read(&mut chunk))
+                .await
+                .expect("event in time")
+                .unwrap_or(0);
             if n == 0 {
                 self.conn.handle_eof();
             } else {
@@ -198,7 +228,10 @@ impl Client {
     pub async fn echo_round_trip(&mut self, text: &str) {
         self.send(MessageKind::Text, text.as_bytes()).await;
         match self.next_event().await {
-            Event::Message { kind: MessageKind::Text, data } => assert_eq!(data, text.as_bytes()),
+            Event::Message {
+                kind: MessageKind::Text,
+                data,
+            } => assert_eq!(data, text.as_bytes()),
             other => panic!("expected the echo, got {other:?}"),
         }
     }
@@ -206,7 +239,10 @@ impl Client {
 
 fn rand_key() -> [u8; 16] {
     let mut k = [0u8; 16];
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     k.copy_from_slice(&t.to_le_bytes());
     k
 }

@@ -97,10 +97,7 @@ fn byte_by_byte_and_fragments() {
             data: Bytes::from("καλημέρα".as_bytes())
         }
     );
-    assert_eq!(
-        server_frames(&output(&mut c)),
-        vec![(OpCode::Pong, false, b"ping!".to_vec())]
-    );
+    assert_eq!(server_frames(&output(&mut c)), vec![(OpCode::Pong, false, b"ping!".to_vec())]);
 }
 
 #[test]
@@ -135,10 +132,7 @@ fn protocol_errors_close_with_1002() {
     for (i, wire) in cases.iter().enumerate() {
         let mut c = server();
         c.handle_read(wire);
-        assert!(
-            matches!(events(&mut c).last(), Some(Event::Failed(_))),
-            "case {i}"
-        );
+        assert!(matches!(events(&mut c).last(), Some(Event::Failed(_))), "case {i}");
         assert_eq!(close_code_of(&mut c), 1002, "case {i}");
         assert!(c.is_done());
     }
@@ -246,14 +240,7 @@ fn idle_connection_holds_no_buffers() {
 }
 
 fn deflate_server() -> Connection {
-    let (p, _) = crate::deflate::negotiate(
-        ["permessage-deflate"],
-        DeflateConfig {
-            level: 6,
-            min_size: 0,
-        },
-    )
-    .unwrap();
+    let (p, _) = crate::deflate::negotiate(["permessage-deflate"], DeflateConfig { level: 6, min_size: 0 }).unwrap();
     Connection::new(Config::server(1 << 20, Some(p)))
 }
 
@@ -261,12 +248,7 @@ fn deflate_server() -> Connection {
 fn compressed_messages_both_ways() {
     let mut c = deflate_server();
     // RFC 7692 7.2.3.1 "Hello", then the same message in two fragments (7.2.3.2 style).
-    c.handle_read(&client_frame(
-        true,
-        true,
-        1,
-        &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
-    ));
+    c.handle_read(&client_frame(true, true, 1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]));
     c.handle_read(&client_frame(false, true, 1, &[0xf2, 0x48, 0xcd]));
     c.handle_read(&client_frame(true, false, 0, &[0xc9, 0xc9, 0x07, 0x00]));
     let ev = events(&mut c);
@@ -285,10 +267,7 @@ fn compressed_messages_both_ways() {
     let frames = server_frames(&output(&mut c));
     assert!(frames[0].1, "rsv1 set");
     assert!(frames[0].2.len() < 100);
-    assert_eq!(
-        Inflater::new(15).inflate(&frames[0].2, 1 << 20).unwrap(),
-        text.as_bytes()
-    );
+    assert_eq!(Inflater::new(15).inflate(&frames[0].2, 1 << 20).unwrap(), text.as_bytes());
 }
 
 #[test]
@@ -301,12 +280,7 @@ fn compressed_bombs_and_garbage() {
     c.handle_read(&client_frame(true, true, 2, &[0xff, 0xfe, 0xfd]));
     assert_eq!(close_code_of(&mut c), 1002);
     let mut c = deflate_server();
-    c.handle_read(&client_frame(
-        true,
-        true,
-        1,
-        &deflate::compress(&[0xff, 0xfe], 15, 6),
-    ));
+    c.handle_read(&client_frame(true, true, 1, &deflate::compress(&[0xff, 0xfe], 15, 6)));
     assert_eq!(close_code_of(&mut c), 1007);
     // RSV1 on a continuation or a control frame is an error even with deflate.
     let mut c = deflate_server();
@@ -323,17 +297,10 @@ fn prepared_message_is_shared() {
     let mut plain = server();
     assert!(a.send_prepared(&msg) && b.send_prepared(&msg) && plain.send_prepared(&msg));
     let (fa, fb) = (a.tx[0].clone(), b.tx[0].clone());
-    assert_eq!(
-        fa.as_ptr(),
-        fb.as_ptr(),
-        "the compressed frame is one allocation"
-    );
+    assert_eq!(fa.as_ptr(), fb.as_ptr(), "the compressed frame is one allocation");
     assert_eq!(plain.tx[0].as_ptr(), msg.frame_for(None).as_ptr());
     let f = server_frames(&output(&mut a));
-    assert_eq!(
-        Inflater::new(15).inflate(&f[0].2, 1 << 20).unwrap(),
-        "x".repeat(500).as_bytes()
-    );
+    assert_eq!(Inflater::new(15).inflate(&f[0].2, 1 << 20).unwrap(), "x".repeat(500).as_bytes());
 }
 
 #[test]
@@ -375,17 +342,11 @@ fn client_role_masks_and_reads_unmasked() {
             sv.send(kind, data);
         }
     }
-    let ops: Vec<OpCode> = server_frames(&output(&mut sv))
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let ops: Vec<OpCode> = server_frames(&output(&mut sv)).into_iter().map(|f| f.0).collect();
     assert_eq!(ops, vec![OpCode::Text, OpCode::Pong, OpCode::Close]);
     // A masked frame from a server is refused.
     cl.handle_read(&client_frame(true, false, 1, b"x"));
-    assert!(matches!(
-        events(&mut cl)[..],
-        [Event::Failed(ProtocolError::MaskedServerFrame)]
-    ));
+    assert!(matches!(events(&mut cl)[..], [Event::Failed(ProtocolError::MaskedServerFrame)]));
 }
 
 #[test]
