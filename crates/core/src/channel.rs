@@ -1,0 +1,101 @@
+//! Channel names: namespaces (`ns:rest`), user-limited channels (`chat#42,43`), length.
+
+use crate::config::{ChannelConfig, ChannelOptions};
+
+/// Why a channel name is refused; each maps to one reply code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Empty or over `channel.max_length`: 107 bad request.
+    #[error("bad channel name")]
+    BadName,
+    /// A `ns:` prefix with no such namespace: 102 unknown channel.
+    #[error("unknown channel")]
+    UnknownNamespace,
+}
+
+impl ChannelError {
+    pub fn code(self) -> u32 {
+        match self {
+            ChannelError::BadName => wshub_protocol::codes::error::BAD_REQUEST,
+            ChannelError::UnknownNamespace => wshub_protocol::codes::error::UNKNOWN_CHANNEL,
+        }
+    }
+}
+
+/// The options that apply to `channel`.
+pub fn resolve<'a>(cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
+    if channel.is_empty() || channel.len() > cfg.max_length {
+        return Err(ChannelError::BadName);
+    }
+    match channel.split_once(':') {
+        None => Ok(&cfg.without_namespace),
+        Some((ns, _)) => cfg
+            .namespaces
+            .iter()
+            .find(|n| n.name == ns)
+            .map(|n| &n.options)
+            .ok_or(ChannelError::UnknownNamespace),
+    }
+}
+
+/// For a user-limited channel (`name#u1,u2`), whether `user` is one of its users. `None`
+/// when the channel is not user-limited.
+pub fn user_limited_allows(channel: &str, user: &str) -> Option<bool> {
+    let (_, users) = channel.rsplit_once('#')?;
+    Some(!user.is_empty() && users.split(',').any(|u| u == user))
+}
+
+/// Whether `channel` matches a `channels` API pattern: `*` matches any run of characters.
+pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| m(rest, &s[i..])),
+            Some((c, rest)) => matches!(s.split_first(), Some((d, srest)) if c == d && m(rest, srest)),
+        }
+    }
+    pattern.is_empty() || m(pattern.as_bytes(), channel.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Namespace;
+
+    #[test]
+    fn namespaces_and_limits() {
+        let cfg = ChannelConfig {
+            max_length: 10,
+            namespaces: vec![Namespace {
+                name: "chat".into(),
+                options: ChannelOptions {
+                    presence: true,
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
+        assert!(!resolve(&cfg, "news").unwrap().presence);
+        assert!(resolve(&cfg, "chat:room").unwrap().presence);
+        assert_eq!(resolve(&cfg, "nope:room"), Err(ChannelError::UnknownNamespace));
+        assert_eq!(resolve(&cfg, ""), Err(ChannelError::BadName));
+        assert_eq!(resolve(&cfg, "elevenchars"), Err(ChannelError::BadName));
+        assert_eq!(ChannelError::UnknownNamespace.code(), 102);
+    }
+
+    #[test]
+    fn user_limited() {
+        assert_eq!(user_limited_allows("dialog#42,43", "43"), Some(true));
+        assert_eq!(user_limited_allows("dialog#42", "4"), Some(false));
+        assert_eq!(user_limited_allows("dialog#42", ""), Some(false));
+        assert_eq!(user_limited_allows("dialog", "42"), None);
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("", "x"));
+        assert!(pattern_matches("chat:*", "chat:room"));
+        assert!(!pattern_matches("chat:*", "news"));
+        assert!(pattern_matches("*room*", "chat:room1"));
+    }
+}

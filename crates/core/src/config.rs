@@ -1,0 +1,185 @@
+//! The node's settings: plain structs mirroring DESIGN.md's keys (Centrifugo v6 names),
+//! with their defaults. Loading them from files, the environment and flags is the server's
+//! job; validation here names the key at fault.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Options of a namespace (or of channels without one). Zero and false mean "off".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelOptions {
+    /// Keep presence information for the channel.
+    pub presence: bool,
+    /// Send join and leave pushes to subscribers that ask for them.
+    pub join_leave: bool,
+    /// Send join and leave pushes to every subscriber, asked or not.
+    pub force_push_join_leave: bool,
+    /// Publications kept in the channel's stream (0: no history).
+    pub history_size: usize,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub history_ttl: Duration,
+    /// Every subscription is recoverable (needs history).
+    pub force_recovery: bool,
+    /// Subscribers may ask for recovery with `recoverable: true`.
+    pub allow_recovery: bool,
+    pub allow_subscribe_for_client: bool,
+    pub allow_subscribe_for_anonymous: bool,
+    pub allow_publish_for_subscriber: bool,
+    pub allow_publish_for_client: bool,
+    pub allow_publish_for_anonymous: bool,
+    pub allow_presence_for_subscriber: bool,
+    pub allow_presence_for_client: bool,
+    pub allow_history_for_subscriber: bool,
+    pub allow_history_for_client: bool,
+    /// `chan#42` (and `chan#42,43`) may be joined by users 42 (and 43) without a token.
+    pub allow_user_limited_channels: bool,
+}
+
+impl ChannelOptions {
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// A named namespace: channels `name:rest` follow its options.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+/// `channel.*`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub max_length: usize,
+    pub without_namespace: ChannelOptions,
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            max_length: 255,
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// `client.token.*`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    pub hmac_secret_key: String,
+    pub rsa_public_key: String,
+    pub ecdsa_public_key: String,
+    pub audience: String,
+    pub issuer: String,
+}
+
+/// The client-facing settings the core uses (`client.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub allow_anonymous_connect_without_token: bool,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Time allowed for the first command (`connect`): 3502 after it.
+    pub stale_delay: Duration,
+    /// Time a connection whose token expired has to send `refresh`: 3005 after it.
+    pub expired_close_delay: Duration,
+    /// Subscriptions per connection (error 106 over it).
+    pub channel_limit: usize,
+    /// Connections per user on this node (close 3504 over it; 0 = unlimited).
+    pub user_connection_limit: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            allow_anonymous_connect_without_token: false,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            stale_delay: Duration::from_secs(15),
+            expired_close_delay: Duration::from_secs(25),
+            channel_limit: 128,
+            user_connection_limit: 0,
+        }
+    }
+}
+
+/// Everything the node needs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    pub name: String,
+    pub channel: ChannelConfig,
+    pub token: TokenConfig,
+    pub session: SessionConfig,
+}
+
+/// A configuration value that cannot work; names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl NodeConfig {
+    /// Checks what serde cannot: names, combinations, keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, message: &str| {
+            Err(ConfigError {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.channel.max_length == 0 {
+            return err("channel.max_length", "must be positive");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, ns) in self.channel.namespaces.iter().enumerate() {
+            let key = format!("channel.namespaces[{i}].name");
+            if ns.name.is_empty()
+                || !ns
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            {
+                return err(&key, "must be non-empty and use only letters, digits, '_', '-', '.'");
+            }
+            if !seen.insert(ns.name.clone()) {
+                return err(&key, "duplicate namespace name");
+            }
+            check_options(&ns.options, &format!("channel.namespaces[{i}]"))?;
+        }
+        check_options(&self.channel.without_namespace, "channel.without_namespace")?;
+        if self.session.ping_interval.is_zero() {
+            return err("client.ping_interval", "must be positive");
+        }
+        if self.session.pong_timeout >= self.session.ping_interval {
+            return err("client.pong_timeout", "must be shorter than client.ping_interval");
+        }
+        crate::token::Verifier::new(&self.token).map(|_| ())
+    }
+}
+
+fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
+    if o.force_recovery && !o.has_history() {
+        return Err(ConfigError {
+            key: format!("{key}.force_recovery"),
+            message: "needs history_size and history_ttl".into(),
+        });
+    }
+    if o.history_size > 0 && o.history_ttl.is_zero() {
+        return Err(ConfigError {
+            key: format!("{key}.history_ttl"),
+            message: "must be set when history_size is".into(),
+        });
+    }
+    Ok(())
+}

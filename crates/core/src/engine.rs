@@ -1,0 +1,90 @@
+//! The engine traits: where publications, history and presence live, and how they reach
+//! every node. The in-memory engine ([`crate::memory`]) is the single-node default; the
+//! Redis engine implements the same traits for many nodes.
+//!
+//! Methods return boxed futures so that an engine may do network IO; the in-memory one
+//! answers at once. Publications, joins and leaves come back to the node through the
+//! [`BrokerHandler`] given at start, in stream order per channel.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wshub_protocol::{ClientInfo, Publication};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A position in a channel's stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// How a publication is kept.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// 0: not kept in history (and no offset).
+    pub history_size: usize,
+    pub history_ttl: Duration,
+}
+
+/// Which part of a stream to read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Publications after this position; its epoch must match the stream's.
+    pub since: Option<StreamPosition>,
+    /// -1: all; 0: none (position only); n: at most n.
+    pub limit: i64,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryResult {
+    pub publications: Vec<Publication>,
+    /// The stream's top.
+    pub position: StreamPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// `since` names an epoch the stream no longer has (112).
+    #[error("unrecoverable position")]
+    UnrecoverablePosition,
+    #[error("engine: {0}")]
+    Internal(String),
+}
+
+/// Receives what the broker delivers to this node.
+pub trait BrokerHandler: Send + Sync {
+    fn handle_publication(&self, channel: &str, publication: &Publication);
+    fn handle_join(&self, channel: &str, info: &ClientInfo);
+    fn handle_leave(&self, channel: &str, info: &ClientInfo);
+}
+
+/// Publication fan-out, history and presence.
+pub trait Engine: Send + Sync {
+    /// Called once by the node before any other method.
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>);
+    /// Appends to the stream (when kept) and delivers to every node with subscribers.
+    /// Returns the publication's position (offset 0 when not kept).
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        opts: &'a PublishOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>>;
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>>;
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>>;
+    /// Tells the broker that this node has (or no longer has) subscribers of `channel`.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}

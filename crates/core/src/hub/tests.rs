@@ -1,0 +1,145 @@
+use super::*;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A connection that records what it is given.
+pub struct Recorder {
+    id: u64,
+    format: Format,
+    pub frames: Mutex<Vec<Bytes>>,
+    pub controls: Mutex<Vec<Control>>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl Recorder {
+    pub fn new(format: Format) -> Arc<Self> {
+        Arc::new(Recorder {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            format,
+            frames: Mutex::new(vec![]),
+            controls: Mutex::new(vec![]),
+        })
+    }
+    pub fn payloads(&self) -> Vec<String> {
+        // Frames are unmasked server frames with a short header: 2 bytes below 126.
+        self.frames
+            .lock()
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
+            .collect()
+    }
+}
+
+impl ConnectionHandle for Recorder {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn format(&self) -> Format {
+        self.format
+    }
+    fn deliver(&self, frame: &PreparedMessage) {
+        self.frames.lock().push(frame.frame_for(None));
+    }
+    fn control(&self, control: Control) {
+        self.controls.lock().push(control);
+    }
+}
+
+fn publication(offset: u64) -> Publication {
+    Publication {
+        data: Bytes::from(format!("{{\"n\":{offset}}}")),
+        offset,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn one_encoding_shared_by_all_subscribers_of_a_format() {
+    let hub = Hub::default();
+    let a = Recorder::new(Format::Json);
+    let b = Recorder::new(Format::Json);
+    let c = Recorder::new(Format::Protobuf);
+    assert!(hub.add("news", a.clone(), false, false));
+    assert!(!hub.add("news", b.clone(), false, false));
+    hub.add("news", c.clone(), false, false);
+    hub.broadcast_publication("news", &publication(1));
+    let (fa, fb) = (a.frames.lock()[0].clone(), b.frames.lock()[0].clone());
+    assert_eq!(fa.as_ptr(), fb.as_ptr(), "same allocation for both JSON subscribers");
+    assert_eq!(
+        a.payloads(),
+        vec![r#"{"push":{"channel":"news","pub":{"data":{"n":1},"offset":1}}}"#]
+    );
+    assert_eq!(c.frames.lock()[0][0] & 0x0f, 0x2, "binary frame for Protobuf");
+    assert!(!hub.remove("news", a.id()));
+    assert!(!hub.remove("news", b.id()));
+    assert!(hub.remove("news", c.id()), "last subscriber");
+    assert!(hub.channels().is_empty());
+}
+
+#[test]
+fn recovery_buffers_then_merges_by_offset() {
+    let hub = Hub::default();
+    let r = Recorder::new(Format::Json);
+    hub.add("c", r.clone(), false, true);
+    // Published while history is read: 5 and 6 (the client got up to 5 from history).
+    hub.broadcast_publication("c", &publication(5));
+    hub.broadcast_publication("c", &publication(6));
+    assert!(r.frames.lock().is_empty(), "buffered while recovering");
+    hub.finish_recovery("c", r.id(), 5).unwrap();
+    assert_eq!(r.payloads().len(), 1);
+    assert!(r.payloads()[0].contains(r#""offset":6"#));
+    hub.broadcast_publication("c", &publication(7));
+    assert_eq!(r.payloads().len(), 2, "live after recovery");
+}
+
+#[test]
+fn recovery_gap_is_reported() {
+    let hub = Hub::default();
+    let r = Recorder::new(Format::Json);
+    hub.add("c", r.clone(), false, true);
+    hub.broadcast_publication("c", &publication(9));
+    assert_eq!(hub.finish_recovery("c", r.id(), 5), Err(Gap { expected: 6 }));
+}
+
+#[test]
+fn join_leave_only_to_those_who_asked() {
+    let hub = Hub::default();
+    let yes = Recorder::new(Format::Json);
+    let no = Recorder::new(Format::Json);
+    hub.add("c", yes.clone(), true, false);
+    hub.add("c", no.clone(), false, false);
+    let info = ClientInfo {
+        user: "u".into(),
+        client: "x".into(),
+        ..Default::default()
+    };
+    hub.broadcast_join_leave("c", &info, true);
+    hub.broadcast_join_leave("c", &info, false);
+    assert_eq!(
+        yes.payloads(),
+        vec![
+            r#"{"push":{"channel":"c","join":{"info":{"user":"u","client":"x"}}}}"#.to_string(),
+            r#"{"push":{"channel":"c","leave":{"info":{"user":"u","client":"x"}}}}"#.to_string(),
+        ]
+    );
+    assert!(no.frames.lock().is_empty());
+}
+
+#[test]
+fn binary_data_skips_json_subscribers_only() {
+    let hub = Hub::default();
+    let j = Recorder::new(Format::Json);
+    let p = Recorder::new(Format::Protobuf);
+    hub.add("c", j.clone(), false, false);
+    hub.add("c", p.clone(), false, false);
+    hub.broadcast_publication(
+        "c",
+        &Publication {
+            data: Bytes::from_static(&[0xff, 0x00]),
+            ..Default::default()
+        },
+    );
+    assert!(j.frames.lock().is_empty());
+    assert_eq!(p.frames.lock().len(), 1);
+}

@@ -1,0 +1,397 @@
+//! The in-memory engine: the embedded default for one node.
+//!
+//! Streams keep at most `history_size` publications for at most `history_ttl`, each with an
+//! offset that grows by one, under an epoch chosen when the stream is created (a restart
+//! loses history, so the epoch changes and clients learn they cannot recover).
+//! Publishing appends and hands the publication to the node under the same lock, so every
+//! node-side subscriber sees a channel's publications in offset order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use wshub_protocol::{ClientInfo, Publication};
+
+use crate::engine::*;
+
+const SHARDS: usize = 64;
+
+/// The clock of expiry; tests drive it by hand.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The system's monotonic clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    epoch: String,
+    top: u64,
+    items: VecDeque<(Instant, Publication)>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream {
+            epoch: new_epoch(),
+            top: 0,
+            items: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while matches!(self.items.front(), Some((exp, _)) if *exp <= now) {
+            self.items.pop_front();
+        }
+    }
+}
+
+fn new_epoch() -> String {
+    let n: u32 = rand::random();
+    format!("{n:08x}")
+}
+
+fn shard_of(channel: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    channel.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+/// The in-memory engine.
+pub struct MemoryEngine {
+    streams: Vec<Mutex<HashMap<String, Stream>>>,
+    presence: Vec<Mutex<HashMap<String, HashMap<String, ClientInfo>>>>,
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryEngine {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+impl MemoryEngine {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        MemoryEngine {
+            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            presence: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            handler: OnceLock::new(),
+            clock,
+        }
+    }
+
+    fn publish_sync(&self, channel: &str, mut publication: Publication, opts: &PublishOptions) -> StreamPosition {
+        let mut shard = self.streams[shard_of(channel)].lock();
+        let position = if opts.history_size > 0 && !opts.history_ttl.is_zero() {
+            let now = self.clock.now();
+            let s = shard.entry(channel.to_string()).or_insert_with(Stream::new);
+            s.expire(now);
+            s.top += 1;
+            publication.offset = s.top;
+            s.items.push_back((now + opts.history_ttl, publication.clone()));
+            while s.items.len() > opts.history_size {
+                s.items.pop_front();
+            }
+            StreamPosition {
+                offset: s.top,
+                epoch: s.epoch.clone(),
+            }
+        } else {
+            StreamPosition::default()
+        };
+        if let Some(h) = self.handler.get() {
+            // Still under the shard lock: deliveries of one channel keep offset order.
+            h.handle_publication(channel, &publication);
+        }
+        position
+    }
+
+    fn history_sync(&self, channel: &str, q: &HistoryQuery) -> Result<HistoryResult, EngineError> {
+        let mut shard = self.streams[shard_of(channel)].lock();
+        let s = shard.entry(channel.to_string()).or_insert_with(Stream::new);
+        s.expire(self.clock.now());
+        let position = StreamPosition {
+            offset: s.top,
+            epoch: s.epoch.clone(),
+        };
+        let from = match &q.since {
+            Some(since) => {
+                if !since.epoch.is_empty() && since.epoch != s.epoch {
+                    return Err(EngineError::UnrecoverablePosition);
+                }
+                since.offset + 1
+            }
+            None => 0,
+        };
+        let limit = if q.limit < 0 { usize::MAX } else { q.limit as usize };
+        let mut publications: Vec<Publication> = if limit == 0 {
+            Vec::new()
+        } else if q.reverse {
+            s.items
+                .iter()
+                .rev()
+                .map(|(_, p)| p)
+                .filter(|p| p.offset >= from)
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            s.items
+                .iter()
+                .map(|(_, p)| p)
+                .filter(|p| p.offset >= from)
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        publications.shrink_to_fit();
+        Ok(HistoryResult { publications, position })
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        opts: &'a PublishOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
+        let r = self.publish_sync(channel, publication, opts);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        if let Some(h) = self.handler.get() {
+            h.handle_join(channel, &info);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        if let Some(h) = self.handler.get() {
+            h.handle_leave(channel, &info);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
+        Box::pin(std::future::ready(self.history_sync(channel, &query)))
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let mut shard = self.streams[shard_of(channel)].lock();
+        if let Some(s) = shard.get_mut(channel) {
+            // The offsets and epoch stay: clients positioned in the stream are not misled.
+            s.items.clear();
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.presence[shard_of(channel)]
+            .lock()
+            .entry(channel.to_string())
+            .or_default()
+            .insert(client.to_string(), info);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let mut shard = self.presence[shard_of(channel)].lock();
+        if let Some(m) = shard.get_mut(channel) {
+            m.remove(client);
+            if m.is_empty() {
+                shard.remove(channel);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
+        let r = self.presence[shard_of(channel)].lock().get(channel).cloned().unwrap_or_default();
+        Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// A clock moved by hand, for tests of expiry.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Instant>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        ManualClock(Mutex::new(Instant::now()))
+    }
+    pub fn advance(&self, d: Duration) {
+        *self.0.lock() += d;
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.0.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn block<T>(f: BoxFuture<'_, T>) -> T {
+        // The memory engine's futures are ready at once.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = f;
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("memory engine future pending"),
+        }
+    }
+
+    fn publication(n: u8) -> Publication {
+        Publication {
+            data: Bytes::from(format!("{n}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn offsets_size_ttl_and_epoch() {
+        let clock = Arc::new(ManualClock::new());
+        let e = MemoryEngine::new(clock.clone());
+        let opts = PublishOptions {
+            history_size: 3,
+            history_ttl: Duration::from_secs(10),
+        };
+        for i in 1..=5 {
+            let sp = block(e.publish("c", publication(i), &opts)).unwrap();
+            assert_eq!(sp.offset, u64::from(i));
+        }
+        let h = block(e.history(
+            "c",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(h.position.offset, 5);
+        let epoch = h.position.epoch.clone();
+        let since = |o| HistoryQuery {
+            since: Some(StreamPosition {
+                offset: o,
+                epoch: epoch.clone(),
+            }),
+            limit: -1,
+            reverse: false,
+        };
+        assert_eq!(block(e.history("c", since(3))).unwrap().publications.len(), 2);
+        let rev = block(e.history(
+            "c",
+            HistoryQuery {
+                limit: 2,
+                reverse: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(rev.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5, 4]);
+        assert!(block(e.history(
+            "c",
+            HistoryQuery {
+                limit: 0,
+                ..Default::default()
+            }
+        ))
+        .unwrap()
+        .publications
+        .is_empty());
+        let wrong = HistoryQuery {
+            since: Some(StreamPosition {
+                offset: 1,
+                epoch: "other".into(),
+            }),
+            limit: -1,
+            reverse: false,
+        };
+        assert_eq!(block(e.history("c", wrong)), Err(EngineError::UnrecoverablePosition));
+        clock.advance(Duration::from_secs(11));
+        let h = block(e.history(
+            "c",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert!(h.publications.is_empty());
+        assert_eq!(h.position, StreamPosition { offset: 5, epoch });
+        // Without history: no offset.
+        assert_eq!(
+            block(e.publish("nohist", publication(1), &PublishOptions::default()))
+                .unwrap()
+                .offset,
+            0
+        );
+    }
+
+    #[test]
+    fn presence_add_remove() {
+        let e = MemoryEngine::default();
+        block(e.add_presence(
+            "c",
+            "a",
+            ClientInfo {
+                user: "u1".into(),
+                client: "a".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        block(e.add_presence(
+            "c",
+            "b",
+            ClientInfo {
+                user: "u1".into(),
+                client: "b".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(block(e.presence("c")).unwrap().len(), 2);
+        block(e.remove_presence("c", "a")).unwrap();
+        block(e.remove_presence("c", "b")).unwrap();
+        assert!(block(e.presence("c")).unwrap().is_empty());
+        assert!(e.presence[shard_of("c")].lock().is_empty(), "no empty map left behind");
+    }
+}

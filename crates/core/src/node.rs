@@ -1,0 +1,297 @@
+//! The node: configuration, the engine, the hub and the registry of this node's
+//! connections, and the operations of the server API.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use wshub_protocol::codes::error as code;
+use wshub_protocol::{ClientInfo, Publication};
+
+use crate::channel::{self, ChannelError};
+use crate::config::{ChannelOptions, ConfigError, NodeConfig};
+use crate::engine::{BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PublishOptions, StreamPosition};
+use crate::hub::{ConnectionHandle, Control, Hub};
+use crate::token::Verifier;
+
+/// An error of the server API (or of a client command), as a reply code and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: u32,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u32, message: &str) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: &str) -> Self {
+        Self::new(code::BAD_REQUEST, message)
+    }
+}
+
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        ApiError::new(e.code(), &e.to_string())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnrecoverablePosition => ApiError::new(code::UNRECOVERABLE_POSITION, "unrecoverable position"),
+            EngineError::Internal(m) => ApiError::new(code::INTERNAL, &m),
+        }
+    }
+}
+
+/// What `info` tells about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    pub num_clients: usize,
+    pub num_users: usize,
+    pub num_channels: usize,
+    pub num_subs: usize,
+    pub uptime: u64,
+}
+
+struct HubBroker(Arc<Hub>);
+
+impl BrokerHandler for HubBroker {
+    fn handle_publication(&self, channel: &str, publication: &Publication) {
+        self.0.broadcast_publication(channel, publication)
+    }
+    fn handle_join(&self, channel: &str, info: &ClientInfo) {
+        self.0.broadcast_join_leave(channel, info, true)
+    }
+    fn handle_leave(&self, channel: &str, info: &ClientInfo) {
+        self.0.broadcast_join_leave(channel, info, false)
+    }
+}
+
+/// One wshub node.
+pub struct Node {
+    pub config: NodeConfig,
+    pub verifier: Verifier,
+    pub engine: Arc<dyn Engine>,
+    pub hub: Arc<Hub>,
+    /// user -> client id -> handle
+    clients: Mutex<HashMap<String, HashMap<String, Arc<dyn ConnectionHandle>>>>,
+    next_conn_id: AtomicU64,
+    uid: String,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, engine: Arc<dyn Engine>) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        let verifier = Verifier::new(&config.token)?;
+        let hub = Arc::new(Hub::default());
+        engine.set_handler(Arc::new(HubBroker(hub.clone())));
+        Ok(Arc::new(Node {
+            config,
+            verifier,
+            engine,
+            hub,
+            clients: Mutex::new(HashMap::new()),
+            next_conn_id: AtomicU64::new(1),
+            uid: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// A node-unique id for a new connection's handle.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn options(&self, channel: &str) -> Result<&ChannelOptions, ChannelError> {
+        channel::resolve(&self.config.channel, channel)
+    }
+
+    // ---- the registry of connections ----
+
+    pub(crate) fn register(&self, user: &str, client: &str, handle: Arc<dyn ConnectionHandle>) {
+        self.clients
+            .lock()
+            .entry(user.to_string())
+            .or_default()
+            .insert(client.to_string(), handle);
+    }
+
+    pub(crate) fn unregister(&self, user: &str, client: &str) {
+        let mut clients = self.clients.lock();
+        if let Some(m) = clients.get_mut(user) {
+            m.remove(client);
+            if m.is_empty() {
+                clients.remove(user);
+            }
+        }
+    }
+
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.clients.lock().get(user).map_or(0, HashMap::len)
+    }
+
+    pub fn num_clients(&self) -> usize {
+        self.clients.lock().values().map(HashMap::len).sum()
+    }
+
+    pub fn num_users(&self) -> usize {
+        self.clients.lock().keys().filter(|u| !u.is_empty()).count()
+    }
+
+    fn controls(&self, user: &str, client: &str, control: Control) {
+        let targets: Vec<Arc<dyn ConnectionHandle>> = match self.clients.lock().get(user) {
+            None => return,
+            Some(m) if client.is_empty() => m.values().cloned().collect(),
+            Some(m) => m.get(client).cloned().into_iter().collect(),
+        };
+        for t in targets {
+            t.control(control.clone());
+        }
+    }
+
+    // ---- the server API ----
+
+    /// Publishes into a channel; returns the stream position when it keeps history.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        skip_history: bool,
+        tags: HashMap<String, String>,
+    ) -> Result<StreamPosition, ApiError> {
+        let opts = self.options(channel)?;
+        if data.is_empty() {
+            return Err(ApiError::bad_request("data required"));
+        }
+        let popts = if skip_history {
+            PublishOptions::default()
+        } else {
+            PublishOptions {
+                history_size: opts.history_size,
+                history_ttl: opts.history_ttl,
+            }
+        };
+        let publication = Publication {
+            data,
+            info,
+            tags,
+            ..Default::default()
+        };
+        Ok(self.engine.publish(channel, publication, &popts).await?)
+    }
+
+    pub fn subscribe_user(&self, user: &str, channel: &str, client: &str) -> Result<(), ApiError> {
+        self.options(channel)?;
+        self.controls(
+            user,
+            client,
+            Control::Subscribe {
+                channel: channel.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn unsubscribe_user(&self, user: &str, channel: &str, client: &str) -> Result<(), ApiError> {
+        self.options(channel)?;
+        self.controls(
+            user,
+            client,
+            Control::Unsubscribe {
+                channel: channel.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Disconnects a user's connections (or one of them), sparing the `whitelist`ed clients.
+    pub fn disconnect_user(&self, user: &str, client: &str, whitelist: &[String], code: u16, reason: &str) {
+        let targets: Vec<Arc<dyn ConnectionHandle>> = match self.clients.lock().get(user) {
+            None => return,
+            Some(m) => m
+                .iter()
+                .filter(|(c, _)| (client.is_empty() || *c == client) && !whitelist.contains(c))
+                .map(|(_, h)| h.clone())
+                .collect(),
+        };
+        for t in targets {
+            t.control(Control::Disconnect {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    pub fn refresh_user(&self, user: &str, client: &str, expire_at: Option<u64>) {
+        self.controls(user, client, Control::Refresh { expire_at });
+    }
+
+    pub async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, ApiError> {
+        if !self.options(channel)?.presence {
+            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+        }
+        Ok(self.engine.presence(channel).await?)
+    }
+
+    /// (clients, unique users)
+    pub async fn presence_stats(&self, channel: &str) -> Result<(u32, u32), ApiError> {
+        let p = self.presence(channel).await?;
+        let users: HashSet<&str> = p.values().map(|i| i.user.as_str()).collect();
+        Ok((p.len() as u32, users.len() as u32))
+    }
+
+    pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, ApiError> {
+        if !self.options(channel)?.has_history() {
+            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+        }
+        Ok(self.engine.history(channel, query).await?)
+    }
+
+    pub async fn history_remove(&self, channel: &str) -> Result<(), ApiError> {
+        if !self.options(channel)?.has_history() {
+            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+        }
+        Ok(self.engine.remove_history(channel).await?)
+    }
+
+    /// Channels with subscribers on this node matching `pattern` (`*` wildcards), with
+    /// their numbers of subscribers.
+    pub fn channels(&self, pattern: &str) -> Vec<(String, usize)> {
+        self.hub
+            .channels()
+            .into_iter()
+            .filter(|(c, _)| channel::pattern_matches(pattern, c))
+            .collect()
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            uid: self.uid.clone(),
+            name: self.config.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            num_clients: self.num_clients(),
+            num_users: self.num_users(),
+            num_channels: self.hub.channels().len(),
+            num_subs: self.hub.num_subscriptions(),
+            uptime: self.started.elapsed().as_secs(),
+        }
+    }
+}

@@ -1,0 +1,828 @@
+//! The session: one client connection's state machine.
+//!
+//! Commands come in decoded from frames ([`Session::handle_frame`]), time comes in as
+//! [`Now`] ([`Session::handle_timeout`], [`Session::poll_timeout`]), server API requests
+//! come in as [`Control`]s. What goes out is an [`Output`]: reply bytes for the
+//! connection's format, and possibly a disconnect code. The session never reads a clock,
+//! spawns a task or touches a socket; publications to its channels go from the hub to the
+//! connection's queue without passing through it.
+//!
+//! States: `Connecting` (waiting for `connect`, stale timer) -> `Connected` (ping timer,
+//! pong deadline, token expiry, subscriptions) -> `Closed`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use wshub_protocol::codec::{decode_commands, encode_reply};
+use wshub_protocol::codes::{disconnect as dc, error as ec};
+use wshub_protocol::*;
+
+use crate::channel;
+use crate::config::ChannelOptions;
+use crate::engine::{EngineError, HistoryQuery, StreamPosition};
+use crate::hub::{ConnectionHandle, Control};
+use crate::node::{ApiError, Node};
+use crate::token::TokenError;
+use crate::Now;
+
+/// What the glue must do after a call.
+#[derive(Debug, Default, PartialEq)]
+pub struct Output {
+    /// One frame payload holding every reply and push produced, in order.
+    pub frame: Option<Bytes>,
+    /// Close the connection with this code and reason (after sending `frame`).
+    pub disconnect: Option<(u16, String)>,
+}
+
+/// A reason to end the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Disconnect(u16, &'static str);
+
+const BAD_REQUEST: Disconnect = Disconnect(dc::BAD_REQUEST, "bad request");
+const INVALID_TOKEN: Disconnect = Disconnect(dc::INVALID_TOKEN, "invalid token");
+
+/// Outcome of one command: a result to reply with, an error reply, or a disconnect.
+enum Fail {
+    Error(ApiError),
+    Disconnect(Disconnect),
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Fail::Error(e)
+    }
+}
+
+impl From<channel::ChannelError> for Fail {
+    fn from(e: channel::ChannelError) -> Self {
+        Fail::Error(e.into())
+    }
+}
+
+fn err(code: u32, message: &str) -> Fail {
+    Fail::Error(ApiError::new(code, message))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// How one subscription is made.
+#[derive(Debug, Default)]
+struct SubParams {
+    /// Positioned in the stream, with offset and epoch in the result.
+    recoverable: bool,
+    /// Recover from this position.
+    since: Option<StreamPosition>,
+    /// Receive join and leave pushes.
+    join_leave: bool,
+    chan_info: Bytes,
+    expires: Option<Instant>,
+    /// Error 112 rather than an unrecovered success (subscribe `flag & 2`).
+    strict_recovery: bool,
+}
+
+#[derive(Debug)]
+struct Sub {
+    chan_info: Bytes,
+    /// When a subscription token runs out (monotonic), if it does.
+    expires: Option<Instant>,
+}
+
+/// One client's session. See the module docs.
+pub struct Session {
+    node: Arc<Node>,
+    handle: Arc<dyn ConnectionHandle>,
+    format: Format,
+    state: State,
+    client: String,
+    user: String,
+    conn_info: Bytes,
+    subs: HashMap<String, Sub>,
+    stale_at: Option<Instant>,
+    ping_at: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    /// Token expiry (Unix seconds) and the moment the connection is closed for it.
+    expire_at: Option<u64>,
+    expired_close_at: Option<Instant>,
+}
+
+fn mono_at(now: Now, unix: u64) -> Instant {
+    now.mono + Duration::from_secs(unix.saturating_sub(now.unix))
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, handle: Arc<dyn ConnectionHandle>, now: Now) -> Self {
+        let stale = node.config.session.stale_delay;
+        Session {
+            format: handle.format(),
+            node,
+            handle,
+            state: State::Connecting,
+            client: String::new(),
+            user: String::new(),
+            conn_info: Bytes::new(),
+            subs: HashMap::new(),
+            stale_at: Some(now.mono + stale),
+            ping_at: None,
+            pong_deadline: None,
+            expire_at: None,
+            expired_close_at: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn client_id(&self) -> &str {
+        &self.client
+    }
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.subs.keys().map(String::as_str)
+    }
+
+    fn client_info(&self, chan_info: Bytes) -> ClientInfo {
+        ClientInfo {
+            user: self.user.clone(),
+            client: self.client.clone(),
+            conn_info: self.conn_info.clone(),
+            chan_info,
+        }
+    }
+
+    /// The next moment [`Session::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let subs = self.subs.values().filter_map(|s| s.expires);
+        [self.stale_at, self.ping_at, self.pong_deadline, self.expired_close_at]
+            .into_iter()
+            .flatten()
+            .chain(subs)
+            .min()
+    }
+
+    /// Handles one frame of commands.
+    pub async fn handle_frame(&mut self, frame: Bytes, now: Now) -> Output {
+        let mut out = Writer::new(self.format);
+        if self.state == State::Closed {
+            return out.finish();
+        }
+        let commands = match decode_commands(self.format, frame) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable command");
+                return out.disconnect(BAD_REQUEST);
+            }
+        };
+        for cmd in commands {
+            if let Err(d) = self.handle_command(cmd, now, &mut out).await {
+                return out.disconnect(d);
+            }
+        }
+        out.finish()
+    }
+
+    async fn handle_command(&mut self, cmd: Command, now: Now, out: &mut Writer) -> Result<(), Disconnect> {
+        let id = cmd.id;
+        if self.state == State::Connecting && cmd.connect.is_none() {
+            // PROTOCOL.md: "The first command must be connect (otherwise close 3501)".
+            return Err(BAD_REQUEST);
+        }
+        let reply = if let Some(req) = cmd.connect {
+            self.connect(req, now).await.map(|r| Reply {
+                connect: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.subscribe {
+            self.subscribe(req, now).await.map(|r| Reply {
+                subscribe: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.unsubscribe {
+            self.unsubscribe(&req.channel).await;
+            Ok(Reply {
+                unsubscribe: Some(UnsubscribeResult {}),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.publish {
+            self.publish(req).await.map(|r| Reply {
+                publish: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.presence {
+            self.presence(&req.channel).await.map(|r| Reply {
+                presence: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.presence_stats {
+            self.presence_stats(&req.channel).await.map(|r| Reply {
+                presence_stats: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.history {
+            self.history(req).await.map(|r| Reply {
+                history: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.refresh {
+            self.refresh(&req.token, now).map(|r| Reply {
+                refresh: Some(r),
+                ..Default::default()
+            })
+        } else if let Some(req) = cmd.sub_refresh {
+            self.sub_refresh(req, now).map(|r| Reply {
+                sub_refresh: Some(r),
+                ..Default::default()
+            })
+        } else if cmd.rpc.is_some() {
+            Err(err(ec::METHOD_NOT_FOUND, "method not found"))
+        } else if cmd.send.is_some() {
+            // Asynchronous message to the server: no handler is configured, and `send`
+            // has no reply.
+            return Ok(());
+        } else if cmd.ping.is_some() {
+            Ok(Reply {
+                ping: Some(PingResult {}),
+                ..Default::default()
+            })
+        } else if id == 0 {
+            // The empty command: the client's pong.
+            if self.pong_deadline.take().is_none() {
+                // PROTOCOL.md: "A pong with no ping outstanding closes with 3501".
+                return Err(BAD_REQUEST);
+            }
+            return Ok(());
+        } else {
+            return Err(BAD_REQUEST);
+        };
+        match reply {
+            Ok(mut r) => {
+                r.id = id;
+                out.reply(&r);
+            }
+            Err(Fail::Error(e)) => {
+                let r = Reply {
+                    id,
+                    error: Some(Error {
+                        code: e.code,
+                        message: e.message,
+                        temporary: ec::is_temporary(e.code),
+                    }),
+                    ..Default::default()
+                };
+                out.reply(&r);
+            }
+            Err(Fail::Disconnect(d)) => return Err(d),
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, req: ConnectRequest, now: Now) -> Result<ConnectResult, Fail> {
+        if self.state != State::Connecting {
+            return Err(Fail::Disconnect(BAD_REQUEST));
+        }
+        let cfg = &self.node.config.session;
+        let claims = if req.token.is_empty() {
+            if !cfg.allow_anonymous_connect_without_token {
+                return Err(Fail::Disconnect(INVALID_TOKEN));
+            }
+            Default::default()
+        } else {
+            match self.node.verifier.verify_connect(&req.token, now.unix) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
+                Err(TokenError::Invalid(e)) => {
+                    tracing::debug!(error = %e, "invalid connection token");
+                    return Err(Fail::Disconnect(INVALID_TOKEN));
+                }
+            }
+        };
+        if cfg.user_connection_limit > 0 && !claims.user.is_empty() && self.node.user_connections(&claims.user) >= cfg.user_connection_limit
+        {
+            return Err(Fail::Disconnect(Disconnect(dc::CONNECTION_LIMIT, "connection limit")));
+        }
+        let ping = cfg.ping_interval;
+        self.client = uuid::Uuid::new_v4().to_string();
+        self.user = claims.user;
+        self.conn_info = claims.info;
+        self.state = State::Connected;
+        self.stale_at = None;
+        let half = ping / 2;
+        self.ping_at = Some(now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
+        self.node.register(&self.user, &self.client, self.handle.clone());
+        let mut result = ConnectResult {
+            client: self.client.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ping: ping.as_secs() as u32,
+            pong: true,
+            ..Default::default()
+        };
+        if let Some(exp) = claims.expire_at {
+            self.set_expiry(Some(exp), now);
+            result.expires = true;
+            result.ttl = exp.saturating_sub(now.unix) as u32;
+        }
+        // Server-side subscriptions from the token, with recovery as the client asks.
+        for ch in claims.channels {
+            let Ok(opts) = self.node.options(&ch).cloned() else {
+                tracing::debug!(channel = %ch, "server-side subscription to an unknown namespace skipped");
+                continue;
+            };
+            let since = req.subs.get(&ch).filter(|s| s.recover).map(|s| StreamPosition {
+                offset: s.offset,
+                epoch: s.epoch.clone(),
+            });
+            let recoverable = opts.has_history() && (opts.force_recovery || opts.allow_recovery);
+            let params = SubParams {
+                recoverable,
+                since: since.filter(|_| recoverable),
+                ..Default::default()
+            };
+            match self.do_subscribe(&ch, &opts, params).await {
+                Ok(r) => {
+                    result.subs.insert(ch, r);
+                }
+                Err(Fail::Disconnect(d)) => return Err(Fail::Disconnect(d)),
+                Err(Fail::Error(e)) => tracing::debug!(channel = %ch, error = %e, "server-side subscription failed"),
+            }
+        }
+        Ok(result)
+    }
+
+    fn set_expiry(&mut self, expire_at: Option<u64>, now: Now) {
+        self.expire_at = expire_at;
+        self.expired_close_at = expire_at.map(|e| mono_at(now, e) + self.node.config.session.expired_close_delay);
+    }
+
+    async fn subscribe(&mut self, req: SubscribeRequest, now: Now) -> Result<SubscribeResult, Fail> {
+        let opts = self.node.options(&req.channel)?.clone();
+        if self.subs.contains_key(&req.channel) {
+            return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
+        }
+        if self.subs.len() >= self.node.config.session.channel_limit {
+            return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded"));
+        }
+        let mut chan_info = Bytes::new();
+        let mut expires = None;
+        if !req.token.is_empty() {
+            let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
+                Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+            };
+            if claims.channel != req.channel || claims.user != self.user {
+                return Err(Fail::Disconnect(INVALID_TOKEN));
+            }
+            chan_info = claims.info;
+            expires = claims.expire_at;
+        } else {
+            let allowed = match channel::user_limited_allows(&req.channel, &self.user) {
+                Some(true) if opts.allow_user_limited_channels => true,
+                _ => opts.allow_subscribe_for_client && (!self.user.is_empty() || opts.allow_subscribe_for_anonymous),
+            };
+            if !allowed {
+                return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+            }
+        }
+        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
+        let since = (recoverable && req.recover).then(|| StreamPosition {
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+        });
+        let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
+        let expires_mono = expires.map(|e| mono_at(now, e));
+        let params = SubParams {
+            recoverable,
+            since,
+            join_leave,
+            chan_info,
+            expires: expires_mono,
+            strict_recovery: req.flag & 2 != 0,
+        };
+        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
+        if let Some(e) = expires {
+            r.expires = true;
+            r.ttl = e.saturating_sub(now.unix) as u32;
+        }
+        Ok(r)
+    }
+
+    /// Subscribes with the recovery scheme of PROTOCOL.md: the hub buffers live
+    /// publications while history is read, then merges by offset.
+    async fn do_subscribe(&mut self, ch: &str, opts: &ChannelOptions, p: SubParams) -> Result<SubscribeResult, Fail> {
+        let SubParams {
+            recoverable: positioned,
+            since,
+            join_leave,
+            chan_info,
+            expires,
+            strict_recovery,
+        } = p;
+        let node = self.node.clone();
+        let conn_id = self.handle.id();
+        if node.hub.add(ch, self.handle.clone(), join_leave, positioned) {
+            if let Err(e) = node.engine.subscribe(ch).await {
+                node.hub.remove(ch, conn_id);
+                return Err(ApiError::from(e).into());
+            }
+        }
+        let mut result = SubscribeResult::default();
+        if positioned {
+            result.recoverable = true;
+            result.positioned = true;
+            let query = HistoryQuery {
+                since: since.clone(),
+                limit: if since.is_some() { -1 } else { 0 },
+                reverse: false,
+            };
+            let history = node.engine.history(ch, query).await;
+            let (publications, top) = match (history, &since) {
+                (Ok(h), Some(s)) => {
+                    result.was_recovering = true;
+                    // Recovered: every offset from s.offset+1 to the top is in history.
+                    let first_ok = h
+                        .publications
+                        .first()
+                        .map_or(h.position.offset == s.offset, |p| p.offset == s.offset + 1);
+                    let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
+                    let last_ok = h.publications.last().map_or(true, |p| p.offset == h.position.offset);
+                    let recovered = first_ok && contiguous && last_ok;
+                    result.recovered = recovered;
+                    result.epoch = h.position.epoch.clone();
+                    if recovered {
+                        result.offset = s.offset;
+                        (h.publications, h.position)
+                    } else {
+                        result.offset = h.position.offset;
+                        (Vec::new(), h.position)
+                    }
+                }
+                (Ok(h), None) => {
+                    result.epoch = h.position.epoch.clone();
+                    result.offset = h.position.offset;
+                    (Vec::new(), h.position)
+                }
+                (Err(EngineError::UnrecoverablePosition), Some(_)) => {
+                    result.was_recovering = true;
+                    let top = node
+                        .engine
+                        .history(ch, HistoryQuery::default())
+                        .await
+                        .map_err(ApiError::from)?
+                        .position;
+                    result.epoch = top.epoch.clone();
+                    result.offset = top.offset;
+                    (Vec::new(), top)
+                }
+                (Err(e), _) => {
+                    self.release(ch, opts, false).await;
+                    return Err(ApiError::from(e).into());
+                }
+            };
+            if result.was_recovering && !result.recovered && strict_recovery {
+                self.release(ch, opts, false).await;
+                return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
+            }
+            result.publications = publications;
+            if let Err(gap) = node.hub.finish_recovery(ch, conn_id, top.offset) {
+                tracing::debug!(channel = %ch, %gap, "recovery gap");
+                self.release(ch, opts, false).await;
+                return Err(Fail::Disconnect(Disconnect(dc::INSUFFICIENT_STATE, "insufficient state")));
+            }
+        }
+        let info = self.client_info(chan_info.clone());
+        if opts.presence {
+            if let Err(e) = node.engine.add_presence(ch, &self.client, info.clone()).await {
+                tracing::warn!(channel = %ch, error = %e, "presence not added");
+            }
+        }
+        if opts.join_leave {
+            let _ = node.engine.publish_join(ch, info).await;
+        }
+        self.subs.insert(ch.to_string(), Sub { chan_info, expires });
+        Ok(result)
+    }
+
+    /// Leaves a channel's hub entry, presence and, when `leave`, pushes a leave.
+    async fn release(&mut self, ch: &str, opts: &ChannelOptions, leave: bool) {
+        let node = self.node.clone();
+        let chan_info = self.subs.remove(ch).map(|s| s.chan_info).unwrap_or_default();
+        if node.hub.remove(ch, self.handle.id()) {
+            let _ = node.engine.unsubscribe(ch).await;
+        }
+        if leave {
+            if opts.presence {
+                let _ = node.engine.remove_presence(ch, &self.client).await;
+            }
+            if opts.join_leave {
+                let _ = node.engine.publish_leave(ch, self.client_info(chan_info)).await;
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, ch: &str) {
+        if !self.subs.contains_key(ch) {
+            return;
+        }
+        let opts = self.node.options(ch).cloned().unwrap_or_default();
+        self.release(ch, &opts, true).await;
+    }
+
+    async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, Fail> {
+        let opts = self.node.options(&req.channel)?;
+        let allowed = (opts.allow_publish_for_client && (!self.user.is_empty() || opts.allow_publish_for_anonymous))
+            || (opts.allow_publish_for_subscriber && self.subs.contains_key(&req.channel));
+        if !allowed {
+            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+        }
+        let chan_info = self.subs.get(&req.channel).map(|s| s.chan_info.clone()).unwrap_or_default();
+        let info = self.client_info(chan_info);
+        self.node
+            .clone()
+            .publish(&req.channel, req.data, Some(info), false, HashMap::new())
+            .await?;
+        Ok(PublishResult {})
+    }
+
+    fn may_read(&self, ch: &str, for_client: bool, for_subscriber: bool) -> Result<(), Fail> {
+        if for_client || (for_subscriber && self.subs.contains_key(ch)) {
+            Ok(())
+        } else {
+            Err(err(ec::PERMISSION_DENIED, "permission denied"))
+        }
+    }
+
+    async fn presence(&mut self, ch: &str) -> Result<PresenceResult, Fail> {
+        let opts = self.node.options(ch)?;
+        if !opts.presence {
+            return Err(err(ec::NOT_AVAILABLE, "not available"));
+        }
+        self.may_read(ch, opts.allow_presence_for_client, opts.allow_presence_for_subscriber)?;
+        Ok(PresenceResult {
+            presence: self.node.clone().presence(ch).await?,
+        })
+    }
+
+    async fn presence_stats(&mut self, ch: &str) -> Result<PresenceStatsResult, Fail> {
+        let opts = self.node.options(ch)?;
+        if !opts.presence {
+            return Err(err(ec::NOT_AVAILABLE, "not available"));
+        }
+        self.may_read(ch, opts.allow_presence_for_client, opts.allow_presence_for_subscriber)?;
+        let (num_clients, num_users) = self.node.clone().presence_stats(ch).await?;
+        Ok(PresenceStatsResult { num_clients, num_users })
+    }
+
+    async fn history(&mut self, req: HistoryRequest) -> Result<HistoryResult, Fail> {
+        let opts = self.node.options(&req.channel)?;
+        if !opts.has_history() {
+            return Err(err(ec::NOT_AVAILABLE, "not available"));
+        }
+        self.may_read(&req.channel, opts.allow_history_for_client, opts.allow_history_for_subscriber)?;
+        let query = HistoryQuery {
+            since: req.since.map(|s| StreamPosition {
+                offset: s.offset,
+                epoch: s.epoch,
+            }),
+            limit: i64::from(req.limit),
+            reverse: req.reverse,
+        };
+        let h = self.node.clone().history(&req.channel, query).await?;
+        Ok(HistoryResult {
+            publications: h.publications,
+            epoch: h.position.epoch,
+            offset: h.position.offset,
+        })
+    }
+
+    fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+        let claims = match self.node.verifier.verify_connect(token, now.unix) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
+            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+        };
+        if claims.user != self.user {
+            return Err(Fail::Disconnect(INVALID_TOKEN));
+        }
+        self.set_expiry(claims.expire_at, now);
+        Ok(RefreshResult {
+            client: self.client.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            expires: claims.expire_at.is_some(),
+            ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
+        })
+    }
+
+    fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
+        if !self.subs.contains_key(&req.channel) {
+            return Err(err(ec::BAD_REQUEST, "not subscribed"));
+        }
+        let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
+            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+        };
+        if claims.channel != req.channel || claims.user != self.user {
+            return Err(Fail::Disconnect(INVALID_TOKEN));
+        }
+        if let Some(s) = self.subs.get_mut(&req.channel) {
+            s.expires = claims.expire_at.map(|e| mono_at(now, e));
+        }
+        Ok(SubRefreshResult {
+            expires: claims.expire_at.is_some(),
+            ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
+        })
+    }
+
+    /// Timers: stale connection, ping, pong deadline, token expiry, subscription expiry.
+    pub async fn handle_timeout(&mut self, now: Now) -> Output {
+        let mut out = Writer::new(self.format);
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now.mono);
+        if self.state == State::Closed {
+            return out.finish();
+        }
+        if due(self.stale_at) {
+            return out.disconnect(Disconnect(dc::STALE, "stale"));
+        }
+        if due(self.pong_deadline) {
+            return out.disconnect(Disconnect(dc::NO_PONG, "no pong"));
+        }
+        if due(self.expired_close_at) {
+            return out.disconnect(Disconnect(dc::EXPIRED, "connection expired"));
+        }
+        if due(self.ping_at) {
+            // The server's ping is an empty reply; the client answers with an empty command.
+            out.reply(&Reply::default());
+            self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
+            self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
+        }
+        let expired: Vec<String> = self.subs.iter().filter(|(_, s)| due(s.expires)).map(|(c, _)| c.clone()).collect();
+        for ch in expired {
+            self.unsubscribe(&ch).await;
+            out.reply(&Reply {
+                push: Some(Push {
+                    channel: ch,
+                    unsubscribe: Some(Unsubscribe {
+                        code: 2501,
+                        reason: "subscription expired".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        out.finish()
+    }
+
+    /// A request from the server API.
+    pub async fn handle_control(&mut self, control: Control, now: Now) -> Output {
+        let mut out = Writer::new(self.format);
+        if self.state != State::Connected {
+            return out.finish();
+        }
+        match control {
+            Control::Disconnect { code, reason } => {
+                out.disconnect = Some((code, reason));
+            }
+            Control::Subscribe { channel } => {
+                if self.subs.contains_key(&channel) {
+                    return out.finish();
+                }
+                let Ok(opts) = self.node.options(&channel).cloned() else {
+                    return out.finish();
+                };
+                let params = SubParams {
+                    recoverable: opts.has_history() && (opts.force_recovery || opts.allow_recovery),
+                    join_leave: opts.join_leave && opts.force_push_join_leave,
+                    ..Default::default()
+                };
+                match self.do_subscribe(&channel, &opts, params).await {
+                    Ok(r) => out.reply(&Reply {
+                        push: Some(Push {
+                            channel,
+                            subscribe: Some(Subscribe {
+                                recoverable: r.recoverable,
+                                epoch: r.epoch,
+                                offset: r.offset,
+                                positioned: r.positioned,
+                                data: Bytes::new(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    Err(Fail::Disconnect(d)) => return out.disconnect(d),
+                    Err(Fail::Error(e)) => tracing::debug!(%channel, error = %e, "server subscribe failed"),
+                }
+            }
+            Control::Unsubscribe { channel } => {
+                if self.subs.contains_key(&channel) {
+                    self.unsubscribe(&channel).await;
+                    out.reply(&Reply {
+                        push: Some(Push {
+                            channel,
+                            unsubscribe: Some(Unsubscribe {
+                                code: 2000,
+                                reason: "server unsubscribe".into(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+            Control::Refresh { expire_at } => {
+                self.set_expiry(expire_at, now);
+                let ttl = expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32);
+                out.reply(&Reply {
+                    push: Some(Push {
+                        refresh: Some(Refresh {
+                            expires: expire_at.is_some(),
+                            ttl,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        out.finish()
+    }
+
+    /// Releases everything the session holds: subscriptions, presence (with leave pushes),
+    /// its registry entry. Called once when the connection ends.
+    pub async fn close(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        let channels: Vec<String> = self.subs.keys().cloned().collect();
+        for ch in channels {
+            self.unsubscribe(&ch).await;
+        }
+        if self.state == State::Connected {
+            self.node.unregister(&self.user, &self.client);
+        }
+        self.state = State::Closed;
+        self.stale_at = None;
+        self.ping_at = None;
+        self.pong_deadline = None;
+        self.expired_close_at = None;
+    }
+}
+
+/// Accumulates replies into one frame.
+struct Writer {
+    format: Format,
+    buf: BytesMut,
+    disconnect: Option<(u16, String)>,
+}
+
+impl Writer {
+    fn new(format: Format) -> Self {
+        Writer {
+            format,
+            buf: BytesMut::new(),
+            disconnect: None,
+        }
+    }
+
+    fn reply(&mut self, r: &Reply) {
+        if let Err(e) = encode_reply(self.format, r, &mut self.buf) {
+            // Data that cannot be expressed in this format (binary data to a JSON client).
+            tracing::warn!(error = %e, "reply dropped");
+            let fallback = Reply {
+                id: r.id,
+                error: Some(Error {
+                    code: ec::INTERNAL,
+                    message: "internal error".into(),
+                    temporary: true,
+                }),
+                ..Default::default()
+            };
+            let _ = encode_reply(self.format, &fallback, &mut self.buf);
+        }
+    }
+
+    fn disconnect(mut self, d: Disconnect) -> Output {
+        self.disconnect = Some((d.0, d.1.to_string()));
+        self.finish()
+    }
+
+    fn finish(self) -> Output {
+        Output {
+            frame: (!self.buf.is_empty()).then(|| self.buf.freeze()),
+            disconnect: self.disconnect,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,412 @@
+//! The session driven with a fake clock and a recording connection: connect, act, drive,
+//! assert replies.
+
+use super::*;
+use crate::config::{Namespace, NodeConfig, TokenConfig};
+use crate::hub::ConnectionHandle;
+use crate::memory::MemoryEngine;
+use crate::token::make_hs256;
+use parking_lot::Mutex;
+use serde_json::json;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wshub_websocket::PreparedMessage;
+
+const SECRET: &str = "secret";
+
+/// Runs a future that must complete at once (the memory engine never waits).
+fn now_or_never<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("pending on the memory engine"),
+    }
+}
+
+struct Conn {
+    id: u64,
+    format: Format,
+    frames: Mutex<Vec<Bytes>>,
+    controls: Mutex<Vec<Control>>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl ConnectionHandle for Conn {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn format(&self) -> Format {
+        self.format
+    }
+    fn deliver(&self, frame: &PreparedMessage) {
+        self.frames.lock().push(frame.payload().clone());
+    }
+    fn control(&self, c: Control) {
+        self.controls.lock().push(c);
+    }
+}
+
+fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
+    let mut cfg = NodeConfig {
+        token: TokenConfig {
+            hmac_secret_key: SECRET.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cfg.channel.without_namespace.allow_subscribe_for_client = true;
+    cfg.channel.namespaces = vec![
+        Namespace {
+            name: "chat".into(),
+            options: ChannelOptions {
+                presence: true,
+                join_leave: true,
+                history_size: 10,
+                history_ttl: Duration::from_secs(300),
+                force_recovery: true,
+                allow_subscribe_for_client: true,
+                allow_publish_for_subscriber: true,
+                allow_presence_for_subscriber: true,
+                allow_history_for_subscriber: true,
+                ..Default::default()
+            },
+        },
+        Namespace {
+            name: "private".into(),
+            options: ChannelOptions {
+                allow_user_limited_channels: true,
+                ..Default::default()
+            },
+        },
+    ];
+    f(&mut cfg);
+    Node::new(cfg, Arc::new(MemoryEngine::default())).unwrap()
+}
+
+struct Client {
+    session: Session,
+    conn: Arc<Conn>,
+    now: Now,
+}
+
+impl Client {
+    fn new(node: &Arc<Node>, now: Now) -> Self {
+        let conn = Arc::new(Conn {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            format: Format::Json,
+            frames: Mutex::new(vec![]),
+            controls: Mutex::new(vec![]),
+        });
+        Client {
+            session: Session::new(node.clone(), conn.clone(), now),
+            conn,
+            now,
+        }
+    }
+
+    /// Sends JSON commands; returns the decoded replies and the disconnect, if any.
+    fn send(&mut self, json: &str) -> (Vec<serde_json::Value>, Option<u16>) {
+        let out = now_or_never(self.session.handle_frame(Bytes::from(json.to_string()), self.now));
+        decode(out)
+    }
+
+    fn connect(&mut self, user: &str) -> serde_json::Value {
+        let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
+        let (r, d) = self.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+        assert_eq!(d, None, "{r:?}");
+        r[0]["connect"].clone()
+    }
+
+    fn pushes(&self) -> Vec<serde_json::Value> {
+        self.conn
+            .frames
+            .lock()
+            .drain(..)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .collect()
+    }
+
+    fn tick(&mut self, d: Duration) -> (Vec<serde_json::Value>, Option<u16>) {
+        self.now = self.now.after(d);
+        decode(now_or_never(self.session.handle_timeout(self.now)))
+    }
+}
+
+fn decode(out: Output) -> (Vec<serde_json::Value>, Option<u16>) {
+    let replies = out
+        .frame
+        .map(|f| f.split(|b| *b == b'\n').map(|l| serde_json::from_slice(l).unwrap()).collect())
+        .unwrap_or_default();
+    (replies, out.disconnect.map(|d| d.0))
+}
+
+fn start() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: 1_700_000_000,
+    }
+}
+
+#[test]
+fn first_command_must_be_connect() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    assert_eq!(c.send(r#"{"id":1,"subscribe":{"channel":"news"}}"#).1, Some(3501));
+    let mut c = Client::new(&node, start());
+    assert_eq!(c.send("not json").1, Some(3501));
+}
+
+#[test]
+fn connect_with_token_anonymous_and_bad_tokens() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    let r = c.connect("42");
+    assert_eq!(r["ping"], 25);
+    assert_eq!(r["pong"], true);
+    assert_eq!(r["client"].as_str().unwrap().len(), 36);
+    assert_eq!(node.user_connections("42"), 1);
+    // A second connect on the same connection.
+    assert_eq!(c.send(r#"{"id":2,"connect":{}}"#).1, Some(3501));
+
+    let mut anon = Client::new(&node, start());
+    assert_eq!(anon.send(r#"{"id":1,"connect":{}}"#).1, Some(3500), "anonymous not allowed");
+    let open = node_with(|c| c.session.allow_anonymous_connect_without_token = true);
+    let mut anon = Client::new(&open, start());
+    let (r, d) = anon.send(r#"{"id":1,"connect":{}}"#);
+    assert_eq!(d, None);
+    assert!(r[0]["connect"]["client"].is_string());
+
+    let mut bad = Client::new(&node, start());
+    let forged = make_hs256("wrong", &json!({"sub": "42"})).unwrap();
+    assert_eq!(bad.send(&format!(r#"{{"id":1,"connect":{{"token":"{forged}"}}}}"#)).1, Some(3500));
+    let mut expired = Client::new(&node, start());
+    let old = make_hs256(SECRET, &json!({"sub": "42", "exp": 1_600_000_000u64})).unwrap();
+    let (r, d) = expired.send(&format!(r#"{{"id":1,"connect":{{"token":"{old}"}}}}"#));
+    assert_eq!(d, None);
+    assert_eq!(r[0]["error"]["code"], 109);
+}
+
+#[test]
+fn subscribe_rules() {
+    let node = node_with(|c| c.session.channel_limit = 3);
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let code = |c: &mut Client, cmd: &str| c.send(cmd).0[0]["error"]["code"].as_u64();
+    assert_eq!(code(&mut c, r#"{"id":2,"subscribe":{"channel":"news"}}"#), None);
+    assert_eq!(code(&mut c, r#"{"id":3,"subscribe":{"channel":"news"}}"#), Some(105));
+    assert_eq!(code(&mut c, r#"{"id":4,"subscribe":{"channel":"nope:x"}}"#), Some(102));
+    assert_eq!(code(&mut c, r#"{"id":5,"subscribe":{"channel":"private:x"}}"#), Some(103));
+    assert_eq!(
+        code(&mut c, r#"{"id":6,"subscribe":{"channel":"private:x#42"}}"#),
+        None,
+        "user-limited for 42"
+    );
+    assert_eq!(code(&mut c, r#"{"id":7,"subscribe":{"channel":"private:y#43"}}"#), Some(103));
+    let tok = make_hs256(SECRET, &json!({"sub": "42", "channel": "private:z"})).unwrap();
+    assert_eq!(
+        code(
+            &mut c,
+            &format!(r#"{{"id":8,"subscribe":{{"channel":"private:z","token":"{tok}"}}}}"#)
+        ),
+        None,
+        "subscription token"
+    );
+    assert_eq!(
+        code(&mut c, r#"{"id":9,"subscribe":{"channel":"other"}}"#),
+        Some(106),
+        "channel limit"
+    );
+    assert_eq!(code(&mut c, r#"{"id":10,"subscribe":{"channel":""}}"#), Some(107));
+    let other = make_hs256(SECRET, &json!({"sub": "7", "channel": "private:w"})).unwrap();
+    c.send(r#"{"id":11,"unsubscribe":{"channel":"news"}}"#);
+    assert_eq!(
+        c.send(&format!(r#"{{"id":12,"subscribe":{{"channel":"private:w","token":"{other}"}}}}"#))
+            .1,
+        Some(3500),
+        "token of another user"
+    );
+}
+
+#[test]
+fn heartbeat() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("1");
+    let first = c.session.poll_timeout().unwrap() - c.now.mono;
+    assert!(
+        first >= Duration::from_millis(12_500) && first <= Duration::from_secs(25),
+        "{first:?}"
+    );
+    let (r, d) = c.tick(first);
+    assert_eq!((r, d), (vec![json!({})], None), "ping is an empty reply");
+    assert_eq!(c.send("{}").1, None, "pong accepted");
+    assert_eq!(c.send("{}").1, Some(3501), "pong with no ping outstanding");
+
+    let mut c = Client::new(&node, start());
+    c.connect("1");
+    let first = c.session.poll_timeout().unwrap() - c.now.mono;
+    c.tick(first);
+    assert_eq!(c.tick(Duration::from_secs(8)).1, Some(3012), "no pong");
+}
+
+#[test]
+fn stale_and_expiry() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    assert_eq!(c.tick(Duration::from_secs(15)).1, Some(3502));
+
+    let mut c = Client::new(&node, start());
+    let tok = make_hs256(SECRET, &json!({"sub": "1", "exp": 1_700_000_060u64})).unwrap();
+    let (r, _) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#));
+    assert_eq!(
+        (r[0]["connect"]["expires"].clone(), r[0]["connect"]["ttl"].clone()),
+        (json!(true), json!(60))
+    );
+    // Refresh with a later token before expiry.
+    let later = make_hs256(SECRET, &json!({"sub": "1", "exp": 1_700_000_200u64})).unwrap();
+    let (r, d) = c.send(&format!(r#"{{"id":2,"refresh":{{"token":"{later}"}}}}"#));
+    assert_eq!(d, None);
+    assert_eq!(r[0]["refresh"]["ttl"], 200);
+    // Pings keep being answered, then the new expiry plus the grace closes it.
+    let mut closed = None;
+    for _ in 0..30 {
+        let (r, d) = c.tick(Duration::from_secs(10));
+        if d.is_some() {
+            closed = d;
+            break;
+        }
+        if !r.is_empty() {
+            c.send("{}");
+        }
+    }
+    assert_eq!(closed, Some(3005));
+    assert!(c.now.unix >= 1_700_000_200 + 25);
+}
+
+#[test]
+fn publish_presence_join_leave_history() {
+    let node = node_with(|_| {});
+    let mut a = Client::new(&node, start());
+    a.connect("alice");
+    a.send(r#"{"id":2,"subscribe":{"channel":"chat:1","join_leave":true}}"#);
+    let mut b = Client::new(&node, start());
+    b.connect("bob");
+    let (r, _) = b.send(r#"{"id":2,"publish":{"channel":"chat:1","data":{"x":1}}}"#);
+    assert_eq!(r[0]["error"]["code"], 103, "publish needs a subscription here");
+    b.send(r#"{"id":3,"subscribe":{"channel":"chat:1"}}"#);
+    let joins = a.pushes();
+    assert_eq!(joins.last().unwrap()["push"]["join"]["info"]["user"], "bob");
+    let (r, _) = b.send(r#"{"id":4,"publish":{"channel":"chat:1","data":{"x":1}}}"#);
+    assert_eq!(r[0], json!({"id": 4, "publish": {}}));
+    let got = a.pushes();
+    assert_eq!(got[0]["push"]["pub"]["data"], json!({"x": 1}));
+    assert_eq!(got[0]["push"]["pub"]["offset"], 1);
+    assert_eq!(got[0]["push"]["pub"]["info"]["user"], "bob");
+    let (r, _) = a.send(r#"{"id":5,"presence_stats":{"channel":"chat:1"}}"#);
+    assert_eq!(r[0]["presence_stats"], json!({"num_clients": 2, "num_users": 2}));
+    let (r, _) = a.send(r#"{"id":6,"history":{"channel":"chat:1","limit":-1}}"#);
+    assert_eq!(r[0]["history"]["publications"].as_array().unwrap().len(), 1);
+    let (r, _) = a.send(r#"{"id":7,"history":{"channel":"news","limit":-1}}"#);
+    assert_eq!(r[0]["error"]["code"], 108, "no history in this namespace");
+    now_or_never(b.session.close());
+    assert_eq!(a.pushes().last().unwrap()["push"]["leave"]["info"]["user"], "bob");
+    let (r, _) = a.send(r#"{"id":8,"presence":{"channel":"chat:1"}}"#);
+    assert_eq!(r[0]["presence"]["presence"].as_object().unwrap().len(), 1);
+    assert_eq!(node.user_connections("bob"), 0);
+    let (r, _) = a.send(r#"{"id":9,"rpc":{"method":"x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 104);
+}
+
+#[test]
+fn recovery() {
+    let node = node_with(|_| {});
+    let mut a = Client::new(&node, start());
+    a.connect("alice");
+    let (r, _) = a.send(r#"{"id":2,"subscribe":{"channel":"chat:r"}}"#);
+    let epoch = r[0]["subscribe"]["epoch"].as_str().unwrap().to_string();
+    assert_eq!(r[0]["subscribe"]["recoverable"], true);
+    for i in 1..=2 {
+        now_or_never(node.publish("chat:r", Bytes::from(format!("{i}")), None, false, HashMap::new())).unwrap();
+    }
+    assert_eq!(a.pushes().len(), 2);
+    now_or_never(a.session.close()); // the client goes away at offset 2
+    for i in 3..=5 {
+        now_or_never(node.publish("chat:r", Bytes::from(format!("{i}")), None, false, HashMap::new())).unwrap();
+    }
+    let mut back = Client::new(&node, start());
+    back.connect("alice");
+    let (r, _) = back.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:r","recover":true,"offset":2,"epoch":"{epoch}"}}}}"#
+    ));
+    let s = &r[0]["subscribe"];
+    assert_eq!(
+        (s["recovered"].clone(), s["was_recovering"].clone(), s["offset"].clone()),
+        (json!(true), json!(true), json!(2))
+    );
+    let offsets: Vec<u64> = s["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![3, 4, 5]);
+    now_or_never(node.publish("chat:r", Bytes::from_static(b"6"), None, false, HashMap::new())).unwrap();
+    assert_eq!(back.pushes()[0]["push"]["pub"]["offset"], 6, "live after recovery, no duplicate");
+
+    // Wrong epoch: not recovered, the top instead.
+    let mut c = Client::new(&node, start());
+    c.connect("carol");
+    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"chat:r","recover":true,"offset":2,"epoch":"nope"}}"#);
+    assert_eq!(
+        (r[0]["subscribe"]["recovered"].clone(), r[0]["subscribe"]["offset"].clone()),
+        (json!(null), json!(6))
+    );
+    // And with flag 2: error 112.
+    let mut d = Client::new(&node, start());
+    d.connect("dave");
+    let (r, _) = d.send(r#"{"id":2,"subscribe":{"channel":"chat:r","recover":true,"offset":2,"epoch":"nope","flag":2}}"#);
+    assert_eq!(r[0]["error"]["code"], 112);
+    assert_eq!(node.hub.num_subscribers("chat:r"), 2, "the refused one left the hub");
+}
+
+#[test]
+fn recovery_beyond_history_is_not_recovered() {
+    let node = node_with(|c| c.channel.namespaces[0].options.history_size = 2);
+    for i in 1..=5 {
+        now_or_never(node.publish("chat:h", Bytes::from(format!("{i}")), None, false, HashMap::new())).unwrap();
+    }
+    let epoch = now_or_never(node.history("chat:h", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:h","recover":true,"offset":1,"epoch":"{epoch}"}}}}"#
+    ));
+    assert_eq!(r[0]["subscribe"]["recovered"], json!(null), "offsets 2 and 3 are gone");
+    assert_eq!(r[0]["subscribe"]["offset"], 5);
+}
+
+#[test]
+fn server_side_subscriptions_and_controls() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    let tok = make_hs256(SECRET, &json!({"sub": "9", "channels": ["news", "chat:s"]})).unwrap();
+    let (r, _) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#));
+    let subs = r[0]["connect"]["subs"].as_object().unwrap();
+    assert!(subs.contains_key("news") && subs.contains_key("chat:s"));
+    assert_eq!(subs["chat:s"]["recoverable"], true);
+    node.unsubscribe_user("9", "news", "").unwrap();
+    let control = c.conn.controls.lock().pop().unwrap();
+    let (r, _) = decode(now_or_never(c.session.handle_control(control, c.now)));
+    assert_eq!(
+        r[0]["push"],
+        json!({"channel": "news", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}})
+    );
+    node.disconnect_user("9", "", &[], 3503, "force disconnect");
+    let control = c.conn.controls.lock().pop().unwrap();
+    assert_eq!(decode(now_or_never(c.session.handle_control(control, c.now))).1, Some(3503));
+}

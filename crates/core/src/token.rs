@@ -1,0 +1,215 @@
+//! JWT verification for connection and subscription tokens, through `jsonwebtoken`.
+//!
+//! The key follows the token's `alg`: HS256/384/512 use `client.token.hmac_secret_key`,
+//! RS256/384/512 `rsa_public_key` (PEM), ES256/384 `ecdsa_public_key` (PEM). `aud` and
+//! `iss` are checked when configured. An expired token is told apart from an invalid one:
+//! the first is error 109 (the SDK fetches a new token), the second close 3500.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::config::{ConfigError, TokenConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+}
+
+/// What a connection token grants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectClaims {
+    /// `sub`: the user; empty is anonymous.
+    pub user: String,
+    /// When the connection expires (Unix seconds): `expire_at` if present, else `exp`.
+    pub expire_at: Option<u64>,
+    /// `info` (raw JSON) or `b64info` (decoded).
+    pub info: Bytes,
+    /// Server-side subscriptions: `channels` and the keys of `subs`.
+    pub channels: Vec<String>,
+}
+
+/// What a subscription token grants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscribeClaims {
+    pub user: String,
+    pub channel: String,
+    pub expire_at: Option<u64>,
+    pub info: Bytes,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    sub: String,
+    exp: Option<u64>,
+    expire_at: Option<u64>,
+    info: Option<Box<RawValue>>,
+    b64info: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    subs: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    channel: String,
+}
+
+/// Verifies tokens with the configured keys.
+pub struct Verifier {
+    hmac: Option<DecodingKey>,
+    rsa: Option<DecodingKey>,
+    ec: Option<DecodingKey>,
+    audience: String,
+    issuer: String,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("hmac", &self.hmac.is_some())
+            .field("rsa", &self.rsa.is_some())
+            .field("ec", &self.ec.is_some())
+            .finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(cfg: &TokenConfig) -> Result<Self, ConfigError> {
+        let bad = |key: &str, e: jsonwebtoken::errors::Error| ConfigError {
+            key: format!("client.token.{key}"),
+            message: e.to_string(),
+        };
+        Ok(Verifier {
+            hmac: (!cfg.hmac_secret_key.is_empty()).then(|| DecodingKey::from_secret(cfg.hmac_secret_key.as_bytes())),
+            rsa: match cfg.rsa_public_key.as_str() {
+                "" => None,
+                pem => Some(DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| bad("rsa_public_key", e))?),
+            },
+            ec: match cfg.ecdsa_public_key.as_str() {
+                "" => None,
+                pem => Some(DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| bad("ecdsa_public_key", e))?),
+            },
+            audience: cfg.audience.clone(),
+            issuer: cfg.issuer.clone(),
+        })
+    }
+
+    /// Whether any key is configured.
+    pub fn is_configured(&self) -> bool {
+        self.hmac.is_some() || self.rsa.is_some() || self.ec.is_some()
+    }
+
+    fn decode(&self, token: &str, now_unix: u64) -> Result<RawClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = match header.alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => self.rsa.as_ref(),
+            Algorithm::ES256 | Algorithm::ES384 => self.ec.as_ref(),
+            other => return Err(TokenError::Invalid(format!("algorithm {other:?} not accepted"))),
+        }
+        .ok_or_else(|| TokenError::Invalid(format!("no key configured for {:?}", header.alg)))?;
+        let mut v = Validation::new(header.alg);
+        v.required_spec_claims.clear();
+        // exp is checked below against the caller's clock, so that tests control time.
+        v.validate_exp = false;
+        v.leeway = 0;
+        if self.audience.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&[&self.audience]);
+            v.required_spec_claims.insert("aud".into());
+        }
+        if !self.issuer.is_empty() {
+            v.set_issuer(&[&self.issuer]);
+            v.required_spec_claims.insert("iss".into());
+        }
+        let data = jsonwebtoken::decode::<RawClaims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(e.to_string()),
+        })?;
+        let c = data.claims;
+        if let Some(exp) = c.exp {
+            if exp <= now_unix {
+                return Err(TokenError::Expired);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Verifies a connection token.
+    pub fn verify_connect(&self, token: &str, now_unix: u64) -> Result<ConnectClaims, TokenError> {
+        let c = self.decode(token, now_unix)?;
+        let info = info_bytes(c.info, c.b64info)?;
+        let mut channels = c.channels;
+        let mut sub_keys: Vec<String> = c.subs.into_keys().collect();
+        sub_keys.sort();
+        for k in sub_keys {
+            if !channels.contains(&k) {
+                channels.push(k);
+            }
+        }
+        let expire_at = match c.expire_at {
+            Some(0) => None,
+            Some(t) => Some(t),
+            None => c.exp,
+        };
+        Ok(ConnectClaims {
+            user: c.sub,
+            expire_at,
+            info,
+            channels,
+        })
+    }
+
+    /// Verifies a subscription token.
+    pub fn verify_subscribe(&self, token: &str, now_unix: u64) -> Result<SubscribeClaims, TokenError> {
+        let c = self.decode(token, now_unix)?;
+        if c.channel.is_empty() {
+            return Err(TokenError::Invalid("no channel claim".into()));
+        }
+        let info = info_bytes(c.info, c.b64info)?;
+        let expire_at = match c.expire_at {
+            Some(0) => None,
+            Some(t) => Some(t),
+            None => c.exp,
+        };
+        Ok(SubscribeClaims {
+            user: c.sub,
+            channel: c.channel,
+            expire_at,
+            info,
+        })
+    }
+}
+
+fn info_bytes(info: Option<Box<RawValue>>, b64: Option<String>) -> Result<Bytes, TokenError> {
+    if let Some(raw) = info {
+        return Ok(Bytes::copy_from_slice(raw.get().as_bytes()));
+    }
+    if let Some(b) = b64 {
+        let v = base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|_| TokenError::Invalid("bad b64info".into()))?;
+        return Ok(Bytes::from(v));
+    }
+    Ok(Bytes::new())
+}
+
+/// Makes an HS256 token: `wshub gentoken` and the tests use it.
+pub fn make_hs256(secret: &str, claims: &serde_json::Value) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests;

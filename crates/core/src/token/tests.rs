@@ -1,0 +1,86 @@
+use super::*;
+use serde_json::json;
+
+const NOW: u64 = 1_700_000_000;
+
+fn hmac() -> Verifier {
+    Verifier::new(&TokenConfig {
+        hmac_secret_key: "secret".into(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn hs256_claims() {
+    let t = make_hs256(
+        "secret",
+        &json!({"sub": "42", "exp": NOW + 60, "info": {"name": "Alice"}, "channels": ["news"], "subs": {"chat:1": {}}}),
+    )
+    .unwrap();
+    let c = hmac().verify_connect(&t, NOW).unwrap();
+    assert_eq!(c.user, "42");
+    assert_eq!(c.expire_at, Some(NOW + 60));
+    assert_eq!(&c.info[..], br#"{"name":"Alice"}"#);
+    assert_eq!(c.channels, vec!["news".to_string(), "chat:1".to_string()]);
+    let t = make_hs256("secret", &json!({"sub": "1", "b64info": "eyJhIjoxfQ=="})).unwrap();
+    assert_eq!(&hmac().verify_connect(&t, NOW).unwrap().info[..], br#"{"a":1}"#);
+}
+
+#[test]
+fn expired_invalid_and_wrong_key() {
+    let t = make_hs256("secret", &json!({"sub": "42", "exp": NOW})).unwrap();
+    assert_eq!(hmac().verify_connect(&t, NOW), Err(TokenError::Expired));
+    let t = make_hs256("other", &json!({"sub": "42"})).unwrap();
+    assert!(matches!(hmac().verify_connect(&t, NOW), Err(TokenError::Invalid(_))));
+    assert!(matches!(hmac().verify_connect("not.a.jwt", NOW), Err(TokenError::Invalid(_))));
+    assert!(matches!(hmac().verify_connect("", NOW), Err(TokenError::Invalid(_))));
+    // An RS256 header with no RSA key configured.
+    let none = Verifier::new(&TokenConfig::default()).unwrap();
+    assert!(!none.is_configured());
+    let t = make_hs256("secret", &json!({"sub": "1"})).unwrap();
+    assert!(matches!(none.verify_connect(&t, NOW), Err(TokenError::Invalid(_))));
+}
+
+#[test]
+fn audience_and_issuer() {
+    let v = Verifier::new(&TokenConfig {
+        hmac_secret_key: "secret".into(),
+        audience: "app".into(),
+        issuer: "me".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let good = make_hs256("secret", &json!({"sub": "1", "aud": "app", "iss": "me"})).unwrap();
+    assert!(v.verify_connect(&good, NOW).is_ok());
+    for bad in [
+        json!({"sub": "1", "aud": "other", "iss": "me"}),
+        json!({"sub": "1", "iss": "me"}),
+        json!({"sub": "1", "aud": "app", "iss": "you"}),
+    ] {
+        let t = make_hs256("secret", &bad).unwrap();
+        assert!(matches!(v.verify_connect(&t, NOW), Err(TokenError::Invalid(_))), "{bad}");
+    }
+}
+
+#[test]
+fn subscription_tokens() {
+    let t = make_hs256("secret", &json!({"sub": "42", "channel": "private:x", "exp": NOW + 10})).unwrap();
+    let c = hmac().verify_subscribe(&t, NOW).unwrap();
+    assert_eq!(
+        (c.user.as_str(), c.channel.as_str(), c.expire_at),
+        ("42", "private:x", Some(NOW + 10))
+    );
+    let t = make_hs256("secret", &json!({"sub": "42"})).unwrap();
+    assert!(hmac().verify_subscribe(&t, NOW).is_err());
+}
+
+#[test]
+fn bad_pem_names_the_key() {
+    let e = Verifier::new(&TokenConfig {
+        rsa_public_key: "garbage".into(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e.key, "client.token.rsa_public_key");
+}
