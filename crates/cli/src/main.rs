@@ -1,22 +1,24 @@
-//! The `wshub` binary: turns arguments into a running server or a load run, and errors into
-//! messages for people.
+//! The `wshub` binary: turns arguments into a running server, a configuration, a token or a
+//! load run, and errors into messages for people.
 
 mod bench;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use wshub_server::config::{load, Loaded};
 use wshub_server::echo::Echo;
-use wshub_server::http::HandlerFactory;
 use wshub_server::{ServerConfig, Shared};
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
 #[derive(Parser)]
-#[command(name = "wshub", version, about = "A real-time messaging server")]
+#[command(name = "wshub", version, about = "A real-time messaging server (Centrifugo protocol compatible)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,17 +26,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (for now: WebSocket echo at /connection/websocket, /health, /ready).
+    /// Run the server. Without a configuration file: in-memory engine, safe defaults.
     Serve {
-        #[arg(long, default_value = "0.0.0.0", env = "WSHUB_HTTP_SERVER_ADDRESS")]
-        address: String,
-        #[arg(long, default_value_t = 8000, env = "WSHUB_HTTP_SERVER_PORT")]
-        port: u16,
-        /// Offer permessage-deflate.
-        #[arg(long, env = "WSHUB_WEBSOCKET_COMPRESSION")]
-        compression: bool,
+        /// Configuration file (.json or .toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// http_server.port
+        #[arg(long)]
+        port: Option<u16>,
+        /// http_server.address
+        #[arg(long)]
+        address: Option<String>,
+        /// Set any key: --set client.channel_limit=10 (JSON values, or plain strings).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
-    /// Run the echo server used by conformance runs: every path upgrades, compression on.
+    /// Print a new configuration file with a random API key and HMAC secret.
+    Genconfig {
+        /// Write to this file instead of standard output (refuses to overwrite).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Check a configuration file and say what is wrong with it.
+    Checkconfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Make an HS256 connection token for a user, signed with client.token.hmac_secret_key.
+    Gentoken {
+        #[arg(long, short)]
+        user: String,
+        /// Lifetime in seconds (0: no expiry).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The echo server of conformance runs: every path upgrades, compression on.
     Echo {
         #[arg(long, default_value = "127.0.0.1")]
         address: String,
@@ -51,9 +79,14 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+fn init_logs(level: &str, json_format: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if json_format {
+        b.json().init();
+    } else {
+        b.init();
+    }
 }
 
 async fn shutdown_signal() {
@@ -71,7 +104,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_server(addr: SocketAddr, config: ServerConfig, banner: bool) -> anyhow::Result<()> {
+async fn run_server(addr: SocketAddr, config: ServerConfig) -> anyhow::Result<SocketAddr> {
     match wshub_server::limits::raise_nofile() {
         Ok(n) => tracing::info!(nofile = n, "file descriptor limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
@@ -79,53 +112,158 @@ async fn run_server(addr: SocketAddr, config: ServerConfig, banner: bool) -> any
     let listener = wshub_server::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");
-    if banner {
-        println!("wshub listening on http://{local}");
-        println!("  WebSocket: ws://{local}/connection/websocket   health: /health   readiness: /ready");
-    }
     let shared = Shared::new(config);
     wshub_server::serve(listener, shared, shutdown_signal()).await;
     tracing::info!("stopped");
+    Ok(local)
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| k.starts_with("WSHUB_")).collect()
+}
+
+fn load_config(file: Option<&PathBuf>, overrides: &[(String, Value)]) -> anyhow::Result<Loaded> {
+    Ok(load(file.map(|p| p.as_path()), env_vars(), overrides)?)
+}
+
+fn parse_set(items: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            Ok((
+                k.trim().to_string(),
+                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
+            ))
+        })
+        .collect()
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, set: Vec<String>) -> anyhow::Result<()> {
+    let mut overrides = parse_set(&set)?;
+    if let Some(p) = port {
+        overrides.push(("http_server.port".into(), json!(p)));
+    }
+    if let Some(a) = address {
+        overrides.push(("http_server.address".into(), json!(a)));
+    }
+    let loaded = load_config(config.as_ref(), &overrides)?;
+    let c = &loaded.config;
+    init_logs(&c.log.level, c.log.format == "json");
+    for k in &loaded.unknown_keys {
+        tracing::warn!(key = %k, "unknown configuration key ignored");
+    }
+    let addr: SocketAddr = format!("{}:{}", c.http_server.address, c.http_server.port)
+        .parse()
+        .context("http_server.address")?;
+    let (_node, server) = wshub_server::app::build(c)?;
+    println!(
+        "wshub {} listening on {addr} (engine: {})",
+        env!("CARGO_PKG_VERSION"),
+        c.engine.r#type
+    );
+    println!(
+        "  clients: ws://{}:{}{}",
+        display_host(&c.http_server.address),
+        c.http_server.port,
+        wshub_server::app::WS_PATH
+    );
+    println!(
+        "  API:     POST http://{}:{}/api/<method>",
+        display_host(&c.http_server.address),
+        c.http_server.port
+    );
+    if config.is_none() {
+        println!("  No configuration file: the API refuses every call and clients need a token.");
+        println!("  Next: `wshub genconfig -o config.json`, then `wshub serve -c config.json`,");
+        println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_server(addr, server))?;
     Ok(())
 }
 
-fn echo_factory() -> HandlerFactory {
-    Arc::new(|_| Box::new(Echo))
+fn display_host(a: &str) -> &str {
+    if a == "0.0.0.0" {
+        "localhost"
+    } else {
+        a
+    }
+}
+
+fn genconfig(output: Option<PathBuf>) -> anyhow::Result<()> {
+    let c = json!({
+        "http_server": {"port": 8000},
+        "http_api": {"key": random_secret()},
+        "client": {
+            "token": {"hmac_secret_key": random_secret()},
+            "allowed_origins": ["http://localhost:3000"]
+        },
+        "channel": {
+            "without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true, "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_history_for_subscriber": true, "allow_presence_for_subscriber": true},
+            "namespaces": []
+        }
+    });
+    let text = serde_json::to_string_pretty(&c)? + "\n";
+    match output {
+        None => print!("{text}"),
+        Some(p) => {
+            if p.exists() {
+                bail!("{} exists: not overwritten", p.display());
+            }
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn gentoken(user: String, ttl: u64, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = load_config(config.as_ref(), &[])?;
+    let secret = &loaded.config.client.token.hmac_secret_key;
+    if secret.is_empty() {
+        bail!("client.token.hmac_secret_key is empty: pass --config with a secret (wshub genconfig makes one)");
+    }
+    let mut claims = json!({"sub": user});
+    if ttl > 0 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        claims["exp"] = json!(now + ttl);
+    }
+    println!("{}", wshub_core::token::make_hs256(secret, &claims)?);
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve {
-            address,
+            config,
             port,
-            compression,
-        } => {
-            init_logs();
-            let addr: SocketAddr = format!("{address}:{port}")
-                .parse()
-                .with_context(|| format!("http_server.address: invalid address {address:?}"))?;
-            let config = ServerConfig {
-                ws_paths: Some(vec!["/connection/websocket".into()]),
-                handshake: HandshakeConfig {
-                    protocols: vec![],
-                    deflate: compression.then(DeflateConfig::default),
-                    origins: OriginPolicy::SameHost,
-                },
-                max_message_size: 65536,
-                handshake_timeout: Duration::from_secs(10),
-                handler: echo_factory(),
-            };
-            rt.block_on(run_server(addr, config, true))
+            address,
+            set,
+        } => serve(config, port, address, set),
+        Command::Genconfig { output } => genconfig(output),
+        Command::Checkconfig { config } => {
+            let loaded = load_config(Some(&config), &[])?;
+            for k in &loaded.unknown_keys {
+                eprintln!("warning: unknown key {k}");
+            }
+            println!("{}: OK", config.display());
+            Ok(())
         }
+        Command::Gentoken { user, ttl, config } => gentoken(user, ttl, config),
         Command::Echo {
             address,
             port,
             max_message_size,
             no_compression,
         } => {
-            init_logs();
+            init_logs("info", false);
             let addr: SocketAddr = format!("{address}:{port}").parse().context("invalid address")?;
             let config = ServerConfig {
                 ws_paths: None,
@@ -136,10 +274,16 @@ fn main() -> anyhow::Result<()> {
                 },
                 max_message_size,
                 handshake_timeout: Duration::from_secs(10),
-                handler: echo_factory(),
+                handler: Arc::new(|_, _| Box::new(Echo)),
+                api: None,
             };
-            rt.block_on(run_server(addr, config, false))
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run_server(addr, config))?;
+            Ok(())
         }
-        Command::Bench(cmd) => rt.block_on(bench::run(cmd)),
+        Command::Bench(cmd) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(bench::run(cmd))
+        }
     }
 }

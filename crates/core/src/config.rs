@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Options of a namespace (or of channels without one). Zero and false mean "off".
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
 pub struct ChannelOptions {
     /// Keep presence information for the channel.
     pub presence: bool,
@@ -18,7 +18,7 @@ pub struct ChannelOptions {
     pub force_push_join_leave: bool,
     /// Publications kept in the channel's stream (0: no history).
     pub history_size: usize,
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(with = "crate::duration")]
     pub history_ttl: Duration,
     /// Every subscription is recoverable (needs history).
     pub force_recovery: bool,
@@ -44,8 +44,8 @@ impl ChannelOptions {
 }
 
 /// A named namespace: channels `name:rest` follow its options.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+
 pub struct Namespace {
     pub name: String,
     #[serde(flatten)]
@@ -53,8 +53,8 @@ pub struct Namespace {
 }
 
 /// `channel.*`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
 pub struct ChannelConfig {
     pub max_length: usize,
     pub without_namespace: ChannelOptions,
@@ -72,8 +72,8 @@ impl Default for ChannelConfig {
 }
 
 /// `client.token.*`
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
 pub struct TokenConfig {
     pub hmac_secret_key: String,
     pub rsa_public_key: String,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
 /// Parses `"1h2m3s"`, `"500ms"`, `"10s"`, `"0"`.
 pub fn parse(s: &str) -> Result<Duration, String> {
@@ -37,6 +37,20 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += Duration::from_secs_f64(secs);
     }
     Ok(total)
+}
+
+/// Writes a duration the way [`parse`] reads it.
+pub fn format(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// serde adapter (serialize half).
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*d))
 }
 
 /// serde adapter for `Duration` fields written as strings or numbers of seconds.

@@ -40,6 +40,11 @@ pub trait Handler: Send {
         Poll::Pending
     }
 
+    /// Asynchronous work that `poll_work` found (timers, control requests).
+    fn run_work<'a>(&'a mut self, _conn: &'a mut Connection) -> HandlerFuture<'a> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// The connection ended, with the code seen or sent. Release what it held.
     fn on_close(&mut self, _code: CloseCode) -> HandlerFuture<'_> {
         Box::pin(std::future::ready(()))
@@ -52,6 +57,9 @@ impl Handler for Box<dyn Handler> {
     }
     fn poll_work(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
         (**self).poll_work(cx, conn)
+    }
+    fn run_work<'a>(&'a mut self, conn: &'a mut Connection) -> HandlerFuture<'a> {
+        (**self).run_work(conn)
     }
     fn on_close(&mut self, code: CloseCode) -> HandlerFuture<'_> {
         (**self).on_close(code)
@@ -195,6 +203,9 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
         .await;
         if let Wake::Stop = wake {
             break;
+        }
+        if conn.state() == State::Open {
+            handler.run_work(&mut conn).await;
         }
     }
     handler.on_close(outcome.code()).await;

@@ -1,6 +1,7 @@
-//! The HTTP side of the listener: routing, the WebSocket upgrade, `/health`, `/ready`.
+//! The HTTP side of the listener: routing, the WebSocket upgrade, the server API,
+//! `/health`, `/ready`.
 //!
-//! hyper parses the request; `wshub_websocket::handshake` judges it; on success the
+//! hyper parses the request; `wshub_websocket::handshake` judges an upgrade; on success the
 //! upgraded TCP stream is taken back from hyper and handed to [`crate::driver::drive`].
 
 use std::convert::Infallible;
@@ -10,17 +11,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use wshub_core::node::Node;
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
 use wshub_websocket::{Config, HandshakeError};
 
 use crate::driver::{drive, Handler};
 
-/// Makes the handler of a new WebSocket connection.
-pub type HandlerFactory = Arc<dyn Fn(&Accepted) -> Box<dyn Handler> + Send + Sync>;
+/// Makes the handler of a new WebSocket connection from what was agreed and the URI.
+pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri) -> Box<dyn Handler> + Send + Sync>;
+
+/// The server API's settings.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub node: Arc<Node>,
+    pub key: String,
+    pub insecure: bool,
+}
 
 /// Listener settings.
 #[derive(Clone)]
@@ -33,6 +43,8 @@ pub struct ServerConfig {
     /// Time allowed to send the request headers.
     pub handshake_timeout: Duration,
     pub handler: HandlerFactory,
+    /// `POST /api/<method>`, when a node runs.
+    pub api: Option<ApiConfig>,
 }
 
 /// State shared by every connection task.
@@ -61,7 +73,9 @@ impl Shared {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *r.status_mut() = status;
     r.headers_mut()
@@ -69,8 +83,21 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+fn json_response(v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 /// The refusal of a bad upgrade request (DESIGN.md's bad-input table).
-pub fn refusal(e: &HandshakeError) -> Response<Full<Bytes>> {
+pub fn refusal(e: &HandshakeError) -> Response<Body> {
     let mut r = text(e.status(), &e.to_string());
     if *e == HandshakeError::Version {
         r.headers_mut()
@@ -79,15 +106,50 @@ pub fn refusal(e: &HandshakeError) -> Response<Full<Bytes>> {
     r
 }
 
+/// Largest API request body.
+const API_BODY_LIMIT: usize = 16 << 20;
+
+async fn api(req: Request<Incoming>, api: &ApiConfig, method: &str) -> Response<Body> {
+    if req.method() != http::Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
+        return empty(StatusCode::UNAUTHORIZED);
+    }
+    let body = match Limited::new(req.into_body(), API_BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let params: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+        }
+    };
+    let result = if method == "batch" {
+        crate::api::batch(&api.node, params).await
+    } else {
+        crate::api::call(&api.node, method, params).await
+    };
+    json_response(&crate::api::envelope(result))
+}
+
 /// Answers one HTTP request.
-pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path();
+pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
     let is_ws = match &shared.config.ws_paths {
-        None => !matches!(path, "/health" | "/ready"),
-        Some(paths) => paths.iter().any(|p| p == path),
+        None => !matches!(path.as_str(), "/health" | "/ready"),
+        Some(paths) => paths.iter().any(|p| *p == path),
     };
     if !is_ws {
-        return Ok(match path {
+        if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
+            return Ok(api(req, a, method).await);
+        }
+        return Ok(match path.as_str() {
             "/health" => text(StatusCode::OK, "ok"),
             "/ready" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
@@ -103,7 +165,7 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<R
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
-    let handler = (shared.config.handler)(&accepted);
+    let handler = (shared.config.handler)(&accepted, req.uri());
     let task_shared = shared.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {

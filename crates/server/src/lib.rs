@@ -5,6 +5,10 @@
 //! what a message means lives in a [`Handler`]. The driver is the short loop of STYLE.md:
 //! feed bytes in, drain events, write, wait for readiness or a deadline.
 
+pub mod api;
+pub mod app;
+pub mod client;
+pub mod config;
 pub mod driver;
 pub mod echo;
 pub mod http;
@@ -12,5 +16,5 @@ pub mod limits;
 pub mod listener;
 
 pub use driver::{Handler, Outcome};
-pub use http::{ServerConfig, Shared};
+pub use http::{ApiConfig, ServerConfig, Shared};
 pub use listener::{bind, serve};

@@ -37,7 +37,8 @@ impl TestServer {
             },
             max_message_size,
             handshake_timeout: Duration::from_secs(2),
-            handler: Arc::new(|_| Box::new(Echo)),
+            handler: Arc::new(|_, _| Box::new(Echo)),
+            api: None,
         })
         .await
     }

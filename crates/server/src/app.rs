@@ -1,0 +1,56 @@
+//! Builds a running server from a [`Config`]: the node on its engine, the listener's
+//! settings, the client endpoint and the API.
+
+use std::sync::Arc;
+
+use wshub_core::memory::MemoryEngine;
+use wshub_core::node::Node;
+use wshub_protocol::Format;
+use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
+use wshub_websocket::DeflateConfig;
+
+use crate::client::ClientHandler;
+use crate::config::{to_node_config, Config, LoadError};
+use crate::http::{ApiConfig, ServerConfig};
+
+/// The subprotocol that selects the Protobuf format.
+pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
+/// The client endpoint.
+pub const WS_PATH: &str = "/connection/websocket";
+
+/// The node and the listener settings for `config`.
+pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
+    let engine = Arc::new(MemoryEngine::default());
+    let node = Node::new(to_node_config(config), engine).map_err(|e| LoadError(e.to_string()))?;
+    let queue = config.client.queue_max_size;
+    let factory_node = node.clone();
+    let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri| {
+        let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
+            || uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf"));
+        let format = if protobuf { Format::Protobuf } else { Format::Json };
+        Box::new(ClientHandler::new(factory_node.clone(), format, accepted.deflate, queue))
+    });
+    let ws = &config.websocket;
+    let server = ServerConfig {
+        ws_paths: Some(vec![WS_PATH.to_string()]),
+        handshake: HandshakeConfig {
+            protocols: vec![PROTOBUF_SUBPROTOCOL.to_string()],
+            deflate: ws.compression.then_some(DeflateConfig {
+                level: ws.compression_level,
+                min_size: ws.compression_min_size,
+            }),
+            origins: OriginPolicy::from_list(&config.client.allowed_origins),
+        },
+        max_message_size: ws.message_size_limit,
+        handshake_timeout: config.client.handshake_timeout,
+        handler,
+        api: Some(ApiConfig {
+            node: node.clone(),
+            key: config.http_api.key.clone(),
+            insecure: config.http_api.insecure,
+        }),
+    };
+    Ok((node, server))
+}

@@ -1,0 +1,214 @@
+//! The glue between one WebSocket connection and its [`Session`]: the bounded outbound
+//! queue the hub delivers into, the control inbox of the server API, the session's timer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::time::Sleep;
+use wshub_core::hub::{ConnectionHandle, Control};
+use wshub_core::node::Node;
+use wshub_core::session::{Output, Session};
+use wshub_core::Now;
+use wshub_protocol::codes::disconnect as dc;
+use wshub_protocol::Format;
+use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, PreparedMessage};
+
+use crate::driver::{Handler, HandlerFuture};
+
+/// Bytes moved from the queue into the connection's write queue at a time: the rest stays
+/// in the queue, where `client.queue_max_size` applies.
+const WRITE_WATERMARK: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    overflow: bool,
+    controls: VecDeque<Control>,
+}
+
+/// The shared half of a connection: what the hub and the API reach.
+pub struct ConnShared {
+    id: u64,
+    format: Format,
+    deflate: Option<DeflateParams>,
+    max_queue: usize,
+    outbox: Mutex<Outbox>,
+    waker: AtomicWaker,
+}
+
+impl ConnShared {
+    pub fn new(id: u64, format: Format, deflate: Option<DeflateParams>, max_queue: usize) -> Arc<Self> {
+        Arc::new(ConnShared {
+            id,
+            format,
+            deflate,
+            max_queue,
+            outbox: Mutex::new(Outbox::default()),
+            waker: AtomicWaker::new(),
+        })
+    }
+}
+
+impl ConnectionHandle for ConnShared {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn deliver(&self, frame: &PreparedMessage) {
+        let bytes = frame.frame_for(self.deflate.as_ref());
+        let mut o = self.outbox.lock();
+        if o.overflow {
+            return;
+        }
+        if o.bytes + bytes.len() > self.max_queue {
+            // A slow reader: it is closed with 3008 and its queue freed; the others go on.
+            o.overflow = true;
+            o.frames = VecDeque::new();
+            o.bytes = 0;
+        } else {
+            o.bytes += bytes.len();
+            o.frames.push_back(bytes);
+        }
+        drop(o);
+        self.waker.wake();
+    }
+
+    fn control(&self, control: Control) {
+        self.outbox.lock().controls.push_back(control);
+        self.waker.wake();
+    }
+}
+
+/// The [`Handler`] of a client connection.
+pub struct ClientHandler {
+    session: Session,
+    shared: Arc<ConnShared>,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<std::time::Instant>,
+    /// Work found by `poll_work` for `run_work`.
+    timer_due: bool,
+    controls: Vec<Control>,
+}
+
+impl ClientHandler {
+    pub fn new(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize) -> Self {
+        let shared = ConnShared::new(node.next_connection_id(), format, deflate, max_queue);
+        let session = Session::new(node, shared.clone(), Now::system());
+        ClientHandler {
+            session,
+            shared,
+            timer: None,
+            timer_at: None,
+            timer_due: false,
+            controls: Vec::new(),
+        }
+    }
+
+    fn apply(&self, conn: &mut Connection, out: Output) {
+        if let Some(frame) = out.frame {
+            let kind = match self.shared.format {
+                Format::Json => MessageKind::Text,
+                Format::Protobuf => MessageKind::Binary,
+            };
+            conn.send(kind, frame);
+        }
+        if let Some((code, reason)) = out.disconnect {
+            tracing::debug!(code, %reason, client = %self.session.client_id(), "disconnect");
+            conn.close(CloseCode(code), &reason);
+        }
+    }
+}
+
+impl Handler for ClientHandler {
+    fn on_message<'a>(&'a mut self, conn: &'a mut Connection, kind: MessageKind, data: Bytes) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if self.shared.format == Format::Json && kind == MessageKind::Binary {
+                // PROTOCOL.md: "A binary frame on a JSON connection closes it with 3506."
+                conn.close(CloseCode(dc::INAPPROPRIATE_PROTOCOL), "inappropriate protocol");
+                return;
+            }
+            let out = self.session.handle_frame(data, Now::system()).await;
+            self.apply(conn, out);
+        })
+    }
+
+    fn poll_work(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
+        self.shared.waker.register(cx.waker());
+        let mut progressed = false;
+        {
+            let mut o = self.shared.outbox.lock();
+            if o.overflow {
+                o.overflow = false;
+                drop(o);
+                conn.close(CloseCode(dc::SLOW), "slow");
+                return Poll::Ready(());
+            }
+            while conn.pending_bytes() < WRITE_WATERMARK {
+                let Some(f) = o.frames.pop_front() else { break };
+                o.bytes -= f.len();
+                conn.send_raw_frames(f);
+                progressed = true;
+            }
+            if o.frames.is_empty() && o.frames.capacity() > 0 {
+                o.frames = VecDeque::new();
+            }
+            if !o.controls.is_empty() {
+                self.controls.extend(o.controls.drain(..));
+                o.controls = VecDeque::new();
+                progressed = true;
+            }
+        }
+        let next = self.session.poll_timeout();
+        if next != self.timer_at {
+            self.timer_at = next;
+            self.timer = next.map(|t| Box::pin(tokio::time::sleep_until(t.into())));
+        }
+        if let Some(t) = self.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                self.timer = None;
+                self.timer_at = None;
+                self.timer_due = true;
+                progressed = true;
+            }
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn run_work<'a>(&'a mut self, conn: &'a mut Connection) -> HandlerFuture<'a> {
+        if self.controls.is_empty() && !self.timer_due {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            for c in std::mem::take(&mut self.controls) {
+                let out = self.session.handle_control(c, Now::system()).await;
+                self.apply(conn, out);
+            }
+            if std::mem::take(&mut self.timer_due) {
+                let out = self.session.handle_timeout(Now::system()).await;
+                self.apply(conn, out);
+            }
+        })
+    }
+
+    fn on_close(&mut self, code: CloseCode) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            tracing::debug!(code = code.0, client = %self.session.client_id(), user = %self.session.user(), "connection closed");
+            self.session.close().await;
+        })
+    }
+}

@@ -1,0 +1,472 @@
+//! The configuration file, environment and flags (DESIGN.md, "Configuration").
+//!
+//! One file, JSON or TOML by extension, then `WSHUB_` environment variables, then flags,
+//! each overriding the one before. Keys follow Centrifugo v6 names. Unknown keys are
+//! reported as warnings; a value that cannot work stops the start with a message naming
+//! its key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wshub_core::config::{ChannelConfig, NodeConfig, SessionConfig, TokenConfig};
+use wshub_core::duration;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub http_server: HttpServer,
+    pub http_api: HttpApi,
+    pub client: Client,
+    pub websocket: WebSocket,
+    pub channel: ChannelConfig,
+    pub engine: Engine,
+    pub admin: Admin,
+    pub prometheus: Prometheus,
+    pub shutdown: Shutdown,
+    pub log: Log,
+    pub node: NodeSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_server: HttpServer::default(),
+            http_api: HttpApi::default(),
+            client: Client::default(),
+            websocket: WebSocket::default(),
+            channel: ChannelConfig::default(),
+            engine: Engine::default(),
+            admin: Admin::default(),
+            prometheus: Prometheus { enabled: true },
+            shutdown: Shutdown::default(),
+            log: Log::default(),
+            node: NodeSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpServer {
+    pub address: String,
+    pub port: u16,
+    pub tls: Tls,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        HttpServer {
+            address: "0.0.0.0".into(),
+            port: 8000,
+            tls: Tls::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Tls {
+    pub enabled: bool,
+    pub cert_pem_file: String,
+    pub key_pem_file: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpApi {
+    /// Empty: every API call is refused (unless `insecure`).
+    pub key: String,
+    /// Accept API calls without a key (development only).
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Client {
+    pub token: TokenConfig,
+    pub allowed_origins: Vec<String>,
+    pub allow_anonymous_connect_without_token: bool,
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    #[serde(with = "duration")]
+    pub stale_delay: Duration,
+    #[serde(with = "duration")]
+    pub expired_close_delay: Duration,
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    pub connection_limit: usize,
+    pub connection_rate_limit: u32,
+    pub user_connection_limit: usize,
+    pub channel_limit: usize,
+    pub queue_max_size: usize,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        Client {
+            token: TokenConfig::default(),
+            allowed_origins: Vec::new(),
+            allow_anonymous_connect_without_token: s.allow_anonymous_connect_without_token,
+            ping_interval: s.ping_interval,
+            pong_timeout: s.pong_timeout,
+            stale_delay: s.stale_delay,
+            expired_close_delay: s.expired_close_delay,
+            handshake_timeout: Duration::from_secs(10),
+            connection_limit: 0,
+            connection_rate_limit: 0,
+            user_connection_limit: s.user_connection_limit,
+            channel_limit: s.channel_limit,
+            queue_max_size: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct WebSocket {
+    pub message_size_limit: usize,
+    pub compression: bool,
+    pub compression_level: u32,
+    pub compression_min_size: usize,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        WebSocket {
+            message_size_limit: 65536,
+            compression: false,
+            compression_level: 1,
+            compression_min_size: 0,
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Engine {
+    pub r#type: String,
+    pub redis: Redis,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            r#type: "memory".into(),
+            redis: Redis::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Redis {
+    pub address: String,
+    pub prefix: String,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            address: "redis://127.0.0.1:6379".into(),
+            prefix: "wshub".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Admin {
+    pub enabled: bool,
+    pub password: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Prometheus {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Shutdown {
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Log {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NodeSection {
+    pub name: String,
+}
+
+/// A configuration that cannot start; names the key or the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct LoadError(pub String);
+
+/// The loaded configuration and what was noticed on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// Keys present in the file or environment that wshub does not know.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Every leaf key of the default configuration, as `a.b.c` paths.
+fn known_paths() -> Vec<String> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&p, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &serde_json::to_value(Config::default()).unwrap_or(Value::Null), &mut out);
+    out
+}
+
+fn set_path(root: &mut Value, path: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Default::default());
+        }
+        let Value::Object(m) = cur else { return };
+        if i + 1 == parts.len() {
+            m.insert(part.to_string(), value);
+            return;
+        }
+        cur = m.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// Reads the file (if any), applies `WSHUB_*` variables from `env` and the `overrides`
+/// (`key.path`, value) from flags, and validates.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[(String, Value)],
+) -> Result<Loaded, LoadError> {
+    let mut root = match file {
+        None => Value::Object(Default::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| LoadError(format!("{}: {e}", p.display())))?;
+            let is_toml = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+            if is_toml {
+                let v: toml::Value = toml::from_str(&text).map_err(|e| LoadError(format!("{}: {e}", p.display())))?;
+                serde_json::to_value(v).map_err(|e| LoadError(format!("{}: {e}", p.display())))?
+            } else {
+                serde_json::from_str(&text).map_err(|e| LoadError(format!("{}: {e}", p.display())))?
+            }
+        }
+    };
+    if !root.is_object() {
+        return Err(LoadError("the configuration file must hold an object".into()));
+    }
+    let mut unknown_keys = Vec::new();
+    let paths = known_paths();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("WSHUB_") else { continue };
+        match paths.iter().find(|p| p.replace('.', "_").eq_ignore_ascii_case(rest)) {
+            Some(p) => {
+                // JSON when it parses (numbers, booleans, lists), a plain string otherwise.
+                let v = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+                set_path(&mut root, p, v);
+            }
+            None if rest == "LOG" => {}
+            None => unknown_keys.push(name),
+        }
+    }
+    for (p, v) in overrides {
+        set_path(&mut root, p, v.clone());
+    }
+    let _: Result<Config, _> = serde_ignored::deserialize(root.clone(), |path| unknown_keys.push(path.to_string()));
+    let config: Config = serde_path_to_error::deserialize(root).map_err(|e| LoadError(format!("{}: {}", e.path(), e.inner())))?;
+    to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
+    validate(&config)?;
+    Ok(Loaded { config, unknown_keys })
+}
+
+fn validate(c: &Config) -> Result<(), LoadError> {
+    let fail = |k: &str, m: &str| Err(LoadError(format!("{k}: {m}")));
+    if c.http_server.address.parse::<std::net::IpAddr>().is_err() {
+        return fail("http_server.address", "must be an IP address");
+    }
+    if c.websocket.message_size_limit < 128 {
+        return fail("websocket.message_size_limit", "must be at least 128 bytes");
+    }
+    if c.websocket.compression_level > 9 {
+        return fail("websocket.compression_level", "must be 0..9");
+    }
+    if c.engine.r#type != "memory" {
+        return fail(
+            "engine.type",
+            "only \"memory\" is available in this build (the Redis engine comes with scale-out)",
+        );
+    }
+    if !["text", "json"].contains(&c.log.format.as_str()) {
+        return fail("log.format", "must be \"text\" or \"json\"");
+    }
+    if !["trace", "debug", "info", "warn", "error"].contains(&c.log.level.as_str()) {
+        return fail("log.level", "must be trace, debug, info, warn or error");
+    }
+    if c.http_server.tls.enabled {
+        return fail("http_server.tls.enabled", "TLS is not available in this build yet");
+    }
+    if c.client.queue_max_size == 0 {
+        return fail("client.queue_max_size", "must be positive");
+    }
+    Ok(())
+}
+
+/// The part of the configuration the core uses.
+pub fn to_node_config(c: &Config) -> NodeConfig {
+    NodeConfig {
+        name: if c.node.name.is_empty() { hostname() } else { c.node.name.clone() },
+        channel: c.channel.clone(),
+        token: c.client.token.clone(),
+        session: SessionConfig {
+            allow_anonymous_connect_without_token: c.client.allow_anonymous_connect_without_token,
+            ping_interval: c.client.ping_interval,
+            pong_timeout: c.client.pong_timeout,
+            stale_delay: c.client.stale_delay,
+            expired_close_delay: c.client.expired_close_delay,
+            channel_limit: c.client.channel_limit,
+            user_connection_limit: c.client.user_connection_limit,
+        },
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "wshub".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(ext: &str, text: &str) -> tempfile_path::TempPath {
+        tempfile_path::write(ext, text)
+    }
+
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        pub fn write(ext: &str, text: &str) -> TempPath {
+            let p = std::env::temp_dir().join(format!("wshub-test-{}-{}.{ext}", std::process::id(), rand::random::<u64>()));
+            std::fs::write(&p, text).unwrap();
+            TempPath(p)
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let l = load(None, vec![], &[]).unwrap();
+        assert_eq!(l.config, Config::default());
+        assert_eq!(l.config.http_server.port, 8000);
+        assert!(l.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn file_env_flags_in_order() {
+        let f = file(
+            "json",
+            r#"{"http_server": {"port": 9000}, "http_api": {"key": "fromfile"}, "client": {"ping_interval": "10s", "pong_timeout": "3s"}, "bogus": 1}"#,
+        );
+        let env = vec![
+            ("WSHUB_HTTP_API_KEY".to_string(), "fromenv".to_string()),
+            ("WSHUB_CLIENT_CHANNEL_LIMIT".into(), "5".into()),
+            ("WSHUB_NOPE".into(), "x".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let l = load(Some(&f.0), env, &[("http_server.port".into(), Value::from(9100))]).unwrap();
+        assert_eq!(l.config.http_server.port, 9100, "flag wins");
+        assert_eq!(l.config.http_api.key, "fromenv", "env beats file");
+        assert_eq!(l.config.client.channel_limit, 5);
+        assert_eq!(l.config.client.ping_interval, Duration::from_secs(10));
+        assert!(l.unknown_keys.contains(&"bogus".to_string()), "{:?}", l.unknown_keys);
+        assert!(l.unknown_keys.contains(&"WSHUB_NOPE".to_string()));
+    }
+
+    #[test]
+    fn toml_and_namespaces() {
+        let f = file("toml", "[http_api]\nkey = \"k\"\n[[channel.namespaces]]\nname = \"chat\"\npresence = true\nhistory_size = 10\nhistory_ttl = \"300s\"\nforce_recovery = true\n");
+        let l = load(Some(&f.0), vec![], &[]).unwrap();
+        assert_eq!(l.config.channel.namespaces[0].name, "chat");
+        assert!(l.config.channel.namespaces[0].options.force_recovery);
+        assert_eq!(l.config.channel.namespaces[0].options.history_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            (r#"{"http_server": {"port": "eighty"}}"#, "http_server.port"),
+            (r#"{"client": {"ping_interval": "soon"}}"#, "client.ping_interval"),
+            (r#"{"channel": {"namespaces": [{"name": "a b"}]}}"#, "channel.namespaces[0].name"),
+            (
+                r#"{"channel": {"namespaces": [{"name": "x", "force_recovery": true}]}}"#,
+                "force_recovery",
+            ),
+            (r#"{"engine": {"type": "cassandra"}}"#, "engine.type"),
+            (
+                r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
+                "client.token.rsa_public_key",
+            ),
+            (r#"{"log": {"format": "xml"}}"#, "log.format"),
+        ];
+        for (text, key) in cases {
+            let f = file("json", text);
+            let e = load(Some(&f.0), vec![], &[]).unwrap_err();
+            assert!(e.0.contains(key), "{e} should name {key}");
+        }
+        let f = file("json", "{not json");
+        assert!(load(Some(&f.0), vec![], &[]).is_err());
+        let _ = std::io::stdout().flush();
+    }
+}
