@@ -347,9 +347,7 @@ impl Session {
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
-                Ok(r) => {
-                    result.subs.insert(ch, r);
-                }
+                Ok(r) => result.subs.push(SubscribeResultEntry { key: ch, value: Some(r) }),
                 Err(Fail::Disconnect(d)) => return Err(Fail::Disconnect(d)),
                 Err(Fail::Error(e)) => tracing::debug!(channel = %ch, error = %e, "server-side subscription failed"),
             }

@@ -254,9 +254,9 @@ pub struct Connect {
     #[prost(bytes = "bytes", tag = "3")]
     #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
     pub data: Bytes,
-    #[prost(map = "string, message", tag = "4")]
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    pub subs: HashMap<String, SubscribeResult>,
+    #[prost(message, repeated, tag = "4")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::entries")]
+    pub subs: Vec<SubscribeResultEntry>,
     #[prost(bool, tag = "5")]
     #[serde(default, skip_serializing_if = "z")]
     pub expires: bool,
@@ -342,9 +342,9 @@ pub struct ConnectResult {
     #[prost(bytes = "bytes", tag = "5")]
     #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
     pub data: Bytes,
-    #[prost(map = "string, message", tag = "6")]
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    pub subs: HashMap<String, SubscribeResult>,
+    #[prost(message, repeated, tag = "6")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::entries")]
+    pub subs: Vec<SubscribeResultEntry>,
     #[prost(uint32, tag = "7")]
     #[serde(default, skip_serializing_if = "z")]
     pub ping: u32,
@@ -600,4 +600,16 @@ pub struct SendRequest {
     #[prost(bytes = "bytes", tag = "1")]
     #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
     pub data: Bytes,
+}
+
+/// One entry of a `map<string, SubscribeResult>`, written as the repeated entry message
+/// that a protobuf map is on the wire. prost leaves out an entry's value when it is empty,
+/// which JavaScript decoders read as `null`; an explicit entry always carries it. In JSON
+/// the entries are an object keyed by channel (see [`crate::entries`]).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubscribeResultEntry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<SubscribeResult>,
 }
