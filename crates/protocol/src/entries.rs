@@ -16,5 +16,7 @@ pub fn serialize<S: Serializer>(v: &[SubscribeResultEntry], s: S) -> Result<S::O
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SubscribeResultEntry>, D::Error> {
     let m: BTreeMap<String, SubscribeResult> = Deserialize::deserialize(d)?;
-    Ok(m.into_iter().map(|(key, value)| SubscribeResultEntry { key, value: Some(value) }).collect())
+    Ok(m.into_iter()
+        .map(|(key, value)| SubscribeResultEntry { key, value: Some(value) })
+        .collect())
 }

@@ -130,12 +130,14 @@ async fn api(req: Request<Incoming>, api: &ApiConfig, method: &str) -> Response<
             Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
         }
     };
-    let result = if method == "batch" {
-        crate::api::batch(&api.node, params).await
-    } else {
-        crate::api::call(&api.node, method, params).await
-    };
-    json_response(&crate::api::envelope(result))
+    if method == "batch" {
+        // Centrifugo answers batch with the replies at the top level, as `cent` expects.
+        return json_response(&match crate::api::batch(&api.node, params).await {
+            Ok(v) => v,
+            Err(e) => crate::api::envelope(Err(e)),
+        });
+    }
+    json_response(&crate::api::envelope(crate::api::call(&api.node, method, params).await))
 }
 
 /// Answers one HTTP request.

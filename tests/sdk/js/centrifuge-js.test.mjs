@@ -235,9 +235,9 @@ for (const [name, lib] of [['json', json], ['protobuf', proto]]) {
       await subscribed(c, 'chat:meta-2');
       await subscribed(c, 'news-meta');
       const b = await server.api('batch', { commands: [{ publish: { channel: 'chat:meta-1', data: {} } }, { presence_stats: { channel: 'chat:meta-1' } }, { info: {} }] });
-      assert.equal(b.result.replies.length, 3);
-      assert.ok(b.result.replies[0].publish.offset >= 1);
-      assert.equal(b.result.replies[1].presence_stats.num_clients, 1);
+      assert.equal(b.replies.length, 3);
+      assert.ok(b.replies[0].publish.offset >= 1);
+      assert.equal(b.replies[1].presence_stats.num_clients, 1);
       const info = await server.api('info', {});
       assert.equal(info.result.nodes.length, 1);
       assert.ok(info.result.nodes[0].num_clients >= 1 && info.result.nodes[0].uid);
