@@ -65,6 +65,9 @@ pub struct NodeInfo {
     pub uptime: u64,
 }
 
+/// user -> client id -> handle.
+type Registry = HashMap<String, HashMap<String, Arc<dyn ConnectionHandle>>>;
+
 struct HubBroker(Arc<Hub>);
 
 impl BrokerHandler for HubBroker {
@@ -85,8 +88,7 @@ pub struct Node {
     pub verifier: Verifier,
     pub engine: Arc<dyn Engine>,
     pub hub: Arc<Hub>,
-    /// user -> client id -> handle
-    clients: Mutex<HashMap<String, HashMap<String, Arc<dyn ConnectionHandle>>>>,
+    clients: Mutex<Registry>,
     next_conn_id: AtomicU64,
     uid: String,
     started: Instant,

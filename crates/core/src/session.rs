@@ -451,7 +451,7 @@ impl Session {
                         .first()
                         .map_or(h.position.offset == s.offset, |p| p.offset == s.offset + 1);
                     let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
-                    let last_ok = h.publications.last().map_or(true, |p| p.offset == h.position.offset);
+                    let last_ok = h.publications.last().is_none_or(|p| p.offset == h.position.offset);
                     let recovered = first_ok && contiguous && last_ok;
                     result.recovered = recovered;
                     result.epoch = h.position.epoch.clone();

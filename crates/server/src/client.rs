@@ -17,7 +17,7 @@ use wshub_core::session::{Output, Session};
 use wshub_core::Now;
 use wshub_protocol::codes::disconnect as dc;
 use wshub_protocol::Format;
-use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, PreparedMessage};
+use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, PreparedMessage, State};
 
 use crate::driver::{Handler, HandlerFuture};
 
@@ -144,6 +144,12 @@ impl Handler for ClientHandler {
     }
 
     fn poll_work(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
+        if conn.state() != State::Open {
+            // Closing: nothing more goes out, and the session's timers no longer matter.
+            // (Reporting them as work here would spin the driver.)
+            self.timer = None;
+            return Poll::Pending;
+        }
         self.shared.waker.register(cx.waker());
         let mut progressed = false;
         {

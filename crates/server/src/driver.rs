@@ -141,7 +141,14 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
     drop(leftover);
     let mut close_timer: Option<Pin<Box<Sleep>>> = None;
     let mut outcome = Outcome::Dropped;
+    let mut turns: u32 = 0;
     loop {
+        turns = turns.wrapping_add(1);
+        if turns.is_multiple_of(64) {
+            // A busy connection (a flood of input or of pushes) gives the other tasks of its
+            // worker a turn.
+            tokio::task::yield_now().await;
+        }
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Message { kind, data } => handler.on_message(&mut conn, kind, data).await,

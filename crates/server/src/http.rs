@@ -145,7 +145,7 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<R
     let path = req.uri().path().to_string();
     let is_ws = match &shared.config.ws_paths {
         None => !matches!(path.as_str(), "/health" | "/ready"),
-        Some(paths) => paths.iter().any(|p| *p == path),
+        Some(paths) => paths.contains(&path),
     };
     if !is_ws {
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {

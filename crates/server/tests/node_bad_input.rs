@@ -1,0 +1,265 @@
+//! DESIGN.md's bad-input table for the node, over real sockets: each offender gets its
+//! specific answer, and a well-behaved subscriber on the same server keeps receiving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use wshub_core::token::make_hs256;
+use wshub_server::config::{load, Config};
+use wshub_websocket::{Event, MessageKind};
+
+const SECRET: &str = "node-test-secret";
+const KEY: &str = "node-test-key";
+
+fn config(extra: Value) -> Config {
+    let mut base = json!({
+        "http_api": {"key": KEY},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "websocket": {"message_size_limit": 4096},
+        "channel": {
+            "without_namespace": {"allow_subscribe_for_client": true},
+            "namespaces": [{"name": "private"}]
+        }
+    });
+    merge(&mut base, extra);
+    let overrides: Vec<(String, Value)> = Vec::new();
+    let path = std::env::temp_dir().join(format!("wshub-node-test-{}-{}.json", std::process::id(), rand::random::<u64>()));
+    std::fs::write(&path, base.to_string()).unwrap();
+    let l = load(Some(&path), Vec::<(String, String)>::new(), &overrides).unwrap();
+    let _ = std::fs::remove_file(path);
+    l.config
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+async fn node_server(extra: Value) -> TestServer {
+    let (_node, sc) = wshub_server::app::build(&config(extra)).unwrap();
+    TestServer::start(sc).await
+}
+
+fn token(claims: Value) -> String {
+    make_hs256(SECRET, &claims).unwrap()
+}
+
+/// A JSON protocol client that answers the server's pings.
+struct NodeClient(Client);
+
+impl NodeClient {
+    async fn open(server: &TestServer) -> Self {
+        NodeClient(Client::connect(server.addr, "/connection/websocket", &[], None).await)
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.0.send(MessageKind::Text, text.as_bytes()).await;
+    }
+
+    /// The next protocol message (reply or push), answering pings on the way.
+    async fn next(&mut self) -> Result<Value, u16> {
+        loop {
+            match self.0.next_event().await {
+                Event::Message { data, .. } => {
+                    if &data[..] == b"{}" {
+                        self.send("{}").await;
+                        continue;
+                    }
+                    return Ok(serde_json::from_slice(&data).unwrap());
+                }
+                Event::Closed { code, .. } => return Err(code.0),
+                Event::Failed(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn connected(server: &TestServer, user: &str) -> Self {
+        let mut c = Self::open(server).await;
+        c.send(&format!(r#"{{"id":1,"connect":{{"token":"{}"}}}}"#, token(json!({"sub": user}))))
+            .await;
+        let r = c.next().await.unwrap();
+        assert!(r["connect"]["client"].is_string(), "{r}");
+        c
+    }
+
+    async fn subscribed(server: &TestServer, user: &str, channel: &str) -> Self {
+        let mut c = Self::connected(server, user).await;
+        c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#)).await;
+        let r = c.next().await.unwrap();
+        assert!(r.get("subscribe").is_some(), "{r}");
+        c
+    }
+}
+
+async fn api(server: &TestServer, method: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let auth = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
+    let req = format!("POST /api/{method} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let (status, _, body) = raw_http(server.addr, req.as_bytes()).await;
+    (status, body)
+}
+
+/// A well-behaved subscriber running on its own task: it answers pings and hands over
+/// what it receives.
+struct Good(tokio::sync::mpsc::UnboundedReceiver<Result<Value, u16>>);
+
+impl Good {
+    async fn start(server: &TestServer) -> Self {
+        let mut c = NodeClient::subscribed(server, "good", "news").await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let r = c.next().await;
+                let end = r.is_err();
+                if tx.send(r).is_err() || end {
+                    break;
+                }
+            }
+        });
+        Good(rx)
+    }
+}
+
+/// Publishes through the API and checks that `good` receives it.
+async fn still_served(server: &TestServer, good: &mut Good, n: u64) {
+    let (status, body) = api(server, "publish", Some(KEY), &format!(r#"{{"channel":"news","data":{{"n":{n}}}}}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    let push = tokio::time::timeout(LIMIT, good.0.recv())
+        .await
+        .expect("publication in time")
+        .expect("good client task alive")
+        .unwrap();
+    assert_eq!(push["push"]["pub"]["data"]["n"], n, "{push}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_bad_inputs() {
+    let server = node_server(json!({})).await;
+    let mut good = Good::start(&server).await;
+    let mut n = 0;
+
+    // Command that does not decode: 3501.
+    let mut c = NodeClient::open(&server).await;
+    c.send("this is not json").await;
+    assert_eq!(c.next().await, Err(3501));
+    n += 1;
+    still_served(&server, &mut good, n).await;
+
+    // First command not connect: 3501.
+    let mut c = NodeClient::open(&server).await;
+    c.send(r#"{"id":1,"subscribe":{"channel":"news"}}"#).await;
+    assert_eq!(c.next().await, Err(3501));
+
+    // Invalid token: 3500. Expired token: error 109, connection kept.
+    let mut c = NodeClient::open(&server).await;
+    let forged = make_hs256("not-the-secret", &json!({"sub": "x"})).unwrap();
+    c.send(&format!(r#"{{"id":1,"connect":{{"token":"{forged}"}}}}"#)).await;
+    assert_eq!(c.next().await, Err(3500));
+    let mut c = NodeClient::open(&server).await;
+    c.send(&format!(
+        r#"{{"id":1,"connect":{{"token":"{}"}}}}"#,
+        token(json!({"sub": "x", "exp": 1000}))
+    ))
+    .await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 109);
+    drop(c);
+    n += 1;
+    still_served(&server, &mut good, n).await;
+
+    // Unknown namespace 102, no permission 103, bad channel 107.
+    let mut c = NodeClient::connected(&server, "u").await;
+    c.send(r#"{"id":2,"subscribe":{"channel":"nope:x"}}"#).await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 102);
+    c.send(r#"{"id":3,"subscribe":{"channel":"private:x"}}"#).await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 103);
+    c.send(r#"{"id":4,"subscribe":{"channel":""}}"#).await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 107);
+    // A pong with no ping outstanding: 3501.
+    c.send("{}").await;
+    assert_eq!(c.next().await, Err(3501));
+
+    // A binary frame on a JSON connection: 3506.
+    let mut c = NodeClient::connected(&server, "u").await;
+    c.0.send(MessageKind::Binary, b"\x00").await;
+    assert_eq!(c.next().await, Err(3506));
+
+    // Transport rows: over the size limit 1009, invalid UTF-8 1007.
+    let mut c = NodeClient::connected(&server, "u").await;
+    c.send(&"x".repeat(5000)).await;
+    assert_eq!(c.next().await, Err(1009));
+    let mut c = NodeClient::connected(&server, "u").await;
+    c.0.send_raw(&masked_frame(0x81, &[b'{', 0xff, b'}'])).await;
+    assert_eq!(c.next().await, Err(1007));
+    n += 1;
+    still_served(&server, &mut good, n).await;
+
+    server.wait_connections(1).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_bad_inputs() {
+    let server = node_server(json!({})).await;
+    let mut good = Good::start(&server).await;
+    assert_eq!(api(&server, "info", None, "{}").await, (401, String::new()), "missing key");
+    assert_eq!(api(&server, "info", Some("wrong"), "{}").await, (401, String::new()), "wrong key");
+    let (status, body) = api(&server, "publish", Some(KEY), "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api(&server, "publish", Some(KEY), r#"{"channel": 5, "data": {}}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], 107);
+    let (_, body) = api(&server, "publish", Some(KEY), r#"{"channel": "news"}"#).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], 107, "no data");
+    let (_, body) = api(&server, "publish", Some(KEY), r#"{"channel": "nope:x", "data": {}}"#).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], 102);
+    let (_, body) = api(&server, "history", Some(KEY), r#"{"channel": "news"}"#).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        108,
+        "no history for this channel"
+    );
+    let (_, body) = api(&server, "frobnicate", Some(KEY), "{}").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], 104);
+    still_served(&server, &mut good, 1).await;
+    // The other key header form.
+    let req =
+        "POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey node-test-key\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let (status, _, body) = raw_http(server.addr, req.as_bytes()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["result"]["nodes"][0]["num_clients"],
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_missing_pong() {
+    let server = node_server(json!({"client": {"stale_delay": "300ms", "ping_interval": "1s", "pong_timeout": "500ms"}})).await;
+    let mut good = Good::start(&server).await;
+    // Never sends connect: 3502.
+    let mut stale = NodeClient::open(&server).await;
+    assert_eq!(stale.next().await, Err(3502));
+    // Connects but never answers pings: 3012.
+    let mut c = NodeClient::connected(&server, "mute").await;
+    let closed = loop {
+        match c.0.next_event().await {
+            Event::Closed { code, .. } => break code.0,
+            Event::Message { data, .. } => assert_eq!(&data[..], b"{}", "only pings arrive"),
+            _ => {}
+        }
+    };
+    assert_eq!(closed, 3012);
+    // The good client, answering pings, is still there.
+    still_served(&server, &mut good, 1).await;
+    server.wait_connections(1).await;
+    server.stop().await;
+}
