@@ -1,0 +1,42 @@
+// The README's quick start, step by step: genconfig, serve, gentoken, a centrifuge-js
+// client, and a publication made with curl.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { Centrifuge } from 'centrifuge';
+import { freePort, waitFor, once } from './helpers.mjs';
+
+const BIN = process.env.WSHUB_BIN || new URL('../../../target/release/wshub', import.meta.url).pathname;
+
+test('README quick start', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wshub-quickstart-'));
+  const cfgPath = join(dir, 'config.json');
+  execFileSync(BIN, ['genconfig', '-o', cfgPath]);
+  assert.throws(() => execFileSync(BIN, ['genconfig', '-o', cfgPath], { stdio: 'pipe' }), 'does not overwrite');
+  execFileSync(BIN, ['checkconfig', '-c', cfgPath]);
+  const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  const port = await freePort();
+  const server = spawn(BIN, ['serve', '-c', cfgPath, '--port', String(port)], { stdio: 'ignore' });
+  const exited = new Promise((r) => server.once('exit', r));
+  try {
+    await waitFor(async () => { try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { return false; } }, 15000, 'serve');
+    const token = execFileSync(BIN, ['gentoken', '-c', cfgPath, '-u', 'alice']).toString().trim();
+    const client = new Centrifuge(`ws://localhost:${port}/connection/websocket`, { websocket: WebSocket, token });
+    const sub = client.newSubscription('news');
+    const received = once(sub, 'publication');
+    sub.subscribe();
+    client.connect();
+    await once(sub, 'subscribed');
+    const out = execFileSync('curl', ['-s', '-X', 'POST', `http://localhost:${port}/api/publish`, '-H', `X-API-Key: ${cfg.http_api.key}`, '-d', '{"channel": "news", "data": {"text": "hello"}}']).toString();
+    assert.equal(JSON.parse(out).result.offset, 1);
+    assert.deepEqual((await received).data, { text: 'hello' });
+    client.disconnect();
+  } finally {
+    server.kill('SIGTERM');
+    await exited;
+  }
+});
