@@ -276,6 +276,9 @@ fn main() -> anyhow::Result<()> {
                 handshake_timeout: Duration::from_secs(10),
                 handler: Arc::new(|_, _| Box::new(Echo)),
                 api: None,
+                admission: Default::default(),
+                write_timeout: None,
+                metrics: false,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run_server(addr, config))?;

@@ -38,7 +38,11 @@ fn hub_with(n: u64, recovering: bool) -> (Hub, Vec<Arc<Queue>>) {
     let mut qs = Vec::new();
     for id in 0..n {
         let format = if id % 10 == 0 { Format::Protobuf } else { Format::Json };
-        let q = Arc::new(Queue { id, format, frames: Mutex::new(VecDeque::with_capacity(4)) });
+        let q = Arc::new(Queue {
+            id,
+            format,
+            frames: Mutex::new(VecDeque::with_capacity(4)),
+        });
         hub.add("chat:room", q.clone(), false, recovering);
         qs.push(q);
     }
@@ -46,7 +50,11 @@ fn hub_with(n: u64, recovering: bool) -> (Hub, Vec<Arc<Queue>>) {
 }
 
 fn publication(offset: u64) -> Publication {
-    Publication { data: Bytes::from_static(br#"{"text":"the quick brown fox jumps over the lazy dog 100 bytes of payload...."}"#), offset, ..Default::default() }
+    Publication {
+        data: Bytes::from_static(br#"{"text":"the quick brown fox jumps over the lazy dog 100 bytes of payload...."}"#),
+        offset,
+        ..Default::default()
+    }
 }
 
 fn fanout(c: &mut Criterion) {

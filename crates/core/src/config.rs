@@ -96,6 +96,9 @@ pub struct SessionConfig {
     pub channel_limit: usize,
     /// Connections per user on this node (close 3504 over it; 0 = unlimited).
     pub user_connection_limit: usize,
+    /// Commands per second per connection (token bucket, burst of one second's worth);
+    /// over it: error 111, and close 3013 when the client keeps going. 0 = unlimited.
+    pub command_rate_limit: u32,
 }
 
 impl Default for SessionConfig {
@@ -108,6 +111,7 @@ impl Default for SessionConfig {
             expired_close_delay: Duration::from_secs(25),
             channel_limit: 128,
             user_connection_limit: 0,
+            command_rate_limit: 0,
         }
     }
 }

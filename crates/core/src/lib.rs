@@ -17,6 +17,7 @@ pub mod engine;
 pub mod hub;
 pub mod memory;
 pub mod node;
+pub mod ratelimit;
 pub mod session;
 pub mod token;
 

@@ -72,7 +72,11 @@ struct HubBroker(Arc<Hub>);
 
 impl BrokerHandler for HubBroker {
     fn handle_publication(&self, channel: &str, publication: &Publication) {
-        self.0.broadcast_publication(channel, publication)
+        // Observability only: the time to hand one publication to every local subscriber.
+        let started = Instant::now();
+        self.0.broadcast_publication(channel, publication);
+        metrics::histogram!("wshub_fanout_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("wshub_publications_total").increment(1);
     }
     fn handle_join(&self, channel: &str, info: &ClientInfo) {
         self.0.broadcast_join_leave(channel, info, true)
@@ -240,6 +244,11 @@ impl Node {
                 reason: reason.to_string(),
             });
         }
+    }
+
+    /// Every connected client's handle (for a drain).
+    pub fn all_connections(&self) -> Vec<Arc<dyn ConnectionHandle>> {
+        self.clients.lock().values().flat_map(|m| m.values().cloned()).collect()
     }
 
     pub fn refresh_user(&self, user: &str, client: &str, expire_at: Option<u64>) {

@@ -25,6 +25,7 @@ use crate::config::ChannelOptions;
 use crate::engine::{EngineError, HistoryQuery, StreamPosition};
 use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
+use crate::ratelimit::TokenBucket;
 use crate::token::TokenError;
 use crate::Now;
 
@@ -111,7 +112,13 @@ pub struct Session {
     /// Token expiry (Unix seconds) and the moment the connection is closed for it.
     expire_at: Option<u64>,
     expired_close_at: Option<Instant>,
+    /// `client.command_rate_limit`, and how many commands in a row it refused.
+    limiter: Option<TokenBucket>,
+    refused: u32,
 }
+
+/// Refused commands in a row after which a client that keeps going is closed with 3013.
+const REFUSALS_BEFORE_CLOSE: u32 = 10;
 
 fn mono_at(now: Now, unix: u64) -> Instant {
     now.mono + Duration::from_secs(unix.saturating_sub(now.unix))
@@ -122,7 +129,6 @@ impl Session {
         let stale = node.config.session.stale_delay;
         Session {
             format: handle.format(),
-            node,
             handle,
             state: State::Connecting,
             client: String::new(),
@@ -134,6 +140,12 @@ impl Session {
             pong_deadline: None,
             expire_at: None,
             expired_close_at: None,
+            limiter: match node.config.session.command_rate_limit {
+                0 => None,
+                r => Some(TokenBucket::new(f64::from(r), f64::from(r), now.mono)),
+            },
+            refused: 0,
+            node,
         }
     }
 
@@ -192,6 +204,32 @@ impl Session {
 
     async fn handle_command(&mut self, cmd: Command, now: Now, out: &mut Writer) -> Result<(), Disconnect> {
         let id = cmd.id;
+        let is_pong = id == 0 && cmd == Command::default();
+        metrics::counter!("wshub_commands_total", "method" => command_method(&cmd)).increment(1);
+        if let (Some(limiter), false) = (self.limiter.as_mut(), is_pong) {
+            if limiter.try_take(now.mono) {
+                self.refused = 0;
+            } else {
+                self.refused += 1;
+                metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
+                if self.refused > REFUSALS_BEFORE_CLOSE {
+                    return Err(Disconnect(dc::TOO_MANY_REQUESTS, "too many requests"));
+                }
+                if id > 0 {
+                    let e = Error {
+                        code: ec::TOO_MANY_REQUESTS,
+                        message: "too many requests".into(),
+                        temporary: true,
+                    };
+                    out.reply(&Reply {
+                        id,
+                        error: Some(e),
+                        ..Default::default()
+                    });
+                }
+                return Ok(());
+            }
+        }
         if self.state == State::Connecting && cmd.connect.is_none() {
             // PROTOCOL.md: "The first command must be connect (otherwise close 3501)".
             return Err(BAD_REQUEST);
@@ -269,6 +307,7 @@ impl Session {
                 out.reply(&r);
             }
             Err(Fail::Error(e)) => {
+                metrics::counter!("wshub_reply_errors_total", "code" => e.code.to_string()).increment(1);
                 let r = Reply {
                     id,
                     error: Some(Error {
@@ -773,6 +812,36 @@ impl Session {
         self.ping_at = None;
         self.pong_deadline = None;
         self.expired_close_at = None;
+    }
+}
+
+fn command_method(c: &Command) -> &'static str {
+    if c.connect.is_some() {
+        "connect"
+    } else if c.subscribe.is_some() {
+        "subscribe"
+    } else if c.unsubscribe.is_some() {
+        "unsubscribe"
+    } else if c.publish.is_some() {
+        "publish"
+    } else if c.presence.is_some() {
+        "presence"
+    } else if c.presence_stats.is_some() {
+        "presence_stats"
+    } else if c.history.is_some() {
+        "history"
+    } else if c.refresh.is_some() {
+        "refresh"
+    } else if c.sub_refresh.is_some() {
+        "sub_refresh"
+    } else if c.rpc.is_some() {
+        "rpc"
+    } else if c.send.is_some() {
+        "send"
+    } else if c.ping.is_some() {
+        "ping"
+    } else {
+        "pong"
     }
 }
 

@@ -11,7 +11,7 @@ use wshub_websocket::DeflateConfig;
 
 use crate::client::ClientHandler;
 use crate::config::{to_node_config, Config, LoadError};
-use crate::http::{ApiConfig, ServerConfig};
+use crate::http::{Admission, ApiConfig, ServerConfig};
 
 /// The subprotocol that selects the Protobuf format.
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
@@ -50,7 +50,15 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             node: node.clone(),
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
+            rate_limit: config.http_api.rate_limit,
         }),
+        admission: Admission {
+            connection_limit: config.client.connection_limit,
+            connection_rate_limit: config.client.connection_rate_limit,
+            connection_rate_limit_per_ip: config.client.connection_rate_limit_per_ip,
+        },
+        write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
+        metrics: config.prometheus.enabled,
     };
     Ok((node, server))
 }

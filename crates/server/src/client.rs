@@ -2,6 +2,7 @@
 //! queue the hub delivers into, the control inbox of the server API, the session's timer.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,6 +21,13 @@ use wshub_protocol::Format;
 use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, PreparedMessage, State};
 
 use crate::driver::{Handler, HandlerFuture};
+
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes queued for clients in this process (the `wshub_queue_bytes` gauge).
+pub fn queued_bytes() -> usize {
+    QUEUED.load(Ordering::Relaxed)
+}
 
 /// Bytes moved from the queue into the connection's write queue at a time: the rest stays
 /// in the queue, where `client.queue_max_size` applies.
@@ -75,9 +83,11 @@ impl ConnectionHandle for ConnShared {
             // A slow reader: it is closed with 3008 and its queue freed; the others go on.
             o.overflow = true;
             o.frames = VecDeque::new();
+            QUEUED.fetch_sub(o.bytes, Ordering::Relaxed);
             o.bytes = 0;
         } else {
             o.bytes += bytes.len();
+            QUEUED.fetch_add(bytes.len(), Ordering::Relaxed);
             o.frames.push_back(bytes);
         }
         drop(o);
@@ -163,6 +173,7 @@ impl Handler for ClientHandler {
             while conn.pending_bytes() < WRITE_WATERMARK {
                 let Some(f) = o.frames.pop_front() else { break };
                 o.bytes -= f.len();
+                QUEUED.fetch_sub(f.len(), Ordering::Relaxed);
                 conn.send_raw_frames(f);
                 progressed = true;
             }
@@ -215,6 +226,12 @@ impl Handler for ClientHandler {
         Box::pin(async move {
             tracing::debug!(code = code.0, client = %self.session.client_id(), user = %self.session.user(), "connection closed");
             self.session.close().await;
+            // No longer in the hub: nothing is delivered any more; release what waits.
+            let mut o = self.shared.outbox.lock();
+            QUEUED.fetch_sub(o.bytes, Ordering::Relaxed);
+            o.bytes = 0;
+            o.frames = VecDeque::new();
+            o.controls = VecDeque::new();
         })
     }
 }

@@ -78,6 +78,8 @@ pub struct Tls {
 pub struct HttpApi {
     /// Empty: every API call is refused (unless `insecure`).
     pub key: String,
+    /// API calls per second per key (0: unlimited); over it: 429.
+    pub rate_limit: u32,
     /// Accept API calls without a key (development only).
     pub insecure: bool,
 }
@@ -103,6 +105,10 @@ pub struct Client {
     pub user_connection_limit: usize,
     pub channel_limit: usize,
     pub queue_max_size: usize,
+    /// Commands per second per connection (0: unlimited).
+    pub command_rate_limit: u32,
+    /// New connections per second from one IP address (0: unlimited).
+    pub connection_rate_limit_per_ip: u32,
 }
 
 impl Default for Client {
@@ -122,6 +128,8 @@ impl Default for Client {
             user_connection_limit: s.user_connection_limit,
             channel_limit: s.channel_limit,
             queue_max_size: 1 << 20,
+            command_rate_limit: 0,
+            connection_rate_limit_per_ip: 0,
         }
     }
 }
@@ -372,6 +380,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             expired_close_delay: c.client.expired_close_delay,
             channel_limit: c.client.channel_limit,
             user_connection_limit: c.client.user_connection_limit,
+            command_rate_limit: c.client.command_rate_limit,
         },
     }
 }

@@ -21,6 +21,8 @@ use wshub_websocket::{CloseCode, Config, Connection, Event, MessageKind, State};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read buffer on the stack of a non-async function, so that no connection keeps one.
 const READ_CHUNK: usize = 16 * 1024;
+/// Close code of a write that timed out (PROTOCOL.md: 3009 write error).
+const WRITE_ERROR: u16 = 3009;
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -126,11 +128,19 @@ enum Wake {
     Progress,
     /// The close timeout passed, or the socket failed.
     Stop,
+    /// Nothing could be written for `websocket.write_timeout`.
+    WriteTimeout,
 }
 
 /// Drives one upgraded connection until it ends. `leftover` holds bytes that arrived with
 /// the handshake.
-pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Config, mut handler: H) -> Outcome {
+pub async fn drive<H: Handler>(
+    stream: TcpStream,
+    leftover: Bytes,
+    config: Config,
+    mut handler: H,
+    write_timeout: Option<Duration>,
+) -> Outcome {
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(config);
     if !leftover.is_empty() {
@@ -140,6 +150,8 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
     // (8 KiB) for the life of the connection.
     drop(leftover);
     let mut close_timer: Option<Pin<Box<Sleep>>> = None;
+    // Armed only while output waits on a socket that takes nothing.
+    let mut write_timer: Option<Pin<Box<Sleep>>> = None;
     let mut outcome = Outcome::Dropped;
     let mut turns: u32 = 0;
     loop {
@@ -151,7 +163,11 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
         }
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::Message { kind, data } => handler.on_message(&mut conn, kind, data).await,
+                Event::Message { kind, data } => {
+                    metrics::counter!("wshub_messages_in_total").increment(1);
+                    metrics::counter!("wshub_bytes_in_total").increment(data.len() as u64);
+                    handler.on_message(&mut conn, kind, data).await
+                }
                 Event::Closed { code, .. } => {
                     outcome = if code == CloseCode::ABNORMAL {
                         Outcome::Dropped
@@ -163,9 +179,19 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
                 Event::Ping(_) | Event::Pong(_) => {}
             }
         }
+        let before = conn.pending_bytes();
         if write_available(&stream, &mut conn).is_err() {
             outcome = Outcome::Dropped;
             break;
+        }
+        let written = before - conn.pending_bytes().min(before);
+        if written > 0 {
+            metrics::counter!("wshub_bytes_out_total").increment(written as u64);
+        }
+        match (write_timeout, conn.has_pending_transmit()) {
+            (Some(t), true) if written > 0 || write_timer.is_none() => write_timer = Some(Box::pin(tokio::time::sleep(t))),
+            (_, false) => write_timer = None,
+            _ => {}
         }
         if conn.is_done() {
             break;
@@ -205,11 +231,22 @@ pub async fn drive<H: Handler>(stream: TcpStream, leftover: Bytes, config: Confi
                     return Poll::Ready(Wake::Stop);
                 }
             }
+            if let Some(t) = write_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::WriteTimeout);
+                }
+            }
             Poll::Pending
         })
         .await;
-        if let Wake::Stop = wake {
-            break;
+        match wake {
+            Wake::Stop => break,
+            Wake::WriteTimeout => {
+                // The peer reads nothing: a close frame could not get through either.
+                outcome = Outcome::Closed(CloseCode(WRITE_ERROR));
+                break;
+            }
+            Wake::Progress => {}
         }
         if conn.state() == State::Open {
             handler.run_work(&mut conn).await;

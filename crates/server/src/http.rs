@@ -4,7 +4,9 @@
 //! hyper parses the request; `wshub_websocket::handshake` judges an upgrade; on success the
 //! upgraded TCP stream is taken back from hyper and handed to [`crate::driver::drive`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 use wshub_core::node::Node;
+use wshub_core::ratelimit::{KeyedWindows, TokenBucket};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
 use wshub_websocket::{Config, HandshakeError};
 
@@ -30,6 +35,19 @@ pub struct ApiConfig {
     pub node: Arc<Node>,
     pub key: String,
     pub insecure: bool,
+    /// Calls per second per key (0: unlimited); over it: 429.
+    pub rate_limit: u32,
+}
+
+/// Who may open a WebSocket connection (`client.connection_*`). Zero means unlimited.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// Open WebSocket connections on this node (over it: 503).
+    pub connection_limit: usize,
+    /// New connections per second on this node (over it: 503).
+    pub connection_rate_limit: u32,
+    /// New connections per second from one IP address (over it: 429).
+    pub connection_rate_limit_per_ip: u32,
 }
 
 /// Listener settings.
@@ -45,6 +63,12 @@ pub struct ServerConfig {
     pub handler: HandlerFactory,
     /// `POST /api/<method>`, when a node runs.
     pub api: Option<ApiConfig>,
+    pub admission: Admission,
+    /// `websocket.write_timeout`: a write that makes no progress for this long closes the
+    /// connection (3009).
+    pub write_timeout: Option<Duration>,
+    /// Serve `GET /metrics`.
+    pub metrics: bool,
 }
 
 /// State shared by every connection task.
@@ -52,15 +76,68 @@ pub struct Shared {
     pub config: ServerConfig,
     ready: AtomicBool,
     connections: AtomicUsize,
+    node_rate: Option<Mutex<TokenBucket>>,
+    ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
+    api_rate: Mutex<HashMap<String, TokenBucket>>,
 }
 
 impl Shared {
     pub fn new(config: ServerConfig) -> Arc<Self> {
+        let now = std::time::Instant::now();
+        let a = &config.admission;
+        let node_rate = (a.connection_rate_limit > 0).then(|| {
+            Mutex::new(TokenBucket::new(
+                f64::from(a.connection_rate_limit),
+                f64::from(a.connection_rate_limit),
+                now,
+            ))
+        });
+        let ip_rate = (a.connection_rate_limit_per_ip > 0)
+            .then(|| Mutex::new(KeyedWindows::new(a.connection_rate_limit_per_ip, Duration::from_secs(1))));
+        if config.metrics {
+            crate::metrics::handle();
+        }
         Arc::new(Shared {
             config,
             ready: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
+            node_rate,
+            ip_rate,
+            api_rate: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new WebSocket connection from `ip` may be accepted now.
+    fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
+        let a = &self.config.admission;
+        let refuse = |status, reason: &'static str| {
+            metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(1);
+            Err((status, reason))
+        };
+        if !self.is_ready() {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "draining");
+        }
+        if a.connection_limit > 0 && self.connections() >= a.connection_limit {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection_limit");
+        }
+        let now = std::time::Instant::now();
+        if let Some(r) = &self.node_rate {
+            if !r.lock().try_take(now) {
+                metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "connection").increment(1);
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection_rate_limit");
+            }
+        }
+        if let Some(r) = &self.ip_rate {
+            if !r.lock().try_hit(&ip, now) {
+                metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "connection_per_ip").increment(1);
+                return refuse(StatusCode::TOO_MANY_REQUESTS, "connection_rate_limit_per_ip");
+            }
+        }
+        Ok(())
     }
 
     /// WebSocket connections now open.
@@ -109,7 +186,18 @@ pub fn refusal(e: &HandshakeError) -> Response<Body> {
 /// Largest API request body.
 const API_BODY_LIMIT: usize = 16 << 20;
 
-async fn api(req: Request<Incoming>, api: &ApiConfig, method: &str) -> Response<Body> {
+async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
+    let r = api_inner(req, shared, api, method).await;
+    let method_label = match method {
+        "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
+        | "history_remove" | "channels" | "info" | "batch" => method.to_string(),
+        _ => "unknown".to_string(),
+    };
+    metrics::counter!("wshub_api_calls_total", "method" => method_label, "status" => r.status().as_u16().to_string()).increment(1);
+    r
+}
+
+async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     if req.method() != http::Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -117,6 +205,26 @@ async fn api(req: Request<Incoming>, api: &ApiConfig, method: &str) -> Response<
     }
     if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
         return empty(StatusCode::UNAUTHORIZED);
+    }
+    if api.rate_limit > 0 {
+        let key = req
+            .headers()
+            .get("x-api-key")
+            .or_else(|| req.headers().get(header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let rate = f64::from(api.rate_limit);
+        let allowed = shared
+            .api_rate
+            .lock()
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(rate, rate, std::time::Instant::now()))
+            .try_take(std::time::Instant::now());
+        if !allowed {
+            metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);
+            return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+        }
     }
     let body = match Limited::new(req.into_body(), API_BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
@@ -141,7 +249,7 @@ async fn api(req: Request<Incoming>, api: &ApiConfig, method: &str) -> Response<
 }
 
 /// Answers one HTTP request.
-pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let is_ws = match &shared.config.ws_paths {
         None => !matches!(path.as_str(), "/health" | "/ready"),
@@ -149,10 +257,16 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<R
     };
     if !is_ws {
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
-            return Ok(api(req, a, method).await);
+            return Ok(api(req, &shared, a, method).await);
         }
         return Ok(match path.as_str() {
             "/health" => text(StatusCode::OK, "ok"),
+            "/metrics" if shared.config.metrics => {
+                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&shared))));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r
+            }
             "/ready" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
             _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -162,9 +276,14 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<R
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(reason = %e, "handshake refused");
+            metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
             return Ok(refusal(&e));
         }
     };
+    if let Err((status, reason)) = shared.admit(peer.ip()) {
+        tracing::debug!(%reason, %peer, "connection refused");
+        return Ok(text(status, reason));
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
     let handler = (shared.config.handler)(&accepted, req.uri());
@@ -185,9 +304,19 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Result<R
             }
         };
         task_shared.connections.fetch_add(1, Ordering::Relaxed);
-        let outcome = drive(parts.io.into_inner(), parts.read_buf, ws_config, handler).await;
+        let span = tracing::debug_span!("conn", %peer);
+        let outcome = drive(
+            parts.io.into_inner(),
+            parts.read_buf,
+            ws_config,
+            handler,
+            task_shared.config.write_timeout,
+        )
+        .instrument(span)
+        .await;
         task_shared.connections.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(?outcome, "connection ended");
+        metrics::counter!("wshub_disconnects_total", "code" => outcome.code().0.to_string()).increment(1);
+        tracing::debug!(?outcome, %peer, "connection ended");
     });
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -14,6 +14,7 @@ pub mod echo;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 
 pub use driver::{Handler, Outcome};
 pub use http::{ApiConfig, ServerConfig, Shared};

@@ -27,7 +27,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             a = listener.accept() => a,
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => {
                 backoff = Duration::from_millis(5);
                 a
@@ -43,7 +43,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         let shared = shared.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
-            let svc = service_fn(move |req| handle(req, shared.clone()));
+            let svc = service_fn(move |req| handle(req, shared.clone(), peer));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)

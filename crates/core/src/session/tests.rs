@@ -410,3 +410,35 @@ fn server_side_subscriptions_and_controls() {
     let control = c.conn.controls.lock().pop().unwrap();
     assert_eq!(decode(now_or_never(c.session.handle_control(control, c.now))).1, Some(3503));
 }
+
+#[test]
+fn command_rate_limit_then_close() {
+    let node = node_with(|c| c.session.command_rate_limit = 5);
+    let mut c = Client::new(&node, start());
+    c.connect("flood"); // takes one token
+    let mut codes = Vec::new();
+    let mut closed = None;
+    for i in 2..40 {
+        let (r, d) = c.send(&format!(r#"{{"id":{i},"presence_stats":{{"channel":"chat:x"}}}}"#));
+        if let Some(d) = d {
+            closed = Some((i, d));
+            break;
+        }
+        codes.push(r[0]["error"]["code"].as_u64());
+    }
+    // Four more commands fit the burst (they are answered, here with 103), then 111.
+    assert_eq!(&codes[..4], &[Some(103); 4]);
+    assert!(codes[4..].iter().all(|c| *c == Some(111)), "{codes:?}");
+    assert_eq!(closed.map(|c| c.1), Some(3013), "the client kept going");
+    // A client that slows down is served again.
+    let mut c = Client::new(&node, start());
+    c.connect("polite");
+    for _ in 0..4 {
+        c.send(r#"{"id":5,"presence_stats":{"channel":"chat:x"}}"#);
+    }
+    let (r, _) = c.send(r#"{"id":6,"presence_stats":{"channel":"chat:x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 111);
+    c.now = c.now.after(Duration::from_secs(1));
+    let (r, _) = c.send(r#"{"id":7,"presence_stats":{"channel":"chat:x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 103, "tokens again after a second");
+}

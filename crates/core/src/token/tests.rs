@@ -89,16 +89,37 @@ fn bad_pem_names_the_key() {
 fn rs256_and_es256() {
     let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
     let read = |f: &str| std::fs::read_to_string(format!("{keys}{f}")).unwrap();
-    let v = Verifier::new(&TokenConfig { rsa_public_key: read("rsa.pub"), ecdsa_public_key: read("ec.pub"), ..Default::default() }).unwrap();
+    let v = Verifier::new(&TokenConfig {
+        rsa_public_key: read("rsa.pub"),
+        ecdsa_public_key: read("ec.pub"),
+        ..Default::default()
+    })
+    .unwrap();
     let claims = json!({"sub": "7", "exp": NOW + 60});
-    for (alg, key) in [(Algorithm::RS256, jsonwebtoken::EncodingKey::from_rsa_pem(read("rsa.key").as_bytes()).unwrap()), (Algorithm::RS512, jsonwebtoken::EncodingKey::from_rsa_pem(read("rsa.key").as_bytes()).unwrap()), (Algorithm::ES256, jsonwebtoken::EncodingKey::from_ec_pem(read("ec.key").as_bytes()).unwrap())] {
+    for (alg, key) in [
+        (
+            Algorithm::RS256,
+            jsonwebtoken::EncodingKey::from_rsa_pem(read("rsa.key").as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::RS512,
+            jsonwebtoken::EncodingKey::from_rsa_pem(read("rsa.key").as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_pem(read("ec.key").as_bytes()).unwrap(),
+        ),
+    ] {
         let t = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap();
         assert_eq!(v.verify_connect(&t, NOW).unwrap().user, "7", "{alg:?}");
         // Tampered payload.
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"8"}"#);
         parts[1] = &forged;
-        assert!(matches!(v.verify_connect(&parts.join("."), NOW), Err(TokenError::Invalid(_))), "{alg:?}");
+        assert!(
+            matches!(v.verify_connect(&parts.join("."), NOW), Err(TokenError::Invalid(_))),
+            "{alg:?}"
+        );
     }
     // HS256 is refused when no HMAC secret is configured (no algorithm confusion).
     let t = make_hs256(&read("rsa.pub"), &claims).unwrap();

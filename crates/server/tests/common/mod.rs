@@ -39,6 +39,9 @@ impl TestServer {
             handshake_timeout: Duration::from_secs(2),
             handler: Arc::new(|_, _| Box::new(Echo)),
             api: None,
+            admission: Default::default(),
+            write_timeout: None,
+            metrics: false,
         })
         .await
     }

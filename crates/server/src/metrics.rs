@@ -1,0 +1,70 @@
+//! `GET /metrics`: Prometheus text format through the `metrics` facade and its Prometheus
+//! exporter. Counters and histograms are recorded where things happen (core, driver, HTTP);
+//! gauges that are cheaper to read than to maintain are set at scrape time.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0];
+            let r = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .and_then(|b| b.install_recorder());
+            match r {
+                Ok(h) => {
+                    describe();
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("wshub_connections", "WebSocket connections open");
+    describe_gauge!("wshub_clients", "connected (authenticated) clients");
+    describe_gauge!("wshub_users", "distinct users connected");
+    describe_gauge!("wshub_subscriptions", "subscriptions on this node");
+    describe_gauge!("wshub_channels", "channels with subscribers on this node");
+    describe_counter!("wshub_commands_total", "client commands by method");
+    describe_counter!("wshub_reply_errors_total", "error replies by code");
+    describe_counter!("wshub_disconnects_total", "connections ended, by close code");
+    describe_counter!("wshub_messages_in_total", "WebSocket messages received");
+    describe_counter!("wshub_bytes_in_total", "WebSocket payload bytes received");
+    describe_counter!("wshub_messages_out_total", "frames queued to clients");
+    describe_counter!("wshub_bytes_out_total", "bytes written to clients");
+    describe_counter!("wshub_api_calls_total", "HTTP API calls by method and status");
+    describe_counter!("wshub_handshake_refusals_total", "refused upgrades by reason");
+    describe_counter!("wshub_rate_limit_refusals_total", "requests refused by a rate limit, by kind");
+    describe_counter!("wshub_publications_total", "publications delivered to the hub");
+    describe_gauge!("wshub_queue_bytes", "bytes queued for clients (sum over connections)");
+    describe_histogram!(
+        "wshub_fanout_latency_seconds",
+        "time to hand one publication to every local subscriber"
+    );
+}
+
+/// The text of `GET /metrics`.
+pub fn render(shared: &crate::http::Shared) -> String {
+    metrics::gauge!("wshub_connections").set(shared.connections() as f64);
+    if let Some(api) = &shared.config.api {
+        let n = &api.node;
+        metrics::gauge!("wshub_clients").set(n.num_clients() as f64);
+        metrics::gauge!("wshub_users").set(n.num_users() as f64);
+        metrics::gauge!("wshub_subscriptions").set(n.hub.num_subscriptions() as f64);
+        metrics::gauge!("wshub_channels").set(n.hub.channels().len() as f64);
+    }
+    metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
+    handle().map(|h| h.render()).unwrap_or_default()
+}
