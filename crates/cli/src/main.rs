@@ -104,7 +104,11 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_server(addr: SocketAddr, config: ServerConfig) -> anyhow::Result<SocketAddr> {
+async fn run_server(
+    addr: SocketAddr,
+    config: ServerConfig,
+    drain: Option<(Arc<wshub_core::node::Node>, Duration, Duration)>,
+) -> anyhow::Result<SocketAddr> {
     match wshub_server::limits::raise_nofile() {
         Ok(n) => tracing::info!(nofile = n, "file descriptor limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
@@ -112,8 +116,30 @@ async fn run_server(addr: SocketAddr, config: ServerConfig) -> anyhow::Result<So
     let listener = wshub_server::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");
+    let limit = config.admission.connection_limit as u64;
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        if limit > soft {
+            tracing::warn!(limit, nofile = soft, "client.connection_limit exceeds the file descriptor limit");
+        }
+    }
     let shared = Shared::new(config);
-    wshub_server::serve(listener, shared, shutdown_signal()).await;
+    wshub_server::serve(listener, shared.clone(), shutdown_signal()).await;
+    // A second signal exits at once.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(1);
+    });
+    if let Some((node, timeout, window)) = drain {
+        let started = tokio::time::Instant::now();
+        // Leave a margin before the timeout for the last closes and the exit itself.
+        let deadline = started + timeout.mul_f64(0.9);
+        let window = if window.is_zero() { timeout / 2 } else { window };
+        let left = wshub_server::drain::drain(&shared, &node, window, deadline).await;
+        if left > 0 {
+            tracing::warn!(left, "shutdown timeout: exiting with connections still open");
+        }
+    }
     tracing::info!("stopped");
     Ok(local)
 }
@@ -161,7 +187,7 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
     let addr: SocketAddr = format!("{}:{}", c.http_server.address, c.http_server.port)
         .parse()
         .context("http_server.address")?;
-    let (_node, server) = wshub_server::app::build(c)?;
+    let (node, server) = wshub_server::app::build(c)?;
     println!(
         "wshub {} listening on {addr} (engine: {})",
         env!("CARGO_PKG_VERSION"),
@@ -184,7 +210,9 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(run_server(addr, server))?;
+    rt.block_on(run_server(addr, server, Some((node, c.shutdown.timeout, c.shutdown.drain_window))))?;
+    // Tasks still running (connections past the deadline) are not waited for.
+    rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }
 
@@ -281,7 +309,7 @@ fn main() -> anyhow::Result<()> {
                 metrics: false,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run_server(addr, config))?;
+            rt.block_on(run_server(addr, config, None))?;
             Ok(())
         }
         Command::Bench(cmd) => {

@@ -206,14 +206,19 @@ pub struct Prometheus {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Shutdown {
+    /// The process exits before this, drained or not.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Closes are spread over this window; "0": half of `timeout`.
+    #[serde(with = "duration")]
+    pub drain_window: Duration,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
             timeout: Duration::from_secs(30),
+            drain_window: Duration::ZERO,
         }
     }
 }
@@ -359,6 +364,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     }
     if c.http_server.tls.enabled {
         return fail("http_server.tls.enabled", "TLS is not available in this build yet");
+    }
+    if !c.shutdown.drain_window.is_zero() && c.shutdown.drain_window >= c.shutdown.timeout {
+        return fail("shutdown.drain_window", "must be shorter than shutdown.timeout");
     }
     if c.client.queue_max_size == 0 {
         return fail("client.queue_max_size", "must be positive");

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod drain;
 pub mod driver;
 pub mod echo;
 pub mod http;

@@ -25,7 +25,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => {
+                // From now on /ready answers 503 and nothing new is accepted.
+                shared.set_ready(false);
+                break;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(a) => {

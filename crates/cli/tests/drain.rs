@@ -1,0 +1,188 @@
+//! Graceful drain of the real binary: 1,000 connected clients, SIGTERM; every client gets
+//! 3001, the closes are spread over the drain window, `/ready` turns 503, and the process
+//! exits 0 before `shutdown.timeout`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wshub_websocket::{Config, Connection, Event, MessageKind, Role};
+
+const CLIENTS: usize = 1000;
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Opens a WebSocket, connects with a token, and returns (stream, connection).
+async fn client(port: u16, token: String, i: usize) -> (TcpStream, Connection) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("127.0.0.{}:0", 2 + i % 200).parse().unwrap()).unwrap();
+    let mut s = sock.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+    let req = wshub_websocket::handshake::client_request(&format!("127.0.0.1:{port}"), "/connection/websocket", &[], None, [i as u8; 16]);
+    s.write_all(&req.bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let head = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    let mut conn = Connection::new(Config {
+        role: Role::Client,
+        max_message_size: 1 << 20,
+        deflate: None,
+    });
+    conn.handle_read(&buf[head..]);
+    conn.send(MessageKind::Text, format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).into());
+    flush(&mut s, &mut conn).await;
+    loop {
+        if let Some(Event::Message { data, .. }) = conn.poll_event() {
+            assert!(String::from_utf8_lossy(&data).contains("\"connect\""));
+            return (s, conn);
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before connect reply");
+        conn.handle_read(&chunk[..n]);
+    }
+}
+
+async fn flush(s: &mut TcpStream, conn: &mut Connection) {
+    while conn.has_pending_transmit() {
+        let chunk: Vec<u8> = {
+            let mut slices = [std::io::IoSlice::new(&[]); 16];
+            let n = conn.transmit_slices(&mut slices);
+            slices[..n].iter().flat_map(|x| x.iter().copied()).collect()
+        };
+        s.write_all(&chunk).await.unwrap();
+        conn.advance_transmit(chunk.len());
+    }
+}
+
+/// Reads until the server's close; answers pings. Returns the close code and when it came.
+async fn wait_close(mut s: TcpStream, mut conn: Connection) -> (u16, Instant) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::Closed { code, .. } => {
+                    let at = Instant::now();
+                    flush(&mut s, &mut conn).await;
+                    return (code.0, at);
+                }
+                Event::Message { data, .. } if &data[..] == b"{}" => {
+                    conn.send(MessageKind::Text, "{}".into());
+                }
+                _ => {}
+            }
+        }
+        flush(&mut s, &mut conn).await;
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            conn.handle_eof();
+        } else {
+            conn.handle_read(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_everyone_with_3001_spread_over_the_window() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dir = std::env::temp_dir().join(format!("wshub-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.json");
+    let mut f = std::fs::File::create(&cfg).unwrap();
+    write!(
+        f,
+        r#"{{"client": {{"token": {{"hmac_secret_key": "drain"}}}}, "shutdown": {{"timeout": "8s", "drain_window": "3s"}}}}"#
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args([
+            "serve",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "server did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = wshub_core::token::make_hs256("drain", &serde_json::json!({"sub": "u"})).unwrap();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for chunk in (0..CLIENTS).collect::<Vec<_>>().chunks(100) {
+        let opened: Vec<_> = futures_join(chunk.iter().map(|&i| client(port, token.clone(), i))).await;
+        clients.extend(opened);
+    }
+    let waiters: Vec<_> = clients.into_iter().map(|(s, c)| tokio::spawn(wait_close(s, c))).collect();
+
+    let sent = Instant::now();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // /ready turns 503 while the drain goes on (or the listener is already closed).
+    let mut r = TcpStream::connect(("127.0.0.1", port)).await;
+    if let Ok(s) = r.as_mut() {
+        s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).await.unwrap_or(0);
+        assert!(n == 0 || b.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&b[..n]));
+    }
+    let mut times = Vec::with_capacity(CLIENTS);
+    for w in waiters {
+        let (code, at) = tokio::time::timeout(LIMIT, w).await.unwrap().unwrap();
+        assert_eq!(code, 3001);
+        times.push(at.duration_since(sent));
+    }
+    times.sort();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let median = times[times.len() / 2];
+    println!(
+        "drain of {CLIENTS} clients: first close {first:?}, median {median:?}, last {last:?}, spread {:?}",
+        last - first
+    );
+    assert!(
+        last - first >= Duration::from_millis(1500),
+        "closes spread over the 3 s window, got {:?}",
+        last - first
+    );
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(8), "exited before shutdown.timeout");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
