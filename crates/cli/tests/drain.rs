@@ -174,10 +174,10 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = fs.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());

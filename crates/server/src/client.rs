@@ -167,7 +167,7 @@ impl Handler for ClientHandler {
             if o.overflow {
                 o.overflow = false;
                 drop(o);
-                conn.close(CloseCode(dc::SLOW), "slow");
+                conn.close_discarding(CloseCode(dc::SLOW), "slow");
                 return Poll::Ready(());
             }
             while conn.pending_bytes() < WRITE_WATERMARK {

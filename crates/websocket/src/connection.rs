@@ -125,6 +125,8 @@ pub struct Connection {
     events: VecDeque<Event>,
     tx: VecDeque<Bytes>,
     tx_len: usize,
+    /// The front of `tx` is partly written (it must go out whole before anything else).
+    tx_front_started: bool,
 }
 
 impl Connection {
@@ -144,6 +146,7 @@ impl Connection {
             events: VecDeque::new(),
             tx: VecDeque::new(),
             tx_len: 0,
+            tx_front_started: false,
         }
     }
 
@@ -563,6 +566,18 @@ impl Connection {
         self.state = State::CloseSent;
     }
 
+    /// Like [`Connection::close`], but first drops every queued frame that has not started
+    /// to leave: for a peer closed for being too slow, its backlog is not worth sending.
+    pub fn close_discarding(&mut self, code: CloseCode, reason: &str) {
+        let keep = usize::from(self.tx_front_started).min(self.tx.len());
+        while self.tx.len() > keep {
+            if let Some(b) = self.tx.pop_back() {
+                self.tx_len -= b.len();
+            }
+        }
+        self.close(code, reason);
+    }
+
     /// Bytes queued and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.tx_len
@@ -592,8 +607,10 @@ impl Connection {
             if n >= front.len() {
                 n -= front.len();
                 self.tx.pop_front();
+                self.tx_front_started = false;
             } else {
                 front.advance(n);
+                self.tx_front_started = true;
                 n = 0;
             }
         }

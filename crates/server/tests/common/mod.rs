@@ -144,7 +144,20 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, path: &str, protocols: &[&str], deflate: Option<DeflateConfig>) -> Client {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self::handshake(stream, addr, path, protocols, deflate).await
+    }
+
+    /// A client whose socket takes at most `rcvbuf` bytes in the kernel: one that stops
+    /// reading stalls the server quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr, path: &str, rcvbuf: u32) -> Client {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(rcvbuf).unwrap();
+        let stream = sock.connect(addr).await.unwrap();
+        Self::handshake(stream, addr, path, &[], None).await
+    }
+
+    async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str, protocols: &[&str], deflate: Option<DeflateConfig>) -> Client {
         let req = handshake::client_request(&addr.to_string(), path, protocols, deflate, rand_key());
         stream.write_all(&req.bytes).await.unwrap();
         let mut buf = Vec::new();

@@ -404,3 +404,20 @@ proptest! {
         let _ = output(&mut c);
     }
 }
+
+#[test]
+fn close_discarding_keeps_only_a_started_frame() {
+    let mut c = server();
+    for i in 0..5u8 {
+        c.send(MessageKind::Binary, Bytes::from(vec![i; 100]));
+    }
+    c.advance_transmit(50); // half of the first frame is out
+    c.close_discarding(CloseCode(3008), "slow");
+    let out = output(&mut c);
+    // The rest of frame 0 (its last 52 bytes: header was 2), then the close frame.
+    assert_eq!(&out[..52], &[0u8; 52][..]);
+    let frames = server_frames(&out[52..]);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0, OpCode::Close);
+    assert_eq!(frames[0].2[..2], 3008u16.to_be_bytes());
+}
