@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use wshub_websocket::{CloseCode, Config, Connection, Event, MessageKind, State};
 
@@ -88,41 +88,7 @@ impl Outcome {
     }
 }
 
-/// Reads what the socket has now (up to a few chunks) into the connection.
-/// Returns false on end of stream.
-fn read_available(stream: &TcpStream, conn: &mut Connection) -> io::Result<bool> {
-    let mut buf = [0u8; READ_CHUNK];
-    for _ in 0..4 {
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Ok(false),
-            Ok(n) => {
-                conn.handle_read(&buf[..n]);
-                if n < buf.len() || !conn.is_reading() {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Writes as much of the queue as the socket takes now.
-fn write_available(stream: &TcpStream, conn: &mut Connection) -> io::Result<()> {
-    while conn.has_pending_transmit() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = conn.transmit_slices(&mut slices);
-        match stream.try_write_vectored(&slices[..n]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(w) => conn.advance_transmit(w),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
+/// What one wake of the connection found.
 enum Wake {
     /// Something to process: events, handler work, or a read.
     Progress,
@@ -132,16 +98,62 @@ enum Wake {
     WriteTimeout,
 }
 
+/// Reads what the stream has now into the connection, through a buffer on this function's
+/// stack (no connection keeps one). `Ready` when something was read or the stream ended.
+fn poll_read_into<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
+    let mut buf = [0u8; READ_CHUNK];
+    let mut rb = ReadBuf::new(&mut buf);
+    match Pin::new(stream).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+            conn.handle_eof();
+            Poll::Ready(())
+        }
+        Poll::Ready(Ok(())) => {
+            conn.handle_read(rb.filled());
+            Poll::Ready(())
+        }
+        Poll::Ready(Err(_)) => {
+            conn.handle_eof();
+            Poll::Ready(())
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Writes as much of the queue as the stream takes now (several frames per vectored
+/// write). Returns the bytes written, or an error when the stream failed.
+fn poll_write_from<S: AsyncWrite + Unpin>(stream: &mut S, cx: &mut Context<'_>, conn: &mut Connection) -> io::Result<usize> {
+    let mut written = 0;
+    while conn.has_pending_transmit() {
+        let r = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = conn.transmit_slices(&mut slices);
+            Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n])
+        };
+        match r {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(w)) => {
+                conn.advance_transmit(w);
+                written += w;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(written),
+        }
+    }
+    // TLS keeps records in its own buffer until flushed; plain TCP flushes at once.
+    match Pin::new(&mut *stream).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(written),
+    }
+}
+
 /// Drives one upgraded connection until it ends. `leftover` holds bytes that arrived with
-/// the handshake.
-pub async fn drive<H: Handler>(
-    stream: TcpStream,
-    leftover: Bytes,
-    config: Config,
-    mut handler: H,
-    write_timeout: Option<Duration>,
-) -> Outcome {
-    let _ = stream.set_nodelay(true);
+/// the handshake. Works on any byte stream: plain TCP or TLS.
+pub async fn drive<S, H>(mut stream: S, leftover: Bytes, config: Config, mut handler: H, write_timeout: Option<Duration>) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
     let mut conn = Connection::new(config);
     if !leftover.is_empty() {
         conn.handle_read(&leftover);
@@ -179,52 +191,31 @@ pub async fn drive<H: Handler>(
                 Event::Ping(_) | Event::Pong(_) => {}
             }
         }
-        let before = conn.pending_bytes();
-        if write_available(&stream, &mut conn).is_err() {
-            outcome = Outcome::Dropped;
-            break;
-        }
-        let written = before - conn.pending_bytes().min(before);
-        if written > 0 {
-            metrics::counter!("wshub_bytes_out_total").increment(written as u64);
-        }
-        match (write_timeout, conn.has_pending_transmit()) {
-            (Some(t), true) if written > 0 || write_timer.is_none() => write_timer = Some(Box::pin(tokio::time::sleep(t))),
-            (_, false) => write_timer = None,
-            _ => {}
-        }
-        if conn.is_done() {
-            break;
-        }
         if conn.state() == State::CloseSent && close_timer.is_none() {
             close_timer = Some(Box::pin(tokio::time::sleep_until(Instant::now() + CLOSE_TIMEOUT)));
         }
         let wake = std::future::poll_fn(|cx| {
+            match poll_write_from(&mut stream, cx, &mut conn) {
+                Err(_) => return Poll::Ready(Wake::Stop),
+                Ok(written) => {
+                    if written > 0 {
+                        metrics::counter!("wshub_bytes_out_total").increment(written as u64);
+                    }
+                    match (write_timeout, conn.has_pending_transmit()) {
+                        (Some(t), true) if written > 0 || write_timer.is_none() => write_timer = Some(Box::pin(tokio::time::sleep(t))),
+                        (_, false) => write_timer = None,
+                        _ => {}
+                    }
+                }
+            }
+            if conn.is_done() {
+                return Poll::Ready(Wake::Stop);
+            }
             if handler.poll_work(cx, &mut conn).is_ready() {
                 return Poll::Ready(Wake::Progress);
             }
-            if conn.is_reading() {
-                match stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        match read_available(&stream, &mut conn) {
-                            Ok(true) => {}
-                            Ok(false) | Err(_) => conn.handle_eof(),
-                        }
-                        return Poll::Ready(Wake::Progress);
-                    }
-                    Poll::Ready(Err(_)) => {
-                        conn.handle_eof();
-                        return Poll::Ready(Wake::Progress);
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if conn.has_pending_transmit() {
-                match stream.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => return Poll::Ready(Wake::Progress),
-                    Poll::Ready(Err(_)) => return Poll::Ready(Wake::Stop),
-                    Poll::Pending => {}
-                }
+            if conn.is_reading() && poll_read_into(&mut stream, cx, &mut conn).is_ready() {
+                return Poll::Ready(Wake::Progress);
             }
             if let Some(t) = close_timer.as_mut() {
                 if t.as_mut().poll(cx).is_ready() {
