@@ -307,6 +307,7 @@ fn main() -> anyhow::Result<()> {
                 admission: Default::default(),
                 write_timeout: None,
                 metrics: false,
+                tls: None,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run_server(addr, config, None))?;

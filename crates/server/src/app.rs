@@ -59,6 +59,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
         metrics: config.prometheus.enabled,
+        tls: match &config.http_server.tls {
+            t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
+            _ => None,
+        },
     };
     Ok((node, server))
 }

@@ -362,8 +362,8 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if !["trace", "debug", "info", "warn", "error"].contains(&c.log.level.as_str()) {
         return fail("log.level", "must be trace, debug, info, warn or error");
     }
-    if c.http_server.tls.enabled {
-        return fail("http_server.tls.enabled", "TLS is not available in this build yet");
+    if c.http_server.tls.enabled && (c.http_server.tls.cert_pem_file.is_empty() || c.http_server.tls.key_pem_file.is_empty()) {
+        return fail("http_server.tls", "cert_pem_file and key_pem_file are required when enabled");
     }
     if !c.shutdown.drain_window.is_zero() && c.shutdown.drain_window >= c.shutdown.timeout {
         return fail("shutdown.drain_window", "must be shorter than shutdown.timeout");

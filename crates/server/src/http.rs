@@ -24,7 +24,8 @@ use wshub_core::ratelimit::{KeyedWindows, TokenBucket};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
 use wshub_websocket::{Config, HandshakeError};
 
-use crate::driver::{drive, Handler};
+use crate::driver::{drive, Handler, Outcome};
+use tokio_rustls::server::TlsStream;
 
 /// Makes the handler of a new WebSocket connection from what was agreed and the URI.
 pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri) -> Box<dyn Handler> + Send + Sync>;
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     pub write_timeout: Option<Duration>,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// Serve TLS (`wss://`, `https://`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// State shared by every connection task.
@@ -296,24 +299,19 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!("upgraded stream is not a TCP stream");
-                return;
-            }
-        };
         task_shared.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", %peer);
-        let outcome = drive(
-            parts.io.into_inner(),
-            parts.read_buf,
-            ws_config,
-            handler,
-            task_shared.config.write_timeout,
-        )
-        .instrument(span)
-        .await;
+        let wt = task_shared.config.write_timeout;
+        let outcome = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
+                Err(_) => {
+                    tracing::error!("upgraded stream of an unknown type");
+                    Outcome::Dropped
+                }
+            },
+        };
         task_shared.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!("wshub_disconnects_total", "code" => outcome.code().0.to_string()).increment(1);
         tracing::debug!(?outcome, %peer, "connection ended");

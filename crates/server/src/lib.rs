@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod tls;
 
 pub use driver::{Handler, Outcome};
 pub use http::{ApiConfig, ServerConfig, Shared};

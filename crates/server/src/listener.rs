@@ -45,16 +45,32 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             }
         };
         let _ = stream.set_nodelay(true);
+        let tls = shared.config.tls.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
             let svc = service_fn(move |req| handle(req, shared.clone(), peer));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
+            let builder = {
+                let mut b = http1::Builder::new();
+                b.timer(TokioTimer::new()).header_read_timeout(timeout);
+                b
+            };
+            let r = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await,
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => builder.serve_connection(TokioIo::new(tls_stream), svc).with_upgrades().await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        metrics::counter!("wshub_handshake_refusals_total", "reason" => "tls").increment(1);
+                        return;
+                    }
+                    Err(_) => {
+                        metrics::counter!("wshub_handshake_refusals_total", "reason" => "tls_timeout").increment(1);
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = r {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });

@@ -42,6 +42,7 @@ impl TestServer {
             admission: Default::default(),
             write_timeout: None,
             metrics: false,
+            tls: None,
         })
         .await
     }
