@@ -148,7 +148,15 @@ impl Handler for ClientHandler {
                 conn.close(CloseCode(dc::INAPPROPRIATE_PROTOCOL), "inappropriate protocol");
                 return;
             }
+            let was_connecting = self.session.state() == wshub_core::session::State::Connecting;
             let out = self.session.handle_frame(data, Now::system()).await;
+            if was_connecting && self.session.state() == wshub_core::session::State::Connected {
+                // The connection's span now carries who it is.
+                let span = tracing::Span::current();
+                span.record("client", self.session.client_id());
+                span.record("user", self.session.user());
+                tracing::debug!("connected");
+            }
             self.apply(conn, out);
         })
     }

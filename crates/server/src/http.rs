@@ -300,7 +300,7 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
             }
         };
         task_shared.connections.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::debug_span!("conn", %peer);
+        let span = tracing::info_span!("conn", %peer, client = tracing::field::Empty, user = tracing::field::Empty);
         let wt = task_shared.config.write_timeout;
         let outcome = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
