@@ -1,44 +1,113 @@
-//! `wshub bench`: a load generator for loopback targets. Bounded in count and time.
+//! `wshub bench`: a load generator for loopback targets, bounded in count and time.
+//!
+//! Dialects: `wshub` (the Centrifugo JSON protocol: connect, subscribe, publications from
+//! the HTTP API) and `raw` (the server broadcasts every text message it receives to every
+//! client, as the seed's gorilla hub does), so that wshub and the peer are driven by the
+//! same generator. Each publication carries its sequence number and send time, so latency
+//! (HdrHistogram) and lost, duplicated or reordered deliveries are measured at the
+//! subscribers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use parking::Shards;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
-use wshub_websocket::handshake;
+use wshub_websocket::{handshake, Config, Connection, Event, MessageKind, Role};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dialect {
+    /// Centrifugo JSON protocol (connect + subscribe; publish through the HTTP API).
+    Wshub,
+    /// Broadcast-every-text-message (the gorilla hub peer).
+    Raw,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// ws://127.0.0.1:PORT/PATH (loopback only)
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "wshub")]
+    dialect: Dialect,
+    /// Channel to subscribe to (wshub dialect).
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// Connection token (wshub dialect); empty: anonymous.
+    #[arg(long, default_value = "")]
+    token: String,
+    /// Server process to read RSS and fd count from (/proc/PID).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Open N WebSocket connections, hold them, and report the server's memory per connection.
+    /// Open N connections (and connect + subscribe), hold them, report the server's memory.
     Idle {
-        /// ws://127.0.0.1:PORT/PATH (loopback only)
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, default_value_t = 1000)]
         conns: usize,
-        /// Server process to read RSS and fd count from (/proc/PID).
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Seconds to hold the connections after the last one opened.
+        /// Seconds to hold after the last connection opened.
         #[arg(long, default_value_t = 2)]
         hold: u64,
-        /// Give up after this many seconds in all.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+    },
+    /// N subscribers, publications at R per second for S seconds: latency and delivery.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Publication size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// http://127.0.0.1:PORT of the API (wshub dialect).
+        #[arg(long, default_value = "")]
+        api: String,
+        #[arg(long, default_value = "")]
+        api_key: String,
+    },
+    /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
+    Handshake {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Connect/disconnect cycles; RSS and fds before and after.
+    Churn {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        cycles: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
     },
 }
 
-/// A parsed `ws://host:port/path` that must point at loopback.
-pub struct Target {
-    pub addr: SocketAddr,
-    pub host: String,
-    pub path: String,
+/// Where to connect, checked to be loopback.
+struct Endpoint {
+    addr: SocketAddr,
+    host: String,
+    path: String,
 }
 
-pub fn parse_url(url: &str) -> anyhow::Result<Target> {
+fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
     let rest = url.strip_prefix("ws://").context("only ws:// URLs are supported")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -51,7 +120,7 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
     if !addr.ip().is_loopback() {
         bail!("bench targets loopback only (127.0.0.0/8 or ::1), not {}", addr.ip());
     }
-    Ok(Target {
+    Ok(Endpoint {
         addr,
         host: hostport.to_string(),
         path: path.to_string(),
@@ -60,46 +129,129 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
 
 /// Source address number `i`, cycling through 127.0.0.2-127.0.0.250 so that the ephemeral
 /// port range of one address is never the limit.
-pub fn source_addr(i: usize) -> SocketAddr {
+fn source_addr(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 249) as u8)), 0)
 }
 
-/// Opens one WebSocket connection and completes the handshake.
-pub async fn open(target: &Target, i: usize) -> anyhow::Result<TcpStream> {
-    let sock = TcpSocket::new_v4()?;
-    if target.addr.ip().is_loopback() && target.addr.is_ipv4() {
-        sock.bind(source_addr(i))?;
-    }
-    let mut stream = sock.connect(target.addr).await?;
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    let req = handshake::client_request(&target.host, &target.path, &[], None, key);
-    stream.write_all(&req.bytes).await?;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("server closed during the handshake");
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// One client connection.
+struct Client {
+    stream: TcpStream,
+    conn: Connection,
+}
+
+impl Client {
+    async fn open(ep: &Endpoint, t: &Target, i: usize) -> anyhow::Result<Client> {
+        let sock = TcpSocket::new_v4()?;
+        if ep.addr.is_ipv4() {
+            sock.bind(source_addr(i))?;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(_) = resp.parse(&buf)? {
-            let mut map = http::HeaderMap::new();
-            for h in resp.headers.iter() {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(h.name.as_bytes()),
-                    http::HeaderValue::from_bytes(h.value),
-                ) {
-                    map.append(n, v);
+        let mut stream = sock.connect(ep.addr).await?;
+        let _ = stream.set_nodelay(true);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let req = handshake::client_request(&ep.host, &ep.path, &[], None, key);
+        stream.write_all(&req.bytes).await?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 1024];
+        let head = loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("server closed during the handshake");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&buf)? {
+                let mut map = http::HeaderMap::new();
+                for h in resp.headers.iter() {
+                    if let (Ok(n), Ok(v)) = (
+                        http::HeaderName::from_bytes(h.name.as_bytes()),
+                        http::HeaderValue::from_bytes(h.value),
+                    ) {
+                        map.append(n, v);
+                    }
+                }
+                handshake::verify_response(resp.code.unwrap_or(0), &map, &req, None)?;
+                break head;
+            }
+            if buf.len() > 16 * 1024 {
+                bail!("handshake answer too long");
+            }
+        };
+        let mut conn = Connection::new(Config {
+            role: Role::Client,
+            max_message_size: 64 << 20,
+            deflate: None,
+        });
+        conn.handle_read(&buf[head..]);
+        let mut c = Client { stream, conn };
+        if t.dialect == Dialect::Wshub {
+            let cmd = format!(
+                r#"{{"id":1,"connect":{{"token":"{}"}}}}{}{{"id":2,"subscribe":{{"channel":"{}"}}}}"#,
+                t.token, "\n", t.channel
+            );
+            c.send_text(cmd).await?;
+            loop {
+                let msg = c.next_message().await?;
+                if msg.windows(6).any(|w| w == br#""id":2"#) {
+                    if msg.windows(8).any(|w| w == br#""error":"#) {
+                        bail!("subscribe refused: {}", String::from_utf8_lossy(&msg));
+                    }
+                    break;
+                }
+                if msg.windows(8).any(|w| w == br#""error":"#) {
+                    bail!("connect refused: {}", String::from_utf8_lossy(&msg));
                 }
             }
-            handshake::verify_response(resp.code.unwrap_or(0), &map, &req, None)?;
-            return Ok(stream);
         }
-        if buf.len() > 16 * 1024 {
-            bail!("handshake answer too long");
+        Ok(c)
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        while self.conn.has_pending_transmit() {
+            let chunk: Vec<u8> = {
+                let mut sl = [std::io::IoSlice::new(&[]); 16];
+                let n = self.conn.transmit_slices(&mut sl);
+                sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
+            };
+            self.stream.write_all(&chunk).await?;
+            self.conn.advance_transmit(chunk.len());
+        }
+        Ok(())
+    }
+
+    async fn send_text(&mut self, s: String) -> anyhow::Result<()> {
+        self.conn.send(MessageKind::Text, s.into());
+        self.flush().await
+    }
+
+    /// The next message; answers the wshub protocol's pings (`{}`) on the way.
+    async fn next_message(&mut self) -> anyhow::Result<bytes::Bytes> {
+        let mut chunk = [0u8; 16384];
+        loop {
+            while let Some(e) = self.conn.poll_event() {
+                match e {
+                    Event::Message { data, .. } if &data[..] == b"{}" => self.send_text("{}".into()).await?,
+                    Event::Message { data, .. } => return Ok(data),
+                    Event::Closed { code, .. } => bail!("closed with {}", code.0),
+                    Event::Failed(e) => bail!("protocol error: {e}"),
+                    _ => {}
+                }
+            }
+            self.flush().await?;
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                self.conn.handle_eof();
+            } else {
+                self.conn.handle_read(&chunk[..n]);
+            }
         }
     }
 }
@@ -118,67 +270,308 @@ pub fn proc_stats(pid: u32) -> Option<(u64, usize)> {
     Some((rss_kb * 1024, fds))
 }
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Idle {
-            url,
-            conns,
-            pid,
-            hold,
-            timeout,
-        } => {
-            let deadline = Instant::now() + Duration::from_secs(timeout);
-            let _ = rlimit::increase_nofile_limit(u64::MAX);
-            let target = std::sync::Arc::new(parse_url(&url)?);
-            let before = pid.and_then(proc_stats);
-            let started = Instant::now();
-            let mut streams = Vec::with_capacity(conns);
-            let mut set = JoinSet::new();
-            let mut next = 0;
-            let mut failed = 0usize;
-            while streams.len() + failed < conns {
-                while set.len() < 256 && next < conns {
-                    let t = target.clone();
-                    let i = next;
-                    set.spawn(async move { open(&t, i).await });
-                    next += 1;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, set.join_next()).await {
-                    Ok(Some(Ok(Ok(s)))) => streams.push(s),
-                    Ok(Some(Ok(Err(e)))) => {
-                        failed += 1;
-                        if failed <= 3 {
-                            eprintln!("connection failed: {e:#}");
-                        }
-                    }
-                    Ok(Some(Err(e))) => bail!("task failed: {e}"),
-                    Ok(None) => break,
-                    Err(_) => bail!("timed out after {timeout}s with {} connections open", streams.len()),
-                }
-                if streams.len() % 1000 == 0 && !streams.is_empty() {
-                    eprint!("\ropen: {} / {conns}", streams.len());
+/// Opens `n` clients, at most 256 handshakes in flight.
+async fn open_many(ep: &Arc<Endpoint>, t: &Arc<Target>, n: usize, deadline: Instant) -> anyhow::Result<(Vec<Client>, usize)> {
+    let mut out = Vec::with_capacity(n);
+    let mut set = JoinSet::new();
+    let (mut next, mut failed) = (0, 0usize);
+    while out.len() + failed < n {
+        while set.len() < 256 && next < n {
+            let (ep, t, i) = (ep.clone(), t.clone(), next);
+            set.spawn(async move { Client::open(&ep, &t, i).await });
+            next += 1;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, set.join_next()).await {
+            Ok(Some(Ok(Ok(c)))) => out.push(c),
+            Ok(Some(Ok(Err(e)))) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("connection failed: {e:#}");
                 }
             }
-            let elapsed = started.elapsed();
-            eprintln!(
-                "\ropen: {} / {conns}, failed {failed}, in {:.2}s",
-                streams.len(),
-                elapsed.as_secs_f64()
+            Ok(Some(Err(e))) => bail!("task failed: {e}"),
+            Ok(None) => break,
+            Err(_) => bail!("timed out with {} connections open", out.len()),
+        }
+        if out.len() % 1000 == 0 && !out.is_empty() {
+            eprint!("\ropen: {} / {n}", out.len());
+        }
+    }
+    eprintln!("\ropen: {} / {n}, failed {failed}", out.len());
+    Ok((out, failed))
+}
+
+mod parking {
+    use hdrhistogram::Histogram;
+    use std::sync::Mutex;
+
+    /// Latency histograms in shards, merged at the end.
+    pub struct Shards(pub Vec<Mutex<Histogram<u64>>>);
+
+    impl Shards {
+        pub fn new(n: usize) -> Self {
+            Shards(
+                (0..n)
+                    .map(|_| Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!())))
+                    .collect(),
+            )
+        }
+        pub fn record(&self, i: usize, values: &[u64]) {
+            if let Ok(mut h) = self.0[i % self.0.len()].lock() {
+                for v in values {
+                    let _ = h.record((*v).max(1));
+                }
+            }
+        }
+        pub fn merged(&self) -> Histogram<u64> {
+            let mut all = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!());
+            for s in &self.0 {
+                if let Ok(h) = s.lock() {
+                    let _ = all.add(&*h);
+                }
+            }
+            all
+        }
+    }
+}
+
+/// Scans a frame (several `\n`-separated messages) for `"s":N` and `"t":T`.
+fn scan(frame: &[u8], mut f: impl FnMut(u64, u64)) {
+    fn num_after(line: &[u8], key: &[u8]) -> Option<u64> {
+        let i = line.windows(key.len()).position(|w| w == key)? + key.len();
+        let digits = line[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&line[i..i + digits]).ok()?.parse().ok()
+    }
+    for line in frame.split(|b| *b == b'\n') {
+        if let (Some(s), Some(t)) = (num_after(line, br#""s":"#), num_after(line, br#""t":"#)) {
+            f(s, t);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Delivery {
+    received: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+}
+
+async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: usize, api: String, api_key: String) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(t.timeout);
+    let ep = Arc::new(parse_url(&t.url)?);
+    let t = Arc::new(t);
+    let before = t.pid.and_then(proc_stats);
+    let (clients, failed) = open_many(&ep, &t, subscribers, deadline).await?;
+    if failed > 0 {
+        bail!("{failed} subscribers failed to connect");
+    }
+    let hist = Arc::new(Shards::new(16));
+    let delivery = Arc::new(Delivery::default());
+    let mut subs = JoinSet::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let (hist, delivery) = (hist.clone(), delivery.clone());
+        subs.spawn(async move {
+            let mut last = 0u64;
+            let mut batch = Vec::with_capacity(256);
+            while let Ok(msg) = c.next_message().await {
+                let now = now_micros();
+                scan(&msg, |s, ts| {
+                    batch.push(now.saturating_sub(ts));
+                    delivery.received.fetch_add(1, Ordering::Relaxed);
+                    if s == last {
+                        delivery.duplicated.fetch_add(1, Ordering::Relaxed);
+                    } else if s < last {
+                        delivery.reordered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last = last.max(s);
+                });
+                if batch.len() >= 200 {
+                    hist.record(i, &batch);
+                    batch.clear();
+                }
+            }
+            hist.record(i, &batch);
+        });
+    }
+    let total = rate * duration;
+    let pad = "x".repeat(size.saturating_sub(40));
+    let published = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let publisher = {
+        let published = published.clone();
+        let (ep, t) = (ep.clone(), t.clone());
+        tokio::spawn(async move { publish(&ep, &t, &api, &api_key, rate, total, &pad, &published).await })
+    };
+    let mut last_print = Instant::now();
+    while !publisher.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await; // progress line cadence
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            eprint!(
+                "\rpublished {} / {total}, delivered {}",
+                published.load(Ordering::Relaxed),
+                delivery.received.load(Ordering::Relaxed)
             );
-            tokio::time::sleep(Duration::from_secs(hold)).await; // hold period: the scenario, not synchronisation
-            let after = pid.and_then(proc_stats);
+            last_print = Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!("timed out while publishing");
+        }
+    }
+    publisher.await??;
+    let pub_elapsed = started.elapsed();
+    let expected = total * subscribers as u64;
+    // Let the last deliveries arrive (bounded).
+    let grace = Instant::now() + Duration::from_secs(10);
+    while delivery.received.load(Ordering::Relaxed) < expected && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed();
+    subs.abort_all();
+    while subs.join_next().await.is_some() {}
+    let after = t.pid.and_then(proc_stats);
+    let h = hist.merged();
+    let received = delivery.received.load(Ordering::Relaxed);
+    let lost = expected.saturating_sub(received);
+    let ms = |v: u64| v as f64 / 1000.0;
+    println!(
+        "fanout: {subscribers} subscribers, {total} publications at {rate}/s ({:.1}s), {size} B: delivered {received}/{expected} ({:.0} deliveries/s), lost {lost}, duplicated {}, reordered {}; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        pub_elapsed.as_secs_f64(),
+        received as f64 / wall.as_secs_f64(),
+        delivery.duplicated.load(Ordering::Relaxed),
+        delivery.reordered.load(Ordering::Relaxed),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    println!(
+        "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{}}}",
+        t.dialect,
+        delivery.duplicated.load(Ordering::Relaxed),
+        delivery.reordered.load(Ordering::Relaxed),
+        received as f64 / wall.as_secs_f64(),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        before.map_or(0, |b| b.0),
+        after.map_or(0, |a| a.0)
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    ep: &Endpoint,
+    t: &Target,
+    api: &str,
+    api_key: &str,
+    rate: u64,
+    total: u64,
+    pad: &str,
+    published: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    match t.dialect {
+        Dialect::Raw => {
+            let mut c = Client::open(ep, t, 250).await?;
+            let (mut rd, mut wr) = c.stream.into_split();
+            // The hub sends our own messages back too: read and drop them.
+            let drain = tokio::spawn(async move {
+                let mut b = [0u8; 65536];
+                while matches!(rd.read(&mut b).await, Ok(n) if n > 0) {}
+            });
+            for s in 1..=total {
+                tick.tick().await;
+                c.conn
+                    .send(MessageKind::Text, format!(r#"{{"s":{s},"t":{},"p":"{pad}"}}"#, now_micros()).into());
+                let chunk: Vec<u8> = {
+                    let mut sl = [std::io::IoSlice::new(&[]); 4];
+                    let n = c.conn.transmit_slices(&mut sl);
+                    sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
+                };
+                wr.write_all(&chunk).await?;
+                c.conn.advance_transmit(chunk.len());
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+            drain.abort();
+        }
+        Dialect::Wshub => {
+            let hostport = api
+                .strip_prefix("http://")
+                .context("--api http://127.0.0.1:PORT required for the wshub dialect")?;
+            let addr: SocketAddr = hostport.trim_end_matches('/').parse().context("--api: expected http://IP:PORT")?;
+            if !addr.ip().is_loopback() {
+                bail!("bench targets loopback only");
+            }
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            let (mut rd, mut wr) = stream.into_split();
+            // Requests are pipelined on one connection (hyper answers in order), so the
+            // publication order is the sequence order.
+            let answers = tokio::spawn(async move {
+                let mut b = vec![0u8; 65536];
+                let mut seen = 0u64;
+                while seen < total {
+                    match rd.read(&mut b).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen += b[..n].windows(9).filter(|w| w == b"HTTP/1.1 ").count() as u64,
+                    }
+                }
+                seen
+            });
+            for s in 1..=total {
+                tick.tick().await;
+                let body = format!(
+                    r#"{{"channel":"{}","data":{{"s":{s},"t":{},"p":"{pad}"}}}}"#,
+                    t.channel,
+                    now_micros()
+                );
+                let req = format!(
+                    "POST /api/publish HTTP/1.1\r\nHost: {hostport}\r\nX-API-Key: {api_key}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                wr.write_all(req.as_bytes()).await?;
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+            let answered = tokio::time::timeout(Duration::from_secs(30), answers)
+                .await
+                .context("API answers")??;
+            if answered < total {
+                bail!("the API answered {answered} of {total} publications");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    match cmd {
+        BenchCommand::Idle { target, conns, hold } => {
+            let deadline = Instant::now() + Duration::from_secs(target.timeout);
+            let ep = Arc::new(parse_url(&target.url)?);
+            let t = Arc::new(target);
+            let before = t.pid.and_then(proc_stats);
+            let started = Instant::now();
+            let (clients, failed) = open_many(&ep, &t, conns, deadline).await?;
+            let elapsed = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(hold)).await; // the hold is the scenario
+            let after = t.pid.and_then(proc_stats);
             let (rss_before, fds_before) = before.unwrap_or((0, 0));
             let (rss_after, fds_after) = after.unwrap_or((0, 0));
-            let per_conn = if streams.is_empty() {
+            let per_conn = if clients.is_empty() {
                 0.0
             } else {
-                (rss_after as f64 - rss_before as f64) / streams.len() as f64
+                (rss_after as f64 - rss_before as f64) / clients.len() as f64
             };
             println!(
-                "idle: {} connections, {:.0} conn/s; server RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes/connection; fds {} -> {}",
-                streams.len(),
-                streams.len() as f64 / elapsed.as_secs_f64(),
+                "idle: {} connections ({:?}), {:.0} conn/s; server RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes/connection; fds {} -> {}",
+                clients.len(),
+                t.dialect,
+                clients.len() as f64 / elapsed.as_secs_f64(),
                 rss_before as f64 / 1048576.0,
                 rss_after as f64 / 1048576.0,
                 per_conn,
@@ -186,12 +579,115 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 fds_after
             );
             println!(
-                "{{\"scenario\":\"idle\",\"connections\":{},\"failed\":{failed},\"rss_before\":{rss_before},\"rss_after\":{rss_after},\"bytes_per_connection\":{per_conn:.0},\"fds_before\":{fds_before},\"fds_after\":{fds_after}}}",
-                streams.len()
+                "{{\"scenario\":\"idle\",\"dialect\":\"{:?}\",\"connections\":{},\"failed\":{failed},\"rss_before\":{rss_before},\"rss_after\":{rss_after},\"bytes_per_connection\":{per_conn:.0},\"fds_before\":{fds_before},\"fds_after\":{fds_after}}}",
+                t.dialect,
+                clients.len()
             );
+            drop(clients);
             if failed > 0 {
                 bail!("{failed} connections failed");
             }
+            Ok(())
+        }
+        BenchCommand::Fanout {
+            target,
+            subscribers,
+            rate,
+            duration,
+            size,
+            api,
+            api_key,
+        } => fanout(target, subscribers, rate, duration, size, api, api_key).await,
+        BenchCommand::Handshake {
+            target,
+            duration,
+            concurrency,
+        } => {
+            let ep = Arc::new(parse_url(&target.url)?);
+            let t = Arc::new(target);
+            let done = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let end = Instant::now() + Duration::from_secs(duration);
+            let mut set = JoinSet::new();
+            for w in 0..concurrency {
+                let (ep, t, done, failed) = (ep.clone(), t.clone(), done.clone(), failed.clone());
+                set.spawn(async move {
+                    let mut i = w;
+                    while Instant::now() < end {
+                        match Client::open(&ep, &t, i).await {
+                            Ok(c) => {
+                                done.fetch_add(1, Ordering::Relaxed);
+                                drop(c);
+                            }
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        i += concurrency;
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+            let n = done.load(Ordering::Relaxed);
+            let rate = n as f64 / duration as f64;
+            println!(
+                "handshake: {n} connections in {duration}s ({:?}, concurrency {concurrency}): {rate:.0} conn/s, failed {}",
+                t.dialect,
+                failed.load(Ordering::Relaxed)
+            );
+            println!(
+                "{{\"scenario\":\"handshake\",\"dialect\":\"{:?}\",\"connections\":{n},\"conn_per_sec\":{rate:.0},\"failed\":{}}}",
+                t.dialect,
+                failed.load(Ordering::Relaxed)
+            );
+            Ok(())
+        }
+        BenchCommand::Churn {
+            target,
+            cycles,
+            concurrency,
+        } => {
+            let ep = Arc::new(parse_url(&target.url)?);
+            let t = Arc::new(target);
+            let before = t.pid.and_then(proc_stats);
+            let next = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let deadline = Instant::now() + Duration::from_secs(t.timeout);
+            let mut set = JoinSet::new();
+            for _ in 0..concurrency {
+                let (ep, t, next, failed) = (ep.clone(), t.clone(), next.clone(), failed.clone());
+                set.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= cycles || Instant::now() > deadline {
+                            break;
+                        }
+                        if Client::open(&ep, &t, i).await.is_err() {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+            // Let the server notice the last closes (bounded).
+            let settle = Instant::now() + Duration::from_secs(10);
+            let mut after = t.pid.and_then(proc_stats);
+            while let (Some((_, fb)), Some((_, fa))) = (before, after) {
+                if fa <= fb || Instant::now() > settle {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                after = t.pid.and_then(proc_stats);
+            }
+            let (rb, fb) = before.unwrap_or((0, 0));
+            let (ra, fa) = after.unwrap_or((0, 0));
+            let growth = if rb > 0 { (ra as f64 - rb as f64) / rb as f64 * 100.0 } else { 0.0 };
+            println!(
+                "churn: {cycles} cycles ({:?}), failed {}; server RSS {rb} -> {ra} ({growth:+.1} %), fds {fb} -> {fa}",
+                t.dialect,
+                failed.load(Ordering::Relaxed)
+            );
+            println!("{{\"scenario\":\"churn\",\"cycles\":{cycles},\"failed\":{},\"rss_before\":{rb},\"rss_after\":{ra},\"rss_growth_pct\":{growth:.2},\"fds_before\":{fb},\"fds_after\":{fa}}}", failed.load(Ordering::Relaxed));
             Ok(())
         }
     }

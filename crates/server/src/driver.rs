@@ -248,3 +248,23 @@ where
     drop(stream);
     outcome
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn future_sizes() {
+        let (a, _b) = tokio::io::duplex(64);
+        let f = super::drive(
+            a,
+            bytes::Bytes::new(),
+            wshub_websocket::Config::server(1024, None),
+            crate::echo::Echo,
+            None,
+        );
+        eprintln!(
+            "drive future: {} bytes; Connection: {}",
+            std::mem::size_of_val(&f),
+            std::mem::size_of::<wshub_websocket::Connection>()
+        );
+    }
+}

@@ -251,6 +251,27 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
     json_response(&crate::api::envelope(crate::api::call(&api.node, method, params).await))
 }
 
+/// Drives an upgraded TLS connection. Everything TLS (kilobytes of rustls state, and the
+/// downcast that holds it) lives in this boxed future: inline, it would enlarge every plain
+/// connection's task too (measured: 1.8 KB -> 7 KB per idle connection).
+fn drive_tls(
+    upgraded: hyper::upgrade::Upgraded,
+    ws_config: Config,
+    handler: Box<dyn Handler>,
+    wt: Option<Duration>,
+    span: tracing::Span,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+    Box::pin(async move {
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
+            Err(_) => {
+                tracing::error!("upgraded stream of an unknown type");
+                Outcome::Dropped
+            }
+        }
+    })
+}
+
 /// Answers one HTTP request.
 pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
@@ -304,13 +325,7 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
         let wt = task_shared.config.write_timeout;
         let outcome = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
-            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-                Ok(p) => drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span).await,
-                Err(_) => {
-                    tracing::error!("upgraded stream of an unknown type");
-                    Outcome::Dropped
-                }
-            },
+            Err(upgraded) => drive_tls(upgraded, ws_config, handler, wt, span).await,
         };
         task_shared.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!("wshub_disconnects_total", "code" => outcome.code().0.to_string()).increment(1);

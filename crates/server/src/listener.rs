@@ -57,8 +57,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             };
             let r = match tls {
                 None => builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => builder.serve_connection(TokioIo::new(tls_stream), svc).with_upgrades().await,
+                Some(acceptor) => match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                    // Boxed so that plain connections' tasks stay small.
+                    Ok(Ok(tls_stream)) => Box::pin(builder.serve_connection(TokioIo::new(tls_stream), svc).with_upgrades()).await,
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, %peer, "TLS handshake failed");
                         metrics::counter!("wshub_handshake_refusals_total", "reason" => "tls").increment(1);
