@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 export const SECRET = 'sdk-test-secret';
 export const API_KEY = 'sdk-test-api-key';
-const BIN = process.env.WSHUB_BIN || new URL('../../../target/release/wshub', import.meta.url).pathname;
+const BIN = process.env.TEST_WSHUB_BIN || new URL('../../../target/release/wshub', import.meta.url).pathname;
 
 export function freePort() {
   return new Promise((resolve, reject) => {

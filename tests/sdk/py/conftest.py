@@ -17,7 +17,7 @@ import pytest
 SECRET = "py-test-secret"
 API_KEY = "py-test-api-key"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-BIN = os.environ.get("WSHUB_BIN", os.path.join(ROOT, "target", "release", "wshub"))
+BIN = os.environ.get("TEST_WSHUB_BIN", os.path.join(ROOT, "target", "release", "wshub"))
 
 
 def free_port():
