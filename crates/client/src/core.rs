@@ -1,0 +1,500 @@
+//! The sans-IO client: user calls, transport events, received frames and timer expiries
+//! in; actions (open, send, close the transport) and events out. No clock, socket or task.
+//!
+//! Client states: `Disconnected -> Connecting -> Connected`; subscription states:
+//! `Unsubscribed -> Subscribing -> Subscribed`. Every transition happens in one method
+//! below and is tested with a fake clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use wshub_protocol::codec::{decode_replies, encode_commands};
+use wshub_protocol::codes::{disconnect as dc, error as ec};
+use wshub_protocol::*;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub token: String,
+    pub format: Format,
+    /// Reconnect delays: full jitter between `min` and `min * 2^attempt`, capped at `max`.
+    pub min_reconnect_delay: Duration,
+    pub max_reconnect_delay: Duration,
+    /// How long past the announced ping interval to wait for a ping before reconnecting.
+    pub max_server_ping_delay: Duration,
+    /// A connection that stayed up this long resets the backoff.
+    pub stable_after: Duration,
+    pub name: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            token: String::new(),
+            format: Format::Json,
+            min_reconnect_delay: Duration::from_millis(500),
+            max_reconnect_delay: Duration::from_secs(20),
+            max_server_ping_delay: Duration::from_secs(10),
+            stable_after: Duration::from_secs(10),
+            name: "wshub-rust".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Disconnected,
+    Connecting,
+    Connected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubState {
+    Unsubscribed,
+    Subscribing,
+    Subscribed,
+}
+
+/// What the glue must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    OpenTransport,
+    Send(Bytes),
+    CloseTransport,
+    /// The token expired: get a new one and call [`ClientCore::handle_token`].
+    RefreshToken,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connecting { code: u16, reason: String },
+    Connected { client: String },
+    Disconnected { code: u16, reason: String },
+    Subscribing { channel: String },
+    Subscribed { channel: String, recovered: bool, was_recovering: bool },
+    Unsubscribed { channel: String, code: u32 },
+    Publication { channel: String, data: Bytes, offset: u64 },
+    Join { channel: String, info: ClientInfo },
+    Leave { channel: String, info: ClientInfo },
+    /// The answer to a call made with an id (publish, presence, history, rpc...).
+    Reply { id: u32, reply: Box<Reply> },
+    Error { message: String },
+}
+
+#[derive(Debug)]
+struct Sub {
+    state: SubState,
+    recoverable: bool,
+    /// Last offset and epoch seen (recoverable subscriptions).
+    position: Option<(u64, String)>,
+    token: String,
+}
+
+/// The client state machine.
+pub struct ClientCore {
+    cfg: ClientConfig,
+    state: State,
+    subs: HashMap<String, Sub>,
+    actions: VecDeque<Action>,
+    events: VecDeque<ClientEvent>,
+    next_id: u32,
+    connect_id: u32,
+    /// subscribe command id -> channel
+    pending_subs: HashMap<u32, String>,
+    attempts: u32,
+    reconnect_at: Option<Instant>,
+    ping_deadline: Option<Instant>,
+    connected_at: Option<Instant>,
+    ping_interval: Option<Duration>,
+    /// When to fetch a new token before the connection's expires (its `ttl`).
+    refresh_at: Option<Instant>,
+    awaiting_token: bool,
+    rng: rand::rngs::StdRng,
+}
+
+/// Refresh a little before the token runs out (at 90 % of its remaining life).
+fn refresh_delay(ttl: u32) -> Duration {
+    Duration::from_millis(u64::from(ttl) * 900)
+}
+
+/// Whether a close code asks the client to reconnect (PROTOCOL.md's ranges).
+pub fn is_reconnect_code(code: u16) -> bool {
+    dc::should_reconnect(code)
+}
+
+impl ClientCore {
+    /// `seed` drives the jitter; tests fix it, the glue takes it from the OS.
+    pub fn new(cfg: ClientConfig, seed: u64) -> Self {
+        ClientCore {
+            cfg,
+            state: State::Disconnected,
+            subs: HashMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            connect_id: 0,
+            pending_subs: HashMap::new(),
+            attempts: 0,
+            reconnect_at: None,
+            ping_deadline: None,
+            connected_at: None,
+            ping_interval: None,
+            refresh_at: None,
+            awaiting_token: false,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn sub_state(&self, channel: &str) -> SubState {
+        self.subs.get(channel).map_or(SubState::Unsubscribed, |s| s.state)
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next moment [`ClientCore::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.reconnect_at, self.ping_deadline, self.refresh_at].into_iter().flatten().min()
+    }
+
+    fn id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn send(&mut self, cmds: &[Command]) {
+        self.actions.push_back(Action::Send(encode_commands(self.cfg.format, cmds)));
+    }
+
+    /// User: connect (and keep reconnecting until `disconnect`).
+    pub fn connect(&mut self) {
+        if self.state == State::Disconnected {
+            self.state = State::Connecting;
+            self.events.push_back(ClientEvent::Connecting { code: 0, reason: "connect called".into() });
+            self.actions.push_back(Action::OpenTransport);
+        }
+    }
+
+    /// User: disconnect; subscriptions are kept (and resubscribed on the next `connect`).
+    pub fn disconnect(&mut self) {
+        if self.state != State::Disconnected {
+            self.to_disconnected(0, "disconnect called");
+            self.actions.push_back(Action::CloseTransport);
+        }
+    }
+
+    fn to_disconnected(&mut self, code: u16, reason: &str) {
+        self.state = State::Disconnected;
+        self.refresh_at = None;
+        self.reconnect_at = None;
+        self.ping_deadline = None;
+        for s in self.subs.values_mut() {
+            if s.state == SubState::Subscribed {
+                s.state = SubState::Subscribing;
+            }
+        }
+        self.events.push_back(ClientEvent::Disconnected { code, reason: reason.into() });
+    }
+
+    /// User: subscribe (now if connected, on connect otherwise).
+    pub fn subscribe(&mut self, channel: &str, recoverable: bool, token: &str) {
+        if self.subs.get(channel).is_some_and(|s| s.state != SubState::Unsubscribed) {
+            return;
+        }
+        self.subs.insert(channel.into(), Sub { state: SubState::Subscribing, recoverable, position: None, token: token.into() });
+        self.events.push_back(ClientEvent::Subscribing { channel: channel.into() });
+        if self.state == State::Connected {
+            self.send_subscribe(channel);
+        }
+    }
+
+    fn send_subscribe(&mut self, channel: &str) {
+        let id = self.id();
+        let Some(s) = self.subs.get(channel) else { return };
+        let mut req = SubscribeRequest { channel: channel.into(), token: s.token.clone(), recoverable: s.recoverable, ..Default::default() };
+        if let (true, Some((offset, epoch))) = (s.recoverable, &s.position) {
+            req.recover = true;
+            req.offset = *offset;
+            req.epoch = epoch.clone();
+        }
+        self.pending_subs.insert(id, channel.into());
+        self.send(&[Command { id, subscribe: Some(req), ..Default::default() }]);
+    }
+
+    pub fn unsubscribe(&mut self, channel: &str) {
+        if let Some(s) = self.subs.remove(channel) {
+            if self.state == State::Connected && s.state != SubState::Unsubscribed {
+                let id = self.id();
+                self.send(&[Command { id, unsubscribe: Some(UnsubscribeRequest { channel: channel.into() }), ..Default::default() }]);
+            }
+            self.events.push_back(ClientEvent::Unsubscribed { channel: channel.into(), code: 0 });
+        }
+    }
+
+    /// User: any command with an id (publish, presence, presence_stats, history, rpc);
+    /// the answer comes as [`ClientEvent::Reply`]. `None` when not connected.
+    pub fn call(&mut self, mut cmd: Command) -> Option<u32> {
+        if self.state != State::Connected {
+            return None;
+        }
+        let id = self.id();
+        cmd.id = id;
+        self.send(&[cmd]);
+        Some(id)
+    }
+
+    /// User: a `send` (no answer).
+    pub fn send_message(&mut self, data: Bytes) -> bool {
+        if self.state != State::Connected {
+            return false;
+        }
+        self.send(&[Command { send: Some(SendRequest { data }), ..Default::default() }]);
+        true
+    }
+
+    /// The new token after [`Action::RefreshToken`].
+    pub fn handle_token(&mut self, token: String, now: Instant) {
+        self.cfg.token = token;
+        if self.awaiting_token {
+            self.awaiting_token = false;
+            if self.state == State::Connecting {
+                self.schedule_reconnect(now, 0);
+            } else if self.state == State::Connected {
+                let id = self.id();
+                let t = self.cfg.token.clone();
+                self.send(&[Command { id, refresh: Some(RefreshRequest { token: t }), ..Default::default() }]);
+            }
+        }
+    }
+
+    /// Transport: the WebSocket is open; send `connect` (with the subscriptions to recover).
+    pub fn handle_open(&mut self, _now: Instant) {
+        if self.state != State::Connecting {
+            return;
+        }
+        let id = self.id();
+        self.connect_id = id;
+        let req = ConnectRequest { token: self.cfg.token.clone(), name: self.cfg.name.clone(), ..Default::default() };
+        self.send(&[Command { id, connect: Some(req), ..Default::default() }]);
+    }
+
+    /// Transport: closed (by either side) with `code`. Reconnects unless the code is
+    /// terminal or the user disconnected.
+    pub fn handle_close(&mut self, code: u16, reason: &str, now: Instant) {
+        if self.state == State::Disconnected {
+            return;
+        }
+        self.ping_deadline = None;
+        if !is_reconnect_code(code) {
+            self.to_disconnected(code, reason);
+            return;
+        }
+        let was_connected = self.state == State::Connected;
+        let stable = self.connected_at.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.stable_after);
+        if stable {
+            self.attempts = 0;
+        }
+        self.state = State::Connecting;
+        for s in self.subs.values_mut() {
+            if s.state == SubState::Subscribed {
+                s.state = SubState::Subscribing;
+            }
+        }
+        if was_connected || self.attempts == 0 {
+            self.events.push_back(ClientEvent::Connecting { code, reason: reason.into() });
+        }
+        let delay = self.backoff();
+        self.schedule_reconnect(now, delay.as_millis() as u64);
+    }
+
+    /// Full jitter (as the official SDKs): `min + random(0 ..= min(max, min * 2^attempt))`,
+    /// capped at `max`.
+    pub fn backoff(&mut self) -> Duration {
+        let min = self.cfg.min_reconnect_delay.as_millis() as u64;
+        let max = self.cfg.max_reconnect_delay.as_millis() as u64;
+        let span = min.saturating_mul(1u64 << self.attempts.min(31)).min(max);
+        self.attempts = self.attempts.saturating_add(1);
+        let extra = self.rng.gen_range(0..=span);
+        Duration::from_millis(min.saturating_add(extra).min(max))
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant, delay_ms: u64) {
+        self.reconnect_at = Some(now + Duration::from_millis(delay_ms));
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = None;
+            if self.state == State::Connected && !self.awaiting_token {
+                self.awaiting_token = true;
+                self.actions.push_back(Action::RefreshToken);
+            }
+        }
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            if self.state == State::Connecting {
+                self.actions.push_back(Action::OpenTransport);
+            }
+        }
+        if self.ping_deadline.is_some_and(|t| t <= now) {
+            // No ping from the server in time: the link is dead even if TCP says nothing.
+            self.ping_deadline = None;
+            self.actions.push_back(Action::CloseTransport);
+            self.handle_close(dc::NO_PONG, "no ping", now);
+        }
+    }
+
+    /// Transport: one received frame.
+    pub fn handle_frame(&mut self, frame: Bytes, now: Instant) {
+        let replies = match decode_replies(self.cfg.format, frame) {
+            Ok(r) => r,
+            Err(e) => {
+                self.events.push_back(ClientEvent::Error { message: format!("undecodable frame: {e}") });
+                return;
+            }
+        };
+        for r in replies {
+            self.handle_reply(r, now);
+        }
+    }
+
+    fn handle_reply(&mut self, r: Reply, now: Instant) {
+        if r.id == 0 {
+            match r.push {
+                Some(p) => self.handle_push(p, now),
+                None => {
+                    // The server's ping: answer and expect the next one.
+                    self.send(&[Command::default()]);
+                    self.arm_ping(now);
+                }
+            }
+            return;
+        }
+        if r.id == self.connect_id {
+            self.connect_id = 0;
+            return self.handle_connect_reply(r, now);
+        }
+        if let Some(channel) = self.pending_subs.remove(&r.id) {
+            return self.handle_subscribe_reply(channel, r);
+        }
+        if let Some(rr) = &r.refresh {
+            self.refresh_at = rr.expires.then(|| now + refresh_delay(rr.ttl));
+            return;
+        }
+        self.events.push_back(ClientEvent::Reply { id: r.id, reply: Box::new(r) });
+    }
+
+    fn arm_ping(&mut self, now: Instant) {
+        if let Some(interval) = self.ping_interval {
+            self.ping_deadline = Some(now + interval + self.cfg.max_server_ping_delay);
+        }
+    }
+
+    fn handle_connect_reply(&mut self, r: Reply, now: Instant) {
+        if let Some(e) = r.error {
+            if e.code == ec::TOKEN_EXPIRED {
+                self.awaiting_token = true;
+                self.actions.push_back(Action::RefreshToken);
+                self.actions.push_back(Action::CloseTransport);
+                return;
+            }
+            // Temporary errors are retried with backoff; others end the client.
+            self.actions.push_back(Action::CloseTransport);
+            if e.temporary {
+                let d = self.backoff();
+                self.schedule_reconnect(now, d.as_millis() as u64);
+            } else {
+                self.to_disconnected(dc::BAD_REQUEST, &e.message);
+            }
+            return;
+        }
+        let Some(c) = r.connect else { return };
+        self.state = State::Connected;
+        self.connected_at = Some(now);
+        self.ping_interval = (c.ping > 0).then(|| Duration::from_secs(u64::from(c.ping)));
+        self.refresh_at = c.expires.then(|| now + refresh_delay(c.ttl));
+        self.arm_ping(now);
+        self.events.push_back(ClientEvent::Connected { client: c.client });
+        let channels: Vec<String> = self.subs.iter().filter(|(_, s)| s.state == SubState::Subscribing).map(|(c, _)| c.clone()).collect();
+        for ch in channels {
+            self.send_subscribe(&ch);
+        }
+    }
+
+    fn handle_subscribe_reply(&mut self, channel: String, r: Reply) {
+        let Some(s) = self.subs.get_mut(&channel) else { return };
+        if let Some(e) = r.error {
+            if e.temporary {
+                return self.send_subscribe(&channel);
+            }
+            s.state = SubState::Unsubscribed;
+            self.subs.remove(&channel);
+            self.events.push_back(ClientEvent::Unsubscribed { channel, code: e.code });
+            return;
+        }
+        let Some(res) = r.subscribe else { return };
+        s.state = SubState::Subscribed;
+        if res.recoverable {
+            s.position = Some((res.offset, res.epoch.clone()));
+        }
+        self.events.push_back(ClientEvent::Subscribed { channel: channel.clone(), recovered: res.recovered, was_recovering: res.was_recovering });
+        for p in res.publications {
+            self.publication(&channel, p);
+        }
+    }
+
+    fn publication(&mut self, channel: &str, p: Publication) {
+        if let Some(s) = self.subs.get_mut(channel) {
+            if s.recoverable && p.offset > 0 {
+                match &mut s.position {
+                    // Already delivered (a recovered publication that also came live).
+                    Some((o, _)) if p.offset <= *o => return,
+                    Some((o, _)) => *o = p.offset,
+                    None => {}
+                }
+            }
+        }
+        self.events.push_back(ClientEvent::Publication { channel: channel.into(), data: p.data, offset: p.offset });
+    }
+
+    fn handle_push(&mut self, p: Push, now: Instant) {
+        let channel = p.channel;
+        if let Some(publication) = p.r#pub {
+            self.publication(&channel, publication);
+        } else if let Some(j) = p.join {
+            self.events.push_back(ClientEvent::Join { channel, info: j.info.unwrap_or_default() });
+        } else if let Some(l) = p.leave {
+            self.events.push_back(ClientEvent::Leave { channel, info: l.info.unwrap_or_default() });
+        } else if let Some(u) = p.unsubscribe {
+            if u.code >= 2500 {
+                // "resubscribe" codes: insufficient state, expired, invalidated.
+                if let Some(s) = self.subs.get_mut(&channel) {
+                    s.state = SubState::Subscribing;
+                }
+                self.send_subscribe(&channel);
+            } else if self.subs.remove(&channel).is_some() {
+                self.events.push_back(ClientEvent::Unsubscribed { channel, code: u.code });
+            }
+        } else if let Some(d) = p.disconnect {
+            self.actions.push_back(Action::CloseTransport);
+            let code = d.code.min(u32::from(u16::MAX)) as u16;
+            self.handle_close(code, &d.reason, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
