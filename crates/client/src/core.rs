@@ -70,18 +70,50 @@ pub enum Action {
 /// What happened, for the application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
-    Connecting { code: u16, reason: String },
-    Connected { client: String },
-    Disconnected { code: u16, reason: String },
-    Subscribing { channel: String },
-    Subscribed { channel: String, recovered: bool, was_recovering: bool },
-    Unsubscribed { channel: String, code: u32 },
-    Publication { channel: String, data: Bytes, offset: u64 },
-    Join { channel: String, info: ClientInfo },
-    Leave { channel: String, info: ClientInfo },
+    Connecting {
+        code: u16,
+        reason: String,
+    },
+    Connected {
+        client: String,
+    },
+    Disconnected {
+        code: u16,
+        reason: String,
+    },
+    Subscribing {
+        channel: String,
+    },
+    Subscribed {
+        channel: String,
+        recovered: bool,
+        was_recovering: bool,
+    },
+    Unsubscribed {
+        channel: String,
+        code: u32,
+    },
+    Publication {
+        channel: String,
+        data: Bytes,
+        offset: u64,
+    },
+    Join {
+        channel: String,
+        info: ClientInfo,
+    },
+    Leave {
+        channel: String,
+        info: ClientInfo,
+    },
     /// The answer to a call made with an id (publish, presence, history, rpc...).
-    Reply { id: u32, reply: Box<Reply> },
-    Error { message: String },
+    Reply {
+        id: u32,
+        reply: Box<Reply>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -183,7 +215,10 @@ impl ClientCore {
     pub fn connect(&mut self) {
         if self.state == State::Disconnected {
             self.state = State::Connecting;
-            self.events.push_back(ClientEvent::Connecting { code: 0, reason: "connect called".into() });
+            self.events.push_back(ClientEvent::Connecting {
+                code: 0,
+                reason: "connect called".into(),
+            });
             self.actions.push_back(Action::OpenTransport);
         }
     }
@@ -191,12 +226,12 @@ impl ClientCore {
     /// User: disconnect; subscriptions are kept (and resubscribed on the next `connect`).
     pub fn disconnect(&mut self) {
         if self.state != State::Disconnected {
-            self.to_disconnected(0, "disconnect called");
+            self.enter_disconnected(0, "disconnect called");
             self.actions.push_back(Action::CloseTransport);
         }
     }
 
-    fn to_disconnected(&mut self, code: u16, reason: &str) {
+    fn enter_disconnected(&mut self, code: u16, reason: &str) {
         self.state = State::Disconnected;
         self.refresh_at = None;
         self.reconnect_at = None;
@@ -206,7 +241,10 @@ impl ClientCore {
                 s.state = SubState::Subscribing;
             }
         }
-        self.events.push_back(ClientEvent::Disconnected { code, reason: reason.into() });
+        self.events.push_back(ClientEvent::Disconnected {
+            code,
+            reason: reason.into(),
+        });
     }
 
     /// User: subscribe (now if connected, on connect otherwise).
@@ -214,7 +252,15 @@ impl ClientCore {
         if self.subs.get(channel).is_some_and(|s| s.state != SubState::Unsubscribed) {
             return;
         }
-        self.subs.insert(channel.into(), Sub { state: SubState::Subscribing, recoverable, position: None, token: token.into() });
+        self.subs.insert(
+            channel.into(),
+            Sub {
+                state: SubState::Subscribing,
+                recoverable,
+                position: None,
+                token: token.into(),
+            },
+        );
         self.events.push_back(ClientEvent::Subscribing { channel: channel.into() });
         if self.state == State::Connected {
             self.send_subscribe(channel);
@@ -224,23 +270,39 @@ impl ClientCore {
     fn send_subscribe(&mut self, channel: &str) {
         let id = self.id();
         let Some(s) = self.subs.get(channel) else { return };
-        let mut req = SubscribeRequest { channel: channel.into(), token: s.token.clone(), recoverable: s.recoverable, ..Default::default() };
+        let mut req = SubscribeRequest {
+            channel: channel.into(),
+            token: s.token.clone(),
+            recoverable: s.recoverable,
+            ..Default::default()
+        };
         if let (true, Some((offset, epoch))) = (s.recoverable, &s.position) {
             req.recover = true;
             req.offset = *offset;
             req.epoch = epoch.clone();
         }
         self.pending_subs.insert(id, channel.into());
-        self.send(&[Command { id, subscribe: Some(req), ..Default::default() }]);
+        self.send(&[Command {
+            id,
+            subscribe: Some(req),
+            ..Default::default()
+        }]);
     }
 
     pub fn unsubscribe(&mut self, channel: &str) {
         if let Some(s) = self.subs.remove(channel) {
             if self.state == State::Connected && s.state != SubState::Unsubscribed {
                 let id = self.id();
-                self.send(&[Command { id, unsubscribe: Some(UnsubscribeRequest { channel: channel.into() }), ..Default::default() }]);
+                self.send(&[Command {
+                    id,
+                    unsubscribe: Some(UnsubscribeRequest { channel: channel.into() }),
+                    ..Default::default()
+                }]);
             }
-            self.events.push_back(ClientEvent::Unsubscribed { channel: channel.into(), code: 0 });
+            self.events.push_back(ClientEvent::Unsubscribed {
+                channel: channel.into(),
+                code: 0,
+            });
         }
     }
 
@@ -261,7 +323,10 @@ impl ClientCore {
         if self.state != State::Connected {
             return false;
         }
-        self.send(&[Command { send: Some(SendRequest { data }), ..Default::default() }]);
+        self.send(&[Command {
+            send: Some(SendRequest { data }),
+            ..Default::default()
+        }]);
         true
     }
 
@@ -275,7 +340,11 @@ impl ClientCore {
             } else if self.state == State::Connected {
                 let id = self.id();
                 let t = self.cfg.token.clone();
-                self.send(&[Command { id, refresh: Some(RefreshRequest { token: t }), ..Default::default() }]);
+                self.send(&[Command {
+                    id,
+                    refresh: Some(RefreshRequest { token: t }),
+                    ..Default::default()
+                }]);
             }
         }
     }
@@ -287,8 +356,16 @@ impl ClientCore {
         }
         let id = self.id();
         self.connect_id = id;
-        let req = ConnectRequest { token: self.cfg.token.clone(), name: self.cfg.name.clone(), ..Default::default() };
-        self.send(&[Command { id, connect: Some(req), ..Default::default() }]);
+        let req = ConnectRequest {
+            token: self.cfg.token.clone(),
+            name: self.cfg.name.clone(),
+            ..Default::default()
+        };
+        self.send(&[Command {
+            id,
+            connect: Some(req),
+            ..Default::default()
+        }]);
     }
 
     /// Transport: closed (by either side) with `code`. Reconnects unless the code is
@@ -299,11 +376,13 @@ impl ClientCore {
         }
         self.ping_deadline = None;
         if !is_reconnect_code(code) {
-            self.to_disconnected(code, reason);
+            self.enter_disconnected(code, reason);
             return;
         }
         let was_connected = self.state == State::Connected;
-        let stable = self.connected_at.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.stable_after);
+        let stable = self
+            .connected_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.stable_after);
         if stable {
             self.attempts = 0;
         }
@@ -314,7 +393,10 @@ impl ClientCore {
             }
         }
         if was_connected || self.attempts == 0 {
-            self.events.push_back(ClientEvent::Connecting { code, reason: reason.into() });
+            self.events.push_back(ClientEvent::Connecting {
+                code,
+                reason: reason.into(),
+            });
         }
         let delay = self.backoff();
         self.schedule_reconnect(now, delay.as_millis() as u64);
@@ -362,7 +444,9 @@ impl ClientCore {
         let replies = match decode_replies(self.cfg.format, frame) {
             Ok(r) => r,
             Err(e) => {
-                self.events.push_back(ClientEvent::Error { message: format!("undecodable frame: {e}") });
+                self.events.push_back(ClientEvent::Error {
+                    message: format!("undecodable frame: {e}"),
+                });
                 return;
             }
         };
@@ -394,7 +478,10 @@ impl ClientCore {
             self.refresh_at = rr.expires.then(|| now + refresh_delay(rr.ttl));
             return;
         }
-        self.events.push_back(ClientEvent::Reply { id: r.id, reply: Box::new(r) });
+        self.events.push_back(ClientEvent::Reply {
+            id: r.id,
+            reply: Box::new(r),
+        });
     }
 
     fn arm_ping(&mut self, now: Instant) {
@@ -417,7 +504,7 @@ impl ClientCore {
                 let d = self.backoff();
                 self.schedule_reconnect(now, d.as_millis() as u64);
             } else {
-                self.to_disconnected(dc::BAD_REQUEST, &e.message);
+                self.enter_disconnected(dc::BAD_REQUEST, &e.message);
             }
             return;
         }
@@ -428,7 +515,12 @@ impl ClientCore {
         self.refresh_at = c.expires.then(|| now + refresh_delay(c.ttl));
         self.arm_ping(now);
         self.events.push_back(ClientEvent::Connected { client: c.client });
-        let channels: Vec<String> = self.subs.iter().filter(|(_, s)| s.state == SubState::Subscribing).map(|(c, _)| c.clone()).collect();
+        let channels: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.state == SubState::Subscribing)
+            .map(|(c, _)| c.clone())
+            .collect();
         for ch in channels {
             self.send_subscribe(&ch);
         }
@@ -450,7 +542,11 @@ impl ClientCore {
         if res.recoverable {
             s.position = Some((res.offset, res.epoch.clone()));
         }
-        self.events.push_back(ClientEvent::Subscribed { channel: channel.clone(), recovered: res.recovered, was_recovering: res.was_recovering });
+        self.events.push_back(ClientEvent::Subscribed {
+            channel: channel.clone(),
+            recovered: res.recovered,
+            was_recovering: res.was_recovering,
+        });
         for p in res.publications {
             self.publication(&channel, p);
         }
@@ -467,7 +563,11 @@ impl ClientCore {
                 }
             }
         }
-        self.events.push_back(ClientEvent::Publication { channel: channel.into(), data: p.data, offset: p.offset });
+        self.events.push_back(ClientEvent::Publication {
+            channel: channel.into(),
+            data: p.data,
+            offset: p.offset,
+        });
     }
 
     fn handle_push(&mut self, p: Push, now: Instant) {
@@ -475,9 +575,15 @@ impl ClientCore {
         if let Some(publication) = p.r#pub {
             self.publication(&channel, publication);
         } else if let Some(j) = p.join {
-            self.events.push_back(ClientEvent::Join { channel, info: j.info.unwrap_or_default() });
+            self.events.push_back(ClientEvent::Join {
+                channel,
+                info: j.info.unwrap_or_default(),
+            });
         } else if let Some(l) = p.leave {
-            self.events.push_back(ClientEvent::Leave { channel, info: l.info.unwrap_or_default() });
+            self.events.push_back(ClientEvent::Leave {
+                channel,
+                info: l.info.unwrap_or_default(),
+            });
         } else if let Some(u) = p.unsubscribe {
             if u.code >= 2500 {
                 // "resubscribe" codes: insufficient state, expired, invalidated.

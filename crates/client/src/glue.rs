@@ -47,13 +47,22 @@ struct Target {
 }
 
 fn parse(url: &str) -> Result<Target, ClientError> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::Url("only ws:// is supported by this build".into()))?;
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| ClientError::Url("only ws:// is supported by this build".into()))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport).map_err(|e| ClientError::Url(e.to_string()))?.next().ok_or_else(|| ClientError::Url("no address".into()))?;
-    Ok(Target { addr, host: hostport.to_string(), path: path.to_string() })
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .map_err(|e| ClientError::Url(e.to_string()))?
+        .next()
+        .ok_or_else(|| ClientError::Url("no address".into()))?;
+    Ok(Target {
+        addr,
+        host: hostport.to_string(),
+        path: path.to_string(),
+    })
 }
 
 struct Transport {
@@ -64,7 +73,11 @@ struct Transport {
 async fn open(t: &Target, format: Format) -> std::io::Result<Transport> {
     let mut stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(t.addr)).await??;
     let _ = stream.set_nodelay(true);
-    let protocols: &[&str] = if format == Format::Protobuf { &["centrifuge-protobuf"] } else { &[] };
+    let protocols: &[&str] = if format == Format::Protobuf {
+        &["centrifuge-protobuf"]
+    } else {
+        &[]
+    };
     let req = handshake::client_request(&t.host, &t.path, protocols, None, rand::random());
     stream.write_all(&req.bytes).await?;
     let mut buf = Vec::new();
@@ -80,12 +93,19 @@ async fn open(t: &Target, format: Format) -> std::io::Result<Transport> {
         if let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) {
             let mut map = http::HeaderMap::new();
             for h in resp.headers.iter() {
-                if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(h.value)) {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(h.name.as_bytes()),
+                    http::HeaderValue::from_bytes(h.value),
+                ) {
                     map.append(n, v);
                 }
             }
             handshake::verify_response(resp.code.unwrap_or(0), &map, &req, None).map_err(std::io::Error::other)?;
-            let mut conn = Connection::new(Config { role: Role::Client, max_message_size: 64 << 20, deflate: None });
+            let mut conn = Connection::new(Config {
+                role: Role::Client,
+                max_message_size: 64 << 20,
+                deflate: None,
+            });
             conn.handle_read(&buf[head..]);
             return Ok(Transport { stream, conn });
         }
@@ -114,7 +134,11 @@ impl Client {
         Self::start_with_token_source(url, cfg, None)
     }
 
-    pub fn start_with_token_source(url: &str, cfg: ClientConfig, tokens: Option<TokenSource>) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
+    pub fn start_with_token_source(
+        url: &str,
+        cfg: ClientConfig,
+        tokens: Option<TokenSource>,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
         let target = parse(url)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (etx, erx) = mpsc::unbounded_channel();
@@ -145,7 +169,13 @@ impl Client {
     }
     /// Publishes JSON (or bytes, in Protobuf) into a channel.
     pub fn publish(&self, channel: &str, data: Bytes) {
-        self.call(Command { publish: Some(wshub_protocol::PublishRequest { channel: channel.into(), data }), ..Default::default() });
+        self.call(Command {
+            publish: Some(wshub_protocol::PublishRequest {
+                channel: channel.into(),
+                data,
+            }),
+            ..Default::default()
+        });
     }
 }
 
@@ -162,7 +192,13 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn run(target: Target, cfg: ClientConfig, tokens: Option<TokenSource>, mut calls: mpsc::UnboundedReceiver<UserCall>, events: mpsc::UnboundedSender<ClientEvent>) {
+async fn run(
+    target: Target,
+    cfg: ClientConfig,
+    tokens: Option<TokenSource>,
+    mut calls: mpsc::UnboundedReceiver<UserCall>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+) {
     let format = cfg.format;
     let mut core = ClientCore::new(cfg, rand::random());
     let mut transport: Option<Transport> = None;
@@ -177,12 +213,20 @@ async fn run(target: Target, cfg: ClientConfig, tokens: Option<TokenSource>, mut
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "connect failed");
-                        core.handle_close(wshub_protocol::codes::disconnect::CONNECTION_CLOSED, "transport failed", Instant::now());
+                        core.handle_close(
+                            wshub_protocol::codes::disconnect::CONNECTION_CLOSED,
+                            "transport failed",
+                            Instant::now(),
+                        );
                     }
                 },
                 Action::Send(b) => {
                     if let Some(t) = transport.as_mut() {
-                        let kind = if format == Format::Json { MessageKind::Text } else { MessageKind::Binary };
+                        let kind = if format == Format::Json {
+                            MessageKind::Text
+                        } else {
+                            MessageKind::Binary
+                        };
                         t.conn.send(kind, b);
                     }
                 }
@@ -191,12 +235,16 @@ async fn run(target: Target, cfg: ClientConfig, tokens: Option<TokenSource>, mut
                     Some(src) => match src().await {
                         Ok(t) => core.handle_token(t, Instant::now()),
                         Err(e) => {
-                            let _ = events.send(ClientEvent::Error { message: format!("token: {e}") });
+                            let _ = events.send(ClientEvent::Error {
+                                message: format!("token: {e}"),
+                            });
                             core.disconnect();
                         }
                     },
                     None => {
-                        let _ = events.send(ClientEvent::Error { message: "token expired and no token source".into() });
+                        let _ = events.send(ClientEvent::Error {
+                            message: "token expired and no token source".into(),
+                        });
                         core.disconnect();
                     }
                 },

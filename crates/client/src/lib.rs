@@ -22,4 +22,4 @@ pub mod core;
 mod glue;
 
 pub use crate::core::{Action, ClientConfig, ClientEvent, State, SubState};
-pub use glue::{Client, ClientError};
+pub use glue::{Client, ClientError, TokenSource};

@@ -2,7 +2,13 @@ use super::*;
 use wshub_protocol::codec::{decode_commands, reply_bytes};
 
 fn core() -> ClientCore {
-    ClientCore::new(ClientConfig { token: "t".into(), ..Default::default() }, 7)
+    ClientCore::new(
+        ClientConfig {
+            token: "t".into(),
+            ..Default::default()
+        },
+        7,
+    )
 }
 
 fn actions(c: &mut ClientCore) -> Vec<Action> {
@@ -35,7 +41,19 @@ fn connected(c: &mut ClientCore, now: Instant) {
     let cmds = sent(c);
     let id = cmds[0].id;
     assert_eq!(cmds[0].connect.as_ref().unwrap().token, "t");
-    c.handle_frame(frame(Reply { id, connect: Some(ConnectResult { client: "c1".into(), ping: 25, pong: true, ..Default::default() }), ..Default::default() }), now);
+    c.handle_frame(
+        frame(Reply {
+            id,
+            connect: Some(ConnectResult {
+                client: "c1".into(),
+                ping: 25,
+                pong: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        now,
+    );
     assert_eq!(c.state(), State::Connected);
 }
 
@@ -48,12 +66,47 @@ fn connect_then_subscribe_and_receive() {
     let cmds = sent(&mut c);
     let sub = cmds[0].subscribe.as_ref().unwrap();
     assert_eq!((sub.channel.as_str(), sub.recover), ("news", false));
-    c.handle_frame(frame(Reply { id: cmds[0].id, subscribe: Some(SubscribeResult { recoverable: true, epoch: "e".into(), offset: 4, ..Default::default() }), ..Default::default() }), t0);
+    c.handle_frame(
+        frame(Reply {
+            id: cmds[0].id,
+            subscribe: Some(SubscribeResult {
+                recoverable: true,
+                epoch: "e".into(),
+                offset: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
     assert_eq!(c.sub_state("news"), SubState::Subscribed);
-    let p = Push { channel: "news".into(), r#pub: Some(Publication { data: Bytes::from_static(b"1"), offset: 5, ..Default::default() }), ..Default::default() };
-    c.handle_frame(frame(Reply { push: Some(p.clone()), ..Default::default() }), t0);
-    c.handle_frame(frame(Reply { push: Some(p), ..Default::default() }), t0);
-    let pubs: Vec<_> = events(&mut c).into_iter().filter(|e| matches!(e, ClientEvent::Publication { .. })).collect();
+    let p = Push {
+        channel: "news".into(),
+        r#pub: Some(Publication {
+            data: Bytes::from_static(b"1"),
+            offset: 5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.handle_frame(
+        frame(Reply {
+            push: Some(p.clone()),
+            ..Default::default()
+        }),
+        t0,
+    );
+    c.handle_frame(
+        frame(Reply {
+            push: Some(p),
+            ..Default::default()
+        }),
+        t0,
+    );
+    let pubs: Vec<_> = events(&mut c)
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::Publication { .. }))
+        .collect();
     assert_eq!(pubs.len(), 1, "a duplicate offset is dropped");
 }
 
@@ -64,7 +117,19 @@ fn reconnect_with_backoff_and_recover() {
     c.subscribe("news", true, "");
     connected(&mut c, t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(frame(Reply { id, subscribe: Some(SubscribeResult { recoverable: true, epoch: "e".into(), offset: 9, ..Default::default() }), ..Default::default() }), t0);
+    c.handle_frame(
+        frame(Reply {
+            id,
+            subscribe: Some(SubscribeResult {
+                recoverable: true,
+                epoch: "e".into(),
+                offset: 9,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
     let _ = events(&mut c);
     c.handle_close(dc::SHUTDOWN, "shutdown", t0);
     assert_eq!(c.state(), State::Connecting);
@@ -78,30 +143,83 @@ fn reconnect_with_backoff_and_recover() {
     assert_eq!(actions(&mut c), vec![Action::OpenTransport]);
     c.handle_open(at);
     let cid = sent(&mut c)[0].id;
-    c.handle_frame(frame(Reply { id: cid, connect: Some(ConnectResult { client: "c2".into(), ..Default::default() }), ..Default::default() }), at);
+    c.handle_frame(
+        frame(Reply {
+            id: cid,
+            connect: Some(ConnectResult {
+                client: "c2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        at,
+    );
     let cmds = sent(&mut c);
     let s = cmds[0].subscribe.as_ref().unwrap();
-    assert_eq!((s.recover, s.offset, s.epoch.as_str()), (true, 9, "e"), "resubscribes from its position");
+    assert_eq!(
+        (s.recover, s.offset, s.epoch.as_str()),
+        (true, 9, "e"),
+        "resubscribes from its position"
+    );
     let recovered = SubscribeResult {
         recoverable: true,
         recovered: true,
         was_recovering: true,
         epoch: "e".into(),
         offset: 9,
-        publications: vec![Publication { offset: 10, data: Bytes::from_static(b"10"), ..Default::default() }, Publication { offset: 11, data: Bytes::from_static(b"11"), ..Default::default() }],
+        publications: vec![
+            Publication {
+                offset: 10,
+                data: Bytes::from_static(b"10"),
+                ..Default::default()
+            },
+            Publication {
+                offset: 11,
+                data: Bytes::from_static(b"11"),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
-    c.handle_frame(frame(Reply { id: cmds[0].id, subscribe: Some(recovered), ..Default::default() }), at);
+    c.handle_frame(
+        frame(Reply {
+            id: cmds[0].id,
+            subscribe: Some(recovered),
+            ..Default::default()
+        }),
+        at,
+    );
     let ev = events(&mut c);
-    assert!(ev.contains(&ClientEvent::Subscribed { channel: "news".into(), recovered: true, was_recovering: true }));
-    let offsets: Vec<u64> = ev.iter().filter_map(|e| if let ClientEvent::Publication { offset, .. } = e { Some(*offset) } else { None }).collect();
+    assert!(ev.contains(&ClientEvent::Subscribed {
+        channel: "news".into(),
+        recovered: true,
+        was_recovering: true
+    }));
+    let offsets: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| {
+            if let ClientEvent::Publication { offset, .. } = e {
+                Some(*offset)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(offsets, vec![10, 11]);
 }
 
 #[test]
 fn backoff_grows_is_capped_and_resets_after_a_stable_connection() {
     let t0 = Instant::now();
-    let mut c = ClientCore::new(ClientConfig { token: "t".into(), min_reconnect_delay: Duration::from_millis(100), max_reconnect_delay: Duration::from_secs(2), ..Default::default() }, 1);
+    let mut c = ClientCore::new(
+        ClientConfig {
+            token: "t".into(),
+            min_reconnect_delay: Duration::from_millis(100),
+            max_reconnect_delay: Duration::from_secs(2),
+            ..Default::default()
+        },
+        1,
+    );
     let delays: Vec<Duration> = (0..10).map(|_| c.backoff()).collect();
     for (i, d) in delays.iter().enumerate() {
         let ceiling = Duration::from_millis((100 + (100u64 << i).min(2000)).min(2000));
@@ -116,7 +234,9 @@ fn backoff_grows_is_capped_and_resets_after_a_stable_connection() {
 
 #[test]
 fn jitter_spreads_clients() {
-    let delays: Vec<Duration> = (0..200).map(|seed| ClientCore::new(ClientConfig::default(), seed).backoff()).collect();
+    let delays: Vec<Duration> = (0..200)
+        .map(|seed| ClientCore::new(ClientConfig::default(), seed).backoff())
+        .collect();
     let distinct: std::collections::HashSet<_> = delays.iter().collect();
     assert!(distinct.len() > 150, "{} distinct delays", distinct.len());
 }
@@ -147,7 +267,18 @@ fn expired_token_is_refreshed() {
     let _ = actions(&mut c);
     c.handle_open(t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(frame(Reply { id, error: Some(Error { code: 109, message: "token expired".into(), temporary: false }), ..Default::default() }), t0);
+    c.handle_frame(
+        frame(Reply {
+            id,
+            error: Some(Error {
+                code: 109,
+                message: "token expired".into(),
+                temporary: false,
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
     assert_eq!(actions(&mut c), vec![Action::RefreshToken, Action::CloseTransport]);
     c.handle_close(1000, "", t0);
     c.handle_token("fresh".into(), t0);
@@ -182,7 +313,19 @@ fn resubscribe_on_2500_and_drop_on_2000() {
     c.subscribe("b", false, "");
     connected(&mut c, t0);
     let _ = sent(&mut c);
-    let unsub = |ch: &str, code| frame(Reply { push: Some(Push { channel: ch.into(), unsubscribe: Some(Unsubscribe { code, reason: String::new() }), ..Default::default() }), ..Default::default() });
+    let unsub = |ch: &str, code| {
+        frame(Reply {
+            push: Some(Push {
+                channel: ch.into(),
+                unsubscribe: Some(Unsubscribe {
+                    code,
+                    reason: String::new(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
     c.handle_frame(unsub("a", 2500), t0);
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().channel, "a");
     c.handle_frame(unsub("b", 2000), t0);
@@ -197,7 +340,19 @@ fn refreshes_before_expiry() {
     let _ = actions(&mut c);
     c.handle_open(t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(frame(Reply { id, connect: Some(ConnectResult { client: "c".into(), expires: true, ttl: 10, ..Default::default() }), ..Default::default() }), t0);
+    c.handle_frame(
+        frame(Reply {
+            id,
+            connect: Some(ConnectResult {
+                client: "c".into(),
+                expires: true,
+                ttl: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(9)));
     c.handle_timeout(t0 + Duration::from_secs(9));
     assert_eq!(actions(&mut c), vec![Action::RefreshToken]);

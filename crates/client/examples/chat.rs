@@ -1,0 +1,56 @@
+//! A tiny chat: subscribes to a channel, prints what arrives, publishes each line typed.
+//! It survives server restarts (reconnect with backoff and jitter) and recovers what it
+//! missed when the server still has it.
+//!
+//! ```sh
+//! wshub genconfig -o config.json   # then allow clients to publish, e.g. in channel.without_namespace:
+//!                                  # "allow_publish_for_subscriber": true
+//! wshub serve -c config.json &
+//! cargo run -p wshub-client --example chat -- ws://127.0.0.1:8000/connection/websocket "$(wshub gentoken -c config.json -u alice)" lobby
+//! ```
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wshub_client::{Client, ClientConfig, ClientEvent};
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(url), Some(token)) = (args.next(), args.next()) else {
+        eprintln!("usage: chat WS_URL TOKEN [CHANNEL]");
+        std::process::exit(2);
+    };
+    let channel = args.next().unwrap_or_else(|| "lobby".into());
+    let (client, mut events) = match Client::start(
+        &url,
+        ClientConfig {
+            token,
+            ..Default::default()
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    client.subscribe(&channel, true);
+    client.connect();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ClientEvent::Publication { data, .. }) => println!("> {}", String::from_utf8_lossy(&data)),
+                Some(ClientEvent::Disconnected { code, reason }) => {
+                    eprintln!("disconnected: {code} {reason}");
+                    break;
+                }
+                Some(other) => eprintln!("[{other:?}]"),
+                None => break,
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(text)) => client.publish(&channel, serde_json::json!({ "text": text }).to_string().into()),
+                _ => break,
+            },
+        }
+    }
+}

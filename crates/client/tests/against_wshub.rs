@@ -1,0 +1,374 @@
+//! The client against a real wshub process: reconnect after SIGTERM (drain) and SIGKILL,
+//! recovery of publications missed while away, token expiry and refresh, terminal codes,
+//! and 200 clients whose reconnects after a restart are spread by the jitter.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+use wshub_client::{Client, ClientConfig, ClientEvent};
+
+const SECRET: &str = "client-test";
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn bin() -> String {
+    std::env::var("TEST_WSHUB_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/wshub").to_string())
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn config(extra: serde_json::Value) -> std::path::PathBuf {
+        let mut c = json!({
+            "http_api": {"key": "k"},
+            "client": {"token": {"hmac_secret_key": SECRET}, "expired_close_delay": "1s"},
+            "shutdown": {"timeout": "4s", "drain_window": "1s"},
+            "channel": {"namespaces": [{"name": "chat", "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_subscribe_for_client": true}]}
+        });
+        if let (Some(a), serde_json::Value::Object(b)) = (c.as_object_mut(), extra) {
+            for (k, v) in b {
+                a.insert(k, v);
+            }
+        }
+        let p = std::env::temp_dir().join(format!("wshub-client-test-{}-{}.json", std::process::id(), rand_u64()));
+        std::fs::write(&p, c.to_string()).unwrap();
+        p
+    }
+
+    async fn start(cfg: std::path::PathBuf, port: u16) -> Server {
+        let b = bin();
+        assert!(
+            std::path::Path::new(&b).exists(),
+            "wshub binary missing at {b}: run `cargo build --release -p wshub` first"
+        );
+        let child = Command::new(b)
+            .args([
+                "serve",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--address",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(cfg.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + LIMIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "wshub did not listen on {port}: {}",
+                std::fs::read_to_string(cfg.with_extension("log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Server { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    /// Sends a signal to the process we started, by its PID, and waits for it to exit.
+    async fn signal(&mut self, sig: &str) {
+        assert!(Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + LIMIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "wshub did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn api(&self, method: &str, body: serde_json::Value) -> serde_json::Value {
+        let body = body.to_string();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        s.write_all(
+            format!(
+                "POST /api/{method} HTTP/1.1\r\nHost: x\r\nX-API-Key: k\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("null")).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A free port below the ephemeral range (32768+), so that no client socket of a parallel
+/// test takes it while the server restarts on it.
+fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let p = 20_000 + (rand_u64() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 20000..30000");
+}
+
+fn token(user: &str, exp_in: Option<u64>) -> String {
+    let mut c = json!({"sub": user});
+    if let Some(s) = exp_in {
+        c["exp"] = json!(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + s
+        );
+    }
+    wshub_core::token::make_hs256(SECRET, &c).unwrap()
+}
+
+async fn until(events: &mut UnboundedReceiver<ClientEvent>, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    loop {
+        let e = tokio::time::timeout(LIMIT, events.recv())
+            .await
+            .expect("event in time")
+            .expect("client alive");
+        if f(&e) {
+            return e;
+        }
+    }
+}
+
+fn quick(token: String) -> ClientConfig {
+    ClientConfig {
+        token,
+        min_reconnect_delay: Duration::from_millis(100),
+        max_reconnect_delay: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_missed_publications_and_survives_restarts() {
+    let port = free_port();
+    let cfg = Server::config(json!({}));
+    let mut server = Server::start(cfg.clone(), port).await;
+    let (client, mut ev) = Client::start(&server.url(), quick(token("alice", None))).unwrap();
+    client.subscribe("chat:room", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    server.api("publish", json!({"channel": "chat:room", "data": {"n": 1}})).await;
+    until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+
+    // Away (forced reconnect with a long enough delay), while 3 publications are made.
+    client.disconnect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    for n in 2..=4 {
+        server.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
+    }
+    client.connect();
+    let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert_eq!(
+        sub,
+        ClientEvent::Subscribed {
+            channel: "chat:room".into(),
+            recovered: true,
+            was_recovering: true
+        }
+    );
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let ClientEvent::Publication { offset, .. } = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            got.push(offset);
+        }
+    }
+    assert_eq!(got, vec![2, 3, 4], "every missed publication, in order, once");
+
+    // SIGTERM: drained with 3001, the client reconnects to the restarted server. The
+    // in-memory engine lost its history, which the client is told (recovered: false).
+    server.signal("-TERM").await;
+    let c = until(&mut ev, |e| matches!(e, ClientEvent::Connecting { .. })).await;
+    assert!(matches!(c, ClientEvent::Connecting { code: 3001, .. }), "{c:?}");
+    server = Server::start(cfg.clone(), port).await;
+    until(&mut ev, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert_eq!(
+        sub,
+        ClientEvent::Subscribed {
+            channel: "chat:room".into(),
+            recovered: false,
+            was_recovering: true
+        }
+    );
+    server.api("publish", json!({"channel": "chat:room", "data": {"n": 5}})).await;
+    until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+
+    // SIGKILL: no close frame at all; the client notices the drop and comes back.
+    server.signal("-KILL").await;
+    until(&mut ev, |e| matches!(e, ClientEvent::Connecting { .. })).await;
+    let server = Server::start(cfg, port).await;
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    server.api("publish", json!({"channel": "chat:room", "data": {"n": 6}})).await;
+    let p = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(
+        matches!(p, ClientEvent::Publication { ref data, .. } if data == &Bytes::from_static(br#"{"n":6}"#)),
+        "{p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_and_refresh() {
+    let server = Server::start(Server::config(json!({})), free_port()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let source: wshub_client::TokenSource = Arc::new(move || {
+        c2.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(token("bob", Some(3600))) })
+    });
+    // An already expired token: 109, the source is asked, the client connects.
+    let (client, mut ev) = Client::start_with_token_source(&server.url(), quick(token("bob", Some(0))), Some(source)).unwrap();
+    client.subscribe("chat:t", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+
+    // A token that runs out in 2 s: refreshed before, so the connection outlives it.
+    let c3 = calls.clone();
+    let source: wshub_client::TokenSource = Arc::new(move || {
+        c3.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(token("carol", Some(3600))) })
+    });
+    let (client2, mut ev2) = Client::start_with_token_source(&server.url(), quick(token("carol", Some(2))), Some(source)).unwrap();
+    client2.subscribe("chat:t", true);
+    client2.connect();
+    until(&mut ev2, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let past_expiry = Instant::now() + Duration::from_secs(4); // 2 s of token + 1 s of grace, and a margin
+    while Instant::now() < past_expiry {
+        tokio::time::sleep(Duration::from_millis(50)).await; // letting time pass is the scenario
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "refreshed once");
+    server.api("publish", json!({"channel": "chat:t", "data": {"still": "here"}})).await;
+    let e = until(&mut ev2, |e| {
+        matches!(e, ClientEvent::Publication { .. } | ClientEvent::Connecting { .. })
+    })
+    .await;
+    assert!(matches!(e, ClientEvent::Publication { .. }), "no reconnect: {e:?}");
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_codes_stop_reconnecting() {
+    let server = Server::start(Server::config(json!({})), free_port()).await;
+    let (client, mut ev) = Client::start(&server.url(), quick(token("dave", None))).unwrap();
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    server
+        .api(
+            "disconnect",
+            json!({"user": "dave", "disconnect": {"code": 3503, "reason": "banned"}}),
+        )
+        .await;
+    let d = until(&mut ev, |e| {
+        matches!(e, ClientEvent::Disconnected { .. } | ClientEvent::Connecting { .. })
+    })
+    .await;
+    assert_eq!(
+        d,
+        ClientEvent::Disconnected {
+            code: 3503,
+            reason: "banned".into()
+        }
+    );
+    // Ten times the maximum reconnect delay later, still no attempt.
+    let r = tokio::time::timeout(Duration::from_secs(2), ev.recv()).await;
+    assert!(r.is_err(), "no event after a terminal code: {r:?}");
+    // An invalid token is terminal too.
+    let (client2, mut ev2) = Client::start(
+        &server.url(),
+        quick(wshub_core::token::make_hs256("wrong", &json!({"sub": "x"})).unwrap()),
+    )
+    .unwrap();
+    client2.connect();
+    let d = until(&mut ev2, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    assert!(matches!(d, ClientEvent::Disconnected { code: 3500, .. }), "{d:?}");
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_a_restart_are_spread_by_jitter() {
+    const N: usize = 200;
+    let port = free_port();
+    let cfg = Server::config(json!({}));
+    let mut server = Server::start(cfg.clone(), port).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let conf = ClientConfig {
+            token: token(&format!("u{i}"), None),
+            min_reconnect_delay: Duration::from_millis(500),
+            max_reconnect_delay: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let (c, mut ev) = Client::start(&server.url(), conf).unwrap();
+        c.connect();
+        until(&mut ev, |e| matches!(e, ClientEvent::Connected { .. })).await;
+        clients.push((c, ev));
+    }
+    // Each client's next Connected event, timestamped as it arrives.
+    let mut handles = Vec::new();
+    let mut keep = Vec::new();
+    for (c, mut ev) in clients {
+        keep.push(c);
+        handles.push(tokio::spawn(async move {
+            until(&mut ev, |e| matches!(e, ClientEvent::Connected { .. })).await;
+            Instant::now()
+        }));
+    }
+    server.signal("-KILL").await;
+    let start = Instant::now();
+    let _server = Server::start(cfg, port).await;
+    let mut times = Vec::with_capacity(N);
+    for h in handles {
+        times.push(h.await.unwrap().duration_since(start));
+    }
+    times.sort();
+    let spread = times[N - 1] - times[0];
+    let distinct_10ms: std::collections::HashSet<u128> = times.iter().map(|t| t.as_millis() / 10).collect();
+    println!(
+        "{N} reconnects after a restart: first {:?}, median {:?}, last {:?}, spread {spread:?}, {} distinct 10 ms slots",
+        times[0],
+        times[N / 2],
+        times[N - 1],
+        distinct_10ms.len()
+    );
+    assert!(spread >= Duration::from_millis(300), "spread {spread:?}");
+    assert!(distinct_10ms.len() >= 20, "not synchronised: {} slots", distinct_10ms.len());
+    drop(keep);
+}
