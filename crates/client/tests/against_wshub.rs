@@ -372,3 +372,24 @@ async fn reconnects_after_a_restart_are_spread_by_jitter() {
     assert!(distinct_10ms.len() >= 20, "not synchronised: {} slots", distinct_10ms.len());
     drop(keep);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_format() {
+    let server = Server::start(Server::config(json!({})), free_port()).await;
+    let conf = ClientConfig {
+        format: wshub_protocol::Format::Protobuf,
+        ..quick(token("pb", None))
+    };
+    let (client, mut ev) = Client::start(&server.url(), conf).unwrap();
+    client.subscribe("chat:pb", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    server
+        .api("publish", json!({"channel": "chat:pb", "data": {"via": "protobuf"}}))
+        .await;
+    let p = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(
+        matches!(p, ClientEvent::Publication { ref data, offset: 1, .. } if data == &Bytes::from_static(br#"{"via":"protobuf"}"#)),
+        "{p:?}"
+    );
+}
