@@ -166,23 +166,8 @@ impl Client {
                 bail!("server closed during the handshake");
             }
             buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = resp.parse(&buf)? {
-                let mut map = http::HeaderMap::new();
-                for h in resp.headers.iter() {
-                    if let (Ok(n), Ok(v)) = (
-                        http::HeaderName::from_bytes(h.name.as_bytes()),
-                        http::HeaderValue::from_bytes(h.value),
-                    ) {
-                        map.append(n, v);
-                    }
-                }
-                handshake::verify_response(resp.code.unwrap_or(0), &map, &req, None)?;
+            if let Some((head, _)) = handshake::read_response(&buf, &req, None)? {
                 break head;
-            }
-            if buf.len() > 16 * 1024 {
-                bail!("handshake answer too long");
             }
         };
         let mut conn = Connection::new(Config {

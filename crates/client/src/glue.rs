@@ -88,29 +88,14 @@ async fn open(t: &Target, format: Format) -> std::io::Result<Transport> {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) {
-            let mut map = http::HeaderMap::new();
-            for h in resp.headers.iter() {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(h.name.as_bytes()),
-                    http::HeaderValue::from_bytes(h.value),
-                ) {
-                    map.append(n, v);
-                }
-            }
-            handshake::verify_response(resp.code.unwrap_or(0), &map, &req, None).map_err(std::io::Error::other)?;
+        if let Some((head, accepted)) = handshake::read_response(&buf, &req, None).map_err(std::io::Error::other)? {
             let mut conn = Connection::new(Config {
                 role: Role::Client,
                 max_message_size: 64 << 20,
-                deflate: None,
+                deflate: accepted.deflate,
             });
             conn.handle_read(&buf[head..]);
             return Ok(Transport { stream, conn });
-        }
-        if buf.len() > 16 * 1024 {
-            return Err(std::io::Error::other("handshake answer too long"));
         }
     }
 }

@@ -228,9 +228,35 @@ pub fn client_request(
     }
 }
 
+/// Reads the server's answer from the bytes received so far: `Ok(None)` while the head is
+/// incomplete; `Ok(Some((head_len, accepted)))` once it is valid (bytes after `head_len`
+/// already belong to the WebSocket stream).
+pub fn read_response(
+    buf: &[u8],
+    req: &ClientRequest,
+    deflate: Option<DeflateConfig>,
+) -> Result<Option<(usize, ClientAccepted)>, ClientHandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= 16 * 1024 => return Ok(None),
+        _ => return Err(ClientHandshakeError::Malformed),
+    };
+    let mut map = HeaderMap::new();
+    for h in resp.headers.iter() {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+            map.append(n, v);
+        }
+    }
+    verify_response(resp.code.unwrap_or(0), &map, req, deflate).map(|a| Some((head, a)))
+}
+
 /// Why a server's answer to the opening request was refused by a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientHandshakeError {
+    #[error("malformed or oversized HTTP answer")]
+    Malformed,
     #[error("server answered HTTP {0}")]
     Status(u16),
     #[error("bad Sec-WebSocket-Accept")]
