@@ -7,40 +7,25 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use wshub_core::token::make_hs256;
-use wshub_server::config::{load, Config};
+use wshub_server::config::Config;
 use wshub_websocket::{Event, MessageKind};
 
 const SECRET: &str = "node-test-secret";
 const KEY: &str = "node-test-key";
 
 fn config(extra: Value) -> Config {
-    let mut base = json!({
-        "http_api": {"key": KEY},
-        "client": {"token": {"hmac_secret_key": SECRET}},
-        "websocket": {"message_size_limit": 4096},
-        "channel": {
-            "without_namespace": {"allow_subscribe_for_client": true},
-            "namespaces": [{"name": "private"}]
-        }
-    });
-    merge(&mut base, extra);
-    let overrides: Vec<(String, Value)> = Vec::new();
-    let path = std::env::temp_dir().join(format!("wshub-node-test-{}-{}.json", std::process::id(), rand::random::<u64>()));
-    std::fs::write(&path, base.to_string()).unwrap();
-    let l = load(Some(&path), Vec::<(String, String)>::new(), &overrides).unwrap();
-    let _ = std::fs::remove_file(path);
-    l.config
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
+    node_config(
+        json!({
+            "http_api": {"key": KEY},
+            "client": {"token": {"hmac_secret_key": SECRET}},
+            "websocket": {"message_size_limit": 4096},
+            "channel": {
+                "without_namespace": {"allow_subscribe_for_client": true},
+                "namespaces": [{"name": "private"}]
             }
-        }
-        (a, b) => *a = b,
-    }
+        }),
+        extra,
+    )
 }
 
 async fn node_server(extra: Value) -> TestServer {

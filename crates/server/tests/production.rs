@@ -13,35 +13,21 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wshub_core::node::Node;
 use wshub_core::token::make_hs256;
-use wshub_server::config::{load, Config};
+use wshub_server::config::Config;
 use wshub_websocket::{Event, MessageKind};
 
 const SECRET: &str = "prod-secret";
 const KEY: &str = "prod-key";
 
 fn config(extra: Value) -> Config {
-    let mut base = json!({
-        "http_api": {"key": KEY},
-        "client": {"token": {"hmac_secret_key": SECRET}},
-        "channel": {"without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true}}
-    });
-    merge(&mut base, extra);
-    let path = std::env::temp_dir().join(format!("wshub-prod-{}-{}.json", std::process::id(), rand::random::<u64>()));
-    std::fs::write(&path, base.to_string()).unwrap();
-    let l = load(Some(&path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let _ = std::fs::remove_file(path);
-    l.config
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
+    node_config(
+        json!({
+            "http_api": {"key": KEY},
+            "client": {"token": {"hmac_secret_key": SECRET}},
+            "channel": {"without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true}}
+        }),
+        extra,
+    )
 }
 
 async fn node_server(extra: Value) -> (TestServer, Arc<Node>) {

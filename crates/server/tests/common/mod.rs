@@ -285,3 +285,24 @@ pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     wshub_websocket::mask::apply_mask(&mut v[start..], key, 0);
     v
 }
+
+/// A node configuration: `base` with `extra` merged over it (objects merge, values replace),
+/// loaded through the real loader (file, validation).
+pub fn node_config(mut base: serde_json::Value, extra: serde_json::Value) -> wshub_server::config::Config {
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    merge(&mut base, extra);
+    let path = std::env::temp_dir().join(format!("wshub-test-{}-{}.json", std::process::id(), rand::random::<u64>()));
+    std::fs::write(&path, base.to_string()).unwrap();
+    let l = wshub_server::config::load(Some(&path), Vec::<(String, String)>::new(), &[]).unwrap();
+    let _ = std::fs::remove_file(path);
+    l.config
+}
