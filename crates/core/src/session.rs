@@ -63,6 +63,18 @@ impl From<channel::ChannelError> for Fail {
     }
 }
 
+/// PROTOCOL.md: an expired token is error 109 (the SDK fetches a new one); an invalid one
+/// closes the connection with 3500.
+fn token_fail(e: TokenError) -> Fail {
+    match e {
+        TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
+        TokenError::Invalid(reason) => {
+            tracing::debug!(%reason, "invalid token");
+            Fail::Disconnect(INVALID_TOKEN)
+        }
+    }
+}
+
 fn err(code: u32, message: &str) -> Fail {
     Fail::Error(ApiError::new(code, message))
 }
@@ -337,11 +349,7 @@ impl Session {
         } else {
             match self.node.verifier.verify_connect(&req.token, now.unix) {
                 Ok(c) => c,
-                Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
-                Err(TokenError::Invalid(e)) => {
-                    tracing::debug!(error = %e, "invalid connection token");
-                    return Err(Fail::Disconnect(INVALID_TOKEN));
-                }
+                Err(e) => return Err(token_fail(e)),
             }
         };
         if cfg.user_connection_limit > 0 && !claims.user.is_empty() && self.node.user_connections(&claims.user) >= cfg.user_connection_limit
@@ -412,8 +420,7 @@ impl Session {
         if !req.token.is_empty() {
             let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
                 Ok(c) => c,
-                Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
-                Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+                Err(e) => return Err(token_fail(e)),
             };
             if claims.channel != req.channel || claims.user != self.user {
                 return Err(Fail::Disconnect(INVALID_TOKEN));
@@ -643,8 +650,7 @@ impl Session {
     fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
         let claims = match self.node.verifier.verify_connect(token, now.unix) {
             Ok(c) => c,
-            Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+            Err(e) => return Err(token_fail(e)),
         };
         if claims.user != self.user {
             return Err(Fail::Disconnect(INVALID_TOKEN));
@@ -664,8 +670,7 @@ impl Session {
         }
         let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
             Ok(c) => c,
-            Err(TokenError::Expired) => return Err(err(ec::TOKEN_EXPIRED, "token expired")),
-            Err(TokenError::Invalid(_)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
+            Err(e) => return Err(token_fail(e)),
         };
         if claims.channel != req.channel || claims.user != self.user {
             return Err(Fail::Disconnect(INVALID_TOKEN));

@@ -375,10 +375,10 @@ impl Connection {
                 Role::Client => self.deflate.is_some_and(|d| !d.server_no_context_takeover),
             };
             let out = if takeover {
-                let inf = self.inflater.get_or_insert_with(|| Box::new(Inflater::new(15)));
+                let inf = self.inflater.get_or_insert_with(|| Box::new(Inflater::new()));
                 inf.inflate(&m.buf, self.max_message_size)
             } else {
-                Inflater::new(15).inflate(&m.buf, self.max_message_size)
+                Inflater::new().inflate(&m.buf, self.max_message_size)
             };
             let out = out.map_err(|e| match e {
                 InflateError::TooBig => ProtocolError::MessageTooBig(self.max_message_size),

@@ -241,10 +241,16 @@ impl std::fmt::Debug for Inflater {
     }
 }
 
+impl Default for Inflater {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Inflater {
-    pub fn new(window_bits: u8) -> Self {
-        // Inflating with the largest window accepts data made with any smaller one.
-        let _ = window_bits;
+    /// Inflating with the largest window accepts data made with any smaller one, so the
+    /// negotiated `*_max_window_bits` need not be known here.
+    pub fn new() -> Self {
         Inflater {
             inner: Decompress::new_with_window_bits(false, 15),
         }
@@ -316,10 +322,10 @@ mod tests {
     #[test]
     fn rfc_7692_hello() {
         // RFC 7692 7.2.3.1: "Hello" compressed is f2 48 cd c9 c9 07 00.
-        let out = Inflater::new(15).inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap();
+        let out = Inflater::new().inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap();
         assert_eq!(out, b"Hello");
         // 7.2.3.3: a message in one stored block.
-        let out = Inflater::new(15)
+        let out = Inflater::new()
             .inflate(&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00], 100)
             .unwrap();
         assert_eq!(out, b"Hello");
@@ -330,25 +336,22 @@ mod tests {
         let big = vec![b'a'; 100_000];
         let c = compress(&big, 15, 6);
         assert!(c.len() < 1000);
-        assert_eq!(Inflater::new(15).inflate(&c, 99_999), Err(InflateError::TooBig));
-        assert_eq!(Inflater::new(15).inflate(&c, 100_000).unwrap().len(), 100_000);
-        assert_eq!(
-            Inflater::new(15).inflate(&[0xff, 0xff, 0xff, 0xff], 100),
-            Err(InflateError::Corrupt)
-        );
+        assert_eq!(Inflater::new().inflate(&c, 99_999), Err(InflateError::TooBig));
+        assert_eq!(Inflater::new().inflate(&c, 100_000).unwrap().len(), 100_000);
+        assert_eq!(Inflater::new().inflate(&[0xff, 0xff, 0xff, 0xff], 100), Err(InflateError::Corrupt));
     }
 
     proptest! {
         #[test]
         fn compress_then_inflate(data in proptest::collection::vec(any::<u8>(), 0..5000), bits in 8u8..=15, level in 0u32..=9) {
             let c = compress(&data, bits, level);
-            let back = Inflater::new(bits).inflate(&c, data.len()).unwrap();
+            let back = Inflater::new().inflate(&c, data.len()).unwrap();
             prop_assert_eq!(back, data);
         }
 
         #[test]
         fn inflate_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Inflater::new(15).inflate(&data, 10_000);
+            let _ = Inflater::new().inflate(&data, 10_000);
         }
     }
 }
