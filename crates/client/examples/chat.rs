@@ -10,7 +10,7 @@
 //! ```
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{Client, ClientConfig, ClientEvent, SubscriptionOptions};
 
 #[tokio::main]
 async fn main() {
@@ -33,13 +33,28 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    client.subscribe(&channel, true);
+    let opts = SubscriptionOptions {
+        recoverable: true,
+        ..Default::default()
+    };
+    let mut room = client.new_subscription(&channel, opts);
     client.connect();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
-            ev = events.recv() => match ev {
+            ev = room.next_event() => match ev {
                 Some(ClientEvent::Publication { data, .. }) => println!("> {}", String::from_utf8_lossy(&data)),
+                Some(ClientEvent::Subscribed { recovered, was_recovering: true, .. }) if !recovered => {
+                    eprintln!("[back, but some messages could not be recovered]")
+                }
+                Some(ClientEvent::Unsubscribed { code, .. }) => {
+                    eprintln!("unsubscribed: {code}");
+                    break;
+                }
+                Some(other) => eprintln!("[{other:?}]"),
+                None => break,
+            },
+            ev = events.recv() => match ev {
                 Some(ClientEvent::Disconnected { code, reason }) => {
                     eprintln!("disconnected: {code} {reason}");
                     break;
@@ -48,7 +63,11 @@ async fn main() {
                 None => break,
             },
             line = lines.next_line() => match line {
-                Ok(Some(text)) => client.publish(&channel, serde_json::json!({ "text": text }).to_string().into()),
+                Ok(Some(text)) => {
+                    if let Err(e) = room.publish(serde_json::json!({ "text": text }).to_string()).await {
+                        eprintln!("not sent: {e}");
+                    }
+                }
                 _ => break,
             },
         }

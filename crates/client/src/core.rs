@@ -65,6 +65,21 @@ pub enum Action {
     CloseTransport,
     /// The token expired: get a new one and call [`ClientCore::handle_token`].
     RefreshToken,
+    /// A subscription that gets its tokens from a callback needs one (first subscribe,
+    /// expiry, or the server said 109): call [`ClientCore::handle_sub_token`].
+    SubscriptionToken(String),
+}
+
+/// How to subscribe.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Remember the stream position and recover what was missed after a reconnect.
+    pub recoverable: bool,
+    /// A fixed subscription token (private channels).
+    pub token: String,
+    /// Ask for tokens with [`Action::SubscriptionToken`] instead: before the first
+    /// subscribe, before the token expires, and when the server says it expired.
+    pub token_callback: bool,
 }
 
 /// What happened, for the application.
@@ -123,6 +138,10 @@ struct Sub {
     /// Last offset and epoch seen (recoverable subscriptions).
     position: Option<(u64, String)>,
     token: String,
+    token_callback: bool,
+    /// Fetch a new token at this moment (callback subscriptions whose token expires).
+    refresh_at: Option<Instant>,
+    awaiting_token: bool,
 }
 
 /// The client state machine.
@@ -136,6 +155,8 @@ pub struct ClientCore {
     connect_id: u32,
     /// subscribe command id -> channel
     pending_subs: HashMap<u32, String>,
+    /// sub_refresh command id -> channel
+    pending_sub_refresh: HashMap<u32, String>,
     attempts: u32,
     reconnect_at: Option<Instant>,
     ping_deadline: Option<Instant>,
@@ -169,6 +190,7 @@ impl ClientCore {
             next_id: 1,
             connect_id: 0,
             pending_subs: HashMap::new(),
+            pending_sub_refresh: HashMap::new(),
             attempts: 0,
             reconnect_at: None,
             ping_deadline: None,
@@ -178,6 +200,10 @@ impl ClientCore {
             awaiting_token: false,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
         }
+    }
+
+    pub fn format(&self) -> Format {
+        self.cfg.format
     }
 
     pub fn state(&self) -> State {
@@ -198,7 +224,12 @@ impl ClientCore {
 
     /// The next moment [`ClientCore::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.reconnect_at, self.ping_deadline, self.refresh_at].into_iter().flatten().min()
+        let subs = self.subs.values().filter_map(|s| s.refresh_at);
+        [self.reconnect_at, self.ping_deadline, self.refresh_at]
+            .into_iter()
+            .flatten()
+            .chain(subs)
+            .min()
     }
 
     fn id(&mut self) -> u32 {
@@ -236,19 +267,40 @@ impl ClientCore {
         self.refresh_at = None;
         self.reconnect_at = None;
         self.ping_deadline = None;
-        for s in self.subs.values_mut() {
-            if s.state == SubState::Subscribed {
-                s.state = SubState::Subscribing;
-            }
-        }
+        self.transport_gone();
         self.events.push_back(ClientEvent::Disconnected {
             code,
             reason: reason.into(),
         });
     }
 
+    /// The connection is gone: its pending answers will never come, and subscriptions are
+    /// made again on the next one.
+    fn transport_gone(&mut self) {
+        self.pending_subs.clear();
+        self.pending_sub_refresh.clear();
+        for s in self.subs.values_mut() {
+            s.refresh_at = None;
+            if s.state == SubState::Subscribed {
+                s.state = SubState::Subscribing;
+            }
+        }
+    }
+
     /// User: subscribe (now if connected, on connect otherwise).
     pub fn subscribe(&mut self, channel: &str, recoverable: bool, token: &str) {
+        self.subscribe_with(
+            channel,
+            SubscribeOptions {
+                recoverable,
+                token: token.into(),
+                token_callback: false,
+            },
+        )
+    }
+
+    /// User: subscribe with options (a token callback, for example).
+    pub fn subscribe_with(&mut self, channel: &str, opts: SubscribeOptions) {
         if self.subs.get(channel).is_some_and(|s| s.state != SubState::Unsubscribed) {
             return;
         }
@@ -256,9 +308,12 @@ impl ClientCore {
             channel.into(),
             Sub {
                 state: SubState::Subscribing,
-                recoverable,
+                recoverable: opts.recoverable,
                 position: None,
-                token: token.into(),
+                token: opts.token,
+                token_callback: opts.token_callback,
+                refresh_at: None,
+                awaiting_token: false,
             },
         );
         self.events.push_back(ClientEvent::Subscribing { channel: channel.into() });
@@ -268,6 +323,14 @@ impl ClientCore {
     }
 
     fn send_subscribe(&mut self, channel: &str) {
+        let Some(s) = self.subs.get_mut(channel) else { return };
+        if s.token_callback && s.token.is_empty() {
+            if !s.awaiting_token {
+                s.awaiting_token = true;
+                self.actions.push_back(Action::SubscriptionToken(channel.into()));
+            }
+            return;
+        }
         let id = self.id();
         let Some(s) = self.subs.get(channel) else { return };
         let mut req = SubscribeRequest {
@@ -349,6 +412,67 @@ impl ClientCore {
         }
     }
 
+    /// The answer to [`Action::SubscriptionToken`]: a token, or the callback's error (the
+    /// subscription then ends with an `Error` and an `Unsubscribed` event).
+    pub fn handle_sub_token(&mut self, channel: &str, token: Result<String, String>) {
+        let connected = self.state == State::Connected;
+        let Some(s) = self.subs.get_mut(channel) else { return };
+        if !s.awaiting_token {
+            return;
+        }
+        s.awaiting_token = false;
+        let token = match token {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) | Err(_) => {
+                let message = match token {
+                    Err(e) => format!("subscription token for {channel}: {e}"),
+                    Ok(_) => format!("subscription token for {channel}: empty"),
+                };
+                self.events.push_back(ClientEvent::Error { message });
+                if s.state == SubState::Subscribed {
+                    return self.unsubscribe(channel); // a failed refresh: leave the server too
+                }
+                // No subscribe was sent with this token: nothing to undo on the server.
+                self.subs.remove(channel);
+                self.events.push_back(ClientEvent::Unsubscribed {
+                    channel: channel.into(),
+                    code: 0,
+                });
+                return;
+            }
+        };
+        s.token = token.clone();
+        if !connected {
+            return; // sent with the subscribe after the next connect
+        }
+        match s.state {
+            SubState::Subscribing => self.send_subscribe(channel),
+            SubState::Subscribed => {
+                let id = self.id();
+                self.pending_sub_refresh.insert(id, channel.into());
+                self.send(&[Command {
+                    id,
+                    sub_refresh: Some(SubRefreshRequest {
+                        channel: channel.into(),
+                        token,
+                    }),
+                    ..Default::default()
+                }]);
+            }
+            SubState::Unsubscribed => {}
+        }
+    }
+
+    /// Drops a callback subscription's token so that the next subscribe asks for a new one.
+    fn forget_sub_token(&mut self, channel: &str) {
+        if let Some(s) = self.subs.get_mut(channel) {
+            if s.token_callback {
+                s.token.clear();
+                s.refresh_at = None;
+            }
+        }
+    }
+
     /// Transport: the WebSocket is open; send `connect` (with the subscriptions to recover).
     pub fn handle_open(&mut self, _now: Instant) {
         if self.state != State::Connecting {
@@ -387,11 +511,7 @@ impl ClientCore {
             self.attempts = 0;
         }
         self.state = State::Connecting;
-        for s in self.subs.values_mut() {
-            if s.state == SubState::Subscribed {
-                s.state = SubState::Subscribing;
-            }
-        }
+        self.transport_gone();
         if was_connected || self.attempts == 0 {
             self.events.push_back(ClientEvent::Connecting {
                 code,
@@ -423,6 +543,15 @@ impl ClientCore {
             if self.state == State::Connected && !self.awaiting_token {
                 self.awaiting_token = true;
                 self.actions.push_back(Action::RefreshToken);
+            }
+        }
+        for (channel, s) in self.subs.iter_mut() {
+            if s.refresh_at.is_some_and(|t| t <= now) {
+                s.refresh_at = None;
+                if self.state == State::Connected && s.state == SubState::Subscribed && !s.awaiting_token {
+                    s.awaiting_token = true;
+                    self.actions.push_back(Action::SubscriptionToken(channel.clone()));
+                }
             }
         }
         if self.reconnect_at.is_some_and(|t| t <= now) {
@@ -472,7 +601,10 @@ impl ClientCore {
             return self.handle_connect_reply(r, now);
         }
         if let Some(channel) = self.pending_subs.remove(&r.id) {
-            return self.handle_subscribe_reply(channel, r);
+            return self.handle_subscribe_reply(channel, r, now);
+        }
+        if let Some(channel) = self.pending_sub_refresh.remove(&r.id) {
+            return self.handle_sub_refresh_reply(channel, r, now);
         }
         if let Some(rr) = &r.refresh {
             self.refresh_at = rr.expires.then(|| now + refresh_delay(rr.ttl));
@@ -526,10 +658,14 @@ impl ClientCore {
         }
     }
 
-    fn handle_subscribe_reply(&mut self, channel: String, r: Reply) {
+    fn handle_subscribe_reply(&mut self, channel: String, r: Reply, now: Instant) {
         let Some(s) = self.subs.get_mut(&channel) else { return };
         if let Some(e) = r.error {
             if e.temporary {
+                return self.send_subscribe(&channel);
+            }
+            if e.code == ec::TOKEN_EXPIRED && s.token_callback {
+                self.forget_sub_token(&channel);
                 return self.send_subscribe(&channel);
             }
             s.state = SubState::Unsubscribed;
@@ -539,6 +675,7 @@ impl ClientCore {
         }
         let Some(res) = r.subscribe else { return };
         s.state = SubState::Subscribed;
+        s.refresh_at = (s.token_callback && res.expires).then(|| now + refresh_delay(res.ttl));
         if res.recoverable {
             s.position = Some((res.offset, res.epoch.clone()));
         }
@@ -549,6 +686,22 @@ impl ClientCore {
         });
         for p in res.publications {
             self.publication(&channel, p);
+        }
+    }
+
+    fn handle_sub_refresh_reply(&mut self, channel: String, r: Reply, now: Instant) {
+        let Some(s) = self.subs.get_mut(&channel) else { return };
+        match (r.error, r.sub_refresh) {
+            (None, Some(res)) => s.refresh_at = res.expires.then(|| now + refresh_delay(res.ttl)),
+            (Some(e), _) => {
+                self.events.push_back(ClientEvent::Error {
+                    message: format!("sub_refresh {channel}: {} {}", e.code, e.message),
+                });
+                // A refused token: drop it; the server's expiry (a 2500+ unsubscribe) makes
+                // us subscribe again with a fresh one.
+                self.forget_sub_token(&channel);
+            }
+            (None, None) => {}
         }
     }
 
@@ -587,6 +740,7 @@ impl ClientCore {
         } else if let Some(u) = p.unsubscribe {
             if u.code >= 2500 {
                 // "resubscribe" codes: insufficient state, expired, invalidated.
+                self.forget_sub_token(&channel);
                 if let Some(s) = self.subs.get_mut(&channel) {
                     s.state = SubState::Subscribing;
                 }

@@ -1,89 +1,249 @@
 //! The tokio glue: one task per client that feeds [`ClientCore`] with the socket, the
-//! clock and the user's calls, and carries out its actions.
+//! clock and the user's calls, and carries out its actions. Everything that decides
+//! (reconnects, tokens, recovery) is in the core; this file only moves bytes and answers.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use wshub_protocol::{Command, Format};
+use tokio::sync::{mpsc, oneshot};
+use wshub_protocol::codes::disconnect::CONNECTION_CLOSED;
+use wshub_protocol::*;
 use wshub_websocket::{handshake, Config, Connection, Event, MessageKind, Role};
 
-use crate::core::{Action, ClientConfig, ClientCore, ClientEvent};
+use crate::core::{Action, ClientConfig, ClientCore, ClientEvent, State, SubscribeOptions};
 
-/// Fetches a new connection token (after the server said the old one expired).
-pub type TokenSource = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Fetches a new connection token (the server said the old one expired, or it is about to).
+pub type TokenSource = Arc<dyn Fn() -> BoxFuture<Result<String, String>> + Send + Sync>;
+
+/// Fetches a subscription token for the channel it is given (private channels).
+pub type SubTokenSource = Arc<dyn Fn(String) -> BoxFuture<Result<String, String>> + Send + Sync>;
+
+/// The client's event stream: connection events, and the events of subscriptions made
+/// with [`Client::subscribe`] (those made with [`Client::new_subscription`] have their own).
+pub type Events = mpsc::UnboundedReceiver<ClientEvent>;
+
+/// Why a client could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("bad URL: {0}")]
     Url(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
+
+/// Why a call (publish, presence, history, rpc, send) did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The client is disconnected (never connected, stopped by a terminal code, or by
+    /// [`Client::disconnect`]). While it is reconnecting, calls wait instead.
+    #[error("not connected")]
+    NotConnected,
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed after the command was sent: it may or may not have run.
+    #[error("the connection closed before the reply")]
+    ConnectionClosed,
+    #[error("the client stopped")]
+    Stopped,
+    /// The server's error reply.
+    #[error("error {code}: {message}")]
+    Server { code: u32, message: String, temporary: bool },
+    /// A reply without the result the command asks for.
+    #[error("the reply has no {0} result")]
+    Unexpected(&'static str),
+}
+
+/// Options for [`Client::new_subscription`].
+#[derive(Clone, Default)]
+pub struct SubscriptionOptions {
+    /// Recover missed publications after a reconnect (the channel must keep history).
+    pub recoverable: bool,
+    /// A fixed subscription token.
+    pub token: String,
+    /// Or a callback that makes one, called before subscribing, before the token expires
+    /// and when the server says it expired.
+    pub token_source: Option<SubTokenSource>,
+}
+
+/// Which publications [`Client::history`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryOptions {
+    /// -1: all kept; 0: none (only the stream position); n: at most n.
+    pub limit: i32,
+    /// Publications after this position.
+    pub since: Option<StreamPosition>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+type ReplyTx = oneshot::Sender<Result<Reply, CallError>>;
 
 enum UserCall {
     Connect,
     Disconnect,
-    Subscribe(String, bool, String),
+    Subscribe {
+        channel: String,
+        opts: SubscribeOptions,
+        token_source: Option<SubTokenSource>,
+        events: Option<mpsc::UnboundedSender<ClientEvent>>,
+    },
     Unsubscribe(String),
-    Call(Box<Command>),
-    Stop,
+    Call(Box<Command>, ReplyTx),
+    Send(Bytes, oneshot::Sender<Result<(), CallError>>),
 }
 
-/// A handle on a running client; dropping it stops the client.
-pub struct Client {
+/// What woke the task up.
+enum Woke {
+    Call(UserCall),
+    Internal(Internal),
+    /// Bytes read (0: end of stream or error).
+    Read(usize),
+    Timer,
+}
+
+/// What a spawned token callback answers.
+enum Internal {
+    Token(Result<String, String>),
+    SubToken(String, Result<String, String>),
+}
+
+/// Shared by the client handle and its subscriptions; the task stops when the last drops.
+struct Inner {
     tx: mpsc::UnboundedSender<UserCall>,
+    call_timeout: Duration,
+}
+
+/// A handle on a running client. The client (and its connection) stops when the handle
+/// and every [`Subscription`] made from it are dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A subscription with its own event stream ([`Subscription::next_event`]). Dropping it
+/// unsubscribes.
+pub struct Subscription {
+    inner: Arc<Inner>,
+    channel: String,
+    events: Events,
+}
+
+/// Builds a [`Client`]: URL, settings, token callback, extra TLS roots.
+pub struct ClientBuilder {
+    url: String,
+    cfg: ClientConfig,
+    tokens: Option<TokenSource>,
+    roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    call_timeout: Duration,
 }
 
 struct Target {
-    addr: SocketAddr,
+    tls: bool,
+    /// `host:port` to resolve (at every connect, so that DNS changes are followed).
+    authority: String,
+    /// The name the TLS certificate must carry.
     host: String,
     path: String,
 }
 
 fn parse(url: &str) -> Result<Target, ClientError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| ClientError::Url("only ws:// is supported by this build".into()))?;
+    let (tls, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else {
+        return Err(ClientError::Url(format!("{url}: the scheme must be ws:// or wss://")));
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
-        .map_err(|e| ClientError::Url(e.to_string()))?
-        .next()
-        .ok_or_else(|| ClientError::Url("no address".into()))?;
+    // `[v6]:port`, `[v6]`, `host:port`, `host`.
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| ClientError::Url(format!("{url}: unclosed [")))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(ClientError::Url(format!("{url}: no host")));
+    }
+    let port: u16 = match port {
+        Some(p) => p.parse().map_err(|_| ClientError::Url(format!("{url}: bad port {p:?}")))?,
+        None if tls => 443,
+        None => 80,
+    };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     Ok(Target {
-        addr,
-        host: hostport.to_string(),
+        tls,
+        authority,
+        host: host.to_string(),
         path: path.to_string(),
     })
 }
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Transport {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     conn: Connection,
 }
 
-async fn open(t: &Target, format: Format) -> std::io::Result<Transport> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(t.addr)).await??;
-    let _ = stream.set_nodelay(true);
+fn tls_config(extra: &[rustls_pki_types::CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in extra {
+        roots.add(c.clone()).map_err(|e| ClientError::Tls(e.to_string()))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn open(t: &Target, tls: Option<&Arc<rustls::ClientConfig>>, format: Format) -> std::io::Result<Transport> {
+    let tcp = tokio::time::timeout(OPEN_TIMEOUT, TcpStream::connect(t.authority.as_str())).await??;
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Io> = match tls {
+        Some(cfg) if t.tls => {
+            let name = rustls_pki_types::ServerName::try_from(t.host.clone()).map_err(std::io::Error::other)?;
+            let connector = tokio_rustls::TlsConnector::from(cfg.clone());
+            Box::new(tokio::time::timeout(OPEN_TIMEOUT, connector.connect(name, tcp)).await??)
+        }
+        _ => Box::new(tcp),
+    };
     let protocols: &[&str] = if format == Format::Protobuf {
         &["centrifuge-protobuf"]
     } else {
         &[]
     };
-    let req = handshake::client_request(&t.host, &t.path, protocols, None, rand::random());
+    let req = handshake::client_request(&t.authority, &t.path, protocols, None, rand::random());
     stream.write_all(&req.bytes).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await??;
+        let n = tokio::time::timeout(OPEN_TIMEOUT, stream.read(&mut chunk)).await??;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -110,63 +270,293 @@ async fn write_all(t: &mut Transport) -> std::io::Result<()> {
         t.stream.write_all(&chunk).await?;
         t.conn.advance_transmit(chunk.len());
     }
-    Ok(())
+    t.stream.flush().await
+}
+
+impl ClientBuilder {
+    pub fn config(mut self, cfg: ClientConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Where new connection tokens come from when the current one expires.
+    pub fn token_source(mut self, tokens: TokenSource) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Trusts this CA (PEM, one or more certificates) for `wss://`, besides the Mozilla
+    /// roots built in.
+    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        use rustls_pki_types::pem::PemObject;
+        let mut found = false;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            self.roots.push(c.map_err(|e| ClientError::Tls(format!("bad PEM: {e}")))?);
+            found = true;
+        }
+        if !found {
+            return Err(ClientError::Tls("no certificate in the PEM".into()));
+        }
+        Ok(self)
+    }
+
+    /// How long a call waits for its reply (including for a reconnect). Default 10 s.
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.call_timeout = d;
+        self
+    }
+
+    /// Starts the client's task (not yet connecting: call [`Client::connect`]).
+    pub fn start(self) -> Result<(Client, Events), ClientError> {
+        let target = parse(&self.url)?;
+        let tls = if target.tls { Some(tls_config(&self.roots)?) } else { None };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (etx, erx) = mpsc::unbounded_channel();
+        let task = Task {
+            core: ClientCore::new(self.cfg, rand::random()),
+            target,
+            tls,
+            tokens: self.tokens,
+            sub_tokens: HashMap::new(),
+            sub_events: HashMap::new(),
+            events: etx,
+            pending: HashMap::new(),
+            waiting: Vec::new(),
+            transport: None,
+        };
+        tokio::spawn(task.run(rx));
+        let inner = Arc::new(Inner {
+            tx,
+            call_timeout: self.call_timeout,
+        });
+        Ok((Client { inner }, erx))
+    }
 }
 
 impl Client {
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            cfg: ClientConfig::default(),
+            tokens: None,
+            roots: Vec::new(),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+
     /// Starts the client's task (not yet connecting: call [`Client::connect`]).
-    pub fn start(url: &str, cfg: ClientConfig) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
-        Self::start_with_token_source(url, cfg, None)
+    pub fn start(url: &str, cfg: ClientConfig) -> Result<(Client, Events), ClientError> {
+        Self::builder(url).config(cfg).start()
     }
 
-    pub fn start_with_token_source(
-        url: &str,
-        cfg: ClientConfig,
-        tokens: Option<TokenSource>,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
-        let target = parse(url)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (etx, erx) = mpsc::unbounded_channel();
-        tokio::spawn(run(target, cfg, tokens, rx, etx));
-        Ok((Client { tx }, erx))
+    pub fn start_with_token_source(url: &str, cfg: ClientConfig, tokens: Option<TokenSource>) -> Result<(Client, Events), ClientError> {
+        let b = Self::builder(url).config(cfg);
+        match tokens {
+            Some(t) => b.token_source(t),
+            None => b,
+        }
+        .start()
     }
 
+    /// Connects, and keeps reconnecting until [`Client::disconnect`] or a terminal code.
     pub fn connect(&self) {
-        let _ = self.tx.send(UserCall::Connect);
+        self.inner.post(UserCall::Connect);
     }
     pub fn disconnect(&self) {
-        let _ = self.tx.send(UserCall::Disconnect);
+        self.inner.post(UserCall::Disconnect);
     }
+
+    /// Subscribes; its events come on the client's stream.
     pub fn subscribe(&self, channel: &str, recoverable: bool) {
-        let _ = self.tx.send(UserCall::Subscribe(channel.into(), recoverable, String::new()));
+        self.subscribe_with_token(channel, recoverable, "")
     }
-    /// Subscribes with a subscription token (private channels).
+
+    /// Subscribes with a fixed subscription token (private channels); events on the
+    /// client's stream.
     pub fn subscribe_with_token(&self, channel: &str, recoverable: bool, token: &str) {
-        let _ = self.tx.send(UserCall::Subscribe(channel.into(), recoverable, token.into()));
+        self.inner.post(UserCall::Subscribe {
+            channel: channel.into(),
+            opts: SubscribeOptions {
+                recoverable,
+                token: token.into(),
+                token_callback: false,
+            },
+            token_source: None,
+            events: None,
+        });
     }
+
+    /// Subscribes, with the subscription's events on a stream of its own.
+    pub fn new_subscription(&self, channel: &str, opts: SubscriptionOptions) -> Subscription {
+        let (etx, erx) = mpsc::unbounded_channel();
+        self.inner.post(UserCall::Subscribe {
+            channel: channel.into(),
+            opts: SubscribeOptions {
+                recoverable: opts.recoverable,
+                token: opts.token,
+                token_callback: opts.token_source.is_some(),
+            },
+            token_source: opts.token_source,
+            events: Some(etx),
+        });
+        Subscription {
+            inner: self.inner.clone(),
+            channel: channel.into(),
+            events: erx,
+        }
+    }
+
     pub fn unsubscribe(&self, channel: &str) {
-        let _ = self.tx.send(UserCall::Unsubscribe(channel.into()));
+        self.inner.post(UserCall::Unsubscribe(channel.into()));
     }
-    /// Sends a command (publish, presence, presence_stats, history, rpc); its answer comes
-    /// as [`ClientEvent::Reply`].
-    pub fn call(&self, cmd: Command) {
-        let _ = self.tx.send(UserCall::Call(Box::new(cmd)));
+
+    /// Sends any command and returns the server's reply (an error reply is an `Err`).
+    /// While the client is reconnecting the command waits for the connection, within the
+    /// call timeout.
+    pub async fn call(&self, cmd: Command) -> Result<Reply, CallError> {
+        self.inner.call(cmd).await
     }
-    /// Publishes JSON (or bytes, in Protobuf) into a channel.
-    pub fn publish(&self, channel: &str, data: Bytes) {
-        self.call(Command {
-            publish: Some(wshub_protocol::PublishRequest {
+
+    pub async fn publish(&self, channel: &str, data: impl Into<Bytes>) -> Result<PublishResult, CallError> {
+        self.inner.publish(channel, data.into()).await
+    }
+
+    pub async fn presence(&self, channel: &str) -> Result<PresenceResult, CallError> {
+        self.inner.presence(channel).await
+    }
+
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStatsResult, CallError> {
+        self.inner.presence_stats(channel).await
+    }
+
+    pub async fn history(&self, channel: &str, opts: HistoryOptions) -> Result<HistoryResult, CallError> {
+        self.inner.history(channel, opts).await
+    }
+
+    pub async fn rpc(&self, method: &str, data: impl Into<Bytes>) -> Result<RpcResult, CallError> {
+        let reply = self
+            .call(Command {
+                rpc: Some(RpcRequest {
+                    method: method.into(),
+                    data: data.into(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        reply.rpc.ok_or(CallError::Unexpected("rpc"))
+    }
+
+    /// An asynchronous message to the server (no reply); `Ok` once it is written to the
+    /// connection's queue.
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.post(UserCall::Send(data.into(), tx));
+        match tokio::time::timeout(self.inner.call_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::Timeout(self.inner.call_timeout)),
+        }
+    }
+}
+
+impl Inner {
+    fn post(&self, c: UserCall) {
+        // The task only ends when every handle is gone, so this cannot fail while `self` lives.
+        let _ = self.tx.send(c);
+    }
+
+    async fn call(&self, cmd: Command) -> Result<Reply, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.post(UserCall::Call(Box::new(cmd), tx));
+        let reply = match tokio::time::timeout(self.call_timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(CallError::Stopped),
+            Err(_) => return Err(CallError::Timeout(self.call_timeout)),
+        };
+        match reply.error {
+            Some(e) => Err(CallError::Server {
+                code: e.code,
+                message: e.message,
+                temporary: e.temporary,
+            }),
+            None => Ok(reply),
+        }
+    }
+
+    async fn publish(&self, channel: &str, data: Bytes) -> Result<PublishResult, CallError> {
+        let cmd = Command {
+            publish: Some(PublishRequest {
                 channel: channel.into(),
                 data,
             }),
             ..Default::default()
-        });
+        };
+        self.call(cmd).await?.publish.ok_or(CallError::Unexpected("publish"))
+    }
+
+    async fn presence(&self, channel: &str) -> Result<PresenceResult, CallError> {
+        let cmd = Command {
+            presence: Some(PresenceRequest { channel: channel.into() }),
+            ..Default::default()
+        };
+        self.call(cmd).await?.presence.ok_or(CallError::Unexpected("presence"))
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStatsResult, CallError> {
+        let cmd = Command {
+            presence_stats: Some(PresenceStatsRequest { channel: channel.into() }),
+            ..Default::default()
+        };
+        self.call(cmd).await?.presence_stats.ok_or(CallError::Unexpected("presence_stats"))
+    }
+
+    async fn history(&self, channel: &str, opts: HistoryOptions) -> Result<HistoryResult, CallError> {
+        let cmd = Command {
+            history: Some(HistoryRequest {
+                channel: channel.into(),
+                limit: opts.limit,
+                since: opts.since,
+                reverse: opts.reverse,
+            }),
+            ..Default::default()
+        };
+        self.call(cmd).await?.history.ok_or(CallError::Unexpected("history"))
     }
 }
 
-impl Drop for Client {
+impl Subscription {
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The next event of this subscription: `Subscribing`, `Subscribed` (with `recovered`),
+    /// `Publication`, `Join`, `Leave`, `Unsubscribed`. `None` after it ended
+    /// (unsubscribed by the server, or the client stopped).
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// Publishes into this subscription's channel.
+    pub async fn publish(&self, data: impl Into<Bytes>) -> Result<PublishResult, CallError> {
+        self.inner.publish(&self.channel, data.into()).await
+    }
+
+    pub async fn presence(&self) -> Result<PresenceResult, CallError> {
+        self.inner.presence(&self.channel).await
+    }
+
+    pub async fn presence_stats(&self) -> Result<PresenceStatsResult, CallError> {
+        self.inner.presence_stats(&self.channel).await
+    }
+
+    pub async fn history(&self, opts: HistoryOptions) -> Result<HistoryResult, CallError> {
+        self.inner.history(&self.channel, opts).await
+    }
+}
+
+impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.tx.send(UserCall::Stop);
+        self.inner.post(UserCall::Unsubscribe(self.channel.clone()));
     }
 }
 
@@ -177,36 +567,95 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn run(
+struct Task {
+    core: ClientCore,
     target: Target,
-    cfg: ClientConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     tokens: Option<TokenSource>,
-    mut calls: mpsc::UnboundedReceiver<UserCall>,
+    sub_tokens: HashMap<String, SubTokenSource>,
+    /// Subscriptions with a stream of their own.
+    sub_events: HashMap<String, mpsc::UnboundedSender<ClientEvent>>,
     events: mpsc::UnboundedSender<ClientEvent>,
-) {
-    let format = cfg.format;
-    let mut core = ClientCore::new(cfg, rand::random());
-    let mut transport: Option<Transport> = None;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(a) = core.poll_action() {
+    /// Calls sent, by command id.
+    pending: HashMap<u32, ReplyTx>,
+    /// Calls made while reconnecting, sent once connected.
+    waiting: Vec<(Box<Command>, ReplyTx)>,
+    transport: Option<Transport>,
+}
+
+/// The channel an event belongs to, if any.
+fn event_channel(e: &ClientEvent) -> Option<&str> {
+    match e {
+        ClientEvent::Subscribing { channel }
+        | ClientEvent::Subscribed { channel, .. }
+        | ClientEvent::Unsubscribed { channel, .. }
+        | ClientEvent::Publication { channel, .. }
+        | ClientEvent::Join { channel, .. }
+        | ClientEvent::Leave { channel, .. } => Some(channel),
+        _ => None,
+    }
+}
+
+impl Task {
+    async fn run(mut self, mut calls: mpsc::UnboundedReceiver<UserCall>) {
+        let (itx, mut irx) = mpsc::unbounded_channel::<Internal>();
+        let format = self.core.format();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            self.do_actions(&itx, format).await;
+            self.route_events();
+            self.settle_calls();
+            if let Some(t) = self.transport.as_mut() {
+                if write_all(t).await.is_err() {
+                    self.transport = None;
+                    self.core.handle_close(CONNECTION_CLOSED, "write failed", Instant::now());
+                    continue;
+                }
+            }
+            let deadline = self.core.poll_timeout();
+            let transport = &mut self.transport;
+            let woke = tokio::select! {
+                call = calls.recv() => match call {
+                    None => return, // every handle dropped
+                    Some(c) => Woke::Call(c),
+                },
+                Some(i) = irx.recv() => Woke::Internal(i),
+                r = async { match transport.as_mut() { Some(t) => t.stream.read(&mut buf).await, None => std::future::pending().await } } => {
+                    Woke::Read(r.unwrap_or(0))
+                }
+                _ = sleep_until_opt(deadline) => Woke::Timer,
+            };
+            match woke {
+                Woke::Call(c) => self.user_call(c),
+                Woke::Internal(Internal::Token(Ok(t))) => self.core.handle_token(t, Instant::now()),
+                Woke::Internal(Internal::Token(Err(e))) => {
+                    let _ = self.events.send(ClientEvent::Error {
+                        message: format!("token: {e}"),
+                    });
+                    self.core.disconnect();
+                }
+                Woke::Internal(Internal::SubToken(channel, r)) => self.core.handle_sub_token(&channel, r),
+                Woke::Read(n) => self.handle_read(&buf[..n]).await,
+                Woke::Timer => self.core.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    async fn do_actions(&mut self, itx: &mpsc::UnboundedSender<Internal>, format: Format) {
+        while let Some(a) = self.core.poll_action() {
             match a {
-                Action::OpenTransport => match open(&target, format).await {
+                Action::OpenTransport => match open(&self.target, self.tls.as_ref(), format).await {
                     Ok(t) => {
-                        transport = Some(t);
-                        core.handle_open(Instant::now());
+                        self.transport = Some(t);
+                        self.core.handle_open(Instant::now());
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "connect failed");
-                        core.handle_close(
-                            wshub_protocol::codes::disconnect::CONNECTION_CLOSED,
-                            "transport failed",
-                            Instant::now(),
-                        );
+                        self.core.handle_close(CONNECTION_CLOSED, "transport failed", Instant::now());
                     }
                 },
                 Action::Send(b) => {
-                    if let Some(t) = transport.as_mut() {
+                    if let Some(t) = self.transport.as_mut() {
                         let kind = if format == Format::Json {
                             MessageKind::Text
                         } else {
@@ -215,87 +664,186 @@ async fn run(
                         t.conn.send(kind, b);
                     }
                 }
-                Action::CloseTransport => transport = None,
-                Action::RefreshToken => match &tokens {
-                    Some(src) => match src().await {
-                        Ok(t) => core.handle_token(t, Instant::now()),
-                        Err(e) => {
-                            let _ = events.send(ClientEvent::Error {
-                                message: format!("token: {e}"),
-                            });
-                            core.disconnect();
-                        }
-                    },
+                Action::CloseTransport => self.transport = None,
+                // Token callbacks run as tasks of their own so that a slow one does not stop
+                // this loop from answering pings.
+                Action::RefreshToken => match &self.tokens {
+                    Some(src) => {
+                        let fut = src();
+                        let itx = itx.clone();
+                        tokio::spawn(async move {
+                            let _ = itx.send(Internal::Token(fut.await));
+                        });
+                    }
                     None => {
-                        let _ = events.send(ClientEvent::Error {
+                        let _ = self.events.send(ClientEvent::Error {
                             message: "token expired and no token source".into(),
                         });
-                        core.disconnect();
+                        self.core.disconnect();
                     }
                 },
+                Action::SubscriptionToken(channel) => {
+                    let r = match self.sub_tokens.get(&channel) {
+                        Some(src) => {
+                            let fut = src(channel.clone());
+                            let itx = itx.clone();
+                            tokio::spawn(async move {
+                                let _ = itx.send(Internal::SubToken(channel, fut.await));
+                            });
+                            continue;
+                        }
+                        None => Err("no token source".to_string()),
+                    };
+                    self.core.handle_sub_token(&channel, r);
+                }
             }
         }
-        while let Some(e) = core.poll_event() {
-            if events.send(e).is_err() {
-                return;
-            }
-        }
-        if let Some(t) = transport.as_mut() {
-            if write_all(t).await.is_err() {
-                transport = None;
-                core.handle_close(wshub_protocol::codes::disconnect::CONNECTION_CLOSED, "write failed", Instant::now());
+    }
+
+    fn route_events(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            if let ClientEvent::Reply { id, reply } = e {
+                match self.pending.remove(&id) {
+                    Some(tx) => {
+                        let _ = tx.send(Ok(*reply));
+                    }
+                    None => {
+                        let _ = self.events.send(ClientEvent::Reply { id, reply });
+                    }
+                }
                 continue;
             }
-        }
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            call = calls.recv() => match call {
-                None | Some(UserCall::Stop) => return,
-                Some(UserCall::Connect) => core.connect(),
-                Some(UserCall::Disconnect) => core.disconnect(),
-                Some(UserCall::Subscribe(c, r, t)) => core.subscribe(&c, r, &t),
-                Some(UserCall::Unsubscribe(c)) => core.unsubscribe(&c),
-                Some(UserCall::Call(cmd)) => {
-                    if core.call(*cmd).is_none() {
-                        let _ = events.send(ClientEvent::Error { message: "not connected".into() });
+            let routed = match event_channel(&e) {
+                Some(ch) => self.sub_events.get(ch),
+                None => None,
+            };
+            match routed {
+                Some(tx) => {
+                    let ended = matches!(e, ClientEvent::Unsubscribed { .. });
+                    let channel = event_channel(&e).map(str::to_string);
+                    let _ = tx.send(e);
+                    if let (true, Some(ch)) = (ended, channel) {
+                        // The stream ends after its Unsubscribed event.
+                        self.sub_events.remove(&ch);
+                        self.sub_tokens.remove(&ch);
                     }
                 }
-            },
-            r = async { match transport.as_mut() { Some(t) => t.stream.read(&mut buf).await, None => std::future::pending().await } } => {
-                let now = Instant::now();
-                match r {
-                    Ok(n) if n > 0 => {
-                        if let Some(t) = transport.as_mut() {
-                            t.conn.handle_read(&buf[..n]);
-                        }
-                    }
-                    _ => {
-                        if let Some(t) = transport.as_mut() {
-                            t.conn.handle_eof();
-                        }
-                    }
-                }
-                let mut closed = None;
-                if let Some(t) = transport.as_mut() {
-                    while let Some(e) = t.conn.poll_event() {
-                        match e {
-                            Event::Message { data, .. } => core.handle_frame(data, now),
-                            Event::Closed { code, reason } => closed = Some((code.0, reason)),
-                            Event::Failed(err) => closed = Some((wshub_protocol::codes::disconnect::CONNECTION_CLOSED, err.to_string())),
-                            _ => {}
-                        }
-                    }
-                }
-                if let Some((code, reason)) = closed {
-                    if let Some(t) = transport.as_mut() {
-                        let _ = write_all(t).await; // our answering close frame
-                    }
-                    transport = None;
-                    let code = if code == 1006 || code == 1005 { wshub_protocol::codes::disconnect::CONNECTION_CLOSED } else { code };
-                    core.handle_close(code, &reason, now);
+                None => {
+                    let _ = self.events.send(e);
                 }
             }
-            _ = sleep_until_opt(deadline) => core.handle_timeout(Instant::now()),
+        }
+    }
+
+    /// Fails the calls that can no longer be answered and sends the ones that waited for a
+    /// connection.
+    fn settle_calls(&mut self) {
+        match self.core.state() {
+            State::Connected => {
+                for (cmd, tx) in std::mem::take(&mut self.waiting) {
+                    self.send_call(cmd, tx);
+                }
+            }
+            State::Connecting => {
+                for (_, tx) in self.pending.drain() {
+                    let _ = tx.send(Err(CallError::ConnectionClosed));
+                }
+                self.waiting.retain(|(_, tx)| !tx.is_closed());
+            }
+            State::Disconnected => {
+                for (_, tx) in self.pending.drain() {
+                    let _ = tx.send(Err(CallError::ConnectionClosed));
+                }
+                for (_, tx) in self.waiting.drain(..) {
+                    let _ = tx.send(Err(CallError::NotConnected));
+                }
+            }
+        }
+    }
+
+    fn send_call(&mut self, cmd: Box<Command>, tx: ReplyTx) {
+        if tx.is_closed() {
+            return; // the caller gave up (timeout)
+        }
+        match self.core.call(*cmd) {
+            Some(id) => {
+                // Calls whose callers timed out never get their entry removed by a reply
+                // if the server never answers; sweep them now and then.
+                if self.pending.len() >= 1024 {
+                    self.pending.retain(|_, t| !t.is_closed());
+                }
+                self.pending.insert(id, tx);
+            }
+            None => {
+                let _ = tx.send(Err(CallError::NotConnected));
+            }
+        }
+    }
+
+    fn user_call(&mut self, c: UserCall) {
+        match c {
+            UserCall::Connect => self.core.connect(),
+            UserCall::Disconnect => self.core.disconnect(),
+            UserCall::Subscribe {
+                channel,
+                opts,
+                token_source,
+                events,
+            } => {
+                if let Some(src) = token_source {
+                    self.sub_tokens.insert(channel.clone(), src);
+                }
+                if let Some(tx) = events {
+                    self.sub_events.insert(channel.clone(), tx);
+                }
+                self.core.subscribe_with(&channel, opts);
+            }
+            UserCall::Unsubscribe(channel) => {
+                self.core.unsubscribe(&channel);
+                self.route_events();
+                self.sub_events.remove(&channel);
+                self.sub_tokens.remove(&channel);
+            }
+            UserCall::Call(cmd, tx) => match self.core.state() {
+                State::Connected => self.send_call(cmd, tx),
+                State::Connecting => self.waiting.push((cmd, tx)),
+                State::Disconnected => {
+                    let _ = tx.send(Err(CallError::NotConnected));
+                }
+            },
+            UserCall::Send(data, tx) => {
+                let r = if self.core.send_message(data) {
+                    Ok(())
+                } else {
+                    Err(CallError::NotConnected)
+                };
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    async fn handle_read(&mut self, data: &[u8]) {
+        let now = Instant::now();
+        let Some(t) = self.transport.as_mut() else { return };
+        if data.is_empty() {
+            t.conn.handle_eof();
+        } else {
+            t.conn.handle_read(data);
+        }
+        let mut closed = None;
+        while let Some(e) = t.conn.poll_event() {
+            match e {
+                Event::Message { data, .. } => self.core.handle_frame(data, now),
+                Event::Closed { code, reason } => closed = Some((code.0, reason)),
+                Event::Failed(err) => closed = Some((CONNECTION_CLOSED, err.to_string())),
+                _ => {}
+            }
+        }
+        if let Some((code, reason)) = closed {
+            let _ = write_all(t).await; // our answering close frame
+            self.transport = None;
+            let code = if code == 1006 || code == 1005 { CONNECTION_CLOSED } else { code };
+            self.core.handle_close(code, &reason, now);
         }
     }
 }

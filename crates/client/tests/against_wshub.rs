@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{CallError, Client, ClientConfig, ClientEvent, HistoryOptions, SubTokenSource, SubscriptionOptions};
 
 const SECRET: &str = "client-test";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -32,7 +32,11 @@ impl Server {
             "http_api": {"key": "k"},
             "client": {"token": {"hmac_secret_key": SECRET}, "expired_close_delay": "1s"},
             "shutdown": {"timeout": "4s", "drain_window": "1s"},
-            "channel": {"namespaces": [{"name": "chat", "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_subscribe_for_client": true}]}
+            "channel": {"namespaces": [
+                {"name": "chat", "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_subscribe_for_client": true,
+                 "presence": true, "allow_publish_for_subscriber": true, "allow_presence_for_subscriber": true, "allow_history_for_subscriber": true},
+                {"name": "priv", "history_size": 10, "history_ttl": "300s", "allow_publish_for_subscriber": true}
+            ]}
         });
         if let (Some(a), serde_json::Value::Object(b)) = (c.as_object_mut(), extra) {
             for (k, v) in b {
@@ -78,6 +82,10 @@ impl Server {
 
     fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    fn wss_url(&self) -> String {
+        format!("wss://localhost:{}/connection/websocket", self.port)
     }
 
     /// Sends a signal to the process we started, by its PID, and waits for it to exit.
@@ -392,4 +400,214 @@ async fn protobuf_format() {
         matches!(p, ClientEvent::Publication { ref data, offset: 1, .. } if data == &Bytes::from_static(br#"{"via":"protobuf"}"#)),
         "{p:?}"
     );
+}
+
+fn sub_token(user: &str, channel: &str, exp_in: u64) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + exp_in;
+    wshub_core::token::make_hs256(SECRET, &json!({"sub": user, "channel": channel, "exp": exp})).unwrap()
+}
+
+async fn next(sub: &mut wshub_client::Subscription, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    loop {
+        let e = tokio::time::timeout(LIMIT, sub.next_event())
+            .await
+            .expect("subscription event in time")
+            .expect("subscription alive");
+        if f(&e) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_return_their_replies() {
+    let server = Server::start(Server::config(json!({})), free_port()).await;
+    let (client, mut ev) = Client::start(&server.url(), quick(token("erin", None))).unwrap();
+    // Not connected (and not connecting): an immediate, typed error.
+    assert_eq!(client.publish("chat:r", &b"{}"[..]).await, Err(CallError::NotConnected));
+
+    let mut sub = client.new_subscription(
+        "chat:r",
+        SubscriptionOptions {
+            recoverable: true,
+            ..Default::default()
+        },
+    );
+    // A call made while connecting waits for the connection.
+    client.connect();
+    client.publish("chat:r", &br#"{"n":1}"#[..]).await.unwrap();
+    let s = next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert!(
+        matches!(s, ClientEvent::Subscribed { ref channel, .. } if channel == "chat:r"),
+        "{s:?}"
+    );
+    until(&mut ev, |e| matches!(e, ClientEvent::Connected { .. })).await;
+
+    // The waiting publish was sent after the subscribe (both on connect), so it arrives.
+    let p = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(matches!(p, ClientEvent::Publication { offset: 1, .. }), "{p:?}");
+    sub.publish(&br#"{"n":2}"#[..]).await.unwrap();
+    let p = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(matches!(p, ClientEvent::Publication { offset: 2, .. }), "{p:?}");
+
+    let h = sub
+        .history(HistoryOptions {
+            limit: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let datas: Vec<&[u8]> = h.publications.iter().map(|p| &p.data[..]).collect();
+    assert_eq!(datas, vec![&br#"{"n":1}"#[..], &br#"{"n":2}"#[..]]);
+    assert_eq!(h.offset, 2);
+    assert!(!h.epoch.is_empty());
+
+    let presence = sub.presence().await.unwrap();
+    assert_eq!(presence.presence.len(), 1, "{presence:?}");
+    assert_eq!(presence.presence.values().next().unwrap().user, "erin");
+    let stats = client.presence_stats("chat:r").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+
+    // Error replies come back as typed errors, and the connection stays.
+    let e = client.publish("chat:elsewhere", &b"{}"[..]).await.unwrap_err();
+    assert!(matches!(e, CallError::Server { code: 103, .. }), "{e:?}");
+    let e = client.rpc("nothing", &b"{}"[..]).await.unwrap_err();
+    assert!(matches!(e, CallError::Server { .. }), "{e:?}");
+    let e = client.history("nope:x", HistoryOptions::default()).await.unwrap_err();
+    assert!(matches!(e, CallError::Server { code: 102, .. }), "{e:?}");
+    client.send(&b"{}"[..]).await.unwrap();
+    sub.publish(&br#"{"n":3}"#[..]).await.unwrap();
+    let p = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(matches!(p, ClientEvent::Publication { offset: 3, .. }), "{p:?}");
+    // The subscription's events went to its own stream, not the client's.
+    client.disconnect();
+    while let Some(e) = ev.recv().await {
+        assert!(
+            !matches!(e, ClientEvent::Publication { .. } | ClientEvent::Subscribed { .. }),
+            "{e:?}"
+        );
+        if matches!(e, ClientEvent::Disconnected { .. }) {
+            break;
+        }
+    }
+    assert_eq!(client.presence("chat:r").await, Err(CallError::NotConnected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_tokens_from_a_callback_are_refreshed() {
+    let server = Server::start(Server::config(json!({})), free_port()).await;
+    let (client, mut ev) = Client::start(&server.url(), quick(token("fay", None))).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    // Tokens that live 2 s: the client must fetch new ones before they run out.
+    let source: SubTokenSource = Arc::new(move |channel: String| {
+        c2.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(sub_token("fay", &channel, 2)) })
+    });
+    let mut sub = client.new_subscription(
+        "priv:a",
+        SubscriptionOptions {
+            token_source: Some(source),
+            ..Default::default()
+        },
+    );
+    client.connect();
+    next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    // Polled with a deadline: two refreshes (each before the previous token's end).
+    let deadline = Instant::now() + LIMIT;
+    while calls.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "no refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the first token's expiry, the subscription is still there and live: refreshed
+    // in place (sub_refresh), not dropped by the server and made again.
+    sub.publish(&br#"{"after":"refresh"}"#[..]).await.unwrap();
+    let e = next(&mut sub, |e| {
+        matches!(
+            e,
+            ClientEvent::Publication { .. }
+                | ClientEvent::Unsubscribed { .. }
+                | ClientEvent::Subscribing { .. }
+                | ClientEvent::Subscribed { .. }
+        )
+    })
+    .await;
+    assert!(matches!(e, ClientEvent::Publication { .. }), "{e:?}");
+
+    // A callback that fails ends its subscription (and only it).
+    let failing: SubTokenSource = Arc::new(|_| Box::pin(async { Err("denied".to_string()) }));
+    let mut bad = client.new_subscription(
+        "priv:b",
+        SubscriptionOptions {
+            token_source: Some(failing),
+            ..Default::default()
+        },
+    );
+    let e = next(&mut bad, |e| matches!(e, ClientEvent::Unsubscribed { .. })).await;
+    assert!(
+        matches!(e, ClientEvent::Unsubscribed { ref channel, .. } if channel == "priv:b"),
+        "{e:?}"
+    );
+    assert!(
+        tokio::time::timeout(LIMIT, bad.next_event()).await.unwrap().is_none(),
+        "stream ends"
+    );
+    let err = until(&mut ev, |e| matches!(e, ClientEvent::Error { .. })).await;
+    assert!(
+        matches!(err, ClientEvent::Error { ref message } if message.contains("denied")),
+        "{err:?}"
+    );
+    sub.publish(&br#"{"still":"here"}"#[..]).await.unwrap();
+    next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_an_added_root_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("wshub-client-tls-{}-{}", std::process::id(), rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let cfg = Server::config(json!({
+        "http_server": {"tls": {"enabled": true, "cert_pem_file": cert_path, "key_pem_file": key_path}}
+    }));
+    let server = Server::start(cfg, free_port()).await;
+
+    // Without the CA the certificate is refused, and the client keeps retrying.
+    let (untrusting, mut ev0) = Client::start(&server.wss_url(), quick(token("gus", None))).unwrap();
+    untrusting.connect();
+    until(&mut ev0, |e| matches!(e, ClientEvent::Connecting { .. })).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(1500),
+        until(&mut ev0, |e| matches!(e, ClientEvent::Connected { .. })),
+    )
+    .await;
+    assert!(r.is_err(), "connected without trusting the certificate");
+    drop(untrusting);
+
+    let (client, mut ev) = Client::builder(&server.wss_url())
+        .config(quick(token("gus", None)))
+        .root_certificates_pem(cert.cert.pem().as_bytes())
+        .unwrap()
+        .start()
+        .unwrap();
+    client.subscribe("chat:tls", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    client.publish("chat:tls", &br#"{"over":"tls"}"#[..]).await.unwrap();
+    let p = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(
+        matches!(p, ClientEvent::Publication { ref data, .. } if data == &Bytes::from_static(br#"{"over":"tls"}"#)),
+        "{p:?}"
+    );
+    assert!(Client::builder(&server.wss_url()).root_certificates_pem(b"not a pem").is_err());
+    assert!(Client::start("http://x/", ClientConfig::default()).is_err());
+    assert!(Client::start("ws://:80/", ClientConfig::default()).is_err());
+    assert!(Client::start("ws://h:99999/", ClientConfig::default()).is_err());
 }

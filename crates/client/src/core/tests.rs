@@ -359,3 +359,136 @@ fn refreshes_before_expiry() {
     c.handle_token("new".into(), t0 + Duration::from_secs(9));
     assert_eq!(sent(&mut c)[0].refresh.as_ref().unwrap().token, "new");
 }
+
+fn callback_sub() -> SubscribeOptions {
+    SubscribeOptions {
+        recoverable: false,
+        token: String::new(),
+        token_callback: true,
+    }
+}
+
+#[test]
+fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
+    let t0 = Instant::now();
+    let mut c = core();
+    connected(&mut c, t0);
+    c.subscribe_with("priv", callback_sub());
+    // No subscribe yet: a token is asked for first, once.
+    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
+    c.handle_timeout(t0);
+    assert!(actions(&mut c).is_empty());
+    c.handle_sub_token("priv", Ok("tok1".into()));
+    let cmds = sent(&mut c);
+    assert_eq!(cmds[0].subscribe.as_ref().unwrap().token, "tok1");
+    c.handle_frame(
+        frame(Reply {
+            id: cmds[0].id,
+            subscribe: Some(SubscribeResult {
+                expires: true,
+                ttl: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
+    assert_eq!(c.sub_state("priv"), SubState::Subscribed);
+    // At 90 % of the ttl: a new token, sent as sub_refresh (the subscription stays).
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(9)));
+    c.handle_timeout(t0 + Duration::from_millis(8_999));
+    assert!(actions(&mut c).is_empty());
+    let t1 = t0 + Duration::from_secs(9);
+    c.handle_timeout(t1);
+    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
+    c.handle_sub_token("priv", Ok("tok2".into()));
+    let cmds = sent(&mut c);
+    let r = cmds[0].sub_refresh.as_ref().unwrap();
+    assert_eq!((r.channel.as_str(), r.token.as_str()), ("priv", "tok2"));
+    c.handle_frame(
+        frame(Reply {
+            id: cmds[0].id,
+            sub_refresh: Some(SubRefreshResult { expires: true, ttl: 20 }),
+            ..Default::default()
+        }),
+        t1,
+    );
+    assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(18)));
+    assert_eq!(c.sub_state("priv"), SubState::Subscribed);
+    assert!(!events(&mut c).iter().any(|e| matches!(e, ClientEvent::Unsubscribed { .. })));
+
+    // The server drops it as expired (2501): a fresh token, then a new subscribe.
+    c.handle_frame(
+        frame(Reply {
+            push: Some(Push {
+                channel: "priv".into(),
+                unsubscribe: Some(Unsubscribe {
+                    code: 2501,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        t1,
+    );
+    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
+    c.handle_sub_token("priv", Ok("tok3".into()));
+    assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "tok3");
+}
+
+#[test]
+fn subscription_token_expired_reply_and_callback_failure() {
+    let t0 = Instant::now();
+    let mut c = core();
+    connected(&mut c, t0);
+    c.subscribe_with("priv", callback_sub());
+    actions(&mut c);
+    c.handle_sub_token("priv", Ok("old".into()));
+    let id = sent(&mut c)[0].id;
+    // 109 on subscribe: the token is dropped and a new one asked for.
+    c.handle_frame(
+        frame(Reply {
+            id,
+            error: Some(Error {
+                code: 109,
+                message: "token expired".into(),
+                temporary: false,
+            }),
+            ..Default::default()
+        }),
+        t0,
+    );
+    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
+    assert_eq!(c.sub_state("priv"), SubState::Subscribing);
+    // The callback fails: the subscription ends, with the reason.
+    events(&mut c);
+    c.handle_sub_token("priv", Err("denied".into()));
+    let evs = events(&mut c);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, ClientEvent::Error { message } if message.contains("denied"))),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, ClientEvent::Unsubscribed { channel, .. } if channel == "priv")),
+        "{evs:?}"
+    );
+    assert_eq!(c.sub_state("priv"), SubState::Unsubscribed);
+    // Nothing was subscribed, so nothing is sent; a late answer is ignored.
+    c.handle_sub_token("priv", Ok("late".into()));
+    assert!(actions(&mut c).is_empty());
+}
+
+#[test]
+fn subscription_token_asked_while_disconnected_is_used_on_connect() {
+    let t0 = Instant::now();
+    let mut c = core();
+    c.subscribe_with("priv", callback_sub());
+    assert!(actions(&mut c).is_empty(), "nothing to do before connecting");
+    connected(&mut c, t0);
+    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
+    c.handle_sub_token("priv", Ok("t".into()));
+    assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "t");
+}
