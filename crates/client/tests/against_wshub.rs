@@ -34,7 +34,7 @@ impl Server {
             "shutdown": {"timeout": "4s", "drain_window": "1s"},
             "channel": {"namespaces": [
                 {"name": "chat", "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_subscribe_for_client": true,
-                 "presence": true, "allow_publish_for_subscriber": true, "allow_presence_for_subscriber": true, "allow_history_for_subscriber": true},
+                 "presence": true, "join_leave": true, "force_push_join_leave": true, "allow_publish_for_subscriber": true, "allow_presence_for_subscriber": true, "allow_history_for_subscriber": true},
                 {"name": "priv", "history_size": 10, "history_ttl": "300s", "allow_publish_for_subscriber": true}
             ]}
         });
@@ -610,4 +610,108 @@ async fn wss_with_an_added_root_certificate() {
     assert!(Client::start("http://x/", ClientConfig::default()).is_err());
     assert!(Client::start("ws://:80/", ClientConfig::default()).is_err());
     assert!(Client::start("ws://h:99999/", ClientConfig::default()).is_err());
+}
+
+async fn publications(ev: &mut UnboundedReceiver<ClientEvent>, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        if let ClientEvent::Publication { data, .. } = until(ev, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            got.push(String::from_utf8_lossy(&data).into_owned());
+        }
+    }
+    got
+}
+
+/// With the Redis engine, history outlives a node: the client's node is drained (SIGTERM)
+/// and later killed (SIGKILL) while another node keeps publishing, and after each restart
+/// the client recovers every publication made meanwhile, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
+    let redis = wshub_redis::testing::RedisServer::start().await;
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let cfg = Server::config(json!({ "engine": engine }));
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = Server::start(cfg.clone(), port_a).await;
+    let b = Server::start(cfg.clone(), port_b).await;
+    let (client, mut ev) = Client::start(&a.url(), quick(token("hal", None))).unwrap();
+    client.subscribe("chat:room", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    // Published on node B, delivered by node A.
+    b.api("publish", json!({"channel": "chat:room", "data": {"n": 1}})).await;
+    assert_eq!(publications(&mut ev, 1).await, vec![r#"{"n":1}"#]);
+
+    let mut n = 1;
+    for signal in ["-TERM", "-KILL"] {
+        a.signal(signal).await;
+        until(&mut ev, |e| matches!(e, ClientEvent::Connecting { .. })).await;
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            n += 1;
+            let r = b.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
+            assert_eq!(r["result"]["offset"], json!(n), "{r}");
+            expected.push(format!(r#"{{"n":{n}}}"#));
+        }
+        a = Server::start(cfg.clone(), port_a).await;
+        let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        assert_eq!(
+            sub,
+            ClientEvent::Subscribed {
+                channel: "chat:room".into(),
+                recovered: true,
+                was_recovering: true
+            },
+            "after {signal}"
+        );
+        assert_eq!(
+            publications(&mut ev, 3).await,
+            expected,
+            "after {signal}: every missed publication, in order, once"
+        );
+    }
+    n += 1;
+    b.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
+    assert_eq!(publications(&mut ev, 1).await, vec![format!(r#"{{"n":{n}}}"#)]);
+    drop(a);
+}
+
+/// Two nodes on one Redis: joins, leaves, presence and history are the channel's, not the
+/// node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_presence_joins_and_history() {
+    let redis = wshub_redis::testing::RedisServer::start().await;
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let cfg = Server::config(json!({ "engine": engine }));
+    let a = Server::start(cfg.clone(), free_port()).await;
+    let b = Server::start(cfg, free_port()).await;
+    let (x, mut xev) = Client::start(&a.url(), quick(token("xavier", None))).unwrap();
+    x.subscribe("chat:p", false);
+    x.connect();
+    until(&mut xev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let (y, mut yev) = Client::start(&b.url(), quick(token("yann", None))).unwrap();
+    y.subscribe("chat:p", false);
+    y.connect();
+    until(&mut yev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+
+    // (X also sees its own join; Y's comes from node B through Redis.)
+    until(&mut xev, |e| matches!(e, ClientEvent::Join { info, .. } if info.user == "yann")).await;
+    let p = x.presence("chat:p").await.unwrap();
+    let mut users: Vec<&str> = p.presence.values().map(|i| i.user.as_str()).collect();
+    users.sort();
+    assert_eq!(users, vec!["xavier", "yann"]);
+    let stats = b.api("presence_stats", json!({"channel": "chat:p"})).await;
+    assert_eq!(stats["result"]["num_clients"], json!(2), "{stats}");
+
+    // A client publication on node B reaches node A's subscriber; history is shared.
+    y.publish("chat:p", &br#"{"from":"b"}"#[..]).await.unwrap();
+    let got = publications(&mut xev, 1).await;
+    assert_eq!(got, vec![r#"{"from":"b"}"#]);
+    let h = a.api("history", json!({"channel": "chat:p", "limit": -1})).await;
+    assert_eq!(h["result"]["publications"][0]["data"], json!({"from": "b"}), "{h}");
+
+    y.disconnect();
+    let l = until(&mut xev, |e| matches!(e, ClientEvent::Leave { .. })).await;
+    assert!(matches!(l, ClientEvent::Leave { ref info, .. } if info.user == "yann"), "{l:?}");
+    let p = x.presence("chat:p").await.unwrap();
+    assert_eq!(p.presence.len(), 1, "{p:?}");
 }

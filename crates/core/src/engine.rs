@@ -63,6 +63,10 @@ pub trait BrokerHandler: Send + Sync {
     fn handle_publication(&self, channel: &str, publication: &Publication);
     fn handle_join(&self, channel: &str, info: &ClientInfo);
     fn handle_leave(&self, channel: &str, info: &ClientInfo);
+    /// Whether this node still has subscribers of `channel`. A broker that unsubscribes
+    /// asynchronously asks before doing it, so that a subscribe racing with the last
+    /// unsubscribe is not left without deliveries.
+    fn has_subscribers(&self, channel: &str) -> bool;
 }
 
 /// Publication fan-out, history and presence.
@@ -82,6 +86,7 @@ pub trait Engine: Send + Sync {
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>>;
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Presence entries expire unless added again; sessions re-add theirs at every ping.
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>>;
     /// Tells the broker that this node has (or no longer has) subscribers of `channel`.

@@ -80,6 +80,9 @@ struct Entry {
     join_leave: bool,
     /// `Some` while the subscriber recovers: publications wait here.
     buffer: Option<Vec<Arc<PreparedPush>>>,
+    /// Positioned subscribers: the last offset sent, so that a gap in the live stream (a
+    /// broker connection lost for a while) is noticed rather than silently skipped.
+    last: Option<u64>,
 }
 
 impl Entry {
@@ -132,6 +135,7 @@ impl Hub {
                 conn,
                 join_leave,
                 buffer: recovering.then(Vec::new),
+                last: None,
             },
         );
         first
@@ -170,6 +174,7 @@ impl Hub {
             entry.send(&p);
             top = p.offset;
         }
+        entry.last = Some(top);
         Ok(())
     }
 
@@ -184,11 +189,30 @@ impl Hub {
             r#pub: Some(publication.clone()),
             ..Default::default()
         };
-        let prepared = PreparedPush::new(publication.offset, push);
+        let offset = publication.offset;
+        let prepared = PreparedPush::new(offset, push);
         for entry in subs.values_mut() {
             match &mut entry.buffer {
                 Some(buf) => buf.push(prepared.clone()),
-                None => entry.send(&prepared),
+                None => match entry.last {
+                    None => entry.send(&prepared),
+                    _ if offset == 0 => entry.send(&prepared),
+                    Some(last) if last.checked_add(1) == Some(offset) => {
+                        entry.last = Some(offset);
+                        entry.send(&prepared);
+                    }
+                    Some(last) if offset <= last => {} // already sent
+                    Some(last) => {
+                        // Publications were lost on the way to this node: the client must
+                        // reconnect and recover them from history.
+                        tracing::debug!(channel, expected = last + 1, got = offset, "live gap");
+                        entry.last = Some(u64::MAX); // once
+                        entry.conn.control(Control::Disconnect {
+                            code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
+                            reason: "insufficient state".into(),
+                        });
+                    }
+                },
             }
         }
     }

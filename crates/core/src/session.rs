@@ -705,6 +705,7 @@ impl Session {
             out.reply(&Reply::default());
             self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
             self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
+            self.refresh_presence().await;
         }
         let expired: Vec<String> = self.subs.iter().filter(|(_, s)| due(s.expires)).map(|(c, _)| c.clone()).collect();
         for ch in expired {
@@ -722,6 +723,20 @@ impl Session {
             });
         }
         out.finish()
+    }
+
+    /// Presence entries expire in a shared engine (a node that dies leaves none behind for
+    /// long), so each session adds its entries again at every ping.
+    async fn refresh_presence(&mut self) {
+        let node = self.node.clone();
+        for (ch, sub) in &self.subs {
+            if node.options(ch).is_ok_and(|o| o.presence) {
+                let info = self.client_info(sub.chan_info.clone());
+                if let Err(e) = node.engine.add_presence(ch, &self.client, info).await {
+                    tracing::debug!(channel = %ch, error = %e, "presence not refreshed");
+                }
+            }
+        }
     }
 
     /// A request from the server API.

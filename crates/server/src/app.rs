@@ -20,7 +20,20 @@ pub const WS_PATH: &str = "/connection/websocket";
 
 /// The node and the listener settings for `config`.
 pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
-    let engine = Arc::new(MemoryEngine::default());
+    let engine: Arc<dyn wshub_core::engine::Engine> = match config.engine.r#type.as_str() {
+        "redis" => {
+            let r = &config.engine.redis;
+            Arc::new(
+                wshub_redis::RedisEngine::new(wshub_redis::RedisConfig {
+                    address: r.address.clone(),
+                    prefix: r.prefix.clone(),
+                    presence_ttl: r.presence_ttl,
+                })
+                .map_err(|e| LoadError(e.to_string()))?,
+            )
+        }
+        _ => Arc::new(MemoryEngine::default()),
+    };
     let node = Node::new(to_node_config(config), engine).map_err(|e| LoadError(e.to_string()))?;
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();

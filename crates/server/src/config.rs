@@ -178,6 +178,9 @@ impl Default for Engine {
 pub struct Redis {
     pub address: String,
     pub prefix: String,
+    /// How long a presence entry lives unless its session refreshes it (every ping).
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
 }
 
 impl Default for Redis {
@@ -185,6 +188,7 @@ impl Default for Redis {
         Redis {
             address: "redis://127.0.0.1:6379".into(),
             prefix: "wshub".into(),
+            presence_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -350,11 +354,25 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if c.websocket.compression_level > 9 {
         return fail("websocket.compression_level", "must be 0..9");
     }
-    if c.engine.r#type != "memory" {
-        return fail(
-            "engine.type",
-            "only \"memory\" is available in this build (the Redis engine comes with scale-out)",
-        );
+    if !["memory", "redis"].contains(&c.engine.r#type.as_str()) {
+        return fail("engine.type", "must be \"memory\" or \"redis\"");
+    }
+    if c.engine.r#type == "redis" {
+        if !["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|s| c.engine.redis.address.starts_with(s))
+        {
+            return fail("engine.redis.address", "must be a redis:// (or rediss://, unix://) URL");
+        }
+        if c.engine.redis.prefix.is_empty() {
+            return fail("engine.redis.prefix", "must not be empty");
+        }
+        if c.engine.redis.presence_ttl < c.client.ping_interval * 2 {
+            return fail(
+                "engine.redis.presence_ttl",
+                "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
+            );
+        }
     }
     if !["text", "json"].contains(&c.log.format.as_str()) {
         return fail("log.format", "must be \"text\" or \"json\"");
@@ -471,6 +489,14 @@ mod tests {
                 "force_recovery",
             ),
             (r#"{"engine": {"type": "cassandra"}}"#, "engine.type"),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"address": "http://x"}}}"#,
+                "engine.redis.address",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "10s"}}}"#,
+                "engine.redis.presence_ttl",
+            ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
                 "client.token.rsa_public_key",

@@ -143,3 +143,32 @@ fn binary_data_skips_json_subscribers_only() {
     assert!(j.frames.lock().is_empty());
     assert_eq!(p.frames.lock().len(), 1);
 }
+
+#[test]
+fn live_gap_disconnects_positioned_subscribers_once() {
+    let hub = Hub::default();
+    let positioned = Recorder::new(Format::Json);
+    let plain = Recorder::new(Format::Json);
+    hub.add("c", positioned.clone(), false, true);
+    hub.finish_recovery("c", positioned.id(), 3).unwrap();
+    hub.add("c", plain.clone(), false, false);
+    hub.broadcast_publication("c", &publication(4));
+    hub.broadcast_publication("c", &publication(4)); // a duplicate: not sent twice
+    assert_eq!(positioned.payloads().len(), 1);
+    assert!(positioned.controls.lock().is_empty());
+    // 5 and 6 were lost on the way to this node.
+    hub.broadcast_publication("c", &publication(7));
+    hub.broadcast_publication("c", &publication(8));
+    assert_eq!(positioned.payloads().len(), 1, "nothing after the gap");
+    assert_eq!(
+        positioned.controls.lock().as_slice(),
+        [Control::Disconnect {
+            code: 3010,
+            reason: "insufficient state".into()
+        }],
+        "told once to reconnect and recover"
+    );
+    // A subscriber without a position has nothing to recover: it gets what comes.
+    assert_eq!(plain.payloads().len(), 4);
+    assert!(plain.controls.lock().is_empty());
+}

@@ -1,0 +1,510 @@
+//! The Redis engine: the [`Engine`] traits over Redis, so that several wshub nodes behind a
+//! load balancer share channels, history and presence, and history outlives a node restart.
+//!
+//! Keys (under `prefix`, `wshub` by default), per channel `ch`:
+//! - `{prefix}.stream.{ch}`: a Redis stream, one entry per kept publication, its ID
+//!   `{offset}-1`, its field `d` the Protobuf-encoded publication. Trimmed to `history_size`
+//!   and expiring `history_ttl` after the last publication (as Centrifugo's Redis engine).
+//! - `{prefix}.meta.{ch}`: a hash with the stream's epoch `e` and top offset `s`; it
+//!   outlives the stream (`META_TTL`) so that offsets keep growing under one epoch.
+//! - `{prefix}.presence.{ch}` and `{prefix}.presence.exp.{ch}`: client id → Protobuf
+//!   `ClientInfo`, and client id → expiry (Redis server time), pruned on every read.
+//! - `{prefix}.client.{ch}`: the pub/sub channel every node with subscribers listens to.
+//!
+//! Publishing appends to the stream and publishes in one Lua script, so offsets are
+//! assigned atomically across nodes and each node receives a channel's publications in
+//! offset order on its one pub/sub connection.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, OnceCell};
+use wshub_core::engine::*;
+use wshub_protocol::{ClientInfo, Publication};
+
+/// How long a channel's epoch and top offset are kept after its last publication.
+const META_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Redis engine settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    pub address: String,
+    pub prefix: String,
+    /// A presence entry not refreshed within this time is gone (a dead node's clients).
+    pub presence_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            address: "redis://127.0.0.1:6379".into(),
+            prefix: "wshub".into(),
+            presence_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisEngineError {
+    #[error("engine.redis.address: {0}")]
+    Address(String),
+}
+
+const PUBLISH: &str = r#"
+local stream, meta, chan = KEYS[1], KEYS[2], KEYS[3]
+local payload, size, ttl, epoch, meta_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local offset = 0
+if size > 0 then
+  if redis.call('hsetnx', meta, 'e', epoch) == 0 then
+    epoch = redis.call('hget', meta, 'e')
+  end
+  offset = redis.call('hincrby', meta, 's', 1)
+  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-1', 'd', payload)
+  redis.call('expire', stream, ttl)
+  redis.call('expire', meta, meta_ttl)
+else
+  epoch = ''
+end
+redis.call('publish', chan, 'p' .. offset .. ':' .. payload)
+return {offset, epoch}
+"#;
+
+const HISTORY: &str = r#"
+local stream, meta = KEYS[1], KEYS[2]
+local epoch, from, limit, reverse, meta_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
+if redis.call('hsetnx', meta, 'e', epoch) == 1 then
+  redis.call('expire', meta, meta_ttl)
+else
+  epoch = redis.call('hget', meta, 'e')
+end
+local top = redis.call('hget', meta, 's') or '0'
+local ids, payloads = {}, {}
+if limit ~= 0 then
+  local entries
+  local count = {}
+  if limit > 0 then count = {'COUNT', limit} end
+  if reverse then
+    entries = redis.call('xrevrange', stream, '+', from, unpack(count))
+  else
+    entries = redis.call('xrange', stream, from, '+', unpack(count))
+  end
+  for i, e in ipairs(entries) do
+    ids[i] = e[1]
+    payloads[i] = e[2][2]
+  end
+end
+return {epoch, top, ids, payloads}
+"#;
+
+const PRESENCE_ADD: &str = r#"
+local h, z = KEYS[1], KEYS[2]
+local client, info, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = tonumber(redis.call('time')[1])
+redis.call('zadd', z, now + ttl, client)
+redis.call('hset', h, client, info)
+redis.call('expire', h, ttl)
+redis.call('expire', z, ttl)
+"#;
+
+const PRESENCE_GET: &str = r#"
+local h, z = KEYS[1], KEYS[2]
+local now = tonumber(redis.call('time')[1])
+local gone = redis.call('zrangebyscore', z, '-inf', now)
+for _, c in ipairs(gone) do redis.call('hdel', h, c) end
+redis.call('zremrangebyscore', z, '-inf', now)
+return redis.call('hgetall', h)
+"#;
+
+enum PubSubCmd {
+    Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
+    Unsubscribe(String),
+}
+
+/// The Redis engine.
+pub struct RedisEngine {
+    client: redis::Client,
+    cfg: RedisConfig,
+    conn: OnceCell<redis::aio::ConnectionManager>,
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
+    pubsub: OnceLock<mpsc::UnboundedSender<PubSubCmd>>,
+    publish: redis::Script,
+    history: redis::Script,
+    presence_add: redis::Script,
+    presence_get: redis::Script,
+}
+
+fn internal(e: redis::RedisError) -> EngineError {
+    EngineError::Internal(format!("redis: {e}"))
+}
+
+fn new_epoch() -> String {
+    let n: u32 = rand::random();
+    format!("{n:08x}")
+}
+
+impl RedisEngine {
+    /// Checks the address; connections are made on first use (and remade when lost).
+    pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
+        let client = redis::Client::open(cfg.address.as_str()).map_err(|e| RedisEngineError::Address(e.to_string()))?;
+        Ok(RedisEngine {
+            client,
+            cfg,
+            conn: OnceCell::new(),
+            handler: OnceLock::new(),
+            pubsub: OnceLock::new(),
+            publish: redis::Script::new(PUBLISH),
+            history: redis::Script::new(HISTORY),
+            presence_add: redis::Script::new(PRESENCE_ADD),
+            presence_get: redis::Script::new(PRESENCE_GET),
+        })
+    }
+
+    fn key(&self, kind: &str, channel: &str) -> String {
+        format!("{}.{kind}.{channel}", self.cfg.prefix)
+    }
+
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager, EngineError> {
+        let c = self
+            .conn
+            .get_or_try_init(|| async {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(5)));
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            })
+            .await
+            .map_err(internal)?;
+        Ok(c.clone())
+    }
+
+    /// Whether Redis answers (for readiness).
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(internal)?;
+        Ok(())
+    }
+
+    fn pubsub(&self) -> Result<&mpsc::UnboundedSender<PubSubCmd>, EngineError> {
+        if let Some(tx) = self.pubsub.get() {
+            return Ok(tx);
+        }
+        let handler = self
+            .handler
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Internal("engine used before set_handler".into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.pubsub.set(tx).is_ok() {
+            let prefix = format!("{}.client.", self.cfg.prefix);
+            tokio::spawn(pubsub_task(self.client.clone(), prefix, handler, rx));
+        }
+        self.pubsub
+            .get()
+            .ok_or_else(|| EngineError::Internal("pub/sub task not started".into()))
+    }
+
+    async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), EngineError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PUBLISH")
+            .arg(self.key("client", channel))
+            .arg(message)
+            .query_async::<i64>(&mut c)
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    async fn do_publish(&self, channel: &str, publication: Publication, opts: &PublishOptions) -> Result<StreamPosition, EngineError> {
+        let mut c = self.conn().await?;
+        let keep = opts.history_size > 0 && !opts.history_ttl.is_zero();
+        let payload = Publication { offset: 0, ..publication }.encode_to_vec();
+        let (offset, epoch): (u64, String) = self
+            .publish
+            .key(self.key("stream", channel))
+            .key(self.key("meta", channel))
+            .key(self.key("client", channel))
+            .arg(payload)
+            .arg(if keep { opts.history_size } else { 0 })
+            .arg(opts.history_ttl.as_secs().max(1))
+            .arg(new_epoch())
+            .arg(META_TTL_SECS.max(opts.history_ttl.as_secs()))
+            .invoke_async(&mut c)
+            .await
+            .map_err(internal)?;
+        Ok(StreamPosition { offset, epoch })
+    }
+
+    async fn do_history(&self, channel: &str, q: HistoryQuery) -> Result<HistoryResult, EngineError> {
+        let mut c = self.conn().await?;
+        // Entry IDs are `{offset}-1`: `{n}-0` is the lowest ID of offset n.
+        let from = match &q.since {
+            Some(s) => format!("{}-0", s.offset + 1),
+            None => "-".to_string(),
+        };
+        let (epoch, top, ids, payloads): (String, u64, Vec<String>, Vec<Vec<u8>>) = self
+            .history
+            .key(self.key("stream", channel))
+            .key(self.key("meta", channel))
+            .arg(new_epoch())
+            .arg(from)
+            .arg(q.limit)
+            .arg(if q.reverse { "1" } else { "0" })
+            .arg(META_TTL_SECS)
+            .invoke_async(&mut c)
+            .await
+            .map_err(internal)?;
+        if let Some(s) = &q.since {
+            if !s.epoch.is_empty() && s.epoch != epoch {
+                return Err(EngineError::UnrecoverablePosition);
+            }
+        }
+        let mut publications = Vec::with_capacity(ids.len());
+        for (id, payload) in ids.iter().zip(payloads) {
+            let offset = id.split('-').next().and_then(|o| o.parse().ok());
+            let (Some(offset), Ok(mut p)) = (offset, Publication::decode(payload.as_slice())) else {
+                return Err(EngineError::Internal(format!("redis: undecodable history entry {id} in {channel}")));
+            };
+            p.offset = offset;
+            publications.push(p);
+        }
+        Ok(HistoryResult {
+            publications,
+            position: StreamPosition { offset: top, epoch },
+        })
+    }
+}
+
+/// One pub/sub connection per node: subscribes to the channels that have local
+/// subscribers, hands what arrives to the node, and after a lost connection reconnects and
+/// subscribes again to all of them.
+async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn BrokerHandler>, mut rx: mpsc::UnboundedReceiver<PubSubCmd>) {
+    let mut channels: HashSet<String> = HashSet::new();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis pub/sub: cannot connect, retrying");
+                // Subscribes asked for meanwhile fail now rather than wait.
+                let deadline = tokio::time::Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            None => return,
+                            Some(PubSubCmd::Subscribe(_, done)) => {
+                                let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
+                            }
+                            Some(PubSubCmd::Unsubscribe(ch)) => {
+                                channels.remove(&ch);
+                            }
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ok = true;
+        for ch in &channels {
+            if let Err(e) = sink.subscribe(format!("{prefix}{ch}")).await {
+                tracing::warn!(error = %e, "redis pub/sub: resubscribe failed");
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if !channels.is_empty() {
+            tracing::info!(channels = channels.len(), "redis pub/sub: reconnected and resubscribed");
+        }
+        delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(PubSubCmd::Subscribe(ch, done)) => {
+                        let r = sink.subscribe(format!("{prefix}{ch}")).await.map_err(internal);
+                        if r.is_ok() {
+                            channels.insert(ch);
+                        }
+                        let _ = done.send(r);
+                    }
+                    Some(PubSubCmd::Unsubscribe(ch)) => {
+                        // A subscriber may have come back since the unsubscribe was asked.
+                        if !handler.has_subscribers(&ch) && channels.remove(&ch) {
+                            if let Err(e) = sink.unsubscribe(format!("{prefix}{ch}")).await {
+                                tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed");
+                            }
+                        }
+                    }
+                },
+                msg = stream.next() => match msg {
+                    Some(m) => dispatch(&prefix, handler.as_ref(), m.get_channel_name(), m.get_payload_bytes()),
+                    None => {
+                        tracing::warn!("redis pub/sub: connection lost, reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// One pub/sub message: `p{offset}:{publication}`, `j{info}` or `l{info}`.
+fn dispatch(prefix: &str, handler: &dyn BrokerHandler, name: &str, payload: &[u8]) {
+    let Some(channel) = name.strip_prefix(prefix) else { return };
+    match payload.split_first() {
+        Some((b'p', rest)) => {
+            let Some(colon) = rest.iter().position(|&b| b == b':') else {
+                return;
+            };
+            let offset = std::str::from_utf8(&rest[..colon]).ok().and_then(|s| s.parse::<u64>().ok());
+            match (offset, Publication::decode(&rest[colon + 1..])) {
+                (Some(offset), Ok(mut p)) => {
+                    p.offset = offset;
+                    handler.handle_publication(channel, &p);
+                }
+                _ => tracing::warn!(channel, "redis pub/sub: undecodable publication"),
+            }
+        }
+        Some((kind @ (b'j' | b'l'), rest)) => match ClientInfo::decode(rest) {
+            Ok(info) if *kind == b'j' => handler.handle_join(channel, &info),
+            Ok(info) => handler.handle_leave(channel, &info),
+            Err(_) => tracing::warn!(channel, "redis pub/sub: undecodable join/leave"),
+        },
+        _ => tracing::warn!(channel, "redis pub/sub: unknown message"),
+    }
+}
+
+fn tagged(tag: u8, info: &ClientInfo) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + info.encoded_len());
+    v.push(tag);
+    info.encode(&mut v).unwrap_or_default(); // a Vec grows: encoding cannot run out of room
+    v
+}
+
+impl Engine for RedisEngine {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        opts: &'a PublishOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
+        Box::pin(self.do_publish(channel, publication, opts))
+    }
+
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.publish_raw(channel, tagged(b'j', &info)))
+    }
+
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.publish_raw(channel, tagged(b'l', &info)))
+    }
+
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
+        Box::pin(self.do_history(channel, query))
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            // The meta hash stays: offsets and epoch go on, as in the memory engine.
+            let mut c = self.conn().await?;
+            redis::cmd("DEL")
+                .arg(self.key("stream", channel))
+                .query_async::<i64>(&mut c)
+                .await
+                .map_err(internal)?;
+            Ok(())
+        })
+    }
+
+    fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            self.presence_add
+                .key(self.key("presence", channel))
+                .key(self.key("presence.exp", channel))
+                .arg(client)
+                .arg(info.encode_to_vec())
+                .arg(self.cfg.presence_ttl.as_secs().max(1))
+                .invoke_async::<()>(&mut c)
+                .await
+                .map_err(internal)
+        })
+    }
+
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            redis::pipe()
+                .atomic()
+                .hdel(self.key("presence", channel), client)
+                .zrem(self.key("presence.exp", channel), client)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(internal)
+        })
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let raw: HashMap<String, Vec<u8>> = self
+                .presence_get
+                .key(self.key("presence", channel))
+                .key(self.key("presence.exp", channel))
+                .invoke_async(&mut c)
+                .await
+                .map_err(internal)?;
+            let mut out = HashMap::with_capacity(raw.len());
+            for (client, info) in raw {
+                match ClientInfo::decode(info.as_slice()) {
+                    Ok(i) => {
+                        out.insert(client, i);
+                    }
+                    Err(_) => tracing::warn!(channel, client, "redis: undecodable presence entry"),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        // Sent now, not when first polled: the order of subscribes and unsubscribes is the
+        // order of the hub changes that caused them.
+        let (done, rx) = oneshot::channel();
+        let sent = self.pubsub().and_then(|tx| {
+            tx.send(PubSubCmd::Subscribe(channel.to_string(), done))
+                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| EngineError::Internal("pub/sub task gone".into()))?
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let r = self.pubsub().and_then(|tx| {
+            tx.send(PubSubCmd::Unsubscribe(channel.to_string()))
+                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
+        });
+        Box::pin(std::future::ready(r))
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;

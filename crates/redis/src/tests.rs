@@ -1,0 +1,329 @@
+//! Against a real `redis-server` started on a free port by each test.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::testing::RedisServer;
+use recorder::Recorder;
+use std::time::Instant;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn engine(server: &RedisServer, prefix: &str) -> Arc<RedisEngine> {
+    Arc::new(
+        RedisEngine::new(RedisConfig {
+            address: server.url(),
+            prefix: prefix.into(),
+            presence_ttl: Duration::from_secs(1),
+        })
+        .unwrap(),
+    )
+}
+
+mod recorder {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// A node's side: what the broker delivered.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub got: Mutex<Vec<String>>,
+        pub subscribed: AtomicBool,
+        pub notify: tokio::sync::Notify,
+    }
+
+    impl Recorder {
+        fn push(&self, s: String) {
+            self.got.lock().unwrap().push(s);
+            self.notify.notify_waiters();
+        }
+
+        pub async fn wait_for(&self, n: usize) -> Vec<String> {
+            let deadline = tokio::time::Instant::now() + LIMIT;
+            loop {
+                let notified = self.notify.notified();
+                {
+                    let g = self.got.lock().unwrap();
+                    if g.len() >= n {
+                        return g.clone();
+                    }
+                }
+                assert!(
+                    tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                    "only {:?}",
+                    self.got.lock().unwrap()
+                );
+            }
+        }
+
+        pub fn set_subscribed(&self, v: bool) {
+            self.subscribed.store(v, Ordering::SeqCst);
+        }
+    }
+
+    impl BrokerHandler for Recorder {
+        fn handle_publication(&self, channel: &str, p: &Publication) {
+            self.push(format!("{channel} #{} {}", p.offset, String::from_utf8_lossy(&p.data)));
+        }
+        fn handle_join(&self, channel: &str, info: &ClientInfo) {
+            self.push(format!("{channel} join {}", info.client));
+        }
+        fn handle_leave(&self, channel: &str, info: &ClientInfo) {
+            self.push(format!("{channel} leave {}", info.client));
+        }
+        fn has_subscribers(&self, _channel: &str) -> bool {
+            self.subscribed.load(Ordering::SeqCst)
+        }
+    }
+}
+
+fn publication(data: &str) -> Publication {
+    Publication {
+        data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+        ..Default::default()
+    }
+}
+
+fn kept(size: usize) -> PublishOptions {
+    PublishOptions {
+        history_size: size,
+        history_ttl: Duration::from_secs(60),
+    }
+}
+
+async fn node(server: &RedisServer, prefix: &str) -> (Arc<RedisEngine>, Arc<Recorder>) {
+    let e = engine(server, prefix);
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    (e, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_offsets_epochs_and_queries() {
+    let server = RedisServer::start().await;
+    let (e, _) = node(&server, "t1").await;
+    let mut epoch = String::new();
+    for i in 1..=5u64 {
+        let pos = e.publish("ch", publication(&format!("{i}")), &kept(3)).await.unwrap();
+        assert_eq!(pos.offset, i);
+        if epoch.is_empty() {
+            epoch = pos.epoch.clone();
+        }
+        assert_eq!(pos.epoch, epoch, "one epoch per stream");
+    }
+    let all = e
+        .history(
+            "ch",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = all.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![3, 4, 5], "trimmed to history_size");
+    assert_eq!(
+        all.position,
+        StreamPosition {
+            offset: 5,
+            epoch: epoch.clone()
+        }
+    );
+    assert_eq!(&all.publications[0].data[..], b"3");
+
+    let since = |offset| {
+        Some(StreamPosition {
+            offset,
+            epoch: epoch.clone(),
+        })
+    };
+    let after4 = e
+        .history(
+            "ch",
+            HistoryQuery {
+                since: since(4),
+                limit: -1,
+                reverse: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after4.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5]);
+    let rev = e
+        .history(
+            "ch",
+            HistoryQuery {
+                since: None,
+                limit: 2,
+                reverse: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rev.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5, 4]);
+    let none = e.history("ch", HistoryQuery::default()).await.unwrap();
+    assert!(none.publications.is_empty());
+    assert_eq!(none.position.offset, 5);
+    let wrong = e
+        .history(
+            "ch",
+            HistoryQuery {
+                since: Some(StreamPosition {
+                    offset: 1,
+                    epoch: "other".into(),
+                }),
+                limit: -1,
+                reverse: false,
+            },
+        )
+        .await;
+    assert_eq!(wrong, Err(EngineError::UnrecoverablePosition));
+
+    // Not kept: no offset, nothing stored.
+    let pos = e.publish("ch2", publication("x"), &PublishOptions::default()).await.unwrap();
+    assert_eq!(pos.offset, 0);
+    // remove_history keeps the offsets going under the same epoch.
+    e.remove_history("ch").await.unwrap();
+    let empty = e
+        .history(
+            "ch",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(empty.publications.is_empty());
+    let pos = e.publish("ch", publication("6"), &kept(3)).await.unwrap();
+    assert_eq!((pos.offset, pos.epoch), (6, epoch));
+
+    // A second engine (another node) sees the same stream.
+    let (e2, _) = node(&server, "t1").await;
+    let h = e2
+        .history(
+            "ch",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_joins_and_leaves_reach_the_other_node_in_order() {
+    let server = RedisServer::start().await;
+    let (a, _) = node(&server, "t2").await;
+    let (b, rb) = node(&server, "t2").await;
+    rb.set_subscribed(true);
+    b.subscribe("room").await.unwrap();
+    for i in 1..=100 {
+        a.publish("room", publication(&i.to_string()), &kept(1000)).await.unwrap();
+    }
+    let info = ClientInfo {
+        client: "c1".into(),
+        user: "u".into(),
+        ..Default::default()
+    };
+    a.publish_join("room", info.clone()).await.unwrap();
+    a.publish_leave("room", info).await.unwrap();
+    let got = rb.wait_for(102).await;
+    let expected: Vec<String> = (1..=100)
+        .map(|i| format!("room #{i} {i}"))
+        .chain(["room join c1".to_string(), "room leave c1".to_string()])
+        .collect();
+    assert_eq!(got, expected);
+
+    // An unsubscribe while the node still has subscribers is not done; then it is.
+    b.unsubscribe("room").await.unwrap();
+    a.publish("room", publication("still"), &kept(1000)).await.unwrap();
+    rb.wait_for(103).await;
+    rb.set_subscribed(false);
+    b.unsubscribe("room").await.unwrap();
+    // A marker on another channel, after which nothing more of `room` may arrive.
+    b.subscribe("marker").await.unwrap();
+    a.publish("room", publication("gone"), &kept(1000)).await.unwrap();
+    a.publish("marker", publication("m"), &PublishOptions::default()).await.unwrap();
+    let got = rb.wait_for(104).await;
+    assert_eq!(got.last().unwrap(), "marker #0 m");
+    assert_eq!(got.len(), 104);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_and_expires() {
+    let server = RedisServer::start().await;
+    let (a, _) = node(&server, "t3").await;
+    let (b, _) = node(&server, "t3").await;
+    let info = |c: &str| ClientInfo {
+        client: c.into(),
+        user: "u".into(),
+        ..Default::default()
+    };
+    a.add_presence("p", "c1", info("c1")).await.unwrap();
+    b.add_presence("p", "c2", info("c2")).await.unwrap();
+    let p = a.presence("p").await.unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p["c2"].client, "c2");
+    b.remove_presence("p", "c2").await.unwrap();
+    assert_eq!(a.presence("p").await.unwrap().len(), 1);
+    // Not refreshed within presence_ttl (1 s here): gone.
+    let deadline = Instant::now() + LIMIT;
+    while !a.presence("p").await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "presence never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart() {
+    let mut server = RedisServer::start().await;
+    let port = server.port;
+    let (a, _) = node(&server, "t4").await;
+    let (b, rb) = node(&server, "t4").await;
+    rb.set_subscribed(true);
+    b.subscribe("r").await.unwrap();
+    a.publish("r", publication("before"), &PublishOptions::default()).await.unwrap();
+    rb.wait_for(1).await;
+    server.stop();
+    // Calls fail with an engine error (not a hang, not a panic) while Redis is away.
+    let r = tokio::time::timeout(LIMIT, a.publish("r", publication("lost"), &PublishOptions::default())).await;
+    assert!(matches!(r, Ok(Err(EngineError::Internal(_)))), "{r:?}");
+    let _server = RedisServer::start_on(port).await;
+    // Both connections come back; the pub/sub one subscribes again by itself.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let _ = a.publish("r", publication("after"), &PublishOptions::default()).await;
+        let got = rb.got.lock().unwrap().clone();
+        if got.iter().any(|g| g.ends_with("after")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delivery after the restart: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn bad_address_is_refused() {
+    let r = RedisEngine::new(RedisConfig {
+        address: "http://nope".into(),
+        ..Default::default()
+    });
+    assert!(matches!(r, Err(RedisEngineError::Address(_))));
+}
+
+#[test]
+fn dispatch_ignores_garbage() {
+    let r = Recorder::default();
+    dispatch("x.client.", &r, "x.client.c", b"");
+    dispatch("x.client.", &r, "x.client.c", b"p12");
+    dispatch("x.client.", &r, "x.client.c", b"pzz:\x01");
+    dispatch("x.client.", &r, "x.client.c", b"j\xff\xff");
+    dispatch("x.client.", &r, "other", b"p1:");
+    assert!(r.got.lock().unwrap().is_empty());
+    dispatch("x.client.", &r, "x.client.c", b"p7:");
+    assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 "]);
+}
