@@ -79,6 +79,10 @@ pub enum BenchCommand {
         api: String,
         #[arg(long, default_value = "")]
         api_key: String,
+        /// Extra subscribers that never read (slow consumers): the others' latency and
+        /// the server's peak RSS show what they cost.
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
     },
     /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
     Handshake {
@@ -147,8 +151,13 @@ struct Client {
 }
 
 impl Client {
-    async fn open(ep: &Endpoint, t: &Target, i: usize) -> anyhow::Result<Client> {
+    /// `rcvbuf`: a small receive buffer makes a stalled reader's backlog reach the server's
+    /// queue quickly, as a slow mobile link would.
+    async fn open(ep: &Endpoint, t: &Target, i: usize, rcvbuf: Option<u32>) -> anyhow::Result<Client> {
         let sock = TcpSocket::new_v4()?;
+        if let Some(size) = rcvbuf {
+            sock.set_recv_buffer_size(size)?;
+        }
         if ep.addr.is_ipv4() {
             sock.bind(source_addr(i))?;
         }
@@ -256,14 +265,20 @@ pub fn proc_stats(pid: u32) -> Option<(u64, usize)> {
 }
 
 /// Opens `n` clients, at most 256 handshakes in flight.
-async fn open_many(ep: &Arc<Endpoint>, t: &Arc<Target>, n: usize, deadline: Instant) -> anyhow::Result<(Vec<Client>, usize)> {
+async fn open_many(
+    ep: &Arc<Endpoint>,
+    t: &Arc<Target>,
+    n: usize,
+    deadline: Instant,
+    rcvbuf: Option<u32>,
+) -> anyhow::Result<(Vec<Client>, usize)> {
     let mut out = Vec::with_capacity(n);
     let mut set = JoinSet::new();
     let (mut next, mut failed) = (0, 0usize);
     while out.len() + failed < n {
         while set.len() < 256 && next < n {
             let (ep, t, i) = (ep.clone(), t.clone(), next);
-            set.spawn(async move { Client::open(&ep, &t, i).await });
+            set.spawn(async move { Client::open(&ep, &t, i, rcvbuf).await });
             next += 1;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -342,15 +357,32 @@ struct Delivery {
     reordered: AtomicU64,
 }
 
-async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: usize, api: String, api_key: String) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn fanout(
+    t: Target,
+    subscribers: usize,
+    rate: u64,
+    duration: u64,
+    size: usize,
+    api: String,
+    api_key: String,
+    stalled: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(t.timeout);
     let ep = Arc::new(parse_url(&t.url)?);
     let t = Arc::new(t);
     let before = t.pid.and_then(proc_stats);
-    let (clients, failed) = open_many(&ep, &t, subscribers, deadline).await?;
+    let (clients, failed) = open_many(&ep, &t, subscribers, deadline, None).await?;
     if failed > 0 {
         bail!("{failed} subscribers failed to connect");
     }
+    // Subscribed, then never read: their socket buffers fill, then the server's queue.
+    let (stalled_clients, failed) = open_many(&ep, &t, stalled, deadline, Some(4096)).await?;
+    if failed > 0 {
+        bail!("{failed} stalled subscribers failed to connect");
+    }
+    let baseline = t.pid.and_then(proc_stats);
+    let mut rss_peak = baseline.map_or(0, |b| b.0);
     let hist = Arc::new(Shards::new(16));
     let delivery = Arc::new(Delivery::default());
     let mut subs = JoinSet::new();
@@ -391,6 +423,9 @@ async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: u
     let mut last_print = Instant::now();
     while !publisher.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await; // progress line cadence
+        if let Some((rss, _)) = t.pid.and_then(proc_stats) {
+            rss_peak = rss_peak.max(rss);
+        }
         if last_print.elapsed() >= Duration::from_secs(1) {
             eprint!(
                 "\rpublished {} / {total}, delivered {}",
@@ -415,12 +450,16 @@ async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: u
     subs.abort_all();
     while subs.join_next().await.is_some() {}
     let after = t.pid.and_then(proc_stats);
+    if let Some((rss, _)) = after {
+        rss_peak = rss_peak.max(rss);
+    }
+    drop(stalled_clients);
     let h = hist.merged();
     let received = delivery.received.load(Ordering::Relaxed);
     let lost = expected.saturating_sub(received);
     let ms = |v: u64| v as f64 / 1000.0;
     println!(
-        "fanout: {subscribers} subscribers, {total} publications at {rate}/s ({:.1}s), {size} B: delivered {received}/{expected} ({:.0} deliveries/s), lost {lost}, duplicated {}, reordered {}; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        "fanout: {subscribers} subscribers (+{stalled} stalled), {total} publications at {rate}/s ({:.1}s), {size} B: delivered {received}/{expected} ({:.0} deliveries/s), lost {lost}, duplicated {}, reordered {}; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
         pub_elapsed.as_secs_f64(),
         received as f64 / wall.as_secs_f64(),
         delivery.duplicated.load(Ordering::Relaxed),
@@ -431,7 +470,7 @@ async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: u
         ms(h.max())
     );
     println!(
-        "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{}}}",
+        "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"size\":{size},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{},\"stalled\":{stalled},\"rss_baseline\":{},\"rss_peak\":{rss_peak}}}",
         t.dialect,
         delivery.duplicated.load(Ordering::Relaxed),
         delivery.reordered.load(Ordering::Relaxed),
@@ -441,7 +480,8 @@ async fn fanout(t: Target, subscribers: usize, rate: u64, duration: u64, size: u
         ms(h.value_at_quantile(0.999)),
         ms(h.max()),
         before.map_or(0, |b| b.0),
-        after.map_or(0, |a| a.0)
+        after.map_or(0, |a| a.0),
+        baseline.map_or(0, |b| b.0)
     );
     Ok(())
 }
@@ -461,7 +501,7 @@ async fn publish(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     match t.dialect {
         Dialect::Raw => {
-            let mut c = Client::open(ep, t, 250).await?;
+            let mut c = Client::open(ep, t, 250, None).await?;
             let (mut rd, mut wr) = c.stream.into_split();
             // The hub sends our own messages back too: read and drop them.
             let drain = tokio::spawn(async move {
@@ -541,7 +581,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let t = Arc::new(target);
             let before = t.pid.and_then(proc_stats);
             let started = Instant::now();
-            let (clients, failed) = open_many(&ep, &t, conns, deadline).await?;
+            let (clients, failed) = open_many(&ep, &t, conns, deadline, None).await?;
             let elapsed = started.elapsed();
             tokio::time::sleep(Duration::from_secs(hold)).await; // the hold is the scenario
             let after = t.pid.and_then(proc_stats);
@@ -582,7 +622,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             size,
             api,
             api_key,
-        } => fanout(target, subscribers, rate, duration, size, api, api_key).await,
+            stalled,
+        } => fanout(target, subscribers, rate, duration, size, api, api_key, stalled).await,
         BenchCommand::Handshake {
             target,
             duration,
@@ -599,7 +640,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 set.spawn(async move {
                     let mut i = w;
                     while Instant::now() < end {
-                        match Client::open(&ep, &t, i).await {
+                        match Client::open(&ep, &t, i, None).await {
                             Ok(c) => {
                                 done.fetch_add(1, Ordering::Relaxed);
                                 drop(c);
@@ -647,7 +688,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         if i >= cycles || Instant::now() > deadline {
                             break;
                         }
-                        if Client::open(&ep, &t, i).await.is_err() {
+                        if Client::open(&ep, &t, i, None).await.is_err() {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
