@@ -100,9 +100,13 @@ enum Wake {
 
 /// Reads what the stream has now into the connection, through a buffer on this function's
 /// stack (no connection keeps one). `Ready` when something was read or the stream ended.
+///
+/// The buffer is left uninitialised (`ReadBuf::uninit`, safe code): it is polled at every
+/// wake-up of the connection, writes included, and zeroing 16 KiB each time was 45 % of the
+/// server's instructions in a handshake run (callgrind; see BENCHMARKS.md).
 fn poll_read_into<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
-    let mut buf = [0u8; READ_CHUNK];
-    let mut rb = ReadBuf::new(&mut buf);
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut rb = ReadBuf::uninit(&mut buf);
     match Pin::new(stream).poll_read(cx, &mut rb) {
         Poll::Ready(Ok(())) if rb.filled().is_empty() => {
             conn.handle_eof();
