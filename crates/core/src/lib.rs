@@ -20,6 +20,7 @@ pub mod node;
 pub mod ratelimit;
 pub mod session;
 pub mod token;
+pub mod vecmap;
 
 use std::time::Instant;
 

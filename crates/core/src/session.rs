@@ -27,6 +27,7 @@ use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
 use crate::ratelimit::TokenBucket;
 use crate::token::TokenError;
+use crate::vecmap::VecMap;
 use crate::Now;
 
 /// What the glue must do after a call.
@@ -117,7 +118,7 @@ pub struct Session {
     client: String,
     user: String,
     conn_info: Bytes,
-    subs: HashMap<String, Sub>,
+    subs: VecMap<Sub>,
     stale_at: Option<Instant>,
     ping_at: Option<Instant>,
     pong_deadline: Option<Instant>,
@@ -146,7 +147,7 @@ impl Session {
             client: String::new(),
             user: String::new(),
             conn_info: Bytes::new(),
-            subs: HashMap::new(),
+            subs: VecMap::new(),
             stale_at: Some(now.mono + stale),
             ping_at: None,
             pong_deadline: None,
