@@ -78,12 +78,20 @@ impl PreparedPush {
 struct Entry {
     conn: Arc<dyn ConnectionHandle>,
     join_leave: bool,
-    /// `Some` while the subscriber recovers: publications wait here.
-    buffer: Option<Vec<Arc<PreparedPush>>>,
+    /// `Some` while the subscriber recovers: publications wait here. Boxed, like `last`
+    /// below kept to 8 bytes: one entry per subscription, in a table sized for all of
+    /// them (72 -> 48 bytes a bucket).
+    buffer: Option<Box<Vec<Arc<PreparedPush>>>>,
     /// Positioned subscribers: the last offset sent, so that a gap in the live stream (a
     /// broker connection lost for a while) is noticed rather than silently skipped.
-    last: Option<u64>,
+    /// [`UNTRACKED`] for the others.
+    last: u64,
 }
+
+/// `Entry::last` of a subscriber without a stream position.
+const UNTRACKED: u64 = u64::MAX;
+/// `Entry::last` after a gap was reported: later publications are dropped until it leaves.
+const GAP_REPORTED: u64 = u64::MAX - 1;
 
 impl Entry {
     fn send(&self, p: &PreparedPush) {
@@ -134,8 +142,8 @@ impl Hub {
             Entry {
                 conn,
                 join_leave,
-                buffer: recovering.then(Vec::new),
-                last: None,
+                buffer: recovering.then(Box::default),
+                last: UNTRACKED,
             },
         );
         first
@@ -164,7 +172,7 @@ impl Hub {
         };
         let buffered = entry.buffer.take().unwrap_or_default();
         let mut top = delivered;
-        for p in buffered {
+        for p in *buffered {
             if p.offset == 0 || p.offset <= top {
                 continue;
             }
@@ -174,7 +182,7 @@ impl Hub {
             entry.send(&p);
             top = p.offset;
         }
-        entry.last = Some(top);
+        entry.last = top;
         Ok(())
     }
 
@@ -195,18 +203,18 @@ impl Hub {
             match &mut entry.buffer {
                 Some(buf) => buf.push(prepared.clone()),
                 None => match entry.last {
-                    None => entry.send(&prepared),
+                    UNTRACKED => entry.send(&prepared),
                     _ if offset == 0 => entry.send(&prepared),
-                    Some(last) if last.checked_add(1) == Some(offset) => {
-                        entry.last = Some(offset);
+                    last if last.checked_add(1) == Some(offset) => {
+                        entry.last = offset;
                         entry.send(&prepared);
                     }
-                    Some(last) if offset <= last => {} // already sent
-                    Some(last) => {
+                    last if offset <= last => {} // already sent, or after a gap
+                    last => {
                         // Publications were lost on the way to this node: the client must
                         // reconnect and recover them from history.
                         tracing::debug!(channel, expected = last + 1, got = offset, "live gap");
-                        entry.last = Some(u64::MAX); // once
+                        entry.last = GAP_REPORTED; // once
                         entry.conn.control(Control::Disconnect {
                             code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
                             reason: "insufficient state".into(),

@@ -66,7 +66,8 @@ pub struct NodeInfo {
 }
 
 /// user -> client id -> handle.
-type Registry = HashMap<String, HashMap<String, Arc<dyn ConnectionHandle>>>;
+/// user -> client id -> connection. The client id is the session's own `Arc<str>`.
+type Registry = HashMap<String, HashMap<Arc<str>, Arc<dyn ConnectionHandle>>>;
 
 struct HubBroker(Arc<Hub>);
 
@@ -134,12 +135,8 @@ impl Node {
 
     // ---- the registry of connections ----
 
-    pub(crate) fn register(&self, user: &str, client: &str, handle: Arc<dyn ConnectionHandle>) {
-        self.clients
-            .lock()
-            .entry(user.to_string())
-            .or_default()
-            .insert(client.to_string(), handle);
+    pub(crate) fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
+        self.clients.lock().entry(user.to_string()).or_default().insert(client, handle);
     }
 
     pub(crate) fn unregister(&self, user: &str, client: &str) {
@@ -237,7 +234,10 @@ impl Node {
             None => return,
             Some(m) => m
                 .iter()
-                .filter(|(c, _)| (client.is_empty() || *c == client) && !whitelist.contains(c))
+                .filter(|(c, _)| {
+                    let c: &str = c;
+                    (client.is_empty() || c == client) && !whitelist.iter().any(|w| w == c)
+                })
                 .map(|(_, h)| h.clone())
                 .collect(),
         };

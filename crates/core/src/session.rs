@@ -115,7 +115,8 @@ pub struct Session {
     handle: Arc<dyn ConnectionHandle>,
     format: Format,
     state: State,
-    client: String,
+    /// Shared with the node's registry (one allocation for both).
+    client: Arc<str>,
     user: String,
     conn_info: Bytes,
     subs: VecMap<Sub>,
@@ -126,7 +127,8 @@ pub struct Session {
     expire_at: Option<u64>,
     expired_close_at: Option<Instant>,
     /// `client.command_rate_limit`, and how many commands in a row it refused.
-    limiter: Option<TokenBucket>,
+    /// Boxed: most deployments set no limit, and every idle session carries this field.
+    limiter: Option<Box<TokenBucket>>,
     refused: u32,
 }
 
@@ -144,7 +146,7 @@ impl Session {
             format: handle.format(),
             handle,
             state: State::Connecting,
-            client: String::new(),
+            client: Arc::from(""),
             user: String::new(),
             conn_info: Bytes::new(),
             subs: VecMap::new(),
@@ -155,7 +157,7 @@ impl Session {
             expired_close_at: None,
             limiter: match node.config.session.command_rate_limit {
                 0 => None,
-                r => Some(TokenBucket::new(f64::from(r), f64::from(r), now.mono)),
+                r => Some(Box::new(TokenBucket::new(f64::from(r), f64::from(r), now.mono))),
             },
             refused: 0,
             node,
@@ -178,7 +180,7 @@ impl Session {
     fn client_info(&self, chan_info: Bytes) -> ClientInfo {
         ClientInfo {
             user: self.user.clone(),
-            client: self.client.clone(),
+            client: self.client.to_string(),
             conn_info: self.conn_info.clone(),
             chan_info,
         }
@@ -358,16 +360,16 @@ impl Session {
             return Err(Fail::Disconnect(Disconnect(dc::CONNECTION_LIMIT, "connection limit")));
         }
         let ping = cfg.ping_interval;
-        self.client = uuid::Uuid::new_v4().to_string();
+        self.client = Arc::from(uuid::Uuid::new_v4().to_string());
         self.user = claims.user;
         self.conn_info = claims.info;
         self.state = State::Connected;
         self.stale_at = None;
         let half = ping / 2;
         self.ping_at = Some(now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
-        self.node.register(&self.user, &self.client, self.handle.clone());
+        self.node.register(&self.user, self.client.clone(), self.handle.clone());
         let mut result = ConnectResult {
-            client: self.client.clone(),
+            client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ping: ping.as_secs() as u32,
             pong: true,
@@ -658,7 +660,7 @@ impl Session {
         }
         self.set_expiry(claims.expire_at, now);
         Ok(RefreshResult {
-            client: self.client.clone(),
+            client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             expires: claims.expire_at.is_some(),
             ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
