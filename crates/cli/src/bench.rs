@@ -103,7 +103,8 @@ pub enum BenchCommand {
         concurrency: usize,
         /// Cycles run before the baseline is read: a fresh server's first connections grow
         /// its runtime and allocator pools once (measured: +2.4 MB over the first 10,000,
-        /// then flat), which is not what churn is about.
+        /// a few percent more until about 50,000, then flat), which is not what churn is
+        /// about.
         #[arg(long, default_value_t = 0)]
         warmup: usize,
     },
