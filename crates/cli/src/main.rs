@@ -188,6 +188,14 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         .parse()
         .context("http_server.address")?;
     let (node, server) = wshub_server::app::build(c)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Err(e) = rt.block_on(node.engine.check()) {
+        bail!(
+            "engine.{}: {e} (engine.redis.address = {:?})",
+            c.engine.r#type,
+            c.engine.redis.address
+        );
+    }
     println!(
         "wshub {} listening on {addr} (engine: {})",
         env!("CARGO_PKG_VERSION"),
@@ -209,7 +217,6 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         println!("  Next: `wshub genconfig -o config.json`, then `wshub serve -c config.json`,");
         println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run_server(addr, server, Some((node, c.shutdown.timeout, c.shutdown.drain_window))))?;
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -89,6 +89,11 @@ pub trait Engine: Send + Sync {
     /// Presence entries expire unless added again; sessions re-add theirs at every ping.
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>>;
+    /// Whether the engine can serve: a shared engine's backend answers. The server checks
+    /// it at start, so that a wrong address fails there and not at the first publication.
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// Tells the broker that this node has (or no longer has) subscribers of `channel`.
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;

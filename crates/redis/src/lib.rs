@@ -173,7 +173,10 @@ impl RedisEngine {
             .get_or_try_init(|| async {
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(5)));
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    // Few retries per attempt: a call fails fast while Redis is away (the next call
+                    // tries again), and a wrong address fails the start within seconds.
+                    .set_number_of_retries(2);
                 redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await
             })
             .await
@@ -478,6 +481,10 @@ impl Engine for RedisEngine {
             }
             Ok(out)
         })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.ping())
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
