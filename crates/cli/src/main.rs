@@ -123,6 +123,9 @@ async fn run_server(
         }
     }
     let shared = Shared::new(config);
+    if let Some((node, _, _)) = &drain {
+        tokio::spawn(watch_engine(node.clone(), shared.clone()));
+    }
     wshub_server::serve(listener, shared.clone(), shutdown_signal()).await;
     // A second signal exits at once.
     tokio::spawn(async {
@@ -142,6 +145,27 @@ async fn run_server(
     }
     tracing::info!("stopped");
     Ok(local)
+}
+
+/// How often the engine is asked whether it answers (for `/ready`).
+const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps `/ready` in step with the engine: 503 while Redis does not answer.
+async fn watch_engine(node: Arc<wshub_core::node::Node>, shared: Arc<Shared>) {
+    let mut ok = true;
+    loop {
+        tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
+        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.engine.check()).await, Ok(Ok(())));
+        if now_ok != ok {
+            if now_ok {
+                tracing::info!("engine answers again: ready");
+            } else {
+                tracing::warn!("engine does not answer: not ready");
+            }
+            ok = now_ok;
+            shared.set_engine_ok(ok);
+        }
+    }
 }
 
 fn env_vars() -> Vec<(String, String)> {

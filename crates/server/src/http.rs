@@ -78,6 +78,8 @@ pub struct ServerConfig {
 pub struct Shared {
     pub config: ServerConfig,
     ready: AtomicBool,
+    /// The engine answers (always, for the memory engine); watched by the binary.
+    engine_ok: AtomicBool,
     connections: AtomicUsize,
     node_rate: Option<Mutex<TokenBucket>>,
     ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
@@ -103,6 +105,7 @@ impl Shared {
         Arc::new(Shared {
             config,
             ready: AtomicBool::new(true),
+            engine_ok: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
             node_rate,
             ip_rate,
@@ -150,6 +153,12 @@ impl Shared {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed)
+    }
+
+    /// Whether the engine answers; `/ready` is 503 while it does not, so that a load balancer
+    /// sends new clients to nodes that can serve them.
+    pub fn set_engine_ok(&self, ok: bool) {
+        self.engine_ok.store(ok, Ordering::Relaxed)
     }
 }
 
@@ -304,8 +313,9 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
-            "/ready" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready"),
-            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            "/ready" if !shared.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            "/ready" if !shared.engine_ok.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "engine unavailable"),
+            "/ready" => text(StatusCode::OK, "ready"),
             _ => text(StatusCode::NOT_FOUND, "not found"),
         });
     }
