@@ -680,8 +680,10 @@ async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_presence_joins_and_history() {
     let redis = wshub_redis::testing::RedisServer::start().await;
-    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
-    let cfg = Server::config(json!({ "engine": engine }));
+    // Presence entries live 2 s unless refreshed; sessions refresh them at every ping (1 s).
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64()), "presence_ttl": "2s"}});
+    let client = json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "1s", "pong_timeout": "500ms"});
+    let cfg = Server::config(json!({ "engine": engine, "client": client }));
     let a = Server::start(cfg.clone(), free_port()).await;
     let b = Server::start(cfg, free_port()).await;
     let (x, mut xev) = Client::start(&a.url(), quick(token("xavier", None))).unwrap();
@@ -701,6 +703,13 @@ async fn two_nodes_share_presence_joins_and_history() {
     assert_eq!(users, vec!["xavier", "yann"]);
     let stats = b.api("presence_stats", json!({"channel": "chat:p"})).await;
     assert_eq!(stats["result"]["num_clients"], json!(2), "{stats}");
+    // Past twice the presence ttl, both are still there: refreshed, not expired.
+    let until_t = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until_t {
+        let stats = a.api("presence_stats", json!({"channel": "chat:p"})).await;
+        assert_eq!(stats["result"]["num_clients"], json!(2), "{stats}");
+        tokio::time::sleep(Duration::from_millis(250)).await; // letting time pass is the scenario
+    }
 
     // A client publication on node B reaches node A's subscriber; history is shared.
     y.publish("chat:p", &br#"{"from":"b"}"#[..]).await.unwrap();
