@@ -724,3 +724,49 @@ async fn two_nodes_share_presence_joins_and_history() {
     let p = x.presence("chat:p").await.unwrap();
     assert_eq!(p.presence.len(), 1, "{p:?}");
 }
+
+/// Redis restarts empty (its data lost): the stream begins again under a new epoch. The
+/// node notices the discontinuity at the next publication and closes the client with 3010;
+/// the client reconnects, learns it could not recover, and receives what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_is_not_silent() {
+    let mut redis = wshub_redis::testing::RedisServer::start().await;
+    let redis_port = redis.port;
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let server = Server::start(Server::config(json!({ "engine": engine })), free_port()).await;
+    let (client, mut ev) = Client::start(&server.url(), quick(token("ivy", None))).unwrap();
+    client.subscribe("chat:room", true);
+    client.connect();
+    until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    for n in 1..=3 {
+        server.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
+    }
+    assert_eq!(publications(&mut ev, 3).await.len(), 3);
+
+    redis.stop();
+    let _redis = wshub_redis::testing::RedisServer::start_on(redis_port).await;
+    // Publish until the node has its connections back and the client has been told.
+    let deadline = Instant::now() + LIMIT;
+    let mut n = 100;
+    let told = loop {
+        assert!(Instant::now() < deadline, "the client was never told");
+        n += 1;
+        server.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
+        match tokio::time::timeout(Duration::from_millis(200), ev.recv()).await {
+            Ok(Some(e @ ClientEvent::Connecting { .. })) => break e,
+            Ok(Some(ClientEvent::Publication { data, .. })) => panic!("delivered across the reset: {data:?}"),
+            _ => {}
+        }
+    };
+    assert!(matches!(told, ClientEvent::Connecting { code: 3010, .. }), "{told:?}");
+    let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    assert!(matches!(sub, ClientEvent::Subscribed { recovered: false, .. }), "{sub:?}");
+    server
+        .api("publish", json!({"channel": "chat:room", "data": {"after": "reset"}}))
+        .await;
+    let p = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await;
+    assert!(
+        matches!(p, ClientEvent::Publication { ref data, .. } if data == &Bytes::from_static(br#"{"after":"reset"}"#)),
+        "{p:?}"
+    );
+}

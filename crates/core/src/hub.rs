@@ -205,16 +205,23 @@ impl Hub {
                 Some(buf) => buf.push(prepared.clone()),
                 None => match entry.last {
                     UNTRACKED => entry.send(&prepared),
+                    GAP_REPORTED => {}
                     _ if offset == 0 => entry.send(&prepared),
                     last if last.checked_add(1) == Some(offset) => {
                         entry.last = offset;
                         entry.send(&prepared);
                     }
-                    last if offset <= last => {} // already sent, or after a gap
+                    last if offset == last => {} // the same publication again
                     last => {
-                        // Publications were lost on the way to this node: the client must
-                        // reconnect and recover them from history.
-                        tracing::debug!(channel, expected = last + 1, got = offset, "live gap");
+                        // Publications were lost on the way to this node (a gap), or the
+                        // stream restarted under a new epoch (an offset going back, e.g. Redis
+                        // lost its data): the client must reconnect and recover from history.
+                        tracing::debug!(
+                            channel,
+                            expected = last.saturating_add(1),
+                            got = offset,
+                            "live stream discontinuity"
+                        );
                         entry.last = GAP_REPORTED; // once
                         entry.conn.control(Control::Disconnect {
                             code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,

@@ -172,3 +172,18 @@ fn live_gap_disconnects_positioned_subscribers_once() {
     assert_eq!(plain.payloads().len(), 4);
     assert!(plain.controls.lock().is_empty());
 }
+
+#[test]
+fn live_stream_restarting_at_a_lower_offset_disconnects() {
+    // Redis lost its data: the stream starts again at 1 under a new epoch. Sending on would
+    // be wrong (the client drops offsets it has seen), so would dropping silently.
+    let hub = Hub::default();
+    let r = Recorder::new(Format::Json);
+    hub.add("c", r.clone(), false, true);
+    hub.finish_recovery("c", r.id(), 5).unwrap();
+    hub.broadcast_publication("c", &publication(1));
+    assert!(r.payloads().is_empty());
+    assert_eq!(r.controls.lock().len(), 1, "{:?}", r.controls.lock());
+    hub.broadcast_publication("c", &publication(2));
+    assert_eq!(r.controls.lock().len(), 1, "told once");
+}
