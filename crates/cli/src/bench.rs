@@ -270,6 +270,17 @@ pub fn proc_stats(pid: u32) -> Option<(u64, usize)> {
     Some((rss_kb * 1024, fds))
 }
 
+/// User + system CPU seconds of a process so far (`/proc/PID/stat`, all its threads).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) and its closing parenthesis.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)); reading it would need libc.
+    Some(ticks as f64 / 100.0)
+}
+
 /// Opens `n` clients, at most 256 handshakes in flight.
 async fn open_many(
     ep: &Arc<Endpoint>,
@@ -651,6 +662,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let done = Arc::new(AtomicU64::new(0));
             let failed = Arc::new(AtomicU64::new(0));
             let end = Instant::now() + Duration::from_secs(duration);
+            let cpu_before = t.pid.and_then(cpu_seconds);
             let mut set = JoinSet::new();
             for w in 0..concurrency {
                 let (ep, t, done, failed) = (ep.clone(), t.clone(), done.clone(), failed.clone());
@@ -673,13 +685,19 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             while set.join_next().await.is_some() {}
             let n = done.load(Ordering::Relaxed);
             let rate = n as f64 / duration as f64;
+            // The server's own CPU per connection: the fair figure when the load generator
+            // shares the machine (and its cores) with the server.
+            let cpu_us = match (cpu_before, t.pid.and_then(cpu_seconds)) {
+                (Some(a), Some(b)) if n > 0 => (b - a) * 1e6 / n as f64,
+                _ => 0.0,
+            };
             println!(
-                "handshake: {n} connections in {duration}s ({:?}, concurrency {concurrency}): {rate:.0} conn/s, failed {}",
+                "handshake: {n} connections in {duration}s ({:?}, concurrency {concurrency}): {rate:.0} conn/s, failed {}, server CPU {cpu_us:.1} µs per connection",
                 t.dialect,
                 failed.load(Ordering::Relaxed)
             );
             println!(
-                "{{\"scenario\":\"handshake\",\"dialect\":\"{:?}\",\"connections\":{n},\"conn_per_sec\":{rate:.0},\"failed\":{}}}",
+                "{{\"scenario\":\"handshake\",\"dialect\":\"{:?}\",\"connections\":{n},\"conn_per_sec\":{rate:.0},\"failed\":{},\"server_cpu_us_per_conn\":{cpu_us:.1}}}",
                 t.dialect,
                 failed.load(Ordering::Relaxed)
             );
