@@ -466,7 +466,16 @@ async fn fanout(
             bail!("timed out while publishing");
         }
     }
-    publisher.await??;
+    // A server may drop the publisher itself (the peer closes any client whose queue
+    // fills): report what was published until then rather than nothing.
+    let publisher_error = match publisher.await? {
+        Ok(()) => None,
+        Err(e) => {
+            eprintln!("\npublisher stopped: {e}");
+            Some(e.to_string())
+        }
+    };
+    let total = published.load(Ordering::Relaxed).min(total);
     let pub_elapsed = started.elapsed();
     let expected = total * subscribers as u64;
     // Let the last deliveries arrive (bounded).
@@ -498,7 +507,7 @@ async fn fanout(
         ms(h.max())
     );
     println!(
-        "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"size\":{size},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{},\"stalled\":{stalled},\"rss_baseline\":{},\"rss_peak\":{rss_peak}}}",
+        "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"size\":{size},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{},\"stalled\":{stalled},\"rss_baseline\":{},\"rss_peak\":{rss_peak},\"publisher_error\":{}}}",
         t.dialect,
         delivery.duplicated.load(Ordering::Relaxed),
         delivery.reordered.load(Ordering::Relaxed),
@@ -509,7 +518,8 @@ async fn fanout(
         ms(h.max()),
         before.map_or(0, |b| b.0),
         after.map_or(0, |a| a.0),
-        baseline.map_or(0, |b| b.0)
+        baseline.map_or(0, |b| b.0),
+        publisher_error.as_deref().map_or("null".to_string(), |e| serde_json::Value::from(e).to_string())
     );
     Ok(())
 }
