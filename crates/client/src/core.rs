@@ -421,14 +421,12 @@ impl ClientCore {
             return;
         }
         s.awaiting_token = false;
-        let token = match token {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) | Err(_) => {
-                let message = match token {
-                    Err(e) => format!("subscription token for {channel}: {e}"),
-                    Ok(_) => format!("subscription token for {channel}: empty"),
-                };
-                self.events.push_back(ClientEvent::Error { message });
+        let token = match token.and_then(|t| if t.is_empty() { Err("empty".into()) } else { Ok(t) }) {
+            Ok(t) => t,
+            Err(e) => {
+                self.events.push_back(ClientEvent::Error {
+                    message: format!("subscription token for {channel}: {e}"),
+                });
                 if s.state == SubState::Subscribed {
                     return self.unsubscribe(channel); // a failed refresh: leave the server too
                 }

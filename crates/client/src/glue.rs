@@ -713,26 +713,25 @@ impl Task {
                 }
                 continue;
             }
-            let routed = match event_channel(&e) {
-                Some(ch) => self.sub_events.get(ch),
-                None => None,
+            let Some(tx) = event_channel(&e).and_then(|ch| self.sub_events.get(ch)) else {
+                let _ = self.events.send(e);
+                continue;
             };
-            match routed {
-                Some(tx) => {
-                    let ended = matches!(e, ClientEvent::Unsubscribed { .. });
-                    let channel = event_channel(&e).map(str::to_string);
-                    let _ = tx.send(e);
-                    if let (true, Some(ch)) = (ended, channel) {
-                        // The stream ends after its Unsubscribed event.
-                        self.sub_events.remove(&ch);
-                        self.sub_tokens.remove(&ch);
-                    }
-                }
-                None => {
-                    let _ = self.events.send(e);
-                }
+            let ended = match &e {
+                ClientEvent::Unsubscribed { channel, .. } => Some(channel.clone()),
+                _ => None,
+            };
+            let _ = tx.send(e);
+            if let Some(channel) = ended {
+                self.forget(&channel); // the stream ends after its Unsubscribed event
             }
         }
+    }
+
+    /// Drops a subscription's own stream and token source.
+    fn forget(&mut self, channel: &str) {
+        self.sub_events.remove(channel);
+        self.sub_tokens.remove(channel);
     }
 
     /// Fails the calls that can no longer be answered and sends the ones that waited for a
@@ -801,8 +800,7 @@ impl Task {
             UserCall::Unsubscribe(channel) => {
                 self.core.unsubscribe(&channel);
                 self.route_events();
-                self.sub_events.remove(&channel);
-                self.sub_tokens.remove(&channel);
+                self.forget(&channel);
             }
             UserCall::Call(cmd, tx) => match self.core.state() {
                 State::Connected => self.send_call(cmd, tx),

@@ -163,6 +163,15 @@ fn token(user: &str, exp_in: Option<u64>) -> String {
     wshub_core::token::make_hs256(SECRET, &c).unwrap()
 }
 
+/// A connection-token source for `user` (tokens valid for an hour) that counts its calls.
+fn counting_source(calls: &Arc<AtomicUsize>, user: &'static str) -> wshub_client::TokenSource {
+    let calls = calls.clone();
+    Arc::new(move || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(token(user, Some(3600))) })
+    })
+}
+
 async fn until(events: &mut UnboundedReceiver<ClientEvent>, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
     loop {
         let e = tokio::time::timeout(LIMIT, events.recv())
@@ -256,11 +265,7 @@ async fn recovers_missed_publications_and_survives_restarts() {
 async fn token_expiry_and_refresh() {
     let server = Server::start(Server::config(json!({})), free_port()).await;
     let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    let source: wshub_client::TokenSource = Arc::new(move || {
-        c2.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async { Ok(token("bob", Some(3600))) })
-    });
+    let source = counting_source(&calls, "bob");
     // An already expired token: 109, the source is asked, the client connects.
     let (client, mut ev) = Client::start_with_token_source(&server.url(), quick(token("bob", Some(0))), Some(source)).unwrap();
     client.subscribe("chat:t", true);
@@ -269,11 +274,7 @@ async fn token_expiry_and_refresh() {
     assert_eq!(calls.load(Ordering::Relaxed), 1);
 
     // A token that runs out in 2 s: refreshed before, so the connection outlives it.
-    let c3 = calls.clone();
-    let source: wshub_client::TokenSource = Arc::new(move || {
-        c3.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async { Ok(token("carol", Some(3600))) })
-    });
+    let source = counting_source(&calls, "carol");
     let (client2, mut ev2) = Client::start_with_token_source(&server.url(), quick(token("carol", Some(2))), Some(source)).unwrap();
     client2.subscribe("chat:t", true);
     client2.connect();

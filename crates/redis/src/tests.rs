@@ -77,6 +77,13 @@ mod recorder {
     }
 }
 
+/// Every kept publication, oldest first.
+const ALL: HistoryQuery = HistoryQuery {
+    since: None,
+    limit: -1,
+    reverse: false,
+};
+
 fn publication(data: &str) -> Publication {
     Publication {
         data: bytes::Bytes::copy_from_slice(data.as_bytes()),
@@ -111,16 +118,7 @@ async fn history_offsets_epochs_and_queries() {
         }
         assert_eq!(pos.epoch, epoch, "one epoch per stream");
     }
-    let all = e
-        .history(
-            "ch",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let all = e.history("ch", ALL).await.unwrap();
     let offsets: Vec<u64> = all.publications.iter().map(|p| p.offset).collect();
     assert_eq!(offsets, vec![3, 4, 5], "trimmed to history_size");
     assert_eq!(
@@ -185,32 +183,14 @@ async fn history_offsets_epochs_and_queries() {
     assert_eq!(pos.offset, 0);
     // remove_history keeps the offsets going under the same epoch.
     e.remove_history("ch").await.unwrap();
-    let empty = e
-        .history(
-            "ch",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let empty = e.history("ch", ALL).await.unwrap();
     assert!(empty.publications.is_empty());
     let pos = e.publish("ch", publication("6"), &kept(3)).await.unwrap();
     assert_eq!((pos.offset, pos.epoch), (6, epoch));
 
     // A second engine (another node) sees the same stream.
     let (e2, _) = node(&server, "t1").await;
-    let h = e2
-        .history(
-            "ch",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let h = e2.history("ch", ALL).await.unwrap();
     assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![6]);
 }
 

@@ -34,6 +34,19 @@ fn frame(r: Reply) -> Bytes {
     reply_bytes(Format::Json, &r).unwrap()
 }
 
+/// The server's error reply to command `id`.
+fn error_frame(id: u32, code: u32, message: &str) -> Bytes {
+    frame(Reply {
+        id,
+        error: Some(Error {
+            code,
+            message: message.into(),
+            temporary: false,
+        }),
+        ..Default::default()
+    })
+}
+
 fn connected(c: &mut ClientCore, now: Instant) {
     c.connect();
     assert_eq!(actions(c), vec![Action::OpenTransport]);
@@ -267,18 +280,7 @@ fn expired_token_is_refreshed() {
     let _ = actions(&mut c);
     c.handle_open(t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(
-        frame(Reply {
-            id,
-            error: Some(Error {
-                code: 109,
-                message: "token expired".into(),
-                temporary: false,
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(error_frame(id, 109, "token expired"), t0);
     assert_eq!(actions(&mut c), vec![Action::RefreshToken, Action::CloseTransport]);
     c.handle_close(1000, "", t0);
     c.handle_token("fresh".into(), t0);
@@ -447,18 +449,7 @@ fn subscription_token_expired_reply_and_callback_failure() {
     c.handle_sub_token("priv", Ok("old".into()));
     let id = sent(&mut c)[0].id;
     // 109 on subscribe: the token is dropped and a new one asked for.
-    c.handle_frame(
-        frame(Reply {
-            id,
-            error: Some(Error {
-                code: 109,
-                message: "token expired".into(),
-                temporary: false,
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(error_frame(id, 109, "token expired"), t0);
     assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
     assert_eq!(c.sub_state("priv"), SubState::Subscribing);
     // The callback fails: the subscription ends, with the reason.
