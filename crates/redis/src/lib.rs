@@ -282,14 +282,14 @@ impl RedisEngine {
 }
 
 /// One pub/sub connection per node: subscribes to the channels that have local
-/// subscribers, hands what arrives to the node, and after a lost connection reconnects and
-/// subscribes again to all of them.
+/// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
+/// backoff) and subscribes again to all of them.
 async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn BrokerHandler>, mut rx: mpsc::UnboundedReceiver<PubSubCmd>) {
     let mut channels: HashSet<String> = HashSet::new();
     let mut delay = Duration::from_millis(100);
     loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(p) => p,
+        let (mut sink, mut stream) = match connect_pubsub(&client, &prefix, &channels).await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "redis pub/sub: cannot connect, retrying");
                 // Subscribes asked for meanwhile fail now rather than wait.
@@ -302,7 +302,7 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                                 let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
                             }
                             Some(PubSubCmd::Unsubscribe(ch)) => {
-                                channels.remove(&ch);
+                                leave(handler.as_ref(), &mut channels, &ch);
                             }
                         },
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -312,18 +312,6 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
-        let mut ok = true;
-        for ch in &channels {
-            if let Err(e) = sink.subscribe(format!("{prefix}{ch}")).await {
-                tracing::warn!(error = %e, "redis pub/sub: resubscribe failed");
-                ok = false;
-                break;
-            }
-        }
-        if !ok {
-            continue;
-        }
         if !channels.is_empty() {
             tracing::info!(channels = channels.len(), "redis pub/sub: reconnected and resubscribed");
         }
@@ -340,8 +328,7 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                         let _ = done.send(r);
                     }
                     Some(PubSubCmd::Unsubscribe(ch)) => {
-                        // A subscriber may have come back since the unsubscribe was asked.
-                        if !handler.has_subscribers(&ch) && channels.remove(&ch) {
+                        if leave(handler.as_ref(), &mut channels, &ch) {
                             if let Err(e) = sink.unsubscribe(format!("{prefix}{ch}")).await {
                                 tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed");
                             }
@@ -358,6 +345,25 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
             }
         }
     }
+}
+
+/// A pub/sub connection subscribed to every channel in `channels`.
+async fn connect_pubsub(
+    client: &redis::Client,
+    prefix: &str,
+    channels: &HashSet<String>,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    for ch in channels {
+        sink.subscribe(format!("{prefix}{ch}")).await?;
+    }
+    Ok((sink, stream))
+}
+
+/// Forgets `channel` unless a subscriber came back since the unsubscribe was asked; true
+/// when Redis should be told.
+fn leave(handler: &dyn BrokerHandler, channels: &mut HashSet<String>, channel: &str) -> bool {
+    !handler.has_subscribers(channel) && channels.remove(channel)
 }
 
 /// One pub/sub message: `p{offset}:{publication}`, `j{info}` or `l{info}`.
