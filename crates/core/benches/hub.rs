@@ -70,6 +70,24 @@ fn fanout(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Subscribers with a stream position (recoverable channels): each delivery also checks
+    // that the offset follows the last one sent.
+    g.bench_function("fanout_10k_positioned_subscribers", |b| {
+        b.iter_batched(
+            || {
+                let (hub, qs) = hub_with(10_000, true);
+                for q in &qs {
+                    let _ = hub.finish_recovery("chat:room", q.id, 0);
+                }
+                (hub, qs)
+            },
+            |(hub, qs)| {
+                hub.broadcast_publication("chat:room", &publication(1));
+                black_box(qs)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
     let mut g = c.benchmark_group("recovery");
     g.throughput(Throughput::Elements(1_000));

@@ -63,6 +63,8 @@ pub trait BrokerHandler: Send + Sync {
     fn handle_publication(&self, channel: &str, publication: &Publication);
     fn handle_join(&self, channel: &str, info: &ClientInfo);
     fn handle_leave(&self, channel: &str, info: &ClientInfo);
+    /// The channel's stream restarted under a new epoch while this node had subscribers.
+    fn handle_reset(&self, channel: &str);
     /// Whether this node still has subscribers of `channel`. A broker that unsubscribes
     /// asynchronously asks before doing it, so that a subscribe racing with the last
     /// unsubscribe is not left without deliveries.

@@ -211,17 +211,13 @@ impl Hub {
                         entry.last = offset;
                         entry.send(&prepared);
                     }
-                    last if offset == last => {} // the same publication again
+                    // Already sent: history can run ahead of the live stream (a publication
+                    // read in history at subscribe time may arrive here afterwards).
+                    last if offset <= last => {}
                     last => {
-                        // Publications were lost on the way to this node (a gap), or the
-                        // stream restarted under a new epoch (an offset going back, e.g. Redis
-                        // lost its data): the client must reconnect and recover from history.
-                        tracing::debug!(
-                            channel,
-                            expected = last.saturating_add(1),
-                            got = offset,
-                            "live stream discontinuity"
-                        );
+                        // Publications were lost on the way to this node: the client must
+                        // reconnect and recover them from history.
+                        tracing::debug!(channel, expected = last + 1, got = offset, "live stream gap");
                         entry.last = GAP_REPORTED; // once
                         entry.conn.control(Control::Disconnect {
                             code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
@@ -229,6 +225,23 @@ impl Hub {
                         });
                     }
                 },
+            }
+        }
+    }
+
+    /// The channel's stream restarted under a new epoch (its history is gone, e.g. Redis
+    /// lost its data): offsets start again from 1, so its positioned subscribers cannot go on
+    /// and are closed with 3010 (their SDKs resubscribe and learn `recovered: false`).
+    pub fn reset(&self, channel: &str) {
+        let mut shard = self.shards[shard_of(channel)].lock();
+        let Some(subs) = shard.get_mut(channel) else { return };
+        for entry in subs.values_mut() {
+            if entry.last != UNTRACKED && entry.last != GAP_REPORTED {
+                entry.last = GAP_REPORTED;
+                entry.conn.control(Control::Disconnect {
+                    code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
+                    reason: "insufficient state".into(),
+                });
             }
         }
     }

@@ -85,6 +85,9 @@ impl BrokerHandler for HubBroker {
     fn handle_leave(&self, channel: &str, info: &ClientInfo) {
         self.0.broadcast_join_leave(channel, info, false)
     }
+    fn handle_reset(&self, channel: &str) {
+        self.0.reset(channel)
+    }
     fn has_subscribers(&self, channel: &str) -> bool {
         self.0.num_subscribers(channel) > 0
     }

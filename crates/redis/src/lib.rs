@@ -13,7 +13,9 @@
 //!
 //! Publishing appends to the stream and publishes in one Lua script, so offsets are
 //! assigned atomically across nodes and each node receives a channel's publications in
-//! offset order on its one pub/sub connection.
+//! offset order on its one pub/sub connection. Each message carries the stream's epoch: a
+//! node that sees it change (Redis lost its data) tells its hub, which closes the channel's
+//! positioned subscribers so that they learn they cannot recover.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -69,7 +71,7 @@ if size > 0 then
 else
   epoch = ''
 end
-redis.call('publish', chan, 'p' .. offset .. ':' .. payload)
+redis.call('publish', chan, 'p' .. offset .. ':' .. epoch .. ':' .. payload)
 return {offset, epoch}
 "#;
 
@@ -119,6 +121,8 @@ redis.call('zremrangebyscore', z, '-inf', now)
 return redis.call('hgetall', h)
 "#;
 
+type Epochs = Arc<std::sync::Mutex<HashMap<String, String>>>;
+
 enum PubSubCmd {
     Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
     Unsubscribe(String),
@@ -131,6 +135,9 @@ pub struct RedisEngine {
     conn: OnceCell<redis::aio::ConnectionManager>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     pubsub: OnceLock<mpsc::UnboundedSender<PubSubCmd>>,
+    /// Channels subscribed here -> the epoch last seen for them (from pub/sub messages and
+    /// history reads; empty while unknown).
+    epochs: Epochs,
     publish: redis::Script,
     history: redis::Script,
     presence_add: redis::Script,
@@ -156,6 +163,7 @@ impl RedisEngine {
             conn: OnceCell::new(),
             handler: OnceLock::new(),
             pubsub: OnceLock::new(),
+            epochs: Epochs::default(),
             publish: redis::Script::new(PUBLISH),
             history: redis::Script::new(HISTORY),
             presence_add: redis::Script::new(PRESENCE_ADD),
@@ -203,7 +211,7 @@ impl RedisEngine {
         let (tx, rx) = mpsc::unbounded_channel();
         if self.pubsub.set(tx).is_ok() {
             let prefix = format!("{}.client.", self.cfg.prefix);
-            tokio::spawn(pubsub_task(self.client.clone(), prefix, handler, rx));
+            tokio::spawn(pubsub_task(self.client.clone(), prefix, handler, self.epochs.clone(), rx));
         }
         self.pubsub
             .get()
@@ -260,6 +268,9 @@ impl RedisEngine {
             .invoke_async(&mut c)
             .await
             .map_err(internal)?;
+        if let Some(known) = lock(&self.epochs).get_mut(channel) {
+            known.clone_from(&epoch);
+        }
         if let Some(s) = &q.since {
             if !s.epoch.is_empty() && s.epoch != epoch {
                 return Err(EngineError::UnrecoverablePosition);
@@ -284,7 +295,13 @@ impl RedisEngine {
 /// One pub/sub connection per node: subscribes to the channels that have local
 /// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
 /// backoff) and subscribes again to all of them.
-async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn BrokerHandler>, mut rx: mpsc::UnboundedReceiver<PubSubCmd>) {
+async fn pubsub_task(
+    client: redis::Client,
+    prefix: String,
+    handler: Arc<dyn BrokerHandler>,
+    epochs: Epochs,
+    mut rx: mpsc::UnboundedReceiver<PubSubCmd>,
+) {
     let mut channels: HashSet<String> = HashSet::new();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -302,7 +319,7 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                                 let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
                             }
                             Some(PubSubCmd::Unsubscribe(ch)) => {
-                                leave(handler.as_ref(), &mut channels, &ch);
+                                leave(handler.as_ref(), &mut channels, &epochs, &ch);
                             }
                         },
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -323,12 +340,13 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                     Some(PubSubCmd::Subscribe(ch, done)) => {
                         let r = sink.subscribe(format!("{prefix}{ch}")).await.map_err(internal);
                         if r.is_ok() {
+                            lock(&epochs).entry(ch.clone()).or_default();
                             channels.insert(ch);
                         }
                         let _ = done.send(r);
                     }
                     Some(PubSubCmd::Unsubscribe(ch)) => {
-                        if leave(handler.as_ref(), &mut channels, &ch) {
+                        if leave(handler.as_ref(), &mut channels, &epochs, &ch) {
                             if let Err(e) = sink.unsubscribe(format!("{prefix}{ch}")).await {
                                 tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed");
                             }
@@ -336,7 +354,7 @@ async fn pubsub_task(client: redis::Client, prefix: String, handler: Arc<dyn Bro
                     }
                 },
                 msg = stream.next() => match msg {
-                    Some(m) => dispatch(&prefix, handler.as_ref(), m.get_channel_name(), m.get_payload_bytes()),
+                    Some(m) => dispatch(&prefix, handler.as_ref(), &epochs, m.get_channel_name(), m.get_payload_bytes()),
                     None => {
                         tracing::warn!("redis pub/sub: connection lost, reconnecting");
                         break;
@@ -362,26 +380,48 @@ async fn connect_pubsub(
 
 /// Forgets `channel` unless a subscriber came back since the unsubscribe was asked; true
 /// when Redis should be told.
-fn leave(handler: &dyn BrokerHandler, channels: &mut HashSet<String>, channel: &str) -> bool {
-    !handler.has_subscribers(channel) && channels.remove(channel)
+fn leave(handler: &dyn BrokerHandler, channels: &mut HashSet<String>, epochs: &Epochs, channel: &str) -> bool {
+    if handler.has_subscribers(channel) {
+        return false;
+    }
+    lock(epochs).remove(channel);
+    channels.remove(channel)
 }
 
-/// One pub/sub message: `p{offset}:{publication}`, `j{info}` or `l{info}`.
-fn dispatch(prefix: &str, handler: &dyn BrokerHandler, name: &str, payload: &[u8]) {
+fn lock(epochs: &Epochs) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    // A panic while holding it cannot leave the map inconsistent: take it anyway.
+    epochs.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One pub/sub message: `p{offset}:{epoch}:{publication}`, `j{info}` or `l{info}`.
+fn dispatch(prefix: &str, handler: &dyn BrokerHandler, epochs: &Epochs, name: &str, payload: &[u8]) {
     let Some(channel) = name.strip_prefix(prefix) else { return };
     match payload.split_first() {
         Some((b'p', rest)) => {
-            let Some(colon) = rest.iter().position(|&b| b == b':') else {
-                return;
+            let mut parts = rest.splitn(3, |&b| b == b':');
+            let (Some(offset), Some(epoch), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+                return tracing::warn!(channel, "redis pub/sub: undecodable publication");
             };
-            let offset = std::str::from_utf8(&rest[..colon]).ok().and_then(|s| s.parse::<u64>().ok());
-            match (offset, Publication::decode(&rest[colon + 1..])) {
-                (Some(offset), Ok(mut p)) => {
-                    p.offset = offset;
-                    handler.handle_publication(channel, &p);
+            let offset = std::str::from_utf8(offset).ok().and_then(|s| s.parse::<u64>().ok());
+            let (Some(offset), Ok(epoch), Ok(mut p)) = (offset, std::str::from_utf8(epoch), Publication::decode(body)) else {
+                return tracing::warn!(channel, "redis pub/sub: undecodable publication");
+            };
+            if !epoch.is_empty() {
+                let reset = match lock(epochs).get_mut(channel) {
+                    Some(known) if known.as_str() != epoch => {
+                        let was_known = !known.is_empty();
+                        *known = epoch.to_string();
+                        was_known
+                    }
+                    _ => false,
+                };
+                if reset {
+                    tracing::warn!(channel, epoch, "stream restarted under a new epoch");
+                    handler.handle_reset(channel);
                 }
-                _ => tracing::warn!(channel, "redis pub/sub: undecodable publication"),
             }
+            p.offset = offset;
+            handler.handle_publication(channel, &p);
         }
         Some((kind @ (b'j' | b'l'), rest)) => match ClientInfo::decode(rest) {
             Ok(info) if *kind == b'j' => handler.handle_join(channel, &info),

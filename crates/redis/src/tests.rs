@@ -71,6 +71,9 @@ mod recorder {
         fn handle_leave(&self, channel: &str, info: &ClientInfo) {
             self.push(format!("{channel} leave {}", info.client));
         }
+        fn handle_reset(&self, channel: &str) {
+            self.push(format!("{channel} reset"));
+        }
         fn has_subscribers(&self, _channel: &str) -> bool {
             self.subscribed.load(Ordering::SeqCst)
         }
@@ -296,14 +299,23 @@ fn bad_address_is_refused() {
 }
 
 #[test]
-fn dispatch_ignores_garbage() {
+fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
     let r = Recorder::default();
-    dispatch("x.client.", &r, "x.client.c", b"");
-    dispatch("x.client.", &r, "x.client.c", b"p12");
-    dispatch("x.client.", &r, "x.client.c", b"pzz:\x01");
-    dispatch("x.client.", &r, "x.client.c", b"j\xff\xff");
-    dispatch("x.client.", &r, "other", b"p1:");
+    let epochs = Epochs::default();
+    let d = |payload: &[u8]| dispatch("x.client.", &r, &epochs, "x.client.c", payload);
+    d(b"");
+    d(b"p12");
+    d(b"p12:e");
+    d(b"pzz:e:\x01");
+    d(b"j\xff\xff");
+    dispatch("x.client.", &r, &epochs, "other", b"p1:e:");
     assert!(r.got.lock().unwrap().is_empty());
-    dispatch("x.client.", &r, "x.client.c", b"p7:");
+    d(b"p7:e1:");
     assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 "]);
+    // A subscribed channel whose epoch changes is reported once, before the publication.
+    epochs.lock().unwrap().insert("c".into(), String::new());
+    d(b"p8:e1:");
+    d(b"p9:e1:");
+    d(b"p1:e2:");
+    assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 ", "c #8 ", "c #9 ", "c reset", "c #1 "]);
 }

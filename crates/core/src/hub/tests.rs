@@ -174,16 +174,36 @@ fn live_gap_disconnects_positioned_subscribers_once() {
 }
 
 #[test]
-fn live_stream_restarting_at_a_lower_offset_disconnects() {
+fn live_stream_reset_disconnects_positioned_subscribers() {
     // Redis lost its data: the stream starts again at 1 under a new epoch. Sending on would
     // be wrong (the client drops offsets it has seen), so would dropping silently.
     let hub = Hub::default();
     let r = Recorder::new(Format::Json);
+    let plain = Recorder::new(Format::Json);
     hub.add("c", r.clone(), false, true);
     hub.finish_recovery("c", r.id(), 5).unwrap();
+    hub.add("c", plain.clone(), false, false);
+    hub.reset("c");
     hub.broadcast_publication("c", &publication(1));
     assert!(r.payloads().is_empty());
     assert_eq!(r.controls.lock().len(), 1, "{:?}", r.controls.lock());
+    hub.reset("c");
     hub.broadcast_publication("c", &publication(2));
     assert_eq!(r.controls.lock().len(), 1, "told once");
+    assert!(plain.controls.lock().is_empty());
+    assert_eq!(plain.payloads().len(), 2);
+}
+
+#[test]
+fn history_ahead_of_the_live_stream_is_not_a_gap() {
+    // Recovery read offsets up to 8 in history; 7 and 8 arrive live afterwards.
+    let hub = Hub::default();
+    let r = Recorder::new(Format::Json);
+    hub.add("c", r.clone(), false, true);
+    hub.finish_recovery("c", r.id(), 8).unwrap();
+    hub.broadcast_publication("c", &publication(7));
+    hub.broadcast_publication("c", &publication(8));
+    hub.broadcast_publication("c", &publication(9));
+    assert!(r.controls.lock().is_empty(), "{:?}", r.controls.lock());
+    assert_eq!(r.payloads().len(), 1, "only 9 is new");
 }
