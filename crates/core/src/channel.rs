@@ -1,5 +1,7 @@
 //! Channel names: namespaces (`ns:rest`), user-limited channels (`chat#42,43`), length.
 
+use wshub_websocket::wildcard::Wildcard;
+
 use crate::config::{ChannelConfig, ChannelOptions};
 
 /// Why a channel name is refused; each maps to one reply code.
@@ -45,16 +47,25 @@ pub fn user_limited_allows(channel: &str, user: &str) -> Option<bool> {
     Some(!user.is_empty() && users.split(',').any(|u| u == user))
 }
 
-/// Whether `channel` matches a `channels` API pattern: `*` matches any run of characters.
-pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
-    fn m(p: &[u8], s: &[u8]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((b'*', rest)) => (0..=s.len()).any(|i| m(rest, &s[i..])),
-            Some((c, rest)) => matches!(s.split_first(), Some((d, srest)) if c == d && m(rest, srest)),
+/// A `channels` API pattern: `*` matches any run of characters; empty matches everything.
+/// Compiled once and matched in time linear in the channel name
+/// ([`wshub_websocket::wildcard`]), since it runs against every channel of the node.
+#[derive(Debug, Clone)]
+pub struct ChannelPattern(Option<Wildcard>);
+
+impl ChannelPattern {
+    /// Compiles `pattern`, refusing one longer than twice `max_length` (no channel name is
+    /// longer than `max_length`; the stars may double it).
+    pub fn new(pattern: &str, max_length: usize) -> Result<Self, ChannelError> {
+        if pattern.len() > max_length.saturating_mul(2) {
+            return Err(ChannelError::BadName);
         }
+        Ok(ChannelPattern((!pattern.is_empty()).then(|| Wildcard::new(pattern, false))))
     }
-    pattern.is_empty() || m(pattern.as_bytes(), channel.as_bytes())
+
+    pub fn matches(&self, channel: &str) -> bool {
+        self.0.as_ref().is_none_or(|w| w.matches(channel))
+    }
 }
 
 #[cfg(test)]
@@ -93,9 +104,12 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(pattern_matches("", "x"));
-        assert!(pattern_matches("chat:*", "chat:room"));
-        assert!(!pattern_matches("chat:*", "news"));
-        assert!(pattern_matches("*room*", "chat:room1"));
+        let m = |p: &str, c: &str| ChannelPattern::new(p, 255).unwrap().matches(c);
+        assert!(m("", "x"));
+        assert!(m("chat:*", "chat:room"));
+        assert!(!m("chat:*", "news"));
+        assert!(m("*room*", "chat:room1"));
+        assert!(ChannelPattern::new(&"*a".repeat(128), 255).is_ok());
+        assert_eq!(ChannelPattern::new(&"*a".repeat(256), 255).err(), Some(ChannelError::BadName));
     }
 }

@@ -290,13 +290,12 @@ impl Node {
     }
 
     /// Channels with subscribers on this node matching `pattern` (`*` wildcards), with
-    /// their numbers of subscribers.
-    pub fn channels(&self, pattern: &str) -> Vec<(String, usize)> {
-        self.hub
-            .channels()
-            .into_iter()
-            .filter(|(c, _)| channel::pattern_matches(pattern, c))
-            .collect()
+    /// their numbers of subscribers. Linear in the number of channels: the caller runs it
+    /// off the async workers when the node holds many.
+    pub fn channels(&self, pattern: &str) -> Result<Vec<(String, usize)>, ApiError> {
+        let pattern = channel::ChannelPattern::new(pattern, self.config.channel.max_length)
+            .map_err(|_| ApiError::bad_request("pattern too long"))?;
+        Ok(self.hub.channels().into_iter().filter(|(c, _)| pattern.matches(c)).collect())
     }
 
     pub fn info(&self) -> NodeInfo {

@@ -262,7 +262,7 @@ pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError
         "channels" => {
             let p: ChannelsParams = if p.is_null() { ChannelsParams::default() } else { params(p)? };
             let m: serde_json::Map<String, Value> = node
-                .channels(&p.pattern)
+                .channels(&p.pattern)?
                 .into_iter()
                 .map(|(c, n)| (c, json!({"num_clients": n})))
                 .collect();

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 use crate::deflate::{self, DeflateConfig, DeflateParams};
+use crate::wildcard::Wildcard;
 use crate::HandshakeError;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -31,8 +32,12 @@ pub enum OriginPolicy {
     SameHost,
     /// Origins matching one of these patterns, where `*` stands for any run of characters
     /// (`https://*.example.com`); matched without regard to case.
-    Patterns(Vec<String>),
+    Patterns(Vec<Wildcard>),
 }
+
+/// The longest `Origin` header considered: a longer one is refused (403) without matching.
+/// Real origins are a scheme, a host and a port: a few dozen bytes, 253 for the longest host.
+pub const MAX_ORIGIN_LEN: usize = 1024;
 
 impl OriginPolicy {
     /// Builds the policy of `client.allowed_origins`: empty means same host, `*` means any.
@@ -42,28 +47,21 @@ impl OriginPolicy {
         } else if list.iter().any(|p| p == "*") {
             OriginPolicy::Any
         } else {
-            OriginPolicy::Patterns(list.to_vec())
+            OriginPolicy::Patterns(list.iter().map(|p| Wildcard::new(p, true)).collect())
         }
     }
 
     pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        if origin.len() > MAX_ORIGIN_LEN {
+            return false;
+        }
         match self {
             OriginPolicy::Any => true,
             OriginPolicy::SameHost => {
                 let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
                 matches!(host, Some(h) if !authority.is_empty() && authority.eq_ignore_ascii_case(h))
             }
-            OriginPolicy::Patterns(ps) => ps.iter().any(|p| glob_match(p.as_bytes(), origin.as_bytes())),
-        }
-    }
-}
-
-fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    match pat.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
-        Some((c, rest)) => {
-            matches!(s.split_first(), Some((d, srest)) if c.eq_ignore_ascii_case(d) && glob_match(rest, srest))
+            OriginPolicy::Patterns(ps) => ps.iter().any(|p| p.matches(origin)),
         }
     }
 }

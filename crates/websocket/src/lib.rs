@@ -22,6 +22,7 @@ pub mod handshake;
 pub mod mask;
 mod prepared;
 pub mod utf8;
+pub mod wildcard;
 
 pub use close::CloseCode;
 pub use connection::{Config, Connection, Event, MessageKind, Role, State};
