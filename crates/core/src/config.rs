@@ -99,6 +99,15 @@ pub struct SessionConfig {
     /// Commands per second per connection (token bucket, burst of one second's worth);
     /// over it: error 111, and close 3013 when the client keeps going. 0 = unlimited.
     pub command_rate_limit: u32,
+    /// Bytes queued for one client (`client.queue_max_size`): pushes and replies alike; over
+    /// it the connection is closed with 3008. A publication that could never fit is refused.
+    pub queue_max_size: usize,
+    /// Most publications a client's `history` call returns (`client.history_max_publication_limit`,
+    /// Centrifugo's default 300); a larger or negative (all) limit is cut to it. 0: no cap.
+    pub history_max_publication_limit: usize,
+    /// Most publications a subscribe recovers (`client.recovery_max_publication_limit`); a
+    /// client that missed more gets `recovered: false` and the current position. 0: no cap.
+    pub recovery_max_publication_limit: usize,
 }
 
 impl Default for SessionConfig {
@@ -112,6 +121,9 @@ impl Default for SessionConfig {
             channel_limit: 128,
             user_connection_limit: 0,
             command_rate_limit: 0,
+            queue_max_size: 1 << 20,
+            history_max_publication_limit: 300,
+            recovery_max_publication_limit: 300,
         }
     }
 }

@@ -93,6 +93,16 @@ impl BrokerHandler for HubBroker {
     }
 }
 
+/// An upper bound of the size of the push frame that carries a publication to a subscriber
+/// (JSON or Protobuf, before compression): the data, what travels with it, and room for
+/// the envelope's keys, offset and WebSocket frame header.
+fn push_size_bound(channel: &str, data: &[u8], info: Option<&ClientInfo>, tags: &HashMap<String, String>) -> usize {
+    const ENVELOPE: usize = 128;
+    let info = info.map_or(0, |i| i.user.len() + i.client.len() + i.conn_info.len() + i.chan_info.len() + 64);
+    let tags: usize = tags.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    ENVELOPE + channel.len() + data.len() + info + tags
+}
+
 /// One wshub node.
 pub struct Node {
     pub config: NodeConfig,
@@ -189,6 +199,15 @@ impl Node {
         let opts = self.options(channel)?;
         if data.is_empty() {
             return Err(ApiError::bad_request("data required"));
+        }
+        let size = push_size_bound(channel, &data, info.as_ref(), &tags);
+        let max = self.config.session.queue_max_size;
+        if size > max {
+            // Every subscriber would be closed with 3008 on it (and again on each recovery
+            // from history): refused instead, before it is stored anywhere.
+            return Err(ApiError::bad_request(&format!(
+                "publication too large: {size} bytes with its envelope, over client.queue_max_size ({max} bytes)"
+            )));
         }
         let popts = if skip_history {
             PublishOptions::default()
@@ -293,8 +312,8 @@ impl Node {
     /// their numbers of subscribers. Linear in the number of channels: the caller runs it
     /// off the async workers when the node holds many.
     pub fn channels(&self, pattern: &str) -> Result<Vec<(String, usize)>, ApiError> {
-        let pattern = channel::ChannelPattern::new(pattern, self.config.channel.max_length)
-            .map_err(|_| ApiError::bad_request("pattern too long"))?;
+        let pattern =
+            channel::ChannelPattern::new(pattern, self.config.channel.max_length).map_err(|_| ApiError::bad_request("pattern too long"))?;
         Ok(self.hub.channels().into_iter().filter(|(c, _)| pattern.matches(c)).collect())
     }
 

@@ -44,6 +44,8 @@ pub struct Output {
 struct Disconnect(u16, &'static str);
 
 const BAD_REQUEST: Disconnect = Disconnect(dc::BAD_REQUEST, "bad request");
+/// The client's replies outgrew `client.queue_max_size`, as a slow reader's pushes would.
+const SLOW: Disconnect = Disconnect(dc::SLOW, "slow");
 const INVALID_TOKEN: Disconnect = Disconnect(dc::INVALID_TOKEN, "invalid token");
 
 /// Outcome of one command: a result to reply with, an error reply, or a disconnect.
@@ -72,6 +74,18 @@ fn token_fail(e: TokenError) -> Fail {
         TokenError::Invalid(reason) => {
             tracing::debug!(%reason, "invalid token");
             Fail::Disconnect(INVALID_TOKEN)
+        }
+    }
+}
+
+/// A subscription token that is invalid (bad signature, wrong channel or user) refuses that
+/// subscription with 103 and keeps the connection, as Centrifugo does; an expired one is 109.
+fn sub_token_fail(e: TokenError) -> Fail {
+    match e {
+        TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
+        TokenError::Invalid(reason) => {
+            tracing::debug!(%reason, "invalid subscription token");
+            err(ec::PERMISSION_DENIED, "permission denied")
         }
     }
 }
@@ -198,7 +212,7 @@ impl Session {
 
     /// Handles one frame of commands.
     pub async fn handle_frame(&mut self, frame: Bytes, now: Now) -> Output {
-        let mut out = Writer::new(self.format);
+        let mut out = Writer::with_limit(self.format, self.node.config.session.queue_max_size);
         if self.state == State::Closed {
             return out.finish();
         }
@@ -211,7 +225,15 @@ impl Session {
         };
         for cmd in commands {
             if let Err(d) = self.handle_command(cmd, now, &mut out).await {
+                if d == SLOW {
+                    return out.discard().disconnect(d);
+                }
                 return out.disconnect(d);
+            }
+            if out.over_limit() {
+                // One frame of commands whose replies outgrow the queue (a batch of history
+                // calls, say): what was produced is dropped and the client closed.
+                return out.discard().disconnect(SLOW);
             }
         }
         out.finish()
@@ -296,7 +318,8 @@ impl Session {
                 ..Default::default()
             })
         } else if cmd.rpc.is_some() {
-            Err(err(ec::METHOD_NOT_FOUND, "method not found"))
+            // No RPC handler is configured: 108, as Centrifugo answers without an RPC proxy.
+            Err(err(ec::NOT_AVAILABLE, "not available"))
         } else if cmd.send.is_some() {
             // Asynchronous message to the server: no handler is configured, and `send`
             // has no reply.
@@ -319,6 +342,10 @@ impl Session {
         match reply {
             Ok(mut r) => {
                 r.id = id;
+                if out.would_overflow(publications_size(&r)) {
+                    // Not encoded at all: the reply alone would not fit in the client's queue.
+                    return Err(SLOW);
+                }
                 out.reply(&r);
             }
             Err(Fail::Error(e)) => {
@@ -355,6 +382,11 @@ impl Session {
                 Err(e) => return Err(token_fail(e)),
             }
         };
+        if claims.channels.len() > cfg.channel_limit {
+            // Server-side subscriptions count against `client.channel_limit` like the
+            // client's own: refused before anything is registered.
+            return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded: token channels over client.channel_limit"));
+        }
         if cfg.user_connection_limit > 0 && !claims.user.is_empty() && self.node.user_connections(&claims.user) >= cfg.user_connection_limit
         {
             return Err(Fail::Disconnect(Disconnect(dc::CONNECTION_LIMIT, "connection limit")));
@@ -418,15 +450,17 @@ impl Session {
         if self.subs.len() >= self.node.config.session.channel_limit {
             return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded"));
         }
+        if req.tf.is_some() {
+            // Publication tags filters are not implemented: refusing is the only answer that
+            // never delivers what the client filtered out.
+            return Err(err(ec::NOT_AVAILABLE, "not available: publication tags filter"));
+        }
         let mut chan_info = Bytes::new();
         let mut expires = None;
         if !req.token.is_empty() {
-            let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
-                Ok(c) => c,
-                Err(e) => return Err(token_fail(e)),
-            };
+            let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
             if claims.channel != req.channel || claims.user != self.user {
-                return Err(Fail::Disconnect(INVALID_TOKEN));
+                return Err(err(ec::PERMISSION_DENIED, "permission denied"));
             }
             chan_info = claims.info;
             expires = claims.expire_at;
@@ -485,9 +519,15 @@ impl Session {
         if positioned {
             result.recoverable = true;
             result.positioned = true;
+            // One more than the cap: more than the cap missed means not recovered.
+            let cap = node.config.session.recovery_max_publication_limit;
             let query = HistoryQuery {
                 since: since.clone(),
-                limit: if since.is_some() { -1 } else { 0 },
+                limit: match (&since, cap) {
+                    (None, _) => 0,
+                    (Some(_), 0) => -1,
+                    (Some(_), cap) => i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1),
+                },
                 reverse: false,
             };
             let history = node.engine.history(ch, query).await;
@@ -501,7 +541,8 @@ impl Session {
                         .map_or(h.position.offset == s.offset, |p| p.offset == s.offset + 1);
                     let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
                     let last_ok = h.publications.last().is_none_or(|p| p.offset == h.position.offset);
-                    let recovered = first_ok && contiguous && last_ok;
+                    let within_cap = cap == 0 || h.publications.len() <= cap;
+                    let recovered = first_ok && contiguous && last_ok && within_cap;
                     result.recovered = recovered;
                     result.epoch = h.position.epoch.clone();
                     if recovered {
@@ -639,7 +680,7 @@ impl Session {
                 offset: s.offset,
                 epoch: s.epoch,
             }),
-            limit: i64::from(req.limit),
+            limit: capped_limit(i64::from(req.limit), self.node.config.session.history_max_publication_limit),
             reverse: req.reverse,
         };
         let h = self.node.clone().history(&req.channel, query).await?;
@@ -671,12 +712,9 @@ impl Session {
         if !self.subs.contains_key(&req.channel) {
             return Err(err(ec::BAD_REQUEST, "not subscribed"));
         }
-        let claims = match self.node.verifier.verify_subscribe(&req.token, now.unix) {
-            Ok(c) => c,
-            Err(e) => return Err(token_fail(e)),
-        };
+        let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
         if claims.channel != req.channel || claims.user != self.user {
-            return Err(Fail::Disconnect(INVALID_TOKEN));
+            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
         }
         if let Some(s) = self.subs.get_mut(&req.channel) {
             s.expires = claims.expire_at.map(|e| mono_at(now, e));
@@ -754,6 +792,10 @@ impl Session {
             }
             Control::Subscribe { channel } => {
                 if self.subs.contains_key(&channel) {
+                    return out.finish();
+                }
+                if self.subs.len() >= self.node.config.session.channel_limit {
+                    tracing::debug!(%channel, "server subscribe refused: client.channel_limit reached");
                     return out.finish();
                 }
                 let Ok(opts) = self.node.options(&channel).cloned() else {
@@ -838,6 +880,28 @@ impl Session {
     }
 }
 
+/// A client's history limit under `client.history_max_publication_limit` (`max`, 0: no
+/// cap): a negative limit (everything) or one over the cap becomes the cap.
+fn capped_limit(limit: i64, max: usize) -> i64 {
+    let Ok(max) = i64::try_from(max) else { return limit };
+    if max == 0 || (0..=max).contains(&limit) {
+        limit
+    } else {
+        max
+    }
+}
+
+/// The bytes of publication data a reply carries (history, recovery): a lower bound of its
+/// encoded size, known before encoding it.
+fn publications_size(r: &Reply) -> usize {
+    let pubs = r
+        .history
+        .iter()
+        .flat_map(|h| &h.publications)
+        .chain(r.subscribe.iter().flat_map(|s| &s.publications));
+    pubs.map(|p| p.data.len()).sum()
+}
+
 fn command_method(c: &Command) -> &'static str {
     if c.connect.is_some() {
         "connect"
@@ -868,20 +932,41 @@ fn command_method(c: &Command) -> &'static str {
     }
 }
 
-/// Accumulates replies into one frame.
+/// Accumulates replies into one frame, up to a size limit (the client's queue).
 struct Writer {
     format: Format,
     buf: BytesMut,
     disconnect: Option<(u16, String)>,
+    limit: usize,
 }
 
 impl Writer {
     fn new(format: Format) -> Self {
+        Self::with_limit(format, usize::MAX)
+    }
+
+    fn with_limit(format: Format, limit: usize) -> Self {
         Writer {
             format,
             buf: BytesMut::new(),
             disconnect: None,
+            limit,
         }
+    }
+
+    fn over_limit(&self) -> bool {
+        self.buf.len() > self.limit
+    }
+
+    /// Whether `more` bytes on top of what is written would pass the limit.
+    fn would_overflow(&self, more: usize) -> bool {
+        self.buf.len().saturating_add(more) > self.limit
+    }
+
+    /// Drops what was written (it will not be sent).
+    fn discard(mut self) -> Self {
+        self.buf = BytesMut::new();
+        self
     }
 
     fn reply(&mut self, r: &Reply) {

@@ -417,9 +417,38 @@ pub struct SubscribeRequest {
     #[prost(string, tag = "12")]
     #[serde(default, skip_serializing_if = "z")]
     pub delta: String,
+    /// Publication tags filter. Decoded so that a subscribe asking for one is refused (108)
+    /// rather than silently given every publication: filtering is not implemented yet.
+    #[prost(message, optional, tag = "13")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf: Option<FilterNode>,
     #[prost(int64, tag = "14")]
     #[serde(default, skip_serializing_if = "z")]
     pub flag: i64,
+}
+
+/// A publication tags filter (`FilterNode` of client.proto): a leaf comparison on one tag,
+/// or `and` / `or` / `not` over child nodes.
+#[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
+pub struct FilterNode {
+    #[prost(string, tag = "1")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub op: String,
+    #[prost(string, tag = "2")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub key: String,
+    #[prost(string, tag = "3")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub cmp: String,
+    #[prost(string, tag = "4")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub val: String,
+    #[prost(string, repeated, tag = "5")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vals: Vec<String>,
+    #[prost(message, repeated, tag = "6")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<FilterNode>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
@@ -511,8 +540,9 @@ pub struct PresenceRequest {
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
 pub struct PresenceResult {
+    /// Always written in JSON, empty or not: centrifuge-js reads `Object.keys(presence)`.
     #[prost(map = "string, message", tag = "1")]
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    #[serde(default)]
     pub presence: HashMap<String, ClientInfo>,
 }
 

@@ -127,6 +127,14 @@ impl ClientHandler {
 
     fn apply(&self, conn: &mut Connection, out: Output) {
         if let Some(frame) = out.frame {
+            // Replies count against `client.queue_max_size` like pushes: a client that sends
+            // commands and never reads their answers is a slow reader too.
+            let queued = conn.pending_bytes() + self.shared.outbox.lock().bytes;
+            if queued + frame.len() > self.shared.max_queue {
+                tracing::debug!(queued, reply = frame.len(), "replies over client.queue_max_size");
+                conn.close_discarding(CloseCode(dc::SLOW), "slow");
+                return;
+            }
             let kind = match self.shared.format {
                 Format::Json => MessageKind::Text,
                 Format::Protobuf => MessageKind::Binary,

@@ -105,6 +105,10 @@ pub struct Client {
     pub user_connection_limit: usize,
     pub channel_limit: usize,
     pub queue_max_size: usize,
+    /// Most publications one client `history` call returns (0: no cap).
+    pub history_max_publication_limit: usize,
+    /// Most publications one subscribe recovers; more missed: `recovered: false` (0: no cap).
+    pub recovery_max_publication_limit: usize,
     /// Commands per second per connection (0: unlimited).
     pub command_rate_limit: u32,
     /// New connections per second from one IP address (0: unlimited).
@@ -127,7 +131,9 @@ impl Default for Client {
             connection_rate_limit: 0,
             user_connection_limit: s.user_connection_limit,
             channel_limit: s.channel_limit,
-            queue_max_size: 1 << 20,
+            queue_max_size: s.queue_max_size,
+            history_max_publication_limit: s.history_max_publication_limit,
+            recovery_max_publication_limit: s.recovery_max_publication_limit,
             command_rate_limit: 0,
             connection_rate_limit_per_ip: 0,
         }
@@ -407,6 +413,9 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             channel_limit: c.client.channel_limit,
             user_connection_limit: c.client.user_connection_limit,
             command_rate_limit: c.client.command_rate_limit,
+            queue_max_size: c.client.queue_max_size,
+            history_max_publication_limit: c.client.history_max_publication_limit,
+            recovery_max_publication_limit: c.client.recovery_max_publication_limit,
         },
     }
 }

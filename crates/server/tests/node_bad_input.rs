@@ -248,3 +248,146 @@ async fn stale_and_missing_pong() {
     server.wait_connections(1).await;
     server.stop().await;
 }
+
+/// Issue #11, the answers the official SDKs' own suites expect: `rpc` without a handler is
+/// 108, an empty presence keeps its inner map, an invalid subscription token refuses that
+/// subscription (103) and keeps the connection, a tags filter is refused (108).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_sdks_expect() {
+    let server = node_server(json!({"channel": {"namespaces": [
+        {"name": "private"},
+        {"name": "room", "presence": true, "allow_subscribe_for_client": true, "allow_presence_for_client": true}
+    ]}}))
+    .await;
+    let mut good = Good::start(&server).await;
+    let mut c = NodeClient::connected(&server, "u").await;
+    c.send(r#"{"id":2,"rpc":{"method":"getCurrentYear"}}"#).await;
+    assert_eq!(
+        c.next().await.unwrap(),
+        json!({"id":2,"error":{"code":108,"message":"not available"}})
+    );
+    c.send(r#"{"id":3,"presence":{"channel":"room:empty"}}"#).await;
+    assert_eq!(c.next().await.unwrap(), json!({"id":3,"presence":{"presence":{}}}));
+    let forged = make_hs256("not-the-secret", &json!({"sub": "u", "channel": "private:x"})).unwrap();
+    c.send(&format!(r#"{{"id":4,"subscribe":{{"channel":"private:x","token":"{forged}"}}}}"#))
+        .await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 103);
+    c.send(r#"{"id":5,"subscribe":{"channel":"news","tf":{"op":"","key":"ticker","cmp":"eq","val":"AAPL"}}}"#)
+        .await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 108);
+    // Still connected, and not subscribed to news: a publication there does not reach it.
+    c.send(r#"{"id":6,"subscribe":{"channel":"room:1"}}"#).await;
+    assert!(c.next().await.unwrap()["subscribe"].is_object());
+    still_served(&server, &mut good, 1).await;
+    let (_, body) = api(&server, "publish", Some(KEY), r#"{"channel":"room:1","data":{"to":"room"}}"#).await;
+    assert!(body.contains("result"), "{body}");
+    assert_eq!(
+        c.next().await.unwrap()["push"]["pub"]["data"]["to"],
+        "room",
+        "news was filtered out, never delivered"
+    );
+    server.stop().await;
+}
+
+/// Issue #11, limits that a token or a frame of commands used to bypass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_for_tokens_replies_and_publications() {
+    let server = node_server(json!({
+        "client": {"queue_max_size": 262144},
+        "websocket": {"message_size_limit": 65536},
+        "channel": {"namespaces": [
+            {"name": "private"},
+            {"name": "hist", "history_size": 1000, "history_ttl": "300s", "allow_subscribe_for_client": true,
+             "allow_history_for_client": true}
+        ]}
+    }))
+    .await;
+    let mut good = Good::start(&server).await;
+
+    // A token listing more channels than client.channel_limit (128): error 106, nothing subscribed.
+    let channels: Vec<String> = (0..129).map(|i| format!("c{i}")).collect();
+    let mut c = NodeClient::open(&server).await;
+    c.send(&format!(
+        r#"{{"id":1,"connect":{{"token":"{}"}}}}"#,
+        token(json!({"sub": "t", "channels": channels}))
+    ))
+    .await;
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 106);
+    let (_, body) = api(&server, "channels", Some(KEY), "{}").await;
+    assert!(!body.contains("c128"), "{body}");
+    drop(c);
+
+    // About 400 KB of history, then one frame of 1,000 history calls asking for everything:
+    // closed with 3008 once the replies pass client.queue_max_size (it used to allocate
+    // 1,000 copies of the history).
+    let data = format!(r#""{}""#, "h".repeat(4000));
+    for _ in 0..100 {
+        let (status, body) = api(&server, "publish", Some(KEY), &format!(r#"{{"channel":"hist:big","data":{data}}}"#)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut c = NodeClient::connected(&server, "reader").await;
+    c.send(r#"{"id":2,"history":{"channel":"hist:big","limit":10}}"#).await;
+    assert_eq!(c.next().await.unwrap()["history"]["publications"].as_array().unwrap().len(), 10);
+    let frame: Vec<String> = (10..1010)
+        .map(|i| format!(r#"{{"id":{i},"history":{{"channel":"hist:big","limit":-1}}}}"#))
+        .collect();
+    c.send(&frame.join("\n")).await;
+    assert_eq!(c.next().await, Err(3008));
+    still_served(&server, &mut good, 1).await;
+
+    // A publication no subscriber could receive: refused with 107 naming the limit, at the
+    // API and at client publish; the subscribers of the channel stay connected.
+    let big = format!(r#""{}""#, "x".repeat(300_000));
+    let (status, body) = api(&server, "publish", Some(KEY), &format!(r#"{{"channel":"news","data":{big}}}"#)).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], 107, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client.queue_max_size (262144 bytes)"),
+        "{v}"
+    );
+    still_served(&server, &mut good, 2).await;
+    server.wait_connections(1).await;
+    server.stop().await;
+}
+
+/// Issue #11: pattern matching that used to be exponential (channels API) or quadratic
+/// (the origin check, before authentication) answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_patterns_answer_at_once() {
+    let server = node_server(json!({"client": {"allowed_origins": ["https://*.*.example.org"]}})).await;
+    let mut good = Good::start(&server).await;
+    // Eight channels of 200 characters, with a subscriber each.
+    let mut subs = Vec::new();
+    for i in 0..8 {
+        let ch = format!("{i}{}", "a".repeat(199));
+        subs.push(NodeClient::subscribed(&server, "s", &ch).await);
+    }
+    // The recursive matcher ran for minutes on this; now every wait below is bounded by LIMIT.
+    let (status, body) = api(&server, "channels", Some(KEY), r#"{"pattern":"*a*a*a*a*a*a*a*b"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["result"]["channels"], json!({}));
+    let (_, body) = api(&server, "channels", Some(KEY), r#"{"pattern":"3*a*a*a"}"#).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["channels"].as_object().unwrap().len(), 1, "{v}");
+    let (_, body) = api(&server, "channels", Some(KEY), &format!(r#"{{"pattern":"{}"}}"#, "*a".repeat(300))).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        107,
+        "pattern too long"
+    );
+    still_served(&server, &mut good, 1).await;
+
+    // A 200,000-character Origin (quadratic before: about a minute of CPU): 403 unmatched.
+    let origin = format!("https://{}.org", "a.".repeat(100_000));
+    let (status, _, _) = raw_http(server.addr, &upgrade_request("x", &format!("Origin: {origin}\r\n"))).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = raw_http(server.addr, &upgrade_request("x", "Origin: https://app.eu.example.org\r\n")).await;
+    assert_eq!(status, 101);
+    still_served(&server, &mut good, 2).await;
+    drop(subs);
+    server.stop().await;
+}

@@ -221,12 +221,139 @@ fn subscribe_rules() {
     assert_eq!(code(&mut c, r#"{"id":10,"subscribe":{"channel":""}}"#), Some(107));
     let other = make_hs256(SECRET, &json!({"sub": "7", "channel": "private:w"})).unwrap();
     c.send(r#"{"id":11,"unsubscribe":{"channel":"news"}}"#);
+    // An invalid subscription token refuses that subscription (103) and keeps the
+    // connection, as Centrifugo does (centrifuge-python's suite checks it).
+    let (r, d) = c.send(&format!(r#"{{"id":12,"subscribe":{{"channel":"private:w","token":"{other}"}}}}"#));
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(103), None), "token of another user");
+    let forged = make_hs256("wrong", &json!({"sub": "42", "channel": "private:w"})).unwrap();
+    let (r, d) = c.send(&format!(r#"{{"id":13,"subscribe":{{"channel":"private:w","token":"{forged}"}}}}"#));
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(103), None), "bad signature");
+    let (r, d) = c.send(&format!(
+        r#"{{"id":14,"sub_refresh":{{"channel":"private:z","token":"{forged}"}}}}"#
+    ));
     assert_eq!(
-        c.send(&format!(r#"{{"id":12,"subscribe":{{"channel":"private:w","token":"{other}"}}}}"#))
-            .1,
-        Some(3500),
-        "token of another user"
+        (r[0]["error"]["code"].clone(), d),
+        (json!(103), None),
+        "sub_refresh with a bad token"
     );
+    let (r, d) = c.send(r#"{"id":15,"presence_stats":{"channel":"private:z"}}"#);
+    assert_eq!(
+        (r[0]["error"]["code"].clone(), d),
+        (json!(108), None),
+        "still connected and answering"
+    );
+}
+
+#[test]
+fn tags_filter_is_refused_not_ignored() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let (r, d) = c.send(r#"{"id":2,"subscribe":{"channel":"news","tf":{"key":"ticker","cmp":"eq","val":"AAPL"}}}"#);
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(108), None));
+    assert_eq!(node.hub.num_subscribers("news"), 0, "not subscribed");
+}
+
+#[test]
+fn token_channels_count_against_the_channel_limit() {
+    let node = node_with(|c| c.session.channel_limit = 2);
+    let mut c = Client::new(&node, start());
+    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": ["a", "b", "c"]})).unwrap();
+    let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(106), None));
+    assert_eq!(node.user_connections("42"), 0, "nothing registered");
+    assert_eq!(node.hub.num_subscribers("a"), 0);
+    let mut ok = Client::new(&node, start());
+    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": ["a", "b"]})).unwrap();
+    let (r, d) = ok.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    assert_eq!(d, None);
+    assert_eq!(r[0]["connect"]["subs"].as_object().unwrap().len(), 2);
+    // A server-side subscribe over the limit is not made either.
+    let (r, d) = decode(now_or_never(
+        ok.session.handle_control(Control::Subscribe { channel: "c".into() }, ok.now),
+    ));
+    assert_eq!((r.len(), d), (0, None));
+    assert_eq!(node.hub.num_subscribers("c"), 0);
+}
+
+#[test]
+fn history_and_recovery_are_capped() {
+    let node = node_with(|c| {
+        c.session.history_max_publication_limit = 3;
+        c.session.recovery_max_publication_limit = 4;
+    });
+    let mut a = Client::new(&node, start());
+    a.connect("42");
+    let (r, _) = a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    let epoch = r[0]["subscribe"]["epoch"].as_str().unwrap().to_string();
+    for i in 0..5 {
+        now_or_never(node.publish("chat:1", Bytes::from(format!("{i}")), None, false, HashMap::new())).unwrap();
+    }
+    for limit in [-1, 5, 300] {
+        let (r, _) = a.send(&format!(r#"{{"id":3,"history":{{"channel":"chat:1","limit":{limit}}}}}"#));
+        assert_eq!(r[0]["history"]["publications"].as_array().unwrap().len(), 3, "limit {limit}");
+    }
+    let (r, _) = a.send(r#"{"id":4,"history":{"channel":"chat:1","limit":2}}"#);
+    assert_eq!(r[0]["history"]["publications"].as_array().unwrap().len(), 2);
+    // Missed 5 > 4: not recovered, the current position, nothing sent.
+    let mut b = Client::new(&node, start());
+    b.connect("43");
+    let (r, _) = b.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#
+    ));
+    let s = &r[0]["subscribe"];
+    assert_eq!(
+        (s["was_recovering"].clone(), s.get("recovered").cloned()),
+        (json!(true), None),
+        "{s}"
+    );
+    assert_eq!((s["offset"].clone(), s.get("publications").cloned()), (json!(5), None));
+    // Missed 4: recovered.
+    let mut c = Client::new(&node, start());
+    c.connect("44");
+    let (r, _) = c.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":1,"epoch":"{epoch}"}}}}"#
+    ));
+    assert_eq!(r[0]["subscribe"]["recovered"], true);
+    assert_eq!(r[0]["subscribe"]["publications"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn replies_count_against_the_queue() {
+    let node = node_with(|c| c.session.queue_max_size = 4096);
+    let mut a = Client::new(&node, start());
+    a.connect("42");
+    a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    let data = format!("\"{}\"", "x".repeat(500));
+    for _ in 0..5 {
+        now_or_never(node.publish("chat:1", Bytes::from(data.clone()), None, false, HashMap::new())).unwrap();
+    }
+    // One history reply (about 2.5 KB) fits.
+    let (r, d) = a.send(r#"{"id":3,"history":{"channel":"chat:1","limit":-1}}"#);
+    assert_eq!((r[0]["history"]["publications"].as_array().unwrap().len(), d), (5, None));
+    // A frame of many: closed with 3008 once its replies pass the queue, nothing sent.
+    let many: Vec<String> = (10..1000)
+        .map(|i| format!(r#"{{"id":{i},"history":{{"channel":"chat:1","limit":-1}}}}"#))
+        .collect();
+    let (r, d) = a.send(&many.join("\n"));
+    assert_eq!((r.len(), d), (0, Some(3008)));
+}
+
+#[test]
+fn publication_over_the_queue_is_refused() {
+    let node = node_with(|c| c.session.queue_max_size = 4096);
+    let mut a = Client::new(&node, start());
+    a.connect("42");
+    a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    let big = format!("\"{}\"", "x".repeat(5000));
+    let e = now_or_never(node.publish("chat:1", Bytes::from(big.clone()), None, false, HashMap::new())).unwrap_err();
+    assert_eq!(e.code, 107);
+    assert!(e.message.contains("client.queue_max_size (4096 bytes)"), "{}", e.message);
+    let (r, d) = a.send(&format!(r#"{{"id":3,"publish":{{"channel":"chat:1","data":{big}}}}}"#));
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(107), None));
+    assert!(a.pushes().is_empty(), "nothing delivered");
+    let (r, _) = a.send(r#"{"id":4,"history":{"channel":"chat:1","limit":-1}}"#);
+    assert_eq!(r[0]["history"]["publications"], json!([]), "nothing stored");
 }
 
 #[test]
@@ -316,7 +443,7 @@ fn publish_presence_join_leave_history() {
     assert_eq!(r[0]["presence"]["presence"].as_object().unwrap().len(), 1);
     assert_eq!(node.user_connections("bob"), 0);
     let (r, _) = a.send(r#"{"id":9,"rpc":{"method":"x"}}"#);
-    assert_eq!(r[0]["error"]["code"], 104);
+    assert_eq!(r[0]["error"]["code"], 108, "no RPC handler: not available");
 }
 
 #[test]

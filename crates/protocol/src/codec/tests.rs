@@ -75,6 +75,16 @@ fn golden_json_replies() {
         &reply_bytes(Format::Json, &r).unwrap()[..],
         br#"{"id":4,"presence_stats":{"num_clients":0,"num_users":0}}"#
     );
+    // An empty presence keeps its inner map (centrifuge-js reads `Object.keys` of it).
+    let r = Reply {
+        id: 2,
+        presence: Some(PresenceResult::default()),
+        ..Default::default()
+    };
+    assert_eq!(
+        &reply_bytes(Format::Json, &r).unwrap()[..],
+        br#"{"id":2,"presence":{"presence":{}}}"#
+    );
     let r = Reply {
         id: 5,
         error: Some(Error {
