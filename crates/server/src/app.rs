@@ -64,6 +64,8 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
             rate_limit: config.http_api.rate_limit,
+            body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
+            refuse_publish_while_draining: config.engine.r#type == "memory",
         }),
         admission: Admission {
             connection_limit: config.client.connection_limit,

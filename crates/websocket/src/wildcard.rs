@@ -32,10 +32,7 @@ impl Wildcard {
         } else {
             pattern.to_string()
         };
-        let segments = pattern
-            .split('*')
-            .map(|s| memmem::Finder::new(s.as_bytes()).into_owned())
-            .collect();
+        let segments = pattern.split('*').map(|s| memmem::Finder::new(s.as_bytes()).into_owned()).collect();
         Wildcard { segments, ignore_case }
     }
 
