@@ -86,7 +86,7 @@ pub struct ServerConfig {
 pub struct Shared {
     pub config: ServerConfig,
     ready: AtomicBool,
-    /// The engine answers (always, for the memory engine); watched by the binary.
+    /// The engine answers (always, for the memory engine); watched by `crate::lifecycle`.
     engine_ok: AtomicBool,
     connections: AtomicUsize,
     /// Held (shared) by an API publication from its drain check to its end, so that a drain
