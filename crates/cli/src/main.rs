@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use wshub_server::config::{load, Loaded};
 use wshub_server::echo::Echo;
+use wshub_server::lifecycle::Drain;
 use wshub_server::{ServerConfig, Shared};
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
@@ -89,26 +90,7 @@ fn init_logs(level: &str, json_format: bool) {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
-async fn run_server(
-    addr: SocketAddr,
-    config: ServerConfig,
-    drain: Option<(Arc<wshub_core::node::Node>, Duration, Duration)>,
-) -> anyhow::Result<SocketAddr> {
+async fn run_server(addr: SocketAddr, config: ServerConfig, drain: Option<Drain>) -> anyhow::Result<SocketAddr> {
     match wshub_server::limits::raise_nofile() {
         Ok(n) => tracing::info!(nofile = n, "file descriptor limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
@@ -122,50 +104,8 @@ async fn run_server(
             tracing::warn!(limit, nofile = soft, "client.connection_limit exceeds the file descriptor limit");
         }
     }
-    let shared = Shared::new(config);
-    if let Some((node, _, _)) = &drain {
-        tokio::spawn(watch_engine(node.clone(), shared.clone()));
-    }
-    wshub_server::serve(listener, shared.clone(), shutdown_signal()).await;
-    // A second signal exits at once.
-    tokio::spawn(async {
-        shutdown_signal().await;
-        eprintln!("second signal: exiting now");
-        std::process::exit(1);
-    });
-    if let Some((node, timeout, window)) = drain {
-        let started = tokio::time::Instant::now();
-        // Leave a margin before the timeout for the last closes and the exit itself.
-        let deadline = started + timeout.mul_f64(0.9);
-        let window = if window.is_zero() { timeout / 2 } else { window };
-        let left = wshub_server::drain::drain(&shared, &node, window, deadline).await;
-        if left > 0 {
-            tracing::warn!(left, "shutdown timeout: exiting with connections still open");
-        }
-    }
-    tracing::info!("stopped");
+    wshub_server::lifecycle::run_until_signal(listener, Shared::new(config), drain).await;
     Ok(local)
-}
-
-/// How often the engine is asked whether it answers (for `/ready`).
-const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Keeps `/ready` in step with the engine: 503 while Redis does not answer.
-async fn watch_engine(node: Arc<wshub_core::node::Node>, shared: Arc<Shared>) {
-    let mut ok = true;
-    loop {
-        tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
-        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.engine.check()).await, Ok(Ok(())));
-        if now_ok != ok {
-            if now_ok {
-                tracing::info!("engine answers again: ready");
-            } else {
-                tracing::warn!("engine does not answer: not ready");
-            }
-            ok = now_ok;
-            shared.set_engine_ok(ok);
-        }
-    }
 }
 
 fn env_vars() -> Vec<(String, String)> {
@@ -241,7 +181,12 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         println!("  Next: `wshub genconfig -o config.json`, then `wshub serve -c config.json`,");
         println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
     }
-    rt.block_on(run_server(addr, server, Some((node, c.shutdown.timeout, c.shutdown.drain_window))))?;
+    let drain = Drain {
+        node,
+        timeout: c.shutdown.timeout,
+        window: c.shutdown.drain_window,
+    };
+    rt.block_on(run_server(addr, server, Some(drain)))?;
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())

@@ -1,6 +1,7 @@
-//! Graceful drain of the real binary: 1,000 connected clients, SIGTERM; every client gets
-//! 3001, the closes are spread over the drain window, `/ready` turns 503, and the process
-//! exits 0 before `shutdown.timeout`.
+//! Graceful drain of the real binary: 1,000 connected clients, SIGTERM; while the drain goes
+//! on the listener answers `/ready` 503, `/health` 200, a new upgrade 503 and a publication
+//! 503 (memory engine); every client gets 3001, the closes are spread over the drain window,
+//! and the process exits 0 before `shutdown.timeout`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -103,7 +104,7 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     let mut f = std::fs::File::create(&cfg).unwrap();
     write!(
         f,
-        r#"{{"client": {{"token": {{"hmac_secret_key": "drain"}}}}, "shutdown": {{"timeout": "8s", "drain_window": "3s"}}}}"#
+        r#"{{"http_api": {{"key": "drain-key"}}, "client": {{"token": {{"hmac_secret_key": "drain"}}}}, "shutdown": {{"timeout": "8s", "drain_window": "3s"}}}}"#
     )
     .unwrap();
     let port = free_port();
@@ -137,14 +138,43 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     let sent = Instant::now();
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    // /ready turns 503 while the drain goes on (or the listener is already closed).
-    let mut r = TcpStream::connect(("127.0.0.1", port)).await;
-    if let Ok(s) = r.as_mut() {
-        s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-        let mut b = [0u8; 64];
-        let n = s.read(&mut b).await.unwrap_or(0);
-        assert!(n == 0 || b.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&b[..n]));
+    // While the drain goes on, the listener keeps answering HTTP: /ready turns 503 (polled:
+    // the signal is handled asynchronously), /health stays 200, a new WebSocket upgrade is
+    // refused with 503, and a publication (memory engine: nobody would receive it) too.
+    let ready_deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, body) = http(port, "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        if status == 503 {
+            assert!(body.contains("draining"), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(Instant::now() < ready_deadline, "/ready still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let (status, body) = http(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200, "/health during the drain: {body}");
+    let upgrade = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let (status, body) = http(port, &upgrade).await;
+    assert_eq!(status, 503, "upgrade during the drain: {body}");
+    let publish = r#"{"channel":"news","data":{"n":1}}"#;
+    let (status, body) = http(
+        port,
+        &format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: drain-key\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{publish}",
+            publish.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 503, "publish during the drain: {body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]["code"],
+        108,
+        "{body}"
+    );
+    let during_drain = sent.elapsed();
     let mut times = Vec::with_capacity(CLIENTS);
     for w in waiters {
         let (code, at) = tokio::time::timeout(LIMIT, w).await.unwrap().unwrap();
@@ -157,6 +187,10 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     println!(
         "drain of {CLIENTS} clients: first close {first:?}, median {median:?}, last {last:?}, spread {:?}",
         last - first
+    );
+    assert!(
+        last > during_drain,
+        "the checks above ran during the drain (done after {during_drain:?}, last close {last:?})"
     );
     assert!(
         last - first >= Duration::from_millis(1500),
@@ -172,6 +206,35 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     };
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One HTTP request on a connection of its own; the status and body of the answer (read up
+/// to its `Content-Length`: a refused upgrade leaves the connection open).
+async fn http(port: u16, request: &str) -> (u16, String) {
+    let mut s = tokio::time::timeout(LIMIT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .unwrap()
+        .expect("the listener answers during the drain");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(LIMIT, s.read(&mut chunk)).await.unwrap().unwrap();
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return (status, body.to_string());
+            }
+        }
+        assert!(n > 0, "closed before a whole answer: {text}");
+    }
 }
 
 async fn futures_join<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>

@@ -3,13 +3,21 @@
 //! Authentication by `X-API-Key: KEY` or `Authorization: apikey KEY` (wrong or missing:
 //! 401, empty body). A body that is not JSON: 400. Otherwise 200 with `{"result": ...}` or
 //! `{"error": {"code", "message"}}`; bad params are error 107.
+//!
+//! A body is deserialized straight into the method's parameters ([`parse_request`]), never
+//! into a `serde_json::Value` tree first: a 15 MiB JSON array costs a tree of some 240 MB,
+//! and nothing here (measured: `large_array_body` in `tests/node_bad_input.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use wshub_core::engine::{HistoryQuery, StreamPosition};
 use wshub_core::node::{ApiError, Node};
 use wshub_protocol::codes::error as ec;
@@ -33,43 +41,85 @@ pub fn authorized(headers: &http::HeaderMap, key: &str, insecure: bool) -> bool 
                 .and_then(|v| v.strip_prefix("apikey "))
         })
         .map(str::trim);
-    // Constant-time comparison: the key is a secret.
-    given.is_some_and(|g| g.len() == key.len() && g.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+    given.is_some_and(|g| key_matches(g, key))
+}
+
+/// Compares fixed-size digests in constant time: neither the position of the first
+/// difference nor the key's length shows in the time taken.
+fn key_matches(given: &str, key: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(key.as_bytes());
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+/// Why a request body could not become an [`ApiRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not JSON (HTTP 400).
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not this method's parameters (107), or no such method (104).
+    #[error("{0}")]
+    Api(ApiError),
+}
+
+impl From<ApiError> for RequestError {
+    fn from(e: ApiError) -> Self {
+        RequestError::Api(e)
+    }
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(&format!("bad request: {e}"))
 }
 
-fn params<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(bad)
+/// Whether `body` is well-formed JSON, checked without building anything.
+fn check_json(body: &[u8]) -> Result<(), RequestError> {
+    serde_json::from_slice::<IgnoredAny>(body)
+        .map(drop)
+        .map_err(|e| RequestError::NotJson(e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct PublishParams {
-    channel: String,
-    data: Option<Box<RawValue>>,
-    #[serde(default)]
-    b64data: String,
-    #[serde(default)]
-    skip_history: bool,
-    #[serde(default)]
-    tags: HashMap<String, String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    idempotency_key: String,
+/// Deserializes `body` straight into `T`. A data error (a wrong type, a missing field)
+/// stops serde before the end of the body, so the rest is checked for syntax to tell
+/// "not JSON" (400) from "bad params" (107).
+fn params<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, RequestError> {
+    match serde_json::from_slice(body) {
+        Ok(p) => Ok(p),
+        Err(e) if e.is_data() => {
+            check_json(body)?;
+            Err(RequestError::Api(bad(e)))
+        }
+        Err(e) => Err(RequestError::NotJson(e.to_string())),
+    }
 }
 
-#[derive(Deserialize)]
-struct BroadcastParams {
-    channels: Vec<String>,
-    data: Option<Box<RawValue>>,
+/// `publish` parameters.
+#[derive(Debug, Deserialize)]
+pub struct PublishParams {
+    pub channel: String,
+    pub data: Option<Box<RawValue>>,
     #[serde(default)]
-    b64data: String,
+    pub b64data: String,
     #[serde(default)]
-    skip_history: bool,
+    pub skip_history: bool,
     #[serde(default)]
-    tags: HashMap<String, String>,
+    pub tags: HashMap<String, String>,
+    #[serde(default)]
+    pub idempotency_key: String,
+}
+
+/// `broadcast` parameters.
+#[derive(Debug, Deserialize)]
+pub struct BroadcastParams {
+    pub channels: Vec<String>,
+    pub data: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub b64data: String,
+    #[serde(default)]
+    pub skip_history: bool,
+    #[serde(default)]
+    pub tags: HashMap<String, String>,
 }
 
 fn data_bytes(data: Option<Box<RawValue>>, b64: &str) -> Result<Bytes, ApiError> {
@@ -93,69 +143,149 @@ fn position(sp: StreamPosition) -> Value {
     }
 }
 
-#[derive(Deserialize)]
-struct UserChannel {
-    user: String,
-    channel: String,
+/// `subscribe` and `unsubscribe` parameters.
+#[derive(Debug, Deserialize)]
+pub struct UserChannel {
+    pub user: String,
+    pub channel: String,
     #[serde(default)]
-    client: String,
+    pub client: String,
 }
 
-#[derive(Deserialize)]
-struct DisconnectParams {
-    user: String,
+/// `disconnect` parameters.
+#[derive(Debug, Deserialize)]
+pub struct DisconnectParams {
+    pub user: String,
     #[serde(default)]
-    client: String,
+    pub client: String,
     #[serde(default)]
-    whitelist: Vec<String>,
-    disconnect: Option<DisconnectObj>,
+    pub whitelist: Vec<String>,
+    pub disconnect: Option<DisconnectObj>,
 }
 
-#[derive(Deserialize)]
-struct DisconnectObj {
-    code: u16,
+/// The close code and reason of a `disconnect`.
+#[derive(Debug, Deserialize)]
+pub struct DisconnectObj {
+    pub code: u16,
     #[serde(default)]
-    reason: String,
+    pub reason: String,
 }
 
-#[derive(Deserialize)]
-struct RefreshParams {
-    user: String,
+/// `refresh` parameters.
+#[derive(Debug, Deserialize)]
+pub struct RefreshParams {
+    pub user: String,
     #[serde(default)]
-    client: String,
+    pub client: String,
     #[serde(default)]
-    expired: bool,
+    pub expired: bool,
     #[serde(default)]
-    expire_at: u64,
+    pub expire_at: u64,
 }
 
-#[derive(Deserialize)]
-struct ChannelParam {
-    channel: String,
+/// Parameters naming one channel (`presence`, `presence_stats`, `history_remove`).
+#[derive(Debug, Deserialize)]
+pub struct ChannelParam {
+    pub channel: String,
 }
 
-#[derive(Deserialize)]
-struct HistoryParams {
-    channel: String,
+/// `history` parameters.
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    pub channel: String,
     #[serde(default)]
-    limit: i64,
-    since: Option<SinceParam>,
+    pub limit: i64,
+    pub since: Option<SinceParam>,
     #[serde(default)]
-    reverse: bool,
+    pub reverse: bool,
 }
 
-#[derive(Deserialize)]
-struct SinceParam {
+/// A stream position in `history`.
+#[derive(Debug, Deserialize)]
+pub struct SinceParam {
     #[serde(default)]
-    offset: u64,
+    pub offset: u64,
     #[serde(default)]
-    epoch: String,
+    pub epoch: String,
 }
 
-#[derive(Deserialize, Default)]
-struct ChannelsParams {
+/// `channels` parameters.
+#[derive(Debug, Deserialize, Default)]
+pub struct ChannelsParams {
     #[serde(default)]
-    pattern: String,
+    pub pattern: String,
+}
+
+/// `batch` parameters: each command stays raw JSON until its own method parses it.
+#[derive(Debug, Deserialize)]
+pub struct BatchParams {
+    /// `{"publish": {...}}` each (the first key names the method).
+    pub commands: Vec<BTreeMap<String, Box<RawValue>>>,
+}
+
+/// One API call, its parameters typed.
+#[derive(Debug)]
+pub enum ApiRequest {
+    Publish(PublishParams),
+    Broadcast(BroadcastParams),
+    Subscribe(UserChannel),
+    Unsubscribe(UserChannel),
+    Disconnect(DisconnectParams),
+    Refresh(RefreshParams),
+    Presence(ChannelParam),
+    PresenceStats(ChannelParam),
+    History(HistoryParams),
+    HistoryRemove(ChannelParam),
+    Channels(ChannelsParams),
+    Info,
+    Batch(BatchParams),
+}
+
+impl ApiRequest {
+    /// Whether the call publishes (`publish`, `broadcast`, or a batch holding one): a
+    /// draining node on the memory engine refuses those, as nobody would receive them.
+    pub fn publishes(&self) -> bool {
+        match self {
+            ApiRequest::Publish(_) | ApiRequest::Broadcast(_) => true,
+            ApiRequest::Batch(b) => b
+                .commands
+                .iter()
+                .any(|c| c.keys().next().is_some_and(|m| m == "publish" || m == "broadcast")),
+            _ => false,
+        }
+    }
+}
+
+/// Parses the body of `POST /api/<method>`. An empty (or blank) body means `{}`.
+pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    Ok(match method {
+        "publish" => ApiRequest::Publish(params(body)?),
+        "broadcast" => ApiRequest::Broadcast(params(body)?),
+        "subscribe" => ApiRequest::Subscribe(params(body)?),
+        "unsubscribe" => ApiRequest::Unsubscribe(params(body)?),
+        "disconnect" => ApiRequest::Disconnect(params(body)?),
+        "refresh" => ApiRequest::Refresh(params(body)?),
+        "presence" => ApiRequest::Presence(params(body)?),
+        "presence_stats" => ApiRequest::PresenceStats(params(body)?),
+        "history" => ApiRequest::History(params(body)?),
+        "history_remove" => ApiRequest::HistoryRemove(params(body)?),
+        "channels" => ApiRequest::Channels(params::<Option<ChannelsParams>>(body)?.unwrap_or_default()),
+        "info" => {
+            check_json(body)?;
+            ApiRequest::Info
+        }
+        "batch" => ApiRequest::Batch(params(body)?),
+        "rpc" => {
+            // No RPC handler is configured (Centrifugo answers 108 without an RPC proxy).
+            check_json(body)?;
+            return Err(ApiError::new(ec::NOT_AVAILABLE, "not available").into());
+        }
+        _ => {
+            check_json(body)?;
+            return Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found").into());
+        }
+    })
 }
 
 fn publication_json(p: &Publication) -> Value {
@@ -166,16 +296,14 @@ fn info_json(i: &ClientInfo) -> Value {
     serde_json::to_value(i).unwrap_or(Value::Null)
 }
 
-/// Runs one API method; `Ok` is the `result` object.
-pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError> {
-    match method {
-        "publish" => {
-            let p: PublishParams = params(p)?;
+/// Runs one API call (not a batch); `Ok` is the `result` object.
+pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiError> {
+    match request {
+        ApiRequest::Publish(p) => {
             let data = data_bytes(p.data, &p.b64data)?;
             Ok(position(node.publish(&p.channel, data, None, p.skip_history, p.tags).await?))
         }
-        "broadcast" => {
-            let p: BroadcastParams = params(p)?;
+        ApiRequest::Broadcast(p) => {
             if p.channels.is_empty() {
                 return Err(ApiError::bad_request("channels required"));
             }
@@ -189,18 +317,15 @@ pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError
             }
             Ok(json!({"responses": responses}))
         }
-        "subscribe" => {
-            let p: UserChannel = params(p)?;
+        ApiRequest::Subscribe(p) => {
             node.subscribe_user(&p.user, &p.channel, &p.client)?;
             Ok(json!({}))
         }
-        "unsubscribe" => {
-            let p: UserChannel = params(p)?;
+        ApiRequest::Unsubscribe(p) => {
             node.unsubscribe_user(&p.user, &p.channel, &p.client)?;
             Ok(json!({}))
         }
-        "disconnect" => {
-            let p: DisconnectParams = params(p)?;
+        ApiRequest::Disconnect(p) => {
             let (code, reason) = match p.disconnect {
                 Some(d) => (d.code, d.reason),
                 None => (wshub_protocol::codes::disconnect::FORCE_DISCONNECT, "force disconnect".to_string()),
@@ -211,8 +336,7 @@ pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError
             node.disconnect_user(&p.user, &p.client, &p.whitelist, code, &reason);
             Ok(json!({}))
         }
-        "refresh" => {
-            let p: RefreshParams = params(p)?;
+        ApiRequest::Refresh(p) => {
             if p.expired {
                 node.disconnect_user(
                     &p.user,
@@ -226,19 +350,16 @@ pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError
             }
             Ok(json!({}))
         }
-        "presence" => {
-            let p: ChannelParam = params(p)?;
+        ApiRequest::Presence(p) => {
             let presence = node.presence(&p.channel).await?;
             let m: serde_json::Map<String, Value> = presence.iter().map(|(k, v)| (k.clone(), info_json(v))).collect();
             Ok(json!({"presence": m}))
         }
-        "presence_stats" => {
-            let p: ChannelParam = params(p)?;
+        ApiRequest::PresenceStats(p) => {
             let (c, u) = node.presence_stats(&p.channel).await?;
             Ok(json!({"num_clients": c, "num_users": u}))
         }
-        "history" => {
-            let p: HistoryParams = params(p)?;
+        ApiRequest::History(p) => {
             let q = HistoryQuery {
                 since: p.since.map(|s| StreamPosition {
                     offset: s.offset,
@@ -254,56 +375,57 @@ pub async fn call(node: &Node, method: &str, p: Value) -> Result<Value, ApiError
                 "offset": h.position.offset,
             }))
         }
-        "history_remove" => {
-            let p: ChannelParam = params(p)?;
+        ApiRequest::HistoryRemove(p) => {
             node.history_remove(&p.channel).await?;
             Ok(json!({}))
         }
-        "channels" => {
-            let p: ChannelsParams = if p.is_null() { ChannelsParams::default() } else { params(p)? };
-            let m: serde_json::Map<String, Value> = node
-                .channels(&p.pattern)?
-                .into_iter()
-                .map(|(c, n)| (c, json!({"num_clients": n})))
-                .collect();
-            Ok(json!({"channels": m}))
+        ApiRequest::Channels(p) => {
+            // Linear in the node's channels (100,000 of them: tens of milliseconds, more
+            // in a debug build): off the async workers, so that handshakes, pings and
+            // `/health` go on meanwhile.
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+                let m: serde_json::Map<String, Value> = node
+                    .channels(&p.pattern)?
+                    .into_iter()
+                    .map(|(c, n)| (c, json!({"num_clients": n})))
+                    .collect();
+                Ok(json!({"channels": m}))
+            })
+            .await
+            .map_err(|e| ApiError::new(ec::INTERNAL, &format!("channels: {e}")))?
         }
-        "info" => {
+        ApiRequest::Info => {
             let i = node.info();
             Ok(json!({"nodes": [{
                 "uid": i.uid, "name": i.name, "version": i.version, "num_clients": i.num_clients,
                 "num_users": i.num_users, "num_channels": i.num_channels, "num_subs": i.num_subs, "uptime": i.uptime,
             }]}))
         }
-        _ => Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found")),
+        ApiRequest::Batch(_) => Err(ApiError::bad_request("nested batch")),
     }
 }
 
 /// `batch`: `{"commands": [{"publish": {...}}, ...], "parallel": bool}`; each reply keyed by
 /// its method name (`{}` when empty), or `{"error": ...}`.
-pub async fn batch(node: &Node, p: Value) -> Result<Value, ApiError> {
-    #[derive(Deserialize)]
-    struct BatchParams {
-        commands: Vec<serde_json::Map<String, Value>>,
-    }
-    let p: BatchParams = params(p)?;
+pub async fn batch(node: &Arc<Node>, p: BatchParams) -> Value {
     let mut replies = Vec::with_capacity(p.commands.len());
     for cmd in p.commands {
-        let Some((method, params)) = cmd.into_iter().next() else {
+        let Some((method, raw)) = cmd.into_iter().next() else {
             replies.push(json!({"error": {"code": ec::BAD_REQUEST, "message": "empty command"}}));
             continue;
         };
-        let r = if method == "batch" {
-            Err(ApiError::bad_request("nested batch"))
-        } else {
-            call(node, &method, params).await
+        let r = match parse_request(&method, raw.get().as_bytes()) {
+            Ok(req) => call(node, req).await,
+            Err(RequestError::Api(e)) => Err(e),
+            Err(e @ RequestError::NotJson(_)) => Err(bad(e)),
         };
         replies.push(match r {
             Ok(v) => json!({ method: v }),
             Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
         });
     }
-    Ok(json!({"replies": replies}))
+    json!({"replies": replies})
 }
 
 /// The response body of a call.
@@ -311,5 +433,90 @@ pub fn envelope(r: Result<Value, ApiError>) -> Value {
     match r {
         Ok(v) => json!({"result": v}),
         Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn headers(name: &str, value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn key_accepted_only_when_equal() {
+        let key = "s3cret-key";
+        assert!(authorized(&headers("x-api-key", key), key, false));
+        assert!(authorized(&headers("authorization", "apikey s3cret-key"), key, false));
+        for wrong in [
+            "s3cret-kez",
+            "S3cret-key",
+            "s3cret-ke",
+            "s3cret-key!",
+            "",
+            "x",
+            &"s3cret-key".repeat(10),
+        ] {
+            assert!(!authorized(&headers("x-api-key", wrong), key, false), "{wrong:?}");
+            assert!(
+                !authorized(&headers("authorization", &format!("apikey {wrong}")), key, false),
+                "{wrong:?}"
+            );
+        }
+        assert!(!authorized(&http::HeaderMap::new(), key, false), "no header");
+        assert!(!authorized(&headers("x-api-key", ""), "", false), "empty key refuses every call");
+        assert!(authorized(&http::HeaderMap::new(), "", true), "insecure");
+    }
+
+    fn code(r: Result<ApiRequest, RequestError>) -> u32 {
+        match r {
+            Err(RequestError::Api(e)) => e.code,
+            other => panic!("expected an API error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_request_answers() {
+        assert!(matches!(parse_request("info", b""), Ok(ApiRequest::Info)), "empty body is {{}}");
+        assert!(matches!(parse_request("channels", b" \n"), Ok(ApiRequest::Channels(_))));
+        assert!(matches!(parse_request("channels", b"null"), Ok(ApiRequest::Channels(_))));
+        match parse_request("publish", br#"{"channel":"a","data":{"x":[1,2]}}"#).unwrap() {
+            ApiRequest::Publish(p) => {
+                assert_eq!(p.channel, "a");
+                assert_eq!(p.data.unwrap().get(), r#"{"x":[1,2]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse_request("publish", b"{not json"), Err(RequestError::NotJson(_))));
+        // A data error early in a body that is not JSON further on is still "not JSON".
+        assert!(matches!(
+            parse_request("publish", br#"{"channel": 5, oops"#),
+            Err(RequestError::NotJson(_))
+        ));
+        assert!(matches!(parse_request("frobnicate", b"{oops"), Err(RequestError::NotJson(_))));
+        assert_eq!(code(parse_request("publish", br#"{"channel": 5, "data": {}}"#)), ec::BAD_REQUEST);
+        assert_eq!(code(parse_request("publish", b"[0,0,0,0]")), ec::BAD_REQUEST);
+        assert_eq!(code(parse_request("batch", br#"{"commands": 5}"#)), ec::BAD_REQUEST);
+        assert_eq!(code(parse_request("frobnicate", b"{}")), ec::METHOD_NOT_FOUND);
+        assert_eq!(code(parse_request("rpc", br#"{"method":"x","data":{}}"#)), ec::NOT_AVAILABLE);
+        let b = parse_request(
+            "batch",
+            br#"{"commands": [{"info": {}}, {"publish": {"channel": "a", "data": 1}}]}"#,
+        )
+        .unwrap();
+        assert!(b.publishes());
+        assert!(!parse_request("batch", br#"{"commands": [{"info": {}}]}"#).unwrap().publishes());
+        assert!(parse_request("broadcast", br#"{"channels": ["a"], "data": 1}"#)
+            .unwrap()
+            .publishes());
+        assert!(!parse_request("history", br#"{"channel": "a"}"#).unwrap().publishes());
+        // Nesting deeper than serde_json's recursion limit is refused, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_request("publish", deep.as_bytes()).is_err());
+        assert!(parse_request("frobnicate", deep.as_bytes()).is_err());
     }
 }

@@ -64,6 +64,8 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
             rate_limit: config.http_api.rate_limit,
+            body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
+            refuse_publish_while_draining: config.engine.r#type == "memory",
         }),
         admission: Admission {
             connection_limit: config.client.connection_limit,
@@ -78,4 +80,25 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
     };
     Ok((node, server))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A draining node refuses publications only when nobody else could deliver them.
+    #[test]
+    fn publications_refused_while_draining_only_on_the_memory_engine() {
+        let mut c = Config::default();
+        let (_, s) = build(&c).unwrap();
+        assert!(s.api.unwrap().refuse_publish_while_draining);
+        c.engine.r#type = "redis".into();
+        let (_, s) = build(&c).unwrap();
+        let api = s.api.unwrap();
+        assert!(!api.refuse_publish_while_draining);
+        assert_eq!(api.body_timeout, Some(std::time::Duration::from_secs(10)));
+        c.http_api.body_timeout = std::time::Duration::ZERO;
+        assert_eq!(build(&c).unwrap().1.api.unwrap().body_timeout, None, "\"0\": no limit");
+    }
 }

@@ -73,7 +73,7 @@ pub struct Tls {
     pub key_pem_file: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct HttpApi {
     /// Empty: every API call is refused (unless `insecure`).
@@ -82,6 +82,21 @@ pub struct HttpApi {
     pub rate_limit: u32,
     /// Accept API calls without a key (development only).
     pub insecure: bool,
+    /// Time to receive a request's whole body once its headers are in (over it: 408);
+    /// "0": no limit.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpApi {
+    fn default() -> Self {
+        HttpApi {
+            key: String::new(),
+            rate_limit: 0,
+            insecure: false,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

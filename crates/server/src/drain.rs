@@ -1,5 +1,6 @@
-//! Graceful drain (DESIGN.md, "Shutdown and drain"): on the first signal the node stops
-//! accepting and `/ready` turns 503 (the listener does both), then connected clients are
+//! Graceful drain (DESIGN.md, "Shutdown and drain"): on the first signal `/ready` turns 503
+//! and new WebSocket upgrades are refused (the listener goes on answering HTTP until the
+//! drain is over: [`crate::lifecycle`]), then connected clients are
 //! closed with 3001 in randomised batches spread over a drain window, so that a rolling
 //! restart does not turn into a reconnect storm on the other nodes. Each session releases
 //! its subscriptions and presence as it closes (leaves are pushed).

@@ -19,11 +19,12 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tracing::Instrument;
-use wshub_core::node::Node;
+use wshub_core::node::{ApiError, Node};
 use wshub_core::ratelimit::{KeyedWindows, TokenBucket};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
 use wshub_websocket::{Config, HandshakeError};
 
+use crate::api::{ApiRequest, RequestError};
 use crate::driver::{drive, Handler, Outcome};
 use tokio_rustls::server::TlsStream;
 
@@ -38,6 +39,13 @@ pub struct ApiConfig {
     pub insecure: bool,
     /// Calls per second per key (0: unlimited); over it: 429.
     pub rate_limit: u32,
+    /// `http_api.body_timeout`: time to receive a whole request body, from the end of the
+    /// headers (over it: 408); `None`: no limit.
+    pub body_timeout: Option<Duration>,
+    /// Refuse publications with 503 once a drain has started. For an engine that delivers
+    /// only on this node (memory): its subscribers are being closed, so a publication
+    /// acknowledged now could reach nobody. With Redis other nodes deliver it.
+    pub refuse_publish_while_draining: bool,
 }
 
 /// Who may open a WebSocket connection (`client.connection_*`). Zero means unlimited.
@@ -78,9 +86,12 @@ pub struct ServerConfig {
 pub struct Shared {
     pub config: ServerConfig,
     ready: AtomicBool,
-    /// The engine answers (always, for the memory engine); watched by the binary.
+    /// The engine answers (always, for the memory engine); watched by `crate::lifecycle`.
     engine_ok: AtomicBool,
     connections: AtomicUsize,
+    /// Held (shared) by an API publication from its drain check to its end, so that a drain
+    /// starts closing clients only after the publications it let through are delivered.
+    publish_gate: tokio::sync::RwLock<()>,
     node_rate: Option<Mutex<TokenBucket>>,
     ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
     api_rate: Mutex<HashMap<String, TokenBucket>>,
@@ -107,6 +118,7 @@ impl Shared {
             ready: AtomicBool::new(true),
             engine_ok: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
+            publish_gate: tokio::sync::RwLock::new(()),
             node_rate,
             ip_rate,
             api_rate: Mutex::new(HashMap::new()),
@@ -153,6 +165,14 @@ impl Shared {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed)
+    }
+
+    /// Starts a drain: `/ready` turns 503, new WebSocket upgrades are refused with 503 and,
+    /// when the API is told to, publications too. Returns once the API publications that
+    /// passed their check before are done (delivered to this node's subscribers).
+    pub async fn start_drain(&self) {
+        self.set_ready(false);
+        drop(self.publish_gate.write().await);
     }
 
     /// Whether the engine answers; `/ready` is 503 while it does not, so that a load balancer
@@ -202,7 +222,7 @@ async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &
     let r = api_inner(req, shared, api, method).await;
     let method_label = match method {
         "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
-        | "history_remove" | "channels" | "info" | "batch" => method.to_string(),
+        | "history_remove" | "channels" | "info" | "rpc" | "batch" => method.to_string(),
         _ => "unknown".to_string(),
     };
     metrics::counter!("wshub_api_calls_total", "method" => method_label, "status" => r.status().as_u16().to_string()).increment(1);
@@ -238,27 +258,56 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
         }
     }
-    let body = match Limited::new(req.into_body(), API_BODY_LIMIT).collect().await {
+    let collect = Limited::new(req.into_body(), API_BODY_LIMIT).collect();
+    let collected = match api.body_timeout {
+        Some(t) => match tokio::time::timeout(t, collect).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The rest of the body is not read: the connection cannot serve another request.
+                let mut r = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received within http_api.body_timeout",
+                );
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        },
+        None => collect.await,
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
-    let params: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Value::Object(Default::default())
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-        }
+    let request = match crate::api::parse_request(method, &body) {
+        Ok(r) => r,
+        Err(RequestError::NotJson(e)) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+        Err(RequestError::Api(e)) => return json_response(&crate::api::envelope(Err(e))),
     };
-    if method == "batch" {
+    drop(body);
+    // Shared from the drain check to the publication's delivery; see `Shared::start_drain`.
+    let _gate = if api.refuse_publish_while_draining && request.publishes() {
+        let gate = shared.publish_gate.read().await;
+        if !shared.is_ready() {
+            let mut r = json_response(&crate::api::envelope(Err(ApiError::new(
+                wshub_protocol::codes::error::NOT_AVAILABLE,
+                DRAINING_PUBLISH,
+            ))));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+        Some(gate)
+    } else {
+        None
+    };
+    match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
-        return json_response(&match crate::api::batch(&api.node, params).await {
-            Ok(v) => v,
-            Err(e) => crate::api::envelope(Err(e)),
-        });
+        ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.node, b).await),
+        r => json_response(&crate::api::envelope(crate::api::call(&api.node, r).await)),
     }
-    json_response(&crate::api::envelope(crate::api::call(&api.node, method, params).await))
 }
+
+/// The message of the 503 that a draining node on the memory engine answers publications.
+pub const DRAINING_PUBLISH: &str = "node is draining: publish to another node";
 
 /// Drives an upgraded TLS connection. Everything TLS (kilobytes of rustls state, and the
 /// downcast that holds it) lives in this boxed future: inline, it would enlarge every plain

@@ -13,6 +13,7 @@ pub mod drain;
 pub mod driver;
 pub mod echo;
 pub mod http;
+pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

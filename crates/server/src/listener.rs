@@ -26,7 +26,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => {
-                // From now on /ready answers 503 and nothing new is accepted.
+                // Nothing new is accepted; a drain, if any, is over (`crate::lifecycle`).
                 shared.set_ready(false);
                 break;
             }

@@ -266,6 +266,11 @@ async fn answers_the_sdks_expect() {
         c.next().await.unwrap(),
         json!({"id":2,"error":{"code":108,"message":"not available"}})
     );
+    let (status, body) = api(&server, "rpc", Some(KEY), r#"{"method":"getCurrentYear","params":{}}"#).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()["error"]["code"].clone()),
+        (200, json!(108))
+    );
     c.send(r#"{"id":3,"presence":{"channel":"room:empty"}}"#).await;
     assert_eq!(c.next().await.unwrap(), json!({"id":3,"presence":{"presence":{}}}));
     let forged = make_hs256("not-the-secret", &json!({"sub": "u", "channel": "private:x"})).unwrap();
@@ -389,5 +394,81 @@ async fn adversarial_patterns_answer_at_once() {
     assert_eq!(status, 101);
     still_served(&server, &mut good, 2).await;
     drop(subs);
+    server.stop().await;
+}
+
+/// An API body sent one byte at a time is cut off after `http_api.body_timeout` with 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_body_too_slow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = node_server(json!({"http_api": {"body_timeout": "500ms"}})).await;
+    let mut good = Good::start(&server).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!("POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: 1048576\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    // One byte every 0.5 s: a body that would take six days.
+    let drip = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if wr.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(LIMIT, rd.read(&mut chunk))
+            .await
+            .expect("an answer before the body is complete")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400), "not before the timeout");
+    drip.abort();
+    still_served(&server, &mut good, 1).await;
+    server.stop().await;
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A 15 MiB JSON array to `publish` is refused with 107, without building a JSON tree of
+/// it (that cost +244 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_large_array_body() {
+    let server = node_server(json!({})).await;
+    let mut good = Good::start(&server).await;
+    let mut body = String::with_capacity(15 << 20);
+    body.push('[');
+    while body.len() < (15 << 20) - 2 {
+        body.push_str("0,");
+    }
+    body.push_str("0]");
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    drop(body);
+    // Reset the peak to the current resident size (Linux: clear_refs "5").
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = peak_rss();
+    let (status, _, answer) = raw_http(server.addr, req.as_bytes()).await;
+    let grown = peak_rss().saturating_sub(before);
+    println!("15 MiB array to publish: peak RSS +{} MB", grown >> 20);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"], 107, "{answer}");
+    assert!(grown < 64 << 20, "peak RSS grew by {} MB", grown >> 20);
+    still_served(&server, &mut good, 1).await;
     server.stop().await;
 }

@@ -206,11 +206,12 @@ async fn one_slow_reader_among_a_thousand() {
     for n in 1..=PUBLICATIONS / 2 {
         publish(n).await;
     }
-    // 16 MiB for the one that does not read: far past its queue and the kernel's buffers.
-    let big = format!(r#"{{"channel":"firehose","data":"{}"}}"#, "y".repeat(256 * 1024));
+    // 16 MiB for the one that does not read: far past its queue and the kernel's buffers,
+    // in publications that each fit the queue (a larger one is refused with 107).
+    let big = format!(r#"{{"channel":"firehose","data":"{}"}}"#, "y".repeat(48 * 1024));
     let mut max_queued = 0;
     let rss_before = rss();
-    for _ in 0..64 {
+    for _ in 0..342 {
         let req = format!(
             "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
             big.len()

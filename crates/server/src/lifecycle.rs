@@ -1,0 +1,120 @@
+//! The server's life (DESIGN.md, "Shutdown and drain"): serve until a shutdown signal, then
+//! drain while the listener keeps answering HTTP, and stop listening only when the drain is
+//! over.
+//!
+//! During the drain `/ready` is 503 and new WebSocket upgrades are refused with 503 (so that
+//! load balancers and Consul read it and send clients elsewhere), `/health` stays 200 and the
+//! API keeps answering; connected clients are closed with 3001 in randomised batches
+//! ([`crate::drain`]). The `wshub` binary only parses arguments and calls
+//! [`run_until_signal`]; tests call [`run`] with a shutdown future of their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use wshub_core::node::Node;
+
+use crate::http::Shared;
+
+/// What a node's drain needs (`shutdown.*`).
+#[derive(Clone)]
+pub struct Drain {
+    pub node: Arc<Node>,
+    /// `shutdown.timeout`: the drain ends before it, done or not.
+    pub timeout: Duration,
+    /// `shutdown.drain_window`: closes are spread over it; zero: half of `timeout`.
+    pub window: Duration,
+}
+
+/// Leave this share of `shutdown.timeout` for the last closes and the exit itself.
+const DEADLINE_SHARE: f64 = 0.9;
+
+/// How often the engine is asked whether it answers (for `/ready`).
+const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `shutdown` completes, then drains (when a node runs) with the
+/// listener still answering, and returns once it has stopped listening. Returns the
+/// WebSocket connections still open at the end.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>, shutdown: impl Future<Output = ()>) -> usize {
+    let watch = drain.as_ref().map(|d| tokio::spawn(watch_engine(d.node.clone(), shared.clone())));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let accept = tokio::spawn(crate::listener::serve(listener, shared.clone(), async {
+        let _ = stopped.await;
+    }));
+    shutdown.await;
+    let started = Instant::now();
+    tracing::info!("shutdown: not ready, draining");
+    shared.start_drain().await;
+    let left = match drain {
+        Some(d) => {
+            let deadline = started + d.timeout.mul_f64(DEADLINE_SHARE);
+            let window = if d.window.is_zero() { d.timeout / 2 } else { d.window };
+            crate::drain::drain(&shared, &d.node, window, deadline).await
+        }
+        None => shared.connections(),
+    };
+    if let Some(w) = watch {
+        w.abort();
+    }
+    let _ = stop.send(());
+    if let Err(e) = accept.await {
+        tracing::error!(error = %e, "accept loop failed");
+    }
+    if left > 0 {
+        tracing::warn!(left, "shutdown timeout: stopping with connections still open");
+    }
+    tracing::info!("stopped");
+    left
+}
+
+/// [`run`] until SIGTERM or SIGINT; a second signal exits the process at once (status 1).
+pub async fn run_until_signal(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>) -> usize {
+    let shutdown = async {
+        shutdown_signal().await;
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(1);
+        });
+    };
+    run(listener, shared, drain, shutdown).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Keeps `/ready` in step with the engine: 503 while it does not answer (Redis down).
+async fn watch_engine(node: Arc<Node>, shared: Arc<Shared>) {
+    let mut ok = true;
+    loop {
+        tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
+        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.engine.check()).await, Ok(Ok(())));
+        if now_ok != ok {
+            if now_ok {
+                tracing::info!("engine answers again: ready");
+            } else {
+                tracing::warn!("engine does not answer: not ready");
+            }
+            ok = now_ok;
+            shared.set_engine_ok(ok);
+        }
+    }
+}
