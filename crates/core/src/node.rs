@@ -93,14 +93,31 @@ impl BrokerHandler for HubBroker {
     }
 }
 
-/// An upper bound of the size of the push frame that carries a publication to a subscriber
-/// (JSON or Protobuf, before compression): the data, what travels with it, and room for
-/// the envelope's keys, offset and WebSocket frame header.
-fn push_size_bound(channel: &str, data: &[u8], info: Option<&ClientInfo>, tags: &HashMap<String, String>) -> usize {
+/// Bytes `s` takes inside a JSON string literal, escapes included (`"` and `\\` take two,
+/// other control characters at most six).
+fn json_str_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// An upper bound of the size of the frame that carries `p` to a subscriber of `channel`
+/// (JSON or Protobuf, before compression): the data and info as they are (raw JSON or
+/// bytes), strings as escaped, and room for the envelope's keys, numbers and the WebSocket
+/// frame header.
+pub(crate) fn publication_size_bound(channel: &str, p: &Publication) -> usize {
     const ENVELOPE: usize = 128;
-    let info = info.map_or(0, |i| i.user.len() + i.client.len() + i.conn_info.len() + i.chan_info.len() + 64);
-    let tags: usize = tags.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-    ENVELOPE + channel.len() + data.len() + info + tags
+    const INFO_KEYS: usize = 64;
+    const TAG_QUOTES: usize = 6;
+    let info = p.info.as_ref().map_or(0, |i| {
+        json_str_len(&i.user) + json_str_len(&i.client) + i.conn_info.len() + i.chan_info.len() + INFO_KEYS
+    });
+    let tags: usize = p.tags.iter().map(|(k, v)| json_str_len(k) + json_str_len(v) + TAG_QUOTES).sum();
+    ENVELOPE + json_str_len(channel) + p.data.len() + info + tags
 }
 
 /// One wshub node.
@@ -200,7 +217,13 @@ impl Node {
         if data.is_empty() {
             return Err(ApiError::bad_request("data required"));
         }
-        let size = push_size_bound(channel, &data, info.as_ref(), &tags);
+        let publication = Publication {
+            data,
+            info,
+            tags,
+            ..Default::default()
+        };
+        let size = publication_size_bound(channel, &publication);
         let max = self.config.session.queue_max_size;
         if size > max {
             // Every subscriber would be closed with 3008 on it (and again on each recovery
@@ -216,12 +239,6 @@ impl Node {
                 history_size: opts.history_size,
                 history_ttl: opts.history_ttl,
             }
-        };
-        let publication = Publication {
-            data,
-            info,
-            tags,
-            ..Default::default()
         };
         Ok(self.engine.publish(channel, publication, &popts).await?)
     }

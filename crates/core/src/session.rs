@@ -114,6 +114,11 @@ struct SubParams {
     expires: Option<Instant>,
     /// Error 112 rather than an unrecovered success (subscribe `flag & 2`).
     strict_recovery: bool,
+    /// Bytes the reply may still take (the client's queue): recovered publications that
+    /// would not fit are not sent, the result is `recovered: false` instead. Closing the
+    /// client with 3008 would only make its SDK come back for the same reply. `None`: no
+    /// recovery asked.
+    reply_budget: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -272,12 +277,12 @@ impl Session {
             return Err(BAD_REQUEST);
         }
         let reply = if let Some(req) = cmd.connect {
-            self.connect(req, now).await.map(|r| Reply {
+            self.connect(req, now, out.remaining()).await.map(|r| Reply {
                 connect: Some(r),
                 ..Default::default()
             })
         } else if let Some(req) = cmd.subscribe {
-            self.subscribe(req, now).await.map(|r| Reply {
+            self.subscribe(req, now, out.remaining()).await.map(|r| Reply {
                 subscribe: Some(r),
                 ..Default::default()
             })
@@ -366,7 +371,7 @@ impl Session {
         Ok(())
     }
 
-    async fn connect(&mut self, req: ConnectRequest, now: Now) -> Result<ConnectResult, Fail> {
+    async fn connect(&mut self, req: ConnectRequest, now: Now, mut budget: usize) -> Result<ConnectResult, Fail> {
         if self.state != State::Connecting {
             return Err(Fail::Disconnect(BAD_REQUEST));
         }
@@ -426,10 +431,14 @@ impl Session {
             let params = SubParams {
                 recoverable,
                 since: since.filter(|_| recoverable),
+                reply_budget: Some(budget),
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
-                Ok(r) => result.subs.push(SubscribeResultEntry { key: ch, value: Some(r) }),
+                Ok(r) => {
+                    budget = budget.saturating_sub(publications_bound(&r.publications));
+                    result.subs.push(SubscribeResultEntry { key: ch, value: Some(r) })
+                }
                 Err(Fail::Disconnect(d)) => return Err(Fail::Disconnect(d)),
                 Err(Fail::Error(e)) => tracing::debug!(channel = %ch, error = %e, "server-side subscription failed"),
             }
@@ -442,7 +451,7 @@ impl Session {
         self.expired_close_at = expire_at.map(|e| mono_at(now, e) + self.node.config.session.expired_close_delay);
     }
 
-    async fn subscribe(&mut self, req: SubscribeRequest, now: Now) -> Result<SubscribeResult, Fail> {
+    async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
         let opts = self.node.options(&req.channel)?.clone();
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
@@ -487,6 +496,7 @@ impl Session {
             chan_info,
             expires: expires_mono,
             strict_recovery: req.flag & 2 != 0,
+            reply_budget: Some(budget),
         };
         let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
         if let Some(e) = expires {
@@ -506,6 +516,7 @@ impl Session {
             chan_info,
             expires,
             strict_recovery,
+            reply_budget,
         } = p;
         let node = self.node.clone();
         let conn_id = self.handle.id();
@@ -542,7 +553,8 @@ impl Session {
                     let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
                     let last_ok = h.publications.last().is_none_or(|p| p.offset == h.position.offset);
                     let within_cap = cap == 0 || h.publications.len() <= cap;
-                    let recovered = first_ok && contiguous && last_ok && within_cap;
+                    let fits = reply_budget.is_none_or(|b| publications_bound(&h.publications) <= b);
+                    let recovered = first_ok && contiguous && last_ok && within_cap && fits;
                     result.recovered = recovered;
                     result.epoch = h.position.epoch.clone();
                     if recovered {
@@ -891,15 +903,23 @@ fn capped_limit(limit: i64, max: usize) -> i64 {
     }
 }
 
-/// The bytes of publication data a reply carries (history, recovery): a lower bound of its
-/// encoded size, known before encoding it.
+/// An upper bound of the encoded size of publications in a reply.
+fn publications_bound(pubs: &[Publication]) -> usize {
+    pubs.iter().map(|p| crate::node::publication_size_bound("", p)).sum()
+}
+
+/// The encoded size of the publications a reply carries (history, recovery in subscribe
+/// and connect), bounded from above before encoding it.
 fn publications_size(r: &Reply) -> usize {
-    let pubs = r
-        .history
+    let history = r.history.iter().map(|h| publications_bound(&h.publications));
+    let subscribe = r.subscribe.iter().map(|s| publications_bound(&s.publications));
+    let connect = r
+        .connect
         .iter()
-        .flat_map(|h| &h.publications)
-        .chain(r.subscribe.iter().flat_map(|s| &s.publications));
-    pubs.map(|p| p.data.len()).sum()
+        .flat_map(|c| &c.subs)
+        .filter_map(|e| e.value.as_ref())
+        .map(|s| publications_bound(&s.publications));
+    history.chain(subscribe).chain(connect).sum()
 }
 
 fn command_method(c: &Command) -> &'static str {
@@ -952,6 +972,11 @@ impl Writer {
             disconnect: None,
             limit,
         }
+    }
+
+    /// Bytes that may still be written before the limit.
+    fn remaining(&self) -> usize {
+        self.limit.saturating_sub(self.buf.len())
     }
 
     fn over_limit(&self) -> bool {

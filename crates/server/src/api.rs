@@ -256,6 +256,9 @@ impl ApiRequest {
     }
 }
 
+/// `channels` calls computed at once on the blocking pool; more wait their turn.
+static CHANNELS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Parses the body of `POST /api/<method>`. An empty (or blank) body means `{}`.
 pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
@@ -383,6 +386,12 @@ pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiErr
             // Linear in the node's channels (100,000 of them: tens of milliseconds, more
             // in a debug build): off the async workers, so that handshakes, pings and
             // `/health` go on meanwhile.
+            // At most CHANNELS_AT_ONCE such walks at a time: each copies every channel name,
+            // and the blocking pool would otherwise run as many as callers send.
+            let _permit = CHANNELS_AT_ONCE
+                .acquire()
+                .await
+                .map_err(|e| ApiError::new(ec::INTERNAL, &format!("channels: {e}")))?;
             let node = node.clone();
             tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
                 let m: serde_json::Map<String, Value> = node

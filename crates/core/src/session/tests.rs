@@ -340,6 +340,49 @@ fn replies_count_against_the_queue() {
 }
 
 #[test]
+fn recovery_that_would_not_fit_the_queue_is_not_recovered() {
+    let node = node_with(|c| c.session.queue_max_size = 4096);
+    let mut a = Client::new(&node, start());
+    a.connect("42");
+    let (r, _) = a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    let epoch = r[0]["subscribe"]["epoch"].as_str().unwrap().to_string();
+    let data = format!("\"{}\"", "x".repeat(500));
+    for _ in 0..8 {
+        now_or_never(node.publish("chat:1", Bytes::from(data.clone()), None, false, HashMap::new())).unwrap();
+    }
+    // 8 x 500 bytes missed, more than the queue holds: closing with 3008 would only bring
+    // the SDK back for the same reply, so the answer is "not recovered", at the top.
+    let mut b = Client::new(&node, start());
+    b.connect("43");
+    let sub = format!(r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#);
+    let (r, d) = b.send(&sub);
+    assert_eq!(d, None);
+    let s = &r[0]["subscribe"];
+    assert_eq!(
+        (s.get("recovered").cloned(), s["offset"].clone(), s.get("publications").cloned()),
+        (None, json!(8), None),
+        "{s}"
+    );
+    // The same through connect's server-side subscriptions.
+    let token = make_hs256(SECRET, &json!({"sub": "44", "channels": ["chat:1"]})).unwrap();
+    let mut c = Client::new(&node, start());
+    let connect =
+        format!(r#"{{"id":1,"connect":{{"token":"{token}","subs":{{"chat:1":{{"recover":true,"offset":0,"epoch":"{epoch}"}}}}}}}}"#);
+    let (r, d) = c.send(&connect);
+    assert_eq!(d, None, "{r:?}");
+    let s = &r[0]["connect"]["subs"]["chat:1"];
+    assert_eq!((s.get("recovered").cloned(), s["offset"].clone()), (None, json!(8)), "{s}");
+    // A few missed: recovered as usual.
+    let mut e = Client::new(&node, start());
+    e.connect("45");
+    let (r, _) = e.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":6,"epoch":"{epoch}"}}}}"#
+    ));
+    assert_eq!(r[0]["subscribe"]["recovered"], true);
+    assert_eq!(r[0]["subscribe"]["publications"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn publication_over_the_queue_is_refused() {
     let node = node_with(|c| c.session.queue_max_size = 4096);
     let mut a = Client::new(&node, start());
@@ -354,6 +397,12 @@ fn publication_over_the_queue_is_refused() {
     assert!(a.pushes().is_empty(), "nothing delivered");
     let (r, _) = a.send(r#"{"id":4,"history":{"channel":"chat:1","limit":-1}}"#);
     assert_eq!(r[0]["history"]["publications"], json!([]), "nothing stored");
+    // Escapes count: 1,000 control characters in a tag take 6,000 bytes in JSON.
+    let tags = HashMap::from([("t".to_string(), "\u{1}".repeat(1000))]);
+    let e = now_or_never(node.publish("chat:1", Bytes::from_static(b"{}"), None, false, tags)).unwrap_err();
+    assert_eq!(e.code, 107);
+    let tags = HashMap::from([("t".to_string(), "plain".repeat(600))]);
+    now_or_never(node.publish("chat:1", Bytes::from_static(b"{}"), None, false, tags)).unwrap();
 }
 
 #[test]
