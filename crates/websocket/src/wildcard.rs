@@ -32,10 +32,7 @@ impl Wildcard {
         } else {
             pattern.to_string()
         };
-        let segments = pattern
-            .split('*')
-            .map(|s| memmem::Finder::new(s.as_bytes()).into_owned())
-            .collect();
+        let segments = pattern.split('*').map(|s| memmem::Finder::new(s.as_bytes()).into_owned()).collect();
         Wildcard { segments, ignore_case }
     }
 
@@ -115,6 +112,12 @@ mod tests {
         #[test]
         fn agrees_with_the_recursive_definition(p in "[ab*]{0,8}", s in "[ab]{0,10}") {
             proptest::prop_assert_eq!(Wildcard::new(&p, false).matches(&s), reference(p.as_bytes(), s.as_bytes()));
+        }
+
+        #[test]
+        fn ignore_case_matches_the_lowered_strings(p in "[aAbB*]{0,8}", s in "[aAbB]{0,10}") {
+            let lowered = reference(p.to_ascii_lowercase().as_bytes(), s.to_ascii_lowercase().as_bytes());
+            proptest::prop_assert_eq!(Wildcard::new(&p, true).matches(&s), lowered);
         }
     }
 
