@@ -293,8 +293,8 @@ impl Node {
     /// their numbers of subscribers. Linear in the number of channels: the caller runs it
     /// off the async workers when the node holds many.
     pub fn channels(&self, pattern: &str) -> Result<Vec<(String, usize)>, ApiError> {
-        let pattern = channel::ChannelPattern::new(pattern, self.config.channel.max_length)
-            .map_err(|_| ApiError::bad_request("pattern too long"))?;
+        let pattern =
+            channel::ChannelPattern::new(pattern, self.config.channel.max_length).map_err(|_| ApiError::bad_request("pattern too long"))?;
         Ok(self.hub.channels().into_iter().filter(|(c, _)| pattern.matches(c)).collect())
     }
 
