@@ -112,4 +112,24 @@ mod tests {
         assert!(ChannelPattern::new(&"*a".repeat(128), 255).is_ok());
         assert_eq!(ChannelPattern::new(&"*a".repeat(256), 255).err(), Some(ChannelError::BadName));
     }
+
+    /// The recursive definition of `*` (exponential; small inputs only).
+    fn reference(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| reference(rest, &s[i..])),
+            Some((c, rest)) => matches!(s.split_first(), Some((d, srest)) if c == d && reference(rest, srest)),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn patterns_agree_with_the_recursive_definition(p in "[ab:#*]{0,8}", c in "[ab:#]{0,10}", max in 0..6usize) {
+            match ChannelPattern::new(&p, max) {
+                // The empty pattern is "every channel", not "the empty channel".
+                Ok(pattern) => proptest::prop_assert_eq!(pattern.matches(&c), p.is_empty() || reference(p.as_bytes(), c.as_bytes())),
+                Err(e) => proptest::prop_assert!(p.len() > 2 * max && e == ChannelError::BadName),
+            }
+        }
+    }
 }

@@ -113,6 +113,12 @@ mod tests {
         fn agrees_with_the_recursive_definition(p in "[ab*]{0,8}", s in "[ab]{0,10}") {
             proptest::prop_assert_eq!(Wildcard::new(&p, false).matches(&s), reference(p.as_bytes(), s.as_bytes()));
         }
+
+        #[test]
+        fn ignore_case_matches_the_lowered_strings(p in "[aAbB*]{0,8}", s in "[aAbB]{0,10}") {
+            let lowered = reference(p.to_ascii_lowercase().as_bytes(), s.to_ascii_lowercase().as_bytes());
+            proptest::prop_assert_eq!(Wildcard::new(&p, true).matches(&s), lowered);
+        }
     }
 
     /// The pattern that took minutes with the recursive matcher, on inputs far longer. Not

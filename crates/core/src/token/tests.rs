@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::*;
 use serde_json::json;
 
 const NOW: u64 = 1_700_000_000;
@@ -124,4 +125,85 @@ fn rs256_and_es256() {
     // HS256 is refused when no HMAC secret is configured (no algorithm confusion).
     let t = make_hs256(&read("rsa.pub"), &claims).unwrap();
     assert!(matches!(v.verify_connect(&t, NOW), Err(TokenError::Invalid(_))));
+}
+
+/// Signs `header.claims` (arbitrary bytes, base64url-encoded) with HS256, so that the parser
+/// behind the signature check is reached.
+fn signed(header: &[u8], claims: &[u8], secret: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let message = format!("{}.{}", b64.encode(header), b64.encode(claims));
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+    format!("{message}.{sig}")
+}
+
+/// Mostly a valid HS256 header (else the claims are never read), sometimes arbitrary bytes.
+fn header() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => Just(br#"{"alg":"HS256","typ":"JWT"}"#.to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..48),
+    ]
+}
+
+/// JSON values whose object keys are mostly the claims the verifier reads, with values of
+/// every JSON type (so right and wrong types both occur).
+fn claims_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<u64>().prop_map(|n| Value::from(n % (2 * NOW))),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "[a-z:#0-9=+/]{0,12}".prop_map(Value::from),
+    ];
+    let key = prop_oneof![
+        Just("sub"),
+        Just("exp"),
+        Just("expire_at"),
+        Just("info"),
+        Just("b64info"),
+        Just("channels"),
+        Just("subs"),
+        Just("channel"),
+        Just("aud"),
+        Just("x"),
+    ]
+    .prop_map(String::from);
+    let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z:]{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    proptest::collection::btree_map(key, value, 0..6).prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_tokens_never_panic(token in any::<String>(), shaped in "[A-Za-z0-9_=-]{0,24}\\.[A-Za-z0-9_=.-]{0,40}") {
+        for t in [&token, &shaped] {
+            prop_assert!(hmac().verify_connect(t, NOW).is_err());
+            prop_assert!(hmac().verify_subscribe(t, NOW).is_err());
+        }
+    }
+
+    #[test]
+    fn signed_arbitrary_bytes_never_panic(header in header(), claims in proptest::collection::vec(any::<u8>(), 0..48), right_key in any::<bool>()) {
+        let t = signed(&header, &claims, if right_key { "secret" } else { "other" });
+        let accepted = hmac().verify_connect(&t, NOW).is_ok() | hmac().verify_subscribe(&t, NOW).is_ok();
+        prop_assert!(right_key || !accepted, "a token signed with another key was accepted");
+    }
+
+    #[test]
+    fn signed_arbitrary_claims_never_panic(claims in claims_value()) {
+        let t = make_hs256("secret", &claims).unwrap();
+        if let Ok(c) = hmac().verify_connect(&t, NOW) {
+            prop_assert_eq!(c.user.as_str(), claims.get("sub").and_then(|s| s.as_str()).unwrap_or(""));
+            prop_assert!(claims.get("exp").and_then(|e| e.as_u64()).is_none_or(|exp| exp > NOW));
+        }
+        if let Ok(c) = hmac().verify_subscribe(&t, NOW) {
+            prop_assert_eq!(Some(c.channel.as_str()), claims.get("channel").and_then(|s| s.as_str()));
+        }
+    }
 }
