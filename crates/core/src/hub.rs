@@ -113,12 +113,16 @@ pub struct Gap {
 /// This node's subscribers.
 pub struct Hub {
     shards: Vec<Mutex<HashMap<String, HashMap<u64, Entry>>>>,
+    /// Subscriptions in all shards, kept as they change: `info` and node announcements read
+    /// it without walking every channel.
+    subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            subscriptions: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -138,7 +142,7 @@ impl Hub {
         let mut shard = self.shards[shard_of(channel)].lock();
         let first = !shard.contains_key(channel);
         let id = conn.id();
-        shard.entry(channel.to_string()).or_default().insert(
+        let replaced = shard.entry(channel.to_string()).or_default().insert(
             id,
             Entry {
                 conn,
@@ -147,6 +151,9 @@ impl Hub {
                 last: UNTRACKED,
             },
         );
+        if replaced.is_none() {
+            self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         first
     }
 
@@ -157,6 +164,7 @@ impl Hub {
         if subs.remove(&conn_id).is_none() {
             return false;
         }
+        self.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if subs.is_empty() {
             shard.remove(channel);
             return true;
@@ -278,9 +286,15 @@ impl Hub {
         out
     }
 
+    /// Channels with subscribers on this node; no copy of their names (node announcements
+    /// read it every few seconds).
+    pub fn num_channels(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
     /// Subscriptions on this node (a connection subscribed to two channels counts twice).
     pub fn num_subscriptions(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().values().map(HashMap::len).sum::<usize>()).sum()
+        self.subscriptions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn num_subscribers(&self, channel: &str) -> usize {

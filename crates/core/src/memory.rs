@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wshub_protocol::{ClientInfo, Publication};
 
+use crate::cluster::{ControlHandler, NodeControl};
 use crate::engine::*;
 
 const SHARDS: usize = 64;
@@ -72,6 +73,7 @@ pub struct MemoryEngine {
     streams: Vec<Mutex<HashMap<String, Stream>>>,
     presence: Vec<Mutex<HashMap<String, HashMap<String, ClientInfo>>>>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
+    control: OnceLock<Arc<dyn ControlHandler>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -87,6 +89,7 @@ impl MemoryEngine {
             streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             presence: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             handler: OnceLock::new(),
+            control: OnceLock::new(),
             clock,
         }
     }
@@ -157,6 +160,20 @@ impl MemoryEngine {
         };
         publications.shrink_to_fit();
         Ok(HistoryResult { publications, position })
+    }
+}
+
+/// A cluster of one: control messages come straight back to this node.
+impl NodeControl for MemoryEngine {
+    fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
+        let _ = self.control.set(handler);
+    }
+
+    fn publish_control(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), EngineError>> {
+        if let Some(h) = self.control.get() {
+            h.handle_control(&data);
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

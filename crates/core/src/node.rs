@@ -52,8 +52,8 @@ impl From<EngineError> for ApiError {
     }
 }
 
-/// What `info` tells about a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `info` tells about a node (and what nodes announce to each other).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub uid: String,
     pub name: String,
@@ -341,7 +341,7 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             num_clients: self.num_clients(),
             num_users: self.num_users(),
-            num_channels: self.hub.channels().len(),
+            num_channels: self.hub.num_channels(),
             num_subs: self.hub.num_subscriptions(),
             uptime: self.started.elapsed().as_secs(),
         }

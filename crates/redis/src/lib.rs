@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, OnceCell};
+use wshub_core::cluster::{ControlHandler, NodeControl};
 use wshub_core::engine::*;
 use wshub_protocol::{ClientInfo, Publication};
 
@@ -134,6 +135,8 @@ pub struct RedisEngine {
     cfg: RedisConfig,
     conn: OnceCell<redis::aio::ConnectionManager>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// Node control messages (`{prefix}.control`): shared with the pub/sub task.
+    control: Arc<OnceLock<Arc<dyn ControlHandler>>>,
     pubsub: OnceLock<mpsc::UnboundedSender<PubSubCmd>>,
     /// Channels subscribed here -> the epoch last seen for them (from pub/sub messages and
     /// history reads; empty while unknown).
@@ -162,6 +165,7 @@ impl RedisEngine {
             cfg,
             conn: OnceCell::new(),
             handler: OnceLock::new(),
+            control: Arc::default(),
             pubsub: OnceLock::new(),
             epochs: Epochs::default(),
             publish: redis::Script::new(PUBLISH),
@@ -169,6 +173,10 @@ impl RedisEngine {
             presence_add: redis::Script::new(PRESENCE_ADD),
             presence_get: redis::Script::new(PRESENCE_GET),
         })
+    }
+
+    fn control_channel(&self) -> String {
+        format!("{}.control", self.cfg.prefix)
     }
 
     fn key(&self, kind: &str, channel: &str) -> String {
@@ -210,8 +218,15 @@ impl RedisEngine {
             .ok_or_else(|| EngineError::Internal("engine used before set_handler".into()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         if self.pubsub.set(tx).is_ok() {
-            let prefix = format!("{}.client.", self.cfg.prefix);
-            tokio::spawn(pubsub_task(self.client.clone(), prefix, handler, self.epochs.clone(), rx));
+            let names = PubSubNames {
+                client_prefix: format!("{}.client.", self.cfg.prefix),
+                control: self.control_channel(),
+            };
+            let handlers = Handlers {
+                broker: handler,
+                control: self.control.clone(),
+            };
+            tokio::spawn(pubsub_task(self.client.clone(), names, handlers, self.epochs.clone(), rx));
         }
         self.pubsub
             .get()
@@ -295,17 +310,32 @@ impl RedisEngine {
 /// One pub/sub connection per node: subscribes to the channels that have local
 /// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
 /// backoff) and subscribes again to all of them.
+/// The pub/sub channel names of one engine.
+struct PubSubNames {
+    /// Prefix of the channels that carry publications (`{prefix}.client.`).
+    client_prefix: String,
+    /// The node control channel, always subscribed.
+    control: String,
+}
+
+struct Handlers {
+    broker: Arc<dyn BrokerHandler>,
+    control: Arc<OnceLock<Arc<dyn ControlHandler>>>,
+}
+
 async fn pubsub_task(
     client: redis::Client,
-    prefix: String,
-    handler: Arc<dyn BrokerHandler>,
+    names: PubSubNames,
+    handlers: Handlers,
     epochs: Epochs,
     mut rx: mpsc::UnboundedReceiver<PubSubCmd>,
 ) {
+    let prefix = names.client_prefix.as_str();
+    let handler = handlers.broker;
     let mut channels: HashSet<String> = HashSet::new();
     let mut delay = Duration::from_millis(100);
     loop {
-        let (mut sink, mut stream) = match connect_pubsub(&client, &prefix, &channels).await {
+        let (mut sink, mut stream) = match connect_pubsub(&client, &names, &channels).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "redis pub/sub: cannot connect, retrying");
@@ -354,7 +384,12 @@ async fn pubsub_task(
                     }
                 },
                 msg = stream.next() => match msg {
-                    Some(m) => dispatch(&prefix, handler.as_ref(), &epochs, m.get_channel_name(), m.get_payload_bytes()),
+                    Some(m) if m.get_channel_name() == names.control => {
+                        if let Some(h) = handlers.control.get() {
+                            h.handle_control(m.get_payload_bytes());
+                        }
+                    }
+                    Some(m) => dispatch(prefix, handler.as_ref(), &epochs, m.get_channel_name(), m.get_payload_bytes()),
                     None => {
                         tracing::warn!("redis pub/sub: connection lost, reconnecting");
                         break;
@@ -368,12 +403,13 @@ async fn pubsub_task(
 /// A pub/sub connection subscribed to every channel in `channels`.
 async fn connect_pubsub(
     client: &redis::Client,
-    prefix: &str,
+    names: &PubSubNames,
     channels: &HashSet<String>,
 ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    sink.subscribe(&names.control).await?;
     for ch in channels {
-        sink.subscribe(format!("{prefix}{ch}")).await?;
+        sink.subscribe(format!("{}{ch}", names.client_prefix)).await?;
     }
     Ok((sink, stream))
 }
@@ -437,6 +473,30 @@ fn tagged(tag: u8, info: &ClientInfo) -> Vec<u8> {
     v.push(tag);
     info.encode(&mut v).unwrap_or_default(); // a Vec grows: encoding cannot run out of room
     v
+}
+
+/// Control messages travel on `{prefix}.control`, which every node's pub/sub connection
+/// subscribes to (its own messages come back to it too).
+impl NodeControl for RedisEngine {
+    fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
+        let _ = self.control.set(handler);
+    }
+
+    fn publish_control(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            // The pub/sub connection (which hears the control channel) starts with the node's
+            // first announcement at the latest, not at its first subscriber.
+            self.pubsub()?;
+            let mut c = self.conn().await?;
+            redis::cmd("PUBLISH")
+                .arg(self.control_channel())
+                .arg(data)
+                .query_async::<i64>(&mut c)
+                .await
+                .map_err(internal)?;
+            Ok(())
+        })
+    }
 }
 
 impl Engine for RedisEngine {

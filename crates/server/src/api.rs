@@ -19,7 +19,9 @@ use serde_json::{json, value::RawValue, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wshub_core::engine::{HistoryQuery, StreamPosition};
-use wshub_core::node::{ApiError, Node};
+use wshub_core::node::ApiError;
+
+use crate::cluster::Cluster;
 use wshub_protocol::codes::error as ec;
 use wshub_protocol::{ClientInfo, Publication};
 
@@ -256,9 +258,6 @@ impl ApiRequest {
     }
 }
 
-/// `channels` calls computed at once on the blocking pool; more wait their turn.
-static CHANNELS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 /// Parses the body of `POST /api/<method>`. An empty (or blank) body means `{}`.
 pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
@@ -300,7 +299,8 @@ fn info_json(i: &ClientInfo) -> Value {
 }
 
 /// Runs one API call (not a batch); `Ok` is the `result` object.
-pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiError> {
+pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, ApiError> {
+    let node = &cluster.node;
     match request {
         ApiRequest::Publish(p) => {
             let data = data_bytes(p.data, &p.b64data)?;
@@ -321,11 +321,11 @@ pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiErr
             Ok(json!({"responses": responses}))
         }
         ApiRequest::Subscribe(p) => {
-            node.subscribe_user(&p.user, &p.channel, &p.client)?;
+            cluster.subscribe(&p.user, &p.channel, &p.client).await?;
             Ok(json!({}))
         }
         ApiRequest::Unsubscribe(p) => {
-            node.unsubscribe_user(&p.user, &p.channel, &p.client)?;
+            cluster.unsubscribe(&p.user, &p.channel, &p.client).await?;
             Ok(json!({}))
         }
         ApiRequest::Disconnect(p) => {
@@ -336,20 +336,24 @@ pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiErr
             if !(3000..=4999).contains(&code) {
                 return Err(ApiError::bad_request("disconnect code must be in 3000..4999"));
             }
-            node.disconnect_user(&p.user, &p.client, &p.whitelist, code, &reason);
+            cluster.disconnect(&p.user, &p.client, &p.whitelist, code, &reason).await?;
             Ok(json!({}))
         }
         ApiRequest::Refresh(p) => {
             if p.expired {
-                node.disconnect_user(
-                    &p.user,
-                    &p.client,
-                    &[],
-                    wshub_protocol::codes::disconnect::EXPIRED,
-                    "connection expired",
-                );
+                cluster
+                    .disconnect(
+                        &p.user,
+                        &p.client,
+                        &[],
+                        wshub_protocol::codes::disconnect::EXPIRED,
+                        "connection expired",
+                    )
+                    .await?;
             } else {
-                node.refresh_user(&p.user, &p.client, (p.expire_at > 0).then_some(p.expire_at));
+                cluster
+                    .refresh(&p.user, &p.client, (p.expire_at > 0).then_some(p.expire_at))
+                    .await?;
             }
             Ok(json!({}))
         }
@@ -383,33 +387,27 @@ pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiErr
             Ok(json!({}))
         }
         ApiRequest::Channels(p) => {
-            // Linear in the node's channels (100,000 of them: tens of milliseconds, more
-            // in a debug build): off the async workers, so that handshakes, pings and
-            // `/health` go on meanwhile.
-            // At most CHANNELS_AT_ONCE such walks at a time: each copies every channel name,
-            // and the blocking pool would otherwise run as many as callers send.
-            let _permit = CHANNELS_AT_ONCE
-                .acquire()
-                .await
-                .map_err(|e| ApiError::new(ec::INTERNAL, &format!("channels: {e}")))?;
-            let node = node.clone();
-            tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-                let m: serde_json::Map<String, Value> = node
-                    .channels(&p.pattern)?
-                    .into_iter()
-                    .map(|(c, n)| (c, json!({"num_clients": n})))
-                    .collect();
-                Ok(json!({"channels": m}))
-            })
-            .await
-            .map_err(|e| ApiError::new(ec::INTERNAL, &format!("channels: {e}")))?
+            // Every node's channels (a survey through the engine), subscribers summed.
+            let m: serde_json::Map<String, Value> = cluster
+                .channels(&p.pattern)
+                .await?
+                .into_iter()
+                .map(|(c, n)| (c, json!({"num_clients": n})))
+                .collect();
+            Ok(json!({"channels": m}))
         }
         ApiRequest::Info => {
-            let i = node.info();
-            Ok(json!({"nodes": [{
-                "uid": i.uid, "name": i.name, "version": i.version, "num_clients": i.num_clients,
-                "num_users": i.num_users, "num_channels": i.num_channels, "num_subs": i.num_subs, "uptime": i.uptime,
-            }]}))
+            let nodes: Vec<Value> = cluster
+                .nodes()
+                .into_iter()
+                .map(|i| {
+                    json!({
+                        "uid": i.uid, "name": i.name, "version": i.version, "num_clients": i.num_clients,
+                        "num_users": i.num_users, "num_channels": i.num_channels, "num_subs": i.num_subs, "uptime": i.uptime,
+                    })
+                })
+                .collect();
+            Ok(json!({ "nodes": nodes }))
         }
         ApiRequest::Batch(_) => Err(ApiError::bad_request("nested batch")),
     }
@@ -417,7 +415,7 @@ pub async fn call(node: &Arc<Node>, request: ApiRequest) -> Result<Value, ApiErr
 
 /// `batch`: `{"commands": [{"publish": {...}}, ...], "parallel": bool}`; each reply keyed by
 /// its method name (`{}` when empty), or `{"error": ...}`.
-pub async fn batch(node: &Arc<Node>, p: BatchParams) -> Value {
+pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
     let mut replies = Vec::with_capacity(p.commands.len());
     for cmd in p.commands {
         let Some((method, raw)) = cmd.into_iter().next() else {
@@ -425,7 +423,7 @@ pub async fn batch(node: &Arc<Node>, p: BatchParams) -> Value {
             continue;
         };
         let r = match parse_request(&method, raw.get().as_bytes()) {
-            Ok(req) => call(node, req).await,
+            Ok(req) => call(cluster, req).await,
             Err(RequestError::Api(e)) => Err(e),
             Err(e @ RequestError::NotJson(_)) => Err(bad(e)),
         };

@@ -10,8 +10,10 @@ use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
 use crate::client::ClientHandler;
+use crate::cluster::Cluster;
 use crate::config::{to_node_config, Config, LoadError};
 use crate::http::{Admission, ApiConfig, ServerConfig};
+use wshub_core::cluster::NodeControl;
 
 /// The subprotocol that selects the Protobuf format.
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
@@ -20,21 +22,28 @@ pub const WS_PATH: &str = "/connection/websocket";
 
 /// The node and the listener settings for `config`.
 pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
-    let engine: Arc<dyn wshub_core::engine::Engine> = match config.engine.r#type.as_str() {
+    // One engine object is both the broker (publications, history, presence) and the node
+    // control channel between nodes.
+    let (engine, control): (Arc<dyn wshub_core::engine::Engine>, Arc<dyn NodeControl>) = match config.engine.r#type.as_str() {
         "redis" => {
             let r = &config.engine.redis;
-            Arc::new(
+            let e = Arc::new(
                 wshub_redis::RedisEngine::new(wshub_redis::RedisConfig {
                     address: r.address.clone(),
                     prefix: r.prefix.clone(),
                     presence_ttl: r.presence_ttl,
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
-            )
+            );
+            (e.clone(), e)
         }
-        _ => Arc::new(MemoryEngine::default()),
+        _ => {
+            let e = Arc::new(MemoryEngine::default());
+            (e.clone(), e)
+        }
     };
     let node = Node::new(to_node_config(config), engine).map_err(|e| LoadError(e.to_string()))?;
+    let cluster = Cluster::new(node.clone(), control);
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri| {
@@ -61,6 +70,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         handler,
         api: Some(ApiConfig {
             node: node.clone(),
+            cluster,
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
             rate_limit: config.http_api.rate_limit,

@@ -35,6 +35,9 @@ pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri) -> Box<dyn Handler> 
 #[derive(Clone)]
 pub struct ApiConfig {
     pub node: Arc<Node>,
+    /// The nodes of the cluster (this one alone on the memory engine): `info`, `channels`
+    /// and the calls acting on users reach every node through it.
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub key: String,
     pub insecure: bool,
     /// Calls per second per key (0: unlimited); over it: 429.
@@ -112,6 +115,10 @@ impl Shared {
             .then(|| Mutex::new(KeyedWindows::new(a.connection_rate_limit_per_ip, Duration::from_secs(1))));
         if config.metrics {
             crate::metrics::handle();
+        }
+        if let (Some(api), Ok(_)) = (&config.api, tokio::runtime::Handle::try_current()) {
+            // Node discovery runs while the server does.
+            api.cluster.start();
         }
         Arc::new(Shared {
             config,
@@ -301,8 +308,8 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
     };
     match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
-        ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.node, b).await),
-        r => json_response(&crate::api::envelope(crate::api::call(&api.node, r).await)),
+        ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
+        r => json_response(&crate::api::envelope(crate::api::call(&api.cluster, r).await)),
     }
 }
 

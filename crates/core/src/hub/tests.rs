@@ -207,3 +207,20 @@ fn history_ahead_of_the_live_stream_is_not_a_gap() {
     assert!(r.controls.lock().is_empty(), "{:?}", r.controls.lock());
     assert_eq!(r.payloads().len(), 1, "only 9 is new");
 }
+
+#[test]
+fn counts_follow_adds_and_removes() {
+    let hub = Hub::default();
+    let (a, b) = (Recorder::new(Format::Json), Recorder::new(Format::Json));
+    hub.add("x", a.clone(), false, false);
+    hub.add("x", a.clone(), false, false); // the same connection again: still one
+    hub.add("x", b.clone(), false, false);
+    hub.add("y", a.clone(), false, false);
+    assert_eq!((hub.num_channels(), hub.num_subscriptions()), (2, 3));
+    hub.remove("x", a.id);
+    hub.remove("x", a.id); // already gone: no change
+    hub.remove("y", a.id);
+    assert_eq!((hub.num_channels(), hub.num_subscriptions()), (1, 1));
+    hub.remove("x", b.id);
+    assert_eq!((hub.num_channels(), hub.num_subscriptions()), (0, 0));
+}

@@ -1,0 +1,270 @@
+//! The cluster as the server API sees it: node discovery (announcements every few seconds,
+//! [`wshub_core::cluster`]), API calls that act on users sent to every node, and the
+//! `channels` survey, whose replies are awaited here with a deadline.
+//!
+//! The engine carries the messages ([`NodeControl`]); with the memory engine the cluster is
+//! this one node and every message comes straight back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use wshub_core::cluster::{ControlHandler, ControlMessage, NodeControl, Peers, ANNOUNCE_INTERVAL};
+use wshub_core::node::{ApiError, Node, NodeInfo};
+use wshub_protocol::codes::error as ec;
+
+/// How long a `channels` survey waits for the other nodes' replies.
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `channels` walks computed at once on the blocking pool; more wait their turn.
+static CHANNELS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// One `channels` survey's replies as they arrive: (node uid, its channels).
+type SurveyReplies = mpsc::UnboundedSender<(String, Vec<(String, usize)>)>;
+
+/// This node's view of the cluster.
+pub struct Cluster {
+    pub node: Arc<Node>,
+    control: Arc<dyn NodeControl>,
+    peers: Mutex<Peers>,
+    surveys: Mutex<HashMap<u64, SurveyReplies>>,
+    next_survey: AtomicU64,
+    started: AtomicBool,
+    /// Set by [`Cluster::leave`]: announcements stop.
+    left: AtomicBool,
+}
+
+/// The engine's handle on the cluster: weak, so that a stopped server's cluster goes away.
+struct Handler(Weak<Cluster>);
+
+impl ControlHandler for Handler {
+    fn handle_control(&self, data: &[u8]) {
+        if let Some(c) = self.0.upgrade() {
+            c.handle_control(data);
+        }
+    }
+}
+
+impl Cluster {
+    /// Registers with `control` (the engine) as the handler of control messages.
+    pub fn new(node: Arc<Node>, control: Arc<dyn NodeControl>) -> Arc<Self> {
+        let c = Arc::new(Cluster {
+            node,
+            control: control.clone(),
+            peers: Mutex::new(Peers::default()),
+            surveys: Mutex::new(HashMap::new()),
+            next_survey: AtomicU64::new(1),
+            started: AtomicBool::new(false),
+            left: AtomicBool::new(false),
+        });
+        control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
+        c
+    }
+
+    /// Starts announcing this node (once; needs a tokio runtime). The task ends with the
+    /// cluster.
+    pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ANNOUNCE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(c) = weak.upgrade() else { return };
+                if c.left.load(Ordering::Relaxed) {
+                    return;
+                }
+                c.announce().await;
+                for gone in c.peers.lock().expire(Instant::now()) {
+                    tracing::warn!(node = %gone.name, uid = %gone.uid, "node not heard from: dropped");
+                }
+            }
+        });
+    }
+
+    /// Tells the cluster this node's figures.
+    pub async fn announce(&self) {
+        let msg = ControlMessage::Node { info: self.node.info() };
+        if let Err(e) = self.control.publish_control(msg.encode()).await {
+            tracing::debug!(error = %e, "node announcement not sent");
+        }
+    }
+
+    /// Stops announcing and tells the cluster this node stops, so that it is dropped at once.
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::Relaxed);
+        let msg = ControlMessage::Shutdown {
+            uid: self.node.uid().to_string(),
+        };
+        let _ = self.control.publish_control(msg.encode()).await;
+    }
+
+    async fn send(&self, msg: ControlMessage) -> Result<(), ApiError> {
+        self.control.publish_control(msg.encode()).await.map_err(ApiError::from)
+    }
+
+    fn handle_control(self: &Arc<Self>, data: &[u8]) {
+        let msg = match ControlMessage::decode(data) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "undecodable control message"),
+        };
+        let node = &self.node;
+        match msg {
+            ControlMessage::Node { info } => {
+                if info.uid != node.uid() {
+                    self.peers.lock().handle_announce(info, Instant::now());
+                }
+            }
+            ControlMessage::Shutdown { uid } => self.peers.lock().handle_shutdown(&uid),
+            ControlMessage::Disconnect {
+                user,
+                client,
+                whitelist,
+                code,
+                reason,
+            } => node.disconnect_user(&user, &client, &whitelist, code, &reason),
+            ControlMessage::Subscribe { user, channel, client } => {
+                let _ = node.subscribe_user(&user, &channel, &client);
+            }
+            ControlMessage::Unsubscribe { user, channel, client } => {
+                let _ = node.unsubscribe_user(&user, &channel, &client);
+            }
+            ControlMessage::Refresh { user, client, expire_at } => node.refresh_user(&user, &client, expire_at),
+            ControlMessage::Channels { id, from, pattern } => {
+                // Off the handler (the engine's pub/sub task) and off the async workers:
+                // linear in this node's channels.
+                let c = self.clone();
+                tokio::spawn(async move {
+                    // At most CHANNELS_AT_ONCE such walks at a time: each copies every
+                    // channel name, and the blocking pool would run as many as asked.
+                    let Ok(_permit) = CHANNELS_AT_ONCE.acquire().await else { return };
+                    let node = c.node.clone();
+                    let channels = tokio::task::spawn_blocking(move || node.channels(&pattern).unwrap_or_default())
+                        .await
+                        .unwrap_or_default();
+                    let reply = ControlMessage::ChannelsReply {
+                        id,
+                        to: from,
+                        from: c.node.uid().to_string(),
+                        channels,
+                    };
+                    if let Err(e) = c.send(reply).await {
+                        tracing::debug!(error = %e, "channels reply not sent");
+                    }
+                });
+            }
+            ControlMessage::ChannelsReply { id, to, from, channels } => {
+                if to == node.uid() {
+                    if let Some(tx) = self.surveys.lock().get(&id) {
+                        let _ = tx.send((from, channels));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every live node's figures, this one's first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let me = self.node.info();
+        let mut v = vec![me.clone()];
+        v.extend(self.peers.lock().others(&me.uid));
+        v
+    }
+
+    /// The channels of every node matching `pattern`, with their subscribers summed over
+    /// the nodes. Waits for every live node's reply, at most [`SURVEY_TIMEOUT`].
+    pub async fn channels(&self, pattern: &str) -> Result<BTreeMap<String, usize>, ApiError> {
+        // A bad pattern is refused here, before anything is sent.
+        wshub_core::channel::ChannelPattern::new(pattern, self.node.config.channel.max_length)
+            .map_err(|_| ApiError::bad_request("pattern too long"))?;
+        let mut expected: HashSet<String> = self.peers.lock().others(self.node.uid()).into_iter().map(|i| i.uid).collect();
+        expected.insert(self.node.uid().to_string());
+        let id = self.next_survey.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.surveys.lock().insert(id, tx);
+        let _forget = Forget(self, id);
+        self.send(ControlMessage::Channels {
+            id,
+            from: self.node.uid().to_string(),
+            pattern: pattern.to_string(),
+        })
+        .await?;
+        let mut merged = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + SURVEY_TIMEOUT;
+        while !expected.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((from, channels))) => {
+                    if expected.remove(&from) {
+                        for (ch, n) in channels {
+                            *merged.entry(ch).or_insert(0) += n;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    if expected.contains(self.node.uid()) {
+                        return Err(ApiError::new(ec::INTERNAL, "channels: this node's own reply did not arrive"));
+                    }
+                    tracing::warn!(missing = expected.len(), "channels: nodes did not answer in time");
+                    break;
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Sends an API action on users to every node.
+    pub async fn disconnect(&self, user: &str, client: &str, whitelist: &[String], code: u16, reason: &str) -> Result<(), ApiError> {
+        self.send(ControlMessage::Disconnect {
+            user: user.into(),
+            client: client.into(),
+            whitelist: whitelist.to_vec(),
+            code,
+            reason: reason.into(),
+        })
+        .await
+    }
+
+    pub async fn subscribe(&self, user: &str, channel: &str, client: &str) -> Result<(), ApiError> {
+        self.node.options(channel)?;
+        self.send(ControlMessage::Subscribe {
+            user: user.into(),
+            channel: channel.into(),
+            client: client.into(),
+        })
+        .await
+    }
+
+    pub async fn unsubscribe(&self, user: &str, channel: &str, client: &str) -> Result<(), ApiError> {
+        self.node.options(channel)?;
+        self.send(ControlMessage::Unsubscribe {
+            user: user.into(),
+            channel: channel.into(),
+            client: client.into(),
+        })
+        .await
+    }
+
+    pub async fn refresh(&self, user: &str, client: &str, expire_at: Option<u64>) -> Result<(), ApiError> {
+        self.send(ControlMessage::Refresh {
+            user: user.into(),
+            client: client.into(),
+            expire_at,
+        })
+        .await
+    }
+}
+
+/// Removes a survey's reply route when its call ends (answered, timed out or cancelled).
+struct Forget<'a>(&'a Cluster, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.surveys.lock().remove(&self.1);
+    }
+}

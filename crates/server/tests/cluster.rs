@@ -1,0 +1,157 @@
+//! Two nodes on one `redis-server` behave as one server for the API: `info` lists both,
+//! `channels` finds a channel whose only subscriber is on the other node, and `disconnect`
+//! / `unsubscribe` sent to one node act on the other's clients. A node that stops leaves
+//! the other's `info` at once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use wshub_core::token::make_hs256;
+use wshub_redis::testing::RedisServer;
+use wshub_websocket::{Event, MessageKind};
+
+const SECRET: &str = "cluster-secret";
+const KEY: &str = "cluster-key";
+
+async fn node(redis: &RedisServer) -> TestServer {
+    let cfg = node_config(
+        json!({
+            "http_api": {"key": KEY},
+            "client": {"token": {"hmac_secret_key": SECRET}},
+            "engine": {"type": "redis", "redis": {"address": redis.url()}},
+            "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+        }),
+        json!({}),
+    );
+    let (_node, sc) = wshub_server::app::build(&cfg).unwrap();
+    TestServer::start(sc).await
+}
+
+async fn api(server: &TestServer, method: &str, body: Value) -> Value {
+    let body = body.to_string();
+    let req = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, body) = raw_http(server.addr, req.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `method` on `server` until `check` holds, within [`LIMIT`] plus the announcement
+/// periods discovery needs.
+async fn until(server: &TestServer, method: &str, body: Value, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + LIMIT + Duration::from_secs(10);
+    loop {
+        let v = api(server, method, body.clone()).await;
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{method}: never as expected, last {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A JSON client connected as `user` and subscribed to `channel`.
+async fn subscriber(server: &TestServer, user: &str, channel: &str) -> Client {
+    let mut c = Client::connect(server.addr, "/connection/websocket", &[], None).await;
+    let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
+    c.send(
+        MessageKind::Text,
+        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
+    )
+    .await;
+    c.send(
+        MessageKind::Text,
+        format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#).as_bytes(),
+    )
+    .await;
+    let mut replies = 0;
+    while replies < 2 {
+        if let Event::Message { data, .. } = c.next_event().await {
+            let v: Value = serde_json::from_slice(&data).unwrap();
+            assert!(v.get("error").is_none(), "{v}");
+            replies += 1;
+        }
+    }
+    c
+}
+
+/// The next JSON message (answering pings), or the close code.
+async fn next(c: &mut Client) -> Result<Value, u16> {
+    loop {
+        match c.next_event().await {
+            Event::Message { data, .. } if &data[..] == b"{}" => c.send(MessageKind::Text, b"{}").await,
+            Event::Message { data, .. } => return Ok(serde_json::from_slice(&data).unwrap()),
+            Event::Closed { code, .. } => return Err(code.0),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_answer_as_one() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+
+    // Discovery: each node lists both, with its own figures.
+    let info = until(&a, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 2).await;
+    let uids: Vec<&str> = info["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["uid"].as_str().unwrap())
+        .collect();
+    assert_ne!(uids[0], uids[1]);
+    until(&b, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 2).await;
+
+    // A channel whose only subscriber is on B, seen from A (and its client on B counted).
+    let mut on_b = subscriber(&b, "alice", "only-on-b").await;
+    let mut other = subscriber(&b, "bob", "news").await;
+    let v = until(&a, "info", json!({}), |v| {
+        v["result"]["nodes"].as_array().unwrap().iter().any(|n| n["num_clients"] == 2)
+    })
+    .await;
+    assert_eq!(v["result"]["nodes"][0]["num_clients"], 0, "A's own figures first: {v}");
+    let v = api(&a, "channels", json!({})).await;
+    assert_eq!(v["result"]["channels"]["only-on-b"]["num_clients"], 1, "{v}");
+    let v = api(&a, "channels", json!({"pattern": "only-*"})).await;
+    assert_eq!(v["result"]["channels"].as_object().unwrap().len(), 1, "{v}");
+    // Subscribers of one channel on both nodes are summed.
+    let _on_a = subscriber(&a, "carol", "news").await;
+    let v = api(&b, "channels", json!({"pattern": "news"})).await;
+    assert_eq!(v["result"]["channels"]["news"]["num_clients"], 2, "{v}");
+
+    // unsubscribe and disconnect sent to A act on B's clients.
+    api(&a, "unsubscribe", json!({"user": "bob", "channel": "news"})).await;
+    let push = next(&mut other).await.unwrap();
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000, "{push}");
+    api(
+        &a,
+        "disconnect",
+        json!({"user": "alice", "disconnect": {"code": 4001, "reason": "banned"}}),
+    )
+    .await;
+    assert_eq!(next(&mut on_b).await, Err(4001));
+    // Bob, not named, is still connected: a publication from A reaches him through Redis.
+    api(&a, "subscribe", json!({"user": "bob", "channel": "news"})).await;
+    let push = next(&mut other).await.unwrap();
+    assert_eq!(push["push"]["channel"], "news", "server-side subscribe from A: {push}");
+    let v = api(&a, "publish", json!({"channel": "news", "data": {"n": 1}})).await;
+    assert!(v.get("result").is_some(), "{v}");
+    let push = next(&mut other).await.unwrap();
+    assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
+
+    // A node that stops is dropped at once by the other (it says so as it leaves).
+    drop(other);
+    let cluster = b.shared.config.api.as_ref().unwrap().cluster.clone();
+    cluster.leave().await;
+    until(&a, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 1).await;
+    b.stop().await;
+    a.stop().await;
+}
