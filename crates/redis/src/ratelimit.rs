@@ -205,7 +205,8 @@ mod tests {
         assert_eq!(exists, 0);
     }
 
-    /// Redis gone, or a peer that never answers: an error within the timeout, never a hang.
+    /// Redis gone, or a peer that never answers: an error within the timeout, never a hang;
+    /// Redis back: limiting again.
     #[tokio::test]
     async fn unreachable_or_silent_redis_errs_in_time() {
         let mut server = RedisServer::start().await;
@@ -218,6 +219,14 @@ mod tests {
             assert!(r.is_err(), "{r:?}");
             assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
         }
+        // Redis back (empty): the limiter reconnects by itself and limits again.
+        let _server = RedisServer::start_on(server.port).await;
+        let deadline = Instant::now() + LIMIT;
+        while l.try_take("k", 1.0, 1.0).await.is_err() {
+            assert!(Instant::now() < deadline, "no reconnection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(l.try_take("k", 1.0, 1.0).await, Ok(false), "limiting again");
         // Accepts the connection (the kernel does) but never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = silent.local_addr().unwrap();
