@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::channel::{self, ChannelError};
 use crate::config::{ChannelOptions, ConfigError, NodeConfig};
 use crate::engine::{BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PublishOptions, StreamPosition};
 use crate::hub::{ConnectionHandle, Control, Hub};
+use crate::ratelimit::ClusterLimiter;
 use crate::token::Verifier;
 
 /// An error of the server API (or of a client command), as a reply code and message.
@@ -130,6 +131,8 @@ pub struct Node {
     next_conn_id: AtomicU64,
     uid: String,
     started: Instant,
+    /// The per-user command limit across nodes (`client.command_rate_limit_scope = "cluster"`).
+    command_limiter: OnceLock<Arc<dyn ClusterLimiter>>,
 }
 
 impl Node {
@@ -147,7 +150,18 @@ impl Node {
             next_conn_id: AtomicU64::new(1),
             uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
+            command_limiter: OnceLock::new(),
         }))
+    }
+
+    /// Counts `client.command_rate_limit` per user across every node through `limiter`
+    /// (once, before sessions start; later calls are ignored).
+    pub fn set_command_limiter(&self, limiter: Arc<dyn ClusterLimiter>) {
+        let _ = self.command_limiter.set(limiter);
+    }
+
+    pub(crate) fn command_limiter(&self) -> Option<&Arc<dyn ClusterLimiter>> {
+        self.command_limiter.get()
     }
 
     /// A node-unique id for a new connection's handle.

@@ -7,11 +7,21 @@
 //!   approximation, exact at bucket edges); used per client IP for new connections
 //!   (`client.connection_rate_limit_per_ip`), where a burst allowance would let a single
 //!   address open a storm of connections at once.
+//! - [`LeakyBucket`]: a meter that smooths a burst into a steady rate: the level leaks at
+//!   `rate` per second and an event is admitted while it fits the capacity. Unlike the
+//!   token bucket, an idle period does not bank a burst beyond `capacity`, and a full
+//!   bucket admits exactly one event per `1 / rate` seconds.
 //! - [`KeyedWindows`]: sliding windows per key with bounded memory.
+//! - [`ClusterLimiter`]: a token bucket shared by every node (the Redis engine implements
+//!   it), for the limits whose scope is `cluster`; [`admit_on_error`] is the fail-open
+//!   policy the callers apply to its errors.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::engine::BoxFuture;
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -49,6 +59,53 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// A leaky bucket used as a meter: the level drains at `rate` per second; an event is
+/// admitted when the level after draining, plus one, fits `capacity`, and then adds one.
+#[derive(Debug, Clone)]
+pub struct LeakyBucket {
+    rate: f64,
+    capacity: f64,
+    level: f64,
+    last: Instant,
+}
+
+impl LeakyBucket {
+    /// An empty bucket. `capacity` is at least one (a smaller one would admit nothing).
+    pub fn new(rate_per_sec: f64, capacity: f64, now: Instant) -> Self {
+        LeakyBucket {
+            rate: rate_per_sec.max(0.0),
+            capacity: capacity.max(1.0),
+            level: 0.0,
+            last: now,
+        }
+    }
+
+    fn leak(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.level = (self.level - dt * self.rate).max(0.0);
+        self.last = self.last.max(now);
+    }
+
+    /// Adds one event if it fits.
+    pub fn try_add(&mut self, now: Instant) -> bool {
+        self.leak(now);
+        // The tolerance: leaking in many small steps rounds, and an event exactly due must
+        // not wait for the next one.
+        if self.level + 1.0 <= self.capacity + 1e-9 {
+            self.level += 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The level now (events still in the bucket).
+    pub fn level(&mut self, now: Instant) -> f64 {
+        self.leak(now);
+        self.level
     }
 }
 
@@ -147,6 +204,64 @@ impl<K: Hash + Eq + Clone> KeyedWindows<K> {
     }
 }
 
+/// Where a limit is counted: on this node, or across every node through the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitScope {
+    /// Each node counts for itself (the default).
+    #[default]
+    Node,
+    /// One budget for the whole cluster (needs `engine.type = "redis"`).
+    Cluster,
+}
+
+/// Why a cluster limiter could not answer. Callers fail open on it ([`admit_on_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterError {
+    /// The backend did not answer within the limiter's timeout.
+    #[error("rate limiter: no answer in time")]
+    Timeout,
+    /// The backend refused or is unreachable.
+    #[error("rate limiter: {0}")]
+    Unavailable(String),
+}
+
+/// A token bucket shared by every node: `rate` tokens per second, at most `burst`, one
+/// bucket per `key`. Implementations bound each call with a short timeout.
+pub trait ClusterLimiter: Send + Sync + std::fmt::Debug {
+    /// Takes one token from `key`'s bucket if there is one.
+    fn try_take<'a>(&'a self, key: &'a str, rate: f64, burst: f64) -> BoxFuture<'a, Result<bool, LimiterError>>;
+}
+
+/// How often a fail-open is logged at most (each log line says how many happened since).
+const FAIL_OPEN_LOG_EVERY: Duration = Duration::from_secs(10);
+
+static FAIL_OPEN_SINCE_LOG: AtomicU64 = AtomicU64::new(0);
+static FAIL_OPEN_LAST_LOG: parking_lot::Mutex<Option<Instant>> = parking_lot::const_mutex(None);
+
+/// The fail-open policy of cluster limiters: an answer is obeyed; an error admits, is counted
+/// in `wshub_rate_limit_fail_open_total{kind}` and logged at most once per
+/// [`FAIL_OPEN_LOG_EVERY`], so that a Redis outage neither refuses everyone nor floods the log.
+pub fn admit_on_error(kind: &'static str, answer: Result<bool, LimiterError>, now: Instant) -> bool {
+    let e = match answer {
+        Ok(allowed) => return allowed,
+        Err(e) => e,
+    };
+    metrics::counter!("wshub_rate_limit_fail_open_total", "kind" => kind).increment(1);
+    let since = FAIL_OPEN_SINCE_LOG.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut last = FAIL_OPEN_LAST_LOG.lock();
+    let due = match *last {
+        None => true,
+        Some(t) => now.saturating_duration_since(t) >= FAIL_OPEN_LOG_EVERY,
+    };
+    if due {
+        *last = Some(now);
+        FAIL_OPEN_SINCE_LOG.store(0, Ordering::Relaxed);
+        tracing::warn!(error = %e, kind, admitted = since, "cluster rate limiter unavailable: admitting (fail open)");
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +277,43 @@ mod tests {
         // A long pause refills only up to the burst.
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 5);
+    }
+
+    #[test]
+    fn leaky_bucket_smooths_a_burst() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = LeakyBucket::new(10.0, 3.0, t0);
+        assert_eq!((0..10).filter(|_| b.try_add(t0)).count(), 3, "the capacity");
+        assert!(!b.try_add(t0 + ms(50)), "half a drop leaked: 2.5 + 1 > 3");
+        assert!(b.try_add(t0 + ms(100)), "one drop leaked per 100 ms");
+        assert!(!b.try_add(t0 + ms(100)));
+        // A full bucket admits a steady 10 per second, never two at once.
+        let admitted: Vec<u64> = (1..=100u64).filter(|i| b.try_add(t0 + ms(100 + i * 10))).collect();
+        assert_eq!(admitted, (1..=10u64).map(|i| i * 10).collect::<Vec<_>>());
+        // Idle time empties the bucket but banks nothing beyond the capacity.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(b.level(later), 0.0);
+        assert_eq!((0..10).filter(|_| b.try_add(later)).count(), 3);
+        // Time going backwards (a stale `now`) leaks nothing and admits nothing extra.
+        assert!(!b.try_add(t0));
+    }
+
+    #[test]
+    fn fail_open_admits_on_errors_and_obeys_answers() {
+        let t0 = Instant::now();
+        assert!(admit_on_error("test", Ok(true), t0));
+        assert!(!admit_on_error("test", Ok(false), t0));
+        assert!(admit_on_error("test", Err(LimiterError::Timeout), t0));
+        assert!(admit_on_error("test", Err(LimiterError::Unavailable("down".into())), t0));
+    }
+
+    #[test]
+    fn scope_names() {
+        let s: RateLimitScope = serde_json::from_str("\"cluster\"").unwrap();
+        assert_eq!(s, RateLimitScope::Cluster);
+        assert_eq!(RateLimitScope::default(), RateLimitScope::Node);
+        assert!(serde_json::from_str::<RateLimitScope>("\"global\"").is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::ChannelOptions;
 use crate::engine::{EngineError, HistoryQuery, StreamPosition};
 use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{admit_on_error, RateLimitScope, TokenBucket};
 use crate::token::TokenError;
 use crate::vecmap::VecMap;
 use crate::Now;
@@ -248,29 +248,28 @@ impl Session {
         let id = cmd.id;
         let is_pong = id == 0 && cmd == Command::default();
         metrics::counter!("wshub_commands_total", "method" => command_method(&cmd)).increment(1);
-        if let (Some(limiter), false) = (self.limiter.as_mut(), is_pong) {
-            if limiter.try_take(now.mono) {
-                self.refused = 0;
-            } else {
-                self.refused += 1;
-                metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
-                if self.refused > REFUSALS_BEFORE_CLOSE {
-                    return Err(Disconnect(dc::TOO_MANY_REQUESTS, "too many requests"));
-                }
-                if id > 0 {
-                    let e = Error {
-                        code: ec::TOO_MANY_REQUESTS,
-                        message: "too many requests".into(),
-                        temporary: true,
-                    };
-                    out.reply(&Reply {
-                        id,
-                        error: Some(e),
-                        ..Default::default()
-                    });
-                }
-                return Ok(());
+        if !is_pong && !self.take_command_token(now).await {
+            self.refused += 1;
+            metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
+            if self.refused > REFUSALS_BEFORE_CLOSE {
+                return Err(Disconnect(dc::TOO_MANY_REQUESTS, "too many requests"));
             }
+            if id > 0 {
+                let e = Error {
+                    code: ec::TOO_MANY_REQUESTS,
+                    message: "too many requests".into(),
+                    temporary: true,
+                };
+                out.reply(&Reply {
+                    id,
+                    error: Some(e),
+                    ..Default::default()
+                });
+            }
+            return Ok(());
+        }
+        if !is_pong {
+            self.refused = 0;
         }
         if self.state == State::Connecting && cmd.connect.is_none() {
             // PROTOCOL.md: "The first command must be connect (otherwise close 3501)".
@@ -369,6 +368,22 @@ impl Session {
             Err(Fail::Disconnect(d)) => return Err(d),
         }
         Ok(())
+    }
+
+    /// Whether `client.command_rate_limit` lets one more command through: per user across
+    /// the cluster when so configured (failing open when the limiter cannot answer), per
+    /// connection otherwise.
+    async fn take_command_token(&mut self, now: Now) -> bool {
+        let Some(limiter) = self.limiter.as_mut() else { return true };
+        let cluster = self.node.config.session.command_rate_limit_scope == RateLimitScope::Cluster;
+        match self.node.command_limiter() {
+            Some(shared) if cluster && self.state == State::Connected && !self.user.is_empty() => {
+                let rate = f64::from(self.node.config.session.command_rate_limit);
+                let key = format!("command.{}", self.user);
+                admit_on_error("command", shared.try_take(&key, rate, rate).await, now.mono)
+            }
+            _ => limiter.try_take(now.mono),
+        }
     }
 
     async fn connect(&mut self, req: ConnectRequest, now: Now, mut budget: usize) -> Result<ConnectResult, Fail> {

@@ -616,6 +616,9 @@ impl Engine for RedisEngine {
     }
 }
 
+pub mod ratelimit;
+pub use ratelimit::RedisLimiter;
+
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

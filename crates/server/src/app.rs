@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wshub_core::memory::MemoryEngine;
 use wshub_core::node::Node;
+use wshub_core::ratelimit::{ClusterLimiter, RateLimitScope};
 use wshub_protocol::Format;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
@@ -44,6 +45,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     };
     let node = Node::new(to_node_config(config), engine).map_err(|e| LoadError(e.to_string()))?;
     let cluster = Cluster::new(node.clone(), control);
+    let limiters = cluster_limiters(config)?;
+    if let Some(l) = &limiters.command {
+        node.set_command_limiter(l.clone());
+    }
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri| {
@@ -74,6 +79,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
             rate_limit: config.http_api.rate_limit,
+            rate_limit_cluster: limiters.api,
             body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
             refuse_publish_while_draining: config.engine.r#type == "memory",
         }),
@@ -81,6 +87,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             connection_limit: config.client.connection_limit,
             connection_rate_limit: config.client.connection_rate_limit,
             connection_rate_limit_per_ip: config.client.connection_rate_limit_per_ip,
+            connection_rate_limit_per_ip_cluster: limiters.per_ip,
         },
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
         metrics: config.prometheus.enabled,
@@ -90,6 +97,36 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
     };
     Ok((node, server))
+}
+
+/// The limiters of the rate limits whose scope is `cluster` (`None`: counted per node).
+struct ClusterLimiters {
+    command: Option<Arc<dyn ClusterLimiter>>,
+    per_ip: Option<Arc<dyn ClusterLimiter>>,
+    api: Option<Arc<dyn ClusterLimiter>>,
+}
+
+/// One Redis limiter (one connection) shared by every limit in cluster scope. The loader
+/// refuses `cluster` without the Redis engine; a configuration built by hand that asks for it
+/// anyway is refused here, naming the key.
+fn cluster_limiters(config: &Config) -> Result<ClusterLimiters, LoadError> {
+    let scopes = config.rate_limit_scopes();
+    let wanted = |key: &str| scopes.iter().any(|(k, s)| *k == key && *s == RateLimitScope::Cluster);
+    let mut shared: Option<Arc<dyn ClusterLimiter>> = None;
+    if let Some((key, _)) = scopes.iter().find(|(_, s)| *s == RateLimitScope::Cluster) {
+        if config.engine.r#type != "redis" {
+            return Err(LoadError(format!("{key}: \"cluster\" needs engine.type = \"redis\"")));
+        }
+        let r = &config.engine.redis;
+        let l = wshub_redis::RedisLimiter::new(&r.address, &r.prefix).map_err(|e| LoadError(e.to_string()))?;
+        shared = Some(Arc::new(l));
+    }
+    let pick = |key: &str| if wanted(key) { shared.clone() } else { None };
+    Ok(ClusterLimiters {
+        command: pick("client.command_rate_limit_scope"),
+        per_ip: pick("client.connection_rate_limit_per_ip_scope"),
+        api: pick("http_api.rate_limit_scope"),
+    })
 }
 
 #[cfg(test)]

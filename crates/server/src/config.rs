@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wshub_core::config::{ChannelConfig, NodeConfig, SessionConfig, TokenConfig};
 use wshub_core::duration;
+use wshub_core::ratelimit::RateLimitScope;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -80,6 +81,9 @@ pub struct HttpApi {
     pub key: String,
     /// API calls per second per key (0: unlimited); over it: 429.
     pub rate_limit: u32,
+    /// `node`: each node counts for itself; `cluster`: one budget per key across nodes
+    /// (through Redis).
+    pub rate_limit_scope: RateLimitScope,
     /// Accept API calls without a key (development only).
     pub insecure: bool,
     /// Time to receive a request's whole body once its headers are in (over it: 408);
@@ -93,6 +97,7 @@ impl Default for HttpApi {
         HttpApi {
             key: String::new(),
             rate_limit: 0,
+            rate_limit_scope: RateLimitScope::Node,
             insecure: false,
             body_timeout: Duration::from_secs(10),
         }
@@ -126,8 +131,12 @@ pub struct Client {
     pub recovery_max_publication_limit: usize,
     /// Commands per second per connection (0: unlimited).
     pub command_rate_limit: u32,
+    /// `cluster`: the command rate counts per user across every node.
+    pub command_rate_limit_scope: RateLimitScope,
     /// New connections per second from one IP address (0: unlimited).
     pub connection_rate_limit_per_ip: u32,
+    /// `cluster`: the per-IP connection rate counts across every node.
+    pub connection_rate_limit_per_ip_scope: RateLimitScope,
 }
 
 impl Default for Client {
@@ -150,7 +159,9 @@ impl Default for Client {
             history_max_publication_limit: s.history_max_publication_limit,
             recovery_max_publication_limit: s.recovery_max_publication_limit,
             command_rate_limit: 0,
+            command_rate_limit_scope: RateLimitScope::Node,
             connection_rate_limit_per_ip: 0,
+            connection_rate_limit_per_ip_scope: RateLimitScope::Node,
         }
     }
 }
@@ -410,7 +421,26 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if c.client.queue_max_size == 0 {
         return fail("client.queue_max_size", "must be positive");
     }
+    for (key, scope) in c.rate_limit_scopes() {
+        if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
+            return fail(key, "\"cluster\" needs engine.type = \"redis\"");
+        }
+    }
     Ok(())
+}
+
+impl Config {
+    /// The scope of each rate limit that has one, by key.
+    pub fn rate_limit_scopes(&self) -> [(&'static str, RateLimitScope); 3] {
+        [
+            ("client.command_rate_limit_scope", self.client.command_rate_limit_scope),
+            (
+                "client.connection_rate_limit_per_ip_scope",
+                self.client.connection_rate_limit_per_ip_scope,
+            ),
+            ("http_api.rate_limit_scope", self.http_api.rate_limit_scope),
+        ]
+    }
 }
 
 /// The part of the configuration the core uses.
@@ -428,6 +458,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             channel_limit: c.client.channel_limit,
             user_connection_limit: c.client.user_connection_limit,
             command_rate_limit: c.client.command_rate_limit,
+            command_rate_limit_scope: c.client.command_rate_limit_scope,
             queue_max_size: c.client.queue_max_size,
             history_max_publication_limit: c.client.history_max_publication_limit,
             recovery_max_publication_limit: c.client.recovery_max_publication_limit,
@@ -526,12 +557,29 @@ mod tests {
                 "client.token.rsa_public_key",
             ),
             (r#"{"log": {"format": "xml"}}"#, "log.format"),
+            (
+                r#"{"client": {"command_rate_limit_scope": "cluster"}}"#,
+                "client.command_rate_limit_scope",
+            ),
+            (
+                r#"{"client": {"connection_rate_limit_per_ip_scope": "cluster"}}"#,
+                "client.connection_rate_limit_per_ip_scope",
+            ),
+            (r#"{"http_api": {"rate_limit_scope": "cluster"}}"#, "http_api.rate_limit_scope"),
+            (r#"{"http_api": {"rate_limit_scope": "global"}}"#, "http_api.rate_limit_scope"),
         ];
         for (text, key) in cases {
             let f = file("json", text);
             let e = load(Some(&f.0), vec![], &[]).unwrap_err();
             assert!(e.0.contains(key), "{e} should name {key}");
         }
+        let f = file(
+            "json",
+            r#"{"engine": {"type": "redis"}, "http_api": {"rate_limit_scope": "cluster"}, "client": {"command_rate_limit_scope": "cluster", "connection_rate_limit_per_ip_scope": "node"}}"#,
+        );
+        let c = load(Some(&f.0), vec![], &[]).unwrap().config;
+        assert_eq!(c.http_api.rate_limit_scope, RateLimitScope::Cluster, "valid with Redis");
+        assert_eq!(to_node_config(&c).session.command_rate_limit_scope, RateLimitScope::Cluster);
         let f = file("json", "{not json");
         assert!(load(Some(&f.0), vec![], &[]).is_err());
         let _ = std::io::stdout().flush();

@@ -17,10 +17,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
-use wshub_core::ratelimit::{KeyedWindows, TokenBucket};
+use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
 use wshub_websocket::{Config, HandshakeError};
 
@@ -42,6 +43,9 @@ pub struct ApiConfig {
     pub insecure: bool,
     /// Calls per second per key (0: unlimited); over it: 429.
     pub rate_limit: u32,
+    /// `http_api.rate_limit_scope = "cluster"`: the limiter every node shares (token bucket,
+    /// burst of one second's worth, failing open); `None`: counted on this node.
+    pub rate_limit_cluster: Option<Arc<dyn ClusterLimiter>>,
     /// `http_api.body_timeout`: time to receive a whole request body, from the end of the
     /// headers (over it: 408); `None`: no limit.
     pub body_timeout: Option<Duration>,
@@ -60,6 +64,10 @@ pub struct Admission {
     pub connection_rate_limit: u32,
     /// New connections per second from one IP address (over it: 429).
     pub connection_rate_limit_per_ip: u32,
+    /// `client.connection_rate_limit_per_ip_scope = "cluster"`: the limiter every node shares
+    /// (token bucket, burst of one second's worth, failing open); `None`: this node's sliding
+    /// windows.
+    pub connection_rate_limit_per_ip_cluster: Option<Arc<dyn ClusterLimiter>>,
 }
 
 /// Listener settings.
@@ -111,7 +119,7 @@ impl Shared {
                 now,
             ))
         });
-        let ip_rate = (a.connection_rate_limit_per_ip > 0)
+        let ip_rate = (a.connection_rate_limit_per_ip > 0 && a.connection_rate_limit_per_ip_cluster.is_none())
             .then(|| Mutex::new(KeyedWindows::new(a.connection_rate_limit_per_ip, Duration::from_secs(1))));
         if config.metrics {
             crate::metrics::handle();
@@ -137,7 +145,7 @@ impl Shared {
     }
 
     /// Whether a new WebSocket connection from `ip` may be accepted now.
-    fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
+    async fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
         let a = &self.config.admission;
         let refuse = |status, reason: &'static str| {
             metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(1);
@@ -156,8 +164,17 @@ impl Shared {
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection_rate_limit");
             }
         }
-        if let Some(r) = &self.ip_rate {
-            if !r.lock().try_hit(&ip, now) {
+        let per_ip = match (&a.connection_rate_limit_per_ip_cluster, &self.ip_rate) {
+            (Some(cluster), _) if a.connection_rate_limit_per_ip > 0 => {
+                let rate = f64::from(a.connection_rate_limit_per_ip);
+                let answer = cluster.try_take(&format!("ip.{ip}"), rate, rate).await;
+                Some(admit_on_error("connection_per_ip", answer, now))
+            }
+            (_, Some(r)) => Some(r.lock().try_hit(&ip, now)),
+            _ => None,
+        };
+        if let Some(allowed) = per_ip {
+            if !allowed {
                 metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "connection_per_ip").increment(1);
                 return refuse(StatusCode::TOO_MANY_REQUESTS, "connection_rate_limit_per_ip");
             }
@@ -254,12 +271,21 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
             .unwrap_or("")
             .to_string();
         let rate = f64::from(api.rate_limit);
-        let allowed = shared
-            .api_rate
-            .lock()
-            .entry(key)
-            .or_insert_with(|| TokenBucket::new(rate, rate, std::time::Instant::now()))
-            .try_take(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let allowed = match &api.rate_limit_cluster {
+            Some(cluster) => {
+                // The key itself never goes to Redis: a digest names its bucket.
+                let digest = Sha256::digest(key.as_bytes());
+                let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+                admit_on_error("api", cluster.try_take(&format!("api.{name}"), rate, rate).await, now)
+            }
+            None => shared
+                .api_rate
+                .lock()
+                .entry(key)
+                .or_insert_with(|| TokenBucket::new(rate, rate, now))
+                .try_take(now),
+        };
         if !allowed {
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
@@ -383,7 +409,7 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
             return Ok(refusal(&e));
         }
     };
-    if let Err((status, reason)) = shared.admit(peer.ip()) {
+    if let Err((status, reason)) = shared.admit(peer.ip()).await {
         tracing::debug!(%reason, %peer, "connection refused");
         return Ok(text(status, reason));
     }

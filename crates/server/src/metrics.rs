@@ -47,6 +47,10 @@ fn describe() {
     describe_counter!("wshub_api_calls_total", "HTTP API calls by method and status");
     describe_counter!("wshub_handshake_refusals_total", "refused upgrades by reason");
     describe_counter!("wshub_rate_limit_refusals_total", "requests refused by a rate limit, by kind");
+    describe_counter!(
+        "wshub_rate_limit_fail_open_total",
+        "requests admitted because a cluster rate limiter (Redis) did not answer, by kind"
+    );
     describe_counter!("wshub_publications_total", "publications delivered to the hub");
     describe_gauge!("wshub_queue_bytes", "bytes queued for clients (sum over connections)");
     describe_histogram!(

@@ -618,3 +618,109 @@ fn command_rate_limit_then_close() {
     let (r, _) = c.send(r#"{"id":7,"presence_stats":{"channel":"chat:x"}}"#);
     assert_eq!(r[0]["error"]["code"], 103, "tokens again after a second");
 }
+
+/// A cluster limiter for tests: token buckets per key at a fixed instant (no refill), or
+/// one that always errs.
+#[derive(Debug)]
+struct FakeClusterLimiter {
+    at: Instant,
+    buckets: Mutex<HashMap<String, crate::ratelimit::TokenBucket>>,
+    down: bool,
+}
+
+impl FakeClusterLimiter {
+    fn new(down: bool) -> Arc<Self> {
+        Arc::new(FakeClusterLimiter {
+            at: Instant::now(),
+            buckets: Mutex::new(HashMap::new()),
+            down,
+        })
+    }
+}
+
+impl crate::ratelimit::ClusterLimiter for FakeClusterLimiter {
+    fn try_take<'a>(
+        &'a self,
+        key: &'a str,
+        rate: f64,
+        burst: f64,
+    ) -> crate::engine::BoxFuture<'a, Result<bool, crate::ratelimit::LimiterError>> {
+        let r = if self.down {
+            Err(crate::ratelimit::LimiterError::Unavailable("down".into()))
+        } else {
+            let at = self.at;
+            Ok(self
+                .buckets
+                .lock()
+                .entry(key.to_string())
+                .or_insert_with(|| crate::ratelimit::TokenBucket::new(rate, burst, at))
+                .try_take(at))
+        };
+        Box::pin(std::future::ready(r))
+    }
+}
+
+/// Cluster scope: one budget per user across nodes (two nodes share the limiter); another
+/// user and anonymous connections keep their own.
+#[test]
+fn command_rate_limit_per_user_across_nodes() {
+    let limiter = FakeClusterLimiter::new(false);
+    let cluster_node = || {
+        let n = node_with(|c| {
+            c.session.command_rate_limit = 5;
+            c.session.command_rate_limit_scope = RateLimitScope::Cluster;
+            c.session.allow_anonymous_connect_without_token = true;
+        });
+        n.set_command_limiter(limiter.clone());
+        n
+    };
+    let (a, b) = (cluster_node(), cluster_node());
+    let (mut on_a, mut on_b) = (Client::new(&a, start()), Client::new(&b, start()));
+    on_a.connect("u");
+    on_b.connect("u");
+    let mut codes = Vec::new();
+    for i in 2..8 {
+        for c in [&mut on_a, &mut on_b] {
+            let (r, d) = c.send(&format!(r#"{{"id":{i},"presence_stats":{{"channel":"chat:x"}}}}"#));
+            assert_eq!(d, None);
+            codes.push(r[0]["error"]["code"].as_u64());
+        }
+    }
+    // Five between both connections (the connects were counted per connection, before
+    // the user was known), then 111 on whichever node serves the command.
+    assert_eq!(&codes[..5], &[Some(103); 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| *c == Some(111)), "{codes:?}");
+    let mut other = Client::new(&b, start());
+    other.connect("v");
+    let (r, _) = other.send(r#"{"id":2,"presence_stats":{"channel":"chat:x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 103, "another user is unaffected");
+    let mut anon = Client::new(&a, start());
+    let (r, d) = anon.send(r#"{"id":1,"connect":{}}"#);
+    assert_eq!(d, None, "{r:?}");
+    let (r, _) = anon.send(r#"{"id":2,"presence_stats":{"channel":"chat:x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 103, "anonymous: per connection");
+
+    // Node scope with a limiter set: still per connection.
+    let local = node_with(|c| c.session.command_rate_limit = 5);
+    local.set_command_limiter(limiter.clone());
+    let mut c = Client::new(&local, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"presence_stats":{"channel":"chat:x"}}"#);
+    assert_eq!(r[0]["error"]["code"], 103, "node scope ignores the cluster budget");
+}
+
+/// A cluster limiter that cannot answer admits (fail open), never refusing everyone.
+#[test]
+fn command_rate_limit_fails_open() {
+    let n = node_with(|c| {
+        c.session.command_rate_limit = 2;
+        c.session.command_rate_limit_scope = RateLimitScope::Cluster;
+    });
+    n.set_command_limiter(FakeClusterLimiter::new(true));
+    let mut c = Client::new(&n, start());
+    c.connect("u");
+    for i in 2..20 {
+        let (r, d) = c.send(&format!(r#"{{"id":{i},"presence_stats":{{"channel":"chat:x"}}}}"#));
+        assert_eq!((r[0]["error"]["code"].as_u64(), d), (Some(103), None));
+    }
+}
