@@ -91,6 +91,15 @@ pub trait Engine: Send + Sync {
     /// Presence entries expire unless added again; sessions re-add theirs at every ping.
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>>;
+    /// Called once by the node with its uid: a shared engine records which presence
+    /// entries this node's sessions add, so that they can be taken out if it dies.
+    fn set_node_uid(&self, _uid: &str) {}
+    /// Takes out the presence entries of a node that died (not heard from), returning them
+    /// as (channel, info) so that their leaves can be pushed; each entry is returned to one
+    /// caller only. A single-node engine has none.
+    fn reap_node<'a>(&'a self, _uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
     /// Whether the engine can serve: a shared engine's backend answers. The server checks
     /// it at start, so that a wrong address fails there and not at the first publication.
     fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {

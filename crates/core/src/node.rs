@@ -141,6 +141,8 @@ impl Node {
         let verifier = Verifier::new(&config.token)?;
         let hub = Arc::new(Hub::default());
         engine.set_handler(Arc::new(HubBroker(hub.clone())));
+        let uid = uuid::Uuid::new_v4().to_string();
+        engine.set_node_uid(&uid);
         Ok(Arc::new(Node {
             config,
             verifier,
@@ -148,7 +150,7 @@ impl Node {
             hub,
             clients: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
-            uid: uuid::Uuid::new_v4().to_string(),
+            uid,
             started: Instant::now(),
             command_limiter: OnceLock::new(),
         }))
@@ -346,6 +348,21 @@ impl Node {
         let pattern =
             channel::ChannelPattern::new(pattern, self.config.channel.max_length).map_err(|_| ApiError::bad_request("pattern too long"))?;
         Ok(self.hub.channels().into_iter().filter(|(c, _)| pattern.matches(c)).collect())
+    }
+
+    /// Pushes the leaves of a dead node's clients (found through the engine) to the
+    /// channels with join/leave, and takes them out of presence. Returns how many.
+    pub async fn reap_node(&self, uid: &str) -> Result<usize, ApiError> {
+        let gone = self.engine.reap_node(uid).await?;
+        let n = gone.len();
+        for (channel, info) in gone {
+            if self.options(&channel).is_ok_and(|o| o.join_leave) {
+                if let Err(e) = self.engine.publish_leave(&channel, info).await {
+                    tracing::warn!(%channel, error = %e, "leave of a dead node's client not pushed");
+                }
+            }
+        }
+        Ok(n)
     }
 
     pub fn info(&self) -> NodeInfo {

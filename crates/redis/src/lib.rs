@@ -104,13 +104,41 @@ return {epoch, top, ids, payloads}
 "#;
 
 const PRESENCE_ADD: &str = r#"
-local h, z = KEYS[1], KEYS[2]
-local client, info, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local h, z, owned = KEYS[1], KEYS[2], KEYS[3]
+local client, info, ttl, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = tonumber(redis.call('time')[1])
 redis.call('zadd', z, now + ttl, client)
 redis.call('hset', h, client, info)
 redis.call('expire', h, ttl)
 redis.call('expire', z, ttl)
+if owned ~= '' then
+  redis.call('sadd', owned, channel .. '\n' .. client)
+  redis.call('expire', owned, ttl * 2)
+end
+"#;
+
+/// Takes a dead node's presence entries (the ones its sessions added, listed in its
+/// `node_presence` set) out of every channel, and returns them as channel, info pairs so
+/// that a survivor can push their leaves. Atomic: of several survivors, one gets them.
+const PRESENCE_REAP: &str = r#"
+local owned, prefix = KEYS[1], ARGV[1]
+local out = {}
+for _, m in ipairs(redis.call('smembers', owned)) do
+  local nl = string.find(m, '\n', 1, true)
+  if nl then
+    local channel, client = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+    local h = prefix .. '.presence.' .. channel
+    local info = redis.call('hget', h, client)
+    if info then
+      redis.call('hdel', h, client)
+      redis.call('zrem', prefix .. '.presence.exp.' .. channel, client)
+      out[#out + 1] = channel
+      out[#out + 1] = info
+    end
+  end
+end
+redis.call('del', owned)
+return out
 "#;
 
 const PRESENCE_GET: &str = r#"
@@ -145,6 +173,10 @@ pub struct RedisEngine {
     history: redis::Script,
     presence_add: redis::Script,
     presence_get: redis::Script,
+    presence_reap: redis::Script,
+    /// This node's uid: the presence entries its sessions add are listed under it, for the
+    /// survivors to take out (with leaves) if it dies.
+    node_uid: OnceLock<String>,
 }
 
 fn internal(e: redis::RedisError) -> EngineError {
@@ -172,6 +204,8 @@ impl RedisEngine {
             history: redis::Script::new(HISTORY),
             presence_add: redis::Script::new(PRESENCE_ADD),
             presence_get: redis::Script::new(PRESENCE_GET),
+            presence_reap: redis::Script::new(PRESENCE_REAP),
+            node_uid: OnceLock::new(),
         })
     }
 
@@ -544,9 +578,11 @@ impl Engine for RedisEngine {
             self.presence_add
                 .key(self.key("presence", channel))
                 .key(self.key("presence.exp", channel))
+                .key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
                 .arg(client)
                 .arg(info.encode_to_vec())
                 .arg(self.cfg.presence_ttl.as_secs().max(1))
+                .arg(channel)
                 .invoke_async::<()>(&mut c)
                 .await
                 .map_err(internal)
@@ -556,13 +592,14 @@ impl Engine for RedisEngine {
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            redis::pipe()
-                .atomic()
+            let mut p = redis::pipe();
+            p.atomic()
                 .hdel(self.key("presence", channel), client)
-                .zrem(self.key("presence.exp", channel), client)
-                .query_async::<()>(&mut c)
-                .await
-                .map_err(internal)
+                .zrem(self.key("presence.exp", channel), client);
+            if let Some(uid) = self.node_uid.get() {
+                p.srem(self.key("node_presence", uid), format!("{channel}\n{client}"));
+            }
+            p.query_async::<()>(&mut c).await.map_err(internal)
         })
     }
 
@@ -584,6 +621,32 @@ impl Engine for RedisEngine {
                     }
                     Err(_) => tracing::warn!(channel, client, "redis: undecodable presence entry"),
                 }
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_node_uid(&self, uid: &str) {
+        let _ = self.node_uid.set(uid.to_string());
+    }
+
+    fn reap_node<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let flat: Vec<Vec<u8>> = self
+                .presence_reap
+                .key(self.key("node_presence", uid))
+                .arg(&self.cfg.prefix)
+                .invoke_async(&mut c)
+                .await
+                .map_err(internal)?;
+            let mut out = Vec::with_capacity(flat.len() / 2);
+            for pair in flat.chunks_exact(2) {
+                let (Ok(channel), Ok(info)) = (std::str::from_utf8(&pair[0]), ClientInfo::decode(&pair[1][..])) else {
+                    tracing::warn!("redis: undecodable presence entry of a dead node");
+                    continue;
+                };
+                out.push((channel.to_string(), info));
             }
             Ok(out)
         })

@@ -80,8 +80,17 @@ impl Cluster {
                     return;
                 }
                 c.announce().await;
-                for gone in c.peers.lock().expire(Instant::now()) {
+                let dropped = c.peers.lock().expire(Instant::now());
+                for gone in dropped {
                     tracing::warn!(node = %gone.name, uid = %gone.uid, "node not heard from: dropped");
+                    // Its clients' presence would linger until it expires, and nobody would
+                    // hear them leave: the survivors take them out and push the leaves (the
+                    // engine hands each entry to one survivor only).
+                    match c.node.reap_node(&gone.uid).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(uid = %gone.uid, clients = n, "leaves pushed for a dead node's clients"),
+                        Err(e) => tracing::warn!(uid = %gone.uid, error = %e, "dead node's presence not reaped"),
+                    }
                 }
             }
         });

@@ -17,27 +17,77 @@ use wshub_websocket::{Event, MessageKind};
 const SECRET: &str = "cluster-secret";
 const KEY: &str = "cluster-key";
 
-async fn node(redis: &RedisServer) -> TestServer {
-    let cfg = node_config(
+fn config(redis: &RedisServer) -> wshub_server::config::Config {
+    node_config(
         json!({
             "http_api": {"key": KEY},
             "client": {"token": {"hmac_secret_key": SECRET}},
             "engine": {"type": "redis", "redis": {"address": redis.url()}},
-            "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+            "channel": {
+                "without_namespace": {"allow_subscribe_for_client": true},
+                "namespaces": [{"name": "room", "presence": true, "join_leave": true, "force_push_join_leave": true,
+                                "allow_subscribe_for_client": true, "allow_presence_for_client": true}]
+            }
         }),
         json!({}),
-    );
-    let (_node, sc) = wshub_server::app::build(&cfg).unwrap();
+    )
+}
+
+async fn node(redis: &RedisServer) -> TestServer {
+    let (_node, sc) = wshub_server::app::build(&config(redis)).unwrap();
     TestServer::start(sc).await
 }
 
+/// A node on a runtime of its own, so that it can die as a process would: its runtime
+/// dropped, no session closing, no leave, its presence left in Redis.
+struct Doomed {
+    addr: std::net::SocketAddr,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Doomed {
+    fn start(redis: &RedisServer) -> Self {
+        let cfg = config(redis);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.spawn(async move {
+                let (_node, sc) = wshub_server::app::build(&cfg).unwrap();
+                let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                wshub_server::serve(listener, wshub_server::Shared::new(sc), std::future::pending()).await;
+            });
+            let _ = killed.recv();
+            // Every task of the node stops where it is.
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv_timeout(LIMIT).unwrap();
+        Doomed { addr, kill, thread }
+    }
+
+    fn kill(self) {
+        self.kill.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
 async fn api(server: &TestServer, method: &str, body: Value) -> Value {
+    api_at(server.addr, method, body).await
+}
+
+async fn api_at(addr: std::net::SocketAddr, method: &str, body: Value) -> Value {
     let body = body.to_string();
     let req = format!(
         "POST /api/{method} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let (status, _, body) = raw_http(server.addr, req.as_bytes()).await;
+    let (status, _, body) = raw_http(addr, req.as_bytes()).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -58,7 +108,11 @@ async fn until(server: &TestServer, method: &str, body: Value, check: impl Fn(&V
 
 /// A JSON client connected as `user` and subscribed to `channel`.
 async fn subscriber(server: &TestServer, user: &str, channel: &str) -> Client {
-    let mut c = Client::connect(server.addr, "/connection/websocket", &[], None).await;
+    subscriber_at(server.addr, user, channel).await
+}
+
+async fn subscriber_at(addr: std::net::SocketAddr, user: &str, channel: &str) -> Client {
+    let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
     let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
     c.send(
         MessageKind::Text,
@@ -153,5 +207,49 @@ async fn two_nodes_answer_as_one() {
     cluster.leave().await;
     until(&a, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 1).await;
     b.stop().await;
+    a.stop().await;
+}
+
+/// A node that dies (no drain, no leave) is dropped by the others after three silent
+/// announcement periods, and they push `leave` for its clients and take them out of
+/// presence: nobody stays online forever after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_clients_leave() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis).await;
+    let b = Doomed::start(&redis);
+    until(&a, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 2).await;
+    let mut watcher = subscriber(&a, "watcher", "room:1").await;
+    let _ghost = subscriber_at(b.addr, "ghost", "room:1").await;
+    // Its own join first, then the ghost's.
+    loop {
+        let join = next(&mut watcher).await.unwrap();
+        if join["push"]["join"]["info"]["user"] == "ghost" {
+            break;
+        }
+        assert_eq!(join["push"]["join"]["info"]["user"], "watcher", "{join}");
+    }
+    let p = api(&a, "presence", json!({"channel": "room:1"})).await;
+    assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 2, "{p}");
+
+    let killed_at = Instant::now();
+    b.kill();
+    // Within three announcement periods and a tick (about 12 s), not the presence TTL (60 s).
+    let leave = match watcher.next_event_within(Duration::from_secs(30)).await {
+        Event::Message { data, .. } => serde_json::from_slice::<Value>(&data).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(leave["push"]["leave"]["info"]["user"], "ghost", "{leave}");
+    println!("leave of the dead node's client after {:?}", killed_at.elapsed());
+    let p = api(&a, "presence", json!({"channel": "room:1"})).await;
+    let users: Vec<&str> = p["result"]["presence"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|i| i["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["watcher"], "{p}");
+    let info = api(&a, "info", json!({})).await;
+    assert_eq!(info["result"]["nodes"].as_array().unwrap().len(), 1, "{info}");
     a.stop().await;
 }

@@ -213,13 +213,18 @@ impl Client {
 
     /// The next event, reading as needed, within [`LIMIT`].
     pub async fn next_event(&mut self) -> Event {
+        self.next_event_within(LIMIT).await
+    }
+
+    /// The next event, with no read waiting longer than `limit`.
+    pub async fn next_event_within(&mut self, limit: Duration) -> Event {
         loop {
             if let Some(e) = self.conn.poll_event() {
                 self.flush().await;
                 return e;
             }
             let mut chunk = [0u8; 16384];
-            let n = tokio::time::timeout(LIMIT, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout(limit, self.stream.read(&mut chunk))
                 .await
                 .expect("event in time")
                 .unwrap_or(0);
