@@ -91,6 +91,17 @@ impl Cluster {
         out
     }
 
+    /// nginx's error log lines about the upstream (why a call failed), but for refused
+    /// connections (which nginx retried on the next node): those are counted.
+    fn upstream_errors(&self) -> Vec<String> {
+        let log = self.nginx.error_log();
+        let upstream = log.lines().filter(|l| l.contains("upstream"));
+        let (refused, other): (Vec<&str>, Vec<&str>) = upstream.partition(|l| l.contains("Connection refused"));
+        let mut out = vec![format!("{} connections refused by stopped nodes (retried)", refused.len())];
+        out.extend(other.into_iter().map(|l| l.chars().take(300).collect::<String>()));
+        out
+    }
+
     /// What went wrong, for an assertion message: the end of every log.
     fn logs(&self) -> String {
         fn tail(s: String) -> String {
@@ -330,6 +341,9 @@ fn a_node_killed_under_load_loses_nothing() {
         };
         println!("clients per node after the kill: {after:?}");
         assert_eq!(after.iter().sum::<u64>(), CLIENTS as u64);
+        for line in cluster.upstream_errors() {
+            println!("nginx: {line}");
+        }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
         for c in clients {
@@ -423,6 +437,9 @@ fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
             busiest < smallest,
             "{busiest} reconnects within 100 ms: the drain did not spread the {smallest} clients of a node"
         );
+        for line in cluster.upstream_errors() {
+            println!("nginx: {line}");
+        }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
         for c in clients {
