@@ -1,0 +1,334 @@
+//! Helpers for the tests that run real processes: free ports, wshub nodes started from a
+//! configuration, one-shot HTTP calls, and Debian's nginx running `deploy/nginx.conf`.
+//! Every process is our child, ended by its PID.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The longest any single wait may take.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// The API key of the nodes these helpers start.
+pub const API_KEY: &str = "k";
+
+/// The repository's root (for `deploy/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn unique() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wshub-{name}-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A free port below the ephemeral range (32768+), so that no client socket takes it while
+/// a node restarts on it.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let p = 20_000 + (unique() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 20000..30000");
+}
+
+/// Polls `check` every 20 ms until it is true; panics naming `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`): the status and
+/// body, or why there is none. Bounded by [`LIMIT`].
+pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
+    let call = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no whole answer: {text:?}"))?;
+        let status = head
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status: {head:?}"))?;
+        Ok((status, body.to_string()))
+    };
+    tokio::time::timeout(LIMIT, call).await.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// `POST /api/{method}` with [`API_KEY`]: the status and the decoded JSON answer.
+pub async fn api(port: u16, method: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value), String> {
+    let (status, text) = http(
+        port,
+        "POST",
+        &format!("/api/{method}"),
+        &format!("X-API-Key: {API_KEY}\r\n"),
+        &body.to_string(),
+    )
+    .await?;
+    let value = serde_json::from_str(&text).map_err(|e| format!("{status}, not JSON ({e}): {text:?}"))?;
+    Ok((status, value))
+}
+
+/// Waits until `GET /ready` on `port` answers 200.
+pub async fn wait_ready(port: u16, log: &Path) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Ok((200, _)) = http(port, "GET", "/ready", "", "").await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wshub on {port} not ready: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `wshub serve` process (the binary this package builds) on a loopback port, with its
+/// log in a file beside its configuration.
+pub struct Node {
+    child: Child,
+    pub port: u16,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Writes `config` to `dir` and starts a node with it on `port`; returns once `/ready`
+    /// is 200.
+    pub async fn start(dir: &Path, config: &serde_json::Value, port: u16) -> Node {
+        let path = dir.join(format!("node-{port}.json"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let log = dir.join(format!("node-{port}.log"));
+        let child = Self::spawn(&path, &log, port);
+        wait_ready(port, &log).await;
+        Node {
+            child,
+            port,
+            config: path,
+            log,
+        }
+    }
+
+    fn spawn(config: &Path, log: &Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_wshub"))
+            .args([
+                "serve",
+                "-c",
+                config.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--address",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts the node again, same configuration and port (after [`Node::signal`]); returns
+    /// once `/ready` is 200.
+    pub async fn restart(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_some(), "restart of a running node");
+        self.child = Self::spawn(&self.config, &self.log, self.port);
+        wait_ready(self.port, &self.log).await;
+    }
+
+    /// Sends `sig` ("-TERM", "-KILL") to the node, by its PID, and waits for it to exit.
+    pub async fn signal(&mut self, sig: &str) -> ExitStatus {
+        assert!(Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wshub on {} did not exit after {sig}", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `deploy/nginx.conf` with its upstream's `server` lines pointing at `nodes` (loopback
+/// ports) and `listen 80;` at `listen`. Panics when the file no longer has what it replaces,
+/// so that the test never runs something other than the shipped file.
+pub fn render_nginx_conf(template: &str, listen: u16, nodes: &[u16]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let (mut in_upstream, mut servers, mut listens) = (false, 0, 0);
+    for line in template.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        if t.starts_with("upstream wshub {") {
+            in_upstream = true;
+        } else if in_upstream && t.starts_with('}') {
+            in_upstream = false;
+        }
+        if in_upstream && t.starts_with("server ") {
+            let port = nodes
+                .get(servers)
+                .unwrap_or_else(|| panic!("deploy/nginx.conf has more than {} upstream servers", nodes.len()));
+            let rest = t.split_once(' ').and_then(|(_, r)| r.split_once(' ')).map_or(";", |(_, r)| r);
+            out.push_str(&format!("{indent}server 127.0.0.1:{port} {rest}\n"));
+            servers += 1;
+        } else if t == "listen 80;" {
+            out.push_str(&format!("{indent}listen 127.0.0.1:{listen};\n"));
+            listens += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(servers, nodes.len(), "upstream `server` lines in deploy/nginx.conf");
+    assert_eq!(listens, 1, "`listen 80;` in deploy/nginx.conf");
+    out
+}
+
+/// Debian's nginx (`/usr/sbin/nginx`), or the one on `PATH`. Panics saying how to install it.
+pub fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nginx"));
+    on_path
+        .chain([PathBuf::from("/usr/sbin/nginx")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("nginx not found (PATH, /usr/sbin): install Debian's nginx with `apt-get install -y nginx` (scripts/test does when it is missing)")
+        })
+}
+
+/// nginx running `deploy/nginx.conf` (rendered for loopback ports) in a prefix directory
+/// of its own, in the foreground: never a system service, ended by its PID.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx in front of the nodes on `nodes` and waits until it answers.
+    pub async fn start(dir: &Path, nodes: &[u16]) -> Nginx {
+        let bin = nginx_binary();
+        let dir = dir.join("nginx");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let port = free_port();
+        let template = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
+        std::fs::write(dir.join("wshub.conf"), render_nginx_conf(&template, port, nodes)).unwrap();
+        // The main context, as Debian's /etc/nginx/nginx.conf is: the shipped file is its
+        // http-context include. Every path is inside `dir`.
+        let d = dir.display();
+        let main = format!(
+            "worker_processes 1;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+             \x20   access_log {d}/logs/access.log;\n\
+             \x20   client_body_temp_path {d}/body;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   include {d}/wshub.conf;\n\
+             }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), main).unwrap();
+        let error_log = dir.join("logs/error.log");
+        let conf = dir.join("nginx.conf");
+        let check = Command::new(&bin)
+            .args(["-t", "-p", &d.to_string(), "-e", &error_log.display().to_string(), "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "nginx -t refused deploy/nginx.conf: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(&bin)
+            .args(["-p", &d.to_string(), "-e", &error_log.display().to_string(), "-c"])
+            .arg(&conf)
+            .args(["-g", &format!("daemon off; pid {d}/nginx.pid;")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} did not start: {e}", bin.display()));
+        let nginx = Nginx { child, port, dir };
+        let deadline = Instant::now() + LIMIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {port}: {}", nginx.error_log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nginx
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers (a killed master would
+        // leave them running).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
