@@ -6,8 +6,7 @@
 //! - a rolling restart (SIGTERM one node at a time, each back and ready before the next):
 //!   the same, and the drains spread the reconnections;
 //! - the cluster-wide API through nginx (`info`, `channels`, `disconnect` across nodes) and
-//!   the `leave` pushed for a dead node's clients: needs node discovery and the cluster-wide
-//!   API (issue 12, items 2 to 4).
+//!   the `leave` pushed by the survivors for a dead node's clients.
 //!
 //! Every publication is numbered and counted at every client. The tests take turns (one
 //! cluster at a time) so that the timings of one do not disturb another's.
@@ -481,8 +480,8 @@ async fn event_within(events: &mut wshub_client::Events, limit: Duration, mut f:
     .flatten()
 }
 
-/// Needs node discovery and the cluster-wide API (issue 12, items 2 to 4), which this
-/// branch does not have: `info` through nginx lists the three nodes; `channels` asked of
+/// Node discovery and the cluster-wide API (issue 12, items 2 to 4): `info` through nginx
+/// lists the three nodes; `channels` asked of
 /// any node lists a channel whose only subscriber is on another node; a `disconnect` sent
 /// to one node closes the user's connection on another with the given code; and a node
 /// killed with SIGKILL has its clients' `leave` pushed by the survivors. Every check runs;
@@ -515,8 +514,16 @@ fn cluster_api_through_nginx() {
         event_within(&mut only_events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. }))
             .await
             .expect("subscribed on node 0");
+        // Each node surveys the nodes it has heard from: polled until it has heard from node 0.
         for &port in &ports[1..] {
-            let (_, channels) = api(port, "channels", &json!({})).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let channels = loop {
+                let (_, channels) = api(port, "channels", &json!({})).await.unwrap();
+                if channels["result"]["channels"]["chat:only-on-0"]["num_clients"] == 1 || Instant::now() > deadline {
+                    break channels;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
             if channels["result"]["channels"]["chat:only-on-0"]["num_clients"] != 1 {
                 missing.push(format!("channels on node {port} misses node 0's chat:only-on-0: {channels}"));
             }
