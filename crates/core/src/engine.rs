@@ -91,6 +91,15 @@ pub trait Engine: Send + Sync {
     /// Presence entries expire unless added again; sessions re-add theirs at every ping.
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>>;
+    /// Clients and distinct users present in `channel`. The default counts the whole map;
+    /// a shared engine keeps the counts so that this is O(1) whatever the channel's size.
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(u32, u32), EngineError>> {
+        Box::pin(async move {
+            let p = self.presence(channel).await?;
+            let users: std::collections::HashSet<&str> = p.values().map(|i| i.user.as_str()).collect();
+            Ok((p.len() as u32, users.len() as u32))
+        })
+    }
     /// Called once by the node with its uid: a shared engine records which presence
     /// entries this node's sessions add, so that they can be taken out if it dies.
     fn set_node_uid(&self, _uid: &str) {}

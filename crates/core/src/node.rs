@@ -1,7 +1,7 @@
 //! The node: configuration, the engine, the hub and the registry of this node's
 //! connections, and the operations of the server API.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -322,9 +322,10 @@ impl Node {
 
     /// (clients, unique users)
     pub async fn presence_stats(&self, channel: &str) -> Result<(u32, u32), ApiError> {
-        let p = self.presence(channel).await?;
-        let users: HashSet<&str> = p.values().map(|i| i.user.as_str()).collect();
-        Ok((p.len() as u32, users.len() as u32))
+        if !self.options(channel)?.presence {
+            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+        }
+        Ok(self.engine.presence_stats(channel).await?)
     }
 
     pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, ApiError> {

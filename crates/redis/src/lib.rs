@@ -103,18 +103,54 @@ end
 return {epoch, top, ids, payloads}
 "#;
 
+/// Presence of a channel lives in four keys: `presence` (client -> info), `presence.exp`
+/// (client by expiry time), `presence.user` (client -> user) and `presence.users` (user ->
+/// number of its clients), so that `presence_stats` is two `HLEN`s rather than the whole
+/// map. Every script removes an entry through `drop_client`, which keeps the counts.
+const PRESENCE_LIB: &str = r#"
+local function drop_client(h, z, u, c, client)
+  if redis.call('hdel', h, client) == 1 then
+    local user = redis.call('hget', u, client)
+    redis.call('hdel', u, client)
+    if user and redis.call('hincrby', c, user, -1) <= 0 then redis.call('hdel', c, user) end
+  end
+  redis.call('zrem', z, client)
+end
+local function clean(h, z, u, c)
+  local now = tonumber(redis.call('time')[1])
+  for _, client in ipairs(redis.call('zrangebyscore', z, '-inf', now)) do drop_client(h, z, u, c, client) end
+end
+"#;
+
 const PRESENCE_ADD: &str = r#"
-local h, z, owned = KEYS[1], KEYS[2], KEYS[3]
-local client, info, ttl, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local h, z, u, c, owned = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local client, info, ttl, channel, user = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = tonumber(redis.call('time')[1])
 redis.call('zadd', z, now + ttl, client)
-redis.call('hset', h, client, info)
-redis.call('expire', h, ttl)
-redis.call('expire', z, ttl)
+if redis.call('hset', h, client, info) == 1 then
+  redis.call('hset', u, client, user)
+  redis.call('hincrby', c, user, 1)
+end
+for _, k in ipairs({h, z, u, c}) do redis.call('expire', k, ttl) end
 if owned ~= '' then
   redis.call('sadd', owned, channel .. '\n' .. client)
   redis.call('expire', owned, ttl * 2)
 end
+"#;
+
+const PRESENCE_REMOVE: &str = r#"
+drop_client(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
+if KEYS[5] ~= '' then redis.call('srem', KEYS[5], ARGV[2] .. '\n' .. ARGV[1]) end
+"#;
+
+const PRESENCE_GET: &str = r#"
+clean(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return redis.call('hgetall', KEYS[1])
+"#;
+
+const PRESENCE_STATS: &str = r#"
+clean(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[4])}
 "#;
 
 /// Takes a dead node's presence entries (the ones its sessions added, listed in its
@@ -127,11 +163,10 @@ for _, m in ipairs(redis.call('smembers', owned)) do
   local nl = string.find(m, '\n', 1, true)
   if nl then
     local channel, client = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
-    local h = prefix .. '.presence.' .. channel
-    local info = redis.call('hget', h, client)
+    local p = prefix .. '.presence'
+    local info = redis.call('hget', p .. '.' .. channel, client)
     if info then
-      redis.call('hdel', h, client)
-      redis.call('zrem', prefix .. '.presence.exp.' .. channel, client)
+      drop_client(p .. '.' .. channel, p .. '.exp.' .. channel, p .. '.user.' .. channel, p .. '.users.' .. channel, client)
       out[#out + 1] = channel
       out[#out + 1] = info
     end
@@ -141,14 +176,10 @@ redis.call('del', owned)
 return out
 "#;
 
-const PRESENCE_GET: &str = r#"
-local h, z = KEYS[1], KEYS[2]
-local now = tonumber(redis.call('time')[1])
-local gone = redis.call('zrangebyscore', z, '-inf', now)
-for _, c in ipairs(gone) do redis.call('hdel', h, c) end
-redis.call('zremrangebyscore', z, '-inf', now)
-return redis.call('hgetall', h)
-"#;
+/// A presence script with the shared functions in front.
+fn presence_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRESENCE_LIB}{body}"))
+}
 
 type Epochs = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
@@ -172,7 +203,9 @@ pub struct RedisEngine {
     publish: redis::Script,
     history: redis::Script,
     presence_add: redis::Script,
+    presence_remove: redis::Script,
     presence_get: redis::Script,
+    presence_stats: redis::Script,
     presence_reap: redis::Script,
     /// This node's uid: the presence entries its sessions add are listed under it, for the
     /// survivors to take out (with leaves) if it dies.
@@ -202,11 +235,20 @@ impl RedisEngine {
             epochs: Epochs::default(),
             publish: redis::Script::new(PUBLISH),
             history: redis::Script::new(HISTORY),
-            presence_add: redis::Script::new(PRESENCE_ADD),
-            presence_get: redis::Script::new(PRESENCE_GET),
-            presence_reap: redis::Script::new(PRESENCE_REAP),
+            presence_add: presence_script(PRESENCE_ADD),
+            presence_remove: presence_script(PRESENCE_REMOVE),
+            presence_get: presence_script(PRESENCE_GET),
+            presence_stats: presence_script(PRESENCE_STATS),
+            presence_reap: presence_script(PRESENCE_REAP),
             node_uid: OnceLock::new(),
         })
+    }
+
+    /// The four keys of a channel's presence, in the order the presence scripts take them.
+    fn presence_keys(&self, inv: &mut redis::ScriptInvocation<'_>, channel: &str) {
+        for kind in ["presence", "presence.exp", "presence.user", "presence.users"] {
+            inv.key(self.key(kind, channel));
+        }
     }
 
     fn control_channel(&self) -> String {
@@ -575,14 +617,14 @@ impl Engine for RedisEngine {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            self.presence_add
-                .key(self.key("presence", channel))
-                .key(self.key("presence.exp", channel))
-                .key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
+            let mut inv = self.presence_add.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            inv.key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
                 .arg(client)
                 .arg(info.encode_to_vec())
                 .arg(self.cfg.presence_ttl.as_secs().max(1))
                 .arg(channel)
+                .arg(&info.user)
                 .invoke_async::<()>(&mut c)
                 .await
                 .map_err(internal)
@@ -592,27 +634,23 @@ impl Engine for RedisEngine {
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let mut p = redis::pipe();
-            p.atomic()
-                .hdel(self.key("presence", channel), client)
-                .zrem(self.key("presence.exp", channel), client);
-            if let Some(uid) = self.node_uid.get() {
-                p.srem(self.key("node_presence", uid), format!("{channel}\n{client}"));
-            }
-            p.query_async::<()>(&mut c).await.map_err(internal)
+            let mut inv = self.presence_remove.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            inv.key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
+                .arg(client)
+                .arg(channel)
+                .invoke_async::<()>(&mut c)
+                .await
+                .map_err(internal)
         })
     }
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let raw: HashMap<String, Vec<u8>> = self
-                .presence_get
-                .key(self.key("presence", channel))
-                .key(self.key("presence.exp", channel))
-                .invoke_async(&mut c)
-                .await
-                .map_err(internal)?;
+            let mut inv = self.presence_get.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            let raw: HashMap<String, Vec<u8>> = inv.invoke_async(&mut c).await.map_err(internal)?;
             let mut out = HashMap::with_capacity(raw.len());
             for (client, info) in raw {
                 match ClientInfo::decode(info.as_slice()) {
@@ -623,6 +661,16 @@ impl Engine for RedisEngine {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(u32, u32), EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let mut inv = self.presence_stats.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            let (clients, users): (u32, u32) = inv.invoke_async(&mut c).await.map_err(internal)?;
+            Ok((clients, users))
         })
     }
 

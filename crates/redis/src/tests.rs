@@ -241,24 +241,60 @@ async fn presence_is_shared_and_expires() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server, "t3").await;
     let (b, _) = node(&server, "t3").await;
-    let info = |c: &str| ClientInfo {
+    let info = |c: &str, u: &str| ClientInfo {
         client: c.into(),
-        user: "u".into(),
+        user: u.into(),
         ..Default::default()
     };
-    a.add_presence("p", "c1", info("c1")).await.unwrap();
-    b.add_presence("p", "c2", info("c2")).await.unwrap();
+    a.add_presence("p", "c1", info("c1", "u")).await.unwrap();
+    b.add_presence("p", "c2", info("c2", "u")).await.unwrap();
+    b.add_presence("p", "c3", info("c3", "v")).await.unwrap();
+    a.add_presence("p", "c1", info("c1", "u")).await.unwrap(); // a refresh: counted once
     let p = a.presence("p").await.unwrap();
-    assert_eq!(p.len(), 2);
+    assert_eq!(p.len(), 3);
     assert_eq!(p["c2"].client, "c2");
+    // Stats are counts kept beside the map (two HLENs), not the map itself.
+    assert_eq!(b.presence_stats("p").await.unwrap(), (3, 2));
     b.remove_presence("p", "c2").await.unwrap();
-    assert_eq!(a.presence("p").await.unwrap().len(), 1);
-    // Not refreshed within presence_ttl (1 s here): gone.
+    b.remove_presence("p", "c2").await.unwrap(); // twice: no double count
+    assert_eq!(a.presence("p").await.unwrap().len(), 2);
+    assert_eq!(a.presence_stats("p").await.unwrap(), (2, 2));
+    b.remove_presence("p", "c3").await.unwrap();
+    assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
+    // Not refreshed within presence_ttl (1 s here): gone, from the map and the counts.
     let deadline = Instant::now() + LIMIT;
-    while !a.presence("p").await.unwrap().is_empty() {
+    while a.presence_stats("p").await.unwrap() != (0, 0) {
         assert!(Instant::now() < deadline, "presence never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(a.presence("p").await.unwrap().is_empty());
+}
+
+/// A dead node's presence entries are taken out once, by whichever survivor asks first,
+/// with the counts kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_presence_is_reaped_once() {
+    let server = RedisServer::start().await;
+    let (a, _) = node(&server, "t9").await;
+    let (dead, _) = node(&server, "t9").await;
+    dead.set_node_uid("dead-node");
+    a.set_node_uid("live-node");
+    let info = |c: &str, u: &str| ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    };
+    dead.add_presence("p", "g1", info("g1", "ghost")).await.unwrap();
+    dead.add_presence("q", "g1", info("g1", "ghost")).await.unwrap();
+    dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
+    dead.remove_presence("p", "g2").await.unwrap(); // left normally: not reaped
+    a.add_presence("p", "l1", info("l1", "alive")).await.unwrap();
+    let mut reaped = a.reap_node("dead-node").await.unwrap();
+    reaped.sort_by(|x, y| x.0.cmp(&y.0));
+    let got: Vec<(&str, &str)> = reaped.iter().map(|(c, i)| (c.as_str(), i.client.as_str())).collect();
+    assert_eq!(got, [("p", "g1"), ("q", "g1")]);
+    assert!(a.reap_node("dead-node").await.unwrap().is_empty(), "once");
+    assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
