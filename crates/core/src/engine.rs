@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use wshub_protocol::{ClientInfo, Publication};
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A position in a channel's stream.

@@ -80,24 +80,10 @@ mod recorder {
     }
 }
 
-/// Every kept publication, oldest first.
-const ALL: HistoryQuery = HistoryQuery {
-    since: None,
-    limit: -1,
-    reverse: false,
-};
-
 fn publication(data: &str) -> Publication {
     Publication {
         data: bytes::Bytes::copy_from_slice(data.as_bytes()),
         ..Default::default()
-    }
-}
-
-fn kept(size: usize) -> PublishOptions {
-    PublishOptions {
-        history_size: size,
-        history_ttl: Duration::from_secs(60),
     }
 }
 
@@ -108,136 +94,10 @@ async fn node(server: &RedisServer, prefix: &str) -> (Arc<RedisEngine>, Arc<Reco
     (e, r)
 }
 
+/// Redis only (the memory engine keeps presence until removed): entries not added again
+/// within `presence_ttl` are gone. Sharing between nodes is in the conformance suite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_offsets_epochs_and_queries() {
-    let server = RedisServer::start().await;
-    let (e, _) = node(&server, "t1").await;
-    let mut epoch = String::new();
-    for i in 1..=5u64 {
-        let pos = e.publish("ch", publication(&format!("{i}")), &kept(3)).await.unwrap();
-        assert_eq!(pos.offset, i);
-        if epoch.is_empty() {
-            epoch = pos.epoch.clone();
-        }
-        assert_eq!(pos.epoch, epoch, "one epoch per stream");
-    }
-    let all = e.history("ch", ALL).await.unwrap();
-    let offsets: Vec<u64> = all.publications.iter().map(|p| p.offset).collect();
-    assert_eq!(offsets, vec![3, 4, 5], "trimmed to history_size");
-    assert_eq!(
-        all.position,
-        StreamPosition {
-            offset: 5,
-            epoch: epoch.clone()
-        }
-    );
-    assert_eq!(&all.publications[0].data[..], b"3");
-
-    let since = |offset| {
-        Some(StreamPosition {
-            offset,
-            epoch: epoch.clone(),
-        })
-    };
-    let after4 = e
-        .history(
-            "ch",
-            HistoryQuery {
-                since: since(4),
-                limit: -1,
-                reverse: false,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(after4.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5]);
-    let rev = e
-        .history(
-            "ch",
-            HistoryQuery {
-                since: None,
-                limit: 2,
-                reverse: true,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(rev.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5, 4]);
-    let none = e.history("ch", HistoryQuery::default()).await.unwrap();
-    assert!(none.publications.is_empty());
-    assert_eq!(none.position.offset, 5);
-    let wrong = e
-        .history(
-            "ch",
-            HistoryQuery {
-                since: Some(StreamPosition {
-                    offset: 1,
-                    epoch: "other".into(),
-                }),
-                limit: -1,
-                reverse: false,
-            },
-        )
-        .await;
-    assert_eq!(wrong, Err(EngineError::UnrecoverablePosition));
-
-    // Not kept: no offset, nothing stored.
-    let pos = e.publish("ch2", publication("x"), &PublishOptions::default()).await.unwrap();
-    assert_eq!(pos.offset, 0);
-    // remove_history keeps the offsets going under the same epoch.
-    e.remove_history("ch").await.unwrap();
-    let empty = e.history("ch", ALL).await.unwrap();
-    assert!(empty.publications.is_empty());
-    let pos = e.publish("ch", publication("6"), &kept(3)).await.unwrap();
-    assert_eq!((pos.offset, pos.epoch), (6, epoch));
-
-    // A second engine (another node) sees the same stream.
-    let (e2, _) = node(&server, "t1").await;
-    let h = e2.history("ch", ALL).await.unwrap();
-    assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![6]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publications_joins_and_leaves_reach_the_other_node_in_order() {
-    let server = RedisServer::start().await;
-    let (a, _) = node(&server, "t2").await;
-    let (b, rb) = node(&server, "t2").await;
-    rb.set_subscribed(true);
-    b.subscribe("room").await.unwrap();
-    for i in 1..=100 {
-        a.publish("room", publication(&i.to_string()), &kept(1000)).await.unwrap();
-    }
-    let info = ClientInfo {
-        client: "c1".into(),
-        user: "u".into(),
-        ..Default::default()
-    };
-    a.publish_join("room", info.clone()).await.unwrap();
-    a.publish_leave("room", info).await.unwrap();
-    let got = rb.wait_for(102).await;
-    let expected: Vec<String> = (1..=100)
-        .map(|i| format!("room #{i} {i}"))
-        .chain(["room join c1".to_string(), "room leave c1".to_string()])
-        .collect();
-    assert_eq!(got, expected);
-
-    // An unsubscribe while the node still has subscribers is not done; then it is.
-    b.unsubscribe("room").await.unwrap();
-    a.publish("room", publication("still"), &kept(1000)).await.unwrap();
-    rb.wait_for(103).await;
-    rb.set_subscribed(false);
-    b.unsubscribe("room").await.unwrap();
-    // A marker on another channel, after which nothing more of `room` may arrive.
-    b.subscribe("marker").await.unwrap();
-    a.publish("room", publication("gone"), &kept(1000)).await.unwrap();
-    a.publish("marker", publication("m"), &PublishOptions::default()).await.unwrap();
-    let got = rb.wait_for(104).await;
-    assert_eq!(got.last().unwrap(), "marker #0 m");
-    assert_eq!(got.len(), 104);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_is_shared_and_expires() {
+async fn presence_expires_unless_added_again() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server, "t3").await;
     let (b, _) = node(&server, "t3").await;
@@ -250,14 +110,11 @@ async fn presence_is_shared_and_expires() {
     b.add_presence("p", "c2", info("c2", "u")).await.unwrap();
     b.add_presence("p", "c3", info("c3", "v")).await.unwrap();
     a.add_presence("p", "c1", info("c1", "u")).await.unwrap(); // a refresh: counted once
-    let p = a.presence("p").await.unwrap();
-    assert_eq!(p.len(), 3);
-    assert_eq!(p["c2"].client, "c2");
+    assert_eq!(a.presence("p").await.unwrap().len(), 3);
     // Stats are counts kept beside the map (two HLENs), not the map itself.
     assert_eq!(b.presence_stats("p").await.unwrap(), (3, 2));
     b.remove_presence("p", "c2").await.unwrap();
     b.remove_presence("p", "c2").await.unwrap(); // twice: no double count
-    assert_eq!(a.presence("p").await.unwrap().len(), 2);
     assert_eq!(a.presence_stats("p").await.unwrap(), (2, 2));
     b.remove_presence("p", "c3").await.unwrap();
     assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
@@ -354,4 +211,63 @@ fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
     d(b"p9:e1:");
     d(b"p1:e2:");
     assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 ", "c #8 ", "c #9 ", "c reset", "c #1 "]);
+}
+
+/// The engine contract (`wshub_core::engine::conformance`), each case on a `redis-server` of
+/// its own, with two engines (nodes) under one prefix.
+mod conformance {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    struct RedisFactory {
+        server: RedisServer,
+        clusters: AtomicUsize,
+    }
+
+    impl RedisFactory {
+        async fn start() -> Self {
+            RedisFactory {
+                server: RedisServer::start().await,
+                clusters: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl EngineFactory for RedisFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("conformance{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            let engines = (0..nodes)
+                .map(|_| {
+                    RedisEngine::new(RedisConfig {
+                        address: self.server.url(),
+                        prefix: prefix.clone(),
+                        // Long enough that nothing expires during a case on a loaded machine.
+                        presence_ttl: Duration::from_secs(60),
+                    })
+                    .unwrap()
+                })
+                .collect();
+            Box::pin(std::future::ready(engines))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        RedisFactory::start().await
+    );
 }
