@@ -153,7 +153,7 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         .context("http_server.address")?;
     let (node, server) = wshub_server::app::build(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Err(e) = rt.block_on(node.engine.check()) {
+    if let Err(e) = rt.block_on(node.broker.check()) {
         bail!(
             "engine.{}: {e} (engine.redis.address = {:?})",
             c.engine.r#type,

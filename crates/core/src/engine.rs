@@ -1,5 +1,5 @@
-//! The engine traits: where publications, history and presence live, and how they reach
-//! every node. The in-memory engine ([`crate::memory`]) is the single-node default; the
+//! The engine traits by concept: the [`Broker`] (publications between nodes, history
+//! streams), the [`PresenceManager`] and, in [`crate::cluster`], node control. The in-memory engine ([`crate::memory`]) is the single-node default; the
 //! Redis engine implements the same traits for many nodes.
 //!
 //! Methods return boxed futures so that an engine may do network IO; the in-memory one
@@ -74,8 +74,8 @@ pub trait BrokerHandler: Send + Sync {
     fn has_subscribers(&self, channel: &str) -> bool;
 }
 
-/// Publication fan-out, history and presence.
-pub trait Engine: Send + Sync {
+/// Publication fan-out between nodes and history streams with offsets and epochs.
+pub trait Broker: Send + Sync {
     /// Called once by the node before any other method.
     fn set_handler(&self, handler: Arc<dyn BrokerHandler>);
     /// Appends to the stream (when kept) and delivers to every node with subscribers.
@@ -90,6 +90,18 @@ pub trait Engine: Send + Sync {
     fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>>;
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Whether the broker can serve: a shared one's backend answers. The server checks it
+    /// at start, so that a wrong address fails there and not at the first publication.
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Tells the broker that this node has (or no longer has) subscribers of `channel`.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
+/// Who is in a channel, shared between nodes.
+pub trait PresenceManager: Send + Sync {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Presence entries expire unless added again; sessions re-add theirs at every ping.
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
@@ -112,12 +124,11 @@ pub trait Engine: Send + Sync {
     fn reap_node<'a>(&'a self, _uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
-    /// Whether the engine can serve: a shared engine's backend answers. The server checks
-    /// it at start, so that a wrong address fails there and not at the first publication.
-    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-    /// Tells the broker that this node has (or no longer has) subscribers of `channel`.
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }
+
+/// One backend that is both (the memory engine, the Redis engine). A node may as well take
+/// a broker and a presence manager from different backends ([`crate::node::Node::with_parts`]),
+/// a broker without history beside Redis presence, say.
+pub trait Engine: Broker + PresenceManager {}
+
+impl<T: Broker + PresenceManager + ?Sized> Engine for T {}

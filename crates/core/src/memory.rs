@@ -177,11 +177,10 @@ impl NodeControl for MemoryEngine {
     }
 }
 
-impl Engine for MemoryEngine {
+impl Broker for MemoryEngine {
     fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
         let _ = self.handler.set(handler);
     }
-
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -191,25 +190,21 @@ impl Engine for MemoryEngine {
         let r = self.publish_sync(channel, publication, opts);
         Box::pin(std::future::ready(Ok(r)))
     }
-
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         if let Some(h) = self.handler.get() {
             h.handle_join(channel, &info);
         }
         Box::pin(std::future::ready(Ok(())))
     }
-
     fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         if let Some(h) = self.handler.get() {
             h.handle_leave(channel, &info);
         }
         Box::pin(std::future::ready(Ok(())))
     }
-
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
         Box::pin(std::future::ready(self.history_sync(channel, &query)))
     }
-
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         let mut shard = self.streams[shard_of(channel)].lock();
         if let Some(s) = shard.get_mut(channel) {
@@ -218,7 +213,15 @@ impl Engine for MemoryEngine {
         }
         Box::pin(std::future::ready(Ok(())))
     }
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
 
+impl PresenceManager for MemoryEngine {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         self.presence[shard_of(channel)]
             .lock()
@@ -227,7 +230,6 @@ impl Engine for MemoryEngine {
             .insert(client.to_string(), info);
         Box::pin(std::future::ready(Ok(())))
     }
-
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         let mut shard = self.presence[shard_of(channel)].lock();
         if let Some(m) = shard.get_mut(channel) {
@@ -238,18 +240,9 @@ impl Engine for MemoryEngine {
         }
         Box::pin(std::future::ready(Ok(())))
     }
-
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         let r = self.presence[shard_of(channel)].lock().get(channel).cloned().unwrap_or_default();
         Box::pin(std::future::ready(Ok(r)))
-    }
-
-    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -13,7 +13,9 @@ use wshub_protocol::{ClientInfo, Publication};
 
 use crate::channel::{self, ChannelError};
 use crate::config::{ChannelOptions, ConfigError, NodeConfig};
-use crate::engine::{BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PublishOptions, StreamPosition};
+use crate::engine::{
+    Broker, BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PresenceManager, PublishOptions, StreamPosition,
+};
 use crate::hub::{ConnectionHandle, Control, Hub};
 use crate::ratelimit::ClusterLimiter;
 use crate::token::Verifier;
@@ -125,7 +127,10 @@ pub(crate) fn publication_size_bound(channel: &str, p: &Publication) -> usize {
 pub struct Node {
     pub config: NodeConfig,
     pub verifier: Verifier,
-    pub engine: Arc<dyn Engine>,
+    /// Publications between nodes and history.
+    pub broker: Arc<dyn Broker>,
+    /// Who is in each channel.
+    pub presence: Arc<dyn PresenceManager>,
     pub hub: Arc<Hub>,
     clients: Mutex<Registry>,
     next_conn_id: AtomicU64,
@@ -136,17 +141,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node on one backend that is broker and presence manager at once.
     pub fn new(config: NodeConfig, engine: Arc<dyn Engine>) -> Result<Arc<Self>, ConfigError> {
+        Self::with_parts(config, engine.clone(), engine)
+    }
+
+    /// A node whose broker and presence manager may come from different backends.
+    pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
         let verifier = Verifier::new(&config.token)?;
         let hub = Arc::new(Hub::default());
-        engine.set_handler(Arc::new(HubBroker(hub.clone())));
+        broker.set_handler(Arc::new(HubBroker(hub.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
-        engine.set_node_uid(&uid);
+        presence.set_node_uid(&uid);
         Ok(Arc::new(Node {
             config,
             verifier,
-            engine,
+            broker,
+            presence,
             hub,
             clients: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
@@ -256,7 +268,7 @@ impl Node {
                 history_ttl: opts.history_ttl,
             }
         };
-        Ok(self.engine.publish(channel, publication, &popts).await?)
+        Ok(self.broker.publish(channel, publication, &popts).await?)
     }
 
     pub fn subscribe_user(&self, user: &str, channel: &str, client: &str) -> Result<(), ApiError> {
@@ -317,7 +329,7 @@ impl Node {
         if !self.options(channel)?.presence {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        Ok(self.engine.presence(channel).await?)
+        Ok(self.presence.presence(channel).await?)
     }
 
     /// (clients, unique users)
@@ -325,21 +337,21 @@ impl Node {
         if !self.options(channel)?.presence {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        Ok(self.engine.presence_stats(channel).await?)
+        Ok(self.presence.presence_stats(channel).await?)
     }
 
     pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, ApiError> {
         if !self.options(channel)?.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        Ok(self.engine.history(channel, query).await?)
+        Ok(self.broker.history(channel, query).await?)
     }
 
     pub async fn history_remove(&self, channel: &str) -> Result<(), ApiError> {
         if !self.options(channel)?.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        Ok(self.engine.remove_history(channel).await?)
+        Ok(self.broker.remove_history(channel).await?)
     }
 
     /// Channels with subscribers on this node matching `pattern` (`*` wildcards), with
@@ -354,11 +366,11 @@ impl Node {
     /// Pushes the leaves of a dead node's clients (found through the engine) to the
     /// channels with join/leave, and takes them out of presence. Returns how many.
     pub async fn reap_node(&self, uid: &str) -> Result<usize, ApiError> {
-        let gone = self.engine.reap_node(uid).await?;
+        let gone = self.presence.reap_node(uid).await?;
         let n = gone.len();
         for (channel, info) in gone {
             if self.options(&channel).is_ok_and(|o| o.join_leave) {
-                if let Err(e) = self.engine.publish_leave(&channel, info).await {
+                if let Err(e) = self.broker.publish_leave(&channel, info).await {
                     tracing::warn!(%channel, error = %e, "leave of a dead node's client not pushed");
                 }
             }

@@ -536,7 +536,7 @@ impl Session {
         let node = self.node.clone();
         let conn_id = self.handle.id();
         if node.hub.add(ch, self.handle.clone(), join_leave, positioned) {
-            if let Err(e) = node.engine.subscribe(ch).await {
+            if let Err(e) = node.broker.subscribe(ch).await {
                 node.hub.remove(ch, conn_id);
                 return Err(ApiError::from(e).into());
             }
@@ -556,7 +556,7 @@ impl Session {
                 },
                 reverse: false,
             };
-            let history = node.engine.history(ch, query).await;
+            let history = node.broker.history(ch, query).await;
             let (publications, top) = match (history, &since) {
                 (Ok(h), Some(s)) => {
                     result.was_recovering = true;
@@ -588,7 +588,7 @@ impl Session {
                 (Err(EngineError::UnrecoverablePosition), Some(_)) => {
                     result.was_recovering = true;
                     let top = node
-                        .engine
+                        .broker
                         .history(ch, HistoryQuery::default())
                         .await
                         .map_err(ApiError::from)?
@@ -615,12 +615,12 @@ impl Session {
         }
         let info = self.client_info(chan_info.clone());
         if opts.presence {
-            if let Err(e) = node.engine.add_presence(ch, &self.client, info.clone()).await {
+            if let Err(e) = node.presence.add_presence(ch, &self.client, info.clone()).await {
                 tracing::warn!(channel = %ch, error = %e, "presence not added");
             }
         }
         if opts.join_leave {
-            let _ = node.engine.publish_join(ch, info).await;
+            let _ = node.broker.publish_join(ch, info).await;
         }
         self.subs.insert(ch.to_string(), Sub { chan_info, expires });
         Ok(result)
@@ -631,14 +631,14 @@ impl Session {
         let node = self.node.clone();
         let chan_info = self.subs.remove(ch).map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
-            let _ = node.engine.unsubscribe(ch).await;
+            let _ = node.broker.unsubscribe(ch).await;
         }
         if leave {
             if opts.presence {
-                let _ = node.engine.remove_presence(ch, &self.client).await;
+                let _ = node.presence.remove_presence(ch, &self.client).await;
             }
             if opts.join_leave {
-                let _ = node.engine.publish_leave(ch, self.client_info(chan_info)).await;
+                let _ = node.broker.publish_leave(ch, self.client_info(chan_info)).await;
             }
         }
     }
@@ -800,7 +800,7 @@ impl Session {
         for (ch, sub) in &self.subs {
             if node.options(ch).is_ok_and(|o| o.presence) {
                 let info = self.client_info(sub.chan_info.clone());
-                if let Err(e) = node.engine.add_presence(ch, &self.client, info).await {
+                if let Err(e) = node.presence.add_presence(ch, &self.client, info).await {
                     tracing::debug!(channel = %ch, error = %e, "presence not refreshed");
                 }
             }

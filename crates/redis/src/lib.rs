@@ -575,11 +575,10 @@ impl NodeControl for RedisEngine {
     }
 }
 
-impl Engine for RedisEngine {
+impl Broker for RedisEngine {
     fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
         let _ = self.handler.set(handler);
     }
-
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -588,19 +587,15 @@ impl Engine for RedisEngine {
     ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
         Box::pin(self.do_publish(channel, publication, opts))
     }
-
     fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.publish_raw(channel, tagged(b'j', &info)))
     }
-
     fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.publish_raw(channel, tagged(b'l', &info)))
     }
-
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
         Box::pin(self.do_history(channel, query))
     }
-
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             // The meta hash stays: offsets and epoch go on, as in the memory engine.
@@ -613,7 +608,32 @@ impl Engine for RedisEngine {
             Ok(())
         })
     }
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.ping())
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        // Sent now, not when first polled: the order of subscribes and unsubscribes is the
+        // order of the hub changes that caused them.
+        let (done, rx) = oneshot::channel();
+        let sent = self.pubsub().and_then(|tx| {
+            tx.send(PubSubCmd::Subscribe(channel.to_string(), done))
+                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| EngineError::Internal("pub/sub task gone".into()))?
+        })
+    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let r = self.pubsub().and_then(|tx| {
+            tx.send(PubSubCmd::Unsubscribe(channel.to_string()))
+                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
+        });
+        Box::pin(std::future::ready(r))
+    }
+}
 
+impl PresenceManager for RedisEngine {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -630,7 +650,6 @@ impl Engine for RedisEngine {
                 .map_err(internal)
         })
     }
-
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -644,7 +663,6 @@ impl Engine for RedisEngine {
                 .map_err(internal)
         })
     }
-
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -663,7 +681,6 @@ impl Engine for RedisEngine {
             Ok(out)
         })
     }
-
     fn presence_stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(u32, u32), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -673,11 +690,9 @@ impl Engine for RedisEngine {
             Ok((clients, users))
         })
     }
-
     fn set_node_uid(&self, uid: &str) {
         let _ = self.node_uid.set(uid.to_string());
     }
-
     fn reap_node<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -698,32 +713,6 @@ impl Engine for RedisEngine {
             }
             Ok(out)
         })
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(self.ping())
-    }
-
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        // Sent now, not when first polled: the order of subscribes and unsubscribes is the
-        // order of the hub changes that caused them.
-        let (done, rx) = oneshot::channel();
-        let sent = self.pubsub().and_then(|tx| {
-            tx.send(PubSubCmd::Subscribe(channel.to_string(), done))
-                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
-        });
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| EngineError::Internal("pub/sub task gone".into()))?
-        })
-    }
-
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        let r = self.pubsub().and_then(|tx| {
-            tx.send(PubSubCmd::Unsubscribe(channel.to_string()))
-                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
-        });
-        Box::pin(std::future::ready(r))
     }
 }
 

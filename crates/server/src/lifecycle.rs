@@ -110,7 +110,7 @@ async fn watch_engine(node: Arc<Node>, shared: Arc<Shared>) {
     let mut ok = true;
     loop {
         tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
-        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.engine.check()).await, Ok(Ok(())));
+        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.broker.check()).await, Ok(Ok(())));
         if now_ok != ok {
             if now_ok {
                 tracing::info!("engine answers again: ready");

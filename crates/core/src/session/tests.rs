@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{Namespace, NodeConfig, TokenConfig};
+use crate::engine::{Broker as _, PresenceManager as _};
 use crate::hub::ConnectionHandle;
 use crate::memory::MemoryEngine;
 use crate::token::make_hs256;
@@ -46,6 +47,26 @@ impl ConnectionHandle for Conn {
     fn control(&self, c: Control) {
         self.controls.lock().push(c);
     }
+}
+
+/// Broker and presence manager from different backends: each concept goes to its own.
+#[test]
+fn broker_and_presence_may_come_from_different_engines() {
+    let base = node_with(|_| {});
+    let broker = Arc::new(MemoryEngine::default());
+    let presence = Arc::new(MemoryEngine::default());
+    let node = Node::with_parts(base.config.clone(), broker.clone(), presence.clone()).unwrap();
+    let mut a = Client::new(&node, start());
+    a.connect("42");
+    let (r, _) = a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    assert!(r[0]["subscribe"].is_object(), "{r:?}");
+    now_or_never(node.publish("chat:1", Bytes::from_static(b"1"), None, false, HashMap::new())).unwrap();
+    let pushes = a.pushes();
+    assert_eq!(pushes.last().unwrap()["push"]["pub"]["data"], 1, "through the broker: {pushes:?}");
+    assert_eq!(now_or_never(presence.presence("chat:1")).unwrap().len(), 1);
+    assert!(now_or_never(broker.presence("chat:1")).unwrap().is_empty());
+    let top = now_or_never(broker.history("chat:1", HistoryQuery::default())).unwrap().position;
+    assert_eq!(top.offset, 1);
 }
 
 fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
