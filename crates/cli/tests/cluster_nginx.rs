@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::{api, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
 
 const SECRET: &str = "cluster-test";
 const CLIENTS: usize = 30;
@@ -53,11 +53,20 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
+        Self::start_with(name, json!({})).await
+    }
+
+    /// With `client` keys added to every node's configuration.
+    async fn start_with(name: &str, client: serde_json::Value) -> Cluster {
         let dir = common::temp_dir(name);
         let redis = wshub_redis::testing::RedisServer::start().await;
+        let mut client_cfg = json!({"token": {"hmac_secret_key": SECRET}});
+        if let (Some(c), Some(extra)) = (client_cfg.as_object_mut(), client.as_object()) {
+            c.extend(extra.clone());
+        }
         let config = json!({
             "http_api": {"key": common::API_KEY},
-            "client": {"token": {"hmac_secret_key": SECRET}},
+            "client": client_cfg,
             "engine": {"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", common::unique())}},
             "shutdown": {"timeout": "6s", "drain_window": "2s"},
             "channel": {"namespaces": [{
@@ -582,5 +591,63 @@ fn cluster_api_through_nginx() {
         }
         assert!(missing.is_empty(), "cluster-wide API:\n{}", missing.join("\n"));
         drop((only, zed, watcher, ghost));
+    });
+}
+
+/// Cluster rate limits (issue 12, item 7): with `client.command_rate_limit_scope =
+/// "cluster"`, a user's commands are counted across every node, so a user over the rate gets
+/// error 111 whichever node serves each of its connections. Two connections of one user
+/// through nginx land on two nodes (`least_conn`); together they send twice the burst.
+#[test]
+fn cluster_command_rate_through_nginx() {
+    serial(async {
+        const RATE: u32 = 4;
+        let cluster = Cluster::start_with(
+            "cluster-rate",
+            json!({"command_rate_limit": RATE, "command_rate_limit_scope": "cluster"}),
+        )
+        .await;
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let (c, mut ev) = direct_client(cluster.nginx.port, "busy").await;
+            c.connect();
+            event_within(&mut ev, LIMIT, |e| matches!(e, ClientEvent::Connected { .. }))
+                .await
+                .expect("connected through nginx");
+            conns.push((c, ev));
+        }
+        let per_node = cluster.clients_per_node().await;
+        assert_eq!(
+            per_node.iter().filter(|&&n| n == 1).count(),
+            2,
+            "one connection on each of two nodes: {per_node:?}"
+        );
+        // Twice the burst, alternating between the two nodes, as fast as the replies come.
+        let (mut served, mut refused) = ([0u32; 2], [0u32; 2]);
+        for i in 0..2 * RATE as usize {
+            match conns[i % 2].0.rpc("ping", &b"{}"[..]).await {
+                Err(CallError::Server { code: 111, .. }) => refused[i % 2] += 1,
+                Err(CallError::Server { code: 108, .. }) => served[i % 2] += 1,
+                other => panic!("unexpected answer: {other:?}"),
+            }
+        }
+        println!("cluster command rate {RATE}/s: served {served:?}, refused {refused:?}");
+        // Per connection, all 8 would be served (4 each, within each one's burst).
+        assert!(
+            served[0] + served[1] <= RATE + 1,
+            "served {served:?}: the budget is per user, across nodes"
+        );
+        assert!(refused[0] > 0 && refused[1] > 0, "both nodes refuse: {refused:?}");
+        // Another user is not affected.
+        let (other, mut ev) = direct_client(cluster.nginx.port, "calm").await;
+        other.connect();
+        event_within(&mut ev, LIMIT, |e| matches!(e, ClientEvent::Connected { .. }))
+            .await
+            .expect("connected");
+        assert!(matches!(
+            other.rpc("ping", &b"{}"[..]).await,
+            Err(CallError::Server { code: 108, .. })
+        ));
+        drop((conns, other, cluster));
     });
 }
