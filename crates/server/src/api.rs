@@ -152,6 +152,9 @@ pub struct UserChannel {
     pub channel: String,
     #[serde(default)]
     pub client: String,
+    /// Centrifugo's narrowing to one connection session; see [`no_session`].
+    #[serde(default)]
+    pub session: String,
 }
 
 /// `disconnect` parameters.
@@ -160,6 +163,8 @@ pub struct DisconnectParams {
     pub user: String,
     #[serde(default)]
     pub client: String,
+    #[serde(default)]
+    pub session: String,
     #[serde(default)]
     pub whitelist: Vec<String>,
     pub disconnect: Option<DisconnectObj>,
@@ -179,6 +184,8 @@ pub struct RefreshParams {
     pub user: String,
     #[serde(default)]
     pub client: String,
+    #[serde(default)]
+    pub session: String,
     #[serde(default)]
     pub expired: bool,
     #[serde(default)]
@@ -298,6 +305,17 @@ fn info_json(i: &ClientInfo) -> Value {
     serde_json::to_value(i).unwrap_or(Value::Null)
 }
 
+/// wshub has no connection sessions apart from clients: a call narrowed by `session` is
+/// refused (107) rather than carried out on every connection of the user, which is what
+/// ignoring the field would do.
+fn no_session(session: &str) -> Result<(), ApiError> {
+    if session.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("session is not supported: narrow by client"))
+    }
+}
+
 /// Runs one API call (not a batch); `Ok` is the `result` object.
 pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, ApiError> {
     let node = &cluster.node;
@@ -321,14 +339,17 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             Ok(json!({"responses": responses}))
         }
         ApiRequest::Subscribe(p) => {
+            no_session(&p.session)?;
             cluster.subscribe(&p.user, &p.channel, &p.client).await?;
             Ok(json!({}))
         }
         ApiRequest::Unsubscribe(p) => {
+            no_session(&p.session)?;
             cluster.unsubscribe(&p.user, &p.channel, &p.client).await?;
             Ok(json!({}))
         }
         ApiRequest::Disconnect(p) => {
+            no_session(&p.session)?;
             let (code, reason) = match p.disconnect {
                 Some(d) => (d.code, d.reason),
                 None => (wshub_protocol::codes::disconnect::FORCE_DISCONNECT, "force disconnect".to_string()),
@@ -340,6 +361,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             Ok(json!({}))
         }
         ApiRequest::Refresh(p) => {
+            no_session(&p.session)?;
             if p.expired {
                 cluster
                     .disconnect(

@@ -211,6 +211,12 @@ async fn api_bad_inputs() {
         108,
         "no history for this channel"
     );
+    let (_, body) = api(&server, "disconnect", Some(KEY), r#"{"user": "good", "session": "s1"}"#).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        107,
+        "no sessions: refused, not widened"
+    );
     let (_, body) = api(&server, "frobnicate", Some(KEY), "{}").await;
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], 104);
     still_served(&server, &mut good, 1).await;
