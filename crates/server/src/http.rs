@@ -376,8 +376,19 @@ fn connection(driver: impl std::future::Future<Output = Outcome>, shared: Arc<Sh
     })
 }
 
-/// Answers one HTTP request.
-pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+/// Answers one HTTP request. During a drain, every answer but an upgrade carries
+/// `Connection: close`: the node stops listening when the drain is over, and a kept-alive
+/// connection (a load balancer's to its upstream, say) would be cut with its next request
+/// in flight (nginx answers that request 502).
+pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    let mut r = answer(req, &shared, peer).await;
+    if !shared.is_ready() && r.status() != StatusCode::SWITCHING_PROTOCOLS {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(r)
+}
+
+async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
     let is_ws = match &shared.config.ws_paths {
         None => !matches!(path.as_str(), "/health" | "/ready"),
@@ -385,12 +396,12 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
     };
     if !is_ws {
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
-            return Ok(api(req, &shared, a, method).await);
+            return api(req, shared, a, method).await;
         }
-        return Ok(match path.as_str() {
+        return match path.as_str() {
             "/health" => text(StatusCode::OK, "ok"),
             "/metrics" if shared.config.metrics => {
-                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&shared))));
+                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
@@ -399,19 +410,19 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
             "/ready" if !shared.engine_ok.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "engine unavailable"),
             "/ready" => text(StatusCode::OK, "ready"),
             _ => text(StatusCode::NOT_FOUND, "not found"),
-        });
+        };
     }
     let accepted = match handshake::accept(&req, &shared.config.handshake) {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(reason = %e, "handshake refused");
             metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
-            return Ok(refusal(&e));
+            return refusal(&e);
         }
     };
     if let Err((status, reason)) = shared.admit(peer.ip()).await {
         tracing::debug!(%reason, %peer, "connection refused");
-        return Ok(text(status, reason));
+        return text(status, reason);
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
@@ -443,5 +454,5 @@ pub async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>, peer: Socke
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *resp.headers_mut() = accepted.response_headers();
-    Ok(resp)
+    resp
 }

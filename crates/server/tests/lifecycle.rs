@@ -25,6 +25,26 @@ async fn api(addr: SocketAddr, method: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// During the drain a kept-alive HTTP connection is answered with `Connection: close` and
+/// closed, so that no later request on it is cut when the node stops listening.
+async fn kept_alive_request_is_closed(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    // Read to the end: the server closes (before this change it kept the connection open
+    // and the read ran into the limit).
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut answer))
+        .await
+        .expect("connection closed after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 200") && answer.contains("connection: close"),
+        "{answer}"
+    );
+}
+
 /// The next protocol messages (several may share a frame, one a line) as a JSON array,
 /// answering pings on the way; or the close code.
 async fn next(c: &mut Client) -> Result<Value, u16> {
@@ -126,6 +146,9 @@ async fn memory_engine_refuses_publications_during_the_drain_and_delivers_every_
             503 => {
                 assert_eq!(body["error"]["code"], 108, "{body}");
                 assert_eq!(body["error"]["message"], "node is draining: publish to another node");
+                if refused.is_empty() {
+                    kept_alive_request_is_closed(addr).await;
+                }
                 refused.insert(n);
             }
             other => panic!("publish answered {other}: {body}"),
