@@ -32,6 +32,10 @@ pub struct PublishOptions {
     /// 0: not kept in history (and no offset).
     pub history_size: usize,
     pub history_ttl: Duration,
+    /// A publish with a key already used in this channel within `idempotent_result_ttl` is
+    /// not published again: its first result is returned (a backend's safe retry).
+    pub idempotency_key: Option<String>,
+    pub idempotent_result_ttl: Duration,
 }
 
 /// Which part of a stream to read.

@@ -33,7 +33,27 @@ impl Clock for SystemClock {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
+struct Idempotent {
+    results: HashMap<(String, String), (Instant, StreamPosition)>,
+    order: VecDeque<(Instant, (String, String))>,
+}
+
+impl Idempotent {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                if self.results.get(&key).is_some_and(|(exp, _)| *exp <= now) {
+                    self.results.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 struct Stream {
     epoch: String,
     top: u64,
@@ -71,6 +91,10 @@ fn shard_of(channel: &str) -> usize {
 /// The in-memory engine.
 pub struct MemoryEngine {
     streams: Vec<Mutex<HashMap<String, Stream>>>,
+    /// Results of idempotent publishes, per shard of channel: (channel, key) -> (expiry,
+    /// position), and the same keys in expiry order (one TTL per node: they expire in the
+    /// order they were made, so the queue's front is always the next to go).
+    idempotent: Vec<Mutex<Idempotent>>,
     presence: Vec<Mutex<HashMap<String, HashMap<String, ClientInfo>>>>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     control: OnceLock<Arc<dyn ControlHandler>>,
@@ -87,6 +111,7 @@ impl MemoryEngine {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryEngine {
             streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            idempotent: (0..SHARDS).map(|_| Mutex::new(Idempotent::default())).collect(),
             presence: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             handler: OnceLock::new(),
             control: OnceLock::new(),
@@ -96,6 +121,20 @@ impl MemoryEngine {
 
     fn publish_sync(&self, channel: &str, mut publication: Publication, opts: &PublishOptions) -> StreamPosition {
         let mut shard = self.streams[shard_of(channel)].lock();
+        // Checked and recorded under the stream's lock: two publishes with one key race to
+        // one publication.
+        let mut idempotent = opts.idempotency_key.as_ref().map(|k| {
+            let mut table = self.idempotent[shard_of(channel)].lock();
+            table.expire(self.clock.now());
+            (
+                table.results.get(&(channel.to_string(), k.clone())).map(|(_, p)| p.clone()),
+                table,
+                k,
+            )
+        });
+        if let Some((Some(first), _, _)) = &idempotent {
+            return first.clone();
+        }
         let position = if opts.history_size > 0 && !opts.history_ttl.is_zero() {
             let now = self.clock.now();
             let s = shard.entry(channel.to_string()).or_insert_with(Stream::new);
@@ -116,6 +155,12 @@ impl MemoryEngine {
         if let Some(h) = self.handler.get() {
             // Still under the shard lock: deliveries of one channel keep offset order.
             h.handle_publication(channel, &publication);
+        }
+        if let Some((_, table, key)) = idempotent.as_mut() {
+            let expires = self.clock.now() + opts.idempotent_result_ttl;
+            let k = (channel.to_string(), key.to_string());
+            table.results.insert(k.clone(), (expires, position.clone()));
+            table.order.push_back((expires, k));
         }
         position
     }
@@ -297,6 +342,25 @@ mod tests {
     /// Where the memory engine differs from Redis (which expires the whole stream
     /// `history_ttl` after the last publication): each publication expires on its own. The
     /// common contract is in `engine::conformance`.
+    /// An idempotency key's result is kept for its window, then the key publishes again.
+    #[test]
+    fn idempotent_results_expire() {
+        let clock = Arc::new(ManualClock::new());
+        let e = MemoryEngine::new(clock.clone());
+        let opts = PublishOptions {
+            history_size: 10,
+            history_ttl: Duration::from_secs(1000),
+            idempotency_key: Some("k".into()),
+            idempotent_result_ttl: Duration::from_secs(300),
+        };
+        assert_eq!(block(e.publish("c", publication(1), &opts)).unwrap().offset, 1);
+        clock.advance(Duration::from_secs(299));
+        assert_eq!(block(e.publish("c", publication(1), &opts)).unwrap().offset, 1);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(block(e.publish("c", publication(1), &opts)).unwrap().offset, 2, "window over");
+        assert_eq!(e.idempotent[shard_of("c")].lock().results.len(), 1, "the expired one is gone");
+    }
+
     #[test]
     fn history_ttl_expires_publication_by_publication() {
         let clock = Arc::new(ManualClock::new());
@@ -304,6 +368,7 @@ mod tests {
         let opts = PublishOptions {
             history_size: 10,
             history_ttl: Duration::from_secs(10),
+            ..Default::default()
         };
         block(e.publish("c", publication(1), &opts)).unwrap();
         clock.advance(Duration::from_secs(6));

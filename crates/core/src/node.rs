@@ -123,6 +123,9 @@ pub(crate) fn publication_size_bound(channel: &str, p: &Publication) -> usize {
     ENVELOPE + json_str_len(channel) + p.data.len() + info + tags
 }
 
+/// How long the result of a publish with an idempotency key is kept (Centrifugo's window).
+pub const IDEMPOTENT_RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// One wshub node.
 pub struct Node {
     pub config: NodeConfig,
@@ -241,6 +244,21 @@ impl Node {
         skip_history: bool,
         tags: HashMap<String, String>,
     ) -> Result<StreamPosition, ApiError> {
+        self.publish_idempotent(channel, data, info, skip_history, tags, None).await
+    }
+
+    /// [`Node::publish`] with an idempotency key (the API's `idempotency_key`): a publish
+    /// with a key already used in the channel in the last [`IDEMPOTENT_RESULT_TTL`] answers
+    /// the first one's result without publishing again.
+    pub async fn publish_idempotent(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        skip_history: bool,
+        tags: HashMap<String, String>,
+        idempotency_key: Option<&str>,
+    ) -> Result<StreamPosition, ApiError> {
         let opts = self.options(channel)?;
         if data.is_empty() {
             return Err(ApiError::bad_request("data required"));
@@ -260,14 +278,15 @@ impl Node {
                 "publication too large: {size} bytes with its envelope, over client.queue_max_size ({max} bytes)"
             )));
         }
-        let popts = if skip_history {
-            PublishOptions::default()
-        } else {
-            PublishOptions {
-                history_size: opts.history_size,
-                history_ttl: opts.history_ttl,
-            }
+        let mut popts = PublishOptions {
+            idempotency_key: idempotency_key.filter(|k| !k.is_empty()).map(str::to_string),
+            idempotent_result_ttl: IDEMPOTENT_RESULT_TTL,
+            ..Default::default()
         };
+        if !skip_history {
+            popts.history_size = opts.history_size;
+            popts.history_ttl = opts.history_ttl;
+        }
         Ok(self.broker.publish(channel, publication, &popts).await?)
     }
 

@@ -58,8 +58,12 @@ pub enum RedisEngineError {
 }
 
 const PUBLISH: &str = r#"
-local stream, meta, chan = KEYS[1], KEYS[2], KEYS[3]
-local payload, size, ttl, epoch, meta_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local stream, meta, chan, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local payload, size, ttl, epoch, meta_ttl, once_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+if once ~= '' then
+  local first = redis.call('hmget', once, 'o', 'e')
+  if first[1] then return {tonumber(first[1]), first[2]} end
+end
 local offset = 0
 if size > 0 then
   if redis.call('hsetnx', meta, 'e', epoch) == 0 then
@@ -73,6 +77,10 @@ else
   epoch = ''
 end
 redis.call('publish', chan, 'p' .. offset .. ':' .. epoch .. ':' .. payload)
+if once ~= '' then
+  redis.call('hset', once, 'o', offset, 'e', epoch)
+  redis.call('expire', once, once_ttl)
+end
 return {offset, epoch}
 "#;
 
@@ -329,11 +337,17 @@ impl RedisEngine {
             .key(self.key("stream", channel))
             .key(self.key("meta", channel))
             .key(self.key("client", channel))
+            .key(match &opts.idempotency_key {
+                // One key per (channel, idempotency key): the length keeps `a.b`+`c` apart from `a`+`b.c`.
+                Some(k) => format!("{}.idempotency.{}.{channel}.{k}", self.cfg.prefix, channel.len()),
+                None => String::new(),
+            })
             .arg(payload)
             .arg(if keep { opts.history_size } else { 0 })
             .arg(opts.history_ttl.as_secs().max(1))
             .arg(new_epoch())
             .arg(META_TTL_SECS.max(opts.history_ttl.as_secs()))
+            .arg(opts.idempotent_result_ttl.as_secs().max(1))
             .invoke_async(&mut c)
             .await
             .map_err(internal)?;

@@ -122,6 +122,19 @@ pub struct BroadcastParams {
     pub skip_history: bool,
     #[serde(default)]
     pub tags: HashMap<String, String>,
+    /// Per channel, as for `publish`.
+    #[serde(default)]
+    pub idempotency_key: String,
+}
+
+/// The longest `idempotency_key` accepted (it becomes part of a key in the engine).
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+fn idempotency_key(k: &str) -> Result<Option<&str>, ApiError> {
+    if k.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad_request("idempotency_key longer than 256 bytes"));
+    }
+    Ok((!k.is_empty()).then_some(k))
 }
 
 fn data_bytes(data: Option<Box<RawValue>>, b64: &str) -> Result<Bytes, ApiError> {
@@ -322,7 +335,10 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
     match request {
         ApiRequest::Publish(p) => {
             let data = data_bytes(p.data, &p.b64data)?;
-            Ok(position(node.publish(&p.channel, data, None, p.skip_history, p.tags).await?))
+            let key = idempotency_key(&p.idempotency_key)?;
+            Ok(position(
+                node.publish_idempotent(&p.channel, data, None, p.skip_history, p.tags, key).await?,
+            ))
         }
         ApiRequest::Broadcast(p) => {
             if p.channels.is_empty() {
@@ -331,7 +347,11 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let data = data_bytes(p.data, &p.b64data)?;
             let mut responses = Vec::with_capacity(p.channels.len());
             for ch in &p.channels {
-                responses.push(match node.publish(ch, data.clone(), None, p.skip_history, p.tags.clone()).await {
+                let key = idempotency_key(&p.idempotency_key)?;
+                let published = node
+                    .publish_idempotent(ch, data.clone(), None, p.skip_history, p.tags.clone(), key)
+                    .await;
+                responses.push(match published {
                     Ok(sp) => json!({"result": position(sp)}),
                     Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
                 });

@@ -200,6 +200,17 @@ async fn two_nodes_answer_as_one() {
     assert!(v.get("result").is_some(), "{v}");
     let push = next(&mut other).await.unwrap();
     assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
+    // A backend's retry with the same idempotency key, to another node: answered, not
+    // published again.
+    let body = json!({"channel": "news", "data": {"n": 2}, "idempotency_key": "order-7"});
+    let first = api(&a, "publish", body.clone()).await;
+    let retry = api(&b, "publish", body).await;
+    assert_eq!(first, retry, "the first result");
+    api(&a, "publish", json!({"channel": "news", "data": {"n": 3}})).await;
+    let push = next(&mut other).await.unwrap();
+    assert_eq!(push["push"]["pub"]["data"]["n"], 2, "{push}");
+    let push = next(&mut other).await.unwrap();
+    assert_eq!(push["push"]["pub"]["data"]["n"], 3, "once, then the next: {push}");
 
     // A node that stops is dropped at once by the other (it says so as it leaves).
     drop(other);

@@ -150,6 +150,7 @@ macro_rules! engine_conformance {
             presence_of_two_clients_and_two_users,
             presence_is_seen_from_the_other_node,
             join_and_leave_reach_subscribers_in_stream_order,
+            idempotent_publish_is_published_once,
             check_is_ok,
             control_reaches_every_node_including_the_sender,
         );
@@ -345,6 +346,7 @@ fn kept(history_size: usize) -> PublishOptions {
     PublishOptions {
         history_size,
         history_ttl: Duration::from_secs(300),
+        ..Default::default()
     }
 }
 
@@ -406,10 +408,12 @@ pub async fn publication_without_history_has_no_position_and_is_delivered<F: Eng
         PublishOptions {
             history_size: 10,
             history_ttl: Duration::ZERO,
+            ..Default::default()
         },
         PublishOptions {
             history_size: 0,
             history_ttl: Duration::from_secs(60),
+            ..Default::default()
         },
     ];
     for (i, opts) in not_kept.iter().enumerate() {
@@ -628,6 +632,7 @@ pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: EngineFac
     let opts = PublishOptions {
         history_size: 10,
         history_ttl: Duration::from_secs(1),
+        ..Default::default()
     };
     let first = nodes[0].engine.publish("ch", publication("1"), &opts).await.unwrap();
     nodes[nodes.len() - 1].engine.publish("ch", publication("2"), &opts).await.unwrap();
@@ -780,6 +785,40 @@ pub async fn join_and_leave_reach_subscribers_in_stream_order<F: EngineFactory>(
         wait_until(f, "five events of room", || n.events("room").len() >= want.len()).await;
         assert_eq!(n.events("room"), want);
     }
+}
+
+/// A publish with an idempotency key already used in the channel within its window is not
+/// published again: the first result comes back, nothing is delivered or stored twice; the
+/// same key in another channel, or without a key, publishes.
+pub async fn idempotent_publish_is_published_once<F: EngineFactory>(f: &F) {
+    let nodes = cluster(f).await;
+    for n in &nodes {
+        n.subscribe("ch").await;
+    }
+    let once = |key: &str| PublishOptions {
+        idempotency_key: Some(key.to_string()),
+        idempotent_result_ttl: Duration::from_secs(300),
+        ..kept(10)
+    };
+    let first = nodes[0].engine.publish("ch", publication("a"), &once("k1")).await.unwrap();
+    assert_eq!(first.offset, 1);
+    // Again, from every node: the first result, not a second publication.
+    for n in &nodes {
+        let again = n.engine.publish("ch", publication("a"), &once("k1")).await.unwrap();
+        assert_eq!(again, first);
+    }
+    let other_key = nodes[0].engine.publish("ch", publication("b"), &once("k2")).await.unwrap();
+    assert_eq!(other_key.offset, 2);
+    let other_channel = nodes[0].engine.publish("other", publication("c"), &once("k1")).await.unwrap();
+    assert_eq!(other_channel.offset, 1);
+    let no_key = nodes[0].engine.publish("ch", publication("d"), &kept(10)).await.unwrap();
+    assert_eq!(no_key.offset, 3);
+    for n in &nodes {
+        let got = wait_publications(f, n, "ch", 3).await;
+        assert_eq!(got, [at(1, "a"), at(2, "b"), at(3, "d")]);
+    }
+    let h = nodes[0].engine.history("ch", ALL).await.unwrap();
+    assert_eq!(h.publications, [at(1, "a"), at(2, "b"), at(3, "d")]);
 }
 
 /// An engine whose backend answers says so.
