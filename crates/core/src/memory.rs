@@ -61,9 +61,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
+    fn new(epoch: &str) -> Self {
         Stream {
-            epoch: new_epoch(),
+            epoch: epoch.to_string(),
             top: 0,
             items: VecDeque::new(),
         }
@@ -99,6 +99,11 @@ pub struct MemoryEngine {
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     control: OnceLock<Arc<dyn ControlHandler>>,
     clock: Arc<dyn Clock>,
+    /// Every stream's epoch: this engine's history is lost only with the engine itself, so
+    /// one epoch per engine says all an epoch must. It also lets a history read of a channel
+    /// never published answer its position without creating a stream (reads of many names
+    /// would otherwise grow memory).
+    epoch: String,
 }
 
 impl Default for MemoryEngine {
@@ -116,6 +121,7 @@ impl MemoryEngine {
             handler: OnceLock::new(),
             control: OnceLock::new(),
             clock,
+            epoch: new_epoch(),
         }
     }
 
@@ -137,7 +143,7 @@ impl MemoryEngine {
         }
         let position = if opts.history_size > 0 && !opts.history_ttl.is_zero() {
             let now = self.clock.now();
-            let s = shard.entry(channel.to_string()).or_insert_with(Stream::new);
+            let s = shard.entry(channel.to_string()).or_insert_with(|| Stream::new(&self.epoch));
             s.expire(now);
             s.top += 1;
             publication.offset = s.top;
@@ -167,7 +173,14 @@ impl MemoryEngine {
 
     fn history_sync(&self, channel: &str, q: &HistoryQuery) -> Result<HistoryResult, EngineError> {
         let mut shard = self.streams[shard_of(channel)].lock();
-        let s = shard.entry(channel.to_string()).or_insert_with(Stream::new);
+        let mut never_published;
+        let s = match shard.get_mut(channel) {
+            Some(s) => s,
+            None => {
+                never_published = Stream::new(&self.epoch);
+                &mut never_published
+            }
+        };
         s.expire(self.clock.now());
         let position = StreamPosition {
             offset: s.top,
@@ -342,6 +355,43 @@ mod tests {
     /// Where the memory engine differs from Redis (which expires the whole stream
     /// `history_ttl` after the last publication): each publication expires on its own. The
     /// common contract is in `engine::conformance`.
+    /// History reads of channels never published answer the engine's epoch and create
+    /// nothing; the first publication keeps that epoch.
+    #[test]
+    fn history_of_unknown_channels_creates_nothing() {
+        let e = MemoryEngine::default();
+        let mut epochs = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let h = block(e.history(
+                &format!("never-{i}"),
+                HistoryQuery {
+                    limit: -1,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+            assert_eq!((h.position.offset, h.publications.len()), (0, 0));
+            epochs.insert(h.position.epoch);
+        }
+        assert_eq!(epochs.len(), 1);
+        assert_eq!(e.streams.iter().map(|s| s.lock().len()).sum::<usize>(), 0, "no stream created");
+        let opts = PublishOptions {
+            history_size: 10,
+            history_ttl: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let pos = block(e.publish("never-1", publication(1), &opts)).unwrap();
+        assert!(epochs.contains(&pos.epoch), "the epoch read before is kept");
+        let stale = HistoryQuery {
+            since: Some(StreamPosition {
+                offset: 0,
+                epoch: "other".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(block(e.history("never-2", stale)), Err(EngineError::UnrecoverablePosition));
+    }
+
     /// An idempotency key's result is kept for its window, then the key publishes again.
     #[test]
     fn idempotent_results_expire() {
