@@ -471,9 +471,6 @@ impl Session {
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
-        if self.subs.len() >= self.node.config.session.channel_limit {
-            return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded"));
-        }
         if req.tf.is_some() {
             // Publication tags filters are not implemented: refusing is the only answer that
             // never delivers what the client filtered out.
@@ -533,6 +530,11 @@ impl Session {
             strict_recovery,
             reply_budget,
         } = p;
+        // Every way in (client subscribe, token channels, server API) counts against
+        // `client.channel_limit` here.
+        if self.subs.len() >= self.node.config.session.channel_limit {
+            return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded"));
+        }
         let node = self.node.clone();
         let conn_id = self.handle.id();
         if node.hub.add(ch, self.handle.clone(), join_leave, positioned) {
@@ -819,10 +821,6 @@ impl Session {
             }
             Control::Subscribe { channel } => {
                 if self.subs.contains_key(&channel) {
-                    return out.finish();
-                }
-                if self.subs.len() >= self.node.config.session.channel_limit {
-                    tracing::debug!(%channel, "server subscribe refused: client.channel_limit reached");
                     return out.finish();
                 }
                 let Ok(opts) = self.node.options(&channel).cloned() else {

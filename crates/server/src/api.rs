@@ -345,9 +345,9 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 return Err(ApiError::bad_request("channels required"));
             }
             let data = data_bytes(p.data, &p.b64data)?;
+            let key = idempotency_key(&p.idempotency_key)?;
             let mut responses = Vec::with_capacity(p.channels.len());
             for ch in &p.channels {
-                let key = idempotency_key(&p.idempotency_key)?;
                 let published = node
                     .publish_idempotent(ch, data.clone(), None, p.skip_history, p.tags.clone(), key)
                     .await;
