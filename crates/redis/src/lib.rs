@@ -193,7 +193,9 @@ type Epochs = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 enum PubSubCmd {
     Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
-    Unsubscribe(String),
+    /// Answered once Redis has confirmed it (or nothing was to be done): after that, no
+    /// publication of the channel reaches this node.
+    Unsubscribe(String, oneshot::Sender<()>),
 }
 
 /// The Redis engine.
@@ -438,8 +440,10 @@ async fn pubsub_task(
                             Some(PubSubCmd::Subscribe(_, done)) => {
                                 let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
                             }
-                            Some(PubSubCmd::Unsubscribe(ch)) => {
+                            Some(PubSubCmd::Unsubscribe(ch, done)) => {
+                                // Not connected: nothing arrives, and the reconnect will not resubscribe.
                                 leave(handler.as_ref(), &mut channels, &epochs, &ch);
+                                let _ = done.send(());
                             }
                         },
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -465,12 +469,13 @@ async fn pubsub_task(
                         }
                         let _ = done.send(r);
                     }
-                    Some(PubSubCmd::Unsubscribe(ch)) => {
+                    Some(PubSubCmd::Unsubscribe(ch, done)) => {
                         if leave(handler.as_ref(), &mut channels, &epochs, &ch) {
                             if let Err(e) = sink.unsubscribe(format!("{prefix}{ch}")).await {
                                 tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed");
                             }
                         }
+                        let _ = done.send(());
                     }
                 },
                 msg = stream.next() => match msg {
@@ -639,11 +644,13 @@ impl Broker for RedisEngine {
         })
     }
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        let r = self.pubsub().and_then(|tx| {
-            tx.send(PubSubCmd::Unsubscribe(channel.to_string()))
-                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))
-        });
-        Box::pin(std::future::ready(r))
+        Box::pin(async move {
+            let (done, confirmed) = oneshot::channel();
+            self.pubsub()?
+                .send(PubSubCmd::Unsubscribe(channel.to_string(), done))
+                .map_err(|_| EngineError::Internal("pub/sub task gone".into()))?;
+            confirmed.await.map_err(|_| EngineError::Internal("pub/sub task gone".into()))
+        })
     }
 }
 
