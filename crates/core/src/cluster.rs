@@ -84,6 +84,25 @@ pub enum ControlMessage {
         from: String,
         channels: Vec<(String, usize)>,
     },
+    /// Asks every node for a user's connections; answered with a
+    /// [`ControlMessage::ConnectionsReply`] to `from`.
+    Connections { id: u64, from: String, user: String },
+    ConnectionsReply {
+        id: u64,
+        to: String,
+        from: String,
+        connections: Vec<ConnectionSummary>,
+    },
+}
+
+/// One connection as the `connections` survey reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionSummary {
+    pub client: String,
+    pub user: String,
+    /// `json` or `protobuf`.
+    pub protocol: String,
+    pub transport: String,
 }
 
 impl ControlMessage {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use wshub_protocol::codes::error as code;
-use wshub_protocol::{ClientInfo, Publication};
+use wshub_protocol::{ClientInfo, Format, Publication};
 
 use crate::channel::{self, ChannelError};
 use crate::config::{ChannelOptions, ConfigError, NodeConfig};
@@ -212,6 +212,16 @@ impl Node {
 
     pub fn user_connections(&self, user: &str) -> usize {
         self.clients.lock().get(user).map_or(0, HashMap::len)
+    }
+
+    /// A user's connections on this node: (client id, wire format), sorted by client id.
+    pub fn user_clients(&self, user: &str) -> Vec<(String, Format)> {
+        let mut v: Vec<(String, Format)> = match self.clients.lock().get(user) {
+            None => Vec::new(),
+            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.format())).collect(),
+        };
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     pub fn num_clients(&self) -> usize {

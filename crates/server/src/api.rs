@@ -245,6 +245,13 @@ pub struct BatchParams {
     pub commands: Vec<BTreeMap<String, Box<RawValue>>>,
 }
 
+/// `connections` parameters (Centrifugo PRO's method, without its `expression`): a user's
+/// connections on every node.
+#[derive(Debug, Deserialize)]
+pub struct ConnectionsParams {
+    pub user: String,
+}
+
 /// One API call, its parameters typed.
 #[derive(Debug)]
 pub enum ApiRequest {
@@ -259,6 +266,7 @@ pub enum ApiRequest {
     History(HistoryParams),
     HistoryRemove(ChannelParam),
     Channels(ChannelsParams),
+    Connections(ConnectionsParams),
     Info,
     Batch(BatchParams),
 }
@@ -293,6 +301,7 @@ pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestErr
         "history" => ApiRequest::History(params(body)?),
         "history_remove" => ApiRequest::HistoryRemove(params(body)?),
         "channels" => ApiRequest::Channels(params::<Option<ChannelsParams>>(body)?.unwrap_or_default()),
+        "connections" => ApiRequest::Connections(params(body)?),
         "info" => {
             check_json(body)?;
             ApiRequest::Info
@@ -437,6 +446,21 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 .map(|(c, n)| (c, json!({"num_clients": n})))
                 .collect();
             Ok(json!({"channels": m}))
+        }
+        ApiRequest::Connections(p) => {
+            if p.user.is_empty() {
+                return Err(ApiError::bad_request("user required"));
+            }
+            let m: serde_json::Map<String, Value> = cluster
+                .connections(&p.user)
+                .await?
+                .into_iter()
+                .map(|(node, c)| {
+                    let v = json!({"user": c.user, "transport": c.transport, "protocol": c.protocol, "node": node});
+                    (c.client, v)
+                })
+                .collect();
+            Ok(json!({"connections": m}))
         }
         ApiRequest::Info => {
             let nodes: Vec<Value> = cluster

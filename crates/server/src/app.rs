@@ -95,7 +95,16 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
             _ => None,
         },
+        admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
+            password: config.admin.password.clone(),
+            secret: config.admin.secret.clone(),
+            insecure: config.admin.insecure,
+            secure_cookie: config.http_server.tls.enabled,
+        }),
     };
+    if config.admin.enabled && config.admin.insecure {
+        tracing::warn!("admin.insecure: the admin page at /admin needs no login; for local development only");
+    }
     Ok((node, server))
 }
 

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
 use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
-use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
+use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve TLS (`wss://`, `https://`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Serve the admin web page (`admin.enabled`).
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// State shared by every connection task.
@@ -106,6 +108,9 @@ pub struct Shared {
     node_rate: Option<Mutex<TokenBucket>>,
     ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
     api_rate: Mutex<HashMap<String, TokenBucket>>,
+    admin: Option<crate::admin::Admin>,
+    /// Refused origins are logged at most once a second.
+    origin_log: LogLimiter,
 }
 
 impl Shared {
@@ -129,7 +134,6 @@ impl Shared {
             api.cluster.start();
         }
         Arc::new(Shared {
-            config,
             ready: AtomicBool::new(true),
             engine_ok: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
@@ -137,6 +141,9 @@ impl Shared {
             node_rate,
             ip_rate,
             api_rate: Mutex::new(HashMap::new()),
+            admin: config.admin.clone().map(crate::admin::Admin::new),
+            origin_log: LogLimiter::default(),
+            config,
         })
     }
 
@@ -206,6 +213,63 @@ impl Shared {
     }
 }
 
+/// Lets one log line of a kind through per second, counting the ones held back.
+#[derive(Default)]
+struct LogLimiter(Mutex<Option<(std::time::Instant, u64)>>);
+
+impl LogLimiter {
+    /// `Some(lines suppressed since the last one)` when this line may be logged.
+    fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut g = self.0.lock();
+        match &mut *g {
+            Some((last, suppressed)) if now.duration_since(*last) < Duration::from_secs(1) => {
+                *suppressed += 1;
+                None
+            }
+            slot => {
+                let suppressed = slot.map_or(0, |(_, n)| n);
+                *slot = Some((now, 0));
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// Why the request's `Origin` was refused, and which key to change: logged and sent as the
+/// 403's body (a browser's page cannot read it, but its developer reads the server's log).
+pub fn origin_refusal(req: &Request<Incoming>, policy: &OriginPolicy) -> String {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    origin_refusal_message(origin.as_deref().unwrap_or(""), host, policy)
+}
+
+/// [`origin_refusal`] on the header values (the testable part).
+pub fn origin_refusal_message(origin: &str, host: Option<&str>, policy: &OriginPolicy) -> String {
+    if origin.len() > wshub_websocket::handshake::MAX_ORIGIN_LEN {
+        return format!(
+            "Origin header of {} bytes refused (longer than {} bytes)",
+            origin.len(),
+            wshub_websocket::handshake::MAX_ORIGIN_LEN
+        );
+    }
+    if origin.eq_ignore_ascii_case("null") {
+        return "Origin \"null\" refused: the page was opened from a file (file://) or runs in a sandboxed frame; \
+                serve it over http(s) from an origin listed in client.allowed_origins"
+            .to_string();
+    }
+    match policy {
+        OriginPolicy::SameHost => format!(
+            "Origin {origin:?} refused: client.allowed_origins is empty, so only pages served from the same host and port \
+             as this server ({}) may connect; add {origin:?} to client.allowed_origins",
+            host.unwrap_or("no Host header")
+        ),
+        _ => format!("Origin {origin:?} refused: it matches nothing in client.allowed_origins; add it there"),
+    }
+}
+
 type Body = Full<Bytes>;
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -213,12 +277,6 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
     r
 }
 
@@ -246,7 +304,7 @@ async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &
     let r = api_inner(req, shared, api, method).await;
     let method_label = match method {
         "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
-        | "history_remove" | "channels" | "info" | "rpc" | "batch" => method.to_string(),
+        | "history_remove" | "channels" | "connections" | "info" | "rpc" | "batch" => method.to_string(),
         _ => "unknown".to_string(),
     };
     metrics::counter!("wshub_api_calls_total", "method" => method_label, "status" => r.status().as_u16().to_string()).increment(1);
@@ -260,7 +318,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         return r;
     }
     if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
-        return empty(StatusCode::UNAUTHORIZED);
+        return error_json(StatusCode::UNAUTHORIZED, UNAUTHORIZED_API);
     }
     if api.rate_limit > 0 {
         let key = req
@@ -291,6 +349,22 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
         }
     }
+    execute(req, shared, api, method).await
+}
+
+/// The one-line body of the API's 401.
+pub const UNAUTHORIZED_API: &str = "missing or wrong API key: send the header X-API-Key: <http_api.key>";
+
+/// A JSON error body `{"error": {"code": <status>, "message": ...}}` with that status.
+fn error_json(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = json_response(&serde_json::json!({"error": {"code": status.as_u16(), "message": message}}));
+    *r.status_mut() = status;
+    r
+}
+
+/// Reads an authorized API request's body, runs the call and answers it: the one
+/// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
+async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let collect = Limited::new(req.into_body(), API_BODY_LIMIT).collect();
     let collected = match api.body_timeout {
         Some(t) => match tokio::time::timeout(t, collect).await {
@@ -336,6 +410,136 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
         ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
         r => json_response(&crate::api::envelope(crate::api::call(&api.cluster, r).await)),
+    }
+}
+
+/// `GET /`: where to go from here.
+fn landing(shared: &Shared) -> Response<Body> {
+    let admin = if shared.admin.is_some() {
+        r#"<li><a href="/admin">/admin</a>: the admin page</li>"#
+    } else {
+        "<li>/admin: the admin page, off (set <code>admin.enabled</code>, <code>admin.password</code> and <code>admin.secret</code>)</li>"
+    };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>wshub</title></head><body><h1>wshub {version}</h1><ul>\
+         <li>clients: <code>{ws}</code> (Centrifugo client protocol: the <code>centrifuge</code> SDKs)</li>\
+         <li>server API: <code>POST /api/&lt;method&gt;</code> with <code>X-API-Key</code></li>\
+         {admin}<li><a href=\"/health\">/health</a>, <a href=\"/ready\">/ready</a>{metrics}</li>\
+         <li>documentation: the README of wshub; the protocol: <a href=\"https://centrifugal.dev/docs/transports/client_api\">centrifugal.dev</a></li>\
+         </ul></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        ws = crate::app::WS_PATH,
+        metrics = if shared.config.metrics { r#", <a href="/metrics">/metrics</a>"# } else { "" },
+    );
+    static_file(body.into(), "text/html; charset=utf-8")
+}
+
+fn static_file(body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+/// Largest admin login body.
+const LOGIN_BODY_LIMIT: usize = 4096;
+
+/// `/admin…`: the page, its login and logout, and the API behind an admin session.
+async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::admin::Admin, path: &str, peer: SocketAddr) -> Response<Body> {
+    use crate::admin::{Login, ADMIN_CSS, ADMIN_JS, INDEX_HTML};
+    let get = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
+    let post = req.method() == http::Method::POST;
+    match path {
+        "/admin" | "/admin/" if get => static_file(Bytes::from_static(INDEX_HTML.as_bytes()), "text/html; charset=utf-8"),
+        "/admin/admin.js" if get => static_file(Bytes::from_static(ADMIN_JS.as_bytes()), "text/javascript; charset=utf-8"),
+        "/admin/admin.css" if get => static_file(Bytes::from_static(ADMIN_CSS.as_bytes()), "text/css; charset=utf-8"),
+        "/admin/session" if get => {
+            if admin.authorized(req.headers()) {
+                json_response(&serde_json::json!({"authenticated": true, "insecure": admin.config.insecure}))
+            } else {
+                error_json(StatusCode::UNAUTHORIZED, "no admin session: log in")
+            }
+        }
+        "/admin/login" if post => {
+            #[derive(serde::Deserialize)]
+            struct LoginBody {
+                #[serde(default)]
+                password: String,
+            }
+            let body = match Limited::new(req.into_body(), LOGIN_BODY_LIMIT).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+            };
+            let Ok(LoginBody { password }) = serde_json::from_slice(&body) else {
+                return error_json(StatusCode::BAD_REQUEST, "expected {\"password\": \"...\"}");
+            };
+            match admin.login(peer.ip(), &password, std::time::Instant::now()) {
+                Login::Ok(cookie) => {
+                    tracing::info!(%peer, "admin login");
+                    let mut r = json_response(&serde_json::json!({"ok": true}));
+                    if let Ok(v) = HeaderValue::from_str(&cookie) {
+                        r.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                    r
+                }
+                Login::WrongPassword => {
+                    tracing::info!(%peer, "admin login refused: wrong password");
+                    error_json(StatusCode::UNAUTHORIZED, "wrong password")
+                }
+                Login::TooMany => {
+                    let mut r = error_json(StatusCode::TOO_MANY_REQUESTS, "too many login attempts: wait a minute");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(crate::admin::LOGIN_WINDOW.as_secs()));
+                    r
+                }
+            }
+        }
+        "/admin/logout" if post => {
+            let mut r = json_response(&serde_json::json!({"ok": true}));
+            if let Ok(v) = HeaderValue::from_str(&admin.cookie("", 0)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        p if p.starts_with("/admin/api/") => {
+            let method = &p["/admin/api/".len()..];
+            if !post {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return r;
+            }
+            if !admin.authorized(req.headers()) {
+                return error_json(StatusCode::UNAUTHORIZED, "no admin session: log in");
+            }
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            if !json {
+                return error_json(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "admin API calls must be Content-Type: application/json",
+                );
+            }
+            match shared.config.api.as_ref() {
+                Some(api) => execute(req, shared, api, method).await,
+                None => error_json(StatusCode::NOT_FOUND, "no server API on this listener"),
+            }
+        }
+        _ if !admin.authorized(req.headers()) => error_json(StatusCode::UNAUTHORIZED, "no admin session: log in"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
@@ -398,7 +602,11 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
             return api(req, shared, a, method).await;
         }
+        if let (true, Some(admin)) = (path == "/admin" || path.starts_with("/admin/"), shared.admin.as_ref()) {
+            return admin_route(req, shared, admin, &path, peer).await;
+        }
         return match path.as_str() {
+            "/" if req.method() == http::Method::GET || req.method() == http::Method::HEAD => landing(shared),
             "/health" => text(StatusCode::OK, "ok"),
             "/metrics" if shared.config.metrics => {
                 let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
@@ -415,8 +623,15 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
     let accepted = match handshake::accept(&req, &shared.config.handshake) {
         Ok(a) => a,
         Err(e) => {
-            tracing::debug!(reason = %e, "handshake refused");
             metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
+            if e == HandshakeError::Origin {
+                let why = origin_refusal(&req, &shared.config.handshake.origins);
+                if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+                    tracing::info!(%peer, suppressed, "WebSocket refused (403): {why}");
+                }
+                return text(StatusCode::FORBIDDEN, &why);
+            }
+            tracing::debug!(reason = %e, "handshake refused");
             return refusal(&e);
         }
     };

@@ -5,6 +5,7 @@
 //! what a message means lives in a [`Handler`]. The driver is the short loop of STYLE.md:
 //! feed bytes in, drain events, write, wait for readiness or a deadline.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod client;

@@ -77,6 +77,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain
 pub async fn run_until_signal(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>) -> usize {
     let shutdown = async {
         shutdown_signal().await;
+        eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
         tokio::spawn(async {
             shutdown_signal().await;
             eprintln!("second signal: exiting now");

@@ -43,6 +43,7 @@ impl TestServer {
             write_timeout: None,
             metrics: false,
             tls: None,
+            admin: None,
         })
         .await
     }
