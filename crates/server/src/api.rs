@@ -1,7 +1,7 @@
 //! The HTTP server API (PROTOCOL.md, "HTTP server API"): `POST /api/<method>`.
 //!
 //! Authentication by `X-API-Key: KEY` or `Authorization: apikey KEY` (wrong or missing:
-//! 401, empty body). A body that is not JSON: 400. Otherwise 200 with `{"result": ...}` or
+//! 401 with a one-line JSON error saying so). A body that is not JSON: 400. Otherwise 200 with `{"result": ...}` or
 //! `{"error": {"code", "message"}}`; bad params are error 107.
 //!
 //! A body is deserialized straight into the method's parameters ([`parse_request`]), never

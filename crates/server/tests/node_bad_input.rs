@@ -194,8 +194,9 @@ async fn protocol_bad_inputs() {
 async fn api_bad_inputs() {
     let server = node_server(json!({})).await;
     let mut good = Good::start(&server).await;
-    assert_eq!(api(&server, "info", None, "{}").await, (401, String::new()), "missing key");
-    assert_eq!(api(&server, "info", Some("wrong"), "{}").await, (401, String::new()), "wrong key");
+    let unauthorized = json!({"error": {"code": 401, "message": wshub_server::http::UNAUTHORIZED_API}}).to_string();
+    assert_eq!(api(&server, "info", None, "{}").await, (401, unauthorized.clone()), "missing key");
+    assert_eq!(api(&server, "info", Some("wrong"), "{}").await, (401, unauthorized), "wrong key");
     let (status, body) = api(&server, "publish", Some(KEY), "{not json").await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = api(&server, "publish", Some(KEY), r#"{"channel": 5, "data": {}}"#).await;

@@ -58,6 +58,12 @@ pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> 
 /// One HTTP/1.1 request on a connection of its own (`Connection: close`): the status and
 /// body, or why there is none. Bounded by [`LIMIT`].
 pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
+    http_head(port, method, path, headers, body).await.map(|(status, _, body)| (status, body))
+}
+
+/// One HTTP/1.1 request like [`http`], answering the status, the response head (status line
+/// and headers) and the body.
+pub async fn http_head(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String, String), String> {
     let call = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -75,7 +81,7 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str
             .get(9..12)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("no status: {head:?}"))?;
-        Ok((status, body.to_string()))
+        Ok((status, head.to_string(), body.to_string()))
     };
     tokio::time::timeout(LIMIT, call).await.unwrap_or_else(|_| Err("timed out".into()))
 }
