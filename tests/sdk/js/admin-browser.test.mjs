@@ -6,11 +6,15 @@
 // target/admin-screenshots/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
 import { chromium } from 'playwright-core';
-import { baseConfig, startServer, token, once, waitFor } from './helpers.mjs';
+import { SECRET, baseConfig, startServer, token, once, waitFor } from './helpers.mjs';
 
 const SHOTS = new URL('../../../target/admin-screenshots/', import.meta.url).pathname;
 const PASSWORD = 'admin-test-password';
@@ -132,5 +136,72 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
     client.disconnect();
     await browser.close();
     await server.stop();
+  }
+});
+
+// examples/browser: the page a newcomer copies, served from another port (so its origin
+// must be listed in client.allowed_origins), with tokens minted by the example's Node and
+// Python snippets. The page loads centrifuge-js from unpkg; here that request is answered
+// with the same file from node_modules (no network in tests).
+test('examples/browser receives publications, with tokens from token.mjs and token.py', { timeout: 120000 }, async () => {
+  const root = new URL('../../../', import.meta.url).pathname;
+  const example = join(root, 'examples/browser');
+  const sdkDir = new URL('../', import.meta.url).pathname;
+  const python = process.env.TEST_PYTHON || join(root, '.venv/bin/python');
+  if (!existsSync(python)) throw new Error(`no Python venv at ${python}: run ./scripts/test (it creates .venv), or set TEST_PYTHON`);
+  // token.mjs imports jsonwebtoken: run a copy beside this suite's node_modules.
+  const tmp = mkdtempSync(join(tmpdir(), 'wshub-example-'));
+  copyFileSync(join(example, 'token.mjs'), join(tmp, 'token.mjs'));
+  symlinkSync(join(sdkDir, 'node_modules'), join(tmp, 'node_modules'));
+  const env = { ...process.env, SECRET };
+  const nodeToken = execFileSync(process.execPath, [join(tmp, 'token.mjs'), 'alice'], { env }).toString().trim();
+  const pyToken = execFileSync(python, [join(example, 'token.py'), 'bob'], { env }).toString().trim();
+
+  const pages = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path !== '/' && path !== '/index.html') { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(readFileSync(join(example, 'index.html')));
+  });
+  await new Promise((r) => pages.listen(0, '127.0.0.1', r));
+  const pageOrigin = `http://127.0.0.1:${pages.address().port}`;
+  const config = baseConfig();
+  config.client.allowed_origins = [pageOrigin];
+  const server = await startServer(config);
+  const browser = await chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
+  });
+  try {
+    const context = await browser.newContext();
+    await context.route('https://unpkg.com/**', (route) => route.fulfill({
+      contentType: 'text/javascript', body: readFileSync(join(sdkDir, 'node_modules/centrifuge/dist/centrifuge.js')),
+    }));
+    for (const [user, tok] of [['alice', nodeToken], ['bob', pyToken]]) {
+      const page = await context.newPage();
+      const q = new URLSearchParams({ token: tok, server: server.url, channel: 'news' });
+      await page.goto(`${pageOrigin}/?${q}`);
+      await waitFor(async () => (await page.textContent('#state')).startsWith('connected'), 15000, `${user}'s page to connect`);
+      // The subscription is made once connected; publish until the page shows one.
+      await waitFor(async () => {
+        await server.api('publish', { channel: 'news', data: { text: `hello ${user}` } });
+        return (await page.textContent('#publications')).includes(`hello ${user}`);
+      }, 15000, `${user}'s page to show a publication`);
+      await page.screenshot({ path: `${SHOTS}10-example-${user}.png` });
+      await page.close();
+    }
+    // The same page from an unlisted origin is refused (the SDK keeps retrying): 403.
+    const status = await new Promise((resolve, reject) => {
+      const ws = new WebSocket(server.url, { origin: 'http://127.0.0.1:1' });
+      ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode); ws.terminate(); });
+      ws.on('open', () => reject(new Error('an unlisted origin connected')));
+      ws.on('error', () => {});
+    });
+    assert.equal(status, 403);
+  } finally {
+    await browser.close();
+    await server.stop();
+    pages.close();
   }
 });
