@@ -44,7 +44,10 @@ impl Serve {
     fn start(dir: &Path, config: &serde_json::Value, args: &[&str]) -> Serve {
         let file = dir.join(format!("config-{}.json", common::unique()));
         std::fs::write(&file, config.to_string()).unwrap();
-        let (out, err) = (dir.join(format!("out-{}", common::unique())), dir.join(format!("err-{}", common::unique())));
+        let (out, err) = (
+            dir.join(format!("out-{}", common::unique())),
+            dir.join(format!("err-{}", common::unique())),
+        );
         let child = wshub()
             .args(["serve", "-c", file.to_str().unwrap()])
             .args(args)
@@ -68,7 +71,11 @@ impl Serve {
     }
 
     async fn interrupt(&mut self) {
-        assert!(Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
         let deadline = Instant::now() + LIMIT;
         while self.child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "wshub did not stop on SIGINT");
@@ -90,7 +97,8 @@ fn base() -> serde_json::Value {
     json!({"http_api": {"key": "k"}, "client": {"token": {"hmac_secret_key": "s"}}})
 }
 
-const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+const UPGRADE: &str =
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 #[tokio::test]
 async fn a_second_instance_on_a_taken_port_fails_in_one_line_without_announcing_it() {
@@ -117,7 +125,10 @@ fn cli_errors_are_one_line_even_with_rust_backtrace() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: configuration: ") && stderr.contains("missing.json"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: configuration: ") && stderr.contains("missing.json"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +163,11 @@ async fn with_json_logs_the_banner_is_one_json_line_on_stderr() {
     let port = free_port();
     let s = Serve::start(&dir, &config, &["--port", &port.to_string(), "--address", "127.0.0.1"]);
     s.wait_output("the JSON banner", "wshub listening").await;
-    assert!(s.stdout().trim().is_empty() || !s.stdout().contains("listening"), "banner on stdout: {}", s.stdout());
+    assert!(
+        s.stdout().trim().is_empty() || !s.stdout().contains("listening"),
+        "banner on stdout: {}",
+        s.stdout()
+    );
     let line = s.stderr().lines().find(|l| l.contains("wshub listening")).unwrap().to_string();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(v["clients"], json!(format!("ws://127.0.0.1:{port}/connection/websocket")));
@@ -168,23 +183,43 @@ async fn a_refused_origin_is_answered_and_logged_with_the_key_to_change() {
     config["client"]["allowed_origins"] = json!(["http://app.example.com"]);
     let s = Serve::start(&dir, &config, &["--port", &port.to_string(), "--address", "127.0.0.1"]);
     s.wait_output("the banner", "may connect from: http://app.example.com").await;
-    let (status, body) = http(port, "GET", "/connection/websocket", &format!("Origin: http://evil.example\r\n{UPGRADE}"), "")
-        .await
-        .unwrap();
+    let (status, body) = http(
+        port,
+        "GET",
+        "/connection/websocket",
+        &format!("Origin: http://evil.example\r\n{UPGRADE}"),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 403);
-    assert!(body.contains("http://evil.example") && body.contains("client.allowed_origins"), "{body}");
+    assert!(
+        body.contains("http://evil.example") && body.contains("client.allowed_origins"),
+        "{body}"
+    );
     s.wait_output("the refusal at info", "WebSocket refused (403)").await;
     let log = s.stdout();
     let line = log.lines().find(|l| l.contains("WebSocket refused")).unwrap();
-    assert!(line.contains("INFO") && line.contains("http://evil.example") && line.contains("client.allowed_origins"), "{line}");
+    assert!(
+        line.contains("INFO") && line.contains("http://evil.example") && line.contains("client.allowed_origins"),
+        "{line}"
+    );
     // A page opened from a file says so.
-    let (status, body) = http(port, "GET", "/connection/websocket", &format!("Origin: null\r\n{UPGRADE}"), "").await.unwrap();
+    let (status, body) = http(port, "GET", "/connection/websocket", &format!("Origin: null\r\n{UPGRADE}"), "")
+        .await
+        .unwrap();
     assert_eq!(status, 403);
     assert!(body.contains("file://"), "{body}");
     // The allowed one connects.
-    let (status, _) = http(port, "GET", "/connection/websocket", &format!("Origin: http://app.example.com\r\n{UPGRADE}"), "")
-        .await
-        .unwrap();
+    let (status, _) = http(
+        port,
+        "GET",
+        "/connection/websocket",
+        &format!("Origin: http://app.example.com\r\n{UPGRADE}"),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 101);
 }
 
@@ -194,14 +229,29 @@ async fn same_host_refusals_explain_what_same_host_means() {
     let port = free_port();
     let s = Serve::start(&dir, &base(), &["--port", &port.to_string(), "--address", "127.0.0.1"]);
     s.wait_output("the banner", "same host and port only").await;
-    let (status, body) = http(port, "GET", "/connection/websocket", &format!("Origin: http://127.0.0.1:3000\r\n{UPGRADE}"), "")
-        .await
-        .unwrap();
+    let (status, body) = http(
+        port,
+        "GET",
+        "/connection/websocket",
+        &format!("Origin: http://127.0.0.1:3000\r\n{UPGRADE}"),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 403);
-    assert!(body.contains("same host and port") && body.contains(&format!("127.0.0.1:{port}")), "{body}");
-    let (status, _) = http(port, "GET", "/connection/websocket", &format!("Origin: http://127.0.0.1:{port}\r\n{UPGRADE}"), "")
-        .await
-        .unwrap();
+    assert!(
+        body.contains("same host and port") && body.contains(&format!("127.0.0.1:{port}")),
+        "{body}"
+    );
+    let (status, _) = http(
+        port,
+        "GET",
+        "/connection/websocket",
+        &format!("Origin: http://127.0.0.1:{port}\r\n{UPGRADE}"),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 101, "same host and port");
 }
 
@@ -241,7 +291,10 @@ fn checkconfig(dir: &Path, name: &str, text: &str, extra: &[&str]) -> (Option<i3
     let file = dir.join(name);
     std::fs::write(&file, text).unwrap();
     let out = run_to_end(wshub().args(["checkconfig", "-c", file.to_str().unwrap()]).args(extra));
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 #[test]
@@ -256,7 +309,12 @@ fn checkconfig_fails_on_unknown_keys_in_namespaces_unless_allowed() {
     let (code, out) = checkconfig(&dir, "typo2.json", text, &["--allow-unknown"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: unknown key channel.namespaces[0].presense"), "{out}");
-    let (code, out) = checkconfig(&dir, "good.json", r#"{"channel": {"namespaces": [{"name": "chat", "presence": true}]}}"#, &[]);
+    let (code, out) = checkconfig(
+        &dir,
+        "good.json",
+        r#"{"channel": {"namespaces": [{"name": "chat", "presence": true}]}}"#,
+        &[],
+    );
     assert_eq!(code, Some(0), "{out}");
 }
 
@@ -279,9 +337,17 @@ fn checkconfig_reads_yaml_and_names_types_in_words() {
     assert_eq!(code, Some(1));
     assert!(out.contains("client.channel_limit") && out.contains("a whole number"), "{out}");
     assert!(!out.contains("u32") && !out.contains("usize"), "{out}");
-    let (code, out) = checkconfig(&dir, "n.yaml", "channel:\n  namespaces:\n    - name: chat\n      history_size: ten\n", &[]);
+    let (code, out) = checkconfig(
+        &dir,
+        "n.yaml",
+        "channel:\n  namespaces:\n    - name: chat\n      history_size: ten\n",
+        &[],
+    );
     assert_eq!(code, Some(1));
-    assert!(out.contains("channel.namespaces[0].history_size") && out.contains("a whole number"), "{out}");
+    assert!(
+        out.contains("channel.namespaces[0].history_size") && out.contains("a whole number"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -323,38 +389,76 @@ async fn the_admin_endpoints_refuse_everything_without_a_session() {
     // The page itself loads (it shows the login form); everything else needs a session.
     let (status, head, body) = http_head(port, "GET", "/admin", "", "").await.unwrap();
     assert_eq!(status, 200);
-    assert!(body.contains("admin.js") && head.to_lowercase().contains("content-security-policy"), "{head}");
+    assert!(
+        body.contains("admin.js") && head.to_lowercase().contains("content-security-policy"),
+        "{head}"
+    );
     assert_eq!(http(port, "GET", "/admin/session", "", "").await.unwrap().0, 401);
     for method in ["info", "publish", "disconnect", "channels", "connections"] {
         let (status, body) = http(port, "POST", &format!("/admin/api/{method}"), json_ct, "{}").await.unwrap();
         assert_eq!(status, 401, "{method}: {body}");
     }
     let forged = "Cookie: wshub_admin_session=99999999999.0000000000000000000000000000000000000000000000000000000000000000\r\n";
-    assert_eq!(http(port, "POST", "/admin/api/info", &format!("{forged}{json_ct}"), "{}").await.unwrap().0, 401);
+    assert_eq!(
+        http(port, "POST", "/admin/api/info", &format!("{forged}{json_ct}"), "{}")
+            .await
+            .unwrap()
+            .0,
+        401
+    );
     // The API key is not an admin session.
-    assert_eq!(http(port, "POST", "/admin/api/info", &format!("X-API-Key: k\r\n{json_ct}"), "{}").await.unwrap().0, 401);
-    let (status, body) = http(port, "POST", "/admin/login", json_ct, r#"{"password": "wrong"}"#).await.unwrap();
+    assert_eq!(
+        http(port, "POST", "/admin/api/info", &format!("X-API-Key: k\r\n{json_ct}"), "{}")
+            .await
+            .unwrap()
+            .0,
+        401
+    );
+    let (status, body) = http(port, "POST", "/admin/login", json_ct, r#"{"password": "wrong"}"#)
+        .await
+        .unwrap();
     assert_eq!((status, body.contains("wrong password")), (401, true), "{body}");
-    let (status, head, _) = http_head(port, "POST", "/admin/login", json_ct, r#"{"password": "pw"}"#).await.unwrap();
+    let (status, head, _) = http_head(port, "POST", "/admin/login", json_ct, r#"{"password": "pw"}"#)
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(head.contains("HttpOnly") && head.contains("SameSite=Strict"), "{head}");
     let cookie = format!("Cookie: {}\r\n", cookie_of(&head));
-    let (status, body) = http(port, "POST", "/admin/api/info", &format!("{cookie}{json_ct}"), "{}").await.unwrap();
+    let (status, body) = http(port, "POST", "/admin/api/info", &format!("{cookie}{json_ct}"), "{}")
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["result"]["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Not JSON: what a cross-site form could send.
     let form = "Content-Type: application/x-www-form-urlencoded\r\n";
-    assert_eq!(http(port, "POST", "/admin/api/publish", &format!("{cookie}{form}"), "channel=x").await.unwrap().0, 415);
+    assert_eq!(
+        http(port, "POST", "/admin/api/publish", &format!("{cookie}{form}"), "channel=x")
+            .await
+            .unwrap()
+            .0,
+        415
+    );
     let (status, head, _) = http_head(port, "POST", "/admin/logout", &cookie, "").await.unwrap();
     assert_eq!(status, 200);
     assert!(head.contains("Max-Age=0"), "logout deletes the cookie: {head}");
     // Logins are rate limited per address: after the limit even the right password waits.
     let mut last = 0;
     for _ in 0..12 {
-        last = http(port, "POST", "/admin/login", json_ct, r#"{"password": "nope"}"#).await.unwrap().0;
+        last = http(port, "POST", "/admin/login", json_ct, r#"{"password": "nope"}"#)
+            .await
+            .unwrap()
+            .0;
     }
     assert_eq!(last, 429);
-    let (status, head, _) = http_head(port, "POST", "/admin/login", json_ct, r#"{"password": "pw"}"#).await.unwrap();
+    let (status, head, _) = http_head(port, "POST", "/admin/login", json_ct, r#"{"password": "pw"}"#)
+        .await
+        .unwrap();
     assert_eq!(status, 429);
     assert!(head.to_lowercase().contains("retry-after: 60"), "{head}");
 }

@@ -15,7 +15,10 @@ fn read(p: &str) -> String {
 #[test]
 fn the_licenses_named_in_cargo_toml_are_there() {
     let cargo = read("Cargo.toml");
-    assert!(cargo.contains(r#"license = "MIT OR Apache-2.0""#), "Cargo.toml's license changed: update this test and the files");
+    assert!(
+        cargo.contains(r#"license = "MIT OR Apache-2.0""#),
+        "Cargo.toml's license changed: update this test and the files"
+    );
     assert!(read("LICENSE-MIT").contains("Permission is hereby granted, free of charge"));
     assert!(read("LICENSE-APACHE").contains("Apache License") && read("LICENSE-APACHE").contains("Version 2.0"));
     assert!(read("CHANGELOG.md").starts_with("# Changelog"));
@@ -40,11 +43,19 @@ fn every_relative_link_of_the_readme_exists() {
         if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
             continue;
         }
-        assert!(root().join(target).exists(), "README links to {target}, which a clone does not have");
+        assert!(
+            root().join(target).exists(),
+            "README links to {target}, which a clone does not have"
+        );
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} relative links found: is the parser still right?");
-    for f in ["examples/browser/index.html", "examples/browser/token.mjs", "examples/browser/token.py", "deploy/nginx.conf"] {
+    for f in [
+        "examples/browser/index.html",
+        "examples/browser/token.mjs",
+        "examples/browser/token.py",
+        "deploy/nginx.conf",
+    ] {
         assert!(readme.contains(f.rsplit('/').next().unwrap()) && root().join(f).exists(), "{f}");
     }
 }

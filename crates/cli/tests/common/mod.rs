@@ -58,7 +58,9 @@ pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> 
 /// One HTTP/1.1 request on a connection of its own (`Connection: close`): the status and
 /// body, or why there is none. Bounded by [`LIMIT`].
 pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
-    http_head(port, method, path, headers, body).await.map(|(status, _, body)| (status, body))
+    http_head(port, method, path, headers, body)
+        .await
+        .map(|(status, _, body)| (status, body))
 }
 
 /// One HTTP/1.1 request like [`http`], answering the status, the response head (status line
