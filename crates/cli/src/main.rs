@@ -333,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics: false,
                 tls: None,
                 admin: None,
+                emulation: Default::default(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {

@@ -84,6 +84,9 @@ pub enum ControlMessage {
         from: String,
         channels: Vec<(String, usize)>,
     },
+    /// Commands for an emulated (HTTP-streaming, SSE) session held by node `node`: the
+    /// `/emulation` request reached another node behind the load balancer.
+    Emulation { node: String, session: String, data: Vec<u8> },
     /// Asks every node for a user's connections; answered with a
     /// [`ControlMessage::ConnectionsReply`] to `from`.
     Connections { id: u64, from: String, user: String },

@@ -36,6 +36,12 @@ pub trait ConnectionHandle: Send + Sync {
     fn deliver(&self, frame: &PreparedMessage);
     /// Passes a control request to the connection's task.
     fn control(&self, control: Control);
+    /// The session id of a connection over an HTTP transport (HTTP-streaming, SSE), which
+    /// the client names in its `/emulation` requests: sent in the connect result with the
+    /// node's uid. Secret to the client, unlike its client id (presence shows those).
+    fn emulation_session(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A push encoded and framed at most once per format, on first use.

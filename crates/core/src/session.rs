@@ -427,6 +427,10 @@ impl Session {
             pong: true,
             ..Default::default()
         };
+        if let Some(session) = self.handle.emulation_session() {
+            result.session = session.to_string();
+            result.node = self.node.uid().to_string();
+        }
         if let Some(exp) = claims.expire_at {
             self.set_expiry(Some(exp), now);
             result.expires = true;

@@ -95,6 +95,16 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
             _ => None,
         },
+        emulation: crate::http::EmulationConfig {
+            http_stream: config.http_stream.enabled,
+            sse: config.sse.enabled,
+            max_request_body_size: config
+                .http_stream
+                .max_request_body_size
+                .max(config.sse.max_request_body_size)
+                .max(config.emulation.max_request_body_size),
+            max_queue: config.client.queue_max_size,
+        },
         admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
             password: config.admin.password.clone(),
             secret: config.admin.secret.clone(),

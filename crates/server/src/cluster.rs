@@ -41,6 +41,22 @@ pub struct Cluster {
     started: AtomicBool,
     /// Set by [`Cluster::leave`]: announcements stop.
     left: AtomicBool,
+    /// This node's emulated sessions (HTTP-streaming, SSE): where their `/emulation`
+    /// commands go.
+    emulation: Mutex<HashMap<String, mpsc::Sender<bytes::Bytes>>>,
+}
+
+/// Where an `/emulation` request went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// To a session of this node.
+    Local,
+    /// Through the engine to the node that holds the session.
+    Forwarded,
+    /// No such session on this node (and the request names this node, or none).
+    Unknown,
+    /// The session has too many commands waiting.
+    Full,
 }
 
 /// The engine's handle on the cluster: weak, so that a stopped server's cluster goes away.
@@ -64,6 +80,7 @@ impl Cluster {
             surveys: Mutex::new(HashMap::new()),
             next_survey: AtomicU64::new(1),
             started: AtomicBool::new(false),
+            emulation: Mutex::new(HashMap::new()),
             left: AtomicBool::new(false),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
@@ -177,6 +194,14 @@ impl Cluster {
                 if to == node.uid() {
                     if let Some(tx) = self.surveys.lock().get(&id) {
                         let _ = tx.send((from, SurveyReply::Channels(channels)));
+                    }
+                }
+            }
+            ControlMessage::Emulation { node: to, session, data } => {
+                if to == node.uid() {
+                    let r = self.deliver_emulation(&session, bytes::Bytes::from(data));
+                    if r != Routed::Local {
+                        tracing::debug!(?r, "forwarded emulation request not delivered");
                     }
                 }
             }
@@ -305,6 +330,42 @@ impl Cluster {
             }
         }
         Ok(replies)
+    }
+
+    pub fn register_emulation(&self, session: &str, commands: mpsc::Sender<bytes::Bytes>) {
+        self.emulation.lock().insert(session.to_string(), commands);
+    }
+
+    pub fn unregister_emulation(&self, session: &str) {
+        self.emulation.lock().remove(session);
+    }
+
+    fn deliver_emulation(&self, session: &str, data: bytes::Bytes) -> Routed {
+        let Some(tx) = self.emulation.lock().get(session).cloned() else {
+            return Routed::Unknown;
+        };
+        match tx.try_send(data) {
+            Ok(()) => Routed::Local,
+            Err(mpsc::error::TrySendError::Full(_)) => Routed::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Routed::Unknown,
+        }
+    }
+
+    /// Hands an `/emulation` request's commands to its session: here when this node holds
+    /// it, otherwise through the engine to `node`.
+    pub async fn route_emulation(&self, node: &str, session: &str, data: bytes::Bytes) -> Result<Routed, ApiError> {
+        match self.deliver_emulation(session, data.clone()) {
+            Routed::Unknown if !node.is_empty() && node != self.node.uid() => {
+                self.send(ControlMessage::Emulation {
+                    node: node.to_string(),
+                    session: session.to_string(),
+                    data: data.to_vec(),
+                })
+                .await?;
+                Ok(Routed::Forwarded)
+            }
+            r => Ok(r),
+        }
     }
 
     /// Sends an API action on users to every node.

@@ -24,6 +24,9 @@ pub struct Config {
     pub channel: ChannelConfig,
     pub engine: Engine,
     pub admin: Admin,
+    pub http_stream: HttpTransport,
+    pub sse: HttpTransport,
+    pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub shutdown: Shutdown,
     pub log: Log,
@@ -40,6 +43,9 @@ impl Default for Config {
             channel: ChannelConfig::default(),
             engine: Engine::default(),
             admin: Admin::default(),
+            http_stream: HttpTransport::default(),
+            sse: HttpTransport::default(),
+            emulation: EmulationSection::default(),
             prometheus: Prometheus { enabled: true },
             shutdown: Shutdown::default(),
             log: Log::default(),
@@ -236,6 +242,39 @@ pub struct Admin {
     pub secret: String,
     /// No login: anyone who reaches `/admin` is an admin. Local development only.
     pub insecure: bool,
+}
+
+/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpTransport {
+    pub enabled: bool,
+    /// Largest connect request (the `http_stream` body, or `cf_connect` for SSE).
+    pub max_request_body_size: usize,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        HttpTransport {
+            enabled: false,
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+/// `emulation.*`: the `/emulation` endpoint that carries an emulated session's commands.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EmulationSection {
+    pub max_request_body_size: usize,
+}
+
+impl Default for EmulationSection {
+    fn default() -> Self {
+        EmulationSection {
+            max_request_body_size: 65536,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

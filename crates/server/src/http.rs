@@ -23,6 +23,7 @@ use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
 use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
+use wshub_protocol::Format;
 use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
@@ -93,6 +94,19 @@ pub struct ServerConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Serve the admin web page (`admin.enabled`).
     pub admin: Option<crate::admin::AdminConfig>,
+    /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
+    pub emulation: EmulationConfig,
+}
+
+/// The HTTP transports' settings.
+#[derive(Clone, Debug, Default)]
+pub struct EmulationConfig {
+    pub http_stream: bool,
+    pub sse: bool,
+    /// Largest connect request (`http_stream` body, `cf_connect`) and `/emulation` body.
+    pub max_request_body_size: usize,
+    /// `client.queue_max_size`.
+    pub max_queue: usize,
 }
 
 /// State shared by every connection task.
@@ -270,10 +284,15 @@ pub fn origin_refusal_message(origin: &str, host: Option<&str>, policy: &OriginP
     }
 }
 
-type Body = Full<Bytes>;
+/// Every response body: whole (`Full`) or streamed (the HTTP transports).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    let mut r = Response::new(full(format!("{body}\n")));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -281,7 +300,7 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 }
 
 fn json_response(v: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(full(v.to_string()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -436,7 +455,7 @@ fn landing(shared: &Shared) -> Response<Body> {
 }
 
 fn static_file(body: Bytes, content_type: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(full(body));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -543,6 +562,194 @@ async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::adm
     }
 }
 
+/// The HTTP transports' endpoints (Centrifugo's paths).
+pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
+pub const SSE_PATH: &str = "/connection/sse";
+pub const EMULATION_PATH: &str = "/emulation";
+
+/// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
+/// only for origins listed by name (or the same host), never for `*`.
+fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if !matches!(policy, OriginPolicy::Any) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
+fn form_decode(v: &str) -> Option<Vec<u8>> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// The wire format of an HTTP transport request, from its `Content-Type`.
+fn body_format(req: &Request<Incoming>) -> Format {
+    let binary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if binary {
+        Format::Protobuf
+    } else {
+        Format::Json
+    }
+}
+
+/// `/connection/http_stream`, `/connection/sse` and `/emulation`.
+async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+    let policy = &shared.config.handshake.origins;
+    let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(o) = &origin {
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+        if !policy.allows(o, host) {
+            let why = origin_refusal(&req, policy);
+            if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+                tracing::info!(%peer, suppressed, "{path} refused (403): {why}");
+            }
+            metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
+            return text(StatusCode::FORBIDDEN, &why);
+        }
+    }
+    let mut r = emulation_answer(req, shared, path, peer).await;
+    if let Some(o) = &origin {
+        cors_headers(&mut r, o, policy);
+    }
+    r
+}
+
+async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+    use crate::emulation::{self, Transport};
+    if req.method() == http::Method::OPTIONS {
+        // A CORS preflight (the origin was checked before).
+        let mut r = empty_body(StatusCode::NO_CONTENT);
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        return r;
+    }
+    let Some(api) = shared.config.api.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    let e = &shared.config.emulation;
+    let (transport, format, connect) = match path {
+        EMULATION_PATH => {
+            if req.method() != http::Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            }
+            let format = body_format(&req);
+            let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            };
+            let r = match emulation::parse_emulation(format, &body) {
+                Ok(r) => r,
+                Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+            };
+            return match api.cluster.route_emulation(&r.node, &r.session, r.data).await {
+                Ok(crate::cluster::Routed::Local | crate::cluster::Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
+                Ok(crate::cluster::Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
+                Ok(crate::cluster::Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot reach the session's node: {}", e.message)),
+            };
+        }
+        HTTP_STREAM_PATH => {
+            if req.method() != http::Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect command as the body");
+            }
+            let format = body_format(&req);
+            let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            };
+            (Transport::HttpStream, format, body)
+        }
+        _ => {
+            if req.method() != http::Method::GET {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect");
+            }
+            let raw = query_param(req.uri(), "cf_connect").unwrap_or_default();
+            if raw.len() > e.max_request_body_size * 3 {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large");
+            }
+            let Some(connect) = form_decode(&raw) else {
+                return text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded");
+            };
+            (Transport::Sse, Format::Json, Bytes::from(connect))
+        }
+    };
+    if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
+        return text(StatusCode::BAD_REQUEST, "no connect command");
+    }
+    if let Err((status, reason)) = shared.admit(peer.ip()).await {
+        return text(status, reason);
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let done = emulation::count_stream(transport);
+    let s = shared.clone();
+    let body = emulation::start(
+        api.node.clone(),
+        api.cluster.clone(),
+        emulation::StreamSettings {
+            transport,
+            format,
+            max_queue: e.max_queue,
+            write_timeout: shared.config.write_timeout,
+        },
+        connect,
+        move || {
+            s.connections.fetch_sub(1, Ordering::Relaxed);
+            done();
+        },
+    );
+    let mut r = Response::new(body.boxed());
+    let content_type = match (transport, format) {
+        (Transport::Sse, _) => "text/event-stream",
+        (_, Format::Json) => "application/json",
+        (_, Format::Protobuf) => "application/octet-stream",
+    };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    // nginx: pass the stream on as it comes instead of buffering it.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+fn empty_body(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
 /// The message of the 503 that a draining node on the memory engine answers publications.
 pub const DRAINING_PUBLISH: &str = "node is draining: publish to another node";
 
@@ -602,6 +809,17 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
             return api(req, shared, a, method).await;
         }
+        if matches!(path.as_str(), HTTP_STREAM_PATH | SSE_PATH | EMULATION_PATH) {
+            let e = &shared.config.emulation;
+            let on = match path.as_str() {
+                HTTP_STREAM_PATH => e.http_stream,
+                SSE_PATH => e.sse,
+                _ => e.http_stream || e.sse,
+            };
+            if on {
+                return emulation_route(req, shared, &path, peer).await;
+            }
+        }
         if let (true, Some(admin)) = (path == "/admin" || path.starts_with("/admin/"), shared.admin.as_ref()) {
             return admin_route(req, shared, admin, &path, peer).await;
         }
@@ -609,7 +827,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
             "/" if req.method() == http::Method::GET || req.method() == http::Method::HEAD => landing(shared),
             "/health" => text(StatusCode::OK, "ok"),
             "/metrics" if shared.config.metrics => {
-                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
+                let mut r = Response::new(full(crate::metrics::render(shared)));
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
@@ -666,7 +884,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
             }
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *resp.headers_mut() = accepted.response_headers();
     resp

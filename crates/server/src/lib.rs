@@ -14,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod driver;
 pub mod echo;
+pub mod emulation;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

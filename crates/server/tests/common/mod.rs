@@ -44,6 +44,7 @@ impl TestServer {
             metrics: false,
             tls: None,
             admin: None,
+            emulation: Default::default(),
         })
         .await
     }
