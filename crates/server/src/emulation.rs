@@ -173,7 +173,13 @@ pub struct StreamSettings {
 /// the request body or `cf_connect`). Returns the body to stream; the session runs in a
 /// task of its own until the client goes away or is disconnected. `on_end` runs once the
 /// task is over (it releases the node's connection count).
-pub fn start(node: Arc<Node>, cluster: Arc<Cluster>, settings: StreamSettings, connect: Bytes, on_end: impl FnOnce() + Send + 'static) -> StreamBody {
+pub fn start(
+    node: Arc<Node>,
+    cluster: Arc<Cluster>,
+    settings: StreamSettings,
+    connect: Bytes,
+    on_end: impl FnOnce() + Send + 'static,
+) -> StreamBody {
     let (body_tx, body_rx) = mpsc::channel(BODY_CHUNKS);
     let conn = Arc::new(StreamConn {
         id: node.next_connection_id(),
@@ -263,7 +269,11 @@ impl Task {
             let (payloads, controls, overflow) = {
                 let mut o = self.conn.outbox.lock();
                 o.bytes = 0;
-                (std::mem::take(&mut o.payloads), std::mem::take(&mut o.controls), std::mem::take(&mut o.overflow))
+                (
+                    std::mem::take(&mut o.payloads),
+                    std::mem::take(&mut o.controls),
+                    std::mem::take(&mut o.overflow),
+                )
             };
             if overflow {
                 return self.disconnect(dc::SLOW, "slow").await;
@@ -322,7 +332,9 @@ impl Task {
     async fn write(&mut self, payload: &Bytes) -> Option<End> {
         for chunk in frame(self.settings.transport, self.settings.format, payload) {
             let sent = match self.settings.write_timeout {
-                Some(t) => tokio::time::timeout(t, self.body.send(chunk)).await.unwrap_or(Err(mpsc::error::SendError(Bytes::new()))),
+                Some(t) => tokio::time::timeout(t, self.body.send(chunk))
+                    .await
+                    .unwrap_or(Err(mpsc::error::SendError(Bytes::new()))),
                 None => self.body.send(chunk).await,
             };
             if sent.is_err() {
@@ -388,7 +400,11 @@ pub fn parse_emulation(format: Format, body: &Bytes) -> Result<EmulationRequest,
 
 /// Reads at most `limit` bytes of a request body.
 pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ()> {
-    http_body_util::Limited::new(body, limit).collect().await.map(|c| c.to_bytes()).map_err(|_| ())
+    http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| ())
 }
 
 /// Counts a stream for `/metrics` while it lives.
@@ -418,8 +434,14 @@ mod tests {
         assert_eq!(joined(frame(Transport::HttpStream, Format::Json, &one)), b"{\"id\":1}\n");
         assert_eq!(joined(frame(Transport::Sse, Format::Json, &one)), b"data: {\"id\":1}\n\n");
         let two = Bytes::from_static(b"{\"id\":1}\n{\"id\":2}");
-        assert_eq!(joined(frame(Transport::HttpStream, Format::Json, &two)), b"{\"id\":1}\n{\"id\":2}\n");
-        assert_eq!(joined(frame(Transport::Sse, Format::Json, &two)), b"data: {\"id\":1}\ndata: {\"id\":2}\n\n");
+        assert_eq!(
+            joined(frame(Transport::HttpStream, Format::Json, &two)),
+            b"{\"id\":1}\n{\"id\":2}\n"
+        );
+        assert_eq!(
+            joined(frame(Transport::Sse, Format::Json, &two)),
+            b"data: {\"id\":1}\ndata: {\"id\":2}\n\n"
+        );
         let pb = Bytes::from_static(&[2, 8, 1]);
         assert_eq!(joined(frame(Transport::HttpStream, Format::Protobuf, &pb)), vec![2, 8, 1]);
         // The payload is shared, not copied.

@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
 use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
-use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_protocol::Format;
+use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
@@ -624,7 +624,10 @@ fn body_format(req: &Request<Incoming>) -> Format {
 /// `/connection/http_stream`, `/connection/sse` and `/emulation`.
 async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
     let policy = &shared.config.handshake.origins;
-    let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if let Some(o) = &origin {
         let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
         if !policy.allows(o, host) {
@@ -679,7 +682,10 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
                 Ok(crate::cluster::Routed::Local | crate::cluster::Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
                 Ok(crate::cluster::Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
                 Ok(crate::cluster::Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
-                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot reach the session's node: {}", e.message)),
+                Err(e) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot reach the session's node: {}", e.message),
+                ),
             };
         }
         HTTP_STREAM_PATH => {
