@@ -42,6 +42,11 @@ pub trait ConnectionHandle: Send + Sync {
     fn emulation_session(&self) -> Option<&str> {
         None
     }
+    /// A unidirectional connection (`uni_*` transports): the client sends nothing after its
+    /// connect, so pings expect no pong.
+    fn unidirectional(&self) -> bool {
+        false
+    }
 }
 
 /// A push encoded and framed at most once per format, on first use.

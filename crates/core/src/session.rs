@@ -424,7 +424,7 @@ impl Session {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ping: ping.as_secs() as u32,
-            pong: true,
+            pong: !self.handle.unidirectional(),
             ..Default::default()
         };
         if let Some(session) = self.handle.emulation_session() {
@@ -777,7 +777,9 @@ impl Session {
         if due(self.ping_at) {
             // The server's ping is an empty reply; the client answers with an empty command.
             out.reply(&Reply::default());
-            self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
+            if !self.handle.unidirectional() {
+                self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
+            }
             self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
             self.refresh_presence().await;
         }

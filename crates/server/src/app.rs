@@ -98,10 +98,14 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         emulation: crate::http::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,
+            uni_http_stream: config.uni_http_stream.enabled,
+            uni_sse: config.uni_sse.enabled,
             max_request_body_size: config
                 .http_stream
                 .max_request_body_size
                 .max(config.sse.max_request_body_size)
+                .max(config.uni_http_stream.max_request_body_size)
+                .max(config.uni_sse.max_request_body_size)
                 .max(config.emulation.max_request_body_size),
             max_queue: config.client.queue_max_size,
         },

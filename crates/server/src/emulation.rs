@@ -42,6 +42,10 @@ pub enum Transport {
     HttpStream,
     /// `GET /connection/sse`.
     Sse,
+    /// `POST /connection/uni_http_stream`: unidirectional, JSON lines of pushes.
+    UniHttpStream,
+    /// `GET` (or `POST`) `/connection/uni_sse`: unidirectional, pushes as `data:` events.
+    UniSse,
 }
 
 impl Transport {
@@ -49,8 +53,43 @@ impl Transport {
         match self {
             Transport::HttpStream => "http_stream",
             Transport::Sse => "sse",
+            Transport::UniHttpStream => "uni_http_stream",
+            Transport::UniSse => "uni_sse",
         }
     }
+
+    /// Unidirectional: the client sends its connect request and nothing else.
+    pub fn unidirectional(self) -> bool {
+        matches!(self, Transport::UniHttpStream | Transport::UniSse)
+    }
+}
+
+/// The unidirectional form of one line the session wrote (Centrifugo's unidirectional
+/// protocol: bare pushes, no replies). A push `{"push":P}` becomes `P` without a copy (its
+/// JSON encoding is exactly that wrapper); a ping `{}` stays; the connect reply becomes a
+/// `connect` push; a connect error becomes a `disconnect` push. Other replies are not for
+/// a client that sends no commands.
+fn uni_line(line: Bytes) -> Option<Bytes> {
+    const PUSH: &[u8] = b"{\"push\":";
+    if line.starts_with(PUSH) && line.ends_with(b"}") {
+        return Some(line.slice(PUSH.len()..line.len() - 1));
+    }
+    if &line[..] == b"{}" {
+        return Some(line);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
+    if let Some(c) = v.get("connect") {
+        return Some(Bytes::from(serde_json::json!({ "connect": c }).to_string()));
+    }
+    let e = v.get("error")?;
+    let code = match e.get("code").and_then(serde_json::Value::as_u64) {
+        Some(101 | 109) => dc::INVALID_TOKEN,
+        _ => dc::BAD_REQUEST,
+    };
+    let reason = e.get("message").and_then(serde_json::Value::as_str).unwrap_or("connect refused");
+    Some(Bytes::from(
+        serde_json::json!({"disconnect": {"code": code, "reason": reason}}).to_string(),
+    ))
 }
 
 /// Chunks buffered between the session's task and the socket; past them, the task waits
@@ -62,11 +101,36 @@ pub const COMMANDS_QUEUED: usize = 64;
 /// The framing of one payload for `transport` and `format`, as chunks that share the
 /// payload's bytes.
 pub fn frame(transport: Transport, format: Format, payload: &Bytes) -> Vec<Bytes> {
+    if transport.unidirectional() {
+        let lines: Vec<Bytes> = if payload.contains(&b'\n') {
+            let mut v = Vec::new();
+            let mut start = 0;
+            for (i, c) in payload.iter().enumerate() {
+                if *c == b'\n' {
+                    v.push(payload.slice(start..i));
+                    start = i + 1;
+                }
+            }
+            v.push(payload.slice(start..));
+            v
+        } else {
+            vec![payload.clone()]
+        };
+        let bidi = match transport {
+            Transport::UniSse => Transport::Sse,
+            _ => Transport::HttpStream,
+        };
+        return lines
+            .into_iter()
+            .filter_map(uni_line)
+            .flat_map(|l| frame(bidi, Format::Json, &l))
+            .collect();
+    }
     match (transport, format) {
         (Transport::HttpStream, Format::Json) => vec![payload.clone(), Bytes::from_static(b"\n")],
         // Protobuf payloads are already a sequence of varint-length-prefixed replies.
         (Transport::HttpStream, Format::Protobuf) => vec![payload.clone()],
-        (Transport::Sse, _) => {
+        (Transport::Sse | Transport::UniSse | Transport::UniHttpStream, _) => {
             if !payload.contains(&b'\n') {
                 return vec![Bytes::from_static(b"data: "), payload.clone(), Bytes::from_static(b"\n\n")];
             }
@@ -96,6 +160,7 @@ struct Outbox {
 pub struct StreamConn {
     id: u64,
     format: Format,
+    uni: bool,
     session: String,
     max_queue: usize,
     outbox: Mutex<Outbox>,
@@ -136,7 +201,11 @@ impl ConnectionHandle for StreamConn {
     }
 
     fn emulation_session(&self) -> Option<&str> {
-        Some(&self.session)
+        (!self.uni).then_some(self.session.as_str())
+    }
+
+    fn unidirectional(&self) -> bool {
+        self.uni
     }
 }
 
@@ -184,6 +253,7 @@ pub fn start(
     let conn = Arc::new(StreamConn {
         id: node.next_connection_id(),
         format: settings.format,
+        uni: settings.transport.unidirectional(),
         session: session_id(),
         max_queue: settings.max_queue,
         outbox: Mutex::new(Outbox::default()),
@@ -191,7 +261,14 @@ pub fn start(
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS_QUEUED);
     // Registered before the connect reply names it, so that the first /emulation finds it.
-    cluster.register_emulation(&conn.session, cmd_tx);
+    // A unidirectional client sends nothing more: nothing to register (the sender is
+    // kept so that the command queue stays open).
+    let keep = if conn.uni {
+        Some(cmd_tx)
+    } else {
+        cluster.register_emulation(&conn.session, cmd_tx);
+        None
+    };
     let task = Task {
         session: Session::new(node, conn.clone(), Now::system()),
         conn,
@@ -201,6 +278,7 @@ pub fn start(
     tokio::spawn(async move {
         let session = task.conn.session.clone();
         task.run(connect, cmd_rx).await;
+        drop(keep);
         cluster.unregister_emulation(&session);
         on_end();
     });
@@ -409,7 +487,7 @@ pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Byte
 
 /// Counts a stream for `/metrics` while it lives.
 pub fn count_stream(transport: Transport) -> impl FnOnce() + Send + 'static {
-    static OPEN: [std::sync::atomic::AtomicI64; 2] = [std::sync::atomic::AtomicI64::new(0), std::sync::atomic::AtomicI64::new(0)];
+    static OPEN: [std::sync::atomic::AtomicI64; 4] = [const { std::sync::atomic::AtomicI64::new(0) }; 4];
     let i = transport as usize;
     let n = OPEN[i].fetch_add(1, Ordering::Relaxed) + 1;
     metrics::gauge!("wshub_emulation_streams", "transport" => transport.name()).set(n as f64);
@@ -447,6 +525,32 @@ mod tests {
         // The payload is shared, not copied.
         let chunks = frame(Transport::HttpStream, Format::Json, &one);
         assert_eq!(chunks[0].as_ptr(), one.as_ptr());
+    }
+
+    #[test]
+    fn unidirectional_framing_unwraps_pushes_without_copying() {
+        let push = Bytes::from_static(br#"{"push":{"channel":"news","pub":{"data":{"n":1}}}}"#);
+        let out = frame(Transport::UniHttpStream, Format::Json, &push);
+        assert_eq!(
+            joined(out.clone()),
+            br#"{"channel":"news","pub":{"data":{"n":1}}}"#.to_vec().into_iter().chain(*b"\n").collect::<Vec<u8>>()
+        );
+        assert_eq!(out[0].as_ptr(), push.as_ptr().wrapping_add(8), "a slice of the shared payload");
+        let connect = Bytes::from_static(b"{\"id\":1,\"connect\":{\"client\":\"c\"}}\n{}");
+        assert_eq!(
+            joined(frame(Transport::UniSse, Format::Json, &connect)),
+            b"data: {\"connect\":{\"client\":\"c\"}}\n\ndata: {}\n\n".to_vec()
+        );
+        let refused = Bytes::from_static(br#"{"id":1,"error":{"code":101,"message":"unauthorized"}}"#);
+        let v: serde_json::Value = serde_json::from_slice(&joined(frame(Transport::UniHttpStream, Format::Json, &refused))).unwrap();
+        assert_eq!(v, serde_json::json!({"disconnect": {"code": 3500, "reason": "unauthorized"}}));
+        // Replies to commands have no unidirectional form.
+        assert!(frame(
+            Transport::UniHttpStream,
+            Format::Json,
+            &Bytes::from_static(br#"{"id":2,"subscribe":{}}"#)
+        )
+        .is_empty());
     }
 
     #[test]

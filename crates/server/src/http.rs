@@ -103,6 +103,8 @@ pub struct ServerConfig {
 pub struct EmulationConfig {
     pub http_stream: bool,
     pub sse: bool,
+    pub uni_http_stream: bool,
+    pub uni_sse: bool,
     /// Largest connect request (`http_stream` body, `cf_connect`) and `/emulation` body.
     pub max_request_body_size: usize,
     /// `client.queue_max_size`.
@@ -566,6 +568,24 @@ async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::adm
 pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
 pub const SSE_PATH: &str = "/connection/sse";
 pub const EMULATION_PATH: &str = "/emulation";
+pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
+pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
+
+/// A unidirectional connect request (a bare `ConnectRequest` object, possibly empty) as the
+/// connect command the session reads.
+fn uni_connect(raw: &[u8]) -> Result<Bytes, &'static str> {
+    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { raw };
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(_)) => {
+            let mut b = Vec::with_capacity(raw.len() + 16);
+            b.extend_from_slice(b"{\"id\":1,\"connect\":");
+            b.extend_from_slice(raw);
+            b.push(b'}');
+            Ok(Bytes::from(b))
+        }
+        _ => Err("the connect request must be a JSON object"),
+    }
+}
 
 /// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
 /// only for origins listed by name (or the same host), never for `*`.
@@ -698,6 +718,34 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
             };
             (Transport::HttpStream, format, body)
         }
+        UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
+            let transport = if path == UNI_SSE_PATH {
+                Transport::UniSse
+            } else {
+                Transport::UniHttpStream
+            };
+            let raw = if req.method() == http::Method::POST {
+                let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
+                    return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                };
+                body.to_vec()
+            } else if req.method() == http::Method::GET && transport == Transport::UniSse {
+                let raw = query_param(req.uri(), "cf_connect").unwrap_or_default();
+                if raw.len() > e.max_request_body_size * 3 {
+                    return text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large");
+                }
+                let Some(raw) = form_decode(&raw) else {
+                    return text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded");
+                };
+                raw
+            } else {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body");
+            };
+            match uni_connect(&raw) {
+                Ok(c) => (transport, Format::Json, c),
+                Err(why) => return text(StatusCode::BAD_REQUEST, why),
+            }
+        }
         _ => {
             if req.method() != http::Method::GET {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect");
@@ -738,7 +786,7 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
     );
     let mut r = Response::new(body.boxed());
     let content_type = match (transport, format) {
-        (Transport::Sse, _) => "text/event-stream",
+        (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
         (_, Format::Json) => "application/json",
         (_, Format::Protobuf) => "application/octet-stream",
     };
@@ -815,11 +863,16 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
             return api(req, shared, a, method).await;
         }
-        if matches!(path.as_str(), HTTP_STREAM_PATH | SSE_PATH | EMULATION_PATH) {
+        if matches!(
+            path.as_str(),
+            HTTP_STREAM_PATH | SSE_PATH | EMULATION_PATH | UNI_HTTP_STREAM_PATH | UNI_SSE_PATH
+        ) {
             let e = &shared.config.emulation;
             let on = match path.as_str() {
                 HTTP_STREAM_PATH => e.http_stream,
                 SSE_PATH => e.sse,
+                UNI_HTTP_STREAM_PATH => e.uni_http_stream,
+                UNI_SSE_PATH => e.uni_sse,
                 _ => e.http_stream || e.sse,
             };
             if on {

@@ -333,3 +333,95 @@ async fn bad_input_on_the_http_transports() {
     drop(good);
     server.stop().await;
 }
+
+/// Reads lines from a `curl -sN` child as they come, bounded by [`LIMIT`].
+struct Curl {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Curl {
+    fn start(args: &[&str]) -> Curl {
+        let mut child = tokio::process::Command::new("curl")
+            .arg("-sN")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("curl not found ({e}): apt-get install -y curl"));
+        let out = child.stdout.take().unwrap();
+        Curl {
+            child,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(out)),
+        }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(LIMIT, self.lines.next_line())
+            .await
+            .expect("a line within the limit")
+            .unwrap()
+    }
+
+    /// The next non-empty line, as JSON (after `data: ` for SSE).
+    async fn json(&mut self) -> Value {
+        loop {
+            let l = self.line().await.expect("a line");
+            let l = l.strip_prefix("data: ").unwrap_or(&l).trim().to_string();
+            if !l.is_empty() {
+                return serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidirectional_http_stream_and_sse_with_curl() {
+    let server = node(&config(json!({"uni_http_stream": {"enabled": true}, "uni_sse": {"enabled": true}}))).await;
+    let addr = server.addr;
+    let jwt = wshub_core::token::make_hs256("s", &json!({"sub": "alice", "channels": ["news"]})).unwrap();
+    // uni_http_stream: the connect request is the body; pushes come bare, one per line.
+    let body = json!({"token": jwt}).to_string();
+    let mut stream = Curl::start(&["-X", "POST", "-d", &body, &format!("http://{addr}/connection/uni_http_stream")]);
+    let connect = stream.json().await;
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+    assert!(
+        connect["connect"]["subs"]["news"].is_object(),
+        "server-side subscription from the token: {connect}"
+    );
+    assert!(
+        connect["connect"].get("pong").is_none(),
+        "a unidirectional client is not asked to pong: {connect}"
+    );
+    // uni_sse: the connect request in cf_connect.
+    let q: String = json!({"token": jwt}).to_string().bytes().map(|b| format!("%{b:02X}")).collect();
+    let mut sse = Curl::start(&[&format!("http://{addr}/connection/uni_sse?cf_connect={q}")]);
+    assert!(sse.json().await["connect"]["subs"]["news"].is_object());
+    api(addr, "publish", json!({"channel": "news", "data": {"n": 1}})).await;
+    for c in [&mut stream, &mut sse] {
+        let p = c.json().await;
+        assert_eq!(p, json!({"channel": "news", "pub": {"data": {"n": 1}}}), "a bare push");
+    }
+    // A bad token: told with a disconnect push, and the stream ends.
+    let mut bad = Curl::start(&[
+        "-X",
+        "POST",
+        "-d",
+        r#"{"token": "nope"}"#,
+        &format!("http://{addr}/connection/uni_http_stream"),
+    ]);
+    assert_eq!(bad.json().await["disconnect"]["code"], 3500);
+    assert_eq!(bad.line().await, None);
+    let _ = bad.child.wait().await;
+    // Not a connect request; the wrong method.
+    let json_ct = [("content-type", "application/json")];
+    assert_eq!(
+        call(addr, "POST", "/connection/uni_http_stream", &json_ct, b"[1]".to_vec()).await.0,
+        400
+    );
+    assert_eq!(call(addr, "GET", "/connection/uni_http_stream", &[], vec![]).await.0, 405);
+    assert_eq!(call(addr, "GET", "/connection/uni_sse?cf_connect=%7B", &[], vec![]).await.0, 400);
+    drop(stream);
+    drop(sse);
+    server.stop().await;
+}

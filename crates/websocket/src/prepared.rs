@@ -82,7 +82,16 @@ mod tests {
             assert_eq!(p.payload().len(), len);
             assert!(p.payload().iter().all(|b| *b == b'a'));
             let plain = p.frame_for(None);
-            assert_eq!(plain.len() - len, 2 + if len > 65535 { 8 } else if len > 125 { 2 } else { 0 });
+            assert_eq!(
+                plain.len() - len,
+                2 + if len > 65535 {
+                    8
+                } else if len > 125 {
+                    2
+                } else {
+                    0
+                }
+            );
             // One allocation: the payload points into the frame.
             assert_eq!(plain.as_ptr().wrapping_add(plain.len() - len), p.payload().as_ptr());
         }
