@@ -20,6 +20,8 @@ use wshub_core::cluster::NodeControl;
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 /// The client endpoint.
 pub const WS_PATH: &str = "/connection/websocket";
+/// The unidirectional WebSocket endpoint (`uni_websocket.enabled`).
+pub const UNI_WS_PATH: &str = "/connection/uni_websocket";
 
 /// The node and the listener settings for `config`.
 pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
@@ -52,6 +54,9 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri| {
+        if uri.path() == UNI_WS_PATH {
+            return Box::new(ClientHandler::unidirectional(factory_node.clone(), queue));
+        }
         let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
             || uri
                 .query()
@@ -61,7 +66,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     });
     let ws = &config.websocket;
     let server = ServerConfig {
-        ws_paths: Some(vec![WS_PATH.to_string()]),
+        ws_paths: Some(match config.uni_websocket.enabled {
+            true => vec![WS_PATH.to_string(), UNI_WS_PATH.to_string()],
+            false => vec![WS_PATH.to_string()],
+        }),
         handshake: HandshakeConfig {
             protocols: vec![PROTOBUF_SUBPROTOCOL.to_string()],
             deflate: ws.compression.then_some(DeflateConfig {

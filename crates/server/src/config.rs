@@ -28,6 +28,7 @@ pub struct Config {
     pub sse: HttpTransport,
     pub uni_http_stream: HttpTransport,
     pub uni_sse: HttpTransport,
+    pub uni_websocket: UniWebSocket,
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub shutdown: Shutdown,
@@ -49,6 +50,7 @@ impl Default for Config {
             sse: HttpTransport::default(),
             uni_http_stream: HttpTransport::default(),
             uni_sse: HttpTransport::default(),
+            uni_websocket: UniWebSocket::default(),
             emulation: EmulationSection::default(),
             prometheus: Prometheus { enabled: true },
             shutdown: Shutdown::default(),
@@ -264,6 +266,13 @@ impl Default for HttpTransport {
             max_request_body_size: 65536,
         }
     }
+}
+
+/// `uni_websocket.*`: the unidirectional WebSocket endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UniWebSocket {
+    pub enabled: bool,
 }
 
 /// `emulation.*`: the `/emulation` endpoint that carries an emulated session's commands.

@@ -69,7 +69,7 @@ impl Transport {
 /// JSON encoding is exactly that wrapper); a ping `{}` stays; the connect reply becomes a
 /// `connect` push; a connect error becomes a `disconnect` push. Other replies are not for
 /// a client that sends no commands.
-fn uni_line(line: Bytes) -> Option<Bytes> {
+pub fn uni_line(line: Bytes) -> Option<Bytes> {
     const PUSH: &[u8] = b"{\"push\":";
     if line.starts_with(PUSH) && line.ends_with(b"}") {
         return Some(line.slice(PUSH.len()..line.len() - 1));
@@ -102,29 +102,11 @@ pub const COMMANDS_QUEUED: usize = 64;
 /// payload's bytes.
 pub fn frame(transport: Transport, format: Format, payload: &Bytes) -> Vec<Bytes> {
     if transport.unidirectional() {
-        let lines: Vec<Bytes> = if payload.contains(&b'\n') {
-            let mut v = Vec::new();
-            let mut start = 0;
-            for (i, c) in payload.iter().enumerate() {
-                if *c == b'\n' {
-                    v.push(payload.slice(start..i));
-                    start = i + 1;
-                }
-            }
-            v.push(payload.slice(start..));
-            v
-        } else {
-            vec![payload.clone()]
-        };
         let bidi = match transport {
             Transport::UniSse => Transport::Sse,
             _ => Transport::HttpStream,
         };
-        return lines
-            .into_iter()
-            .filter_map(uni_line)
-            .flat_map(|l| frame(bidi, Format::Json, &l))
-            .collect();
+        return uni_lines(payload).into_iter().flat_map(|l| frame(bidi, Format::Json, &l)).collect();
     }
     match (transport, format) {
         (Transport::HttpStream, Format::Json) => vec![payload.clone(), Bytes::from_static(b"\n")],
@@ -474,6 +456,36 @@ pub fn parse_emulation(format: Format, body: &Bytes) -> Result<EmulationRequest,
             })
         }
     }
+}
+
+/// A unidirectional connect request (a bare `ConnectRequest` object, possibly empty) as the
+/// connect command the session reads.
+pub fn uni_connect(raw: &[u8]) -> Result<Bytes, &'static str> {
+    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { raw };
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(_)) => {
+            let mut b = Vec::with_capacity(raw.len() + 16);
+            b.extend_from_slice(b"{\"id\":1,\"connect\":");
+            b.extend_from_slice(raw);
+            b.push(b'}');
+            Ok(Bytes::from(b))
+        }
+        _ => Err("the connect request must be a JSON object"),
+    }
+}
+
+/// Every line of a session's output in its unidirectional form.
+pub fn uni_lines(payload: &Bytes) -> Vec<Bytes> {
+    let mut v = Vec::new();
+    let mut start = 0;
+    for (i, c) in payload.iter().enumerate() {
+        if *c == b'\n' {
+            v.push(payload.slice(start..i));
+            start = i + 1;
+        }
+    }
+    v.push(payload.slice(start..));
+    v.into_iter().filter_map(uni_line).collect()
 }
 
 /// Reads at most `limit` bytes of a request body.

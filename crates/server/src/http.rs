@@ -571,22 +571,6 @@ pub const EMULATION_PATH: &str = "/emulation";
 pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
 pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
 
-/// A unidirectional connect request (a bare `ConnectRequest` object, possibly empty) as the
-/// connect command the session reads.
-fn uni_connect(raw: &[u8]) -> Result<Bytes, &'static str> {
-    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { raw };
-    match serde_json::from_slice::<serde_json::Value>(raw) {
-        Ok(serde_json::Value::Object(_)) => {
-            let mut b = Vec::with_capacity(raw.len() + 16);
-            b.extend_from_slice(b"{\"id\":1,\"connect\":");
-            b.extend_from_slice(raw);
-            b.push(b'}');
-            Ok(Bytes::from(b))
-        }
-        _ => Err("the connect request must be a JSON object"),
-    }
-}
-
 /// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
 /// only for origins listed by name (or the same host), never for `*`.
 fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
@@ -741,7 +725,7 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
             } else {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body");
             };
-            match uni_connect(&raw) {
+            match emulation::uni_connect(&raw) {
                 Ok(c) => (transport, Format::Json, c),
                 Err(why) => return text(StatusCode::BAD_REQUEST, why),
             }

@@ -425,3 +425,46 @@ async fn unidirectional_http_stream_and_sse_with_curl() {
     drop(sse);
     server.stop().await;
 }
+
+async fn ws_json(c: &mut Client) -> Value {
+    loop {
+        match c.next_event().await {
+            wshub_websocket::Event::Message {
+                kind: wshub_websocket::MessageKind::Text,
+                data,
+            } => {
+                return serde_json::from_slice(&data).unwrap_or_else(|e| panic!("not JSON ({e}): {data:?}"));
+            }
+            wshub_websocket::Event::Ping(_) | wshub_websocket::Event::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidirectional_websocket_with_a_raw_client() {
+    let server = node(&config(json!({"uni_websocket": {"enabled": true}}))).await;
+    let addr = server.addr;
+    let jwt = wshub_core::token::make_hs256("s", &json!({"sub": "alice", "channels": ["news"]})).unwrap();
+    let mut c = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    c.send(wshub_websocket::MessageKind::Text, json!({"token": jwt}).to_string().as_bytes())
+        .await;
+    let connect = ws_json(&mut c).await;
+    assert!(connect["connect"]["subs"]["news"].is_object(), "{connect}");
+    api(addr, "publish", json!({"channel": "news", "data": {"n": 1}})).await;
+    assert_eq!(ws_json(&mut c).await, json!({"channel": "news", "pub": {"data": {"n": 1}}}));
+    api(addr, "publish", json!({"channel": "news", "data": {"n": 2}})).await;
+    assert_eq!(ws_json(&mut c).await["pub"]["data"]["n"], 2);
+    // Anything after the connect request is refused with a close code.
+    c.send(wshub_websocket::MessageKind::Text, br#"{"id":2,"subscribe":{"channel":"x"}}"#)
+        .await;
+    assert_eq!(c.expect_close().await, 3501);
+    // A connect request that is not an object; a bad token.
+    let mut bad = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    bad.send(wshub_websocket::MessageKind::Text, b"[]").await;
+    assert_eq!(bad.expect_close().await, 3501);
+    let mut bad = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    bad.send(wshub_websocket::MessageKind::Text, br#"{"token":"nope"}"#).await;
+    assert_eq!(bad.expect_close().await, 3500, "a WebSocket says it with its close code");
+    server.stop().await;
+}
