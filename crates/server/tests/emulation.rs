@@ -468,3 +468,68 @@ async fn unidirectional_websocket_with_a_raw_client() {
     assert_eq!(bad.expect_close().await, 3500, "a WebSocket says it with its close code");
     server.stop().await;
 }
+
+/// The drain closes every transport's clients alike: a `disconnect` push with 3001 on the
+/// HTTP streams (bidirectional and unidirectional), the close code 3001 on WebSocket; and
+/// nothing is left open when the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_closes_every_transport_with_3001() {
+    let c = config(json!({"uni_http_stream": {"enabled": true}, "uni_sse": {"enabled": true}, "uni_websocket": {"enabled": true}}));
+    let (node, sc) = wshub_server::app::build(&c).unwrap();
+    let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = wshub_server::Shared::new(sc);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = wshub_server::lifecycle::Drain {
+        node,
+        timeout: Duration::from_secs(5),
+        window: Duration::from_millis(200),
+    };
+    let run = tokio::spawn(wshub_server::lifecycle::run(listener, shared.clone(), Some(drain), async {
+        let _ = stopped.await;
+    }));
+    let (_, mut hs) = Stream::open(addr, "/connection/http_stream", "POST", r#"{"id":1,"connect":{}}"#).await;
+    assert!(hs.json().await["connect"]["session"].is_string());
+    let (_, mut sse) = Stream::open(
+        addr,
+        "/connection/sse?cf_connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D",
+        "GET",
+        "",
+    )
+    .await;
+    assert!(sse.line().await.unwrap().contains("connect"));
+    let (_, mut uni) = Stream::open(addr, "/connection/uni_http_stream", "POST", "{}").await;
+    assert!(uni.json().await["connect"].is_object());
+    let (_, mut uni_sse) = Stream::open(addr, "/connection/uni_sse", "POST", "{}").await;
+    assert!(uni_sse.line().await.unwrap().contains("connect"));
+    let mut ws = Client::connect(addr, "/connection/websocket", &[], None).await;
+    ws.send(wshub_websocket::MessageKind::Text, br#"{"id":1,"connect":{}}"#).await;
+    assert!(ws_json(&mut ws).await["connect"].is_object());
+    let mut uni_ws = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    uni_ws.send(wshub_websocket::MessageKind::Text, b"{}").await;
+    assert!(ws_json(&mut uni_ws).await["connect"].is_object());
+    assert_eq!(shared.connections(), 6);
+
+    stop.send(()).unwrap();
+    assert_eq!(hs.json().await["push"]["disconnect"]["code"], 3001);
+    assert_eq!(hs.line().await, None, "then the stream ends");
+    let l = loop {
+        let l = sse.line().await.unwrap();
+        if !l.is_empty() {
+            break l;
+        }
+    };
+    assert!(l.starts_with("data: ") && l.contains(r#""disconnect":{"code":3001"#), "{l}");
+    assert_eq!(uni.json().await["disconnect"]["code"], 3001);
+    let l = loop {
+        let l = uni_sse.line().await.unwrap();
+        if !l.is_empty() {
+            break l;
+        }
+    };
+    assert!(l.contains(r#"{"disconnect":{"code":3001"#), "{l}");
+    assert_eq!(ws.expect_close().await, 3001);
+    assert_eq!(uni_ws.expect_close().await, 3001);
+    let left = tokio::time::timeout(LIMIT, run).await.unwrap().unwrap();
+    assert_eq!(left, 0, "nothing left open");
+}
