@@ -173,11 +173,8 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         timeout: c.shutdown.timeout,
         window: c.shutdown.drain_window,
     };
-    rt.block_on(wshub_server::lifecycle::run_until_signal(
-        listener,
-        Shared::new(server),
-        Some(drain),
-    ));
+    // Shared::new inside the runtime, where the server's tasks run.
+    rt.block_on(async { wshub_server::lifecycle::run_until_signal(listener, Shared::new(server), Some(drain)).await });
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())

@@ -682,7 +682,16 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
                 Ok(r) => r,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &why),
             };
-            return match api.cluster.route_emulation(&r.node, &r.session, r.data).await {
+            let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
+            let label = match &routed {
+                Ok(crate::cluster::Routed::Local) => "local",
+                Ok(crate::cluster::Routed::Forwarded) => "forwarded",
+                Ok(crate::cluster::Routed::Unknown) => "unknown_session",
+                Ok(crate::cluster::Routed::Full) => "full",
+                Err(_) => "error",
+            };
+            metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
+            return match routed {
                 Ok(crate::cluster::Routed::Local | crate::cluster::Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
                 Ok(crate::cluster::Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
                 Ok(crate::cluster::Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),

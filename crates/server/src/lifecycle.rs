@@ -38,6 +38,11 @@ const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// listener still answering, and returns once it has stopped listening. Returns the
 /// WebSocket connections still open at the end.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>, shutdown: impl Future<Output = ()>) -> usize {
+    if let Some(api) = &shared.config.api {
+        // Node discovery runs while the server does (once: `Shared::new` starts it too when
+        // called inside a runtime).
+        api.cluster.start();
+    }
     let watch = drain.as_ref().map(|d| tokio::spawn(watch_engine(d.node.clone(), shared.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let accept = tokio::spawn(crate::listener::serve(listener, shared.clone(), async {

@@ -264,12 +264,17 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in front of the nodes on `nodes` and waits until it answers.
     pub async fn start(dir: &Path, nodes: &[u16]) -> Nginx {
+        Self::start_edited(dir, nodes, |c| c).await
+    }
+
+    /// [`Nginx::start`] with `edit` applied to the rendered `deploy/nginx.conf`.
+    pub async fn start_edited(dir: &Path, nodes: &[u16], edit: impl FnOnce(String) -> String) -> Nginx {
         let bin = nginx_binary();
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let port = free_port();
         let template = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
-        std::fs::write(dir.join("wshub.conf"), render_nginx_conf(&template, port, nodes)).unwrap();
+        std::fs::write(dir.join("wshub.conf"), edit(render_nginx_conf(&template, port, nodes))).unwrap();
         // The main context, as Debian's /etc/nginx/nginx.conf is: the shipped file is its
         // http-context include. Every path is inside `dir`.
         let d = dir.display();
