@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn json_string_refuses_non_utf8() {
-        assert_eq!(json_string(b"{\"a\":\"\n\"}").unwrap(), Bytes::from_static(b"\"{\\\"a\\\":\\\"\\n\\\"}\""));
+        assert_eq!(
+            json_string(b"{\"a\":\"\n\"}").unwrap(),
+            Bytes::from_static(b"\"{\\\"a\\\":\\\"\\n\\\"}\"")
+        );
         assert!(json_string(&[0xff, 0x00]).is_none());
     }
 }

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use wshub_protocol::codec::push_bytes;
-use bytes::Bytes;
 use wshub_protocol::{ClientInfo, FilterNode, Format, Join, Leave, Publication, Push};
 use wshub_websocket::{MessageKind, PreparedMessage};
 
@@ -130,7 +130,13 @@ impl PreparedPush {
                 let frame = slot
                     .get_or_init(|| {
                         let p = crate::delta::as_delta(publication, patch, format)?;
-                        encode_push(format, Push { r#pub: Some(p), ..self.push.clone() })
+                        encode_push(
+                            format,
+                            Push {
+                                r#pub: Some(p),
+                                ..self.push.clone()
+                            },
+                        )
                     })
                     .as_ref();
                 if frame.is_some() {
@@ -144,7 +150,13 @@ impl PreparedPush {
                 .json_whole
                 .get_or_init(|| {
                     let p = crate::delta::whole(publication, format)?;
-                    encode_push(format, Push { r#pub: Some(p), ..self.push.clone() })
+                    encode_push(
+                        format,
+                        Push {
+                            r#pub: Some(p),
+                            ..self.push.clone()
+                        },
+                    )
                 })
                 .as_ref(),
         }

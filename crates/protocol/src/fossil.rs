@@ -96,7 +96,10 @@ impl Rolling {
         self.window[self.pos] = c;
         self.pos = (self.pos + 1) % NHASH;
         self.a = self.a.wrapping_sub(u16::from(old)).wrapping_add(u16::from(c));
-        self.b = self.b.wrapping_sub((NHASH as u16).wrapping_mul(u16::from(old))).wrapping_add(self.a);
+        self.b = self
+            .b
+            .wrapping_sub((NHASH as u16).wrapping_mul(u16::from(old)))
+            .wrapping_add(self.a);
     }
 
     fn value(&self) -> u32 {
@@ -312,7 +315,9 @@ mod tests {
 
     #[test]
     fn one_percent_change_is_small() {
-        let doc: Vec<u8> = (0..10_000).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + i / 13) % 36]).collect();
+        let doc: Vec<u8> = (0..10_000)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + i / 13) % 36])
+            .collect();
         let mut changed = doc.clone();
         for i in (0..changed.len()).step_by(100) {
             changed[i] = b'#';

@@ -259,10 +259,17 @@ fn delta_frames_are_computed_once_and_shared() {
         assert_eq!(x.as_ptr(), y.as_ptr(), "one frame for every JSON delta subscriber");
     }
     let pa = a.payloads();
-    assert!(pa[0].contains(r#""data":"{\"n\":1"#) && !pa[0].contains("delta"), "first whole, as a string: {}", pa[0]);
+    assert!(
+        pa[0].contains(r#""data":"{\"n\":1"#) && !pa[0].contains("delta"),
+        "first whole, as a string: {}",
+        pa[0]
+    );
     assert!(pa[1].contains(r#""delta":true"#) && pa[1].len() < 200, "then a delta: {}", pa[1]);
     assert!(!pa[2].contains("delta"), "published without delta: whole");
-    assert!(plain.payloads().iter().all(|p| p.contains(r#""data":{"n":"#) && !p.contains("delta")));
+    assert!(plain
+        .payloads()
+        .iter()
+        .all(|p| p.contains(r#""data":{"n":"#) && !p.contains("delta")));
     // Protobuf: whole data shares the plain frame, the delta is smaller.
     let pf = pb.frames.lock().clone();
     assert!(pf[1].len() < pf[0].len() / 2);

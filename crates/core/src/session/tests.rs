@@ -293,7 +293,10 @@ fn tags_filter_needs_the_namespace_and_a_valid_filter() {
     c.send(r#"{"id":6,"unsubscribe":{"channel":"chat:1"}}"#);
     publish("4", "GOOG");
     publish("5", "AAPL");
-    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default())).unwrap().position.epoch;
+    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
     let (r, _) = c.send(&format!(
         r#"{{"id":7,"subscribe":{{"channel":"chat:1","recover":true,"offset":3,"epoch":"{epoch}","tf":{{"key":"ticker","cmp":"eq","val":"AAPL"}}}}}}"#
     ));
@@ -341,14 +344,19 @@ fn delta_subscribers_get_deltas_live_and_recovered() {
         assert_eq!(prev, doc(n).into_bytes());
     }
     let plain_pushes = plain.pushes();
-    assert!(plain_pushes.iter().all(|p| p["push"]["pub"]["delta"].is_null() && p["push"]["pub"]["data"]["n"].is_number()));
+    assert!(plain_pushes
+        .iter()
+        .all(|p| p["push"]["pub"]["delta"].is_null() && p["push"]["pub"]["data"]["n"].is_number()));
 
     // Recovery: the missed publications come as a chain (first whole), then live deltas.
     c.send(r#"{"id":3,"unsubscribe":{"channel":"chat:1"}}"#);
     for n in 4..=5 {
         now_or_never(node.publish("chat:1", Bytes::from(doc(n)), None, false, HashMap::new())).unwrap();
     }
-    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default())).unwrap().position.epoch;
+    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
     let (r, _) = c.send(&format!(
         r#"{{"id":4,"subscribe":{{"channel":"chat:1","delta":"fossil","recover":true,"offset":3,"epoch":"{epoch}"}}}}"#
     ));
@@ -366,7 +374,14 @@ fn delta_subscribers_get_deltas_live_and_recovered() {
     assert_eq!(live[0]["push"]["pub"]["delta"], true, "delta against the last recovered one");
     assert_eq!(fossil_apply(&prev, &live[0]["push"]["pub"]), doc(6).into_bytes());
     // History through the API never shows the internal mark.
-    let h = now_or_never(node.history("chat:1", HistoryQuery { limit: -1, ..Default::default() })).unwrap();
+    let h = now_or_never(node.history(
+        "chat:1",
+        HistoryQuery {
+            limit: -1,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
     assert!(h.publications.iter().all(|p| !p.delta));
 }
 
@@ -376,7 +391,10 @@ fn delta_only_where_allowed_and_unknown_types_close() {
     let mut c = Client::new(&node, start());
     c.connect("42");
     let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"chat:1","delta":"fossil"}}"#);
-    assert!(r[0]["subscribe"].is_object() && r[0]["subscribe"]["delta"].is_null(), "not negotiated: {r:?}");
+    assert!(
+        r[0]["subscribe"].is_object() && r[0]["subscribe"]["delta"].is_null(),
+        "not negotiated: {r:?}"
+    );
     assert_eq!(c.send(r#"{"id":3,"subscribe":{"channel":"news","delta":"xdelta"}}"#).1, Some(3501));
 }
 
