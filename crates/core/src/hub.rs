@@ -200,7 +200,9 @@ pub struct SubscriberOptions {
 
 struct Extra {
     delta: bool,
-    filter: Option<FilterNode>,
+    /// Shared by the channel's subscribers with an identical filter ([`Channel::filters`]),
+    /// so that a broadcast evaluates each distinct filter once ([`FilterMemo`]).
+    filter: Option<Arc<FilterNode>>,
     /// The offset of the publication whose data the subscriber's SDK holds as its delta
     /// base; [`NO_BASE`] when none.
     base: u64,
@@ -213,14 +215,45 @@ const UNTRACKED: u64 = u64::MAX;
 /// `Entry::last` after a gap was reported: later publications are dropped until it leaves.
 const GAP_REPORTED: u64 = u64::MAX - 1;
 
+/// The verdicts of the distinct filters on one publication: a filter shared by many
+/// subscribers is evaluated once (a front entry, as most channels have one filter, then a
+/// short list).
+#[derive(Default)]
+struct FilterMemo {
+    last: Option<(*const FilterNode, bool)>,
+    others: Vec<(*const FilterNode, bool)>,
+}
+
+impl FilterMemo {
+    fn passes(&mut self, f: &Arc<FilterNode>, tags: &HashMap<String, String>) -> bool {
+        let key = Arc::as_ptr(f);
+        match self.last {
+            Some((k, v)) if k == key => return v,
+            _ => {}
+        }
+        let v = match self.others.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v,
+            None => {
+                let v = crate::filter::matches(f, tags);
+                if self.others.len() < 64 {
+                    self.others.push((key, v));
+                }
+                v
+            }
+        };
+        self.last = Some((key, v));
+        v
+    }
+}
+
 impl Entry {
-    fn send(&mut self, p: &PreparedPush) {
+    fn send(&mut self, p: &PreparedPush, memo: &mut FilterMemo) {
         let format = self.conn.format();
         let frame = match self.extra.as_deref_mut() {
             None => p.frame(format),
             Some(x) => {
                 if let (Some(f), Some(publication)) = (&x.filter, &p.push.r#pub) {
-                    if !crate::filter::matches(f, &publication.tags) {
+                    if !memo.passes(f, &publication.tags) {
                         return;
                     }
                 }
@@ -239,6 +272,26 @@ impl Entry {
     }
 }
 
+impl Channel {
+    /// Forgets what a leaving subscriber's options held in the channel.
+    fn release(&mut self, x: &Extra) {
+        if x.delta {
+            self.delta_subs = self.delta_subs.saturating_sub(1);
+            if self.delta_subs == 0 {
+                self.prev = None;
+            }
+        }
+        if let Some(f) = &x.filter {
+            if let Some(n) = self.filters.get_mut(f) {
+                *n -= 1;
+                if *n == 0 {
+                    self.filters.remove(f);
+                }
+            }
+        }
+    }
+}
+
 /// One channel's subscribers here.
 #[derive(Default)]
 struct Channel {
@@ -247,6 +300,8 @@ struct Channel {
     delta_subs: usize,
     /// The last publication's offset and data, the base of the next one's delta.
     prev: Option<(u64, Bytes)>,
+    /// The distinct tags filters of the channel's subscribers, with how many use each.
+    filters: HashMap<Arc<FilterNode>, usize>,
 }
 
 /// A gap between history and the buffered publications: the client must resubscribe
@@ -301,14 +356,22 @@ impl Hub {
         let mut shard = self.shards[shard_of(channel)].lock();
         let first = !shard.contains_key(channel);
         let id = conn.id();
-        let extra = (opts.delta || opts.filter.is_some()).then(|| {
+        let ch = shard.entry(channel.to_string()).or_default();
+        let filter = opts.filter.map(|f| {
+            let shared = match ch.filters.get_key_value(&f) {
+                Some((k, _)) => k.clone(),
+                None => Arc::new(f),
+            };
+            *ch.filters.entry(shared.clone()).or_default() += 1;
+            shared
+        });
+        let extra = (opts.delta || filter.is_some()).then(|| {
             Box::new(Extra {
                 delta: opts.delta,
-                filter: opts.filter,
+                filter,
                 base: NO_BASE,
             })
         });
-        let ch = shard.entry(channel.to_string()).or_default();
         ch.delta_subs += usize::from(opts.delta);
         let replaced = ch.subs.insert(
             id,
@@ -324,7 +387,11 @@ impl Hub {
             None => {
                 self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Some(old) => ch.delta_subs -= usize::from(old.extra.is_some_and(|x| x.delta)),
+            Some(old) => {
+                if let Some(x) = old.extra {
+                    ch.release(&x);
+                }
+            }
         }
         first
     }
@@ -337,11 +404,8 @@ impl Hub {
             return false;
         };
         self.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if old.extra.is_some_and(|x| x.delta) {
-            ch.delta_subs -= 1;
-            if ch.delta_subs == 0 {
-                ch.prev = None;
-            }
+        if let Some(x) = old.extra {
+            ch.release(&x);
         }
         if ch.subs.is_empty() {
             shard.remove(channel);
@@ -381,6 +445,7 @@ impl Hub {
             x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
         }
         let buffered = entry.buffer.take().unwrap_or_default();
+        let mut memo = FilterMemo::default();
         let mut top = delivered;
         for p in *buffered {
             if p.offset == 0 || p.offset <= top {
@@ -389,7 +454,7 @@ impl Hub {
             if p.offset != top + 1 {
                 return Err(Gap { expected: top + 1 });
             }
-            entry.send(&p);
+            entry.send(&p, &mut memo);
             top = p.offset;
         }
         entry.last = top;
@@ -426,16 +491,17 @@ impl Hub {
             };
             PreparedPush::new(offset, push)
         };
+        let mut memo = FilterMemo::default();
         for entry in ch.subs.values_mut() {
             match &mut entry.buffer {
                 Some(buf) => buf.push(prepared.clone()),
                 None => match entry.last {
-                    UNTRACKED => entry.send(&prepared),
+                    UNTRACKED => entry.send(&prepared, &mut memo),
                     GAP_REPORTED => {}
-                    _ if offset == 0 => entry.send(&prepared),
+                    _ if offset == 0 => entry.send(&prepared, &mut memo),
                     last if last.checked_add(1) == Some(offset) => {
                         entry.last = offset;
-                        entry.send(&prepared);
+                        entry.send(&prepared, &mut memo);
                     }
                     // Already sent: history can run ahead of the live stream (a publication
                     // read in history at subscribe time may arrive here afterwards).

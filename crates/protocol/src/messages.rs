@@ -428,8 +428,9 @@ pub struct SubscribeRequest {
 }
 
 /// A publication tags filter (`FilterNode` of client.proto): a leaf comparison on one tag,
-/// or `and` / `or` / `not` over child nodes.
-#[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
+/// or `and` / `or` / `not` over child nodes. `Eq` and `Hash` let a hub share one copy of
+/// identical filters.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message, Serialize, Deserialize)]
 pub struct FilterNode {
     #[prost(string, tag = "1")]
     #[serde(default, skip_serializing_if = "z")]
