@@ -230,6 +230,16 @@ fn fanout(c: &mut Criterion) {
         });
     }
     g.finish();
+    let mut g = c.benchmark_group("delta");
+    let (a, b) = (document(1), document(2));
+    g.bench_function("fossil_create_10kb_1pct", |bench| {
+        bench.iter(|| wshub_protocol::fossil::create(black_box(&a), black_box(&b)))
+    });
+    let d = wshub_protocol::fossil::create(&a, &b);
+    g.bench_function("fossil_apply_10kb_1pct", |bench| {
+        bench.iter(|| wshub_protocol::fossil::apply(black_box(&a), black_box(&d), usize::MAX))
+    });
+    g.finish();
     let mut g = c.benchmark_group("recovery");
     g.throughput(Throughput::Elements(1_000));
     g.bench_function("merge_1000_buffered", |b| {
