@@ -118,8 +118,11 @@ pub enum ClientEvent {
     },
     Publication {
         channel: String,
+        /// Whole data (a delta subscription's deltas are applied already).
         data: Bytes,
         offset: u64,
+        /// It came as a delta (Fossil delta compression saved the rest).
+        delta: bool,
     },
     Join {
         channel: String,
@@ -726,6 +729,7 @@ impl ClientCore {
 
     fn publication(&mut self, channel: &str, mut p: Publication) {
         let format = self.cfg.format;
+        let came_as_delta = p.delta;
         if let Some(s) = self.subs.get_mut(channel) {
             if s.recoverable && p.offset > 0 {
                 match &mut s.position {
@@ -768,6 +772,7 @@ impl ClientCore {
             channel: channel.into(),
             data: p.data,
             offset: p.offset,
+            delta: came_as_delta && self.subs.get(channel).is_some_and(|s| s.delta_negotiated),
         });
     }
 

@@ -810,10 +810,12 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
         client.connect();
         next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
         let mut got = Vec::new();
+        let mut deltas = Vec::new();
         for v in 1..=3 {
             server.api("publish", json!({"channel": channel, "data": doc(v)})).await;
-            if let ClientEvent::Publication { data, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
                 got.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+                deltas.push(delta);
             }
         }
         client.disconnect();
@@ -826,11 +828,14 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
             if v == 6 {
                 server.api("publish", json!({"channel": channel, "data": doc(v)})).await;
             }
-            if let ClientEvent::Publication { data, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
                 got.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+                deltas.push(delta);
             }
         }
         assert_eq!(got, (1..=6).map(doc).collect::<Vec<_>>(), "{format:?}");
+        // Whole first, deltas; after the recovery the chain starts again whole.
+        assert_eq!(deltas, vec![false, true, true, false, true, true], "{format:?}");
 
         let filter = wshub_protocol::FilterNode {
             key: "kind".into(),
@@ -864,4 +869,46 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
         assert_eq!(kinds, vec![json!("a"), json!("c")]);
         client.disconnect();
     }
+}
+
+/// Delta across nodes: published on node A with `delta: true`, the publication reaches node
+/// B through Redis still marked, and B's delta subscriber gets deltas (computed on B).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_across_nodes_through_redis() {
+    let redis = wshub_redis::testing::RedisServer::start().await;
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let channel = json!({"namespaces": [{"name": "doc", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
+        "allow_subscribe_for_client": true, "allowed_delta_types": ["fossil"]}]});
+    let cfg = Server::config(json!({ "engine": engine, "channel": channel }));
+    let a = Server::start(cfg.clone(), free_port()).await;
+    let b = Server::start(cfg, free_port()).await;
+    let (client, _ev) = Client::start(&b.url(), quick(token("dora", None))).unwrap();
+    let mut sub = client.new_subscription(
+        "doc:1",
+        SubscriptionOptions {
+            recoverable: true,
+            delta: true,
+            ..Default::default()
+        },
+    );
+    client.connect();
+    next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let doc = |v: u32| json!({"v": v, "body": "lorem ipsum dolor sit amet ".repeat(30)});
+    let mut got = Vec::new();
+    for v in 1..=3 {
+        a.api("publish", json!({"channel": "doc:1", "data": doc(v), "delta": true})).await;
+        if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            got.push((serde_json::from_slice::<serde_json::Value>(&data).unwrap(), delta));
+        }
+    }
+    assert_eq!(got, vec![(doc(1), false), (doc(2), true), (doc(3), true)]);
+    let h = a.api("history", json!({"channel": "doc:1", "limit": -1})).await;
+    assert!(
+        h["result"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("delta").is_none()),
+        "{h}"
+    );
 }
