@@ -447,10 +447,17 @@ impl Session {
                 epoch: s.epoch.clone(),
             });
             let recoverable = opts.has_history() && (opts.force_recovery || opts.allow_recovery);
+            // Server-side subscriptions negotiate delta through the connect's `subs`, as in
+            // Centrifugo.
+            let delta = req
+                .subs
+                .get(&ch)
+                .is_some_and(|s| !s.delta.is_empty() && opts.allows_delta(&s.delta));
             let params = SubParams {
                 recoverable,
                 since: since.filter(|_| recoverable),
                 reply_budget: Some(budget),
+                delta,
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
