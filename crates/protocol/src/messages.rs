@@ -414,11 +414,11 @@ pub struct SubscribeRequest {
     #[prost(bool, tag = "11")]
     #[serde(default, skip_serializing_if = "z")]
     pub join_leave: bool,
+    /// Delta compression asked for: `"fossil"` or empty.
     #[prost(string, tag = "12")]
     #[serde(default, skip_serializing_if = "z")]
     pub delta: String,
-    /// Publication tags filter. Decoded so that a subscribe asking for one is refused (108)
-    /// rather than silently given every publication: filtering is not implemented yet.
+    /// Publication tags filter (`wshub_core::filter`), where the namespace allows one.
     #[prost(message, optional, tag = "13")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf: Option<FilterNode>,
