@@ -109,6 +109,9 @@ pub struct PublishParams {
     pub tags: HashMap<String, String>,
     #[serde(default)]
     pub idempotency_key: String,
+    /// Delta subscribers get it as a delta against the previous publication.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// `broadcast` parameters.
@@ -125,6 +128,8 @@ pub struct BroadcastParams {
     /// Per channel, as for `publish`.
     #[serde(default)]
     pub idempotency_key: String,
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// The longest `idempotency_key` accepted (it becomes part of a key in the engine).
@@ -346,7 +351,8 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let data = data_bytes(p.data, &p.b64data)?;
             let key = idempotency_key(&p.idempotency_key)?;
             Ok(position(
-                node.publish_idempotent(&p.channel, data, None, p.skip_history, p.tags, key).await?,
+                node.publish_with_delta(&p.channel, data, None, p.skip_history, p.tags, key, p.delta)
+                    .await?,
             ))
         }
         ApiRequest::Broadcast(p) => {
@@ -358,7 +364,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let mut responses = Vec::with_capacity(p.channels.len());
             for ch in &p.channels {
                 let published = node
-                    .publish_idempotent(ch, data.clone(), None, p.skip_history, p.tags.clone(), key)
+                    .publish_with_delta(ch, data.clone(), None, p.skip_history, p.tags.clone(), key, p.delta)
                     .await;
                 responses.push(match published {
                     Ok(sp) => json!({"result": position(sp)}),
