@@ -612,9 +612,8 @@ fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
 }
 
 /// The wire format of an HTTP transport request, from its `Content-Type`.
-fn body_format(req: &Request<Incoming>) -> Format {
-    let binary = req
-        .headers()
+fn body_format(headers: &http::HeaderMap) -> Format {
+    let binary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
@@ -625,139 +624,185 @@ fn body_format(req: &Request<Incoming>) -> Format {
     }
 }
 
-/// `/connection/http_stream`, `/connection/sse` and `/emulation`.
-async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+/// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
+pub(crate) fn check_origin(headers: &http::HeaderMap, shared: &Shared, path: &str, peer: SocketAddr) -> Result<Option<String>, Response<Body>> {
     let policy = &shared.config.handshake.origins;
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if let Some(o) = &origin {
-        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-        if !policy.allows(o, host) {
-            let why = origin_refusal(&req, policy);
-            if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
-                tracing::info!(%peer, suppressed, "{path} refused (403): {why}");
+    let Some(o) = headers.get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+        return Ok(None);
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if policy.allows(&o, host) {
+        return Ok(Some(o));
+    }
+    let why = origin_refusal_message(&o, host, policy);
+    if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+        tracing::info!(%peer, suppressed, "{path} refused (403): {why}");
+    }
+    metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
+    Err(text(StatusCode::FORBIDDEN, &why))
+}
+
+/// Adds the CORS headers of an allowed `origin` (none without one).
+pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Shared) {
+    if let Some(o) = origin {
+        cors_headers(r, o, &shared.config.handshake.origins);
+    }
+}
+
+/// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
+/// through hyper (the streaming endpoints usually come through
+/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
+async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let origin = match check_origin(&parts.headers, shared, path, peer) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut r = if parts.method == http::Method::OPTIONS {
+        preflight(&parts.headers)
+    } else if path == EMULATION_PATH {
+        emulation_post(&parts, body, shared).await
+    } else {
+        let limit = shared.config.emulation.max_request_body_size;
+        let body = if parts.method == http::Method::POST {
+            match crate::emulation::read_body(body, limit).await {
+                Ok(b) => Ok(b),
+                Err(()) => Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
             }
-            metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
-            return text(StatusCode::FORBIDDEN, &why);
+        } else {
+            Ok(Bytes::new())
+        };
+        match body {
+            Err(r) => r,
+            Ok(body) => match open_stream(shared, path, &parts, body, peer).await {
+                Ok((stream, content_type)) => {
+                    let mut r = Response::new(stream.boxed());
+                    for (k, v) in stream_headers(content_type) {
+                        r.headers_mut().insert(k, HeaderValue::from_static(v));
+                    }
+                    r
+                }
+                Err(r) => r,
+            },
         }
-    }
-    let mut r = emulation_answer(req, shared, path, peer).await;
-    if let Some(o) = &origin {
-        cors_headers(&mut r, o, policy);
-    }
+    };
+    add_cors(&mut r, origin.as_deref(), shared);
     r
 }
 
-async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
-    use crate::emulation::{self, Transport};
-    if req.method() == http::Method::OPTIONS {
-        // A CORS preflight (the origin was checked before).
-        let mut r = empty_body(StatusCode::NO_CONTENT);
-        let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
-        );
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        return r;
-    }
+/// A CORS preflight (the origin was checked before).
+fn preflight(headers: &http::HeaderMap) -> Response<Body> {
+    let mut r = empty_body(StatusCode::NO_CONTENT);
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// The headers of a streaming answer (besides CORS).
+pub(crate) fn stream_headers(content_type: &'static str) -> [(&'static str, &'static str); 3] {
+    [
+        ("content-type", content_type),
+        ("cache-control", "no-cache, no-store"),
+        // nginx: pass the stream on as it comes instead of buffering it.
+        ("x-accel-buffering", "no"),
+    ]
+}
+
+/// `POST /emulation`.
+async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &Shared) -> Response<Body> {
+    use crate::cluster::Routed;
     let Some(api) = shared.config.api.as_ref() else {
         return text(StatusCode::NOT_FOUND, "not found");
     };
+    if parts.method != http::Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    let format = body_format(&parts.headers);
+    let Ok(body) = crate::emulation::read_body(body, shared.config.emulation.max_request_body_size).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    };
+    let r = match crate::emulation::parse_emulation(format, &body) {
+        Ok(r) => r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+    };
+    let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
+    let label = match &routed {
+        Ok(Routed::Local) => "local",
+        Ok(Routed::Forwarded) => "forwarded",
+        Ok(Routed::Unknown) => "unknown_session",
+        Ok(Routed::Full) => "full",
+        Err(_) => "error",
+    };
+    metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
+    match routed {
+        Ok(Routed::Local | Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
+        Ok(Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
+        Ok(Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot reach the session's node: {}", e.message),
+        ),
+    }
+}
+
+/// Opens a stream for a streaming endpoint's request (its body already read): the body to
+/// send and its content type, or the refusal.
+pub(crate) async fn open_stream(
+    shared: &Arc<Shared>,
+    path: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
+    use crate::emulation::{self, Transport};
+    let Some(api) = shared.config.api.as_ref() else {
+        return Err(text(StatusCode::NOT_FOUND, "not found"));
+    };
     let e = &shared.config.emulation;
+    let (get, post) = (parts.method == http::Method::GET, parts.method == http::Method::POST);
+    let cf_connect = || -> Result<Vec<u8>, Response<Body>> {
+        let raw = query_param(&parts.uri, "cf_connect").unwrap_or_default();
+        if raw.len() > e.max_request_body_size * 3 {
+            return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large"));
+        }
+        form_decode(&raw).ok_or_else(|| text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded"))
+    };
     let (transport, format, connect) = match path {
-        EMULATION_PATH => {
-            if req.method() != http::Method::POST {
-                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-            }
-            let format = body_format(&req);
-            let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
-                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-            };
-            let r = match emulation::parse_emulation(format, &body) {
-                Ok(r) => r,
-                Err(why) => return text(StatusCode::BAD_REQUEST, &why),
-            };
-            let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
-            let label = match &routed {
-                Ok(crate::cluster::Routed::Local) => "local",
-                Ok(crate::cluster::Routed::Forwarded) => "forwarded",
-                Ok(crate::cluster::Routed::Unknown) => "unknown_session",
-                Ok(crate::cluster::Routed::Full) => "full",
-                Err(_) => "error",
-            };
-            metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
-            return match routed {
-                Ok(crate::cluster::Routed::Local | crate::cluster::Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
-                Ok(crate::cluster::Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
-                Ok(crate::cluster::Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
-                Err(e) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("cannot reach the session's node: {}", e.message),
-                ),
-            };
-        }
-        HTTP_STREAM_PATH => {
-            if req.method() != http::Method::POST {
-                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect command as the body");
-            }
-            let format = body_format(&req);
-            let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
-                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-            };
-            (Transport::HttpStream, format, body)
-        }
+        HTTP_STREAM_PATH if post => (Transport::HttpStream, body_format(&parts.headers), body),
+        HTTP_STREAM_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect command as the body")),
+        SSE_PATH if get => (Transport::Sse, Format::Json, Bytes::from(cf_connect()?)),
+        SSE_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect")),
         UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
             let transport = if path == UNI_SSE_PATH {
                 Transport::UniSse
             } else {
                 Transport::UniHttpStream
             };
-            let raw = if req.method() == http::Method::POST {
-                let Ok(body) = emulation::read_body(req.into_body(), e.max_request_body_size).await else {
-                    return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                };
+            let raw = if post {
                 body.to_vec()
-            } else if req.method() == http::Method::GET && transport == Transport::UniSse {
-                let raw = query_param(req.uri(), "cf_connect").unwrap_or_default();
-                if raw.len() > e.max_request_body_size * 3 {
-                    return text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large");
-                }
-                let Some(raw) = form_decode(&raw) else {
-                    return text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded");
-                };
-                raw
+            } else if get && transport == Transport::UniSse {
+                cf_connect()?
             } else {
-                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body");
+                return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body"));
             };
             match emulation::uni_connect(&raw) {
                 Ok(c) => (transport, Format::Json, c),
-                Err(why) => return text(StatusCode::BAD_REQUEST, why),
+                Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
             }
         }
-        _ => {
-            if req.method() != http::Method::GET {
-                return text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect");
-            }
-            let raw = query_param(req.uri(), "cf_connect").unwrap_or_default();
-            if raw.len() > e.max_request_body_size * 3 {
-                return text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large");
-            }
-            let Some(connect) = form_decode(&raw) else {
-                return text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded");
-            };
-            (Transport::Sse, Format::Json, Bytes::from(connect))
-        }
+        _ => return Err(text(StatusCode::NOT_FOUND, "not found")),
     };
     if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
-        return text(StatusCode::BAD_REQUEST, "no connect command");
+        return Err(text(StatusCode::BAD_REQUEST, "no connect command"));
     }
     if let Err((status, reason)) = shared.admit(peer.ip()).await {
-        return text(status, reason);
+        return Err(text(status, reason));
     }
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let done = emulation::count_stream(transport);
@@ -777,18 +822,12 @@ async fn emulation_answer(req: Request<Incoming>, shared: &Arc<Shared>, path: &s
             done();
         },
     );
-    let mut r = Response::new(body.boxed());
     let content_type = match (transport, format) {
         (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
         (_, Format::Json) => "application/json",
         (_, Format::Protobuf) => "application/octet-stream",
     };
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
-    // nginx: pass the stream on as it comes instead of buffering it.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
+    Ok((body, content_type))
 }
 
 fn empty_body(status: StatusCode) -> Response<Body> {
