@@ -171,7 +171,9 @@ impl HttpRead {
     /// Moves every whole chunk of `raw` into `body`.
     fn decode(&mut self) {
         loop {
-            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
             let size_text = String::from_utf8_lossy(&self.raw[..eol]);
             let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
                 self.ended = true;
@@ -220,7 +222,11 @@ fn http_request(ep: &Endpoint, commands: &str) -> Vec<u8> {
                     _ => format!("%{b:02X}"),
                 })
                 .collect();
-            format!("GET {}?cf_connect={q} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", ep.path, ep.host).into_bytes()
+            format!(
+                "GET {}?cf_connect={q} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                ep.path, ep.host
+            )
+            .into_bytes()
         }
         _ => format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{commands}",
@@ -301,7 +307,11 @@ impl Client {
                 max_message_size: 64 << 20,
                 deflate: None,
             });
-            let mut c = Client { stream, conn, http: Some(http) };
+            let mut c = Client {
+                stream,
+                conn,
+                http: Some(http),
+            };
             loop {
                 let msg = c.next_message().await?;
                 if msg.windows(8).any(|w| w == br#""error":"#) || msg.windows(13).any(|w| w == br#""disconnect":"#) {

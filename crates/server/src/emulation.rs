@@ -194,6 +194,18 @@ impl ConnectionHandle for StreamConn {
 /// The streaming response body: chunks from the session's task.
 pub struct StreamBody(mpsc::Receiver<Bytes>);
 
+impl StreamBody {
+    /// The next chunk; `None` once the session is over.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.0.recv().await
+    }
+
+    /// A chunk already queued, if any.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.0.try_recv().ok()
+    }
+}
+
 impl hyper::body::Body for StreamBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -283,9 +295,12 @@ struct Task {
 }
 
 impl Task {
+    /// Idle, this task's future is the loop's small state: the work of each wake-up
+    /// (the session's calls, writes) is boxed only while it runs, as the WebSocket driver's
+    /// handler futures are (measured in BENCHMARKS.md).
     async fn run(mut self, connect: Bytes, mut commands: mpsc::Receiver<Bytes>) {
-        let out = self.session.handle_frame(connect, Now::system()).await;
-        let mut end = self.apply(out).await;
+        let out = Box::pin(self.session.handle_frame(connect, Now::system())).await;
+        let mut end = Box::pin(self.apply(out)).await;
         if end.is_none() && self.session.state() != wshub_core::session::State::Connected {
             end = Some(End::Disconnected);
         }
@@ -298,17 +313,17 @@ impl Task {
                 }
             };
             tokio::select! {
-                _ = self.conn.notify.notified() => end = self.drain_outbox().await,
+                _ = self.conn.notify.notified() => end = Box::pin(self.drain_outbox()).await,
                 cmd = commands.recv() => match cmd {
                     Some(data) => {
-                        let out = self.session.handle_frame(data, Now::system()).await;
-                        end = self.apply(out).await;
+                        let out = Box::pin(self.session.handle_frame(data, Now::system())).await;
+                        end = Box::pin(self.apply(out)).await;
                     }
                     None => end = Some(End::Gone),
                 },
                 _ = sleep => {
-                    let out = self.session.handle_timeout(Now::system()).await;
-                    end = self.apply(out).await;
+                    let out = Box::pin(self.session.handle_timeout(Now::system())).await;
+                    end = Box::pin(self.apply(out)).await;
                 }
                 _ = self.body.closed() => end = Some(End::Gone),
             }
@@ -316,7 +331,7 @@ impl Task {
         if let Some(End::Gone) = end {
             tracing::debug!(client = %self.session.client_id(), transport = self.settings.transport.name(), "stream closed by the client");
         }
-        self.session.close().await;
+        Box::pin(self.session.close()).await;
         let mut o = self.conn.outbox.lock();
         o.payloads = VecDeque::new();
         o.controls = VecDeque::new();

@@ -625,9 +625,20 @@ fn body_format(headers: &http::HeaderMap) -> Format {
 }
 
 /// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
-pub(crate) fn check_origin(headers: &http::HeaderMap, shared: &Shared, path: &str, peer: SocketAddr) -> Result<Option<String>, Response<Body>> {
+// The refusal is a whole response, built at most once per request: boxing it would only
+// add an allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn check_origin(
+    headers: &http::HeaderMap,
+    shared: &Shared,
+    path: &str,
+    peer: SocketAddr,
+) -> Result<Option<String>, Response<Body>> {
     let policy = &shared.config.handshake.origins;
-    let Some(o) = headers.get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+    let Some(o) = headers
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    else {
         return Ok(None);
     };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -766,6 +777,7 @@ pub(crate) async fn open_stream(
     };
     let e = &shared.config.emulation;
     let (get, post) = (parts.method == http::Method::GET, parts.method == http::Method::POST);
+    #[allow(clippy::result_large_err)] // as in check_origin
     let cf_connect = || -> Result<Vec<u8>, Response<Body>> {
         let raw = query_param(&parts.uri, "cf_connect").unwrap_or_default();
         if raw.len() > e.max_request_body_size * 3 {
@@ -775,7 +787,12 @@ pub(crate) async fn open_stream(
     };
     let (transport, format, connect) = match path {
         HTTP_STREAM_PATH if post => (Transport::HttpStream, body_format(&parts.headers), body),
-        HTTP_STREAM_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect command as the body")),
+        HTTP_STREAM_PATH => {
+            return Err(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST with the connect command as the body",
+            ))
+        }
         SSE_PATH if get => (Transport::Sse, Format::Json, Bytes::from(cf_connect()?)),
         SSE_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect")),
         UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
@@ -789,7 +806,10 @@ pub(crate) async fn open_stream(
             } else if get && transport == Transport::UniSse {
                 cf_connect()?
             } else {
-                return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body"));
+                return Err(text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST with the connect request as the body",
+                ));
             };
             match emulation::uni_connect(&raw) {
                 Ok(c) => (transport, Format::Json, c),

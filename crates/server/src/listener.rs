@@ -49,6 +49,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         let shared = shared.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
+            if tls.is_none() && crate::rawstream::any(&shared) {
+                // A stream of the HTTP transports is served outside hyper (crate::rawstream).
+                let mut first = [0u8; 48];
+                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if crate::rawstream::wants(&shared, &first[..n]) => {
+                        return crate::rawstream::serve(stream, shared, peer).await;
+                    }
+                    Ok(Ok(_)) => {}
+                    // Nothing sent in time (hyper would end it the same way), or gone.
+                    _ => return,
+                }
+            }
             let svc = service_fn(move |req| handle(req, shared.clone(), peer));
             let builder = {
                 let mut b = http1::Builder::new();

@@ -1,0 +1,280 @@
+//! The streaming endpoints of the HTTP transports served outside hyper.
+//!
+//! A stream lives for hours; inside hyper it keeps hyper's per-connection read and write
+//! buffers (8 KiB each) and two tasks, ten times a WebSocket's idle memory (BENCHMARKS.md).
+//! A plain-TCP connection whose first request is one of these endpoints is therefore read
+//! here (httparse, as the WebSocket handshake is), answered with the same code as the hyper
+//! path (`crate::http::open_stream`), and its chunked body written straight to the socket.
+//! Anything else, a request that arrives in pieces too small to tell, a kept-alive
+//! connection's later requests and TLS stay with hyper.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::http::{
+    add_cors, check_origin, open_stream, stream_headers, Body, Shared, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH, UNI_SSE_PATH,
+};
+
+/// Largest request head read here.
+const MAX_HEAD: usize = 16 * 1024;
+/// Bound on one write when `websocket.write_timeout` is off.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Whether the first bytes of a connection are a request line for a streaming endpoint this
+/// node serves.
+pub fn wants(shared: &Shared, first: &[u8]) -> bool {
+    let e = &shared.config.emulation;
+    let routes: [(bool, &str, &str); 5] = [
+        (e.http_stream, "POST", HTTP_STREAM_PATH),
+        (e.sse, "GET", SSE_PATH),
+        (e.uni_http_stream, "POST", UNI_HTTP_STREAM_PATH),
+        (e.uni_sse, "GET", UNI_SSE_PATH),
+        (e.uni_sse, "POST", UNI_SSE_PATH),
+    ];
+    routes.iter().any(|(on, method, path)| {
+        *on && first.len() > method.len() + 1 + path.len() && {
+            let (m, rest) = first.split_at(method.len());
+            m == method.as_bytes()
+                && rest.first() == Some(&b' ')
+                && rest[1..].starts_with(path.as_bytes())
+                && matches!(rest.get(1 + path.len()), Some(b' ' | b'?'))
+        }
+    })
+}
+
+/// Whether any streaming endpoint is on (then the listener peeks at new connections).
+pub fn any(shared: &Shared) -> bool {
+    let e = &shared.config.emulation;
+    e.http_stream || e.sse || e.uni_http_stream || e.uni_sse
+}
+
+/// Serves one connection whose first request [`wants`] said is ours.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, peer: SocketAddr) {
+    let wt = shared.config.write_timeout.unwrap_or(WRITE_LIMIT);
+    // Everything before the stream is boxed and gone once the stream runs: held inline,
+    // its buffers and the request's headers would stay in this task for hours.
+    let Some((stream, chunks)) = Box::pin(open(stream, shared, peer, wt)).await else {
+        return;
+    };
+    pump(stream, chunks, wt).await;
+}
+
+/// Reads the request, opens the session and writes the response head; `None` when the
+/// request was answered otherwise (and the connection closed).
+async fn open(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    wt: Duration,
+) -> Option<(TcpStream, crate::emulation::StreamBody)> {
+    let limit = shared.config.handshake_timeout;
+    let request = match tokio::time::timeout(limit, read_request(&mut stream, shared.config.emulation.max_request_body_size)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(refusal)) => return write_response(&mut stream, refusal).await,
+        Err(_) => {
+            return write_response(
+                &mut stream,
+                plain(http::StatusCode::REQUEST_TIMEOUT, "request not received in time"),
+            )
+            .await
+        }
+    };
+    let (parts, body) = request;
+    let path = parts.uri.path().to_string();
+    let origin = match check_origin(&parts.headers, &shared, &path, peer) {
+        Ok(o) => o,
+        Err(r) => return write_response(&mut stream, r).await,
+    };
+    let (chunks, content_type) = match open_stream(&shared, &path, &parts, body, peer).await {
+        Ok(s) => s,
+        Err(mut r) => {
+            add_cors(&mut r, origin.as_deref(), &shared);
+            return write_response(&mut stream, r).await;
+        }
+    };
+    let mut r = http::Response::new(http_body_util::Empty::<Bytes>::new().boxed());
+    add_cors(&mut r, origin.as_deref(), &shared);
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (k, v) in stream_headers(content_type) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    for (k, v) in r.headers() {
+        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("")));
+    }
+    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    if !write(&mut stream, head.as_bytes(), wt).await {
+        return None;
+    }
+    Some((stream, chunks))
+}
+
+/// Writes the session's chunks as they come, until it ends or the client leaves.
+async fn pump(mut stream: TcpStream, mut chunks: crate::emulation::StreamBody, wt: Duration) {
+    let mut probe = [0u8; 1];
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            chunk = chunks.recv() => {
+                let Some(first) = chunk else {
+                    // The session ended: the last chunk, then close.
+                    let _ = write(&mut stream, b"0\r\n\r\n", wt).await;
+                    return;
+                };
+                // Everything queued goes out in one write.
+                out.clear();
+                let mut next = Some(first);
+                while let Some(c) = next {
+                    if !c.is_empty() {
+                        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                        out.extend_from_slice(&c);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    next = chunks.try_recv();
+                }
+                if !write(&mut stream, &out, wt).await {
+                    return;
+                }
+                // An idle stream keeps no buffer.
+                out = Vec::new();
+            }
+            // The client sends nothing more on a stream: a read that ends is it leaving.
+            _ = stream.read(&mut probe) => return,
+        }
+    }
+}
+
+async fn write(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    matches!(tokio::time::timeout(limit, stream.write_all(data)).await, Ok(Ok(())))
+}
+
+fn plain(status: http::StatusCode, message: &str) -> http::Response<Body> {
+    let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(format!("{message}\n"))).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Writes a whole (short) answer and closes; `None`, for [`open`].
+async fn write_response<T>(stream: &mut TcpStream, r: http::Response<Body>) -> Option<T> {
+    let (parts, body) = r.into_parts();
+    let body = match tokio::time::timeout(WRITE_LIMIT, body.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    for (k, v) in &parts.headers {
+        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("")));
+    }
+    head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+    let mut all = head.into_bytes();
+    all.extend_from_slice(&body);
+    let _ = write(stream, &all, WRITE_LIMIT).await;
+    let _ = stream.shutdown().await;
+    None
+}
+
+/// Reads a request head and its `Content-Length` body (at most `max_body` bytes).
+async fn read_request(stream: &mut TcpStream, max_body: usize) -> Result<(http::request::Parts, Bytes), http::Response<Body>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let (head_len, parts, content_length) = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| plain(http::StatusCode::BAD_REQUEST, "read error"))?;
+        if n == 0 {
+            return Err(plain(http::StatusCode::BAD_REQUEST, "connection closed before the request ended"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let mut b = http::Request::builder()
+                    .method(req.method.unwrap_or("GET"))
+                    .uri(req.path.unwrap_or("/"));
+                let mut content_length = 0usize;
+                for h in req.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(plain(http::StatusCode::LENGTH_REQUIRED, "send the body with Content-Length"));
+                    }
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        content_length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or_else(|| plain(http::StatusCode::BAD_REQUEST, "bad Content-Length"))?;
+                    }
+                    b = b.header(h.name, h.value);
+                }
+                if content_length > max_body {
+                    return Err(plain(http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+                }
+                let parts = b
+                    .body(())
+                    .map_err(|_| plain(http::StatusCode::BAD_REQUEST, "malformed request"))?
+                    .into_parts()
+                    .0;
+                break (len, parts, content_length);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(plain(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"))
+            }
+            Err(_) => return Err(plain(http::StatusCode::BAD_REQUEST, "malformed request")),
+        }
+    };
+    let mut body = buf.split_off(head_len);
+    while body.len() < content_length {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| plain(http::StatusCode::BAD_REQUEST, "read error"))?;
+        if n == 0 {
+            return Err(plain(http::StatusCode::BAD_REQUEST, "connection closed before the body ended"));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(content_length);
+    Ok((parts, Bytes::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn request_lines_that_are_ours() {
+        let mut c = crate::config::Config::default();
+        c.http_stream.enabled = true;
+        c.sse.enabled = true;
+        let (_, sc) = crate::app::build(&c).unwrap();
+        let shared = Shared::new(sc);
+        assert!(any(&shared));
+        assert!(wants(&shared, b"POST /connection/http_stream HTTP/1.1\r\n"));
+        assert!(wants(&shared, b"GET /connection/sse?cf_connect=%7B HTTP/1.1\r\n"));
+        assert!(
+            !wants(&shared, b"GET /connection/http_stream HTTP/1.1\r\n"),
+            "wrong method: hyper answers 405"
+        );
+        assert!(!wants(&shared, b"POST /connection/http_streamx HTTP/1.1\r\n"));
+        assert!(!wants(&shared, b"POST /connection/http_str"), "too short to tell: hyper");
+        assert!(!wants(&shared, b"POST /connection/uni_http_stream HTTP/1.1\r\n"), "not enabled");
+        assert!(!wants(&shared, b"OPTIONS /connection/http_stream HTTP/1.1\r\n"));
+        let (_, sc) = crate::app::build(&crate::config::Config::default()).unwrap();
+        assert!(!any(&Shared::new(sc)));
+    }
+}
