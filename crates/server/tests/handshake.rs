@@ -22,7 +22,7 @@ async fn bad_handshakes_get_their_answers() {
         (format!("GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dG9vIHNob3J0\r\nSec-WebSocket-Version: 13\r\n\r\n"), 400, "Sec-WebSocket-Key"),
         (format!("GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}Sec-WebSocket-Version: 8\r\n\r\n"), 426, "Sec-WebSocket-Version"),
         (format!("GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}\r\n"), 426, "Sec-WebSocket-Version"),
-        (format!("GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}Sec-WebSocket-Version: 13\r\nOrigin: https://evil.org\r\n\r\n"), 403, "origin not allowed"),
+        (format!("GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}Sec-WebSocket-Version: 13\r\nOrigin: https://evil.org\r\n\r\n"), 403, "refused: it matches nothing in client.allowed_origins"),
     ];
     for (req, status, reason) in cases {
         let (code, headers, body) = raw_http(server.addr, req.as_bytes()).await;
