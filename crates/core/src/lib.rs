@@ -18,6 +18,7 @@ pub mod engine;
 pub mod hub;
 pub mod memory;
 pub mod node;
+pub mod proxy;
 pub mod ratelimit;
 pub mod session;
 pub mod token;

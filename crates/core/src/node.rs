@@ -141,6 +141,9 @@ pub struct Node {
     started: Instant,
     /// The per-user command limit across nodes (`client.command_rate_limit_scope = "cluster"`).
     command_limiter: OnceLock<Arc<dyn ClusterLimiter>>,
+    /// The backend proxies the configuration names, and the HTTP that reaches them.
+    pub proxies: crate::proxy::Endpoints,
+    proxy_transport: OnceLock<Arc<dyn crate::proxy::ProxyTransport>>,
 }
 
 impl Node {
@@ -153,6 +156,7 @@ impl Node {
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
         let verifier = Verifier::new(&config.token)?;
+        let proxies = crate::proxy::Endpoints::build(&config)?;
         let hub = Arc::new(Hub::default());
         broker.set_handler(Arc::new(HubBroker(hub.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
@@ -168,6 +172,8 @@ impl Node {
             uid,
             started: Instant::now(),
             command_limiter: OnceLock::new(),
+            proxies,
+            proxy_transport: OnceLock::new(),
         }))
     }
 
@@ -175,6 +181,16 @@ impl Node {
     /// (once, before sessions start; later calls are ignored).
     pub fn set_command_limiter(&self, limiter: Arc<dyn ClusterLimiter>) {
         let _ = self.command_limiter.set(limiter);
+    }
+
+    /// The HTTP client of the proxies (once, before sessions start). Without it, a
+    /// configured proxy answers error 100.
+    pub fn set_proxy_transport(&self, t: Arc<dyn crate::proxy::ProxyTransport>) {
+        let _ = self.proxy_transport.set(t);
+    }
+
+    pub(crate) fn proxy_transport(&self) -> Option<&Arc<dyn crate::proxy::ProxyTransport>> {
+        self.proxy_transport.get()
     }
 
     pub(crate) fn command_limiter(&self) -> Option<&Arc<dyn ClusterLimiter>> {
