@@ -278,7 +278,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 max_message_size,
                 handshake_timeout: Duration::from_secs(10),
-                handler: Arc::new(|_, _| Box::new(Echo)),
+                handler: Arc::new(|_, _, _| Box::new(Echo)),
                 api: None,
                 admission: Default::default(),
                 write_timeout: None,

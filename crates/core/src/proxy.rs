@@ -628,6 +628,43 @@ pub struct RpcResultBody {
     pub b64data: String,
 }
 
+/// The server API's `rpc` method: the RPC proxy of the method's namespace, called with no
+/// client and no user. A backend `disconnect` is an error here.
+pub async fn api_rpc(node: &crate::node::Node, method: &str, data: Bytes) -> Result<Bytes, crate::node::ApiError> {
+    use crate::node::ApiError;
+    use wshub_protocol::codes::error as ec;
+    if !node.proxies.has_rpc() {
+        return Err(ApiError::new(ec::NOT_AVAILABLE, "not available"));
+    }
+    let ep = node.proxies.for_rpc(method).map_err(|code| {
+        ApiError::new(code, if code == ec::METHOD_NOT_FOUND { "method not found" } else { "not available" })
+    })?;
+    let Some(t) = node.proxy_transport() else {
+        return Err(ApiError::new(ec::INTERNAL, "internal error"));
+    };
+    let caller = Caller {
+        client: "",
+        user: "",
+        protocol: "json",
+        headers: &[],
+        meta: None,
+    };
+    let mut f = serde_json::Map::new();
+    f.insert("method".into(), method.into());
+    put_data(&mut f, ep, &data);
+    match call::<RpcResultBody>(t.as_ref(), ep, &caller, f).await {
+        Ok(Answer::Result(r)) => {
+            let r = r.unwrap_or_default();
+            raw_or_b64(&r.data, &r.b64data)
+                .map(Option::unwrap_or_default)
+                .map_err(|()| ApiError::new(ec::INTERNAL, "internal error"))
+        }
+        Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
+        Ok(Answer::Disconnect(d)) => Err(ApiError::new(ec::INTERNAL, &format!("backend disconnect {}: {}", d.code, d.reason))),
+        Err(_) => Err(ApiError::new(ec::INTERNAL, "internal error")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

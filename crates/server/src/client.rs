@@ -125,6 +125,11 @@ impl ClientHandler {
         }
     }
 
+    /// The upgrade request headers that the backend proxies forward.
+    pub fn set_request_headers(&mut self, headers: Vec<(String, String)>) {
+        self.session.set_request_headers(headers);
+    }
+
     fn apply(&self, conn: &mut Connection, out: Output) {
         if let Some(frame) = out.frame {
             // Replies count against `client.queue_max_size` like pushes: a client that sends

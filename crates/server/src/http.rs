@@ -29,8 +29,9 @@ use crate::api::{ApiRequest, RequestError};
 use crate::driver::{drive, Handler, Outcome};
 use tokio_rustls::server::TlsStream;
 
-/// Makes the handler of a new WebSocket connection from what was agreed and the URI.
-pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri) -> Box<dyn Handler> + Send + Sync>;
+/// Makes the handler of a new WebSocket connection from what was agreed, the URI and the
+/// request headers (some are forwarded to the backend proxies).
+pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri, &http::HeaderMap) -> Box<dyn Handler> + Send + Sync>;
 
 /// The server API's settings.
 #[derive(Clone)]
@@ -426,7 +427,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
-    let handler = (shared.config.handler)(&accepted, req.uri());
+    let handler = (shared.config.handler)(&accepted, req.uri(), req.headers());
     let task_shared = shared.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod tls;
 
 pub use driver::{Handler, Outcome};
