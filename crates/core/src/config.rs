@@ -92,6 +92,9 @@ pub struct TokenConfig {
     pub hmac_secret_key: String,
     pub rsa_public_key: String,
     pub ecdsa_public_key: String,
+    /// A JWKS document's URL: tokens with a `kid` are verified with its keys
+    /// ([`crate::jwks`]).
+    pub jwks_public_endpoint: String,
     pub audience: String,
     pub issuer: String,
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod hub;
+pub mod jwks;
 pub mod memory;
 pub mod node;
 pub mod proxy;

@@ -144,6 +144,7 @@ pub struct Node {
     /// The backend proxies the configuration names, and the HTTP that reaches them.
     pub proxies: crate::proxy::Endpoints,
     proxy_transport: OnceLock<Arc<dyn crate::proxy::ProxyTransport>>,
+    jwks_fetcher: OnceLock<Arc<dyn crate::jwks::JwksFetcher>>,
 }
 
 impl Node {
@@ -174,6 +175,7 @@ impl Node {
             command_limiter: OnceLock::new(),
             proxies,
             proxy_transport: OnceLock::new(),
+            jwks_fetcher: OnceLock::new(),
         }))
     }
 
@@ -187,6 +189,21 @@ impl Node {
     /// configured proxy answers error 100.
     pub fn set_proxy_transport(&self, t: Arc<dyn crate::proxy::ProxyTransport>) {
         let _ = self.proxy_transport.set(t);
+    }
+
+    /// The HTTP client of `client.token.jwks_public_endpoint` (once, before sessions start).
+    pub fn set_jwks_fetcher(&self, f: Arc<dyn crate::jwks::JwksFetcher>) {
+        let _ = self.jwks_fetcher.set(f);
+    }
+
+    /// Before verifying `token`: with a JWKS endpoint, makes sure the key it names (`kid`)
+    /// is cached if the endpoint has it (fetching the set when needed, rate-limited).
+    pub async fn prepare_token(&self, token: &str) {
+        let (Some(cache), Some(f)) = (self.verifier.jwks(), self.jwks_fetcher.get()) else { return };
+        let Ok(h) = jsonwebtoken::decode_header(token) else { return };
+        if let Some(kid) = h.kid {
+            cache.ensure(&kid, f.as_ref(), Instant::now()).await;
+        }
     }
 
     pub(crate) fn proxy_transport(&self) -> Option<&Arc<dyn crate::proxy::ProxyTransport>> {

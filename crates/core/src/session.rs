@@ -330,12 +330,12 @@ impl Session {
                 ..Default::default()
             })
         } else if let Some(req) = cmd.refresh {
-            self.refresh(&req.token, now).map(|r| Reply {
+            self.refresh(&req.token, now).await.map(|r| Reply {
                 refresh: Some(r),
                 ..Default::default()
             })
         } else if let Some(req) = cmd.sub_refresh {
-            self.sub_refresh(req, now).map(|r| Reply {
+            self.sub_refresh(req, now).await.map(|r| Reply {
                 sub_refresh: Some(r),
                 ..Default::default()
             })
@@ -427,6 +427,7 @@ impl Session {
         self.client = Arc::from(uuid::Uuid::new_v4().to_string());
         let mut proxied: Option<proxied::ProxyConnect> = None;
         let mut claims = if !req.token.is_empty() {
+            node.prepare_token(&req.token).await;
             match self.node.verifier.verify_connect(&req.token, now.unix) {
                 Ok(c) => c,
                 Err(e) => return Err(token_fail(e)),
@@ -568,6 +569,7 @@ impl Session {
         let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(&req.channel, &self.user).is_some();
         let subscribe_proxy = self.node.proxies.for_channel(ProxyKind::Subscribe, &opts).cloned();
         if !req.token.is_empty() {
+            self.node.prepare_token(&req.token).await;
             let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
             if claims.channel != req.channel || claims.user != self.user {
                 return Err(err(ec::PERMISSION_DENIED, "permission denied"));
@@ -843,7 +845,8 @@ impl Session {
         })
     }
 
-    fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+    async fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+        self.node.prepare_token(token).await;
         let claims = match self.node.verifier.verify_connect(token, now.unix) {
             Ok(c) => c,
             Err(e) => return Err(token_fail(e)),
@@ -860,10 +863,11 @@ impl Session {
         })
     }
 
-    fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
+    async fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
         if !self.subs.contains_key(&req.channel) {
             return Err(err(ec::BAD_REQUEST, "not subscribed"));
         }
+        self.node.prepare_token(&req.token).await;
         let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
         if claims.channel != req.channel || claims.user != self.user {
             return Err(err(ec::PERMISSION_DENIED, "permission denied"));

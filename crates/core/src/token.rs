@@ -66,6 +66,8 @@ pub struct Verifier {
     hmac: Option<DecodingKey>,
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
+    /// Keys by `kid` from `jwks_public_endpoint`.
+    jwks: Option<std::sync::Arc<crate::jwks::JwksCache>>,
     audience: String,
     issuer: String,
 }
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Verifier {
             .field("hmac", &self.hmac.is_some())
             .field("rsa", &self.rsa.is_some())
             .field("ec", &self.ec.is_some())
+            .field("jwks", &self.jwks.is_some())
             .finish()
     }
 }
@@ -96,23 +99,54 @@ impl Verifier {
                 "" => None,
                 pem => Some(DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| bad("ecdsa_public_key", e))?),
             },
+            jwks: match cfg.jwks_public_endpoint.as_str() {
+                "" => None,
+                u if u.starts_with("http://") || u.starts_with("https://") => Some(Default::default()),
+                _ => {
+                    return Err(ConfigError {
+                        key: "client.token.jwks_public_endpoint".into(),
+                        message: "must be an http:// or https:// URL".into(),
+                    })
+                }
+            },
             audience: cfg.audience.clone(),
             issuer: cfg.issuer.clone(),
         })
     }
 
+    /// The JWKS key cache, when `jwks_public_endpoint` is set.
+    pub fn jwks(&self) -> Option<&std::sync::Arc<crate::jwks::JwksCache>> {
+        self.jwks.as_ref()
+    }
+
     /// Whether any key is configured.
     pub fn is_configured(&self) -> bool {
-        self.hmac.is_some() || self.rsa.is_some() || self.ec.is_some()
+        self.hmac.is_some() || self.rsa.is_some() || self.ec.is_some() || self.jwks.is_some()
     }
 
     fn decode(&self, token: &str, now_unix: u64) -> Result<RawClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let key = match header.alg {
+        let jwk;
+        let key = match (&self.jwks, &header.kid) {
+            (Some(cache), Some(kid)) => {
+                jwk = cache
+                    .get(kid)
+                    .ok_or_else(|| TokenError::Invalid(format!("unknown key id {kid}")))?;
+                if !jwk.algorithms.contains(&header.alg) {
+                    return Err(TokenError::Invalid(format!("algorithm {:?} does not match key {kid}", header.alg)));
+                }
+                Some(&jwk.key)
+            }
+            _ => None,
+        };
+        let key = match key {
+            Some(k) => Some(k),
+            None => match header.alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
             Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => self.rsa.as_ref(),
             Algorithm::ES256 | Algorithm::ES384 => self.ec.as_ref(),
             other => return Err(TokenError::Invalid(format!("algorithm {other:?} not accepted"))),
+            },
         }
         .ok_or_else(|| TokenError::Invalid(format!("no key configured for {:?}", header.alg)))?;
         let mut v = Validation::new(header.alg);

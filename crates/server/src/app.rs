@@ -53,6 +53,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         let t = crate::proxy::HttpProxy::new(&node.proxies).map_err(LoadError)?;
         node.set_proxy_transport(Arc::new(t));
     }
+    if node.verifier.jwks().is_some() {
+        let f = crate::proxy::HttpJwks::new(&config.client.token.jwks_public_endpoint).map_err(LoadError)?;
+        node.set_jwks_fetcher(Arc::new(f));
+    }
     // Only the headers some proxy forwards are kept by a session.
     let forwarded = node.proxies.forwarded_headers();
     let queue = config.client.queue_max_size;

@@ -134,3 +134,54 @@ impl ProxyTransport for HttpProxy {
         })
     }
 }
+
+/// The JWKS endpoint's HTTP client (`client.token.jwks_public_endpoint`).
+pub struct HttpJwks {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: http::Uri,
+}
+
+/// Time allowed for one fetch of the JWKS document.
+const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl HttpJwks {
+    pub fn new(endpoint: &str) -> Result<Self, String> {
+        if endpoint.starts_with("https://") {
+            return Err(format!(
+                "client.token.jwks_public_endpoint {endpoint}: https:// is not supported yet (serve the key set over http:// on a private network)"
+            ));
+        }
+        let uri = endpoint
+            .parse()
+            .map_err(|e| format!("client.token.jwks_public_endpoint {endpoint}: {e}"))?;
+        Ok(HttpJwks {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            uri,
+        })
+    }
+
+    async fn get(&self) -> Result<Bytes, String> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| error_chain(&e))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!("HTTP status {}", resp.status().as_u16()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_REPLY).collect().await.map_err(|e| e.to_string())?;
+        Ok(body.to_bytes())
+    }
+}
+
+impl wshub_core::jwks::JwksFetcher for HttpJwks {
+    fn fetch(&self) -> BoxFuture<'_, Result<Bytes, String>> {
+        Box::pin(async move {
+            match tokio::time::timeout(JWKS_TIMEOUT, self.get()).await {
+                Ok(r) => r.map_err(|e| format!("{}: {e}", self.uri)),
+                Err(_) => Err(format!("{}: timeout", self.uri)),
+            }
+        })
+    }
+}

@@ -30,7 +30,7 @@ class Backend:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                backend.calls.append((self.path, body, dict(self.headers)))
+                backend.calls.append((self.path, body, {k.lower(): v for k, v in self.headers.items()}))
                 cookie = self.headers.get("Cookie", "")
                 if self.path == "/connect":
                     user = cookie.split("session=", 1)[1].split(";")[0] if "session=" in cookie else ""
@@ -113,5 +113,5 @@ async def test_connect_proxy_rpc_and_personal_channel(proxied, protobuf):
     finally:
         await client.disconnect()
     connects = [c for c in backend.calls if c[0] == "/connect"]
-    assert connects and connects[-1][2].get("Cookie") == "session=42"
+    assert connects and connects[-1][2].get("cookie") == "session=42"
     assert connects[-1][1]["protocol"] == ("protobuf" if protobuf else "json")
