@@ -199,7 +199,9 @@ impl Node {
     /// Before verifying `token`: with a JWKS endpoint, makes sure the key it names (`kid`)
     /// is cached if the endpoint has it (fetching the set when needed, rate-limited).
     pub async fn prepare_token(&self, token: &str) {
-        let (Some(cache), Some(f)) = (self.verifier.jwks(), self.jwks_fetcher.get()) else { return };
+        let (Some(cache), Some(f)) = (self.verifier.jwks(), self.jwks_fetcher.get()) else {
+            return;
+        };
         let Ok(h) = jsonwebtoken::decode_header(token) else { return };
         if let Some(kid) = h.kid {
             cache.ensure(&kid, f.as_ref(), Instant::now()).await;

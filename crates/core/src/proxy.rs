@@ -239,9 +239,27 @@ impl Endpoints {
         let cp = &cfg.channel.proxy;
         for (key, o) in namespaces {
             let wanted = [
-                (ProxyKind::Subscribe, o.subscribe_proxy_enabled, &o.subscribe_proxy_name, &cp.subscribe, "subscribe"),
-                (ProxyKind::Publish, o.publish_proxy_enabled, &o.publish_proxy_name, &cp.publish, "publish"),
-                (ProxyKind::SubRefresh, o.sub_refresh_proxy_enabled, &o.sub_refresh_proxy_name, &cp.sub_refresh, "sub_refresh"),
+                (
+                    ProxyKind::Subscribe,
+                    o.subscribe_proxy_enabled,
+                    &o.subscribe_proxy_name,
+                    &cp.subscribe,
+                    "subscribe",
+                ),
+                (
+                    ProxyKind::Publish,
+                    o.publish_proxy_enabled,
+                    &o.publish_proxy_name,
+                    &cp.publish,
+                    "publish",
+                ),
+                (
+                    ProxyKind::SubRefresh,
+                    o.sub_refresh_proxy_enabled,
+                    &o.sub_refresh_proxy_name,
+                    &cp.sub_refresh,
+                    "sub_refresh",
+                ),
             ];
             for (kind, enabled, name, default, what) in wanted {
                 if !enabled {
@@ -389,7 +407,12 @@ impl ProxyFailure {
 pub trait ProxyTransport: Send + Sync {
     /// POSTs `body` (JSON) to the endpoint with `headers` (forwarded client headers, already
     /// filtered by the endpoint's `http_headers`) within its timeout; the body of a 2xx reply.
-    fn post<'a>(&'a self, endpoint: &'a Endpoint, headers: &'a [(String, String)], body: Vec<u8>) -> BoxFuture<'a, Result<Bytes, ProxyFailure>>;
+    fn post<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>>;
 }
 
 /// A backend's `error`.
@@ -469,9 +492,10 @@ pub async fn call<R: DeserializeOwned>(
         .cloned()
         .collect();
     let started = Instant::now();
-    let r = transport.post(endpoint, &headers, body).await.and_then(|b| {
-        serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string()))
-    });
+    let r = transport
+        .post(endpoint, &headers, body)
+        .await
+        .and_then(|b| serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string())));
     metrics::histogram!("wshub_proxy_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
     let answer = match r {
         Err(f) => {
@@ -508,12 +532,11 @@ pub fn put_data(fields: &mut serde_json::Map<String, serde_json::Value>, endpoin
 
 /// Raw JSON or base64 bytes of a result field (`info`/`b64info`, `data`/`b64data`); `Err` on
 /// bad base64.
-pub fn raw_or_b64(raw: &Option<Box<RawValue>>, b64: &str) -> Result<Option<Bytes>, ()> {
+pub fn raw_or_b64(raw: &Option<Box<RawValue>>, b64: &str) -> Result<Option<Bytes>, base64::DecodeError> {
     if !b64.is_empty() {
         return base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map(|v| Some(Bytes::from(v)))
-            .map_err(|_| ());
+            .map(|v| Some(Bytes::from(v)));
     }
     Ok(raw.as_ref().map(|r| Bytes::copy_from_slice(r.get().as_bytes())))
 }
@@ -637,7 +660,14 @@ pub async fn api_rpc(node: &crate::node::Node, method: &str, data: Bytes) -> Res
         return Err(ApiError::new(ec::NOT_AVAILABLE, "not available"));
     }
     let ep = node.proxies.for_rpc(method).map_err(|code| {
-        ApiError::new(code, if code == ec::METHOD_NOT_FOUND { "method not found" } else { "not available" })
+        ApiError::new(
+            code,
+            if code == ec::METHOD_NOT_FOUND {
+                "method not found"
+            } else {
+                "not available"
+            },
+        )
     })?;
     let Some(t) = node.proxy_transport() else {
         return Err(ApiError::new(ec::INTERNAL, "internal error"));
@@ -657,7 +687,7 @@ pub async fn api_rpc(node: &crate::node::Node, method: &str, data: Bytes) -> Res
             let r = r.unwrap_or_default();
             raw_or_b64(&r.data, &r.b64data)
                 .map(Option::unwrap_or_default)
-                .map_err(|()| ApiError::new(ec::INTERNAL, "internal error"))
+                .map_err(|_| ApiError::new(ec::INTERNAL, "internal error"))
         }
         Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
         Ok(Answer::Disconnect(d)) => Err(ApiError::new(ec::INTERNAL, &format!("backend disconnect {}: {}", d.code, d.reason))),

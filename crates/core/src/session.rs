@@ -748,7 +748,9 @@ impl Session {
     async fn release(&mut self, ch: &str, opts: &ChannelOptions, leave: bool) {
         let node = self.node.clone();
         let sub = self.subs.remove(ch);
-        let (presence, join_leave) = sub.as_ref().map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
+        let (presence, join_leave) = sub
+            .as_ref()
+            .map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
         let chan_info = sub.map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
             let _ = node.broker.unsubscribe(ch).await;

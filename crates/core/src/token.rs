@@ -129,9 +129,7 @@ impl Verifier {
         let jwk;
         let key = match (&self.jwks, &header.kid) {
             (Some(cache), Some(kid)) => {
-                jwk = cache
-                    .get(kid)
-                    .ok_or_else(|| TokenError::Invalid(format!("unknown key id {kid}")))?;
+                jwk = cache.get(kid).ok_or_else(|| TokenError::Invalid(format!("unknown key id {kid}")))?;
                 if !jwk.algorithms.contains(&header.alg) {
                     return Err(TokenError::Invalid(format!("algorithm {:?} does not match key {kid}", header.alg)));
                 }
@@ -142,10 +140,10 @@ impl Verifier {
         let key = match key {
             Some(k) => Some(k),
             None => match header.alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => self.rsa.as_ref(),
-            Algorithm::ES256 | Algorithm::ES384 => self.ec.as_ref(),
-            other => return Err(TokenError::Invalid(format!("algorithm {other:?} not accepted"))),
+                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => self.rsa.as_ref(),
+                Algorithm::ES256 | Algorithm::ES384 => self.ec.as_ref(),
+                other => return Err(TokenError::Invalid(format!("algorithm {other:?} not accepted"))),
             },
         }
         .ok_or_else(|| TokenError::Invalid(format!("no key configured for {:?}", header.alg)))?;

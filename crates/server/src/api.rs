@@ -564,7 +564,10 @@ mod tests {
         assert_eq!(code(parse_request("batch", br#"{"commands": 5}"#)), ec::BAD_REQUEST);
         assert_eq!(code(parse_request("frobnicate", b"{}")), ec::METHOD_NOT_FOUND);
         // Without an RPC proxy the call itself answers 108 (tests/node_bad_input.rs).
-        assert!(matches!(parse_request("rpc", br#"{"method":"x","params":{}}"#), Ok(ApiRequest::Rpc(_))));
+        assert!(matches!(
+            parse_request("rpc", br#"{"method":"x","params":{}}"#),
+            Ok(ApiRequest::Rpc(_))
+        ));
         let b = parse_request(
             "batch",
             br#"{"commands": [{"info": {}}, {"publish": {"channel": "a", "data": 1}}]}"#,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, TokenConfig};
-use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::duration;
+use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::ratelimit::RateLimitScope;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

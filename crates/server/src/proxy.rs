@@ -72,11 +72,7 @@ impl HttpProxy {
     }
 
     async fn exchange(&self, slot: &Slot, headers: &[(String, String)], body: Vec<u8>) -> Result<Bytes, ProxyFailure> {
-        let _permit = slot
-            .limit
-            .acquire()
-            .await
-            .map_err(|_| ProxyFailure::Unreachable("closed".into()))?;
+        let _permit = slot.limit.acquire().await.map_err(|_| ProxyFailure::Unreachable("closed".into()))?;
         let mut req = Request::builder().method(Method::POST).uri(slot.uri.clone());
         if let Some(h) = req.headers_mut() {
             for (k, v) in &slot.static_headers {
@@ -122,7 +118,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl ProxyTransport for HttpProxy {
-    fn post<'a>(&'a self, endpoint: &'a Endpoint, headers: &'a [(String, String)], body: Vec<u8>) -> BoxFuture<'a, Result<Bytes, ProxyFailure>> {
+    fn post<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>> {
         Box::pin(async move {
             let Some(Some(slot)) = self.slots.get(endpoint.id) else {
                 return Err(ProxyFailure::Unreachable("unknown endpoint".into()));
@@ -170,7 +171,10 @@ impl HttpJwks {
         if resp.status() != http::StatusCode::OK {
             return Err(format!("HTTP status {}", resp.status().as_u16()));
         }
-        let body = Limited::new(resp.into_body(), MAX_REPLY).collect().await.map_err(|e| e.to_string())?;
+        let body = Limited::new(resp.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(body.to_bytes())
     }
 }

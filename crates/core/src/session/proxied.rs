@@ -39,7 +39,7 @@ fn answer<R>(a: Answer<R>) -> Result<Option<R>, Fail> {
 fn bytes_field(raw: &Option<Box<RawValue>>, b64: &str, what: &str) -> Result<Bytes, Fail> {
     match proxy::raw_or_b64(raw, b64) {
         Ok(b) => Ok(b.unwrap_or_default()),
-        Err(()) => {
+        Err(_) => {
             tracing::warn!(field = what, "proxy result with bad base64");
             Err(internal())
         }
