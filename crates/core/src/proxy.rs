@@ -534,9 +534,7 @@ pub fn put_data(fields: &mut serde_json::Map<String, serde_json::Value>, endpoin
 /// bad base64.
 pub fn raw_or_b64(raw: &Option<Box<RawValue>>, b64: &str) -> Result<Option<Bytes>, base64::DecodeError> {
     if !b64.is_empty() {
-        return base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map(|v| Some(Bytes::from(v)));
+        return base64::engine::general_purpose::STANDARD.decode(b64).map(|v| Some(Bytes::from(v)));
     }
     Ok(raw.as_ref().map(|r| Bytes::copy_from_slice(r.get().as_bytes())))
 }

@@ -106,7 +106,10 @@ fn rpc_endpoint(url: &str, timeout: Duration, max_in_flight: usize) -> (Endpoint
 }
 
 async fn rpc(e: &Endpoints, t: &HttpProxy) -> Result<Answer<RpcResultBody>, ProxyFailure> {
-    let headers = vec![("cookie".to_string(), "session=1".to_string()), ("x-other".to_string(), "no".to_string())];
+    let headers = vec![
+        ("cookie".to_string(), "session=1".to_string()),
+        ("x-other".to_string(), "no".to_string()),
+    ];
     let caller = Caller {
         client: "c",
         user: "u",
