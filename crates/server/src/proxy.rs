@@ -75,8 +75,11 @@ impl HttpProxy {
         let _permit = slot.limit.acquire().await.map_err(|_| ProxyFailure::Unreachable("closed".into()))?;
         let mut req = Request::builder().method(Method::POST).uri(slot.uri.clone());
         if let Some(h) = req.headers_mut() {
+            // Forwarded client headers win over static ones of the same name.
             for (k, v) in &slot.static_headers {
-                h.insert(k.clone(), v.clone());
+                if !headers.iter().any(|(f, _)| k.as_str().eq_ignore_ascii_case(f)) {
+                    h.insert(k.clone(), v.clone());
+                }
             }
             for (k, v) in headers {
                 if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
