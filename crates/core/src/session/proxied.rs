@@ -29,10 +29,15 @@ fn answer<R>(a: Answer<R>) -> Result<Option<R>, Fail> {
     match a {
         Answer::Result(r) => Ok(r),
         Answer::Error(e) => Err(Fail::Backend(e)),
-        Answer::Disconnect(d) => Err(Fail::Disconnect(Disconnect(
-            u16::try_from(d.code).unwrap_or(dc::INTERNAL_ERROR),
-            Cow::Owned(d.reason),
-        ))),
+        Answer::Disconnect(d) => {
+            // A close code a WebSocket may carry from an application: 3000-4999. Anything
+            // else from a backend is its mistake: 3004 (internal error, reconnect).
+            let code = u16::try_from(d.code).ok().filter(|c| (3000..=4999).contains(c));
+            if code.is_none() {
+                tracing::warn!(code = d.code, "proxy disconnect code outside 3000..4999");
+            }
+            Err(Fail::Disconnect(Disconnect(code.unwrap_or(dc::INTERNAL_ERROR), Cow::Owned(d.reason))))
+        }
     }
 }
 
