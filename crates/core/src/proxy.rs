@@ -62,6 +62,17 @@ impl Default for ProxyConfig {
 pub struct ProxyHttp {
     /// Headers sent with every request (forwarded client headers win).
     pub static_headers: BTreeMap<String, String>,
+    pub tls: ProxyTls,
+}
+
+/// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate
+/// (otherwise the usual public roots are trusted).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyTls {
+    pub enabled: bool,
+    /// PEM text of the CA certificate(s) to trust instead of the public roots.
+    pub server_ca_pem: String,
 }
 
 /// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.

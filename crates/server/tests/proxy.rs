@@ -178,3 +178,78 @@ async fn requests_in_flight_are_bounded_per_endpoint() {
     }
     assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
 }
+
+/// An `https://` endpoint whose certificate is trusted through `http.tls.server_ca_pem`; the
+/// same endpoint without that CA fails (unreachable: the certificate is not trusted).
+#[tokio::test]
+async fn https_endpoints_with_a_configured_ca() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("wshub-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let acceptor = wshub_server::tls::acceptor(cert_path.to_str().unwrap(), key_path.to_str().unwrap()).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/proxy", l.local_addr().unwrap());
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let (acceptor, s) = (acceptor.clone(), s.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    s.connections.fetch_add(1, Ordering::SeqCst);
+                    serve_tls(tls, s).await;
+                }
+            });
+        }
+    });
+    let mut c = NodeConfig::default();
+    c.proxy.rpc.proxy.endpoint = url.clone();
+    c.proxy.rpc.proxy.http.tls.enabled = true;
+    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.cert.pem();
+    c.proxy.rpc.without_namespace.proxy_enabled = true;
+    let e = Endpoints::build(&c).unwrap();
+    let t = HttpProxy::new(&e).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(rpc(&e, &t).await, Ok(Answer::Result(Some(_)))));
+    }
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "one kept-alive TLS connection");
+    // Public roots only: the self-signed certificate is refused.
+    c.proxy.rpc.proxy.http.tls = Default::default();
+    let e = Endpoints::build(&c).unwrap();
+    let t = HttpProxy::new(&e).unwrap();
+    assert!(matches!(rpc(&e, &t).await, Err(ProxyFailure::Unreachable(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn serve_tls(mut stream: tokio_rustls::server::TlsStream<TcpStream>, seen: Arc<Seen>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            seen.heads.lock().push(head);
+            let body = r#"{"result":{"data":{"tls":true}}}"#;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            if stream.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -36,7 +36,10 @@ fn answer<R>(a: Answer<R>) -> Result<Option<R>, Fail> {
             if code.is_none() {
                 tracing::warn!(code = d.code, "proxy disconnect code outside 3000..4999");
             }
-            Err(Fail::Disconnect(Disconnect(code.unwrap_or(dc::INTERNAL_ERROR), Cow::Owned(d.reason))))
+            Err(Fail::Disconnect(Disconnect(
+                code.unwrap_or(dc::INTERNAL_ERROR),
+                Cow::Owned(d.reason),
+            )))
         }
     }
 }
