@@ -526,6 +526,9 @@ impl Session {
                 since: since.filter(|_| recoverable),
                 reply_budget: Some(budget),
                 chan_info,
+                // As Centrifugo: server-side subscriptions get join/leave pushes when the
+                // namespace forces them.
+                join_leave: opts.join_leave && opts.force_push_join_leave,
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
