@@ -39,6 +39,55 @@ struct State {
     keys: HashMap<String, Arc<JwksKey>>,
     fetched_at: Option<Instant>,
     last_attempt: Option<Instant>,
+    /// A fetch is under way; others wait for it (`waiters`) rather than fetch too.
+    in_flight: bool,
+    /// Counts finished fetches: a waiter is done when it moves.
+    generation: u64,
+    waiters: Vec<std::task::Waker>,
+}
+
+/// What one `ensure` call does.
+enum Plan {
+    Done,
+    Wait(u64),
+    Fetch,
+}
+
+/// Ends a fetch, even one whose caller went away: the next caller may fetch, waiters wake.
+struct FetchGuard<'a>(&'a JwksCache);
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut s = self.0.state.write();
+            s.in_flight = false;
+            s.generation += 1;
+            std::mem::take(&mut s.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves once the fetch under way at `generation` has finished.
+struct FetchDone<'a> {
+    cache: &'a JwksCache,
+    generation: u64,
+}
+
+impl std::future::Future for FetchDone<'_> {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut s = self.cache.state.write();
+        if s.generation != self.generation {
+            return std::task::Poll::Ready(());
+        }
+        if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            s.waiters.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
 }
 
 /// The cache of one endpoint's keys.
@@ -61,18 +110,31 @@ impl JwksCache {
 
     /// Makes sure `kid` is known if the endpoint has it: fetches the set when `kid` is
     /// unknown or the cache is stale, unless a fetch was tried less than [`MIN_REFETCH`] ago.
+    /// A call that finds a fetch under way waits for it instead.
     pub async fn ensure(&self, kid: &str, fetcher: &dyn JwksFetcher, now: Instant) {
-        {
+        let plan = {
             let mut s = self.state.write();
             let fresh = s.fetched_at.is_some_and(|t| now.saturating_duration_since(t) < CACHE_TTL);
             if fresh && s.keys.contains_key(kid) {
-                return;
+                Plan::Done
+            } else if s.in_flight {
+                Plan::Wait(s.generation)
+            } else if s.last_attempt.is_some_and(|t| now.saturating_duration_since(t) < MIN_REFETCH) {
+                Plan::Done
+            } else {
+                s.last_attempt = Some(now);
+                s.in_flight = true;
+                Plan::Fetch
             }
-            if s.last_attempt.is_some_and(|t| now.saturating_duration_since(t) < MIN_REFETCH) {
-                return;
+        };
+        match plan {
+            Plan::Done => return,
+            Plan::Wait(generation) => {
+                return FetchDone { cache: self, generation }.await;
             }
-            s.last_attempt = Some(now);
+            Plan::Fetch => {}
         }
+        let _guard = FetchGuard(self);
         match fetcher.fetch().await.and_then(|b| parse(&b)) {
             Ok(keys) => {
                 metrics::counter!("wshub_jwks_fetches_total", "outcome" => "ok").increment(1);
@@ -112,4 +174,65 @@ pub fn parse(body: &[u8]) -> Result<HashMap<String, Arc<JwksKey>>, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::future::Future as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Waker};
+
+    /// A fetcher that answers only when told to, counting fetches.
+    struct Gate {
+        fetches: AtomicUsize,
+        open: parking_lot::Mutex<bool>,
+    }
+
+    const SET: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    impl JwksFetcher for Gate {
+        fn fetch(&self) -> BoxFuture<'_, Result<Bytes, String>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::poll_fn(move |_cx| {
+                if *self.open.lock() {
+                    Poll::Ready(Ok(Bytes::from_static(SET.as_bytes())))
+                } else {
+                    Poll::Pending
+                }
+            }))
+        }
+    }
+
+    /// Callers that find a fetch under way wait for it rather than fetch again, and one
+    /// whose fetch is dropped midway does not leave the others waiting forever.
+    #[test]
+    fn one_fetch_at_a_time_and_waiters_wake() {
+        let cache = JwksCache::default();
+        let gate = Gate {
+            fetches: AtomicUsize::new(0),
+            open: parking_lot::Mutex::new(false),
+        };
+        let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = Box::pin(cache.ensure("k1", &gate, now));
+        let mut second = Box::pin(cache.ensure("k1", &gate, now));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(gate.fetches.load(Ordering::SeqCst), 1, "the second waits");
+        drop(first); // the fetching caller goes away
+        assert!(second.as_mut().poll(&mut cx).is_ready(), "the waiter is released");
+        *gate.open.lock() = true;
+        let later = now + MIN_REFETCH;
+        let mut third = Box::pin(cache.ensure("k1", &gate, later));
+        assert!(third.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(gate.fetches.load(Ordering::SeqCst), 2);
+        assert!(cache.get("k1").is_some());
+        // Known and fresh: no fetch.
+        let mut fourth = Box::pin(cache.ensure("k1", &gate, later + MIN_REFETCH));
+        assert!(fourth.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(gate.fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.get("k1").unwrap().algorithms, &[Algorithm::EdDSA]);
+    }
 }
