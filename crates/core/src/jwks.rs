@@ -4,8 +4,8 @@
 //! [`CACHE_TTL`]. A failed fetch keeps the cached keys: tokens signed with them go on
 //! verifying while the endpoint is down.
 //!
-//! RSA (RS256/384/512), EC P-256/P-384 (ES256/ES384) and Ed25519 (EdDSA) keys are used; other
-//! keys of the set are skipped.
+//! RSA (RS256/384/512), EC P-256/P-384/P-521 (ES256/ES384/ES512) and Ed25519 (EdDSA) keys are
+//! used; other keys of the set are skipped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +30,16 @@ pub trait JwksFetcher: Send + Sync {
 
 /// One usable key: which algorithms it verifies, and the key.
 pub struct JwksKey {
+    /// Empty for a P-521 key (ES512, which `jsonwebtoken` has no name for).
     pub algorithms: &'static [Algorithm],
-    pub key: DecodingKey,
+    pub key: KeyMaterial,
+}
+
+/// A key as the verifier uses it.
+pub enum KeyMaterial {
+    Jwt(DecodingKey),
+    /// ES512, verified by [`crate::token`] itself.
+    P521(p521::ecdsa::VerifyingKey),
 }
 
 #[derive(Default)]
@@ -161,6 +169,21 @@ pub fn parse(body: &[u8]) -> Result<HashMap<String, Arc<JwksKey>>, String> {
             AlgorithmParameters::EllipticCurve(p) => match p.curve {
                 EllipticCurve::P256 => &[Algorithm::ES256],
                 EllipticCurve::P384 => &[Algorithm::ES384],
+                EllipticCurve::P521 => {
+                    match p521_from_coordinates(&p.x, &p.y) {
+                        Some(k) => {
+                            out.insert(
+                                kid,
+                                Arc::new(JwksKey {
+                                    algorithms: &[],
+                                    key: KeyMaterial::P521(k),
+                                }),
+                            );
+                        }
+                        None => tracing::debug!(%kid, "P-521 JWK skipped: bad coordinates"),
+                    }
+                    continue;
+                }
                 _ => continue,
             },
             AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
@@ -168,12 +191,33 @@ pub fn parse(body: &[u8]) -> Result<HashMap<String, Arc<JwksKey>>, String> {
         };
         match DecodingKey::from_jwk(jwk) {
             Ok(key) => {
-                out.insert(kid, Arc::new(JwksKey { algorithms, key }));
+                out.insert(
+                    kid,
+                    Arc::new(JwksKey {
+                        algorithms,
+                        key: KeyMaterial::Jwt(key),
+                    }),
+                );
             }
             Err(e) => tracing::debug!(%kid, error = %e, "JWK skipped"),
         }
     }
     Ok(out)
+}
+
+/// A P-521 public key from a JWK's base64url `x` and `y` (66 bytes each).
+fn p521_from_coordinates(x: &str, y: &str) -> Option<p521::ecdsa::VerifyingKey> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (x, y) = (b64.decode(x).ok()?, b64.decode(y).ok()?);
+    if x.len() != 66 || y.len() != 66 {
+        return None;
+    }
+    let mut sec1 = Vec::with_capacity(133);
+    sec1.push(4);
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok()
 }
 
 #[cfg(test)]

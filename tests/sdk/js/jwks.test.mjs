@@ -1,5 +1,5 @@
 // Connection tokens verified with keys from a JWKS endpoint served here: RS256 and EdDSA
-// (Ed25519), a key rotation in the middle of the test, and the endpoint going down.
+// (Ed25519) and ES512 (P-521), a key rotation in the middle of the test, and the endpoint going down.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -14,12 +14,15 @@ function jwt(alg, kid, privateKey, claims) {
   const head = b64url(JSON.stringify({ alg, typ: 'JWT', kid }));
   const body = b64url(JSON.stringify(claims));
   const input = Buffer.from(`${head}.${body}`);
-  const sig = alg === 'EdDSA' ? sign(null, input, privateKey) : sign('sha256', input, privateKey);
+  const sig = alg === 'EdDSA' ? sign(null, input, privateKey)
+    : alg === 'ES512' ? sign('sha512', input, { key: privateKey, dsaEncoding: 'ieee-p1363' })
+      : sign('sha256', input, privateKey);
   return `${head}.${body}.${b64url(sig)}`;
 }
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const ed = generateKeyPairSync('ed25519');
+const p521 = generateKeyPairSync('ec', { namedCurve: 'P-521' });
 const jwk = (pair, kid) => ({ ...pair.publicKey.export({ format: 'jwk' }), kid, use: 'sig' });
 
 describe('JWKS with centrifuge-js', () => {
@@ -71,8 +74,9 @@ describe('JWKS with centrifuge-js', () => {
 
     // Rotation: the endpoint now serves only the Ed25519 key. A token naming the new kid
     // makes the node fetch again (at most once a second).
-    state.keys = [jwk(ed, 'ed-2')];
+    state.keys = [jwk(ed, 'ed-2'), jwk(p521, 'p521-3')];
     await waitFor(async () => (await attempt(edToken())) === 'connected', 5000, 'the rotated key');
+    assert.equal(await attempt(jwt('ES512', 'p521-3', p521.privateKey, { sub: 'carol', exp: now() + 60 })), 'connected', 'ES512');
     assert.equal(await attempt(rsaToken()), 3500, 'the retired key no longer verifies');
 
     // The endpoint goes down: the cached key goes on verifying.
