@@ -30,7 +30,7 @@ pub enum Dialect {
 
 #[derive(clap::Args, Clone)]
 pub struct Target {
-    /// ws://127.0.0.1:PORT/PATH (loopback only)
+    /// ws://127.0.0.1:PORT/PATH, or http://127.0.0.1:PORT/connection/http_stream or /connection/sse (loopback only)
     #[arg(long)]
     url: String,
     #[arg(long, value_enum, default_value = "wshub")]
@@ -119,15 +119,29 @@ pub enum BenchCommand {
     },
 }
 
+/// How the bench's clients reach the server, from the URL: `ws://` (WebSocket),
+/// `http://…/connection/http_stream` (HTTP-streaming) or `http://…/connection/sse` (SSE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    WebSocket,
+    HttpStream,
+    Sse,
+}
+
 /// Where to connect, checked to be loopback.
 struct Endpoint {
     addr: SocketAddr,
     host: String,
     path: String,
+    transport: Transport,
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
-    let rest = url.strip_prefix("ws://").context("only ws:// URLs are supported")?;
+    let (rest, http) = match (url.strip_prefix("ws://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => bail!("only ws:// (WebSocket) and http:// (http_stream, sse) URLs are supported"),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -139,11 +153,92 @@ fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
     if !addr.ip().is_loopback() {
         bail!("bench targets loopback only (127.0.0.0/8 or ::1), not {}", addr.ip());
     }
+    let transport = match (http, path.ends_with("/sse")) {
+        (false, _) => Transport::WebSocket,
+        (true, true) => Transport::Sse,
+        (true, false) => Transport::HttpStream,
+    };
     Ok(Endpoint {
         addr,
         host: hostport.to_string(),
         path: path.to_string(),
+        transport,
     })
+}
+
+/// The receiving side of an HTTP transport: a chunked response body, split into lines
+/// (SSE: the `data:` lines).
+#[derive(Default)]
+struct HttpRead {
+    sse: bool,
+    raw: Vec<u8>,
+    body: Vec<u8>,
+    ended: bool,
+}
+
+impl HttpRead {
+    /// Moves every whole chunk of `raw` into `body`.
+    fn decode(&mut self) {
+        loop {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size_text = String::from_utf8_lossy(&self.raw[..eol]);
+            let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+                self.ended = true;
+                return;
+            };
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.body.extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    /// The next whole message line, if any.
+    fn line(&mut self) -> Option<bytes::Bytes> {
+        loop {
+            let i = self.body.iter().position(|b| *b == b'\n')?;
+            let line: Vec<u8> = self.body.drain(..=i).take(i).collect();
+            let line = if self.sse {
+                match line.strip_prefix(b"data: ") {
+                    Some(d) => d.to_vec(),
+                    None => continue,
+                }
+            } else {
+                line
+            };
+            if !line.is_empty() {
+                return Some(line.into());
+            }
+        }
+    }
+}
+
+/// The request that opens an HTTP transport with `commands` (connect, subscribe).
+fn http_request(ep: &Endpoint, commands: &str) -> Vec<u8> {
+    match ep.transport {
+        Transport::Sse => {
+            let q: String = commands
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("GET {}?cf_connect={q} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", ep.path, ep.host).into_bytes()
+        }
+        _ => format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{commands}",
+            ep.path,
+            ep.host,
+            commands.len()
+        )
+        .into_bytes(),
+    }
 }
 
 /// Source address number `i`, cycling through 127.0.0.2-127.0.0.250 so that the ephemeral
@@ -163,6 +258,8 @@ fn now_micros() -> u64 {
 struct Client {
     stream: TcpStream,
     conn: Connection,
+    /// Set on the HTTP transports.
+    http: Option<HttpRead>,
 }
 
 impl Client {
@@ -178,6 +275,52 @@ impl Client {
         }
         let mut stream = sock.connect(ep.addr).await?;
         let _ = stream.set_nodelay(true);
+        if ep.transport != Transport::WebSocket {
+            if t.dialect != Dialect::Wshub {
+                bail!("the HTTP transports speak the wshub dialect only");
+            }
+            let commands = format!(
+                r#"{{"id":1,"connect":{{"token":"{}"}}}}{}{{"id":2,"subscribe":{{"channel":"{}"}}}}"#,
+                t.token, "\n", t.channel
+            );
+            stream.write_all(&http_request(ep, &commands)).await?;
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    bail!("server closed before answering");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") {
+                bail!("refused: {}", head.lines().next().unwrap_or(""));
+            }
+            let http = HttpRead {
+                sse: ep.transport == Transport::Sse,
+                raw: buf[head_end..].to_vec(),
+                ..Default::default()
+            };
+            let conn = Connection::new(Config {
+                role: Role::Client,
+                max_message_size: 64 << 20,
+                deflate: None,
+            });
+            let mut c = Client { stream, conn, http: Some(http) };
+            loop {
+                let msg = c.next_message().await?;
+                if msg.windows(8).any(|w| w == br#""error":"#) || msg.windows(13).any(|w| w == br#""disconnect":"#) {
+                    bail!("refused: {}", String::from_utf8_lossy(&msg));
+                }
+                if msg.windows(6).any(|w| w == br#""id":2"#) {
+                    return Ok(c);
+                }
+            }
+        }
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let req = handshake::client_request(&ep.host, &ep.path, &[], None, key);
@@ -200,7 +343,7 @@ impl Client {
             deflate: None,
         });
         conn.handle_read(&buf[head..]);
-        let mut c = Client { stream, conn };
+        let mut c = Client { stream, conn, http: None };
         if t.dialect == Dialect::Wshub {
             let cmd = format!(
                 r#"{{"id":1,"connect":{{"token":"{}"}}}}{}{{"id":2,"subscribe":{{"channel":"{}"}}}}"#,
@@ -241,9 +384,29 @@ impl Client {
         self.flush().await
     }
 
-    /// The next message; answers the wshub protocol's pings (`{}`) on the way.
+    /// The next message; answers the wshub protocol's pings (`{}`) on the way (on the HTTP
+    /// transports pings are skipped: no pong is sent, so a run there must stay shorter
+    /// than `client.ping_interval` + `client.pong_timeout`).
     async fn next_message(&mut self) -> anyhow::Result<bytes::Bytes> {
         let mut chunk = [0u8; 16384];
+        if let Some(h) = self.http.as_mut() {
+            loop {
+                h.decode();
+                while let Some(line) = h.line() {
+                    if &line[..] != b"{}" {
+                        return Ok(line);
+                    }
+                }
+                if h.ended {
+                    bail!("the stream ended");
+                }
+                let n = self.stream.read(&mut chunk).await?;
+                if n == 0 {
+                    bail!("the server closed the stream");
+                }
+                h.raw.extend_from_slice(&chunk[..n]);
+            }
+        }
         loop {
             while let Some(e) = self.conn.poll_event() {
                 match e {

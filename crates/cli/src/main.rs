@@ -52,6 +52,9 @@ enum Command {
     Checkconfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Unknown keys are warnings only (exit status 0); without it they fail the check.
+        #[arg(long)]
+        allow_unknown: bool,
     },
     /// Make an HS256 connection token for a user, signed with client.token.hmac_secret_key.
     Gentoken {
@@ -81,8 +84,13 @@ enum Command {
 }
 
 fn init_logs(level: &str, json_format: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Colours only for a person at a terminal: escape codes in a file or a journal are noise.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     if json_format {
         b.json().init();
     } else {
@@ -90,22 +98,20 @@ fn init_logs(level: &str, json_format: bool) {
     }
 }
 
-async fn run_server(addr: SocketAddr, config: ServerConfig, drain: Option<Drain>) -> anyhow::Result<SocketAddr> {
+/// Binds `addr` (raising the descriptor limit first).
+async fn bind(addr: SocketAddr, connection_limit: usize) -> anyhow::Result<tokio::net::TcpListener> {
     match wshub_server::limits::raise_nofile() {
-        Ok(n) => tracing::info!(nofile = n, "file descriptor limit raised to the hard limit"),
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
     let listener = wshub_server::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!(%local, "listening");
-    let limit = config.admission.connection_limit as u64;
+    let limit = connection_limit as u64;
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         if limit > soft {
             tracing::warn!(limit, nofile = soft, "client.connection_limit exceeds the file descriptor limit");
         }
     }
-    wshub_server::lifecycle::run_until_signal(listener, Shared::new(config), drain).await;
-    Ok(local)
+    Ok(listener)
 }
 
 fn env_vars() -> Vec<(String, String)> {
@@ -148,9 +154,7 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
     for k in &loaded.unknown_keys {
         tracing::warn!(key = %k, "unknown configuration key ignored");
     }
-    let addr: SocketAddr = format!("{}:{}", c.http_server.address, c.http_server.port)
-        .parse()
-        .context("http_server.address")?;
+    let addr = wshub_server::config::listen_addr(c)?;
     let (node, server) = wshub_server::app::build(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Err(e) = rt.block_on(node.broker.check()) {
@@ -160,43 +164,66 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
             c.engine.redis.address
         );
     }
-    println!(
-        "wshub {} listening on {addr} (engine: {})",
-        env!("CARGO_PKG_VERSION"),
-        c.engine.r#type
-    );
-    println!(
-        "  clients: ws://{}:{}{}",
-        display_host(&c.http_server.address),
-        c.http_server.port,
-        wshub_server::app::WS_PATH
-    );
-    println!(
-        "  API:     POST http://{}:{}/api/<method>",
-        display_host(&c.http_server.address),
-        c.http_server.port
-    );
-    if config.is_none() {
-        println!("  No configuration file: the API refuses every call and clients need a token.");
-        println!("  Next: `wshub genconfig -o config.json`, then `wshub serve -c config.json`,");
-        println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
-    }
+    let listener = rt.block_on(bind(addr, c.client.connection_limit))?;
+    // Only now, with the port bound: a second instance on the same port fails above instead
+    // of announcing an address it does not hold.
+    banner(c, listener.local_addr()?, config.is_none());
     let drain = Drain {
         node,
         timeout: c.shutdown.timeout,
         window: c.shutdown.drain_window,
     };
-    rt.block_on(run_server(addr, server, Some(drain)))?;
+    // Shared::new inside the runtime, where the server's tasks run.
+    rt.block_on(async { wshub_server::lifecycle::run_until_signal(listener, Shared::new(server), Some(drain)).await });
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }
 
-fn display_host(a: &str) -> &str {
-    if a == "0.0.0.0" {
-        "localhost"
+/// What a person starting the server needs to know: where clients and the API are, which
+/// origins may connect, what to do next. One JSON line on stderr when `log.format = "json"`.
+fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
+    let tls = c.http_server.tls.enabled;
+    let host = display_host(local);
+    let ws = format!("{}://{host}{}", if tls { "wss" } else { "ws" }, wshub_server::app::WS_PATH);
+    let http = format!("{}://{host}", if tls { "https" } else { "http" });
+    if c.log.format == "json" {
+        let line = json!({
+            "level": "INFO", "message": "wshub listening", "version": env!("CARGO_PKG_VERSION"), "address": local.to_string(),
+            "engine": c.engine.r#type, "clients": ws, "api": format!("{http}/api/<method>"),
+            "admin": c.admin.enabled.then(|| format!("{http}/admin")), "allowed_origins": c.client.allowed_origins,
+        });
+        eprintln!("{line}");
+        return;
+    }
+    let origins = if c.client.allowed_origins.is_empty() {
+        "same host and port only (client.allowed_origins is empty)".to_string()
     } else {
-        a
+        c.client.allowed_origins.join(", ")
+    };
+    println!(
+        "wshub {} listening on {local} (engine: {})",
+        env!("CARGO_PKG_VERSION"),
+        c.engine.r#type
+    );
+    println!("  clients: {ws}");
+    println!("  API:     POST {http}/api/<method>");
+    if c.admin.enabled {
+        println!("  admin:   {http}/admin");
+    }
+    println!("  browser pages may connect from: {origins}");
+    if no_file {
+        println!("  No configuration file: the API refuses every call and clients need a token.");
+        println!("  Next: `wshub genconfig -o config.json`, then `wshub serve -c config.json`,");
+        println!("        and `wshub gentoken -c config.json -u USER` for a client token.");
+    }
+}
+
+/// The address a person on this machine would type for `local`.
+fn display_host(local: SocketAddr) -> String {
+    match local.ip() {
+        ip if ip.is_unspecified() => format!("localhost:{}", local.port()),
+        _ => local.to_string(),
     }
 }
 
@@ -242,8 +269,19 @@ fn gentoken(user: String, ttl: u64, config: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Errors are one line for a person ("error: ...: cause"), never a backtrace, whatever
+/// `RUST_BACKTRACE` says; the exit status is 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             config,
@@ -252,10 +290,17 @@ fn main() -> anyhow::Result<()> {
             set,
         } => serve(config, port, address, set),
         Command::Genconfig { output } => genconfig(output),
-        Command::Checkconfig { config } => {
+        Command::Checkconfig { config, allow_unknown } => {
             let loaded = load_config(Some(&config), &[])?;
             for k in &loaded.unknown_keys {
-                eprintln!("warning: unknown key {k}");
+                eprintln!("warning: unknown key {k} (misspelt? it is ignored)");
+            }
+            if !loaded.unknown_keys.is_empty() && !allow_unknown {
+                bail!(
+                    "{}: {} unknown key(s); fix them, or pass --allow-unknown to accept them",
+                    config.display(),
+                    loaded.unknown_keys.len()
+                );
             }
             println!("{}: OK", config.display());
             Ok(())
@@ -284,9 +329,16 @@ fn main() -> anyhow::Result<()> {
                 write_timeout: None,
                 metrics: false,
                 tls: None,
+                admin: None,
+                emulation: Default::default(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run_server(addr, config, None))?;
+            rt.block_on(async {
+                let listener = bind(addr, 0).await?;
+                tracing::info!(local = %listener.local_addr()?, "listening");
+                wshub_server::lifecycle::run_until_signal(listener, Shared::new(config), None).await;
+                anyhow::Ok(())
+            })?;
             Ok(())
         }
         Command::Bench(cmd) => {

@@ -80,7 +80,15 @@ pub struct SubscribeOptions {
     /// Ask for tokens with [`Action::SubscriptionToken`] instead: before the first
     /// subscribe, before the token expires, and when the server says it expired.
     pub token_callback: bool,
+    /// Ask for Fossil delta compression (`delta: "fossil"`); publications are decoded
+    /// here, the application sees whole data. Not with `tags_filter` (as in the SDKs).
+    pub delta: bool,
+    /// Receive only publications whose tags pass this filter (the namespace must allow it).
+    pub tags_filter: Option<FilterNode>,
 }
+
+/// Most bytes a delta may decode to.
+const MAX_DELTA_OUTPUT: usize = 64 << 20;
 
 /// What happened, for the application.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,8 +118,11 @@ pub enum ClientEvent {
     },
     Publication {
         channel: String,
+        /// Whole data (a delta subscription's deltas are applied already).
         data: Bytes,
         offset: u64,
+        /// It came as a delta (Fossil delta compression saved the rest).
+        delta: bool,
     },
     Join {
         channel: String,
@@ -142,6 +153,12 @@ struct Sub {
     /// Fetch a new token at this moment (callback subscriptions whose token expires).
     refresh_at: Option<Instant>,
     awaiting_token: bool,
+    delta: bool,
+    /// The server agreed to send deltas (`delta: true` in the subscribe result).
+    delta_negotiated: bool,
+    /// The data of the last publication: the base of the next delta.
+    delta_base: Option<Bytes>,
+    tags_filter: Option<FilterNode>,
 }
 
 /// The client state machine.
@@ -294,7 +311,7 @@ impl ClientCore {
             SubscribeOptions {
                 recoverable,
                 token: token.into(),
-                token_callback: false,
+                ..Default::default()
             },
         )
     }
@@ -314,6 +331,10 @@ impl ClientCore {
                 token_callback: opts.token_callback,
                 refresh_at: None,
                 awaiting_token: false,
+                delta: opts.delta && opts.tags_filter.is_none(),
+                delta_negotiated: false,
+                delta_base: None,
+                tags_filter: opts.tags_filter,
             },
         );
         self.events.push_back(ClientEvent::Subscribing { channel: channel.into() });
@@ -337,6 +358,8 @@ impl ClientCore {
             channel: channel.into(),
             token: s.token.clone(),
             recoverable: s.recoverable,
+            delta: if s.delta { "fossil".into() } else { String::new() },
+            tf: s.tags_filter.clone(),
             ..Default::default()
         };
         if let (true, Some((offset, epoch))) = (s.recoverable, &s.position) {
@@ -673,6 +696,7 @@ impl ClientCore {
         }
         let Some(res) = r.subscribe else { return };
         s.state = SubState::Subscribed;
+        s.delta_negotiated = s.delta && res.delta;
         s.refresh_at = (s.token_callback && res.expires).then(|| now + refresh_delay(res.ttl));
         if res.recoverable {
             s.position = Some((res.offset, res.epoch.clone()));
@@ -703,7 +727,9 @@ impl ClientCore {
         }
     }
 
-    fn publication(&mut self, channel: &str, p: Publication) {
+    fn publication(&mut self, channel: &str, mut p: Publication) {
+        let format = self.cfg.format;
+        let came_as_delta = p.delta;
         if let Some(s) = self.subs.get_mut(channel) {
             if s.recoverable && p.offset > 0 {
                 match &mut s.position {
@@ -713,11 +739,40 @@ impl ClientCore {
                     None => {}
                 }
             }
+            if s.delta_negotiated {
+                match decode_delta(format, s.delta_base.as_deref(), &p) {
+                    Ok(data) => {
+                        s.delta_base = Some(data.clone());
+                        p.data = data;
+                    }
+                    Err(message) => {
+                        // The base is lost: subscribe again (recovering from the last
+                        // offset), which starts a new chain with a whole publication.
+                        s.delta_base = None;
+                        s.state = SubState::Subscribing;
+                        if let Some((o, _)) = &mut s.position {
+                            *o = o.saturating_sub(1);
+                        }
+                        self.events.push_back(ClientEvent::Error {
+                            message: format!("{channel}: {message}"),
+                        });
+                        let id = self.id();
+                        self.send(&[Command {
+                            id,
+                            unsubscribe: Some(UnsubscribeRequest { channel: channel.into() }),
+                            ..Default::default()
+                        }]);
+                        self.send_subscribe(channel);
+                        return;
+                    }
+                }
+            }
         }
         self.events.push_back(ClientEvent::Publication {
             channel: channel.into(),
             data: p.data,
             offset: p.offset,
+            delta: came_as_delta && self.subs.get(channel).is_some_and(|s| s.delta_negotiated),
         });
     }
 
@@ -752,6 +807,24 @@ impl ClientCore {
             self.handle_close(code, &d.reason, now);
         }
     }
+}
+
+/// The whole data of a publication on a delta subscription: JSON carries it (whole or
+/// delta) as a JSON string, Protobuf as bytes; a delta applies to the previous data.
+fn decode_delta(format: Format, base: Option<&[u8]>, p: &Publication) -> Result<Bytes, String> {
+    let raw: Bytes = match format {
+        Format::Json => serde_json::from_slice::<String>(&p.data)
+            .map_err(|e| format!("delta data is not a JSON string: {e}"))?
+            .into(),
+        Format::Protobuf => p.data.clone(),
+    };
+    if !p.delta {
+        return Ok(raw);
+    }
+    let base = base.ok_or("delta without a base")?;
+    fossil::apply(base, &raw, MAX_DELTA_OUTPUT)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

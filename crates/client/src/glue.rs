@@ -72,6 +72,11 @@ pub struct SubscriptionOptions {
     /// Or a callback that makes one, called before subscribing, before the token expires
     /// and when the server says it expired.
     pub token_source: Option<SubTokenSource>,
+    /// Fossil delta compression: the server sends deltas, the client hands whole data to
+    /// the application. Ignored with `tags_filter`.
+    pub delta: bool,
+    /// Only publications whose tags pass this filter (the namespace's `allow_tags_filter`).
+    pub tags_filter: Option<wshub_protocol::FilterNode>,
 }
 
 /// Which publications [`Client::history`] returns.
@@ -379,7 +384,7 @@ impl Client {
             opts: SubscribeOptions {
                 recoverable,
                 token: token.into(),
-                token_callback: false,
+                ..Default::default()
             },
             token_source: None,
             events: None,
@@ -395,6 +400,8 @@ impl Client {
                 recoverable: opts.recoverable,
                 token: opts.token,
                 token_callback: opts.token_source.is_some(),
+                delta: opts.delta,
+                tags_filter: opts.tags_filter,
             },
             token_source: opts.token_source,
             events: Some(etx),

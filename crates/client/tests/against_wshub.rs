@@ -771,3 +771,144 @@ async fn redis_losing_its_data_is_not_silent() {
         "{p:?}"
     );
 }
+
+/// Delta compression, JSON and Protobuf: the server sends deltas (the session tests check
+/// the wire), the client decodes them and hands whole documents to the application, live
+/// and after a recovery; a tags filter lets through only what it matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_subscriptions_decode_and_tags_filters_select() {
+    let server = Server::start(
+        Server::config(json!({"channel": {"namespaces": [
+            {"name": "delta", "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_subscribe_for_client": true,
+             "allowed_delta_types": ["fossil"], "delta_publish": true},
+            {"name": "tags", "allow_subscribe_for_client": true, "allow_tags_filter": true}
+        ]}})),
+        free_port(),
+    )
+    .await;
+    let doc = |v: u32| {
+        let rows: Vec<_> = (0..100)
+            .map(|i| json!({"id": i, "value": if i % 10 == v % 10 { v } else { i * 7 }, "note": "lorem ipsum dolor"}))
+            .collect();
+        json!({"version": v, "rows": rows})
+    };
+    for format in [wshub_protocol::Format::Json, wshub_protocol::Format::Protobuf] {
+        let conf = ClientConfig {
+            format,
+            ..quick(token("delta", None))
+        };
+        let (client, mut ev) = Client::start(&server.url(), conf).unwrap();
+        let channel = format!("delta:{format:?}");
+        let mut sub = client.new_subscription(
+            &channel,
+            SubscriptionOptions {
+                recoverable: true,
+                delta: true,
+                ..Default::default()
+            },
+        );
+        client.connect();
+        next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        let mut got = Vec::new();
+        let mut deltas = Vec::new();
+        for v in 1..=3 {
+            server.api("publish", json!({"channel": channel, "data": doc(v)})).await;
+            if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+                got.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+                deltas.push(delta);
+            }
+        }
+        client.disconnect();
+        until(&mut ev, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+        for v in 4..=5 {
+            server.api("publish", json!({"channel": channel, "data": doc(v)})).await;
+        }
+        client.connect();
+        for v in 4..=6 {
+            if v == 6 {
+                server.api("publish", json!({"channel": channel, "data": doc(v)})).await;
+            }
+            if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+                got.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+                deltas.push(delta);
+            }
+        }
+        assert_eq!(got, (1..=6).map(doc).collect::<Vec<_>>(), "{format:?}");
+        // Whole first, deltas; after the recovery the chain starts again whole.
+        assert_eq!(deltas, vec![false, true, true, false, true, true], "{format:?}");
+
+        let filter = wshub_protocol::FilterNode {
+            key: "kind".into(),
+            cmp: "in".into(),
+            vals: vec!["a".into(), "c".into()],
+            ..Default::default()
+        };
+        let tags_channel = format!("tags:{format:?}");
+        let mut tsub = client.new_subscription(
+            &tags_channel,
+            SubscriptionOptions {
+                tags_filter: Some(filter),
+                ..Default::default()
+            },
+        );
+        next(&mut tsub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        for kind in ["a", "b", "c"] {
+            server
+                .api(
+                    "publish",
+                    json!({"channel": tags_channel, "data": {"kind": kind}, "tags": {"kind": kind}}),
+                )
+                .await;
+        }
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            if let ClientEvent::Publication { data, .. } = next(&mut tsub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+                kinds.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap()["kind"].clone());
+            }
+        }
+        assert_eq!(kinds, vec![json!("a"), json!("c")]);
+        client.disconnect();
+    }
+}
+
+/// Delta across nodes: published on node A with `delta: true`, the publication reaches node
+/// B through Redis still marked, and B's delta subscriber gets deltas (computed on B).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_across_nodes_through_redis() {
+    let redis = wshub_redis::testing::RedisServer::start().await;
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let channel = json!({"namespaces": [{"name": "doc", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
+        "allow_subscribe_for_client": true, "allowed_delta_types": ["fossil"]}]});
+    let cfg = Server::config(json!({ "engine": engine, "channel": channel }));
+    let a = Server::start(cfg.clone(), free_port()).await;
+    let b = Server::start(cfg, free_port()).await;
+    let (client, _ev) = Client::start(&b.url(), quick(token("dora", None))).unwrap();
+    let mut sub = client.new_subscription(
+        "doc:1",
+        SubscriptionOptions {
+            recoverable: true,
+            delta: true,
+            ..Default::default()
+        },
+    );
+    client.connect();
+    next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let doc = |v: u32| json!({"v": v, "body": "lorem ipsum dolor sit amet ".repeat(30)});
+    let mut got = Vec::new();
+    for v in 1..=3 {
+        a.api("publish", json!({"channel": "doc:1", "data": doc(v), "delta": true})).await;
+        if let ClientEvent::Publication { data, delta, .. } = next(&mut sub, |e| matches!(e, ClientEvent::Publication { .. })).await {
+            got.push((serde_json::from_slice::<serde_json::Value>(&data).unwrap(), delta));
+        }
+    }
+    assert_eq!(got, vec![(doc(1), false), (doc(2), true), (doc(3), true)]);
+    let h = a.api("history", json!({"channel": "doc:1", "limit": -1})).await;
+    assert!(
+        h["result"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("delta").is_none()),
+        "{h}"
+    );
+}

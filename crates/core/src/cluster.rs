@@ -84,6 +84,28 @@ pub enum ControlMessage {
         from: String,
         channels: Vec<(String, usize)>,
     },
+    /// Commands for an emulated (HTTP-streaming, SSE) session held by node `node`: the
+    /// `/emulation` request reached another node behind the load balancer.
+    Emulation { node: String, session: String, data: Vec<u8> },
+    /// Asks every node for a user's connections; answered with a
+    /// [`ControlMessage::ConnectionsReply`] to `from`.
+    Connections { id: u64, from: String, user: String },
+    ConnectionsReply {
+        id: u64,
+        to: String,
+        from: String,
+        connections: Vec<ConnectionSummary>,
+    },
+}
+
+/// One connection as the `connections` survey reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionSummary {
+    pub client: String,
+    pub user: String,
+    /// `json` or `protobuf`.
+    pub protocol: String,
+    pub transport: String,
 }
 
 impl ControlMessage {

@@ -46,11 +46,24 @@ pub struct ChannelOptions {
     /// proxy (server side) instead of the client's token.
     pub sub_refresh_proxy_enabled: bool,
     pub sub_refresh_proxy_name: String,
+    /// Delta encodings subscribers may ask for (`delta` in subscribe); only `"fossil"`
+    /// exists. Empty: subscribers get whole publications.
+    pub allowed_delta_types: Vec<String>,
+    /// Every publication into the channel is published as if with `delta: true` (its
+    /// delta subscribers get it as a delta against the previous one).
+    pub delta_publish: bool,
+    /// Subscribers may pass a publication tags filter (`tf`); refused with 107 otherwise.
+    pub allow_tags_filter: bool,
 }
 
 impl ChannelOptions {
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// Whether subscribers may negotiate this delta type.
+    pub fn allows_delta(&self, delta: &str) -> bool {
+        self.allowed_delta_types.iter().any(|d| d == delta)
     }
 }
 
@@ -244,6 +257,12 @@ fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
         return Err(ConfigError {
             key: format!("{key}.force_recovery"),
             message: "needs history_size and history_ttl".into(),
+        });
+    }
+    if let Some(d) = o.allowed_delta_types.iter().find(|d| d.as_str() != "fossil") {
+        return Err(ConfigError {
+            key: format!("{key}.allowed_delta_types"),
+            message: format!("unknown delta type {d:?} (only \"fossil\")"),
         });
     }
     if o.history_size > 0 && o.history_ttl.is_zero() {

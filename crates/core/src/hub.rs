@@ -6,13 +6,23 @@
 //! its [`ConnectionHandle`]. A subscriber that is recovering gets its pushes buffered here
 //! until the session has merged history ([`Hub::finish_recovery`]), so that nothing
 //! published meanwhile is lost or sent twice.
+//!
+//! Delta subscribers ([`SubscriberOptions::delta`]) share frames too: the hub keeps the
+//! data of the channel's last publication while the channel has one, computes the Fossil
+//! delta of the next publication against it once, and frames it once per format. Each
+//! such subscriber records which offset its SDK holds as the delta base, and gets the
+//! delta frame only when that is the publication just before; the whole publication
+//! otherwise. A tags filter ([`SubscriberOptions::filter`]) is evaluated per subscriber on
+//! the publication's tags; a rejected publication is simply not delivered (the stream
+//! position still advances).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use wshub_protocol::codec::push_bytes;
-use wshub_protocol::{ClientInfo, Format, Join, Leave, Publication, Push};
+use wshub_protocol::{ClientInfo, FilterNode, Format, Join, Leave, Publication, Push};
 use wshub_websocket::{MessageKind, PreparedMessage};
 
 const SHARDS: usize = 64;
@@ -36,6 +46,17 @@ pub trait ConnectionHandle: Send + Sync {
     fn deliver(&self, frame: &PreparedMessage);
     /// Passes a control request to the connection's task.
     fn control(&self, control: Control);
+    /// The session id of a connection over an HTTP transport (HTTP-streaming, SSE), which
+    /// the client names in its `/emulation` requests: sent in the connect result with the
+    /// node's uid. Secret to the client, unlike its client id (presence shows those).
+    fn emulation_session(&self) -> Option<&str> {
+        None
+    }
+    /// A unidirectional connection (`uni_*` transports): the client sends nothing after its
+    /// connect, so pings expect no pong.
+    fn unidirectional(&self) -> bool {
+        false
+    }
 }
 
 /// A push encoded and framed at most once per format, on first use.
@@ -45,6 +66,35 @@ pub struct PreparedPush {
     push: Push,
     json: OnceLock<Option<PreparedMessage>>,
     protobuf: OnceLock<Option<PreparedMessage>>,
+    /// The frames of delta subscribers, for publications of channels that have some.
+    delta: Option<Box<DeltaFrames>>,
+}
+
+/// A publication's frames for delta subscribers, each made at most once.
+struct DeltaFrames {
+    /// The previous publication's data, when the publication was published with delta and
+    /// the previous one is `offset - 1`.
+    base: Option<Bytes>,
+    patch: OnceLock<Option<Bytes>>,
+    /// Whole, with the data as a JSON string (Protobuf delta subscribers get the plain frame).
+    json_whole: OnceLock<Option<PreparedMessage>>,
+    json_delta: OnceLock<Option<PreparedMessage>>,
+    protobuf_delta: OnceLock<Option<PreparedMessage>>,
+}
+
+fn encode_push(format: Format, push: Push) -> Option<PreparedMessage> {
+    let kind = match format {
+        Format::Json => MessageKind::Text,
+        Format::Protobuf => MessageKind::Binary,
+    };
+    let channel = push.channel.clone();
+    match push_bytes(format, push) {
+        Ok(b) => Some(PreparedMessage::new(kind, b)),
+        Err(e) => {
+            tracing::warn!(error = %e, %channel, "push cannot be encoded for {format:?} clients");
+            None
+        }
+    }
 }
 
 impl PreparedPush {
@@ -54,24 +104,83 @@ impl PreparedPush {
             push,
             json: OnceLock::new(),
             protobuf: OnceLock::new(),
+            delta: None,
         })
+    }
+
+    fn with_delta(offset: u64, push: Push, base: Option<Bytes>) -> Arc<Self> {
+        Arc::new(PreparedPush {
+            offset,
+            push,
+            json: OnceLock::new(),
+            protobuf: OnceLock::new(),
+            delta: Some(Box::new(DeltaFrames {
+                base,
+                patch: OnceLock::new(),
+                json_whole: OnceLock::new(),
+                json_delta: OnceLock::new(),
+                protobuf_delta: OnceLock::new(),
+            })),
+        })
+    }
+
+    /// The frame for a delta subscriber: the delta against the previous publication when
+    /// `has_base` (the subscriber holds it) and one exists, the whole publication otherwise.
+    pub fn delta_frame(&self, format: Format, has_base: bool) -> Option<&PreparedMessage> {
+        let Some(d) = &self.delta else { return self.frame(format) };
+        let publication = self.push.r#pub.as_ref()?;
+        if has_base {
+            let patch = d
+                .patch
+                .get_or_init(|| d.base.as_ref().and_then(|b| crate::delta::patch(b, &publication.data)));
+            if let Some(patch) = patch {
+                let slot = match format {
+                    Format::Json => &d.json_delta,
+                    Format::Protobuf => &d.protobuf_delta,
+                };
+                let frame = slot
+                    .get_or_init(|| {
+                        let p = crate::delta::as_delta(publication, patch, format)?;
+                        encode_push(
+                            format,
+                            Push {
+                                r#pub: Some(p),
+                                ..self.push.clone()
+                            },
+                        )
+                    })
+                    .as_ref();
+                if frame.is_some() {
+                    return frame;
+                }
+            }
+        }
+        match format {
+            Format::Protobuf => self.frame(format),
+            Format::Json => d
+                .json_whole
+                .get_or_init(|| {
+                    let p = crate::delta::whole(publication, format)?;
+                    encode_push(
+                        format,
+                        Push {
+                            r#pub: Some(p),
+                            ..self.push.clone()
+                        },
+                    )
+                })
+                .as_ref(),
+        }
     }
 
     /// The frame for one format; `None` when the push cannot be expressed in it (non-JSON
     /// data for a JSON client).
     pub fn frame(&self, format: Format) -> Option<&PreparedMessage> {
-        let (slot, kind) = match format {
-            Format::Json => (&self.json, MessageKind::Text),
-            Format::Protobuf => (&self.protobuf, MessageKind::Binary),
+        let slot = match format {
+            Format::Json => &self.json,
+            Format::Protobuf => &self.protobuf,
         };
-        slot.get_or_init(|| match push_bytes(format, self.push.clone()) {
-            Ok(b) => Some(PreparedMessage::new(kind, b)),
-            Err(e) => {
-                tracing::warn!(error = %e, channel = %self.push.channel, "push cannot be encoded for {format:?} clients");
-                None
-            }
-        })
-        .as_ref()
+        slot.get_or_init(|| encode_push(format, self.push.clone())).as_ref()
     }
 }
 
@@ -87,19 +196,123 @@ struct Entry {
     /// broker connection lost for a while) is noticed rather than silently skipped.
     /// [`UNTRACKED`] for the others.
     last: u64,
+    /// Delta and filter state; boxed, as most subscriptions have neither.
+    extra: Option<Box<Extra>>,
 }
+
+/// How a subscriber wants its publications, beyond the defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriberOptions {
+    /// Fossil delta compression was negotiated.
+    pub delta: bool,
+    /// Only publications whose tags pass this (validated) filter are delivered.
+    pub filter: Option<FilterNode>,
+}
+
+struct Extra {
+    delta: bool,
+    /// Shared by the channel's subscribers with an identical filter ([`Channel::filters`]),
+    /// so that a broadcast evaluates each distinct filter once ([`FilterMemo`]).
+    filter: Option<Arc<FilterNode>>,
+    /// The offset of the publication whose data the subscriber's SDK holds as its delta
+    /// base; [`NO_BASE`] when none.
+    base: u64,
+}
+
+const NO_BASE: u64 = 0;
 
 /// `Entry::last` of a subscriber without a stream position.
 const UNTRACKED: u64 = u64::MAX;
 /// `Entry::last` after a gap was reported: later publications are dropped until it leaves.
 const GAP_REPORTED: u64 = u64::MAX - 1;
 
+/// The verdicts of the distinct filters on one publication: a filter shared by many
+/// subscribers is evaluated once (a front entry, as most channels have one filter, then a
+/// short list).
+#[derive(Default)]
+struct FilterMemo {
+    last: Option<(*const FilterNode, bool)>,
+    others: Vec<(*const FilterNode, bool)>,
+}
+
+impl FilterMemo {
+    fn passes(&mut self, f: &Arc<FilterNode>, tags: &HashMap<String, String>) -> bool {
+        let key = Arc::as_ptr(f);
+        match self.last {
+            Some((k, v)) if k == key => return v,
+            _ => {}
+        }
+        let v = match self.others.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v,
+            None => {
+                let v = crate::filter::matches(f, tags);
+                if self.others.len() < 64 {
+                    self.others.push((key, v));
+                }
+                v
+            }
+        };
+        self.last = Some((key, v));
+        v
+    }
+}
+
 impl Entry {
-    fn send(&self, p: &PreparedPush) {
-        if let Some(f) = p.frame(self.conn.format()) {
+    fn send(&mut self, p: &PreparedPush, memo: &mut FilterMemo) {
+        let format = self.conn.format();
+        let frame = match self.extra.as_deref_mut() {
+            None => p.frame(format),
+            Some(x) => {
+                if let (Some(f), Some(publication)) = (&x.filter, &p.push.r#pub) {
+                    if !memo.passes(f, &publication.tags) {
+                        return;
+                    }
+                }
+                if x.delta && p.push.r#pub.is_some() {
+                    let has_base = x.base != NO_BASE && x.base.checked_add(1) == Some(p.offset);
+                    x.base = p.offset;
+                    p.delta_frame(format, has_base)
+                } else {
+                    p.frame(format)
+                }
+            }
+        };
+        if let Some(f) = frame {
             self.conn.deliver(f);
         }
     }
+}
+
+impl Channel {
+    /// Forgets what a leaving subscriber's options held in the channel.
+    fn release(&mut self, x: &Extra) {
+        if x.delta {
+            self.delta_subs = self.delta_subs.saturating_sub(1);
+            if self.delta_subs == 0 {
+                self.prev = None;
+            }
+        }
+        if let Some(f) = &x.filter {
+            if let Some(n) = self.filters.get_mut(f) {
+                *n -= 1;
+                if *n == 0 {
+                    self.filters.remove(f);
+                }
+            }
+        }
+    }
+}
+
+/// One channel's subscribers here.
+#[derive(Default)]
+struct Channel {
+    subs: HashMap<u64, Entry>,
+    /// Subscribers with delta: while there are some, `prev` keeps the last publication.
+    delta_subs: usize,
+    /// The last publication's offset and data, the base of the next one's delta.
+    prev: Option<(u64, Bytes)>,
+    /// The distinct tags filters of the channel's subscribers, with how many use each.
+    filters: HashMap<Arc<FilterNode>, usize>,
 }
 
 /// A gap between history and the buffered publications: the client must resubscribe
@@ -112,7 +325,7 @@ pub struct Gap {
 
 /// This node's subscribers.
 pub struct Hub {
-    shards: Vec<Mutex<HashMap<String, HashMap<u64, Entry>>>>,
+    shards: Vec<Mutex<HashMap<String, Channel>>>,
     /// Subscriptions in all shards, kept as they change: `info` and node announcements read
     /// it without walking every channel.
     subscriptions: std::sync::atomic::AtomicUsize,
@@ -139,20 +352,57 @@ impl Hub {
     /// node then subscribes to the broker). `recovering`: buffer its publications until
     /// [`Hub::finish_recovery`].
     pub fn add(&self, channel: &str, conn: Arc<dyn ConnectionHandle>, join_leave: bool, recovering: bool) -> bool {
+        self.add_with(channel, conn, join_leave, recovering, SubscriberOptions::default())
+    }
+
+    /// [`Hub::add`] with delta compression or a tags filter.
+    pub fn add_with(
+        &self,
+        channel: &str,
+        conn: Arc<dyn ConnectionHandle>,
+        join_leave: bool,
+        recovering: bool,
+        opts: SubscriberOptions,
+    ) -> bool {
         let mut shard = self.shards[shard_of(channel)].lock();
         let first = !shard.contains_key(channel);
         let id = conn.id();
-        let replaced = shard.entry(channel.to_string()).or_default().insert(
+        let ch = shard.entry(channel.to_string()).or_default();
+        let filter = opts.filter.map(|f| {
+            let shared = match ch.filters.get_key_value(&f) {
+                Some((k, _)) => k.clone(),
+                None => Arc::new(f),
+            };
+            *ch.filters.entry(shared.clone()).or_default() += 1;
+            shared
+        });
+        let extra = (opts.delta || filter.is_some()).then(|| {
+            Box::new(Extra {
+                delta: opts.delta,
+                filter,
+                base: NO_BASE,
+            })
+        });
+        ch.delta_subs += usize::from(opts.delta);
+        let replaced = ch.subs.insert(
             id,
             Entry {
                 conn,
                 join_leave,
                 buffer: recovering.then(Box::default),
                 last: UNTRACKED,
+                extra,
             },
         );
-        if replaced.is_none() {
-            self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match replaced {
+            None => {
+                self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(old) => {
+                if let Some(x) = old.extra {
+                    ch.release(&x);
+                }
+            }
         }
         first
     }
@@ -160,12 +410,15 @@ impl Hub {
     /// Removes a subscriber. Returns true when the channel has no subscriber left here.
     pub fn remove(&self, channel: &str, conn_id: u64) -> bool {
         let mut shard = self.shards[shard_of(channel)].lock();
-        let Some(subs) = shard.get_mut(channel) else { return false };
-        if subs.remove(&conn_id).is_none() {
+        let Some(ch) = shard.get_mut(channel) else { return false };
+        let Some(old) = ch.subs.remove(&conn_id) else {
             return false;
-        }
+        };
         self.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if subs.is_empty() {
+        if let Some(x) = old.extra {
+            ch.release(&x);
+        }
+        if ch.subs.is_empty() {
             shard.remove(channel);
             return true;
         }
@@ -175,11 +428,35 @@ impl Hub {
     /// Ends a subscriber's recovery: the buffered publications after `delivered` (the last
     /// offset the client has, from history) go out in order, and it turns live.
     pub fn finish_recovery(&self, channel: &str, conn_id: u64, delivered: u64) -> Result<(), Gap> {
+        self.finish_recovery_with_base(channel, conn_id, delivered, None)
+    }
+
+    /// [`Hub::finish_recovery`] for a delta subscriber whose SDK holds publication
+    /// `delta_base` (offset and data: the last one the subscribe reply carried), if any.
+    /// The channel's delta base is seeded with it when the hub has nothing newer, so that
+    /// the next publication goes out as a delta.
+    pub fn finish_recovery_with_base(
+        &self,
+        channel: &str,
+        conn_id: u64,
+        delivered: u64,
+        delta_base: Option<(u64, Bytes)>,
+    ) -> Result<(), Gap> {
         let mut shard = self.shards[shard_of(channel)].lock();
-        let Some(entry) = shard.get_mut(channel).and_then(|s| s.get_mut(&conn_id)) else {
+        let Some(ch) = shard.get_mut(channel) else { return Ok(()) };
+        if let Some((offset, data)) = &delta_base {
+            if ch.delta_subs > 0 && ch.prev.as_ref().is_none_or(|(o, _)| o < offset) {
+                ch.prev = Some((*offset, data.clone()));
+            }
+        }
+        let Some(entry) = ch.subs.get_mut(&conn_id) else {
             return Ok(());
         };
+        if let Some(x) = entry.extra.as_deref_mut() {
+            x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
+        }
         let buffered = entry.buffer.take().unwrap_or_default();
+        let mut memo = FilterMemo::default();
         let mut top = delivered;
         for p in *buffered {
             if p.offset == 0 || p.offset <= top {
@@ -188,7 +465,7 @@ impl Hub {
             if p.offset != top + 1 {
                 return Err(Gap { expected: top + 1 });
             }
-            entry.send(&p);
+            entry.send(&p, &mut memo);
             top = p.offset;
         }
         entry.last = top;
@@ -200,24 +477,42 @@ impl Hub {
     /// against [`Hub::finish_recovery`].
     pub fn broadcast_publication(&self, channel: &str, publication: &Publication) {
         let mut shard = self.shards[shard_of(channel)].lock();
-        let Some(subs) = shard.get_mut(channel) else { return };
-        let push = Push {
-            channel: channel.to_string(),
-            r#pub: Some(publication.clone()),
-            ..Default::default()
-        };
+        let Some(ch) = shard.get_mut(channel) else { return };
+        let mut publication = publication.clone();
+        // Inside the node `delta` marks a publication published with delta (crate::delta).
+        let use_delta = std::mem::take(&mut publication.delta);
         let offset = publication.offset;
-        let prepared = PreparedPush::new(offset, push);
-        for entry in subs.values_mut() {
+        let prepared = if ch.delta_subs > 0 {
+            let base = match &ch.prev {
+                Some((o, data)) if use_delta && o.checked_add(1) == Some(offset) => Some(data.clone()),
+                _ => None,
+            };
+            ch.prev = (offset > 0).then(|| (offset, publication.data.clone()));
+            let push = Push {
+                channel: channel.to_string(),
+                r#pub: Some(publication),
+                ..Default::default()
+            };
+            PreparedPush::with_delta(offset, push, base)
+        } else {
+            let push = Push {
+                channel: channel.to_string(),
+                r#pub: Some(publication),
+                ..Default::default()
+            };
+            PreparedPush::new(offset, push)
+        };
+        let mut memo = FilterMemo::default();
+        for entry in ch.subs.values_mut() {
             match &mut entry.buffer {
                 Some(buf) => buf.push(prepared.clone()),
                 None => match entry.last {
-                    UNTRACKED => entry.send(&prepared),
+                    UNTRACKED => entry.send(&prepared, &mut memo),
                     GAP_REPORTED => {}
-                    _ if offset == 0 => entry.send(&prepared),
+                    _ if offset == 0 => entry.send(&prepared, &mut memo),
                     last if last.checked_add(1) == Some(offset) => {
                         entry.last = offset;
-                        entry.send(&prepared);
+                        entry.send(&prepared, &mut memo);
                     }
                     // Already sent: history can run ahead of the live stream (a publication
                     // read in history at subscribe time may arrive here afterwards).
@@ -242,8 +537,9 @@ impl Hub {
     /// and are closed with 3010 (their SDKs resubscribe and learn `recovered: false`).
     pub fn reset(&self, channel: &str) {
         let mut shard = self.shards[shard_of(channel)].lock();
-        let Some(subs) = shard.get_mut(channel) else { return };
-        for entry in subs.values_mut() {
+        let Some(ch) = shard.get_mut(channel) else { return };
+        ch.prev = None;
+        for entry in ch.subs.values_mut() {
             if entry.last != UNTRACKED && entry.last != GAP_REPORTED {
                 entry.last = GAP_REPORTED;
                 entry.conn.control(Control::Disconnect {
@@ -256,8 +552,8 @@ impl Hub {
 
     /// Delivers a join or leave push to the subscribers that asked for them.
     pub fn broadcast_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
-        let shard = self.shards[shard_of(channel)].lock();
-        let Some(subs) = shard.get(channel) else { return };
+        let mut shard = self.shards[shard_of(channel)].lock();
+        let Some(ch) = shard.get_mut(channel) else { return };
         let push = if join {
             Push {
                 channel: channel.to_string(),
@@ -272,8 +568,10 @@ impl Hub {
             }
         };
         let prepared = PreparedPush::new(0, push);
-        for entry in subs.values().filter(|e| e.join_leave && e.buffer.is_none()) {
-            entry.send(&prepared);
+        for entry in ch.subs.values().filter(|e| e.join_leave && e.buffer.is_none()) {
+            if let Some(f) = prepared.frame(entry.conn.format()) {
+                entry.conn.deliver(f);
+            }
         }
     }
 
@@ -281,7 +579,7 @@ impl Hub {
     pub fn channels(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            out.extend(shard.lock().iter().map(|(c, subs)| (c.clone(), subs.len())));
+            out.extend(shard.lock().iter().map(|(c, ch)| (c.clone(), ch.subs.len())));
         }
         out
     }
@@ -298,7 +596,7 @@ impl Hub {
     }
 
     pub fn num_subscribers(&self, channel: &str) -> usize {
-        self.shards[shard_of(channel)].lock().get(channel).map_or(0, HashMap::len)
+        self.shards[shard_of(channel)].lock().get(channel).map_or(0, |ch| ch.subs.len())
     }
 }
 

@@ -13,8 +13,10 @@
 pub mod channel;
 pub mod cluster;
 pub mod config;
+pub mod delta;
 pub mod duration;
 pub mod engine;
+pub mod filter;
 pub mod hub;
 pub mod jwks;
 pub mod memory;

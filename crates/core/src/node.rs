@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use wshub_protocol::codes::error as code;
-use wshub_protocol::{ClientInfo, Publication};
+use wshub_protocol::{ClientInfo, Format, Publication};
 
 use crate::channel::{self, ChannelError};
 use crate::config::{ChannelOptions, ConfigError, NodeConfig};
@@ -249,6 +249,16 @@ impl Node {
         self.clients.lock().get(user).map_or(0, HashMap::len)
     }
 
+    /// A user's connections on this node: (client id, wire format), sorted by client id.
+    pub fn user_clients(&self, user: &str) -> Vec<(String, Format)> {
+        let mut v: Vec<(String, Format)> = match self.clients.lock().get(user) {
+            None => Vec::new(),
+            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.format())).collect(),
+        };
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub fn num_clients(&self) -> usize {
         self.clients.lock().values().map(HashMap::len).sum()
     }
@@ -294,6 +304,24 @@ impl Node {
         tags: HashMap<String, String>,
         idempotency_key: Option<&str>,
     ) -> Result<StreamPosition, ApiError> {
+        self.publish_with_delta(channel, data, info, skip_history, tags, idempotency_key, false)
+            .await
+    }
+
+    /// [`Node::publish_idempotent`] with the API's `delta`: the channel's delta subscribers
+    /// get the publication as a delta against the previous one (so does every publication
+    /// of a namespace with `delta_publish`).
+    #[allow(clippy::too_many_arguments)] // the API's publish parameters, one by one
+    pub async fn publish_with_delta(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        skip_history: bool,
+        tags: HashMap<String, String>,
+        idempotency_key: Option<&str>,
+        delta: bool,
+    ) -> Result<StreamPosition, ApiError> {
         let opts = self.options(channel)?;
         if data.is_empty() {
             return Err(ApiError::bad_request("data required"));
@@ -302,6 +330,8 @@ impl Node {
             data,
             info,
             tags,
+            // Marks "published with delta" inside the node (crate::delta), not the wire flag.
+            delta: delta || opts.delta_publish,
             ..Default::default()
         };
         let size = publication_size_bound(channel, &publication);
@@ -398,7 +428,9 @@ impl Node {
         if !self.options(channel)?.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        Ok(self.broker.history(channel, query).await?)
+        let mut h = self.broker.history(channel, query).await?;
+        crate::delta::clear_marks(&mut h.publications);
+        Ok(h)
     }
 
     pub async fn history_remove(&self, channel: &str) -> Result<(), ApiError> {

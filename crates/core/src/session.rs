@@ -128,6 +128,10 @@ struct SubParams {
     /// client with 3008 would only make its SDK come back for the same reply. `None`: no
     /// recovery asked.
     reply_budget: Option<usize>,
+    /// Fossil delta compression negotiated (`delta` in subscribe, allowed by the namespace).
+    delta: bool,
+    /// Publication tags filter (`tf`), validated.
+    filter: Option<FilterNode>,
 }
 
 #[derive(Debug)]
@@ -481,9 +485,13 @@ impl Session {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ping: ping.as_secs() as u32,
-            pong: true,
+            pong: !self.handle.unidirectional(),
             ..Default::default()
         };
+        if let Some(session) = self.handle.emulation_session() {
+            result.session = session.to_string();
+            result.node = self.node.uid().to_string();
+        }
         if let Some(exp) = claims.expire_at {
             self.set_expiry(Some(exp), now);
             // With a refresh proxy the server refreshes; the client is not told of expiry.
@@ -521,6 +529,12 @@ impl Session {
                 epoch: s.epoch.clone(),
             });
             let recoverable = opts.has_history() && (opts.force_recovery || opts.allow_recovery);
+            // Server-side subscriptions negotiate delta through the connect's `subs`, as in
+            // Centrifugo.
+            let delta = req
+                .subs
+                .get(&ch)
+                .is_some_and(|s| !s.delta.is_empty() && opts.allows_delta(&s.delta));
             let params = SubParams {
                 recoverable,
                 since: since.filter(|_| recoverable),
@@ -529,6 +543,7 @@ impl Session {
                 // As Centrifugo: server-side subscriptions get join/leave pushes when the
                 // namespace forces them.
                 join_leave: opts.join_leave && opts.force_push_join_leave,
+                delta,
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
@@ -560,10 +575,20 @@ impl Session {
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
-        if req.tf.is_some() {
-            // Publication tags filters are not implemented: refusing is the only answer that
-            // never delivers what the client filtered out.
-            return Err(err(ec::NOT_AVAILABLE, "not available: publication tags filter"));
+        if let Some(tf) = &req.tf {
+            // Centrifugo answers both a filter the namespace does not allow and a malformed
+            // one with 107.
+            if !opts.allow_tags_filter {
+                return Err(err(ec::BAD_REQUEST, "bad request: tags filter not allowed"));
+            }
+            if let Err(e) = crate::filter::validate(tf) {
+                tracing::debug!(channel = %req.channel, error = %e, "invalid tags filter");
+                return Err(err(ec::BAD_REQUEST, "bad request: invalid tags filter"));
+            }
+        }
+        if !req.delta.is_empty() && req.delta != crate::delta::FOSSIL {
+            // As Centrifugo: an unknown delta type is a bad request that closes (3501).
+            return Err(Fail::Disconnect(BAD_REQUEST));
         }
         let mut chan_info = Bytes::new();
         let mut expires = None;
@@ -615,6 +640,8 @@ impl Session {
             expires: expires_mono,
             strict_recovery: req.flag & 2 != 0,
             reply_budget: Some(budget),
+            delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
+            filter: req.tf,
         };
         let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
         r.data = proxy_data;
@@ -639,6 +666,8 @@ impl Session {
             expires,
             strict_recovery,
             reply_budget,
+            delta,
+            filter,
         } = p;
         // Every way in (client subscribe, token channels, server API) counts against
         // `client.channel_limit` here.
@@ -647,13 +676,20 @@ impl Session {
         }
         let node = self.node.clone();
         let conn_id = self.handle.id();
-        if node.hub.add(ch, self.handle.clone(), join_leave, positioned) {
+        let sub_opts = crate::hub::SubscriberOptions {
+            delta,
+            filter: filter.clone(),
+        };
+        if node.hub.add_with(ch, self.handle.clone(), join_leave, positioned, sub_opts) {
             if let Err(e) = node.broker.subscribe(ch).await {
                 node.hub.remove(ch, conn_id);
                 return Err(ApiError::from(e).into());
             }
         }
-        let mut result = SubscribeResult::default();
+        let mut result = SubscribeResult {
+            delta,
+            ..Default::default()
+        };
         if positioned {
             result.recoverable = true;
             result.positioned = true;
@@ -718,8 +754,18 @@ impl Session {
                 self.release(ch, opts, false).await;
                 return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
             }
+            let mut publications = publications;
+            crate::delta::clear_marks(&mut publications);
+            if let Some(f) = &filter {
+                // The stream position still covers them: the client just never sees them.
+                publications.retain(|p| crate::filter::matches(f, &p.tags));
+            }
+            let delta_base = publications.last().map(|p| (p.offset, p.data.clone())).filter(|_| delta);
+            if delta {
+                publications = crate::delta::recovered(publications, self.format);
+            }
             result.publications = publications;
-            if let Err(gap) = node.hub.finish_recovery(ch, conn_id, top.offset) {
+            if let Err(gap) = node.hub.finish_recovery_with_base(ch, conn_id, top.offset, delta_base) {
                 tracing::debug!(channel = %ch, %gap, "recovery gap");
                 self.release(ch, opts, false).await;
                 return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
@@ -912,7 +958,9 @@ impl Session {
         if due(self.ping_at) {
             // The server's ping is an empty reply; the client answers with an empty command.
             out.reply(&Reply::default());
-            self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
+            if !self.handle.unidirectional() {
+                self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
+            }
             self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
             self.refresh_presence().await;
         }

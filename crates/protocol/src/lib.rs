@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod codes;
 pub mod entries;
+pub mod fossil;
 pub mod messages;
 pub mod raw;
 

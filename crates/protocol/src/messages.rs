@@ -414,11 +414,11 @@ pub struct SubscribeRequest {
     #[prost(bool, tag = "11")]
     #[serde(default, skip_serializing_if = "z")]
     pub join_leave: bool,
+    /// Delta compression asked for: `"fossil"` or empty.
     #[prost(string, tag = "12")]
     #[serde(default, skip_serializing_if = "z")]
     pub delta: String,
-    /// Publication tags filter. Decoded so that a subscribe asking for one is refused (108)
-    /// rather than silently given every publication: filtering is not implemented yet.
+    /// Publication tags filter (`wshub_core::filter`), where the namespace allows one.
     #[prost(message, optional, tag = "13")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf: Option<FilterNode>,
@@ -428,8 +428,9 @@ pub struct SubscribeRequest {
 }
 
 /// A publication tags filter (`FilterNode` of client.proto): a leaf comparison on one tag,
-/// or `and` / `or` / `not` over child nodes.
-#[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
+/// or `and` / `or` / `not` over child nodes. `Eq` and `Hash` let a hub share one copy of
+/// identical filters.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message, Serialize, Deserialize)]
 pub struct FilterNode {
     #[prost(string, tag = "1")]
     #[serde(default, skip_serializing_if = "z")]

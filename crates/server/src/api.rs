@@ -1,7 +1,7 @@
 //! The HTTP server API (PROTOCOL.md, "HTTP server API"): `POST /api/<method>`.
 //!
 //! Authentication by `X-API-Key: KEY` or `Authorization: apikey KEY` (wrong or missing:
-//! 401, empty body). A body that is not JSON: 400. Otherwise 200 with `{"result": ...}` or
+//! 401 with a one-line JSON error saying so). A body that is not JSON: 400. Otherwise 200 with `{"result": ...}` or
 //! `{"error": {"code", "message"}}`; bad params are error 107.
 //!
 //! A body is deserialized straight into the method's parameters ([`parse_request`]), never
@@ -109,6 +109,9 @@ pub struct PublishParams {
     pub tags: HashMap<String, String>,
     #[serde(default)]
     pub idempotency_key: String,
+    /// Delta subscribers get it as a delta against the previous publication.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// `broadcast` parameters.
@@ -125,6 +128,8 @@ pub struct BroadcastParams {
     /// Per channel, as for `publish`.
     #[serde(default)]
     pub idempotency_key: String,
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// The longest `idempotency_key` accepted (it becomes part of a key in the engine).
@@ -253,6 +258,13 @@ pub struct BatchParams {
     pub commands: Vec<BTreeMap<String, Box<RawValue>>>,
 }
 
+/// `connections` parameters (Centrifugo PRO's method, without its `expression`): a user's
+/// connections on every node.
+#[derive(Debug, Deserialize)]
+pub struct ConnectionsParams {
+    pub user: String,
+}
+
 /// One API call, its parameters typed.
 #[derive(Debug)]
 pub enum ApiRequest {
@@ -267,6 +279,7 @@ pub enum ApiRequest {
     History(HistoryParams),
     HistoryRemove(ChannelParam),
     Channels(ChannelsParams),
+    Connections(ConnectionsParams),
     Info,
     Batch(BatchParams),
     Rpc(RpcParams),
@@ -302,6 +315,7 @@ pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestErr
         "history" => ApiRequest::History(params(body)?),
         "history_remove" => ApiRequest::HistoryRemove(params(body)?),
         "channels" => ApiRequest::Channels(params::<Option<ChannelsParams>>(body)?.unwrap_or_default()),
+        "connections" => ApiRequest::Connections(params(body)?),
         "info" => {
             check_json(body)?;
             ApiRequest::Info
@@ -349,7 +363,8 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let data = data_bytes(p.data, &p.b64data)?;
             let key = idempotency_key(&p.idempotency_key)?;
             Ok(position(
-                node.publish_idempotent(&p.channel, data, None, p.skip_history, p.tags, key).await?,
+                node.publish_with_delta(&p.channel, data, None, p.skip_history, p.tags, key, p.delta)
+                    .await?,
             ))
         }
         ApiRequest::Broadcast(p) => {
@@ -361,7 +376,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let mut responses = Vec::with_capacity(p.channels.len());
             for ch in &p.channels {
                 let published = node
-                    .publish_idempotent(ch, data.clone(), None, p.skip_history, p.tags.clone(), key)
+                    .publish_with_delta(ch, data.clone(), None, p.skip_history, p.tags.clone(), key, p.delta)
                     .await;
                 responses.push(match published {
                     Ok(sp) => json!({"result": position(sp)}),
@@ -449,6 +464,21 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 .map(|(c, n)| (c, json!({"num_clients": n})))
                 .collect();
             Ok(json!({"channels": m}))
+        }
+        ApiRequest::Connections(p) => {
+            if p.user.is_empty() {
+                return Err(ApiError::bad_request("user required"));
+            }
+            let m: serde_json::Map<String, Value> = cluster
+                .connections(&p.user)
+                .await?
+                .into_iter()
+                .map(|(node, c)| {
+                    let v = json!({"user": c.user, "transport": c.transport, "protocol": c.protocol, "node": node});
+                    (c.client, v)
+                })
+                .collect();
+            Ok(json!({"connections": m}))
         }
         ApiRequest::Info => {
             let nodes: Vec<Value> = cluster

@@ -20,6 +20,8 @@ use wshub_core::cluster::NodeControl;
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 /// The client endpoint.
 pub const WS_PATH: &str = "/connection/websocket";
+/// The unidirectional WebSocket endpoint (`uni_websocket.enabled`).
+pub const UNI_WS_PATH: &str = "/connection/uni_websocket";
 
 /// The node and the listener settings for `config`.
 pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
@@ -62,6 +64,9 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
+        if uri.path() == UNI_WS_PATH {
+            return Box::new(ClientHandler::unidirectional(factory_node.clone(), queue));
+        }
         let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
             || uri
                 .query()
@@ -80,7 +85,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     });
     let ws = &config.websocket;
     let server = ServerConfig {
-        ws_paths: Some(vec![WS_PATH.to_string()]),
+        ws_paths: Some(match config.uni_websocket.enabled {
+            true => vec![WS_PATH.to_string(), UNI_WS_PATH.to_string()],
+            false => vec![WS_PATH.to_string()],
+        }),
         handshake: HandshakeConfig {
             protocols: vec![PROTOBUF_SUBPROTOCOL.to_string()],
             deflate: ws.compression.then_some(DeflateConfig {
@@ -114,7 +122,30 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
             _ => None,
         },
+        emulation: crate::http::EmulationConfig {
+            http_stream: config.http_stream.enabled,
+            sse: config.sse.enabled,
+            uni_http_stream: config.uni_http_stream.enabled,
+            uni_sse: config.uni_sse.enabled,
+            max_request_body_size: config
+                .http_stream
+                .max_request_body_size
+                .max(config.sse.max_request_body_size)
+                .max(config.uni_http_stream.max_request_body_size)
+                .max(config.uni_sse.max_request_body_size)
+                .max(config.emulation.max_request_body_size),
+            max_queue: config.client.queue_max_size,
+        },
+        admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
+            password: config.admin.password.clone(),
+            secret: config.admin.secret.clone(),
+            insecure: config.admin.insecure,
+            secure_cookie: config.http_server.tls.enabled,
+        }),
     };
+    if config.admin.enabled && config.admin.insecure {
+        tracing::warn!("admin.insecure: the admin page at /admin needs no login; for local development only");
+    }
     Ok((node, server))
 }
 

@@ -18,6 +18,7 @@ use wshub_core::session::{Output, Session};
 use wshub_core::Now;
 use wshub_protocol::codes::disconnect as dc;
 use wshub_protocol::Format;
+use wshub_websocket::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, PreparedMessage, State};
 
 use crate::driver::{Handler, HandlerFuture};
@@ -45,6 +46,8 @@ struct Outbox {
 pub struct ConnShared {
     id: u64,
     format: Format,
+    /// `uni_websocket`: bare pushes, no replies (Centrifugo's unidirectional protocol).
+    uni: bool,
     deflate: Option<DeflateParams>,
     max_queue: usize,
     outbox: Mutex<Outbox>,
@@ -53,9 +56,14 @@ pub struct ConnShared {
 
 impl ConnShared {
     pub fn new(id: u64, format: Format, deflate: Option<DeflateParams>, max_queue: usize) -> Arc<Self> {
+        Self::with_mode(id, format, deflate, max_queue, false)
+    }
+
+    fn with_mode(id: u64, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Arc<Self> {
         Arc::new(ConnShared {
             id,
             format,
+            uni,
             deflate,
             max_queue,
             outbox: Mutex::new(Outbox::default()),
@@ -74,28 +82,54 @@ impl ConnectionHandle for ConnShared {
     }
 
     fn deliver(&self, frame: &PreparedMessage) {
-        let bytes = frame.frame_for(self.deflate.as_ref());
+        if self.uni {
+            // The bare push framed for this connection: a copy per delivery (unlike the
+            // shared frames of bidirectional connections), kept as one queue entry so that
+            // no reply is ever written between a header and its payload.
+            let Some(push) = crate::emulation::uni_line(frame.payload().clone()) else {
+                return;
+            };
+            let mut hdr = [0u8; MAX_HEADER_LEN];
+            let n = encode_header(&mut hdr, true, false, OpCode::Text, None, push.len() as u64);
+            let mut b = bytes::BytesMut::with_capacity(n + push.len());
+            b.extend_from_slice(&hdr[..n]);
+            b.extend_from_slice(&push);
+            self.queue(b.freeze());
+            return;
+        }
+        self.queue(frame.frame_for(self.deflate.as_ref()));
+    }
+
+    fn control(&self, control: Control) {
+        self.outbox.lock().controls.push_back(control);
+        self.waker.wake();
+    }
+
+    fn unidirectional(&self) -> bool {
+        self.uni
+    }
+}
+
+impl ConnShared {
+    /// Queues a frame, or marks the connection slow.
+    fn queue(&self, bytes: Bytes) {
+        let len = bytes.len();
         let mut o = self.outbox.lock();
         if o.overflow {
             return;
         }
-        if o.bytes + bytes.len() > self.max_queue {
+        if o.bytes + len > self.max_queue {
             // A slow reader: it is closed with 3008 and its queue freed; the others go on.
             o.overflow = true;
             o.frames = VecDeque::new();
             QUEUED.fetch_sub(o.bytes, Ordering::Relaxed);
             o.bytes = 0;
         } else {
-            o.bytes += bytes.len();
-            QUEUED.fetch_add(bytes.len(), Ordering::Relaxed);
+            o.bytes += len;
+            QUEUED.fetch_add(len, Ordering::Relaxed);
             o.frames.push_back(bytes);
         }
         drop(o);
-        self.waker.wake();
-    }
-
-    fn control(&self, control: Control) {
-        self.outbox.lock().controls.push_back(control);
         self.waker.wake();
     }
 }
@@ -113,7 +147,17 @@ pub struct ClientHandler {
 
 impl ClientHandler {
     pub fn new(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize) -> Self {
-        let shared = ConnShared::new(node.next_connection_id(), format, deflate, max_queue);
+        Self::with_mode(node, format, deflate, max_queue, false)
+    }
+
+    /// A `uni_websocket` connection: its first message is a bare connect request, and it
+    /// receives bare pushes (JSON).
+    pub fn unidirectional(node: Arc<Node>, max_queue: usize) -> Self {
+        Self::with_mode(node, Format::Json, None, max_queue, true)
+    }
+
+    fn with_mode(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Self {
+        let shared = ConnShared::with_mode(node.next_connection_id(), format, deflate, max_queue, uni);
         let session = Session::new(node, shared.clone(), Now::system());
         ClientHandler {
             session,
@@ -144,7 +188,13 @@ impl ClientHandler {
                 Format::Json => MessageKind::Text,
                 Format::Protobuf => MessageKind::Binary,
             };
-            conn.send(kind, frame);
+            if self.shared.uni {
+                for line in crate::emulation::uni_lines(&frame) {
+                    conn.send(MessageKind::Text, line);
+                }
+            } else {
+                conn.send(kind, frame);
+            }
         }
         if let Some((code, reason)) = out.disconnect {
             tracing::debug!(code, %reason, client = %self.session.client_id(), "disconnect");
@@ -162,6 +212,15 @@ impl Handler for ClientHandler {
                 return;
             }
             let was_connecting = self.session.state() == wshub_core::session::State::Connecting;
+            let data = match (self.shared.uni, was_connecting) {
+                (false, _) => data,
+                (true, true) => match crate::emulation::uni_connect(&data) {
+                    Ok(connect) => connect,
+                    Err(why) => return conn.close(CloseCode(dc::BAD_REQUEST), why),
+                },
+                // A unidirectional client sends its connect request and nothing else.
+                (true, false) => return conn.close(CloseCode(dc::BAD_REQUEST), "unidirectional: only a connect request is read"),
+            };
             let out = self.session.handle_frame(data, Now::system()).await;
             if was_connecting && self.session.state() == wshub_core::session::State::Connected {
                 // The connection's span now carries who it is.

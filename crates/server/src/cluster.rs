@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use wshub_core::cluster::{ControlHandler, ControlMessage, NodeControl, Peers, ANNOUNCE_INTERVAL};
+use wshub_core::cluster::{ConnectionSummary, ControlHandler, ControlMessage, NodeControl, Peers, ANNOUNCE_INTERVAL};
 use wshub_core::node::{ApiError, Node, NodeInfo};
 use wshub_protocol::codes::error as ec;
 
@@ -22,8 +22,14 @@ pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(3);
 /// `channels` walks computed at once on the blocking pool; more wait their turn.
 static CHANNELS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// One `channels` survey's replies as they arrive: (node uid, its channels).
-type SurveyReplies = mpsc::UnboundedSender<(String, Vec<(String, usize)>)>;
+/// A node's answer to a survey.
+enum SurveyReply {
+    Channels(Vec<(String, usize)>),
+    Connections(Vec<ConnectionSummary>),
+}
+
+/// One survey's replies as they arrive: (node uid, its answer).
+type SurveyReplies = mpsc::UnboundedSender<(String, SurveyReply)>;
 
 /// This node's view of the cluster.
 pub struct Cluster {
@@ -35,6 +41,22 @@ pub struct Cluster {
     started: AtomicBool,
     /// Set by [`Cluster::leave`]: announcements stop.
     left: AtomicBool,
+    /// This node's emulated sessions (HTTP-streaming, SSE): where their `/emulation`
+    /// commands go.
+    emulation: Mutex<HashMap<String, mpsc::Sender<bytes::Bytes>>>,
+}
+
+/// Where an `/emulation` request went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// To a session of this node.
+    Local,
+    /// Through the engine to the node that holds the session.
+    Forwarded,
+    /// No such session on this node (and the request names this node, or none).
+    Unknown,
+    /// The session has too many commands waiting.
+    Full,
 }
 
 /// The engine's handle on the cluster: weak, so that a stopped server's cluster goes away.
@@ -58,6 +80,7 @@ impl Cluster {
             surveys: Mutex::new(HashMap::new()),
             next_survey: AtomicU64::new(1),
             started: AtomicBool::new(false),
+            emulation: Mutex::new(HashMap::new()),
             left: AtomicBool::new(false),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
@@ -170,7 +193,49 @@ impl Cluster {
             ControlMessage::ChannelsReply { id, to, from, channels } => {
                 if to == node.uid() {
                     if let Some(tx) = self.surveys.lock().get(&id) {
-                        let _ = tx.send((from, channels));
+                        let _ = tx.send((from, SurveyReply::Channels(channels)));
+                    }
+                }
+            }
+            ControlMessage::Emulation { node: to, session, data } => {
+                if to == node.uid() {
+                    let r = self.deliver_emulation(&session, bytes::Bytes::from(data));
+                    if r != Routed::Local {
+                        tracing::debug!(?r, "forwarded emulation request not delivered");
+                    }
+                }
+            }
+            ControlMessage::Connections { id, from, user } => {
+                let connections = node
+                    .user_clients(&user)
+                    .into_iter()
+                    .map(|(client, format)| ConnectionSummary {
+                        client,
+                        user: user.clone(),
+                        protocol: match format {
+                            wshub_protocol::Format::Json => "json".into(),
+                            wshub_protocol::Format::Protobuf => "protobuf".into(),
+                        },
+                        transport: "websocket".into(),
+                    })
+                    .collect();
+                let reply = ControlMessage::ConnectionsReply {
+                    id,
+                    to: from,
+                    from: node.uid().to_string(),
+                    connections,
+                };
+                let c = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = c.send(reply).await {
+                        tracing::debug!(error = %e, "connections reply not sent");
+                    }
+                });
+            }
+            ControlMessage::ConnectionsReply { id, to, from, connections } => {
+                if to == node.uid() {
+                    if let Some(tx) = self.surveys.lock().get(&id) {
+                        let _ = tx.send((from, SurveyReply::Connections(connections)));
                     }
                 }
             }
@@ -191,40 +256,116 @@ impl Cluster {
         // A bad pattern is refused here, before anything is sent.
         wshub_core::channel::ChannelPattern::new(pattern, self.node.config.channel.max_length)
             .map_err(|_| ApiError::bad_request("pattern too long"))?;
+        let from = self.node.uid().to_string();
+        let replies = self
+            .survey("channels", |id| ControlMessage::Channels {
+                id,
+                from,
+                pattern: pattern.to_string(),
+            })
+            .await?;
+        let mut merged = BTreeMap::new();
+        for r in replies {
+            if let SurveyReply::Channels(channels) = r {
+                for (ch, n) in channels {
+                    *merged.entry(ch).or_insert(0) += n;
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// A user's connections on every node, with the uid of the node holding each. Waits for
+    /// every live node's reply, at most [`SURVEY_TIMEOUT`].
+    pub async fn connections(&self, user: &str) -> Result<Vec<(String, ConnectionSummary)>, ApiError> {
+        let from = self.node.uid().to_string();
+        let mut out = Vec::new();
+        let id_user = user.to_string();
+        let replies = self
+            .survey_from("connections", |id| ControlMessage::Connections { id, from, user: id_user })
+            .await?;
+        for (node, r) in replies {
+            if let SurveyReply::Connections(c) = r {
+                out.extend(c.into_iter().map(|c| (node.clone(), c)));
+            }
+        }
+        out.sort_by(|a, b| a.1.client.cmp(&b.1.client));
+        Ok(out)
+    }
+
+    async fn survey(&self, what: &str, msg: impl FnOnce(u64) -> ControlMessage) -> Result<Vec<SurveyReply>, ApiError> {
+        Ok(self.survey_from(what, msg).await?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Sends `msg` (made with the survey's id) to every node and gathers one reply per live
+    /// node, each with the uid of the node that sent it.
+    async fn survey_from(&self, what: &str, msg: impl FnOnce(u64) -> ControlMessage) -> Result<Vec<(String, SurveyReply)>, ApiError> {
         let mut expected: HashSet<String> = self.peers.lock().others(self.node.uid()).into_iter().map(|i| i.uid).collect();
         expected.insert(self.node.uid().to_string());
         let id = self.next_survey.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.surveys.lock().insert(id, tx);
         let _forget = Forget(self, id);
-        self.send(ControlMessage::Channels {
-            id,
-            from: self.node.uid().to_string(),
-            pattern: pattern.to_string(),
-        })
-        .await?;
-        let mut merged = BTreeMap::new();
+        self.send(msg(id)).await?;
+        let mut replies = Vec::new();
         let deadline = tokio::time::Instant::now() + SURVEY_TIMEOUT;
         while !expected.is_empty() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, channels))) => {
+                Ok(Some((from, reply))) => {
                     if expected.remove(&from) {
-                        for (ch, n) in channels {
-                            *merged.entry(ch).or_insert(0) += n;
-                        }
+                        replies.push((from, reply));
                     }
                 }
                 Ok(None) => break,
                 Err(_) => {
                     if expected.contains(self.node.uid()) {
-                        return Err(ApiError::new(ec::INTERNAL, "channels: this node's own reply did not arrive"));
+                        return Err(ApiError::new(
+                            ec::INTERNAL,
+                            &format!("{what}: this node's own reply did not arrive"),
+                        ));
                     }
-                    tracing::warn!(missing = expected.len(), "channels: nodes did not answer in time");
+                    tracing::warn!(missing = expected.len(), "{what}: nodes did not answer in time");
                     break;
                 }
             }
         }
-        Ok(merged)
+        Ok(replies)
+    }
+
+    pub fn register_emulation(&self, session: &str, commands: mpsc::Sender<bytes::Bytes>) {
+        self.emulation.lock().insert(session.to_string(), commands);
+    }
+
+    pub fn unregister_emulation(&self, session: &str) {
+        self.emulation.lock().remove(session);
+    }
+
+    fn deliver_emulation(&self, session: &str, data: bytes::Bytes) -> Routed {
+        let Some(tx) = self.emulation.lock().get(session).cloned() else {
+            return Routed::Unknown;
+        };
+        match tx.try_send(data) {
+            Ok(()) => Routed::Local,
+            Err(mpsc::error::TrySendError::Full(_)) => Routed::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Routed::Unknown,
+        }
+    }
+
+    /// Hands an `/emulation` request's commands to its session: here when this node holds
+    /// it, otherwise through the engine to `node`.
+    pub async fn route_emulation(&self, node: &str, session: &str, data: bytes::Bytes) -> Result<Routed, ApiError> {
+        match self.deliver_emulation(session, data.clone()) {
+            Routed::Unknown if !node.is_empty() && node != self.node.uid() => {
+                self.send(ControlMessage::Emulation {
+                    node: node.to_string(),
+                    session: session.to_string(),
+                    data: data.to_vec(),
+                })
+                .await?;
+                Ok(Routed::Forwarded)
+            }
+            r => Ok(r),
+        }
     }
 
     /// Sends an API action on users to every node.

@@ -25,6 +25,12 @@ pub struct Config {
     pub channel: ChannelConfig,
     pub engine: Engine,
     pub admin: Admin,
+    pub http_stream: HttpTransport,
+    pub sse: HttpTransport,
+    pub uni_http_stream: HttpTransport,
+    pub uni_sse: HttpTransport,
+    pub uni_websocket: UniWebSocket,
+    pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub shutdown: Shutdown,
     pub log: Log,
@@ -45,6 +51,12 @@ impl Default for Config {
             channel: ChannelConfig::default(),
             engine: Engine::default(),
             admin: Admin::default(),
+            http_stream: HttpTransport::default(),
+            sse: HttpTransport::default(),
+            uni_http_stream: HttpTransport::default(),
+            uni_sse: HttpTransport::default(),
+            uni_websocket: UniWebSocket::default(),
+            emulation: EmulationSection::default(),
             prometheus: Prometheus { enabled: true },
             shutdown: Shutdown::default(),
             log: Log::default(),
@@ -243,9 +255,54 @@ impl Default for Redis {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Admin {
+    /// Serve the admin web page at `/admin`.
     pub enabled: bool,
+    /// The page's login password.
     pub password: String,
+    /// Signs admin sessions (any node with the same secret accepts them).
     pub secret: String,
+    /// No login: anyone who reaches `/admin` is an admin. Local development only.
+    pub insecure: bool,
+}
+
+/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpTransport {
+    pub enabled: bool,
+    /// Largest connect request (the `http_stream` body, or `cf_connect` for SSE).
+    pub max_request_body_size: usize,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        HttpTransport {
+            enabled: false,
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+/// `uni_websocket.*`: the unidirectional WebSocket endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UniWebSocket {
+    pub enabled: bool,
+}
+
+/// `emulation.*`: the `/emulation` endpoint that carries an emulated session's commands.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EmulationSection {
+    pub max_request_body_size: usize,
+}
+
+impl Default for EmulationSection {
+    fn default() -> Self {
+        EmulationSection {
+            max_request_body_size: 65536,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -354,12 +411,22 @@ pub fn load(
         None => Value::Object(Default::default()),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| LoadError(format!("{}: {e}", p.display())))?;
-            let is_toml = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-            if is_toml {
-                let v: toml::Value = toml::from_str(&text).map_err(|e| LoadError(format!("{}: {e}", p.display())))?;
-                serde_json::to_value(v).map_err(|e| LoadError(format!("{}: {e}", p.display())))?
-            } else {
-                serde_json::from_str(&text).map_err(|e| LoadError(format!("{}: {e}", p.display())))?
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let bad = |e: &dyn std::fmt::Display| LoadError(format!("{}: {e}", p.display()));
+            match ext.as_str() {
+                "toml" => {
+                    let v: toml::Value = toml::from_str(&text).map_err(|e| bad(&e))?;
+                    serde_json::to_value(v).map_err(|e| bad(&e))?
+                }
+                // Centrifugo reads YAML too: a YAML file is read as YAML, never as JSON.
+                "yaml" | "yml" => serde_yaml_ng::from_str::<Value>(&text).map_err(|e| bad(&format!("not valid YAML: {e}")))?,
+                "json" | "" => serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON: {e}")))?,
+                other => {
+                    return Err(LoadError(format!(
+                        "{}: unknown extension .{other}: name the file .json, .toml, .yaml or .yml",
+                        p.display()
+                    )))
+                }
             }
         }
     };
@@ -384,17 +451,115 @@ pub fn load(
         set_path(&mut root, p, v.clone());
     }
     let _: Result<Config, _> = serde_ignored::deserialize(root.clone(), |path| unknown_keys.push(path.to_string()));
-    let config: Config = serde_path_to_error::deserialize(root).map_err(|e| LoadError(format!("{}: {}", e.path(), e.inner())))?;
+    unknown_keys.extend(unknown_namespace_keys(&root));
+    let config: Config = match serde_path_to_error::deserialize(root.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(namespace_error(&root).unwrap_or_else(|| LoadError(format!("{}: {}", e.path(), in_words(&e.inner().to_string())))))
+        }
+    };
     to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })
 }
 
+/// Keys of `channel.namespaces[]` entries that no channel option has. serde cannot report
+/// them: a namespace's options are flattened beside its `name`, and a flattened struct
+/// takes whatever it is given.
+fn unknown_namespace_keys(root: &Value) -> Vec<String> {
+    let known: Vec<String> = match serde_json::to_value(wshub_core::config::ChannelOptions::default()) {
+        Ok(Value::Object(m)) => m.keys().cloned().chain(["name".to_string()]).collect(),
+        _ => return Vec::new(),
+    };
+    let Some(Value::Array(namespaces)) = root.pointer("/channel/namespaces") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        if let Value::Object(m) = ns {
+            out.extend(
+                m.keys()
+                    .filter(|k| !known.contains(k))
+                    .map(|k| format!("channel.namespaces[{i}].{k}")),
+            );
+        }
+    }
+    out
+}
+
+/// The error in a namespace's options, with the key's path: deserialized through the
+/// flattened [`wshub_core::config::Namespace`], the error would only name the namespace.
+fn namespace_error(root: &Value) -> Option<LoadError> {
+    let Some(Value::Array(namespaces)) = root.pointer("/channel/namespaces") else {
+        return None;
+    };
+    namespaces.iter().enumerate().find_map(|(i, ns)| {
+        let mut ns = ns.clone();
+        if let Value::Object(m) = &mut ns {
+            m.remove("name");
+        }
+        serde_path_to_error::deserialize::<_, wshub_core::config::ChannelOptions>(ns)
+            .err()
+            .map(|e| {
+                LoadError(format!(
+                    "channel.namespaces[{i}].{}: {}",
+                    e.path(),
+                    in_words(&e.inner().to_string())
+                ))
+            })
+    })
+}
+
+/// serde's "expected u32" in words a person configuring a server reads.
+fn in_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected an object"),
+        ("expected a borrowed string", "expected a string"),
+    ];
+    let mut m = message.to_string();
+    for (from, to) in WORDS {
+        if m.contains(from) {
+            m = m.replace(from, to);
+        }
+    }
+    if let Some(i) = m.find("expected struct ") {
+        m.replace_range(i.., "expected an object of keys");
+    }
+    m.replace("integer `", "number `")
+}
+
+/// The socket address of `http_server.address` and `.port`. The address is an IP address
+/// (`0.0.0.0`, `::`, `127.0.0.1`, `[::1]`) or `localhost` (127.0.0.1).
+pub fn listen_addr(c: &Config) -> Result<std::net::SocketAddr, LoadError> {
+    let a = c.http_server.address.trim();
+    let ip: std::net::IpAddr = if a.eq_ignore_ascii_case("localhost") {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        a.strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(a)
+            .parse()
+            .map_err(|_| {
+                LoadError(format!(
+                    "http_server.address: {a:?} is not an IP address (0.0.0.0, ::, 127.0.0.1) or localhost"
+                ))
+            })?
+    };
+    Ok(std::net::SocketAddr::new(ip, c.http_server.port))
+}
+
 fn validate(c: &Config) -> Result<(), LoadError> {
     let fail = |k: &str, m: &str| Err(LoadError(format!("{k}: {m}")));
-    if c.http_server.address.parse::<std::net::IpAddr>().is_err() {
-        return fail("http_server.address", "must be an IP address");
-    }
+    listen_addr(c)?;
     if c.websocket.message_size_limit < 128 {
         return fail("websocket.message_size_limit", "must be at least 128 bytes");
     }
@@ -419,6 +584,17 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "engine.redis.presence_ttl",
                 "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
             );
+        }
+    }
+    if c.admin.enabled && !c.admin.insecure {
+        if c.admin.password.is_empty() {
+            return fail(
+                "admin.password",
+                "required when admin.enabled (or admin.insecure for local development)",
+            );
+        }
+        if c.admin.secret.is_empty() {
+            return fail("admin.secret", "required when admin.enabled: it signs admin sessions");
         }
     }
     if !["text", "json"].contains(&c.log.format.as_str()) {

@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
 use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
-use wshub_websocket::handshake::{self, Accepted, HandshakeConfig};
+use wshub_protocol::Format;
+use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
@@ -92,6 +93,23 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve TLS (`wss://`, `https://`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Serve the admin web page (`admin.enabled`).
+    pub admin: Option<crate::admin::AdminConfig>,
+    /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
+    pub emulation: EmulationConfig,
+}
+
+/// The HTTP transports' settings.
+#[derive(Clone, Debug, Default)]
+pub struct EmulationConfig {
+    pub http_stream: bool,
+    pub sse: bool,
+    pub uni_http_stream: bool,
+    pub uni_sse: bool,
+    /// Largest connect request (`http_stream` body, `cf_connect`) and `/emulation` body.
+    pub max_request_body_size: usize,
+    /// `client.queue_max_size`.
+    pub max_queue: usize,
 }
 
 /// State shared by every connection task.
@@ -107,6 +125,9 @@ pub struct Shared {
     node_rate: Option<Mutex<TokenBucket>>,
     ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
     api_rate: Mutex<HashMap<String, TokenBucket>>,
+    admin: Option<crate::admin::Admin>,
+    /// Refused origins are logged at most once a second.
+    origin_log: LogLimiter,
 }
 
 impl Shared {
@@ -130,7 +151,6 @@ impl Shared {
             api.cluster.start();
         }
         Arc::new(Shared {
-            config,
             ready: AtomicBool::new(true),
             engine_ok: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
@@ -138,6 +158,9 @@ impl Shared {
             node_rate,
             ip_rate,
             api_rate: Mutex::new(HashMap::new()),
+            admin: config.admin.clone().map(crate::admin::Admin::new),
+            origin_log: LogLimiter::default(),
+            config,
         })
     }
 
@@ -207,24 +230,80 @@ impl Shared {
     }
 }
 
-type Body = Full<Bytes>;
+/// Lets one log line of a kind through per second, counting the ones held back.
+#[derive(Default)]
+struct LogLimiter(Mutex<Option<(std::time::Instant, u64)>>);
+
+impl LogLimiter {
+    /// `Some(lines suppressed since the last one)` when this line may be logged.
+    fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut g = self.0.lock();
+        match &mut *g {
+            Some((last, suppressed)) if now.duration_since(*last) < Duration::from_secs(1) => {
+                *suppressed += 1;
+                None
+            }
+            slot => {
+                let suppressed = slot.map_or(0, |(_, n)| n);
+                *slot = Some((now, 0));
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// Why the request's `Origin` was refused, and which key to change: logged and sent as the
+/// 403's body (a browser's page cannot read it, but its developer reads the server's log).
+pub fn origin_refusal(req: &Request<Incoming>, policy: &OriginPolicy) -> String {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    origin_refusal_message(origin.as_deref().unwrap_or(""), host, policy)
+}
+
+/// [`origin_refusal`] on the header values (the testable part).
+pub fn origin_refusal_message(origin: &str, host: Option<&str>, policy: &OriginPolicy) -> String {
+    if origin.len() > wshub_websocket::handshake::MAX_ORIGIN_LEN {
+        return format!(
+            "Origin header of {} bytes refused (longer than {} bytes)",
+            origin.len(),
+            wshub_websocket::handshake::MAX_ORIGIN_LEN
+        );
+    }
+    if origin.eq_ignore_ascii_case("null") {
+        return "Origin \"null\" refused: the page was opened from a file (file://) or runs in a sandboxed frame; \
+                serve it over http(s) from an origin listed in client.allowed_origins"
+            .to_string();
+    }
+    match policy {
+        OriginPolicy::SameHost => format!(
+            "Origin {origin:?} refused: client.allowed_origins is empty, so only pages served from the same host and port \
+             as this server ({}) may connect; add {origin:?} to client.allowed_origins",
+            host.unwrap_or("no Host header")
+        ),
+        _ => format!("Origin {origin:?} refused: it matches nothing in client.allowed_origins; add it there"),
+    }
+}
+
+/// Every response body: whole (`Full`) or streamed (the HTTP transports).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    let mut r = Response::new(full(format!("{body}\n")));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
 fn json_response(v: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(full(v.to_string()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -247,7 +326,7 @@ async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &
     let r = api_inner(req, shared, api, method).await;
     let method_label = match method {
         "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
-        | "history_remove" | "channels" | "info" | "rpc" | "batch" => method.to_string(),
+        | "history_remove" | "channels" | "connections" | "info" | "rpc" | "batch" => method.to_string(),
         _ => "unknown".to_string(),
     };
     metrics::counter!("wshub_api_calls_total", "method" => method_label, "status" => r.status().as_u16().to_string()).increment(1);
@@ -261,7 +340,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         return r;
     }
     if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
-        return empty(StatusCode::UNAUTHORIZED);
+        return error_json(StatusCode::UNAUTHORIZED, UNAUTHORIZED_API);
     }
     if api.rate_limit > 0 {
         let key = req
@@ -292,6 +371,22 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
         }
     }
+    execute(req, shared, api, method).await
+}
+
+/// The one-line body of the API's 401.
+pub const UNAUTHORIZED_API: &str = "missing or wrong API key: send the header X-API-Key: <http_api.key>";
+
+/// A JSON error body `{"error": {"code": <status>, "message": ...}}` with that status.
+fn error_json(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = json_response(&serde_json::json!({"error": {"code": status.as_u16(), "message": message}}));
+    *r.status_mut() = status;
+    r
+}
+
+/// Reads an authorized API request's body, runs the call and answers it: the one
+/// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
+async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let collect = Limited::new(req.into_body(), API_BODY_LIMIT).collect();
     let collected = match api.body_timeout {
         Some(t) => match tokio::time::timeout(t, collect).await {
@@ -338,6 +433,408 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
         r => json_response(&crate::api::envelope(crate::api::call(&api.cluster, r).await)),
     }
+}
+
+/// `GET /`: where to go from here.
+fn landing(shared: &Shared) -> Response<Body> {
+    let admin = if shared.admin.is_some() {
+        r#"<li><a href="/admin">/admin</a>: the admin page</li>"#
+    } else {
+        "<li>/admin: the admin page, off (set <code>admin.enabled</code>, <code>admin.password</code> and <code>admin.secret</code>)</li>"
+    };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>wshub</title></head><body><h1>wshub {version}</h1><ul>\
+         <li>clients: <code>{ws}</code> (Centrifugo client protocol: the <code>centrifuge</code> SDKs)</li>\
+         <li>server API: <code>POST /api/&lt;method&gt;</code> with <code>X-API-Key</code></li>\
+         {admin}<li><a href=\"/health\">/health</a>, <a href=\"/ready\">/ready</a>{metrics}</li>\
+         <li>documentation: the README of wshub; the protocol: <a href=\"https://centrifugal.dev/docs/transports/client_api\">centrifugal.dev</a></li>\
+         </ul></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        ws = crate::app::WS_PATH,
+        metrics = if shared.config.metrics { r#", <a href="/metrics">/metrics</a>"# } else { "" },
+    );
+    static_file(body.into(), "text/html; charset=utf-8")
+}
+
+fn static_file(body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+/// Largest admin login body.
+const LOGIN_BODY_LIMIT: usize = 4096;
+
+/// `/admin…`: the page, its login and logout, and the API behind an admin session.
+async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::admin::Admin, path: &str, peer: SocketAddr) -> Response<Body> {
+    use crate::admin::{Login, ADMIN_CSS, ADMIN_JS, INDEX_HTML};
+    let get = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
+    let post = req.method() == http::Method::POST;
+    match path {
+        "/admin" | "/admin/" if get => static_file(Bytes::from_static(INDEX_HTML.as_bytes()), "text/html; charset=utf-8"),
+        "/admin/admin.js" if get => static_file(Bytes::from_static(ADMIN_JS.as_bytes()), "text/javascript; charset=utf-8"),
+        "/admin/admin.css" if get => static_file(Bytes::from_static(ADMIN_CSS.as_bytes()), "text/css; charset=utf-8"),
+        "/admin/session" if get => {
+            if admin.authorized(req.headers()) {
+                json_response(&serde_json::json!({"authenticated": true, "insecure": admin.config.insecure}))
+            } else {
+                error_json(StatusCode::UNAUTHORIZED, "no admin session: log in")
+            }
+        }
+        "/admin/login" if post => {
+            #[derive(serde::Deserialize)]
+            struct LoginBody {
+                #[serde(default)]
+                password: String,
+            }
+            let body = match Limited::new(req.into_body(), LOGIN_BODY_LIMIT).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+            };
+            let Ok(LoginBody { password }) = serde_json::from_slice(&body) else {
+                return error_json(StatusCode::BAD_REQUEST, "expected {\"password\": \"...\"}");
+            };
+            match admin.login(peer.ip(), &password, std::time::Instant::now()) {
+                Login::Ok(cookie) => {
+                    tracing::info!(%peer, "admin login");
+                    let mut r = json_response(&serde_json::json!({"ok": true}));
+                    if let Ok(v) = HeaderValue::from_str(&cookie) {
+                        r.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                    r
+                }
+                Login::WrongPassword => {
+                    tracing::info!(%peer, "admin login refused: wrong password");
+                    error_json(StatusCode::UNAUTHORIZED, "wrong password")
+                }
+                Login::TooMany => {
+                    let mut r = error_json(StatusCode::TOO_MANY_REQUESTS, "too many login attempts: wait a minute");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(crate::admin::LOGIN_WINDOW.as_secs()));
+                    r
+                }
+            }
+        }
+        "/admin/logout" if post => {
+            let mut r = json_response(&serde_json::json!({"ok": true}));
+            if let Ok(v) = HeaderValue::from_str(&admin.cookie("", 0)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        p if p.starts_with("/admin/api/") => {
+            let method = &p["/admin/api/".len()..];
+            if !post {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return r;
+            }
+            if !admin.authorized(req.headers()) {
+                return error_json(StatusCode::UNAUTHORIZED, "no admin session: log in");
+            }
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            if !json {
+                return error_json(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "admin API calls must be Content-Type: application/json",
+                );
+            }
+            match shared.config.api.as_ref() {
+                Some(api) => execute(req, shared, api, method).await,
+                None => error_json(StatusCode::NOT_FOUND, "no server API on this listener"),
+            }
+        }
+        _ if !admin.authorized(req.headers()) => error_json(StatusCode::UNAUTHORIZED, "no admin session: log in"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The HTTP transports' endpoints (Centrifugo's paths).
+pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
+pub const SSE_PATH: &str = "/connection/sse";
+pub const EMULATION_PATH: &str = "/emulation";
+pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
+pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
+
+/// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
+/// only for origins listed by name (or the same host), never for `*`.
+fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if !matches!(policy, OriginPolicy::Any) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
+fn form_decode(v: &str) -> Option<Vec<u8>> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// The wire format of an HTTP transport request, from its `Content-Type`.
+fn body_format(headers: &http::HeaderMap) -> Format {
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if binary {
+        Format::Protobuf
+    } else {
+        Format::Json
+    }
+}
+
+/// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
+pub(crate) fn check_origin(headers: &http::HeaderMap, shared: &Shared, path: &str, peer: SocketAddr) -> Result<Option<String>, Response<Body>> {
+    let policy = &shared.config.handshake.origins;
+    let Some(o) = headers.get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+        return Ok(None);
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if policy.allows(&o, host) {
+        return Ok(Some(o));
+    }
+    let why = origin_refusal_message(&o, host, policy);
+    if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+        tracing::info!(%peer, suppressed, "{path} refused (403): {why}");
+    }
+    metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
+    Err(text(StatusCode::FORBIDDEN, &why))
+}
+
+/// Adds the CORS headers of an allowed `origin` (none without one).
+pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Shared) {
+    if let Some(o) = origin {
+        cors_headers(r, o, &shared.config.handshake.origins);
+    }
+}
+
+/// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
+/// through hyper (the streaming endpoints usually come through
+/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
+async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let origin = match check_origin(&parts.headers, shared, path, peer) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut r = if parts.method == http::Method::OPTIONS {
+        preflight(&parts.headers)
+    } else if path == EMULATION_PATH {
+        emulation_post(&parts, body, shared).await
+    } else {
+        let limit = shared.config.emulation.max_request_body_size;
+        let body = if parts.method == http::Method::POST {
+            match crate::emulation::read_body(body, limit).await {
+                Ok(b) => Ok(b),
+                Err(()) => Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+            }
+        } else {
+            Ok(Bytes::new())
+        };
+        match body {
+            Err(r) => r,
+            Ok(body) => match open_stream(shared, path, &parts, body, peer).await {
+                Ok((stream, content_type)) => {
+                    let mut r = Response::new(stream.boxed());
+                    for (k, v) in stream_headers(content_type) {
+                        r.headers_mut().insert(k, HeaderValue::from_static(v));
+                    }
+                    r
+                }
+                Err(r) => r,
+            },
+        }
+    };
+    add_cors(&mut r, origin.as_deref(), shared);
+    r
+}
+
+/// A CORS preflight (the origin was checked before).
+fn preflight(headers: &http::HeaderMap) -> Response<Body> {
+    let mut r = empty_body(StatusCode::NO_CONTENT);
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// The headers of a streaming answer (besides CORS).
+pub(crate) fn stream_headers(content_type: &'static str) -> [(&'static str, &'static str); 3] {
+    [
+        ("content-type", content_type),
+        ("cache-control", "no-cache, no-store"),
+        // nginx: pass the stream on as it comes instead of buffering it.
+        ("x-accel-buffering", "no"),
+    ]
+}
+
+/// `POST /emulation`.
+async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &Shared) -> Response<Body> {
+    use crate::cluster::Routed;
+    let Some(api) = shared.config.api.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    if parts.method != http::Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    let format = body_format(&parts.headers);
+    let Ok(body) = crate::emulation::read_body(body, shared.config.emulation.max_request_body_size).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    };
+    let r = match crate::emulation::parse_emulation(format, &body) {
+        Ok(r) => r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+    };
+    let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
+    let label = match &routed {
+        Ok(Routed::Local) => "local",
+        Ok(Routed::Forwarded) => "forwarded",
+        Ok(Routed::Unknown) => "unknown_session",
+        Ok(Routed::Full) => "full",
+        Err(_) => "error",
+    };
+    metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
+    match routed {
+        Ok(Routed::Local | Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
+        Ok(Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
+        Ok(Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot reach the session's node: {}", e.message),
+        ),
+    }
+}
+
+/// Opens a stream for a streaming endpoint's request (its body already read): the body to
+/// send and its content type, or the refusal.
+pub(crate) async fn open_stream(
+    shared: &Arc<Shared>,
+    path: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
+    use crate::emulation::{self, Transport};
+    let Some(api) = shared.config.api.as_ref() else {
+        return Err(text(StatusCode::NOT_FOUND, "not found"));
+    };
+    let e = &shared.config.emulation;
+    let (get, post) = (parts.method == http::Method::GET, parts.method == http::Method::POST);
+    let cf_connect = || -> Result<Vec<u8>, Response<Body>> {
+        let raw = query_param(&parts.uri, "cf_connect").unwrap_or_default();
+        if raw.len() > e.max_request_body_size * 3 {
+            return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large"));
+        }
+        form_decode(&raw).ok_or_else(|| text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded"))
+    };
+    let (transport, format, connect) = match path {
+        HTTP_STREAM_PATH if post => (Transport::HttpStream, body_format(&parts.headers), body),
+        HTTP_STREAM_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect command as the body")),
+        SSE_PATH if get => (Transport::Sse, Format::Json, Bytes::from(cf_connect()?)),
+        SSE_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect")),
+        UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
+            let transport = if path == UNI_SSE_PATH {
+                Transport::UniSse
+            } else {
+                Transport::UniHttpStream
+            };
+            let raw = if post {
+                body.to_vec()
+            } else if get && transport == Transport::UniSse {
+                cf_connect()?
+            } else {
+                return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use POST with the connect request as the body"));
+            };
+            match emulation::uni_connect(&raw) {
+                Ok(c) => (transport, Format::Json, c),
+                Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
+            }
+        }
+        _ => return Err(text(StatusCode::NOT_FOUND, "not found")),
+    };
+    if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
+        return Err(text(StatusCode::BAD_REQUEST, "no connect command"));
+    }
+    if let Err((status, reason)) = shared.admit(peer.ip()).await {
+        return Err(text(status, reason));
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let done = emulation::count_stream(transport);
+    let s = shared.clone();
+    let body = emulation::start(
+        api.node.clone(),
+        api.cluster.clone(),
+        emulation::StreamSettings {
+            transport,
+            format,
+            max_queue: e.max_queue,
+            write_timeout: shared.config.write_timeout,
+        },
+        connect,
+        move || {
+            s.connections.fetch_sub(1, Ordering::Relaxed);
+            done();
+        },
+    );
+    let content_type = match (transport, format) {
+        (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
+        (_, Format::Json) => "application/json",
+        (_, Format::Protobuf) => "application/octet-stream",
+    };
+    Ok((body, content_type))
+}
+
+fn empty_body(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
 }
 
 /// The message of the 503 that a draining node on the memory engine answers publications.
@@ -399,10 +896,30 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
         if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
             return api(req, shared, a, method).await;
         }
+        if matches!(
+            path.as_str(),
+            HTTP_STREAM_PATH | SSE_PATH | EMULATION_PATH | UNI_HTTP_STREAM_PATH | UNI_SSE_PATH
+        ) {
+            let e = &shared.config.emulation;
+            let on = match path.as_str() {
+                HTTP_STREAM_PATH => e.http_stream,
+                SSE_PATH => e.sse,
+                UNI_HTTP_STREAM_PATH => e.uni_http_stream,
+                UNI_SSE_PATH => e.uni_sse,
+                _ => e.http_stream || e.sse,
+            };
+            if on {
+                return emulation_route(req, shared, &path, peer).await;
+            }
+        }
+        if let (true, Some(admin)) = (path == "/admin" || path.starts_with("/admin/"), shared.admin.as_ref()) {
+            return admin_route(req, shared, admin, &path, peer).await;
+        }
         return match path.as_str() {
+            "/" if req.method() == http::Method::GET || req.method() == http::Method::HEAD => landing(shared),
             "/health" => text(StatusCode::OK, "ok"),
             "/metrics" if shared.config.metrics => {
-                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
+                let mut r = Response::new(full(crate::metrics::render(shared)));
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
@@ -416,8 +933,15 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
     let accepted = match handshake::accept(&req, &shared.config.handshake) {
         Ok(a) => a,
         Err(e) => {
-            tracing::debug!(reason = %e, "handshake refused");
             metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
+            if e == HandshakeError::Origin {
+                let why = origin_refusal(&req, &shared.config.handshake.origins);
+                if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+                    tracing::info!(%peer, suppressed, "WebSocket refused (403): {why}");
+                }
+                return text(StatusCode::FORBIDDEN, &why);
+            }
+            tracing::debug!(reason = %e, "handshake refused");
             return refusal(&e);
         }
     };
@@ -452,7 +976,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
             }
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *resp.headers_mut() = accepted.response_headers();
     resp

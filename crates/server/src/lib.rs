@@ -5,6 +5,7 @@
 //! what a message means lives in a [`Handler`]. The driver is the short loop of STYLE.md:
 //! feed bytes in, drain events, write, wait for readiness or a deadline.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod driver;
 pub mod echo;
+pub mod emulation;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

@@ -38,6 +38,11 @@ const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// listener still answering, and returns once it has stopped listening. Returns the
 /// WebSocket connections still open at the end.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>, shutdown: impl Future<Output = ()>) -> usize {
+    if let Some(api) = &shared.config.api {
+        // Node discovery runs while the server does (once: `Shared::new` starts it too when
+        // called inside a runtime).
+        api.cluster.start();
+    }
     let watch = drain.as_ref().map(|d| tokio::spawn(watch_engine(d.node.clone(), shared.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let accept = tokio::spawn(crate::listener::serve(listener, shared.clone(), async {
@@ -77,6 +82,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain
 pub async fn run_until_signal(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>) -> usize {
     let shutdown = async {
         shutdown_signal().await;
+        eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
         tokio::spawn(async {
             shutdown_signal().await;
             eprintln!("second signal: exiting now");

@@ -181,6 +181,26 @@ async fn two_nodes_answer_as_one() {
     let v = api(&b, "channels", json!({"pattern": "news"})).await;
     assert_eq!(v["result"]["channels"]["news"]["num_clients"], 2, "{v}");
 
+    // A user's connections on every node: alice's one client is on B, carol's on A.
+    let v = api(&a, "connections", json!({"user": "alice"})).await;
+    let conns = v["result"]["connections"].as_object().unwrap();
+    assert_eq!(conns.len(), 1, "{v}");
+    let (_, c) = conns.iter().next().unwrap();
+    assert_eq!(
+        (c["user"].as_str(), c["protocol"].as_str(), c["node"].as_str()),
+        (Some("alice"), Some("json"), Some(uids[1])),
+        "{v}"
+    );
+    let v = api(&b, "connections", json!({"user": "carol"})).await;
+    assert_eq!(
+        v["result"]["connections"].as_object().unwrap().values().next().unwrap()["node"],
+        uids[0],
+        "{v}"
+    );
+    let v = api(&a, "connections", json!({"user": "nobody"})).await;
+    assert_eq!(v["result"]["connections"], json!({}), "{v}");
+    assert_eq!(api(&a, "connections", json!({})).await["error"]["code"], 107, "user required");
+
     // unsubscribe and disconnect sent to A act on B's clients.
     api(&a, "unsubscribe", json!({"user": "bob", "channel": "news"})).await;
     let push = next(&mut other).await.unwrap();

@@ -194,8 +194,9 @@ async fn protocol_bad_inputs() {
 async fn api_bad_inputs() {
     let server = node_server(json!({})).await;
     let mut good = Good::start(&server).await;
-    assert_eq!(api(&server, "info", None, "{}").await, (401, String::new()), "missing key");
-    assert_eq!(api(&server, "info", Some("wrong"), "{}").await, (401, String::new()), "wrong key");
+    let unauthorized = json!({"error": {"code": 401, "message": wshub_server::http::UNAUTHORIZED_API}}).to_string();
+    assert_eq!(api(&server, "info", None, "{}").await, (401, unauthorized.clone()), "missing key");
+    assert_eq!(api(&server, "info", Some("wrong"), "{}").await, (401, unauthorized), "wrong key");
     let (status, body) = api(&server, "publish", Some(KEY), "{not json").await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = api(&server, "publish", Some(KEY), r#"{"channel": 5, "data": {}}"#).await;
@@ -257,7 +258,8 @@ async fn stale_and_missing_pong() {
 
 /// Issue #11, the answers the official SDKs' own suites expect: `rpc` without a handler is
 /// 108, an empty presence keeps its inner map, an invalid subscription token refuses that
-/// subscription (103) and keeps the connection, a tags filter is refused (108).
+/// subscription (103) and keeps the connection, a tags filter the namespace does not allow
+/// is refused (107).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_the_sdks_expect() {
     let server = node_server(json!({"channel": {"namespaces": [
@@ -285,7 +287,9 @@ async fn answers_the_sdks_expect() {
     assert_eq!(c.next().await.unwrap()["error"]["code"], 103);
     c.send(r#"{"id":5,"subscribe":{"channel":"news","tf":{"op":"","key":"ticker","cmp":"eq","val":"AAPL"}}}"#)
         .await;
-    assert_eq!(c.next().await.unwrap()["error"]["code"], 108);
+    // A tags filter where the namespace does not allow one (`allow_tags_filter`): 107, as
+    // Centrifugo answers.
+    assert_eq!(c.next().await.unwrap()["error"]["code"], 107);
     // Still connected, and not subscribed to news: a publication there does not reach it.
     c.send(r#"{"id":6,"subscribe":{"channel":"room:1"}}"#).await;
     assert!(c.next().await.unwrap()["subscribe"].is_object());

@@ -34,11 +34,15 @@ fn frame(kind: MessageKind, rsv1: bool, payload: &[u8]) -> Bytes {
 }
 
 impl PreparedMessage {
+    /// The payload is kept as a slice of the plain frame, not beside it: one copy of the
+    /// bytes serves the WebSocket connections (the frame) and the other transports (the
+    /// payload, framed their own way).
     pub fn new(kind: MessageKind, payload: Bytes) -> Self {
         let plain = frame(kind, false, &payload);
+        let header = plain.len() - payload.len();
         PreparedMessage {
             kind,
-            payload,
+            payload: plain.slice(header..),
             plain,
             deflated: Default::default(),
         }
@@ -64,5 +68,32 @@ impl PreparedMessage {
         let slot = &self.deflated[usize::from(bits - 8)];
         slot.get_or_init(|| frame(self.kind, true, &deflate::compress(&self.payload, bits, d.config.level)))
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_is_the_frames_tail_not_a_copy() {
+        for len in [0usize, 125, 126, 65535, 65536, 70000] {
+            let p = PreparedMessage::new(MessageKind::Text, Bytes::from(vec![b'a'; len]));
+            assert_eq!(p.payload().len(), len);
+            assert!(p.payload().iter().all(|b| *b == b'a'));
+            let plain = p.frame_for(None);
+            assert_eq!(
+                plain.len() - len,
+                2 + if len > 65535 {
+                    8
+                } else if len > 125 {
+                    2
+                } else {
+                    0
+                }
+            );
+            // One allocation: the payload points into the frame.
+            assert_eq!(plain.as_ptr().wrapping_add(plain.len() - len), p.payload().as_ptr());
+        }
     }
 }

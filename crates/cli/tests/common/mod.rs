@@ -58,6 +58,14 @@ pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> 
 /// One HTTP/1.1 request on a connection of its own (`Connection: close`): the status and
 /// body, or why there is none. Bounded by [`LIMIT`].
 pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
+    http_head(port, method, path, headers, body)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// One HTTP/1.1 request like [`http`], answering the status, the response head (status line
+/// and headers) and the body.
+pub async fn http_head(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String, String), String> {
     let call = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -75,7 +83,7 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str
             .get(9..12)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("no status: {head:?}"))?;
-        Ok((status, body.to_string()))
+        Ok((status, head.to_string(), body.to_string()))
     };
     tokio::time::timeout(LIMIT, call).await.unwrap_or_else(|_| Err("timed out".into()))
 }
@@ -256,12 +264,17 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in front of the nodes on `nodes` and waits until it answers.
     pub async fn start(dir: &Path, nodes: &[u16]) -> Nginx {
+        Self::start_edited(dir, nodes, |c| c).await
+    }
+
+    /// [`Nginx::start`] with `edit` applied to the rendered `deploy/nginx.conf`.
+    pub async fn start_edited(dir: &Path, nodes: &[u16], edit: impl FnOnce(String) -> String) -> Nginx {
         let bin = nginx_binary();
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let port = free_port();
         let template = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
-        std::fs::write(dir.join("wshub.conf"), render_nginx_conf(&template, port, nodes)).unwrap();
+        std::fs::write(dir.join("wshub.conf"), edit(render_nginx_conf(&template, port, nodes))).unwrap();
         // The main context, as Debian's /etc/nginx/nginx.conf is: the shipped file is its
         // http-context include. Every path is inside `dir`.
         let d = dir.display();

@@ -367,6 +367,7 @@ fn callback_sub() -> SubscribeOptions {
         recoverable: false,
         token: String::new(),
         token_callback: true,
+        ..Default::default()
     }
 }
 
@@ -482,4 +483,72 @@ fn subscription_token_asked_while_disconnected_is_used_on_connect() {
     assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
     c.handle_sub_token("priv", Ok("t".into()));
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "t");
+}
+
+#[test]
+fn delta_publications_are_decoded_and_a_broken_chain_resubscribes() {
+    let t0 = Instant::now();
+    let mut c = core();
+    c.subscribe_with(
+        "doc",
+        SubscribeOptions {
+            recoverable: true,
+            delta: true,
+            ..Default::default()
+        },
+    );
+    connected(&mut c, t0);
+    let cmds = sent(&mut c);
+    let req = cmds[0].subscribe.as_ref().unwrap();
+    assert_eq!(req.delta, "fossil");
+    let sub_reply = |id| {
+        frame(Reply {
+            id,
+            subscribe: Some(SubscribeResult {
+                recoverable: true,
+                delta: true,
+                epoch: "e".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    c.handle_frame(sub_reply(cmds[0].id), t0);
+    events(&mut c);
+    let v1 = format!("{{\"n\":1,\"s\":\"{}\"}}", "x".repeat(200));
+    let v2 = format!("{{\"n\":2,\"s\":\"{}\"}}", "x".repeat(200));
+    let as_string = |b: &[u8]| Bytes::from(serde_json::to_vec(std::str::from_utf8(b).unwrap()).unwrap());
+    let push = |offset, data: Bytes, delta| {
+        frame(Reply {
+            push: Some(Push {
+                channel: "doc".into(),
+                r#pub: Some(Publication {
+                    offset,
+                    data,
+                    delta,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    c.handle_frame(push(1, as_string(v1.as_bytes()), false), t0);
+    let d = fossil::create(v1.as_bytes(), v2.as_bytes());
+    c.handle_frame(push(2, as_string(&d), true), t0);
+    let got: Vec<Bytes> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Publication { data, .. } => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![Bytes::from(v1), Bytes::from(v2.clone())]);
+    // A delta that does not apply: an error, and a resubscribe recovering from offset 2.
+    c.handle_frame(push(3, as_string(b"5\n5@999,0;"), true), t0);
+    assert!(events(&mut c).iter().any(|e| matches!(e, ClientEvent::Error { .. })));
+    let cmds = sent(&mut c);
+    assert!(cmds[0].unsubscribe.is_some());
+    let again = cmds[1].subscribe.as_ref().unwrap();
+    assert_eq!((again.recover, again.offset), (true, 2));
 }

@@ -1,5 +1,6 @@
 use super::*;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A connection that records what it is given.
@@ -223,4 +224,79 @@ fn counts_follow_adds_and_removes() {
     assert_eq!((hub.num_channels(), hub.num_subscriptions()), (1, 1));
     hub.remove("x", b.id);
     assert_eq!((hub.num_channels(), hub.num_subscriptions()), (0, 0));
+}
+
+fn doc(offset: u64, delta: bool, tag: &str) -> Publication {
+    Publication {
+        data: Bytes::from(format!("{{\"n\":{offset},\"body\":\"{}\"}}", "abcdefgh".repeat(40))),
+        offset,
+        delta,
+        tags: HashMap::from([("kind".to_string(), tag.to_string())]),
+        ..Default::default()
+    }
+}
+
+fn delta_opts(filter: Option<FilterNode>) -> SubscriberOptions {
+    SubscriberOptions { delta: true, filter }
+}
+
+#[test]
+fn delta_frames_are_computed_once_and_shared() {
+    let hub = Hub::default();
+    let a = Recorder::new(Format::Json);
+    let b = Recorder::new(Format::Json);
+    let plain = Recorder::new(Format::Json);
+    let pb = Recorder::new(Format::Protobuf);
+    hub.add_with("c", a.clone(), false, false, delta_opts(None));
+    hub.add_with("c", b.clone(), false, false, delta_opts(None));
+    hub.add("c", plain.clone(), false, false);
+    hub.add_with("c", pb.clone(), false, false, delta_opts(None));
+    hub.broadcast_publication("c", &doc(1, true, "x"));
+    hub.broadcast_publication("c", &doc(2, true, "x"));
+    hub.broadcast_publication("c", &doc(3, false, "x"));
+    let (fa, fb) = (a.frames.lock().clone(), b.frames.lock().clone());
+    for (x, y) in fa.iter().zip(&fb) {
+        assert_eq!(x.as_ptr(), y.as_ptr(), "one frame for every JSON delta subscriber");
+    }
+    let pa = a.payloads();
+    assert!(
+        pa[0].contains(r#""data":"{\"n\":1"#) && !pa[0].contains("delta"),
+        "first whole, as a string: {}",
+        pa[0]
+    );
+    assert!(pa[1].contains(r#""delta":true"#) && pa[1].len() < 200, "then a delta: {}", pa[1]);
+    assert!(!pa[2].contains("delta"), "published without delta: whole");
+    assert!(plain
+        .payloads()
+        .iter()
+        .all(|p| p.contains(r#""data":{"n":"#) && !p.contains("delta")));
+    // Protobuf: whole data shares the plain frame, the delta is smaller.
+    let pf = pb.frames.lock().clone();
+    assert!(pf[1].len() < pf[0].len() / 2);
+}
+
+#[test]
+fn filtered_out_publication_breaks_the_delta_chain_for_that_subscriber_only() {
+    let hub = Hub::default();
+    let only_x = FilterNode {
+        key: "kind".into(),
+        cmp: "eq".into(),
+        val: "x".into(),
+        ..Default::default()
+    };
+    let f = Recorder::new(Format::Json);
+    let all = Recorder::new(Format::Json);
+    hub.add_with("c", f.clone(), false, false, delta_opts(Some(only_x)));
+    hub.add_with("c", all.clone(), false, false, delta_opts(None));
+    hub.broadcast_publication("c", &doc(1, true, "x"));
+    hub.broadcast_publication("c", &doc(2, true, "y"));
+    hub.broadcast_publication("c", &doc(3, true, "x"));
+    let fp = f.payloads();
+    assert_eq!(fp.len(), 2, "offset 2 filtered out");
+    assert!(!fp[1].contains("delta"), "its base is offset 1, not 2: whole");
+    let ap = all.payloads();
+    assert!(ap[1].contains(r#""delta":true"#) && ap[2].contains(r#""delta":true"#));
+    hub.remove("c", f.id());
+    hub.remove("c", all.id());
+    assert!(hub.channels().is_empty());
 }

@@ -266,13 +266,136 @@ fn subscribe_rules() {
 }
 
 #[test]
-fn tags_filter_is_refused_not_ignored() {
-    let node = node_with(|_| {});
+fn tags_filter_needs_the_namespace_and_a_valid_filter() {
+    let node = node_with(|c| c.channel.namespaces[0].options.allow_tags_filter = true);
     let mut c = Client::new(&node, start());
     c.connect("42");
     let (r, d) = c.send(r#"{"id":2,"subscribe":{"channel":"news","tf":{"key":"ticker","cmp":"eq","val":"AAPL"}}}"#);
-    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(108), None));
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(107), None), "not allowed here");
     assert_eq!(node.hub.num_subscribers("news"), 0, "not subscribed");
+    let (r, d) = c.send(r#"{"id":3,"subscribe":{"channel":"chat:1","tf":{"key":"ticker","cmp":"like","val":"A"}}}"#);
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(107), None), "unknown comparison");
+    let (r, d) = c.send(r#"{"id":4,"subscribe":{"channel":"chat:1","tf":{"op":"not","nodes":[]}}}"#);
+    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(107), None), "not without a child");
+    let (r, d) = c.send(r#"{"id":5,"subscribe":{"channel":"chat:1","tf":{"key":"ticker","cmp":"in","vals":["AAPL","MSFT"]}}}"#);
+    assert!(r[0]["subscribe"].is_object() && d.is_none(), "{r:?}");
+    c.pushes();
+    let publish = |data: &'static str, ticker: &str| {
+        let tags = HashMap::from([("ticker".to_string(), ticker.to_string())]);
+        now_or_never(node.publish("chat:1", Bytes::from_static(data.as_bytes()), None, false, tags)).unwrap();
+    };
+    publish("1", "AAPL");
+    publish("2", "GOOG");
+    publish("3", "MSFT");
+    let got: Vec<_> = c.pushes().iter().map(|p| p["push"]["pub"]["data"].clone()).collect();
+    assert_eq!(got, vec![json!(1), json!(3)]);
+    // Recovery from offset 0 after an unsubscribe: only what passes the filter comes back.
+    c.send(r#"{"id":6,"unsubscribe":{"channel":"chat:1"}}"#);
+    publish("4", "GOOG");
+    publish("5", "AAPL");
+    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
+    let (r, _) = c.send(&format!(
+        r#"{{"id":7,"subscribe":{{"channel":"chat:1","recover":true,"offset":3,"epoch":"{epoch}","tf":{{"key":"ticker","cmp":"eq","val":"AAPL"}}}}}}"#
+    ));
+    let s = &r[0]["subscribe"];
+    assert_eq!(s["recovered"], true, "{r:?}");
+    let recovered: Vec<_> = s["publications"].as_array().unwrap().iter().map(|p| p["data"].clone()).collect();
+    assert_eq!(recovered, vec![json!(5)], "offset 4 filtered out");
+}
+
+fn fossil_apply(prev: &[u8], p: &serde_json::Value) -> Vec<u8> {
+    let data = p["data"].as_str().expect("delta subscribers get data as a JSON string").as_bytes();
+    if p["delta"] == true {
+        wshub_protocol::fossil::apply(prev, data, usize::MAX).unwrap()
+    } else {
+        data.to_vec()
+    }
+}
+
+#[test]
+fn delta_subscribers_get_deltas_live_and_recovered() {
+    let node = node_with(|c| {
+        let o = &mut c.channel.namespaces[0].options;
+        o.allowed_delta_types = vec!["fossil".into()];
+        o.delta_publish = true;
+    });
+    let doc = |n: u32| format!("{{\"n\":{n},\"text\":\"{}\"}}", "lorem ipsum ".repeat(40));
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let mut plain = Client::new(&node, start());
+    plain.connect("43");
+    plain.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
+    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"chat:1","delta":"fossil"}}"#);
+    assert_eq!(r[0]["subscribe"]["delta"], true, "{r:?}");
+    c.pushes();
+    plain.pushes();
+    for n in 1..=3 {
+        now_or_never(node.publish("chat:1", Bytes::from(doc(n)), None, false, HashMap::new())).unwrap();
+    }
+    let pushes = c.pushes();
+    let flags: Vec<_> = pushes.iter().map(|p| p["push"]["pub"]["delta"] == true).collect();
+    assert_eq!(flags, vec![false, true, true], "first whole, then deltas");
+    let mut prev = Vec::new();
+    for (n, p) in (1..=3).zip(&pushes) {
+        prev = fossil_apply(&prev, &p["push"]["pub"]);
+        assert_eq!(prev, doc(n).into_bytes());
+    }
+    let plain_pushes = plain.pushes();
+    assert!(plain_pushes
+        .iter()
+        .all(|p| p["push"]["pub"]["delta"].is_null() && p["push"]["pub"]["data"]["n"].is_number()));
+
+    // Recovery: the missed publications come as a chain (first whole), then live deltas.
+    c.send(r#"{"id":3,"unsubscribe":{"channel":"chat:1"}}"#);
+    for n in 4..=5 {
+        now_or_never(node.publish("chat:1", Bytes::from(doc(n)), None, false, HashMap::new())).unwrap();
+    }
+    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
+    let (r, _) = c.send(&format!(
+        r#"{{"id":4,"subscribe":{{"channel":"chat:1","delta":"fossil","recover":true,"offset":3,"epoch":"{epoch}"}}}}"#
+    ));
+    let s = &r[0]["subscribe"];
+    assert_eq!((s["recovered"].clone(), s["delta"].clone()), (json!(true), json!(true)), "{r:?}");
+    let recovered = s["publications"].as_array().unwrap();
+    assert_eq!(recovered.iter().map(|p| p["delta"] == true).collect::<Vec<_>>(), vec![false, true]);
+    let mut prev = Vec::new();
+    for (n, p) in (4..=5).zip(recovered) {
+        prev = fossil_apply(&prev, p);
+        assert_eq!(prev, doc(n).into_bytes());
+    }
+    now_or_never(node.publish("chat:1", Bytes::from(doc(6)), None, false, HashMap::new())).unwrap();
+    let live = c.pushes();
+    assert_eq!(live[0]["push"]["pub"]["delta"], true, "delta against the last recovered one");
+    assert_eq!(fossil_apply(&prev, &live[0]["push"]["pub"]), doc(6).into_bytes());
+    // History through the API never shows the internal mark.
+    let h = now_or_never(node.history(
+        "chat:1",
+        HistoryQuery {
+            limit: -1,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    assert!(h.publications.iter().all(|p| !p.delta));
+}
+
+#[test]
+fn delta_only_where_allowed_and_unknown_types_close() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"chat:1","delta":"fossil"}}"#);
+    assert!(
+        r[0]["subscribe"].is_object() && r[0]["subscribe"]["delta"].is_null(),
+        "not negotiated: {r:?}"
+    );
+    assert_eq!(c.send(r#"{"id":3,"subscribe":{"channel":"news","delta":"xdelta"}}"#).1, Some(3501));
 }
 
 #[test]

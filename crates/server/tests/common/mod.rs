@@ -43,6 +43,8 @@ impl TestServer {
             write_timeout: None,
             metrics: false,
             tls: None,
+            admin: None,
+            emulation: Default::default(),
         })
         .await
     }

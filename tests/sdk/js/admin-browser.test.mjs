@@ -1,0 +1,207 @@
+// The admin web page in a real browser: Debian's Chromium, headless, driven by
+// playwright-core (no browser download: it drives the installed binary). Logs in, sees the
+// node, publishes into a channel that a connected centrifuge-js client receives, finds the
+// channel with its presence and history, disconnects the user and watches the client's
+// connection close, checks a phone-sized screen, logs out. A screenshot of each step goes to
+// target/admin-screenshots/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import WebSocket from 'ws';
+import { Centrifuge } from 'centrifuge';
+import { chromium } from 'playwright-core';
+import { SECRET, baseConfig, startServer, token, once, waitFor } from './helpers.mjs';
+
+const SHOTS = new URL('../../../target/admin-screenshots/', import.meta.url).pathname;
+const PASSWORD = 'admin-test-password';
+
+function chromiumPath() {
+  const candidates = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].filter(Boolean);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error('Chromium not found: install Debian\'s chromium (apt-get install -y chromium) or set CHROMIUM=/path/to/chromium');
+  }
+  return found;
+}
+
+test('admin page in headless Chromium', { timeout: 120000 }, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const config = baseConfig();
+  config.admin = { enabled: true, password: PASSWORD, secret: 'admin-test-secret' };
+  const server = await startServer(config);
+  const browser = await chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
+  });
+  const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const base = `http://127.0.0.1:${server.port}`;
+
+    // Without a session the page shows the login form, and the API refuses the browser.
+    await page.goto(`${base}/admin`);
+    await page.locator('#login-form').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(async () => (await fetch('/admin/api/info', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+    })).status), 401);
+    await page.screenshot({ path: `${SHOTS}01-login.png` });
+    await page.fill('#password', 'wrong');
+    await page.click('#login-form button[type=submit]');
+    await waitFor(async () => (await page.textContent('#login-error')).includes('wrong password'), 10000, 'the wrong-password message');
+    await page.screenshot({ path: `${SHOTS}02-login-refused.png` });
+
+    // A connected SDK client, subscribed to a channel with presence and history.
+    const connected = once(client, 'connected');
+    const sub = client.newSubscription('chat:room');
+    const subscribed = once(sub, 'subscribed');
+    sub.subscribe();
+    client.connect();
+    const { client: clientId } = await connected;
+    await subscribed;
+
+    // Log in: the node appears, with the client counted.
+    await page.fill('#password', PASSWORD);
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#app-view').waitFor({ state: 'visible' });
+    await waitFor(async () => {
+      const rows = await page.locator('#nodes tbody tr').allTextContents();
+      return rows.length === 1 && (await page.locator('#nodes tbody tr td').nth(3).textContent()) === '1';
+    }, 15000, 'the node with one client');
+    await page.screenshot({ path: `${SHOTS}03-nodes.png`, fullPage: true });
+
+    // Publish from the page: the SDK client receives it.
+    const received = once(sub, 'publication');
+    await page.fill('#publish-channel', 'chat:room');
+    await page.fill('#publish-data', '{"text": "from the admin page"}');
+    await page.click('#publish-form button[type=submit]');
+    assert.deepEqual((await received).data, { text: 'from the admin page' });
+    await waitFor(async () => (await page.textContent('#publish-reply')).startsWith('published'), 10000, 'the publish reply');
+    await page.screenshot({ path: `${SHOTS}04-published.png`, fullPage: true });
+
+    // The channel in the list (pattern search), its presence and its last publication.
+    await page.fill('#channels-pattern', 'chat:*');
+    await page.click('#channels-form button[type=submit]');
+    const row = page.locator('#channels tbody tr[data-channel="chat:room"]');
+    await row.waitFor({ state: 'visible' });
+    assert.equal(await row.locator('td').nth(1).textContent(), '1');
+    await page.fill('#channels-pattern', 'nothing:*');
+    await page.click('#channels-form button[type=submit]');
+    await waitFor(async () => (await page.locator('#channels tbody tr').count()) === 0, 10000, 'an empty search');
+    await page.fill('#channels-pattern', '');
+    await page.click('#channels-form button[type=submit]');
+    await row.click();
+    await waitFor(async () => (await page.locator('#presence tbody').textContent()).includes('alice'), 10000, 'alice in presence');
+    await waitFor(async () => (await page.textContent('#history')).includes('from the admin page'), 10000, 'the publication in history');
+    await page.screenshot({ path: `${SHOTS}05-channel.png`, fullPage: true });
+
+    // The user's connections, and a disconnect that closes the client's connection.
+    await page.fill('#connections-user', 'alice');
+    await page.click('#connections-form button[type=submit]');
+    const conn = page.locator(`#connections tbody tr[data-client="${clientId}"]`);
+    await conn.waitFor({ state: 'visible' });
+    await page.screenshot({ path: `${SHOTS}06-connections.png`, fullPage: true });
+    const disconnected = once(client, 'disconnected');
+    await conn.locator('button').click();
+    const ctx = await disconnected;
+    assert.equal(ctx.code, 3503, 'force disconnect');
+    await waitFor(async () => (await page.locator('#connections tbody tr').count()) === 0, 10000, 'the connection gone from the list');
+    await page.screenshot({ path: `${SHOTS}07-disconnected.png`, fullPage: true });
+
+    // A phone-sized screen: nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.reload();
+    await page.locator('#app-view').waitFor({ state: 'visible' });
+    await waitFor(async () => (await page.locator('#nodes tbody tr').count()) === 1, 10000, 'the node on a phone');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone's screen`);
+    await page.screenshot({ path: `${SHOTS}08-phone.png`, fullPage: true });
+
+    // Log out: back to the login form, and the session no longer works.
+    await page.click('#logout');
+    await page.locator('#login-form').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(async () => (await fetch('/admin/api/info', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+    })).status), 401);
+    await page.screenshot({ path: `${SHOTS}09-logged-out.png` });
+    assert.deepEqual(pageErrors, [], 'no script error on the page');
+  } finally {
+    client.disconnect();
+    await browser.close();
+    await server.stop();
+  }
+});
+
+// examples/browser: the page a newcomer copies, served from another port (so its origin
+// must be listed in client.allowed_origins), with tokens minted by the example's Node and
+// Python snippets. The page loads centrifuge-js from unpkg; here that request is answered
+// with the same file from node_modules (no network in tests).
+test('examples/browser receives publications, with tokens from token.mjs and token.py', { timeout: 120000 }, async () => {
+  const root = new URL('../../../', import.meta.url).pathname;
+  const example = join(root, 'examples/browser');
+  const sdkDir = new URL('../', import.meta.url).pathname;
+  const python = process.env.TEST_PYTHON || join(root, '.venv/bin/python');
+  if (!existsSync(python)) throw new Error(`no Python venv at ${python}: run ./scripts/test (it creates .venv), or set TEST_PYTHON`);
+  // token.mjs imports jsonwebtoken: run a copy beside this suite's node_modules.
+  const tmp = mkdtempSync(join(tmpdir(), 'wshub-example-'));
+  copyFileSync(join(example, 'token.mjs'), join(tmp, 'token.mjs'));
+  symlinkSync(join(sdkDir, 'node_modules'), join(tmp, 'node_modules'));
+  const env = { ...process.env, SECRET };
+  const nodeToken = execFileSync(process.execPath, [join(tmp, 'token.mjs'), 'alice'], { env }).toString().trim();
+  const pyToken = execFileSync(python, [join(example, 'token.py'), 'bob'], { env }).toString().trim();
+
+  const pages = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path !== '/' && path !== '/index.html') { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(readFileSync(join(example, 'index.html')));
+  });
+  await new Promise((r) => pages.listen(0, '127.0.0.1', r));
+  const pageOrigin = `http://127.0.0.1:${pages.address().port}`;
+  const config = baseConfig();
+  config.client.allowed_origins = [pageOrigin];
+  const server = await startServer(config);
+  const browser = await chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
+  });
+  try {
+    const context = await browser.newContext();
+    await context.route('https://unpkg.com/**', (route) => route.fulfill({
+      contentType: 'text/javascript', body: readFileSync(join(sdkDir, 'node_modules/centrifuge/dist/centrifuge.js')),
+    }));
+    for (const [user, tok] of [['alice', nodeToken], ['bob', pyToken]]) {
+      const page = await context.newPage();
+      const q = new URLSearchParams({ token: tok, server: server.url, channel: 'news' });
+      await page.goto(`${pageOrigin}/?${q}`);
+      await waitFor(async () => (await page.textContent('#state')).startsWith('connected'), 15000, `${user}'s page to connect`);
+      // The subscription is made once connected; publish until the page shows one.
+      await waitFor(async () => {
+        await server.api('publish', { channel: 'news', data: { text: `hello ${user}` } });
+        return (await page.textContent('#publications')).includes(`hello ${user}`);
+      }, 15000, `${user}'s page to show a publication`);
+      await page.screenshot({ path: `${SHOTS}10-example-${user}.png` });
+      await page.close();
+    }
+    // The same page from an unlisted origin is refused (the SDK keeps retrying): 403.
+    const status = await new Promise((resolve, reject) => {
+      const ws = new WebSocket(server.url, { origin: 'http://127.0.0.1:1' });
+      ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode); ws.terminate(); });
+      ws.on('open', () => reject(new Error('an unlisted origin connected')));
+      ws.on('error', () => {});
+    });
+    assert.equal(status, 403);
+  } finally {
+    await browser.close();
+    await server.stop();
+    pages.close();
+  }
+});
