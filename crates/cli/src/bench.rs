@@ -93,6 +93,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// A trivial connect-proxy backend on 127.0.0.1:PORT for `duration` seconds: every POST
+    /// is answered `{"result":{"user":"bench"}}` on a kept-alive connection (the figure
+    /// measured is the node's proxy overhead, not a backend's).
+    ProxyBackend {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+    },
     /// Connect/disconnect cycles; RSS and fds before and after.
     Churn {
         #[command(flatten)]
@@ -886,6 +895,22 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        BenchCommand::ProxyBackend { port, duration } => {
+            let listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)).await?;
+            let served = Arc::new(AtomicU64::new(0));
+            let accept = async {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let served = served.clone();
+                    tokio::spawn(async move {
+                        let _ = proxy_backend_conn(stream, &served).await;
+                    });
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(duration), accept).await;
+            println!("proxy-backend: {} requests answered", served.load(Ordering::Relaxed));
+            Ok(())
+        }
         BenchCommand::Churn {
             target,
             cycles,
@@ -958,4 +983,41 @@ async fn settle_fds(t: &Target, before: Option<(u64, usize)>) -> Option<(u64, us
         after = t.pid.and_then(proc_stats);
     }
     after
+}
+
+/// One kept-alive connection of the trivial proxy backend: reads requests (headers, then
+/// `Content-Length` bytes of body) and answers each with a fixed connect result.
+async fn proxy_backend_conn(mut stream: TcpStream, served: &AtomicU64) -> anyhow::Result<()> {
+    const BODY: &str = r#"{"result":{"user":"bench"}}"#;
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Every complete request in the buffer is answered.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            stream.write_all(reply.as_bytes()).await?;
+            served.fetch_add(1, Ordering::Relaxed);
+        }
+        if buf.len() > 1 << 20 {
+            bail!("request too large");
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

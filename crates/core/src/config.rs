@@ -35,6 +35,17 @@ pub struct ChannelOptions {
     pub allow_history_for_client: bool,
     /// `chan#42` (and `chan#42,43`) may be joined by users 42 (and 43) without a token.
     pub allow_user_limited_channels: bool,
+    /// Ask the subscribe proxy (`channel.proxy.subscribe`, or the one named) instead of
+    /// the permissions above, for subscriptions without a token.
+    pub subscribe_proxy_enabled: bool,
+    pub subscribe_proxy_name: String,
+    /// Ask the publish proxy about client publications (it may replace the data).
+    pub publish_proxy_enabled: bool,
+    pub publish_proxy_name: String,
+    /// Subscriptions whose subscribe proxy set `expire_at` are prolonged by the sub refresh
+    /// proxy (server side) instead of the client's token.
+    pub sub_refresh_proxy_enabled: bool,
+    pub sub_refresh_proxy_name: String,
     /// Delta encodings subscribers may ask for (`delta` in subscribe); only `"fossil"`
     /// exists. Empty: subscribers get whole publications.
     pub allowed_delta_types: Vec<String>,
@@ -72,6 +83,8 @@ pub struct ChannelConfig {
     pub max_length: usize,
     pub without_namespace: ChannelOptions,
     pub namespaces: Vec<Namespace>,
+    /// `channel.proxy.subscribe|publish|sub_refresh`: the proxies named `default`.
+    pub proxy: crate::proxy::ChannelProxies,
 }
 
 impl Default for ChannelConfig {
@@ -80,6 +93,7 @@ impl Default for ChannelConfig {
             max_length: 255,
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
+            proxy: Default::default(),
         }
     }
 }
@@ -91,6 +105,9 @@ pub struct TokenConfig {
     pub hmac_secret_key: String,
     pub rsa_public_key: String,
     pub ecdsa_public_key: String,
+    /// A JWKS document's URL: tokens with a `kid` are verified with its keys
+    /// ([`crate::jwks`]).
+    pub jwks_public_endpoint: String,
     pub audience: String,
     pub issuer: String,
 }
@@ -125,6 +142,33 @@ pub struct SessionConfig {
     /// Most publications a subscribe recovers (`client.recovery_max_publication_limit`); a
     /// client that missed more gets `recovered: false` and the current position. 0: no cap.
     pub recovery_max_publication_limit: usize,
+    /// `client.insecure`: connect without a token, every channel permission granted. For
+    /// development only: anyone can read and write everything.
+    pub insecure: bool,
+    /// `client.subscribe_to_user_personal_channel`.
+    pub personal_channel: PersonalChannel,
+}
+
+/// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
+/// is subscribed (server side) to `#<user>` (or `<personal_channel_namespace>:#<user>`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct PersonalChannel {
+    pub enabled: bool,
+    pub personal_channel_namespace: String,
+    /// A new connection of the user closes the user's others (3504) on this node.
+    pub single_connection: bool,
+}
+
+impl PersonalChannel {
+    /// The personal channel of `user`.
+    pub fn channel(&self, user: &str) -> String {
+        if self.personal_channel_namespace.is_empty() {
+            format!("#{user}")
+        } else {
+            format!("{}:#{user}", self.personal_channel_namespace)
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -142,6 +186,8 @@ impl Default for SessionConfig {
             queue_max_size: 1 << 20,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
+            insecure: false,
+            personal_channel: PersonalChannel::default(),
         }
     }
 }
@@ -153,6 +199,9 @@ pub struct NodeConfig {
     pub channel: ChannelConfig,
     pub token: TokenConfig,
     pub session: SessionConfig,
+    /// Proxies to the backend (`client.proxy`, `rpc`, `proxies`; `channel.proxy` is in
+    /// `channel`).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// A configuration value that cannot work; names the key.
@@ -198,6 +247,7 @@ impl NodeConfig {
         if self.session.pong_timeout >= self.session.ping_interval {
             return err("client.pong_timeout", "must be shorter than client.ping_interval");
         }
+        crate::proxy::Endpoints::build(self)?;
         crate::token::Verifier::new(&self.token).map(|_| ())
     }
 }

@@ -57,6 +57,10 @@ pub trait ConnectionHandle: Send + Sync {
     fn unidirectional(&self) -> bool {
         false
     }
+    /// The transport's name as Centrifugo's proxy requests carry it.
+    fn transport_name(&self) -> &'static str {
+        "websocket"
+    }
 }
 
 /// A push encoded and framed at most once per format, on first use.

@@ -141,6 +141,10 @@ pub struct Node {
     started: Instant,
     /// The per-user command limit across nodes (`client.command_rate_limit_scope = "cluster"`).
     command_limiter: OnceLock<Arc<dyn ClusterLimiter>>,
+    /// The backend proxies the configuration names, and the HTTP that reaches them.
+    pub proxies: crate::proxy::Endpoints,
+    proxy_transport: OnceLock<Arc<dyn crate::proxy::ProxyTransport>>,
+    jwks_fetcher: OnceLock<Arc<dyn crate::jwks::JwksFetcher>>,
 }
 
 impl Node {
@@ -153,6 +157,7 @@ impl Node {
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
         let verifier = Verifier::new(&config.token)?;
+        let proxies = crate::proxy::Endpoints::build(&config)?;
         let hub = Arc::new(Hub::default());
         broker.set_handler(Arc::new(HubBroker(hub.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
@@ -168,6 +173,9 @@ impl Node {
             uid,
             started: Instant::now(),
             command_limiter: OnceLock::new(),
+            proxies,
+            proxy_transport: OnceLock::new(),
+            jwks_fetcher: OnceLock::new(),
         }))
     }
 
@@ -175,6 +183,33 @@ impl Node {
     /// (once, before sessions start; later calls are ignored).
     pub fn set_command_limiter(&self, limiter: Arc<dyn ClusterLimiter>) {
         let _ = self.command_limiter.set(limiter);
+    }
+
+    /// The HTTP client of the proxies (once, before sessions start). Without it, a
+    /// configured proxy answers error 100.
+    pub fn set_proxy_transport(&self, t: Arc<dyn crate::proxy::ProxyTransport>) {
+        let _ = self.proxy_transport.set(t);
+    }
+
+    /// The HTTP client of `client.token.jwks_public_endpoint` (once, before sessions start).
+    pub fn set_jwks_fetcher(&self, f: Arc<dyn crate::jwks::JwksFetcher>) {
+        let _ = self.jwks_fetcher.set(f);
+    }
+
+    /// Before verifying `token`: with a JWKS endpoint, makes sure the key it names (`kid`)
+    /// is cached if the endpoint has it (fetching the set when needed, rate-limited).
+    pub async fn prepare_token(&self, token: &str) {
+        let (Some(cache), Some(f)) = (self.verifier.jwks(), self.jwks_fetcher.get()) else {
+            return;
+        };
+        let Ok(h) = jsonwebtoken::decode_header(token) else { return };
+        if let Some(kid) = h.kid {
+            cache.ensure(&kid, f.as_ref(), Instant::now()).await;
+        }
+    }
+
+    pub(crate) fn proxy_transport(&self) -> Option<&Arc<dyn crate::proxy::ProxyTransport>> {
+        self.proxy_transport.get()
     }
 
     pub(crate) fn command_limiter(&self) -> Option<&Arc<dyn ClusterLimiter>> {

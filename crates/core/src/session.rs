@@ -25,6 +25,7 @@ use crate::config::ChannelOptions;
 use crate::engine::{EngineError, HistoryQuery, StreamPosition};
 use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
+use crate::proxy::{self, ProxyKind};
 use crate::ratelimit::{admit_on_error, RateLimitScope, TokenBucket};
 use crate::token::TokenError;
 use crate::vecmap::VecMap;
@@ -41,16 +42,24 @@ pub struct Output {
 
 /// A reason to end the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Disconnect(u16, &'static str);
+struct Disconnect(u16, std::borrow::Cow<'static, str>);
 
-const BAD_REQUEST: Disconnect = Disconnect(dc::BAD_REQUEST, "bad request");
+impl Disconnect {
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Disconnect(code, std::borrow::Cow::Borrowed(reason))
+    }
+}
+
+const BAD_REQUEST: Disconnect = Disconnect::new(dc::BAD_REQUEST, "bad request");
 /// The client's replies outgrew `client.queue_max_size`, as a slow reader's pushes would.
-const SLOW: Disconnect = Disconnect(dc::SLOW, "slow");
-const INVALID_TOKEN: Disconnect = Disconnect(dc::INVALID_TOKEN, "invalid token");
+const SLOW: Disconnect = Disconnect::new(dc::SLOW, "slow");
+const INVALID_TOKEN: Disconnect = Disconnect::new(dc::INVALID_TOKEN, "invalid token");
 
 /// Outcome of one command: a result to reply with, an error reply, or a disconnect.
 enum Fail {
     Error(ApiError),
+    /// A backend's error through a proxy, with its own `temporary`.
+    Backend(crate::proxy::BackendError),
     Disconnect(Disconnect),
 }
 
@@ -130,6 +139,12 @@ struct Sub {
     chan_info: Bytes,
     /// When a subscription token runs out (monotonic), if it does.
     expires: Option<Instant>,
+    /// Presence and join/leave as subscribed (a proxy's `override` may differ from the
+    /// namespace).
+    presence: bool,
+    join_leave: bool,
+    /// At `expires`, the sub refresh proxy is asked (the client was not told of expiry).
+    server_refresh: bool,
 }
 
 /// One client's session. See the module docs.
@@ -153,6 +168,8 @@ pub struct Session {
     /// Boxed: most deployments set no limit, and every idle session carries this field.
     limiter: Option<Box<TokenBucket>>,
     refused: u32,
+    /// Forwarded headers and connection meta for the backend proxies.
+    proxy: Option<Box<proxied::ProxyConn>>,
 }
 
 /// Refused commands in a row after which a client that keeps going is closed with 3013.
@@ -183,6 +200,7 @@ impl Session {
                 r => Some(Box::new(TokenBucket::new(f64::from(r), f64::from(r), now.mono))),
             },
             refused: 0,
+            proxy: None,
             node,
         }
     }
@@ -256,7 +274,7 @@ impl Session {
             self.refused += 1;
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
             if self.refused > REFUSALS_BEFORE_CLOSE {
-                return Err(Disconnect(dc::TOO_MANY_REQUESTS, "too many requests"));
+                return Err(Disconnect::new(dc::TOO_MANY_REQUESTS, "too many requests"));
             }
             if id > 0 {
                 let e = Error {
@@ -316,18 +334,20 @@ impl Session {
                 ..Default::default()
             })
         } else if let Some(req) = cmd.refresh {
-            self.refresh(&req.token, now).map(|r| Reply {
+            self.refresh(&req.token, now).await.map(|r| Reply {
                 refresh: Some(r),
                 ..Default::default()
             })
         } else if let Some(req) = cmd.sub_refresh {
-            self.sub_refresh(req, now).map(|r| Reply {
+            self.sub_refresh(req, now).await.map(|r| Reply {
                 sub_refresh: Some(r),
                 ..Default::default()
             })
-        } else if cmd.rpc.is_some() {
-            // No RPC handler is configured: 108, as Centrifugo answers without an RPC proxy.
-            Err(err(ec::NOT_AVAILABLE, "not available"))
+        } else if let Some(req) = cmd.rpc {
+            self.rpc(req).await.map(|r| Reply {
+                rpc: Some(r),
+                ..Default::default()
+            })
         } else if cmd.send.is_some() {
             // Asynchronous message to the server: no handler is configured, and `send`
             // has no reply.
@@ -369,6 +389,18 @@ impl Session {
                 };
                 out.reply(&r);
             }
+            Err(Fail::Backend(e)) => {
+                metrics::counter!("wshub_reply_errors_total", "code" => e.code.to_string()).increment(1);
+                out.reply(&Reply {
+                    id,
+                    error: Some(Error {
+                        code: e.code,
+                        message: e.message,
+                        temporary: e.temporary,
+                    }),
+                    ..Default::default()
+                });
+            }
             Err(Fail::Disconnect(d)) => return Err(d),
         }
         Ok(())
@@ -394,18 +426,40 @@ impl Session {
         if self.state != State::Connecting {
             return Err(Fail::Disconnect(BAD_REQUEST));
         }
-        let cfg = &self.node.config.session;
-        let claims = if req.token.is_empty() {
-            if !cfg.allow_anonymous_connect_without_token {
-                return Err(Fail::Disconnect(INVALID_TOKEN));
-            }
-            Default::default()
-        } else {
+        let node = self.node.clone();
+        let cfg = &node.config.session;
+        self.client = Arc::from(uuid::Uuid::new_v4().to_string());
+        let mut proxied: Option<proxied::ProxyConnect> = None;
+        let mut claims = if !req.token.is_empty() {
+            node.prepare_token(&req.token).await;
             match self.node.verifier.verify_connect(&req.token, now.unix) {
                 Ok(c) => c,
                 Err(e) => return Err(token_fail(e)),
             }
+        } else if let Some(ep) = node.proxies.connect.as_ref() {
+            match self.connect_via_proxy(ep, &req).await? {
+                Some(p) => proxied.insert(p).claims.clone(),
+                None if cfg.allow_anonymous_connect_without_token || cfg.insecure => Default::default(),
+                // Centrifugo: a connect proxy that answers no result gives no credentials.
+                None => return Err(Fail::Disconnect(BAD_REQUEST)),
+            }
+        } else if cfg.allow_anonymous_connect_without_token || cfg.insecure {
+            Default::default()
+        } else {
+            return Err(Fail::Disconnect(INVALID_TOKEN));
         };
+        if cfg.insecure {
+            claims.expire_at = None;
+        }
+        let personal = (cfg.personal_channel.enabled && !claims.user.is_empty()).then(|| cfg.personal_channel.channel(&claims.user));
+        if let Some(p) = &personal {
+            if node.options(p).is_err() {
+                return Err(err(ec::UNKNOWN_CHANNEL, "unknown personal channel namespace"));
+            }
+            if !claims.channels.contains(p) {
+                claims.channels.push(p.clone());
+            }
+        }
         if claims.channels.len() > cfg.channel_limit {
             // Server-side subscriptions count against `client.channel_limit` like the
             // client's own: refused before anything is registered.
@@ -413,10 +467,13 @@ impl Session {
         }
         if cfg.user_connection_limit > 0 && !claims.user.is_empty() && self.node.user_connections(&claims.user) >= cfg.user_connection_limit
         {
-            return Err(Fail::Disconnect(Disconnect(dc::CONNECTION_LIMIT, "connection limit")));
+            return Err(Fail::Disconnect(Disconnect::new(dc::CONNECTION_LIMIT, "connection limit")));
+        }
+        if personal.is_some() && cfg.personal_channel.single_connection {
+            // One connection per user: the user's others on this node are closed.
+            node.disconnect_user(&claims.user, "", &[], dc::CONNECTION_LIMIT, "connection limit");
         }
         let ping = cfg.ping_interval;
-        self.client = Arc::from(uuid::Uuid::new_v4().to_string());
         self.user = claims.user;
         self.conn_info = claims.info;
         self.state = State::Connected;
@@ -437,14 +494,35 @@ impl Session {
         }
         if let Some(exp) = claims.expire_at {
             self.set_expiry(Some(exp), now);
-            result.expires = true;
-            result.ttl = exp.saturating_sub(now.unix) as u32;
+            // With a refresh proxy the server refreshes; the client is not told of expiry.
+            if node.proxies.refresh.is_none() {
+                result.expires = true;
+                result.ttl = exp.saturating_sub(now.unix) as u32;
+            }
         }
+        let mut sub_opts = match proxied {
+            Some(p) => {
+                result.data = p.data;
+                p.subs
+            }
+            None => Default::default(),
+        };
         // Server-side subscriptions from the token, with recovery as the client asks.
         for ch in claims.channels {
-            let Ok(opts) = self.node.options(&ch).cloned() else {
+            let Ok(mut opts) = self.node.options(&ch).cloned() else {
                 tracing::debug!(channel = %ch, "server-side subscription to an unknown namespace skipped");
                 continue;
+            };
+            let extra = sub_opts.remove(&ch);
+            if let Some(o) = extra.as_ref().and_then(|e| e.override_.as_ref()) {
+                opts = o.apply(&opts);
+            }
+            let (chan_info, sub_data) = match &extra {
+                Some(e) => (
+                    proxy::raw_or_b64(&e.info, &e.b64info).ok().flatten().unwrap_or_default(),
+                    proxy::raw_or_b64(&e.data, &e.b64data).ok().flatten().unwrap_or_default(),
+                ),
+                None => Default::default(),
             };
             let since = req.subs.get(&ch).filter(|s| s.recover).map(|s| StreamPosition {
                 offset: s.offset,
@@ -461,16 +539,22 @@ impl Session {
                 recoverable,
                 since: since.filter(|_| recoverable),
                 reply_budget: Some(budget),
+                chan_info,
+                // As Centrifugo: server-side subscriptions get join/leave pushes when the
+                // namespace forces them.
+                join_leave: opts.join_leave && opts.force_push_join_leave,
                 delta,
                 ..Default::default()
             };
             match self.do_subscribe(&ch, &opts, params).await {
-                Ok(r) => {
+                Ok(mut r) => {
+                    r.data = sub_data;
                     budget = budget.saturating_sub(publications_bound(&r.publications));
                     result.subs.push(SubscribeResultEntry { key: ch, value: Some(r) })
                 }
                 Err(Fail::Disconnect(d)) => return Err(Fail::Disconnect(d)),
                 Err(Fail::Error(e)) => tracing::debug!(channel = %ch, error = %e, "server-side subscription failed"),
+                Err(Fail::Backend(e)) => tracing::debug!(channel = %ch, code = e.code, "server-side subscription failed"),
             }
         }
         Ok(result)
@@ -478,11 +562,16 @@ impl Session {
 
     fn set_expiry(&mut self, expire_at: Option<u64>, now: Now) {
         self.expire_at = expire_at;
-        self.expired_close_at = expire_at.map(|e| mono_at(now, e) + self.node.config.session.expired_close_delay);
+        // With a refresh proxy the timer is the moment to ask it, not the close.
+        let delay = match self.node.proxies.refresh {
+            Some(_) => Duration::ZERO,
+            None => self.node.config.session.expired_close_delay,
+        };
+        self.expired_close_at = expire_at.map(|e| mono_at(now, e) + delay);
     }
 
     async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
-        let opts = self.node.options(&req.channel)?.clone();
+        let mut opts = self.node.options(&req.channel)?.clone();
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
@@ -503,17 +592,34 @@ impl Session {
         }
         let mut chan_info = Bytes::new();
         let mut expires = None;
+        let mut proxy_data = Bytes::new();
+        let mut server_refresh = false;
+        let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(&req.channel, &self.user).is_some();
+        let subscribe_proxy = self.node.proxies.for_channel(ProxyKind::Subscribe, &opts).cloned();
         if !req.token.is_empty() {
+            self.node.prepare_token(&req.token).await;
             let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
             if claims.channel != req.channel || claims.user != self.user {
                 return Err(err(ec::PERMISSION_DENIED, "permission denied"));
             }
             chan_info = claims.info;
             expires = claims.expire_at;
+        } else if let (Some(ep), false) = (subscribe_proxy, user_limited) {
+            let p = self.subscribe_via_proxy(&ep, &req).await?;
+            if let Some(o) = &p.override_ {
+                opts = o.apply(&opts);
+            }
+            chan_info = p.chan_info;
+            proxy_data = p.data;
+            expires = p.expire_at;
+            server_refresh = expires.is_some() && self.node.proxies.for_channel(ProxyKind::SubRefresh, &opts).is_some();
         } else {
             let allowed = match channel::user_limited_allows(&req.channel, &self.user) {
                 Some(true) if opts.allow_user_limited_channels => true,
-                _ => opts.allow_subscribe_for_client && (!self.user.is_empty() || opts.allow_subscribe_for_anonymous),
+                _ => {
+                    (opts.allow_subscribe_for_client && (!self.user.is_empty() || opts.allow_subscribe_for_anonymous))
+                        || self.node.config.session.insecure
+                }
             };
             if !allowed {
                 return Err(err(ec::PERMISSION_DENIED, "permission denied"));
@@ -538,7 +644,11 @@ impl Session {
             filter: req.tf,
         };
         let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
-        if let Some(e) = expires {
+        r.data = proxy_data;
+        if let Some(s) = self.subs.get_mut(&req.channel) {
+            s.server_refresh = server_refresh;
+        }
+        if let (Some(e), false) = (expires, server_refresh) {
             r.expires = true;
             r.ttl = e.saturating_sub(now.unix) as u32;
         }
@@ -658,7 +768,7 @@ impl Session {
             if let Err(gap) = node.hub.finish_recovery_with_base(ch, conn_id, top.offset, delta_base) {
                 tracing::debug!(channel = %ch, %gap, "recovery gap");
                 self.release(ch, opts, false).await;
-                return Err(Fail::Disconnect(Disconnect(dc::INSUFFICIENT_STATE, "insufficient state")));
+                return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
             }
         }
         let info = self.client_info(chan_info.clone());
@@ -670,22 +780,35 @@ impl Session {
         if opts.join_leave {
             let _ = node.broker.publish_join(ch, info).await;
         }
-        self.subs.insert(ch.to_string(), Sub { chan_info, expires });
+        self.subs.insert(
+            ch.to_string(),
+            Sub {
+                chan_info,
+                expires,
+                presence: opts.presence,
+                join_leave: opts.join_leave,
+                server_refresh: false,
+            },
+        );
         Ok(result)
     }
 
     /// Leaves a channel's hub entry, presence and, when `leave`, pushes a leave.
     async fn release(&mut self, ch: &str, opts: &ChannelOptions, leave: bool) {
         let node = self.node.clone();
-        let chan_info = self.subs.remove(ch).map(|s| s.chan_info).unwrap_or_default();
+        let sub = self.subs.remove(ch);
+        let (presence, join_leave) = sub
+            .as_ref()
+            .map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
+        let chan_info = sub.map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
             let _ = node.broker.unsubscribe(ch).await;
         }
         if leave {
-            if opts.presence {
+            if presence {
                 let _ = node.presence.remove_presence(ch, &self.client).await;
             }
-            if opts.join_leave {
+            if join_leave {
                 let _ = node.broker.publish_leave(ch, self.client_info(chan_info)).await;
             }
         }
@@ -701,22 +824,29 @@ impl Session {
 
     async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, Fail> {
         let opts = self.node.options(&req.channel)?;
-        let allowed = (opts.allow_publish_for_client && (!self.user.is_empty() || opts.allow_publish_for_anonymous))
-            || (opts.allow_publish_for_subscriber && self.subs.contains_key(&req.channel));
-        if !allowed {
-            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
-        }
+        let publish_proxy = self.node.proxies.for_channel(ProxyKind::Publish, opts).cloned();
+        let (data, skip_history) = if let Some(ep) = publish_proxy {
+            self.publish_via_proxy(&ep, &req.channel, &req.data).await?
+        } else {
+            let allowed = (opts.allow_publish_for_client && (!self.user.is_empty() || opts.allow_publish_for_anonymous))
+                || (opts.allow_publish_for_subscriber && self.subs.contains_key(&req.channel))
+                || self.node.config.session.insecure;
+            if !allowed {
+                return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+            }
+            (req.data, false)
+        };
         let chan_info = self.subs.get(&req.channel).map(|s| s.chan_info.clone()).unwrap_or_default();
         let info = self.client_info(chan_info);
         self.node
             .clone()
-            .publish(&req.channel, req.data, Some(info), false, HashMap::new())
+            .publish(&req.channel, data, Some(info), skip_history, HashMap::new())
             .await?;
         Ok(PublishResult {})
     }
 
     fn may_read(&self, ch: &str, for_client: bool, for_subscriber: bool) -> Result<(), Fail> {
-        if for_client || (for_subscriber && self.subs.contains_key(ch)) {
+        if for_client || (for_subscriber && self.subs.contains_key(ch)) || self.node.config.session.insecure {
             Ok(())
         } else {
             Err(err(ec::PERMISSION_DENIED, "permission denied"))
@@ -766,7 +896,8 @@ impl Session {
         })
     }
 
-    fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+    async fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+        self.node.prepare_token(token).await;
         let claims = match self.node.verifier.verify_connect(token, now.unix) {
             Ok(c) => c,
             Err(e) => return Err(token_fail(e)),
@@ -783,10 +914,11 @@ impl Session {
         })
     }
 
-    fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
+    async fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
         if !self.subs.contains_key(&req.channel) {
             return Err(err(ec::BAD_REQUEST, "not subscribed"));
         }
+        self.node.prepare_token(&req.token).await;
         let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
         if claims.channel != req.channel || claims.user != self.user {
             return Err(err(ec::PERMISSION_DENIED, "permission denied"));
@@ -808,13 +940,20 @@ impl Session {
             return out.finish();
         }
         if due(self.stale_at) {
-            return out.disconnect(Disconnect(dc::STALE, "stale"));
+            return out.disconnect(Disconnect::new(dc::STALE, "stale"));
         }
         if due(self.pong_deadline) {
-            return out.disconnect(Disconnect(dc::NO_PONG, "no pong"));
+            return out.disconnect(Disconnect::new(dc::NO_PONG, "no pong"));
         }
         if due(self.expired_close_at) {
-            return out.disconnect(Disconnect(dc::EXPIRED, "connection expired"));
+            match self.node.proxies.refresh.clone() {
+                Some(ep) => {
+                    if let Err(d) = self.refresh_via_proxy(&ep, now).await {
+                        return out.disconnect(d);
+                    }
+                }
+                None => return out.disconnect(Disconnect::new(dc::EXPIRED, "connection expired")),
+            }
         }
         if due(self.ping_at) {
             // The server's ping is an empty reply; the client answers with an empty command.
@@ -825,7 +964,27 @@ impl Session {
             self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
             self.refresh_presence().await;
         }
-        let expired: Vec<String> = self.subs.iter().filter(|(_, s)| due(s.expires)).map(|(c, _)| c.clone()).collect();
+        let due_subs: Vec<(String, bool)> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| due(s.expires))
+            .map(|(c, s)| (c.clone(), s.server_refresh))
+            .collect();
+        let mut expired = Vec::new();
+        for (ch, server_refresh) in due_subs {
+            let ep = match (server_refresh, self.node.options(&ch)) {
+                (true, Ok(o)) => self.node.proxies.for_channel(ProxyKind::SubRefresh, o).cloned(),
+                _ => None,
+            };
+            match ep {
+                Some(ep) => match self.sub_refresh_via_proxy(&ep, &ch, now).await {
+                    Ok(true) => {}
+                    Ok(false) => expired.push(ch),
+                    Err(d) => return out.disconnect(d),
+                },
+                None => expired.push(ch),
+            }
+        }
         for ch in expired {
             self.unsubscribe(&ch).await;
             out.reply(&Reply {
@@ -848,7 +1007,7 @@ impl Session {
     async fn refresh_presence(&mut self) {
         let node = self.node.clone();
         for (ch, sub) in &self.subs {
-            if node.options(ch).is_ok_and(|o| o.presence) {
+            if sub.presence {
                 let info = self.client_info(sub.chan_info.clone());
                 if let Err(e) = node.presence.add_presence(ch, &self.client, info).await {
                     tracing::debug!(channel = %ch, error = %e, "presence not refreshed");
@@ -896,6 +1055,7 @@ impl Session {
                     }),
                     Err(Fail::Disconnect(d)) => return out.disconnect(d),
                     Err(Fail::Error(e)) => tracing::debug!(%channel, error = %e, "server subscribe failed"),
+                    Err(Fail::Backend(e)) => tracing::debug!(%channel, code = e.code, "server subscribe failed"),
                 }
             }
             Control::Unsubscribe { channel } => {
@@ -1084,6 +1244,8 @@ impl Writer {
         }
     }
 }
+
+mod proxied;
 
 #[cfg(test)]
 mod tests;

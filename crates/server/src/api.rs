@@ -216,6 +216,14 @@ pub struct ChannelParam {
     pub channel: String,
 }
 
+/// `rpc` parameters: a method for the RPC proxy and its params.
+#[derive(Debug, Deserialize)]
+pub struct RpcParams {
+    pub method: String,
+    #[serde(default)]
+    pub params: Option<Box<RawValue>>,
+}
+
 /// `history` parameters.
 #[derive(Debug, Deserialize)]
 pub struct HistoryParams {
@@ -274,6 +282,7 @@ pub enum ApiRequest {
     Connections(ConnectionsParams),
     Info,
     Batch(BatchParams),
+    Rpc(RpcParams),
 }
 
 impl ApiRequest {
@@ -312,11 +321,8 @@ pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestErr
             ApiRequest::Info
         }
         "batch" => ApiRequest::Batch(params(body)?),
-        "rpc" => {
-            // No RPC handler is configured (Centrifugo answers 108 without an RPC proxy).
-            check_json(body)?;
-            return Err(ApiError::new(ec::NOT_AVAILABLE, "not available").into());
-        }
+        // Through the RPC proxy (108 without one, as Centrifugo answers).
+        "rpc" => ApiRequest::Rpc(params(body)?),
         _ => {
             check_json(body)?;
             return Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found").into());
@@ -347,6 +353,12 @@ fn no_session(session: &str) -> Result<(), ApiError> {
 pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, ApiError> {
     let node = &cluster.node;
     match request {
+        ApiRequest::Rpc(p) => {
+            let data = p.params.map(|r| Bytes::copy_from_slice(r.get().as_bytes())).unwrap_or_default();
+            let out = wshub_core::proxy::api_rpc(node, &p.method, data).await?;
+            let data: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+            Ok(if out.is_empty() { json!({}) } else { json!({ "data": data }) })
+        }
         ApiRequest::Publish(p) => {
             let data = data_bytes(p.data, &p.b64data)?;
             let key = idempotency_key(&p.idempotency_key)?;
@@ -581,7 +593,11 @@ mod tests {
         assert_eq!(code(parse_request("publish", b"[0,0,0,0]")), ec::BAD_REQUEST);
         assert_eq!(code(parse_request("batch", br#"{"commands": 5}"#)), ec::BAD_REQUEST);
         assert_eq!(code(parse_request("frobnicate", b"{}")), ec::METHOD_NOT_FOUND);
-        assert_eq!(code(parse_request("rpc", br#"{"method":"x","data":{}}"#)), ec::NOT_AVAILABLE);
+        // Without an RPC proxy the call itself answers 108 (tests/node_bad_input.rs).
+        assert!(matches!(
+            parse_request("rpc", br#"{"method":"x","params":{}}"#),
+            Ok(ApiRequest::Rpc(_))
+        ));
         let b = parse_request(
             "batch",
             br#"{"commands": [{"info": {}}, {"publish": {"channel": "a", "data": 1}}]}"#,

@@ -51,18 +51,39 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     if let Some(l) = &limiters.command {
         node.set_command_limiter(l.clone());
     }
+    if !node.proxies.is_empty() {
+        let t = crate::proxy::HttpProxy::new(&node.proxies).map_err(LoadError)?;
+        node.set_proxy_transport(Arc::new(t));
+    }
+    if node.verifier.jwks().is_some() {
+        let f = crate::proxy::HttpJwks::new(&config.client.token.jwks_public_endpoint).map_err(LoadError)?;
+        node.set_jwks_fetcher(Arc::new(f));
+    }
+    // Only the headers some proxy forwards are kept by a session.
+    let forwarded = node.proxies.forwarded_headers();
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
-    let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri| {
+    let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
         if uri.path() == UNI_WS_PATH {
-            return Box::new(ClientHandler::unidirectional(factory_node.clone(), queue));
+            let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
+            h.set_request_headers(crate::http::forwarded_headers(&factory_node, headers));
+            return Box::new(h);
         }
         let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
             || uri
                 .query()
                 .is_some_and(|q| q.split('&').any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf"));
         let format = if protobuf { Format::Protobuf } else { Format::Json };
-        Box::new(ClientHandler::new(factory_node.clone(), format, accepted.deflate, queue))
+        let mut h = ClientHandler::new(factory_node.clone(), format, accepted.deflate, queue);
+        if !forwarded.is_empty() {
+            let kept: Vec<(String, String)> = headers
+                .iter()
+                .filter(|(k, _)| forwarded.iter().any(|f| f == k.as_str()))
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            h.set_request_headers(kept);
+        }
+        Box::new(h)
     });
     let ws = &config.websocket;
     let server = ServerConfig {

@@ -108,6 +108,14 @@ impl ConnectionHandle for ConnShared {
     fn unidirectional(&self) -> bool {
         self.uni
     }
+
+    fn transport_name(&self) -> &'static str {
+        if self.uni {
+            "uni_websocket"
+        } else {
+            "websocket"
+        }
+    }
 }
 
 impl ConnShared {
@@ -167,6 +175,11 @@ impl ClientHandler {
             timer_due: false,
             controls: Vec::new(),
         }
+    }
+
+    /// The upgrade request headers that the backend proxies forward.
+    pub fn set_request_headers(&mut self, headers: Vec<(String, String)>) {
+        self.session.set_request_headers(headers);
     }
 
     fn apply(&self, conn: &mut Connection, out: Output) {

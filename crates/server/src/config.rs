@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wshub_core::config::{ChannelConfig, NodeConfig, SessionConfig, TokenConfig};
+use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, TokenConfig};
 use wshub_core::duration;
+use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::ratelimit::RateLimitScope;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -34,6 +35,10 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub log: Log,
     pub node: NodeSection,
+    /// `rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`.
+    pub rpc: RpcConfig,
+    /// Named proxies, reached by `*_proxy_name` in namespaces.
+    pub proxies: Vec<NamedProxy>,
 }
 
 impl Default for Config {
@@ -56,6 +61,8 @@ impl Default for Config {
             shutdown: Shutdown::default(),
             log: Log::default(),
             node: NodeSection::default(),
+            rpc: RpcConfig::default(),
+            proxies: Vec::new(),
         }
     }
 }
@@ -149,6 +156,11 @@ pub struct Client {
     pub connection_rate_limit_per_ip: u32,
     /// `cluster`: the per-IP connection rate counts across every node.
     pub connection_rate_limit_per_ip_scope: RateLimitScope,
+    /// `client.proxy.connect` and `client.proxy.refresh`.
+    pub proxy: ClientProxies,
+    /// Development only: connect without a token, every channel permission granted.
+    pub insecure: bool,
+    pub subscribe_to_user_personal_channel: PersonalChannel,
 }
 
 impl Default for Client {
@@ -174,6 +186,9 @@ impl Default for Client {
             command_rate_limit_scope: RateLimitScope::Node,
             connection_rate_limit_per_ip: 0,
             connection_rate_limit_per_ip_scope: RateLimitScope::Node,
+            proxy: ClientProxies::default(),
+            insecure: s.insecure,
+            subscribe_to_user_personal_channel: s.personal_channel,
         }
     }
 }
@@ -638,6 +653,13 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             queue_max_size: c.client.queue_max_size,
             history_max_publication_limit: c.client.history_max_publication_limit,
             recovery_max_publication_limit: c.client.recovery_max_publication_limit,
+            insecure: c.client.insecure,
+            personal_channel: c.client.subscribe_to_user_personal_channel.clone(),
+        },
+        proxy: ProxySettings {
+            client: c.client.proxy.clone(),
+            rpc: c.rpc.clone(),
+            named: c.proxies.clone(),
         },
     }
 }

@@ -142,6 +142,7 @@ struct Outbox {
 pub struct StreamConn {
     id: u64,
     format: Format,
+    transport: Transport,
     uni: bool,
     session: String,
     max_queue: usize,
@@ -189,6 +190,10 @@ impl ConnectionHandle for StreamConn {
     fn unidirectional(&self) -> bool {
         self.uni
     }
+
+    fn transport_name(&self) -> &'static str {
+        self.transport.name()
+    }
 }
 
 /// The streaming response body: chunks from the session's task.
@@ -230,6 +235,8 @@ pub struct StreamSettings {
     pub max_queue: usize,
     /// `websocket.write_timeout`: a client that reads nothing for this long is dropped.
     pub write_timeout: Option<Duration>,
+    /// The request headers that a configured proxy forwards (`Cookie`…).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Starts an emulated connection whose first message is `connect` (the encoded commands of
@@ -247,6 +254,7 @@ pub fn start(
     let conn = Arc::new(StreamConn {
         id: node.next_connection_id(),
         format: settings.format,
+        transport: settings.transport,
         uni: settings.transport.unidirectional(),
         session: session_id(),
         max_queue: settings.max_queue,
@@ -263,8 +271,10 @@ pub fn start(
         cluster.register_emulation(&conn.session, cmd_tx);
         None
     };
+    let mut session = Session::new(node, conn.clone(), Now::system());
+    session.set_request_headers(settings.headers.clone());
     let task = Task {
-        session: Session::new(node, conn.clone(), Now::system()),
+        session,
         conn,
         settings,
         body: body_tx,

@@ -30,8 +30,9 @@ use crate::api::{ApiRequest, RequestError};
 use crate::driver::{drive, Handler, Outcome};
 use tokio_rustls::server::TlsStream;
 
-/// Makes the handler of a new WebSocket connection from what was agreed and the URI.
-pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri) -> Box<dyn Handler> + Send + Sync>;
+/// Makes the handler of a new WebSocket connection from what was agreed, the URI and the
+/// request headers (some are forwarded to the backend proxies).
+pub type HandlerFactory = Arc<dyn Fn(&Accepted, &http::Uri, &http::HeaderMap) -> Box<dyn Handler> + Send + Sync>;
 
 /// The server API's settings.
 #[derive(Clone)]
@@ -762,6 +763,19 @@ async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &S
     }
 }
 
+/// The request headers that some configured proxy forwards (`Cookie`…), for a session.
+pub(crate) fn forwarded_headers(node: &Node, headers: &http::HeaderMap) -> Vec<(String, String)> {
+    let forwarded = node.proxies.forwarded_headers();
+    if forwarded.is_empty() {
+        return Vec::new();
+    }
+    headers
+        .iter()
+        .filter(|(k, _)| forwarded.iter().any(|f| f == k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
 /// Opens a stream for a streaming endpoint's request (its body already read): the body to
 /// send and its content type, or the refusal.
 pub(crate) async fn open_stream(
@@ -835,6 +849,7 @@ pub(crate) async fn open_stream(
             format,
             max_queue: e.max_queue,
             write_timeout: shared.config.write_timeout,
+            headers: forwarded_headers(&api.node, &parts.headers),
         },
         connect,
         move || {
@@ -970,7 +985,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
-    let handler = (shared.config.handler)(&accepted, req.uri());
+    let handler = (shared.config.handler)(&accepted, req.uri(), req.headers());
     let task_shared = shared.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod rawstream;
 pub mod tls;
 

@@ -53,6 +53,12 @@ fn describe() {
     );
     describe_counter!("wshub_publications_total", "publications delivered to the hub");
     describe_gauge!("wshub_queue_bytes", "bytes queued for clients (sum over connections)");
+    describe_counter!(
+        "wshub_proxy_calls_total",
+        "calls to backend proxies by kind and outcome (ok, error, disconnect, timeout, unreachable, status, garbage)"
+    );
+    describe_histogram!("wshub_proxy_duration_seconds", "time of one backend proxy call, by kind");
+    describe_counter!("wshub_jwks_fetches_total", "fetches of the JWKS key set by outcome");
     describe_histogram!(
         "wshub_fanout_latency_seconds",
         "time to hand one publication to every local subscriber"

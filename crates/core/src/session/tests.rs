@@ -868,3 +868,104 @@ fn command_rate_limit_fails_open() {
         assert_eq!((r[0]["error"]["code"].as_u64(), d), (Some(103), None));
     }
 }
+
+/// `client.insecure`: no token needed, every channel permission granted, token expiry
+/// ignored; without it, the same commands are refused.
+#[test]
+fn insecure_mode_grants_everything() {
+    let node = node_with(|c| {
+        c.session.insecure = true;
+        c.channel.namespaces.push(Namespace {
+            name: "locked".into(),
+            options: ChannelOptions {
+                presence: true,
+                history_size: 5,
+                history_ttl: Duration::from_secs(60),
+                ..Default::default()
+            },
+        });
+    });
+    let mut c = Client::new(&node, start());
+    let (r, d) = c.send(r#"{"id":1,"connect":{}}"#);
+    assert_eq!(d, None, "{r:?}");
+    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"locked:a"}}"#);
+    assert!(r[0]["subscribe"].is_object(), "{r:?}");
+    let (r, _) = c.send(r#"{"id":3,"publish":{"channel":"locked:b","data":{"x":1}}}"#);
+    assert!(r[0]["publish"].is_object(), "{r:?}");
+    let (r, _) = c.send(r#"{"id":4,"history":{"channel":"locked:b","limit":-1}}"#);
+    assert_eq!(r[0]["history"]["publications"][0]["data"]["x"], 1, "{r:?}");
+    let (r, _) = c.send(r#"{"id":5,"presence":{"channel":"locked:a"}}"#);
+    assert!(r[0]["presence"].is_object(), "{r:?}");
+    // A token's expiry is ignored.
+    let token = make_hs256(SECRET, &json!({"sub": "u", "exp": 1_700_000_010})).unwrap();
+    let mut t = Client::new(&node, start());
+    let (r, _) = t.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    assert_eq!(r[0]["connect"]["expires"], serde_json::Value::Null, "{r:?}");
+
+    let strict = node_with(|c| {
+        c.session.allow_anonymous_connect_without_token = true;
+        c.channel.namespaces.push(Namespace {
+            name: "locked".into(),
+            options: ChannelOptions::default(),
+        });
+    });
+    let mut c = Client::new(&strict, start());
+    c.send(r#"{"id":1,"connect":{}}"#);
+    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"locked:a"}}"#);
+    assert_eq!(r[0]["error"]["code"], 103);
+    let (r, _) = c.send(r#"{"id":3,"publish":{"channel":"locked:b","data":{"x":1}}}"#);
+    assert_eq!(r[0]["error"]["code"], 103);
+}
+
+/// `client.subscribe_to_user_personal_channel`: `#user` (or `ns:#user`) as a server-side
+/// subscription; `single_connection` closes the user's other connections.
+#[test]
+fn personal_channel_and_single_connection() {
+    let node = node_with(|c| {
+        c.session.personal_channel.enabled = true;
+        c.session.personal_channel.personal_channel_namespace = "chat".into();
+        c.session.personal_channel.single_connection = true;
+    });
+    let mut a = Client::new(&node, start());
+    let r = a.connect("alice");
+    assert_eq!(r["subs"]["chat:#alice"]["recoverable"], true, "{r:?}");
+    now_or_never(node.publish("chat:#alice", Bytes::from_static(b"{\"n\":1}"), None, false, HashMap::new())).unwrap();
+    assert_eq!(a.pushes()[0]["push"]["channel"], "chat:#alice");
+    assert!(a.conn.controls.lock().is_empty());
+    let mut b = Client::new(&node, start());
+    b.connect("alice");
+    let controls = a.conn.controls.lock().clone();
+    assert!(
+        matches!(&controls[..], [Control::Disconnect { code: 3504, .. }]),
+        "the first connection is closed: {controls:?}"
+    );
+    // Anonymous connections have no personal channel.
+    let open = node_with(|c| {
+        c.session.personal_channel.enabled = true;
+        c.session.allow_anonymous_connect_without_token = true;
+    });
+    let mut anon = Client::new(&open, start());
+    let (r, _) = anon.send(r#"{"id":1,"connect":{}}"#);
+    assert_eq!(r[0]["connect"]["subs"], serde_json::Value::Null, "{r:?}");
+}
+
+/// Without an RPC proxy `rpc` answers 108; a configured proxy with no transport installed
+/// (no HTTP in the core) is error 100, temporary.
+#[test]
+fn rpc_without_a_proxy_and_without_a_transport() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"rpc":{"method":"x","data":{}}}"#);
+    assert_eq!(r[0]["error"]["code"], 108);
+    let node = node_with(|c| {
+        c.proxy.rpc.proxy.endpoint = "http://127.0.0.1:9/rpc".into();
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+    });
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"rpc":{"method":"x","data":{}}}"#);
+    assert_eq!(r[0]["error"], json!({"code": 100, "message": "internal error", "temporary": true}));
+    let (r, _) = c.send(r#"{"id":3,"rpc":{"method":"ns:x","data":{}}}"#);
+    assert_eq!(r[0]["error"]["code"], 104, "unknown RPC namespace");
+}

@@ -207,3 +207,40 @@ proptest! {
         }
     }
 }
+
+/// ES512 (P-521), which jsonwebtoken lacks: verified with the `p521` crate from a PEM
+/// `ecdsa_public_key`; a tampered token, a wrong audience and an expired one are told apart.
+#[test]
+fn es512_with_a_p521_public_key() {
+    use base64::Engine as _;
+    use p521::ecdsa::signature::RandomizedSigner as _;
+    use p521::pkcs8::EncodePublicKey as _;
+    let sk = p521::ecdsa::SigningKey::from_slice(&[1u8; 66]).unwrap();
+    let vk = p521::ecdsa::VerifyingKey::from(&sk);
+    let pk = p521::PublicKey::from_sec1_bytes(&vk.to_encoded_point(false).to_bytes()).unwrap();
+    let pem = pk.to_public_key_pem(Default::default()).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let sign = |claims: serde_json::Value| {
+        let signed = format!(
+            "{}.{}",
+            b64.encode(br#"{"alg":"ES512","typ":"JWT"}"#),
+            b64.encode(claims.to_string())
+        );
+        let sig: p521::ecdsa::Signature = sk.sign_with_rng(&mut rand::rngs::OsRng, signed.as_bytes());
+        format!("{signed}.{}", b64.encode(sig.to_bytes()))
+    };
+    let v = Verifier::new(&TokenConfig {
+        ecdsa_public_key: pem,
+        audience: "app".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let ok = sign(json!({"sub": "p521", "aud": "app", "exp": 2000}));
+    assert_eq!(v.verify_connect(&ok, 1000).unwrap().user, "p521");
+    assert_eq!(v.verify_connect(&ok, 3000), Err(TokenError::Expired));
+    let mut tampered = ok.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    assert!(matches!(v.verify_connect(&tampered, 1000), Err(TokenError::Invalid(_))));
+    let other_aud = sign(json!({"sub": "p521", "aud": "other"}));
+    assert!(matches!(v.verify_connect(&other_aud, 1000), Err(TokenError::Invalid(_))));
+}

@@ -37,7 +37,7 @@ impl TestServer {
             },
             max_message_size,
             handshake_timeout: Duration::from_secs(2),
-            handler: Arc::new(|_, _| Box::new(Echo)),
+            handler: Arc::new(|_, _, _| Box::new(Echo)),
             api: None,
             admission: Default::default(),
             write_timeout: None,

@@ -1,0 +1,783 @@
+//! Proxies to the application's backend (Centrifugo v6's proxy feature): when a client
+//! connects without a token, refreshes, subscribes, publishes or calls an RPC, the node asks
+//! the backend over HTTP, with Centrifugo's request and reply JSON, so that existing
+//! backends work unchanged.
+//!
+//! The core builds the requests and judges the replies; the HTTP itself is a
+//! [`ProxyTransport`] that the server crate implements (keep-alive pool, concurrency bound
+//! per endpoint, timeout). A transport failure (timeout, refused, non-2xx) or an unreadable
+//! reply is error 100 for the client (internal, temporary: the SDK retries), logged with the
+//! endpoint and counted in `wshub_proxy_calls_total{kind,outcome}`; a backend `error` or
+//! `disconnect` reaches the client as given.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::{ChannelOptions, ConfigError, NodeConfig};
+use crate::engine::BoxFuture;
+
+/// One backend endpoint's settings (Centrifugo's `Proxy` object).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// `http://host:port/path`; empty: not configured.
+    pub endpoint: String,
+    #[serde(with = "crate::duration")]
+    pub timeout: Duration,
+    /// Headers of the client's HTTP upgrade request to forward (`Cookie`, `Authorization`...).
+    pub http_headers: Vec<String>,
+    /// Send the connection's `meta` (from the connect proxy's result) with each request.
+    pub include_connection_meta: bool,
+    /// Data goes as `b64data` (base64) instead of raw JSON.
+    pub binary_encoding: bool,
+    pub http: ProxyHttp,
+    /// wshub: requests in flight to this endpoint at once; more wait (within `timeout`).
+    pub max_in_flight: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            endpoint: String::new(),
+            timeout: Duration::from_secs(1),
+            http_headers: Vec::new(),
+            include_connection_meta: false,
+            binary_encoding: false,
+            http: ProxyHttp::default(),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// `http.*` of a proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyHttp {
+    /// Headers sent with every request (forwarded client headers win).
+    pub static_headers: BTreeMap<String, String>,
+    pub tls: ProxyTls,
+}
+
+/// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate
+/// (otherwise the usual public roots are trusted).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyTls {
+    pub enabled: bool,
+    /// PEM text of the CA certificate(s) to trust instead of the public roots.
+    pub server_ca_pem: String,
+}
+
+/// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct SwitchedProxy {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
+}
+
+/// `client.proxy`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ClientProxies {
+    pub connect: SwitchedProxy,
+    pub refresh: SwitchedProxy,
+}
+
+/// `channel.proxy`: the proxies a namespace reaches under the name `default`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ChannelProxies {
+    pub subscribe: ProxyConfig,
+    pub publish: ProxyConfig,
+    pub sub_refresh: ProxyConfig,
+}
+
+/// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NamedProxy {
+    pub name: String,
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
+}
+
+/// Options of an RPC namespace (or of methods without one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcOptions {
+    pub proxy_enabled: bool,
+    /// Empty or `default`: `rpc.proxy`.
+    pub proxy_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcNamespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: RpcOptions,
+}
+
+/// `rpc.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcConfig {
+    pub proxy: ProxyConfig,
+    pub without_namespace: RpcOptions,
+    pub namespaces: Vec<RpcNamespace>,
+}
+
+/// Every proxy setting of the node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxySettings {
+    pub client: ClientProxies,
+    pub rpc: RpcConfig,
+    pub named: Vec<NamedProxy>,
+}
+
+/// What a proxy is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    Connect,
+    Refresh,
+    Subscribe,
+    Publish,
+    SubRefresh,
+    Rpc,
+}
+
+impl ProxyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Connect => "connect",
+            ProxyKind::Refresh => "refresh",
+            ProxyKind::Subscribe => "subscribe",
+            ProxyKind::Publish => "publish",
+            ProxyKind::SubRefresh => "sub_refresh",
+            ProxyKind::Rpc => "rpc",
+        }
+    }
+}
+
+/// A configured endpoint for one kind of call. `id` indexes [`Endpoints::all`].
+#[derive(Debug)]
+pub struct Endpoint {
+    pub id: usize,
+    pub kind: ProxyKind,
+    /// `default` or the name in `proxies`.
+    pub name: String,
+    pub config: ProxyConfig,
+    /// `config.http_headers`, lower case.
+    pub forward: Vec<String>,
+}
+
+/// The endpoints the configuration uses, resolved once at start.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    all: Vec<Arc<Endpoint>>,
+    pub connect: Option<Arc<Endpoint>>,
+    pub refresh: Option<Arc<Endpoint>>,
+    by_kind: HashMap<(ProxyKind, String), Arc<Endpoint>>,
+    rpc: RpcConfig,
+}
+
+const DEFAULT_NAME: &str = "default";
+
+fn name_or_default(n: &str) -> &str {
+    if n.is_empty() {
+        DEFAULT_NAME
+    } else {
+        n
+    }
+}
+
+impl Endpoints {
+    /// Resolves every proxy the configuration refers to; a namespace naming a proxy that
+    /// does not exist is an error naming its key.
+    pub fn build(cfg: &NodeConfig) -> Result<Self, ConfigError> {
+        let p = &cfg.proxy;
+        let mut e = Endpoints {
+            rpc: p.rpc.clone(),
+            ..Default::default()
+        };
+        let bad = |key: String, message: String| ConfigError { key, message };
+        let check = |key: &str, c: &ProxyConfig| -> Result<(), ConfigError> {
+            if !c.endpoint.starts_with("http://") && !c.endpoint.starts_with("https://") {
+                return Err(bad(format!("{key}.endpoint"), "must be an http:// or https:// URL".into()));
+            }
+            if c.timeout.is_zero() {
+                return Err(bad(format!("{key}.timeout"), "must be positive".into()));
+            }
+            if c.max_in_flight == 0 {
+                return Err(bad(format!("{key}.max_in_flight"), "must be positive".into()));
+            }
+            Ok(())
+        };
+        if p.client.connect.enabled {
+            check("client.proxy.connect", &p.client.connect.proxy)?;
+            e.connect = Some(e.add(ProxyKind::Connect, DEFAULT_NAME, &p.client.connect.proxy));
+        }
+        if p.client.refresh.enabled {
+            check("client.proxy.refresh", &p.client.refresh.proxy)?;
+            e.refresh = Some(e.add(ProxyKind::Refresh, DEFAULT_NAME, &p.client.refresh.proxy));
+        }
+        for (i, n) in p.named.iter().enumerate() {
+            if n.name.is_empty() || n.name == DEFAULT_NAME {
+                return Err(bad(format!("proxies[{i}].name"), "must be set and not \"default\"".into()));
+            }
+            check(&format!("proxies[{i}]"), &n.proxy)?;
+        }
+        let lookup = |default: &ProxyConfig, name: &str| -> Option<ProxyConfig> {
+            if name == DEFAULT_NAME {
+                (!default.endpoint.is_empty()).then(|| default.clone())
+            } else {
+                p.named.iter().find(|n| n.name == name).map(|n| n.proxy.clone())
+            }
+        };
+        let mut namespaces: Vec<(String, &ChannelOptions)> = vec![("channel.without_namespace".into(), &cfg.channel.without_namespace)];
+        for (i, ns) in cfg.channel.namespaces.iter().enumerate() {
+            namespaces.push((format!("channel.namespaces[{i}]"), &ns.options));
+        }
+        let cp = &cfg.channel.proxy;
+        for (key, o) in namespaces {
+            let wanted = [
+                (
+                    ProxyKind::Subscribe,
+                    o.subscribe_proxy_enabled,
+                    &o.subscribe_proxy_name,
+                    &cp.subscribe,
+                    "subscribe",
+                ),
+                (
+                    ProxyKind::Publish,
+                    o.publish_proxy_enabled,
+                    &o.publish_proxy_name,
+                    &cp.publish,
+                    "publish",
+                ),
+                (
+                    ProxyKind::SubRefresh,
+                    o.sub_refresh_proxy_enabled,
+                    &o.sub_refresh_proxy_name,
+                    &cp.sub_refresh,
+                    "sub_refresh",
+                ),
+            ];
+            for (kind, enabled, name, default, what) in wanted {
+                if !enabled {
+                    continue;
+                }
+                let name = name_or_default(name);
+                if e.by_kind.contains_key(&(kind, name.to_string())) {
+                    continue;
+                }
+                let Some(c) = lookup(default, name) else {
+                    return Err(bad(
+                        format!("{key}.{what}_proxy_name"),
+                        format!("no proxy \"{name}\" (channel.proxy.{what} for \"default\", or one of proxies)"),
+                    ));
+                };
+                if name == DEFAULT_NAME {
+                    check(&format!("channel.proxy.{what}"), &c)?;
+                }
+                let ep = e.add(kind, name, &c);
+                e.by_kind.insert((kind, name.to_string()), ep);
+            }
+        }
+        let mut rpcs = vec![("rpc.without_namespace".to_string(), &p.rpc.without_namespace)];
+        for (i, ns) in p.rpc.namespaces.iter().enumerate() {
+            rpcs.push((format!("rpc.namespaces[{i}]"), &ns.options));
+        }
+        for (key, o) in rpcs {
+            if !o.proxy_enabled {
+                continue;
+            }
+            let name = name_or_default(&o.proxy_name);
+            if e.by_kind.contains_key(&(ProxyKind::Rpc, name.to_string())) {
+                continue;
+            }
+            let Some(c) = lookup(&p.rpc.proxy, name) else {
+                return Err(bad(
+                    format!("{key}.proxy_name"),
+                    format!("no proxy \"{name}\" (rpc.proxy for \"default\", or one of proxies)"),
+                ));
+            };
+            if name == DEFAULT_NAME {
+                check("rpc.proxy", &c)?;
+            }
+            let ep = e.add(ProxyKind::Rpc, name, &c);
+            e.by_kind.insert((ProxyKind::Rpc, name.to_string()), ep);
+        }
+        Ok(e)
+    }
+
+    fn add(&mut self, kind: ProxyKind, name: &str, c: &ProxyConfig) -> Arc<Endpoint> {
+        let ep = Arc::new(Endpoint {
+            id: self.all.len(),
+            kind,
+            name: name.to_string(),
+            config: c.clone(),
+            forward: c.http_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        });
+        self.all.push(ep.clone());
+        ep
+    }
+
+    /// Every endpoint, indexed by [`Endpoint::id`] (the transport keeps its state per id).
+    pub fn all(&self) -> &[Arc<Endpoint>] {
+        &self.all
+    }
+
+    /// Whether any proxy is configured.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The lower-case names of the client headers any endpoint forwards.
+    pub fn forwarded_headers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.all.iter().flat_map(|e| e.forward.iter().cloned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The channel proxy of `kind` for a namespace's options, when enabled.
+    pub fn for_channel(&self, kind: ProxyKind, o: &ChannelOptions) -> Option<&Arc<Endpoint>> {
+        let (enabled, name) = match kind {
+            ProxyKind::Subscribe => (o.subscribe_proxy_enabled, &o.subscribe_proxy_name),
+            ProxyKind::Publish => (o.publish_proxy_enabled, &o.publish_proxy_name),
+            ProxyKind::SubRefresh => (o.sub_refresh_proxy_enabled, &o.sub_refresh_proxy_name),
+            _ => return None,
+        };
+        if !enabled {
+            return None;
+        }
+        self.by_kind.get(&(kind, name_or_default(name).to_string()))
+    }
+
+    /// Whether any RPC proxy is configured (without one, `rpc` answers 108).
+    pub fn has_rpc(&self) -> bool {
+        self.by_kind.keys().any(|(k, _)| *k == ProxyKind::Rpc)
+    }
+
+    /// Routes an RPC method (`ns:method`, or a method without namespace): the endpoint, or
+    /// the error code (104 unknown namespace, 108 proxy not enabled).
+    pub fn for_rpc(&self, method: &str) -> Result<&Arc<Endpoint>, u32> {
+        use wshub_protocol::codes::error as ec;
+        let opts = match method.split_once(':') {
+            Some((ns, _)) => match self.rpc.namespaces.iter().find(|n| n.name == ns) {
+                Some(n) => &n.options,
+                None => return Err(ec::METHOD_NOT_FOUND),
+            },
+            None => &self.rpc.without_namespace,
+        };
+        if !opts.proxy_enabled {
+            return Err(ec::NOT_AVAILABLE);
+        }
+        self.by_kind
+            .get(&(ProxyKind::Rpc, name_or_default(&opts.proxy_name).to_string()))
+            .ok_or(ec::NOT_AVAILABLE)
+    }
+}
+
+/// Why a call got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyFailure {
+    #[error("timeout")]
+    Timeout,
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("unreadable reply: {0}")]
+    Garbage(String),
+}
+
+impl ProxyFailure {
+    /// The `outcome` label of `wshub_proxy_calls_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ProxyFailure::Timeout => "timeout",
+            ProxyFailure::Unreachable(_) => "unreachable",
+            ProxyFailure::Status(_) => "status",
+            ProxyFailure::Garbage(_) => "garbage",
+        }
+    }
+}
+
+/// The HTTP side of proxy calls, implemented by the server crate.
+pub trait ProxyTransport: Send + Sync {
+    /// POSTs `body` (JSON) to the endpoint with `headers` (forwarded client headers, already
+    /// filtered by the endpoint's `http_headers`) within its timeout; the body of a 2xx reply.
+    fn post<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>>;
+}
+
+/// A backend's `error`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BackendError {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
+}
+
+/// A backend's `disconnect`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BackendDisconnect {
+    pub code: u32,
+    pub reason: String,
+}
+
+/// What a backend answered.
+#[derive(Debug)]
+pub enum Answer<R> {
+    /// `result` (absent: `None`).
+    Result(Option<R>),
+    Error(BackendError),
+    Disconnect(BackendDisconnect),
+}
+
+#[derive(Deserialize)]
+struct Envelope<R> {
+    result: Option<R>,
+    error: Option<BackendError>,
+    disconnect: Option<BackendDisconnect>,
+}
+
+/// What identifies the connection in every request.
+pub struct Caller<'a> {
+    pub client: &'a str,
+    pub user: &'a str,
+    /// `websocket`, `http_stream`, `sse`, `uni_websocket`…
+    pub transport: &'static str,
+    pub protocol: &'static str,
+    /// Forwarded client headers (lower-case names).
+    pub headers: &'a [(String, String)],
+    pub meta: Option<&'a RawValue>,
+}
+
+/// Calls `endpoint` with `fields` added to the common request fields. `Err` is a failure
+/// (logged and counted here): the client gets error 100.
+pub async fn call<R: DeserializeOwned>(
+    transport: &dyn ProxyTransport,
+    endpoint: &Endpoint,
+    caller: &Caller<'_>,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<Answer<R>, ProxyFailure> {
+    let kind = endpoint.kind.as_str();
+    fields.insert("client".into(), caller.client.into());
+    fields.insert("transport".into(), caller.transport.into());
+    fields.insert("protocol".into(), caller.protocol.into());
+    fields.insert(
+        "encoding".into(),
+        if endpoint.config.binary_encoding { "binary" } else { "json" }.into(),
+    );
+    if endpoint.kind != ProxyKind::Connect {
+        fields.insert("user".into(), caller.user.into());
+        if endpoint.config.include_connection_meta {
+            if let Some(m) = caller.meta {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(m.get()) {
+                    fields.insert("meta".into(), v);
+                }
+            }
+        }
+    }
+    let body = serde_json::to_vec(&fields).unwrap_or_default();
+    let headers: Vec<(String, String)> = caller
+        .headers
+        .iter()
+        .filter(|(k, _)| endpoint.forward.iter().any(|f| f == k))
+        .cloned()
+        .collect();
+    let started = Instant::now();
+    let r = transport
+        .post(endpoint, &headers, body)
+        .await
+        .and_then(|b| serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string())));
+    metrics::histogram!("wshub_proxy_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    let answer = match r {
+        Err(f) => {
+            tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
+            metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => f.outcome()).increment(1);
+            return Err(f);
+        }
+        Ok(Envelope { disconnect: Some(d), .. }) => Answer::Disconnect(d),
+        Ok(Envelope { error: Some(e), .. }) => Answer::Error(e),
+        Ok(Envelope { result, .. }) => Answer::Result(result),
+    };
+    let outcome = match &answer {
+        Answer::Result(_) => "ok",
+        Answer::Error(_) => "error",
+        Answer::Disconnect(_) => "disconnect",
+    };
+    metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
+    Ok(answer)
+}
+
+/// Adds `data` (raw JSON, or `b64data` when binary encoding is on or the bytes are not JSON).
+pub fn put_data(fields: &mut serde_json::Map<String, serde_json::Value>, endpoint: &Endpoint, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    if !endpoint.config.binary_encoding {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+            fields.insert("data".into(), v);
+            return;
+        }
+    }
+    fields.insert("b64data".into(), base64::engine::general_purpose::STANDARD.encode(data).into());
+}
+
+/// Raw JSON or base64 bytes of a result field (`info`/`b64info`, `data`/`b64data`); `Err` on
+/// bad base64.
+pub fn raw_or_b64(raw: &Option<Box<RawValue>>, b64: &str) -> Result<Option<Bytes>, base64::DecodeError> {
+    if !b64.is_empty() {
+        return base64::engine::general_purpose::STANDARD.decode(b64).map(|v| Some(Bytes::from(v)));
+    }
+    Ok(raw.as_ref().map(|r| Bytes::copy_from_slice(r.get().as_bytes())))
+}
+
+/// `override` of a subscribe result (`{"presence": {"value": false}}`...).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Override {
+    pub presence: Option<BoolValue>,
+    pub join_leave: Option<BoolValue>,
+    pub force_recovery: Option<BoolValue>,
+    pub force_push_join_leave: Option<BoolValue>,
+    pub force_positioning: Option<BoolValue>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default)]
+pub struct BoolValue {
+    pub value: bool,
+}
+
+impl Override {
+    /// The namespace's options with this override applied.
+    pub fn apply(&self, o: &ChannelOptions) -> ChannelOptions {
+        let mut o = o.clone();
+        if let Some(v) = self.presence {
+            o.presence = v.value;
+        }
+        if let Some(v) = self.join_leave {
+            o.join_leave = v.value;
+        }
+        if let Some(v) = self.force_push_join_leave {
+            o.force_push_join_leave = v.value;
+        }
+        if let Some(v) = self.force_recovery {
+            o.force_recovery = v.value && o.has_history();
+        }
+        o
+    }
+}
+
+/// Per-channel options of a connect result's `subs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SubOptions {
+    pub info: Option<Box<RawValue>>,
+    pub b64info: String,
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+    #[serde(rename = "override")]
+    pub override_: Option<Override>,
+    pub expire_at: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ConnectResultBody {
+    pub user: String,
+    pub expire_at: i64,
+    pub info: Option<Box<RawValue>>,
+    pub b64info: String,
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+    pub channels: Vec<String>,
+    pub subs: BTreeMap<String, SubOptions>,
+    pub meta: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RefreshResultBody {
+    pub expired: bool,
+    pub expire_at: i64,
+    pub info: Option<Box<RawValue>>,
+    pub b64info: String,
+    pub meta: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SubscribeResultBody {
+    pub expire_at: i64,
+    pub info: Option<Box<RawValue>>,
+    pub b64info: String,
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+    #[serde(rename = "override")]
+    pub override_: Option<Override>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PublishResultBody {
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+    pub skip_history: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SubRefreshResultBody {
+    pub expired: bool,
+    pub expire_at: i64,
+    pub info: Option<Box<RawValue>>,
+    pub b64info: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RpcResultBody {
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+}
+
+/// The server API's `rpc` method: the RPC proxy of the method's namespace, called with no
+/// client and no user. A backend `disconnect` is an error here.
+pub async fn api_rpc(node: &crate::node::Node, method: &str, data: Bytes) -> Result<Bytes, crate::node::ApiError> {
+    use crate::node::ApiError;
+    use wshub_protocol::codes::error as ec;
+    if !node.proxies.has_rpc() {
+        return Err(ApiError::new(ec::NOT_AVAILABLE, "not available"));
+    }
+    let ep = node.proxies.for_rpc(method).map_err(|code| {
+        ApiError::new(
+            code,
+            if code == ec::METHOD_NOT_FOUND {
+                "method not found"
+            } else {
+                "not available"
+            },
+        )
+    })?;
+    let Some(t) = node.proxy_transport() else {
+        return Err(ApiError::new(ec::INTERNAL, "internal error"));
+    };
+    let caller = Caller {
+        client: "",
+        user: "",
+        transport: "http",
+        protocol: "json",
+        headers: &[],
+        meta: None,
+    };
+    let mut f = serde_json::Map::new();
+    f.insert("method".into(), method.into());
+    put_data(&mut f, ep, &data);
+    match call::<RpcResultBody>(t.as_ref(), ep, &caller, f).await {
+        Ok(Answer::Result(r)) => {
+            let r = r.unwrap_or_default();
+            raw_or_b64(&r.data, &r.b64data)
+                .map(Option::unwrap_or_default)
+                .map_err(|_| ApiError::new(ec::INTERNAL, "internal error"))
+        }
+        Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
+        Ok(Answer::Disconnect(d)) => Err(ApiError::new(ec::INTERNAL, &format!("backend disconnect {}: {}", d.code, d.reason))),
+        Err(_) => Err(ApiError::new(ec::INTERNAL, "internal error")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Namespace;
+
+    fn cfg() -> NodeConfig {
+        let mut c = NodeConfig::default();
+        c.channel.proxy.subscribe.endpoint = "http://127.0.0.1:1/sub".into();
+        c.channel.namespaces.push(Namespace {
+            name: "a".into(),
+            options: ChannelOptions {
+                subscribe_proxy_enabled: true,
+                ..Default::default()
+            },
+        });
+        c.channel.namespaces.push(Namespace {
+            name: "b".into(),
+            options: ChannelOptions {
+                subscribe_proxy_enabled: true,
+                subscribe_proxy_name: "other".into(),
+                ..Default::default()
+            },
+        });
+        c.proxy.named.push(NamedProxy {
+            name: "other".into(),
+            proxy: ProxyConfig {
+                endpoint: "http://127.0.0.1:2/x".into(),
+                ..Default::default()
+            },
+        });
+        c
+    }
+
+    #[test]
+    fn namespaces_reach_default_and_named_proxies() {
+        let c = cfg();
+        let e = Endpoints::build(&c).unwrap();
+        let a = e.for_channel(ProxyKind::Subscribe, &c.channel.namespaces[0].options).unwrap();
+        assert_eq!(a.config.endpoint, "http://127.0.0.1:1/sub");
+        let b = e.for_channel(ProxyKind::Subscribe, &c.channel.namespaces[1].options).unwrap();
+        assert_eq!(b.config.endpoint, "http://127.0.0.1:2/x");
+        assert!(e.for_channel(ProxyKind::Publish, &c.channel.namespaces[0].options).is_none());
+        assert_eq!(e.all().len(), 2);
+        assert!(!e.has_rpc());
+    }
+
+    #[test]
+    fn a_missing_proxy_names_the_key() {
+        let mut c = cfg();
+        c.channel.namespaces[1].options.subscribe_proxy_name = "nope".into();
+        let err = Endpoints::build(&c).unwrap_err();
+        assert_eq!(err.key, "channel.namespaces[1].subscribe_proxy_name");
+        let mut c = cfg();
+        c.channel.proxy.subscribe.endpoint = "ftp://x".into();
+        assert_eq!(Endpoints::build(&c).unwrap_err().key, "channel.proxy.subscribe.endpoint");
+    }
+
+    #[test]
+    fn rpc_routing_by_namespace() {
+        let mut c = NodeConfig::default();
+        c.proxy.rpc.proxy.endpoint = "http://127.0.0.1:1/rpc".into();
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+        c.proxy.rpc.namespaces.push(RpcNamespace {
+            name: "off".into(),
+            options: RpcOptions::default(),
+        });
+        let e = Endpoints::build(&c).unwrap();
+        assert!(e.has_rpc());
+        assert!(e.for_rpc("getUser").is_ok());
+        assert_eq!(e.for_rpc("off:x").unwrap_err(), wshub_protocol::codes::error::NOT_AVAILABLE);
+        assert_eq!(e.for_rpc("nope:x").unwrap_err(), wshub_protocol::codes::error::METHOD_NOT_FOUND);
+    }
+}
