@@ -113,6 +113,7 @@ async fn rpc(e: &Endpoints, t: &HttpProxy) -> Result<Answer<RpcResultBody>, Prox
     let caller = Caller {
         client: "c",
         user: "u",
+        transport: "websocket",
         protocol: "json",
         headers: &headers,
         meta: None,
