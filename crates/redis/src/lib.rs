@@ -39,6 +39,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// A presence entry not refreshed within this time is gone (a dead node's clients).
     pub presence_ttl: Duration,
+    /// How often the node publishes a ping to itself through its pub/sub connection; a ping
+    /// not back within this time marks the pub/sub as down (see [`RedisEngine::check`]).
+    pub canary_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -47,9 +50,13 @@ impl Default for RedisConfig {
             address: "redis://127.0.0.1:6379".into(),
             prefix: "wshub".into(),
             presence_ttl: Duration::from_secs(60),
+            canary_interval: DEFAULT_CANARY_INTERVAL,
         }
     }
 }
+
+/// `engine.redis.canary_interval` by default.
+pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisEngineError {
@@ -220,6 +227,8 @@ pub struct RedisEngine {
     /// This node's uid: the presence entries its sessions add are listed under it, for the
     /// survivors to take out (with leaves) if it dies.
     node_uid: OnceLock<String>,
+    /// Whether the pub/sub connection delivers, as its canary sees it.
+    health: Arc<PubSubHealth>,
 }
 
 fn internal(e: redis::RedisError) -> EngineError {
@@ -237,7 +246,6 @@ impl RedisEngine {
         let client = redis::Client::open(cfg.address.as_str()).map_err(|e| RedisEngineError::Address(e.to_string()))?;
         Ok(RedisEngine {
             client,
-            cfg,
             conn: OnceCell::new(),
             handler: OnceLock::new(),
             control: Arc::default(),
@@ -251,6 +259,8 @@ impl RedisEngine {
             presence_stats: presence_script(PRESENCE_STATS),
             presence_reap: presence_script(PRESENCE_REAP),
             node_uid: OnceLock::new(),
+            health: Arc::new(PubSubHealth::new(shard_name(&cfg.address))),
+            cfg,
         })
     }
 
@@ -293,6 +303,18 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// Whether Redis answers commands and the pub/sub connection delivers (its canary came
+    /// back): the node is ready only with both. The error names the shard.
+    pub async fn check_all(&self) -> Result<(), EngineError> {
+        self.ping()
+            .await
+            .map_err(|e| EngineError::Internal(format!("redis {}: {e}", self.health.shard)))?;
+        match self.health.down_reason() {
+            Some(why) => Err(EngineError::Internal(format!("redis {}: pub/sub {why}", self.health.shard))),
+            None => Ok(()),
+        }
+    }
+
     fn pubsub(&self) -> Result<&mpsc::UnboundedSender<PubSubCmd>, EngineError> {
         if let Some(tx) = self.pubsub.get() {
             return Ok(tx);
@@ -312,7 +334,12 @@ impl RedisEngine {
                 broker: handler,
                 control: self.control.clone(),
             };
-            tokio::spawn(pubsub_task(self.client.clone(), names, handlers, self.epochs.clone(), rx));
+            let canary = Canary {
+                channel: format!("{}.canary.{}{}", self.cfg.prefix, new_epoch(), new_epoch()),
+                interval: self.cfg.canary_interval.max(Duration::from_millis(50)),
+                health: self.health.clone(),
+            };
+            tokio::spawn(pubsub_task(self.client.clone(), names, handlers, canary, self.epochs.clone(), rx));
         }
         self.pubsub
             .get()
@@ -399,9 +426,6 @@ impl RedisEngine {
     }
 }
 
-/// One pub/sub connection per node: subscribes to the channels that have local
-/// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
-/// backoff) and subscribes again to all of them.
 /// The pub/sub channel names of one engine.
 struct PubSubNames {
     /// Prefix of the channels that carry publications (`{prefix}.client.`).
@@ -415,10 +439,95 @@ struct Handlers {
     control: Arc<OnceLock<Arc<dyn ControlHandler>>>,
 }
 
+/// The health of one pub/sub connection (one shard's), as its canary sees it. Up until the
+/// first miss: the start check asks Redis itself.
+struct PubSubHealth {
+    /// The Redis it talks to, without credentials: in logs, metrics and `/ready`'s reason.
+    shard: String,
+    down: std::sync::Mutex<Option<String>>,
+}
+
+impl PubSubHealth {
+    fn new(shard: String) -> Self {
+        metrics::gauge!("wshub_redis_pubsub_up", "shard" => shard.clone()).set(1.0);
+        PubSubHealth {
+            shard,
+            down: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_down(&self, why: &str) {
+        let mut d = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_none() {
+            tracing::error!(shard = %self.shard, why, "redis pub/sub down: not ready, positioned subscribers closed (3010)");
+            metrics::gauge!("wshub_redis_pubsub_up", "shard" => self.shard.clone()).set(0.0);
+        }
+        *d = Some(why.to_string());
+    }
+
+    fn set_up(&self) {
+        let mut d = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if d.take().is_some() {
+            tracing::info!(shard = %self.shard, "redis pub/sub delivers again: ready");
+            metrics::gauge!("wshub_redis_pubsub_up", "shard" => self.shard.clone()).set(1.0);
+        }
+    }
+}
+
+/// `redis://user:secret@host:port/db` → `host:port/db`.
+fn shard_name(address: &str) -> String {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let rest = match rest.split_once('/') {
+        Some((auth_host, path)) => match auth_host.rsplit_once('@') {
+            Some((_, host)) => format!("{host}/{path}"),
+            None => rest.to_string(),
+        },
+        None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
+    };
+    rest.trim_end_matches('/').to_string()
+}
+
+/// The self-ping of a pub/sub connection: published on `channel` through a command
+/// connection every `interval`, expected back on the pub/sub connection before the next.
+/// A pub/sub connection can wedge with no error (centrifugo#1189: after a failover nothing
+/// arrived, publishes went on succeeding, health stayed green); only a round trip shows it.
+struct Canary {
+    channel: String,
+    interval: Duration,
+    health: Arc<PubSubHealth>,
+}
+
+impl Canary {
+    /// Bound of one pub/sub call (connect, subscribe): a wedged connection must not stall
+    /// the task that watches it.
+    fn call_timeout(&self) -> Duration {
+        (self.interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+}
+
+/// Tells the node that the live stream of every subscribed channel may have lost
+/// publications: its positioned subscribers are closed with 3010 and recover from history
+/// (on this node once pub/sub is back, or on another). Again at every failed reconnect:
+/// a subscriber that joined a channel the node already had meanwhile is told too.
+fn report_down(canary: &Canary, handler: &dyn BrokerHandler, channels: &HashSet<String>, why: &str) {
+    canary.health.set_down(why);
+    for ch in channels {
+        handler.handle_reset(ch);
+    }
+}
+
+/// One pub/sub connection per node: subscribes to the channels that have local
+/// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
+/// backoff) and subscribes again to all of them. Its canary checks that it delivers.
 async fn pubsub_task(
     client: redis::Client,
     names: PubSubNames,
     handlers: Handlers,
+    canary: Canary,
     epochs: Epochs,
     mut rx: mpsc::UnboundedReceiver<PubSubCmd>,
 ) {
@@ -426,11 +535,16 @@ async fn pubsub_task(
     let handler = handlers.broker;
     let mut channels: HashSet<String> = HashSet::new();
     let mut delay = Duration::from_millis(100);
+    let mut seq: u64 = 0;
     loop {
-        let (mut sink, mut stream) = match connect_pubsub(&client, &names, &channels).await {
+        let connected = tokio::time::timeout(canary.call_timeout(), connect_pubsub(&client, &names, &canary, &channels))
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
+        let (mut sink, mut stream, pinger) = match connected {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "redis pub/sub: cannot connect, retrying");
+                tracing::warn!(error = %e, shard = %canary.health.shard, "redis pub/sub: cannot connect, retrying");
+                report_down(&canary, handler.as_ref(), &channels, &format!("cannot connect: {e}"));
                 // Subscribes asked for meanwhile fail now rather than wait.
                 let deadline = tokio::time::Instant::now() + delay;
                 loop {
@@ -457,25 +571,65 @@ async fn pubsub_task(
             tracing::info!(channels = channels.len(), "redis pub/sub: reconnected and resubscribed");
         }
         delay = Duration::from_millis(100);
-        loop {
+        // The first tick is at once: a new connection proves itself before it counts as up.
+        let mut tick = tokio::time::interval(canary.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outstanding: Option<(u64, tokio::time::Instant)> = None;
+        let why = loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
                     Some(PubSubCmd::Subscribe(ch, done)) => {
-                        let r = sink.subscribe(format!("{prefix}{ch}")).await.map_err(internal);
-                        if r.is_ok() {
-                            lock(&epochs).entry(ch.clone()).or_default();
-                            channels.insert(ch);
+                        let r = tokio::time::timeout(canary.call_timeout(), sink.subscribe(format!("{prefix}{ch}"))).await;
+                        match r {
+                            Ok(Ok(())) => {
+                                lock(&epochs).entry(ch.clone()).or_default();
+                                channels.insert(ch);
+                                let _ = done.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = done.send(Err(internal(e)));
+                            }
+                            Err(_) => {
+                                let _ = done.send(Err(EngineError::Internal("redis pub/sub: subscribe timed out".into())));
+                                break "subscribe not confirmed in time".to_string();
+                            }
                         }
-                        let _ = done.send(r);
                     }
                     Some(PubSubCmd::Unsubscribe(ch, done)) => {
                         if leave(handler.as_ref(), &mut channels, &epochs, &ch) {
-                            if let Err(e) = sink.unsubscribe(format!("{prefix}{ch}")).await {
-                                tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed");
+                            match tokio::time::timeout(canary.call_timeout(), sink.unsubscribe(format!("{prefix}{ch}"))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::debug!(error = %e, "redis pub/sub: unsubscribe failed"),
+                                Err(_) => {
+                                    // Dropping the connection ends the subscription for sure.
+                                    let _ = done.send(());
+                                    break "unsubscribe not confirmed in time".to_string();
+                                }
                             }
                         }
                         let _ = done.send(());
+                    }
+                },
+                _ = tick.tick() => match outstanding {
+                    Some((n, sent)) if sent.elapsed() >= canary.interval => {
+                        metrics::counter!("wshub_redis_pubsub_canary_missed_total", "shard" => canary.health.shard.clone()).increment(1);
+                        break format!("canary ping {n} not back within {:?}", canary.interval);
+                    }
+                    Some(_) => {}
+                    None => {
+                        seq += 1;
+                        outstanding = Some((seq, tokio::time::Instant::now()));
+                        let mut c = pinger.clone();
+                        let (chan, n, limit) = (canary.channel.clone(), seq, canary.interval);
+                        // Not awaited here: a command that hangs must not stall the watch.
+                        tokio::spawn(async move {
+                            let mut cmd = redis::cmd("PUBLISH");
+                            cmd.arg(chan).arg(n);
+                            if let Ok(Err(e)) = tokio::time::timeout(limit, cmd.query_async::<i64>(&mut c)).await {
+                                tracing::debug!(error = %e, "redis pub/sub: canary ping not sent");
+                            }
+                        });
                     }
                 },
                 msg = stream.next() => match msg {
@@ -484,29 +638,39 @@ async fn pubsub_task(
                             h.handle_control(m.get_payload_bytes());
                         }
                     }
-                    Some(m) => dispatch(prefix, handler.as_ref(), &epochs, m.get_channel_name(), m.get_payload_bytes()),
-                    None => {
-                        tracing::warn!("redis pub/sub: connection lost, reconnecting");
-                        break;
+                    Some(m) if m.get_channel_name() == canary.channel => {
+                        let n = std::str::from_utf8(m.get_payload_bytes()).ok().and_then(|s| s.parse::<u64>().ok());
+                        if n.is_some() && n == outstanding.map(|(n, _)| n) {
+                            outstanding = None;
+                            canary.health.set_up();
+                        }
                     }
+                    Some(m) => dispatch(prefix, handler.as_ref(), &epochs, m.get_channel_name(), m.get_payload_bytes()),
+                    None => break "connection lost".to_string(),
                 },
             }
-        }
+        };
+        tracing::warn!(shard = %canary.health.shard, why, "redis pub/sub: reconnecting");
+        report_down(&canary, handler.as_ref(), &channels, &why);
     }
 }
 
-/// A pub/sub connection subscribed to every channel in `channels`.
+/// A pub/sub connection subscribed to every channel in `channels`, and a command connection
+/// for its canary's pings.
 async fn connect_pubsub(
     client: &redis::Client,
     names: &PubSubNames,
+    canary: &Canary,
     channels: &HashSet<String>,
-) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream, redis::aio::MultiplexedConnection)> {
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
     sink.subscribe(&names.control).await?;
+    sink.subscribe(&canary.channel).await?;
     for ch in channels {
         sink.subscribe(format!("{}{ch}", names.client_prefix)).await?;
     }
-    Ok((sink, stream))
+    let pinger = client.get_multiplexed_async_connection().await?;
+    Ok((sink, stream, pinger))
 }
 
 /// Forgets `channel` unless a subscriber came back since the unsubscribe was asked; true
@@ -628,7 +792,7 @@ impl Broker for RedisEngine {
         })
     }
     fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(self.ping())
+        Box::pin(self.check_all())
     }
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         // Sent now, not when first polled: the order of subscribes and unsubscribes is the

@@ -58,3 +58,101 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A TCP proxy in front of a Redis whose pub/sub connections the test can freeze: a
+/// connection that has sent a `SUBSCRIBE` is a pub/sub one, and while frozen nothing Redis
+/// sends on it is forwarded (held, as a wedged connection would), while command
+/// connections pass. Redis itself cannot do this: `CLIENT PAUSE` stops commands (`PUBLISH`
+/// included) and never stops delivery on a connection already subscribed.
+pub struct PubSubProxy {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PubSubProxy {
+    /// Listens on a free loopback port and forwards to `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> PubSubProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            // Dropped with the accept loop: every connection's task ends with the proxy.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((down, _)) = listener.accept().await else { continue };
+                let watch = watch.clone();
+                conns.spawn(async move {
+                    if let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                        proxy_one(down, up, watch).await;
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        PubSubProxy { port, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, nothing reaches the subscribers' side of any pub/sub connection.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+impl Drop for PubSubProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_one(down: tokio::net::TcpStream, up: tokio::net::TcpStream, mut frozen: tokio::sync::watch::Receiver<bool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let is_pubsub = std::sync::Arc::new(AtomicBool::new(false));
+    let (mut down_r, mut down_w) = down.into_split();
+    let (mut up_r, mut up_w) = up.into_split();
+    let seen = is_pubsub.clone();
+    let to_redis = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match down_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"subscribe")) {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if up_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let from_redis = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match up_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if is_pubsub.load(Ordering::SeqCst) && frozen.wait_for(|f| !*f).await.is_err() {
+                break;
+            }
+            if down_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Either side closing ends both (the node dropped its wedged connection, or Redis left).
+    tokio::select! {
+        _ = to_redis => {}
+        _ = from_redis => {}
+    }
+}

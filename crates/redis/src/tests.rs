@@ -14,6 +14,7 @@ fn engine(server: &RedisServer, prefix: &str) -> Arc<RedisEngine> {
             address: server.url(),
             prefix: prefix.into(),
             presence_ttl: Duration::from_secs(1),
+            ..Default::default()
         })
         .unwrap(),
     )
@@ -182,6 +183,85 @@ async fn survives_a_redis_restart() {
     }
 }
 
+/// The canary: pub/sub frozen (through [`PubSubProxy`]) while commands work. Within two
+/// canary periods the engine's check fails naming the shard and the node is told that its
+/// channels' live streams broke (`reset`: positioned subscribers closed with 3010);
+/// publishes are still answered; once pub/sub delivers again, the check passes and
+/// deliveries resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_notices_a_frozen_pubsub_and_recovers() {
+    use crate::testing::PubSubProxy;
+    let server = RedisServer::start().await;
+    let proxy = PubSubProxy::start(server.port).await;
+    let interval = Duration::from_millis(300);
+    let e = Arc::new(
+        RedisEngine::new(RedisConfig {
+            address: proxy.url(),
+            prefix: "t10".into(),
+            canary_interval: interval,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.subscribe("c").await.unwrap();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    e.publish("c", publication("one"), &opts).await.unwrap();
+    r.wait_for(1).await;
+    // Up: several canary round trips pass.
+    let started = Instant::now();
+    let deadline = started + LIMIT;
+    while e.health.down_reason().is_some() || started.elapsed() < interval * 3 {
+        assert!(Instant::now() < deadline, "canary never came back: {:?}", e.health.down_reason());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.check().await.unwrap();
+
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let err = loop {
+        if let Err(err) = e.check().await {
+            break err;
+        }
+        assert!(Instant::now() < frozen_at + LIMIT, "check still passes with pub/sub frozen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let noticed = frozen_at.elapsed();
+    assert!(noticed <= interval * 2 + Duration::from_millis(500), "noticed after {noticed:?}");
+    let err = err.to_string();
+    assert!(err.contains(&format!("127.0.0.1:{}", proxy.port)) && err.contains("canary"), "{err}");
+    assert_eq!(r.wait_for(2).await[1], "c reset");
+    // Commands still work: the publication is kept (and recovered from history by the
+    // subscribers that were told).
+    let pos = e.publish("c", publication("two"), &opts).await.unwrap();
+    assert_eq!(pos.offset, 2);
+
+    proxy.thaw();
+    let deadline = Instant::now() + LIMIT;
+    while let Err(err) = e.check().await {
+        assert!(Instant::now() < deadline, "still down after the thaw: {err}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.publish("c", publication("three"), &opts).await.unwrap();
+    let got = r.wait_for(3).await;
+    assert!(got.iter().any(|g| g == "c #3 three"), "{got:?}");
+    assert!(!got.iter().any(|g| g.ends_with("two")), "delivered through a frozen connection: {got:?}");
+}
+
+#[test]
+fn shard_names_leave_out_credentials() {
+    assert_eq!(shard_name("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+    assert_eq!(shard_name("redis://:secret@10.0.0.1:6380/2"), "10.0.0.1:6380/2");
+    assert_eq!(shard_name("rediss://user:p@ss@h:1/"), "h:1");
+    assert_eq!(shard_name("redis+unix:///run/redis.sock"), "/run/redis.sock");
+}
+
 #[test]
 fn bad_address_is_refused() {
     let r = RedisEngine::new(RedisConfig {
@@ -254,6 +334,7 @@ mod conformance {
                         prefix: prefix.clone(),
                         // Long enough that nothing expires during a case on a loaded machine.
                         presence_ttl: Duration::from_secs(60),
+                        ..Default::default()
                     })
                     .unwrap()
                 })
