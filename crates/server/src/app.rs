@@ -33,6 +33,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                     address: r.address.clone(),
                     prefix: r.prefix.clone(),
                     presence_ttl: r.presence_ttl,
+                    canary_interval: r.canary_interval,
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
             );

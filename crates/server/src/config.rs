@@ -213,6 +213,10 @@ pub struct Redis {
     /// How long a presence entry lives unless its session refreshes it (every ping).
     #[serde(with = "duration")]
     pub presence_ttl: Duration,
+    /// How often each pub/sub connection pings itself; a ping not back within it turns
+    /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
+    #[serde(with = "duration")]
+    pub canary_interval: Duration,
 }
 
 impl Default for Redis {
@@ -221,6 +225,7 @@ impl Default for Redis {
             address: "redis://127.0.0.1:6379".into(),
             prefix: "wshub".into(),
             presence_ttl: Duration::from_secs(60),
+            canary_interval: Duration::from_secs(2),
         }
     }
 }
@@ -404,6 +409,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "engine.redis.presence_ttl",
                 "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
             );
+        }
+        if c.engine.redis.canary_interval < Duration::from_millis(100) {
+            return fail("engine.redis.canary_interval", "must be at least 100ms");
         }
     }
     if !["text", "json"].contains(&c.log.format.as_str()) {

@@ -1,0 +1,275 @@
+//! Redis engine failure modes with real processes: `wshub serve` nodes, `redis-server`
+//! (and, for Sentinel, `redis-sentinel`) on free loopback ports, and Rust SDK clients.
+//!
+//! - The pub/sub canary: a node's pub/sub connection frozen (through
+//!   [`PubSubProxy`], which holds what Redis sends on pub/sub connections while command
+//!   connections pass) while a backend publishes through it: its `/ready` turns 503 within
+//!   the canary period, its positioned subscribers are closed with 3010, the metric and
+//!   the log name the shard, its publishes are still answered, and once pub/sub is back it
+//!   is ready again and its subscribers have every acknowledged publication.
+//!
+//! Every publication is numbered; each client's count of acknowledged publications it
+//! lacks must be zero. The tests take turns (one at a time).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{api, http, wait_until, Node, LIMIT};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_redis::testing::{PubSubProxy, RedisServer};
+
+const SECRET: &str = "redis-ha-test";
+const CHANNEL: &str = "chat:ha";
+/// Publications per second.
+const RATE: u64 = 100;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial(test: impl std::future::Future<Output = ()>) {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+/// A node configuration on the Redis engine with `redis` as its `engine.redis` section.
+fn config(redis: serde_json::Value) -> serde_json::Value {
+    json!({
+        "http_api": {"key": common::API_KEY},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "engine": {"type": "redis", "redis": redis},
+        "shutdown": {"timeout": "3s", "drain_window": "1s"},
+        "channel": {"namespaces": [{
+            "name": "chat", "history_size": 100000, "history_ttl": "300s", "force_recovery": true,
+            "allow_subscribe_for_client": true
+        }]}
+    })
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    /// `n` of each publication received, in order of arrival.
+    publications: Vec<u64>,
+    /// Each `Subscribed`: (recovered, was_recovering).
+    subscribed: Vec<(bool, bool)>,
+    /// The codes of the server's disconnects (from `Connecting` after a connection).
+    disconnects: Vec<u16>,
+}
+
+struct Watched {
+    client: Client,
+    seen: Arc<Mutex<Seen>>,
+    task: JoinHandle<()>,
+}
+
+/// A client on `url`, subscribed (recoverable) to [`CHANNEL`]; returns once subscribed.
+async fn watch(url: &str, user: &str) -> Watched {
+    let config = ClientConfig {
+        token: wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap(),
+        min_reconnect_delay: Duration::from_millis(100),
+        max_reconnect_delay: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (client, mut events) = Client::start(url, config).unwrap();
+    client.subscribe(CHANNEL, true);
+    client.connect();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let mut s = s.lock().unwrap();
+            match e {
+                ClientEvent::Publication { data, .. } => {
+                    let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                    s.publications.push(v["n"].as_u64().unwrap());
+                }
+                ClientEvent::Subscribed {
+                    recovered, was_recovering, ..
+                } => s.subscribed.push((recovered, was_recovering)),
+                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => {
+                    s.disconnects.push(code)
+                }
+                _ => {}
+            }
+        }
+    });
+    wait_until("a client's first subscription", LIMIT, || !seen.lock().unwrap().subscribed.is_empty()).await;
+    Watched { client, seen, task }
+}
+
+/// A backend publishing `{"n": 1}`, `{"n": 2}`… to [`CHANNEL`] at [`RATE`] per second
+/// through the API of one of `ports` (round robin), one call at a time. A publication is
+/// acknowledged when the call answered 200 with an offset.
+struct Publisher {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    task: JoinHandle<(Vec<u64>, Vec<(u64, String)>)>,
+}
+
+impl Publisher {
+    fn start(ports: Vec<u16>) -> Publisher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let (st, ac) = (stop.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            let mut n: u64 = 0;
+            while !st.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let port = ports[(n as usize) % ports.len()];
+                match api(port, "publish", &json!({"channel": CHANNEL, "data": {"n": n}})).await {
+                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
+                        ok.push(n);
+                        ac.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
+                    Err(e) => failed.push((n, e)),
+                }
+            }
+            (ok, failed)
+        });
+        Publisher { stop, acked, task }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    async fn run_for(&self, more: u64) {
+        let target = self.acked() + more;
+        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
+    }
+
+    async fn stop(self) -> (Vec<u64>, Vec<(u64, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// For each client, the acknowledged publications it lacks once every client has the last
+/// one (or a deadline passed); also the duplicates.
+async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
+    let last = *acked.last().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline && !clients.iter().all(|c| c.seen.lock().unwrap().publications.contains(&last)) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lost = Vec::new();
+    let mut duplicated = 0;
+    for c in clients {
+        let seen = c.seen.lock().unwrap();
+        let unique: std::collections::BTreeSet<u64> = seen.publications.iter().copied().collect();
+        duplicated += seen.publications.len() - unique.len();
+        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
+        if !missing.is_empty() {
+            println!("client lacks {} acknowledged, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+        }
+        lost.push(missing.len());
+    }
+    (lost, duplicated)
+}
+
+async fn ready_status(port: u16) -> u16 {
+    http(port, "GET", "/ready", "", "").await.map_or(0, |(s, _)| s)
+}
+
+/// Polls `/ready` on `port` until it answers `want`; returns how long that took.
+async fn until_ready_is(port: u16, want: u16, log: impl Fn() -> String) -> Duration {
+    let started = Instant::now();
+    while ready_status(port).await != want {
+        assert!(started.elapsed() < LIMIT, "/ready on {port} never {want}: {}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[test]
+fn canary_catches_a_frozen_pubsub() {
+    serial(async {
+        let dir = common::temp_dir("redis-canary");
+        let redis = RedisServer::start().await;
+        let proxy = PubSubProxy::start(redis.port).await;
+        let prefix = format!("t{}", common::unique());
+        // Node a reaches Redis through the proxy; node b directly.
+        let a = Node::start(
+            &dir,
+            &config(json!({"address": proxy.url(), "prefix": prefix, "canary_interval": "500ms"})),
+            common::free_port(),
+        )
+        .await;
+        let b = Node::start(
+            &dir,
+            &config(json!({"address": redis.url(), "prefix": prefix, "canary_interval": "500ms"})),
+            common::free_port(),
+        )
+        .await;
+        let on_a = watch(&a.url(), "ua").await;
+        let on_b = watch(&b.url(), "ub").await;
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE / 2).await;
+
+        proxy.freeze();
+        let took = until_ready_is(a.port, 503, || a.log()).await;
+        println!("node a not ready {took:?} after the freeze");
+        // Two canary periods, plus the readiness check's own period (2 s).
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(ready_status(b.port).await, 200, "only the frozen node is affected");
+        // Told: its positioned subscriber is closed with 3010.
+        wait_until("the subscriber on a to be closed with 3010", LIMIT, || {
+            on_a.seen.lock().unwrap().disconnects.contains(&3010)
+        })
+        .await;
+        // Publishes through a are still answered while its pub/sub is frozen.
+        let before = publisher.acked();
+        publisher.run_for(RATE).await;
+        assert!(publisher.acked() >= before + RATE);
+        let shard = format!("127.0.0.1:{}", proxy.port);
+        let (_, metrics) = http(a.port, "GET", "/metrics", "", "").await.unwrap();
+        let gauge = format!("wshub_redis_pubsub_up{{shard=\"{shard}\"}} 0");
+        assert!(metrics.contains(&gauge), "no {gauge} in:\n{metrics}");
+        assert!(metrics.contains("wshub_redis_pubsub_canary_missed_total"), "{metrics}");
+        let log = a.log();
+        assert!(log.contains("redis pub/sub down") && log.contains(&shard), "{log}");
+
+        proxy.thaw();
+        let took = until_ready_is(a.port, 200, || a.log()).await;
+        println!("node a ready again {took:?} after the thaw");
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        assert!(failed.is_empty(), "publishes failed: {failed:?}");
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        {
+            let a_seen = on_a.seen.lock().unwrap();
+            println!(
+                "{} acknowledged; lost per client {lost:?}; duplicated {duplicated}; a's subscriptions {:?}, disconnects {:?}",
+                acked.len(),
+                a_seen.subscribed,
+                a_seen.disconnects
+            );
+        }
+        assert_eq!(lost, [0, 0]);
+        assert_eq!(duplicated, 0);
+        // a's subscriber came back through recovery, b's never left.
+        assert!(on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(r, w)| r && w));
+        assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
+        for w in [on_a, on_b] {
+            w.client.disconnect();
+            w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
