@@ -8,6 +8,11 @@
 //!   the log name the shard, its publishes are still answered, and once pub/sub is back it
 //!   is ready again and its subscribers have every acknowledged publication.
 //!
+//! - Sentinel: a master, a replica and three `redis-sentinel`; two nodes find the master
+//!   through the sentinels; the master is killed with SIGKILL while a backend publishes;
+//!   the nodes follow the promoted replica (commands and pub/sub); every subscriber ends
+//!   with every acknowledged publication, or was told (`recovered: false`): counted.
+//!
 //! Every publication is numbered; each client's count of acknowledged publications it
 //! lacks must be zero. The tests take turns (one at a time).
 #![allow(clippy::unwrap_used)]
@@ -22,7 +27,7 @@ use common::{api, http, wait_until, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
-use wshub_redis::testing::{PubSubProxy, RedisServer};
+use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisServer, Sentinel};
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -60,6 +65,8 @@ fn config(redis: serde_json::Value) -> serde_json::Value {
 struct Seen {
     /// `n` of each publication received, in order of arrival.
     publications: Vec<u64>,
+    /// Their offsets.
+    offsets: Vec<u64>,
     /// Each `Subscribed`: (recovered, was_recovering).
     subscribed: Vec<(bool, bool)>,
     /// The codes of the server's disconnects (from `Connecting` after a connection).
@@ -89,9 +96,10 @@ async fn watch(url: &str, user: &str) -> Watched {
         while let Some(e) = events.recv().await {
             let mut s = s.lock().unwrap();
             match e {
-                ClientEvent::Publication { data, .. } => {
+                ClientEvent::Publication { data, offset, .. } => {
                     let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
                     s.publications.push(v["n"].as_u64().unwrap());
+                    s.offsets.push(offset);
                 }
                 ClientEvent::Subscribed {
                     recovered, was_recovering, ..
@@ -266,6 +274,110 @@ fn canary_catches_a_frozen_pubsub() {
         assert!(on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(r, w)| r && w));
         assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
         for w in [on_a, on_b] {
+            w.client.disconnect();
+            w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// The value after `key` in a flat `redis-cli` reply (`SENTINEL master`).
+fn field(reply: &str, key: &str) -> Option<String> {
+    let mut lines = reply.lines();
+    lines.find(|l| l.trim() == key)?;
+    lines.next().map(|v| v.trim().to_string())
+}
+
+#[test]
+fn sentinel_failover_loses_nothing_silently() {
+    serial(async {
+        const NAME: &str = "wshubmaster";
+        let dir = common::temp_dir("redis-sentinel");
+        let mut master = RedisServer::start().await;
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]).await;
+        wait_until("the replica to sync", LIMIT, || {
+            cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(Sentinel::start(NAME, master.port).await);
+        }
+        // A failover needs the sentinels to know the replica and each other (quorum 2).
+        wait_until("the sentinels to know the replica and each other", LIMIT, || {
+            sentinels.iter().all(|s| {
+                let m = cli(s.port, &["SENTINEL", "master", NAME]);
+                field(&m, "num-slaves").as_deref() == Some("1") && field(&m, "num-other-sentinels").as_deref() == Some("2")
+            })
+        })
+        .await;
+        let addresses: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let cfg = config(json!({
+            "sentinel_address": addresses,
+            "sentinel_master_name": NAME,
+            "prefix": format!("t{}", common::unique()),
+            "canary_interval": "500ms"
+        }));
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        let mut clients = Vec::new();
+        for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
+            clients.push(watch(&node.url(), &format!("u{i}")).await);
+        }
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE).await;
+
+        let acked_before = publisher.acked();
+        master.kill();
+        let killed = Instant::now();
+        wait_until("a sentinel to promote the replica", LIMIT, || {
+            sentinels.iter().any(|s| s.master_port(NAME) == Some(replica.port))
+        })
+        .await;
+        println!("replica promoted {:?} after the kill", killed.elapsed());
+        // Both nodes publish through the new master again.
+        publisher.run_for(RATE).await;
+        println!("publishing again {:?} after the kill", killed.elapsed());
+        for n in [&a, &b] {
+            until_ready_is(n.port, 200, || n.log()).await;
+        }
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        let (_, h) = api(a.port, "history", &json!({"channel": CHANNEL, "limit": 0})).await.unwrap();
+        println!("history top {h}");
+        println!(
+            "{} acknowledged ({} before the kill), {} calls failed during the failover",
+            acked.len(),
+            acked_before,
+            failed.len()
+        );
+        let refs: Vec<&Watched> = clients.iter().collect();
+        let (lost, duplicated) = lost(&refs, &acked).await;
+        let mut silent = 0;
+        for (i, (c, lacks)) in clients.iter().zip(&lost).enumerate() {
+            let seen = c.seen.lock().unwrap();
+            // Told: a resubscription answered `recovered: false` (the SDK's signal that
+            // publications may be missing).
+            let told = seen.subscribed.iter().skip(1).any(|&(r, w)| w && !r);
+            println!(
+                "client {i}: lacks {lacks}, disconnects {:?}, subscriptions {:?}, last (n, offset) {:?}",
+                seen.disconnects,
+                seen.subscribed,
+                seen.publications.iter().zip(&seen.offsets).rev().take(3).collect::<Vec<_>>()
+            );
+            if *lacks > 0 && !told {
+                silent += 1;
+            }
+        }
+        assert_eq!(silent, 0, "clients lacking acknowledged publications without being told: {lost:?}");
+        assert_eq!(duplicated, 0);
+        assert!(
+            a.log().contains("redis pub/sub down") && b.log().contains("redis pub/sub down"),
+            "the nodes noticed the failover"
+        );
+        for w in clients {
             w.client.disconnect();
             w.task.abort();
         }

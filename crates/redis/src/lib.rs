@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio::sync::{mpsc, oneshot};
 use wshub_core::cluster::{ControlHandler, NodeControl};
 use wshub_core::engine::*;
 use wshub_protocol::{ClientInfo, Publication};
@@ -42,6 +42,22 @@ pub struct RedisConfig {
     /// How often the node publishes a ping to itself through its pub/sub connection; a ping
     /// not back within this time marks the pub/sub as down (see [`RedisEngine::check`]).
     pub canary_interval: Duration,
+    /// Redis behind Sentinel: `address` is then unused; the master is asked of the
+    /// sentinels at every (re)connection, so that a failover is followed.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// Where the sentinels are and which master they watch (Centrifugo's
+/// `engine.redis.sentinel_address`, `sentinel_master_name`, `sentinel_password`).
+#[derive(Debug, Clone, Default)]
+pub struct SentinelConfig {
+    /// `host:port` (or `redis://host:port`) of each sentinel.
+    pub addresses: Vec<String>,
+    pub master_name: String,
+    /// The sentinels' password (empty: none).
+    pub password: String,
+    /// The master's password (empty: none).
+    pub master_password: String,
 }
 
 impl Default for RedisConfig {
@@ -51,6 +67,7 @@ impl Default for RedisConfig {
             prefix: "wshub".into(),
             presence_ttl: Duration::from_secs(60),
             canary_interval: DEFAULT_CANARY_INTERVAL,
+            sentinel: None,
         }
     }
 }
@@ -62,6 +79,8 @@ pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(2);
 pub enum RedisEngineError {
     #[error("engine.redis.address: {0}")]
     Address(String),
+    #[error("engine.redis.sentinel_address: {0}")]
+    Sentinel(String),
 }
 
 const PUBLISH: &str = r#"
@@ -196,6 +215,62 @@ fn presence_script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRESENCE_LIB}{body}"))
 }
 
+/// How the engine finds its Redis: one address, or the current master of a Sentinel group.
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+impl Target {
+    fn new(cfg: &RedisConfig) -> Result<Self, RedisEngineError> {
+        let Some(s) = &cfg.sentinel else {
+            let client = redis::Client::open(cfg.address.as_str()).map_err(|e| RedisEngineError::Address(e.to_string()))?;
+            return Ok(Target::Single(client));
+        };
+        let bad = |why: String| RedisEngineError::Sentinel(why);
+        if s.master_name.is_empty() {
+            return Err(bad("sentinel_master_name must be set with sentinel_address".into()));
+        }
+        let mut addrs = Vec::with_capacity(s.addresses.len());
+        for a in &s.addresses {
+            let hp = a.strip_prefix("redis://").unwrap_or(a).trim_end_matches('/');
+            let parsed = hp.rsplit_once(':').and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)));
+            let (host, port) = parsed.ok_or_else(|| bad(format!("{a:?} is not host:port")))?;
+            addrs.push(redis::ConnectionAddr::Tcp(host, port));
+        }
+        if addrs.is_empty() {
+            return Err(bad("no sentinel address".into()));
+        }
+        let mut b = redis::sentinel::SentinelClientBuilder::new(addrs, &s.master_name, redis::sentinel::SentinelServerType::Master)
+            .map_err(|e| bad(e.to_string()))?;
+        if !s.password.is_empty() {
+            b = b.set_client_to_sentinel_password(&s.password);
+        }
+        if !s.master_password.is_empty() {
+            b = b.set_client_to_redis_password(&s.master_password);
+        }
+        let client = b.build().map_err(|e| bad(e.to_string()))?;
+        Ok(Target::Sentinel(Arc::new(tokio::sync::Mutex::new(client))))
+    }
+
+    /// A client for the Redis to use now (for Sentinel: the master the sentinels name,
+    /// which confirmed its role).
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Target::Single(c) => Ok(c.clone()),
+            Target::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+
+    fn name(cfg: &RedisConfig) -> String {
+        match &cfg.sentinel {
+            Some(s) => format!("sentinel {}", s.master_name),
+            None => shard_name(&cfg.address),
+        }
+    }
+}
+
 type Epochs = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 enum PubSubCmd {
@@ -207,9 +282,12 @@ enum PubSubCmd {
 
 /// The Redis engine.
 pub struct RedisEngine {
-    client: redis::Client,
+    target: Target,
     cfg: RedisConfig,
-    conn: OnceCell<redis::aio::ConnectionManager>,
+    /// The command connection; with Sentinel, dropped when it fails so that the next call
+    /// asks the sentinels for the master again.
+    conn: std::sync::RwLock<Option<redis::aio::ConnectionManager>>,
+    conn_init: tokio::sync::Mutex<()>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     /// Node control messages (`{prefix}.control`): shared with the pub/sub task.
     control: Arc<OnceLock<Arc<dyn ControlHandler>>>,
@@ -243,10 +321,10 @@ fn new_epoch() -> String {
 impl RedisEngine {
     /// Checks the address; connections are made on first use (and remade when lost).
     pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
-        let client = redis::Client::open(cfg.address.as_str()).map_err(|e| RedisEngineError::Address(e.to_string()))?;
         Ok(RedisEngine {
-            client,
-            conn: OnceCell::new(),
+            target: Target::new(&cfg)?,
+            conn: std::sync::RwLock::new(None),
+            conn_init: tokio::sync::Mutex::new(()),
             handler: OnceLock::new(),
             control: Arc::default(),
             pubsub: OnceLock::new(),
@@ -259,7 +337,7 @@ impl RedisEngine {
             presence_stats: presence_script(PRESENCE_STATS),
             presence_reap: presence_script(PRESENCE_REAP),
             node_uid: OnceLock::new(),
-            health: Arc::new(PubSubHealth::new(shard_name(&cfg.address))),
+            health: Arc::new(PubSubHealth::new(Target::name(&cfg))),
             cfg,
         })
     }
@@ -280,26 +358,41 @@ impl RedisEngine {
     }
 
     async fn conn(&self) -> Result<redis::aio::ConnectionManager, EngineError> {
-        let c = self
-            .conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(5)))
-                    // Few retries per attempt: a call fails fast while Redis is away (the next call
-                    // tries again), and a wrong address fails the start within seconds.
-                    .set_number_of_retries(2);
-                redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await
-            })
-            .await
-            .map_err(internal)?;
-        Ok(c.clone())
+        if let Some(c) = self.conn.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(c.clone());
+        }
+        // One connection attempt at a time; the others wait for it.
+        let _turn = self.conn_init.lock().await;
+        if let Some(c) = self.conn.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(c.clone());
+        }
+        let client = self.target.client().await.map_err(internal)?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            // Few retries per attempt: a call fails fast while Redis is away (the next call
+            // tries again), and a wrong address fails the start within seconds.
+            .set_number_of_retries(2);
+        let c = redis::aio::ConnectionManager::new_with_config(client, cfg).await.map_err(internal)?;
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The engine error for `e`; with Sentinel, an error that says the master is gone or no
+    /// longer master (`READONLY`: it came back as a replica) drops the connection, so that
+    /// the next call follows the failover.
+    fn fail(&self, e: redis::RedisError) -> EngineError {
+        let moved = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("READONLY");
+        if moved && matches!(self.target, Target::Sentinel(_)) {
+            *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        internal(e)
     }
 
     /// Whether Redis answers (for readiness).
     pub async fn ping(&self) -> Result<(), EngineError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(internal)?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -339,7 +432,7 @@ impl RedisEngine {
                 interval: self.cfg.canary_interval.max(Duration::from_millis(50)),
                 health: self.health.clone(),
             };
-            tokio::spawn(pubsub_task(self.client.clone(), names, handlers, canary, self.epochs.clone(), rx));
+            tokio::spawn(pubsub_task(self.target.clone(), names, handlers, canary, self.epochs.clone(), rx));
         }
         self.pubsub
             .get()
@@ -353,7 +446,7 @@ impl RedisEngine {
             .arg(message)
             .query_async::<i64>(&mut c)
             .await
-            .map_err(internal)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -379,7 +472,7 @@ impl RedisEngine {
             .arg(opts.idempotent_result_ttl.as_secs().max(1))
             .invoke_async(&mut c)
             .await
-            .map_err(internal)?;
+            .map_err(|e| self.fail(e))?;
         Ok(StreamPosition { offset, epoch })
     }
 
@@ -401,7 +494,7 @@ impl RedisEngine {
             .arg(META_TTL_SECS)
             .invoke_async(&mut c)
             .await
-            .map_err(internal)?;
+            .map_err(|e| self.fail(e))?;
         if let Some(known) = lock(&self.epochs).get_mut(channel) {
             known.clone_from(&epoch);
         }
@@ -524,7 +617,7 @@ fn report_down(canary: &Canary, handler: &dyn BrokerHandler, channels: &HashSet<
 /// subscribers, hands what arrives to the node, and after a lost connection reconnects (with
 /// backoff) and subscribes again to all of them. Its canary checks that it delivers.
 async fn pubsub_task(
-    client: redis::Client,
+    target: Target,
     names: PubSubNames,
     handlers: Handlers,
     canary: Canary,
@@ -537,7 +630,14 @@ async fn pubsub_task(
     let mut delay = Duration::from_millis(100);
     let mut seq: u64 = 0;
     loop {
-        let connected = tokio::time::timeout(canary.call_timeout(), connect_pubsub(&client, &names, &canary, &channels))
+        channels.retain(|ch| {
+            let keep = handler.has_subscribers(ch);
+            if !keep {
+                lock(&epochs).remove(ch);
+            }
+            keep
+        });
+        let connected = tokio::time::timeout(canary.call_timeout(), connect_pubsub(&target, &names, &canary, &channels))
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
         let (mut sink, mut stream, pinger) = match connected {
@@ -551,7 +651,12 @@ async fn pubsub_task(
                     tokio::select! {
                         cmd = rx.recv() => match cmd {
                             None => return,
-                            Some(PubSubCmd::Subscribe(_, done)) => {
+                            Some(PubSubCmd::Subscribe(ch, done)) => {
+                                // Failed, but kept for the reconnect: another subscriber may have
+                                // joined the hub's channel meanwhile without asking the broker (it
+                                // asks once per channel); the reconnect drops it if none did.
+                                lock(&epochs).entry(ch.clone()).or_default();
+                                channels.insert(ch);
                                 let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
                             }
                             Some(PubSubCmd::Unsubscribe(ch, done)) => {
@@ -567,6 +672,13 @@ async fn pubsub_task(
                 continue;
             }
         };
+        if canary.health.down_reason().is_some() {
+            // Subscribers that joined while pub/sub was down recovered from history without
+            // a live stream: told now, they recover again, with it.
+            for ch in &channels {
+                handler.handle_reset(ch);
+            }
+        }
         if !channels.is_empty() {
             tracing::info!(channels = channels.len(), "redis pub/sub: reconnected and resubscribed");
         }
@@ -658,11 +770,12 @@ async fn pubsub_task(
 /// A pub/sub connection subscribed to every channel in `channels`, and a command connection
 /// for its canary's pings.
 async fn connect_pubsub(
-    client: &redis::Client,
+    target: &Target,
     names: &PubSubNames,
     canary: &Canary,
     channels: &HashSet<String>,
 ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream, redis::aio::MultiplexedConnection)> {
+    let client = target.client().await?;
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
     sink.subscribe(&names.control).await?;
     sink.subscribe(&canary.channel).await?;
@@ -752,7 +865,7 @@ impl NodeControl for RedisEngine {
                 .arg(data)
                 .query_async::<i64>(&mut c)
                 .await
-                .map_err(internal)?;
+                .map_err(|e| self.fail(e))?;
             Ok(())
         })
     }
@@ -787,7 +900,7 @@ impl Broker for RedisEngine {
                 .arg(self.key("stream", channel))
                 .query_async::<i64>(&mut c)
                 .await
-                .map_err(internal)?;
+                .map_err(|e| self.fail(e))?;
             Ok(())
         })
     }
@@ -832,7 +945,7 @@ impl PresenceManager for RedisEngine {
                 .arg(&info.user)
                 .invoke_async::<()>(&mut c)
                 .await
-                .map_err(internal)
+                .map_err(|e| self.fail(e))
         })
     }
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
@@ -845,7 +958,7 @@ impl PresenceManager for RedisEngine {
                 .arg(channel)
                 .invoke_async::<()>(&mut c)
                 .await
-                .map_err(internal)
+                .map_err(|e| self.fail(e))
         })
     }
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
@@ -853,7 +966,7 @@ impl PresenceManager for RedisEngine {
             let mut c = self.conn().await?;
             let mut inv = self.presence_get.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            let raw: HashMap<String, Vec<u8>> = inv.invoke_async(&mut c).await.map_err(internal)?;
+            let raw: HashMap<String, Vec<u8>> = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
             let mut out = HashMap::with_capacity(raw.len());
             for (client, info) in raw {
                 match ClientInfo::decode(info.as_slice()) {
@@ -871,7 +984,7 @@ impl PresenceManager for RedisEngine {
             let mut c = self.conn().await?;
             let mut inv = self.presence_stats.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            let (clients, users): (u32, u32) = inv.invoke_async(&mut c).await.map_err(internal)?;
+            let (clients, users): (u32, u32) = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
             Ok((clients, users))
         })
     }
@@ -887,7 +1000,7 @@ impl PresenceManager for RedisEngine {
                 .arg(&self.cfg.prefix)
                 .invoke_async(&mut c)
                 .await
-                .map_err(internal)?;
+                .map_err(|e| self.fail(e))?;
             let mut out = Vec::with_capacity(flat.len() / 2);
             for pair in flat.chunks_exact(2) {
                 let (Ok(channel), Ok(info)) = (std::str::from_utf8(&pair[0]), ClientInfo::decode(&pair[1][..])) else {

@@ -14,6 +14,11 @@ impl RedisServer {
     /// Starts `redis-server` on `port` (no persistence) and waits until it accepts
     /// connections. Panics with how to install it when it is missing.
     pub async fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, &[]).await
+    }
+
+    /// With more `redis-server` arguments (`--replicaof`, `--cluster-enabled`...).
+    pub async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -25,6 +30,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server could not start ({e}): install it with `apt-get install redis-server`"));
@@ -38,8 +44,12 @@ impl RedisServer {
 
     /// On a port the OS says is free.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port).await
+        Self::start_on(free_port()).await
+    }
+
+    /// Sends `SIGKILL` to it (no shutdown, no last replication) and waits for it.
+    pub fn kill(&mut self) {
+        self.stop();
     }
 
     pub fn url(&self) -> String {
@@ -50,6 +60,75 @@ impl RedisServer {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A port the OS says is free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One reply of `redis-cli -p port args...` (for tests: `INFO`, `SENTINEL`, `CLUSTER`).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli could not start ({e}): install it with `apt-get install redis-tools`"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `redis-sentinel` watching the master named `name` at `127.0.0.1:master`, with a quorum
+/// of 2 and a master considered down after 1 s. Ended by its PID when dropped.
+pub struct Sentinel {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    /// Panics with how to install it when `redis-sentinel` is missing.
+    pub async fn start(name: &str, master: u16) -> Sentinel {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("wshub-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        // Sentinel rewrites its configuration file: each has its own.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-sentinel could not start ({e}): install Debian's package with `apt-get install redis-sentinel`"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-sentinel did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Sentinel { child, port, dir }
+    }
+
+    /// The port of the master it names now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        let out = cli(self.port, &["SENTINEL", "get-master-addr-by-name", name]);
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

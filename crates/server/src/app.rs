@@ -34,6 +34,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                     prefix: r.prefix.clone(),
                     presence_ttl: r.presence_ttl,
                     canary_interval: r.canary_interval,
+                    sentinel: (!r.sentinel_address.is_empty()).then(|| wshub_redis::SentinelConfig {
+                        addresses: r.sentinel_address.clone(),
+                        master_name: r.sentinel_master_name.clone(),
+                        password: r.sentinel_password.clone(),
+                        master_password: r.password.clone(),
+                    }),
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
             );

@@ -217,6 +217,30 @@ pub struct Redis {
     /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
     #[serde(with = "duration")]
     pub canary_interval: Duration,
+    /// Centrifugo's Sentinel keys: when `sentinel_address` lists sentinels (`host:port`),
+    /// the engine asks them for the master `sentinel_master_name` (instead of `address`) at
+    /// every (re)connection, following failovers.
+    #[serde(deserialize_with = "string_list")]
+    pub sentinel_address: Vec<String>,
+    pub sentinel_master_name: String,
+    pub sentinel_password: String,
+    /// The master's password under Sentinel.
+    pub password: String,
+}
+
+/// A list as a JSON array, or as one string with commas between items (an environment
+/// variable).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for Redis {
@@ -226,6 +250,10 @@ impl Default for Redis {
             prefix: "wshub".into(),
             presence_ttl: Duration::from_secs(60),
             canary_interval: Duration::from_secs(2),
+            sentinel_address: Vec::new(),
+            sentinel_master_name: String::new(),
+            sentinel_password: String::new(),
+            password: String::new(),
         }
     }
 }
@@ -409,6 +437,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "engine.redis.presence_ttl",
                 "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
             );
+        }
+        if !c.engine.redis.sentinel_address.is_empty() && c.engine.redis.sentinel_master_name.is_empty() {
+            return fail("engine.redis.sentinel_master_name", "must be set with engine.redis.sentinel_address");
         }
         if c.engine.redis.canary_interval < Duration::from_millis(100) {
             return fail("engine.redis.canary_interval", "must be at least 100ms");
