@@ -352,3 +352,76 @@ mod conformance {
         RedisFactory::start().await
     );
 }
+
+/// The engine contract again, with the engines finding their Redis through a
+/// `redis-sentinel` (each case: a master and a sentinel of its own).
+mod conformance_sentinel {
+    use super::*;
+    use crate::testing::Sentinel;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    const NAME: &str = "conformance";
+
+    struct SentinelFactory {
+        // Dropped first: the sentinel, then its master.
+        sentinel: Sentinel,
+        _server: RedisServer,
+        clusters: AtomicUsize,
+    }
+
+    impl SentinelFactory {
+        async fn start() -> Self {
+            let server = RedisServer::start().await;
+            let sentinel = Sentinel::start(NAME, server.port).await;
+            SentinelFactory {
+                sentinel,
+                _server: server,
+                clusters: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl EngineFactory for SentinelFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("sentinel{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            let engines = (0..nodes)
+                .map(|_| {
+                    RedisEngine::new(RedisConfig {
+                        // Unused with Sentinel: a port nothing listens on proves it.
+                        address: "redis://127.0.0.1:1".into(),
+                        prefix: prefix.clone(),
+                        presence_ttl: Duration::from_secs(60),
+                        sentinel: Some(SentinelConfig {
+                            addresses: vec![format!("127.0.0.1:{}", self.sentinel.port)],
+                            master_name: NAME.into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            Box::pin(std::future::ready(engines))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        SentinelFactory::start().await
+    );
+}
