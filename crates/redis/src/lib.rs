@@ -280,8 +280,9 @@ enum PubSubCmd {
     Unsubscribe(String, oneshot::Sender<()>),
 }
 
-/// The Redis engine.
-pub struct RedisEngine {
+/// One Redis (or one Sentinel group): the channels that hash to it, their history and
+/// presence, and a pub/sub connection with its canary.
+struct Shard {
     target: Target,
     cfg: RedisConfig,
     /// The command connection; with Sentinel, dropped when it fails so that the next call
@@ -318,10 +319,10 @@ fn new_epoch() -> String {
     format!("{n:08x}")
 }
 
-impl RedisEngine {
+impl Shard {
     /// Checks the address; connections are made on first use (and remade when lost).
-    pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
-        Ok(RedisEngine {
+    fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
+        Ok(Shard {
             target: Target::new(&cfg)?,
             conn: std::sync::RwLock::new(None),
             conn_init: tokio::sync::Mutex::new(()),
@@ -849,7 +850,7 @@ fn tagged(tag: u8, info: &ClientInfo) -> Vec<u8> {
 
 /// Control messages travel on `{prefix}.control`, which every node's pub/sub connection
 /// subscribes to (its own messages come back to it too).
-impl NodeControl for RedisEngine {
+impl NodeControl for Shard {
     fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
         let _ = self.control.set(handler);
     }
@@ -871,7 +872,7 @@ impl NodeControl for RedisEngine {
     }
 }
 
-impl Broker for RedisEngine {
+impl Broker for Shard {
     fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
         let _ = self.handler.set(handler);
     }
@@ -931,7 +932,7 @@ impl Broker for RedisEngine {
     }
 }
 
-impl PresenceManager for RedisEngine {
+impl PresenceManager for Shard {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -1010,6 +1011,177 @@ impl PresenceManager for RedisEngine {
                 out.push((channel.to_string(), info));
             }
             Ok(out)
+        })
+    }
+}
+
+/// The Redis engine: one shard per address of `engine.redis.address` (or one Sentinel
+/// group). Each channel lives on the shard its name hashes to ([`shard_index`]), with its
+/// history, presence and pub/sub; node control travels through one shard (the one the
+/// control channel's name hashes to); a dead node's presence is reaped on every shard.
+pub struct RedisEngine {
+    shards: Vec<Shard>,
+    /// The shard that carries node control.
+    control: usize,
+}
+
+impl RedisEngine {
+    /// Checks the addresses; connections are made on first use (and remade when lost).
+    /// Several addresses (a comma between each) make independent shards.
+    pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
+        let addresses: Vec<String> = if cfg.sentinel.is_some() {
+            vec![cfg.address.clone()]
+        } else {
+            cfg.address.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
+        };
+        if addresses.is_empty() {
+            return Err(RedisEngineError::Address("no address".into()));
+        }
+        let control = shard_index(&format!("{}.control", cfg.prefix), addresses.len());
+        let shards = addresses
+            .into_iter()
+            .map(|address| Shard::new(RedisConfig { address, ..cfg.clone() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RedisEngine { shards, control })
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        // `shard_index` is below `shards.len()`, which is at least 1.
+        &self.shards[shard_index(channel, self.shards.len())]
+    }
+
+    /// The shard names (`host:port`), in shard order.
+    pub fn shard_names(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.health.shard.clone()).collect()
+    }
+
+    /// Which shard (an index into [`RedisEngine::shard_names`]) holds `channel`.
+    pub fn shard_of(&self, channel: &str) -> usize {
+        shard_index(channel, self.shards.len())
+    }
+
+    /// Whether every shard answers commands and delivers pub/sub; the error names each
+    /// shard that does not.
+    pub async fn check_all(&self) -> Result<(), EngineError> {
+        let results = futures_util::future::join_all(self.shards.iter().map(|s| s.check_all())).await;
+        let failed: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Internal(failed.join("; ")))
+        }
+    }
+
+    #[cfg(test)]
+    fn health(&self) -> &PubSubHealth {
+        &self.shards[0].health
+    }
+}
+
+/// The shard of `key` among `n`: jump consistent hash (Lamping and Veach, 2014) of the
+/// FNV-1a hash of the name, so that every node agrees and adding a shard moves only about
+/// 1/n of the channels.
+pub fn shard_index(key: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+    while j < n {
+        b = j;
+        h = h.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        let r = ((h >> 33) + 1) as f64;
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / r)) as i64;
+    }
+    usize::try_from(b).unwrap_or(0)
+}
+
+impl NodeControl for RedisEngine {
+    fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
+        self.shards[self.control].set_control_handler(handler);
+    }
+    fn publish_control(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), EngineError>> {
+        self.shards[self.control].publish_control(data)
+    }
+}
+
+impl Broker for RedisEngine {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        for s in &self.shards {
+            s.set_handler(handler.clone());
+        }
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        opts: &'a PublishOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
+        self.shard(channel).publish(channel, publication, opts)
+    }
+    fn publish_join<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).publish_join(channel, info)
+    }
+    fn publish_leave<'a>(&'a self, channel: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).publish_leave(channel, info)
+    }
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
+        self.shard(channel).history(channel, query)
+    }
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).remove_history(channel)
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.check_all())
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).subscribe(channel)
+    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).unsubscribe(channel)
+    }
+}
+
+impl PresenceManager for RedisEngine {
+    fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).add_presence(channel, client, info)
+    }
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.shard(channel).remove_presence(channel, client)
+    }
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
+        self.shard(channel).presence(channel)
+    }
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(u32, u32), EngineError>> {
+        self.shard(channel).presence_stats(channel)
+    }
+    fn set_node_uid(&self, uid: &str) {
+        for s in &self.shards {
+            s.set_node_uid(uid);
+        }
+    }
+    /// Every shard holds the entries of the dead node's channels that hash to it: each is
+    /// reaped; a shard that does not answer keeps its entries until they expire.
+    fn reap_node<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
+        Box::pin(async move {
+            let results = futures_util::future::join_all(self.shards.iter().map(|s| s.reap_node(uid))).await;
+            let mut out = Vec::new();
+            let mut last_err = None;
+            for r in results {
+                match r {
+                    Ok(v) => out.extend(v),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis: a shard could not reap a dead node's presence");
+                        last_err = Some(e);
+                    }
+                }
+            }
+            match last_err {
+                Some(e) if out.is_empty() => Err(e),
+                _ => Ok(out),
+            }
         })
     }
 }

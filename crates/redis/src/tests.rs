@@ -57,6 +57,25 @@ mod recorder {
             }
         }
 
+        /// Waits until what was delivered contains every item of `want`.
+        pub async fn wait_for_all(&self, want: &[String]) -> Vec<String> {
+            let deadline = tokio::time::Instant::now() + LIMIT;
+            loop {
+                let notified = self.notify.notified();
+                {
+                    let g = self.got.lock().unwrap();
+                    if want.iter().all(|w| g.contains(w)) {
+                        return g.clone();
+                    }
+                }
+                assert!(
+                    tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                    "wanted {want:?}, only {:?}",
+                    self.got.lock().unwrap()
+                );
+            }
+        }
+
         pub fn set_subscribed(&self, v: bool) {
             self.subscribed.store(v, Ordering::SeqCst);
         }
@@ -217,8 +236,8 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
     // Up: several canary round trips pass.
     let started = Instant::now();
     let deadline = started + LIMIT;
-    while e.health.down_reason().is_some() || started.elapsed() < interval * 3 {
-        assert!(Instant::now() < deadline, "canary never came back: {:?}", e.health.down_reason());
+    while e.health().down_reason().is_some() || started.elapsed() < interval * 3 {
+        assert!(Instant::now() < deadline, "canary never came back: {:?}", e.health().down_reason());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     e.check().await.unwrap();
@@ -249,9 +268,90 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     e.publish("c", publication("three"), &opts).await.unwrap();
-    let got = r.wait_for(3).await;
-    assert!(got.iter().any(|g| g == "c #3 three"), "{got:?}");
+    let got = r.wait_for_all(&["c #3 three".to_string()]).await;
     assert!(!got.iter().any(|g| g.ends_with("two")), "delivered through a frozen connection: {got:?}");
+}
+
+#[test]
+fn channels_spread_over_shards_and_few_move_when_one_is_added() {
+    let names: Vec<String> = (0..3000).map(|i| format!("chat:{i}")).collect();
+    let mut per_shard = [0usize; 3];
+    for n in &names {
+        per_shard[shard_index(n, 3)] += 1;
+    }
+    assert!(per_shard.iter().all(|&c| c > 800), "{per_shard:?}");
+    // A fourth shard takes about a quarter; no channel moves between the first three.
+    let moved: Vec<&String> = names.iter().filter(|n| shard_index(n, 3) != shard_index(n, 4)).collect();
+    assert!(moved.iter().all(|n| shard_index(n, 4) == 3));
+    assert!((600..900).contains(&moved.len()), "{}", moved.len());
+    assert_eq!(shard_index("x", 1), 0);
+}
+
+/// Three independent Redis servers as shards: channels on every one; one server stopped
+/// fails only its channels (publishes, and the subscribers told with a reset), and the
+/// check names it alone; the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_shard_affects_only_its_channels() {
+    let mut servers = vec![RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+    let address = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+    let e = RedisEngine::new(RedisConfig {
+        address,
+        prefix: "t11".into(),
+        canary_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    // One channel per shard.
+    let channels: Vec<String> = (0..3)
+        .map(|shard| (0..).map(|i| format!("c{i}")).find(|c| e.shard_of(c) == shard).unwrap())
+        .collect();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    for c in &channels {
+        e.subscribe(c).await.unwrap();
+        e.publish(c, publication("one"), &opts).await.unwrap();
+    }
+    r.wait_for(3).await;
+    // Each shard's Redis holds only its own channel's keys.
+    for (i, server) in servers.iter().enumerate() {
+        let mut c = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("t11.stream.*").query_async(&mut c).await.unwrap();
+        assert_eq!(keys, [format!("t11.stream.{}", channels[i])]);
+    }
+    let down = e.shard_names()[1].clone();
+    servers[1].stop();
+    let deadline = Instant::now() + LIMIT;
+    let err = loop {
+        if let Err(err) = e.check().await {
+            break err.to_string();
+        }
+        assert!(Instant::now() < deadline, "check passes with a shard stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains(&down), "{err}");
+    for (i, name) in e.shard_names().iter().enumerate() {
+        assert_eq!(err.contains(name.as_str()), i == 1, "{err}");
+    }
+    // Its channel's subscribers are told; the others' are not.
+    let deadline = Instant::now() + LIMIT;
+    while !r.got.lock().unwrap().contains(&format!("{} reset", channels[1])) {
+        assert!(Instant::now() < deadline, "{:?}", r.got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(e.publish(&channels[1], publication("two"), &opts).await.is_err());
+    for i in [0, 2] {
+        assert_eq!(e.publish(&channels[i], publication("two"), &opts).await.unwrap().offset, 2);
+    }
+    let got = r.wait_for_all(&[format!("{} #2 two", channels[0]), format!("{} #2 two", channels[2])]).await;
+    for i in [0, 2] {
+        assert!(!got.contains(&format!("{} reset", channels[i])), "{got:?}");
+    }
 }
 
 #[test]
@@ -423,5 +523,64 @@ mod conformance_sentinel {
     wshub_core::engine_conformance!(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
         SentinelFactory::start().await
+    );
+}
+
+/// The engine contract with three independent Redis servers as shards.
+mod conformance_sharded {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    struct ShardedFactory {
+        servers: Vec<RedisServer>,
+        clusters: AtomicUsize,
+    }
+
+    impl ShardedFactory {
+        async fn start() -> Self {
+            ShardedFactory {
+                servers: vec![RedisServer::start().await, RedisServer::start().await, RedisServer::start().await],
+                clusters: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl EngineFactory for ShardedFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("sharded{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            let address = self.servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+            let engines = (0..nodes)
+                .map(|_| {
+                    RedisEngine::new(RedisConfig {
+                        address: address.clone(),
+                        prefix: prefix.clone(),
+                        presence_ttl: Duration::from_secs(60),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            Box::pin(std::future::ready(engines))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        ShardedFactory::start().await
     );
 }

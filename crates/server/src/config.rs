@@ -208,6 +208,9 @@ impl Default for Engine {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Redis {
+    /// One address, or several (a JSON list, or commas between them): independent shards,
+    /// each channel on the one its name hashes to.
+    #[serde(deserialize_with = "joined_list")]
     pub address: String,
     pub prefix: String,
     /// How long a presence entry lives unless its session refreshes it (every ping).
@@ -226,6 +229,11 @@ pub struct Redis {
     pub sentinel_password: String,
     /// The master's password under Sentinel.
     pub password: String,
+}
+
+/// A list (JSON array or one string) kept as one string with commas between items.
+fn joined_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(string_list(d)?.join(","))
 }
 
 /// A list as a JSON array, or as one string with commas between items (an environment
@@ -423,9 +431,10 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("engine.type", "must be \"memory\" or \"redis\"");
     }
     if c.engine.r#type == "redis" {
-        if !["redis://", "rediss://", "redis+unix://", "unix://"]
+        let addresses: Vec<&str> = c.engine.redis.address.split(',').collect();
+        if !addresses
             .iter()
-            .any(|s| c.engine.redis.address.starts_with(s))
+            .all(|a| ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| a.starts_with(s)))
         {
             return fail("engine.redis.address", "must be a redis:// (or rediss://, unix://) URL");
         }
