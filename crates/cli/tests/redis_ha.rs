@@ -13,6 +13,11 @@
 //!   the nodes follow the promoted replica (commands and pub/sub); every subscriber ends
 //!   with every acknowledged publication, or was told (`recovered: false`): counted.
 //!
+//! - Sharding: three independent `redis-server` as shards under two nodes; channels on
+//!   every shard; node control (`info`) and presence work; one server stopped: `/ready`
+//!   503 naming it in the log, its channel's publishes fail, the others' go on and are
+//!   delivered.
+//!
 //! Every publication is numbered; each client's count of acknowledged publications it
 //! lacks must be zero. The tests take turns (one at a time).
 #![allow(clippy::unwrap_used)]
@@ -104,16 +109,20 @@ async fn watch(url: &str, user: &str) -> Watched {
                 ClientEvent::Subscribed {
                     recovered, was_recovering, ..
                 } => s.subscribed.push((recovered, was_recovering)),
-                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => {
-                    s.disconnects.push(code)
-                }
+                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => s.disconnects.push(code),
                 _ => {}
             }
         }
     });
-    wait_until("a client's first subscription", LIMIT, || !seen.lock().unwrap().subscribed.is_empty()).await;
+    wait_until("a client's first subscription", LIMIT, || {
+        !seen.lock().unwrap().subscribed.is_empty()
+    })
+    .await;
     Watched { client, seen, task }
 }
+
+/// The numbers acknowledged, and each failed call's number with why.
+type Published = (Vec<u64>, Vec<(u64, String)>);
 
 /// A backend publishing `{"n": 1}`, `{"n": 2}`… to [`CHANNEL`] at [`RATE`] per second
 /// through the API of one of `ports` (round robin), one call at a time. A publication is
@@ -121,7 +130,7 @@ async fn watch(url: &str, user: &str) -> Watched {
 struct Publisher {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
-    task: JoinHandle<(Vec<u64>, Vec<(u64, String)>)>,
+    task: JoinHandle<Published>,
 }
 
 impl Publisher {
@@ -161,7 +170,7 @@ impl Publisher {
         wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
     }
 
-    async fn stop(self) -> (Vec<u64>, Vec<(u64, String)>) {
+    async fn stop(self) -> Published {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }
@@ -183,7 +192,11 @@ async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
         duplicated += seen.publications.len() - unique.len();
         let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
         if !missing.is_empty() {
-            println!("client lacks {} acknowledged, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+            println!(
+                "client lacks {} acknowledged, first {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            );
         }
         lost.push(missing.len());
     }
@@ -380,6 +393,111 @@ fn sentinel_failover_loses_nothing_silently() {
         for w in clients {
             w.client.disconnect();
             w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn sharding_one_stopped_shard_affects_only_its_channels() {
+    serial(async {
+        let dir = common::temp_dir("redis-shards");
+        let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+        let addresses: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        let mut cfg = config(json!({"address": addresses, "prefix": format!("t{}", common::unique()), "canary_interval": "500ms"}));
+        cfg["channel"]["namespaces"][0]["presence"] = json!(true);
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        // A channel on each shard, as every node computes it.
+        let channels: Vec<String> = (0..3)
+            .map(|shard| {
+                (0..)
+                    .map(|i| format!("chat:s{i}"))
+                    .find(|c| wshub_redis::shard_index(c, 3) == shard)
+                    .unwrap()
+            })
+            .collect();
+        // Node control through the control shard: each node sees both.
+        for n in [&a, &b] {
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // A subscriber of each channel on node a; publications through node b.
+        let mut subs = Vec::new();
+        for (i, ch) in channels.iter().enumerate() {
+            let config = ClientConfig {
+                token: wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap(),
+                min_reconnect_delay: Duration::from_millis(100),
+                max_reconnect_delay: Duration::from_millis(500),
+                ..Default::default()
+            };
+            let (client, mut events) = Client::start(&a.url(), config).unwrap();
+            client.subscribe(ch, true);
+            client.connect();
+            let got = Arc::new(Mutex::new(Vec::<String>::new()));
+            let g = got.clone();
+            let task = tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    match e {
+                        ClientEvent::Publication { data, .. } => g.lock().unwrap().push(String::from_utf8_lossy(&data).into_owned()),
+                        ClientEvent::Subscribed { .. } => g.lock().unwrap().push("subscribed".into()),
+                        _ => {}
+                    }
+                }
+            });
+            wait_until("a subscription", LIMIT, || got.lock().unwrap().contains(&"subscribed".to_string())).await;
+            subs.push((client, got, task));
+        }
+        for (i, ch) in channels.iter().enumerate() {
+            let (status, r) = api(b.port, "publish", &json!({"channel": ch, "data": {"n": 1}})).await.unwrap();
+            assert_eq!((status, r["result"]["offset"].as_u64()), (200, Some(1)), "{r}");
+            // Presence of each channel, read through the other node, from its shard.
+            let (_, p) = api(b.port, "presence_stats", &json!({"channel": ch})).await.unwrap();
+            assert_eq!(p["result"]["num_clients"], 1, "{p}");
+            let got = &subs[i].1;
+            wait_until("a delivery on every shard", LIMIT, || {
+                got.lock().unwrap().contains(&r#"{"n":1}"#.to_string())
+            })
+            .await;
+        }
+
+        servers[1].stop();
+        let stopped = format!("127.0.0.1:{}", servers[1].port);
+        for n in [&a, &b] {
+            until_ready_is(n.port, 503, || n.log()).await;
+            let log = n.log();
+            let line = log.lines().find(|l| l.contains("not ready")).unwrap_or_default();
+            assert!(line.contains(&stopped), "the log names the stopped shard: {line}");
+            for other in [0, 2] {
+                assert!(!line.contains(&format!("127.0.0.1:{}", servers[other].port)), "{line}");
+            }
+        }
+        let (_, r) = api(b.port, "publish", &json!({"channel": channels[1], "data": {"n": 2}}))
+            .await
+            .unwrap();
+        assert!(r["error"]["code"].is_u64(), "a publish to the stopped shard fails: {r}");
+        for i in [0, 2] {
+            let (status, r) = api(b.port, "publish", &json!({"channel": channels[i], "data": {"n": 2}}))
+                .await
+                .unwrap();
+            assert_eq!((status, r["result"]["offset"].as_u64()), (200, Some(2)), "{r}");
+            let got = &subs[i].1;
+            wait_until("deliveries on the other shards", LIMIT, || {
+                got.lock().unwrap().contains(&r#"{"n":2}"#.to_string())
+            })
+            .await;
+        }
+        for (client, _, task) in subs {
+            client.disconnect();
+            task.abort();
         }
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);

@@ -374,7 +374,9 @@ impl Shard {
             // Few retries per attempt: a call fails fast while Redis is away (the next call
             // tries again), and a wrong address fails the start within seconds.
             .set_number_of_retries(2);
-        let c = redis::aio::ConnectionManager::new_with_config(client, cfg).await.map_err(internal)?;
+        let c = redis::aio::ConnectionManager::new_with_config(client, cfg)
+            .await
+            .map_err(internal)?;
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }
@@ -383,7 +385,8 @@ impl Shard {
     /// longer master (`READONLY`: it came back as a replica) drops the connection, so that
     /// the next call follows the failover.
     fn fail(&self, e: redis::RedisError) -> EngineError {
-        let moved = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("READONLY");
+        let moved =
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("READONLY");
         if moved && matches!(self.target, Target::Sentinel(_)) {
             *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -1032,7 +1035,12 @@ impl RedisEngine {
         let addresses: Vec<String> = if cfg.sentinel.is_some() {
             vec![cfg.address.clone()]
         } else {
-            cfg.address.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
+            cfg.address
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect()
         };
         if addresses.is_empty() {
             return Err(RedisEngineError::Address("no address".into()));

@@ -108,7 +108,9 @@ impl Sentinel {
             .arg(&conf)
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("redis-sentinel could not start ({e}): install Debian's package with `apt-get install redis-sentinel`"));
+            .unwrap_or_else(|e| {
+                panic!("redis-sentinel could not start ({e}): install Debian's package with `apt-get install redis-sentinel`")
+            });
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(Instant::now() < deadline, "redis-sentinel did not listen on {port}");

@@ -254,7 +254,10 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
     let noticed = frozen_at.elapsed();
     assert!(noticed <= interval * 2 + Duration::from_millis(500), "noticed after {noticed:?}");
     let err = err.to_string();
-    assert!(err.contains(&format!("127.0.0.1:{}", proxy.port)) && err.contains("canary"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", proxy.port)) && err.contains("canary"),
+        "{err}"
+    );
     assert_eq!(r.wait_for(2).await[1], "c reset");
     // Commands still work: the publication is kept (and recovered from history by the
     // subscribers that were told).
@@ -269,7 +272,10 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
     }
     e.publish("c", publication("three"), &opts).await.unwrap();
     let got = r.wait_for_all(&["c #3 three".to_string()]).await;
-    assert!(!got.iter().any(|g| g.ends_with("two")), "delivered through a frozen connection: {got:?}");
+    assert!(
+        !got.iter().any(|g| g.ends_with("two")),
+        "delivered through a frozen connection: {got:?}"
+    );
 }
 
 #[test]
@@ -292,7 +298,7 @@ fn channels_spread_over_shards_and_few_move_when_one_is_added() {
 /// check names it alone; the others go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_shard_affects_only_its_channels() {
-    let mut servers = vec![RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+    let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
     let address = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
     let e = RedisEngine::new(RedisConfig {
         address,
@@ -320,7 +326,11 @@ async fn a_stopped_shard_affects_only_its_channels() {
     r.wait_for(3).await;
     // Each shard's Redis holds only its own channel's keys.
     for (i, server) in servers.iter().enumerate() {
-        let mut c = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         let keys: Vec<String> = redis::cmd("KEYS").arg("t11.stream.*").query_async(&mut c).await.unwrap();
         assert_eq!(keys, [format!("t11.stream.{}", channels[i])]);
     }
@@ -348,7 +358,9 @@ async fn a_stopped_shard_affects_only_its_channels() {
     for i in [0, 2] {
         assert_eq!(e.publish(&channels[i], publication("two"), &opts).await.unwrap().offset, 2);
     }
-    let got = r.wait_for_all(&[format!("{} #2 two", channels[0]), format!("{} #2 two", channels[2])]).await;
+    let got = r
+        .wait_for_all(&[format!("{} #2 two", channels[0]), format!("{} #2 two", channels[2])])
+        .await;
     for i in [0, 2] {
         assert!(!got.contains(&format!("{} reset", channels[i])), "{got:?}");
     }

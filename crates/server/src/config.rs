@@ -432,10 +432,11 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     }
     if c.engine.r#type == "redis" {
         let addresses: Vec<&str> = c.engine.redis.address.split(',').collect();
-        if !addresses
-            .iter()
-            .all(|a| ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| a.starts_with(s)))
-        {
+        if !addresses.iter().all(|a| {
+            ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| a.starts_with(s))
+        }) {
             return fail("engine.redis.address", "must be a redis:// (or rediss://, unix://) URL");
         }
         if c.engine.redis.prefix.is_empty() {
@@ -448,7 +449,10 @@ fn validate(c: &Config) -> Result<(), LoadError> {
             );
         }
         if !c.engine.redis.sentinel_address.is_empty() && c.engine.redis.sentinel_master_name.is_empty() {
-            return fail("engine.redis.sentinel_master_name", "must be set with engine.redis.sentinel_address");
+            return fail(
+                "engine.redis.sentinel_master_name",
+                "must be set with engine.redis.sentinel_address",
+            );
         }
         if c.engine.redis.canary_interval < Duration::from_millis(100) {
             return fail("engine.redis.canary_interval", "must be at least 100ms");
@@ -581,6 +585,23 @@ mod tests {
         assert_eq!(l.config.channel.namespaces[0].options.history_ttl, Duration::from_secs(300));
     }
 
+    /// Centrifugo's list keys: a JSON list, or one string with commas (an environment
+    /// variable).
+    #[test]
+    fn redis_address_lists_and_sentinel() {
+        let f = file(
+            "json",
+            r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "redis://b:2"], "sentinel_address": "s1:26379, s2:26379", "sentinel_master_name": "m"}}}"#,
+        );
+        let l = load(Some(&f.0), vec![], &[]).unwrap();
+        assert_eq!(l.config.engine.redis.address, "redis://a:1,redis://b:2");
+        assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379", "s2:26379"]);
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let env = vec![("WSHUB_ENGINE_REDIS_ADDRESS".to_string(), "redis://c:3,redis://d:4".to_string())];
+        let l = load(None, env, &[]).unwrap();
+        assert_eq!(l.config.engine.redis.address, "redis://c:3,redis://d:4");
+    }
+
     #[test]
     fn invalid_values_name_the_key() {
         let cases = [
@@ -599,6 +620,18 @@ mod tests {
             (
                 r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "10s"}}}"#,
                 "engine.redis.presence_ttl",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "http://b"]}}}"#,
+                "engine.redis.address",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"sentinel_address": ["127.0.0.1:26379"]}}}"#,
+                "engine.redis.sentinel_master_name",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"canary_interval": "10ms"}}}"#,
+                "engine.redis.canary_interval",
             ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
