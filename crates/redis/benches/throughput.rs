@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wshub_core::engine::{Broker, BrokerHandler, PublishOptions};
 use wshub_protocol::{ClientInfo, Publication};
 use wshub_redis::testing::RedisServer;
-use wshub_redis::{RedisConfig, RedisEngine};
+use wshub_redis::{Compression, RedisConfig, RedisEngine};
 
 const CHANNELS: usize = 64;
 const PUBLISHERS: usize = 32;
@@ -35,11 +35,56 @@ impl BrokerHandler for Counter {
     }
 }
 
-async fn run(label: &str, servers: &[RedisServer], payload: usize) {
+/// A JSON document of about `size` bytes that looks like application data (chat messages:
+/// ids, user names, words, timestamps), generated from a fixed seed: `"x" * n` would
+/// compress to nothing and flatter every codec.
+fn json_payload(size: usize) -> bytes::Bytes {
+    const WORDS: [&str; 24] = [
+        "hello", "world", "order", "shipped", "price", "update", "the", "a", "status", "pending", "user", "joined", "message", "channel",
+        "delivery", "ok", "tomorrow", "meeting", "room", "payment", "received", "thanks", "see", "you",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut items = Vec::new();
+    // `{"items":[…],"note":"…"}`: whole items while they fit, then words up to `size`.
+    let mut len = 23;
+    loop {
+        let words: Vec<&str> = (0..3 + next(8)).map(|_| WORDS[next(WORDS.len() as u64) as usize]).collect();
+        let item = format!(
+            "{{\"id\":{},\"user\":\"u{}\",\"ts\":{},\"text\":\"{}\"}}",
+            next(1_000_000),
+            next(5000),
+            1_764_000_000 + next(100_000),
+            words.join(" ")
+        );
+        if len + item.len() + 1 > size {
+            break;
+        }
+        len += item.len() + 1;
+        items.push(item);
+    }
+    let mut note = String::new();
+    while len + note.len() < size {
+        let w = WORDS[next(WORDS.len() as u64) as usize];
+        if len + note.len() + w.len() + 1 > size {
+            break;
+        }
+        note.push_str(w);
+        note.push(' ');
+    }
+    bytes::Bytes::from(format!("{{\"items\":[{}],\"note\":\"{note}\"}}", items.join(",")))
+}
+
+async fn run(label: &str, servers: &[RedisServer], payload: usize, compression: Compression) {
     let address = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
     let cfg = |prefix: &str| RedisConfig {
         address: address.clone(),
         prefix: prefix.into(),
+        compression,
+        compression_min_size: 0,
         ..Default::default()
     };
     let prefix = format!("bench{}", rand_suffix());
@@ -52,7 +97,7 @@ async fn run(label: &str, servers: &[RedisServer], payload: usize) {
     for c in &channels {
         subscriber.subscribe(c).await.unwrap();
     }
-    let data = bytes::Bytes::from(format!("{{\"d\":\"{}\"}}", "x".repeat(payload.saturating_sub(8))));
+    let data = json_payload(payload);
     let opts = Arc::new(PublishOptions {
         history_size: 100,
         history_ttl: Duration::from_secs(60),
@@ -89,9 +134,58 @@ async fn run(label: &str, servers: &[RedisServer], payload: usize) {
     let delivered = received.0.load(Ordering::Relaxed);
     let secs = RUN.as_secs_f64();
     println!(
-        "| {label} | {payload} B | {:.0} | {:.0} | {delivered}/{published} |",
+        "| {label} | {compression:?} | {} B | {:.0} | {:.0} | {delivered}/{published} |",
+        data.len(),
         published as f64 / secs,
         delivered as f64 / secs
+    );
+}
+
+/// Redis memory (`used_memory`) taken by 1,000 history entries of one channel.
+async fn memory_per_1000(payload: usize, compression: Compression) {
+    let server = RedisServer::start().await;
+    let engine = RedisEngine::new(RedisConfig {
+        address: server.url(),
+        prefix: "mem".into(),
+        compression,
+        compression_min_size: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    engine.set_handler(Arc::new(Counter::default()));
+    let opts = PublishOptions {
+        history_size: 1000,
+        history_ttl: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let data = json_payload(payload);
+    let first = Publication {
+        data: data.clone(),
+        ..Default::default()
+    };
+    // The first publication creates the stream and loads the script: not counted.
+    engine.publish("m", first, &opts).await.unwrap();
+    let used = || {
+        let info = wshub_redis::testing::cli(server.port, &["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap()
+    };
+    let before = used();
+    for _ in 0..1000 {
+        let p = Publication {
+            data: data.clone(),
+            ..Default::default()
+        };
+        engine.publish("m", p, &opts).await.unwrap();
+    }
+    let after = used();
+    println!(
+        "| {compression:?} | {} B | {:.0} KiB | {:.2} |",
+        data.len(),
+        (after - before) as f64 / 1024.0,
+        (after - before) as f64 / (1000.0 * data.len() as f64)
     );
 }
 
@@ -105,14 +199,34 @@ fn rand_suffix() -> u64 {
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        println!("| topology | payload | publications/s | deliveries/s | delivered/published |");
-        println!("|---|---|---|---|---|");
-        for payload in [100, 10_000] {
-            let one = [RedisServer::start().await];
-            run("one Redis", &one, payload).await;
-            drop(one);
-            let three = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
-            run("three shards", &three, payload).await;
+        let only = std::env::args().nth(1).filter(|a| !a.starts_with('-')).unwrap_or_default();
+        if only.is_empty() || only == "topology" {
+            println!("| topology | compression | payload | publications/s | deliveries/s | delivered/published |");
+            println!("|---|---|---|---|---|---|");
+            for payload in [100, 10_000] {
+                let one = [RedisServer::start().await];
+                run("one Redis", &one, payload, Compression::None).await;
+                drop(one);
+                let three = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+                run("three shards", &three, payload, Compression::None).await;
+            }
+        }
+        if only.is_empty() || only == "compression" {
+            println!("| compression | payload | Redis memory per 1,000 entries | bytes per payload byte |");
+            println!("|---|---|---|---|");
+            for payload in [100, 10_000] {
+                for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+                    memory_per_1000(payload, c).await;
+                }
+            }
+            println!("| topology | compression | payload | publications/s | deliveries/s | delivered/published |");
+            println!("|---|---|---|---|---|---|");
+            for payload in [100, 10_000] {
+                for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+                    let one = [RedisServer::start().await];
+                    run("one Redis", &one, payload, c).await;
+                }
+            }
         }
     });
 }

@@ -3,7 +3,7 @@
 //!
 //! Keys (under `prefix`, `wshub` by default), per channel `ch`:
 //! - `{prefix}.stream.{ch}`: a Redis stream, one entry per kept publication, its ID
-//!   `{offset}-1`, its field `d` the Protobuf-encoded publication. Trimmed to `history_size`
+//!   `{offset}-1`, its field `d` the Protobuf-encoded publication (or `c`, the same compressed: see [`compression`]). Trimmed to `history_size`
 //!   and expiring `history_ttl` after the last publication (as Centrifugo's Redis engine).
 //! - `{prefix}.meta.{ch}`: a hash with the stream's epoch `e` and top offset `s`; it
 //!   outlives the stream (`META_TTL`) so that offsets keep growing under one epoch.
@@ -45,6 +45,10 @@ pub struct RedisConfig {
     /// Redis behind Sentinel: `address` is then unused; the master is asked of the
     /// sentinels at every (re)connection, so that a failover is followed.
     pub sentinel: Option<SentinelConfig>,
+    /// Codec for publication bodies of at least `compression_min_size` bytes, in history
+    /// and pub/sub (`engine.redis.compression`).
+    pub compression: Compression,
+    pub compression_min_size: usize,
 }
 
 /// Where the sentinels are and which master they watch (Centrifugo's
@@ -68,9 +72,15 @@ impl Default for RedisConfig {
             presence_ttl: Duration::from_secs(60),
             canary_interval: DEFAULT_CANARY_INTERVAL,
             sentinel: None,
+            compression: Compression::None,
+            compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
         }
     }
 }
+
+/// `engine.redis.compression_min_size` by default: below it, compression saves little
+/// (see BENCHMARKS.md).
+pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 1024;
 
 /// `engine.redis.canary_interval` by default.
 pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(2);
@@ -85,7 +95,7 @@ pub enum RedisEngineError {
 
 const PUBLISH: &str = r#"
 local stream, meta, chan, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local payload, size, ttl, epoch, meta_ttl, once_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+local payload, size, ttl, epoch, meta_ttl, once_ttl, field = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if once ~= '' then
   local first = redis.call('hmget', once, 'o', 'e')
   if first[1] then return {tonumber(first[1]), first[2]} end
@@ -96,13 +106,15 @@ if size > 0 then
     epoch = redis.call('hget', meta, 'e')
   end
   offset = redis.call('hincrby', meta, 's', 1)
-  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-1', 'd', payload)
+  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-1', field, payload)
   redis.call('expire', stream, ttl)
   redis.call('expire', meta, meta_ttl)
 else
   epoch = ''
 end
-redis.call('publish', chan, 'p' .. offset .. ':' .. epoch .. ':' .. payload)
+local tag = 'p'
+if field == 'c' then tag = 'c' end
+redis.call('publish', chan, tag .. offset .. ':' .. epoch .. ':' .. payload)
 if once ~= '' then
   redis.call('hset', once, 'o', offset, 'e', epoch)
   redis.call('expire', once, once_ttl)
@@ -119,7 +131,7 @@ else
   epoch = redis.call('hget', meta, 'e')
 end
 local top = redis.call('hget', meta, 's') or '0'
-local ids, payloads = {}, {}
+local ids, fields, payloads = {}, {}, {}
 if limit ~= 0 then
   local entries
   local count = {}
@@ -131,10 +143,11 @@ if limit ~= 0 then
   end
   for i, e in ipairs(entries) do
     ids[i] = e[1]
+    fields[i] = e[2][1]
     payloads[i] = e[2][2]
   end
 end
-return {epoch, top, ids, payloads}
+return {epoch, top, ids, fields, payloads}
 "#;
 
 /// Presence of a channel lives in four keys: `presence` (client -> info), `presence.exp`
@@ -457,7 +470,12 @@ impl Shard {
     async fn do_publish(&self, channel: &str, publication: Publication, opts: &PublishOptions) -> Result<StreamPosition, EngineError> {
         let mut c = self.conn().await?;
         let keep = opts.history_size > 0 && !opts.history_ttl.is_zero();
-        let payload = Publication { offset: 0, ..publication }.encode_to_vec();
+        let body = Publication { offset: 0, ..publication }.encode_to_vec();
+        // `d`: the Protobuf publication; `c`: the same compressed (codec byte first).
+        let (field, payload) = match compression::compress(self.cfg.compression, self.cfg.compression_min_size, &body) {
+            Some(c) => ("c", c),
+            None => ("d", body),
+        };
         let (offset, epoch): (u64, String) = self
             .publish
             .key(self.key("stream", channel))
@@ -474,6 +492,7 @@ impl Shard {
             .arg(new_epoch())
             .arg(META_TTL_SECS.max(opts.history_ttl.as_secs()))
             .arg(opts.idempotent_result_ttl.as_secs().max(1))
+            .arg(field)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.fail(e))?;
@@ -487,7 +506,7 @@ impl Shard {
             Some(s) => format!("{}-0", s.offset + 1),
             None => "-".to_string(),
         };
-        let (epoch, top, ids, payloads): (String, u64, Vec<String>, Vec<Vec<u8>>) = self
+        let (epoch, top, ids, fields, payloads): (String, u64, Vec<String>, Vec<String>, Vec<Vec<u8>>) = self
             .history
             .key(self.key("stream", channel))
             .key(self.key("meta", channel))
@@ -508,9 +527,14 @@ impl Shard {
             }
         }
         let mut publications = Vec::with_capacity(ids.len());
-        for (id, payload) in ids.iter().zip(payloads) {
+        for ((id, field), payload) in ids.iter().zip(&fields).zip(payloads) {
             let offset = id.split('-').next().and_then(|o| o.parse().ok());
-            let (Some(offset), Ok(mut p)) = (offset, Publication::decode(payload.as_slice())) else {
+            let body = match field.as_str() {
+                "c" => compression::decompress(&payload).ok(),
+                _ => Some(payload),
+            };
+            let decoded = body.as_deref().map(Publication::decode);
+            let (Some(offset), Some(Ok(mut p))) = (offset, decoded) else {
                 return Err(EngineError::Internal(format!("redis: undecodable history entry {id} in {channel}")));
             };
             p.offset = offset;
@@ -805,17 +829,24 @@ fn lock(epochs: &Epochs) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
     epochs.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One pub/sub message: `p{offset}:{epoch}:{publication}`, `j{info}` or `l{info}`.
+/// One pub/sub message: `p{offset}:{epoch}:{publication}` (`c…` when compressed), `j{info}` or `l{info}`.
 fn dispatch(prefix: &str, handler: &dyn BrokerHandler, epochs: &Epochs, name: &str, payload: &[u8]) {
     let Some(channel) = name.strip_prefix(prefix) else { return };
     match payload.split_first() {
-        Some((b'p', rest)) => {
+        Some((kind @ (b'p' | b'c'), rest)) => {
             let mut parts = rest.splitn(3, |&b| b == b':');
             let (Some(offset), Some(epoch), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
                 return tracing::warn!(channel, "redis pub/sub: undecodable publication");
             };
             let offset = std::str::from_utf8(offset).ok().and_then(|s| s.parse::<u64>().ok());
-            let (Some(offset), Ok(epoch), Ok(mut p)) = (offset, std::str::from_utf8(epoch), Publication::decode(body)) else {
+            let body = match kind {
+                b'c' => match compression::decompress(body) {
+                    Ok(b) => std::borrow::Cow::Owned(b),
+                    Err(e) => return tracing::warn!(channel, error = %e, "redis pub/sub: undecodable compressed publication"),
+                },
+                _ => std::borrow::Cow::Borrowed(body),
+            };
+            let (Some(offset), Ok(epoch), Ok(mut p)) = (offset, std::str::from_utf8(epoch), Publication::decode(body.as_ref())) else {
                 return tracing::warn!(channel, "redis pub/sub: undecodable publication");
             };
             if !epoch.is_empty() {
@@ -1193,6 +1224,9 @@ impl PresenceManager for RedisEngine {
         })
     }
 }
+
+pub mod compression;
+pub use compression::Compression;
 
 pub mod ratelimit;
 pub use ratelimit::RedisLimiter;

@@ -412,16 +412,23 @@ mod conformance {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use wshub_core::engine::conformance::EngineFactory;
 
-    struct RedisFactory {
+    pub(super) struct RedisFactory {
         server: RedisServer,
         clusters: AtomicUsize,
+        compression: Compression,
     }
 
     impl RedisFactory {
         async fn start() -> Self {
+            Self::start_with(Compression::None).await
+        }
+
+        /// Every publication body compressed with `compression` (no size threshold).
+        pub(super) async fn start_with(compression: Compression) -> Self {
             RedisFactory {
                 server: RedisServer::start().await,
                 clusters: AtomicUsize::new(0),
+                compression,
             }
         }
     }
@@ -446,6 +453,8 @@ mod conformance {
                         prefix: prefix.clone(),
                         // Long enough that nothing expires during a case on a loaded machine.
                         presence_ttl: Duration::from_secs(60),
+                        compression: self.compression,
+                        compression_min_size: 0,
                         ..Default::default()
                     })
                     .unwrap()
@@ -595,4 +604,84 @@ mod conformance_sharded {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
         ShardedFactory::start().await
     );
+}
+
+/// The engine contract with every publication body compressed (zstd; lz4 is read and
+/// written in `nodes_with_different_compression_read_each_other`).
+mod conformance_zstd {
+    use super::*;
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        super::conformance::RedisFactory::start_with(Compression::Zstd).await
+    );
+}
+
+/// Nodes with different `compression` settings read each other's publications, from
+/// pub/sub and from history; only bodies over the threshold are compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_compression_read_each_other() {
+    let server = RedisServer::start().await;
+    let node = |compression| {
+        let e = Arc::new(
+            RedisEngine::new(RedisConfig {
+                address: server.url(),
+                prefix: "t12".into(),
+                compression,
+                compression_min_size: 200,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let r = Arc::new(Recorder::default());
+        e.set_handler(r.clone());
+        r.set_subscribed(true);
+        (e, r)
+    };
+    let (lz4, _) = node(Compression::Lz4);
+    let (zstd, _) = node(Compression::Zstd);
+    let (plain, seen) = node(Compression::None);
+    plain.subscribe("c").await.unwrap();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let long = format!("{{\"text\":\"{}\"}}", "hello world ".repeat(100));
+    lz4.publish("c", publication(&long), &opts).await.unwrap();
+    zstd.publish("c", publication(&long), &opts).await.unwrap();
+    zstd.publish("c", publication("short"), &opts).await.unwrap();
+    let got = seen.wait_for(3).await;
+    assert_eq!(got, [format!("c #1 {long}"), format!("c #2 {long}"), "c #3 short".to_string()]);
+    let h = lz4
+        .history(
+            "c",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let data: Vec<String> = h
+        .publications
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+        .collect();
+    assert_eq!(data, [long.clone(), long.clone(), "short".to_string()]);
+    // Stored compressed (field `c`) over the threshold, as it is (`d`) under it.
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("t12.stream.c")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let fields: Vec<Vec<&String>> = entries.iter().map(|(_, f)| f.keys().collect()).collect();
+    assert_eq!(fields, [vec!["c"], vec!["c"], vec!["d"]]);
+    assert!(entries[0].1["c"].len() < long.len() / 4);
 }

@@ -40,6 +40,13 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                         password: r.sentinel_password.clone(),
                         master_password: r.password.clone(),
                     }),
+                    // Checked by the loader; a configuration built by hand with another
+                    // value is refused here.
+                    compression: r
+                        .compression
+                        .parse()
+                        .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
+                    compression_min_size: r.compression_min_size,
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
             );

@@ -229,6 +229,10 @@ pub struct Redis {
     pub sentinel_password: String,
     /// The master's password under Sentinel.
     pub password: String,
+    /// `"none"`, `"lz4"` or `"zstd"`: publication bodies of at least
+    /// `compression_min_size` bytes are compressed in history and pub/sub.
+    pub compression: String,
+    pub compression_min_size: usize,
 }
 
 /// A list (JSON array or one string) kept as one string with commas between items.
@@ -262,6 +266,8 @@ impl Default for Redis {
             sentinel_master_name: String::new(),
             sentinel_password: String::new(),
             password: String::new(),
+            compression: "none".into(),
+            compression_min_size: 1024,
         }
     }
 }
@@ -454,6 +460,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "must be set with engine.redis.sentinel_address",
             );
         }
+        if !["none", "lz4", "zstd"].contains(&c.engine.redis.compression.as_str()) {
+            return fail("engine.redis.compression", "must be \"none\", \"lz4\" or \"zstd\"");
+        }
         if c.engine.redis.canary_interval < Duration::from_millis(100) {
             return fail("engine.redis.canary_interval", "must be at least 100ms");
         }
@@ -632,6 +641,10 @@ mod tests {
             (
                 r#"{"engine": {"type": "redis", "redis": {"canary_interval": "10ms"}}}"#,
                 "engine.redis.canary_interval",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"compression": "gzip"}}}"#,
+                "engine.redis.compression",
             ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
