@@ -6,7 +6,8 @@
 //!   connections pass) while a backend publishes through it: its `/ready` turns 503 within
 //!   the canary period, its positioned subscribers are closed with 3010, the metric and
 //!   the log name the shard, its publishes are still answered, and once pub/sub is back it
-//!   is ready again and its subscribers have every acknowledged publication.
+//!   is ready again and its subscribers have every acknowledged publication or were told
+//!   (`recovered: false`).
 //!
 //! - Sentinel: a master, a replica and three `redis-sentinel`; two nodes find the master
 //!   through the sentinels; the master is killed with SIGKILL while a backend publishes;
@@ -281,10 +282,19 @@ fn canary_catches_a_frozen_pubsub() {
                 a_seen.disconnects
             );
         }
-        assert_eq!(lost, [0, 0]);
+        // a's subscriber came back through recovery: with every publication (`recovered:
+        // true`), or told that some are missing (`recovered: false`: more were published
+        // meanwhile than `client.recovery_max_publication_limit`, 300, lets it recover, which
+        // happens when the readiness check and the SDK's backoff take their longest).
+        // Never lacking one silently. b's never left.
+        let told = on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(r, w)| w && !r);
+        assert!(lost[0] == 0 || told, "a's subscriber lacks {} without being told", lost[0]);
+        assert!(
+            on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(_, w)| w),
+            "a's subscriber recovered"
+        );
+        assert_eq!(lost[1], 0);
         assert_eq!(duplicated, 0);
-        // a's subscriber came back through recovery, b's never left.
-        assert!(on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(r, w)| r && w));
         assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
         for w in [on_a, on_b] {
             w.client.disconnect();
