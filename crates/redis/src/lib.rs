@@ -45,6 +45,10 @@ pub struct RedisConfig {
     /// Redis behind Sentinel: `address` is then unused; the master is asked of the
     /// sentinels at every (re)connection, so that a failover is followed.
     pub sentinel: Option<SentinelConfig>,
+    /// Redis Cluster seed nodes (`redis://host:port`): when not empty, `address` and
+    /// `sentinel` are unused, every key of a channel carries one hash tag (one slot per
+    /// channel) and pub/sub is sharded (`SSUBSCRIBE`/`SPUBLISH`).
+    pub cluster: Vec<String>,
     /// Codec for publication bodies of at least `compression_min_size` bytes, in history
     /// and pub/sub (`engine.redis.compression`).
     pub compression: Compression,
@@ -72,6 +76,7 @@ impl Default for RedisConfig {
             presence_ttl: Duration::from_secs(60),
             canary_interval: DEFAULT_CANARY_INTERVAL,
             sentinel: None,
+            cluster: Vec::new(),
             compression: Compression::None,
             compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
         }
@@ -91,11 +96,13 @@ pub enum RedisEngineError {
     Address(String),
     #[error("engine.redis.sentinel_address: {0}")]
     Sentinel(String),
+    #[error("engine.redis.cluster_address: {0}")]
+    Cluster(String),
 }
 
 const PUBLISH: &str = r#"
-local stream, meta, chan, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local payload, size, ttl, epoch, meta_ttl, once_ttl, field = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local stream, meta, chan, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4] or ''
+local payload, size, ttl, epoch, meta_ttl, once_ttl, field, pubcmd = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 if once ~= '' then
   local first = redis.call('hmget', once, 'o', 'e')
   if first[1] then return {tonumber(first[1]), first[2]} end
@@ -114,7 +121,7 @@ else
 end
 local tag = 'p'
 if field == 'c' then tag = 'c' end
-redis.call('publish', chan, tag .. offset .. ':' .. epoch .. ':' .. payload)
+redis.call(pubcmd, chan, tag .. offset .. ':' .. epoch .. ':' .. payload)
 if once ~= '' then
   redis.call('hset', once, 'o', offset, 'e', epoch)
   redis.call('expire', once, once_ttl)
@@ -170,7 +177,7 @@ end
 "#;
 
 const PRESENCE_ADD: &str = r#"
-local h, z, u, c, owned = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local h, z, u, c, owned = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5] or ''
 local client, info, ttl, channel, user = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = tonumber(redis.call('time')[1])
 redis.call('zadd', z, now + ttl, client)
@@ -187,7 +194,7 @@ end
 
 const PRESENCE_REMOVE: &str = r#"
 drop_client(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
-if KEYS[5] ~= '' then redis.call('srem', KEYS[5], ARGV[2] .. '\n' .. ARGV[1]) end
+if KEYS[5] then redis.call('srem', KEYS[5], ARGV[2] .. '\n' .. ARGV[1]) end
 "#;
 
 const PRESENCE_GET: &str = r#"
@@ -233,10 +240,19 @@ fn presence_script(body: &str) -> redis::Script {
 enum Target {
     Single(redis::Client),
     Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+    /// The seed nodes (the pub/sub connection builds a client of its own, with a push
+    /// channel) and the command client.
+    Cluster(Arc<Vec<String>>, Arc<redis::cluster::ClusterClient>),
 }
 
 impl Target {
     fn new(cfg: &RedisConfig) -> Result<Self, RedisEngineError> {
+        if !cfg.cluster.is_empty() {
+            let client = redis::cluster::ClusterClientBuilder::new(cfg.cluster.iter().map(String::as_str))
+                .build()
+                .map_err(|e| RedisEngineError::Cluster(e.to_string()))?;
+            return Ok(Target::Cluster(Arc::new(cfg.cluster.clone()), Arc::new(client)));
+        }
         let Some(s) = &cfg.sentinel else {
             let client = redis::Client::open(cfg.address.as_str()).map_err(|e| RedisEngineError::Address(e.to_string()))?;
             return Ok(Target::Single(client));
@@ -273,13 +289,74 @@ impl Target {
         match self {
             Target::Single(c) => Ok(c.clone()),
             Target::Sentinel(s) => s.lock().await.async_get_client().await,
+            Target::Cluster(..) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a cluster has no one client",
+            ))),
         }
     }
 
+    /// A command connection.
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        if let Target::Cluster(_, c) = self {
+            return Ok(Conn::Cluster(c.get_async_connection().await?));
+        }
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            // Few retries per attempt: a call fails fast while Redis is away (the next call
+            // tries again), and a wrong address fails the start within seconds.
+            .set_number_of_retries(2);
+        Ok(Conn::Single(
+            redis::aio::ConnectionManager::new_with_config(self.client().await?, cfg).await?,
+        ))
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(..))
+    }
+
     fn name(cfg: &RedisConfig) -> String {
+        if let Some(first) = cfg.cluster.first() {
+            return format!("cluster {}", shard_name(first));
+        }
         match &cfg.sentinel {
             Some(s) => format!("sentinel {}", s.master_name),
             None => shard_name(&cfg.address),
+        }
+    }
+}
+
+/// A command connection: to one Redis (reconnecting by itself) or to a cluster (routing
+/// by key, following MOVED/ASK and topology changes).
+#[derive(Clone)]
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -300,7 +377,7 @@ struct Shard {
     cfg: RedisConfig,
     /// The command connection; with Sentinel, dropped when it fails so that the next call
     /// asks the sentinels for the master again.
-    conn: std::sync::RwLock<Option<redis::aio::ConnectionManager>>,
+    conn: std::sync::RwLock<Option<Conn>>,
     conn_init: tokio::sync::Mutex<()>,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     /// Node control messages (`{prefix}.control`): shared with the pub/sub task.
@@ -368,10 +445,17 @@ impl Shard {
     }
 
     fn key(&self, kind: &str, channel: &str) -> String {
-        format!("{}.{kind}.{channel}", self.cfg.prefix)
+        if self.target.is_cluster() {
+            // One hash tag per channel: every key of it (and its pub/sub channel) in one
+            // slot, so that each script touches one slot. The tag is a hash of the name, as
+            // a name may hold braces of its own.
+            format!("{}.{kind}.{{{:016x}}}.{channel}", self.cfg.prefix, fnv1a(channel))
+        } else {
+            format!("{}.{kind}.{channel}", self.cfg.prefix)
+        }
     }
 
-    async fn conn(&self) -> Result<redis::aio::ConnectionManager, EngineError> {
+    async fn conn(&self) -> Result<Conn, EngineError> {
         if let Some(c) = self.conn.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(c.clone());
         }
@@ -380,18 +464,28 @@ impl Shard {
         if let Some(c) = self.conn.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(c.clone());
         }
-        let client = self.target.client().await.map_err(internal)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            // Few retries per attempt: a call fails fast while Redis is away (the next call
-            // tries again), and a wrong address fails the start within seconds.
-            .set_number_of_retries(2);
-        let c = redis::aio::ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(internal)?;
+        let c = self.target.connect().await.map_err(internal)?;
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` in a cluster (sharded pub/sub: the message goes to the
+    /// channel's shard only, not to every node of the cluster).
+    fn publish_command(&self) -> &'static str {
+        if self.target.is_cluster() {
+            "spublish"
+        } else {
+            "publish"
+        }
+    }
+
+    /// The set listing this node's presence entries, for survivors to reap; none in a
+    /// cluster (its entries would span slots: there they expire after `presence_ttl`).
+    fn owned_key(&self) -> Option<String> {
+        match self.node_uid.get() {
+            Some(uid) if !self.target.is_cluster() => Some(self.key("node_presence", uid)),
+            _ => None,
+        }
     }
 
     /// The engine error for `e`; with Sentinel, an error that says the master is gone or no
@@ -449,7 +543,18 @@ impl Shard {
                 interval: self.cfg.canary_interval.max(Duration::from_millis(50)),
                 health: self.health.clone(),
             };
-            tokio::spawn(pubsub_task(self.target.clone(), names, handlers, canary, self.epochs.clone(), rx));
+            match &self.target {
+                Target::Cluster(seeds, _) => {
+                    let names = ClusterNames {
+                        prefix: self.cfg.prefix.clone(),
+                        control: names.control,
+                    };
+                    tokio::spawn(cluster_pubsub_task(seeds.clone(), names, handlers, canary, self.epochs.clone(), rx));
+                }
+                _ => {
+                    tokio::spawn(pubsub_task(self.target.clone(), names, handlers, canary, self.epochs.clone(), rx));
+                }
+            }
         }
         self.pubsub
             .get()
@@ -458,7 +563,7 @@ impl Shard {
 
     async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), EngineError> {
         let mut c = self.conn().await?;
-        redis::cmd("PUBLISH")
+        redis::cmd(self.publish_command())
             .arg(self.key("client", channel))
             .arg(message)
             .query_async::<i64>(&mut c)
@@ -476,16 +581,20 @@ impl Shard {
             Some(c) => ("c", c),
             None => ("d", body),
         };
-        let (offset, epoch): (u64, String) = self
-            .publish
-            .key(self.key("stream", channel))
+        let mut inv = self.publish.prepare_invoke();
+        inv.key(self.key("stream", channel))
             .key(self.key("meta", channel))
-            .key(self.key("client", channel))
-            .key(match &opts.idempotency_key {
-                // One key per (channel, idempotency key): the length keeps `a.b`+`c` apart from `a`+`b.c`.
-                Some(k) => format!("{}.idempotency.{}.{channel}.{k}", self.cfg.prefix, channel.len()),
-                None => String::new(),
-            })
+            .key(self.key("client", channel));
+        // Only when asked for: an empty key would name slot 0 in a cluster.
+        if let Some(k) = &opts.idempotency_key {
+            // One key per (channel, idempotency key): the length keeps `a.b`+`c` apart from `a`+`b.c`.
+            let key = match self.target.is_cluster() {
+                true => format!("{}.{}.{channel}.{k}", self.key("idempotency", channel), channel.len()),
+                false => format!("{}.idempotency.{}.{channel}.{k}", self.cfg.prefix, channel.len()),
+            };
+            inv.key(key);
+        }
+        let (offset, epoch): (u64, String) = inv
             .arg(payload)
             .arg(if keep { opts.history_size } else { 0 })
             .arg(opts.history_ttl.as_secs().max(1))
@@ -493,6 +602,7 @@ impl Shard {
             .arg(META_TTL_SECS.max(opts.history_ttl.as_secs()))
             .arg(opts.idempotent_result_ttl.as_secs().max(1))
             .arg(field)
+            .arg(self.publish_command())
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.fail(e))?;
@@ -814,6 +924,200 @@ async fn connect_pubsub(
     Ok((sink, stream, pinger))
 }
 
+/// The sharded pub/sub channel names of an engine on a Redis Cluster.
+struct ClusterNames {
+    prefix: String,
+    control: String,
+}
+
+impl ClusterNames {
+    /// `{prefix}.client.{tag}.{channel}`: the slot of the channel's keys (see `Shard::key`).
+    fn client(&self, channel: &str) -> String {
+        format!("{}.client.{{{:016x}}}.{channel}", self.prefix, fnv1a(channel))
+    }
+
+    fn channel_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let rest = name.strip_prefix(self.prefix.as_str())?.strip_prefix(".client.{")?;
+        rest.split_once("}.").map(|(_, ch)| ch)
+    }
+}
+
+/// A sharded pub/sub message: (channel, payload) of an `smessage` push.
+fn smessage(push: &redis::PushInfo) -> Option<(Vec<u8>, Vec<u8>)> {
+    if push.kind != redis::PushKind::SMessage {
+        return None;
+    }
+    let bytes = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(b.clone()),
+        _ => None,
+    };
+    match push.data.as_slice() {
+        [channel, payload, ..] => Some((bytes(channel)?, bytes(payload)?)),
+        _ => None,
+    }
+}
+
+/// [`pubsub_task`] on a Redis Cluster: sharded pub/sub (`SSUBSCRIBE`) through one cluster
+/// connection (RESP3 pushes), which holds a connection to each shard with subscriptions
+/// and subscribes again by itself after a reconnection or a slot move. Each such
+/// disconnection resets the channels (publications may have been missed). The canary
+/// travels through the shard of its own channel.
+async fn cluster_pubsub_task(
+    seeds: Arc<Vec<String>>,
+    names: ClusterNames,
+    handlers: Handlers,
+    canary: Canary,
+    epochs: Epochs,
+    mut rx: mpsc::UnboundedReceiver<PubSubCmd>,
+) {
+    let handler = handlers.broker;
+    let mut channels: HashSet<String> = HashSet::new();
+    let mut delay = Duration::from_millis(100);
+    let mut seq: u64 = 0;
+    loop {
+        channels.retain(|ch| handler.has_subscribers(ch));
+        let (push_tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let connect = async {
+            let client = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push_tx)
+                .build()?;
+            let mut conn = client.get_async_connection().await?;
+            conn.ssubscribe(&names.control).await?;
+            conn.ssubscribe(&canary.channel).await?;
+            for ch in &channels {
+                conn.ssubscribe(names.client(ch)).await?;
+            }
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let connected = tokio::time::timeout(canary.call_timeout(), connect)
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
+        let mut conn = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, shard = %canary.health.shard, "redis cluster pub/sub: cannot connect, retrying");
+                report_down(&canary, handler.as_ref(), &channels, &format!("cannot connect: {e}"));
+                let deadline = tokio::time::Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            None => return,
+                            Some(PubSubCmd::Subscribe(ch, done)) => {
+                                lock(&epochs).entry(ch.clone()).or_default();
+                                channels.insert(ch);
+                                let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
+                            }
+                            Some(PubSubCmd::Unsubscribe(ch, done)) => {
+                                leave(handler.as_ref(), &mut channels, &epochs, &ch);
+                                let _ = done.send(());
+                            }
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if canary.health.down_reason().is_some() {
+            for ch in &channels {
+                handler.handle_reset(ch);
+            }
+        }
+        delay = Duration::from_millis(100);
+        let mut tick = tokio::time::interval(canary.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outstanding: Option<(u64, tokio::time::Instant)> = None;
+        let why = loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(PubSubCmd::Subscribe(ch, done)) => {
+                        match tokio::time::timeout(canary.call_timeout(), conn.ssubscribe(names.client(&ch))).await {
+                            Ok(Ok(())) => {
+                                lock(&epochs).entry(ch.clone()).or_default();
+                                channels.insert(ch);
+                                let _ = done.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = done.send(Err(internal(e)));
+                            }
+                            Err(_) => {
+                                let _ = done.send(Err(EngineError::Internal("redis pub/sub: subscribe timed out".into())));
+                                break "subscribe not confirmed in time".to_string();
+                            }
+                        }
+                    }
+                    Some(PubSubCmd::Unsubscribe(ch, done)) => {
+                        if leave(handler.as_ref(), &mut channels, &epochs, &ch) {
+                            match tokio::time::timeout(canary.call_timeout(), conn.sunsubscribe(names.client(&ch))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::debug!(error = %e, "redis pub/sub: sunsubscribe failed"),
+                                Err(_) => {
+                                    let _ = done.send(());
+                                    break "unsubscribe not confirmed in time".to_string();
+                                }
+                            }
+                        }
+                        let _ = done.send(());
+                    }
+                },
+                _ = tick.tick() => match outstanding {
+                    Some((n, sent)) if sent.elapsed() >= canary.interval => {
+                        metrics::counter!("wshub_redis_pubsub_canary_missed_total", "shard" => canary.health.shard.clone()).increment(1);
+                        break format!("canary ping {n} not back within {:?}", canary.interval);
+                    }
+                    Some(_) => {}
+                    None => {
+                        seq += 1;
+                        outstanding = Some((seq, tokio::time::Instant::now()));
+                        let mut c = conn.clone();
+                        let (chan, n, limit) = (canary.channel.clone(), seq, canary.interval);
+                        tokio::spawn(async move {
+                            let mut cmd = redis::cmd("SPUBLISH");
+                            cmd.arg(chan).arg(n);
+                            if let Ok(Err(e)) = tokio::time::timeout(limit, cmd.query_async::<i64>(&mut c)).await {
+                                tracing::debug!(error = %e, "redis pub/sub: canary ping not sent");
+                            }
+                        });
+                    }
+                },
+                push = pushes.recv() => match push {
+                    None => break "connection lost".to_string(),
+                    Some(p) if p.kind == redis::PushKind::Disconnection => {
+                        // The client reconnects and subscribes again by itself; what was
+                        // published meanwhile did not arrive.
+                        tracing::warn!(shard = %canary.health.shard, "redis cluster pub/sub: a shard's connection was lost");
+                        for ch in &channels {
+                            handler.handle_reset(ch);
+                        }
+                    }
+                    Some(p) => {
+                        let Some((name, payload)) = smessage(&p) else { continue };
+                        let Ok(name) = std::str::from_utf8(&name) else { continue };
+                        if name == names.control {
+                            if let Some(h) = handlers.control.get() {
+                                h.handle_control(&payload);
+                            }
+                        } else if name == canary.channel {
+                            let n = std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<u64>().ok());
+                            if n.is_some() && n == outstanding.map(|(n, _)| n) {
+                                outstanding = None;
+                                canary.health.set_up();
+                            }
+                        } else if let Some(ch) = names.channel_of(name) {
+                            dispatch_channel(handler.as_ref(), &epochs, ch, &payload);
+                        }
+                    }
+                },
+            }
+        };
+        tracing::warn!(shard = %canary.health.shard, why, "redis cluster pub/sub: reconnecting");
+        report_down(&canary, handler.as_ref(), &channels, &why);
+    }
+}
+
 /// Forgets `channel` unless a subscriber came back since the unsubscribe was asked; true
 /// when Redis should be told.
 fn leave(handler: &dyn BrokerHandler, channels: &mut HashSet<String>, epochs: &Epochs, channel: &str) -> bool {
@@ -832,6 +1136,10 @@ fn lock(epochs: &Epochs) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
 /// One pub/sub message: `p{offset}:{epoch}:{publication}` (`c…` when compressed), `j{info}` or `l{info}`.
 fn dispatch(prefix: &str, handler: &dyn BrokerHandler, epochs: &Epochs, name: &str, payload: &[u8]) {
     let Some(channel) = name.strip_prefix(prefix) else { return };
+    dispatch_channel(handler, epochs, channel, payload);
+}
+
+fn dispatch_channel(handler: &dyn BrokerHandler, epochs: &Epochs, channel: &str, payload: &[u8]) {
     match payload.split_first() {
         Some((kind @ (b'p' | b'c'), rest)) => {
             let mut parts = rest.splitn(3, |&b| b == b':');
@@ -895,7 +1203,7 @@ impl NodeControl for Shard {
             // first announcement at the latest, not at its first subscriber.
             self.pubsub()?;
             let mut c = self.conn().await?;
-            redis::cmd("PUBLISH")
+            redis::cmd(self.publish_command())
                 .arg(self.control_channel())
                 .arg(data)
                 .query_async::<i64>(&mut c)
@@ -972,8 +1280,10 @@ impl PresenceManager for Shard {
             let mut c = self.conn().await?;
             let mut inv = self.presence_add.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            inv.key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
-                .arg(client)
+            if let Some(owned) = self.owned_key() {
+                inv.key(owned);
+            }
+            inv.arg(client)
                 .arg(info.encode_to_vec())
                 .arg(self.cfg.presence_ttl.as_secs().max(1))
                 .arg(channel)
@@ -988,8 +1298,10 @@ impl PresenceManager for Shard {
             let mut c = self.conn().await?;
             let mut inv = self.presence_remove.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            inv.key(self.node_uid.get().map_or(String::new(), |uid| self.key("node_presence", uid)))
-                .arg(client)
+            if let Some(owned) = self.owned_key() {
+                inv.key(owned);
+            }
+            inv.arg(client)
                 .arg(channel)
                 .invoke_async::<()>(&mut c)
                 .await
@@ -1028,6 +1340,10 @@ impl PresenceManager for Shard {
     }
     fn reap_node<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
         Box::pin(async move {
+            if self.target.is_cluster() {
+                // Not listed there (see `owned_key`): the entries expire instead.
+                return Ok(Vec::new());
+            }
             let mut c = self.conn().await?;
             let flat: Vec<Vec<u8>> = self
                 .presence_reap
@@ -1063,7 +1379,7 @@ impl RedisEngine {
     /// Checks the addresses; connections are made on first use (and remade when lost).
     /// Several addresses (a comma between each) make independent shards.
     pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
-        let addresses: Vec<String> = if cfg.sentinel.is_some() {
+        let addresses: Vec<String> = if cfg.sentinel.is_some() || !cfg.cluster.is_empty() {
             vec![cfg.address.clone()]
         } else {
             cfg.address
@@ -1121,11 +1437,7 @@ impl RedisEngine {
 /// FNV-1a hash of the name, so that every node agrees and adding a shard moves only about
 /// 1/n of the channels.
 pub fn shard_index(key: &str, n: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = fnv1a(key);
     let (mut b, mut j): (i64, i64) = (-1, 0);
     let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
     while j < n {
@@ -1135,6 +1447,16 @@ pub fn shard_index(key: &str, n: usize) -> usize {
         j = ((b + 1) as f64 * ((1u64 << 31) as f64 / r)) as i64;
     }
     usize::try_from(b).unwrap_or(0)
+}
+
+/// FNV-1a, 64 bits: a hash every node computes the same.
+fn fnv1a(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl NodeControl for RedisEngine {

@@ -685,3 +685,137 @@ async fn nodes_with_different_compression_read_each_other() {
     assert_eq!(fields, [vec!["c"], vec!["c"], vec!["d"]]);
     assert!(entries[0].1["c"].len() < long.len() / 4);
 }
+
+/// The engine contract on a three-master Redis Cluster (sharded pub/sub).
+mod conformance_cluster {
+    use super::*;
+    use crate::testing::RedisCluster;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    pub(super) struct ClusterFactory {
+        pub(super) cluster: RedisCluster,
+        clusters: AtomicUsize,
+    }
+
+    impl ClusterFactory {
+        pub(super) async fn start() -> Self {
+            ClusterFactory {
+                cluster: RedisCluster::start().await,
+                clusters: AtomicUsize::new(0),
+            }
+        }
+
+        pub(super) fn engine(&self, prefix: &str) -> RedisEngine {
+            RedisEngine::new(RedisConfig {
+                cluster: self.cluster.urls(),
+                prefix: prefix.into(),
+                presence_ttl: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .unwrap()
+        }
+    }
+
+    impl EngineFactory for ClusterFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("cluster{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            Box::pin(std::future::ready((0..nodes).map(|_| self.engine(&prefix)).collect()))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        ClusterFactory::start().await
+    );
+}
+
+/// On a Redis Cluster every key of a channel is in one slot, channels spread over the
+/// masters, and publications travel by sharded pub/sub (the channel shows in `PUBSUB
+/// SHARDCHANNELS` of its master, never in `PUBSUB CHANNELS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
+    use crate::testing::cli;
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let e = f.engine("t13");
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.set_node_uid("n1");
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        idempotency_key: Some("k".into()),
+        idempotent_result_ttl: Duration::from_secs(60),
+    };
+    let channels = ["a", "b{x}", "c}", "room:42", "d", "e"];
+    for ch in channels {
+        e.subscribe(ch).await.unwrap();
+        e.publish(ch, publication("one"), &opts).await.unwrap();
+        e.add_presence(
+            ch,
+            "c1",
+            ClientInfo {
+                client: "c1".into(),
+                user: "u".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let want: Vec<String> = channels.iter().map(|c| format!("{c} #1 one")).collect();
+    r.wait_for_all(&want).await;
+    let mut masters_used = HashSet::new();
+    for ch in channels {
+        let shard = e.shards[0].key("stream", ch);
+        let mut slots = HashSet::new();
+        for kind in [
+            "stream",
+            "meta",
+            "presence",
+            "presence.exp",
+            "presence.user",
+            "presence.users",
+            "client",
+        ] {
+            let key = e.shards[0].key(kind, ch);
+            slots.insert(cli(f.cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &key]).trim().to_string());
+        }
+        assert_eq!(slots.len(), 1, "{ch}: {slots:?}");
+        // The master holding it has the stream, and lists the channel as a shard channel.
+        let owner = f
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| cli(n.port, &["EXISTS", &shard]).trim() == "1")
+            .unwrap_or_else(|| panic!("no master holds {shard}"));
+        masters_used.insert(owner.port);
+        let client = e.shards[0].key("client", ch);
+        assert!(
+            cli(owner.port, &["PUBSUB", "SHARDCHANNELS"]).lines().any(|l| l == client),
+            "{client}"
+        );
+        for n in &f.cluster.nodes {
+            assert!(
+                !cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."),
+                "a plain pub/sub channel"
+            );
+        }
+    }
+    assert!(masters_used.len() >= 2, "channels on one master only: {masters_used:?}");
+}
