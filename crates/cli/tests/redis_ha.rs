@@ -19,6 +19,10 @@
 //!   503 naming it in the log, its channel's publishes fail, the others' go on and are
 //!   delivered.
 //!
+//! - Redis Cluster: three masters made by `redis-cli --cluster create`, two nodes given
+//!   `cluster_address`: node control, publish, subscribe, history, presence and recovery
+//!   across the nodes, over sharded pub/sub.
+//!
 //! Every publication is numbered; each client's count of acknowledged publications it
 //! lacks must be zero. The tests take turns (one at a time).
 #![allow(clippy::unwrap_used)]
@@ -33,7 +37,7 @@ use common::{api, http, wait_until, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
-use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisServer, Sentinel};
+use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisCluster, RedisServer, Sentinel};
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -508,6 +512,76 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
         for (client, _, task) in subs {
             client.disconnect();
             task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn redis_cluster_under_two_nodes() {
+    serial(async {
+        let dir = common::temp_dir("redis-cluster");
+        let cluster = RedisCluster::start().await;
+        // Centrifugo's form: `host:port`.
+        let seeds: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut cfg = config(json!({"cluster_address": seeds, "prefix": format!("t{}", common::unique())}));
+        cfg["channel"]["namespaces"][0]["presence"] = json!(true);
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        for n in [&a, &b] {
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let on_a = watch(&a.url(), "ua").await;
+        let on_b = watch(&b.url(), "ub").await;
+        let (_, p) = api(b.port, "presence_stats", &json!({"channel": CHANNEL})).await.unwrap();
+        assert_eq!(
+            (p["result"]["num_clients"].as_u64(), p["result"]["num_users"].as_u64()),
+            (Some(2), Some(2)),
+            "{p}"
+        );
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE / 2).await;
+        // a's client goes away while publications go on, and recovers them on coming back.
+        on_a.client.disconnect();
+        publisher.run_for(RATE / 2).await;
+        on_a.client.connect();
+        wait_until("a's client to subscribe again", LIMIT, || {
+            on_a.seen.lock().unwrap().subscribed.len() >= 2
+        })
+        .await;
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        println!(
+            "{} acknowledged; lost per client {lost:?}; a's subscriptions {:?}",
+            acked.len(),
+            on_a.seen.lock().unwrap().subscribed
+        );
+        assert_eq!(lost, [0, 0]);
+        assert_eq!(duplicated, 0);
+        assert_eq!(on_a.seen.lock().unwrap().subscribed[1], (true, true), "recovered");
+        let (_, h) = api(a.port, "history", &json!({"channel": CHANNEL, "limit": 0})).await.unwrap();
+        assert_eq!(h["result"]["offset"].as_u64(), Some(acked.len() as u64), "{h}");
+        // Sharded pub/sub: the channel is a shard channel of one master, and no master has
+        // plain pub/sub channels of wshub.
+        let shard_channels: Vec<String> = cluster.nodes.iter().map(|n| cli(n.port, &["PUBSUB", "SHARDCHANNELS"])).collect();
+        assert!(shard_channels.iter().any(|c| c.contains(CHANNEL)), "{shard_channels:?}");
+        for n in &cluster.nodes {
+            assert!(!cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."));
+        }
+        for w in [on_a, on_b] {
+            w.client.disconnect();
+            w.task.abort();
         }
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);

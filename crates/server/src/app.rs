@@ -47,6 +47,11 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                         .parse()
                         .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
                     compression_min_size: r.compression_min_size,
+                    cluster: r
+                        .cluster_address
+                        .iter()
+                        .map(|a| if a.contains("://") { a.clone() } else { format!("redis://{a}") })
+                        .collect(),
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
             );

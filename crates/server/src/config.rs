@@ -229,6 +229,10 @@ pub struct Redis {
     pub sentinel_password: String,
     /// The master's password under Sentinel.
     pub password: String,
+    /// Centrifugo's Redis Cluster key: seed nodes (`host:port` or `redis://host:port`);
+    /// when set, `address` and the Sentinel keys are unused.
+    #[serde(deserialize_with = "string_list")]
+    pub cluster_address: Vec<String>,
     /// `"none"`, `"lz4"` or `"zstd"`: publication bodies of at least
     /// `compression_min_size` bytes are compressed in history and pub/sub.
     pub compression: String,
@@ -266,6 +270,7 @@ impl Default for Redis {
             sentinel_master_name: String::new(),
             sentinel_password: String::new(),
             password: String::new(),
+            cluster_address: Vec::new(),
             compression: "none".into(),
             compression_min_size: 1024,
         }
@@ -454,6 +459,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
             );
         }
+        if !c.engine.redis.cluster_address.is_empty() && !c.engine.redis.sentinel_address.is_empty() {
+            return fail("engine.redis.cluster_address", "cannot be used with engine.redis.sentinel_address");
+        }
         if !c.engine.redis.sentinel_address.is_empty() && c.engine.redis.sentinel_master_name.is_empty() {
             return fail(
                 "engine.redis.sentinel_master_name",
@@ -485,6 +493,13 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     for (key, scope) in c.rate_limit_scopes() {
         if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
             return fail(key, "\"cluster\" needs engine.type = \"redis\"");
+        }
+        let r = &c.engine.redis;
+        if scope == RateLimitScope::Cluster && (!r.sentinel_address.is_empty() || !r.cluster_address.is_empty()) {
+            return fail(
+                key,
+                "\"cluster\" is not available with Redis Sentinel or Redis Cluster yet (only engine.redis.address)",
+            );
         }
     }
     Ok(())
@@ -645,6 +660,14 @@ mod tests {
             (
                 r#"{"engine": {"type": "redis", "redis": {"compression": "gzip"}}}"#,
                 "engine.redis.compression",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"cluster_address": ["a:1"], "sentinel_address": ["b:2"], "sentinel_master_name": "m"}}}"#,
+                "engine.redis.cluster_address",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"cluster_address": "a:1,b:2"}}, "http_api": {"rate_limit_scope": "cluster"}}"#,
+                "http_api.rate_limit_scope",
             ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
