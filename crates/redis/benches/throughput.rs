@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use wshub_core::engine::{Broker, BrokerHandler, PublishOptions};
 use wshub_protocol::{ClientInfo, Publication};
-use wshub_redis::testing::RedisServer;
+use wshub_redis::testing::{RedisCluster, RedisServer};
 use wshub_redis::{Compression, RedisConfig, RedisEngine};
 
 const CHANNELS: usize = 64;
@@ -78,10 +78,20 @@ fn json_payload(size: usize) -> bytes::Bytes {
     bytes::Bytes::from(format!("{{\"items\":[{}],\"note\":\"{note}\"}}", items.join(",")))
 }
 
-async fn run(label: &str, servers: &[RedisServer], payload: usize, compression: Compression) {
-    let address = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+/// Independent servers (one, or shards), or the seeds of a cluster.
+enum Topology<'a> {
+    Servers(&'a [RedisServer]),
+    Cluster(&'a RedisCluster),
+}
+
+async fn run(label: &str, topology: Topology<'_>, payload: usize, compression: Compression) {
+    let (address, cluster) = match topology {
+        Topology::Servers(servers) => (servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(","), Vec::new()),
+        Topology::Cluster(c) => (String::new(), c.urls()),
+    };
     let cfg = |prefix: &str| RedisConfig {
         address: address.clone(),
+        cluster: cluster.clone(),
         prefix: prefix.into(),
         compression,
         compression_min_size: 0,
@@ -205,10 +215,13 @@ fn main() {
             println!("|---|---|---|---|---|---|");
             for payload in [100, 10_000] {
                 let one = [RedisServer::start().await];
-                run("one Redis", &one, payload, Compression::None).await;
+                run("one Redis", Topology::Servers(&one), payload, Compression::None).await;
                 drop(one);
                 let three = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
-                run("three shards", &three, payload, Compression::None).await;
+                run("three shards", Topology::Servers(&three), payload, Compression::None).await;
+                drop(three);
+                let cluster = RedisCluster::start().await;
+                run("three-master cluster", Topology::Cluster(&cluster), payload, Compression::None).await;
             }
         }
         if only.is_empty() || only == "compression" {
@@ -224,7 +237,7 @@ fn main() {
             for payload in [100, 10_000] {
                 for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
                     let one = [RedisServer::start().await];
-                    run("one Redis", &one, payload, c).await;
+                    run("one Redis", Topology::Servers(&one), payload, c).await;
                 }
             }
         }
