@@ -942,6 +942,63 @@ impl ClusterNames {
     }
 }
 
+/// The cluster slot of `key` (CRC16 of its hash tag or of the whole key, modulo 16384).
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % 16384
+}
+
+/// `CLUSTER SLOTS`: each master's `host:port` and slot ranges.
+fn masters_of(reply: &redis::Value) -> Vec<(String, Vec<(u16, u16)>)> {
+    let mut out: Vec<(String, Vec<(u16, u16)>)> = Vec::new();
+    let redis::Value::Array(ranges) = reply else { return out };
+    for r in ranges {
+        let redis::Value::Array(parts) = r else { continue };
+        let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end)), Some(redis::Value::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => continue,
+        };
+        let Some(redis::Value::Int(port)) = master.get(1) else { continue };
+        let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(*end)) else {
+            continue;
+        };
+        let addr = format!("{host}:{port}");
+        match out.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, r)) => r.push((start, end)),
+            None => out.push((addr, vec![(start, end)])),
+        }
+    }
+    out
+}
+
+/// One canary channel per master: `{base}.{tag}` with a tag whose slot the master serves.
+fn canary_channels(base: &str, masters: &[(String, Vec<(u16, u16)>)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (addr, ranges) in masters {
+        // 16384 slots, a few thousand tags tried at most: some land in any range.
+        let found = (0..100_000u32).map(|i| format!("{base}.{{{i}}}")).find(|name| {
+            let slot = key_slot(name);
+            ranges.iter().any(|&(a, b)| (a..=b).contains(&slot))
+        });
+        if let Some(name) = found {
+            out.push((name, addr.clone()));
+        }
+    }
+    out
+}
+
 /// A sharded pub/sub message: (channel, payload) of an `smessage` push.
 fn smessage(push: &redis::PushInfo) -> Option<(Vec<u8>, Vec<u8>)> {
     if push.kind != redis::PushKind::SMessage {
@@ -983,17 +1040,21 @@ async fn cluster_pubsub_task(
                 .push_sender(push_tx)
                 .build()?;
             let mut conn = client.get_async_connection().await?;
+            let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
+            let canaries = canary_channels(&canary.channel, &masters_of(&slots));
             conn.ssubscribe(&names.control).await?;
-            conn.ssubscribe(&canary.channel).await?;
+            for (c, _) in &canaries {
+                conn.ssubscribe(c).await?;
+            }
             for ch in &channels {
                 conn.ssubscribe(names.client(ch)).await?;
             }
-            Ok::<_, redis::RedisError>(conn)
+            Ok::<_, redis::RedisError>((conn, canaries))
         };
         let connected = tokio::time::timeout(canary.call_timeout(), connect)
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
-        let mut conn = match connected {
+        let (mut conn, canaries) = match connected {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, shard = %canary.health.shard, "redis cluster pub/sub: cannot connect, retrying");
@@ -1028,7 +1089,10 @@ async fn cluster_pubsub_task(
         delay = Duration::from_millis(100);
         let mut tick = tokio::time::interval(canary.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut outstanding: Option<(u64, tokio::time::Instant)> = None;
+        // One ping per master (through the connection to that master), each outstanding
+        // until it comes back: the cluster is up when none is late.
+        let mut outstanding: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
+        let mut back: HashSet<String> = HashSet::new();
         let why = loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -1063,17 +1127,24 @@ async fn cluster_pubsub_task(
                         let _ = done.send(());
                     }
                 },
-                _ = tick.tick() => match outstanding {
-                    Some((n, sent)) if sent.elapsed() >= canary.interval => {
+                _ = tick.tick() => {
+                    let late = outstanding.iter().find(|(_, (_, sent))| sent.elapsed() >= canary.interval);
+                    if let Some((chan, (n, _))) = late {
+                        let master = canaries.iter().find(|(c, _)| c == chan).map_or("?", |(_, m)| m.as_str());
                         metrics::counter!("wshub_redis_pubsub_canary_missed_total", "shard" => canary.health.shard.clone()).increment(1);
-                        break format!("canary ping {n} not back within {:?}", canary.interval);
+                        break format!("canary ping {n} through master {master} not back within {:?}", canary.interval);
                     }
-                    Some(_) => {}
-                    None => {
+                    if outstanding.is_empty() && !canaries.is_empty() && back.len() == canaries.len() {
+                        canary.health.set_up();
+                    }
+                    for (chan, _) in &canaries {
+                        if outstanding.contains_key(chan) {
+                            continue;
+                        }
                         seq += 1;
-                        outstanding = Some((seq, tokio::time::Instant::now()));
+                        outstanding.insert(chan.clone(), (seq, tokio::time::Instant::now()));
                         let mut c = conn.clone();
-                        let (chan, n, limit) = (canary.channel.clone(), seq, canary.interval);
+                        let (chan, n, limit) = (chan.clone(), seq, canary.interval);
                         tokio::spawn(async move {
                             let mut cmd = redis::cmd("SPUBLISH");
                             cmd.arg(chan).arg(n);
@@ -1100,11 +1171,14 @@ async fn cluster_pubsub_task(
                             if let Some(h) = handlers.control.get() {
                                 h.handle_control(&payload);
                             }
-                        } else if name == canary.channel {
-                            let n = std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<u64>().ok());
-                            if n.is_some() && n == outstanding.map(|(n, _)| n) {
-                                outstanding = None;
-                                canary.health.set_up();
+                        } else if let Some((n, _)) = outstanding.get(name) {
+                            let got = std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<u64>().ok());
+                            if got == Some(*n) {
+                                outstanding.remove(name);
+                                back.insert(name.to_string());
+                                if outstanding.is_empty() && back.len() == canaries.len() {
+                                    canary.health.set_up();
+                                }
                             }
                         } else if let Some(ch) = names.channel_of(name) {
                             dispatch_channel(handler.as_ref(), &epochs, ch, &payload);

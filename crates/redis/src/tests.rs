@@ -819,3 +819,44 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
     }
     assert!(masters_used.len() >= 2, "channels on one master only: {masters_used:?}");
 }
+
+/// On a Redis Cluster the canary pings through every master: one master that stops
+/// answering (`CLIENT PAUSE ... ALL`) fails the check naming it; once it answers again, the
+/// check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_canary_names_a_master_that_stops() {
+    use crate::testing::cli;
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let e = RedisEngine::new(RedisConfig {
+        cluster: f.cluster.urls(),
+        prefix: "t14".into(),
+        canary_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.subscribe("c").await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    // Up: every master's ping came back at least once.
+    while e.health().down_reason().is_some() || e.check().await.is_err() {
+        assert!(Instant::now() < deadline, "never up: {:?}", e.health().down_reason());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused = &f.cluster.nodes[1];
+    assert_eq!(cli(paused.port, &["CLIENT", "PAUSE", "4000", "ALL"]).trim(), "OK");
+    let err = loop {
+        if let Some(why) = e.health().down_reason() {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "the pause went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains(&format!("127.0.0.1:{}", paused.port)), "{err}");
+    let deadline = Instant::now() + LIMIT;
+    while let Err(err) = e.check().await {
+        assert!(Instant::now() < deadline, "still down after the pause: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
