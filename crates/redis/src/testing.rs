@@ -29,6 +29,12 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // A replica writes what it receives from its master to disk whatever
+                // `--save` says: into the temporary folder, one file per port.
+                "--dir",
+                std::env::temp_dir().to_str().unwrap_or("/tmp"),
+                "--dbfilename",
+                &format!("wshub-test-{port}.rdb"),
             ])
             .args(extra)
             .stdout(Stdio::null())
@@ -60,6 +66,7 @@ impl RedisServer {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("wshub-test-{}.rdb", self.port)));
     }
 }
 
