@@ -211,16 +211,20 @@ return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[4])}
 /// `node_presence` set) out of every channel, and returns them as channel, info pairs so
 /// that a survivor can push their leaves. Atomic: of several survivors, one gets them.
 const PRESENCE_REAP: &str = r#"
-local owned, prefix = KEYS[1], ARGV[1]
+local owned, prefix, tag = KEYS[1], ARGV[1], ARGV[2]
 local out = {}
 for _, m in ipairs(redis.call('smembers', owned)) do
   local nl = string.find(m, '\n', 1, true)
   if nl then
     local channel, client = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
-    local p = prefix .. '.presence'
-    local info = redis.call('hget', p .. '.' .. channel, client)
+    -- The keys of `Shard::key`: in a cluster with the channel's hash tag (the owned set's own).
+    local function k(kind)
+      if tag == '' then return prefix .. '.' .. kind .. '.' .. channel end
+      return prefix .. '.' .. kind .. '.{' .. tag .. '}.' .. channel
+    end
+    local info = redis.call('hget', k('presence'), client)
     if info then
-      drop_client(p .. '.' .. channel, p .. '.exp.' .. channel, p .. '.user.' .. channel, p .. '.users.' .. channel, client)
+      drop_client(k('presence'), k('presence.exp'), k('presence.user'), k('presence.users'), client)
       out[#out + 1] = channel
       out[#out + 1] = info
     end
@@ -398,6 +402,8 @@ struct Shard {
     node_uid: OnceLock<String>,
     /// Whether the pub/sub connection delivers, as its canary sees it.
     health: Arc<PubSubHealth>,
+    /// In a cluster: the slots (hash tags) this node recorded presence in, and when.
+    tags_noted: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn internal(e: redis::RedisError) -> EngineError {
@@ -429,6 +435,7 @@ impl Shard {
             presence_reap: presence_script(PRESENCE_REAP),
             node_uid: OnceLock::new(),
             health: Arc::new(PubSubHealth::new(Target::name(&cfg))),
+            tags_noted: std::sync::Mutex::new(HashMap::new()),
             cfg,
         })
     }
@@ -479,13 +486,47 @@ impl Shard {
         }
     }
 
-    /// The set listing this node's presence entries, for survivors to reap; none in a
-    /// cluster (its entries would span slots: there they expire after `presence_ttl`).
-    fn owned_key(&self) -> Option<String> {
-        match self.node_uid.get() {
-            Some(uid) if !self.target.is_cluster() => Some(self.key("node_presence", uid)),
-            _ => None,
+    /// The set listing this node's presence entries of `channel`, for survivors to reap
+    /// (in a cluster, one set per slot: a script touches one slot).
+    fn owned_key(&self, channel: &str) -> Option<String> {
+        let uid = self.node_uid.get()?;
+        Some(match self.target.is_cluster() {
+            // Per channel slot (a script touches one slot); the slots used are listed in
+            // `node_tags` for the reaper.
+            true => format!("{}.node_presence.{{{:016x}}}.{uid}", self.cfg.prefix, fnv1a(channel)),
+            false => self.key("node_presence", uid),
+        })
+    }
+
+    /// In a cluster: records that this node has presence entries in `channel`'s slot
+    /// (once per half `presence_ttl` per slot, not at every refresh).
+    async fn note_presence_tag(&self, c: &mut Conn, channel: &str) -> Result<(), EngineError> {
+        let (Some(uid), true) = (self.node_uid.get(), self.target.is_cluster()) else {
+            return Ok(());
+        };
+        let tag = format!("{:016x}", fnv1a(channel));
+        let ttl = self.cfg.presence_ttl.max(Duration::from_secs(1));
+        {
+            let mut noted = self.tags_noted.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if noted.get(&tag).is_some_and(|t| now.duration_since(*t) < ttl / 2) {
+                return Ok(());
+            }
+            noted.insert(tag.clone(), now);
         }
+        let key = format!("{}.node_tags.{uid}", self.cfg.prefix);
+        redis::pipe()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(&tag)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ttl.as_secs() * 2)
+            .ignore()
+            .query_async::<()>(c)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// The engine error for `e`; with Sentinel, an error that says the master is gone or no
@@ -1354,9 +1395,10 @@ impl PresenceManager for Shard {
             let mut c = self.conn().await?;
             let mut inv = self.presence_add.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            if let Some(owned) = self.owned_key() {
+            if let Some(owned) = self.owned_key(channel) {
                 inv.key(owned);
             }
+            self.note_presence_tag(&mut c, channel).await?;
             inv.arg(client)
                 .arg(info.encode_to_vec())
                 .arg(self.cfg.presence_ttl.as_secs().max(1))
@@ -1372,7 +1414,7 @@ impl PresenceManager for Shard {
             let mut c = self.conn().await?;
             let mut inv = self.presence_remove.prepare_invoke();
             self.presence_keys(&mut inv, channel);
-            if let Some(owned) = self.owned_key() {
+            if let Some(owned) = self.owned_key(channel) {
                 inv.key(owned);
             }
             inv.arg(client)
@@ -1414,18 +1456,41 @@ impl PresenceManager for Shard {
     }
     fn reap_node<'a>(&'a self, uid: &'a str) -> BoxFuture<'a, Result<Vec<(String, ClientInfo)>, EngineError>> {
         Box::pin(async move {
-            if self.target.is_cluster() {
-                // Not listed there (see `owned_key`): the entries expire instead.
-                return Ok(Vec::new());
-            }
             let mut c = self.conn().await?;
-            let flat: Vec<Vec<u8>> = self
-                .presence_reap
-                .key(self.key("node_presence", uid))
-                .arg(&self.cfg.prefix)
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| self.fail(e))?;
+            // (owned set, tag): one for a single Redis; one per slot the node used in a cluster.
+            let sets: Vec<(String, String)> = if self.target.is_cluster() {
+                let index = format!("{}.node_tags.{uid}", self.cfg.prefix);
+                let tags: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&index)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                tags.into_iter()
+                    .map(|t| (format!("{}.node_presence.{{{t}}}.{uid}", self.cfg.prefix), t))
+                    .collect()
+            } else {
+                vec![(self.key("node_presence", uid), String::new())]
+            };
+            let mut flat: Vec<Vec<u8>> = Vec::new();
+            for (owned, tag) in &sets {
+                let part: Vec<Vec<u8>> = self
+                    .presence_reap
+                    .key(owned)
+                    .arg(&self.cfg.prefix)
+                    .arg(tag)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                flat.extend(part);
+            }
+            if self.target.is_cluster() {
+                let index = format!("{}.node_tags.{uid}", self.cfg.prefix);
+                redis::cmd("DEL")
+                    .arg(index)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
             let mut out = Vec::with_capacity(flat.len() / 2);
             for pair in flat.chunks_exact(2) {
                 let (Ok(channel), Ok(info)) = (std::str::from_utf8(&pair[0]), ClientInfo::decode(&pair[1][..])) else {

@@ -860,3 +860,32 @@ async fn cluster_canary_names_a_master_that_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// On a Redis Cluster too, a dead node's presence entries (in several slots) are taken out
+/// once, by whichever survivor asks first, with the counts kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_dead_nodes_presence_is_reaped_once() {
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let (a, dead) = (f.engine("t15"), f.engine("t15"));
+    dead.set_node_uid("dead-node");
+    a.set_node_uid("live-node");
+    let info = |c: &str, u: &str| ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    };
+    let channels = ["p", "q", "r", "s", "t"];
+    for ch in channels {
+        dead.add_presence(ch, "g1", info("g1", "ghost")).await.unwrap();
+    }
+    dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
+    dead.remove_presence("p", "g2").await.unwrap(); // left normally: not reaped
+    a.add_presence("p", "l1", info("l1", "alive")).await.unwrap();
+    let mut reaped = a.reap_node("dead-node").await.unwrap();
+    reaped.sort_by(|x, y| x.0.cmp(&y.0));
+    let got: Vec<(&str, &str)> = reaped.iter().map(|(c, i)| (c.as_str(), i.client.as_str())).collect();
+    assert_eq!(got, channels.iter().map(|c| (*c, "g1")).collect::<Vec<_>>());
+    assert!(a.reap_node("dead-node").await.unwrap().is_empty(), "once");
+    assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
+    assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
+}
