@@ -14,6 +14,11 @@ impl RedisServer {
     /// Starts `redis-server` on `port` (no persistence) and waits until it accepts
     /// connections. Panics with how to install it when it is missing.
     pub async fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, &[]).await
+    }
+
+    /// With more `redis-server` arguments (`--replicaof`, `--cluster-enabled`...).
+    pub async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -24,7 +29,14 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // A replica writes what it receives from its master to disk whatever
+                // `--save` says: into the temporary folder, one file per port.
+                "--dir",
+                std::env::temp_dir().to_str().unwrap_or("/tmp"),
+                "--dbfilename",
+                &format!("wshub-test-{port}.rdb"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server could not start ({e}): install it with `apt-get install redis-server`"));
@@ -38,8 +50,12 @@ impl RedisServer {
 
     /// On a port the OS says is free.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port).await
+        Self::start_on(free_port()).await
+    }
+
+    /// Sends `SIGKILL` to it (no shutdown, no last replication) and waits for it.
+    pub fn kill(&mut self) {
+        self.stop();
     }
 
     pub fn url(&self) -> String {
@@ -50,11 +66,241 @@ impl RedisServer {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("wshub-test-{}.rdb", self.port)));
+    }
+}
+
+/// A port the OS says is free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One reply of `redis-cli -p port args...` (for tests: `INFO`, `SENTINEL`, `CLUSTER`).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli could not start ({e}): install it with `apt-get install redis-tools`"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `redis-sentinel` watching the master named `name` at `127.0.0.1:master`, with a quorum
+/// of 2 and a master considered down after 1 s. Ended by its PID when dropped.
+pub struct Sentinel {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    /// Panics with how to install it when `redis-sentinel` is missing.
+    pub async fn start(name: &str, master: u16) -> Sentinel {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("wshub-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        // Sentinel rewrites its configuration file: each has its own.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-sentinel could not start ({e}): install Debian's package with `apt-get install redis-sentinel`")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-sentinel did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Sentinel { child, port, dir }
+    }
+
+    /// The port of the master it names now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        let out = cli(self.port, &["SENTINEL", "get-master-addr-by-name", name]);
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on free ports, made by
+/// `redis-cli --cluster create`; ready (every slot served) when returned.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!("wshub-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = dir.join(format!("nodes-{port}.conf"));
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+                "--dir",
+                dir.to_str().unwrap(),
+            ];
+            nodes.push(RedisServer::start_with(port, &args).await);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli could not start ({e}): install it with `apt-get install redis-tools`"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !nodes.iter().all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        RedisCluster { nodes, dir }
+    }
+
+    /// The seed addresses (`redis://127.0.0.1:port` of each master).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP proxy in front of a Redis whose pub/sub connections the test can freeze: a
+/// connection that has sent a `SUBSCRIBE` is a pub/sub one, and while frozen nothing Redis
+/// sends on it is forwarded (held, as a wedged connection would), while command
+/// connections pass. Redis itself cannot do this: `CLIENT PAUSE` stops commands (`PUBLISH`
+/// included) and never stops delivery on a connection already subscribed.
+pub struct PubSubProxy {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PubSubProxy {
+    /// Listens on a free loopback port and forwards to `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> PubSubProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            // Dropped with the accept loop: every connection's task ends with the proxy.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((down, _)) = listener.accept().await else { continue };
+                let watch = watch.clone();
+                conns.spawn(async move {
+                    if let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                        proxy_one(down, up, watch).await;
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        PubSubProxy { port, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, nothing reaches the subscribers' side of any pub/sub connection.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+impl Drop for PubSubProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_one(down: tokio::net::TcpStream, up: tokio::net::TcpStream, mut frozen: tokio::sync::watch::Receiver<bool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let is_pubsub = std::sync::Arc::new(AtomicBool::new(false));
+    let (mut down_r, mut down_w) = down.into_split();
+    let (mut up_r, mut up_w) = up.into_split();
+    let seen = is_pubsub.clone();
+    let to_redis = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match down_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"subscribe")) {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if up_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let from_redis = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match up_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if is_pubsub.load(Ordering::SeqCst) && frozen.wait_for(|f| !*f).await.is_err() {
+                break;
+            }
+            if down_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Either side closing ends both (the node dropped its wedged connection, or Redis left).
+    tokio::select! {
+        _ = to_redis => {}
+        _ = from_redis => {}
     }
 }

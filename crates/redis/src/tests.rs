@@ -14,6 +14,7 @@ fn engine(server: &RedisServer, prefix: &str) -> Arc<RedisEngine> {
             address: server.url(),
             prefix: prefix.into(),
             presence_ttl: Duration::from_secs(1),
+            ..Default::default()
         })
         .unwrap(),
     )
@@ -51,6 +52,25 @@ mod recorder {
                 assert!(
                     tokio::time::timeout_at(deadline, notified).await.is_ok(),
                     "only {:?}",
+                    self.got.lock().unwrap()
+                );
+            }
+        }
+
+        /// Waits until what was delivered contains every item of `want`.
+        pub async fn wait_for_all(&self, want: &[String]) -> Vec<String> {
+            let deadline = tokio::time::Instant::now() + LIMIT;
+            loop {
+                let notified = self.notify.notified();
+                {
+                    let g = self.got.lock().unwrap();
+                    if want.iter().all(|w| g.contains(w)) {
+                        return g.clone();
+                    }
+                }
+                assert!(
+                    tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                    "wanted {want:?}, only {:?}",
                     self.got.lock().unwrap()
                 );
             }
@@ -182,6 +202,178 @@ async fn survives_a_redis_restart() {
     }
 }
 
+/// The canary: pub/sub frozen (through [`PubSubProxy`]) while commands work. Within two
+/// canary periods the engine's check fails naming the shard and the node is told that its
+/// channels' live streams broke (`reset`: positioned subscribers closed with 3010);
+/// publishes are still answered; once pub/sub delivers again, the check passes and
+/// deliveries resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_notices_a_frozen_pubsub_and_recovers() {
+    use crate::testing::PubSubProxy;
+    let server = RedisServer::start().await;
+    let proxy = PubSubProxy::start(server.port).await;
+    let interval = Duration::from_millis(300);
+    let e = Arc::new(
+        RedisEngine::new(RedisConfig {
+            address: proxy.url(),
+            prefix: "t10".into(),
+            canary_interval: interval,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.subscribe("c").await.unwrap();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    e.publish("c", publication("one"), &opts).await.unwrap();
+    r.wait_for(1).await;
+    // Up: several canary round trips pass.
+    let started = Instant::now();
+    let deadline = started + LIMIT;
+    while e.health().down_reason().is_some() || started.elapsed() < interval * 3 {
+        assert!(Instant::now() < deadline, "canary never came back: {:?}", e.health().down_reason());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.check().await.unwrap();
+
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let err = loop {
+        if let Err(err) = e.check().await {
+            break err;
+        }
+        assert!(Instant::now() < frozen_at + LIMIT, "check still passes with pub/sub frozen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let noticed = frozen_at.elapsed();
+    assert!(noticed <= interval * 2 + Duration::from_millis(500), "noticed after {noticed:?}");
+    let err = err.to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", proxy.port)) && err.contains("canary"),
+        "{err}"
+    );
+    assert_eq!(r.wait_for(2).await[1], "c reset");
+    // Commands still work: the publication is kept (and recovered from history by the
+    // subscribers that were told).
+    let pos = e.publish("c", publication("two"), &opts).await.unwrap();
+    assert_eq!(pos.offset, 2);
+
+    proxy.thaw();
+    let deadline = Instant::now() + LIMIT;
+    while let Err(err) = e.check().await {
+        assert!(Instant::now() < deadline, "still down after the thaw: {err}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.publish("c", publication("three"), &opts).await.unwrap();
+    let got = r.wait_for_all(&["c #3 three".to_string()]).await;
+    assert!(
+        !got.iter().any(|g| g.ends_with("two")),
+        "delivered through a frozen connection: {got:?}"
+    );
+}
+
+#[test]
+fn channels_spread_over_shards_and_few_move_when_one_is_added() {
+    let names: Vec<String> = (0..3000).map(|i| format!("chat:{i}")).collect();
+    let mut per_shard = [0usize; 3];
+    for n in &names {
+        per_shard[shard_index(n, 3)] += 1;
+    }
+    assert!(per_shard.iter().all(|&c| c > 800), "{per_shard:?}");
+    // A fourth shard takes about a quarter; no channel moves between the first three.
+    let moved: Vec<&String> = names.iter().filter(|n| shard_index(n, 3) != shard_index(n, 4)).collect();
+    assert!(moved.iter().all(|n| shard_index(n, 4) == 3));
+    assert!((600..900).contains(&moved.len()), "{}", moved.len());
+    assert_eq!(shard_index("x", 1), 0);
+}
+
+/// Three independent Redis servers as shards: channels on every one; one server stopped
+/// fails only its channels (publishes, and the subscribers told with a reset), and the
+/// check names it alone; the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_shard_affects_only_its_channels() {
+    let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+    let address = servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+    let e = RedisEngine::new(RedisConfig {
+        address,
+        prefix: "t11".into(),
+        canary_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    // One channel per shard.
+    let channels: Vec<String> = (0..3)
+        .map(|shard| (0..).map(|i| format!("c{i}")).find(|c| e.shard_of(c) == shard).unwrap())
+        .collect();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    for c in &channels {
+        e.subscribe(c).await.unwrap();
+        e.publish(c, publication("one"), &opts).await.unwrap();
+    }
+    r.wait_for(3).await;
+    // Each shard's Redis holds only its own channel's keys.
+    for (i, server) in servers.iter().enumerate() {
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("t11.stream.*").query_async(&mut c).await.unwrap();
+        assert_eq!(keys, [format!("t11.stream.{}", channels[i])]);
+    }
+    let down = e.shard_names()[1].clone();
+    servers[1].stop();
+    let deadline = Instant::now() + LIMIT;
+    let err = loop {
+        if let Err(err) = e.check().await {
+            break err.to_string();
+        }
+        assert!(Instant::now() < deadline, "check passes with a shard stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains(&down), "{err}");
+    for (i, name) in e.shard_names().iter().enumerate() {
+        assert_eq!(err.contains(name.as_str()), i == 1, "{err}");
+    }
+    // Its channel's subscribers are told; the others' are not.
+    let deadline = Instant::now() + LIMIT;
+    while !r.got.lock().unwrap().contains(&format!("{} reset", channels[1])) {
+        assert!(Instant::now() < deadline, "{:?}", r.got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(e.publish(&channels[1], publication("two"), &opts).await.is_err());
+    for i in [0, 2] {
+        assert_eq!(e.publish(&channels[i], publication("two"), &opts).await.unwrap().offset, 2);
+    }
+    let got = r
+        .wait_for_all(&[format!("{} #2 two", channels[0]), format!("{} #2 two", channels[2])])
+        .await;
+    for i in [0, 2] {
+        assert!(!got.contains(&format!("{} reset", channels[i])), "{got:?}");
+    }
+}
+
+#[test]
+fn shard_names_leave_out_credentials() {
+    assert_eq!(shard_name("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+    assert_eq!(shard_name("redis://:secret@10.0.0.1:6380/2"), "10.0.0.1:6380/2");
+    assert_eq!(shard_name("rediss://user:p@ss@h:1/"), "h:1");
+    assert_eq!(shard_name("redis+unix:///run/redis.sock"), "/run/redis.sock");
+}
+
 #[test]
 fn bad_address_is_refused() {
     let r = RedisEngine::new(RedisConfig {
@@ -220,16 +412,23 @@ mod conformance {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use wshub_core::engine::conformance::EngineFactory;
 
-    struct RedisFactory {
+    pub(super) struct RedisFactory {
         server: RedisServer,
         clusters: AtomicUsize,
+        compression: Compression,
     }
 
     impl RedisFactory {
         async fn start() -> Self {
+            Self::start_with(Compression::None).await
+        }
+
+        /// Every publication body compressed with `compression` (no size threshold).
+        pub(super) async fn start_with(compression: Compression) -> Self {
             RedisFactory {
                 server: RedisServer::start().await,
                 clusters: AtomicUsize::new(0),
+                compression,
             }
         }
     }
@@ -254,6 +453,9 @@ mod conformance {
                         prefix: prefix.clone(),
                         // Long enough that nothing expires during a case on a loaded machine.
                         presence_ttl: Duration::from_secs(60),
+                        compression: self.compression,
+                        compression_min_size: 0,
+                        ..Default::default()
                     })
                     .unwrap()
                 })
@@ -270,4 +472,420 @@ mod conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
         RedisFactory::start().await
     );
+}
+
+/// The engine contract again, with the engines finding their Redis through a
+/// `redis-sentinel` (each case: a master and a sentinel of its own).
+mod conformance_sentinel {
+    use super::*;
+    use crate::testing::Sentinel;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    const NAME: &str = "conformance";
+
+    struct SentinelFactory {
+        // Dropped first: the sentinel, then its master.
+        sentinel: Sentinel,
+        _server: RedisServer,
+        clusters: AtomicUsize,
+    }
+
+    impl SentinelFactory {
+        async fn start() -> Self {
+            let server = RedisServer::start().await;
+            let sentinel = Sentinel::start(NAME, server.port).await;
+            SentinelFactory {
+                sentinel,
+                _server: server,
+                clusters: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl EngineFactory for SentinelFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("sentinel{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            let engines = (0..nodes)
+                .map(|_| {
+                    RedisEngine::new(RedisConfig {
+                        // Unused with Sentinel: a port nothing listens on proves it.
+                        address: "redis://127.0.0.1:1".into(),
+                        prefix: prefix.clone(),
+                        presence_ttl: Duration::from_secs(60),
+                        sentinel: Some(SentinelConfig {
+                            addresses: vec![format!("127.0.0.1:{}", self.sentinel.port)],
+                            master_name: NAME.into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            Box::pin(std::future::ready(engines))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        SentinelFactory::start().await
+    );
+}
+
+/// The engine contract with three independent Redis servers as shards.
+mod conformance_sharded {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    struct ShardedFactory {
+        servers: Vec<RedisServer>,
+        clusters: AtomicUsize,
+    }
+
+    impl ShardedFactory {
+        async fn start() -> Self {
+            ShardedFactory {
+                servers: vec![RedisServer::start().await, RedisServer::start().await, RedisServer::start().await],
+                clusters: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl EngineFactory for ShardedFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("sharded{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            let address = self.servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+            let engines = (0..nodes)
+                .map(|_| {
+                    RedisEngine::new(RedisConfig {
+                        address: address.clone(),
+                        prefix: prefix.clone(),
+                        presence_ttl: Duration::from_secs(60),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            Box::pin(std::future::ready(engines))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        ShardedFactory::start().await
+    );
+}
+
+/// The engine contract with every publication body compressed (zstd; lz4 is read and
+/// written in `nodes_with_different_compression_read_each_other`).
+mod conformance_zstd {
+    use super::*;
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        super::conformance::RedisFactory::start_with(Compression::Zstd).await
+    );
+}
+
+/// Nodes with different `compression` settings read each other's publications, from
+/// pub/sub and from history; only bodies over the threshold are compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_compression_read_each_other() {
+    let server = RedisServer::start().await;
+    let node = |compression| {
+        let e = Arc::new(
+            RedisEngine::new(RedisConfig {
+                address: server.url(),
+                prefix: "t12".into(),
+                compression,
+                compression_min_size: 200,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let r = Arc::new(Recorder::default());
+        e.set_handler(r.clone());
+        r.set_subscribed(true);
+        (e, r)
+    };
+    let (lz4, _) = node(Compression::Lz4);
+    let (zstd, _) = node(Compression::Zstd);
+    let (plain, seen) = node(Compression::None);
+    plain.subscribe("c").await.unwrap();
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let long = format!("{{\"text\":\"{}\"}}", "hello world ".repeat(100));
+    lz4.publish("c", publication(&long), &opts).await.unwrap();
+    zstd.publish("c", publication(&long), &opts).await.unwrap();
+    zstd.publish("c", publication("short"), &opts).await.unwrap();
+    let got = seen.wait_for(3).await;
+    assert_eq!(got, [format!("c #1 {long}"), format!("c #2 {long}"), "c #3 short".to_string()]);
+    let h = lz4
+        .history(
+            "c",
+            HistoryQuery {
+                limit: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let data: Vec<String> = h
+        .publications
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+        .collect();
+    assert_eq!(data, [long.clone(), long.clone(), "short".to_string()]);
+    // Stored compressed (field `c`) over the threshold, as it is (`d`) under it.
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("t12.stream.c")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let fields: Vec<Vec<&String>> = entries.iter().map(|(_, f)| f.keys().collect()).collect();
+    assert_eq!(fields, [vec!["c"], vec!["c"], vec!["d"]]);
+    assert!(entries[0].1["c"].len() < long.len() / 4);
+}
+
+/// The engine contract on a three-master Redis Cluster (sharded pub/sub).
+mod conformance_cluster {
+    use super::*;
+    use crate::testing::RedisCluster;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wshub_core::engine::conformance::EngineFactory;
+
+    pub(super) struct ClusterFactory {
+        pub(super) cluster: RedisCluster,
+        clusters: AtomicUsize,
+    }
+
+    impl ClusterFactory {
+        pub(super) async fn start() -> Self {
+            ClusterFactory {
+                cluster: RedisCluster::start().await,
+                clusters: AtomicUsize::new(0),
+            }
+        }
+
+        pub(super) fn engine(&self, prefix: &str) -> RedisEngine {
+            RedisEngine::new(RedisConfig {
+                cluster: self.cluster.urls(),
+                prefix: prefix.into(),
+                presence_ttl: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .unwrap()
+        }
+    }
+
+    impl EngineFactory for ClusterFactory {
+        type Engine = RedisEngine;
+
+        fn is_single_node(&self) -> bool {
+            false
+        }
+
+        fn delivers_only_subscribed(&self) -> bool {
+            true
+        }
+
+        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+            let prefix = format!("cluster{}", self.clusters.fetch_add(1, Ordering::Relaxed));
+            Box::pin(std::future::ready((0..nodes).map(|_| self.engine(&prefix)).collect()))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        ClusterFactory::start().await
+    );
+}
+
+/// On a Redis Cluster every key of a channel is in one slot, channels spread over the
+/// masters, and publications travel by sharded pub/sub (the channel shows in `PUBSUB
+/// SHARDCHANNELS` of its master, never in `PUBSUB CHANNELS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
+    use crate::testing::cli;
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let e = f.engine("t13");
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.set_node_uid("n1");
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        idempotency_key: Some("k".into()),
+        idempotent_result_ttl: Duration::from_secs(60),
+    };
+    let channels = ["a", "b{x}", "c}", "room:42", "d", "e"];
+    for ch in channels {
+        e.subscribe(ch).await.unwrap();
+        e.publish(ch, publication("one"), &opts).await.unwrap();
+        e.add_presence(
+            ch,
+            "c1",
+            ClientInfo {
+                client: "c1".into(),
+                user: "u".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let want: Vec<String> = channels.iter().map(|c| format!("{c} #1 one")).collect();
+    r.wait_for_all(&want).await;
+    let mut masters_used = HashSet::new();
+    for ch in channels {
+        let shard = e.shards[0].key("stream", ch);
+        let mut slots = HashSet::new();
+        for kind in [
+            "stream",
+            "meta",
+            "presence",
+            "presence.exp",
+            "presence.user",
+            "presence.users",
+            "client",
+        ] {
+            let key = e.shards[0].key(kind, ch);
+            slots.insert(cli(f.cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &key]).trim().to_string());
+        }
+        assert_eq!(slots.len(), 1, "{ch}: {slots:?}");
+        // The master holding it has the stream, and lists the channel as a shard channel.
+        let owner = f
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| cli(n.port, &["EXISTS", &shard]).trim() == "1")
+            .unwrap_or_else(|| panic!("no master holds {shard}"));
+        masters_used.insert(owner.port);
+        let client = e.shards[0].key("client", ch);
+        assert!(
+            cli(owner.port, &["PUBSUB", "SHARDCHANNELS"]).lines().any(|l| l == client),
+            "{client}"
+        );
+        for n in &f.cluster.nodes {
+            assert!(
+                !cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."),
+                "a plain pub/sub channel"
+            );
+        }
+    }
+    assert!(masters_used.len() >= 2, "channels on one master only: {masters_used:?}");
+}
+
+/// On a Redis Cluster the canary pings through every master: one master that stops
+/// answering (`CLIENT PAUSE ... ALL`) fails the check naming it; once it answers again, the
+/// check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_canary_names_a_master_that_stops() {
+    use crate::testing::cli;
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let e = RedisEngine::new(RedisConfig {
+        cluster: f.cluster.urls(),
+        prefix: "t14".into(),
+        canary_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    e.subscribe("c").await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    // Up: every master's ping came back at least once.
+    while e.health().down_reason().is_some() || e.check().await.is_err() {
+        assert!(Instant::now() < deadline, "never up: {:?}", e.health().down_reason());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused = &f.cluster.nodes[1];
+    assert_eq!(cli(paused.port, &["CLIENT", "PAUSE", "4000", "ALL"]).trim(), "OK");
+    let err = loop {
+        if let Some(why) = e.health().down_reason() {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "the pause went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains(&format!("127.0.0.1:{}", paused.port)), "{err}");
+    let deadline = Instant::now() + LIMIT;
+    while let Err(err) = e.check().await {
+        assert!(Instant::now() < deadline, "still down after the pause: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// On a Redis Cluster too, a dead node's presence entries (in several slots) are taken out
+/// once, by whichever survivor asks first, with the counts kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_dead_nodes_presence_is_reaped_once() {
+    let f = conformance_cluster::ClusterFactory::start().await;
+    let (a, dead) = (f.engine("t15"), f.engine("t15"));
+    dead.set_node_uid("dead-node");
+    a.set_node_uid("live-node");
+    let info = |c: &str, u: &str| ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    };
+    let channels = ["p", "q", "r", "s", "t"];
+    for ch in channels {
+        dead.add_presence(ch, "g1", info("g1", "ghost")).await.unwrap();
+    }
+    dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
+    dead.remove_presence("p", "g2").await.unwrap(); // left normally: not reaped
+    a.add_presence("p", "l1", info("l1", "alive")).await.unwrap();
+    let mut reaped = a.reap_node("dead-node").await.unwrap();
+    reaped.sort_by(|x, y| x.0.cmp(&y.0));
+    let got: Vec<(&str, &str)> = reaped.iter().map(|(c, i)| (c.as_str(), i.client.as_str())).collect();
+    assert_eq!(got, channels.iter().map(|c| (*c, "g1")).collect::<Vec<_>>());
+    assert!(a.reap_node("dead-node").await.unwrap().is_empty(), "once");
+    assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
+    assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }

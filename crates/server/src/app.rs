@@ -35,6 +35,25 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                     address: r.address.clone(),
                     prefix: r.prefix.clone(),
                     presence_ttl: r.presence_ttl,
+                    canary_interval: r.canary_interval,
+                    sentinel: (!r.sentinel_address.is_empty()).then(|| wshub_redis::SentinelConfig {
+                        addresses: r.sentinel_address.clone(),
+                        master_name: r.sentinel_master_name.clone(),
+                        password: r.sentinel_password.clone(),
+                        master_password: r.password.clone(),
+                    }),
+                    // Checked by the loader; a configuration built by hand with another
+                    // value is refused here.
+                    compression: r
+                        .compression
+                        .parse()
+                        .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
+                    compression_min_size: r.compression_min_size,
+                    cluster: r
+                        .cluster_address
+                        .iter()
+                        .map(|a| if a.contains("://") { a.clone() } else { format!("redis://{a}") })
+                        .collect(),
                 })
                 .map_err(|e| LoadError(e.to_string()))?,
             );

@@ -235,11 +235,55 @@ impl Default for Engine {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Redis {
+    /// One address, or several (a JSON list, or commas between them): independent shards,
+    /// each channel on the one its name hashes to.
+    #[serde(deserialize_with = "joined_list")]
     pub address: String,
     pub prefix: String,
     /// How long a presence entry lives unless its session refreshes it (every ping).
     #[serde(with = "duration")]
     pub presence_ttl: Duration,
+    /// How often each pub/sub connection pings itself; a ping not back within it turns
+    /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
+    #[serde(with = "duration")]
+    pub canary_interval: Duration,
+    /// Centrifugo's Sentinel keys: when `sentinel_address` lists sentinels (`host:port`),
+    /// the engine asks them for the master `sentinel_master_name` (instead of `address`) at
+    /// every (re)connection, following failovers.
+    #[serde(deserialize_with = "string_list")]
+    pub sentinel_address: Vec<String>,
+    pub sentinel_master_name: String,
+    pub sentinel_password: String,
+    /// The master's password under Sentinel.
+    pub password: String,
+    /// Centrifugo's Redis Cluster key: seed nodes (`host:port` or `redis://host:port`);
+    /// when set, `address` and the Sentinel keys are unused.
+    #[serde(deserialize_with = "string_list")]
+    pub cluster_address: Vec<String>,
+    /// `"none"`, `"lz4"` or `"zstd"`: publication bodies of at least
+    /// `compression_min_size` bytes are compressed in history and pub/sub.
+    pub compression: String,
+    pub compression_min_size: usize,
+}
+
+/// A list (JSON array or one string) kept as one string with commas between items.
+fn joined_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(string_list(d)?.join(","))
+}
+
+/// A list as a JSON array, or as one string with commas between items (an environment
+/// variable).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for Redis {
@@ -248,6 +292,14 @@ impl Default for Redis {
             address: "redis://127.0.0.1:6379".into(),
             prefix: "wshub".into(),
             presence_ttl: Duration::from_secs(60),
+            canary_interval: Duration::from_secs(2),
+            sentinel_address: Vec::new(),
+            sentinel_master_name: String::new(),
+            sentinel_password: String::new(),
+            password: String::new(),
+            cluster_address: Vec::new(),
+            compression: "none".into(),
+            compression_min_size: 1024,
         }
     }
 }
@@ -570,10 +622,12 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("engine.type", "must be \"memory\" or \"redis\"");
     }
     if c.engine.r#type == "redis" {
-        if !["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|s| c.engine.redis.address.starts_with(s))
-        {
+        let addresses: Vec<&str> = c.engine.redis.address.split(',').collect();
+        if !addresses.iter().all(|a| {
+            ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| a.starts_with(s))
+        }) {
             return fail("engine.redis.address", "must be a redis:// (or rediss://, unix://) URL");
         }
         if c.engine.redis.prefix.is_empty() {
@@ -584,6 +638,21 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "engine.redis.presence_ttl",
                 "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
             );
+        }
+        if !c.engine.redis.cluster_address.is_empty() && !c.engine.redis.sentinel_address.is_empty() {
+            return fail("engine.redis.cluster_address", "cannot be used with engine.redis.sentinel_address");
+        }
+        if !c.engine.redis.sentinel_address.is_empty() && c.engine.redis.sentinel_master_name.is_empty() {
+            return fail(
+                "engine.redis.sentinel_master_name",
+                "must be set with engine.redis.sentinel_address",
+            );
+        }
+        if !["none", "lz4", "zstd"].contains(&c.engine.redis.compression.as_str()) {
+            return fail("engine.redis.compression", "must be \"none\", \"lz4\" or \"zstd\"");
+        }
+        if c.engine.redis.canary_interval < Duration::from_millis(100) {
+            return fail("engine.redis.canary_interval", "must be at least 100ms");
         }
     }
     if c.admin.enabled && !c.admin.insecure {
@@ -615,6 +684,13 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     for (key, scope) in c.rate_limit_scopes() {
         if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
             return fail(key, "\"cluster\" needs engine.type = \"redis\"");
+        }
+        let r = &c.engine.redis;
+        if scope == RateLimitScope::Cluster && (!r.sentinel_address.is_empty() || !r.cluster_address.is_empty()) {
+            return fail(
+                key,
+                "\"cluster\" is not available with Redis Sentinel or Redis Cluster yet (only engine.redis.address)",
+            );
         }
     }
     Ok(())
@@ -731,6 +807,23 @@ mod tests {
         assert_eq!(l.config.channel.namespaces[0].options.history_ttl, Duration::from_secs(300));
     }
 
+    /// Centrifugo's list keys: a JSON list, or one string with commas (an environment
+    /// variable).
+    #[test]
+    fn redis_address_lists_and_sentinel() {
+        let f = file(
+            "json",
+            r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "redis://b:2"], "sentinel_address": "s1:26379, s2:26379", "sentinel_master_name": "m"}}}"#,
+        );
+        let l = load(Some(&f.0), vec![], &[]).unwrap();
+        assert_eq!(l.config.engine.redis.address, "redis://a:1,redis://b:2");
+        assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379", "s2:26379"]);
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let env = vec![("WSHUB_ENGINE_REDIS_ADDRESS".to_string(), "redis://c:3,redis://d:4".to_string())];
+        let l = load(None, env, &[]).unwrap();
+        assert_eq!(l.config.engine.redis.address, "redis://c:3,redis://d:4");
+    }
+
     #[test]
     fn invalid_values_name_the_key() {
         let cases = [
@@ -749,6 +842,30 @@ mod tests {
             (
                 r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "10s"}}}"#,
                 "engine.redis.presence_ttl",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "http://b"]}}}"#,
+                "engine.redis.address",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"sentinel_address": ["127.0.0.1:26379"]}}}"#,
+                "engine.redis.sentinel_master_name",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"canary_interval": "10ms"}}}"#,
+                "engine.redis.canary_interval",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"compression": "gzip"}}}"#,
+                "engine.redis.compression",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"cluster_address": ["a:1"], "sentinel_address": ["b:2"], "sentinel_master_name": "m"}}}"#,
+                "engine.redis.cluster_address",
+            ),
+            (
+                r#"{"engine": {"type": "redis", "redis": {"cluster_address": "a:1,b:2"}}, "http_api": {"rate_limit_scope": "cluster"}}"#,
+                "http_api.rate_limit_scope",
             ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,

@@ -116,12 +116,18 @@ async fn watch_engine(node: Arc<Node>, shared: Arc<Shared>) {
     let mut ok = true;
     loop {
         tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
-        let now_ok = matches!(tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.broker.check()).await, Ok(Ok(())));
+        let checked = tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.broker.check()).await;
+        let now_ok = matches!(checked, Ok(Ok(())));
         if now_ok != ok {
             if now_ok {
                 tracing::info!("engine answers again: ready");
             } else {
-                tracing::warn!("engine does not answer: not ready");
+                // The engine's error names what is down (a Redis shard, its pub/sub).
+                let why = match checked {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer in time".to_string(),
+                };
+                tracing::warn!(why, "engine does not answer: not ready");
             }
             ok = now_ok;
             shared.set_engine_ok(ok);

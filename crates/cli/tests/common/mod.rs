@@ -156,7 +156,8 @@ impl Node {
                 "--address",
                 "127.0.0.1",
             ])
-            .stdout(Stdio::null())
+            // The log goes to stdout: kept in the file, for the tests that read it.
+            .stdout(log.try_clone().map_or_else(|_| Stdio::null(), Stdio::from))
             .stderr(log)
             .spawn()
             .unwrap()

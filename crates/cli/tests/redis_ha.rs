@@ -1,0 +1,589 @@
+//! Redis engine failure modes with real processes: `wshub serve` nodes, `redis-server`
+//! (and, for Sentinel, `redis-sentinel`) on free loopback ports, and Rust SDK clients.
+//!
+//! - The pub/sub canary: a node's pub/sub connection frozen (through
+//!   [`PubSubProxy`], which holds what Redis sends on pub/sub connections while command
+//!   connections pass) while a backend publishes through it: its `/ready` turns 503 within
+//!   the canary period, its positioned subscribers are closed with 3010, the metric and
+//!   the log name the shard, its publishes are still answered, and once pub/sub is back it
+//!   is ready again and its subscribers have every acknowledged publication or were told
+//!   (`recovered: false`).
+//!
+//! - Sentinel: a master, a replica and three `redis-sentinel`; two nodes find the master
+//!   through the sentinels; the master is killed with SIGKILL while a backend publishes;
+//!   the nodes follow the promoted replica (commands and pub/sub); every subscriber ends
+//!   with every acknowledged publication, or was told (`recovered: false`): counted.
+//!
+//! - Sharding: three independent `redis-server` as shards under two nodes; channels on
+//!   every shard; node control (`info`) and presence work; one server stopped: `/ready`
+//!   503 naming it in the log, its channel's publishes fail, the others' go on and are
+//!   delivered.
+//!
+//! - Redis Cluster: three masters made by `redis-cli --cluster create`, two nodes given
+//!   `cluster_address`: node control, publish, subscribe, history, presence and recovery
+//!   across the nodes, over sharded pub/sub.
+//!
+//! Every publication is numbered; each client's count of acknowledged publications it
+//! lacks must be zero. The tests take turns (one at a time).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{api, http, wait_until, Node, LIMIT};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisCluster, RedisServer, Sentinel};
+
+const SECRET: &str = "redis-ha-test";
+const CHANNEL: &str = "chat:ha";
+/// Publications per second.
+const RATE: u64 = 100;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial(test: impl std::future::Future<Output = ()>) {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+/// A node configuration on the Redis engine with `redis` as its `engine.redis` section.
+fn config(redis: serde_json::Value) -> serde_json::Value {
+    json!({
+        "http_api": {"key": common::API_KEY},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "engine": {"type": "redis", "redis": redis},
+        "shutdown": {"timeout": "3s", "drain_window": "1s"},
+        "channel": {"namespaces": [{
+            "name": "chat", "history_size": 100000, "history_ttl": "300s", "force_recovery": true,
+            "allow_subscribe_for_client": true
+        }]}
+    })
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    /// `n` of each publication received, in order of arrival.
+    publications: Vec<u64>,
+    /// Their offsets.
+    offsets: Vec<u64>,
+    /// Each `Subscribed`: (recovered, was_recovering).
+    subscribed: Vec<(bool, bool)>,
+    /// The codes of the server's disconnects (from `Connecting` after a connection).
+    disconnects: Vec<u16>,
+}
+
+struct Watched {
+    client: Client,
+    seen: Arc<Mutex<Seen>>,
+    task: JoinHandle<()>,
+}
+
+/// A client on `url`, subscribed (recoverable) to [`CHANNEL`]; returns once subscribed.
+async fn watch(url: &str, user: &str) -> Watched {
+    let config = ClientConfig {
+        token: wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap(),
+        min_reconnect_delay: Duration::from_millis(100),
+        max_reconnect_delay: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (client, mut events) = Client::start(url, config).unwrap();
+    client.subscribe(CHANNEL, true);
+    client.connect();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let mut s = s.lock().unwrap();
+            match e {
+                ClientEvent::Publication { data, offset, .. } => {
+                    let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                    s.publications.push(v["n"].as_u64().unwrap());
+                    s.offsets.push(offset);
+                }
+                ClientEvent::Subscribed {
+                    recovered, was_recovering, ..
+                } => s.subscribed.push((recovered, was_recovering)),
+                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => s.disconnects.push(code),
+                _ => {}
+            }
+        }
+    });
+    wait_until("a client's first subscription", LIMIT, || {
+        !seen.lock().unwrap().subscribed.is_empty()
+    })
+    .await;
+    Watched { client, seen, task }
+}
+
+/// The numbers acknowledged, and each failed call's number with why.
+type Published = (Vec<u64>, Vec<(u64, String)>);
+
+/// A backend publishing `{"n": 1}`, `{"n": 2}`… to [`CHANNEL`] at [`RATE`] per second
+/// through the API of one of `ports` (round robin), one call at a time. A publication is
+/// acknowledged when the call answered 200 with an offset.
+struct Publisher {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    task: JoinHandle<Published>,
+}
+
+impl Publisher {
+    fn start(ports: Vec<u16>) -> Publisher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let (st, ac) = (stop.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            let mut n: u64 = 0;
+            while !st.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let port = ports[(n as usize) % ports.len()];
+                match api(port, "publish", &json!({"channel": CHANNEL, "data": {"n": n}})).await {
+                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
+                        ok.push(n);
+                        ac.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
+                    Err(e) => failed.push((n, e)),
+                }
+            }
+            (ok, failed)
+        });
+        Publisher { stop, acked, task }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    async fn run_for(&self, more: u64) {
+        let target = self.acked() + more;
+        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
+    }
+
+    async fn stop(self) -> Published {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// For each client, the acknowledged publications it lacks once every client has the last
+/// one (or a deadline passed); also the duplicates.
+async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
+    let last = *acked.last().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline && !clients.iter().all(|c| c.seen.lock().unwrap().publications.contains(&last)) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lost = Vec::new();
+    let mut duplicated = 0;
+    for c in clients {
+        let seen = c.seen.lock().unwrap();
+        let unique: std::collections::BTreeSet<u64> = seen.publications.iter().copied().collect();
+        duplicated += seen.publications.len() - unique.len();
+        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
+        if !missing.is_empty() {
+            println!(
+                "client lacks {} acknowledged, first {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        lost.push(missing.len());
+    }
+    (lost, duplicated)
+}
+
+async fn ready_status(port: u16) -> u16 {
+    http(port, "GET", "/ready", "", "").await.map_or(0, |(s, _)| s)
+}
+
+/// Polls `/ready` on `port` until it answers `want`; returns how long that took.
+async fn until_ready_is(port: u16, want: u16, log: impl Fn() -> String) -> Duration {
+    let started = Instant::now();
+    while ready_status(port).await != want {
+        assert!(started.elapsed() < LIMIT, "/ready on {port} never {want}: {}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[test]
+fn canary_catches_a_frozen_pubsub() {
+    serial(async {
+        let dir = common::temp_dir("redis-canary");
+        let redis = RedisServer::start().await;
+        let proxy = PubSubProxy::start(redis.port).await;
+        let prefix = format!("t{}", common::unique());
+        // Node a reaches Redis through the proxy; node b directly.
+        let a = Node::start(
+            &dir,
+            &config(json!({"address": proxy.url(), "prefix": prefix, "canary_interval": "500ms"})),
+            common::free_port(),
+        )
+        .await;
+        let b = Node::start(
+            &dir,
+            &config(json!({"address": redis.url(), "prefix": prefix, "canary_interval": "500ms"})),
+            common::free_port(),
+        )
+        .await;
+        let on_a = watch(&a.url(), "ua").await;
+        let on_b = watch(&b.url(), "ub").await;
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE / 2).await;
+
+        proxy.freeze();
+        let took = until_ready_is(a.port, 503, || a.log()).await;
+        println!("node a not ready {took:?} after the freeze");
+        // Two canary periods, plus the readiness check's own period (2 s).
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(ready_status(b.port).await, 200, "only the frozen node is affected");
+        // Told: its positioned subscriber is closed with 3010.
+        wait_until("the subscriber on a to be closed with 3010", LIMIT, || {
+            on_a.seen.lock().unwrap().disconnects.contains(&3010)
+        })
+        .await;
+        // Publishes through a are still answered while its pub/sub is frozen.
+        let before = publisher.acked();
+        publisher.run_for(RATE).await;
+        assert!(publisher.acked() >= before + RATE);
+        let shard = format!("127.0.0.1:{}", proxy.port);
+        let (_, metrics) = http(a.port, "GET", "/metrics", "", "").await.unwrap();
+        let gauge = format!("wshub_redis_pubsub_up{{shard=\"{shard}\"}} 0");
+        assert!(metrics.contains(&gauge), "no {gauge} in:\n{metrics}");
+        assert!(metrics.contains("wshub_redis_pubsub_canary_missed_total"), "{metrics}");
+        let log = a.log();
+        assert!(log.contains("redis pub/sub down") && log.contains(&shard), "{log}");
+
+        proxy.thaw();
+        let took = until_ready_is(a.port, 200, || a.log()).await;
+        println!("node a ready again {took:?} after the thaw");
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        assert!(failed.is_empty(), "publishes failed: {failed:?}");
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        {
+            let a_seen = on_a.seen.lock().unwrap();
+            println!(
+                "{} acknowledged; lost per client {lost:?}; duplicated {duplicated}; a's subscriptions {:?}, disconnects {:?}",
+                acked.len(),
+                a_seen.subscribed,
+                a_seen.disconnects
+            );
+        }
+        // a's subscriber came back through recovery: with every publication (`recovered:
+        // true`), or told that some are missing (`recovered: false`: more were published
+        // meanwhile than `client.recovery_max_publication_limit`, 300, lets it recover, which
+        // happens when the readiness check and the SDK's backoff take their longest).
+        // Never lacking one silently. b's never left.
+        let told = on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(r, w)| w && !r);
+        assert!(lost[0] == 0 || told, "a's subscriber lacks {} without being told", lost[0]);
+        assert!(
+            on_a.seen.lock().unwrap().subscribed.iter().skip(1).any(|&(_, w)| w),
+            "a's subscriber recovered"
+        );
+        assert_eq!(lost[1], 0);
+        assert_eq!(duplicated, 0);
+        assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
+        for w in [on_a, on_b] {
+            w.client.disconnect();
+            w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// The value after `key` in a flat `redis-cli` reply (`SENTINEL master`).
+fn field(reply: &str, key: &str) -> Option<String> {
+    let mut lines = reply.lines();
+    lines.find(|l| l.trim() == key)?;
+    lines.next().map(|v| v.trim().to_string())
+}
+
+#[test]
+fn sentinel_failover_loses_nothing_silently() {
+    serial(async {
+        const NAME: &str = "wshubmaster";
+        let dir = common::temp_dir("redis-sentinel");
+        let mut master = RedisServer::start().await;
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]).await;
+        wait_until("the replica to sync", LIMIT, || {
+            cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(Sentinel::start(NAME, master.port).await);
+        }
+        // A failover needs the sentinels to know the replica and each other (quorum 2).
+        wait_until("the sentinels to know the replica and each other", LIMIT, || {
+            sentinels.iter().all(|s| {
+                let m = cli(s.port, &["SENTINEL", "master", NAME]);
+                field(&m, "num-slaves").as_deref() == Some("1") && field(&m, "num-other-sentinels").as_deref() == Some("2")
+            })
+        })
+        .await;
+        let addresses: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let cfg = config(json!({
+            "sentinel_address": addresses,
+            "sentinel_master_name": NAME,
+            "prefix": format!("t{}", common::unique()),
+            "canary_interval": "500ms"
+        }));
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        let mut clients = Vec::new();
+        for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
+            clients.push(watch(&node.url(), &format!("u{i}")).await);
+        }
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE).await;
+
+        let acked_before = publisher.acked();
+        master.kill();
+        let killed = Instant::now();
+        wait_until("a sentinel to promote the replica", LIMIT, || {
+            sentinels.iter().any(|s| s.master_port(NAME) == Some(replica.port))
+        })
+        .await;
+        println!("replica promoted {:?} after the kill", killed.elapsed());
+        // Both nodes publish through the new master again.
+        publisher.run_for(RATE).await;
+        println!("publishing again {:?} after the kill", killed.elapsed());
+        for n in [&a, &b] {
+            until_ready_is(n.port, 200, || n.log()).await;
+        }
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        let (_, h) = api(a.port, "history", &json!({"channel": CHANNEL, "limit": 0})).await.unwrap();
+        println!("history top {h}");
+        println!(
+            "{} acknowledged ({} before the kill), {} calls failed during the failover",
+            acked.len(),
+            acked_before,
+            failed.len()
+        );
+        let refs: Vec<&Watched> = clients.iter().collect();
+        let (lost, duplicated) = lost(&refs, &acked).await;
+        let mut silent = 0;
+        for (i, (c, lacks)) in clients.iter().zip(&lost).enumerate() {
+            let seen = c.seen.lock().unwrap();
+            // Told: a resubscription answered `recovered: false` (the SDK's signal that
+            // publications may be missing).
+            let told = seen.subscribed.iter().skip(1).any(|&(r, w)| w && !r);
+            println!(
+                "client {i}: lacks {lacks}, disconnects {:?}, subscriptions {:?}, last (n, offset) {:?}",
+                seen.disconnects,
+                seen.subscribed,
+                seen.publications.iter().zip(&seen.offsets).rev().take(3).collect::<Vec<_>>()
+            );
+            if *lacks > 0 && !told {
+                silent += 1;
+            }
+        }
+        assert_eq!(silent, 0, "clients lacking acknowledged publications without being told: {lost:?}");
+        assert_eq!(duplicated, 0);
+        assert!(
+            a.log().contains("redis pub/sub down") && b.log().contains("redis pub/sub down"),
+            "the nodes noticed the failover"
+        );
+        for w in clients {
+            w.client.disconnect();
+            w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn sharding_one_stopped_shard_affects_only_its_channels() {
+    serial(async {
+        let dir = common::temp_dir("redis-shards");
+        let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+        let addresses: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        let mut cfg = config(json!({"address": addresses, "prefix": format!("t{}", common::unique()), "canary_interval": "500ms"}));
+        cfg["channel"]["namespaces"][0]["presence"] = json!(true);
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        // A channel on each shard, as every node computes it.
+        let channels: Vec<String> = (0..3)
+            .map(|shard| {
+                (0..)
+                    .map(|i| format!("chat:s{i}"))
+                    .find(|c| wshub_redis::shard_index(c, 3) == shard)
+                    .unwrap()
+            })
+            .collect();
+        // Node control through the control shard: each node sees both.
+        for n in [&a, &b] {
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // A subscriber of each channel on node a; publications through node b.
+        let mut subs = Vec::new();
+        for (i, ch) in channels.iter().enumerate() {
+            let config = ClientConfig {
+                token: wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap(),
+                min_reconnect_delay: Duration::from_millis(100),
+                max_reconnect_delay: Duration::from_millis(500),
+                ..Default::default()
+            };
+            let (client, mut events) = Client::start(&a.url(), config).unwrap();
+            client.subscribe(ch, true);
+            client.connect();
+            let got = Arc::new(Mutex::new(Vec::<String>::new()));
+            let g = got.clone();
+            let task = tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    match e {
+                        ClientEvent::Publication { data, .. } => g.lock().unwrap().push(String::from_utf8_lossy(&data).into_owned()),
+                        ClientEvent::Subscribed { .. } => g.lock().unwrap().push("subscribed".into()),
+                        _ => {}
+                    }
+                }
+            });
+            wait_until("a subscription", LIMIT, || got.lock().unwrap().contains(&"subscribed".to_string())).await;
+            subs.push((client, got, task));
+        }
+        for (i, ch) in channels.iter().enumerate() {
+            let (status, r) = api(b.port, "publish", &json!({"channel": ch, "data": {"n": 1}})).await.unwrap();
+            assert_eq!((status, r["result"]["offset"].as_u64()), (200, Some(1)), "{r}");
+            // Presence of each channel, read through the other node, from its shard.
+            let (_, p) = api(b.port, "presence_stats", &json!({"channel": ch})).await.unwrap();
+            assert_eq!(p["result"]["num_clients"], 1, "{p}");
+            let got = &subs[i].1;
+            wait_until("a delivery on every shard", LIMIT, || {
+                got.lock().unwrap().contains(&r#"{"n":1}"#.to_string())
+            })
+            .await;
+        }
+
+        servers[1].stop();
+        let stopped = format!("127.0.0.1:{}", servers[1].port);
+        for n in [&a, &b] {
+            until_ready_is(n.port, 503, || n.log()).await;
+            let log = n.log();
+            let line = log.lines().find(|l| l.contains("not ready")).unwrap_or_default();
+            assert!(line.contains(&stopped), "the log names the stopped shard: {line}");
+            for other in [0, 2] {
+                assert!(!line.contains(&format!("127.0.0.1:{}", servers[other].port)), "{line}");
+            }
+        }
+        let (_, r) = api(b.port, "publish", &json!({"channel": channels[1], "data": {"n": 2}}))
+            .await
+            .unwrap();
+        assert!(r["error"]["code"].is_u64(), "a publish to the stopped shard fails: {r}");
+        for i in [0, 2] {
+            let (status, r) = api(b.port, "publish", &json!({"channel": channels[i], "data": {"n": 2}}))
+                .await
+                .unwrap();
+            assert_eq!((status, r["result"]["offset"].as_u64()), (200, Some(2)), "{r}");
+            let got = &subs[i].1;
+            wait_until("deliveries on the other shards", LIMIT, || {
+                got.lock().unwrap().contains(&r#"{"n":2}"#.to_string())
+            })
+            .await;
+        }
+        for (client, _, task) in subs {
+            client.disconnect();
+            task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn redis_cluster_under_two_nodes() {
+    serial(async {
+        let dir = common::temp_dir("redis-cluster");
+        let cluster = RedisCluster::start().await;
+        // Centrifugo's form: `host:port`.
+        let seeds: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut cfg = config(json!({"cluster_address": seeds, "prefix": format!("t{}", common::unique())}));
+        cfg["channel"]["namespaces"][0]["presence"] = json!(true);
+        let a = Node::start(&dir, &cfg, common::free_port()).await;
+        let b = Node::start(&dir, &cfg, common::free_port()).await;
+        for n in [&a, &b] {
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let on_a = watch(&a.url(), "ua").await;
+        let on_b = watch(&b.url(), "ub").await;
+        let (_, p) = api(b.port, "presence_stats", &json!({"channel": CHANNEL})).await.unwrap();
+        assert_eq!(
+            (p["result"]["num_clients"].as_u64(), p["result"]["num_users"].as_u64()),
+            (Some(2), Some(2)),
+            "{p}"
+        );
+        let publisher = Publisher::start(vec![a.port, b.port]);
+        publisher.run_for(RATE / 2).await;
+        // a's client goes away while publications go on, and recovers them on coming back.
+        on_a.client.disconnect();
+        publisher.run_for(RATE / 2).await;
+        on_a.client.connect();
+        wait_until("a's client to subscribe again", LIMIT, || {
+            on_a.seen.lock().unwrap().subscribed.len() >= 2
+        })
+        .await;
+        publisher.run_for(RATE / 2).await;
+        let (acked, failed) = publisher.stop().await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        println!(
+            "{} acknowledged; lost per client {lost:?}; a's subscriptions {:?}",
+            acked.len(),
+            on_a.seen.lock().unwrap().subscribed
+        );
+        assert_eq!(lost, [0, 0]);
+        assert_eq!(duplicated, 0);
+        assert_eq!(on_a.seen.lock().unwrap().subscribed[1], (true, true), "recovered");
+        let (_, h) = api(a.port, "history", &json!({"channel": CHANNEL, "limit": 0})).await.unwrap();
+        assert_eq!(h["result"]["offset"].as_u64(), Some(acked.len() as u64), "{h}");
+        // Sharded pub/sub: the channel is a shard channel of one master, and no master has
+        // plain pub/sub channels of wshub.
+        let shard_channels: Vec<String> = cluster.nodes.iter().map(|n| cli(n.port, &["PUBSUB", "SHARDCHANNELS"])).collect();
+        assert!(shard_channels.iter().any(|c| c.contains(CHANNEL)), "{shard_channels:?}");
+        for n in &cluster.nodes {
+            assert!(!cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."));
+        }
+        for w in [on_a, on_b] {
+            w.client.disconnect();
+            w.task.abort();
+        }
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
