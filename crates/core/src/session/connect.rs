@@ -1,0 +1,162 @@
+//! The connect command (token or connect proxy, server-side subscriptions) and the
+//! connection token refresh.
+
+use super::*;
+
+impl Session {
+    pub(super) async fn connect(&mut self, req: ConnectRequest, now: Now, mut budget: usize) -> Result<ConnectResult, Fail> {
+        if self.state != State::Connecting {
+            return Err(Fail::Disconnect(BAD_REQUEST));
+        }
+        let node = self.node.clone();
+        let cfg = &node.config.session;
+        self.client = Arc::from(uuid::Uuid::new_v4().to_string());
+        let mut proxied: Option<proxied::ProxyConnect> = None;
+        let mut claims = if !req.token.is_empty() {
+            node.prepare_token(&req.token).await;
+            match self.node.verifier.verify_connect(&req.token, now.unix) {
+                Ok(c) => c,
+                Err(e) => return Err(token_fail(e)),
+            }
+        } else if let Some(ep) = node.proxies.connect.as_ref() {
+            match self.connect_via_proxy(ep, &req).await? {
+                Some(p) => proxied.insert(p).claims.clone(),
+                None if cfg.allow_anonymous_connect_without_token || cfg.insecure => Default::default(),
+                // Centrifugo: a connect proxy that answers no result gives no credentials.
+                None => return Err(Fail::Disconnect(BAD_REQUEST)),
+            }
+        } else if cfg.allow_anonymous_connect_without_token || cfg.insecure {
+            Default::default()
+        } else {
+            return Err(Fail::Disconnect(INVALID_TOKEN));
+        };
+        if cfg.insecure {
+            claims.expire_at = None;
+        }
+        let personal = (cfg.personal_channel.enabled && !claims.user.is_empty()).then(|| cfg.personal_channel.channel(&claims.user));
+        if let Some(p) = &personal {
+            if node.options(p).is_err() {
+                return Err(err(ec::UNKNOWN_CHANNEL, "unknown personal channel namespace"));
+            }
+            if !claims.channels.contains(p) {
+                claims.channels.push(p.clone());
+            }
+        }
+        if claims.channels.len() > cfg.channel_limit {
+            // Server-side subscriptions count against `client.channel_limit` like the
+            // client's own: refused before anything is registered.
+            return Err(err(ec::LIMIT_EXCEEDED, "limit exceeded: token channels over client.channel_limit"));
+        }
+        if cfg.user_connection_limit > 0 && !claims.user.is_empty() && self.node.user_connections(&claims.user) >= cfg.user_connection_limit
+        {
+            return Err(Fail::Disconnect(Disconnect::new(dc::CONNECTION_LIMIT, "connection limit")));
+        }
+        if personal.is_some() && cfg.personal_channel.single_connection {
+            // One connection per user: the user's others on this node are closed.
+            node.disconnect_user(&claims.user, "", &[], dc::CONNECTION_LIMIT, "connection limit");
+        }
+        let ping = cfg.ping_interval;
+        self.user = claims.user;
+        self.conn_info = claims.info;
+        self.state = State::Connected;
+        self.stale_at = None;
+        let half = ping / 2;
+        self.ping_at = Some(now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
+        self.node.register(&self.user, self.client.clone(), self.handle.clone());
+        let mut result = ConnectResult {
+            client: self.client.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ping: ping.as_secs() as u32,
+            pong: !self.handle.unidirectional(),
+            ..Default::default()
+        };
+        if let Some(session) = self.handle.emulation_session() {
+            result.session = session.to_string();
+            result.node = self.node.uid().to_string();
+        }
+        if let Some(exp) = claims.expire_at {
+            self.set_expiry(Some(exp), now);
+            // With a refresh proxy the server refreshes; the client is not told of expiry.
+            if node.proxies.refresh.is_none() {
+                result.expires = true;
+                result.ttl = exp.saturating_sub(now.unix) as u32;
+            }
+        }
+        let mut sub_opts = match proxied {
+            Some(p) => {
+                result.data = p.data;
+                p.subs
+            }
+            None => Default::default(),
+        };
+        // Server-side subscriptions from the token, with recovery as the client asks.
+        for ch in claims.channels {
+            let Ok(mut opts) = self.node.options(&ch).cloned() else {
+                tracing::debug!(channel = %ch, "server-side subscription to an unknown namespace skipped");
+                continue;
+            };
+            let extra = sub_opts.remove(&ch);
+            if let Some(o) = extra.as_ref().and_then(|e| e.override_.as_ref()) {
+                opts = o.apply(&opts);
+            }
+            let (chan_info, sub_data) = match &extra {
+                Some(e) => (
+                    proxy::raw_or_b64(&e.info, &e.b64info).ok().flatten().unwrap_or_default(),
+                    proxy::raw_or_b64(&e.data, &e.b64data).ok().flatten().unwrap_or_default(),
+                ),
+                None => Default::default(),
+            };
+            let since = req.subs.get(&ch).filter(|s| s.recover).map(|s| StreamPosition {
+                offset: s.offset,
+                epoch: s.epoch.clone(),
+            });
+            let recoverable = opts.has_history() && (opts.force_recovery || opts.allow_recovery);
+            // Server-side subscriptions negotiate delta through the connect's `subs`, as in
+            // Centrifugo.
+            let delta = req
+                .subs
+                .get(&ch)
+                .is_some_and(|s| !s.delta.is_empty() && opts.allows_delta(&s.delta));
+            let params = SubParams {
+                recoverable,
+                since: since.filter(|_| recoverable),
+                reply_budget: Some(budget),
+                chan_info,
+                // As Centrifugo: server-side subscriptions get join/leave pushes when the
+                // namespace forces them.
+                join_leave: opts.join_leave && opts.force_push_join_leave,
+                delta,
+                ..Default::default()
+            };
+            match self.do_subscribe(&ch, &opts, params).await {
+                Ok(mut r) => {
+                    r.data = sub_data;
+                    budget = budget.saturating_sub(publications_bound(&r.publications));
+                    result.subs.push(SubscribeResultEntry { key: ch, value: Some(r) })
+                }
+                Err(Fail::Disconnect(d)) => return Err(Fail::Disconnect(d)),
+                Err(Fail::Error(e)) => tracing::debug!(channel = %ch, error = %e, "server-side subscription failed"),
+                Err(Fail::Backend(e)) => tracing::debug!(channel = %ch, code = e.code, "server-side subscription failed"),
+            }
+        }
+        Ok(result)
+    }
+
+    pub(super) async fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
+        self.node.prepare_token(token).await;
+        let claims = match self.node.verifier.verify_connect(token, now.unix) {
+            Ok(c) => c,
+            Err(e) => return Err(token_fail(e)),
+        };
+        if claims.user != self.user {
+            return Err(Fail::Disconnect(INVALID_TOKEN));
+        }
+        self.set_expiry(claims.expire_at, now);
+        Ok(RefreshResult {
+            client: self.client.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            expires: claims.expire_at.is_some(),
+            ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
+        })
+    }
+}
