@@ -38,6 +38,7 @@ use crate::vecmap::VecMap;
 use crate::Now;
 
 use dispatch::Writer;
+use timers::Timer;
 
 /// What the glue must do after a call.
 #[derive(Debug, Default, PartialEq)]
@@ -166,12 +167,10 @@ pub struct Session {
     user: String,
     conn_info: Bytes,
     subs: VecMap<Sub>,
-    stale_at: Option<Instant>,
-    ping_at: Option<Instant>,
-    pong_deadline: Option<Instant>,
-    /// Token expiry (Unix seconds) and the moment the connection is closed for it.
+    /// Stale, ping, pong and token expiry deadlines.
+    timers: timers::Timers,
+    /// Token expiry (Unix seconds); its close (or refresh) moment is [`Timer::Expiry`].
     expire_at: Option<u64>,
-    expired_close_at: Option<Instant>,
     /// `client.command_rate_limit`, and how many commands in a row it refused.
     /// Boxed: most deployments set no limit, and every idle session carries this field.
     limiter: Option<Box<TokenBucket>>,
@@ -195,11 +194,12 @@ impl Session {
             user: String::new(),
             conn_info: Bytes::new(),
             subs: VecMap::new(),
-            stale_at: Some(now.mono + stale),
-            ping_at: None,
-            pong_deadline: None,
+            timers: {
+                let mut t = timers::Timers::default();
+                t.set(Timer::Stale, now.mono + stale);
+                t
+            },
             expire_at: None,
-            expired_close_at: None,
             limiter: match node.config.session.command_rate_limit {
                 0 => None,
                 r => Some(Box::new(TokenBucket::new(f64::from(r), f64::from(r), now.mono))),
@@ -249,10 +249,7 @@ impl Session {
             self.node.unregister(&self.user, &self.client);
         }
         self.state = State::Closed;
-        self.stale_at = None;
-        self.ping_at = None;
-        self.pong_deadline = None;
-        self.expired_close_at = None;
+        self.timers.clear_all();
     }
 }
 

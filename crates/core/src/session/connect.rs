@@ -59,9 +59,10 @@ impl Session {
         self.user = claims.user;
         self.conn_info = claims.info;
         self.state = State::Connected;
-        self.stale_at = None;
+        self.timers.clear(Timer::Stale);
         let half = ping / 2;
-        self.ping_at = Some(now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
+        self.timers
+            .set(Timer::Ping, now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
         self.node.register(&self.user, self.client.clone(), self.handle.clone());
         let mut result = ConnectResult {
             client: self.client.to_string(),

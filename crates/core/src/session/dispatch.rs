@@ -126,7 +126,7 @@ impl Session {
             })
         } else if id == 0 {
             // The empty command: the client's pong.
-            if self.pong_deadline.take().is_none() {
+            if self.timers.clear(Timer::Pong).is_none() {
                 // PROTOCOL.md: "A pong with no ping outstanding closes with 3501".
                 return Err(BAD_REQUEST);
             }

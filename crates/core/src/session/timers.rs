@@ -1,17 +1,88 @@
-//! Time: the session's deadlines, what each does when it is due
+//! Time: the session's deadlines in one table ([`Timers`]), what each does when it is due
 //! ([`Session::handle_timeout`]), token expiry and the presence refresh at every ping.
+//! Subscription token expiries stay with their subscriptions ([`Sub`]); the session's next
+//! wake-up is the earliest of both.
 
 use super::*;
+
+/// A session-level deadline. Declaration order is the order in which due ones are
+/// handled: a stale or unanswered connection is closed before anything else is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// No connect command in time (state `Connecting`).
+    Stale = 0,
+    /// The server's ping went unanswered for `client.pong_timeout`.
+    Pong,
+    /// Connection token expiry: close (after `client.expired_close_delay`) or ask the
+    /// refresh proxy.
+    Expiry,
+    /// The next server ping.
+    Ping,
+}
+
+const KINDS: [Timer; 4] = [Timer::Stale, Timer::Pong, Timer::Expiry, Timer::Ping];
+
+/// The session-level deadlines, one optional [`Instant`] per [`Timer`]. Pure data: it
+/// never reads a clock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Timers([Option<Instant>; KINDS.len()]);
+
+impl Timers {
+    /// Arms `t` at `at` (replacing any earlier deadline of that kind).
+    pub(super) fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+
+    /// Disarms `t`, returning the deadline it had.
+    pub(super) fn clear(&mut self, t: Timer) -> Option<Instant> {
+        self.0[t as usize].take()
+    }
+
+    /// Disarms every timer.
+    pub(super) fn clear_all(&mut self) {
+        *self = Timers::default();
+    }
+
+    /// The timers whose deadline is at or before `now`, in handling order.
+    pub(super) fn due(&self, now: Instant) -> Due {
+        let mut bits = 0u8;
+        for (i, at) in self.0.iter().enumerate() {
+            if at.is_some_and(|at| at <= now) {
+                bits |= 1 << i;
+            }
+        }
+        Due(bits)
+    }
+
+    /// The earliest armed deadline.
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// The due timers of one [`Timers::due`] call, iterated in handling order (a copy: the
+/// table may change while they are handled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Due(u8);
+
+impl Iterator for Due {
+    type Item = Timer;
+
+    fn next(&mut self) -> Option<Timer> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(KINDS[i])
+    }
+}
 
 impl Session {
     /// The next moment [`Session::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let subs = self.subs.values().filter_map(|s| s.expires);
-        [self.stale_at, self.ping_at, self.pong_deadline, self.expired_close_at]
-            .into_iter()
-            .flatten()
-            .chain(subs)
-            .min()
+        self.timers.next().into_iter().chain(subs).min()
     }
 
     pub(super) fn set_expiry(&mut self, expire_at: Option<u64>, now: Now) {
@@ -21,45 +92,47 @@ impl Session {
             Some(_) => Duration::ZERO,
             None => self.node.config.session.expired_close_delay,
         };
-        self.expired_close_at = expire_at.map(|e| mono_at(now, e) + delay);
+        match expire_at {
+            Some(e) => self.timers.set(Timer::Expiry, mono_at(now, e) + delay),
+            None => {
+                self.timers.clear(Timer::Expiry);
+            }
+        }
     }
 
     /// Timers: stale connection, ping, pong deadline, token expiry, subscription expiry.
     pub async fn handle_timeout(&mut self, now: Now) -> Output {
         let mut out = Writer::new(self.format);
-        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now.mono);
         if self.state == State::Closed {
             return out.finish();
         }
-        if due(self.stale_at) {
-            return out.disconnect(Disconnect::new(dc::STALE, "stale"));
-        }
-        if due(self.pong_deadline) {
-            return out.disconnect(Disconnect::new(dc::NO_PONG, "no pong"));
-        }
-        if due(self.expired_close_at) {
-            match self.node.proxies.refresh.clone() {
-                Some(ep) => {
-                    if let Err(d) = self.refresh_via_proxy(&ep, now).await {
-                        return out.disconnect(d);
+        for t in self.timers.due(now.mono) {
+            match t {
+                Timer::Stale => return out.disconnect(Disconnect::new(dc::STALE, "stale")),
+                Timer::Pong => return out.disconnect(Disconnect::new(dc::NO_PONG, "no pong")),
+                Timer::Expiry => match self.node.proxies.refresh.clone() {
+                    Some(ep) => {
+                        if let Err(d) = self.refresh_via_proxy(&ep, now).await {
+                            return out.disconnect(d);
+                        }
                     }
+                    None => return out.disconnect(Disconnect::new(dc::EXPIRED, "connection expired")),
+                },
+                Timer::Ping => {
+                    // The server's ping is an empty reply; the client answers with an empty command.
+                    out.reply(&Reply::default());
+                    if !self.handle.unidirectional() {
+                        self.timers.set(Timer::Pong, now.mono + self.node.config.session.pong_timeout);
+                    }
+                    self.timers.set(Timer::Ping, now.mono + self.node.config.session.ping_interval);
+                    self.refresh_presence().await;
                 }
-                None => return out.disconnect(Disconnect::new(dc::EXPIRED, "connection expired")),
             }
-        }
-        if due(self.ping_at) {
-            // The server's ping is an empty reply; the client answers with an empty command.
-            out.reply(&Reply::default());
-            if !self.handle.unidirectional() {
-                self.pong_deadline = Some(now.mono + self.node.config.session.pong_timeout);
-            }
-            self.ping_at = Some(now.mono + self.node.config.session.ping_interval);
-            self.refresh_presence().await;
         }
         let due_subs: Vec<(String, bool)> = self
             .subs
             .iter()
-            .filter(|(_, s)| due(s.expires))
+            .filter(|(_, s)| s.expires.is_some_and(|t| t <= now.mono))
             .map(|(c, s)| (c.clone(), s.server_refresh))
             .collect();
         let mut expired = Vec::new();
@@ -106,5 +179,78 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    fn at(base: Instant, secs: u64) -> Instant {
+        base + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn empty_table_has_nothing_due() {
+        let t = Timers::default();
+        let now = Instant::now();
+        assert_eq!(t.next(), None);
+        assert_eq!(t.due(now + Duration::from_secs(1_000_000)).count(), 0);
+    }
+
+    #[test]
+    fn next_is_the_earliest_armed_deadline() {
+        let base = Instant::now();
+        let mut t = Timers::default();
+        t.set(Timer::Ping, at(base, 25));
+        t.set(Timer::Expiry, at(base, 10));
+        t.set(Timer::Pong, at(base, 30));
+        assert_eq!(t.next(), Some(at(base, 10)));
+        assert_eq!(t.clear(Timer::Expiry), Some(at(base, 10)));
+        assert_eq!(t.clear(Timer::Expiry), None, "cleared once");
+        assert_eq!(t.next(), Some(at(base, 25)));
+        t.set(Timer::Ping, at(base, 40));
+        assert_eq!(t.next(), Some(at(base, 30)), "set replaces the earlier deadline of its kind");
+        t.clear_all();
+        assert_eq!(t.next(), None);
+    }
+
+    #[test]
+    fn due_is_inclusive_and_in_handling_order() {
+        let base = Instant::now();
+        let mut t = Timers::default();
+        t.set(Timer::Ping, at(base, 5));
+        t.set(Timer::Expiry, at(base, 5));
+        t.set(Timer::Stale, at(base, 7));
+        t.set(Timer::Pong, at(base, 3));
+        assert_eq!(t.due(at(base, 2)).collect::<Vec<_>>(), vec![]);
+        assert_eq!(
+            t.due(at(base, 3)).collect::<Vec<_>>(),
+            vec![Timer::Pong],
+            "a deadline is due at its instant"
+        );
+        assert_eq!(
+            t.due(at(base, 5)).collect::<Vec<_>>(),
+            vec![Timer::Pong, Timer::Expiry, Timer::Ping]
+        );
+        assert_eq!(
+            t.due(at(base, 9)).collect::<Vec<_>>(),
+            vec![Timer::Stale, Timer::Pong, Timer::Expiry, Timer::Ping],
+            "stale and pong close before expiry and ping are handled"
+        );
+    }
+
+    #[test]
+    fn due_is_a_snapshot() {
+        let base = Instant::now();
+        let mut t = Timers::default();
+        t.set(Timer::Ping, at(base, 1));
+        let due = t.due(at(base, 1));
+        // Handling the ping arms the pong deadline and the next ping; the snapshot taken
+        // before is what this round handles.
+        t.set(Timer::Pong, at(base, 1));
+        t.set(Timer::Ping, at(base, 26));
+        assert_eq!(due.collect::<Vec<_>>(), vec![Timer::Ping]);
+        assert_eq!(t.due(at(base, 1)).collect::<Vec<_>>(), vec![Timer::Pong]);
     }
 }
