@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use wshub_protocol::codes::error as code;
 use wshub_protocol::{ClientInfo, Format, Publication};
 
@@ -145,6 +147,9 @@ pub struct Node {
     pub proxies: crate::proxy::Endpoints,
     proxy_transport: OnceLock<Arc<dyn crate::proxy::ProxyTransport>>,
     jwks_fetcher: OnceLock<Arc<dyn crate::jwks::JwksFetcher>>,
+    /// Client ids and ping jitter: seeded from the OS by default, from a fixed seed
+    /// ([`Node::seed_rng`]) when a test needs the same sequence every run.
+    rng: Mutex<StdRng>,
 }
 
 impl Node {
@@ -176,6 +181,7 @@ impl Node {
             proxies,
             proxy_transport: OnceLock::new(),
             jwks_fetcher: OnceLock::new(),
+            rng: Mutex::new(StdRng::from_entropy()),
         }))
     }
 
@@ -189,6 +195,25 @@ impl Node {
     /// configured proxy answers error 100.
     pub fn set_proxy_transport(&self, t: Arc<dyn crate::proxy::ProxyTransport>) {
         let _ = self.proxy_transport.set(t);
+    }
+
+    /// Restarts the node's random source from `seed`: the client ids and ping delays that
+    /// follow are the same for the same seed (tests; call before sessions start).
+    pub fn seed_rng(&self, seed: u64) {
+        *self.rng.lock() = StdRng::seed_from_u64(seed);
+    }
+
+    /// A new client id: a UUID v4 string from the node's random source.
+    pub fn new_client_id(&self) -> String {
+        let bytes: [u8; 16] = self.rng.lock().gen();
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    }
+
+    /// When a new session pings first: a random point in `[interval / 2, interval]`, so
+    /// that connections opened together do not all ping at once.
+    pub fn first_ping_delay(&self, interval: Duration) -> Duration {
+        let half = interval / 2;
+        half + self.rng.lock().gen_range(Duration::ZERO..=interval - half)
     }
 
     /// The HTTP client of `client.token.jwks_public_endpoint` (once, before sessions start).

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
 use wshub_protocol::codec::{decode_commands, encode_reply};
 use wshub_protocol::codes::{disconnect as dc, error as ec};
 use wshub_protocol::*;

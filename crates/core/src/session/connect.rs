@@ -10,7 +10,7 @@ impl Session {
         }
         let node = self.node.clone();
         let cfg = &node.config.session;
-        self.client = Arc::from(uuid::Uuid::new_v4().to_string());
+        self.client = Arc::from(node.new_client_id());
         let mut proxied: Option<proxied::ProxyConnect> = None;
         let mut claims = if !req.token.is_empty() {
             node.prepare_token(&req.token).await;
@@ -60,9 +60,9 @@ impl Session {
         self.conn_info = claims.info;
         self.state = State::Connected;
         self.timers.clear(Timer::Stale);
-        let half = ping / 2;
-        self.timers
-            .set(Timer::Ping, now.mono + half + rand::thread_rng().gen_range(Duration::ZERO..=half));
+        // The first ping at a random point in [ping / 2, ping]: connections opened
+        // together do not all ping at once.
+        self.timers.set(Timer::Ping, now.mono + node.first_ping_delay(ping));
         self.node.register(&self.user, self.client.clone(), self.handle.clone());
         let mut result = ConnectResult {
             client: self.client.to_string(),

@@ -571,6 +571,74 @@ fn heartbeat() {
     assert_eq!(c.tick(Duration::from_secs(8)).1, Some(3012), "no pong");
 }
 
+/// Connects `n` sessions on `node`; returns each one's client id and first ping delay.
+fn connect_many(node: &Arc<Node>, n: usize) -> Vec<(String, Duration)> {
+    (0..n)
+        .map(|i| {
+            let mut c = Client::new(node, start());
+            let r = c.connect(&format!("u{i}"));
+            let first = c.session.poll_timeout().unwrap() - c.now.mono;
+            (r["client"].as_str().unwrap().to_string(), first)
+        })
+        .collect()
+}
+
+#[test]
+fn seeded_nodes_give_the_same_client_ids_and_ping_delays() {
+    let a = node_with(|_| {});
+    let b = node_with(|_| {});
+    a.seed_rng(7);
+    b.seed_rng(7);
+    let from_a = connect_many(&a, 20);
+    assert_eq!(from_a, connect_many(&b, 20), "same seed, same sequence");
+
+    let c = node_with(|_| {});
+    c.seed_rng(8);
+    assert_ne!(from_a, connect_many(&c, 20), "another seed, another sequence");
+    a.seed_rng(7);
+    assert_eq!(from_a, connect_many(&a, 20), "reseeding restarts the sequence");
+
+    let ids: std::collections::HashSet<_> = from_a.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), from_a.len(), "distinct ids");
+    for (id, _) in &from_a {
+        let u = uuid::Uuid::parse_str(id).unwrap();
+        assert_eq!(u.get_version(), Some(uuid::Version::Random), "{id}");
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        assert_eq!(id, &u.hyphenated().to_string(), "lower-case hyphenated form");
+    }
+}
+
+#[test]
+fn first_ping_is_jittered_within_half_to_full_interval() {
+    let node = node_with(|_| {});
+    node.seed_rng(1);
+    let interval = node.config.session.ping_interval;
+    let delays: Vec<Duration> = connect_many(&node, 200).into_iter().map(|(_, d)| d).collect();
+    for d in &delays {
+        assert!(
+            *d >= interval / 2 && *d <= interval,
+            "{d:?} outside [{:?}, {interval:?}]",
+            interval / 2
+        );
+    }
+    let spread = *delays.iter().max().unwrap() - *delays.iter().min().unwrap();
+    assert!(spread > interval / 4, "pings of sessions opened together spread out: {spread:?}");
+
+    // The bounds themselves, over odd intervals too (nanosecond halves).
+    for interval in [
+        Duration::from_nanos(1),
+        Duration::from_nanos(3),
+        Duration::from_millis(999),
+        Duration::from_secs(25),
+    ] {
+        for _ in 0..100 {
+            let d = node.first_ping_delay(interval);
+            assert!(d >= interval / 2 && d <= interval, "{d:?} for {interval:?}");
+        }
+    }
+    assert_eq!(node.first_ping_delay(Duration::ZERO), Duration::ZERO);
+}
+
 #[test]
 fn stale_and_expiry() {
     let node = node_with(|_| {});
