@@ -20,18 +20,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use wshub_protocol::codec::{decode_commands, encode_reply};
+use bytes::Bytes;
 use wshub_protocol::codes::{disconnect as dc, error as ec};
 use wshub_protocol::*;
 
 use crate::channel;
 use crate::config::ChannelOptions;
-use crate::engine::{EngineError, HistoryQuery, StreamPosition};
+use crate::engine::{HistoryQuery, StreamPosition};
 use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
 use crate::proxy::{self, ProxyKind};
-use crate::ratelimit::{admit_on_error, RateLimitScope, TokenBucket};
+use crate::ratelimit::{RateLimitScope, TokenBucket};
 use crate::token::TokenError;
 use crate::vecmap::VecMap;
 use crate::Now;

@@ -1,7 +1,11 @@
 //! Command dispatch: a frame of commands in, replies out through a [`Writer`] that keeps
 //! them within the client's queue (the reply budget), and the server API's [`Control`]s.
 
+use bytes::BytesMut;
+use wshub_protocol::codec::{decode_commands, encode_reply};
+
 use super::*;
+use crate::ratelimit::admit_on_error;
 
 impl Session {
     /// Handles one frame of commands.

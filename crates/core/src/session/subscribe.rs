@@ -2,6 +2,7 @@
 //! history, unsubscribe and release, subscription token refresh.
 
 use super::*;
+use crate::engine::EngineError;
 
 impl Session {
     pub(super) async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
