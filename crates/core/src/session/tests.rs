@@ -640,6 +640,38 @@ fn first_ping_is_jittered_within_half_to_full_interval() {
 }
 
 #[test]
+fn timer_table_through_the_session_lifecycle() {
+    let node = node_with(|_| {});
+    node.seed_rng(3);
+    let mut c = Client::new(&node, start());
+    let stale = node.config.session.stale_delay;
+    assert_eq!(c.session.poll_timeout(), Some(c.now.mono + stale), "connecting: the stale deadline");
+    c.connect("1");
+    let first = c.session.poll_timeout().unwrap() - c.now.mono;
+    assert!(
+        first <= node.config.session.ping_interval,
+        "connected: the first ping, no stale deadline"
+    );
+    // A ping and the (passed) stale moment in one tick: only the ping is handled.
+    assert_eq!(c.tick(first.max(stale)), (vec![json!({})], None));
+    let pong = node.config.session.pong_timeout;
+    assert_eq!(
+        c.session.poll_timeout(),
+        Some(c.now.mono + pong),
+        "the pong deadline comes before the next ping"
+    );
+    assert_eq!(c.send("{}").1, None);
+    assert_eq!(
+        c.session.poll_timeout(),
+        Some(c.now.mono + node.config.session.ping_interval),
+        "pong cleared: the next ping"
+    );
+    now_or_never(c.session.close());
+    assert_eq!(c.session.poll_timeout(), None, "closed: no timer");
+    assert_eq!(c.tick(Duration::from_secs(3600)), (vec![], None));
+}
+
+#[test]
 fn stale_and_expiry() {
     let node = node_with(|_| {});
     let mut c = Client::new(&node, start());
