@@ -108,16 +108,7 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
-        .args([
-            "serve",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--address",
-            "127.0.0.1",
-        ])
+    let mut child = wshub_testkit::serve_command(env!("CARGO_BIN_EXE_wshub"), &cfg, port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -127,7 +118,7 @@ async fn drain_closes_everyone_with_3001_spread_over_the_window() {
         assert!(Instant::now() < deadline, "server did not listen");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let token = wshub_core::token::make_hs256("drain", &serde_json::json!({"sub": "u"})).unwrap();
+    let token = wshub_testkit::token("drain", &serde_json::json!({"sub": "u"}));
     let mut clients = Vec::with_capacity(CLIENTS);
     for chunk in (0..CLIENTS).collect::<Vec<_>>().chunks(100) {
         let opened: Vec<_> = futures_join(chunk.iter().map(|&i| client(port, token.clone(), i))).await;

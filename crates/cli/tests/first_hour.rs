@@ -71,25 +71,13 @@ impl Serve {
     }
 
     async fn interrupt(&mut self) {
-        assert!(Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + LIMIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "wshub did not stop on SIGINT");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wshub_testkit::signal(&mut self.child, "-INT", "wshub").await;
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wshub_testkit::end(&mut self.child);
     }
 }
 

@@ -1,16 +1,14 @@
-//! Helpers for the tests that run real processes: free ports, wshub nodes started from a
-//! configuration, one-shot HTTP calls, and Debian's nginx running `deploy/nginx.conf`.
+//! Helpers for the tests that run real processes: wshub nodes (this package's binary)
+//! started from a configuration, the HTTP API, and Debian's nginx running
+//! `deploy/nginx.conf`; the generic helpers are `wshub_testkit`'s, re-exported.
 //! Every process is our child, ended by its PID.
-#![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
+#![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test file uses a part
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The longest any single wait may take.
-pub const LIMIT: Duration = Duration::from_secs(30);
+pub use wshub_testkit::{free_port, http, http_head, temp_dir, unique, wait_until, LIMIT};
 
 /// The API key of the nodes these helpers start.
 pub const API_KEY: &str = "k";
@@ -18,74 +16,6 @@ pub const API_KEY: &str = "k";
 /// The repository's root (for `deploy/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn unique() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// A fresh directory for one test's files.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wshub-{name}-{}-{}", std::process::id(), unique()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A free port below the ephemeral range (32768+), so that no client socket takes it while
-/// a node restarts on it.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let p = 20_000 + (unique() % 10_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port in 20000..30000");
-}
-
-/// Polls `check` every 20 ms until it is true; panics naming `what` after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// One HTTP/1.1 request on a connection of its own (`Connection: close`): the status and
-/// body, or why there is none. Bounded by [`LIMIT`].
-pub async fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String), String> {
-    http_head(port, method, path, headers, body)
-        .await
-        .map(|(status, _, body)| (status, body))
-}
-
-/// One HTTP/1.1 request like [`http`], answering the status, the response head (status line
-/// and headers) and the body.
-pub async fn http_head(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Result<(u16, String, String), String> {
-    let call = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no whole answer: {text:?}"))?;
-        let status = head
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status: {head:?}"))?;
-        Ok((status, head.to_string(), body.to_string()))
-    };
-    tokio::time::timeout(LIMIT, call).await.unwrap_or_else(|_| Err("timed out".into()))
 }
 
 /// `POST /api/{method}` with [`API_KEY`]: the status and the decoded JSON answer.
@@ -146,16 +76,7 @@ impl Node {
 
     fn spawn(config: &Path, log: &Path, port: u16) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_wshub"))
-            .args([
-                "serve",
-                "-c",
-                config.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-                "--address",
-                "127.0.0.1",
-            ])
+        wshub_testkit::serve_command(env!("CARGO_BIN_EXE_wshub"), config, port)
             // The log goes to stdout: kept in the file, for the tests that read it.
             .stdout(log.try_clone().map_or_else(|_| Stdio::null(), Stdio::from))
             .stderr(log)
@@ -173,19 +94,7 @@ impl Node {
 
     /// Sends `sig` ("-TERM", "-KILL") to the node, by its PID, and waits for it to exit.
     pub async fn signal(&mut self, sig: &str) -> ExitStatus {
-        assert!(Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "wshub on {} did not exit after {sig}", self.port);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wshub_testkit::signal(&mut self.child, sig, &format!("wshub on {}", self.port)).await
     }
 
     pub fn url(&self) -> String {
@@ -199,10 +108,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wshub_testkit::end(&mut self.child);
     }
 }
 
