@@ -3,19 +3,18 @@
 //! and 200 clients whose reconnects after a restart are spread by the jitter.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent, HistoryOptions, SubTokenSource, SubscriptionOptions};
+use wshub_testkit::{free_port, unique, LIMIT};
 
 const SECRET: &str = "client-test";
-const LIMIT: Duration = Duration::from_secs(30);
 
 fn bin() -> String {
     std::env::var("TEST_WSHUB_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/wshub").to_string())
@@ -43,7 +42,7 @@ impl Server {
                 a.insert(k, v);
             }
         }
-        let p = std::env::temp_dir().join(format!("wshub-client-test-{}-{}.json", std::process::id(), rand_u64()));
+        let p = std::env::temp_dir().join(format!("wshub-client-test-{}-{}.json", std::process::id(), unique()));
         std::fs::write(&p, c.to_string()).unwrap();
         p
     }
@@ -54,16 +53,7 @@ impl Server {
             std::path::Path::new(&b).exists(),
             "wshub binary missing at {b}: run `cargo build --release -p wshub` first"
         );
-        let child = Command::new(b)
-            .args([
-                "serve",
-                "-c",
-                cfg.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-                "--address",
-                "127.0.0.1",
-            ])
+        let child = wshub_testkit::serve_command(b, &cfg, port)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(cfg.with_extension("log")).unwrap())
             .spawn()
@@ -90,63 +80,21 @@ impl Server {
 
     /// Sends a signal to the process we started, by its PID, and waits for it to exit.
     async fn signal(&mut self, sig: &str) {
-        assert!(Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + LIMIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "wshub did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wshub_testkit::signal(&mut self.child, sig, "wshub").await;
     }
 
     async fn api(&self, method: &str, body: serde_json::Value) -> serde_json::Value {
-        let body = body.to_string();
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
-        s.write_all(
-            format!(
-                "POST /api/{method} HTTP/1.1\r\nHost: x\r\nX-API-Key: k\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        let text = String::from_utf8_lossy(&out);
-        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("null")).unwrap()
+        let (_, text) = wshub_testkit::http(self.port, "POST", &format!("/api/{method}"), "X-API-Key: k\r\n", &body.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("api {method}: {e}"));
+        serde_json::from_str(&text).unwrap()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wshub_testkit::end(&mut self.child);
     }
-}
-
-fn rand_u64() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// A free port below the ephemeral range (32768+), so that no client socket of a parallel
-/// test takes it while the server restarts on it.
-fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let p = 20_000 + (rand_u64() % 10_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port in 20000..30000");
 }
 
 fn token(user: &str, exp_in: Option<u64>) -> String {
@@ -160,7 +108,7 @@ fn token(user: &str, exp_in: Option<u64>) -> String {
                 + s
         );
     }
-    wshub_core::token::make_hs256(SECRET, &c).unwrap()
+    wshub_testkit::token(SECRET, &c)
 }
 
 /// A connection-token source for `user` (tokens valid for an hour) that counts its calls.
@@ -320,11 +268,7 @@ async fn terminal_codes_stop_reconnecting() {
     let r = tokio::time::timeout(Duration::from_secs(2), ev.recv()).await;
     assert!(r.is_err(), "no event after a terminal code: {r:?}");
     // An invalid token is terminal too.
-    let (client2, mut ev2) = Client::start(
-        &server.url(),
-        quick(wshub_core::token::make_hs256("wrong", &json!({"sub": "x"})).unwrap()),
-    )
-    .unwrap();
+    let (client2, mut ev2) = Client::start(&server.url(), quick(wshub_testkit::token("wrong", &json!({"sub": "x"})))).unwrap();
     client2.connect();
     let d = until(&mut ev2, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
     assert!(matches!(d, ClientEvent::Disconnected { code: 3500, .. }), "{d:?}");
@@ -409,7 +353,7 @@ fn sub_token(user: &str, channel: &str, exp_in: u64) -> String {
         .unwrap()
         .as_secs()
         + exp_in;
-    wshub_core::token::make_hs256(SECRET, &json!({"sub": user, "channel": channel, "exp": exp})).unwrap()
+    wshub_testkit::token(SECRET, &json!({"sub": user, "channel": channel, "exp": exp}))
 }
 
 async fn next(sub: &mut wshub_client::Subscription, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
@@ -570,7 +514,7 @@ async fn subscription_tokens_from_a_callback_are_refreshed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_with_an_added_root_certificate() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wshub-client-tls-{}-{}", std::process::id(), rand_u64()));
+    let dir = std::env::temp_dir().join(format!("wshub-client-tls-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
@@ -629,7 +573,7 @@ async fn publications(ev: &mut UnboundedReceiver<ClientEvent>, n: usize) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
     let redis = wshub_redis::testing::RedisServer::start().await;
-    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let cfg = Server::config(json!({ "engine": engine }));
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = Server::start(cfg.clone(), port_a).await;
@@ -682,7 +626,7 @@ async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
 async fn two_nodes_share_presence_joins_and_history() {
     let redis = wshub_redis::testing::RedisServer::start().await;
     // Presence entries live 2 s unless refreshed; sessions refresh them at every ping (1 s).
-    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64()), "presence_ttl": "2s"}});
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique()), "presence_ttl": "2s"}});
     let client = json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "1s", "pong_timeout": "500ms"});
     let cfg = Server::config(json!({ "engine": engine, "client": client }));
     let a = Server::start(cfg.clone(), free_port()).await;
@@ -733,7 +677,7 @@ async fn two_nodes_share_presence_joins_and_history() {
 async fn redis_losing_its_data_is_not_silent() {
     let mut redis = wshub_redis::testing::RedisServer::start().await;
     let redis_port = redis.port;
-    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let server = Server::start(Server::config(json!({ "engine": engine })), free_port()).await;
     let (client, mut ev) = Client::start(&server.url(), quick(token("ivy", None))).unwrap();
     client.subscribe("chat:room", true);
@@ -876,7 +820,7 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_across_nodes_through_redis() {
     let redis = wshub_redis::testing::RedisServer::start().await;
-    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", rand_u64())}});
+    let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let channel = json!({"namespaces": [{"name": "doc", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
         "allow_subscribe_for_client": true, "allowed_delta_types": ["fossil"]}]});
     let cfg = Server::config(json!({ "engine": engine, "channel": channel }));
