@@ -274,11 +274,12 @@ impl Node {
         self.clients.lock().get(user).map_or(0, HashMap::len)
     }
 
-    /// A user's connections on this node: (client id, wire format), sorted by client id.
-    pub fn user_clients(&self, user: &str) -> Vec<(String, Format)> {
-        let mut v: Vec<(String, Format)> = match self.clients.lock().get(user) {
+    /// A user's connections on this node: (client id, wire format, transport), sorted by
+    /// client id.
+    pub fn user_clients(&self, user: &str) -> Vec<(String, Format, &'static str)> {
+        let mut v: Vec<(String, Format, &'static str)> = match self.clients.lock().get(user) {
             None => Vec::new(),
-            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.format())).collect(),
+            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.format(), h.transport_name())).collect(),
         };
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

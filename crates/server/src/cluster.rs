@@ -209,14 +209,14 @@ impl Cluster {
                 let connections = node
                     .user_clients(&user)
                     .into_iter()
-                    .map(|(client, format)| ConnectionSummary {
+                    .map(|(client, format, transport)| ConnectionSummary {
                         client,
                         user: user.clone(),
                         protocol: match format {
                             wshub_protocol::Format::Json => "json".into(),
                             wshub_protocol::Format::Protobuf => "protobuf".into(),
                         },
-                        transport: "websocket".into(),
+                        transport: transport.into(),
                     })
                     .collect();
                 let reply = ControlMessage::ConnectionsReply {

@@ -312,6 +312,9 @@ async fn bad_input_on_the_http_transports() {
         assert!(Instant::now() < deadline, "the silent client did not connect");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let conns = api(addr, "connections", json!({"user": "silent"})).await;
+    let (_, conn) = conns["result"]["connections"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!(conn["transport"], "http_stream", "{conns}");
     // It cannot subscribe without reading its session id: the server subscribes it.
     let big = "x".repeat(8000);
     let deadline = Instant::now() + LIMIT;
