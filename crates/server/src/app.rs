@@ -85,7 +85,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
         if uri.path() == UNI_WS_PATH {
             let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
-            h.set_request_headers(crate::http::forwarded_headers(&factory_node, headers));
+            h.set_request_headers(crate::http::forwarded_headers(&forwarded, headers));
             return Box::new(h);
         }
         let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
@@ -94,14 +94,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                 .is_some_and(|q| q.split('&').any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf"));
         let format = if protobuf { Format::Protobuf } else { Format::Json };
         let mut h = ClientHandler::new(factory_node.clone(), format, accepted.deflate, queue);
-        if !forwarded.is_empty() {
-            let kept: Vec<(String, String)> = headers
-                .iter()
-                .filter(|(k, _)| forwarded.iter().any(|f| f == k.as_str()))
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect();
-            h.set_request_headers(kept);
-        }
+        h.set_request_headers(crate::http::forwarded_headers(&forwarded, headers));
         Box::new(h)
     });
     let ws = &config.websocket;
@@ -156,6 +149,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                 .max(config.uni_sse.max_request_body_size)
                 .max(config.emulation.max_request_body_size),
             max_queue: config.client.queue_max_size,
+            forwarded_headers: node.proxies.forwarded_headers(),
         },
         admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
             password: config.admin.password.clone(),

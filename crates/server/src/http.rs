@@ -110,6 +110,8 @@ pub struct EmulationConfig {
     pub max_request_body_size: usize,
     /// `client.queue_max_size`.
     pub max_queue: usize,
+    /// The request headers some proxy forwards (computed once, not per stream).
+    pub forwarded_headers: Vec<String>,
 }
 
 /// State shared by every connection task.
@@ -252,18 +254,23 @@ impl LogLimiter {
     }
 }
 
-/// Why the request's `Origin` was refused, and which key to change: logged and sent as the
-/// 403's body (a browser's page cannot read it, but its developer reads the server's log).
-pub fn origin_refusal(req: &Request<Incoming>, policy: &OriginPolicy) -> String {
-    let origin = req
-        .headers()
+/// The 403 of a refused `Origin`: its body says why and which key to change, and the same
+/// line is logged at info (at most once a second; a browser's page cannot read the body,
+/// its developer reads the server's log). One answer for WebSocket and the HTTP transports.
+fn refuse_origin(headers: &http::HeaderMap, shared: &Shared, what: &str, peer: SocketAddr) -> Response<Body> {
+    let origin = headers
         .get(header::ORIGIN)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-    origin_refusal_message(origin.as_deref().unwrap_or(""), host, policy)
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let why = origin_refusal_message(origin.as_deref().unwrap_or(""), host, &shared.config.handshake.origins);
+    if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
+        tracing::info!(%peer, suppressed, "{what} refused (403): {why}");
+    }
+    text(StatusCode::FORBIDDEN, &why)
 }
 
-/// [`origin_refusal`] on the header values (the testable part).
+/// Why an `Origin` was refused, and which key to change (the testable part of
+/// [`refuse_origin`]).
 pub fn origin_refusal_message(origin: &str, host: Option<&str>, policy: &OriginPolicy) -> String {
     if origin.len() > wshub_websocket::handshake::MAX_ORIGIN_LEN {
         return format!(
@@ -646,12 +653,8 @@ pub(crate) fn check_origin(
     if policy.allows(&o, host) {
         return Ok(Some(o));
     }
-    let why = origin_refusal_message(&o, host, policy);
-    if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
-        tracing::info!(%peer, suppressed, "{path} refused (403): {why}");
-    }
     metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
-    Err(text(StatusCode::FORBIDDEN, &why))
+    Err(refuse_origin(headers, shared, path, peer))
 }
 
 /// Adds the CORS headers of an allowed `origin` (none without one).
@@ -763,9 +766,9 @@ async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &S
     }
 }
 
-/// The request headers that some configured proxy forwards (`Cookie`…), for a session.
-pub(crate) fn forwarded_headers(node: &Node, headers: &http::HeaderMap) -> Vec<(String, String)> {
-    let forwarded = node.proxies.forwarded_headers();
+/// The request headers whose names are in `forwarded` (those some configured proxy
+/// forwards: `Cookie`…), for a session. One filter for every transport.
+pub(crate) fn forwarded_headers(forwarded: &[String], headers: &http::HeaderMap) -> Vec<(String, String)> {
     if forwarded.is_empty() {
         return Vec::new();
     }
@@ -849,7 +852,7 @@ pub(crate) async fn open_stream(
             format,
             max_queue: e.max_queue,
             write_timeout: shared.config.write_timeout,
-            headers: forwarded_headers(&api.node, &parts.headers),
+            headers: forwarded_headers(&e.forwarded_headers, &parts.headers),
         },
         connect,
         move || {
@@ -969,11 +972,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
         Err(e) => {
             metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
             if e == HandshakeError::Origin {
-                let why = origin_refusal(&req, &shared.config.handshake.origins);
-                if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
-                    tracing::info!(%peer, suppressed, "WebSocket refused (403): {why}");
-                }
-                return text(StatusCode::FORBIDDEN, &why);
+                return refuse_origin(req.headers(), shared, "WebSocket", peer);
             }
             tracing::debug!(reason = %e, "handshake refused");
             return refusal(&e);
