@@ -41,8 +41,10 @@ pub trait ConnectionHandle: Send + Sync {
     /// Unique per node.
     fn id(&self) -> u64;
     fn format(&self) -> Format;
-    /// Queues a frame. A full queue is the connection's problem (it closes with 3008);
-    /// the hub goes on with the next subscriber.
+    /// Queues a push, encoded once for the connection's format and shared by every
+    /// subscriber: the transport frames it (a WebSocket frame built once and shared, or
+    /// the payload as an SSE event or stream line). A full queue is the connection's
+    /// problem (it closes with 3008); the hub goes on with the next subscriber.
     fn deliver(&self, frame: &PreparedMessage);
     /// Passes a control request to the connection's task.
     fn control(&self, control: Control);

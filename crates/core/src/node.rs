@@ -15,6 +15,7 @@ use wshub_protocol::{ClientInfo, Format, Publication};
 
 use crate::channel::{self, ChannelError};
 use crate::config::{ChannelOptions, ConfigError, NodeConfig};
+use crate::delivery::Deliveries;
 use crate::engine::{
     Broker, BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PresenceManager, PublishOptions, StreamPosition,
 };
@@ -74,27 +75,25 @@ pub struct NodeInfo {
 /// user -> client id -> connection. The client id is the session's own `Arc<str>`.
 type Registry = HashMap<String, HashMap<Arc<str>, Arc<dyn ConnectionHandle>>>;
 
-struct HubBroker(Arc<Hub>);
+/// The broker's events for this node's subscribers, queued off the publisher's path
+/// ([`crate::delivery`]).
+struct HubBroker(Arc<Deliveries>);
 
 impl BrokerHandler for HubBroker {
     fn handle_publication(&self, channel: &str, publication: &Publication) {
-        // Observability only: the time to hand one publication to every local subscriber.
-        let started = Instant::now();
-        self.0.broadcast_publication(channel, publication);
-        metrics::histogram!("wshub_fanout_latency_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("wshub_publications_total").increment(1);
+        self.0.publication(channel, publication)
     }
     fn handle_join(&self, channel: &str, info: &ClientInfo) {
-        self.0.broadcast_join_leave(channel, info, true)
+        self.0.join(channel, info)
     }
     fn handle_leave(&self, channel: &str, info: &ClientInfo) {
-        self.0.broadcast_join_leave(channel, info, false)
+        self.0.leave(channel, info)
     }
     fn handle_reset(&self, channel: &str) {
         self.0.reset(channel)
     }
     fn has_subscribers(&self, channel: &str) -> bool {
-        self.0.num_subscribers(channel) > 0
+        self.0.hub().num_subscribers(channel) > 0
     }
 }
 
@@ -137,6 +136,8 @@ pub struct Node {
     /// Who is in each channel.
     pub presence: Arc<dyn PresenceManager>,
     pub hub: Arc<Hub>,
+    /// The broker's events on their way to `hub`.
+    pub deliveries: Arc<Deliveries>,
     clients: Mutex<Registry>,
     next_conn_id: AtomicU64,
     uid: String,
@@ -164,7 +165,8 @@ impl Node {
         let verifier = Verifier::new(&config.token)?;
         let proxies = crate::proxy::Endpoints::build(&config)?;
         let hub = Arc::new(Hub::default());
-        broker.set_handler(Arc::new(HubBroker(hub.clone())));
+        let deliveries = Arc::new(Deliveries::new(hub.clone()));
+        broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
         presence.set_node_uid(&uid);
         Ok(Arc::new(Node {
@@ -173,6 +175,7 @@ impl Node {
             broker,
             presence,
             hub,
+            deliveries,
             clients: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             uid,

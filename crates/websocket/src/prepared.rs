@@ -8,15 +8,19 @@ use crate::deflate::{self, DeflateParams};
 use crate::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use crate::MessageKind;
 
-/// A server message ready to go to any number of connections. The uncompressed frame is
-/// built once; the compressed one is built at most once per window size, on first use, and
-/// shared by every connection that negotiated permessage-deflate (they all agreed to
-/// `server_no_context_takeover`, so one compressed frame is valid for each of them).
+/// A message encoded once for its wire format, ready to go to any number of connections
+/// of any transport. The HTTP transports frame [`PreparedMessage::payload`] their own way
+/// (an SSE event, a line, a length prefix) without copying it. The WebSocket frames are
+/// built on first use by a WebSocket connection, at most once each, and shared: the
+/// uncompressed one, and a compressed one per window size for the connections that
+/// negotiated permessage-deflate (they all agreed to `server_no_context_takeover`, so one
+/// compressed frame is valid for each of them). A publication that only HTTP-stream or SSE
+/// clients receive is never framed for WebSocket.
 #[derive(Debug)]
 pub struct PreparedMessage {
     kind: MessageKind,
     payload: Bytes,
-    plain: Bytes,
+    plain: OnceLock<Bytes>,
     deflated: [OnceLock<Bytes>; 8],
 }
 
@@ -34,16 +38,11 @@ fn frame(kind: MessageKind, rsv1: bool, payload: &[u8]) -> Bytes {
 }
 
 impl PreparedMessage {
-    /// The payload is kept as a slice of the plain frame, not beside it: one copy of the
-    /// bytes serves the WebSocket connections (the frame) and the other transports (the
-    /// payload, framed their own way).
     pub fn new(kind: MessageKind, payload: Bytes) -> Self {
-        let plain = frame(kind, false, &payload);
-        let header = plain.len() - payload.len();
         PreparedMessage {
             kind,
-            payload: plain.slice(header..),
-            plain,
+            payload,
+            plain: OnceLock::new(),
             deflated: Default::default(),
         }
     }
@@ -58,11 +57,12 @@ impl PreparedMessage {
 
     /// The frame for a connection with these deflate parameters (server role).
     pub fn frame_for(&self, deflate: Option<&DeflateParams>) -> Bytes {
+        let plain = || self.plain.get_or_init(|| frame(self.kind, false, &self.payload)).clone();
         let Some(d) = deflate else {
-            return self.plain.clone();
+            return plain();
         };
         if self.payload.len() < d.config.min_size {
-            return self.plain.clone();
+            return plain();
         }
         let bits = d.server_max_window_bits.clamp(8, 15);
         let slot = &self.deflated[usize::from(bits - 8)];
@@ -76,24 +76,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_payload_is_the_frames_tail_not_a_copy() {
+    fn framed_for_websocket_once_on_first_use() {
         for len in [0usize, 125, 126, 65535, 65536, 70000] {
-            let p = PreparedMessage::new(MessageKind::Text, Bytes::from(vec![b'a'; len]));
-            assert_eq!(p.payload().len(), len);
-            assert!(p.payload().iter().all(|b| *b == b'a'));
+            let payload = Bytes::from(vec![b'a'; len]);
+            let p = PreparedMessage::new(MessageKind::Text, payload.clone());
+            // The transports that frame the payload themselves share the encoded bytes.
+            assert_eq!(p.payload().as_ptr(), payload.as_ptr());
+            assert!(p.plain.get().is_none(), "no WebSocket frame until a WebSocket asks");
             let plain = p.frame_for(None);
-            assert_eq!(
-                plain.len() - len,
-                2 + if len > 65535 {
-                    8
-                } else if len > 125 {
-                    2
-                } else {
-                    0
-                }
-            );
-            // One allocation: the payload points into the frame.
-            assert_eq!(plain.as_ptr().wrapping_add(plain.len() - len), p.payload().as_ptr());
+            let header = 2 + if len > 65535 {
+                8
+            } else if len > 125 {
+                2
+            } else {
+                0
+            };
+            assert_eq!(plain.len(), header + len);
+            assert_eq!(plain[0], 0x81, "FIN, text");
+            assert!(plain[header..].iter().all(|b| *b == b'a'));
+            // Built once, shared by every WebSocket connection after.
+            assert_eq!(p.frame_for(None).as_ptr(), plain.as_ptr());
         }
     }
 }
