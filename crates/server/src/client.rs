@@ -274,14 +274,20 @@ impl Handler for ClientHandler {
                 progressed = true;
             }
         }
-        let next = self.session.poll_timeout();
+        let next = self.session.poll_timeout().map(crate::driver::coarse);
         if next != self.timer_at {
             self.timer_at = next;
-            self.timer = next.map(|t| Box::pin(tokio::time::sleep_until(t.into())));
+            // Moved, not reallocated: a ping and its pong move it twice per interval.
+            if let Some(t) = next {
+                match self.timer.as_mut() {
+                    Some(sleep) => sleep.as_mut().reset(t.into()),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(t.into()))),
+                }
+            }
         }
-        if let Some(t) = self.timer.as_mut() {
+        // Polled only while armed: a fired timer is kept for reuse.
+        if let (Some(_), Some(t)) = (self.timer_at, self.timer.as_mut()) {
             if t.as_mut().poll(cx).is_ready() {
-                self.timer = None;
                 self.timer_at = None;
                 self.timer_due = true;
                 progressed = true;

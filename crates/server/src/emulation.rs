@@ -315,7 +315,7 @@ impl Task {
             end = Some(End::Disconnected);
         }
         while end.is_none() {
-            let timer = self.session.poll_timeout();
+            let timer = self.session.poll_timeout().map(crate::driver::coarse);
             let sleep = async {
                 match timer {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
