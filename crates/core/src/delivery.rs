@@ -34,6 +34,10 @@ pub const QUEUES: usize = 8;
 /// Jobs one queue holds before its publishers deliver themselves.
 pub const MAX_QUEUED: usize = 1024;
 
+/// Jobs queued and not yet run, on every queue: 0 means every publication accepted so far
+/// has been handed to its local subscribers.
+pub const QUEUED_GAUGE: &str = "wshub_delivery_queue_jobs";
+
 enum Event {
     Publication(Publication),
     Join(ClientInfo),
@@ -128,12 +132,14 @@ impl Deliveries {
             let pending = std::mem::take(&mut *q.jobs.lock());
             for j in pending {
                 self.run(j);
+                metrics::gauge!(QUEUED_GAUGE).decrement(1.0);
             }
             return self.run(job);
         }
         let was_empty = jobs.is_empty();
         jobs.push_back(job);
         drop(jobs);
+        metrics::gauge!(QUEUED_GAUGE).increment(1.0);
         if was_empty {
             wake(i);
         }
@@ -147,6 +153,7 @@ impl Deliveries {
         for _ in 0..max {
             let Some(job) = q.jobs.lock().pop_front() else { return false };
             self.run(job);
+            metrics::gauge!(QUEUED_GAUGE).decrement(1.0);
         }
         !q.jobs.lock().is_empty()
     }

@@ -76,9 +76,13 @@ for (const [name, lib] of [['json', json], ['protobuf', proto]]) {
       await once(s, 'subscribed');
       return s;
     };
-    // Pushes of a publication are queued to the connection before the API call answers,
-    // so a reply to a later command arrives after them: a barrier without sleeping.
-    const barrier = (s) => s.history({ limit: 0 });
+    // Once the node has delivered every accepted publication (their pushes are queued to
+    // the connection), a reply to a later command arrives after them: a barrier without
+    // sleeping.
+    const barrier = async (s) => {
+      await server.delivered();
+      await s.history({ limit: 0 });
+    };
 
     before(async () => { server = await startServer(deltaFilterConfig()); });
     after(async () => {

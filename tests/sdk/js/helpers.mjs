@@ -74,6 +74,18 @@ export async function startServer(config = baseConfig()) {
       if (r.status !== 200) throw new Error(`API ${method}: HTTP ${r.status}`);
       return r.json();
     },
+    /**
+     * Resolves once the node has handed every publication it accepted to its subscribers'
+     * connections (`wshub_delivery_queue_jobs` at 0): the API answers a publish before
+     * delivery, so a reply to a command sent after this arrives after those pushes.
+     */
+    async delivered() {
+      await waitFor(async () => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        const m = text.match(/^wshub_delivery_queue_jobs (\S+)$/m);
+        return !m || Number(m[1]) === 0;
+      }, 10000, 'every accepted publication delivered');
+    },
     async stop() {
       if (proc.exitCode === null) proc.kill('SIGTERM');
       const deadline = setTimeout(() => proc.kill('SIGKILL'), 10000);

@@ -66,6 +66,21 @@ def api(server, method, params):
         return json.loads(r.read())
 
 
+def queued_deliveries(server):
+    """`wshub_delivery_queue_jobs`: publications accepted and not yet handed to subscribers."""
+    base = server.api_url.rsplit("/api", 1)[0]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("wshub_delivery_queue_jobs "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def all_delivered(server):
+    """The API answers a publish before delivery: wait until the node has delivered them all."""
+    await wait_for(lambda: queued_deliveries(server) == 0, what="every accepted publication delivered")
+
+
 async def connected(server, user, protobuf):
     c = Client(server.url, token=token({"sub": user, "exp": int(time.time()) + 3600}), use_protobuf=protobuf)
     await c.connect()
@@ -159,7 +174,9 @@ async def test_tags_filters(dserver, protobuf):
     for op, _, _ in CASES:
         for i, tags in enumerate(PUBS):
             cent.publish(PublishRequest(channel=f"tags:py-{op}-{fmt}", data={"i": i}, tags=tags))
-    # Pushes are queued before the API call answers; a later reply arrives after them.
+    # Once the node has delivered every accepted publication, a later reply arrives after
+    # their pushes.
+    await all_delivered(dserver)
     for sub, _ in subs:
         await sub.history(limit=0)
     for (op, _, expected), (_, ev) in zip(CASES, subs):
@@ -173,6 +190,7 @@ async def test_tags_filters(dserver, protobuf):
     await wait_for(lambda: len(ev.subscribed) == 2, what="resubscribed")
     cent.publish(PublishRequest(channel=f"tags:py-eq-{fmt}", data={"i": 9}, tags=PUBS[2]))
     cent.publish(PublishRequest(channel=f"tags:py-eq-{fmt}", data={"i": 10}, tags=PUBS[0]))
+    await all_delivered(dserver)
     await sub.history(limit=0)
     assert [data_of(p, protobuf)["i"] for p in ev.publications] == [0, 2, 9]
 
