@@ -279,6 +279,12 @@ fn process(
 }
 
 impl TlsStream {
+    /// Bytes of buffer this stream holds now (received, decrypted and encrypted bytes in
+    /// flight): 0 on an idle connection.
+    pub fn buffered(&self) -> usize {
+        self.incoming.capacity() + self.out.capacity() + self.plain.capacity()
+    }
+
     /// Sends what `out` holds; `Ready(Ok)` once all of it is sent (and `out` freed).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_sent < self.out.len() {

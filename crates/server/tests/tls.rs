@@ -93,7 +93,10 @@ async fn pair(
             .await
             .unwrap()
     };
-    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) }).await.unwrap()
+    let (server, client) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) }).await.unwrap();
+    // The handshake's buffers are gone with it.
+    assert_eq!(server.buffered(), 0);
+    (server, client)
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -211,14 +214,17 @@ fn bad_tls_files_name_the_key() {
 
 /// Data larger than a TLS record and than the reader's buffer, both ways: the server reads
 /// through a 1000-byte buffer (the rest of each record is kept for the next read) and
-/// echoes; the client does not read until the server has written 4 MiB, so the server's
-/// socket takes part of a write at a time and the encrypted rest waits in the stream.
+/// echoes; then it writes 32 MiB and the client reads nothing until a write has left
+/// encrypted bytes in the stream (the socket took part of them), then checks every byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_large_data_small_reads_and_partial_writes() {
     let cert = Cert::new("large");
     for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
         let (mut server, mut client) = pair(&cert, versions).await;
         let data = pattern(100 * 1024 + 7, 1);
+        const BIG: usize = 32 << 20;
+        // Sent once the server has encrypted bytes its socket did not take.
+        let (backed_up_tx, backed_up) = tokio::sync::oneshot::channel::<()>();
         let echo = tokio::spawn(async move {
             let mut got = Vec::new();
             let mut buf = [0u8; 1000];
@@ -228,9 +234,21 @@ async fn stream_large_data_small_reads_and_partial_writes() {
                 got.extend_from_slice(&buf[..n]);
             }
             server.write_all(&got).await.unwrap();
-            let big = pattern(4 << 20, 2);
-            server.write_all(&big).await.unwrap();
             server.flush().await.unwrap();
+            let big = pattern(BIG, 2);
+            let (mut off, mut backed_up_tx) = (0, Some(backed_up_tx));
+            while off < big.len() {
+                off += server.write(&big[off..]).await.unwrap();
+                if server.buffered() > 0 {
+                    if let Some(tx) = backed_up_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            server.flush().await.unwrap();
+            assert!(backed_up_tx.is_none(), "the socket took every write whole");
+            // Everything read and sent: no buffer is kept.
+            assert_eq!(server.buffered(), 0);
             server
         });
         let (mut cr, mut cw) = tokio::io::split(&mut client);
@@ -242,10 +260,11 @@ async fn stream_large_data_small_reads_and_partial_writes() {
             let mut back = vec![0u8; data.len()];
             cr.read_exact(&mut back).await.unwrap();
             assert!(back == data, "echo differs");
-            // Let the server's 4 MiB back up in the socket before reading it.
-            let mut big = vec![0u8; 4 << 20];
+            // The server's writes back up in the socket before the client reads them.
+            backed_up.await.unwrap();
+            let mut big = vec![0u8; BIG];
             cr.read_exact(&mut big).await.unwrap();
-            assert!(big == pattern(4 << 20, 2), "4 MiB differ");
+            assert!(big == pattern(BIG, 2), "the large write differs");
         };
         tokio::time::timeout(LIMIT, async { tokio::join!(write, read) }).await.unwrap();
         let server = tokio::time::timeout(LIMIT, echo).await.unwrap().unwrap();
@@ -275,6 +294,7 @@ async fn stream_many_small_messages() {
             }
         }
         server.flush().await.unwrap();
+        assert_eq!(server.buffered(), 0);
     });
     let mut sent = Vec::new();
     let mut back = Vec::new();
@@ -313,8 +333,10 @@ async fn stream_client_key_update() {
             server.write_all(&buf[..n]).await.unwrap();
             server.flush().await.unwrap();
         }
+        assert_eq!(server.buffered(), 0);
         // The client's close_notify came: ours goes back.
         server.shutdown().await.unwrap();
+        assert_eq!(server.buffered(), 0);
     });
     for round in 0..5u8 {
         client.get_mut().1.refresh_traffic_keys().unwrap();
