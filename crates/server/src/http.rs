@@ -28,7 +28,7 @@ use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
 use crate::driver::{drive, Handler, Outcome};
-use tokio_rustls::server::TlsStream;
+use crate::tls::TlsStream;
 
 /// Makes the handler of a new WebSocket connection from what was agreed, the URI and the
 /// request headers (some are forwarded to the backend proxies).
@@ -92,7 +92,7 @@ pub struct ServerConfig {
     /// Serve `GET /metrics`.
     pub metrics: bool,
     /// Serve TLS (`wss://`, `https://`).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<crate::tls::TlsAcceptor>,
     /// Serve the admin web page (`admin.enabled`).
     pub admin: Option<crate::admin::AdminConfig>,
     /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
@@ -895,7 +895,7 @@ fn drive_tls(
     wt: Option<Duration>,
     span: tracing::Span,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
-    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<TlsStream>>() {
         Ok(p) => Box::pin(drive(p.io.into_inner(), p.read_buf, ws_config, handler, wt).instrument(span)),
         Err(_) => {
             tracing::error!("upgraded stream of an unknown type");

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod rawstream;
 pub mod tls;
+pub mod tls_stream;
 
 pub use driver::{Handler, Outcome};
 pub use http::{ApiConfig, ServerConfig, Shared};

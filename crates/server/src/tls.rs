@@ -1,15 +1,16 @@
 //! TLS (`http_server.tls.*`) through rustls with the `ring` provider (pure Rust and
 //! assembly, no C toolchain beyond what `ring` needs). HTTP/1.1 only: the WebSocket
-//! upgrade needs it, so ALPN offers nothing else.
+//! upgrade needs it, so ALPN offers nothing else. Connections are served by
+//! [`crate::tls_stream`], which keeps no buffer while a connection is idle.
 
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::LoadError;
+pub use crate::tls_stream::{TlsAcceptor, TlsStream};
 
 /// Builds the acceptor from PEM files; errors name the key at fault.
 pub fn acceptor(cert_pem_file: &str, key_pem_file: &str) -> Result<TlsAcceptor, LoadError> {
@@ -29,5 +30,5 @@ pub fn acceptor(cert_pem_file: &str, key_pem_file: &str) -> Result<TlsAcceptor, 
         .with_single_cert(certs, key)
         .map_err(|e| LoadError(format!("http_server.tls.key_pem_file: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
+    Ok(TlsAcceptor::new(Arc::new(cfg)))
 }

@@ -226,7 +226,7 @@ async fn https_endpoints_with_a_configured_ca() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn serve_tls(mut stream: tokio_rustls::server::TlsStream<TcpStream>, seen: Arc<Seen>) {
+async fn serve_tls(mut stream: wshub_server::tls::TlsStream, seen: Arc<Seen>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
