@@ -103,6 +103,24 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
+/// The WebSocket upgrade of `/connection/websocket` over `s`: the client side's connection.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, key: [u8; 16]) -> Connection {
+    let req = handshake::client_request("localhost", "/connection/websocket", &[], None, key);
+    s.write_all(&req.bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    Connection::new(Config {
+        role: Role::Client,
+        max_message_size: 1 << 20,
+        deflate: None,
+    })
+}
+
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, conn: &mut Connection) {
     while conn.has_pending_transmit() {
         let chunk: Vec<u8> = {
@@ -161,20 +179,7 @@ async fn wss_end_to_end() {
     assert!(!b[..n].starts_with(b"HTTP/1.1 200"));
 
     let mut s = tls_connect(server.addr, &der).await;
-    let req = handshake::client_request("localhost", "/connection/websocket", &[], None, [3; 16]);
-    s.write_all(&req.bytes).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    let mut conn = Connection::new(Config {
-        role: Role::Client,
-        max_message_size: 1 << 20,
-        deflate: None,
-    });
+    let mut conn = upgrade(&mut s, [3; 16]).await;
     let token = wshub_core::token::make_hs256("s", &json!({"sub": "tls"})).unwrap();
     conn.send(MessageKind::Text, format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).into());
     send(&mut s, &mut conn).await;
@@ -450,20 +455,7 @@ async fn wss_large_and_many_messages_and_close() {
     let server = TestServer::start(sc).await;
 
     let mut s = tls_connect(server.addr, &cert.der).await;
-    let req = handshake::client_request("localhost", "/connection/websocket", &[], None, [5; 16]);
-    s.write_all(&req.bytes).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    let mut conn = Connection::new(Config {
-        role: Role::Client,
-        max_message_size: 1 << 20,
-        deflate: None,
-    });
+    let mut conn = upgrade(&mut s, [5; 16]).await;
     conn.send(MessageKind::Text, r#"{"id":1,"connect":{}}"#.into());
     send(&mut s, &mut conn).await;
     assert!(next_message(&mut s, &mut conn).await.contains("\"connect\""));
