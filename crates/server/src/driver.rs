@@ -151,6 +151,9 @@ fn poll_write_from<S: AsyncWrite + Unpin>(stream: &mut S, cx: &mut Context<'_>, 
     }
 }
 
+/// How long a finished connection's shutdown (TLS `close_notify`, FIN) may take.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Session timers fire on a shared grid of this step: a deadline is moved later to the
 /// next multiple of it (never earlier).
 pub const TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(250);
@@ -279,7 +282,14 @@ where
             }
         }
         handler.on_close(outcome.code()).await;
-        // RFC 6455 7.1.1: the server closes the TCP connection first once the handshake is done.
+        // RFC 6455 7.1.1: the server closes the TCP connection first once the handshake is
+        // done. A shutdown first, bounded and only towards a peer that still reads: over TLS
+        // it sends `close_notify`, so that the client can tell the end from a truncation.
+        let reads = !matches!(outcome, Outcome::Dropped | Outcome::Closed(CloseCode(WRITE_ERROR)));
+        if reads {
+            let shutdown = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx));
+            let _ = Box::pin(tokio::time::timeout(SHUTDOWN_LIMIT, shutdown)).await;
+        }
         drop(stream);
         outcome
     }

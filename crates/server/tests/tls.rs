@@ -524,6 +524,10 @@ async fn wss_large_and_many_messages_and_close() {
         tokio::time::timeout(LIMIT, closed).await.unwrap(),
         wshub_websocket::CloseCode::NORMAL
     );
+    // Then the server ends TLS with `close_notify`: a clean end of stream for the client
+    // (rustls reports a TCP close without it as an UnexpectedEof truncation).
+    let end = tokio::time::timeout(LIMIT, s.read(&mut buf)).await.unwrap();
+    assert_eq!(end.map_err(|e| e.kind()), Ok(0), "close_notify, then EOF");
     server.wait_connections(0).await;
     server.stop().await;
 }
