@@ -67,12 +67,13 @@ pub struct Deliveries {
     wake: OnceLock<Waker>,
 }
 
+/// The hub's shard of a channel, folded onto the queues (the hub has a multiple of
+/// [`QUEUES`] shards): one hash of the name serves both.
 fn queue_of(channel: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    channel.hash(&mut h);
-    (h.finish() as usize) % QUEUES
+    crate::hub::shard_of(channel) % QUEUES
 }
+
+const _: () = assert!(crate::hub::SHARDS.is_multiple_of(QUEUES), "each queue takes as many hub shards");
 
 impl Deliveries {
     pub fn new(hub: Arc<Hub>) -> Self {
@@ -110,13 +111,13 @@ impl Deliveries {
     }
 
     fn push(&self, channel: &str, event: Event) {
+        let Some(wake) = self.wake.get() else {
+            return self.run(channel, event, Instant::now());
+        };
         let job = Job {
             channel: channel.to_string(),
             event,
             queued: Instant::now(),
-        };
-        let Some(wake) = self.wake.get() else {
-            return self.run(job);
         };
         let i = queue_of(channel);
         let q = &self.queues[i];
@@ -131,10 +132,10 @@ impl Deliveries {
             let _turn = q.turn.lock();
             let pending = std::mem::take(&mut *q.jobs.lock());
             for j in pending {
-                self.run(j);
+                self.run_job(j);
                 metrics::gauge!(QUEUED_GAUGE).decrement(1.0);
             }
-            return self.run(job);
+            return self.run_job(job);
         }
         let was_empty = jobs.is_empty();
         jobs.push_back(job);
@@ -152,7 +153,7 @@ impl Deliveries {
         let _turn = q.turn.lock();
         for _ in 0..max {
             let Some(job) = q.jobs.lock().pop_front() else { return false };
-            self.run(job);
+            self.run_job(job);
             metrics::gauge!(QUEUED_GAUGE).decrement(1.0);
         }
         !q.jobs.lock().is_empty()
@@ -167,24 +168,29 @@ impl Deliveries {
     }
 
     /// Jobs waiting in all queues.
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.queues.iter().map(|q| q.jobs.lock().len()).sum()
     }
 
-    fn run(&self, job: Job) {
-        match job.event {
+    fn run_job(&self, job: Job) {
+        self.run(&job.channel, job.event, job.queued)
+    }
+
+    fn run(&self, channel: &str, event: Event, queued: Instant) {
+        match event {
             Event::Publication(p) => {
                 let started = Instant::now();
-                metrics::histogram!("wshub_delivery_queue_seconds").record((started - job.queued).as_secs_f64());
-                self.hub.broadcast_publication(&job.channel, &p);
+                metrics::histogram!("wshub_delivery_queue_seconds").record((started - queued).as_secs_f64());
+                self.hub.broadcast_owned(channel, p);
                 // Observability only: the time to hand one publication to every local
                 // subscriber.
                 metrics::histogram!("wshub_fanout_latency_seconds").record(started.elapsed().as_secs_f64());
                 metrics::counter!("wshub_publications_total").increment(1);
             }
-            Event::Join(info) => self.hub.broadcast_join_leave(&job.channel, &info, true),
-            Event::Leave(info) => self.hub.broadcast_join_leave(&job.channel, &info, false),
-            Event::Reset => self.hub.reset(&job.channel),
+            Event::Join(info) => self.hub.broadcast_join_leave(channel, &info, true),
+            Event::Leave(info) => self.hub.broadcast_join_leave(channel, &info, false),
+            Event::Reset => self.hub.reset(channel),
         }
     }
 }

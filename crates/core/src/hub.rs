@@ -25,7 +25,7 @@ use wshub_protocol::codec::push_bytes;
 use wshub_protocol::{ClientInfo, FilterNode, Format, Join, Leave, Publication, Push};
 use wshub_websocket::{MessageKind, PreparedMessage};
 
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// Control requests for a live connection, from the server API.
 #[derive(Debug, Clone, PartialEq)]
@@ -346,7 +346,7 @@ impl Default for Hub {
     }
 }
 
-fn shard_of(channel: &str) -> usize {
+pub(crate) fn shard_of(channel: &str) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     channel.hash(&mut h);
@@ -482,9 +482,13 @@ impl Hub {
     /// are recovering). Delivery happens under the shard lock, which keeps per-channel order
     /// against [`Hub::finish_recovery`].
     pub fn broadcast_publication(&self, channel: &str, publication: &Publication) {
+        self.broadcast_owned(channel, publication.clone())
+    }
+
+    /// [`Hub::broadcast_publication`] of a publication the caller gives away (no copy).
+    pub fn broadcast_owned(&self, channel: &str, mut publication: Publication) {
         let mut shard = self.shards[shard_of(channel)].lock();
         let Some(ch) = shard.get_mut(channel) else { return };
-        let mut publication = publication.clone();
         // Inside the node `delta` marks a publication published with delta (crate::delta).
         let use_delta = std::mem::take(&mut publication.delta);
         let offset = publication.offset;

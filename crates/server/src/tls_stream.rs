@@ -129,51 +129,59 @@ fn failed_error() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection failed earlier")
 }
 
-/// Appends the record rustls encoded to `out`.
-fn encode(e: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
+/// Appends to `out` what `write` puts into a buffer of `room` bytes, growing the buffer to
+/// the size rustls says it needs (`needed`) until it fits.
+fn append_with<E>(
+    out: &mut Vec<u8>,
+    mut room: usize,
+    needed: impl Fn(&E) -> Option<usize>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> io::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let start = out.len();
-    let mut room = 1024;
     loop {
         out.resize(start + room, 0);
-        match e.encode(&mut out[start..]) {
+        match write(&mut out[start..]) {
             Ok(n) => {
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
-            Err(err) => {
-                out.truncate(start);
-                return Err(io::Error::other(err));
-            }
+            Err(err) => match needed(&err) {
+                Some(size) if size > room => room = size,
+                _ => {
+                    out.truncate(start);
+                    return Err(io::Error::other(err));
+                }
+            },
         }
     }
+}
+
+/// Appends the record rustls encoded to `out`.
+fn encode(e: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
+    let needed = |err: &EncodeError| match err {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    };
+    append_with(out, 1024, needed, |buf| e.encode(buf))
 }
 
 /// Appends `data` encrypted to `out` (with anything rustls queued before it, such as the
 /// answer to the peer's KeyUpdate), or a `close_notify` when `data` is `None`.
 fn encrypt(w: &mut WriteTraffic<'_, ServerConnectionData>, data: Option<&[u8]>, out: &mut Vec<u8>) -> io::Result<()> {
-    let start = out.len();
     let len = data.map_or(0, <[u8]>::len);
     // Per record: header 5, tag 16, content type 1, and slack for a queued message.
-    let mut room = len + (len / (16 * 1024) + 1) * 64 + 256;
-    loop {
-        out.resize(start + room, 0);
-        let r = match data {
-            Some(d) => w.encrypt(d, &mut out[start..]),
-            None => w.queue_close_notify(&mut out[start..]),
-        };
-        match r {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
-            Err(err) => {
-                out.truncate(start);
-                return Err(io::Error::other(err));
-            }
-        }
-    }
+    let room = len + (len / (16 * 1024) + 1) * 64 + 256;
+    let needed = |err: &EncryptError| match err {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    };
+    append_with(out, room, needed, |buf| match data {
+        Some(d) => w.encrypt(d, buf),
+        None => w.queue_close_notify(buf),
+    })
 }
 
 /// Runs rustls over the received bytes in `buf` until it needs something from us that
