@@ -554,10 +554,28 @@ impl Shard {
         self.ping()
             .await
             .map_err(|e| EngineError::Internal(format!("redis {}: {e}", self.health.shard)))?;
+        // Starts the pub/sub connection if nothing has yet, and waits for its first
+        // subscription: a node is not ready before it hears the control channel.
+        self.pubsub()?;
+        if !self.health.wait_connected(self.pubsub_call_timeout()).await {
+            return Err(EngineError::Internal(format!(
+                "redis {}: pub/sub not connected yet",
+                self.health.shard
+            )));
+        }
         match self.health.down_reason() {
             Some(why) => Err(EngineError::Internal(format!("redis {}: pub/sub {why}", self.health.shard))),
             None => Ok(()),
         }
+    }
+
+    fn canary_interval(&self) -> Duration {
+        self.cfg.canary_interval.max(Duration::from_millis(50))
+    }
+
+    /// [`Canary::call_timeout`] of this shard's pub/sub task.
+    fn pubsub_call_timeout(&self) -> Duration {
+        canary_call_timeout(self.canary_interval())
     }
 
     fn pubsub(&self) -> Result<&mpsc::UnboundedSender<PubSubCmd>, EngineError> {
@@ -581,7 +599,7 @@ impl Shard {
             };
             let canary = Canary {
                 channel: format!("{}.canary.{}{}", self.cfg.prefix, new_epoch(), new_epoch()),
-                interval: self.cfg.canary_interval.max(Duration::from_millis(50)),
+                interval: self.canary_interval(),
                 health: self.health.clone(),
             };
             match &self.target {
@@ -717,6 +735,10 @@ struct PubSubHealth {
     /// The Redis it talks to, without credentials: in logs, metrics and `/ready`'s reason.
     shard: String,
     down: std::sync::Mutex<Option<String>>,
+    /// True once the pub/sub connection has subscribed to the control channel for the
+    /// first time: before that, node control messages sent to this node are lost (a
+    /// forwarded `/emulation` request, for one), so the engine's check waits for it.
+    connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl PubSubHealth {
@@ -725,7 +747,19 @@ impl PubSubHealth {
         PubSubHealth {
             shard,
             down: std::sync::Mutex::new(None),
+            connected: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    fn set_connected(&self) {
+        self.connected.send_if_modified(|c| !std::mem::replace(c, true));
+    }
+
+    /// Waits up to `limit` for the first connection; false if it has not come.
+    async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut rx = self.connected.subscribe();
+        let connected = tokio::time::timeout(limit, rx.wait_for(|c| *c)).await;
+        matches!(connected, Ok(Ok(_)))
     }
 
     fn down_reason(&self) -> Option<String> {
@@ -777,8 +811,12 @@ impl Canary {
     /// Bound of one pub/sub call (connect, subscribe): a wedged connection must not stall
     /// the task that watches it.
     fn call_timeout(&self) -> Duration {
-        (self.interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+        canary_call_timeout(self.interval)
     }
+}
+
+fn canary_call_timeout(interval: Duration) -> Duration {
+    (interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// Tells the node that the live stream of every subscribed channel may have lost
@@ -820,7 +858,10 @@ async fn pubsub_task(
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
         let (mut sink, mut stream, pinger) = match connected {
-            Ok(c) => c,
+            Ok(c) => {
+                canary.health.set_connected();
+                c
+            }
             Err(e) => {
                 tracing::warn!(error = %e, shard = %canary.health.shard, "redis pub/sub: cannot connect, retrying");
                 report_down(&canary, handler.as_ref(), &channels, &format!("cannot connect: {e}"));
@@ -1096,7 +1137,10 @@ async fn cluster_pubsub_task(
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));
         let (mut conn, canaries) = match connected {
-            Ok(c) => c,
+            Ok(c) => {
+                canary.health.set_connected();
+                c
+            }
             Err(e) => {
                 tracing::warn!(error = %e, shard = %canary.health.shard, "redis cluster pub/sub: cannot connect, retrying");
                 report_down(&canary, handler.as_ref(), &channels, &format!("cannot connect: {e}"));

@@ -202,6 +202,68 @@ async fn survives_a_redis_restart() {
     }
 }
 
+/// The engine's check (what the binary waits on before it listens, and `/ready` follows)
+/// fails while the pub/sub connection has not subscribed yet, naming why, and passes once
+/// it has: from then on a control message sent by another node is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_waits_for_the_first_pubsub_subscription() {
+    use crate::testing::PubSubProxy;
+    let server = RedisServer::start().await;
+    let proxy = PubSubProxy::start(server.port).await;
+    proxy.freeze();
+    let e = Arc::new(
+        RedisEngine::new(RedisConfig {
+            address: proxy.url(),
+            prefix: "t-first".into(),
+            canary_interval: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    e.set_handler(Arc::new(Recorder::default()));
+    let heard = Arc::new(ControlRecorder::default());
+    e.set_control_handler(heard.clone());
+    let err = e.check().await.expect_err("pub/sub cannot subscribe: not ready").to_string();
+    assert!(err.contains("pub/sub not connected yet"), "{err}");
+    proxy.thaw();
+    let deadline = Instant::now() + LIMIT;
+    while let Err(err) = e.check().await {
+        assert!(Instant::now() < deadline, "still not ready after the thaw: {err}");
+    }
+    let (other, _) = node(&server, "t-first").await;
+    other.publish_control(b"first".to_vec()).await.unwrap();
+    heard.wait_for(b"first").await;
+}
+
+#[derive(Default)]
+struct ControlRecorder {
+    got: std::sync::Mutex<Vec<Vec<u8>>>,
+    notify: tokio::sync::Notify,
+}
+
+impl ControlHandler for ControlRecorder {
+    fn handle_control(&self, data: &[u8]) {
+        self.got.lock().unwrap().push(data.to_vec());
+        self.notify.notify_waiters();
+    }
+}
+
+impl ControlRecorder {
+    async fn wait_for(&self, want: &[u8]) {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let notified = self.notify.notified();
+            if self.got.lock().unwrap().iter().any(|m| m == want) {
+                return;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "control message not heard"
+            );
+        }
+    }
+}
+
 /// The canary: pub/sub frozen (through [`PubSubProxy`]) while commands work. Within two
 /// canary periods the engine's check fails naming the shard and the node is told that its
 /// channels' live streams broke (`reset`: positioned subscribers closed with 3010);

@@ -33,7 +33,10 @@ fn config(extra: Value) -> wshub_server::config::Config {
 }
 
 async fn node(c: &wshub_server::config::Config) -> TestServer {
-    let (_node, sc) = wshub_server::app::build(c).unwrap();
+    let (node, sc) = wshub_server::app::build(c).unwrap();
+    // As the binary starts: once the engine answers and hears the control channel (a
+    // request forwarded to a node before that is lost).
+    node.broker.check().await.unwrap();
     TestServer::start(sc).await
 }
 
