@@ -34,8 +34,7 @@ fn config(redis: &RedisServer) -> wshub_server::config::Config {
 }
 
 async fn node(redis: &RedisServer) -> TestServer {
-    let (_node, sc) = wshub_server::app::build(&config(redis)).unwrap();
-    TestServer::start(sc).await
+    TestServer::node(&config(redis)).await
 }
 
 /// A node on a runtime of its own, so that it can die as a process would: its runtime

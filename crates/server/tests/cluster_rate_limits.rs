@@ -21,8 +21,7 @@ async fn node(redis: &RedisServer, prefix: &str, extra: Value) -> TestServer {
         "client": {"token": {"hmac_secret_key": SECRET}},
         "engine": {"type": "redis", "redis": {"address": redis.url(), "prefix": prefix}},
     });
-    let (_node, sc) = wshub_server::app::build(&node_config(base, extra)).unwrap();
-    TestServer::start(sc).await
+    TestServer::node(&node_config(base, extra)).await
 }
 
 fn prefix() -> String {

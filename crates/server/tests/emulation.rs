@@ -32,14 +32,6 @@ fn config(extra: Value) -> wshub_server::config::Config {
     )
 }
 
-async fn node(c: &wshub_server::config::Config) -> TestServer {
-    let (node, sc) = wshub_server::app::build(c).unwrap();
-    // As the binary starts: once the engine answers and hears the control channel (a
-    // request forwarded to a node before that is lost).
-    node.broker.check().await.unwrap();
-    TestServer::start(sc).await
-}
-
 /// A streamed response, read line by line as it arrives.
 struct Stream {
     body: hyper::body::Incoming,
@@ -148,8 +140,8 @@ async fn api(addr: SocketAddr, method: &str, body: Value) -> Value {
 async fn emulation_requests_reach_the_session_through_another_node() {
     let redis = RedisServer::start().await;
     let c = config(json!({"engine": {"type": "redis", "redis": {"address": redis.url()}}}));
-    let a = node(&c).await;
-    let b = node(&c).await;
+    let a = TestServer::node(&c).await;
+    let b = TestServer::node(&c).await;
     let (status, mut stream) = Stream::open(a.addr, "/connection/http_stream", "POST", r#"{"id":1,"connect":{}}"#).await;
     assert_eq!(status, 200);
     let connect = stream.json().await;
@@ -189,7 +181,7 @@ async fn emulation_requests_reach_the_session_through_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_on_the_http_transports() {
-    let server = node(&config(
+    let server = TestServer::node(&config(
         json!({"client": {"queue_max_size": 65536}, "websocket": {"write_timeout": "500ms"}}),
     ))
     .await;
@@ -383,7 +375,7 @@ impl Curl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unidirectional_http_stream_and_sse_with_curl() {
-    let server = node(&config(json!({"uni_http_stream": {"enabled": true}, "uni_sse": {"enabled": true}}))).await;
+    let server = TestServer::node(&config(json!({"uni_http_stream": {"enabled": true}, "uni_sse": {"enabled": true}}))).await;
     let addr = server.addr;
     let jwt = wshub_core::token::make_hs256("s", &json!({"sub": "alice", "channels": ["news"]})).unwrap();
     // uni_http_stream: the connect request is the body; pushes come bare, one per line.
@@ -449,7 +441,7 @@ async fn ws_json(c: &mut Client) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unidirectional_websocket_with_a_raw_client() {
-    let server = node(&config(json!({"uni_websocket": {"enabled": true}}))).await;
+    let server = TestServer::node(&config(json!({"uni_websocket": {"enabled": true}}))).await;
     let addr = server.addr;
     let jwt = wshub_core::token::make_hs256("s", &json!({"sub": "alice", "channels": ["news"]})).unwrap();
     let mut c = Client::connect(addr, "/connection/uni_websocket", &[], None).await;

@@ -29,8 +29,7 @@ fn config(extra: Value) -> Config {
 }
 
 async fn node_server(extra: Value) -> TestServer {
-    let (_node, sc) = wshub_server::app::build(&config(extra)).unwrap();
-    TestServer::start(sc).await
+    TestServer::node(&config(extra)).await
 }
 
 fn token(claims: Value) -> String {

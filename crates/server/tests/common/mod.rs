@@ -46,6 +46,15 @@ impl TestServer {
         .await
     }
 
+    /// A node built from `config` and served as the binary serves it: once its engine's
+    /// check has passed (Redis answers and the node hears the control channel; a message
+    /// forwarded to it before is lost).
+    pub async fn node(config: &wshub_server::config::Config) -> Self {
+        let (node, sc) = wshub_server::app::build(config).unwrap();
+        node.broker.check().await.unwrap();
+        Self::start(sc).await
+    }
+
     pub async fn start(config: ServerConfig) -> Self {
         let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
