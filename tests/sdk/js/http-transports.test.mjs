@@ -1,7 +1,7 @@
 // centrifuge-js over wshub's HTTP transports (bidirectional emulation): HTTP-streaming in
 // JSON and Protobuf, SSE in JSON. Connect, subscribe, publish, presence, history, recovery
-// after a broken stream, token refresh. The client's later commands go through POST
-// /emulation.
+// after a broken stream, token refresh, RPC through the RPC proxy. The client's later
+// commands go through POST /emulation.
 //
 // Breaking a stream: the SDK is given a fetch (HTTP-streaming) or EventSource (SSE) of ours
 // that can cut the current stream as a network would, and that holds the next connection
@@ -9,10 +9,33 @@
 // must come back by recovery (no timing involved).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import EventSource from 'eventsource';
 import * as json from 'centrifuge';
 import * as proto from 'centrifuge/build/protobuf';
-import { startServer, token, once, collect, waitFor, now, baseConfig } from './helpers.mjs';
+import { startServer, token, once, collect, waitFor, now, baseConfig, freePort } from './helpers.mjs';
+
+/** The application backend's RPC proxy endpoint: echoes the call, records what it got. */
+async function startRpcBackend() {
+  const calls = [];
+  const srv = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      const r = JSON.parse(body);
+      calls.push(r);
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ result: { data: { method: r.method, echo: r.data, user: r.user } } }));
+    });
+  });
+  const port = await freePort();
+  await new Promise((r) => srv.listen(port, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${port}/rpc`,
+    calls,
+    close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(r); }),
+  };
+}
 
 /** A gate that holds new streams while closed. */
 function gate() {
@@ -79,16 +102,20 @@ for (const [transport, format, lib] of cases) {
     const enc = (v) => (format === 'protobuf' ? new TextEncoder().encode(JSON.stringify(v)) : v);
     const dec = (d) => (format === 'protobuf' ? JSON.parse(new TextDecoder().decode(d)) : d);
     let server;
+    let backend;
     const clients = [];
     before(async () => {
+      backend = await startRpcBackend();
       const config = baseConfig();
       config.http_stream = { enabled: true };
       config.sse = { enabled: true };
+      config.rpc = { proxy: { endpoint: backend.url }, without_namespace: { proxy_enabled: true } };
       server = await startServer(config);
     });
     after(async () => {
       clients.forEach((c) => c.disconnect());
       await server.stop();
+      await backend.close();
     });
     const client = (opts = {}) => {
       const net = transport === 'sse' ? controlledEventSource() : controlledFetch('/connection/http_stream');
@@ -150,6 +177,19 @@ for (const [transport, format, lib] of cases) {
       assert.equal(ctx.recovered, true, 'recovered');
       await waitFor(() => pubs.length === 4, 10000, 'the missed publications');
       assert.deepEqual(pubs.map((p) => dec(p.data).n), [1, 2, 3, 4], 'in order, none twice');
+      c.disconnect();
+    });
+
+    it('calls the RPC proxy through the emulated connection', { timeout: 30000 }, async () => {
+      const c = client({ token: token({ sub: 'dave', exp: now() + 3600 }) });
+      c.connect();
+      const ctx = await once(c, 'connected');
+      const r = await c.rpc('getUser', enc({ id: 7 }));
+      assert.deepEqual(dec(r.data), { method: 'getUser', echo: { id: 7 }, user: 'dave' });
+      const call = backend.calls.find((x) => x.client === ctx.client);
+      assert.ok(call, 'the backend saw the call');
+      assert.equal(call.transport, transport);
+      assert.equal(call.protocol, format);
       c.disconnect();
     });
 
