@@ -99,7 +99,11 @@ pub trait Broker: Send + Sync {
     fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(std::future::ready(Ok(())))
     }
-    /// Tells the broker that this node has (or no longer has) subscribers of `channel`.
+    /// Tells the broker that a subscriber of `channel` joined this node (every one, not
+    /// only the first), and answers once the channel's publications reach this node: at once
+    /// when an earlier subscriber's subscription stands, after it when one is being set up,
+    /// an error when it cannot be set up; so that no subscriber is told it is subscribed
+    /// before its publications can arrive.
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }

@@ -911,6 +911,11 @@ async fn pubsub_task(
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
+                    // Another local subscriber's subscribe has been confirmed: this one's
+                    // publications arrive too.
+                    Some(PubSubCmd::Subscribe(ch, done)) if channels.contains(&ch) => {
+                        let _ = done.send(Ok(()));
+                    }
                     Some(PubSubCmd::Subscribe(ch, done)) => {
                         let r = tokio::time::timeout(canary.call_timeout(), sink.subscribe(format!("{prefix}{ch}"))).await;
                         match r {
@@ -1182,6 +1187,9 @@ async fn cluster_pubsub_task(
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
+                    Some(PubSubCmd::Subscribe(ch, done)) if channels.contains(&ch) => {
+                        let _ = done.send(Ok(()));
+                    }
                     Some(PubSubCmd::Subscribe(ch, done)) => {
                         match tokio::time::timeout(canary.call_timeout(), conn.ssubscribe(names.client(&ch))).await {
                             Ok(Ok(())) => {

@@ -1,7 +1,7 @@
 //! Two nodes on one `redis-server` behave as one server for the API: `info` lists both,
 //! `channels` finds a channel whose only subscriber is on the other node, and `disconnect`
 //! / `unsubscribe` sent to one node act on the other's clients. A node that stops leaves
-//! the other's `info` at once.
+//! the other's `info` at once. No subscriber is answered before Redis confirms its channel.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -108,6 +108,20 @@ async fn until(server: &TestServer, method: &str, body: Value, check: impl Fn(&V
 /// A JSON client connected as `user` and subscribed to `channel`.
 async fn subscriber(server: &TestServer, user: &str, channel: &str) -> Client {
     subscriber_at(server.addr, user, channel).await
+}
+
+/// A JSON client connected as `user`, its connect reply read.
+async fn connected_at(addr: std::net::SocketAddr, user: &str) -> Client {
+    let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
+    let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
+    c.send(
+        MessageKind::Text,
+        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
+    )
+    .await;
+    let reply = next(&mut c).await.unwrap();
+    assert!(reply["connect"].is_object(), "{reply}");
+    c
 }
 
 async fn subscriber_at(addr: std::net::SocketAddr, user: &str, channel: &str) -> Client {
@@ -282,4 +296,53 @@ async fn a_dead_nodes_clients_leave() {
     let info = api(&a, "info", json!({})).await;
     assert_eq!(info["result"]["nodes"].as_array().unwrap().len(), 1, "{info}");
     a.stop().await;
+}
+
+async fn subscribe(c: &mut Client, id: u32, channel: &str) -> Value {
+    c.send(
+        MessageKind::Text,
+        format!(r#"{{"id":{id},"subscribe":{{"channel":"{channel}"}}}}"#).as_bytes(),
+    )
+    .await;
+    let reply = next(c).await.unwrap();
+    assert_eq!(reply["id"], id, "{reply}");
+    reply
+}
+
+/// Two clients of one node subscribe to a channel while its Redis subscription cannot be
+/// confirmed (the pub/sub connection frozen): neither is told it is subscribed. Before, only
+/// the channel's first subscriber on the node waited for Redis; the second was answered at
+/// once, and if the first's subscription failed, its publications never came. Once pub/sub
+/// delivers again, both subscribe and receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_subscriber_is_answered_before_redis_confirms_the_channel() {
+    use wshub_redis::testing::PubSubProxy;
+    let redis = RedisServer::start().await;
+    let proxy = PubSubProxy::start(redis.port).await;
+    let mut c = config(&redis);
+    c.engine.redis.address = proxy.url();
+    c.engine.redis.canary_interval = Duration::from_millis(300);
+    let server = TestServer::node(&c).await;
+    let mut a = connected_at(server.addr, "a").await;
+    let mut b = connected_at(server.addr, "b").await;
+    proxy.freeze();
+    let (ra, rb) = tokio::join!(subscribe(&mut a, 2, "news"), subscribe(&mut b, 2, "news"));
+    for r in [&ra, &rb] {
+        assert_eq!(r["error"]["code"], 100, "the subscription is not confirmed: {r}");
+    }
+    proxy.thaw();
+    let deadline = Instant::now() + LIMIT;
+    let mut id = 3;
+    while subscribe(&mut a, id, "news").await.get("error").is_some() {
+        assert!(Instant::now() < deadline, "pub/sub never came back");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(subscribe(&mut b, 3, "news").await.get("error").is_none());
+    api(&server, "publish", json!({"channel": "news", "data": {"n": 1}})).await;
+    for c in [&mut a, &mut b] {
+        let push = next(c).await.unwrap();
+        assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
+    }
+    server.stop().await;
 }

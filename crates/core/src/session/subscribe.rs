@@ -115,11 +115,13 @@ impl Session {
             delta,
             filter: filter.clone(),
         };
-        if node.hub.add_with(ch, self.handle.clone(), join_leave, positioned, sub_opts) {
-            if let Err(e) = node.broker.subscribe(ch).await {
-                node.hub.remove(ch, conn_id);
-                return Err(ApiError::from(e).into());
-            }
+        node.hub.add_with(ch, self.handle.clone(), join_leave, positioned, sub_opts);
+        // Asked by every subscriber, not only the channel's first on this node: a second
+        // one must not be answered while the first's subscription is still being set up,
+        // or fails.
+        if let Err(e) = node.broker.subscribe(ch).await {
+            node.hub.remove(ch, conn_id);
+            return Err(ApiError::from(e).into());
         }
         let mut result = SubscribeResult {
             delta,
