@@ -708,15 +708,22 @@ async fn fanout(
         // the API latency measured was this process's scheduling (p99 150 ms at 10,000
         // subscribers with a server that answered in under 1 ms).
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let realtime = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rt_flag = realtime.clone();
         std::thread::Builder::new().name("bench-publisher".into()).spawn(move || {
+            rt_flag.store(prefer_current_thread(), Ordering::Relaxed);
             let r = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt.block_on(publish(&ep, &t, &api, &api_key, rate, total, &pad, &published)),
                 Err(e) => Err(e.into()),
             };
             let _ = tx.send(r);
         })?;
-        tokio::spawn(async move { rx.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the publisher thread died"))) })
+        (
+            tokio::spawn(async move { rx.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the publisher thread died"))) }),
+            realtime,
+        )
     };
+    let (publisher, publisher_realtime) = publisher;
     let mut last_print = Instant::now();
     while !publisher.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await; // progress line cadence
@@ -782,8 +789,9 @@ async fn fanout(
     if let Some((p50, p99, max)) = api {
         println!("api publish latency ms p50 {p50:.2} p99 {p99:.2} max {max:.2}");
     }
+    let realtime = publisher_realtime.load(Ordering::Relaxed);
     let api_json = api.map_or(String::new(), |(p50, p99, max)| {
-        format!(",\"api_p50_ms\":{p50:.3},\"api_p99_ms\":{p99:.3},\"api_max_ms\":{max:.3}")
+        format!(",\"api_p50_ms\":{p50:.3},\"api_p99_ms\":{p99:.3},\"api_max_ms\":{max:.3},\"publisher_realtime\":{realtime}")
     });
     println!(
         "{{\"scenario\":\"fanout\",\"dialect\":\"{:?}\",\"subscribers\":{subscribers},\"rate\":{rate},\"size\":{size},\"publications\":{total},\"delivered\":{received},\"expected\":{expected},\"lost\":{lost},\"duplicated\":{},\"reordered\":{},\"deliveries_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"rss_before\":{},\"rss_after\":{},\"stalled\":{stalled},\"rss_baseline\":{},\"rss_peak\":{rss_peak},\"publisher_error\":{}{api_json}}}",
@@ -1185,4 +1193,20 @@ async fn proxy_backend_conn(mut stream: TcpStream, served: &AtomicU64) -> anyhow
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Runs the calling thread under `SCHED_FIFO` at the lowest real-time priority when the OS
+/// allows it (root or `CAP_SYS_NICE`); false if not. For the publisher that times the API's
+/// answers: on a machine it shares with the server and with thousands of subscriber readers,
+/// an ordinary thread woken by an answer waited for its turn on a core, and that wait (up to
+/// a scheduler slice, 3-4 ms) was most of the p99 measured at 10,000 subscribers, the same
+/// server giving 4.4 ms p99 with it and 1.7 ms without (BENCHMARKS.md, issue #17).
+fn prefer_current_thread() -> bool {
+    use thread_priority::unix::{set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy, ThreadSchedulePolicy};
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .is_ok()
 }
