@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -151,6 +151,17 @@ pub struct Node {
     /// Client ids and ping jitter: seeded from the OS by default, from a fixed seed
     /// ([`Node::seed_rng`]) when a test needs the same sequence every run.
     rng: Mutex<StdRng>,
+    /// The cluster, for actions on a user that must reach every node (weak: the cluster
+    /// holds the node).
+    user_actions: OnceLock<Weak<dyn UserActions>>,
+}
+
+/// Actions on a user's connections on every node of the cluster, this one included (the
+/// server's cluster implements it over the engine's node control).
+pub trait UserActions: Send + Sync {
+    /// Closes `user`'s connections everywhere except the clients in `whitelist`; sent, not
+    /// waited for.
+    fn disconnect_everywhere(&self, user: &str, whitelist: Vec<String>, code: u16, reason: &str);
 }
 
 impl Node {
@@ -185,7 +196,22 @@ impl Node {
             proxy_transport: OnceLock::new(),
             jwks_fetcher: OnceLock::new(),
             rng: Mutex::new(StdRng::from_entropy()),
+            user_actions: OnceLock::new(),
         }))
+    }
+
+    /// Where actions on a user that must reach every node go (once; later calls are
+    /// ignored). Without it they stay on this node.
+    pub fn set_user_actions(&self, actions: Weak<dyn UserActions>) {
+        let _ = self.user_actions.set(actions);
+    }
+
+    /// Closes `user`'s connections on every other node (and on this one, again) except
+    /// `keep`: `single_connection` across the cluster.
+    pub fn disconnect_user_everywhere(&self, user: &str, keep: &str, code: u16, reason: &str) {
+        if let Some(a) = self.user_actions.get().and_then(Weak::upgrade) {
+            a.disconnect_everywhere(user, vec![keep.to_string()], code, reason);
+        }
     }
 
     /// Counts `client.command_rate_limit` per user across every node through `limiter`

@@ -59,6 +59,27 @@ pub enum Routed {
     Full,
 }
 
+impl wshub_core::node::UserActions for Cluster {
+    fn disconnect_everywhere(&self, user: &str, whitelist: Vec<String>, code: u16, reason: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let (control, msg) = (
+            self.control.clone(),
+            ControlMessage::Disconnect {
+                user: user.into(),
+                client: String::new(),
+                whitelist,
+                code,
+                reason: reason.into(),
+            },
+        );
+        rt.spawn(async move {
+            if let Err(e) = control.publish_control(msg.encode()).await {
+                tracing::warn!(error = %e, "single_connection: the other nodes were not told");
+            }
+        });
+    }
+}
+
 /// The engine's handle on the cluster: weak, so that a stopped server's cluster goes away.
 struct Handler(Weak<Cluster>);
 
@@ -84,6 +105,8 @@ impl Cluster {
             left: AtomicBool::new(false),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
+        let actions: Weak<dyn wshub_core::node::UserActions> = Arc::downgrade(&c) as _;
+        c.node.set_user_actions(actions);
         c
     }
 

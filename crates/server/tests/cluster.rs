@@ -2,6 +2,7 @@
 //! `channels` finds a channel whose only subscriber is on the other node, and `disconnect`
 //! / `unsubscribe` sent to one node act on the other's clients. A node that stops leaves
 //! the other's `info` at once. No subscriber is answered before Redis confirms its channel.
+//! `single_connection` holds across nodes.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -18,6 +19,10 @@ const SECRET: &str = "cluster-secret";
 const KEY: &str = "cluster-key";
 
 fn config(redis: &RedisServer) -> wshub_server::config::Config {
+    config_with(redis, json!({}))
+}
+
+fn config_with(redis: &RedisServer, extra: Value) -> wshub_server::config::Config {
     node_config(
         json!({
             "http_api": {"key": KEY},
@@ -29,7 +34,7 @@ fn config(redis: &RedisServer) -> wshub_server::config::Config {
                                 "allow_subscribe_for_client": true, "allow_presence_for_client": true}]
             }
         }),
-        json!({}),
+        extra,
     )
 }
 
@@ -345,4 +350,28 @@ async fn no_subscriber_is_answered_before_redis_confirms_the_channel() {
         assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
     }
     server.stop().await;
+}
+
+/// `single_connection`: a user's connection on one node is closed (3504) when the user
+/// connects on another; the new connection and other users' stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_connection_holds_across_nodes() {
+    let redis = RedisServer::start().await;
+    let c = config_with(
+        &redis,
+        json!({"client": {"subscribe_to_user_personal_channel": {"enabled": true, "single_connection": true}}}),
+    );
+    let a = TestServer::node(&c).await;
+    let b = TestServer::node(&c).await;
+    let mut first = connected_at(a.addr, "alice").await;
+    let mut bob = connected_at(a.addr, "bob").await;
+    let mut second = connected_at(b.addr, "alice").await;
+    assert_eq!(next(&mut first).await.map(|v| v.to_string()), Err(3504));
+    for (user, c) in [("alice", &mut second), ("bob", &mut bob)] {
+        api(&b, "publish", json!({"channel": format!("#{user}"), "data": {"to": user}})).await;
+        let push = next(c).await.unwrap();
+        assert_eq!(push["push"]["pub"]["data"], json!({"to": user}), "{push}");
+    }
+    b.stop().await;
+    a.stop().await;
 }

@@ -52,8 +52,10 @@ impl Session {
             return Err(Fail::Disconnect(Disconnect::new(dc::CONNECTION_LIMIT, "connection limit")));
         }
         if personal.is_some() && cfg.personal_channel.single_connection {
-            // One connection per user: the user's others on this node are closed.
+            // One connection per user: the user's others on this node are closed at once,
+            // those on other nodes through the cluster (sparing this one, registered below).
             node.disconnect_user(&claims.user, "", &[], dc::CONNECTION_LIMIT, "connection limit");
+            node.disconnect_user_everywhere(&claims.user, &self.client, dc::CONNECTION_LIMIT, "connection limit");
         }
         let ping = cfg.ping_interval;
         self.user = claims.user;
