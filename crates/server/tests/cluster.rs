@@ -130,26 +130,9 @@ async fn connected_at(addr: std::net::SocketAddr, user: &str) -> Client {
 }
 
 async fn subscriber_at(addr: std::net::SocketAddr, user: &str, channel: &str) -> Client {
-    let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
-    let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
-    c.send(
-        MessageKind::Text,
-        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
-    )
-    .await;
-    c.send(
-        MessageKind::Text,
-        format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#).as_bytes(),
-    )
-    .await;
-    let mut replies = 0;
-    while replies < 2 {
-        if let Event::Message { data, .. } = c.next_event().await {
-            let v: Value = serde_json::from_slice(&data).unwrap();
-            assert!(v.get("error").is_none(), "{v}");
-            replies += 1;
-        }
-    }
+    let mut c = connected_at(addr, user).await;
+    let reply = subscribe(&mut c, 2, channel).await;
+    assert!(reply.get("error").is_none(), "{reply}");
     c
 }
 
