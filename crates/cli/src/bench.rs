@@ -139,6 +139,67 @@ struct Endpoint {
     host: String,
     path: String,
     transport: Transport,
+    /// The HTTP transports' pongs (shared by every client of the run).
+    pongs: Arc<Pongs>,
+}
+
+/// The pongs of HTTP-transport clients: the wshub protocol's pong is an empty command
+/// (`{}`), which an emulated session receives through `POST /emulation`. One kept-alive
+/// connection carries them all, pipelined (10,000 clients pinged every 25 s make 400
+/// requests a second); its answers are read and dropped.
+#[derive(Default)]
+struct Pongs(std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>);
+
+impl Pongs {
+    fn send(&self, addr: SocketAddr, request: Vec<u8>) {
+        let tx = self.0.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(pong_task(addr, rx));
+            tx
+        });
+        let _ = tx.send(request);
+    }
+}
+
+/// Writes each request on one connection, connecting again (once per request) when it
+/// broke; ends with the run (the last sender dropped).
+async fn pong_task(addr: SocketAddr, mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut conn: Option<tokio::net::tcp::OwnedWriteHalf> = None;
+    while let Some(req) = rx.recv().await {
+        for _ in 0..2 {
+            if conn.is_none() {
+                let Ok(s) = TcpStream::connect(addr).await else { break };
+                let _ = s.set_nodelay(true);
+                let (mut r, w) = s.into_split();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 4096];
+                    while matches!(r.read(&mut b).await, Ok(n) if n > 0) {}
+                });
+                conn = Some(w);
+            }
+            if let Some(w) = conn.as_mut() {
+                if w.write_all(&req).await.is_ok() {
+                    break;
+                }
+            }
+            conn = None;
+        }
+    }
+}
+
+/// The `POST /emulation` that carries a pong for the session of a connect reply (`None`
+/// if the reply names no session).
+fn pong_request(host: &str, connect_reply: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(connect_reply).ok()?;
+    let (session, node) = (v["connect"]["session"].as_str()?, v["connect"]["node"].as_str()?);
+    let body = serde_json::json!({"session": session, "node": node, "data": "{}"}).to_string();
+    Some(
+        format!(
+            "POST /emulation HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
@@ -173,6 +234,7 @@ fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
         host: hostport.to_string(),
         path: path.to_string(),
         transport,
+        pongs: Arc::default(),
     })
 }
 
@@ -334,6 +396,8 @@ struct Client {
     conn: Connection,
     /// Set on the HTTP transports.
     http: Option<HttpRead>,
+    /// HTTP transports: where this client's pongs go, and the request that carries one.
+    pong: Option<(Arc<Pongs>, SocketAddr, Vec<u8>)>,
 }
 
 impl Client {
@@ -395,11 +459,17 @@ impl Client {
                 stream,
                 conn,
                 http: Some(http),
+                pong: None,
             };
             loop {
                 let msg = c.next_message().await?;
                 if msg.windows(8).any(|w| w == br#""error":"#) || msg.windows(13).any(|w| w == br#""disconnect":"#) {
                     bail!("refused: {}", String::from_utf8_lossy(&msg));
+                }
+                if c.pong.is_none() {
+                    if let Some(req) = pong_request(&ep.host, &msg) {
+                        c.pong = Some((ep.pongs.clone(), ep.addr, req));
+                    }
                 }
                 if msg.windows(6).any(|w| w == br#""id":2"#) {
                     return Ok(c);
@@ -428,7 +498,12 @@ impl Client {
             deflate: None,
         });
         conn.handle_read(&buf[head..]);
-        let mut c = Client { stream, conn, http: None };
+        let mut c = Client {
+            stream,
+            conn,
+            http: None,
+            pong: None,
+        };
         if t.dialect == Dialect::Wshub {
             let cmd = format!(
                 r#"{{"id":1,"connect":{{"token":"{}"}}}}{}{{"id":2,"subscribe":{{"channel":"{}"}}}}"#,
@@ -470,8 +545,7 @@ impl Client {
     }
 
     /// The next message; answers the wshub protocol's pings (`{}`) on the way (on the HTTP
-    /// transports pings are skipped: no pong is sent, so a run there must stay shorter
-    /// than `client.ping_interval` + `client.pong_timeout`).
+    /// transports through `POST /emulation`, see [`Pongs`]).
     async fn next_message(&mut self) -> anyhow::Result<bytes::Bytes> {
         let mut chunk = [0u8; 16384];
         if let Some(h) = self.http.as_mut() {
@@ -480,6 +554,9 @@ impl Client {
                 while let Some(line) = h.line() {
                     if &line[..] != b"{}" {
                         return Ok(line);
+                    }
+                    if let Some((pongs, addr, req)) = &self.pong {
+                        pongs.send(*addr, req.clone());
                     }
                 }
                 if h.ended {
