@@ -1278,6 +1278,7 @@ async fn proxy_backend_conn(mut stream: TcpStream, served: &AtomicU64) -> anyhow
 /// an ordinary thread woken by an answer waited for its turn on a core, and that wait (up to
 /// a scheduler slice, 3-4 ms) was most of the p99 measured at 10,000 subscribers, the same
 /// server giving 4.4 ms p99 with it and 1.7 ms without (BENCHMARKS.md, issue #17).
+#[cfg(unix)]
 fn prefer_current_thread() -> bool {
     use thread_priority::unix::{set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy, ThreadSchedulePolicy};
     set_thread_priority_and_policy(
@@ -1286,4 +1287,9 @@ fn prefer_current_thread() -> bool {
         ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
     )
     .is_ok()
+}
+
+#[cfg(not(unix))]
+fn prefer_current_thread() -> bool {
+    false
 }

@@ -557,7 +557,7 @@ impl Shard {
         // Starts the pub/sub connection if nothing has yet, and waits for its first
         // subscription: a node is not ready before it hears the control channel.
         self.pubsub()?;
-        if !self.health.wait_connected(self.pubsub_call_timeout()).await {
+        if !self.health.wait_connected(self.pubsub_call_timeout() * 2).await {
             return Err(EngineError::Internal(format!(
                 "redis {}: pub/sub not connected yet",
                 self.health.shard
@@ -872,9 +872,9 @@ async fn pubsub_task(
                         cmd = rx.recv() => match cmd {
                             None => return,
                             Some(PubSubCmd::Subscribe(ch, done)) => {
-                                // Failed, but kept for the reconnect: another subscriber may have
-                                // joined the hub's channel meanwhile without asking the broker (it
-                                // asks once per channel); the reconnect drops it if none did.
+                                // Failed, but kept for the reconnect: another subscriber may still
+                                // be in the hub's channel (each is told of its own failure and
+                                // leaves); the reconnect drops it if none is.
                                 lock(&epochs).entry(ch.clone()).or_default();
                                 channels.insert(ch);
                                 let _ = done.send(Err(EngineError::Internal(format!("redis pub/sub: {e}"))));
@@ -1183,11 +1183,15 @@ async fn cluster_pubsub_task(
         // until it comes back: the cluster is up when none is late.
         let mut outstanding: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
         let mut back: HashSet<String> = HashSet::new();
+        // After a shard's connection was lost, until a canary came back through every
+        // master: redis-rs subscribes again in the background, so a channel held here may
+        // not deliver yet, and a new subscriber of it subscribes itself.
+        let mut resubscribing = false;
         let why = loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
-                    Some(PubSubCmd::Subscribe(ch, done)) if channels.contains(&ch) => {
+                    Some(PubSubCmd::Subscribe(ch, done)) if channels.contains(&ch) && !resubscribing => {
                         let _ = done.send(Ok(()));
                     }
                     Some(PubSubCmd::Subscribe(ch, done)) => {
@@ -1229,6 +1233,7 @@ async fn cluster_pubsub_task(
                     }
                     if outstanding.is_empty() && !canaries.is_empty() && back.len() == canaries.len() {
                         canary.health.set_up();
+                        resubscribing = false;
                     }
                     for (chan, _) in &canaries {
                         if outstanding.contains_key(chan) {
@@ -1253,6 +1258,8 @@ async fn cluster_pubsub_task(
                         // The client reconnects and subscribes again by itself; what was
                         // published meanwhile did not arrive.
                         tracing::warn!(shard = %canary.health.shard, "redis cluster pub/sub: a shard's connection was lost");
+                        resubscribing = true;
+                        back.clear();
                         for ch in &channels {
                             handler.handle_reset(ch);
                         }
@@ -1271,6 +1278,7 @@ async fn cluster_pubsub_task(
                                 back.insert(name.to_string());
                                 if outstanding.is_empty() && back.len() == canaries.len() {
                                     canary.health.set_up();
+                                    resubscribing = false;
                                 }
                             }
                         } else if let Some(ch) = names.channel_of(name) {

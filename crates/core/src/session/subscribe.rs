@@ -120,7 +120,11 @@ impl Session {
         // one must not be answered while the first's subscription is still being set up,
         // or fails.
         if let Err(e) = node.broker.subscribe(ch).await {
-            node.hub.remove(ch, conn_id);
+            // The last one out tells the broker: a subscription kept for a reconnect would
+            // otherwise outlive every subscriber.
+            if node.hub.remove(ch, conn_id) {
+                let _ = node.broker.unsubscribe(ch).await;
+            }
             return Err(ApiError::from(e).into());
         }
         let mut result = SubscribeResult {
@@ -172,12 +176,15 @@ impl Session {
                 }
                 (Err(EngineError::UnrecoverablePosition), Some(_)) => {
                     result.was_recovering = true;
-                    let top = node
-                        .broker
-                        .history(ch, HistoryQuery::default())
-                        .await
-                        .map_err(ApiError::from)?
-                        .position;
+                    let top = match node.broker.history(ch, HistoryQuery::default()).await {
+                        Ok(h) => h.position,
+                        Err(e) => {
+                            // Out of the hub too: a subscriber left recovering would buffer
+                            // every publication for as long as the node runs.
+                            self.release(ch, opts, false).await;
+                            return Err(ApiError::from(e).into());
+                        }
+                    };
                     result.epoch = top.epoch.clone();
                     result.offset = top.offset;
                     (Vec::new(), top)
