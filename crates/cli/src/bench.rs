@@ -777,7 +777,7 @@ async fn fanout(
     let pad = "x".repeat(size.saturating_sub(40));
     let published = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let publisher = {
+    let (publisher, publisher_realtime) = {
         let published = published.clone();
         let (ep, t) = (ep.clone(), t.clone());
         // On a thread and runtime of its own: in the shared runtime the publisher's reads of
@@ -800,7 +800,6 @@ async fn fanout(
             realtime,
         )
     };
-    let (publisher, publisher_realtime) = publisher;
     let mut last_print = Instant::now();
     while !publisher.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await; // progress line cadence

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -151,9 +151,8 @@ pub struct Node {
     /// Client ids and ping jitter: seeded from the OS by default, from a fixed seed
     /// ([`Node::seed_rng`]) when a test needs the same sequence every run.
     rng: Mutex<StdRng>,
-    /// The cluster, for actions on a user that must reach every node (weak: the cluster
-    /// holds the node).
-    user_actions: OnceLock<Weak<dyn UserActions>>,
+    /// The cluster, for actions on a user that must reach every node.
+    user_actions: OnceLock<Arc<dyn UserActions>>,
 }
 
 /// Actions on a user's connections on every node of the cluster, this one included (the
@@ -202,14 +201,14 @@ impl Node {
 
     /// Where actions on a user that must reach every node go (once; later calls are
     /// ignored). Without it they stay on this node.
-    pub fn set_user_actions(&self, actions: Weak<dyn UserActions>) {
+    pub fn set_user_actions(&self, actions: Arc<dyn UserActions>) {
         let _ = self.user_actions.set(actions);
     }
 
     /// Closes `user`'s connections on every other node (and on this one, again) except
     /// `keep`: `single_connection` across the cluster.
     pub fn disconnect_user_everywhere(&self, user: &str, keep: &str, code: u16, reason: &str) {
-        if let Some(a) = self.user_actions.get().and_then(Weak::upgrade) {
+        if let Some(a) = self.user_actions.get() {
             a.disconnect_everywhere(user, vec![keep.to_string()], code, reason);
         }
     }

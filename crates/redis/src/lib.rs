@@ -557,7 +557,7 @@ impl Shard {
         // Starts the pub/sub connection if nothing has yet, and waits for its first
         // subscription: a node is not ready before it hears the control channel.
         self.pubsub()?;
-        if !self.health.wait_connected(self.pubsub_call_timeout() * 2).await {
+        if !self.health.wait_connected(canary_call_timeout(self.canary_interval()) * 2).await {
             return Err(EngineError::Internal(format!(
                 "redis {}: pub/sub not connected yet",
                 self.health.shard
@@ -571,11 +571,6 @@ impl Shard {
 
     fn canary_interval(&self) -> Duration {
         self.cfg.canary_interval.max(Duration::from_millis(50))
-    }
-
-    /// [`Canary::call_timeout`] of this shard's pub/sub task.
-    fn pubsub_call_timeout(&self) -> Duration {
-        canary_call_timeout(self.canary_interval())
     }
 
     fn pubsub(&self) -> Result<&mpsc::UnboundedSender<PubSubCmd>, EngineError> {

@@ -59,22 +59,18 @@ pub enum Routed {
     Full,
 }
 
-impl wshub_core::node::UserActions for Cluster {
+/// The node's way to [`Cluster::disconnect`] (weak: the cluster holds the node).
+struct UserActions(Weak<Cluster>);
+
+impl wshub_core::node::UserActions for UserActions {
     fn disconnect_everywhere(&self, user: &str, whitelist: Vec<String>, code: u16, reason: &str) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        let (control, msg) = (
-            self.control.clone(),
-            ControlMessage::Disconnect {
-                user: user.into(),
-                client: String::new(),
-                whitelist,
-                code,
-                reason: reason.into(),
-            },
-        );
+        let (Some(c), Ok(rt)) = (self.0.upgrade(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let (user, reason) = (user.to_string(), reason.to_string());
         rt.spawn(async move {
-            if let Err(e) = control.publish_control(msg.encode()).await {
-                tracing::warn!(error = %e, "single_connection: the other nodes were not told");
+            if let Err(e) = c.disconnect(&user, "", &whitelist, code, &reason).await {
+                tracing::warn!(error = %e.message, "single_connection: the other nodes were not told");
             }
         });
     }
@@ -105,8 +101,7 @@ impl Cluster {
             left: AtomicBool::new(false),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
-        let actions: Weak<dyn wshub_core::node::UserActions> = Arc::downgrade(&c) as _;
-        c.node.set_user_actions(actions);
+        c.node.set_user_actions(Arc::new(UserActions(Arc::downgrade(&c))));
         c
     }
 
