@@ -1,13 +1,16 @@
-//! Channel names: namespaces (`ns:rest`), user-limited channels (`chat#42,43`), length.
+//! Channel names: namespaces (`ns:rest`), user-limited channels (`chat#42,43`), private
+//! channels (`$secret`), length, and what characters a name may hold.
 
+use regex::Regex;
 use wshub_websocket::wildcard::Wildcard;
 
-use crate::config::{ChannelConfig, ChannelOptions};
+use crate::config::{ChannelConfig, ChannelOptions, ConfigError};
 
 /// Why a channel name is refused; each maps to one reply code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
-    /// Empty or over `channel.max_length`: 107 bad request.
+    /// Empty, over `channel.max_length`, not ASCII, or not matching the namespace's
+    /// `channel_regex`: 107 bad request.
     #[error("bad channel name")]
     BadName,
     /// A `ns:` prefix with no such namespace: 102 unknown channel.
@@ -24,27 +27,106 @@ impl ChannelError {
     }
 }
 
-/// The options that apply to `channel`.
-pub fn resolve<'a>(cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
-    if channel.is_empty() || channel.len() > cfg.max_length {
-        return Err(ChannelError::BadName);
+/// The channel configuration with its regular expressions compiled (once, at start).
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// `channel_regex` of channels without a namespace, then of each namespace in order.
+    regexes: Vec<Option<Regex>>,
+}
+
+impl Rules {
+    pub fn new(cfg: &ChannelConfig) -> Result<Self, ConfigError> {
+        let compile = |o: &ChannelOptions, key: String| match o.channel_regex.as_str() {
+            "" => Ok(None),
+            r => Regex::new(r).map(Some).map_err(|e| ConfigError {
+                key,
+                message: format!("not a valid regular expression: {e}"),
+            }),
+        };
+        let mut regexes = vec![compile(&cfg.without_namespace, "channel.without_namespace.channel_regex".into())?];
+        for (i, ns) in cfg.namespaces.iter().enumerate() {
+            regexes.push(compile(&ns.options, format!("channel.namespaces[{i}].channel_regex"))?);
+        }
+        Ok(Rules { regexes })
     }
-    match channel.split_once(':') {
-        None => Ok(&cfg.without_namespace),
-        Some((ns, _)) => cfg
-            .namespaces
-            .iter()
-            .find(|n| n.name == ns)
-            .map(|n| &n.options)
-            .ok_or(ChannelError::UnknownNamespace),
+
+    /// The options that apply to `channel`, once its name is known to be acceptable: not
+    /// empty, within `max_length`, in a known namespace, and matching the namespace's
+    /// `channel_regex` (the part after the namespace), or ASCII when it has none. Centrifugo
+    /// refuses non-ASCII names the same way: `news` and `nеws` (a Cyrillic `е`) look alike.
+    pub fn resolve<'a>(&self, cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
+        if channel.is_empty() || channel.len() > cfg.max_length {
+            return Err(ChannelError::BadName);
+        }
+        // `$chat:secret` is in namespace `chat` (Centrifugo trims the private prefix first).
+        let named = channel
+            .strip_prefix(cfg.private_prefix.as_str())
+            .filter(|_| !cfg.private_prefix.is_empty())
+            .unwrap_or(channel);
+        let (index, rest, options) = match named.split_once(cfg.namespace_boundary.as_str()) {
+            Some((ns, rest)) if !cfg.namespace_boundary.is_empty() => {
+                let i = cfg
+                    .namespaces
+                    .iter()
+                    .position(|n| n.name == ns)
+                    .ok_or(ChannelError::UnknownNamespace)?;
+                (i + 1, rest, &cfg.namespaces[i].options)
+            }
+            _ => (0, channel, &cfg.without_namespace),
+        };
+        let ok = match self.regexes.get(index).and_then(Option::as_ref) {
+            Some(re) => re.is_match(rest),
+            None => channel.is_ascii(),
+        };
+        if !ok {
+            return Err(ChannelError::BadName);
+        }
+        Ok(options)
     }
 }
 
-/// For a user-limited channel (`name#u1,u2`), whether `user` is one of its users. `None`
-/// when the channel is not user-limited.
-pub fn user_limited_allows(channel: &str, user: &str) -> Option<bool> {
-    let (_, users) = channel.rsplit_once('#')?;
-    Some(!user.is_empty() && users.split(',').any(|u| u == user))
+/// The options that apply to `channel` (compiling the regular expressions: tests and one-off
+/// callers; the node keeps its [`Rules`]).
+pub fn resolve<'a>(cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
+    Rules::new(cfg).map_err(|_| ChannelError::BadName)?.resolve(cfg, channel)
+}
+
+/// Checks a publication's data against `channel.publication_data_format` (the namespace's
+/// when it sets one, else the global one): Centrifugo's `ValidatePublicationData`. The
+/// error is the reason for a 107.
+pub fn check_data(cfg: &ChannelConfig, opts: &ChannelOptions, data: &[u8]) -> Result<(), &'static str> {
+    let format = match opts.publication_data_format.as_str() {
+        "" => cfg.publication_data_format.as_str(),
+        f => f,
+    };
+    match format {
+        "binary" => Ok(()),
+        "json" if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() => Err("data is not valid JSON"),
+        "json_object" => {
+            let trimmed = data.trim_ascii();
+            let object = trimmed.first() == Some(&b'{') && trimmed.last() == Some(&b'}');
+            if object && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
+                Ok(())
+            } else {
+                Err("data is not valid JSON object")
+            }
+        }
+        _ if data.is_empty() => Err("data required"),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `channel` is private (`channel.private_prefix`): subscribing needs a token.
+pub fn is_private(cfg: &ChannelConfig, channel: &str) -> bool {
+    !cfg.private_prefix.is_empty() && channel.starts_with(cfg.private_prefix.as_str())
+}
+
+/// For a user-limited channel (`name#u1,u2`, with `channel.user_boundary` and
+/// `channel.user_separator`), whether `user` is one of its users. `None` when the channel
+/// is not user-limited.
+pub fn user_limited_allows(cfg: &ChannelConfig, channel: &str, user: &str) -> Option<bool> {
+    let (_, users) = channel.rsplit_once(cfg.user_boundary.as_str())?;
+    Some(!user.is_empty() && users.split(cfg.user_separator.as_str()).any(|u| u == user))
 }
 
 /// A `channels` API pattern: `*` matches any run of characters; empty matches everything.
@@ -96,10 +178,122 @@ mod tests {
 
     #[test]
     fn user_limited() {
-        assert_eq!(user_limited_allows("dialog#42,43", "43"), Some(true));
-        assert_eq!(user_limited_allows("dialog#42", "4"), Some(false));
-        assert_eq!(user_limited_allows("dialog#42", ""), Some(false));
-        assert_eq!(user_limited_allows("dialog", "42"), None);
+        let cfg = ChannelConfig::default();
+        assert_eq!(user_limited_allows(&cfg, "dialog#42,43", "43"), Some(true));
+        assert_eq!(user_limited_allows(&cfg, "dialog#42", "4"), Some(false));
+        assert_eq!(user_limited_allows(&cfg, "dialog#42", ""), Some(false));
+        assert_eq!(user_limited_allows(&cfg, "dialog", "42"), None);
+        let cfg = ChannelConfig {
+            user_boundary: "@".into(),
+            user_separator: ";".into(),
+            ..Default::default()
+        };
+        assert_eq!(user_limited_allows(&cfg, "dialog@42;43", "43"), Some(true));
+        assert_eq!(user_limited_allows(&cfg, "dialog#42,43", "43"), None);
+    }
+
+    /// Centrifugo's `validChannelName`: without a `channel_regex` a name is ASCII; with one,
+    /// the part after the namespace must match it (and then non-ASCII is the regex's call).
+    #[test]
+    fn names_are_ascii_unless_a_regex_says_otherwise() {
+        let cfg = ChannelConfig {
+            namespaces: vec![
+                Namespace {
+                    name: "strict".into(),
+                    options: ChannelOptions {
+                        channel_regex: "^[a-z0-9]+$".into(),
+                        ..Default::default()
+                    },
+                },
+                Namespace {
+                    name: "any".into(),
+                    options: ChannelOptions {
+                        channel_regex: "^.+$".into(),
+                        ..Default::default()
+                    },
+                },
+            ],
+            ..Default::default()
+        };
+        let rules = Rules::new(&cfg).unwrap();
+        assert!(rules.resolve(&cfg, "news").is_ok());
+        assert_eq!(rules.resolve(&cfg, "n\u{0435}ws").unwrap_err(), ChannelError::BadName, "Cyrillic e");
+        assert_eq!(rules.resolve(&cfg, "\u{1F600}").unwrap_err(), ChannelError::BadName);
+        assert!(rules.resolve(&cfg, "strict:room1").is_ok());
+        assert_eq!(rules.resolve(&cfg, "strict:Room1").unwrap_err(), ChannelError::BadName);
+        assert_eq!(rules.resolve(&cfg, "strict:").unwrap_err(), ChannelError::BadName);
+        assert!(rules.resolve(&cfg, "any:n\u{0435}ws").is_ok(), "the regex decides");
+        let bad = ChannelConfig {
+            without_namespace: ChannelOptions {
+                channel_regex: "(".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(Rules::new(&bad).unwrap_err().key, "channel.without_namespace.channel_regex");
+    }
+
+    #[test]
+    fn publication_data_formats() {
+        let cfg = ChannelConfig::default();
+        let with = |f: &str| ChannelOptions {
+            publication_data_format: f.into(),
+            ..Default::default()
+        };
+        let check = |f: &str, d: &[u8]| check_data(&cfg, &with(f), d);
+        assert_eq!(check("", b""), Err("data required"));
+        assert_eq!(check("", b"not json"), Ok(()), "the default only refuses empty data");
+        assert_eq!(check("json", b"{\"a\":1}"), Ok(()));
+        assert_eq!(check("json", b"nope"), Err("data is not valid JSON"));
+        assert_eq!(check("json", b""), Err("data is not valid JSON"));
+        assert_eq!(check("json_object", b" {\"a\":1} "), Ok(()));
+        assert_eq!(check("json_object", b"[1]"), Err("data is not valid JSON object"));
+        assert_eq!(check("json_object", b"{bad}"), Err("data is not valid JSON object"));
+        assert_eq!(check("binary", b""), Ok(()));
+        let global = ChannelConfig {
+            publication_data_format: "json".into(),
+            ..Default::default()
+        };
+        assert!(check_data(&global, &with(""), b"x").is_err(), "the global format applies");
+        assert!(check_data(&global, &with("binary"), b"x").is_ok(), "the namespace's wins");
+    }
+
+    #[test]
+    fn boundaries_and_private_prefix() {
+        let cfg = ChannelConfig {
+            namespace_boundary: "/".into(),
+            namespaces: vec![Namespace {
+                name: "chat".into(),
+                options: ChannelOptions {
+                    presence: true,
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
+        assert!(resolve(&cfg, "chat/room").unwrap().presence);
+        assert!(!resolve(&cfg, "chat:room").unwrap().presence, "':' is no boundary here");
+        assert!(is_private(&cfg, "$secret"));
+        assert!(!is_private(&cfg, "secret$"));
+        let none = ChannelConfig {
+            private_prefix: String::new(),
+            ..Default::default()
+        };
+        assert!(!is_private(&none, "$secret"));
+        let ns = ChannelConfig {
+            namespaces: vec![Namespace {
+                name: "chat".into(),
+                options: ChannelOptions {
+                    presence: true,
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
+        assert!(
+            resolve(&ns, "$chat:secret").unwrap().presence,
+            "the prefix is not part of the namespace"
+        );
     }
 
     #[test]

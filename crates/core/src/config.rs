@@ -54,6 +54,21 @@ pub struct ChannelOptions {
     pub delta_publish: bool,
     /// Subscribers may pass a publication tags filter (`tf`); refused with 107 otherwise.
     pub allow_tags_filter: bool,
+    /// Anonymous users (empty user id) may call presence where the permissions above allow
+    /// presence to clients or subscribers; without it they get 103.
+    pub allow_presence_for_anonymous: bool,
+    /// The same for history.
+    pub allow_history_for_anonymous: bool,
+    /// A regular expression the channel name (after the namespace and its boundary) must
+    /// match; without one, names must be ASCII (Centrifugo's rule). 107 otherwise.
+    pub channel_regex: String,
+    /// What a publication's data must be: `""`/`"json"` (JSON, Centrifugo's default),
+    /// `"json_object"` (a JSON object), `"binary"` (anything, empty included). 107 otherwise.
+    pub publication_data_format: String,
+    /// How long a stream's epoch and top offset are kept after its last publication
+    /// ("0": `channel.history_meta_ttl`).
+    #[serde(with = "crate::duration")]
+    pub history_meta_ttl: Duration,
 }
 
 impl ChannelOptions {
@@ -85,6 +100,21 @@ pub struct ChannelConfig {
     pub namespaces: Vec<Namespace>,
     /// `channel.proxy.subscribe|publish|sub_refresh`: the proxies named `default`.
     pub proxy: crate::proxy::ChannelProxies,
+    /// Channels starting with it need a subscription token, whatever the permissions say
+    /// (Centrifugo's default `$`; empty: no private channels).
+    pub private_prefix: String,
+    /// Between a namespace and the rest of a channel name (`chat:room`).
+    pub namespace_boundary: String,
+    /// Before the users of a user-limited channel (`dialog#42,43`).
+    pub user_boundary: String,
+    /// Between those users.
+    pub user_separator: String,
+    /// How long a stream's epoch and top offset are kept after its last publication, so
+    /// that a client positioned in it still recovers or learns it cannot (default 30 days).
+    #[serde(with = "crate::duration")]
+    pub history_meta_ttl: Duration,
+    /// The default of the namespaces' `publication_data_format`.
+    pub publication_data_format: String,
 }
 
 impl Default for ChannelConfig {
@@ -94,22 +124,54 @@ impl Default for ChannelConfig {
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
             proxy: Default::default(),
+            private_prefix: "$".into(),
+            namespace_boundary: ":".into(),
+            user_boundary: "#".into(),
+            user_separator: ",".into(),
+            history_meta_ttl: DEFAULT_HISTORY_META_TTL,
+            publication_data_format: String::new(),
         }
     }
 }
 
-/// `client.token.*`
+/// Centrifugo's `channel.history_meta_ttl` default: 30 days.
+pub const DEFAULT_HISTORY_META_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `client.token.*` (and, with `enabled`, `client.subscription_token.*`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct TokenConfig {
     pub hmac_secret_key: String,
+    /// The HMAC key being rotated out: tokens signed with it are accepted until
+    /// `hmac_previous_secret_key_valid_until` (Unix seconds, that second included; 0: no limit).
+    pub hmac_previous_secret_key: String,
+    pub hmac_previous_secret_key_valid_until: i64,
     pub rsa_public_key: String,
     pub ecdsa_public_key: String,
     /// A JWKS document's URL: tokens with a `kid` are verified with its keys
-    /// ([`crate::jwks`]).
+    /// ([`crate::jwks`]). It may hold `{{name}}` variables, filled from the named groups of
+    /// `issuer_regex` / `audience_regex` matched against the token's claims.
     pub jwks_public_endpoint: String,
     pub audience: String,
+    /// The token's `aud` (one of them) must match (instead of equal `audience`).
+    pub audience_regex: String,
     pub issuer: String,
+    pub issuer_regex: String,
+    /// The claim holding the user id (default `sub`).
+    pub user_id_claim: String,
+    /// Allows `{{variables}}` in the JWKS endpoint's scheme and host (where a token could
+    /// send the node to a host of its choosing).
+    pub insecure_skip_jwks_endpoint_safety_check: bool,
+}
+
+/// `client.subscription_token.*`: subscription tokens checked with keys of their own.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct SubscriptionTokenConfig {
+    /// Off: subscription tokens are checked with `client.token`'s keys.
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub token: TokenConfig,
 }
 
 /// The client-facing settings the core uses (`client.*`).
@@ -118,8 +180,18 @@ pub struct SessionConfig {
     pub allow_anonymous_connect_without_token: bool,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
-    /// Time allowed for the first command (`connect`): 3502 after it.
+    /// Time allowed for the first command (`connect`): 3502 after it
+    /// (`client.stale_close_delay`).
     pub stale_delay: Duration,
+    /// Time a subscription whose token expired has to be refreshed (`sub_refresh`) before
+    /// it is unsubscribed with 2501 (`client.expired_sub_close_delay`).
+    pub expired_sub_close_delay: Duration,
+    /// Refuse connection tokens without a user (`client.disallow_anonymous_connection_tokens`):
+    /// close 3507.
+    pub disallow_anonymous_connection_tokens: bool,
+    /// `client.user_id_http_header`: a connection without a token whose upgrade request
+    /// carries this header (set by an authenticating gateway in front) is that user.
+    pub user_id_http_header: String,
     /// Time a connection whose token expired has to send `refresh`: 3005 after it.
     pub expired_close_delay: Duration,
     /// Subscriptions per connection (error 106 over it).
@@ -161,12 +233,13 @@ pub struct PersonalChannel {
 }
 
 impl PersonalChannel {
-    /// The personal channel of `user`.
-    pub fn channel(&self, user: &str) -> String {
+    /// The personal channel of `user`, with the configured boundaries.
+    pub fn channel(&self, user: &str, channels: &ChannelConfig) -> String {
+        let ub = &channels.user_boundary;
         if self.personal_channel_namespace.is_empty() {
-            format!("#{user}")
+            format!("{ub}{user}")
         } else {
-            format!("{}:#{user}", self.personal_channel_namespace)
+            format!("{}{}{ub}{user}", self.personal_channel_namespace, channels.namespace_boundary)
         }
     }
 }
@@ -177,8 +250,11 @@ impl Default for SessionConfig {
             allow_anonymous_connect_without_token: false,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(8),
-            stale_delay: Duration::from_secs(15),
+            stale_delay: Duration::from_secs(10),
             expired_close_delay: Duration::from_secs(25),
+            expired_sub_close_delay: Duration::from_secs(25),
+            disallow_anonymous_connection_tokens: false,
+            user_id_http_header: String::new(),
             channel_limit: 128,
             user_connection_limit: 0,
             command_rate_limit: 0,
@@ -193,15 +269,34 @@ impl Default for SessionConfig {
 }
 
 /// Everything the node needs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub name: String,
     pub channel: ChannelConfig,
     pub token: TokenConfig,
+    /// `client.subscription_token`: when enabled, the keys of subscription tokens.
+    pub subscription_token: SubscriptionTokenConfig,
+    /// `client.insecure_skip_token_signature_verify`: tokens are read without checking their
+    /// signature. Development only: anyone can be anyone.
+    pub insecure_skip_token_signature_verify: bool,
     pub session: SessionConfig,
     /// Proxies to the backend (`client.proxy`, `rpc`, `proxies`; `channel.proxy` is in
     /// `channel`).
     pub proxy: crate::proxy::ProxySettings,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: String::new(),
+            channel: ChannelConfig::default(),
+            token: TokenConfig::default(),
+            subscription_token: SubscriptionTokenConfig::default(),
+            insecure_skip_token_signature_verify: false,
+            session: SessionConfig::default(),
+            proxy: Default::default(),
+        }
+    }
 }
 
 /// A configuration value that cannot work; names the key.
@@ -241,6 +336,35 @@ impl NodeConfig {
             check_options(&ns.options, &format!("channel.namespaces[{i}]"))?;
         }
         check_options(&self.channel.without_namespace, "channel.without_namespace")?;
+        if self.channel.history_meta_ttl.is_zero() {
+            return err("channel.history_meta_ttl", "must be positive");
+        }
+        let data_format = ChannelOptions {
+            publication_data_format: self.channel.publication_data_format.clone(),
+            ..Default::default()
+        };
+        check_options(&data_format, "channel")?;
+        let meta_ttl = |o: &ChannelOptions| {
+            if o.history_meta_ttl.is_zero() {
+                self.channel.history_meta_ttl
+            } else {
+                o.history_meta_ttl
+            }
+        };
+        for (key, o) in std::iter::once(("channel.without_namespace".to_string(), &self.channel.without_namespace)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("channel.namespaces[{i}]"), &n.options)),
+        ) {
+            if o.history_ttl > meta_ttl(o) {
+                return err(
+                    &format!("{key}.history_ttl"),
+                    "can not be longer than history_meta_ttl (the stream's position would be forgotten before its publications)",
+                );
+            }
+        }
         if self.session.ping_interval.is_zero() {
             return err("client.ping_interval", "must be positive");
         }
@@ -248,7 +372,18 @@ impl NodeConfig {
             return err("client.pong_timeout", "must be shorter than client.ping_interval");
         }
         crate::proxy::Endpoints::build(self)?;
-        crate::token::Verifier::new(&self.token).map(|_| ())
+        crate::channel::Rules::new(&self.channel)?;
+        crate::token::Verifier::new(&self.token, "client.token")?;
+        if self.subscription_token.enabled {
+            let v = crate::token::Verifier::new(&self.subscription_token.token, "client.subscription_token")?;
+            if !v.is_configured() {
+                return err(
+                    "client.subscription_token",
+                    "enabled, but no key is set (hmac_secret_key, rsa_public_key, ecdsa_public_key or jwks_public_endpoint)",
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -263,6 +398,15 @@ fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
         return Err(ConfigError {
             key: format!("{key}.allowed_delta_types"),
             message: format!("unknown delta type {d:?} (only \"fossil\")"),
+        });
+    }
+    if !["", "json", "json_object", "binary"].contains(&o.publication_data_format.as_str()) {
+        return Err(ConfigError {
+            key: format!("{key}.publication_data_format"),
+            message: format!(
+                "unknown format {:?} (\"json\", \"json_object\" or \"binary\")",
+                o.publication_data_format
+            ),
         });
     }
     if o.history_size > 0 && o.history_ttl.is_zero() {

@@ -36,6 +36,9 @@ pub struct PublishOptions {
     /// not published again: its first result is returned (a backend's safe retry).
     pub idempotency_key: Option<String>,
     pub idempotent_result_ttl: Duration,
+    /// How long the stream's epoch and top offset live after this publication (zero: the
+    /// engine's default, 30 days).
+    pub meta_ttl: Duration,
 }
 
 /// Which part of a stream to read.
@@ -47,6 +50,9 @@ pub struct HistoryQuery {
     pub limit: i64,
     /// Newest first.
     pub reverse: bool,
+    /// A read keeps the stream's position alive this much longer (zero: the engine's
+    /// default, 30 days), as a publication does.
+    pub meta_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -23,9 +23,9 @@ pub const MIN_REFETCH: Duration = Duration::from_secs(1);
 /// A set older than this is fetched again before use (kept if that fails).
 pub const CACHE_TTL: Duration = Duration::from_secs(3600);
 
-/// GETs the JWKS document. The server crate implements it over HTTP.
+/// GETs a JWKS document. The server crate implements it over HTTP.
 pub trait JwksFetcher: Send + Sync {
-    fn fetch(&self) -> BoxFuture<'_, Result<Bytes, String>>;
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Bytes, String>>;
 }
 
 /// One usable key: which algorithms it verifies, and the key.
@@ -119,7 +119,7 @@ impl JwksCache {
     /// Makes sure `kid` is known if the endpoint has it: fetches the set when `kid` is
     /// unknown or the cache is stale, unless a fetch was tried less than [`MIN_REFETCH`] ago.
     /// A call that finds a fetch under way waits for it instead.
-    pub async fn ensure(&self, kid: &str, fetcher: &dyn JwksFetcher, now: Instant) {
+    pub async fn ensure(&self, kid: &str, url: &str, fetcher: &dyn JwksFetcher, now: Instant) {
         let plan = {
             let mut s = self.state.write();
             let fresh = s.fetched_at.is_some_and(|t| now.saturating_duration_since(t) < CACHE_TTL);
@@ -143,7 +143,7 @@ impl JwksCache {
             Plan::Fetch => {}
         }
         let _guard = FetchGuard(self);
-        match fetcher.fetch().await.and_then(|b| parse(&b)) {
+        match fetcher.fetch(url).await.and_then(|b| parse(&b)) {
             Ok(keys) => {
                 metrics::counter!("wshub_jwks_fetches_total", "outcome" => "ok").increment(1);
                 let mut s = self.state.write();
@@ -237,7 +237,7 @@ mod tests {
     const SET: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 
     impl JwksFetcher for Gate {
-        fn fetch(&self) -> BoxFuture<'_, Result<Bytes, String>> {
+        fn fetch<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Bytes, String>> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             Box::pin(std::future::poll_fn(move |_cx| {
                 if *self.open.lock() {
@@ -260,8 +260,8 @@ mod tests {
         };
         let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
-        let mut first = Box::pin(cache.ensure("k1", &gate, now));
-        let mut second = Box::pin(cache.ensure("k1", &gate, now));
+        let mut first = Box::pin(cache.ensure("k1", "http://x", &gate, now));
+        let mut second = Box::pin(cache.ensure("k1", "http://x", &gate, now));
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         assert_eq!(gate.fetches.load(Ordering::SeqCst), 1, "the second waits");
@@ -269,12 +269,12 @@ mod tests {
         assert!(second.as_mut().poll(&mut cx).is_ready(), "the waiter is released");
         *gate.open.lock() = true;
         let later = now + MIN_REFETCH;
-        let mut third = Box::pin(cache.ensure("k1", &gate, later));
+        let mut third = Box::pin(cache.ensure("k1", "http://x", &gate, later));
         assert!(third.as_mut().poll(&mut cx).is_ready());
         assert_eq!(gate.fetches.load(Ordering::SeqCst), 2);
         assert!(cache.get("k1").is_some());
         // Known and fresh: no fetch.
-        let mut fourth = Box::pin(cache.ensure("k1", &gate, later + MIN_REFETCH));
+        let mut fourth = Box::pin(cache.ensure("k1", "http://x", &gate, later + MIN_REFETCH));
         assert!(fourth.as_mut().poll(&mut cx).is_ready());
         assert_eq!(gate.fetches.load(Ordering::SeqCst), 2);
         assert_eq!(cache.get("k1").unwrap().algorithms, &[Algorithm::EdDSA]);

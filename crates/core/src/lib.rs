@@ -20,6 +20,7 @@ pub mod engine;
 pub mod filter;
 pub mod hub;
 pub mod jwks;
+pub mod logging;
 pub mod memory;
 pub mod node;
 pub mod proxy;

@@ -58,14 +58,18 @@ struct Stream {
     epoch: String,
     top: u64,
     items: VecDeque<(Instant, Publication)>,
+    /// When the epoch and top offset are forgotten (`history_meta_ttl` after the last
+    /// publication or history read); a stream made again gets a new epoch.
+    meta_expires: Instant,
 }
 
 impl Stream {
-    fn new(epoch: &str) -> Self {
+    fn new(epoch: &str, meta_expires: Instant) -> Self {
         Stream {
             epoch: epoch.to_string(),
             top: 0,
             items: VecDeque::new(),
+            meta_expires,
         }
     }
 
@@ -74,6 +78,51 @@ impl Stream {
             self.items.pop_front();
         }
     }
+}
+
+/// A publication's `meta_ttl`, zero meaning the default.
+fn meta_ttl(ttl: Duration) -> Duration {
+    if ttl.is_zero() {
+        crate::config::DEFAULT_HISTORY_META_TTL
+    } else {
+        ttl
+    }
+}
+
+/// One shard's streams, and when its next pass over them for expired positions is due.
+#[derive(Default)]
+struct Streams {
+    map: HashMap<String, Stream>,
+    next_sweep: Option<Instant>,
+}
+
+impl std::ops::Deref for Streams {
+    type Target = HashMap<String, Stream>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Streams {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+/// Between two passes of a shard over its streams: positions whose `history_meta_ttl` ran
+/// out are dropped at most this late (or when touched), for a pass in O(streams) paid by
+/// one publish a minute.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether a stream was dropped.
+fn sweep(shard: &mut Streams, now: Instant) -> bool {
+    if shard.next_sweep.is_some_and(|t| t > now) {
+        return false;
+    }
+    shard.next_sweep = Some(now + SWEEP_EVERY);
+    let before = shard.map.len();
+    shard.map.retain(|_, s| s.meta_expires > now);
+    shard.map.len() != before
 }
 
 fn new_epoch() -> String {
@@ -90,7 +139,7 @@ fn shard_of(channel: &str) -> usize {
 
 /// The in-memory engine.
 pub struct MemoryEngine {
-    streams: Vec<Mutex<HashMap<String, Stream>>>,
+    streams: Vec<Mutex<Streams>>,
     /// Results of idempotent publishes, per shard of channel: (channel, key) -> (expiry,
     /// position), and the same keys in expiry order (one TTL per node: they expire in the
     /// order they were made, so the queue's front is always the next to go).
@@ -103,7 +152,10 @@ pub struct MemoryEngine {
     /// one epoch per engine says all an epoch must. It also lets a history read of a channel
     /// never published answer its position without creating a stream (reads of many names
     /// would otherwise grow memory).
-    epoch: String,
+    /// Changed whenever a stream's position is forgotten (`history_meta_ttl`): a client
+    /// positioned in the forgotten stream must not take a new stream of the same name, under
+    /// the same epoch, for the old one.
+    epoch: Mutex<String>,
 }
 
 impl Default for MemoryEngine {
@@ -115,13 +167,13 @@ impl Default for MemoryEngine {
 impl MemoryEngine {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryEngine {
-            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            streams: (0..SHARDS).map(|_| Mutex::new(Streams::default())).collect(),
             idempotent: (0..SHARDS).map(|_| Mutex::new(Idempotent::default())).collect(),
             presence: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             handler: OnceLock::new(),
             control: OnceLock::new(),
             clock,
-            epoch: new_epoch(),
+            epoch: Mutex::new(new_epoch()),
         }
     }
 
@@ -143,7 +195,19 @@ impl MemoryEngine {
         }
         let position = if opts.history_size > 0 && !opts.history_ttl.is_zero() {
             let now = self.clock.now();
-            let s = shard.entry(channel.to_string()).or_insert_with(|| Stream::new(&self.epoch));
+            let meta_expires = now + meta_ttl(opts.meta_ttl);
+            if sweep(&mut shard, now) {
+                *self.epoch.lock() = new_epoch();
+            }
+            let s = shard
+                .entry(channel.to_string())
+                .or_insert_with(|| Stream::new(&self.epoch.lock(), meta_expires));
+            if s.meta_expires <= now {
+                // Forgotten: a new stream, under a new epoch (clients positioned in the old
+                // one learn they cannot recover).
+                *s = Stream::new(&new_epoch(), meta_expires);
+            }
+            s.meta_expires = meta_expires;
             s.expire(now);
             s.top += 1;
             publication.offset = s.top;
@@ -173,15 +237,24 @@ impl MemoryEngine {
 
     fn history_sync(&self, channel: &str, q: &HistoryQuery) -> Result<HistoryResult, EngineError> {
         let mut shard = self.streams[shard_of(channel)].lock();
+        let now = self.clock.now();
+        if shard.get(channel).is_some_and(|s| s.meta_expires <= now) {
+            shard.remove(channel);
+            *self.epoch.lock() = new_epoch();
+        }
         let mut never_published;
         let s = match shard.get_mut(channel) {
-            Some(s) => s,
+            Some(s) => {
+                // A read keeps the position alive too (as Centrifugo's engines).
+                s.meta_expires = s.meta_expires.max(now + meta_ttl(q.meta_ttl));
+                s
+            }
             None => {
-                never_published = Stream::new(&self.epoch);
+                never_published = Stream::new(&self.epoch.lock(), now);
                 &mut never_published
             }
         };
-        s.expire(self.clock.now());
+        s.expire(now);
         let position = StreamPosition {
             offset: s.top,
             epoch: s.epoch.clone(),
@@ -402,6 +475,7 @@ mod tests {
             history_ttl: Duration::from_secs(1000),
             idempotency_key: Some("k".into()),
             idempotent_result_ttl: Duration::from_secs(300),
+            ..Default::default()
         };
         assert_eq!(block(e.publish("c", publication(1), &opts)).unwrap().offset, 1);
         clock.advance(Duration::from_secs(299));

@@ -130,7 +130,12 @@ pub const IDEMPOTENT_RESULT_TTL: std::time::Duration = std::time::Duration::from
 /// One wshub node.
 pub struct Node {
     pub config: NodeConfig,
+    /// Connection tokens (`client.token`).
     pub verifier: Verifier,
+    /// Subscription tokens, when `client.subscription_token.enabled`; otherwise `verifier`.
+    sub_verifier: Option<Verifier>,
+    /// Channel names: the namespaces' regular expressions, compiled.
+    rules: channel::Rules,
     /// Publications between nodes and history.
     pub broker: Arc<dyn Broker>,
     /// Who is in each channel.
@@ -172,7 +177,18 @@ impl Node {
     /// A node whose broker and presence manager may come from different backends.
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let verifier = Verifier::new(&config.token)?;
+        let mut verifier = Verifier::new(&config.token, "client.token")?;
+        let mut sub_verifier = match config.subscription_token.enabled {
+            true => Some(Verifier::new(&config.subscription_token.token, "client.subscription_token")?),
+            false => None,
+        };
+        if config.insecure_skip_token_signature_verify {
+            verifier.skip_signature_check();
+            if let Some(v) = &mut sub_verifier {
+                v.skip_signature_check();
+            }
+        }
+        let rules = channel::Rules::new(&config.channel)?;
         let proxies = crate::proxy::Endpoints::build(&config)?;
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
@@ -182,6 +198,8 @@ impl Node {
         Ok(Arc::new(Node {
             config,
             verifier,
+            sub_verifier,
+            rules,
             broker,
             presence,
             hub,
@@ -249,15 +267,14 @@ impl Node {
         let _ = self.jwks_fetcher.set(f);
     }
 
-    /// Before verifying `token`: with a JWKS endpoint, makes sure the key it names (`kid`)
-    /// is cached if the endpoint has it (fetching the set when needed, rate-limited).
-    pub async fn prepare_token(&self, token: &str) {
-        let (Some(cache), Some(f)) = (self.verifier.jwks(), self.jwks_fetcher.get()) else {
-            return;
-        };
+    /// Before `verifier` checks `token`: with a JWKS endpoint, makes sure the key it names
+    /// (`kid`) is cached if the endpoint has it (fetching the set when needed, rate-limited).
+    pub async fn prepare_token(&self, verifier: &Verifier, token: &str) {
+        let Some(f) = self.jwks_fetcher.get() else { return };
         let Ok(h) = jsonwebtoken::decode_header(token) else { return };
-        if let Some(kid) = h.kid {
-            cache.ensure(&kid, f.as_ref(), Instant::now()).await;
+        let Some(kid) = h.kid else { return };
+        if let Some((cache, url)) = verifier.jwks_for(token) {
+            cache.ensure(&kid, &url, f.as_ref(), Instant::now()).await;
         }
     }
 
@@ -279,7 +296,37 @@ impl Node {
     }
 
     pub fn options(&self, channel: &str) -> Result<&ChannelOptions, ChannelError> {
-        channel::resolve(&self.config.channel, channel)
+        self.rules.resolve(&self.config.channel, channel)
+    }
+
+    /// Whether a verifier fetches keys from a JWKS endpoint (the server then installs
+    /// [`Node::set_jwks_fetcher`]).
+    pub fn uses_jwks(&self) -> bool {
+        self.verifier.has_jwks() || self.sub_verifier.as_ref().is_some_and(Verifier::has_jwks)
+    }
+
+    /// The lower-case names of the client request headers a session keeps: those some proxy
+    /// forwards, and `client.user_id_http_header`.
+    pub fn kept_request_headers(&self) -> Vec<String> {
+        let mut v = self.proxies.forwarded_headers();
+        let h = self.config.session.user_id_http_header.to_ascii_lowercase();
+        if !h.is_empty() && !v.contains(&h) {
+            v.push(h);
+        }
+        v
+    }
+
+    /// How long a stream's position outlives its last publication in `opts`' channels.
+    pub fn history_meta_ttl(&self, opts: &ChannelOptions) -> Duration {
+        match opts.history_meta_ttl.is_zero() {
+            true => self.config.channel.history_meta_ttl,
+            false => opts.history_meta_ttl,
+        }
+    }
+
+    /// The verifier of subscription tokens.
+    pub fn subscription_verifier(&self) -> &Verifier {
+        self.sub_verifier.as_ref().unwrap_or(&self.verifier)
     }
 
     // ---- the registry of connections ----
@@ -377,9 +424,7 @@ impl Node {
         delta: bool,
     ) -> Result<StreamPosition, ApiError> {
         let opts = self.options(channel)?;
-        if data.is_empty() {
-            return Err(ApiError::bad_request("data required"));
-        }
+        channel::check_data(&self.config.channel, opts, &data).map_err(ApiError::bad_request)?;
         let publication = Publication {
             data,
             info,
@@ -405,6 +450,7 @@ impl Node {
         if !skip_history {
             popts.history_size = opts.history_size;
             popts.history_ttl = opts.history_ttl;
+            popts.meta_ttl = self.history_meta_ttl(opts);
         }
         Ok(self.broker.publish(channel, publication, &popts).await?)
     }
@@ -478,10 +524,12 @@ impl Node {
         Ok(self.presence.presence_stats(channel).await?)
     }
 
-    pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, ApiError> {
-        if !self.options(channel)?.has_history() {
+    pub async fn history(&self, channel: &str, mut query: HistoryQuery) -> Result<HistoryResult, ApiError> {
+        let opts = self.options(channel)?;
+        if !opts.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
+        query.meta_ttl = self.history_meta_ttl(opts);
         let mut h = self.broker.history(channel, query).await?;
         crate::delta::clear_marks(&mut h.publications);
         Ok(h)

@@ -128,12 +128,25 @@ pub struct RpcNamespace {
 }
 
 /// `rpc.*`
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct RpcConfig {
     pub proxy: ProxyConfig,
     pub without_namespace: RpcOptions,
     pub namespaces: Vec<RpcNamespace>,
+    /// Between an RPC namespace and the method (`ns:method`); empty: no namespaces.
+    pub namespace_boundary: String,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            proxy: ProxyConfig::default(),
+            without_namespace: RpcOptions::default(),
+            namespaces: Vec::new(),
+            namespace_boundary: ":".into(),
+        }
+    }
 }
 
 /// Every proxy setting of the node.
@@ -373,7 +386,8 @@ impl Endpoints {
     /// the error code (104 unknown namespace, 108 proxy not enabled).
     pub fn for_rpc(&self, method: &str) -> Result<&Arc<Endpoint>, u32> {
         use wshub_protocol::codes::error as ec;
-        let opts = match method.split_once(':') {
+        let boundary = self.rpc.namespace_boundary.as_str();
+        let opts = match method.split_once(boundary).filter(|_| !boundary.is_empty()) {
             Some((ns, _)) => match self.rpc.namespaces.iter().find(|n| n.name == ns) {
                 Some(n) => &n.options,
                 None => return Err(ec::METHOD_NOT_FOUND),
@@ -589,8 +603,8 @@ impl Override {
     }
 }
 
-/// Per-channel options of a connect result's `subs`.
-#[derive(Debug, Default, Deserialize)]
+/// Per-channel options of a connect result's `subs` (and of a connection token's).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct SubOptions {
     pub info: Option<Box<RawValue>>,

@@ -82,26 +82,41 @@ impl From<channel::ChannelError> for Fail {
     }
 }
 
-/// PROTOCOL.md: an expired token is error 109 (the SDK fetches a new one); an invalid one
-/// closes the connection with 3500.
-fn token_fail(e: TokenError) -> Fail {
-    match e {
-        TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
-        TokenError::Invalid(reason) => {
-            tracing::debug!(%reason, "invalid token");
-            Fail::Disconnect(INVALID_TOKEN)
+/// Refused tokens, logged at info (expired ones are not: that is routine), at most once a
+/// second for the node. The connection's span carries the client's address.
+static TOKEN_LOG: crate::logging::LogLimiter = crate::logging::LogLimiter::new();
+
+const PERMISSION_DENIED: Disconnect = Disconnect::new(dc::PERMISSION_DENIED, "permission denied");
+
+impl Session {
+    fn log_refused(&self, what: &str, reason: &str, channel: &str) {
+        if let Some(suppressed) = TOKEN_LOG.admit(Instant::now()) {
+            tracing::info!(client = %self.client, user = %self.user, channel, reason, suppressed, "{what} token refused");
         }
     }
-}
 
-/// A subscription token that is invalid (bad signature, wrong channel or user) refuses that
-/// subscription with 103 and keeps the connection, as Centrifugo does; an expired one is 109.
-fn sub_token_fail(e: TokenError) -> Fail {
-    match e {
-        TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
-        TokenError::Invalid(reason) => {
-            tracing::debug!(%reason, "invalid subscription token");
-            err(ec::PERMISSION_DENIED, "permission denied")
+    /// PROTOCOL.md: an expired connection token is error 109 (the SDK fetches a new one);
+    /// an invalid one closes the connection with 3500.
+    fn token_fail(&self, e: TokenError, what: &str) -> Fail {
+        match e {
+            TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
+            TokenError::Invalid(reason) => {
+                self.log_refused(what, &reason, "");
+                Fail::Disconnect(INVALID_TOKEN)
+            }
+        }
+    }
+
+    /// A subscription token that is invalid (bad signature, audience...) refuses that
+    /// subscription with 103 and keeps the connection, as Centrifugo does; an expired one
+    /// is 109.
+    fn sub_token_fail(&self, e: TokenError, channel: &str) -> Fail {
+        match e {
+            TokenError::Expired => err(ec::TOKEN_EXPIRED, "token expired"),
+            TokenError::Invalid(reason) => {
+                self.log_refused("subscription", &reason, channel);
+                err(ec::PERMISSION_DENIED, "permission denied")
+            }
         }
     }
 }
@@ -265,3 +280,5 @@ mod timers;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_tests;

@@ -31,6 +31,14 @@ use wshub_protocol::{ClientInfo, Publication};
 /// How long a channel's epoch and top offset are kept after its last publication.
 const META_TTL_SECS: u64 = 30 * 24 * 3600;
 
+/// `history_meta_ttl` in whole seconds (zero: the default), at least one.
+fn meta_ttl_secs(ttl: std::time::Duration) -> u64 {
+    match ttl.as_secs() {
+        0 => META_TTL_SECS,
+        s => s,
+    }
+}
+
 /// Redis engine settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -132,11 +140,11 @@ return {offset, epoch}
 const HISTORY: &str = r#"
 local stream, meta = KEYS[1], KEYS[2]
 local epoch, from, limit, reverse, meta_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
-if redis.call('hsetnx', meta, 'e', epoch) == 1 then
-  redis.call('expire', meta, meta_ttl)
-else
+if redis.call('hsetnx', meta, 'e', epoch) == 0 then
   epoch = redis.call('hget', meta, 'e')
 end
+-- A read keeps the position alive, as a publication does (history_meta_ttl).
+redis.call('expire', meta, meta_ttl)
 local top = redis.call('hget', meta, 's') or '0'
 local ids, fields, payloads = {}, {}, {}
 if limit ~= 0 then
@@ -653,7 +661,7 @@ impl Shard {
             .arg(if keep { opts.history_size } else { 0 })
             .arg(opts.history_ttl.as_secs().max(1))
             .arg(new_epoch())
-            .arg(META_TTL_SECS.max(opts.history_ttl.as_secs()))
+            .arg(meta_ttl_secs(opts.meta_ttl).max(opts.history_ttl.as_secs()))
             .arg(opts.idempotent_result_ttl.as_secs().max(1))
             .arg(field)
             .arg(self.publish_command())
@@ -678,7 +686,7 @@ impl Shard {
             .arg(from)
             .arg(q.limit)
             .arg(if q.reverse { "1" } else { "0" })
-            .arg(META_TTL_SECS)
+            .arg(meta_ttl_secs(q.meta_ttl))
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.fail(e))?;

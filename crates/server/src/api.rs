@@ -443,6 +443,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 }),
                 limit: p.limit,
                 reverse: p.reverse,
+                ..Default::default()
             };
             let h = node.history(&p.channel, q).await?;
             Ok(json!({

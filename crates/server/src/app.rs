@@ -74,12 +74,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         let t = crate::proxy::HttpProxy::new(&node.proxies).map_err(LoadError)?;
         node.set_proxy_transport(Arc::new(t));
     }
-    if node.verifier.jwks().is_some() {
-        let f = crate::proxy::HttpJwks::new(&config.client.token.jwks_public_endpoint).map_err(LoadError)?;
+    if node.uses_jwks() {
+        let f = crate::proxy::HttpJwks::new().map_err(LoadError)?;
         node.set_jwks_fetcher(Arc::new(f));
     }
     // Only the headers some proxy forwards are kept by a session.
-    let forwarded = node.proxies.forwarded_headers();
+    let forwarded = node.kept_request_headers();
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
@@ -149,7 +149,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                 .max(config.uni_sse.max_request_body_size)
                 .max(config.emulation.max_request_body_size),
             max_queue: config.client.queue_max_size,
-            forwarded_headers: node.proxies.forwarded_headers(),
+            forwarded_headers: node.kept_request_headers(),
         },
         admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
             password: config.admin.password.clone(),

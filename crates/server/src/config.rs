@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, TokenConfig};
+use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, SubscriptionTokenConfig, TokenConfig};
 use wshub_core::duration;
 use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::ratelimit::RateLimitScope;
+
+pub mod keys;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -127,16 +129,30 @@ impl Default for HttpApi {
 #[serde(default)]
 pub struct Client {
     pub token: TokenConfig,
+    /// Keys of their own for subscription tokens (when `enabled`).
+    pub subscription_token: SubscriptionTokenConfig,
     pub allowed_origins: Vec<String>,
     pub allow_anonymous_connect_without_token: bool,
+    /// Connection tokens without a user are refused (3507).
+    pub disallow_anonymous_connection_tokens: bool,
+    /// Development only: token signatures are not checked (claims still are).
+    pub insecure_skip_token_signature_verify: bool,
+    /// A connection without a token is the user this request header names (set by an
+    /// authenticating gateway in front, which must strip it from clients' requests).
+    pub user_id_http_header: String,
     #[serde(with = "duration")]
     pub ping_interval: Duration,
     #[serde(with = "duration")]
     pub pong_timeout: Duration,
-    #[serde(with = "duration")]
-    pub stale_delay: Duration,
+    /// Time for the first command (`connect`); `stale_delay` is wshub's older name. "0":
+    /// 15 s, as Centrifugo.
+    #[serde(with = "duration", alias = "stale_delay")]
+    pub stale_close_delay: Duration,
     #[serde(with = "duration")]
     pub expired_close_delay: Duration,
+    /// Time a subscription whose token expired has for `sub_refresh` (2501 after it).
+    #[serde(with = "duration")]
+    pub expired_sub_close_delay: Duration,
     #[serde(with = "duration")]
     pub handshake_timeout: Duration,
     pub connection_limit: usize,
@@ -168,12 +184,17 @@ impl Default for Client {
         let s = SessionConfig::default();
         Client {
             token: TokenConfig::default(),
+            subscription_token: SubscriptionTokenConfig::default(),
             allowed_origins: Vec::new(),
             allow_anonymous_connect_without_token: s.allow_anonymous_connect_without_token,
+            disallow_anonymous_connection_tokens: s.disallow_anonymous_connection_tokens,
+            insecure_skip_token_signature_verify: false,
+            user_id_http_header: s.user_id_http_header,
             ping_interval: s.ping_interval,
             pong_timeout: s.pong_timeout,
-            stale_delay: s.stale_delay,
+            stale_close_delay: s.stale_delay,
             expired_close_delay: s.expired_close_delay,
+            expired_sub_close_delay: s.expired_sub_close_delay,
             handshake_timeout: Duration::from_secs(10),
             connection_limit: 0,
             connection_rate_limit: 0,
@@ -502,8 +523,11 @@ pub fn load(
     for (p, v) in overrides {
         set_path(&mut root, p, v.clone());
     }
-    let _: Result<Config, _> = serde_ignored::deserialize(root.clone(), |path| unknown_keys.push(path.to_string()));
-    unknown_keys.extend(unknown_namespace_keys(&root));
+    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+    unknown_keys.extend(keys::unknown(&root, &defaults));
+    if let Some(message) = keys::refused(&root, &unknown_keys) {
+        return Err(LoadError(message));
+    }
     let config: Config = match serde_path_to_error::deserialize(root.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -513,30 +537,6 @@ pub fn load(
     to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })
-}
-
-/// Keys of `channel.namespaces[]` entries that no channel option has. serde cannot report
-/// them: a namespace's options are flattened beside its `name`, and a flattened struct
-/// takes whatever it is given.
-fn unknown_namespace_keys(root: &Value) -> Vec<String> {
-    let known: Vec<String> = match serde_json::to_value(wshub_core::config::ChannelOptions::default()) {
-        Ok(Value::Object(m)) => m.keys().cloned().chain(["name".to_string()]).collect(),
-        _ => return Vec::new(),
-    };
-    let Some(Value::Array(namespaces)) = root.pointer("/channel/namespaces") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, ns) in namespaces.iter().enumerate() {
-        if let Value::Object(m) = ns {
-            out.extend(
-                m.keys()
-                    .filter(|k| !known.contains(k))
-                    .map(|k| format!("channel.namespaces[{i}].{k}")),
-            );
-        }
-    }
-    out
 }
 
 /// The error in a namespace's options, with the key's path: deserialized through the
@@ -716,12 +716,24 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
         name: if c.node.name.is_empty() { hostname() } else { c.node.name.clone() },
         channel: c.channel.clone(),
         token: c.client.token.clone(),
+        subscription_token: c.client.subscription_token.clone(),
+        insecure_skip_token_signature_verify: c.client.insecure_skip_token_signature_verify,
         session: SessionConfig {
             allow_anonymous_connect_without_token: c.client.allow_anonymous_connect_without_token,
+            disallow_anonymous_connection_tokens: c.client.disallow_anonymous_connection_tokens,
+            user_id_http_header: c.client.user_id_http_header.clone(),
             ping_interval: c.client.ping_interval,
             pong_timeout: c.client.pong_timeout,
-            stale_delay: c.client.stale_delay,
+            // Centrifugo: zero is its library's default, 15 s.
+            stale_delay: match c.client.stale_close_delay.is_zero() {
+                true => Duration::from_secs(15),
+                false => c.client.stale_close_delay,
+            },
             expired_close_delay: c.client.expired_close_delay,
+            expired_sub_close_delay: match c.client.expired_sub_close_delay.is_zero() {
+                true => Duration::from_secs(25),
+                false => c.client.expired_sub_close_delay,
+            },
             channel_limit: c.client.channel_limit,
             user_connection_limit: c.client.user_connection_limit,
             command_rate_limit: c.client.command_rate_limit,
@@ -747,156 +759,4 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn file(ext: &str, text: &str) -> tempfile_path::TempPath {
-        tempfile_path::write(ext, text)
-    }
-
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
-        pub fn write(ext: &str, text: &str) -> TempPath {
-            let p = std::env::temp_dir().join(format!("wshub-test-{}-{}.{ext}", std::process::id(), rand::random::<u64>()));
-            std::fs::write(&p, text).unwrap();
-            TempPath(p)
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let l = load(None, vec![], &[]).unwrap();
-        assert_eq!(l.config, Config::default());
-        assert_eq!(l.config.http_server.port, 8000);
-        assert!(l.unknown_keys.is_empty());
-    }
-
-    #[test]
-    fn file_env_flags_in_order() {
-        let f = file(
-            "json",
-            r#"{"http_server": {"port": 9000}, "http_api": {"key": "fromfile"}, "client": {"ping_interval": "10s", "pong_timeout": "3s"}, "bogus": 1}"#,
-        );
-        let env = vec![
-            ("WSHUB_HTTP_API_KEY".to_string(), "fromenv".to_string()),
-            ("WSHUB_CLIENT_CHANNEL_LIMIT".into(), "5".into()),
-            ("WSHUB_NOPE".into(), "x".into()),
-            ("PATH".into(), "/bin".into()),
-        ];
-        let l = load(Some(&f.0), env, &[("http_server.port".into(), Value::from(9100))]).unwrap();
-        assert_eq!(l.config.http_server.port, 9100, "flag wins");
-        assert_eq!(l.config.http_api.key, "fromenv", "env beats file");
-        assert_eq!(l.config.client.channel_limit, 5);
-        assert_eq!(l.config.client.ping_interval, Duration::from_secs(10));
-        assert!(l.unknown_keys.contains(&"bogus".to_string()), "{:?}", l.unknown_keys);
-        assert!(l.unknown_keys.contains(&"WSHUB_NOPE".to_string()));
-    }
-
-    #[test]
-    fn toml_and_namespaces() {
-        let f = file("toml", "[http_api]\nkey = \"k\"\n[[channel.namespaces]]\nname = \"chat\"\npresence = true\nhistory_size = 10\nhistory_ttl = \"300s\"\nforce_recovery = true\n");
-        let l = load(Some(&f.0), vec![], &[]).unwrap();
-        assert_eq!(l.config.channel.namespaces[0].name, "chat");
-        assert!(l.config.channel.namespaces[0].options.force_recovery);
-        assert_eq!(l.config.channel.namespaces[0].options.history_ttl, Duration::from_secs(300));
-    }
-
-    /// Centrifugo's list keys: a JSON list, or one string with commas (an environment
-    /// variable).
-    #[test]
-    fn redis_address_lists_and_sentinel() {
-        let f = file(
-            "json",
-            r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "redis://b:2"], "sentinel_address": "s1:26379, s2:26379", "sentinel_master_name": "m"}}}"#,
-        );
-        let l = load(Some(&f.0), vec![], &[]).unwrap();
-        assert_eq!(l.config.engine.redis.address, "redis://a:1,redis://b:2");
-        assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379", "s2:26379"]);
-        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
-        let env = vec![("WSHUB_ENGINE_REDIS_ADDRESS".to_string(), "redis://c:3,redis://d:4".to_string())];
-        let l = load(None, env, &[]).unwrap();
-        assert_eq!(l.config.engine.redis.address, "redis://c:3,redis://d:4");
-    }
-
-    #[test]
-    fn invalid_values_name_the_key() {
-        let cases = [
-            (r#"{"http_server": {"port": "eighty"}}"#, "http_server.port"),
-            (r#"{"client": {"ping_interval": "soon"}}"#, "client.ping_interval"),
-            (r#"{"channel": {"namespaces": [{"name": "a b"}]}}"#, "channel.namespaces[0].name"),
-            (
-                r#"{"channel": {"namespaces": [{"name": "x", "force_recovery": true}]}}"#,
-                "force_recovery",
-            ),
-            (r#"{"engine": {"type": "cassandra"}}"#, "engine.type"),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"address": "http://x"}}}"#,
-                "engine.redis.address",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "10s"}}}"#,
-                "engine.redis.presence_ttl",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "http://b"]}}}"#,
-                "engine.redis.address",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"sentinel_address": ["127.0.0.1:26379"]}}}"#,
-                "engine.redis.sentinel_master_name",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"canary_interval": "10ms"}}}"#,
-                "engine.redis.canary_interval",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"compression": "gzip"}}}"#,
-                "engine.redis.compression",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"cluster_address": ["a:1"], "sentinel_address": ["b:2"], "sentinel_master_name": "m"}}}"#,
-                "engine.redis.cluster_address",
-            ),
-            (
-                r#"{"engine": {"type": "redis", "redis": {"cluster_address": "a:1,b:2"}}, "http_api": {"rate_limit_scope": "cluster"}}"#,
-                "http_api.rate_limit_scope",
-            ),
-            (
-                r#"{"client": {"token": {"rsa_public_key": "nope"}}}"#,
-                "client.token.rsa_public_key",
-            ),
-            (r#"{"log": {"format": "xml"}}"#, "log.format"),
-            (
-                r#"{"client": {"command_rate_limit_scope": "cluster"}}"#,
-                "client.command_rate_limit_scope",
-            ),
-            (
-                r#"{"client": {"connection_rate_limit_per_ip_scope": "cluster"}}"#,
-                "client.connection_rate_limit_per_ip_scope",
-            ),
-            (r#"{"http_api": {"rate_limit_scope": "cluster"}}"#, "http_api.rate_limit_scope"),
-            (r#"{"http_api": {"rate_limit_scope": "global"}}"#, "http_api.rate_limit_scope"),
-        ];
-        for (text, key) in cases {
-            let f = file("json", text);
-            let e = load(Some(&f.0), vec![], &[]).unwrap_err();
-            assert!(e.0.contains(key), "{e} should name {key}");
-        }
-        let f = file(
-            "json",
-            r#"{"engine": {"type": "redis"}, "http_api": {"rate_limit_scope": "cluster"}, "client": {"command_rate_limit_scope": "cluster", "connection_rate_limit_per_ip_scope": "node"}}"#,
-        );
-        let c = load(Some(&f.0), vec![], &[]).unwrap().config;
-        assert_eq!(c.http_api.rate_limit_scope, RateLimitScope::Cluster, "valid with Redis");
-        assert_eq!(to_node_config(&c).session.command_rate_limit_scope, RateLimitScope::Cluster);
-        let f = file("json", "{not json");
-        assert!(load(Some(&f.0), vec![], &[]).is_err());
-        let _ = std::io::stdout().flush();
-    }
-}
+mod tests;

@@ -238,27 +238,7 @@ impl Shared {
     }
 }
 
-/// Lets one log line of a kind through per second, counting the ones held back.
-#[derive(Default)]
-struct LogLimiter(Mutex<Option<(std::time::Instant, u64)>>);
-
-impl LogLimiter {
-    /// `Some(lines suppressed since the last one)` when this line may be logged.
-    fn admit(&self, now: std::time::Instant) -> Option<u64> {
-        let mut g = self.0.lock();
-        match &mut *g {
-            Some((last, suppressed)) if now.duration_since(*last) < Duration::from_secs(1) => {
-                *suppressed += 1;
-                None
-            }
-            slot => {
-                let suppressed = slot.map_or(0, |(_, n)| n);
-                *slot = Some((now, 0));
-                Some(suppressed)
-            }
-        }
-    }
-}
+use wshub_core::logging::LogLimiter;
 
 /// The 403 of a refused `Origin`: its body says why and which key to change, and the same
 /// line is logged at info (at most once a second; a browser's page cannot read the body,

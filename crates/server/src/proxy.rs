@@ -264,31 +264,28 @@ impl ProxyTransport for HttpProxy {
     }
 }
 
-/// The JWKS endpoint's HTTP client (`client.token.jwks_public_endpoint`).
+/// The JWKS endpoints' HTTP client (`client.token.jwks_public_endpoint`, filled in when it
+/// is a template).
 pub struct HttpJwks {
     client: Client<Connector, Full<Bytes>>,
-    uri: http::Uri,
 }
 
 /// Time allowed for one fetch of the JWKS document.
 const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl HttpJwks {
-    /// A client of `endpoint`, trusting the public roots for `https://`.
-    pub fn new(endpoint: &str) -> Result<Self, String> {
-        let uri = endpoint
-            .parse()
-            .map_err(|e| format!("client.token.jwks_public_endpoint {endpoint}: {e}"))?;
+    /// A client trusting the public roots for `https://`.
+    pub fn new() -> Result<Self, String> {
         Ok(HttpJwks {
             client: Client::builder(TokioExecutor::new()).build(Connector::new(None)?),
-            uri,
         })
     }
 
-    async fn get(&self) -> Result<Bytes, String> {
+    async fn get(&self, url: &str) -> Result<Bytes, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
         let req = Request::builder()
             .method(Method::GET)
-            .uri(self.uri.clone())
+            .uri(uri)
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| error_chain(&e))?;
@@ -304,11 +301,11 @@ impl HttpJwks {
 }
 
 impl wshub_core::jwks::JwksFetcher for HttpJwks {
-    fn fetch(&self) -> BoxFuture<'_, Result<Bytes, String>> {
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Bytes, String>> {
         Box::pin(async move {
-            match tokio::time::timeout(JWKS_TIMEOUT, self.get()).await {
-                Ok(r) => r.map_err(|e| format!("{}: {e}", self.uri)),
-                Err(_) => Err(format!("{}: timeout", self.uri)),
+            match tokio::time::timeout(JWKS_TIMEOUT, self.get(url)).await {
+                Ok(r) => r.map_err(|e| format!("{url}: {e}")),
+                Err(_) => Err(format!("{url}: timeout")),
             }
         })
     }

@@ -354,6 +354,7 @@ const ALL: HistoryQuery = HistoryQuery {
     since: None,
     limit: -1,
     reverse: false,
+    meta_ttl: std::time::Duration::ZERO,
 };
 
 /// Publications with history are numbered 1, 2, 3… per channel under one epoch, whichever
@@ -578,6 +579,7 @@ pub async fn history_queries<F: EngineFactory>(f: &F) {
                 since: since.clone(),
                 limit: *limit,
                 reverse: *reverse,
+                ..Default::default()
             };
             let h = node.engine.history("ch", q.clone()).await.unwrap();
             let want: Vec<Publication> = want.iter().map(|&o| at(o, &o.to_string())).collect();
@@ -599,6 +601,7 @@ pub async fn history_queries<F: EngineFactory>(f: &F) {
                 }),
                 limit,
                 reverse: false,
+                ..Default::default()
             };
             assert_eq!(node.engine.history("ch", wrong).await, Err(EngineError::UnrecoverablePosition));
         }

@@ -6,6 +6,11 @@ use super::*;
 impl Session {
     pub(super) async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, Fail> {
         let opts = self.node.options(&req.channel)?;
+        // Before the proxy and the permissions, as Centrifugo.
+        if let Err(why) = channel::check_data(&self.node.config.channel, opts, &req.data) {
+            tracing::info!(channel = %req.channel, client = %self.client, reason = why, "publish data validation failed");
+            return Err(err(ec::BAD_REQUEST, "bad request"));
+        }
         let publish_proxy = self.node.proxies.for_channel(ProxyKind::Publish, opts).cloned();
         let (data, skip_history) = if let Some(ep) = publish_proxy {
             self.publish_via_proxy(&ep, &req.channel, &req.data).await?
@@ -27,8 +32,12 @@ impl Session {
         Ok(PublishResult {})
     }
 
-    pub(super) fn may_read(&self, ch: &str, for_client: bool, for_subscriber: bool) -> Result<(), Fail> {
-        if for_client || (for_subscriber && self.subs.contains_key(ch)) || self.node.config.session.insecure {
+    /// Presence and history: granted to clients or subscribers by the namespace, and to
+    /// anonymous ones only with `allow_*_for_anonymous` too (Centrifugo's
+    /// `hasAccessToPresence`/`hasAccessToHistory`).
+    pub(super) fn may_read(&self, ch: &str, for_client: bool, for_subscriber: bool, for_anonymous: bool) -> Result<(), Fail> {
+        let granted = for_client || (for_subscriber && self.subs.contains_key(ch));
+        if (granted && (!self.user.is_empty() || for_anonymous)) || self.node.config.session.insecure {
             Ok(())
         } else {
             Err(err(ec::PERMISSION_DENIED, "permission denied"))
@@ -40,7 +49,12 @@ impl Session {
         if !opts.presence {
             return Err(err(ec::NOT_AVAILABLE, "not available"));
         }
-        self.may_read(ch, opts.allow_presence_for_client, opts.allow_presence_for_subscriber)?;
+        self.may_read(
+            ch,
+            opts.allow_presence_for_client,
+            opts.allow_presence_for_subscriber,
+            opts.allow_presence_for_anonymous,
+        )?;
         Ok(PresenceResult {
             presence: self.node.clone().presence(ch).await?,
         })
@@ -51,7 +65,12 @@ impl Session {
         if !opts.presence {
             return Err(err(ec::NOT_AVAILABLE, "not available"));
         }
-        self.may_read(ch, opts.allow_presence_for_client, opts.allow_presence_for_subscriber)?;
+        self.may_read(
+            ch,
+            opts.allow_presence_for_client,
+            opts.allow_presence_for_subscriber,
+            opts.allow_presence_for_anonymous,
+        )?;
         let (num_clients, num_users) = self.node.clone().presence_stats(ch).await?;
         Ok(PresenceStatsResult { num_clients, num_users })
     }
@@ -61,7 +80,12 @@ impl Session {
         if !opts.has_history() {
             return Err(err(ec::NOT_AVAILABLE, "not available"));
         }
-        self.may_read(&req.channel, opts.allow_history_for_client, opts.allow_history_for_subscriber)?;
+        self.may_read(
+            &req.channel,
+            opts.allow_history_for_client,
+            opts.allow_history_for_subscriber,
+            opts.allow_history_for_anonymous,
+        )?;
         let query = HistoryQuery {
             since: req.since.map(|s| StreamPosition {
                 offset: s.offset,
@@ -69,6 +93,7 @@ impl Session {
             }),
             limit: capped_limit(i64::from(req.limit), self.node.config.session.history_max_publication_limit),
             reverse: req.reverse,
+            meta_ttl: self.node.history_meta_ttl(opts),
         };
         let h = self.node.clone().history(&req.channel, query).await?;
         Ok(HistoryResult {

@@ -12,28 +12,52 @@ impl Session {
         let cfg = &node.config.session;
         self.client = Arc::from(node.new_client_id());
         let mut proxied: Option<proxied::ProxyConnect> = None;
+        let mut from_token = false;
         let mut claims = if !req.token.is_empty() {
-            node.prepare_token(&req.token).await;
+            node.prepare_token(&node.verifier, &req.token).await;
             match self.node.verifier.verify_connect(&req.token, now.unix) {
-                Ok(c) => c,
-                Err(e) => return Err(token_fail(e)),
+                Ok(c) if c.user.is_empty() && cfg.disallow_anonymous_connection_tokens => {
+                    // As Centrifugo: 3507, logged at debug only.
+                    tracing::debug!("anonymous connection tokens disallowed");
+                    return Err(Fail::Disconnect(PERMISSION_DENIED));
+                }
+                Ok(c) if c.expire_at.is_some_and(|e| e <= now.unix) => {
+                    // `expire_at` already past (with a valid `exp`): Centrifugo's 110.
+                    return Err(err(ec::EXPIRED, "expired"));
+                }
+                Ok(c) => {
+                    from_token = true;
+                    c
+                }
+                Err(e) => return Err(self.token_fail(e, "connection")),
             }
-        } else if let Some(ep) = node.proxies.connect.as_ref() {
-            match self.connect_via_proxy(ep, &req).await? {
-                Some(p) => proxied.insert(p).claims.clone(),
-                None if cfg.allow_anonymous_connect_without_token || cfg.insecure => Default::default(),
-                // Centrifugo: a connect proxy that answers no result gives no credentials.
-                None => return Err(Fail::Disconnect(BAD_REQUEST)),
-            }
-        } else if cfg.allow_anonymous_connect_without_token || cfg.insecure {
-            Default::default()
         } else {
-            return Err(Fail::Disconnect(INVALID_TOKEN));
+            let by_proxy = match node.proxies.connect.as_ref() {
+                Some(ep) => self.connect_via_proxy(ep, &req).await?,
+                None => None,
+            };
+            match by_proxy {
+                Some(p) => proxied.insert(p).claims.clone(),
+                // `client.user_id_http_header`: an authenticating gateway in front said who
+                // this is. (Centrifugo lets anonymous access override it; a known user is
+                // kept here.)
+                None => match self.header_user() {
+                    Some(user) => crate::token::ConnectClaims {
+                        user,
+                        ..Default::default()
+                    },
+                    None if cfg.allow_anonymous_connect_without_token || cfg.insecure => Default::default(),
+                    // Centrifugo: a connect proxy that answers no result gives no credentials.
+                    None if node.proxies.connect.is_some() => return Err(Fail::Disconnect(BAD_REQUEST)),
+                    None => return Err(Fail::Disconnect(INVALID_TOKEN)),
+                },
+            }
         };
         if cfg.insecure {
             claims.expire_at = None;
         }
-        let personal = (cfg.personal_channel.enabled && !claims.user.is_empty()).then(|| cfg.personal_channel.channel(&claims.user));
+        let personal = (cfg.personal_channel.enabled && !claims.user.is_empty())
+            .then(|| cfg.personal_channel.channel(&claims.user, &node.config.channel));
         if let Some(p) = &personal {
             if node.options(p).is_err() {
                 return Err(err(ec::UNKNOWN_CHANNEL, "unknown personal channel namespace"));
@@ -90,8 +114,12 @@ impl Session {
                 result.data = p.data;
                 p.subs
             }
+            None if from_token => std::mem::take(&mut claims.subs),
             None => Default::default(),
         };
+        if let Some(meta) = claims.meta.take() {
+            self.proxy.get_or_insert_with(Default::default).meta = Some(meta);
+        }
         // Server-side subscriptions from the token, with recovery as the client asks.
         for ch in claims.channels {
             let Ok(mut opts) = self.node.options(&ch).cloned() else {
@@ -146,13 +174,20 @@ impl Session {
     }
 
     pub(super) async fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
-        self.node.prepare_token(token).await;
-        let claims = match self.node.verifier.verify_connect(token, now.unix) {
+        let node = self.node.clone();
+        node.prepare_token(&node.verifier, token).await;
+        let claims = match node.verifier.verify_connect(token, now.unix) {
             Ok(c) => c,
-            Err(e) => return Err(token_fail(e)),
+            Err(e) => return Err(self.token_fail(e, "connection")),
         };
         if claims.user != self.user {
-            return Err(Fail::Disconnect(INVALID_TOKEN));
+            return Err(self.token_fail(TokenError::Invalid("refresh token for another user".into()), "connection"));
+        }
+        if claims.expire_at.is_some_and(|e| e <= now.unix) {
+            return Err(err(ec::EXPIRED, "expired"));
+        }
+        if let Some(meta) = claims.meta {
+            self.proxy.get_or_insert_with(Default::default).meta = Some(meta);
         }
         self.set_expiry(claims.expire_at, now);
         Ok(RefreshResult {

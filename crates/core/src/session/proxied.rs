@@ -84,6 +84,19 @@ impl Session {
         }
     }
 
+    /// The user `client.user_id_http_header` names, when set and sent.
+    pub(super) fn header_user(&self) -> Option<String> {
+        let name = &self.node.config.session.user_id_http_header;
+        if name.is_empty() {
+            return None;
+        }
+        let headers = &self.proxy.as_deref()?.headers;
+        headers
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    }
+
     async fn proxy_call<R: DeserializeOwned>(&self, ep: &Endpoint, fields: Map<String, Value>) -> Result<Option<R>, Fail> {
         let Some(t) = self.node.proxy_transport() else {
             tracing::warn!(kind = ep.kind.as_str(), "proxy configured but no transport installed");
@@ -142,6 +155,7 @@ impl Session {
                 expire_at: expiry(r.expire_at),
                 info,
                 channels,
+                ..Default::default()
             },
             data,
             subs: r.subs,

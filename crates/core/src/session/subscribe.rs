@@ -29,15 +29,25 @@ impl Session {
         let mut expires = None;
         let mut proxy_data = Bytes::new();
         let mut server_refresh = false;
-        let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(&req.channel, &self.user).is_some();
+        let chans = &self.node.config.channel;
+        let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(chans, &req.channel, &self.user).is_some();
         let subscribe_proxy = self.node.proxies.for_channel(ProxyKind::Subscribe, &opts).cloned();
+        if req.token.is_empty() && channel::is_private(chans, &req.channel) {
+            // `channel.private_prefix`: a token or nothing, whatever the namespace allows
+            // (and before any proxy is asked), as Centrifugo.
+            tracing::warn!(channel = %req.channel, client = %self.client, user = %self.user, "attempt to subscribe on private channel without token");
+            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+        }
         if !req.token.is_empty() {
-            self.node.prepare_token(&req.token).await;
-            let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
-            if claims.channel != req.channel || claims.user != self.user {
-                return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+            let claims = self.check_sub_token(&req.channel, &req.token, now).await?;
+            if claims.expire_at.is_some_and(|e| e <= now.unix) {
+                return Err(err(ec::EXPIRED, "expired"));
+            }
+            if let Some(o) = &claims.override_ {
+                opts = o.apply(&opts);
             }
             chan_info = claims.info;
+            proxy_data = claims.data;
             expires = claims.expire_at;
         } else if let (Some(ep), false) = (subscribe_proxy, user_limited) {
             let p = self.subscribe_via_proxy(&ep, &req).await?;
@@ -49,7 +59,7 @@ impl Session {
             expires = p.expire_at;
             server_refresh = expires.is_some() && self.node.proxies.for_channel(ProxyKind::SubRefresh, &opts).is_some();
         } else {
-            let allowed = match channel::user_limited_allows(&req.channel, &self.user) {
+            let allowed = match channel::user_limited_allows(chans, &req.channel, &self.user) {
                 Some(true) if opts.allow_user_limited_channels => true,
                 _ => {
                     (opts.allow_subscribe_for_client && (!self.user.is_empty() || opts.allow_subscribe_for_anonymous))
@@ -66,7 +76,13 @@ impl Session {
             epoch: req.epoch.clone(),
         });
         let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
-        let expires_mono = expires.map(|e| mono_at(now, e));
+        // A client-side subscription outlives its token by `client.expired_sub_close_delay`
+        // (time to send `sub_refresh`); the sub refresh proxy is asked at the expiry itself.
+        let grace = match server_refresh {
+            true => Duration::ZERO,
+            false => self.node.config.session.expired_sub_close_delay,
+        };
+        let expires_mono = expires.map(|e| mono_at(now, e) + grace);
         let params = SubParams {
             recoverable,
             since,
@@ -144,6 +160,7 @@ impl Session {
                     (Some(_), cap) => i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1),
                 },
                 reverse: false,
+                meta_ttl: node.history_meta_ttl(opts),
             };
             let history = node.broker.history(ch, query).await;
             let (publications, top) = match (history, &since) {
@@ -266,17 +283,58 @@ impl Session {
         self.release(ch, &opts, true).await;
     }
 
+    /// A subscription token for `channel`: verified with the subscription keys, and bound
+    /// to this channel, user and (when it says so) client. A mismatch closes with 3500, as
+    /// Centrifugo: the token was made for someone or something else.
+    async fn check_sub_token(&self, channel: &str, token: &str, now: Now) -> Result<crate::token::SubscribeClaims, Fail> {
+        let node = self.node.clone();
+        let verifier = node.subscription_verifier();
+        node.prepare_token(verifier, token).await;
+        let claims = verifier
+            .verify_subscribe(token, now.unix)
+            .map_err(|e| self.sub_token_fail(e, channel))?;
+        let mismatch = if claims.channel != channel {
+            Some("token channel mismatch")
+        } else if claims.user != self.user {
+            Some("token user mismatch")
+        } else if !claims.client.is_empty() && claims.client != *self.client {
+            Some("token client mismatch")
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            self.log_refused("subscription", why, channel);
+            return Err(Fail::Disconnect(INVALID_TOKEN));
+        }
+        Ok(claims)
+    }
+
     pub(super) async fn sub_refresh(&mut self, req: SubRefreshRequest, now: Now) -> Result<SubRefreshResult, Fail> {
         if !self.subs.contains_key(&req.channel) {
             return Err(err(ec::BAD_REQUEST, "not subscribed"));
         }
-        self.node.prepare_token(&req.token).await;
-        let claims = self.node.verifier.verify_subscribe(&req.token, now.unix).map_err(sub_token_fail)?;
-        if claims.channel != req.channel || claims.user != self.user {
-            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+        if req.token.is_empty() {
+            return Err(err(ec::BAD_REQUEST, "subscription refresh token required"));
         }
+        let claims = match self.check_sub_token(&req.channel, &req.token, now).await {
+            Ok(c) => c,
+            // centrifugal/centrifuge#627 (Centrifugo 6.9.6): an expired token on sub_refresh
+            // closes with 3006, a reconnect code; the resubscribe with that token then gets
+            // 109 and the SDK fetches a fresh one. (Before, the reply said "ok" and the
+            // subscription never expired.)
+            Err(Fail::Error(e)) if e.code == ec::TOKEN_EXPIRED => {
+                return Err(Fail::Disconnect(Disconnect::new(dc::SUBSCRIPTION_EXPIRED, "subscription expired")))
+            }
+            // Invalid on refresh is 3500 (on subscribe it is 103).
+            Err(Fail::Error(e)) if e.code == ec::PERMISSION_DENIED => return Err(Fail::Disconnect(INVALID_TOKEN)),
+            Err(e) => return Err(e),
+        };
+        if claims.expire_at.is_some_and(|e| e <= now.unix) {
+            return Err(Fail::Disconnect(Disconnect::new(dc::SUBSCRIPTION_EXPIRED, "subscription expired")));
+        }
+        let grace = self.node.config.session.expired_sub_close_delay;
         if let Some(s) = self.subs.get_mut(&req.channel) {
-            s.expires = claims.expire_at.map(|e| mono_at(now, e));
+            s.expires = claims.expire_at.map(|e| mono_at(now, e) + grace);
         }
         Ok(SubRefreshResult {
             expires: claims.expire_at.is_some(),

@@ -13,10 +13,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wshub_websocket::PreparedMessage;
 
-const SECRET: &str = "secret";
+pub(super) const SECRET: &str = "secret";
 
 /// Runs a future that must complete at once (the memory engine never waits).
-fn now_or_never<F: Future>(f: F) -> F::Output {
+pub(super) fn now_or_never<F: Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match f.as_mut().poll(&mut cx) {
@@ -69,7 +69,7 @@ fn broker_and_presence_may_come_from_different_engines() {
     assert_eq!(top.offset, 1);
 }
 
-fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
+pub(super) fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
     let mut cfg = NodeConfig {
         token: TokenConfig {
             hmac_secret_key: SECRET.into(),
@@ -106,14 +106,14 @@ fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
     Node::new(cfg, Arc::new(MemoryEngine::default())).unwrap()
 }
 
-struct Client {
-    session: Session,
+pub(super) struct Client {
+    pub(super) session: Session,
     conn: Arc<Conn>,
-    now: Now,
+    pub(super) now: Now,
 }
 
 impl Client {
-    fn new(node: &Arc<Node>, now: Now) -> Self {
+    pub(super) fn new(node: &Arc<Node>, now: Now) -> Self {
         let conn = Arc::new(Conn {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             format: Format::Json,
@@ -128,19 +128,19 @@ impl Client {
     }
 
     /// Sends JSON commands; returns the decoded replies and the disconnect, if any.
-    fn send(&mut self, json: &str) -> (Vec<serde_json::Value>, Option<u16>) {
+    pub(super) fn send(&mut self, json: &str) -> (Vec<serde_json::Value>, Option<u16>) {
         let out = now_or_never(self.session.handle_frame(Bytes::from(json.to_string()), self.now));
         decode(out)
     }
 
-    fn connect(&mut self, user: &str) -> serde_json::Value {
+    pub(super) fn connect(&mut self, user: &str) -> serde_json::Value {
         let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
         let (r, d) = self.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
         assert_eq!(d, None, "{r:?}");
         r[0]["connect"].clone()
     }
 
-    fn pushes(&self) -> Vec<serde_json::Value> {
+    pub(super) fn pushes(&self) -> Vec<serde_json::Value> {
         self.conn
             .frames
             .lock()
@@ -149,7 +149,7 @@ impl Client {
             .collect()
     }
 
-    fn tick(&mut self, d: Duration) -> (Vec<serde_json::Value>, Option<u16>) {
+    pub(super) fn tick(&mut self, d: Duration) -> (Vec<serde_json::Value>, Option<u16>) {
         self.now = self.now.after(d);
         decode(now_or_never(self.session.handle_timeout(self.now)))
     }
@@ -163,7 +163,7 @@ fn decode(out: Output) -> (Vec<serde_json::Value>, Option<u16>) {
     (replies, out.disconnect.map(|d| d.0))
 }
 
-fn start() -> Now {
+pub(super) fn start() -> Now {
     Now {
         mono: Instant::now(),
         unix: 1_700_000_000,
@@ -240,29 +240,29 @@ fn subscribe_rules() {
         "channel limit"
     );
     assert_eq!(code(&mut c, r#"{"id":10,"subscribe":{"channel":""}}"#), Some(107));
-    let other = make_hs256(SECRET, &json!({"sub": "7", "channel": "private:w"})).unwrap();
     c.send(r#"{"id":11,"unsubscribe":{"channel":"news"}}"#);
     // An invalid subscription token refuses that subscription (103) and keeps the
     // connection, as Centrifugo does (centrifuge-python's suite checks it).
-    let (r, d) = c.send(&format!(r#"{{"id":12,"subscribe":{{"channel":"private:w","token":"{other}"}}}}"#));
-    assert_eq!((r[0]["error"]["code"].clone(), d), (json!(103), None), "token of another user");
     let forged = make_hs256("wrong", &json!({"sub": "42", "channel": "private:w"})).unwrap();
     let (r, d) = c.send(&format!(r#"{{"id":13,"subscribe":{{"channel":"private:w","token":"{forged}"}}}}"#));
     assert_eq!((r[0]["error"]["code"].clone(), d), (json!(103), None), "bad signature");
-    let (r, d) = c.send(&format!(
-        r#"{{"id":14,"sub_refresh":{{"channel":"private:z","token":"{forged}"}}}}"#
-    ));
-    assert_eq!(
-        (r[0]["error"]["code"].clone(), d),
-        (json!(103), None),
-        "sub_refresh with a bad token"
-    );
     let (r, d) = c.send(r#"{"id":15,"presence_stats":{"channel":"private:z"}}"#);
     assert_eq!(
         (r[0]["error"]["code"].clone(), d),
         (json!(108), None),
         "still connected and answering"
     );
+    // A valid token made for someone else, or a bad one on sub_refresh, closes with 3500
+    // (Centrifugo: "token user mismatch", "invalid subscription refresh token").
+    let (_, d) = c.send(&format!(
+        r#"{{"id":14,"sub_refresh":{{"channel":"private:z","token":"{forged}"}}}}"#
+    ));
+    assert_eq!(d, Some(3500), "sub_refresh with a bad token");
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let other = make_hs256(SECRET, &json!({"sub": "7", "channel": "private:w"})).unwrap();
+    let (_, d) = c.send(&format!(r#"{{"id":12,"subscribe":{{"channel":"private:w","token":"{other}"}}}}"#));
+    assert_eq!(d, Some(3500), "token of another user");
 }
 
 #[test]
