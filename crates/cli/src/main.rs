@@ -161,7 +161,7 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
         bail!(
             "engine.{}: {e} (engine.redis.address = {:?})",
             c.engine.r#type,
-            c.engine.redis.address
+            wshub_server::config::masked_addresses(&c.engine.redis.address)
         );
     }
     let listener = rt.block_on(bind(addr, c.client.connection_limit))?;

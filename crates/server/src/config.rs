@@ -589,6 +589,26 @@ fn in_words(message: &str) -> String {
     m.replace("integer `", "number `")
 }
 
+/// Redis addresses as they may be shown: the password of each `scheme://user:password@host`
+/// replaced by `***` (a log line or an error message must not carry a secret).
+pub fn masked_addresses(addresses: &str) -> String {
+    addresses
+        .split(',')
+        .map(|a| match (a.find("://"), a.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &a[scheme + 3..at];
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                match userinfo.contains(':') {
+                    true => format!("{}{user}:***{}", &a[..scheme + 3], &a[at..]),
+                    false => format!("{}***{}", &a[..scheme + 3], &a[at..]),
+                }
+            }
+            _ => a.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The socket address of `http_server.address` and `.port`. The address is an IP address
 /// (`0.0.0.0`, `::`, `127.0.0.1`, `[::1]`) or `localhost` (127.0.0.1).
 pub fn listen_addr(c: &Config) -> Result<std::net::SocketAddr, LoadError> {

@@ -149,3 +149,134 @@ fn invalid_values_name_the_key() {
     assert!(load(Some(&f.0), vec![], &[]).is_err());
     let _ = std::io::stdout().flush();
 }
+
+/// Centrifugo's security keys are known (not warned about), and their old wshub names too.
+#[test]
+fn centrifugo_security_keys_are_known() {
+    let f = file(
+        "json",
+        r##"{
+          "client": {
+            "token": {"hmac_secret_key": "k", "hmac_previous_secret_key": "old", "hmac_previous_secret_key_valid_until": 1900000000,
+                      "audience_regex": "^a$", "issuer_regex": "^i$", "user_id_claim": "uid", "insecure_skip_jwks_endpoint_safety_check": false},
+            "subscription_token": {"enabled": true, "hmac_secret_key": "s", "audience": "x"},
+            "disallow_anonymous_connection_tokens": true, "insecure_skip_token_signature_verify": false,
+            "user_id_http_header": "X-User", "stale_close_delay": "7s", "expired_sub_close_delay": "3s"
+          },
+          "channel": {"private_prefix": "$", "namespace_boundary": ":", "user_boundary": "#", "user_separator": ",",
+                      "history_meta_ttl": "720h", "publication_data_format": "json",
+                      "without_namespace": {"channel_regex": "^[a-z]+$", "allow_presence_for_anonymous": true},
+                      "namespaces": [{"name": "ns", "channel_regex": "^.+$", "publication_data_format": "json_object",
+                                      "allow_history_for_anonymous": true, "history_meta_ttl": "1h"}]},
+          "rpc": {"namespace_boundary": ":"}
+        }"##,
+    );
+    let l = load(Some(&f.0), vec![], &[]).unwrap();
+    assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+    let n = to_node_config(&l.config);
+    assert_eq!(n.session.stale_delay, Duration::from_secs(7));
+    assert!(n.subscription_token.enabled);
+    assert_eq!(n.session.user_id_http_header, "X-User");
+    let f = file("json", r#"{"client": {"stale_delay": "4s"}}"#);
+    let l = load(Some(&f.0), vec![], &[]).unwrap();
+    assert!(l.unknown_keys.is_empty(), "the old name is read: {:?}", l.unknown_keys);
+    assert_eq!(to_node_config(&l.config).session.stale_delay, Duration::from_secs(4));
+    assert_eq!(
+        to_node_config(&Config::default()).session.stale_delay,
+        Duration::from_secs(10),
+        "Centrifugo's default"
+    );
+}
+
+/// `checkconfig` has no blind spot inside proxy objects, named proxies and RPC namespaces.
+#[test]
+fn unknown_keys_inside_flattened_objects() {
+    let f = file(
+        "json",
+        r#"{"client": {"proxy": {"connect": {"enabled": false, "endpoint": "", "bogus_key": 1}}},
+            "proxies": [{"name": "p", "endpoint": "http://127.0.0.1:1/x", "bogus2": 1, "http": {"static_headers": {"X-A": "b"}}}],
+            "rpc": {"namespaces": [{"name": "r", "bogus3": true}]},
+            "channel": {"namespaces": [{"name": "ns", "bogus4": 1}]}}"#,
+    );
+    let mut u = load(Some(&f.0), vec![], &[]).unwrap().unknown_keys;
+    u.sort();
+    assert_eq!(
+        u,
+        [
+            "channel.namespaces[0].bogus4",
+            "client.proxy.connect.bogus_key",
+            "proxies[0].bogus2",
+            "rpc.namespaces[0].bogus3"
+        ]
+    );
+}
+
+/// Every key on the refused list stops the start with an error naming it when set (never a
+/// warning), or is known (implemented); and the README lists it.
+#[test]
+fn refused_keys_stop_the_start_and_are_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for (key, _) in keys::REFUSED {
+        assert!(readme.contains(&format!("`{key}`")), "README must list {key}");
+        let path = key.replace(".*", ".some_new_key");
+        let mut root = Value::Object(Default::default());
+        set_path(&mut root, &path, Value::Bool(true));
+        let f = file("json", &root.to_string());
+        match load(Some(&f.0), vec![], &[]) {
+            Err(e) => assert!(e.0.starts_with(key.trim_end_matches(".*")), "{e} should name {key}"),
+            Ok(l) => assert!(!l.unknown_keys.contains(&path), "{path} is only warned about: {:?}", l.unknown_keys),
+        }
+    }
+    // A value at Centrifugo's default (as `centrifugo defaultconfig` writes) is no request.
+    let f = file("json", r#"{"http_server": {"internal_port": "", "tls_external": false}}"#);
+    assert!(load(Some(&f.0), vec![], &[]).is_ok());
+    // An unknown key under client.token is refused, not skipped.
+    let f = file("json", r#"{"client": {"token": {"hmac_secret_key": "k", "jwks_cache_ttl": "1h"}}}"#);
+    let e = load(Some(&f.0), vec![], &[]).unwrap_err();
+    assert!(e.0.starts_with("client.token.jwks_cache_ttl"), "{e}");
+}
+
+#[test]
+fn token_and_channel_values_are_validated() {
+    for (text, key) in [
+        (
+            r#"{"client": {"token": {"audience": "a", "audience_regex": "^a$"}}}"#,
+            "client.token.audience_regex",
+        ),
+        (r#"{"client": {"token": {"issuer_regex": "("}}}"#, "client.token.issuer_regex"),
+        (r#"{"client": {"token": {"user_id_claim": "a.b"}}}"#, "client.token.user_id_claim"),
+        (
+            r#"{"client": {"subscription_token": {"enabled": true}}}"#,
+            "client.subscription_token",
+        ),
+        (
+            r#"{"client": {"token": {"jwks_public_endpoint": "https://{{t}}.x/jwks", "issuer_regex": "^(?P<t>.+)$"}}}"#,
+            "client.token.jwks_public_endpoint",
+        ),
+        (
+            r#"{"channel": {"namespaces": [{"name": "n", "channel_regex": "("}]}}"#,
+            "channel.namespaces[0].channel_regex",
+        ),
+        (
+            r#"{"channel": {"publication_data_format": "xml"}}"#,
+            "channel.publication_data_format",
+        ),
+        (
+            r#"{"channel": {"history_meta_ttl": "1m", "without_namespace": {"history_size": 1, "history_ttl": "2m"}}}"#,
+            "channel.without_namespace.history_ttl",
+        ),
+    ] {
+        let f = file("json", text);
+        let e = load(Some(&f.0), vec![], &[]).unwrap_err();
+        assert!(e.0.contains(key), "{e} should name {key}");
+    }
+}
+
+#[test]
+fn redis_passwords_are_masked() {
+    assert_eq!(
+        masked_addresses("redis://:s3cret@h:6379,rediss://user:pw@h2:1/0,redis://h3:2"),
+        "redis://:***@h:6379,rediss://user:***@h2:1/0,redis://h3:2"
+    );
+    assert_eq!(masked_addresses("redis://tok@h:1"), "redis://***@h:1");
+}
