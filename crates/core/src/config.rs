@@ -269,7 +269,7 @@ impl Default for SessionConfig {
 }
 
 /// Everything the node needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
     pub name: String,
     pub channel: ChannelConfig,
@@ -283,20 +283,6 @@ pub struct NodeConfig {
     /// Proxies to the backend (`client.proxy`, `rpc`, `proxies`; `channel.proxy` is in
     /// `channel`).
     pub proxy: crate::proxy::ProxySettings,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            name: String::new(),
-            channel: ChannelConfig::default(),
-            token: TokenConfig::default(),
-            subscription_token: SubscriptionTokenConfig::default(),
-            insecure_skip_token_signature_verify: false,
-            session: SessionConfig::default(),
-            proxy: Default::default(),
-        }
-    }
 }
 
 /// A configuration value that cannot work; names the key.

@@ -147,6 +147,42 @@ async fn presence_expires_unless_added_again() {
     assert!(a.presence("p").await.unwrap().is_empty());
 }
 
+/// `history_meta_ttl`: the stream's position lives that long after the last publication or
+/// history read (a read prolongs it), then a new epoch begins; history publications keep
+/// their own `history_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_position_expires_after_history_meta_ttl() {
+    let server = RedisServer::start().await;
+    let (e, _) = node(&server, "tmeta").await;
+    let opts = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_secs(1),
+        meta_ttl: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let first = e.publish("m", publication("one"), &opts).await.unwrap();
+    let read = HistoryQuery {
+        meta_ttl: Duration::from_secs(2),
+        ..Default::default()
+    };
+    assert_eq!(e.history("m", read.clone()).await.unwrap().position, first);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // Polled without a read (a read would keep it alive): the meta key's TTL in Redis.
+        let mut c = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL").arg("tmeta.meta.m").query_async(&mut c).await.unwrap();
+        if ttl == -2 {
+            break;
+        }
+        assert!(ttl <= 2000, "meta TTL from history_meta_ttl: {ttl}");
+        assert!(Instant::now() < deadline, "meta never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = e.publish("m", publication("two"), &opts).await.unwrap();
+    assert_eq!(after.offset, 1);
+    assert_ne!(after.epoch, first.epoch, "a new epoch once the position is forgotten");
+}
+
 /// A dead node's presence entries are taken out once, by whichever survivor asks first,
 /// with the counts kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,6 +859,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
         history_ttl: Duration::from_secs(60),
         idempotency_key: Some("k".into()),
         idempotent_result_ttl: Duration::from_secs(60),
+        ..Default::default()
     };
     let channels = ["a", "b{x}", "c}", "room:42", "d", "e"];
     for ch in channels {

@@ -22,6 +22,9 @@ use crate::jwks::JwksCache;
 /// tenants the regex allows, but a regex may allow many).
 const MAX_ENDPOINTS: usize = 1024;
 
+/// Filled URL -> its cache, and the URLs in the order they were first used.
+type Filled = (HashMap<String, Arc<JwksCache>>, std::collections::VecDeque<String>);
+
 /// Where a verifier's JWKS keys come from.
 pub enum JwksSource {
     Fixed {
@@ -30,8 +33,7 @@ pub enum JwksSource {
     },
     Template {
         template: String,
-        /// Filled URL -> its cache, and the URLs in the order they were first used.
-        caches: Mutex<(HashMap<String, Arc<JwksCache>>, std::collections::VecDeque<String>)>,
+        caches: Mutex<Filled>,
     },
 }
 
