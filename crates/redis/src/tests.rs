@@ -169,7 +169,11 @@ async fn stream_position_expires_after_history_meta_ttl() {
     let deadline = Instant::now() + LIMIT;
     loop {
         // Polled without a read (a read would keep it alive): the meta key's TTL in Redis.
-        let mut c = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         let ttl: i64 = redis::cmd("PTTL").arg("tmeta.meta.m").query_async(&mut c).await.unwrap();
         if ttl == -2 {
             break;

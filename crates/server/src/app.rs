@@ -158,6 +158,14 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             secure_cookie: config.http_server.tls.enabled,
         }),
     };
+    if config.client.insecure_skip_token_signature_verify {
+        tracing::warn!(
+            "client.insecure_skip_token_signature_verify: token SIGNATURES ARE NOT CHECKED, anyone can connect and subscribe as anyone; for development only"
+        );
+    }
+    if config.client.insecure {
+        tracing::warn!("client.insecure: connections need no token and every channel permission is granted; for development only");
+    }
     if config.admin.enabled && config.admin.insecure {
         tracing::warn!("admin.insecure: the admin page at /admin needs no login; for local development only");
     }

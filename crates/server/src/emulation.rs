@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
@@ -237,6 +238,8 @@ pub struct StreamSettings {
     pub write_timeout: Option<Duration>,
     /// The request headers that a configured proxy forwards (`Cookie`…).
     pub headers: Vec<(String, String)>,
+    /// The client's address, for the connection's log span (as WebSocket connections).
+    pub peer: std::net::SocketAddr,
 }
 
 /// Starts an emulated connection whose first message is `connect` (the encoded commands of
@@ -279,13 +282,17 @@ pub fn start(
         settings,
         body: body_tx,
     };
-    tokio::spawn(async move {
-        let session = task.conn.session.clone();
-        task.run(connect, cmd_rx).await;
-        drop(keep);
-        cluster.unregister_emulation(&session);
-        on_end();
-    });
+    let span = tracing::info_span!("conn", peer = %task.settings.peer);
+    tokio::spawn(
+        async move {
+            let session = task.conn.session.clone();
+            task.run(connect, cmd_rx).await;
+            drop(keep);
+            cluster.unregister_emulation(&session);
+            on_end();
+        }
+        .instrument(span),
+    );
     StreamBody(body_rx)
 }
 

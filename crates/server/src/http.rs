@@ -839,6 +839,7 @@ pub(crate) async fn open_stream(
             max_queue: e.max_queue,
             write_timeout: shared.config.write_timeout,
             headers: forwarded_headers(&e.forwarded_headers, &parts.headers),
+            peer,
         },
         connect,
         move || {

@@ -27,14 +27,8 @@ type Filled = (HashMap<String, Arc<JwksCache>>, std::collections::VecDeque<Strin
 
 /// Where a verifier's JWKS keys come from.
 pub enum JwksSource {
-    Fixed {
-        url: String,
-        cache: Arc<JwksCache>,
-    },
-    Template {
-        template: String,
-        caches: Mutex<Filled>,
-    },
+    Fixed { url: String, cache: Arc<JwksCache> },
+    Template { template: String, caches: Mutex<Filled> },
 }
 
 /// The `{{name}}` variables of a template, in order.
