@@ -93,3 +93,55 @@ describe('JWKS with centrifuge-js', () => {
     assert.equal(await attempt(forged), 3500);
   });
 });
+
+describe('JWKS endpoint templated from the issuer', () => {
+  let server;
+  let jwks;
+  const acme = generateKeyPairSync('ed25519');
+  const globex = generateKeyPairSync('ed25519');
+  const fetched = [];
+
+  before(async () => {
+    const port = await freePort();
+    jwks = createServer((req, res) => {
+      fetched.push(req.url);
+      const keys = { '/acme/jwks': [jwk(acme, 'k1')], '/globex/jwks': [jwk(globex, 'k1')] }[req.url];
+      if (!keys) { res.writeHead(404); res.end(); return; }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ keys }));
+    });
+    await new Promise((r) => jwks.listen(port, '127.0.0.1', r));
+    const cfg = baseConfig();
+    cfg.client.token = {
+      jwks_public_endpoint: `http://127.0.0.1:${port}/{{tenant}}/jwks`,
+      issuer_regex: '^https://(?P<tenant>acme|globex)\\.auth\\.example$',
+    };
+    server = await startServer(cfg);
+  });
+  after(async () => {
+    await server.stop();
+    jwks.closeAllConnections();
+    await new Promise((r) => jwks.close(r));
+  });
+
+  async function attempt(tok) {
+    const c = new Centrifuge(server.url, { websocket: WebSocket, token: tok });
+    const r = await new Promise((resolve) => {
+      c.once('connected', () => resolve('connected'));
+      c.once('disconnected', (ctx) => resolve(ctx.code));
+      c.connect();
+    });
+    c.disconnect();
+    return r;
+  }
+
+  it('fetches each tenant\'s keys from its own URL; a key of one tenant does not pass for another', async () => {
+    const claims = (t) => ({ sub: 'u', iss: `https://${t}.auth.example`, exp: now() + 60 });
+    assert.equal(await attempt(jwt('EdDSA', 'k1', acme.privateKey, claims('acme'))), 'connected');
+    assert.equal(await attempt(jwt('EdDSA', 'k1', globex.privateKey, claims('globex'))), 'connected');
+    assert.deepEqual([...new Set(fetched)].sort(), ['/acme/jwks', '/globex/jwks']);
+    assert.equal(await attempt(jwt('EdDSA', 'k1', acme.privateKey, claims('globex'))), 3500, 'acme key, globex issuer');
+    assert.equal(await attempt(jwt('EdDSA', 'k1', acme.privateKey, claims('evil'))), 3500, 'an issuer outside the list');
+    assert.ok(!fetched.some((u) => u.includes('evil')), 'no fetch for an unlisted tenant');
+  });
+});

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
-import { startServer, freePort, once, waitFor, now, baseConfig } from './helpers.mjs';
+import { startServer, freePort, once, waitFor, now, baseConfig, token } from './helpers.mjs';
 
 /** The application backend: answers Centrifugo's proxy requests, records them. */
 async function startBackend() {
@@ -196,6 +196,17 @@ describe('backend proxies with centrifuge-js', () => {
     assert.deepEqual(call.body.meta, { plan: 'gold' });
     a.disconnect();
     b.disconnect();
+  });
+
+  it('a connection token\'s meta claim reaches proxies that include connection meta', async () => {
+    const c = client({ token: token({ sub: 'tokenuser', exp: now() + 60, meta: { plan: 'from-token' } }) });
+    c.connect();
+    await once(c, 'connected');
+    await c.publish('sp:meta', { text: 'hi' });
+    const call = backend.calls.find((x) => x.path === '/publish' && x.body.channel === 'sp:meta');
+    assert.equal(call.body.user, 'tokenuser');
+    assert.deepEqual(call.body.meta, { plan: 'from-token' }, 'the token meta, never sent to the client');
+    c.disconnect();
   });
 
   it('RPC round trip through the RPC proxy, routed by namespace', async () => {

@@ -100,3 +100,37 @@ describe('security keys with centrifuge-js', () => {
     assert.equal(await subscribeResult(c.newSubscription('news')), 'subscribed');
   });
 });
+
+/** A WebSocket whose upgrade request carries `headers` (as a gateway in front would add). */
+const withHeaders = (headers) => class extends WebSocket {
+  constructor(url, protocols) { super(url, protocols, { headers }); }
+};
+
+describe('client.user_id_http_header with centrifuge-js', () => {
+  let server;
+  before(async () => {
+    const cfg = baseConfig();
+    cfg.client.user_id_http_header = 'X-User-Id';
+    server = await startServer(cfg);
+  });
+  after(async () => server.stop());
+
+  it('a connection without a token is the user the header names; without it, refused', async () => {
+    const c = new Centrifuge(server.url, { websocket: withHeaders({ 'X-User-Id': 'gateway-alice' }) });
+    c.connect();
+    await new Promise((r) => c.once('connected', r));
+    const sub = c.newSubscription('chat:gw');
+    sub.subscribe();
+    await new Promise((r) => sub.once('subscribed', r));
+    const p = await sub.presence();
+    assert.deepEqual(Object.values(p.clients).map((x) => x.user), ['gateway-alice']);
+    c.disconnect();
+    const anon = new Centrifuge(server.url, { websocket: WebSocket });
+    const code = await new Promise((resolve) => {
+      anon.once('disconnected', (ctx) => resolve(ctx.code));
+      anon.connect();
+    });
+    assert.equal(code, 3500);
+    anon.disconnect();
+  });
+});
