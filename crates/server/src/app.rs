@@ -113,6 +113,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
         max_message_size: ws.message_size_limit,
         handshake_timeout: config.client.handshake_timeout,
+        read_timeout: (!config.http_server.read_timeout.is_zero()).then_some(config.http_server.read_timeout),
         handler,
         api: Some(ApiConfig {
             node: node.clone(),

@@ -73,6 +73,11 @@ pub struct HttpServer {
     pub address: String,
     pub port: u16,
     pub tls: Tls,
+    /// Time to receive a request's whole body once its headers are in, for every endpoint
+    /// that reads one (`/api` has `http_api.body_timeout`); over it: 408 and the connection
+    /// closes. "0": no limit (a client could then hold a connection by never finishing).
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
 }
 
 impl Default for HttpServer {
@@ -81,6 +86,7 @@ impl Default for HttpServer {
             address: "0.0.0.0".into(),
             port: 8000,
             tls: Tls::default(),
+            read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Time allowed to send the request headers.
     pub handshake_timeout: Duration,
+    /// `http_server.read_timeout`: time to receive a request body once the headers are in
+    /// (`None`: no limit); see [`crate::body`].
+    pub read_timeout: Option<Duration>,
     pub handler: HandlerFactory,
     /// `POST /api/<method>`, when a node runs.
     pub api: Option<ApiConfig>,
@@ -400,25 +403,9 @@ fn error_json(status: StatusCode, message: &str) -> Response<Body> {
 /// Reads an authorized API request's body, runs the call and answers it: the one
 /// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
 async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
-    let collect = Limited::new(req.into_body(), API_BODY_LIMIT).collect();
-    let collected = match api.body_timeout {
-        Some(t) => match tokio::time::timeout(t, collect).await {
-            Ok(r) => r,
-            Err(_) => {
-                // The rest of the body is not read: the connection cannot serve another request.
-                let mut r = text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received within http_api.body_timeout",
-                );
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return r;
-            }
-        },
-        None => collect.await,
-    };
-    let body = match collected {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    let body = match crate::body::read(req.into_body(), API_BODY_LIMIT, api.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response("http_api.body_timeout"),
     };
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
@@ -487,6 +474,9 @@ fn static_file(body: Bytes, content_type: &'static str) -> Response<Body> {
     r
 }
 
+/// The setting named in a 408's body (besides `/api`'s own).
+pub(crate) const READ_TIMEOUT_KEY: &str = "http_server.read_timeout";
+
 /// Largest admin login body.
 const LOGIN_BODY_LIMIT: usize = 4096;
 
@@ -512,9 +502,9 @@ async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::adm
                 #[serde(default)]
                 password: String,
             }
-            let body = match Limited::new(req.into_body(), LOGIN_BODY_LIMIT).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+            let body = match crate::body::read(req.into_body(), LOGIN_BODY_LIMIT, shared.config.read_timeout).await {
+                Ok(b) => b,
+                Err(e) => return e.response(READ_TIMEOUT_KEY),
             };
             let Ok(LoginBody { password }) = serde_json::from_slice(&body) else {
                 return error_json(StatusCode::BAD_REQUEST, "expected {\"password\": \"...\"}");
@@ -686,10 +676,9 @@ async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &st
     } else {
         let limit = shared.config.emulation.max_request_body_size;
         let body = if parts.method == http::Method::POST {
-            match crate::emulation::read_body(body, limit).await {
-                Ok(b) => Ok(b),
-                Err(()) => Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
-            }
+            crate::body::read(body, limit, shared.config.read_timeout)
+                .await
+                .map_err(|e| e.response(READ_TIMEOUT_KEY))
         } else {
             Ok(Bytes::new())
         };
@@ -745,8 +734,9 @@ async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &S
         return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
     let format = body_format(&parts.headers);
-    let Ok(body) = crate::emulation::read_body(body, shared.config.emulation.max_request_body_size).await else {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    let body = match crate::body::read(body, shared.config.emulation.max_request_body_size, shared.config.read_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response(READ_TIMEOUT_KEY),
     };
     let r = match crate::emulation::parse_emulation(format, &body) {
         Ok(r) => r,

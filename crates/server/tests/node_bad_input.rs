@@ -481,3 +481,169 @@ async fn api_large_array_body() {
     still_served(&server, &mut good, 1).await;
     server.stop().await;
 }
+
+/// Reads everything the server sends until it closes the connection (within [`LIMIT`]).
+async fn read_until_closed(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Descriptors this process holds (the server's ends and the test's).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A body announced and never finished, on every endpoint that reads one (the admin login,
+/// `/emulation`, an HTTP-streaming connect whose head comes in two pieces and whose body
+/// trickles, the API), is answered 408 after `http_server.read_timeout` (or
+/// `http_api.body_timeout`) and its connection closed: the server's descriptors come back
+/// while the clients still hold theirs, and a subscriber is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_everywhere_are_cut() {
+    use tokio::io::AsyncWriteExt;
+    const EACH: usize = 40;
+    let server = node_server(json!({
+        "http_server": {"read_timeout": "500ms"},
+        "http_api": {"body_timeout": "500ms"},
+        "http_stream": {"enabled": true},
+        "admin": {"enabled": true, "password": "pw", "secret": "admin-secret"}
+    }))
+    .await;
+    let mut good = Good::start(&server).await;
+    let before = open_fds();
+    let heads = [
+        "POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".to_string(),
+        "POST /emulation HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{".to_string(),
+        format!("POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: 100\r\n\r\n{{"),
+    ];
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for head in &heads {
+        for _ in 0..EACH {
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            clients.push(s);
+        }
+    }
+    // HTTP-streaming connects: the head in two writes, then the body one byte at a time
+    // (a client that keeps sending, just too slowly, is cut as well).
+    let mut readers: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = clients
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)
+        .collect();
+    let mut drips = Vec::new();
+    for _ in 0..EACH {
+        let s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (rd, mut wr) = s.into_split();
+        wr.write_all(b"POST /conn").await.unwrap();
+        wr.flush().await.unwrap();
+        wr.write_all(b"ection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        drips.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }));
+        readers.push(Box::new(rd));
+    }
+    let total = readers.len();
+    assert!(open_fds() >= before + total, "the clients' descriptors are open");
+    for (i, r) in readers.iter_mut().enumerate() {
+        let answer = read_until_closed(r).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "client {i}: {answer}");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "not before the deadline"
+    );
+    // Every connection is closed on the server's side while the test still holds its ends:
+    // the descriptors beyond the clients' own are the server's, given back.
+    let held = open_fds();
+    assert!(
+        held <= before + total + 8,
+        "{} descriptors beyond the {total} clients' (before: {before})",
+        held - before - total
+    );
+    still_served(&server, &mut good, 1).await;
+    for d in drips {
+        d.abort();
+    }
+    drop(readers);
+    server.stop().await;
+}
+
+/// Request smuggling shapes (RFC 9112 §6): conflicting or malformed `Content-Length`,
+/// `Transfer-Encoding` with `Content-Length`, a space before the colon, a folded header.
+/// On the raw stream path (`POST /connection/http_stream`, read by hand) and on hyper's
+/// (`POST /api/publish`) each is refused with 400 (411 for a chunked body the raw path does
+/// not read) and the connection closed, nothing hidden in a body is run as a request of its
+/// own, and the subscriber receives only the legitimate publication after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_refused_on_both_paths() {
+    use tokio::io::AsyncWriteExt;
+    let server = node_server(json!({"http_stream": {"enabled": true}})).await;
+    let mut good = Good::start(&server).await;
+    // Were any of these bodies taken for the request's end, what follows is a publication
+    // to the subscriber's channel: `still_served` below would then see it first.
+    let hidden = r#"{"channel":"news","data":{"smuggled":1}}"#;
+    let smuggled = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n{hidden}",
+        hidden.len()
+    );
+    let connect = r#"{"id":1,"connect":{}}"#;
+    let publish = r#"{"channel":"elsewhere","data":{}}"#;
+    let n = |b: &str| b.len();
+    // (shape, framing headers for a body of `len` bytes, status on the raw path, on hyper's)
+    type Shape = (&'static str, fn(usize) -> String, u16, u16);
+    let shapes: [Shape; 10] = [
+        ("two that differ", |l| format!("Content-Length: {l}\r\nContent-Length: {}\r\n", l + 5), 400, 400),
+        ("plus sign", |l| format!("Content-Length: +{l}\r\n"), 400, 400),
+        ("comma list", |l| format!("Content-Length: {l}, {l}\r\n"), 400, 400),
+        ("negative", |_| "Content-Length: -1\r\n".to_string(), 400, 400),
+        ("hexadecimal", |l| format!("Content-Length: 0x{l:x}\r\n"), 400, 400),
+        ("space before colon", |l| format!("Content-Length : {l}\r\n"), 400, 400),
+        ("folded", |l| format!("Content-Length: {l}\r\n 7\r\n"), 400, 400),
+        ("TE then CL", |l| format!("Transfer-Encoding: chunked\r\nContent-Length: {l}\r\n"), 400, 200),
+        ("CL then TE", |l| format!("Content-Length: {l}\r\nTransfer-Encoding: chunked\r\n"), 400, 200),
+        ("TE not chunked", |_| "Transfer-Encoding: gzip\r\n".to_string(), 411, 400),
+    ];
+    for (name, framing, raw_status, hyper_status) in shapes {
+        for (path, body, auth, want) in [
+            ("/connection/http_stream", connect, String::new(), raw_status),
+            ("/api/publish", publish, format!("X-API-Key: {KEY}\r\n"), hyper_status),
+        ] {
+            let chunked = framing(0).contains("chunked");
+            // A chunked body for the shapes that say so (hyper frames by it), then the
+            // smuggled request.
+            let sent = if chunked {
+                format!("{:x}\r\n{body}\r\n0\r\n\r\n{smuggled}", n(body))
+            } else {
+                format!("{body}{smuggled}")
+            };
+            let req = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{}\r\n{sent}",
+                framing(n(body))
+            );
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let answer = read_until_closed(&mut s).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{name} on {path}: expected {want}, got {answer:?}"
+            );
+            assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{name} on {path}: one answer only: {answer:?}");
+        }
+    }
+    still_served(&server, &mut good, 1).await;
+    server.stop().await;
+}
