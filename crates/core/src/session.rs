@@ -177,8 +177,10 @@ pub struct Session {
     proxy: Option<Box<proxied::ProxyConn>>,
 }
 
+/// The monotonic moment of Unix time `unix` (a token's, the API's or a proxy's number:
+/// saturated, see [`crate::deadline`]).
 fn mono_at(now: Now, unix: u64) -> Instant {
-    now.mono + Duration::from_secs(unix.saturating_sub(now.unix))
+    crate::deadline::mono_at(now.mono, now.unix, unix)
 }
 
 impl Session {

@@ -85,8 +85,8 @@ mod tests {
     /// A body that sends `first`, then never ends (a client that stopped sending).
     fn stalled(first: &'static [u8]) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> {
         use futures_util::StreamExt as _;
-        let frames = futures_util::stream::iter([Ok(hyper::body::Frame::data(Bytes::from_static(first)))])
-            .chain(futures_util::stream::pending());
+        let frames =
+            futures_util::stream::iter([Ok(hyper::body::Frame::data(Bytes::from_static(first)))]).chain(futures_util::stream::pending());
         http_body_util::StreamBody::new(frames)
     }
 
@@ -100,11 +100,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert_eq!(read(stalled(b"a"), 100, t).await, Err(BodyError::Timeout));
         assert_eq!(started.elapsed(), Duration::from_secs(10), "at the deadline, not before");
-        for (e, status) in [
-            (BodyError::TooLarge, 413),
-            (BodyError::Timeout, 408),
-            (BodyError::Broken, 400),
-        ] {
+        for (e, status) in [(BodyError::TooLarge, 413), (BodyError::Timeout, 408), (BodyError::Broken, 400)] {
             let r = e.response("x");
             assert_eq!(r.status().as_u16(), status);
             assert_eq!(r.headers()[header::CONNECTION], "close");

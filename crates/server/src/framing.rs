@@ -28,10 +28,7 @@ impl FramingError {
     pub fn answer(self) -> (http::StatusCode, &'static str) {
         match self {
             FramingError::BadLength => (http::StatusCode::BAD_REQUEST, "invalid or conflicting Content-Length"),
-            FramingError::Both => (
-                http::StatusCode::BAD_REQUEST,
-                "both Transfer-Encoding and Content-Length: send one",
-            ),
+            FramingError::Both => (http::StatusCode::BAD_REQUEST, "both Transfer-Encoding and Content-Length: send one"),
             FramingError::Chunked => (http::StatusCode::LENGTH_REQUIRED, "send the body with Content-Length"),
         }
     }
@@ -62,7 +59,10 @@ pub fn content_length<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<
 /// The raw path's judgement of a head's headers (name, value): the body's length (0
 /// without `Content-Length`).
 pub fn raw_body_length<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone) -> Result<u64, FramingError> {
-    let te = headers.clone().into_iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+    let te = headers
+        .clone()
+        .into_iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
     let cl = headers
         .into_iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
@@ -86,7 +86,20 @@ mod tests {
         assert_eq!(one("5"), Ok(Some(5)));
         assert_eq!(one(" 5 "), Ok(Some(5)));
         assert_eq!(content_length([&b"5"[..], b"5"]), Ok(Some(5)), "repeated, equal");
-        for bad in ["+5", "-1", "0x10", "", "5, 5", "5,", ",5", "5, 6", "5 5", "1e3", "99999999999999999999999", "٥"] {
+        for bad in [
+            "+5",
+            "-1",
+            "0x10",
+            "",
+            "5, 5",
+            "5,",
+            ",5",
+            "5, 6",
+            "5 5",
+            "1e3",
+            "99999999999999999999999",
+            "٥",
+        ] {
             assert_eq!(one(bad), Err(FramingError::BadLength), "{bad:?}");
         }
         assert_eq!(content_length([&b"5"[..], b"6"]), Err(FramingError::BadLength), "two that differ");
@@ -101,9 +114,6 @@ mod tests {
             raw_body_length(h(&[("Transfer-Encoding", "chunked"), ("Content-Length", "7")])),
             Err(FramingError::Both)
         );
-        assert_eq!(
-            raw_body_length(h(&[("Transfer-Encoding", "chunked")])),
-            Err(FramingError::Chunked)
-        );
+        assert_eq!(raw_body_length(h(&[("Transfer-Encoding", "chunked")])), Err(FramingError::Chunked));
     }
 }

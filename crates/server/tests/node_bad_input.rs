@@ -606,15 +606,30 @@ async fn smuggling_shapes_refused_on_both_paths() {
     // (shape, framing headers for a body of `len` bytes, status on the raw path, on hyper's)
     type Shape = (&'static str, fn(usize) -> String, u16, u16);
     let shapes: [Shape; 10] = [
-        ("two that differ", |l| format!("Content-Length: {l}\r\nContent-Length: {}\r\n", l + 5), 400, 400),
+        (
+            "two that differ",
+            |l| format!("Content-Length: {l}\r\nContent-Length: {}\r\n", l + 5),
+            400,
+            400,
+        ),
         ("plus sign", |l| format!("Content-Length: +{l}\r\n"), 400, 400),
         ("comma list", |l| format!("Content-Length: {l}, {l}\r\n"), 400, 400),
         ("negative", |_| "Content-Length: -1\r\n".to_string(), 400, 400),
         ("hexadecimal", |l| format!("Content-Length: 0x{l:x}\r\n"), 400, 400),
         ("space before colon", |l| format!("Content-Length : {l}\r\n"), 400, 400),
         ("folded", |l| format!("Content-Length: {l}\r\n 7\r\n"), 400, 400),
-        ("TE then CL", |l| format!("Transfer-Encoding: chunked\r\nContent-Length: {l}\r\n"), 400, 200),
-        ("CL then TE", |l| format!("Content-Length: {l}\r\nTransfer-Encoding: chunked\r\n"), 400, 200),
+        (
+            "TE then CL",
+            |l| format!("Transfer-Encoding: chunked\r\nContent-Length: {l}\r\n"),
+            400,
+            200,
+        ),
+        (
+            "CL then TE",
+            |l| format!("Content-Length: {l}\r\nTransfer-Encoding: chunked\r\n"),
+            400,
+            200,
+        ),
         ("TE not chunked", |_| "Transfer-Encoding: gzip\r\n".to_string(), 411, 400),
     ];
     for (name, framing, raw_status, hyper_status) in shapes {
@@ -641,9 +656,60 @@ async fn smuggling_shapes_refused_on_both_paths() {
                 answer.starts_with(&format!("HTTP/1.1 {want} ")),
                 "{name} on {path}: expected {want}, got {answer:?}"
             );
-            assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{name} on {path}: one answer only: {answer:?}");
+            assert_eq!(
+                answer.matches("HTTP/1.1 ").count(),
+                1,
+                "{name} on {path}: one answer only: {answer:?}"
+            );
         }
     }
+    still_served(&server, &mut good, 1).await;
+    server.stop().await;
+}
+
+/// Expiry numbers at the edge of `u64` over real sockets: a connection token and a
+/// subscription token with `exp` = 2^64−1, then the API `refresh` with `expire_at` =
+/// 2^64−1. Before, each panicked the connection's task ("overflow when adding duration to
+/// instant") and the client was dropped without a close frame; now the `ttl`s saturate at
+/// `u32::MAX` and the connection keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_expiry_numbers_keep_the_connection() {
+    let server = node_server(json!({})).await;
+    let mut good = Good::start(&server).await;
+    let mut c = NodeClient::open(&server).await;
+    let tok = token(json!({"sub": "edge", "exp": u64::MAX}));
+    c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#)).await;
+    let r = c.next().await.expect("connected, not dropped");
+    assert_eq!(
+        (r["connect"]["expires"].clone(), r["connect"]["ttl"].clone()),
+        (json!(true), json!(u32::MAX)),
+        "{r}"
+    );
+    let sub = token(json!({"sub": "edge", "channel": "private:edge", "exp": u64::MAX}));
+    c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"private:edge","token":"{sub}"}}}}"#))
+        .await;
+    let r = c.next().await.expect("subscribed, not dropped");
+    assert_eq!(r["subscribe"]["ttl"], json!(u32::MAX), "{r}");
+    let (status, body) = api(
+        &server,
+        "refresh",
+        Some(KEY),
+        &format!(r#"{{"user":"edge","expire_at":{}}}"#, u64::MAX),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":{}}"#));
+    let r = c.next().await.expect("the refresh push, not a drop");
+    assert_eq!(r["push"]["refresh"]["ttl"], json!(u32::MAX), "{r}");
+    let (status, body) = api(
+        &server,
+        "publish",
+        Some(KEY),
+        r#"{"channel":"private:edge","data":{"still":"here"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = c.next().await.expect("the publication");
+    assert_eq!(r["push"]["pub"]["data"]["still"], "here", "{r}");
     still_served(&server, &mut good, 1).await;
     server.stop().await;
 }

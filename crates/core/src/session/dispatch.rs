@@ -253,7 +253,7 @@ impl Session {
             }
             Control::Refresh { expire_at } => {
                 self.set_expiry(expire_at, now);
-                let ttl = expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32);
+                let ttl = expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix));
                 out.reply(&Reply {
                     push: Some(Push {
                         refresh: Some(Refresh {
