@@ -13,7 +13,7 @@ use serde_json::Value;
 use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, TokenConfig};
 use wshub_core::duration;
 use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
-use wshub_core::ratelimit::RateLimitScope;
+use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -109,6 +109,8 @@ pub struct HttpApi {
     /// `node`: each node counts for itself; `cluster`: one budget per key across nodes
     /// (through Redis).
     pub rate_limit_scope: RateLimitScope,
+    /// `token_bucket` (default), `leaky_bucket` or `sliding_window` (README, "Rate limits").
+    pub rate_limit_algorithm: RateLimitAlgorithm,
     /// Accept API calls without a key (development only).
     pub insecure: bool,
     /// Time to receive a request's whole body once its headers are in (over it: 408);
@@ -123,6 +125,7 @@ impl Default for HttpApi {
             key: String::new(),
             rate_limit: 0,
             rate_limit_scope: RateLimitScope::Node,
+            rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             insecure: false,
             body_timeout: Duration::from_secs(10),
         }
@@ -147,6 +150,7 @@ pub struct Client {
     pub handshake_timeout: Duration,
     pub connection_limit: usize,
     pub connection_rate_limit: u32,
+    pub connection_rate_limit_algorithm: RateLimitAlgorithm,
     pub user_connection_limit: usize,
     pub channel_limit: usize,
     pub queue_max_size: usize,
@@ -158,8 +162,12 @@ pub struct Client {
     pub command_rate_limit: u32,
     /// `cluster`: the command rate counts per user across every node.
     pub command_rate_limit_scope: RateLimitScope,
+    pub command_rate_limit_algorithm: RateLimitAlgorithm,
     /// New connections per second from one IP address (0: unlimited).
     pub connection_rate_limit_per_ip: u32,
+    /// Unset: `sliding_window` on this node (a burst allowance would let one address open a
+    /// storm of connections at once); the cluster scope is a token bucket.
+    pub connection_rate_limit_per_ip_algorithm: Option<RateLimitAlgorithm>,
     /// `cluster`: the per-IP connection rate counts across every node.
     pub connection_rate_limit_per_ip_scope: RateLimitScope,
     /// `client.proxy.connect` and `client.proxy.refresh`.
@@ -183,6 +191,7 @@ impl Default for Client {
             handshake_timeout: Duration::from_secs(10),
             connection_limit: 0,
             connection_rate_limit: 0,
+            connection_rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             user_connection_limit: s.user_connection_limit,
             channel_limit: s.channel_limit,
             queue_max_size: s.queue_max_size,
@@ -190,7 +199,9 @@ impl Default for Client {
             recovery_max_publication_limit: s.recovery_max_publication_limit,
             command_rate_limit: 0,
             command_rate_limit_scope: RateLimitScope::Node,
+            command_rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             connection_rate_limit_per_ip: 0,
+            connection_rate_limit_per_ip_algorithm: None,
             connection_rate_limit_per_ip_scope: RateLimitScope::Node,
             proxy: ClientProxies::default(),
             insecure: s.insecure,
@@ -687,7 +698,18 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if c.client.queue_max_size == 0 {
         return fail("client.queue_max_size", "must be positive");
     }
-    for (key, scope) in c.rate_limit_scopes() {
+    let algorithms = [
+        c.client.command_rate_limit_algorithm,
+        c.client.connection_rate_limit_per_ip_algorithm.unwrap_or_default(),
+        c.http_api.rate_limit_algorithm,
+    ];
+    for ((key, scope), algorithm) in c.rate_limit_scopes().into_iter().zip(algorithms) {
+        if scope == RateLimitScope::Cluster && algorithm != RateLimitAlgorithm::TokenBucket {
+            return fail(
+                key,
+                "\"cluster\" counts with a token bucket in Redis: set the limit's algorithm to \"token_bucket\"",
+            );
+        }
         if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
             return fail(key, "\"cluster\" needs engine.type = \"redis\"");
         }
@@ -732,6 +754,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             user_connection_limit: c.client.user_connection_limit,
             command_rate_limit: c.client.command_rate_limit,
             command_rate_limit_scope: c.client.command_rate_limit_scope,
+            command_rate_limit_algorithm: c.client.command_rate_limit_algorithm,
             queue_max_size: c.client.queue_max_size,
             history_max_publication_limit: c.client.history_max_publication_limit,
             recovery_max_publication_limit: c.client.recovery_max_publication_limit,
@@ -888,6 +911,19 @@ mod tests {
             ),
             (r#"{"http_api": {"rate_limit_scope": "cluster"}}"#, "http_api.rate_limit_scope"),
             (r#"{"http_api": {"rate_limit_scope": "global"}}"#, "http_api.rate_limit_scope"),
+            (
+                r#"{"engine": {"type": "redis"}, "http_api": {"rate_limit_scope": "cluster", "rate_limit_algorithm": "leaky_bucket"}}"#,
+                "http_api.rate_limit_scope",
+            ),
+            (
+                r#"{"engine": {"type": "redis"}, "client": {"connection_rate_limit_per_ip_scope": "cluster", "connection_rate_limit_per_ip_algorithm": "sliding_window"}}"#,
+                "client.connection_rate_limit_per_ip_scope",
+            ),
+            (
+                r#"{"client": {"command_rate_limit_algorithm": "fixed_window"}}"#,
+                "command_rate_limit_algorithm",
+            ),
+            (r#"{"http_server": {"read_timeout": "200000000h"}}"#, "read_timeout"),
         ];
         for (text, key) in cases {
             let f = file("json", text);

@@ -4,7 +4,6 @@
 //! hyper parses the request; `wshub_websocket::handshake` judges an upgrade; on success the
 //! upgraded TCP stream is taken back from hyper and handed to [`crate::driver::drive`].
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
-use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
+use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedLimiters, Limiter, RateLimitAlgorithm};
 use wshub_protocol::Format;
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_websocket::{Config, HandshakeError};
@@ -45,6 +44,8 @@ pub struct ApiConfig {
     pub insecure: bool,
     /// Calls per second per key (0: unlimited); over it: 429.
     pub rate_limit: u32,
+    /// `http_api.rate_limit_algorithm` (counted on this node).
+    pub rate_limit_algorithm: RateLimitAlgorithm,
     /// `http_api.rate_limit_scope = "cluster"`: the limiter every node shares (token bucket,
     /// burst of one second's worth, failing open); `None`: counted on this node.
     pub rate_limit_cluster: Option<Arc<dyn ClusterLimiter>>,
@@ -64,11 +65,14 @@ pub struct Admission {
     pub connection_limit: usize,
     /// New connections per second on this node (over it: 503).
     pub connection_rate_limit: u32,
+    pub connection_rate_limit_algorithm: RateLimitAlgorithm,
     /// New connections per second from one IP address (over it: 429).
     pub connection_rate_limit_per_ip: u32,
+    /// Counted on this node (the cluster scope is a token bucket).
+    pub connection_rate_limit_per_ip_algorithm: RateLimitAlgorithm,
     /// `client.connection_rate_limit_per_ip_scope = "cluster"`: the limiter every node shares
-    /// (token bucket, burst of one second's worth, failing open); `None`: this node's sliding
-    /// windows.
+    /// (token bucket, burst of one second's worth, failing open); `None`: this node's
+    /// limiters.
     pub connection_rate_limit_per_ip_cluster: Option<Arc<dyn ClusterLimiter>>,
 }
 
@@ -127,9 +131,10 @@ pub struct Shared {
     /// Held (shared) by an API publication from its drain check to its end, so that a drain
     /// starts closing clients only after the publications it let through are delivered.
     publish_gate: tokio::sync::RwLock<()>,
-    node_rate: Option<Mutex<TokenBucket>>,
-    ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
-    api_rate: Mutex<HashMap<String, TokenBucket>>,
+    node_rate: Option<Mutex<Limiter>>,
+    ip_rate: Option<Mutex<KeyedLimiters<IpAddr>>>,
+    /// Per API key (only keys that passed the check reach it).
+    api_rate: Option<Mutex<KeyedLimiters<String>>>,
     admin: Option<crate::admin::Admin>,
     /// Refused origins are logged at most once a second.
     origin_log: LogLimiter,
@@ -139,15 +144,19 @@ impl Shared {
     pub fn new(config: ServerConfig) -> Arc<Self> {
         let now = std::time::Instant::now();
         let a = &config.admission;
-        let node_rate = (a.connection_rate_limit > 0).then(|| {
-            Mutex::new(TokenBucket::new(
-                f64::from(a.connection_rate_limit),
-                f64::from(a.connection_rate_limit),
-                now,
+        let node_rate = (a.connection_rate_limit > 0)
+            .then(|| Mutex::new(Limiter::new(a.connection_rate_limit_algorithm, a.connection_rate_limit, now)));
+        let ip_rate = (a.connection_rate_limit_per_ip > 0 && a.connection_rate_limit_per_ip_cluster.is_none()).then(|| {
+            Mutex::new(KeyedLimiters::new(
+                a.connection_rate_limit_per_ip_algorithm,
+                a.connection_rate_limit_per_ip,
             ))
         });
-        let ip_rate = (a.connection_rate_limit_per_ip > 0 && a.connection_rate_limit_per_ip_cluster.is_none())
-            .then(|| Mutex::new(KeyedWindows::new(a.connection_rate_limit_per_ip, Duration::from_secs(1))));
+        let api_rate = config
+            .api
+            .as_ref()
+            .filter(|api| api.rate_limit > 0 && api.rate_limit_cluster.is_none())
+            .map(|api| Mutex::new(KeyedLimiters::new(api.rate_limit_algorithm, api.rate_limit)));
         if config.metrics {
             crate::metrics::handle();
         }
@@ -163,7 +172,7 @@ impl Shared {
             publish_gate: tokio::sync::RwLock::new(()),
             node_rate,
             ip_rate,
-            api_rate: Mutex::new(HashMap::new()),
+            api_rate,
             admin: config.admin.clone().map(crate::admin::Admin::new),
             origin_log: LogLimiter::default(),
             config,
@@ -189,7 +198,7 @@ impl Shared {
         }
         let now = std::time::Instant::now();
         if let Some(r) = &self.node_rate {
-            if !r.lock().try_take(now) {
+            if !r.lock().try_acquire(now) {
                 metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "connection").increment(1);
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection_rate_limit");
             }
@@ -200,7 +209,7 @@ impl Shared {
                 let answer = cluster.try_take(&format!("ip.{ip}"), rate, rate).await;
                 Some(admit_on_error("connection_per_ip", answer, now))
             }
-            (_, Some(r)) => Some(r.lock().try_hit(&ip, now)),
+            (_, Some(r)) => Some(r.lock().try_acquire(&ip, now)),
             _ => None,
         };
         if let Some(allowed) = per_ip {
@@ -375,12 +384,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
                 let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
                 admit_on_error("api", cluster.try_take(&format!("api.{name}"), rate, rate).await, now)
             }
-            None => shared
-                .api_rate
-                .lock()
-                .entry(key)
-                .or_insert_with(|| TokenBucket::new(rate, rate, now))
-                .try_take(now),
+            None => shared.api_rate.as_ref().is_none_or(|r| r.lock().try_acquire(&key, now)),
         };
         if !allowed {
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);

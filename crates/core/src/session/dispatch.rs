@@ -189,7 +189,7 @@ impl Session {
                 let key = format!("command.{}", self.user);
                 admit_on_error("command", shared.try_take(&key, rate, rate).await, now.mono)
             }
-            _ => limiter.try_take(now.mono),
+            _ => limiter.try_acquire(now.mono),
         }
     }
 
