@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod rawstream;
 pub mod tls;
 pub mod tls_stream;
+pub mod transports;
 
 pub use driver::{Handler, Outcome};
 pub use http::{ApiConfig, ServerConfig, Shared};
