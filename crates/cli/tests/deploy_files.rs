@@ -148,10 +148,7 @@ fn readme_install_steps_create_what_the_unit_names() {
     let (user, group) = (&service["User"][0], &service["Group"][0]);
     assert_eq!(user, group, "one system user, whose group reads the configuration");
     let has = |what: &str, line: &dyn Fn(&str) -> bool| {
-        assert!(
-            steps.lines().any(line),
-            "README's install steps: no line that {what}:\n{steps}"
-        );
+        assert!(steps.lines().any(line), "README's install steps: no line that {what}:\n{steps}");
     };
     has("installs the binary", &|l| {
         l.starts_with("install ") && l.ends_with(&format!(" {binary}"))

@@ -194,31 +194,27 @@ async fn read_request(
         Ok(r) => r?,
         Err(_) => return Err(plain(http::StatusCode::REQUEST_TIMEOUT, "request not received in time")),
     };
+    use crate::body::BodyError;
+    let refuse = |e: BodyError| e.response(crate::http::READ_TIMEOUT_KEY);
     if content_length > max_body {
-        return Err(crate::body::BodyError::TooLarge.response(""));
+        return Err(refuse(BodyError::TooLarge));
     }
     let mut body = buf.split_off(head_len);
     let rest = async {
         let mut chunk = [0u8; 4096];
         while body.len() < content_length {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|_| crate::body::BodyError::Broken.response(""))?;
-            if n == 0 {
-                return Err(crate::body::BodyError::Broken.response(""));
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(BodyError::Broken),
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
             }
-            body.extend_from_slice(&chunk[..n]);
         }
         Ok(())
     };
-    match body_deadline {
-        Some(t) => match tokio::time::timeout(t, rest).await {
-            Ok(r) => r?,
-            Err(_) => return Err(crate::body::BodyError::Timeout.response(crate::http::READ_TIMEOUT_KEY)),
-        },
-        None => rest.await?,
-    }
+    let read = match body_deadline {
+        Some(t) => tokio::time::timeout(t, rest).await.unwrap_or(Err(BodyError::Timeout)),
+        None => rest.await,
+    };
+    read.map_err(refuse)?;
     body.truncate(content_length);
     Ok((parts, Bytes::from(body)))
 }
