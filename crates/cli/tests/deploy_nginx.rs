@@ -8,7 +8,8 @@
 //! - that template, rendered from a Consul health answer, in front of two nodes: when one
 //!   node starts draining (its `/ready` turns 503, which is what Consul's check reads), the
 //!   answer recorded after it renders an upstream without it, nginx is reloaded and no
-//!   request reaches that node any more, while it is still up closing its clients.
+//!   request reaches that node any more, while it is still up closing its clients; back and
+//!   ready, it returns to the rotation the same way.
 //!
 //! Consul and consul-template are not Debian packages: the health answer is built the way
 //! Consul's check builds it (each node's `GET /ready`), in the shape of Consul's
@@ -338,7 +339,18 @@ async fn a_draining_node_leaves_the_rotation() {
     // b was draining all along, not gone.
     assert!(matches!(http(b.port, "GET", "/health", "", "").await, Ok((200, _))), "b still up");
     assert!(b.log().contains("draining"), "{}", b.log());
+
+    // b back and ready (restarted): its check passes again, and the next rendering puts it
+    // back in the rotation.
     drop(clients);
+    let mut b = b;
+    b.signal("-KILL").await;
+    b.restart().await;
+    let back = health_answer(&[&a, &b]).await;
+    assert_eq!(passing(&back).len(), 2, "{back}");
+    nginx.reload(&listening_on(&render(&template, &passing(&back)), port)).await;
+    let names = served_by(port, 20).await;
+    assert!(names.iter().any(|n| n == "b"), "b back in the rotation: {names:?}");
     drop(nginx);
     drop((a, b));
     let _ = std::fs::remove_dir_all(dir);
