@@ -1112,8 +1112,9 @@ fn extreme_expiry_numbers_saturate() {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-    /// Any `exp` in a connection token and any `expire_at` from the API: the reported `ttl`
-    /// is the distance saturated at `u32::MAX`, and no timer computation panics.
+    /// Any `exp` in a connection, subscription or refresh token and any `expire_at` from the
+    /// API: the reported `ttl` is the distance saturated at `u32::MAX`, and no timer
+    /// computation panics.
     #[test]
     fn any_expiry_number_is_safe(
         exp in proptest::prop_oneof![
@@ -1131,7 +1132,16 @@ proptest::proptest! {
             proptest::prop_assert_eq!(d, None);
             let want = u32::try_from(exp - 1_700_000_000).unwrap_or(u32::MAX);
             proptest::prop_assert_eq!(r[0]["connect"]["ttl"].clone(), json!(want));
-            let _ = now_or_never(c.session.handle_control(Control::Refresh { expire_at: Some(api) }, c.now));
+            let sub = make_hs256(SECRET, &json!({"sub": "42", "channel": "private:z", "exp": exp})).unwrap();
+            let (r, d) = c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"private:z","token":"{sub}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["subscribe"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = c.send(&format!(r#"{{"id":3,"sub_refresh":{{"channel":"private:z","token":"{sub}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["sub_refresh"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = c.send(&format!(r#"{{"id":4,"refresh":{{"token":"{tok}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["refresh"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = decode(now_or_never(c.session.handle_control(Control::Refresh { expire_at: Some(api) }, c.now)));
+            let api_ttl = u32::try_from(api.saturating_sub(1_700_000_000)).unwrap_or(u32::MAX);
+            proptest::prop_assert_eq!((d, r[0]["push"]["refresh"]["ttl"].clone()), (None, json!(api_ttl)));
             let _ = c.tick(Duration::from_secs(30));
         }
     }
