@@ -323,6 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 max_message_size,
                 handshake_timeout: Duration::from_secs(10),
+                read_timeout: Some(Duration::from_secs(10)),
                 handler: Arc::new(|_, _, _| Box::new(Echo)),
                 api: None,
                 admission: Default::default(),

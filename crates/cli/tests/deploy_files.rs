@@ -2,12 +2,14 @@
 //! systemd unit (checked by `systemd-analyze verify` when present, and parsed) stops a node
 //! with SIGTERM and waits longer than its drain; the Consul service reads `/ready` on the
 //! node's port often enough to see a drain begin. (`deploy/nginx.conf` runs for real in
-//! cluster_nginx.rs.) No systemd or Consul daemon is needed.
+//! cluster_nginx.rs and deploy_nginx.rs.) The README's install steps create what the unit
+//! names. No systemd or Consul daemon is needed.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -124,4 +126,50 @@ fn consul_check_reads_ready_on_the_service_port_within_the_drain_window() {
         interval + timeout <= window / 10,
         "check every {interval:?} (+{timeout:?}): too slow for a {window:?} drain window"
     );
+}
+
+/// The README's install steps for a node create what the unit names: its binary at the
+/// `ExecStart` path, its `User` and `Group`, the configuration file `ExecStart` reads, and
+/// they check the configuration and the unit before starting it.
+#[test]
+fn readme_install_steps_create_what_the_unit_names() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split_once("### Installing a node on Debian")
+        .expect("README has the install steps")
+        .1;
+    let steps = section.split_once("```sh\n").unwrap().1.split_once("```").unwrap().0;
+    let text = std::fs::read_to_string(repo_root().join("deploy/wshub.service")).unwrap();
+    let unit = parse_unit(&text);
+    let service = &unit["Service"];
+    let exec = &service["ExecStart"][0];
+    let binary = exec.split_whitespace().next().unwrap();
+    let config = exec.split_once("--config ").unwrap().1.split_whitespace().next().unwrap();
+    let (user, group) = (&service["User"][0], &service["Group"][0]);
+    assert_eq!(user, group, "one system user, whose group reads the configuration");
+    let has = |what: &str, line: &dyn Fn(&str) -> bool| {
+        assert!(steps.lines().any(line), "README's install steps: no line that {what}:\n{steps}");
+    };
+    has("installs the binary", &|l| {
+        l.starts_with("install ") && l.ends_with(&format!(" {binary}"))
+    });
+    has("creates the user", &|l| {
+        l.starts_with("useradd --system") && l.ends_with(&format!(" {user}"))
+    });
+    has("installs the configuration readable by the group", &|l| {
+        l.starts_with("install ") && l.contains(&format!("-g {group}")) && l.ends_with(&format!(" {config}"))
+    });
+    has("checks the configuration", &|l| l == format!("{binary} checkconfig -c {config}"));
+    has("installs the unit", &|l| {
+        l.starts_with("install ") && l.contains("deploy/wshub.service /etc/systemd/system/")
+    });
+    has("verifies the unit", &|l| l.starts_with("systemd-analyze verify "));
+    has("starts it", &|l| l == "systemctl enable --now wshub");
+    // The configuration folder: created before the file goes in, and readable by the group.
+    let dir = Path::new(config).parent().unwrap().display().to_string();
+    has("creates the configuration folder", &|l| {
+        l.starts_with("install -d") && l.contains(&format!("-g {group}")) && l.ends_with(&format!(" {dir}"))
+    });
+    // And the nginx host's step that takes Debian's default site out of the way.
+    assert!(section.contains("rm /etc/nginx/sites-enabled/default"));
 }

@@ -198,13 +198,16 @@ pub struct SessionConfig {
     pub channel_limit: usize,
     /// Connections per user on this node (close 3504 over it; 0 = unlimited).
     pub user_connection_limit: usize,
-    /// Commands per second per connection (token bucket, burst of one second's worth);
-    /// over it: error 111, and close 3013 when the client keeps going. 0 = unlimited.
+    /// Commands per second per connection (by default a token bucket, burst of one
+    /// second's worth); over it: error 111, and close 3013 when the client keeps going. 0 = unlimited.
     pub command_rate_limit: u32,
     /// `client.command_rate_limit_scope`: `Node` counts per connection; `Cluster` counts per
     /// user across every node through the node's cluster limiter (anonymous users, and
     /// commands before `connect`, stay per connection).
     pub command_rate_limit_scope: crate::ratelimit::RateLimitScope,
+    /// `client.command_rate_limit_algorithm` (per connection; the cluster scope is always a
+    /// token bucket).
+    pub command_rate_limit_algorithm: crate::ratelimit::RateLimitAlgorithm,
     /// Bytes queued for one client (`client.queue_max_size`): pushes and replies alike; over
     /// it the connection is closed with 3008. A publication that could never fit is refused.
     pub queue_max_size: usize,
@@ -259,6 +262,7 @@ impl Default for SessionConfig {
             user_connection_limit: 0,
             command_rate_limit: 0,
             command_rate_limit_scope: crate::ratelimit::RateLimitScope::Node,
+            command_rate_limit_algorithm: crate::ratelimit::RateLimitAlgorithm::TokenBucket,
             queue_max_size: 1 << 20,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,

@@ -34,9 +34,19 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "" if rest.is_empty() && total.is_zero() => n,
             _ => return Err(format!("invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
         };
-        total += Duration::from_secs_f64(secs);
+        total = Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|t| *t <= crate::deadline::FARTHEST)
+            .ok_or_else(|| too_long(s))?;
     }
     Ok(total)
+}
+
+/// Why: a deadline is `now + duration`, which panics past what an `Instant` holds; no
+/// setting needs more than a century.
+fn too_long(s: &str) -> String {
+    format!("duration {s:?} is longer than a century")
 }
 
 /// Writes a duration the way [`parse`] reads it.
@@ -63,7 +73,10 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     match Repr::deserialize(d)? {
         Repr::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        Repr::N(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n)),
+        Repr::N(n) if n >= 0.0 && n.is_finite() => Duration::try_from_secs_f64(n)
+            .ok()
+            .filter(|d| *d <= crate::deadline::FARTHEST)
+            .ok_or_else(|| serde::de::Error::custom(too_long(&n.to_string()))),
         Repr::N(n) => Err(serde::de::Error::custom(format!("invalid duration {n}"))),
     }
 }
@@ -71,6 +84,13 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Wrapped {
+        #[serde(with = "super")]
+        d: Duration,
+    }
 
     #[test]
     fn parses() {
@@ -83,5 +103,18 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("10 parsecs").is_err());
         assert!(parse("s").is_err());
+        // Past what a deadline can hold: refused with a reason instead of a panic.
+        for long in [
+            "1000000000000000000000s",
+            "18446744073709551616s",
+            "1000000000000h",
+            "3154000000s",
+            "500000h500000h",
+        ] {
+            assert!(parse(long).unwrap_err().contains("longer than a century"), "{long}");
+        }
+        assert!(parse("876000h").is_ok(), "a century fits");
+        let n: Result<Wrapped, _> = serde_json::from_str("{\"d\": 1e300}");
+        assert!(n.unwrap_err().to_string().contains("longer than a century"));
     }
 }

@@ -13,6 +13,7 @@
 pub mod channel;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod delta;
 pub mod duration;

@@ -1,17 +1,23 @@
 //! Rate limiters, free of IO and clocks: the caller passes the time.
 //!
-//! - [`TokenBucket`]: a steady rate with bursts; used per connection for commands
-//!   (`client.command_rate_limit`), per node for new connections
-//!   (`client.connection_rate_limit`) and per API key (`http_api.rate_limit`).
-//! - [`SlidingWindow`]: at most N events in any window of length W (two-bucket
-//!   approximation, exact at bucket edges); used per client IP for new connections
-//!   (`client.connection_rate_limit_per_ip`), where a burst allowance would let a single
-//!   address open a storm of connections at once.
-//! - [`LeakyBucket`]: a meter that smooths a burst into a steady rate: the level leaks at
-//!   `rate` per second and an event is admitted while it fits the capacity. Unlike the
-//!   token bucket, an idle period does not bank a burst beyond `capacity`, and a full
-//!   bucket admits exactly one event per `1 / rate` seconds.
-//! - [`KeyedWindows`]: sliding windows per key with bounded memory.
+//! Every rate limit (`client.command_rate_limit`, `client.connection_rate_limit`,
+//! `client.connection_rate_limit_per_ip`, `http_api.rate_limit`) takes one of three
+//! algorithms ([`RateLimitAlgorithm`], key `…_algorithm`), built by [`Limiter::new`] from
+//! the limit alone (`rate` events per second):
+//!
+//! - [`TokenBucket`] (the default): a steady rate with bursts of up to one second's worth;
+//!   an idle period banks a burst again. Fits clients that are quiet, then do several
+//!   things at once (connect and subscribe to many channels).
+//! - [`LeakyBucket`]: no burst at all: at most one event each `1 / rate` seconds (a meter of
+//!   capacity one). Fits a backend that must see a smooth flow whatever the clients do (a
+//!   connect proxy behind `client.connection_rate_limit`).
+//! - [`SlidingWindow`]: at most `rate` events in any one-second window (two-bucket
+//!   approximation, exact at bucket edges); after a burst nothing more until the burst has
+//!   left the window, so a client cannot spend the burst and then the steady rate on top.
+//!   Fits a hard cap per source (`client.connection_rate_limit_per_ip`, its default).
+//!
+//! - [`KeyedLimiters`]: one limiter per key with bounded memory; [`KeyedWindows`]: sliding
+//!   windows of any length per key (the admin login's attempts per minute).
 //! - [`ClusterLimiter`]: a token bucket shared by every node (the Redis engine implements
 //!   it), for the limits whose scope is `cluster`; [`admit_on_error`] is the fail-open
 //!   policy the callers apply to its errors.
@@ -53,8 +59,10 @@ impl TokenBucket {
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // The tolerance: refilling in many small steps rounds, and a token exactly due must
+        // not wait for the next event (as in `LeakyBucket::try_add`).
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false
@@ -160,6 +168,99 @@ impl SlidingWindow {
     /// Whether the window has forgotten every event (its entry can be dropped).
     pub fn is_idle(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.start) >= self.window * 2
+    }
+}
+
+/// The algorithm of a rate limit (`…_algorithm` keys); see the module's documentation for
+/// when each fits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAlgorithm {
+    #[default]
+    TokenBucket,
+    LeakyBucket,
+    SlidingWindow,
+}
+
+/// One limiter of any [`RateLimitAlgorithm`], for `rate` events per second.
+#[derive(Debug, Clone)]
+pub enum Limiter {
+    Token(TokenBucket),
+    Leaky(LeakyBucket),
+    Window(SlidingWindow),
+}
+
+impl Limiter {
+    /// A limiter that admits `rate` events per second: a token bucket with a burst of
+    /// `rate`, a leaky bucket of capacity one, or a one-second window of `rate` events.
+    pub fn new(algorithm: RateLimitAlgorithm, rate: u32, now: Instant) -> Self {
+        let r = f64::from(rate);
+        match algorithm {
+            RateLimitAlgorithm::TokenBucket => Limiter::Token(TokenBucket::new(r, r, now)),
+            RateLimitAlgorithm::LeakyBucket => Limiter::Leaky(LeakyBucket::new(r, 1.0, now)),
+            RateLimitAlgorithm::SlidingWindow => Limiter::Window(SlidingWindow::new(rate, Duration::from_secs(1), now)),
+        }
+    }
+
+    /// Admits one event if the limit allows it.
+    pub fn try_acquire(&mut self, now: Instant) -> bool {
+        match self {
+            Limiter::Token(b) => b.try_take(now),
+            Limiter::Leaky(b) => b.try_add(now),
+            Limiter::Window(w) => w.try_hit(now),
+        }
+    }
+
+    /// Whether the limiter is back to its initial state (its entry can be dropped): every
+    /// algorithm is after two seconds without events.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        let since = |t: Instant| now.saturating_duration_since(t) >= Duration::from_secs(2);
+        match self {
+            Limiter::Token(b) => since(b.last),
+            Limiter::Leaky(b) => since(b.last),
+            Limiter::Window(w) => w.is_idle(now),
+        }
+    }
+}
+
+/// Limiters per key (client IP, API key). Idle entries are swept once the map grows, so
+/// memory follows the number of recently active keys.
+#[derive(Debug)]
+pub struct KeyedLimiters<K> {
+    algorithm: RateLimitAlgorithm,
+    rate: u32,
+    map: HashMap<K, Limiter>,
+    sweep_at: usize,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiters<K> {
+    pub fn new(algorithm: RateLimitAlgorithm, rate: u32) -> Self {
+        KeyedLimiters {
+            algorithm,
+            rate,
+            map: HashMap::new(),
+            sweep_at: 1024,
+        }
+    }
+
+    pub fn try_acquire(&mut self, key: &K, now: Instant) -> bool {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, l| !l.is_idle(now));
+            self.sweep_at = (self.map.len() * 2).max(1024);
+        }
+        let (algorithm, rate) = (self.algorithm, self.rate);
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| Limiter::new(algorithm, rate, now))
+            .try_acquire(now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 
@@ -297,6 +398,64 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.try_add(later)).count(), 3);
         // Time going backwards (a stale `now`) leaks nothing and admits nothing extra.
         assert!(!b.try_add(t0));
+    }
+
+    /// The three algorithms against the same burst: 10 per second allowed, 30 events at
+    /// once, then one every 10 ms for two seconds (a client that keeps pushing).
+    #[test]
+    fn algorithms_against_the_same_burst() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let run = |algorithm| {
+            let mut l = Limiter::new(algorithm, 10, t0);
+            let burst = (0..30).filter(|_| l.try_acquire(t0)).count();
+            let first_second = (1..=100u64).filter(|i| l.try_acquire(t0 + ms(i * 10))).count();
+            let second_second = (101..=200u64).filter(|i| l.try_acquire(t0 + ms(i * 10))).count();
+            (burst, first_second, second_second)
+        };
+        // A burst of one second's worth, then the steady rate.
+        assert_eq!(run(RateLimitAlgorithm::TokenBucket), (10, 10, 10));
+        // No burst: one event, then the steady rate only.
+        assert_eq!(run(RateLimitAlgorithm::LeakyBucket), (1, 10, 10));
+        // The burst, then nothing while it is in the window (the window slides past it
+        // during the second second, letting through what its estimate allows).
+        let (burst, first, second) = run(RateLimitAlgorithm::SlidingWindow);
+        assert_eq!((burst, first), (10, 0));
+        assert!((1..=10).contains(&second), "{second}");
+        // Never more than the limit in any one-second window, whatever the algorithm but
+        // the token bucket (whose burst comes on top of the rate).
+        for algorithm in [RateLimitAlgorithm::LeakyBucket, RateLimitAlgorithm::SlidingWindow] {
+            let mut l = Limiter::new(algorithm, 10, t0);
+            let admitted: Vec<u64> = (0..=300u64).filter(|i| l.try_acquire(t0 + ms(i * 10))).collect();
+            for &start in &admitted {
+                let within = admitted.iter().filter(|&&t| t >= start && t < start + 100).count();
+                assert!(within <= 10, "{algorithm:?}: {within} in the window from {start}0 ms");
+            }
+        }
+    }
+
+    #[test]
+    fn keyed_limiters_are_separate_and_swept() {
+        let t0 = Instant::now();
+        for algorithm in [
+            RateLimitAlgorithm::TokenBucket,
+            RateLimitAlgorithm::LeakyBucket,
+            RateLimitAlgorithm::SlidingWindow,
+        ] {
+            let mut k = KeyedLimiters::new(algorithm, 1);
+            assert!(k.try_acquire(&1_000_000u32, t0));
+            assert!(!k.try_acquire(&1_000_000u32, t0), "{algorithm:?}");
+            assert!(k.try_acquire(&1_000_001u32, t0), "another key has its own limiter");
+            // 1,024 keys in all: the next call sweeps.
+            for i in 0..1022u32 {
+                k.try_acquire(&i, t0);
+            }
+            k.try_acquire(&5000u32, t0 + Duration::from_secs(3));
+            assert_eq!(k.len(), 1, "{algorithm:?}: idle keys swept");
+        }
+        let a: RateLimitAlgorithm = serde_json::from_str("\"leaky_bucket\"").unwrap();
+        assert_eq!(a, RateLimitAlgorithm::LeakyBucket);
+        assert_eq!(RateLimitAlgorithm::default(), RateLimitAlgorithm::TokenBucket);
     }
 
     #[test]

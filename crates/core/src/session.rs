@@ -30,7 +30,7 @@ use crate::engine::{HistoryQuery, StreamPosition};
 use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
 use crate::proxy::{self, ProxyKind};
-use crate::ratelimit::{RateLimitScope, TokenBucket};
+use crate::ratelimit::{Limiter, RateLimitScope};
 use crate::token::TokenError;
 use crate::vecmap::VecMap;
 use crate::Now;
@@ -186,14 +186,16 @@ pub struct Session {
     expire_at: Option<u64>,
     /// `client.command_rate_limit`, and how many commands in a row it refused.
     /// Boxed: most deployments set no limit, and every idle session carries this field.
-    limiter: Option<Box<TokenBucket>>,
+    limiter: Option<Box<Limiter>>,
     refused: u32,
     /// Forwarded headers and connection meta for the backend proxies.
     proxy: Option<Box<proxied::ProxyConn>>,
 }
 
+/// The monotonic moment of Unix time `unix` (a token's, the API's or a proxy's number:
+/// saturated, see [`crate::deadline`]).
 fn mono_at(now: Now, unix: u64) -> Instant {
-    now.mono + Duration::from_secs(unix.saturating_sub(now.unix))
+    crate::deadline::mono_at(now.mono, now.unix, unix)
 }
 
 impl Session {
@@ -215,7 +217,11 @@ impl Session {
             expire_at: None,
             limiter: match node.config.session.command_rate_limit {
                 0 => None,
-                r => Some(Box::new(TokenBucket::new(f64::from(r), f64::from(r), now.mono))),
+                r => Some(Box::new(Limiter::new(
+                    node.config.session.command_rate_limit_algorithm,
+                    r,
+                    now.mono,
+                ))),
             },
             refused: 0,
             proxy: None,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wshub_core::memory::MemoryEngine;
 use wshub_core::node::Node;
-use wshub_core::ratelimit::{ClusterLimiter, RateLimitScope};
+use wshub_core::ratelimit::{ClusterLimiter, RateLimitAlgorithm, RateLimitScope};
 use wshub_protocol::Format;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
@@ -113,6 +113,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
         max_message_size: ws.message_size_limit,
         handshake_timeout: config.client.handshake_timeout,
+        read_timeout: (!config.http_server.read_timeout.is_zero()).then_some(config.http_server.read_timeout),
         handler,
         api: Some(ApiConfig {
             node: node.clone(),
@@ -120,6 +121,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             key: config.http_api.key.clone(),
             insecure: config.http_api.insecure,
             rate_limit: config.http_api.rate_limit,
+            rate_limit_algorithm: config.http_api.rate_limit_algorithm,
             rate_limit_cluster: limiters.api,
             body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
             refuse_publish_while_draining: config.engine.r#type == "memory",
@@ -127,7 +129,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         admission: Admission {
             connection_limit: config.client.connection_limit,
             connection_rate_limit: config.client.connection_rate_limit,
+            connection_rate_limit_algorithm: config.client.connection_rate_limit_algorithm,
             connection_rate_limit_per_ip: config.client.connection_rate_limit_per_ip,
+            connection_rate_limit_per_ip_algorithm: config
+                .client
+                .connection_rate_limit_per_ip_algorithm
+                .unwrap_or(RateLimitAlgorithm::SlidingWindow),
             connection_rate_limit_per_ip_cluster: limiters.per_ip,
         },
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),

@@ -13,9 +13,11 @@ use serde_json::Value;
 use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, SubscriptionTokenConfig, TokenConfig};
 use wshub_core::duration;
 use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
-use wshub_core::ratelimit::RateLimitScope;
+use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 pub mod keys;
+mod words;
+use words::{in_words, namespace_error};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -75,6 +77,11 @@ pub struct HttpServer {
     pub address: String,
     pub port: u16,
     pub tls: Tls,
+    /// Time to receive a request's whole body once its headers are in, for every endpoint
+    /// that reads one (`/api` has `http_api.body_timeout`); over it: 408 and the connection
+    /// closes. "0": no limit (a client could then hold a connection by never finishing).
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
 }
 
 impl Default for HttpServer {
@@ -83,6 +90,7 @@ impl Default for HttpServer {
             address: "0.0.0.0".into(),
             port: 8000,
             tls: Tls::default(),
+            read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -105,6 +113,8 @@ pub struct HttpApi {
     /// `node`: each node counts for itself; `cluster`: one budget per key across nodes
     /// (through Redis).
     pub rate_limit_scope: RateLimitScope,
+    /// `token_bucket` (default), `leaky_bucket` or `sliding_window` (README, "Rate limits").
+    pub rate_limit_algorithm: RateLimitAlgorithm,
     /// Accept API calls without a key (development only).
     pub insecure: bool,
     /// Time to receive a request's whole body once its headers are in (over it: 408);
@@ -119,6 +129,7 @@ impl Default for HttpApi {
             key: String::new(),
             rate_limit: 0,
             rate_limit_scope: RateLimitScope::Node,
+            rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             insecure: false,
             body_timeout: Duration::from_secs(10),
         }
@@ -157,6 +168,7 @@ pub struct Client {
     pub handshake_timeout: Duration,
     pub connection_limit: usize,
     pub connection_rate_limit: u32,
+    pub connection_rate_limit_algorithm: RateLimitAlgorithm,
     pub user_connection_limit: usize,
     pub channel_limit: usize,
     pub queue_max_size: usize,
@@ -168,8 +180,12 @@ pub struct Client {
     pub command_rate_limit: u32,
     /// `cluster`: the command rate counts per user across every node.
     pub command_rate_limit_scope: RateLimitScope,
+    pub command_rate_limit_algorithm: RateLimitAlgorithm,
     /// New connections per second from one IP address (0: unlimited).
     pub connection_rate_limit_per_ip: u32,
+    /// Unset: `sliding_window` on this node (a burst allowance would let one address open a
+    /// storm of connections at once); the cluster scope is a token bucket.
+    pub connection_rate_limit_per_ip_algorithm: Option<RateLimitAlgorithm>,
     /// `cluster`: the per-IP connection rate counts across every node.
     pub connection_rate_limit_per_ip_scope: RateLimitScope,
     /// `client.proxy.connect` and `client.proxy.refresh`.
@@ -198,6 +214,7 @@ impl Default for Client {
             handshake_timeout: Duration::from_secs(10),
             connection_limit: 0,
             connection_rate_limit: 0,
+            connection_rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             user_connection_limit: s.user_connection_limit,
             channel_limit: s.channel_limit,
             queue_max_size: s.queue_max_size,
@@ -205,7 +222,9 @@ impl Default for Client {
             recovery_max_publication_limit: s.recovery_max_publication_limit,
             command_rate_limit: 0,
             command_rate_limit_scope: RateLimitScope::Node,
+            command_rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             connection_rate_limit_per_ip: 0,
+            connection_rate_limit_per_ip_algorithm: None,
             connection_rate_limit_per_ip_scope: RateLimitScope::Node,
             proxy: ClientProxies::default(),
             insecure: s.insecure,
@@ -539,56 +558,6 @@ pub fn load(
     Ok(Loaded { config, unknown_keys })
 }
 
-/// The error in a namespace's options, with the key's path: deserialized through the
-/// flattened [`wshub_core::config::Namespace`], the error would only name the namespace.
-fn namespace_error(root: &Value) -> Option<LoadError> {
-    let Some(Value::Array(namespaces)) = root.pointer("/channel/namespaces") else {
-        return None;
-    };
-    namespaces.iter().enumerate().find_map(|(i, ns)| {
-        let mut ns = ns.clone();
-        if let Value::Object(m) = &mut ns {
-            m.remove("name");
-        }
-        serde_path_to_error::deserialize::<_, wshub_core::config::ChannelOptions>(ns)
-            .err()
-            .map(|e| {
-                LoadError(format!(
-                    "channel.namespaces[{i}].{}: {}",
-                    e.path(),
-                    in_words(&e.inner().to_string())
-                ))
-            })
-    })
-}
-
-/// serde's "expected u32" in words a person configuring a server reads.
-fn in_words(message: &str) -> String {
-    const WORDS: &[(&str, &str)] = &[
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected u32", "expected a whole number (0 or more)"),
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u8", "expected a whole number from 0 to 255"),
-        ("expected i64", "expected a whole number"),
-        ("expected i32", "expected a whole number"),
-        ("expected f64", "expected a number"),
-        ("expected a sequence", "expected a list"),
-        ("expected a map", "expected an object"),
-        ("expected a borrowed string", "expected a string"),
-    ];
-    let mut m = message.to_string();
-    for (from, to) in WORDS {
-        if m.contains(from) {
-            m = m.replace(from, to);
-        }
-    }
-    if let Some(i) = m.find("expected struct ") {
-        m.replace_range(i.., "expected an object of keys");
-    }
-    m.replace("integer `", "number `")
-}
-
 /// Redis addresses as they may be shown: the password of each `scheme://user:password@host`
 /// replaced by `***` (a log line or an error message must not carry a secret).
 pub fn masked_addresses(addresses: &str) -> String {
@@ -701,7 +670,18 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if c.client.queue_max_size == 0 {
         return fail("client.queue_max_size", "must be positive");
     }
-    for (key, scope) in c.rate_limit_scopes() {
+    let algorithms = [
+        c.client.command_rate_limit_algorithm,
+        c.client.connection_rate_limit_per_ip_algorithm.unwrap_or_default(),
+        c.http_api.rate_limit_algorithm,
+    ];
+    for ((key, scope), algorithm) in c.rate_limit_scopes().into_iter().zip(algorithms) {
+        if scope == RateLimitScope::Cluster && algorithm != RateLimitAlgorithm::TokenBucket {
+            return fail(
+                key,
+                "\"cluster\" counts with a token bucket in Redis: set the limit's algorithm to \"token_bucket\"",
+            );
+        }
         if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
             return fail(key, "\"cluster\" needs engine.type = \"redis\"");
         }
@@ -758,6 +738,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             user_connection_limit: c.client.user_connection_limit,
             command_rate_limit: c.client.command_rate_limit,
             command_rate_limit_scope: c.client.command_rate_limit_scope,
+            command_rate_limit_algorithm: c.client.command_rate_limit_algorithm,
             queue_max_size: c.client.queue_max_size,
             history_max_publication_limit: c.client.history_max_publication_limit,
             recovery_max_publication_limit: c.client.recovery_max_publication_limit,

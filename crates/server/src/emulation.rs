@@ -23,7 +23,6 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt as _;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use wshub_core::hub::{ConnectionHandle, Control};
@@ -518,15 +517,6 @@ pub fn uni_lines(payload: &Bytes) -> Vec<Bytes> {
     }
     v.push(payload.slice(start..));
     v.into_iter().filter_map(uni_line).collect()
-}
-
-/// Reads at most `limit` bytes of a request body.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ()> {
-    http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|_| ())
 }
 
 /// Counts a stream for `/metrics` while it lives.

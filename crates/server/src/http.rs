@@ -4,7 +4,6 @@
 //! hyper parses the request; `wshub_websocket::handshake` judges an upgrade; on success the
 //! upgraded TCP stream is taken back from hyper and handed to [`crate::driver::drive`].
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -21,8 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_core::node::{ApiError, Node};
-use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedWindows, TokenBucket};
-use wshub_protocol::Format;
+use wshub_core::ratelimit::{admit_on_error, ClusterLimiter, KeyedLimiters, Limiter, RateLimitAlgorithm};
 use wshub_websocket::handshake::{self, Accepted, HandshakeConfig, OriginPolicy};
 use wshub_websocket::{Config, HandshakeError};
 
@@ -45,6 +43,8 @@ pub struct ApiConfig {
     pub insecure: bool,
     /// Calls per second per key (0: unlimited); over it: 429.
     pub rate_limit: u32,
+    /// `http_api.rate_limit_algorithm` (counted on this node).
+    pub rate_limit_algorithm: RateLimitAlgorithm,
     /// `http_api.rate_limit_scope = "cluster"`: the limiter every node shares (token bucket,
     /// burst of one second's worth, failing open); `None`: counted on this node.
     pub rate_limit_cluster: Option<Arc<dyn ClusterLimiter>>,
@@ -64,11 +64,14 @@ pub struct Admission {
     pub connection_limit: usize,
     /// New connections per second on this node (over it: 503).
     pub connection_rate_limit: u32,
+    pub connection_rate_limit_algorithm: RateLimitAlgorithm,
     /// New connections per second from one IP address (over it: 429).
     pub connection_rate_limit_per_ip: u32,
+    /// Counted on this node (the cluster scope is a token bucket).
+    pub connection_rate_limit_per_ip_algorithm: RateLimitAlgorithm,
     /// `client.connection_rate_limit_per_ip_scope = "cluster"`: the limiter every node shares
-    /// (token bucket, burst of one second's worth, failing open); `None`: this node's sliding
-    /// windows.
+    /// (token bucket, burst of one second's worth, failing open); `None`: this node's
+    /// limiters.
     pub connection_rate_limit_per_ip_cluster: Option<Arc<dyn ClusterLimiter>>,
 }
 
@@ -82,6 +85,9 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Time allowed to send the request headers.
     pub handshake_timeout: Duration,
+    /// `http_server.read_timeout`: time to receive a request body once the headers are in
+    /// (`None`: no limit); see [`crate::body`].
+    pub read_timeout: Option<Duration>,
     pub handler: HandlerFactory,
     /// `POST /api/<method>`, when a node runs.
     pub api: Option<ApiConfig>,
@@ -120,13 +126,14 @@ pub struct Shared {
     ready: AtomicBool,
     /// The engine answers (always, for the memory engine); watched by `crate::lifecycle`.
     engine_ok: AtomicBool,
-    connections: AtomicUsize,
+    pub(crate) connections: AtomicUsize,
     /// Held (shared) by an API publication from its drain check to its end, so that a drain
     /// starts closing clients only after the publications it let through are delivered.
     publish_gate: tokio::sync::RwLock<()>,
-    node_rate: Option<Mutex<TokenBucket>>,
-    ip_rate: Option<Mutex<KeyedWindows<IpAddr>>>,
-    api_rate: Mutex<HashMap<String, TokenBucket>>,
+    node_rate: Option<Mutex<Limiter>>,
+    ip_rate: Option<Mutex<KeyedLimiters<IpAddr>>>,
+    /// Per API key (only keys that passed the check reach it).
+    api_rate: Option<Mutex<KeyedLimiters<String>>>,
     admin: Option<crate::admin::Admin>,
     /// Refused origins are logged at most once a second.
     origin_log: LogLimiter,
@@ -136,15 +143,19 @@ impl Shared {
     pub fn new(config: ServerConfig) -> Arc<Self> {
         let now = std::time::Instant::now();
         let a = &config.admission;
-        let node_rate = (a.connection_rate_limit > 0).then(|| {
-            Mutex::new(TokenBucket::new(
-                f64::from(a.connection_rate_limit),
-                f64::from(a.connection_rate_limit),
-                now,
+        let node_rate = (a.connection_rate_limit > 0)
+            .then(|| Mutex::new(Limiter::new(a.connection_rate_limit_algorithm, a.connection_rate_limit, now)));
+        let ip_rate = (a.connection_rate_limit_per_ip > 0 && a.connection_rate_limit_per_ip_cluster.is_none()).then(|| {
+            Mutex::new(KeyedLimiters::new(
+                a.connection_rate_limit_per_ip_algorithm,
+                a.connection_rate_limit_per_ip,
             ))
         });
-        let ip_rate = (a.connection_rate_limit_per_ip > 0 && a.connection_rate_limit_per_ip_cluster.is_none())
-            .then(|| Mutex::new(KeyedWindows::new(a.connection_rate_limit_per_ip, Duration::from_secs(1))));
+        let api_rate = config
+            .api
+            .as_ref()
+            .filter(|api| api.rate_limit > 0 && api.rate_limit_cluster.is_none())
+            .map(|api| Mutex::new(KeyedLimiters::new(api.rate_limit_algorithm, api.rate_limit)));
         if config.metrics {
             crate::metrics::handle();
         }
@@ -160,7 +171,7 @@ impl Shared {
             publish_gate: tokio::sync::RwLock::new(()),
             node_rate,
             ip_rate,
-            api_rate: Mutex::new(HashMap::new()),
+            api_rate,
             admin: config.admin.clone().map(crate::admin::Admin::new),
             origin_log: LogLimiter::default(),
             config,
@@ -172,7 +183,7 @@ impl Shared {
     }
 
     /// Whether a new WebSocket connection from `ip` may be accepted now.
-    async fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
+    pub(crate) async fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
         let a = &self.config.admission;
         let refuse = |status, reason: &'static str| {
             metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(1);
@@ -186,7 +197,7 @@ impl Shared {
         }
         let now = std::time::Instant::now();
         if let Some(r) = &self.node_rate {
-            if !r.lock().try_take(now) {
+            if !r.lock().try_acquire(now) {
                 metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "connection").increment(1);
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection_rate_limit");
             }
@@ -197,7 +208,7 @@ impl Shared {
                 let answer = cluster.try_take(&format!("ip.{ip}"), rate, rate).await;
                 Some(admit_on_error("connection_per_ip", answer, now))
             }
-            (_, Some(r)) => Some(r.lock().try_hit(&ip, now)),
+            (_, Some(r)) => Some(r.lock().try_acquire(&ip, now)),
             _ => None,
         };
         if let Some(allowed) = per_ip {
@@ -243,7 +254,7 @@ use wshub_core::logging::LogLimiter;
 /// The 403 of a refused `Origin`: its body says why and which key to change, and the same
 /// line is logged at info (at most once a second; a browser's page cannot read the body,
 /// its developer reads the server's log). One answer for WebSocket and the HTTP transports.
-fn refuse_origin(headers: &http::HeaderMap, shared: &Shared, what: &str, peer: SocketAddr) -> Response<Body> {
+pub(crate) fn refuse_origin(headers: &http::HeaderMap, shared: &Shared, what: &str, peer: SocketAddr) -> Response<Body> {
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -280,14 +291,17 @@ pub fn origin_refusal_message(origin: &str, host: Option<&str>, policy: &OriginP
     }
 }
 
+pub(crate) use crate::transports::{add_cors, check_origin, forwarded_headers, open_stream, stream_headers};
+pub use crate::transports::{EMULATION_PATH, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH, UNI_SSE_PATH};
+
 /// Every response body: whole (`Full`) or streamed (the HTTP transports).
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(format!("{body}\n")));
     *r.status_mut() = status;
     r.headers_mut()
@@ -352,12 +366,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
                 let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
                 admit_on_error("api", cluster.try_take(&format!("api.{name}"), rate, rate).await, now)
             }
-            None => shared
-                .api_rate
-                .lock()
-                .entry(key)
-                .or_insert_with(|| TokenBucket::new(rate, rate, now))
-                .try_take(now),
+            None => shared.api_rate.as_ref().is_none_or(|r| r.lock().try_acquire(&key, now)),
         };
         if !allowed {
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);
@@ -380,25 +389,9 @@ fn error_json(status: StatusCode, message: &str) -> Response<Body> {
 /// Reads an authorized API request's body, runs the call and answers it: the one
 /// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
 async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
-    let collect = Limited::new(req.into_body(), API_BODY_LIMIT).collect();
-    let collected = match api.body_timeout {
-        Some(t) => match tokio::time::timeout(t, collect).await {
-            Ok(r) => r,
-            Err(_) => {
-                // The rest of the body is not read: the connection cannot serve another request.
-                let mut r = text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received within http_api.body_timeout",
-                );
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return r;
-            }
-        },
-        None => collect.await,
-    };
-    let body = match collected {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    let body = match crate::body::read(req.into_body(), API_BODY_LIMIT, api.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response("http_api.body_timeout"),
     };
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
@@ -467,6 +460,9 @@ fn static_file(body: Bytes, content_type: &'static str) -> Response<Body> {
     r
 }
 
+/// The setting named in a 408's body (besides `/api`'s own).
+pub(crate) const READ_TIMEOUT_KEY: &str = "http_server.read_timeout";
+
 /// Largest admin login body.
 const LOGIN_BODY_LIMIT: usize = 4096;
 
@@ -492,9 +488,9 @@ async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::adm
                 #[serde(default)]
                 password: String,
             }
-            let body = match Limited::new(req.into_body(), LOGIN_BODY_LIMIT).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+            let body = match crate::body::read(req.into_body(), LOGIN_BODY_LIMIT, shared.config.read_timeout).await {
+                Ok(b) => b,
+                Err(e) => return e.response(READ_TIMEOUT_KEY),
             };
             let Ok(LoginBody { password }) = serde_json::from_slice(&body) else {
                 return error_json(StatusCode::BAD_REQUEST, "expected {\"password\": \"...\"}");
@@ -556,309 +552,6 @@ async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::adm
         _ if !admin.authorized(req.headers()) => error_json(StatusCode::UNAUTHORIZED, "no admin session: log in"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
-}
-
-/// The HTTP transports' endpoints (Centrifugo's paths).
-pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
-pub const SSE_PATH: &str = "/connection/sse";
-pub const EMULATION_PATH: &str = "/emulation";
-pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
-pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
-
-/// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
-/// only for origins listed by name (or the same host), never for `*`.
-fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(origin) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        if !matches!(policy, OriginPolicy::Any) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        }
-    }
-}
-
-/// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
-fn form_decode(v: &str) -> Option<Vec<u8>> {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
-fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
-}
-
-/// The wire format of an HTTP transport request, from its `Content-Type`.
-fn body_format(headers: &http::HeaderMap) -> Format {
-    let binary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    if binary {
-        Format::Protobuf
-    } else {
-        Format::Json
-    }
-}
-
-/// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
-// The refusal is a whole response, built at most once per request: boxing it would only
-// add an allocation.
-#[allow(clippy::result_large_err)]
-pub(crate) fn check_origin(
-    headers: &http::HeaderMap,
-    shared: &Shared,
-    path: &str,
-    peer: SocketAddr,
-) -> Result<Option<String>, Response<Body>> {
-    let policy = &shared.config.handshake.origins;
-    let Some(o) = headers
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    else {
-        return Ok(None);
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if policy.allows(&o, host) {
-        return Ok(Some(o));
-    }
-    metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
-    Err(refuse_origin(headers, shared, path, peer))
-}
-
-/// Adds the CORS headers of an allowed `origin` (none without one).
-pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Shared) {
-    if let Some(o) = origin {
-        cors_headers(r, o, &shared.config.handshake.origins);
-    }
-}
-
-/// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
-/// through hyper (the streaming endpoints usually come through
-/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
-async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let origin = match check_origin(&parts.headers, shared, path, peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let mut r = if parts.method == http::Method::OPTIONS {
-        preflight(&parts.headers)
-    } else if path == EMULATION_PATH {
-        emulation_post(&parts, body, shared).await
-    } else {
-        let limit = shared.config.emulation.max_request_body_size;
-        let body = if parts.method == http::Method::POST {
-            match crate::emulation::read_body(body, limit).await {
-                Ok(b) => Ok(b),
-                Err(()) => Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
-            }
-        } else {
-            Ok(Bytes::new())
-        };
-        match body {
-            Err(r) => r,
-            Ok(body) => match open_stream(shared, path, &parts, body, peer).await {
-                Ok((stream, content_type)) => {
-                    let mut r = Response::new(stream.boxed());
-                    for (k, v) in stream_headers(content_type) {
-                        r.headers_mut().insert(k, HeaderValue::from_static(v));
-                    }
-                    r
-                }
-                Err(r) => r,
-            },
-        }
-    };
-    add_cors(&mut r, origin.as_deref(), shared);
-    r
-}
-
-/// A CORS preflight (the origin was checked before).
-fn preflight(headers: &http::HeaderMap) -> Response<Body> {
-    let mut r = empty_body(StatusCode::NO_CONTENT);
-    let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
-    );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    r
-}
-
-/// The headers of a streaming answer (besides CORS).
-pub(crate) fn stream_headers(content_type: &'static str) -> [(&'static str, &'static str); 3] {
-    [
-        ("content-type", content_type),
-        ("cache-control", "no-cache, no-store"),
-        // nginx: pass the stream on as it comes instead of buffering it.
-        ("x-accel-buffering", "no"),
-    ]
-}
-
-/// `POST /emulation`.
-async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &Shared) -> Response<Body> {
-    use crate::cluster::Routed;
-    let Some(api) = shared.config.api.as_ref() else {
-        return text(StatusCode::NOT_FOUND, "not found");
-    };
-    if parts.method != http::Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
-    let format = body_format(&parts.headers);
-    let Ok(body) = crate::emulation::read_body(body, shared.config.emulation.max_request_body_size).await else {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    };
-    let r = match crate::emulation::parse_emulation(format, &body) {
-        Ok(r) => r,
-        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
-    };
-    let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
-    let label = match &routed {
-        Ok(Routed::Local) => "local",
-        Ok(Routed::Forwarded) => "forwarded",
-        Ok(Routed::Unknown) => "unknown_session",
-        Ok(Routed::Full) => "full",
-        Err(_) => "error",
-    };
-    metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
-    match routed {
-        Ok(Routed::Local | Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
-        Ok(Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
-        Ok(Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
-        Err(e) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("cannot reach the session's node: {}", e.message),
-        ),
-    }
-}
-
-/// The request headers whose names are in `forwarded` (those some configured proxy
-/// forwards: `Cookie`…), for a session. One filter for every transport.
-pub(crate) fn forwarded_headers(forwarded: &[String], headers: &http::HeaderMap) -> Vec<(String, String)> {
-    if forwarded.is_empty() {
-        return Vec::new();
-    }
-    headers
-        .iter()
-        .filter(|(k, _)| forwarded.iter().any(|f| f == k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect()
-}
-
-/// Opens a stream for a streaming endpoint's request (its body already read): the body to
-/// send and its content type, or the refusal.
-pub(crate) async fn open_stream(
-    shared: &Arc<Shared>,
-    path: &str,
-    parts: &http::request::Parts,
-    body: Bytes,
-    peer: SocketAddr,
-) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
-    use crate::emulation::{self, Transport};
-    let Some(api) = shared.config.api.as_ref() else {
-        return Err(text(StatusCode::NOT_FOUND, "not found"));
-    };
-    let e = &shared.config.emulation;
-    let (get, post) = (parts.method == http::Method::GET, parts.method == http::Method::POST);
-    #[allow(clippy::result_large_err)] // as in check_origin
-    let cf_connect = || -> Result<Vec<u8>, Response<Body>> {
-        let raw = query_param(&parts.uri, "cf_connect").unwrap_or_default();
-        if raw.len() > e.max_request_body_size * 3 {
-            return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large"));
-        }
-        form_decode(&raw).ok_or_else(|| text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded"))
-    };
-    let (transport, format, connect) = match path {
-        HTTP_STREAM_PATH if post => (Transport::HttpStream, body_format(&parts.headers), body),
-        HTTP_STREAM_PATH => {
-            return Err(text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use POST with the connect command as the body",
-            ))
-        }
-        SSE_PATH if get => (Transport::Sse, Format::Json, Bytes::from(cf_connect()?)),
-        SSE_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect")),
-        UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
-            let transport = if path == UNI_SSE_PATH {
-                Transport::UniSse
-            } else {
-                Transport::UniHttpStream
-            };
-            let raw = if post {
-                body.to_vec()
-            } else if get && transport == Transport::UniSse {
-                cf_connect()?
-            } else {
-                return Err(text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "use POST with the connect request as the body",
-                ));
-            };
-            match emulation::uni_connect(&raw) {
-                Ok(c) => (transport, Format::Json, c),
-                Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
-            }
-        }
-        _ => return Err(text(StatusCode::NOT_FOUND, "not found")),
-    };
-    if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
-        return Err(text(StatusCode::BAD_REQUEST, "no connect command"));
-    }
-    if let Err((status, reason)) = shared.admit(peer.ip()).await {
-        return Err(text(status, reason));
-    }
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    let done = emulation::count_stream(transport);
-    let s = shared.clone();
-    let body = emulation::start(
-        api.node.clone(),
-        api.cluster.clone(),
-        emulation::StreamSettings {
-            transport,
-            format,
-            max_queue: e.max_queue,
-            write_timeout: shared.config.write_timeout,
-            headers: forwarded_headers(&e.forwarded_headers, &parts.headers),
-            peer,
-        },
-        connect,
-        move || {
-            s.connections.fetch_sub(1, Ordering::Relaxed);
-            done();
-        },
-    );
-    let content_type = match (transport, format) {
-        (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
-        (_, Format::Json) => "application/json",
-        (_, Format::Protobuf) => "application/octet-stream",
-    };
-    Ok((body, content_type))
-}
-
-fn empty_body(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = status;
-    r
 }
 
 /// The message of the 503 that a draining node on the memory engine answers publications.
@@ -933,7 +626,7 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAd
                 _ => e.http_stream || e.sse,
             };
             if on {
-                return emulation_route(req, shared, &path, peer).await;
+                return crate::transports::emulation_route(req, shared, &path, peer).await;
             }
         }
         if let (true, Some(admin)) = (path == "/admin" || path.starts_with("/admin/"), shared.admin.as_ref()) {

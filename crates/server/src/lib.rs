@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod body;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod drain;
 pub mod driver;
 pub mod echo;
 pub mod emulation;
+pub mod framing;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;
@@ -24,6 +26,7 @@ pub mod proxy;
 pub mod rawstream;
 pub mod tls;
 pub mod tls_stream;
+pub mod transports;
 
 pub use driver::{Handler, Outcome};
 pub use http::{ApiConfig, ServerConfig, Shared};

@@ -73,17 +73,11 @@ async fn open(
     peer: SocketAddr,
     wt: Duration,
 ) -> Option<(TcpStream, crate::emulation::StreamBody)> {
-    let limit = shared.config.handshake_timeout;
-    let request = match tokio::time::timeout(limit, read_request(&mut stream, shared.config.emulation.max_request_body_size)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(refusal)) => return write_response(&mut stream, refusal).await,
-        Err(_) => {
-            return write_response(
-                &mut stream,
-                plain(http::StatusCode::REQUEST_TIMEOUT, "request not received in time"),
-            )
-            .await
-        }
+    let c = &shared.config;
+    let read = read_request(&mut stream, c.emulation.max_request_body_size, c.handshake_timeout, c.read_timeout);
+    let request = match read.await {
+        Ok(r) => r,
+        Err(refusal) => return write_response(&mut stream, refusal).await,
     };
     let (parts, body) = request;
     let path = parts.uri.path().to_string();
@@ -175,7 +169,7 @@ async fn write_response<T>(stream: &mut TcpStream, r: http::Response<Body>) -> O
         parts.status.as_u16(),
         parts.status.canonical_reason().unwrap_or("")
     );
-    for (k, v) in &parts.headers {
+    for (k, v) in parts.headers.iter().filter(|(k, _)| *k != http::header::CONNECTION) {
         head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("")));
     }
     head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
@@ -186,11 +180,50 @@ async fn write_response<T>(stream: &mut TcpStream, r: http::Response<Body>) -> O
     None
 }
 
-/// Reads a request head and its `Content-Length` body (at most `max_body` bytes).
-async fn read_request(stream: &mut TcpStream, max_body: usize) -> Result<(http::request::Parts, Bytes), http::Response<Body>> {
+/// Reads a request head (within `head_deadline`, as hyper's `header_read_timeout`) and its
+/// `Content-Length` body (at most `max_body` bytes, within `body_deadline` from the end of
+/// the head, as [`crate::body::read`] on the hyper path).
+async fn read_request(
+    stream: &mut TcpStream,
+    max_body: usize,
+    head_deadline: Duration,
+    body_deadline: Option<Duration>,
+) -> Result<(http::request::Parts, Bytes), http::Response<Body>> {
     let mut buf = Vec::with_capacity(1024);
+    let (head_len, parts, content_length) = match tokio::time::timeout(head_deadline, read_head(stream, &mut buf)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(plain(http::StatusCode::REQUEST_TIMEOUT, "request not received in time")),
+    };
+    use crate::body::BodyError;
+    let refuse = |e: BodyError| e.response(crate::http::READ_TIMEOUT_KEY);
+    if content_length > max_body {
+        return Err(refuse(BodyError::TooLarge));
+    }
+    let mut body = buf.split_off(head_len);
+    let rest = async {
+        let mut chunk = [0u8; 4096];
+        while body.len() < content_length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(BodyError::Broken),
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok(())
+    };
+    let read = match body_deadline {
+        Some(t) => tokio::time::timeout(t, rest).await.unwrap_or(Err(BodyError::Timeout)),
+        None => rest.await,
+    };
+    read.map_err(refuse)?;
+    body.truncate(content_length);
+    Ok((parts, Bytes::from(body)))
+}
+
+/// Reads until `buf` holds a whole request head: its length, the request and the body's
+/// length (judged by [`crate::framing`]).
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(usize, http::request::Parts, usize), http::Response<Body>> {
     let mut chunk = [0u8; 4096];
-    let (head_len, parts, content_length) = loop {
+    loop {
         let n = stream
             .read(&mut chunk)
             .await
@@ -201,33 +234,26 @@ async fn read_request(stream: &mut TcpStream, max_body: usize) -> Result<(http::
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
+        match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => {
+                let length = crate::framing::raw_body_length(req.headers.iter().map(|h| (h.name, h.value))).map_err(|e| {
+                    let (status, why) = e.answer();
+                    plain(status, why)
+                })?;
+                // Past `usize` is past any limit.
+                let length = usize::try_from(length).unwrap_or(usize::MAX);
                 let mut b = http::Request::builder()
                     .method(req.method.unwrap_or("GET"))
                     .uri(req.path.unwrap_or("/"));
-                let mut content_length = 0usize;
                 for h in req.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(plain(http::StatusCode::LENGTH_REQUIRED, "send the body with Content-Length"));
-                    }
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        content_length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok())
-                            .ok_or_else(|| plain(http::StatusCode::BAD_REQUEST, "bad Content-Length"))?;
-                    }
                     b = b.header(h.name, h.value);
-                }
-                if content_length > max_body {
-                    return Err(plain(http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
                 }
                 let parts = b
                     .body(())
                     .map_err(|_| plain(http::StatusCode::BAD_REQUEST, "malformed request"))?
                     .into_parts()
                     .0;
-                break (len, parts, content_length);
+                return Ok((len, parts, length));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
@@ -235,20 +261,7 @@ async fn read_request(stream: &mut TcpStream, max_body: usize) -> Result<(http::
             }
             Err(_) => return Err(plain(http::StatusCode::BAD_REQUEST, "malformed request")),
         }
-    };
-    let mut body = buf.split_off(head_len);
-    while body.len() < content_length {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| plain(http::StatusCode::BAD_REQUEST, "read error"))?;
-        if n == 0 {
-            return Err(plain(http::StatusCode::BAD_REQUEST, "connection closed before the body ended"));
-        }
-        body.extend_from_slice(&chunk[..n]);
     }
-    body.truncate(content_length);
-    Ok((parts, Bytes::from(body)))
 }
 
 #[cfg(test)]

@@ -481,3 +481,251 @@ async fn api_large_array_body() {
     still_served(&server, &mut good, 1).await;
     server.stop().await;
 }
+
+/// Reads everything the server sends until it closes the connection (within [`LIMIT`]).
+async fn read_until_closed(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sockets of the server on `port` that a process still holds a descriptor for: the
+/// accepted connections (local port `port`, not listening) in `/proc/net/tcp` whose inode
+/// is not 0 (a closed descriptor leaves an orphan with inode 0 until the peer closes). Per
+/// server, so the tests running beside this one do not count.
+fn server_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f[1].rsplit_once(':').map(|(_, p)| u16::from_str_radix(p, 16).unwrap());
+            local_port == Some(port) && f[3] != "0A" && f[9] != "0"
+        })
+        .count()
+}
+
+/// A body announced and never finished, on every endpoint that reads one (the admin login,
+/// `/emulation`, an HTTP-streaming connect whose head comes in two pieces and whose body
+/// trickles, the API), is answered 408 after `http_server.read_timeout` (or
+/// `http_api.body_timeout`) and its connection closed: the server's descriptors come back
+/// while the clients still hold theirs, and a subscriber is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_everywhere_are_cut() {
+    use tokio::io::AsyncWriteExt;
+    const EACH: usize = 40;
+    let server = node_server(json!({
+        "http_server": {"read_timeout": "500ms"},
+        "http_api": {"body_timeout": "500ms"},
+        "http_stream": {"enabled": true},
+        "admin": {"enabled": true, "password": "pw", "secret": "admin-secret"}
+    }))
+    .await;
+    let mut good = Good::start(&server).await;
+    let port = server.addr.port();
+    assert_eq!(server_sockets(port), 1, "the measure sees the bystander's connection");
+    let heads = [
+        "POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".to_string(),
+        "POST /emulation HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{".to_string(),
+        format!("POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: 100\r\n\r\n{{"),
+    ];
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for head in &heads {
+        for _ in 0..EACH {
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            clients.push(s);
+        }
+    }
+    // HTTP-streaming connects: the head in two writes, then the body one byte at a time
+    // (a client that keeps sending, just too slowly, is cut as well).
+    let mut readers: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = clients
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)
+        .collect();
+    let mut drips = Vec::new();
+    for _ in 0..EACH {
+        let s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (rd, mut wr) = s.into_split();
+        wr.write_all(b"POST /conn").await.unwrap();
+        wr.flush().await.unwrap();
+        wr.write_all(b"ection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        drips.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }));
+        readers.push(Box::new(rd));
+    }
+    let total = readers.len();
+    for (i, r) in readers.iter_mut().enumerate() {
+        let answer = read_until_closed(r).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "client {i}: {answer}");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "not before the deadline"
+    );
+    // Every connection is closed on the server's side while the test still holds its ends:
+    // the server comes to hold the bystander's socket only (a task drops its socket just
+    // after the close the client saw: polled, within LIMIT).
+    let deadline = std::time::Instant::now() + LIMIT;
+    while server_sockets(port) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} server descriptors left of {total} slow bodies and the bystander",
+            server_sockets(port)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    still_served(&server, &mut good, 1).await;
+    for d in drips {
+        d.abort();
+    }
+    drop(readers);
+    server.stop().await;
+}
+
+/// Request smuggling shapes (RFC 9112 §6): conflicting or malformed `Content-Length`,
+/// `Transfer-Encoding` with `Content-Length`, a space before the colon, a folded header.
+/// On the raw stream path (`POST /connection/http_stream`, read by hand) and on hyper's
+/// (`POST /api/publish`) each is refused with 400 (411 for a chunked body the raw path does
+/// not read) and the connection closed, nothing hidden in a body is run as a request of its
+/// own, and the subscriber receives only the legitimate publication after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_refused_on_both_paths() {
+    use tokio::io::AsyncWriteExt;
+    let server = node_server(json!({"http_stream": {"enabled": true}})).await;
+    let mut good = Good::start(&server).await;
+    // Were any of these bodies taken for the request's end, what follows is a publication
+    // to the subscriber's channel: `still_served` below would then see it first.
+    let hidden = r#"{"channel":"news","data":{"smuggled":1}}"#;
+    let smuggled = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n{hidden}",
+        hidden.len()
+    );
+    let connect = r#"{"id":1,"connect":{}}"#;
+    let publish = r#"{"channel":"elsewhere","data":{}}"#;
+    let n = |b: &str| b.len();
+    // (shape, framing headers for a body of `len` bytes, status on the raw path, on hyper's)
+    type Shape = (&'static str, fn(usize) -> String, u16, u16);
+    let shapes: [Shape; 10] = [
+        (
+            "two that differ",
+            |l| format!("Content-Length: {l}\r\nContent-Length: {}\r\n", l + 5),
+            400,
+            400,
+        ),
+        ("plus sign", |l| format!("Content-Length: +{l}\r\n"), 400, 400),
+        ("comma list", |l| format!("Content-Length: {l}, {l}\r\n"), 400, 400),
+        ("negative", |_| "Content-Length: -1\r\n".to_string(), 400, 400),
+        ("hexadecimal", |l| format!("Content-Length: 0x{l:x}\r\n"), 400, 400),
+        ("space before colon", |l| format!("Content-Length : {l}\r\n"), 400, 400),
+        ("folded", |l| format!("Content-Length: {l}\r\n 7\r\n"), 400, 400),
+        (
+            "TE then CL",
+            |l| format!("Transfer-Encoding: chunked\r\nContent-Length: {l}\r\n"),
+            400,
+            200,
+        ),
+        (
+            "CL then TE",
+            |l| format!("Content-Length: {l}\r\nTransfer-Encoding: chunked\r\n"),
+            400,
+            200,
+        ),
+        ("TE not chunked", |_| "Transfer-Encoding: gzip\r\n".to_string(), 411, 400),
+    ];
+    for (name, framing, raw_status, hyper_status) in shapes {
+        for (path, body, auth, want) in [
+            ("/connection/http_stream", connect, String::new(), raw_status),
+            ("/api/publish", publish, format!("X-API-Key: {KEY}\r\n"), hyper_status),
+        ] {
+            let chunked = framing(0).contains("chunked");
+            // A chunked body for the shapes that say so (hyper frames by it), then the
+            // smuggled request.
+            let sent = if chunked {
+                format!("{:x}\r\n{body}\r\n0\r\n\r\n{smuggled}", n(body))
+            } else {
+                format!("{body}{smuggled}")
+            };
+            let req = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{}\r\n{sent}",
+                framing(n(body))
+            );
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let answer = read_until_closed(&mut s).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{name} on {path}: expected {want}, got {answer:?}"
+            );
+            assert_eq!(
+                answer.matches("HTTP/1.1 ").count(),
+                1,
+                "{name} on {path}: one answer only: {answer:?}"
+            );
+        }
+    }
+    still_served(&server, &mut good, 1).await;
+    server.stop().await;
+}
+
+/// Expiry numbers at the edge of `u64` over real sockets: a connection token and a
+/// subscription token with `exp` = 2^64−1, then the API `refresh` with `expire_at` =
+/// 2^64−1. Before, each panicked the connection's task ("overflow when adding duration to
+/// instant") and the client was dropped without a close frame; now the `ttl`s saturate at
+/// `u32::MAX` and the connection keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_expiry_numbers_keep_the_connection() {
+    let server = node_server(json!({})).await;
+    let mut good = Good::start(&server).await;
+    let mut c = NodeClient::open(&server).await;
+    let tok = token(json!({"sub": "edge", "exp": u64::MAX}));
+    c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#)).await;
+    let r = c.next().await.expect("connected, not dropped");
+    assert_eq!(
+        (r["connect"]["expires"].clone(), r["connect"]["ttl"].clone()),
+        (json!(true), json!(u32::MAX)),
+        "{r}"
+    );
+    let sub = token(json!({"sub": "edge", "channel": "private:edge", "exp": u64::MAX}));
+    c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"private:edge","token":"{sub}"}}}}"#))
+        .await;
+    let r = c.next().await.expect("subscribed, not dropped");
+    assert_eq!(r["subscribe"]["ttl"], json!(u32::MAX), "{r}");
+    let (status, body) = api(
+        &server,
+        "refresh",
+        Some(KEY),
+        &format!(r#"{{"user":"edge","expire_at":{}}}"#, u64::MAX),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":{}}"#));
+    let r = c.next().await.expect("the refresh push, not a drop");
+    assert_eq!(r["push"]["refresh"]["ttl"], json!(u32::MAX), "{r}");
+    let (status, body) = api(
+        &server,
+        "publish",
+        Some(KEY),
+        r#"{"channel":"private:edge","data":{"still":"here"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = c.next().await.expect("the publication");
+    assert_eq!(r["push"]["pub"]["data"]["still"], "here", "{r}");
+    still_served(&server, &mut good, 1).await;
+    server.stop().await;
+}

@@ -131,6 +131,74 @@ async fn connection_limit_and_rates() {
     server.stop().await;
 }
 
+/// Every configurable rate limit, with each of the three algorithms, against the same
+/// burst of 12 at a limit of 5 per second: the token bucket admits its burst of 5, the
+/// leaky bucket 1 (no burst), the sliding window 5 (its window's worth). The commands of
+/// one WebSocket frame share one moment, so that count is exact; the HTTP bursts take a
+/// few milliseconds, so each bound allows what refilled meanwhile (measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_algorithms_against_the_same_burst() {
+    const RATE: usize = 5;
+    const BURST: usize = 12;
+    for (algorithm, at_once) in [("token_bucket", RATE), ("leaky_bucket", 1), ("sliding_window", RATE)] {
+        // client.command_rate_limit: connect and 11 commands in one frame.
+        let (server, _) = node_server(json!({"client": {"command_rate_limit": RATE, "command_rate_limit_algorithm": algorithm}})).await;
+        let mut c = Client::connect(server.addr, "/connection/websocket", &[], None).await;
+        let mut frame = format!(r#"{{"id":1,"connect":{{"token":"{}"}}}}"#, token("u"));
+        for id in 2..=BURST {
+            frame.push_str(&format!("\n{{\"id\":{id},\"presence_stats\":{{\"channel\":\"news\"}}}}"));
+        }
+        c.send(MessageKind::Text, frame.as_bytes()).await;
+        let (mut replies, mut limited) = (0, 0);
+        while replies < BURST {
+            match c.next_event().await {
+                Event::Message { data, .. } => {
+                    for line in String::from_utf8_lossy(&data).lines() {
+                        let v: Value = serde_json::from_str(line).unwrap();
+                        replies += 1;
+                        limited += usize::from(v["error"]["code"] == 111);
+                    }
+                }
+                // Ten refusals in a row close the connection (3013): the rest is unanswered.
+                Event::Closed { code, .. } => {
+                    assert_eq!(code.0, 3013);
+                    limited += BURST - replies;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(BURST - limited, at_once, "command_rate_limit, {algorithm}");
+        server.stop().await;
+
+        // The HTTP limits: a burst of sequential requests, counted by status.
+        type Attempt = fn(&TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send + '_>>;
+        let upgrade_status: Attempt = |s| Box::pin(async move { raw_http(s.addr, &upgrade(&s.addr.to_string())).await.0 });
+        let api_status: Attempt = |s| Box::pin(async move { api(s, "info", "{}").await.0 });
+        for (key, limit, attempt, admitted_status) in [
+            ("client", "connection_rate_limit", upgrade_status, 101),
+            ("client", "connection_rate_limit_per_ip", upgrade_status, 101),
+            ("http_api", "rate_limit", api_status, 200),
+        ] {
+            let (server, _) = node_server(json!({key: {limit: RATE, format!("{limit}_algorithm"): algorithm}})).await;
+            let started = std::time::Instant::now();
+            let mut admitted = 0;
+            for _ in 0..BURST {
+                admitted += usize::from(attempt(&server).await == admitted_status);
+            }
+            // What the limit may have let through on top while the burst lasted.
+            let elapsed = started.elapsed().as_secs_f64();
+            let refilled = (elapsed * RATE as f64).ceil() as usize;
+            let what = format!("{key}.{limit}, {algorithm}: {admitted} admitted in {elapsed:.3} s");
+            assert!(admitted >= at_once && admitted <= at_once + refilled, "{what}");
+            if algorithm == "sliding_window" && elapsed < 1.0 {
+                assert_eq!(admitted, RATE, "{what}: nothing more within the window");
+            }
+            server.stop().await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_dropped() {
     let (server, _) = node_server(json!({"client": {"handshake_timeout": "300ms"}})).await;

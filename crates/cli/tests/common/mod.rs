@@ -101,6 +101,11 @@ impl Node {
         format!("ws://127.0.0.1:{}/connection/websocket", self.port)
     }
 
+    /// The process's PID (for a signal whose outcome the test waits for itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -176,12 +181,18 @@ impl Nginx {
 
     /// [`Nginx::start`] with `edit` applied to the rendered `deploy/nginx.conf`.
     pub async fn start_edited(dir: &Path, nodes: &[u16], edit: impl FnOnce(String) -> String) -> Nginx {
+        let port = free_port();
+        let template = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
+        Self::start_conf(dir, port, &edit(render_nginx_conf(&template, port, nodes))).await
+    }
+
+    /// nginx with `conf` as its http-context file (`wshub.conf`), listening on `port` (which
+    /// `conf` names).
+    pub async fn start_conf(dir: &Path, port: u16, conf: &str) -> Nginx {
         let bin = nginx_binary();
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let port = free_port();
-        let template = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
-        std::fs::write(dir.join("wshub.conf"), edit(render_nginx_conf(&template, port, nodes))).unwrap();
+        std::fs::write(dir.join("wshub.conf"), conf).unwrap();
         // The main context, as Debian's /etc/nginx/nginx.conf is: the shipped file is its
         // http-context include. Every path is inside `dir`.
         let d = dir.display();
@@ -230,6 +241,66 @@ impl Nginx {
 
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    /// Replaces the http-context file with `conf` and reloads nginx (SIGHUP to its master,
+    /// our child); returns once every worker of the old configuration has exited, so that
+    /// each request from then on is served by the new one.
+    pub async fn reload(&self, conf: &str) {
+        let old = self.workers();
+        assert!(!old.is_empty(), "nginx has no worker");
+        std::fs::write(self.dir.join("wshub.conf"), conf).unwrap();
+        let d = self.dir.display().to_string();
+        let check = Command::new(nginx_binary())
+            .args([
+                "-t",
+                "-p",
+                &d,
+                "-e",
+                &format!("{d}/logs/error.log"),
+                "-c",
+                &format!("{d}/nginx.conf"),
+            ])
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+        assert!(Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let now = self.workers();
+            if !now.is_empty() && now.iter().all(|w| !old.contains(w)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx workers {old:?} still running after the reload: {}",
+                self.error_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The PIDs of the master's worker processes.
+    fn workers(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    // The parent PID is the second field after the command's closing parenthesis.
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                        == Some(master)
+                })
+            })
+            .collect()
     }
 
     pub fn error_log(&self) -> String {

@@ -106,7 +106,7 @@ impl Session {
             // With a refresh proxy the server refreshes; the client is not told of expiry.
             if node.proxies.refresh.is_none() {
                 result.expires = true;
-                result.ttl = exp.saturating_sub(now.unix) as u32;
+                result.ttl = crate::deadline::ttl(exp, now.unix);
             }
         }
         let mut sub_opts = match proxied {
@@ -194,7 +194,7 @@ impl Session {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             expires: claims.expire_at.is_some(),
-            ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
+            ttl: claims.expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix)),
         })
     }
 }

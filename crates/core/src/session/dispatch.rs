@@ -189,7 +189,7 @@ impl Session {
                 let key = format!("command.{}", self.user);
                 admit_on_error("command", shared.try_take(&key, rate, rate).await, now.mono)
             }
-            _ => limiter.try_take(now.mono),
+            _ => limiter.try_acquire(now.mono),
         }
     }
 
@@ -253,7 +253,7 @@ impl Session {
             }
             Control::Refresh { expire_at } => {
                 self.set_expiry(expire_at, now);
-                let ttl = expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32);
+                let ttl = expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix));
                 out.reply(&Reply {
                     push: Some(Push {
                         refresh: Some(Refresh {

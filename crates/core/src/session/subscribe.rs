@@ -101,7 +101,7 @@ impl Session {
         }
         if let (Some(e), false) = (expires, server_refresh) {
             r.expires = true;
-            r.ttl = e.saturating_sub(now.unix) as u32;
+            r.ttl = crate::deadline::ttl(e, now.unix);
         }
         Ok(r)
     }
@@ -338,7 +338,7 @@ impl Session {
         }
         Ok(SubRefreshResult {
             expires: claims.expire_at.is_some(),
-            ttl: claims.expire_at.map_or(0, |e| e.saturating_sub(now.unix) as u32),
+            ttl: claims.expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix)),
         })
     }
 }

@@ -1069,3 +1069,80 @@ fn rpc_without_a_proxy_and_without_a_transport() {
     let (r, _) = c.send(r#"{"id":3,"rpc":{"method":"ns:x","data":{}}}"#);
     assert_eq!(r[0]["error"]["code"], 104, "unknown RPC namespace");
 }
+
+/// Expiry numbers at the edge of `u64` (a connection token's `exp`, a subscription token's,
+/// a refresh token's, the API `refresh`'s `expire_at`): the session neither panics nor
+/// closes, the `ttl` it reports saturates at `u32::MAX`, and no timer fires early (before:
+/// "overflow when adding duration to instant" in the connection's task).
+#[test]
+fn extreme_expiry_numbers_saturate() {
+    let node = node_with(|_| {});
+    let huge = [u64::MAX, u64::MAX - 1, i64::MAX as u64, 1_700_000_000 + u64::from(u32::MAX) + 1];
+    for exp in huge {
+        let mut c = Client::new(&node, start());
+        let tok = make_hs256(SECRET, &json!({"sub": "42", "exp": exp})).unwrap();
+        let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#));
+        assert_eq!(d, None, "{exp}: {r:?}");
+        assert_eq!(
+            (r[0]["connect"]["expires"].clone(), r[0]["connect"]["ttl"].clone()),
+            (json!(true), json!(u32::MAX))
+        );
+        let sub = make_hs256(SECRET, &json!({"sub": "42", "channel": "private:z", "exp": exp})).unwrap();
+        let (r, d) = c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"private:z","token":"{sub}"}}}}"#));
+        assert_eq!((d, r[0]["subscribe"]["ttl"].clone()), (None, json!(u32::MAX)), "{exp}: {r:?}");
+        let (r, d) = c.send(&format!(r#"{{"id":3,"sub_refresh":{{"channel":"private:z","token":"{sub}"}}}}"#));
+        assert_eq!((d, r[0]["sub_refresh"]["ttl"].clone()), (None, json!(u32::MAX)), "{exp}: {r:?}");
+        let (r, d) = c.send(&format!(r#"{{"id":4,"refresh":{{"token":"{tok}"}}}}"#));
+        assert_eq!((d, r[0]["refresh"]["ttl"].clone()), (None, json!(u32::MAX)), "{exp}: {r:?}");
+        let (r, d) = decode(now_or_never(
+            c.session.handle_control(Control::Refresh { expire_at: Some(exp) }, c.now),
+        ));
+        assert_eq!((d, r[0]["push"]["refresh"]["ttl"].clone()), (None, json!(u32::MAX)), "{exp}: {r:?}");
+        // An hour of pings answered: nothing expires.
+        for _ in 0..360 {
+            let (r, d) = c.tick(Duration::from_secs(10));
+            assert_eq!(d, None, "{exp}: closed");
+            if !r.is_empty() {
+                c.send("{}");
+            }
+        }
+        assert!(c.session.poll_timeout().is_some());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any `exp` in a connection, subscription or refresh token and any `expire_at` from the
+    /// API: the reported `ttl` is the distance saturated at `u32::MAX`, and no timer
+    /// computation panics.
+    #[test]
+    fn any_expiry_number_is_safe(
+        exp in proptest::prop_oneof![
+            proptest::strategy::Just(u64::MAX),
+            1_700_000_001u64..1_700_100_000,
+            proptest::prelude::any::<u64>()
+        ],
+        api in proptest::prelude::any::<u64>(),
+    ) {
+        let node = node_with(|_| {});
+        let mut c = Client::new(&node, start());
+        let tok = make_hs256(SECRET, &json!({"sub": "42", "exp": exp})).unwrap();
+        let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{tok}"}}}}"#));
+        if exp > 1_700_000_000 {
+            proptest::prop_assert_eq!(d, None);
+            let want = u32::try_from(exp - 1_700_000_000).unwrap_or(u32::MAX);
+            proptest::prop_assert_eq!(r[0]["connect"]["ttl"].clone(), json!(want));
+            let sub = make_hs256(SECRET, &json!({"sub": "42", "channel": "private:z", "exp": exp})).unwrap();
+            let (r, d) = c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"private:z","token":"{sub}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["subscribe"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = c.send(&format!(r#"{{"id":3,"sub_refresh":{{"channel":"private:z","token":"{sub}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["sub_refresh"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = c.send(&format!(r#"{{"id":4,"refresh":{{"token":"{tok}"}}}}"#));
+            proptest::prop_assert_eq!((d, r[0]["refresh"]["ttl"].clone()), (None, json!(want)));
+            let (r, d) = decode(now_or_never(c.session.handle_control(Control::Refresh { expire_at: Some(api) }, c.now)));
+            let api_ttl = u32::try_from(api.saturating_sub(1_700_000_000)).unwrap_or(u32::MAX);
+            proptest::prop_assert_eq!((d, r[0]["push"]["refresh"]["ttl"].clone()), (None, json!(api_ttl)));
+            let _ = c.tick(Duration::from_secs(30));
+        }
+    }
+}

@@ -93,7 +93,7 @@ impl Session {
             None => self.node.config.session.expired_close_delay,
         };
         match expire_at {
-            Some(e) => self.timers.set(Timer::Expiry, mono_at(now, e) + delay),
+            Some(e) => self.timers.set(Timer::Expiry, crate::deadline::later(mono_at(now, e), delay)),
             None => {
                 self.timers.clear(Timer::Expiry);
             }

@@ -132,6 +132,19 @@ fn invalid_values_name_the_key() {
         ),
         (r#"{"http_api": {"rate_limit_scope": "cluster"}}"#, "http_api.rate_limit_scope"),
         (r#"{"http_api": {"rate_limit_scope": "global"}}"#, "http_api.rate_limit_scope"),
+        (
+            r#"{"engine": {"type": "redis"}, "http_api": {"rate_limit_scope": "cluster", "rate_limit_algorithm": "leaky_bucket"}}"#,
+            "http_api.rate_limit_scope",
+        ),
+        (
+            r#"{"engine": {"type": "redis"}, "client": {"connection_rate_limit_per_ip_scope": "cluster", "connection_rate_limit_per_ip_algorithm": "sliding_window"}}"#,
+            "client.connection_rate_limit_per_ip_scope",
+        ),
+        (
+            r#"{"client": {"command_rate_limit_algorithm": "fixed_window"}}"#,
+            "command_rate_limit_algorithm",
+        ),
+        (r#"{"http_server": {"read_timeout": "200000000h"}}"#, "read_timeout"),
     ];
     for (text, key) in cases {
         let f = file("json", text);

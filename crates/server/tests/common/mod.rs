@@ -34,6 +34,7 @@ impl TestServer {
             },
             max_message_size,
             handshake_timeout: Duration::from_secs(2),
+            read_timeout: Some(Duration::from_secs(2)),
             handler: Arc::new(|_, _, _| Box::new(Echo)),
             api: None,
             admission: Default::default(),

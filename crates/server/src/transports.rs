@@ -1,0 +1,322 @@
+//! The HTTP transports through hyper: `/connection/http_stream`, `/connection/sse`, the
+//! unidirectional ones, `/emulation`, their CORS and `Origin` checks.
+//!
+//! Split from `crate::http` (the listener's routing, the upgrade and the API), which
+//! dispatches here; `crate::rawstream` serves the same streaming endpoints outside hyper
+//! with the functions below.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use wshub_protocol::Format;
+use wshub_websocket::handshake::OriginPolicy;
+
+use crate::http::{full, refuse_origin, text, Body, Shared, READ_TIMEOUT_KEY};
+
+/// The HTTP transports' endpoints (Centrifugo's paths).
+pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
+pub const SSE_PATH: &str = "/connection/sse";
+pub const EMULATION_PATH: &str = "/emulation";
+pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
+pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
+
+/// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
+/// only for origins listed by name (or the same host), never for `*`.
+fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if !matches!(policy, OriginPolicy::Any) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
+fn form_decode(v: &str) -> Option<Vec<u8>> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// The wire format of an HTTP transport request, from its `Content-Type`.
+fn body_format(headers: &http::HeaderMap) -> Format {
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if binary {
+        Format::Protobuf
+    } else {
+        Format::Json
+    }
+}
+
+/// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
+// The refusal is a whole response, built at most once per request: boxing it would only
+// add an allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn check_origin(
+    headers: &http::HeaderMap,
+    shared: &Shared,
+    path: &str,
+    peer: SocketAddr,
+) -> Result<Option<String>, Response<Body>> {
+    let policy = &shared.config.handshake.origins;
+    let Some(o) = headers
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    else {
+        return Ok(None);
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if policy.allows(&o, host) {
+        return Ok(Some(o));
+    }
+    metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
+    Err(refuse_origin(headers, shared, path, peer))
+}
+
+/// Adds the CORS headers of an allowed `origin` (none without one).
+pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Shared) {
+    if let Some(o) = origin {
+        cors_headers(r, o, &shared.config.handshake.origins);
+    }
+}
+
+/// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
+/// through hyper (the streaming endpoints usually come through
+/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
+pub(crate) async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let origin = match check_origin(&parts.headers, shared, path, peer) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut r = if parts.method == http::Method::OPTIONS {
+        preflight(&parts.headers)
+    } else if path == EMULATION_PATH {
+        emulation_post(&parts, body, shared).await
+    } else {
+        let limit = shared.config.emulation.max_request_body_size;
+        let body = if parts.method == http::Method::POST {
+            crate::body::read(body, limit, shared.config.read_timeout)
+                .await
+                .map_err(|e| e.response(READ_TIMEOUT_KEY))
+        } else {
+            Ok(Bytes::new())
+        };
+        match body {
+            Err(r) => r,
+            Ok(body) => match open_stream(shared, path, &parts, body, peer).await {
+                Ok((stream, content_type)) => {
+                    let mut r = Response::new(stream.boxed());
+                    for (k, v) in stream_headers(content_type) {
+                        r.headers_mut().insert(k, HeaderValue::from_static(v));
+                    }
+                    r
+                }
+                Err(r) => r,
+            },
+        }
+    };
+    add_cors(&mut r, origin.as_deref(), shared);
+    r
+}
+
+/// A CORS preflight (the origin was checked before).
+fn preflight(headers: &http::HeaderMap) -> Response<Body> {
+    let mut r = empty_body(StatusCode::NO_CONTENT);
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// The headers of a streaming answer (besides CORS).
+pub(crate) fn stream_headers(content_type: &'static str) -> [(&'static str, &'static str); 3] {
+    [
+        ("content-type", content_type),
+        ("cache-control", "no-cache, no-store"),
+        // nginx: pass the stream on as it comes instead of buffering it.
+        ("x-accel-buffering", "no"),
+    ]
+}
+
+/// `POST /emulation`.
+async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &Shared) -> Response<Body> {
+    use crate::cluster::Routed;
+    let Some(api) = shared.config.api.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    if parts.method != http::Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    let format = body_format(&parts.headers);
+    let body = match crate::body::read(body, shared.config.emulation.max_request_body_size, shared.config.read_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response(READ_TIMEOUT_KEY),
+    };
+    let r = match crate::emulation::parse_emulation(format, &body) {
+        Ok(r) => r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+    };
+    let routed = api.cluster.route_emulation(&r.node, &r.session, r.data).await;
+    let label = match &routed {
+        Ok(Routed::Local) => "local",
+        Ok(Routed::Forwarded) => "forwarded",
+        Ok(Routed::Unknown) => "unknown_session",
+        Ok(Routed::Full) => "full",
+        Err(_) => "error",
+    };
+    metrics::counter!("wshub_emulation_requests_total", "outcome" => label).increment(1);
+    match routed {
+        Ok(Routed::Local | Routed::Forwarded) => empty_body(StatusCode::NO_CONTENT),
+        Ok(Routed::Unknown) => text(StatusCode::NOT_FOUND, "unknown session"),
+        Ok(Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot reach the session's node: {}", e.message),
+        ),
+    }
+}
+
+/// The request headers whose names are in `forwarded` (those some configured proxy
+/// forwards: `Cookie`…), for a session. One filter for every transport.
+pub(crate) fn forwarded_headers(forwarded: &[String], headers: &http::HeaderMap) -> Vec<(String, String)> {
+    if forwarded.is_empty() {
+        return Vec::new();
+    }
+    headers
+        .iter()
+        .filter(|(k, _)| forwarded.iter().any(|f| f == k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Opens a stream for a streaming endpoint's request (its body already read): the body to
+/// send and its content type, or the refusal.
+pub(crate) async fn open_stream(
+    shared: &Arc<Shared>,
+    path: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
+    use crate::emulation::{self, Transport};
+    let Some(api) = shared.config.api.as_ref() else {
+        return Err(text(StatusCode::NOT_FOUND, "not found"));
+    };
+    let e = &shared.config.emulation;
+    let (get, post) = (parts.method == http::Method::GET, parts.method == http::Method::POST);
+    #[allow(clippy::result_large_err)] // as in check_origin
+    let cf_connect = || -> Result<Vec<u8>, Response<Body>> {
+        let raw = query_param(&parts.uri, "cf_connect").unwrap_or_default();
+        if raw.len() > e.max_request_body_size * 3 {
+            return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "cf_connect too large"));
+        }
+        form_decode(&raw).ok_or_else(|| text(StatusCode::BAD_REQUEST, "cf_connect is not URL-encoded"))
+    };
+    let (transport, format, connect) = match path {
+        HTTP_STREAM_PATH if post => (Transport::HttpStream, body_format(&parts.headers), body),
+        HTTP_STREAM_PATH => {
+            return Err(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST with the connect command as the body",
+            ))
+        }
+        SSE_PATH if get => (Transport::Sse, Format::Json, Bytes::from(cf_connect()?)),
+        SSE_PATH => return Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET with cf_connect")),
+        UNI_HTTP_STREAM_PATH | UNI_SSE_PATH => {
+            let transport = if path == UNI_SSE_PATH {
+                Transport::UniSse
+            } else {
+                Transport::UniHttpStream
+            };
+            let raw = if post {
+                body.to_vec()
+            } else if get && transport == Transport::UniSse {
+                cf_connect()?
+            } else {
+                return Err(text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST with the connect request as the body",
+                ));
+            };
+            match emulation::uni_connect(&raw) {
+                Ok(c) => (transport, Format::Json, c),
+                Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
+            }
+        }
+        _ => return Err(text(StatusCode::NOT_FOUND, "not found")),
+    };
+    if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
+        return Err(text(StatusCode::BAD_REQUEST, "no connect command"));
+    }
+    if let Err((status, reason)) = shared.admit(peer.ip()).await {
+        return Err(text(status, reason));
+    }
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let done = emulation::count_stream(transport);
+    let s = shared.clone();
+    let body = emulation::start(
+        api.node.clone(),
+        api.cluster.clone(),
+        emulation::StreamSettings {
+            transport,
+            format,
+            max_queue: e.max_queue,
+            write_timeout: shared.config.write_timeout,
+            headers: forwarded_headers(&e.forwarded_headers, &parts.headers),
+            peer,
+        },
+        connect,
+        move || {
+            s.connections.fetch_sub(1, Ordering::Relaxed);
+            done();
+        },
+    );
+    let content_type = match (transport, format) {
+        (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
+        (_, Format::Json) => "application/json",
+        (_, Format::Protobuf) => "application/octet-stream",
+    };
+    Ok((body, content_type))
+}
+
+fn empty_body(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
