@@ -358,3 +358,18 @@ fn history_meta_ttl_forgets_positions_in_the_memory_engine() {
     assert_eq!(after.offset, 1, "a new stream");
     assert_ne!(after.epoch, first.epoch, "under a new epoch");
 }
+
+/// A map or shared-poll subscribe (`type` 1-4) is refused with 103, as Centrifugo refuses a
+/// type the namespace does not have; nothing is subscribed.
+#[test]
+fn subscription_types_other_than_stream_are_refused() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    for t in 1..=4 {
+        let (r, d) = c.send(&format!(r#"{{"id":{},"subscribe":{{"channel":"news","type":{t}}}}}"#, t + 1));
+        assert_eq!((error_code(&r), d), (Some(103), None), "type {t}");
+    }
+    assert_eq!(node.hub.num_subscribers("news"), 0);
+    assert!(c.send(r#"{"id":9,"subscribe":{"channel":"news","type":0}}"#).0[0]["subscribe"].is_object());
+}
