@@ -207,3 +207,34 @@ fn token_commands() {
     let out = run_to_end(wshub(&dir).args(["version"]));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("wshub v"));
 }
+
+/// The Dockerfile's final stage runs as Centrifugo's image does (an unprivileged user,
+/// working directory `/centrifugo`, port 8000, the command alone), and that command, run
+/// in a folder holding a mounted `config.json` with secrets from `CENTRIFUGO_*` variables,
+/// serves. (No Docker engine runs here: the image itself is not built.)
+#[tokio::test]
+async fn the_container_command_serves_as_centrifugos_does() {
+    let text = std::fs::read_to_string(common::repo_root().join("Dockerfile")).unwrap();
+    let last = text.rsplit("\nFROM ").next().unwrap();
+    let line = |key: &str| last.lines().find(|l| l.starts_with(key)).map(|l| l[key.len()..].trim().to_string());
+    assert_eq!(line("WORKDIR "), Some("/centrifugo".into()));
+    assert_eq!(line("EXPOSE "), Some("8000".into()));
+    let user = line("USER ").unwrap();
+    assert!(user != "root" && user != "0", "runs unprivileged: {user}");
+    let cmd: Vec<String> = serde_json::from_str(&line("CMD ").unwrap()).unwrap();
+    assert_eq!(cmd, ["wshub"]);
+    let dir = temp_dir("container");
+    let port = free_port();
+    std::fs::write(
+        dir.join("config.json"),
+        json!({"http_server": {"address": "127.0.0.1"}}).to_string(),
+    )
+    .unwrap();
+    let mut c = wshub(&dir);
+    c.args(&cmd[1..])
+        .env("CENTRIFUGO_HTTP_SERVER_PORT", port.to_string())
+        .env("CENTRIFUGO_HTTP_API_KEY", "container-key");
+    let node = Node::spawn(&mut c, &dir);
+    node.wait_ready(port).await;
+    assert_eq!(api_info(port, "container-key").await, 200, "{}", node.log());
+}
