@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use wshub_core::token::Verifier;
-use wshub_server::config::{to_node_config, Config, Loaded};
+use wshub_server::config::{leaves, to_node_config, Config, Loaded};
 
 /// Centrifugo's default token lifetime for `gentoken` and `gensubtoken`: one week.
 pub const DEFAULT_TOKEN_TTL: i64 = 7 * 24 * 3600;
@@ -107,18 +107,6 @@ pub fn defaultenv(config: &Config) -> anyhow::Result<()> {
         text.push_str(&format!("CENTRIFUGO_{}={value:?}\n", path.replace('.', "_").to_ascii_uppercase()));
     }
     out(&text)
-}
-
-fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, child) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                leaves(&p, child, out);
-            }
-        }
-        _ => out.push((prefix.to_string(), v.clone())),
-    }
 }
 
 fn now_unix() -> anyhow::Result<u64> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http, temp_dir, wait_until, LIMIT};
+use common::{free_port, http, run_to_end, temp_dir, wait_until, LIMIT};
 use serde_json::json;
 
 fn wshub(dir: &Path) -> Command {
@@ -23,19 +23,6 @@ fn wshub(dir: &Path) -> Command {
         }
     }
     c
-}
-
-fn run_to_end(cmd: &mut Command) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// A running node, ended by its PID when dropped; its output goes to a file.

@@ -373,3 +373,24 @@ fn subscription_types_other_than_stream_are_refused() {
     assert_eq!(node.hub.num_subscribers("news"), 0);
     assert!(c.send(r#"{"id":9,"subscribe":{"channel":"news","type":0}}"#).0[0]["subscribe"].is_object());
 }
+
+/// `rpc.namespace_boundary`: `ns/method` routes to namespace `ns` with `/`; `:` is then part
+/// of a method without namespace.
+#[test]
+fn rpc_namespace_boundary() {
+    let node = node_with(|c| {
+        c.proxy.rpc.namespace_boundary = "/".into();
+        c.proxy.rpc.proxy.endpoint = "http://127.0.0.1:9/rpc".into();
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+    });
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"rpc":{"method":"ns/x","data":{}}}"#);
+    assert_eq!(error_code(&r), Some(104), "unknown RPC namespace through '/'");
+    let (r, _) = c.send(r#"{"id":3,"rpc":{"method":"ns:x","data":{}}}"#);
+    assert_eq!(
+        error_code(&r),
+        Some(100),
+        "no namespace: the default proxy is asked (and has no transport)"
+    );
+}

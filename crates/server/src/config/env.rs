@@ -34,8 +34,8 @@ const NAMED: &[(&str, &str)] = &[
 /// space-separated words).
 const LISTS_AS_STRINGS: &[&str] = &["engine.redis.address"];
 
-/// Every leaf of `v` as (`a.b.c`, default value); lists of objects and maps are leaves.
-pub(super) fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+/// Every leaf of `v` as (`a.b.c`, value); lists and empty objects (maps) are leaves.
+pub fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
