@@ -17,6 +17,7 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod env;
 pub mod keys;
+pub use env::leaves;
 use env::set_path;
 mod words;
 use words::{in_words, namespace_error};
