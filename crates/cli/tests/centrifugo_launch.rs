@@ -7,8 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use common::{free_port, http, run_to_end, temp_dir, wait_until, LIMIT};
 use serde_json::json;

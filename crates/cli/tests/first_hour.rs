@@ -6,8 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use common::{free_port, http, http_head, run_to_end, temp_dir, wait_until, LIMIT};
 use serde_json::json;
