@@ -394,3 +394,16 @@ fn rpc_namespace_boundary() {
         "no namespace: the default proxy is asked (and has no transport)"
     );
 }
+
+/// Server-side subscriptions from a token follow the same name rule: a non-ASCII channel
+/// in `channels` is not subscribed (the others are).
+#[test]
+fn token_channels_with_non_ascii_names_are_not_subscribed() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    let (r, d) = connect_with(&mut c, json!({"sub": "42", "channels": ["n\u{0435}ws", "news"]}));
+    assert_eq!(d, None);
+    let subs = r[0]["connect"]["subs"].as_object().unwrap();
+    assert_eq!(subs.keys().collect::<Vec<_>>(), ["news"], "{r:?}");
+    assert_eq!(node.hub.num_subscribers("n\u{0435}ws"), 0);
+}
