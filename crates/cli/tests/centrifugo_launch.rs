@@ -224,3 +224,61 @@ async fn the_container_command_serves_as_centrifugos_does() {
     node.wait_ready(port).await;
     assert_eq!(api_info(port, "container-key").await, 200, "{}", node.log());
 }
+
+/// Centrifugo's first documented Redis address form, `host:port`, with `db` and a password
+/// from their own keys: the node serves, and its keys are in that database.
+#[tokio::test]
+async fn redis_address_as_host_port_with_db_and_password() {
+    let redis = wshub_redis::testing::RedisServer::start().await;
+    let url = redis.url();
+    let host_port = url.trim_start_matches("redis://").to_string();
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("p@ss")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let dir = temp_dir("launch-redis");
+    let port = free_port();
+    let cfg = json!({
+        "http_server": {"port": port, "address": "127.0.0.1"},
+        "http_api": {"key": "k"},
+        "channel": {"without_namespace": {"history_size": 10, "history_ttl": "60s"}}
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let node = Node::spawn(
+        wshub(&dir)
+            .env("CENTRIFUGO_ENGINE_TYPE", "redis")
+            .env("CENTRIFUGO_ENGINE_REDIS_ADDRESS", &host_port)
+            .env("CENTRIFUGO_ENGINE_REDIS_PASSWORD", "p@ss")
+            .env("CENTRIFUGO_ENGINE_REDIS_DB", "3")
+            .env("CENTRIFUGO_ENGINE_REDIS_PREFIX", "launchtest"),
+        &dir,
+    );
+    node.wait_ready(port).await;
+    let (status, _) = http(
+        port,
+        "POST",
+        "/api/publish",
+        "X-API-Key: k\r\n",
+        r#"{"channel":"news","data":{"a":1}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", node.log());
+    let authed = format!("redis://:p%40ss@{host_port}/3");
+    let mut c = redis::Client::open(authed.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("launchtest*").query_async(&mut c).await.unwrap();
+    assert!(!keys.is_empty(), "the stream is in database 3");
+    assert!(!node.log().contains("p@ss"), "no password in the log");
+}

@@ -17,6 +17,7 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod env;
 pub mod keys;
+mod redis_address;
 pub use env::leaves;
 use env::set_path;
 mod words;
@@ -297,8 +298,13 @@ pub struct Redis {
     pub sentinel_address: Vec<String>,
     pub sentinel_master_name: String,
     pub sentinel_password: String,
-    /// The master's password under Sentinel.
+    /// Redis's password (ACL or `requirepass`), for every address that has none of its
+    /// own, and the master's under Sentinel.
     pub password: String,
+    /// The ACL user, likewise.
+    pub user: String,
+    /// The database number, for every address that names none.
+    pub db: u32,
     /// Centrifugo's Redis Cluster key: seed nodes (`host:port` or `redis://host:port`);
     /// when set, `address` and the Sentinel keys are unused.
     #[serde(deserialize_with = "string_list")]
@@ -340,6 +346,8 @@ impl Default for Redis {
             sentinel_master_name: String::new(),
             sentinel_password: String::new(),
             password: String::new(),
+            user: String::new(),
+            db: 0,
             cluster_address: Vec::new(),
             compression: "none".into(),
             compression_min_size: 1024,
@@ -504,12 +512,13 @@ pub fn load(
     if let Some(message) = keys::refused(&root, &unknown_keys).or_else(|| keys::refused_env(&applied.unknown_centrifugo)) {
         return Err(LoadError(message));
     }
-    let config: Config = match serde_path_to_error::deserialize(root.clone()) {
+    let mut config: Config = match serde_path_to_error::deserialize(root.clone()) {
         Ok(c) => c,
         Err(e) => {
             return Err(namespace_error(&root).unwrap_or_else(|| LoadError(format!("{}: {}", e.path(), in_words(&e.inner().to_string())))))
         }
     };
+    redis_address::normalize(&mut config.engine.redis);
     to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })
