@@ -186,10 +186,16 @@ impl Deliveries {
                 // Observability only: the time to hand one publication to every local
                 // subscriber.
                 metrics::histogram!("wshub_fanout_latency_seconds").record(started.elapsed().as_secs_f64());
-                metrics::counter!("wshub_publications_total").increment(1);
+                crate::series::publication_received();
             }
-            Event::Join(info) => self.hub.broadcast_join_leave(channel, &info, true),
-            Event::Leave(info) => self.hub.broadcast_join_leave(channel, &info, false),
+            Event::Join(info) => {
+                crate::series::broker_message_received("join");
+                self.hub.broadcast_join_leave(channel, &info, true)
+            }
+            Event::Leave(info) => {
+                crate::series::broker_message_received("leave");
+                self.hub.broadcast_join_leave(channel, &info, false)
+            }
             Event::Reset => self.hub.reset(channel),
         }
     }

@@ -26,6 +26,7 @@ pub mod memory;
 pub mod node;
 pub mod proxy;
 pub mod ratelimit;
+pub mod series;
 pub mod session;
 pub mod token;
 pub mod vecmap;

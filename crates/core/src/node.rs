@@ -452,6 +452,7 @@ impl Node {
             popts.history_ttl = opts.history_ttl;
             popts.meta_ttl = self.history_meta_ttl(opts);
         }
+        crate::series::broker_message_sent("publication");
         Ok(self.broker.publish(channel, publication, &popts).await?)
     }
 

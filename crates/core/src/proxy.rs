@@ -523,11 +523,11 @@ pub async fn call<R: DeserializeOwned>(
         .post(endpoint, &headers, body)
         .await
         .and_then(|b| serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string())));
-    metrics::histogram!("wshub_proxy_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
     let answer = match r {
         Err(f) => {
             tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
-            metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => f.outcome()).increment(1);
+            crate::series::proxy_call(kind, &endpoint.name, took, f.outcome());
             return Err(f);
         }
         Ok(Envelope { disconnect: Some(d), .. }) => Answer::Disconnect(d),
@@ -539,7 +539,7 @@ pub async fn call<R: DeserializeOwned>(
         Answer::Error(_) => "error",
         Answer::Disconnect(_) => "disconnect",
     };
-    metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
+    crate::series::proxy_call(kind, &endpoint.name, took, outcome);
     Ok(answer)
 }
 

@@ -201,11 +201,13 @@ impl ClientHandler {
                     conn.send(MessageKind::Text, line);
                 }
             } else {
+                crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), 1, frame.len());
                 conn.send(kind, frame);
             }
         }
         if let Some((code, reason)) = out.disconnect {
             tracing::debug!(code, %reason, client = %self.session.client_id(), "disconnect");
+            crate::metrics::centrifugo::server_disconnect(code);
             conn.close(CloseCode(code), &reason);
         }
     }
@@ -229,8 +231,10 @@ impl Handler for ClientHandler {
                 // A unidirectional client sends its connect request and nothing else.
                 (true, false) => return conn.close(CloseCode(dc::BAD_REQUEST), "unidirectional: only a connect request is read"),
             };
+            crate::metrics::centrifugo::transport_received(self.shared.transport_name(), data.len());
             let out = self.session.handle_frame(data, Now::system()).await;
             if was_connecting && self.session.state() == wshub_core::session::State::Connected {
+                crate::metrics::centrifugo::connection_accepted(self.shared.transport_name());
                 // The connection's span now carries who it is.
                 let span = tracing::Span::current();
                 span.record("client", self.session.client_id());
@@ -250,6 +254,7 @@ impl Handler for ClientHandler {
         }
         self.shared.waker.register(cx.waker());
         let mut progressed = false;
+        let (mut frames, mut bytes) = (0u64, 0usize);
         {
             let mut o = self.shared.outbox.lock();
             if o.overflow {
@@ -262,6 +267,8 @@ impl Handler for ClientHandler {
                 let Some(f) = o.frames.pop_front() else { break };
                 o.bytes -= f.len();
                 QUEUED.fetch_sub(f.len(), Ordering::Relaxed);
+                frames += 1;
+                bytes += f.len();
                 conn.send_raw_frames(f);
                 progressed = true;
             }
@@ -273,6 +280,10 @@ impl Handler for ClientHandler {
                 o.controls = VecDeque::new();
                 progressed = true;
             }
+        }
+        if frames > 0 {
+            // Once per batch of queued pushes, outside the lock.
+            crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), frames, bytes);
         }
         let next = self.session.poll_timeout().map(crate::driver::coarse);
         if next != self.timer_at {

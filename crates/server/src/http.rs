@@ -330,13 +330,14 @@ pub fn refusal(e: &HandshakeError) -> Response<Body> {
 const API_BODY_LIMIT: usize = 16 << 20;
 
 async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
+    let started = std::time::Instant::now();
     let r = api_inner(req, shared, api, method).await;
     let method_label = match method {
         "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
         | "history_remove" | "channels" | "connections" | "info" | "rpc" | "batch" => method.to_string(),
         _ => "unknown".to_string(),
     };
-    metrics::counter!("wshub_api_calls_total", "method" => method_label, "status" => r.status().as_u16().to_string()).increment(1);
+    crate::metrics::centrifugo::api_call(&method_label, r.status().as_u16(), started.elapsed());
     r
 }
 

@@ -6,19 +6,82 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod centrifugo;
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Centrifugo's `client_command_duration_seconds_histogram` buckets (centrifuge's metrics.go).
+const COMMAND_BUCKETS: [f64; 15] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Go's `prometheus.DefBuckets`, which Centrifugo's API and proxy histograms use.
+const GO_DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Creates at 0 the counters whose label sets are known before their first event, so that
+/// `rate()` and alerts see them from the start (Prometheus's instrumentation guide: "avoid
+/// missing metrics").
+fn precreate() {
+    for reason in [
+        "origin",
+        "tls",
+        "tls_timeout",
+        "draining",
+        "connection_limit",
+        "connection_rate_limit",
+        "connection_rate_limit_per_ip",
+        "method",
+        "http_version",
+        "host",
+        "upgrade",
+        "connection",
+        "version",
+        "key",
+    ] {
+        metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(0);
+    }
+    for kind in ["connection", "connection_per_ip", "api", "command"] {
+        metrics::counter!("wshub_rate_limit_refusals_total", "kind" => kind).increment(0);
+    }
+    metrics::counter!("wshub_publications_total").increment(0);
+    centrifugo::precreate();
+}
 
 /// Installs the process-wide recorder (once; later calls reuse it).
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let buckets = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0];
+            // Every `wshub_*` histogram has these buckets; Centrifugo's `_histogram` series
+            // have Centrifugo's; the other Centrifugo durations are summaries with its
+            // quantiles (0.5, 0.99, 0.999), as the Grafana dashboard reads them.
             let r = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .set_buckets_for_metric(Matcher::Prefix("wshub_".into()), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("centrifugo_client_command_duration_seconds_histogram".into()),
+                        &COMMAND_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("centrifugo_api_command_duration_seconds_histogram".into()),
+                        &GO_DEFAULT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("centrifugo_proxy_duration_seconds_histogram".into()),
+                        &GO_DEFAULT_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.set_quantiles(&[0.5, 0.99, 0.999]))
                 .and_then(|b| b.install_recorder());
             match r {
                 Ok(h) => {
                     describe();
+                    centrifugo::describe();
+                    precreate();
                     Some(h)
                 }
                 Err(e) => {
@@ -76,5 +139,6 @@ pub fn render(shared: &crate::http::Shared) -> String {
         metrics::gauge!("wshub_channels").set(n.hub.channels().len() as f64);
     }
     metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
+    centrifugo::set_gauges(shared);
     handle().map(|h| h.render()).unwrap_or_default()
 }

@@ -40,7 +40,9 @@ impl Session {
     pub(super) async fn handle_command(&mut self, cmd: Command, now: Now, out: &mut Writer) -> Result<(), Disconnect> {
         let id = cmd.id;
         let is_pong = id == 0 && cmd == Command::default();
-        metrics::counter!("wshub_commands_total", "method" => command_method(&cmd)).increment(1);
+        let method = command_method(&cmd);
+        let started = std::time::Instant::now();
+        metrics::counter!("wshub_commands_total", "method" => method).increment(1);
         if !is_pong && !self.take_command_token(now).await {
             self.refused += 1;
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
@@ -138,6 +140,7 @@ impl Session {
         } else {
             return Err(BAD_REQUEST);
         };
+        crate::series::command_duration(method, started.elapsed());
         match reply {
             Ok(mut r) => {
                 r.id = id;
@@ -148,7 +151,7 @@ impl Session {
                 out.reply(&r);
             }
             Err(Fail::Error(e)) => {
-                metrics::counter!("wshub_reply_errors_total", "code" => e.code.to_string()).increment(1);
+                crate::series::reply_error(method, e.code);
                 let r = Reply {
                     id,
                     error: Some(Error {
@@ -161,7 +164,7 @@ impl Session {
                 out.reply(&r);
             }
             Err(Fail::Backend(e)) => {
-                metrics::counter!("wshub_reply_errors_total", "code" => e.code.to_string()).increment(1);
+                crate::series::reply_error(method, e.code);
                 out.reply(&Reply {
                     id,
                     error: Some(Error {

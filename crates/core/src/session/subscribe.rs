@@ -245,6 +245,7 @@ impl Session {
             }
         }
         if opts.join_leave {
+            crate::series::broker_message_sent("join");
             let _ = node.broker.publish_join(ch, info).await;
         }
         self.subs.insert(
@@ -276,6 +277,7 @@ impl Session {
                 let _ = node.presence.remove_presence(ch, &self.client).await;
             }
             if join_leave {
+                crate::series::broker_message_sent("leave");
                 let _ = node.broker.publish_leave(ch, self.client_info(chan_info)).await;
             }
         }

@@ -1,0 +1,215 @@
+//! Centrifugo's Prometheus series (issue #27, item 6), on a real `wshub` process: the
+//! series Centrifugo's Grafana dashboard (grafana.com 13039) and alerts query exist after
+//! traffic, with the values the traffic implies, and the counters whose label sets are known
+//! in advance are exported at 0 before any traffic.
+
+#![allow(clippy::unwrap_used)] // a test: a failed call is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{api, free_port, http, temp_dir, Node, LIMIT};
+use serde_json::json;
+use wshub_websocket::{Event, MessageKind};
+
+/// The Centrifugo series of its dashboard and of a usual deployment's alerts. Names, types
+/// and labels taken from Centrifugo v6's source: the centrifuge library's `metrics.go`
+/// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
+/// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
+/// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
+const DASHBOARD_SERIES: [&str; 19] = [
+    "centrifugo_node_num_clients",
+    "centrifugo_node_num_users",
+    "centrifugo_node_num_channels",
+    "centrifugo_node_num_subscriptions",
+    "centrifugo_node_num_nodes",
+    "centrifugo_node_build",
+    "centrifugo_node_messages_sent_count",
+    "centrifugo_node_messages_received_count",
+    "centrifugo_client_command_duration_seconds",
+    "centrifugo_client_command_duration_seconds_histogram_bucket",
+    "centrifugo_client_num_reply_errors",
+    "centrifugo_client_num_server_disconnects",
+    "centrifugo_client_connections_accepted",
+    "centrifugo_transport_messages_sent",
+    "centrifugo_transport_messages_sent_size",
+    "centrifugo_transport_messages_received",
+    "centrifugo_transport_messages_received_size",
+    "centrifugo_api_command_duration_seconds",
+    "centrifugo_api_command_duration_seconds_histogram_bucket",
+];
+
+fn config() -> serde_json::Value {
+    json!({
+        "http_api": {"key": common::API_KEY},
+        "client": {"token": {"hmac_secret_key": "s"}},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+    })
+}
+
+/// The value of the exact series `series` (name and labels as the exporter writes them).
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series).and_then(|(_, v)| v.parse().ok()))
+}
+
+/// Whether a sample of the family `name` (any labels) is in `body`.
+fn has_family(body: &str, name: &str) -> bool {
+    body.lines().filter(|l| !l.starts_with('#')).any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
+}
+
+/// The sum over the samples of `name` whose labels contain every one of `labels`.
+fn sum(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(s, _)| {
+            s.strip_prefix(name)
+                .is_some_and(|rest| (rest.is_empty() || rest.starts_with('{')) && labels.iter().all(|x| rest.contains(x)))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(port: u16) -> String {
+    let (status, body) = http(port, "GET", "/metrics", "", "").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The next text message of `c` that contains `needle`.
+async fn message_with(c: &mut wshub_testkit::ws::Client, needle: &str) -> String {
+    loop {
+        match c.next_event().await {
+            Event::Message { data, .. } => {
+                let text = String::from_utf8_lossy(&data).to_string();
+                if text.contains(needle) {
+                    return text;
+                }
+            }
+            other => panic!("waiting for {needle:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
+    let dir = temp_dir("cmetrics-zero");
+    let node = Node::start(&dir, &config(), free_port()).await;
+    let body = scrape(node.port).await;
+    let version = env!("CARGO_PKG_VERSION");
+    for (series, expected) in [
+        ("centrifugo_node_messages_sent_count{type=\"publication\"}", 0.0),
+        ("centrifugo_node_messages_sent_count{type=\"join\"}", 0.0),
+        ("centrifugo_node_messages_sent_count{type=\"leave\"}", 0.0),
+        ("centrifugo_node_messages_sent_count{type=\"control\"}", 0.0),
+        ("centrifugo_node_messages_received_count{type=\"publication\"}", 0.0),
+        ("centrifugo_node_messages_received_count{type=\"join\"}", 0.0),
+        ("centrifugo_transport_messages_sent{transport=\"websocket\"}", 0.0),
+        ("centrifugo_transport_messages_sent_size{transport=\"websocket\"}", 0.0),
+        ("centrifugo_transport_messages_received{transport=\"websocket\"}", 0.0),
+        ("centrifugo_transport_messages_received_size{transport=\"websocket\"}", 0.0),
+        ("centrifugo_client_command_duration_seconds_count{method=\"connect\"}", 0.0),
+        ("centrifugo_client_command_duration_seconds_count{method=\"subscribe\"}", 0.0),
+        (
+            "centrifugo_client_command_duration_seconds_histogram_count{method=\"publish\"}",
+            0.0,
+        ),
+        ("centrifugo_node_num_clients", 0.0),
+        ("centrifugo_node_num_nodes", 1.0),
+        (&format!("centrifugo_node_build{{version=\"{version}\"}}"), 1.0),
+        ("wshub_handshake_refusals_total{reason=\"origin\"}", 0.0),
+        ("wshub_handshake_refusals_total{reason=\"connection_limit\"}", 0.0),
+        ("wshub_rate_limit_refusals_total{kind=\"api\"}", 0.0),
+        ("wshub_rate_limit_refusals_total{kind=\"command\"}", 0.0),
+        ("wshub_publications_total", 0.0),
+    ] {
+        assert_eq!(value(&body, series), Some(expected), "{series} in:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
+    let dir = temp_dir("cmetrics-traffic");
+    let node = Node::start(&dir, &config(), free_port()).await;
+    let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+    let mut c = wshub_testkit::ws::Client::connect(addr, "/connection/websocket", &[], None).await;
+    let token = wshub_testkit::token("s", &json!({"sub": "u1"}));
+    let send = |id: u32, body: serde_json::Value| {
+        let mut cmd = body;
+        cmd["id"] = id.into();
+        cmd.to_string()
+    };
+    c.send(MessageKind::Text, send(1, json!({"connect": {"token": token}})).as_bytes())
+        .await;
+    message_with(&mut c, "\"id\":1").await;
+    c.send(MessageKind::Text, send(2, json!({"subscribe": {"channel": "news"}})).as_bytes())
+        .await;
+    message_with(&mut c, "\"id\":2").await;
+    // A second subscribe to the same channel: error 105 (already subscribed).
+    c.send(MessageKind::Text, send(3, json!({"subscribe": {"channel": "news"}})).as_bytes())
+        .await;
+    let reply = message_with(&mut c, "\"id\":3").await;
+    assert!(reply.contains("\"code\":105"), "{reply}");
+    let (status, answer) = api(node.port, "publish", &json!({"channel": "news", "data": {"n": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    message_with(&mut c, "\"n\":1").await;
+    let (status, answer) = api(node.port, "disconnect", &json!({"user": "u1"})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let code = c.expect_close().await;
+
+    // The server counts some of these after answering (the disconnect, the delivery): the
+    // scrape is retried until they show, within the tests' limit.
+    let disconnect = format!("code=\"{code}\"");
+    let deadline = Instant::now() + LIMIT;
+    let body = loop {
+        let body = scrape(node.port).await;
+        let complete = sum(&body, "centrifugo_client_num_server_disconnects", &[&disconnect]) >= 1.0
+            && sum(&body, "centrifugo_node_messages_received_count", &["type=\"publication\""]) >= 1.0;
+        if complete || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for name in DASHBOARD_SERIES {
+        assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
+    }
+    let checks: [(&str, &[&str], f64); 9] = [
+        ("centrifugo_client_num_server_disconnects", &[&disconnect], 1.0),
+        ("centrifugo_node_messages_sent_count", &["type=\"publication\""], 1.0),
+        ("centrifugo_node_messages_received_count", &["type=\"publication\""], 1.0),
+        ("centrifugo_client_num_reply_errors", &["method=\"subscribe\"", "code=\"105\""], 1.0),
+        (
+            "centrifugo_client_connections_accepted",
+            &["transport=\"websocket\"", "accept_protocol=\"h1\""],
+            1.0,
+        ),
+        ("centrifugo_client_command_duration_seconds_count", &["method=\"subscribe\""], 2.0),
+        ("centrifugo_transport_messages_received", &["transport=\"websocket\""], 3.0),
+        (
+            "centrifugo_api_command_duration_seconds_count",
+            &["protocol=\"http\"", "method=\"publish\""],
+            1.0,
+        ),
+        ("wshub_publications_total", &[], 1.0),
+    ];
+    for (name, labels, expected) in checks {
+        assert_eq!(sum(&body, name, labels), expected, "{name} {labels:?} in:\n{body}");
+    }
+    // A connect reply, two subscribe replies and a publication, at least.
+    assert!(
+        sum(&body, "centrifugo_transport_messages_sent", &["transport=\"websocket\""]) >= 4.0,
+        "{body}"
+    );
+    assert!(
+        sum(&body, "centrifugo_transport_messages_sent_size", &["transport=\"websocket\""]) > 0.0,
+        "{body}"
+    );
+}

@@ -1,0 +1,83 @@
+//! One function per event that both wshub's own series (`wshub_*`) and Centrifugo v6's
+//! (`centrifugo_*`) count, so that the two never drift apart and a call site stays one line.
+//!
+//! Centrifugo's names, types and labels are those of the centrifuge library's `metrics.go`
+//! (namespace `centrifugo`, set by Centrifugo) and of Centrifugo's `internal/metrics`: the
+//! official Grafana dashboard (13039) and existing alerts query them. Centrifugo OSS leaves
+//! its `channel_namespace` label empty (only PRO fills it); an empty label is the same series
+//! as an absent one to Prometheus, so it is left out here.
+//!
+//! Centrifugo exports its durations twice: a summary (quantiles 0.5, 0.99, 0.999; what the
+//! dashboard reads) and a `_histogram` with buckets. The server's exporter decides which
+//! name is which (`wshub_server::metrics`).
+
+use std::time::Duration;
+
+/// Centrifugo's `node_messages_*_count{type}` values, pre-created at 0 at start.
+pub const BROKER_MESSAGE_TYPES: [&str; 4] = ["publication", "join", "leave", "control"];
+
+/// One client command handled: `wshub_commands_total` is counted on arrival (dispatch);
+/// this is the time it took, Centrifugo's `client_command_duration_seconds{method}`.
+pub fn command_duration(method: &'static str, took: Duration) {
+    let s = took.as_secs_f64();
+    metrics::histogram!("centrifugo_client_command_duration_seconds", "method" => method).record(s);
+    metrics::histogram!("centrifugo_client_command_duration_seconds_histogram", "method" => method).record(s);
+}
+
+/// An error reply to a client command.
+pub fn reply_error(method: &'static str, code: u32) {
+    let code = code.to_string();
+    metrics::counter!("wshub_reply_errors_total", "code" => code.clone()).increment(1);
+    metrics::counter!("centrifugo_client_num_reply_errors", "method" => method, "code" => code).increment(1);
+}
+
+/// A publication (or join, leave) handed to the broker by this node: Centrifugo's
+/// `node_messages_sent_count{type}`.
+pub fn broker_message_sent(kind: &'static str) {
+    metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(1);
+}
+
+/// A publication handed from the broker to this node's hub (once per publication, not per
+/// subscriber): `wshub_publications_total` and Centrifugo's
+/// `node_messages_received_count{type="publication"}`.
+pub fn publication_received() {
+    metrics::counter!("wshub_publications_total").increment(1);
+    metrics::counter!("centrifugo_node_messages_received_count", "type" => "publication").increment(1);
+}
+
+/// A join or leave handed from the broker to this node's hub.
+pub fn broker_message_received(kind: &'static str) {
+    metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(1);
+}
+
+/// One backend proxy call and its outcome (`ok`, `error`, `disconnect` are answers;
+/// the others are failures, Centrifugo's `proxy_errors`).
+pub fn proxy_call(kind: &'static str, name: &str, took: Duration, outcome: &'static str) {
+    let s = took.as_secs_f64();
+    metrics::histogram!("wshub_proxy_duration_seconds", "kind" => kind).record(s);
+    metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
+    let labels = [
+        ("protocol", "http".to_string()),
+        ("type", kind.to_string()),
+        ("name", name.to_string()),
+    ];
+    metrics::histogram!("centrifugo_proxy_duration_seconds", &labels).record(s);
+    metrics::histogram!("centrifugo_proxy_duration_seconds_histogram", &labels).record(s);
+    if !matches!(outcome, "ok" | "error" | "disconnect") {
+        metrics::counter!("centrifugo_proxy_errors", &labels).increment(1);
+    }
+}
+
+/// Pre-creates the proxy series of one configured endpoint (errors at 0), so that alerts on
+/// `rate(centrifugo_proxy_errors[…])` see a series before the first failure.
+pub fn proxy_endpoint(kind: &'static str, name: &str) {
+    let labels = [
+        ("protocol", "http".to_string()),
+        ("type", kind.to_string()),
+        ("name", name.to_string()),
+    ];
+    metrics::counter!("centrifugo_proxy_errors", &labels).increment(0);
+    // Registered without a sample: the summary shows `_count 0`.
+    let _ = metrics::histogram!("centrifugo_proxy_duration_seconds", &labels);
+    let _ = metrics::histogram!("centrifugo_proxy_duration_seconds_histogram", &labels);
+}

@@ -1,0 +1,164 @@
+//! Centrifugo v6's Prometheus series, beside wshub's own: names, types and labels as the
+//! centrifuge library (`metrics.go`, namespace `centrifugo`) and Centrifugo
+//! (`internal/metrics/metrics.go`) define them, so that Centrifugo's Grafana dashboard
+//! (grafana.com 13039) and a deployment's alerts keep working after the swap. The events of
+//! the core crate are counted by `wshub_core::series`; those of the server here.
+//!
+//! Not exported (no wshub counterpart yet): `channel_namespace` values (empty in Centrifugo
+//! OSS), `frame_type` on the transport series, `client_name`/`client_version` values,
+//! `client_connections_inflight`, `client_subscriptions_*`, `client_recover`,
+//! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
+//! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
+//! the broker's Redis series and Go's `go_*`/`process_*`.
+
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+/// The client command methods Centrifugo pre-creates its duration series for.
+const COMMAND_METHODS: [&str; 12] = [
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+    "unknown",
+];
+
+/// The WebSocket transports whose message counters exist from the start.
+const TRANSPORTS: [&str; 2] = ["websocket", "uni_websocket"];
+
+pub(super) fn describe() {
+    describe_gauge!("centrifugo_node_num_clients", "Number of clients connected.");
+    describe_gauge!("centrifugo_node_num_users", "Number of unique users connected.");
+    describe_gauge!("centrifugo_node_num_subscriptions", "Number of subscriptions.");
+    describe_gauge!("centrifugo_node_num_channels", "Number of channels with one or more subscribers.");
+    describe_gauge!("centrifugo_node_num_nodes", "Number of nodes in the cluster.");
+    describe_gauge!("centrifugo_node_build", "Node build info.");
+    describe_counter!("centrifugo_node_messages_sent_count", "Number of messages sent by node to broker.");
+    describe_counter!(
+        "centrifugo_node_messages_received_count",
+        "Number of messages received from broker."
+    );
+    describe_histogram!("centrifugo_client_command_duration_seconds", "Client command duration summary.");
+    describe_histogram!(
+        "centrifugo_client_command_duration_seconds_histogram",
+        "Client command duration histogram."
+    );
+    describe_counter!("centrifugo_client_num_reply_errors", "Number of errors in replies sent to clients.");
+    describe_counter!(
+        "centrifugo_client_num_server_disconnects",
+        "Number of server initiated disconnects."
+    );
+    describe_counter!("centrifugo_client_connections_accepted", "Count of accepted transports.");
+    describe_counter!(
+        "centrifugo_transport_messages_sent",
+        "Number of messages sent to client connections over specific transport."
+    );
+    describe_counter!(
+        "centrifugo_transport_messages_sent_size",
+        "Size in bytes of messages sent to client connections over specific transport."
+    );
+    describe_counter!(
+        "centrifugo_transport_messages_received",
+        "Number of messages received from client connections over specific transport."
+    );
+    describe_counter!(
+        "centrifugo_transport_messages_received_size",
+        "Size in bytes of messages received from client connections over specific transport."
+    );
+    describe_histogram!("centrifugo_api_command_duration_seconds", "Duration of API per command.");
+    describe_histogram!(
+        "centrifugo_api_command_duration_seconds_histogram",
+        "Duration of API per command (histogram)."
+    );
+    describe_histogram!("centrifugo_proxy_duration_seconds", "Duration of proxy calls.");
+    describe_histogram!(
+        "centrifugo_proxy_duration_seconds_histogram",
+        "Duration of proxy calls (histogram)."
+    );
+    describe_counter!("centrifugo_proxy_errors", "Number of proxy call errors.");
+}
+
+/// The series whose label sets are known at start, at 0 (or, for durations, with no sample).
+pub(super) fn precreate() {
+    metrics::gauge!("centrifugo_node_build", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("centrifugo_node_num_nodes").set(1.0);
+    for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
+        metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(0);
+        metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(0);
+    }
+    for method in COMMAND_METHODS {
+        let _ = metrics::histogram!("centrifugo_client_command_duration_seconds", "method" => method);
+        let _ = metrics::histogram!("centrifugo_client_command_duration_seconds_histogram", "method" => method);
+    }
+    for transport in TRANSPORTS {
+        metrics::counter!("centrifugo_transport_messages_sent", "transport" => transport).increment(0);
+        metrics::counter!("centrifugo_transport_messages_sent_size", "transport" => transport).increment(0);
+        metrics::counter!("centrifugo_transport_messages_received", "transport" => transport).increment(0);
+        metrics::counter!("centrifugo_transport_messages_received_size", "transport" => transport).increment(0);
+    }
+}
+
+/// The gauges, read at scrape time like wshub's.
+pub(super) fn set_gauges(shared: &crate::http::Shared) {
+    let Some(api) = &shared.config.api else { return };
+    let n = &api.node;
+    metrics::gauge!("centrifugo_node_num_clients").set(n.num_clients() as f64);
+    metrics::gauge!("centrifugo_node_num_users").set(n.num_users() as f64);
+    metrics::gauge!("centrifugo_node_num_subscriptions").set(n.hub.num_subscriptions() as f64);
+    metrics::gauge!("centrifugo_node_num_channels").set(n.hub.channels().len() as f64);
+    metrics::gauge!("centrifugo_node_num_nodes").set(api.cluster.nodes().len() as f64);
+    // The configured proxies' error counters at 0 (idempotent): the node is built before
+    // the recorder is installed, so this is done here rather than at start.
+    for e in n.proxies.all() {
+        wshub_core::series::proxy_endpoint(e.kind.as_str(), &e.name);
+    }
+}
+
+/// A client connected (its connect command succeeded). Centrifugo's `accept_protocol` is
+/// the HTTP version of the upgrade: WebSocket here is HTTP/1.1.
+pub fn connection_accepted(transport: &'static str) {
+    metrics::counter!(
+        "centrifugo_client_connections_accepted",
+        "transport" => transport,
+        "accept_protocol" => "h1",
+        "client_name" => "",
+        "client_version" => ""
+    )
+    .increment(1);
+}
+
+/// The server closed a client's connection with `code` (not the client leaving).
+pub fn server_disconnect(code: u16) {
+    metrics::counter!("centrifugo_client_num_server_disconnects", "code" => code.to_string()).increment(1);
+}
+
+/// One message received from a client, `bytes` long.
+pub fn transport_received(transport: &'static str, bytes: usize) {
+    metrics::counter!("centrifugo_transport_messages_received", "transport" => transport).increment(1);
+    metrics::counter!("centrifugo_transport_messages_received_size", "transport" => transport).increment(bytes as u64);
+}
+
+/// `frames` frames (`bytes` in all) handed to a client's connection at once: counted per
+/// batch, not per frame, to keep the push path free of per-delivery metric calls.
+pub fn transport_sent(transport: &'static str, frames: u64, bytes: usize) {
+    metrics::counter!("centrifugo_transport_messages_sent", "transport" => transport).increment(frames);
+    metrics::counter!("centrifugo_transport_messages_sent_size", "transport" => transport).increment(bytes as u64);
+}
+
+/// One HTTP API call: `wshub_api_calls_total{method,status}` and Centrifugo's
+/// `api_command_duration_seconds{protocol="http",method}`.
+pub fn api_call(method: &str, status: u16, took: Duration) {
+    metrics::counter!("wshub_api_calls_total", "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    let s = took.as_secs_f64();
+    let labels = [("protocol", "http".to_string()), ("method", method.to_string())];
+    metrics::histogram!("centrifugo_api_command_duration_seconds", &labels).record(s);
+    metrics::histogram!("centrifugo_api_command_duration_seconds_histogram", &labels).record(s);
+}
