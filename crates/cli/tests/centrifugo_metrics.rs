@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 19] = [
+const DASHBOARD_SERIES: [&str; 22] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -38,13 +38,25 @@ const DASHBOARD_SERIES: [&str; 19] = [
     "centrifugo_transport_messages_received_size",
     "centrifugo_api_command_duration_seconds",
     "centrifugo_api_command_duration_seconds_histogram_bucket",
+    "centrifugo_proxy_duration_seconds",
+    "centrifugo_proxy_duration_seconds_histogram_bucket",
+    "centrifugo_proxy_errors",
 ];
 
+/// A node whose channels' publications go through a publish proxy on a port where nothing
+/// listens (each client publish is a proxy error), with a refresh proxy never called.
 fn config() -> serde_json::Value {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
     json!({
         "http_api": {"key": common::API_KEY},
-        "client": {"token": {"hmac_secret_key": "s"}},
-        "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+        "client": {
+            "token": {"hmac_secret_key": "s"},
+            "proxy": {"refresh": {"enabled": true, "endpoint": format!("{nowhere}/refresh")}}
+        },
+        "channel": {
+            "proxy": {"publish": {"endpoint": format!("{nowhere}/publish")}},
+            "without_namespace": {"allow_subscribe_for_client": true, "publish_proxy_enabled": true}
+        }
     })
 }
 
@@ -128,6 +140,12 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ("wshub_rate_limit_refusals_total{kind=\"api\"}", 0.0),
         ("wshub_rate_limit_refusals_total{kind=\"command\"}", 0.0),
         ("wshub_publications_total", 0.0),
+        ("centrifugo_proxy_errors{protocol=\"http\",type=\"refresh\",name=\"default\"}", 0.0),
+        ("centrifugo_proxy_errors{protocol=\"http\",type=\"publish\",name=\"default\"}", 0.0),
+        (
+            "centrifugo_proxy_duration_seconds_count{protocol=\"http\",type=\"publish\",name=\"default\"}",
+            0.0,
+        ),
     ] {
         assert_eq!(value(&body, series), Some(expected), "{series} in:\n{body}");
     }
@@ -156,6 +174,14 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         .await;
     let reply = message_with(&mut c, "\"id\":3").await;
     assert!(reply.contains("\"code\":105"), "{reply}");
+    // A client publish: the proxy is unreachable, the client gets error 100.
+    c.send(
+        MessageKind::Text,
+        send(4, json!({"publish": {"channel": "news", "data": {}}})).as_bytes(),
+    )
+    .await;
+    let reply = message_with(&mut c, "\"id\":4").await;
+    assert!(reply.contains("\"code\":100"), "{reply}");
     let (status, answer) = api(node.port, "publish", &json!({"channel": "news", "data": {"n": 1}}))
         .await
         .unwrap();
@@ -181,7 +207,11 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     for name in DASHBOARD_SERIES {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
-    let checks: [(&str, &[&str], f64); 9] = [
+    let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
+    let checks: [(&str, &[&str], f64); 12] = [
+        ("centrifugo_proxy_errors", publish_proxy, 1.0),
+        ("centrifugo_proxy_duration_seconds_count", publish_proxy, 1.0),
+        ("centrifugo_client_num_reply_errors", &["method=\"publish\"", "code=\"100\""], 1.0),
         ("centrifugo_client_num_server_disconnects", &[&disconnect], 1.0),
         ("centrifugo_node_messages_sent_count", &["type=\"publication\""], 1.0),
         ("centrifugo_node_messages_received_count", &["type=\"publication\""], 1.0),
@@ -192,7 +222,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
             1.0,
         ),
         ("centrifugo_client_command_duration_seconds_count", &["method=\"subscribe\""], 2.0),
-        ("centrifugo_transport_messages_received", &["transport=\"websocket\""], 3.0),
+        ("centrifugo_transport_messages_received", &["transport=\"websocket\""], 4.0),
         (
             "centrifugo_api_command_duration_seconds_count",
             &["protocol=\"http\"", "method=\"publish\""],
@@ -203,9 +233,9 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     for (name, labels, expected) in checks {
         assert_eq!(sum(&body, name, labels), expected, "{name} {labels:?} in:\n{body}");
     }
-    // A connect reply, two subscribe replies and a publication, at least.
+    // A connect reply, two subscribe replies, a publish reply and a publication, at least.
     assert!(
-        sum(&body, "centrifugo_transport_messages_sent", &["transport=\"websocket\""]) >= 4.0,
+        sum(&body, "centrifugo_transport_messages_sent", &["transport=\"websocket\""]) >= 5.0,
         "{body}"
     );
     assert!(

@@ -151,6 +151,8 @@ pub struct ClientHandler {
     /// Work found by `poll_work` for `run_work`.
     timer_due: bool,
     controls: Vec<Control>,
+    /// Centrifugo's `transport_messages_sent` counters of this connection.
+    sent: crate::metrics::centrifugo::TransportSent,
 }
 
 impl ClientHandler {
@@ -167,6 +169,7 @@ impl ClientHandler {
     fn with_mode(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Self {
         let shared = ConnShared::with_mode(node.next_connection_id(), format, deflate, max_queue, uni);
         let session = Session::new(node, shared.clone(), Now::system());
+        let sent = crate::metrics::centrifugo::TransportSent::new(shared.transport_name());
         ClientHandler {
             session,
             shared,
@@ -174,6 +177,7 @@ impl ClientHandler {
             timer_at: None,
             timer_due: false,
             controls: Vec::new(),
+            sent,
         }
     }
 
@@ -201,7 +205,7 @@ impl ClientHandler {
                     conn.send(MessageKind::Text, line);
                 }
             } else {
-                crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), 1, frame.len());
+                self.sent.add(1, frame.len());
                 conn.send(kind, frame);
             }
         }
@@ -283,7 +287,7 @@ impl Handler for ClientHandler {
         }
         if frames > 0 {
             // Once per batch of queued pushes, outside the lock.
-            crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), frames, bytes);
+            self.sent.add(frames, bytes);
         }
         let next = self.session.poll_timeout().map(crate::driver::coarse);
         if next != self.timer_at {

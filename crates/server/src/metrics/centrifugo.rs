@@ -146,11 +146,26 @@ pub fn transport_received(transport: &'static str, bytes: usize) {
     metrics::counter!("centrifugo_transport_messages_received_size", "transport" => transport).increment(bytes as u64);
 }
 
-/// `frames` frames (`bytes` in all) handed to a client's connection at once: counted per
-/// batch, not per frame, to keep the push path free of per-delivery metric calls.
-pub fn transport_sent(transport: &'static str, frames: u64, bytes: usize) {
-    metrics::counter!("centrifugo_transport_messages_sent", "transport" => transport).increment(frames);
-    metrics::counter!("centrifugo_transport_messages_sent_size", "transport" => transport).increment(bytes as u64);
+/// One connection's `transport_messages_sent` counters, looked up once when it opens: the
+/// push path then only adds to two atomics per batch of frames, with no registry lookup.
+pub struct TransportSent {
+    messages: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+impl TransportSent {
+    pub fn new(transport: &'static str) -> Self {
+        TransportSent {
+            messages: metrics::counter!("centrifugo_transport_messages_sent", "transport" => transport),
+            bytes: metrics::counter!("centrifugo_transport_messages_sent_size", "transport" => transport),
+        }
+    }
+
+    /// `frames` frames, `bytes` in all, handed to the connection at once.
+    pub fn add(&self, frames: u64, bytes: usize) {
+        self.messages.increment(frames);
+        self.bytes.increment(bytes as u64);
+    }
 }
 
 /// One HTTP API call: `wshub_api_calls_total{method,status}` and Centrifugo's
