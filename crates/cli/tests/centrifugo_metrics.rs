@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 22] = [
+const DASHBOARD_SERIES: [&str; 23] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -32,6 +32,7 @@ const DASHBOARD_SERIES: [&str; 22] = [
     "centrifugo_client_num_reply_errors",
     "centrifugo_client_num_server_disconnects",
     "centrifugo_client_connections_accepted",
+    "centrifugo_client_connections_inflight",
     "centrifugo_transport_messages_sent",
     "centrifugo_transport_messages_sent_size",
     "centrifugo_transport_messages_received",
@@ -133,6 +134,10 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
             0.0,
         ),
         ("centrifugo_node_num_clients", 0.0),
+        (
+            "centrifugo_client_connections_accepted{transport=\"websocket\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}",
+            0.0,
+        ),
         ("centrifugo_node_num_nodes", 1.0),
         (&format!("centrifugo_node_build{{version=\"{version}\"}}"), 1.0),
         ("wshub_handshake_refusals_total{reason=\"origin\"}", 0.0),
@@ -169,6 +174,12 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     c.send(MessageKind::Text, send(2, json!({"subscribe": {"channel": "news"}})).as_bytes())
         .await;
     message_with(&mut c, "\"id\":2").await;
+    let inflight =
+        "centrifugo_client_connections_inflight{transport=\"websocket\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}";
+    let body = scrape(node.port).await;
+    assert_eq!(value(&body, inflight), Some(1.0), "{body}");
+    assert_eq!(value(&body, "centrifugo_node_num_clients"), Some(1.0), "{body}");
+    assert_eq!(value(&body, "centrifugo_node_num_subscriptions"), Some(1.0), "{body}");
     // A second subscribe to the same channel: error 105 (already subscribed).
     c.send(MessageKind::Text, send(3, json!({"subscribe": {"channel": "news"}})).as_bytes())
         .await;
@@ -198,6 +209,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     let body = loop {
         let body = scrape(node.port).await;
         let complete = sum(&body, "centrifugo_client_num_server_disconnects", &[&disconnect]) >= 1.0
+            && value(&body, inflight) == Some(0.0)
             && sum(&body, "centrifugo_node_messages_received_count", &["type=\"publication\""]) >= 1.0;
         if complete || Instant::now() > deadline {
             break body;
@@ -230,6 +242,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         ),
         ("wshub_publications_total", &[], 1.0),
     ];
+    assert_eq!(value(&body, inflight), Some(0.0), "{body}");
     for (name, labels, expected) in checks {
         assert_eq!(sum(&body, name, labels), expected, "{name} {labels:?} in:\n{body}");
     }

@@ -153,6 +153,8 @@ pub struct ClientHandler {
     controls: Vec<Control>,
     /// Centrifugo's `transport_messages_sent` counters of this connection.
     sent: crate::metrics::centrifugo::TransportSent,
+    /// Counts this connection in Centrifugo's `client_connections_inflight` once connected.
+    inflight: Option<crate::metrics::centrifugo::Inflight>,
 }
 
 impl ClientHandler {
@@ -178,6 +180,7 @@ impl ClientHandler {
             timer_due: false,
             controls: Vec::new(),
             sent,
+            inflight: None,
         }
     }
 
@@ -238,7 +241,7 @@ impl Handler for ClientHandler {
             crate::metrics::centrifugo::transport_received(self.shared.transport_name(), data.len());
             let out = self.session.handle_frame(data, Now::system()).await;
             if was_connecting && self.session.state() == wshub_core::session::State::Connected {
-                crate::metrics::centrifugo::connection_accepted(self.shared.transport_name());
+                self.inflight = Some(crate::metrics::centrifugo::connection_accepted(self.shared.transport_name()));
                 // The connection's span now carries who it is.
                 let span = tracing::Span::current();
                 span.record("client", self.session.client_id());

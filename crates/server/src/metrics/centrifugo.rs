@@ -6,7 +6,7 @@
 //!
 //! Not exported (no wshub counterpart yet): `channel_namespace` values (empty in Centrifugo
 //! OSS), `frame_type` on the transport series, `client_name`/`client_version` values,
-//! `client_connections_inflight`, `client_subscriptions_*`, `client_recover`,
+//! `client_subscriptions_*`, `client_recover`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
 //! the broker's Redis series and Go's `go_*`/`process_*`.
@@ -57,6 +57,7 @@ pub(super) fn describe() {
         "Number of server initiated disconnects."
     );
     describe_counter!("centrifugo_client_connections_accepted", "Count of accepted transports.");
+    describe_gauge!("centrifugo_client_connections_inflight", "Number of inflight client connections.");
     describe_counter!(
         "centrifugo_transport_messages_sent",
         "Number of messages sent to client connections over specific transport."
@@ -99,6 +100,9 @@ pub(super) fn precreate() {
         let _ = metrics::histogram!("centrifugo_client_command_duration_seconds_histogram", "method" => method);
     }
     for transport in TRANSPORTS {
+        let labels = connection_labels(transport);
+        metrics::counter!("centrifugo_client_connections_accepted", &labels).increment(0);
+        metrics::gauge!("centrifugo_client_connections_inflight", &labels).set(0.0);
         metrics::counter!("centrifugo_transport_messages_sent", "transport" => transport).increment(0);
         metrics::counter!("centrifugo_transport_messages_sent_size", "transport" => transport).increment(0);
         metrics::counter!("centrifugo_transport_messages_received", "transport" => transport).increment(0);
@@ -122,17 +126,35 @@ pub(super) fn set_gauges(shared: &crate::http::Shared) {
     }
 }
 
-/// A client connected (its connect command succeeded). Centrifugo's `accept_protocol` is
-/// the HTTP version of the upgrade: WebSocket here is HTTP/1.1.
-pub fn connection_accepted(transport: &'static str) {
-    metrics::counter!(
-        "centrifugo_client_connections_accepted",
-        "transport" => transport,
-        "accept_protocol" => "h1",
-        "client_name" => "",
-        "client_version" => ""
-    )
-    .increment(1);
+/// A client connected (its connect command succeeded): counted in
+/// `client_connections_accepted`, and in `client_connections_inflight` for as long as the
+/// returned guard lives (the connection's handler holds it, so however the connection ends,
+/// dropping the handler releases it). Centrifugo's `accept_protocol` is the HTTP version of
+/// the upgrade: WebSocket here is HTTP/1.1.
+pub fn connection_accepted(transport: &'static str) -> Inflight {
+    let labels = connection_labels(transport);
+    metrics::counter!("centrifugo_client_connections_accepted", &labels).increment(1);
+    let gauge = metrics::gauge!("centrifugo_client_connections_inflight", &labels);
+    gauge.increment(1.0);
+    Inflight(gauge)
+}
+
+fn connection_labels(transport: &'static str) -> [(&'static str, &'static str); 4] {
+    [
+        ("transport", transport),
+        ("accept_protocol", "h1"),
+        ("client_name", ""),
+        ("client_version", ""),
+    ]
+}
+
+/// One connected client in `centrifugo_client_connections_inflight`, until dropped.
+pub struct Inflight(metrics::Gauge);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The server closed a client's connection with `code` (not the client leaving).
