@@ -154,6 +154,24 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
     ] {
         assert_eq!(value(&body, series), Some(expected), "{series} in:\n{body}");
     }
+    // The process series of Prometheus's client libraries, which Centrifugo (Go) exports:
+    // read from /proc, so plausible rather than exact.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for (series, low, high) in [
+        ("process_resident_memory_bytes", 1e6, 1e10),
+        ("process_virtual_memory_bytes", 1e6, 1e13),
+        ("process_open_fds", 3.0, 1e6),
+        ("process_max_fds", 64.0, 1e10),
+        ("process_cpu_seconds_total", 0.0, 600.0),
+        ("process_start_time_seconds", now - 600.0, now + 5.0),
+    ] {
+        let v = value(&body, series).unwrap_or_else(|| panic!("{series} missing:\n{body}"));
+        assert!((low..=high).contains(&v), "{series} = {v}, not in [{low}, {high}]");
+    }
+    assert!(body.contains("# TYPE process_cpu_seconds_total counter"), "{body}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub mod centrifugo;
+mod process;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -43,7 +44,17 @@ fn precreate() {
     for kind in ["connection", "connection_per_ip", "api", "command"] {
         metrics::counter!("wshub_rate_limit_refusals_total", "kind" => kind).increment(0);
     }
+    for kind in ["connection_per_ip", "api", "command"] {
+        metrics::counter!("wshub_rate_limit_fail_open_total", "kind" => kind).increment(0);
+    }
+    for outcome in ["local", "forwarded", "unknown_session", "full", "error"] {
+        metrics::counter!("wshub_emulation_requests_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "error"] {
+        metrics::counter!("wshub_jwks_fetches_total", "outcome" => outcome).increment(0);
+    }
     metrics::counter!("wshub_publications_total").increment(0);
+    metrics::counter!("wshub_delivery_queue_full_total").increment(0);
     centrifugo::precreate();
 }
 
@@ -140,5 +151,7 @@ pub fn render(shared: &crate::http::Shared) -> String {
     }
     metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
     centrifugo::set_gauges(shared);
-    handle().map(|h| h.render()).unwrap_or_default()
+    let mut text = handle().map(|h| h.render()).unwrap_or_default();
+    text.push_str(&process::render());
+    text
 }

@@ -9,7 +9,7 @@
 //! `client_subscriptions_*`, `client_recover`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
-//! the broker's Redis series and Go's `go_*`/`process_*`.
+//! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
 
 use std::time::Duration;
 
