@@ -278,6 +278,8 @@ pub fn start(
     let task = Task {
         session,
         conn,
+        sent: crate::metrics::centrifugo::TransportSent::new(settings.transport.name()),
+        inflight: None,
         settings,
         body: body_tx,
     };
@@ -308,6 +310,10 @@ struct Task {
     conn: Arc<StreamConn>,
     settings: StreamSettings,
     body: mpsc::Sender<Bytes>,
+    /// Centrifugo's `transport_messages_sent` counters of this stream.
+    sent: crate::metrics::centrifugo::TransportSent,
+    /// Counts this stream in Centrifugo's `client_connections_inflight` once connected.
+    inflight: Option<crate::metrics::centrifugo::Inflight>,
 }
 
 impl Task {
@@ -315,7 +321,12 @@ impl Task {
     /// (the session's calls, writes) is boxed only while it runs, as the WebSocket driver's
     /// handler futures are (measured in BENCHMARKS.md).
     async fn run(mut self, connect: Bytes, mut commands: mpsc::Receiver<Bytes>) {
+        let transport = self.settings.transport.name();
+        crate::metrics::centrifugo::transport_received(transport, connect.len());
         let out = Box::pin(self.session.handle_frame(connect, Now::system())).await;
+        if self.session.state() == wshub_core::session::State::Connected {
+            self.inflight = Some(crate::metrics::centrifugo::connection_accepted(transport));
+        }
         let mut end = Box::pin(self.apply(out)).await;
         if end.is_none() && self.session.state() != wshub_core::session::State::Connected {
             end = Some(End::Disconnected);
@@ -332,6 +343,7 @@ impl Task {
                 _ = self.conn.notify.notified() => end = Box::pin(self.drain_outbox()).await,
                 cmd = commands.recv() => match cmd {
                     Some(data) => {
+                        crate::metrics::centrifugo::transport_received(transport, data.len());
                         let out = Box::pin(self.session.handle_frame(data, Now::system())).await;
                         end = Box::pin(self.apply(out)).await;
                     }
@@ -402,6 +414,7 @@ impl Task {
     /// then ends.
     async fn disconnect(&mut self, code: u16, reason: &str) -> Option<End> {
         tracing::debug!(code, %reason, client = %self.session.client_id(), "disconnect");
+        crate::metrics::centrifugo::server_disconnect(code);
         let push = wshub_protocol::Reply {
             push: Some(wshub_protocol::Push {
                 disconnect: Some(wshub_protocol::Disconnect {
@@ -421,6 +434,7 @@ impl Task {
     }
 
     async fn write(&mut self, payload: &Bytes) -> Option<End> {
+        self.sent.add(1, payload.len());
         for chunk in frame(self.settings.transport, self.settings.format, payload) {
             let sent = match self.settings.write_timeout {
                 Some(t) => tokio::time::timeout(t, self.body.send(chunk))

@@ -411,6 +411,28 @@ async fn unidirectional_http_stream_and_sse_with_curl() {
     assert_eq!(bad.json().await["disconnect"]["code"], 3500);
     assert_eq!(bad.line().await, None);
     let _ = bad.child.wait().await;
+    // Centrifugo's series count the HTTP transports too (at least: the recorder is the
+    // process's, shared with this file's other tests).
+    let (status, _, metrics) = call(addr, "GET", "/metrics", &[], vec![]).await;
+    assert_eq!(status, 200);
+    let at_least = |series: &str, n: f64| {
+        let v: f64 = metrics
+            .lines()
+            .filter_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum();
+        assert!(v >= n, "{series} = {v} < {n} in:\n{metrics}");
+    };
+    for transport in ["uni_http_stream", "uni_sse"] {
+        at_least(
+            &format!("centrifugo_client_connections_accepted{{transport=\"{transport}\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}}"),
+            1.0,
+        );
+        // The connect reply and the publication.
+        at_least(&format!("centrifugo_transport_messages_sent{{transport=\"{transport}\"}}"), 2.0);
+        at_least(&format!("centrifugo_transport_messages_received{{transport=\"{transport}\"}}"), 1.0);
+    }
+    at_least("centrifugo_client_num_server_disconnects{code=\"3500\"}", 1.0);
     // Not a connect request; the wrong method.
     let json_ct = [("content-type", "application/json")];
     assert_eq!(

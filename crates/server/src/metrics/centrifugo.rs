@@ -31,8 +31,8 @@ const COMMAND_METHODS: [&str; 12] = [
     "unknown",
 ];
 
-/// The WebSocket transports whose message counters exist from the start.
-const TRANSPORTS: [&str; 2] = ["websocket", "uni_websocket"];
+/// The transports whose message and connection counters exist from the start.
+const TRANSPORTS: [&str; 6] = ["websocket", "uni_websocket", "http_stream", "sse", "uni_http_stream", "uni_sse"];
 
 pub(super) fn describe() {
     describe_gauge!("centrifugo_node_num_clients", "Number of clients connected.");
@@ -130,7 +130,7 @@ pub(super) fn set_gauges(shared: &crate::http::Shared) {
 /// `client_connections_accepted`, and in `client_connections_inflight` for as long as the
 /// returned guard lives (the connection's handler holds it, so however the connection ends,
 /// dropping the handler releases it). Centrifugo's `accept_protocol` is the HTTP version of
-/// the upgrade: WebSocket here is HTTP/1.1.
+/// the request: wshub serves its transports over HTTP/1.1.
 pub fn connection_accepted(transport: &'static str) -> Inflight {
     let labels = connection_labels(transport);
     metrics::counter!("centrifugo_client_connections_accepted", &labels).increment(1);
