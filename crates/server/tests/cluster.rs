@@ -164,6 +164,11 @@ async fn two_nodes_answer_as_one() {
         .collect();
     assert_ne!(uids[0], uids[1]);
     until(&b, "info", json!({}), |v| v["result"]["nodes"].as_array().unwrap().len() == 2).await;
+    // Centrifugo's `centrifugo_node_num_nodes` counts the nodes the cluster knows (set when
+    // /metrics is read, from the node read).
+    let (status, _, metrics) = raw_http(a.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert!(metrics.lines().any(|l| l == "centrifugo_node_num_nodes 2"), "{metrics}");
 
     // A channel whose only subscriber is on B, seen from A (and its client on B counted).
     let mut on_b = subscriber(&b, "alice", "only-on-b").await;
