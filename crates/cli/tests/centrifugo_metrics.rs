@@ -18,13 +18,14 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 23] = [
+const DASHBOARD_SERIES: [&str; 24] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
     "centrifugo_node_num_subscriptions",
     "centrifugo_node_num_nodes",
     "centrifugo_node_build",
+    "centrifugo_node_client_connection_limit",
     "centrifugo_node_messages_sent_count",
     "centrifugo_node_messages_received_count",
     "centrifugo_client_command_duration_seconds",
@@ -45,13 +46,15 @@ const DASHBOARD_SERIES: [&str; 23] = [
 ];
 
 /// A node whose channels' publications go through a publish proxy on a port where nothing
-/// listens (each client publish is a proxy error), with a refresh proxy never called.
+/// listens (each client publish is a proxy error), with a refresh proxy never called, and
+/// room for one client.
 fn config() -> serde_json::Value {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     json!({
         "http_api": {"key": common::API_KEY},
         "client": {
             "token": {"hmac_secret_key": "s"},
+            "connection_limit": 1,
             "proxy": {"refresh": {"enabled": true, "endpoint": format!("{nowhere}/refresh")}}
         },
         "channel": {
@@ -145,6 +148,7 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ("wshub_rate_limit_refusals_total{kind=\"api\"}", 0.0),
         ("wshub_rate_limit_refusals_total{kind=\"command\"}", 0.0),
         ("wshub_publications_total", 0.0),
+        ("centrifugo_node_client_connection_limit", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"refresh\",name=\"default\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"publish\",name=\"default\"}", 0.0),
         (
@@ -198,6 +202,11 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     assert_eq!(value(&body, inflight), Some(1.0), "{body}");
     assert_eq!(value(&body, "centrifugo_node_num_clients"), Some(1.0), "{body}");
     assert_eq!(value(&body, "centrifugo_node_num_subscriptions"), Some(1.0), "{body}");
+    // A second client is over `client.connection_limit`.
+    let upgrade =
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let (status, _) = http(node.port, "GET", "/connection/websocket", upgrade, "").await.unwrap();
+    assert_eq!(status, 503);
     // A second subscribe to the same channel: error 105 (already subscribed).
     c.send(MessageKind::Text, send(3, json!({"subscribe": {"channel": "news"}})).as_bytes())
         .await;
@@ -238,7 +247,9 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 12] = [
+    let checks: [(&str, &[&str], f64); 14] = [
+        ("centrifugo_node_client_connection_limit", &[], 1.0),
+        ("wshub_handshake_refusals_total", &["reason=\"connection_limit\""], 1.0),
         ("centrifugo_proxy_errors", publish_proxy, 1.0),
         ("centrifugo_proxy_duration_seconds_count", publish_proxy, 1.0),
         ("centrifugo_client_num_reply_errors", &["method=\"publish\"", "code=\"100\""], 1.0),

@@ -186,7 +186,7 @@ impl Shared {
     pub(crate) async fn admit(&self, ip: IpAddr) -> Result<(), (StatusCode, &'static str)> {
         let a = &self.config.admission;
         let refuse = |status, reason: &'static str| {
-            metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(1);
+            crate::metrics::centrifugo::handshake_refused(reason);
             Err((status, reason))
         };
         if !self.is_ready() {

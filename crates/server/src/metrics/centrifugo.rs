@@ -41,6 +41,10 @@ pub(super) fn describe() {
     describe_gauge!("centrifugo_node_num_channels", "Number of channels with one or more subscribers.");
     describe_gauge!("centrifugo_node_num_nodes", "Number of nodes in the cluster.");
     describe_gauge!("centrifugo_node_build", "Node build info.");
+    describe_counter!(
+        "centrifugo_node_client_connection_limit",
+        "Number of refused requests due to node client connection limit."
+    );
     describe_counter!("centrifugo_node_messages_sent_count", "Number of messages sent by node to broker.");
     describe_counter!(
         "centrifugo_node_messages_received_count",
@@ -91,6 +95,7 @@ pub(super) fn describe() {
 pub(super) fn precreate() {
     metrics::gauge!("centrifugo_node_build", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!("centrifugo_node_num_nodes").set(1.0);
+    metrics::counter!("centrifugo_node_client_connection_limit").increment(0);
     for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
         metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(0);
         metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(0);
@@ -154,6 +159,15 @@ pub struct Inflight(metrics::Gauge);
 impl Drop for Inflight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+    }
+}
+
+/// A WebSocket upgrade refused (`wshub_handshake_refusals_total{reason}`); the node's
+/// connection limit is also Centrifugo's `node_client_connection_limit`.
+pub fn handshake_refused(reason: &'static str) {
+    metrics::counter!("wshub_handshake_refusals_total", "reason" => reason).increment(1);
+    if reason == "connection_limit" {
+        metrics::counter!("centrifugo_node_client_connection_limit").increment(1);
     }
 }
 
