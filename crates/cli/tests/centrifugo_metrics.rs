@@ -138,7 +138,7 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ),
         ("centrifugo_node_num_clients", 0.0),
         (
-            "centrifugo_client_connections_accepted{transport=\"websocket\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}",
+            "centrifugo_client_connections_accepted{transport=\"websocket\",accept_protocol=\"\",client_name=\"\",client_version=\"\"}",
             0.0,
         ),
         ("centrifugo_node_num_nodes", 1.0),
@@ -197,7 +197,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         .await;
     message_with(&mut c, "\"id\":2").await;
     let inflight =
-        "centrifugo_client_connections_inflight{transport=\"websocket\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}";
+        "centrifugo_client_connections_inflight{transport=\"websocket\",accept_protocol=\"\",client_name=\"\",client_version=\"\"}";
     let body = scrape(node.port).await;
     assert_eq!(value(&body, inflight), Some(1.0), "{body}");
     assert_eq!(value(&body, "centrifugo_node_num_clients"), Some(1.0), "{body}");
@@ -259,7 +259,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         ("centrifugo_client_num_reply_errors", &["method=\"subscribe\"", "code=\"105\""], 1.0),
         (
             "centrifugo_client_connections_accepted",
-            &["transport=\"websocket\"", "accept_protocol=\"h1\""],
+            &["transport=\"websocket\"", "accept_protocol=\"\""],
             1.0,
         ),
         ("centrifugo_client_command_duration_seconds_count", &["method=\"subscribe\""], 2.0),

@@ -7,9 +7,10 @@
 //! its `channel_namespace` label empty (only PRO fills it); an empty label is the same series
 //! as an absent one to Prometheus, so it is left out here.
 //!
-//! Centrifugo exports its durations twice: a summary (quantiles 0.5, 0.99, 0.999; what the
-//! dashboard reads) and a `_histogram` with buckets. The server's exporter decides which
-//! name is which (`wshub_server::metrics`).
+//! Centrifugo exports its durations twice: a summary (quantiles 0.5, 0.99, 0.999;
+//! deprecated, kept for existing alerts) and a `_histogram` with buckets (what the Grafana
+//! dashboard's latency panels read). The server's exporter decides which name is which
+//! (`wshub_server::metrics`).
 
 use std::time::Duration;
 

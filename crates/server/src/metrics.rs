@@ -64,8 +64,9 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let buckets = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0];
             // Every `wshub_*` histogram has these buckets; Centrifugo's `_histogram` series
-            // have Centrifugo's; the other Centrifugo durations are summaries with its
-            // quantiles (0.5, 0.99, 0.999), as the Grafana dashboard reads them.
+            // have Centrifugo's (its Grafana dashboard builds every latency panel on them);
+            // the other Centrifugo durations are its (deprecated) summaries, with its
+            // quantiles (0.5, 0.99, 0.999), for existing alerts.
             let r = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Prefix("wshub_".into()), &buckets)
                 .and_then(|b| {

@@ -425,7 +425,7 @@ async fn unidirectional_http_stream_and_sse_with_curl() {
     };
     for transport in ["uni_http_stream", "uni_sse"] {
         at_least(
-            &format!("centrifugo_client_connections_accepted{{transport=\"{transport}\",accept_protocol=\"h1\",client_name=\"\",client_version=\"\"}}"),
+            &format!("centrifugo_client_connections_accepted{{transport=\"{transport}\",accept_protocol=\"\",client_name=\"\",client_version=\"\"}}"),
             1.0,
         );
         // The connect reply and the publication.

@@ -134,8 +134,9 @@ pub(super) fn set_gauges(shared: &crate::http::Shared) {
 /// A client connected (its connect command succeeded): counted in
 /// `client_connections_accepted`, and in `client_connections_inflight` for as long as the
 /// returned guard lives (the connection's handler holds it, so however the connection ends,
-/// dropping the handler releases it). Centrifugo's `accept_protocol` is the HTTP version of
-/// the request: wshub serves its transports over HTTP/1.1.
+/// dropping the handler releases it). `accept_protocol` (the HTTP version) and the client's
+/// name and version are filled by Centrifugo PRO only: empty here as in Centrifugo OSS
+/// (and the client's name and version would let any client add series).
 pub fn connection_accepted(transport: &'static str) -> Inflight {
     let labels = connection_labels(transport);
     metrics::counter!("centrifugo_client_connections_accepted", &labels).increment(1);
@@ -147,7 +148,7 @@ pub fn connection_accepted(transport: &'static str) -> Inflight {
 fn connection_labels(transport: &'static str) -> [(&'static str, &'static str); 4] {
     [
         ("transport", transport),
-        ("accept_protocol", "h1"),
+        ("accept_protocol", ""),
         ("client_name", ""),
         ("client_version", ""),
     ]
