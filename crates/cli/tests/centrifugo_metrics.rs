@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 24] = [
+const DASHBOARD_SERIES: [&str; 27] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -34,6 +34,9 @@ const DASHBOARD_SERIES: [&str; 24] = [
     "centrifugo_client_num_server_disconnects",
     "centrifugo_client_connections_accepted",
     "centrifugo_client_connections_inflight",
+    "centrifugo_client_subscriptions_accepted",
+    "centrifugo_client_subscriptions_inflight",
+    "centrifugo_transport_outgoing_close_count",
     "centrifugo_transport_messages_sent",
     "centrifugo_transport_messages_sent_size",
     "centrifugo_transport_messages_received",
@@ -149,6 +152,8 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ("wshub_rate_limit_refusals_total{kind=\"command\"}", 0.0),
         ("wshub_publications_total", 0.0),
         ("centrifugo_node_client_connection_limit", 0.0),
+        ("centrifugo_client_subscriptions_accepted{client_name=\"\"}", 0.0),
+        ("centrifugo_client_subscriptions_inflight{client_name=\"\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"refresh\",name=\"default\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"publish\",name=\"default\"}", 0.0),
         (
@@ -202,6 +207,11 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     assert_eq!(value(&body, inflight), Some(1.0), "{body}");
     assert_eq!(value(&body, "centrifugo_node_num_clients"), Some(1.0), "{body}");
     assert_eq!(value(&body, "centrifugo_node_num_subscriptions"), Some(1.0), "{body}");
+    assert_eq!(
+        value(&body, "centrifugo_client_subscriptions_inflight{client_name=\"\"}"),
+        Some(1.0),
+        "{body}"
+    );
     // A second client is over `client.connection_limit`.
     let upgrade =
         "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
@@ -247,8 +257,14 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 14] = [
+    let checks: [(&str, &[&str], f64); 16] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
+        ("centrifugo_client_subscriptions_accepted", &[], 1.0),
+        (
+            "centrifugo_transport_outgoing_close_count",
+            &["transport=\"websocket\"", &disconnect],
+            1.0,
+        ),
         ("wshub_handshake_refusals_total", &["reason=\"connection_limit\""], 1.0),
         ("centrifugo_proxy_errors", publish_proxy, 1.0),
         ("centrifugo_proxy_duration_seconds_count", publish_proxy, 1.0),

@@ -25,6 +25,12 @@ pub fn command_duration(method: &'static str, took: Duration) {
     metrics::histogram!("centrifugo_client_command_duration_seconds_histogram", "method" => method).record(s);
 }
 
+/// A subscription accepted (asked by the client or from its token): Centrifugo's
+/// `client_subscriptions_accepted` (`client_name` empty: filled by Centrifugo PRO only).
+pub fn subscription_accepted() {
+    metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(1);
+}
+
 /// An error reply to a client command.
 pub fn reply_error(method: &'static str, code: u32) {
     let code = code.to_string();

@@ -214,7 +214,7 @@ impl ClientHandler {
         }
         if let Some((code, reason)) = out.disconnect {
             tracing::debug!(code, %reason, client = %self.session.client_id(), "disconnect");
-            crate::metrics::centrifugo::server_disconnect(code);
+            crate::metrics::centrifugo::server_closed(self.shared.transport_name(), code);
             conn.close(CloseCode(code), &reason);
         }
     }

@@ -248,6 +248,7 @@ impl Session {
             crate::series::broker_message_sent("join");
             let _ = node.broker.publish_join(ch, info).await;
         }
+        crate::series::subscription_accepted();
         self.subs.insert(
             ch.to_string(),
             Sub {

@@ -61,6 +61,18 @@ pub(super) fn describe() {
         "Number of server initiated disconnects."
     );
     describe_counter!("centrifugo_client_connections_accepted", "Count of accepted transports.");
+    describe_counter!(
+        "centrifugo_client_subscriptions_accepted",
+        "Count of accepted client subscriptions."
+    );
+    describe_gauge!(
+        "centrifugo_client_subscriptions_inflight",
+        "Number of inflight client subscriptions."
+    );
+    describe_counter!(
+        "centrifugo_transport_outgoing_close_count",
+        "Number of close frames sent to clients, by transport and code."
+    );
     describe_gauge!("centrifugo_client_connections_inflight", "Number of inflight client connections.");
     describe_counter!(
         "centrifugo_transport_messages_sent",
@@ -96,6 +108,8 @@ pub(super) fn precreate() {
     metrics::gauge!("centrifugo_node_build", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!("centrifugo_node_num_nodes").set(1.0);
     metrics::counter!("centrifugo_node_client_connection_limit").increment(0);
+    metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(0);
+    metrics::gauge!("centrifugo_client_subscriptions_inflight", "client_name" => "").set(0.0);
     for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
         metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(0);
         metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(0);
@@ -121,7 +135,9 @@ pub(super) fn set_gauges(shared: &crate::http::Shared) {
     let n = &api.node;
     metrics::gauge!("centrifugo_node_num_clients").set(n.num_clients() as f64);
     metrics::gauge!("centrifugo_node_num_users").set(n.num_users() as f64);
-    metrics::gauge!("centrifugo_node_num_subscriptions").set(n.hub.num_subscriptions() as f64);
+    let subscriptions = n.hub.num_subscriptions() as f64;
+    metrics::gauge!("centrifugo_node_num_subscriptions").set(subscriptions);
+    metrics::gauge!("centrifugo_client_subscriptions_inflight", "client_name" => "").set(subscriptions);
     metrics::gauge!("centrifugo_node_num_channels").set(n.hub.channels().len() as f64);
     metrics::gauge!("centrifugo_node_num_nodes").set(api.cluster.nodes().len() as f64);
     // The configured proxies' error counters at 0 (idempotent): the node is built before
@@ -170,6 +186,13 @@ pub fn handshake_refused(reason: &'static str) {
     if reason == "connection_limit" {
         metrics::counter!("centrifugo_node_client_connection_limit").increment(1);
     }
+}
+
+/// The server closed a client's WebSocket with `code`: a server disconnect, and a close
+/// frame sent (`transport_outgoing_close_count`).
+pub fn server_closed(transport: &'static str, code: u16) {
+    server_disconnect(code);
+    metrics::counter!("centrifugo_transport_outgoing_close_count", "transport" => transport, "code" => code.to_string()).increment(1);
 }
 
 /// The server closed a client's connection with `code` (not the client leaving).
