@@ -4,9 +4,8 @@
 //! (grafana.com 13039) and a deployment's alerts keep working after the swap. The events of
 //! the core crate are counted by `wshub_core::series`; those of the server here.
 //!
-//! Not exported (no wshub counterpart yet): `channel_namespace` values (empty in Centrifugo
-//! OSS), `frame_type` on the transport series, `client_name`/`client_version` values,
-//! `client_subscriptions_*`, `client_recover`,
+//! Not exported (no wshub counterpart yet): `frame_type` on the transport series,
+//! `client_recover`, `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
