@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 27] = [
+const DASHBOARD_SERIES: [&str; 28] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -36,6 +36,7 @@ const DASHBOARD_SERIES: [&str; 27] = [
     "centrifugo_client_connections_inflight",
     "centrifugo_client_subscriptions_accepted",
     "centrifugo_client_subscriptions_inflight",
+    "centrifugo_client_recover",
     "centrifugo_transport_outgoing_close_count",
     "centrifugo_transport_messages_sent",
     "centrifugo_transport_messages_sent_size",
@@ -49,8 +50,8 @@ const DASHBOARD_SERIES: [&str; 27] = [
 ];
 
 /// A node whose channels' publications go through a publish proxy on a port where nothing
-/// listens (each client publish is a proxy error), with a refresh proxy never called, and
-/// room for one client.
+/// listens (each client publish is a proxy error), with history and recovery, a refresh
+/// proxy never called, and room for one client.
 fn config() -> serde_json::Value {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     json!({
@@ -62,7 +63,13 @@ fn config() -> serde_json::Value {
         },
         "channel": {
             "proxy": {"publish": {"endpoint": format!("{nowhere}/publish")}},
-            "without_namespace": {"allow_subscribe_for_client": true, "publish_proxy_enabled": true}
+            "without_namespace": {
+                "allow_subscribe_for_client": true,
+                "publish_proxy_enabled": true,
+                "history_size": 10,
+                "history_ttl": "60s",
+                "force_recovery": true
+            }
         }
     })
 }
@@ -154,6 +161,11 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ("centrifugo_node_client_connection_limit", 0.0),
         ("centrifugo_client_subscriptions_accepted{client_name=\"\"}", 0.0),
         ("centrifugo_client_subscriptions_inflight{client_name=\"\"}", 0.0),
+        (
+            "centrifugo_client_recover{recovered=\"yes\",has_recovered_publications=\"yes\"}",
+            0.0,
+        ),
+        ("centrifugo_client_recover{recovered=\"no\",has_recovered_publications=\"no\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"refresh\",name=\"default\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"publish\",name=\"default\"}", 0.0),
         (
@@ -198,8 +210,9 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
     c.send(MessageKind::Text, send(1, json!({"connect": {"token": token}})).as_bytes())
         .await;
     message_with(&mut c, "\"id\":1").await;
-    c.send(MessageKind::Text, send(2, json!({"subscribe": {"channel": "news"}})).as_bytes())
-        .await;
+    // Recovering from a position of another stream: not recovered.
+    let sub = json!({"subscribe": {"channel": "news", "recover": true, "epoch": "other", "offset": 5}});
+    c.send(MessageKind::Text, send(2, sub).as_bytes()).await;
     message_with(&mut c, "\"id\":2").await;
     let inflight =
         "centrifugo_client_connections_inflight{transport=\"websocket\",accept_protocol=\"\",client_name=\"\",client_version=\"\"}";
@@ -257,9 +270,15 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 16] = [
+    let checks: [(&str, &[&str], f64); 18] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
         ("centrifugo_client_subscriptions_accepted", &[], 1.0),
+        (
+            "centrifugo_client_recover",
+            &["recovered=\"no\"", "has_recovered_publications=\"no\""],
+            1.0,
+        ),
+        ("centrifugo_client_recover", &["recovered=\"yes\""], 0.0),
         (
             "centrifugo_transport_outgoing_close_count",
             &["transport=\"websocket\"", &disconnect],

@@ -31,6 +31,18 @@ pub fn subscription_accepted() {
     metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(1);
 }
 
+/// A subscription that asked to recover from a stream position, and whether it did:
+/// Centrifugo's `client_recover{recovered,has_recovered_publications}` ("yes"/"no").
+pub fn recover(recovered: bool, has_publications: bool) {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    metrics::counter!(
+        "centrifugo_client_recover",
+        "recovered" => yes_no(recovered),
+        "has_recovered_publications" => yes_no(has_publications)
+    )
+    .increment(1);
+}
+
 /// An error reply to a client command.
 pub fn reply_error(method: &'static str, code: u32) {
     let code = code.to_string();

@@ -217,6 +217,9 @@ impl Session {
                     return Err(ApiError::from(e).into());
                 }
             };
+            if result.was_recovering {
+                crate::series::recover(result.recovered, !publications.is_empty());
+            }
             if result.was_recovering && !result.recovered && strict_recovery {
                 self.release(ch, opts, false).await;
                 return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));

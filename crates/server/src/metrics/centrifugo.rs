@@ -5,7 +5,7 @@
 //! the core crate are counted by `wshub_core::series`; those of the server here.
 //!
 //! Not exported (no wshub counterpart yet): `frame_type` on the transport series,
-//! `client_recover`, `client_num_server_unsubscribes`,
+//! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
@@ -40,6 +40,10 @@ pub(super) fn describe() {
     describe_gauge!("centrifugo_node_num_channels", "Number of channels with one or more subscribers.");
     describe_gauge!("centrifugo_node_num_nodes", "Number of nodes in the cluster.");
     describe_gauge!("centrifugo_node_build", "Node build info.");
+    describe_counter!(
+        "centrifugo_client_recover",
+        "Count of recover operations with success/fail resolution."
+    );
     describe_counter!(
         "centrifugo_node_client_connection_limit",
         "Number of refused requests due to node client connection limit."
@@ -107,6 +111,11 @@ pub(super) fn precreate() {
     metrics::gauge!("centrifugo_node_build", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!("centrifugo_node_num_nodes").set(1.0);
     metrics::counter!("centrifugo_node_client_connection_limit").increment(0);
+    for recovered in ["yes", "no"] {
+        for has in ["yes", "no"] {
+            metrics::counter!("centrifugo_client_recover", "recovered" => recovered, "has_recovered_publications" => has).increment(0);
+        }
+    }
     metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(0);
     metrics::gauge!("centrifugo_client_subscriptions_inflight", "client_name" => "").set(0.0);
     for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
