@@ -4,7 +4,8 @@
 //! (grafana.com 13039) and a deployment's alerts keep working after the swap. The events of
 //! the core crate are counted by `wshub_core::series`; those of the server here.
 //!
-//! Not exported (no wshub counterpart yet): `frame_type` on the transport series,
+//! Not exported (no wshub counterpart yet): `frame_type` on the transport series, the
+//! `client_name`/`client_version` values,
 //! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
@@ -158,9 +159,9 @@ pub(super) fn set_gauges(shared: &crate::http::Shared) {
 /// A client connected (its connect command succeeded): counted in
 /// `client_connections_accepted`, and in `client_connections_inflight` for as long as the
 /// returned guard lives (the connection's handler holds it, so however the connection ends,
-/// dropping the handler releases it). `accept_protocol` (the HTTP version) and the client's
-/// name and version are filled by Centrifugo PRO only: empty here as in Centrifugo OSS
-/// (and the client's name and version would let any client add series).
+/// dropping the handler releases it). `accept_protocol` (the HTTP version) is filled by
+/// Centrifugo PRO only: empty as in Centrifugo OSS. The client's name and version are left
+/// empty too: taken from the connect request, they would let any client add series.
 pub fn connection_accepted(transport: &'static str) -> Inflight {
     let labels = connection_labels(transport);
     metrics::counter!("centrifugo_client_connections_accepted", &labels).increment(1);
