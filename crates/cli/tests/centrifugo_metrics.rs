@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 28] = [
+const DASHBOARD_SERIES: [&str; 29] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -37,6 +37,7 @@ const DASHBOARD_SERIES: [&str; 28] = [
     "centrifugo_client_subscriptions_accepted",
     "centrifugo_client_subscriptions_inflight",
     "centrifugo_client_recover",
+    "centrifugo_client_ping_pong_duration_seconds_bucket",
     "centrifugo_transport_outgoing_close_count",
     "centrifugo_transport_messages_sent",
     "centrifugo_transport_messages_sent_size",
@@ -51,7 +52,7 @@ const DASHBOARD_SERIES: [&str; 28] = [
 
 /// A node whose channels' publications go through a publish proxy on a port where nothing
 /// listens (each client publish is a proxy error), with history and recovery, a refresh
-/// proxy never called, and room for one client.
+/// proxy never called, room for one client, and a ping every 2 s at most.
 fn config() -> serde_json::Value {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     json!({
@@ -59,6 +60,8 @@ fn config() -> serde_json::Value {
         "client": {
             "token": {"hmac_secret_key": "s"},
             "connection_limit": 1,
+            "ping_interval": "2s",
+            "pong_timeout": "1s",
             "proxy": {"refresh": {"enabled": true, "endpoint": format!("{nowhere}/refresh")}}
         },
         "channel": {
@@ -248,6 +251,15 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         .unwrap();
     assert_eq!(status, 200, "{answer}");
     message_with(&mut c, "\"n\":1").await;
+    // The server's ping (`{}`, within the 2 s interval), answered.
+    loop {
+        if let Event::Message { data, .. } = c.next_event().await {
+            if data.as_ref() == b"{}" {
+                break;
+            }
+        }
+    }
+    c.send(MessageKind::Text, b"{}").await;
     let (status, answer) = api(node.port, "disconnect", &json!({"user": "u1"})).await.unwrap();
     assert_eq!(status, 200, "{answer}");
     let code = c.expect_close().await;
@@ -270,9 +282,14 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 18] = [
+    let checks: [(&str, &[&str], f64); 19] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
         ("centrifugo_client_subscriptions_accepted", &[], 1.0),
+        (
+            "centrifugo_client_ping_pong_duration_seconds_count",
+            &["transport=\"websocket\""],
+            1.0,
+        ),
         (
             "centrifugo_client_recover",
             &["recovered=\"no\"", "has_recovered_publications=\"no\""],
@@ -298,7 +315,8 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
             1.0,
         ),
         ("centrifugo_client_command_duration_seconds_count", &["method=\"subscribe\""], 2.0),
-        ("centrifugo_transport_messages_received", &["transport=\"websocket\""], 4.0),
+        // connect, two subscribes, a publish, the pong.
+        ("centrifugo_transport_messages_received", &["transport=\"websocket\""], 5.0),
         (
             "centrifugo_api_command_duration_seconds_count",
             &["protocol=\"http\"", "method=\"publish\""],

@@ -43,6 +43,12 @@ pub fn recover(recovered: bool, has_publications: bool) {
     .increment(1);
 }
 
+/// A client's pong, `took` after the server's ping: Centrifugo's
+/// `client_ping_pong_duration_seconds{transport}`.
+pub fn ping_pong(transport: &'static str, took: Duration) {
+    metrics::histogram!("centrifugo_client_ping_pong_duration_seconds", "transport" => transport).record(took.as_secs_f64());
+}
+
 /// An error reply to a client command.
 pub fn reply_error(method: &'static str, code: u32) {
     let code = code.to_string();

@@ -11,7 +11,8 @@ mod process;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Centrifugo's `client_command_duration_seconds_histogram` buckets (centrifuge's metrics.go).
+/// Centrifugo's `client_command_duration_seconds_histogram` and
+/// `client_ping_pong_duration_seconds` buckets (centrifuge's metrics.go).
 const COMMAND_BUCKETS: [f64; 15] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -72,6 +73,12 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("centrifugo_client_command_duration_seconds_histogram".into()),
+                        &COMMAND_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("centrifugo_client_ping_pong_duration_seconds".into()),
                         &COMMAND_BUCKETS,
                     )
                 })

@@ -132,10 +132,14 @@ impl Session {
             })
         } else if id == 0 {
             // The empty command: the client's pong.
-            if self.timers.clear(Timer::Pong).is_none() {
+            let Some(deadline) = self.timers.clear(Timer::Pong) else {
                 // PROTOCOL.md: "A pong with no ping outstanding closes with 3501".
                 return Err(BAD_REQUEST);
-            }
+            };
+            // The pong's deadline was set when the ping went out: the round trip follows.
+            let pinged = deadline.checked_sub(self.node.config.session.pong_timeout);
+            let took = pinged.map(|p| now.mono.saturating_duration_since(p)).unwrap_or_default();
+            crate::series::ping_pong(self.handle.transport_name(), took);
             return Ok(());
         } else {
             return Err(BAD_REQUEST);

@@ -8,7 +8,7 @@
 //! `client_name`/`client_version` values,
 //! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
-//! `client_ping_pong_duration_seconds`, `api_command_errors_total`, `proxy_inflight_requests`,
+//! `api_command_errors_total`, `proxy_inflight_requests`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
 
 use std::time::Duration;
@@ -41,6 +41,7 @@ pub(super) fn describe() {
     describe_gauge!("centrifugo_node_num_channels", "Number of channels with one or more subscribers.");
     describe_gauge!("centrifugo_node_num_nodes", "Number of nodes in the cluster.");
     describe_gauge!("centrifugo_node_build", "Node build info.");
+    describe_histogram!("centrifugo_client_ping_pong_duration_seconds", "Ping/Pong duration in seconds.");
     describe_counter!(
         "centrifugo_client_recover",
         "Count of recover operations with success/fail resolution."
@@ -126,6 +127,10 @@ pub(super) fn precreate() {
     for method in COMMAND_METHODS {
         let _ = metrics::histogram!("centrifugo_client_command_duration_seconds", "method" => method);
         let _ = metrics::histogram!("centrifugo_client_command_duration_seconds_histogram", "method" => method);
+    }
+    for transport in ["websocket", "http_stream", "sse"] {
+        // The bidirectional transports: the others are not pinged.
+        let _ = metrics::histogram!("centrifugo_client_ping_pong_duration_seconds", "transport" => transport);
     }
     for transport in TRANSPORTS {
         let labels = connection_labels(transport);
