@@ -213,12 +213,16 @@ fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, se
 fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
     let tls = c.http_server.tls.enabled;
     let host = display_host(local);
-    let ws = format!("{}://{host}{}", if tls { "wss" } else { "ws" }, wshub_server::app::WS_PATH);
+    let ws = format!(
+        "{}://{host}{}",
+        if tls { "wss" } else { "ws" },
+        wshub_server::endpoints::websocket_path(c)
+    );
     let http = format!("{}://{host}", if tls { "https" } else { "http" });
     if c.log.format == "json" {
         let line = json!({
             "level": "INFO", "message": "wshub listening", "version": env!("CARGO_PKG_VERSION"), "address": local.to_string(),
-            "engine": c.engine.r#type, "clients": ws, "api": format!("{http}/api/<method>"),
+            "engine": c.engine.r#type, "clients": ws, "api": wshub_server::endpoints::api_url(c, &http),
             "admin": c.admin.enabled.then(|| format!("{http}/admin")), "allowed_origins": c.client.allowed_origins,
         });
         eprintln!("{line}");
@@ -235,7 +239,7 @@ fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
         c.engine.r#type
     );
     println!("  clients: {ws}");
-    println!("  API:     POST {http}/api/<method>");
+    println!("  API:     POST {}", wshub_server::endpoints::api_url(c, &http));
     if c.admin.enabled {
         println!("  admin:   {http}/admin");
     }

@@ -358,6 +358,16 @@ impl Node {
     /// were granted (as in Centrifugo). Nothing changes when `config` is refused.
     pub fn reload(&self, config: &NodeConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        let missing = self.proxies.missing(&crate::proxy::Endpoints::build(config)?);
+        if !missing.is_empty() {
+            return Err(ConfigError {
+                key: "channel".into(),
+                message: format!(
+                    "the channel options use proxies this node did not start with ({}): restart to apply",
+                    missing.join(", ")
+                ),
+            });
+        }
         let live = Live::new(config)?;
         *self.live.write() = Arc::new(live);
         Ok(())

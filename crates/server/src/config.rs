@@ -21,7 +21,7 @@ mod words;
 pub use sections::*;
 use words::{in_words, namespace_error};
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub http_server: HttpServer,
@@ -39,6 +39,8 @@ pub struct Config {
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub health: Health,
+    /// `init.*`: `/connection/init`.
+    pub init: ConnInit,
     pub shutdown: Shutdown,
     pub log: Log,
     /// Write the process id to this file at start (removed at exit), as Centrifugo.
@@ -48,34 +50,6 @@ pub struct Config {
     pub rpc: RpcConfig,
     /// Named proxies, reached by `*_proxy_name` in namespaces.
     pub proxies: Vec<NamedProxy>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http_server: HttpServer::default(),
-            http_api: HttpApi::default(),
-            client: Client::default(),
-            websocket: WebSocket::default(),
-            channel: ChannelConfig::default(),
-            engine: Engine::default(),
-            admin: Admin::default(),
-            http_stream: HttpTransport::default(),
-            sse: HttpTransport::default(),
-            uni_http_stream: HttpTransport::default(),
-            uni_sse: HttpTransport::default(),
-            uni_websocket: UniWebSocket::default(),
-            emulation: EmulationSection::default(),
-            prometheus: Prometheus::default(),
-            health: Health::default(),
-            shutdown: Shutdown::default(),
-            log: Log::default(),
-            pid_file: String::new(),
-            node: NodeSection::default(),
-            rpc: RpcConfig::default(),
-            proxies: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -600,7 +574,7 @@ fn validate(c: &Config) -> Result<(), LoadError> {
 
 impl Config {
     /// Every `handler_prefix`, by key (empty ones included).
-    pub fn handler_prefixes(&self) -> [(&'static str, &str); 11] {
+    pub fn handler_prefixes(&self) -> [(&'static str, &str); 12] {
         [
             ("websocket.handler_prefix", &self.websocket.handler_prefix),
             ("uni_websocket.handler_prefix", &self.uni_websocket.handler_prefix),
@@ -613,6 +587,7 @@ impl Config {
             ("admin.handler_prefix", &self.admin.handler_prefix),
             ("prometheus.handler_prefix", &self.prometheus.handler_prefix),
             ("health.handler_prefix", &self.health.handler_prefix),
+            ("init.handler_prefix", &self.init.handler_prefix),
         ]
     }
 

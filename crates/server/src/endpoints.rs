@@ -34,6 +34,8 @@ pub struct Endpoints {
     pub uni_http_stream: Option<String>,
     pub uni_sse: Option<String>,
     pub emulation: Option<String>,
+    /// `GET /connection/init`: `{}`.
+    pub init: Option<String>,
     /// `POST {api}/<method>`.
     pub api: Option<String>,
     /// The admin page and its calls under this prefix.
@@ -53,6 +55,7 @@ pub enum Route<'a> {
     UniWebSocket,
     /// An HTTP transport or `/emulation`, by its canonical path.
     Transport(&'static str),
+    Init,
     /// A server API method.
     Api(&'a str),
     /// The admin page, with the path rewritten under [`ADMIN_PATH`].
@@ -133,6 +136,9 @@ impl Endpoints {
         if is(&self.emulation) {
             return Route::Transport(EMULATION_PATH);
         }
+        if is(&self.init) {
+            return Route::Init;
+        }
         if is(&self.metrics) {
             return Route::Metrics;
         }
@@ -184,6 +190,7 @@ pub fn plan(c: &Config) -> Result<(Endpoints, Option<(SocketAddr, Endpoints)>), 
         uni_http_stream: transport(c.uni_http_stream.enabled, &c.uni_http_stream.handler_prefix, UNI_HTTP_STREAM_PATH),
         uni_sse: transport(c.uni_sse.enabled, &c.uni_sse.handler_prefix, UNI_SSE_PATH),
         emulation: on(c.http_stream.enabled || c.sse.enabled, &c.emulation.handler_prefix),
+        init: on(c.init.enabled, &c.init.handler_prefix),
         landing: true,
         ..Default::default()
     };
@@ -218,6 +225,27 @@ pub fn admin_prefix(c: &Config) -> String {
     }
 }
 
+/// Where a person reaches the API, for the start banner; `base` is the main listener's
+/// `scheme://host:port`.
+pub fn api_url(c: &Config, base: &str) -> String {
+    if c.http_api.disabled {
+        return "off (http_api.disabled)".into();
+    }
+    let prefix = c.http_api.handler_prefix.trim_end_matches('/');
+    match (crate::config::internal_listen_addr(c), c.http_api.external, base.rsplit_once(':')) {
+        (Ok(Some(addr)), false, Some((host, _))) => format!("{host}:{}{prefix}/<method> (internal port)", addr.port()),
+        _ => format!("{base}{prefix}/<method>"),
+    }
+}
+
+/// The WebSocket endpoint's path, for the start banner.
+pub fn websocket_path(c: &Config) -> String {
+    match c.websocket.disabled {
+        true => " (off: websocket.disabled)".into(),
+        false => clean(&c.websocket.handler_prefix),
+    }
+}
+
 impl Endpoints {
     /// One listener serving both sets (each endpoint is in one set only).
     fn merge(self, other: Endpoints) -> Endpoints {
@@ -230,6 +258,7 @@ impl Endpoints {
             uni_http_stream: self.uni_http_stream.or(other.uni_http_stream),
             uni_sse: self.uni_sse.or(other.uni_sse),
             emulation: self.emulation.or(other.emulation),
+            init: self.init.or(other.init),
             api: self.api.or(other.api),
             admin: self.admin.or(other.admin),
             metrics: self.metrics.or(other.metrics),
@@ -254,6 +283,7 @@ impl Endpoints {
             (self.uni_websocket.is_some(), "uni_websocket"),
             (self.uni_sse.is_some(), "uni_sse"),
             (self.uni_http_stream.is_some(), "uni_http_stream"),
+            (self.init.is_some(), "init"),
         ];
         all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
     }
@@ -280,6 +310,14 @@ mod tests {
         assert_eq!(main.route("/"), Route::Landing);
         assert_eq!(main.route("/admin"), Route::NotFound, "admin is off by default");
         assert_eq!(main.route("/connection/sse"), Route::NotFound);
+        assert_eq!(main.route("/connection/init"), Route::NotFound, "init is off by default");
+        let (main, internal) = plan(&config(serde_json::json!({
+            "init": {"enabled": true},
+            "http_server": {"internal_port": "9000"},
+        })))
+        .unwrap();
+        assert_eq!(main.route("/connection/init"), Route::Init, "init is with the clients");
+        assert_eq!(internal.unwrap().1.route("/connection/init"), Route::NotFound);
     }
 
     #[test]
@@ -311,6 +349,12 @@ mod tests {
         assert_eq!(main.route("/admin"), Route::Admin("/admin".into()));
         assert_eq!(internal.route("/api/publish"), Route::NotFound);
         assert_eq!(internal.route("/health"), Route::Health);
+        assert_eq!(api_url(&c, "http://localhost:8000"), "http://localhost:8000/api/<method>");
+        let c = config(serde_json::json!({"http_server": {"internal_port": 9000}}));
+        assert_eq!(
+            api_url(&c, "http://localhost:8000"),
+            "http://localhost:9000/api/<method> (internal port)"
+        );
     }
 
     #[test]

@@ -641,6 +641,13 @@ async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &En
         }
         Route::Landing if req.method() == http::Method::GET || req.method() == http::Method::HEAD => return landing(shared, endpoints),
         Route::Health => return text(StatusCode::OK, "ok"),
+        Route::Init if req.method() == http::Method::GET => {
+            let mut r = json_response(&serde_json::json!({}));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            return r;
+        }
+        Route::Init => return text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         Route::Metrics if shared.config.metrics => {
             let mut r = Response::new(full(crate::metrics::render(shared)));
             r.headers_mut()

@@ -151,6 +151,17 @@ mod tests {
         };
         assert!(why.contains("channel_regex"), "{why}");
         assert!(node.options("chat:x").unwrap().presence, "a refused reload changes nothing");
+        // A namespace that needs a proxy the node did not start with: refused, never
+        // served without its proxy.
+        write(serde_json::json!({"channel": {
+            "proxy": {"subscribe": {"endpoint": "http://127.0.0.1:1/subscribe"}},
+            "namespaces": [{"name": "chat", "presence": true}, {"name": "p", "subscribe_proxy_enabled": true}],
+        }}));
+        let Outcome::Refused(why) = r.reload(&node) else {
+            panic!("reloaded without its proxy")
+        };
+        assert!(why.contains("restart"), "{why}");
+        assert!(node.options("p:x").is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -268,6 +268,24 @@ impl Default for Log {
     }
 }
 
+/// `init.*`: `GET /connection/init` answers `{}` (Centrifugo: to open an HTTP/2 connection
+/// before the WebSocket, or as a public health check for a load balancer).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ConnInit {
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for ConnInit {
+    fn default() -> Self {
+        ConnInit {
+            enabled: false,
+            handler_prefix: "/connection/init".into(),
+        }
+    }
+}
+
 /// A port given as a string (Centrifugo's type for `internal_port`) or as a number.
 fn port_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
