@@ -223,7 +223,7 @@ fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
         let line = json!({
             "level": "INFO", "message": "wshub listening", "version": env!("CARGO_PKG_VERSION"), "address": local.to_string(),
             "engine": c.engine.r#type, "clients": ws, "api": wshub_server::endpoints::api_url(c, &http),
-            "admin": c.admin.enabled.then(|| format!("{http}/admin")), "allowed_origins": c.client.allowed_origins,
+            "admin": c.admin.enabled.then(|| wshub_server::endpoints::admin_url(c, &http)), "allowed_origins": c.client.allowed_origins,
         });
         eprintln!("{line}");
         return;
@@ -241,7 +241,7 @@ fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
     println!("  clients: {ws}");
     println!("  API:     POST {}", wshub_server::endpoints::api_url(c, &http));
     if c.admin.enabled {
-        println!("  admin:   {http}/admin");
+        println!("  admin:   {}", wshub_server::endpoints::admin_url(c, &http));
     }
     println!("  browser pages may connect from: {origins}");
     if no_file {

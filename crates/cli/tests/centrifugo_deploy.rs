@@ -101,6 +101,7 @@ async fn helm_chart_probes_health_on_the_internal_port_and_the_api_is_only_there
         "http_api": {"key": API_KEY},
         "client": {"token": {"hmac_secret_key": "s"}},
         "http_server": {"internal_port": internal.to_string()},
+        "admin": {"enabled": true, "password": "p", "secret": "s", "handler_prefix": "/ops"},
     });
     std::fs::write(&config, c.to_string()).unwrap();
     let p = Proc::start(
@@ -129,6 +130,18 @@ async fn helm_chart_probes_health_on_the_internal_port_and_the_api_is_only_there
     assert_eq!(http(port, "POST", "/api/info", &key, "{}").await.unwrap().0, 404);
     assert_eq!(http(internal, "GET", "/metrics", "", "").await.unwrap().0, 200);
     assert_eq!(http(port, "GET", "/metrics", "", "").await.unwrap().0, 404);
+    // The admin page: internal, at its prefix, its own paths rewritten under it.
+    let (status, page) = http(internal, "GET", "/ops/", "", "").await.unwrap();
+    assert!(
+        status == 200 && page.contains("/ops/admin.js") && !page.contains("/admin/"),
+        "{page}"
+    );
+    let (status, script) = http(internal, "GET", "/ops/admin.js", "", "").await.unwrap();
+    assert!(
+        status == 200 && script.contains("/ops/api/") && !script.contains("'/admin/"),
+        "{script}"
+    );
+    assert_eq!(http(port, "GET", "/ops/", "", "").await.unwrap().0, 404);
     // Clients: main port only.
     let (_client, reply) = connect(port, &wshub_testkit::token("s", &json!({"sub": "u"}))).await;
     assert!(reply.contains(r#""connect""#) && reply.contains(r#""client""#), "{reply}");
@@ -136,11 +149,12 @@ async fn helm_chart_probes_health_on_the_internal_port_and_the_api_is_only_there
     assert_eq!(status, 404, "no clients on the internal port");
     let log = p.stdout();
     assert!(
-        log.contains(&format!("on 127.0.0.1:{internal}")) && log.contains("api, prometheus, health"),
+        log.contains(&format!("on 127.0.0.1:{internal}")) && log.contains("api, admin, prometheus, health"),
         "{log}"
     );
     // The banner says where the API went.
     assert!(log.contains(&format!("127.0.0.1:{internal}/api/<method> (internal port)")), "{log}");
+    assert!(log.contains(&format!("127.0.0.1:{internal}/ops (internal port)")), "{log}");
 }
 
 /// The packaged unit's `ExecReload` is `kill -HUP`: the node keeps running, a connected

@@ -232,9 +232,20 @@ pub fn api_url(c: &Config, base: &str) -> String {
         return "off (http_api.disabled)".into();
     }
     let prefix = c.http_api.handler_prefix.trim_end_matches('/');
-    match (crate::config::internal_listen_addr(c), c.http_api.external, base.rsplit_once(':')) {
-        (Ok(Some(addr)), false, Some((host, _))) => format!("{host}:{}{prefix}/<method> (internal port)", addr.port()),
-        _ => format!("{base}{prefix}/<method>"),
+    url(c, base, c.http_api.external, &format!("{prefix}/<method>"))
+}
+
+/// Where a person reaches the admin page, for the start banner.
+pub fn admin_url(c: &Config, base: &str) -> String {
+    url(c, base, c.admin.external, &admin_prefix(c))
+}
+
+/// `path` on the main listener (`base`) or, when it is internal and the internal port is a
+/// listener of its own, on that port (same host).
+fn url(c: &Config, base: &str, external: bool, path: &str) -> String {
+    match (crate::config::internal_listen_addr(c), external, base.rsplit_once(':')) {
+        (Ok(Some(addr)), false, Some((host, _))) => format!("{host}:{}{path} (internal port)", addr.port()),
+        _ => format!("{base}{path}"),
     }
 }
 
