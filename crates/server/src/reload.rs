@@ -17,7 +17,13 @@ use wshub_core::node::Node;
 use crate::config::{load, to_node_config, Config};
 
 /// The keys a reload applies (and every key under them).
-pub const RELOADED: &[&str] = &["channel", "client.token", "client.subscription_token"];
+pub const RELOADED: &[&str] = &[
+    "channel",
+    "client.token",
+    "client.subscription_token",
+    // Part of the verifiers.
+    "client.insecure_skip_token_signature_verify",
+];
 
 /// Where the running configuration came from, to read it again the same way: the file, the
 /// environment of the process (read again at each reload, as Centrifugo) and the flags.
