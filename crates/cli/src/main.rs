@@ -2,6 +2,8 @@
 //! load run, and errors into messages for people.
 
 mod bench;
+mod commands;
+mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,53 +20,113 @@ use wshub_server::{ServerConfig, Shared};
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
+/// Run as Centrifugo runs: `wshub`, `wshub -c config.json` (or `config.json` from the
+/// working directory), Centrifugo's flags (`-p`, `--admin.enabled`...); `serve` is the same.
 #[derive(Parser)]
-#[command(name = "wshub", version, about = "A real-time messaging server (Centrifugo protocol compatible)")]
+#[command(
+    name = "wshub",
+    version,
+    about = "A real-time messaging server (Centrifugo protocol compatible)",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Configuration file (.json, .toml, .yaml); default: config.json in the working
+    /// directory when present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// http_server.port
+    #[arg(long)]
+    port: Option<u16>,
+    /// http_server.address
+    #[arg(long)]
+    address: Option<String>,
+    /// Set any key: --set client.channel_limit=10 (JSON values, or plain strings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server. Without a configuration file: in-memory engine, safe defaults.
-    Serve {
-        /// Configuration file (.json or .toml).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// http_server.port
-        #[arg(long)]
-        port: Option<u16>,
-        /// http_server.address
-        #[arg(long)]
-        address: Option<String>,
-        /// Set any key: --set client.channel_limit=10 (JSON values, or plain strings).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-    },
-    /// Print a new configuration file with a random API key and HMAC secret.
+    /// Run the server (what `wshub` alone does).
+    Serve(ServeArgs),
+    /// Print the version.
+    Version,
+    /// Write a new configuration file with a random API key and HMAC secret (JSON, YAML or
+    /// TOML by extension; `-` prints it).
     Genconfig {
-        /// Write to this file instead of standard output (refuses to overwrite).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        #[arg(long, short, visible_short_alias = 'o', visible_alias = "output", default_value = "config.json")]
+        config: PathBuf,
     },
     /// Check a configuration file and say what is wrong with it.
     Checkconfig {
-        #[arg(long, short)]
+        #[arg(long, short, default_value = "config.json")]
         config: PathBuf,
         /// Unknown keys are warnings only (exit status 0); without it they fail the check.
         #[arg(long)]
         allow_unknown: bool,
     },
-    /// Make an HS256 connection token for a user, signed with client.token.hmac_secret_key.
+    /// Write every key at its default (of --base when given).
+    Defaultconfig {
+        #[arg(long, short, default_value = "config.json")]
+        config: PathBuf,
+        #[arg(long, short)]
+        base: Option<PathBuf>,
+        /// Print instead of writing.
+        #[arg(long, short)]
+        dry_run: bool,
+    },
+    /// Print every key as a CENTRIFUGO_ variable with its default (of --base when given).
+    Defaultenv {
+        #[arg(long, short)]
+        base: Option<PathBuf>,
+    },
+    /// Make an HS256 connection token signed with client.token.hmac_secret_key.
     Gentoken {
         #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// User ID (empty: anonymous).
+        #[arg(long, short, default_value = "")]
         user: String,
-        /// Lifetime in seconds (0: no expiry).
-        #[arg(long, default_value_t = 3600)]
-        ttl: u64,
+        /// Lifetime in seconds; -1: no expiration.
+        #[arg(long, short, default_value_t = commands::DEFAULT_TOKEN_TTL, allow_negative_numbers = true)]
+        ttl: i64,
+        /// Print the token only.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Make an HS256 subscription token (client.subscription_token's key when enabled).
+    Gensubtoken {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[arg(long, short, default_value = "")]
+        user: String,
+        /// Channel.
+        #[arg(long = "channel", short = 's', default_value = "")]
+        channel: String,
+        #[arg(long, short, default_value_t = commands::DEFAULT_TOKEN_TTL, allow_negative_numbers = true)]
+        ttl: i64,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a connection token with the configuration's keys and rules.
+    Checktoken {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        token: String,
+    },
+    /// Check a subscription token with the configuration's keys and rules.
+    Checksubtoken {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        token: String,
     },
     /// The echo server of conformance runs: every path upgrades, compression on.
     Echo {
@@ -136,7 +198,9 @@ async fn bind(addr: SocketAddr, connection_limit: usize) -> anyhow::Result<tokio
 }
 
 fn env_vars() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| k.starts_with("WSHUB_")).collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("WSHUB_") || k.starts_with("CENTRIFUGO_"))
+        .collect()
 }
 
 fn load_config(file: Option<&PathBuf>, overrides: &[(String, Value)]) -> anyhow::Result<Loaded> {
@@ -156,13 +220,16 @@ fn parse_set(items: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
         .collect()
 }
 
-fn random_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn serve(config: Option<PathBuf>, port: Option<u16>, address: Option<String>, set: Vec<String>) -> anyhow::Result<()> {
-    let mut overrides = parse_set(&set)?;
+fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
+    let ServeArgs {
+        config,
+        port,
+        address,
+        set,
+    } = args;
+    let config = commands::config_path(config);
+    let mut overrides = flag_overrides;
+    overrides.extend(parse_set(&set)?);
     if let Some(p) = port {
         overrides.push(("http_server.port".into(), json!(p)));
     }
@@ -259,52 +326,23 @@ fn display_host(local: SocketAddr) -> String {
     }
 }
 
-fn genconfig(output: Option<PathBuf>) -> anyhow::Result<()> {
-    let c = json!({
-        "http_server": {"port": 8000},
-        "http_api": {"key": random_secret()},
-        "client": {
-            "token": {"hmac_secret_key": random_secret()},
-            "allowed_origins": ["http://localhost:3000"]
-        },
-        "channel": {
-            "without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true, "history_size": 100, "history_ttl": "300s", "force_recovery": true, "allow_history_for_subscriber": true, "allow_presence_for_subscriber": true},
-            "namespaces": []
-        }
-    });
-    let text = serde_json::to_string_pretty(&c)? + "\n";
-    match output {
-        None => print!("{text}"),
-        Some(p) => {
-            if p.exists() {
-                bail!("{} exists: not overwritten", p.display());
-            }
-            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-            eprintln!("wrote {}", p.display());
-        }
-    }
-    Ok(())
-}
-
-fn gentoken(user: String, ttl: u64, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let loaded = load_config(config.as_ref(), &[])?;
-    let secret = &loaded.config.client.token.hmac_secret_key;
-    if secret.is_empty() {
-        bail!("client.token.hmac_secret_key is empty: pass --config with a secret (wshub genconfig makes one)");
-    }
-    let mut claims = json!({"sub": user});
-    if ttl > 0 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-        claims["exp"] = json!(now + ttl);
-    }
-    println!("{}", wshub_core::token::make_hs256(secret, &claims)?);
-    Ok(())
-}
-
 /// Errors are one line for a person ("error: ...: cause"), never a backtrace, whatever
 /// `RUST_BACKTRACE` says; the exit status is 1.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let cmd = Cli::command()
+        .args(flags::args())
+        .mut_subcommand("serve", |s| s.args(flags::args()));
+    let matches = cmd.get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let flag_overrides = match matches.subcommand() {
+        Some(("serve", m)) => flags::overrides(m),
+        _ => flags::overrides(&matches),
+    };
+    match run(cli, flag_overrides) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -313,15 +351,34 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve {
+/// The configuration a helper command reads (`-c`, else `config.json` when present).
+fn helper_config(config: Option<PathBuf>) -> anyhow::Result<wshub_server::config::Config> {
+    Ok(load_config(commands::config_path(config).as_ref(), &[])?.config)
+}
+
+fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        return serve(cli.serve, flag_overrides);
+    };
+    match command {
+        Command::Serve(args) => serve(args, flag_overrides),
+        Command::Version => {
+            commands::version();
+            Ok(())
+        }
+        Command::Genconfig { config } => commands::genconfig(&config),
+        Command::Defaultconfig { config, base, dry_run } => commands::defaultconfig(&load_config(base.as_ref(), &[])?, &config, dry_run),
+        Command::Defaultenv { base } => commands::defaultenv(&load_config(base.as_ref(), &[])?.config),
+        Command::Gentoken { config, user, ttl, quiet } => commands::gentoken(&helper_config(config)?, &user, ttl, quiet),
+        Command::Gensubtoken {
             config,
-            port,
-            address,
-            set,
-        } => serve(config, port, address, set),
-        Command::Genconfig { output } => genconfig(output),
+            user,
+            channel,
+            ttl,
+            quiet,
+        } => commands::gensubtoken(&helper_config(config)?, &user, &channel, ttl, quiet),
+        Command::Checktoken { config, token } => commands::checktoken(&helper_config(config)?, &token),
+        Command::Checksubtoken { config, token } => commands::checksubtoken(&helper_config(config)?, &token),
         Command::Checkconfig { config, allow_unknown } => {
             let loaded = load_config(Some(&config), &[])?;
             for k in &loaded.unknown_keys {
@@ -337,7 +394,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: OK", config.display());
             Ok(())
         }
-        Command::Gentoken { user, ttl, config } => gentoken(user, ttl, config),
         Command::Echo {
             address,
             port,

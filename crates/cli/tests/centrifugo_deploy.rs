@@ -26,10 +26,17 @@ struct Proc {
 
 impl Proc {
     fn start(dir: &Path, config: &Path, args: &[&str]) -> Proc {
+        let mut all = vec!["serve", "-c", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Self::spawn(dir, &all, &[])
+    }
+
+    /// `wshub ARGS…` with the variables `env` added.
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let out = dir.join(format!("out-{}", common::unique()));
         let child = Command::new(env!("CARGO_BIN_EXE_wshub"))
             .env_remove("WSHUB_LOG")
-            .args(["serve", "-c", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(dir.join(format!("err-{}", common::unique()))).unwrap())
@@ -88,34 +95,36 @@ async fn connect(port: u16, token: &str) -> (Client, String) {
 }
 
 /// The chart starts the container with its ports as flags (`--health.enabled`,
-/// `--prometheus.enabled`, `--http_server.internal_port`; `--set` here until those flags
-/// exist) and probes `GET /health` on the internal port; the API, metrics and probes are
-/// there and only there, clients on the main port.
+/// `--prometheus.enabled`, `--http_server.port`, `--http_server.internal_port`), its secrets
+/// as `CENTRIFUGO_*` variables, and probes `GET /health` on the internal port; the API,
+/// admin, metrics and probes are there and only there, clients on the main port.
 #[tokio::test]
 async fn helm_chart_probes_health_on_the_internal_port_and_the_api_is_only_there() {
     let dir = temp_dir("helm");
     let (port, internal) = (free_port(), free_port());
     let config = dir.join("config.json");
-    // Centrifugo's type for internal_port is a string.
-    let c = json!({
-        "http_api": {"key": API_KEY},
-        "client": {"token": {"hmac_secret_key": "s"}},
-        "http_server": {"internal_port": internal.to_string()},
-        "admin": {"enabled": true, "password": "p", "secret": "s", "handler_prefix": "/ops"},
-    });
+    let c = json!({"admin": {"enabled": true, "handler_prefix": "/ops"}});
     std::fs::write(&config, c.to_string()).unwrap();
-    let p = Proc::start(
+    let (port_s, internal_s) = (port.to_string(), internal.to_string());
+    let p = Proc::spawn(
         &dir,
-        &config,
         &[
-            "--port",
-            &port.to_string(),
-            "--address",
+            "-c",
+            config.to_str().unwrap(),
+            "--health.enabled",
+            "--prometheus.enabled",
+            "--http_server.address",
             "127.0.0.1",
-            "--set",
-            "health.enabled=true",
-            "--set",
-            "prometheus.enabled=true",
+            "--http_server.port",
+            &port_s,
+            "--http_server.internal_port",
+            &internal_s,
+        ],
+        &[
+            ("CENTRIFUGO_HTTP_API_KEY", API_KEY),
+            ("CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY", "s"),
+            ("CENTRIFUGO_ADMIN_PASSWORD", "p"),
+            ("CENTRIFUGO_ADMIN_SECRET", "s"),
         ],
     );
     // The chart's liveness and readiness probes.

@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-use common::{free_port, http, http_head, temp_dir, wait_until, LIMIT};
+use common::{free_port, http, http_head, run_to_end, temp_dir, wait_until, LIMIT};
 use serde_json::json;
 
 fn wshub() -> Command {
@@ -17,20 +16,6 @@ fn wshub() -> Command {
     // Whatever the environment says, an error is one line.
     c.env("RUST_BACKTRACE", "1").env_remove("WSHUB_LOG");
     c
-}
-
-/// Runs a command that must end by itself, bounded by [`LIMIT`].
-fn run_to_end(cmd: &mut Command) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// A `wshub serve` whose stdout and stderr go to files that the test reads.

@@ -425,6 +425,11 @@ pub struct SubscribeRequest {
     #[prost(int64, tag = "14")]
     #[serde(default, skip_serializing_if = "z")]
     pub flag: i64,
+    /// The subscription's kind: 0 a stream; 1-3 map subscriptions, 4 shared poll
+    /// (Centrifugo 6.8; wshub serves streams only and refuses the others with 103).
+    #[prost(int32, tag = "15")]
+    #[serde(default, rename = "type", skip_serializing_if = "z")]
+    pub r#type: i32,
 }
 
 /// A publication tags filter (`FilterNode` of client.proto): a leaf comparison on one tag,

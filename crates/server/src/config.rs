@@ -15,8 +15,12 @@ use wshub_core::duration;
 use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
+mod env;
 pub mod keys;
+mod redis_address;
 mod sections;
+pub use env::leaves;
+use env::set_path;
 mod words;
 pub use sections::*;
 use words::{in_words, namespace_error};
@@ -187,8 +191,13 @@ pub struct Redis {
     pub sentinel_address: Vec<String>,
     pub sentinel_master_name: String,
     pub sentinel_password: String,
-    /// The master's password under Sentinel.
+    /// Redis's password (ACL or `requirepass`), for every address that has none of its
+    /// own, and the master's under Sentinel.
     pub password: String,
+    /// The ACL user, likewise.
+    pub user: String,
+    /// The database number, for every address that names none.
+    pub db: u32,
     /// Centrifugo's Redis Cluster key: seed nodes (`host:port` or `redis://host:port`);
     /// when set, `address` and the Sentinel keys are unused.
     #[serde(deserialize_with = "string_list")]
@@ -230,6 +239,8 @@ impl Default for Redis {
             sentinel_master_name: String::new(),
             sentinel_password: String::new(),
             password: String::new(),
+            user: String::new(),
+            db: 0,
             cluster_address: Vec::new(),
             compression: "none".into(),
             compression_min_size: 1024,
@@ -276,40 +287,6 @@ pub struct Loaded {
     pub unknown_keys: Vec<String>,
 }
 
-/// Every leaf key of the default configuration, as `a.b.c` paths.
-fn known_paths() -> Vec<String> {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, v) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    walk(&p, v, out);
-                }
-            }
-            _ => out.push(prefix.to_string()),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", &serde_json::to_value(Config::default()).unwrap_or(Value::Null), &mut out);
-    out
-}
-
-fn set_path(root: &mut Value, path: &str, value: Value) {
-    let mut cur = root;
-    let parts: Vec<&str> = path.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = Value::Object(Default::default());
-        }
-        let Value::Object(m) = cur else { return };
-        if i + 1 == parts.len() {
-            m.insert(part.to_string(), value);
-            return;
-        }
-        cur = m.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
-    }
-}
-
 /// Reads the file (if any), applies `WSHUB_*` variables from `env` and the `overrides`
 /// (`key.path`, value) from flags, and validates.
 pub fn load(
@@ -343,34 +320,23 @@ pub fn load(
     if !root.is_object() {
         return Err(LoadError("the configuration file must hold an object".into()));
     }
-    let mut unknown_keys = Vec::new();
-    let paths = known_paths();
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix("WSHUB_") else { continue };
-        match paths.iter().find(|p| p.replace('.', "_").eq_ignore_ascii_case(rest)) {
-            Some(p) => {
-                // JSON when it parses (numbers, booleans, lists), a plain string otherwise.
-                let v = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-                set_path(&mut root, p, v);
-            }
-            None if rest == "LOG" => {}
-            None => unknown_keys.push(name),
-        }
-    }
+    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+    let applied = env::apply(&mut root, &defaults, &keys::prototypes(), &env.into_iter().collect::<Vec<_>>())?;
+    let mut unknown_keys = applied.unknown;
     for (p, v) in overrides {
         set_path(&mut root, p, v.clone());
     }
-    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
     unknown_keys.extend(keys::unknown(&root, &defaults));
-    if let Some(message) = keys::refused(&root, &unknown_keys) {
+    if let Some(message) = keys::refused(&root, &unknown_keys).or_else(|| keys::refused_env(&applied.unknown_centrifugo)) {
         return Err(LoadError(message));
     }
-    let config: Config = match serde_path_to_error::deserialize(root.clone()) {
+    let mut config: Config = match serde_path_to_error::deserialize(root.clone()) {
         Ok(c) => c,
         Err(e) => {
             return Err(namespace_error(&root).unwrap_or_else(|| LoadError(format!("{}: {}", e.path(), in_words(&e.inner().to_string())))))
         }
     };
+    redis_address::normalize(&mut config.engine.redis);
     to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })

@@ -53,7 +53,10 @@ impl Reloader {
 
     /// Reads the configuration again and applies the reloadable part to `node`.
     pub fn reload(&self, node: &Node) -> Outcome {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        // The variables the binary reads at start (`wshub` and `CENTRIFUGO_*`).
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("WSHUB_") || k.starts_with("CENTRIFUGO_"))
+            .collect();
         let loaded = match load(self.file.as_deref(), env, &self.overrides) {
             Ok(l) => l,
             Err(e) => return Outcome::Refused(e.to_string()),

@@ -108,6 +108,21 @@ export function token(claims, secret = SECRET) {
 
 export const now = () => Math.floor(Date.now() / 1000);
 
+/** Connects a centrifuge-js client with `token`; resolves 'connected' or the disconnect
+ * code, and disconnects it. */
+export async function connectOutcome(url, token) {
+  const { Centrifuge } = await import('centrifuge');
+  const { default: WebSocket } = await import('ws');
+  const c = new Centrifuge(url, { websocket: WebSocket, token });
+  const r = await new Promise((resolve) => {
+    c.once('connected', () => resolve('connected'));
+    c.once('disconnected', (ctx) => resolve(ctx.code));
+    c.connect();
+  });
+  c.disconnect();
+  return r;
+}
+
 /** Resolves with the first event `name` of `emitter` (rejects after `ms`). */
 export function once(emitter, name, ms = 10000) {
   return new Promise((resolve, reject) => {

@@ -4,9 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import WebSocket from 'ws';
-import { Centrifuge } from 'centrifuge';
-import { startServer, freePort, once, waitFor, now, baseConfig } from './helpers.mjs';
+import { startServer, freePort, once, waitFor, now, baseConfig, connectOutcome } from './helpers.mjs';
 
 const b64url = (b) => Buffer.from(b).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
 
@@ -29,20 +27,8 @@ describe('JWKS with centrifuge-js', () => {
   let server;
   let jwks;
   const state = { keys: [jwk(rsa, 'rsa-1')], down: false, fetches: 0 };
-  const clients = [];
 
-  /** Connects with `token`; resolves 'connected' or the disconnect code. */
-  async function attempt(token) {
-    const c = new Centrifuge(server.url, { websocket: WebSocket, token });
-    clients.push(c);
-    const r = await new Promise((resolve) => {
-      c.once('connected', () => resolve('connected'));
-      c.once('disconnected', (ctx) => resolve(ctx.code));
-      c.connect();
-    });
-    c.disconnect();
-    return r;
-  }
+  const attempt = (token) => connectOutcome(server.url, token);
 
   before(async () => {
     const port = await freePort();
@@ -58,7 +44,6 @@ describe('JWKS with centrifuge-js', () => {
     server = await startServer(cfg);
   });
   after(async () => {
-    for (const c of clients) c.disconnect();
     await server.stop();
     jwks.closeAllConnections();
     await new Promise((r) => jwks.close(r));
@@ -124,16 +109,7 @@ describe('JWKS endpoint templated from the issuer', () => {
     await new Promise((r) => jwks.close(r));
   });
 
-  async function attempt(tok) {
-    const c = new Centrifuge(server.url, { websocket: WebSocket, token: tok });
-    const r = await new Promise((resolve) => {
-      c.once('connected', () => resolve('connected'));
-      c.once('disconnected', (ctx) => resolve(ctx.code));
-      c.connect();
-    });
-    c.disconnect();
-    return r;
-  }
+  const attempt = (tok) => connectOutcome(server.url, tok);
 
   it('fetches each tenant\'s keys from its own URL; a key of one tenant does not pass for another', async () => {
     const claims = (t) => ({ sub: 'u', iss: `https://${t}.auth.example`, exp: now() + 60 });

@@ -30,7 +30,8 @@ test('README quick start', async () => {
       if (server.exitCode !== null) throw new Error(`wshub serve exited: ${stderr}`);
       try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { return false; }
     }, 15000, 'serve');
-    const token = execFileSync(BIN, ['gentoken', '-c', cfgPath, '-u', 'alice']).toString().trim();
+    // Centrifugo's output: a line saying what it is, then the token.
+    const token = execFileSync(BIN, ['gentoken', '-c', cfgPath, '-u', 'alice']).toString().trim().split('\n').pop();
     const client = new Centrifuge(`ws://127.0.0.1:${port}/connection/websocket`, { websocket: WebSocket, token });
     const sub = client.newSubscription('news');
     const received = once(sub, 'publication');

@@ -5,7 +5,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
-import { startServer, token, now, baseConfig, SECRET, waitFor } from './helpers.mjs';
+import { startServer, token, now, baseConfig, SECRET, waitFor, connectOutcome } from './helpers.mjs';
 
 const SUB_SECRET = 'sdk-subscription-secret';
 
@@ -31,17 +31,7 @@ describe('security keys with centrifuge-js', () => {
     return c;
   }
 
-  /** Connects; resolves 'connected' or the disconnect code. */
-  async function attempt(claims) {
-    const c = client(claims);
-    const r = await new Promise((resolve) => {
-      c.once('connected', () => resolve('connected'));
-      c.once('disconnected', (ctx) => resolve(ctx.code));
-      c.connect();
-    });
-    c.disconnect();
-    return r;
-  }
+  const attempt = (claims) => connectOutcome(server.url, token(claims));
 
   /** Subscribes; resolves 'subscribed' or the code of the refusal (centrifuge-js
    * unsubscribes with the error's code when it is not temporary). */

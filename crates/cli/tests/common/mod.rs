@@ -13,6 +13,20 @@ pub use wshub_testkit::{free_port, http, http_head, temp_dir, unique, wait_until
 /// The API key of the nodes these helpers start.
 pub const API_KEY: &str = "k";
 
+/// Runs a command that must end by itself, bounded by [`LIMIT`]; its output.
+pub fn run_to_end(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// The repository's root (for `deploy/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

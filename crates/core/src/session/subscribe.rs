@@ -10,6 +10,12 @@ impl Session {
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
+        if req.r#type != 0 {
+            // Map and shared-poll subscriptions need a namespace of that type, and wshub has
+            // none yet: Centrifugo's answer to a type the namespace does not have is 103 (a
+            // silent stream instead would look subscribed and receive nothing it expects).
+            return Err(err(ec::PERMISSION_DENIED, "permission denied"));
+        }
         if let Some(tf) = &req.tf {
             // Centrifugo answers both a filter the namespace does not allow and a malformed
             // one with 107.

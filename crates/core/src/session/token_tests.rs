@@ -358,3 +358,52 @@ fn history_meta_ttl_forgets_positions_in_the_memory_engine() {
     assert_eq!(after.offset, 1, "a new stream");
     assert_ne!(after.epoch, first.epoch, "under a new epoch");
 }
+
+/// A map or shared-poll subscribe (`type` 1-4) is refused with 103, as Centrifugo refuses a
+/// type the namespace does not have; nothing is subscribed.
+#[test]
+fn subscription_types_other_than_stream_are_refused() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    for t in 1..=4 {
+        let (r, d) = c.send(&format!(r#"{{"id":{},"subscribe":{{"channel":"news","type":{t}}}}}"#, t + 1));
+        assert_eq!((error_code(&r), d), (Some(103), None), "type {t}");
+    }
+    assert_eq!(node.hub.num_subscribers("news"), 0);
+    assert!(c.send(r#"{"id":9,"subscribe":{"channel":"news","type":0}}"#).0[0]["subscribe"].is_object());
+}
+
+/// `rpc.namespace_boundary`: `ns/method` routes to namespace `ns` with `/`; `:` is then part
+/// of a method without namespace.
+#[test]
+fn rpc_namespace_boundary() {
+    let node = node_with(|c| {
+        c.proxy.rpc.namespace_boundary = "/".into();
+        c.proxy.rpc.proxy.endpoint = "http://127.0.0.1:9/rpc".into();
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+    });
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"rpc":{"method":"ns/x","data":{}}}"#);
+    assert_eq!(error_code(&r), Some(104), "unknown RPC namespace through '/'");
+    let (r, _) = c.send(r#"{"id":3,"rpc":{"method":"ns:x","data":{}}}"#);
+    assert_eq!(
+        error_code(&r),
+        Some(100),
+        "no namespace: the default proxy is asked (and has no transport)"
+    );
+}
+
+/// Server-side subscriptions from a token follow the same name rule: a non-ASCII channel
+/// in `channels` is not subscribed (the others are).
+#[test]
+fn token_channels_with_non_ascii_names_are_not_subscribed() {
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    let (r, d) = connect_with(&mut c, json!({"sub": "42", "channels": ["n\u{0435}ws", "news"]}));
+    assert_eq!(d, None);
+    let subs = r[0]["connect"]["subs"].as_object().unwrap();
+    assert_eq!(subs.keys().collect::<Vec<_>>(), ["news"], "{r:?}");
+    assert_eq!(node.hub.num_subscribers("n\u{0435}ws"), 0);
+}

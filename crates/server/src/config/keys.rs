@@ -44,7 +44,7 @@ pub const REFUSED: &[(&str, &str)] = &[
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check
 /// them against.
-fn prototypes() -> Vec<(&'static str, Value)> {
+pub(super) fn prototypes() -> Vec<(&'static str, Value)> {
     let v = |x: Result<Value, serde_json::Error>| x.unwrap_or(Value::Null);
     vec![
         (
@@ -138,6 +138,24 @@ pub fn refused(root: &Value, unknown: &[String]) -> Option<String> {
             format!(
                 "{path}: this Centrifugo key is not supported by wshub and ignoring it would make the deployment less safe ({why}); remove it or see the README's list of refused keys ({key})"
             )
+        })
+    })
+}
+
+/// The first `CENTRIFUGO_` variable naming no wshub key that is on [`REFUSED`] (its name
+/// is the key's, upper case with `_`), with a value that is not the default.
+pub fn refused_env(unknown: &[(String, String, String)]) -> Option<String> {
+    unknown.iter().find_map(|(var, _, value)| {
+        let (key, why) = REFUSED.iter().find(|(k, _)| {
+            let env = format!("CENTRIFUGO_{}", k.trim_end_matches(".*").replace('.', "_").to_ascii_uppercase());
+            match k.ends_with(".*") {
+                true => var.starts_with(&format!("{env}_")),
+                false => *var == env,
+            }
+        })?;
+        let default = matches!(value.as_str(), "" | "0" | "false" | "False" | "FALSE" | "f" | "F");
+        (!default).then(|| {
+            format!("{var}: this Centrifugo key ({key}) is not supported by wshub and ignoring it would make the deployment less safe ({why}); unset it or see the README's list of refused keys")
         })
     })
 }

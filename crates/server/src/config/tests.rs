@@ -343,3 +343,31 @@ fn ports_prefixes_and_log_levels_as_centrifugo_writes_them() {
     assert_eq!(log_filter("none"), Some("off"));
     assert_eq!(log_filter("FATAL"), Some("error"));
 }
+
+/// A Centrifugo deployment's environment: secrets and lists through `CENTRIFUGO_*`, a
+/// namespace option by name, an unknown variable reported, a refused one stopping the start.
+#[test]
+fn centrifugo_environment() {
+    let f = file("json", r#"{"channel": {"namespaces": [{"name": "chat"}]}}"#);
+    let env = vec![
+        ("CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY".to_string(), "from-env".to_string()),
+        (
+            "CENTRIFUGO_CLIENT_ALLOWED_ORIGINS".into(),
+            "https://a.example https://b.example".into(),
+        ),
+        ("CENTRIFUGO_HTTP_API_KEY".into(), "api".into()),
+        ("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE".into(), "true".into()),
+        ("CENTRIFUGO_HTTP_SERVER_PORT".into(), "9001".into()),
+        ("CENTRIFUGO_NOT_A_KEY".into(), "x".into()),
+    ];
+    let l = load(Some(&f.0), env, &[]).unwrap();
+    assert_eq!(l.config.client.token.hmac_secret_key, "from-env");
+    assert_eq!(l.config.client.allowed_origins, ["https://a.example", "https://b.example"]);
+    assert_eq!(l.config.http_api.key, "api");
+    assert!(l.config.channel.namespaces[0].options.presence);
+    assert_eq!(l.config.http_server.port, 9001, "read although it looks like a Kubernetes variable");
+    assert_eq!(l.unknown_keys, ["CENTRIFUGO_NOT_A_KEY"]);
+    let env = vec![("CENTRIFUGO_ENGINE_REDIS_TLS_ENABLED".to_string(), "true".to_string())];
+    let e = load(None, env, &[]).unwrap_err();
+    assert!(e.0.starts_with("CENTRIFUGO_ENGINE_REDIS_TLS_ENABLED"), "{e}");
+}
