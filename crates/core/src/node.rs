@@ -358,7 +358,14 @@ impl Node {
     /// were granted (as in Centrifugo). Nothing changes when `config` is refused.
     pub fn reload(&self, config: &NodeConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let missing = self.proxies.missing(&crate::proxy::Endpoints::build(config)?);
+        // The channel proxies (kind and name) the new options use that this node was not
+        // built with (proxies are built at start).
+        let wanted = crate::proxy::Endpoints::build(config)?;
+        let mut missing: Vec<String> = (wanted.by_kind.keys())
+            .filter(|k| !self.proxies.by_kind.contains_key(*k))
+            .map(|(kind, name)| format!("{kind:?} proxy {name:?}"))
+            .collect();
+        missing.sort();
         if !missing.is_empty() {
             return Err(ConfigError {
                 key: "channel".into(),

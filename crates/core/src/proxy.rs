@@ -199,7 +199,7 @@ pub struct Endpoints {
     all: Vec<Arc<Endpoint>>,
     pub connect: Option<Arc<Endpoint>>,
     pub refresh: Option<Arc<Endpoint>>,
-    by_kind: HashMap<(ProxyKind, String), Arc<Endpoint>>,
+    pub(crate) by_kind: HashMap<(ProxyKind, String), Arc<Endpoint>>,
     rpc: RpcConfig,
 }
 
@@ -375,19 +375,6 @@ impl Endpoints {
             return None;
         }
         self.by_kind.get(&(kind, name_or_default(name).to_string()))
-    }
-
-    /// The channel proxies (kind and name) `other` uses that this one does not have: a
-    /// reload that needs them is refused (the proxies are built at start).
-    pub fn missing(&self, other: &Endpoints) -> Vec<String> {
-        let mut m: Vec<String> = other
-            .by_kind
-            .keys()
-            .filter(|k| !self.by_kind.contains_key(*k))
-            .map(|(kind, name)| format!("{kind:?} proxy {name:?}"))
-            .collect();
-        m.sort();
-        m
     }
 
     /// Whether any RPC proxy is configured (without one, `rpc` answers 108).
