@@ -39,7 +39,12 @@ const FLAGS: &[(&str, Option<char>, Kind, &str)] = &[
     ("presence_manager.enabled", None, Kind::Switch, "enable presence manager"),
     ("presence_manager.type", None, Kind::Text, "presence manager to use"),
     ("map_broker.type", None, Kind::Text, "map broker to use"),
-    ("log.level", None, Kind::Text, "log level: trace, debug, info, warn, error"),
+    (
+        "log.level",
+        None,
+        Kind::Text,
+        "log level: trace, debug, info, warn, error, fatal or none",
+    ),
     ("log.file", None, Kind::Text, "optional log file"),
     ("debug.enabled", None, Kind::Switch, "enable debug endpoints"),
     ("admin.enabled", None, Kind::Switch, "enable admin web interface"),

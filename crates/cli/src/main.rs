@@ -145,9 +145,29 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn init_logs(level: &str, json_format: bool) {
+/// `log.level` (Centrifugo's names, `none` included) and `log.file` (appended to instead of
+/// standard output, as Centrifugo).
+fn init_logs(level: &str, json_format: bool, file: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    let level = wshub_server::config::log_filter(level).unwrap_or(level);
     let filter = tracing_subscriber::EnvFilter::try_from_env("WSHUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    if !file.is_empty() {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .with_context(|| format!("log.file: cannot open {file}"))?;
+        let b = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f));
+        match json_format {
+            true => b.json().init(),
+            false => b.init(),
+        }
+        return Ok(());
+    }
     // Colours only for a person at a terminal: escape codes in a file or a journal are noise.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -158,6 +178,7 @@ fn init_logs(level: &str, json_format: bool) {
     } else {
         b.init();
     }
+    Ok(())
 }
 
 /// Binds `addr` (raising the descriptor limit first).
@@ -217,7 +238,7 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     }
     let loaded = load_config(config.as_ref(), &overrides)?;
     let c = &loaded.config;
-    init_logs(&c.log.level, c.log.format == "json");
+    init_logs(&c.log.level, c.log.format == "json", &c.log.file)?;
     for k in &loaded.unknown_keys {
         tracing::warn!(key = %k, "unknown configuration key ignored");
     }
@@ -232,6 +253,11 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         );
     }
     let listener = rt.block_on(bind(addr, c.client.connection_limit))?;
+    let internal = rt
+        .block_on(wshub_server::bind_internal(&server))
+        .context("cannot listen on http_server.internal_port")?;
+    let _pid_file = wshub_server::lifecycle::PidFile::write(&c.pid_file).with_context(|| format!("pid_file: {}", c.pid_file))?;
+    let reload = wshub_server::reload::Reloader::new(config.clone(), overrides, c.clone());
     // Only now, with the port bound: a second instance on the same port fails above instead
     // of announcing an address it does not hold.
     banner(c, listener.local_addr()?, config.is_none());
@@ -241,7 +267,9 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         window: c.shutdown.drain_window,
     };
     // Shared::new inside the runtime, where the server's tasks run.
-    rt.block_on(async { wshub_server::lifecycle::run_until_signal(listener, Shared::new(server), Some(drain)).await });
+    rt.block_on(async {
+        wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload)).await
+    });
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
@@ -252,13 +280,17 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
 fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
     let tls = c.http_server.tls.enabled;
     let host = display_host(local);
-    let ws = format!("{}://{host}{}", if tls { "wss" } else { "ws" }, wshub_server::app::WS_PATH);
+    let ws = format!(
+        "{}://{host}{}",
+        if tls { "wss" } else { "ws" },
+        wshub_server::endpoints::websocket_path(c)
+    );
     let http = format!("{}://{host}", if tls { "https" } else { "http" });
     if c.log.format == "json" {
         let line = json!({
             "level": "INFO", "message": "wshub listening", "version": env!("CARGO_PKG_VERSION"), "address": local.to_string(),
-            "engine": c.engine.r#type, "clients": ws, "api": format!("{http}/api/<method>"),
-            "admin": c.admin.enabled.then(|| format!("{http}/admin")), "allowed_origins": c.client.allowed_origins,
+            "engine": c.engine.r#type, "clients": ws, "api": wshub_server::endpoints::api_url(c, &http),
+            "admin": c.admin.enabled.then(|| wshub_server::endpoints::admin_url(c, &http)), "allowed_origins": c.client.allowed_origins,
         });
         eprintln!("{line}");
         return;
@@ -274,9 +306,9 @@ fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
         c.engine.r#type
     );
     println!("  clients: {ws}");
-    println!("  API:     POST {http}/api/<method>");
+    println!("  API:     POST {}", wshub_server::endpoints::api_url(c, &http));
     if c.admin.enabled {
-        println!("  admin:   {http}/admin");
+        println!("  admin:   {}", wshub_server::endpoints::admin_url(c, &http));
     }
     println!("  browser pages may connect from: {origins}");
     if no_file {
@@ -368,10 +400,11 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
             max_message_size,
             no_compression,
         } => {
-            init_logs("info", false);
+            init_logs("info", false, "")?;
             let addr: SocketAddr = format!("{address}:{port}").parse().context("invalid address")?;
             let config = ServerConfig {
-                ws_paths: None,
+                endpoints: wshub_server::endpoints::Endpoints::echo(),
+                internal: None,
                 handshake: HandshakeConfig {
                     protocols: vec![],
                     deflate: (!no_compression).then(DeflateConfig::default),
@@ -393,7 +426,7 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
             rt.block_on(async {
                 let listener = bind(addr, 0).await?;
                 tracing::info!(local = %listener.local_addr()?, "listening");
-                wshub_server::lifecycle::run_until_signal(listener, Shared::new(config), None).await;
+                wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await;
                 anyhow::Ok(())
             })?;
             Ok(())

@@ -69,6 +69,8 @@ fn systemd_unit_stops_with_sigterm_and_waits_for_the_drain() {
         &v[0]
     };
     assert_eq!(one("KillSignal"), "SIGTERM");
+    // `systemctl reload`: SIGHUP reloads, it never ends the node (tests/centrifugo_deploy.rs).
+    assert!(one("ExecReload").contains("kill -HUP $MAINPID"), "{}", one("ExecReload"));
     assert_eq!(one("Restart"), "on-failure");
     let nofile: u64 = one("LimitNOFILE").parse().unwrap();
     assert!(nofile >= 65_536, "LimitNOFILE {nofile}: one descriptor per client");

@@ -55,6 +55,12 @@ impl Rules {
     /// `channel_regex` (the part after the namespace), or ASCII when it has none. Centrifugo
     /// refuses non-ASCII names the same way: `news` and `nеws` (a Cyrillic `е`) look alike.
     pub fn resolve<'a>(&self, cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
+        Ok(options_at(cfg, self.resolve_index(cfg, channel)?))
+    }
+
+    /// [`Rules::resolve`]'s answer as an index: 0 for channels without a namespace, `i + 1`
+    /// for `cfg.namespaces[i]` (see [`options_at`]).
+    pub fn resolve_index(&self, cfg: &ChannelConfig, channel: &str) -> Result<usize, ChannelError> {
         if channel.is_empty() || channel.len() > cfg.max_length {
             return Err(ChannelError::BadName);
         }
@@ -63,16 +69,16 @@ impl Rules {
             .strip_prefix(cfg.private_prefix.as_str())
             .filter(|_| !cfg.private_prefix.is_empty())
             .unwrap_or(channel);
-        let (index, rest, options) = match named.split_once(cfg.namespace_boundary.as_str()) {
+        let (index, rest) = match named.split_once(cfg.namespace_boundary.as_str()) {
             Some((ns, rest)) if !cfg.namespace_boundary.is_empty() => {
                 let i = cfg
                     .namespaces
                     .iter()
                     .position(|n| n.name == ns)
                     .ok_or(ChannelError::UnknownNamespace)?;
-                (i + 1, rest, &cfg.namespaces[i].options)
+                (i + 1, rest)
             }
-            _ => (0, channel, &cfg.without_namespace),
+            _ => (0, channel),
         };
         let ok = match self.regexes.get(index).and_then(Option::as_ref) {
             Some(re) => re.is_match(rest),
@@ -81,7 +87,16 @@ impl Rules {
         if !ok {
             return Err(ChannelError::BadName);
         }
-        Ok(options)
+        Ok(index)
+    }
+}
+
+/// The options at an index of [`Rules::resolve_index`] (those without a namespace for an
+/// index past the list, which `resolve_index` never gives).
+pub fn options_at(cfg: &ChannelConfig, index: usize) -> &ChannelOptions {
+    match index.checked_sub(1).and_then(|i| cfg.namespaces.get(i)) {
+        Some(ns) => &ns.options,
+        None => &cfg.without_namespace,
     }
 }
 

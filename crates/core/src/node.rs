@@ -7,14 +7,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wshub_protocol::codes::error as code;
 use wshub_protocol::{ClientInfo, Format, Publication};
 
 use crate::channel::{self, ChannelError};
-use crate::config::{ChannelOptions, ConfigError, NodeConfig};
+use crate::config::{ChannelConfig, ChannelOptions, ConfigError, NodeConfig};
 use crate::delivery::Deliveries;
 use crate::engine::{
     Broker, BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PresenceManager, PublishOptions, StreamPosition,
@@ -127,15 +127,74 @@ pub(crate) fn publication_size_bound(channel: &str, p: &Publication) -> usize {
 /// How long the result of a publish with an idempotency key is kept (Centrifugo's window).
 pub const IDEMPOTENT_RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// One wshub node.
-pub struct Node {
-    pub config: NodeConfig,
+/// The part of the configuration a reload (SIGHUP) replaces while connections stay open,
+/// as Centrifugo v6 reloads: the token verifiers and the channel options (namespaces).
+pub struct Live {
     /// Connection tokens (`client.token`).
     pub verifier: Verifier,
     /// Subscription tokens, when `client.subscription_token.enabled`; otherwise `verifier`.
     sub_verifier: Option<Verifier>,
+    /// `channel.*`.
+    pub channel: ChannelConfig,
     /// Channel names: the namespaces' regular expressions, compiled.
     rules: channel::Rules,
+}
+
+impl Live {
+    fn new(config: &NodeConfig) -> Result<Self, ConfigError> {
+        let mut verifier = Verifier::new(&config.token, "client.token")?;
+        let mut sub_verifier = match config.subscription_token.enabled {
+            true => Some(Verifier::new(&config.subscription_token.token, "client.subscription_token")?),
+            false => None,
+        };
+        if config.insecure_skip_token_signature_verify {
+            verifier.skip_signature_check();
+            if let Some(v) = &mut sub_verifier {
+                v.skip_signature_check();
+            }
+        }
+        Ok(Live {
+            verifier,
+            sub_verifier,
+            rules: channel::Rules::new(&config.channel)?,
+            channel: config.channel.clone(),
+        })
+    }
+
+    /// The verifier of subscription tokens.
+    pub fn subscription_verifier(&self) -> &Verifier {
+        self.sub_verifier.as_ref().unwrap_or(&self.verifier)
+    }
+}
+
+/// A channel's options, from the version of the configuration current when they were asked
+/// for (a reload does not change them under a command in progress).
+pub struct Options {
+    live: Arc<Live>,
+    index: usize,
+}
+
+impl Options {
+    /// `channel.*` of the same version.
+    pub fn channel_config(&self) -> &ChannelConfig {
+        &self.live.channel
+    }
+}
+
+impl std::ops::Deref for Options {
+    type Target = ChannelOptions;
+    fn deref(&self) -> &ChannelOptions {
+        channel::options_at(&self.live.channel, self.index)
+    }
+}
+
+/// One wshub node.
+pub struct Node {
+    /// The configuration at start. Its `channel`, `token` and `subscription_token` are
+    /// reloaded (SIGHUP): read them through [`Node::live`], never here.
+    pub config: NodeConfig,
+    /// What a reload replaces, swapped whole so that a reader sees one version of it.
+    live: RwLock<Arc<Live>>,
     /// Publications between nodes and history.
     pub broker: Arc<dyn Broker>,
     /// Who is in each channel.
@@ -177,18 +236,7 @@ impl Node {
     /// A node whose broker and presence manager may come from different backends.
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let mut verifier = Verifier::new(&config.token, "client.token")?;
-        let mut sub_verifier = match config.subscription_token.enabled {
-            true => Some(Verifier::new(&config.subscription_token.token, "client.subscription_token")?),
-            false => None,
-        };
-        if config.insecure_skip_token_signature_verify {
-            verifier.skip_signature_check();
-            if let Some(v) = &mut sub_verifier {
-                v.skip_signature_check();
-            }
-        }
-        let rules = channel::Rules::new(&config.channel)?;
+        let live = RwLock::new(Arc::new(Live::new(&config)?));
         let proxies = crate::proxy::Endpoints::build(&config)?;
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
@@ -197,9 +245,7 @@ impl Node {
         presence.set_node_uid(&uid);
         Ok(Arc::new(Node {
             config,
-            verifier,
-            sub_verifier,
-            rules,
+            live,
             broker,
             presence,
             hub,
@@ -295,14 +341,50 @@ impl Node {
         &self.uid
     }
 
-    pub fn options(&self, channel: &str) -> Result<&ChannelOptions, ChannelError> {
-        self.rules.resolve(&self.config.channel, channel)
+    pub fn options(&self, channel: &str) -> Result<Options, ChannelError> {
+        let live = self.live();
+        let index = live.rules.resolve_index(&live.channel, channel)?;
+        Ok(Options { live, index })
+    }
+
+    /// The current token verifiers and channel options.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().clone()
+    }
+
+    /// Replaces the token verifiers and the channel options with those of `config` (its
+    /// other parts are ignored): Centrifugo's reload on SIGHUP. Connections stay open;
+    /// commands from now on see the new options, subscriptions made before keep what they
+    /// were granted (as in Centrifugo). Nothing changes when `config` is refused.
+    pub fn reload(&self, config: &NodeConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        // The channel proxies (kind and name) the new options use that this node was not
+        // built with (proxies are built at start).
+        let wanted = crate::proxy::Endpoints::build(config)?;
+        let mut missing: Vec<String> = (wanted.by_kind.keys())
+            .filter(|k| !self.proxies.by_kind.contains_key(*k))
+            .map(|(kind, name)| format!("{kind:?} proxy {name:?}"))
+            .collect();
+        missing.sort();
+        if !missing.is_empty() {
+            return Err(ConfigError {
+                key: "channel".into(),
+                message: format!(
+                    "the channel options use proxies this node did not start with ({}): restart to apply",
+                    missing.join(", ")
+                ),
+            });
+        }
+        let live = Live::new(config)?;
+        *self.live.write() = Arc::new(live);
+        Ok(())
     }
 
     /// Whether a verifier fetches keys from a JWKS endpoint (the server then installs
     /// [`Node::set_jwks_fetcher`]).
     pub fn uses_jwks(&self) -> bool {
-        self.verifier.has_jwks() || self.sub_verifier.as_ref().is_some_and(Verifier::has_jwks)
+        let live = self.live();
+        live.verifier.has_jwks() || live.sub_verifier.as_ref().is_some_and(Verifier::has_jwks)
     }
 
     /// The lower-case names of the client request headers a session keeps: those some proxy
@@ -319,14 +401,9 @@ impl Node {
     /// How long a stream's position outlives its last publication in `opts`' channels.
     pub fn history_meta_ttl(&self, opts: &ChannelOptions) -> Duration {
         match opts.history_meta_ttl.is_zero() {
-            true => self.config.channel.history_meta_ttl,
+            true => self.live().channel.history_meta_ttl,
             false => opts.history_meta_ttl,
         }
-    }
-
-    /// The verifier of subscription tokens.
-    pub fn subscription_verifier(&self) -> &Verifier {
-        self.sub_verifier.as_ref().unwrap_or(&self.verifier)
     }
 
     // ---- the registry of connections ----
@@ -424,7 +501,7 @@ impl Node {
         delta: bool,
     ) -> Result<StreamPosition, ApiError> {
         let opts = self.options(channel)?;
-        channel::check_data(&self.config.channel, opts, &data).map_err(ApiError::bad_request)?;
+        channel::check_data(opts.channel_config(), &opts, &data).map_err(ApiError::bad_request)?;
         let publication = Publication {
             data,
             info,
@@ -450,7 +527,7 @@ impl Node {
         if !skip_history {
             popts.history_size = opts.history_size;
             popts.history_ttl = opts.history_ttl;
-            popts.meta_ttl = self.history_meta_ttl(opts);
+            popts.meta_ttl = self.history_meta_ttl(&opts);
         }
         crate::series::broker_message_sent("publication");
         Ok(self.broker.publish(channel, publication, &popts).await?)
@@ -530,7 +607,7 @@ impl Node {
         if !opts.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
-        query.meta_ttl = self.history_meta_ttl(opts);
+        query.meta_ttl = self.history_meta_ttl(&opts);
         let mut h = self.broker.history(channel, query).await?;
         crate::delta::clear_marks(&mut h.publications);
         Ok(h)
@@ -548,7 +625,7 @@ impl Node {
     /// off the async workers when the node holds many.
     pub fn channels(&self, pattern: &str) -> Result<Vec<(String, usize)>, ApiError> {
         let pattern =
-            channel::ChannelPattern::new(pattern, self.config.channel.max_length).map_err(|_| ApiError::bad_request("pattern too long"))?;
+            channel::ChannelPattern::new(pattern, self.live().channel.max_length).map_err(|_| ApiError::bad_request("pattern too long"))?;
         Ok(self.hub.channels().into_iter().filter(|(c, _)| pattern.matches(c)).collect())
     }
 

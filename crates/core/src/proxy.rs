@@ -199,7 +199,7 @@ pub struct Endpoints {
     all: Vec<Arc<Endpoint>>,
     pub connect: Option<Arc<Endpoint>>,
     pub refresh: Option<Arc<Endpoint>>,
-    by_kind: HashMap<(ProxyKind, String), Arc<Endpoint>>,
+    pub(crate) by_kind: HashMap<(ProxyKind, String), Arc<Endpoint>>,
     rpc: RpcConfig,
 }
 

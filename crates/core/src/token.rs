@@ -359,9 +359,17 @@ impl Verifier {
 
     /// The claims every token shares (after [`Verifier::check_signature`]): time, audience,
     /// issuer, user.
-    fn decode(&self, token: &str, now_unix: u64) -> Result<(RawClaims, String), TokenError> {
+    /// `check` runs on the claims before the time checks (Centrifugo refuses a connection
+    /// token's `channel` claim before it looks at `exp`).
+    fn decode(
+        &self,
+        token: &str,
+        now_unix: u64,
+        check: impl FnOnce(&RawClaims) -> Result<(), TokenError>,
+    ) -> Result<(RawClaims, String), TokenError> {
         let payload = payload(token)?;
         let c: RawClaims = serde_json::from_slice(&payload).map_err(|e| invalid(format!("bad claims: {e}")))?;
+        check(&c)?;
         // Centrifugo: `exp` strictly after now, `nbf` strictly before; either one failing is
         // "expired" (109: the SDK asks its backend for a fresh token).
         let now = now_unix as f64;
@@ -402,12 +410,12 @@ impl Verifier {
     /// Verifies a connection token.
     pub fn verify_connect(&self, token: &str, now_unix: u64) -> Result<ConnectClaims, TokenError> {
         self.check_signature(token, now_unix)?;
-        if unverified_claims(token).is_ok_and(|c| !c.channel.is_empty()) {
+        let (c, user) = self.decode(token, now_unix, |c| match c.channel.is_empty() {
+            true => Ok(()),
             // Centrifugo: "connection JWT can not contain channel claim" (a subscription
             // token used to connect).
-            return Err(invalid("connection token with a channel claim"));
-        }
-        let (c, user) = self.decode(token, now_unix)?;
+            false => Err(invalid("connection token with a channel claim")),
+        })?;
         let info = bytes_of(c.info.as_deref(), &c.b64info, "b64info")?;
         for (ch, o) in &c.subs {
             bytes_of(o.info.as_deref(), &o.b64info, "subs b64info").map_err(|_| invalid(format!("subs {ch}: bad b64info")))?;
@@ -431,7 +439,7 @@ impl Verifier {
     /// Verifies a subscription token.
     pub fn verify_subscribe(&self, token: &str, now_unix: u64) -> Result<SubscribeClaims, TokenError> {
         self.check_signature(token, now_unix)?;
-        let (c, user) = self.decode(token, now_unix)?;
+        let (c, user) = self.decode(token, now_unix, |_| Ok(()))?;
         if c.channel.is_empty() {
             return Err(invalid("no channel claim"));
         }

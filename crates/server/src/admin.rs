@@ -43,11 +43,17 @@ pub struct AdminConfig {
     pub insecure: bool,
     /// Mark the cookie `Secure` (the listener serves TLS).
     pub secure_cookie: bool,
+    /// Where the page is served (`admin.handler_prefix`; `/admin` by default).
+    pub prefix: String,
 }
 
 /// The admin side's state: its settings and the login rate limit.
 pub struct Admin {
     pub config: AdminConfig,
+    /// The page and its script with their paths under `config.prefix` (they name
+    /// `/admin/…`).
+    pub index_html: bytes::Bytes,
+    pub admin_js: bytes::Bytes,
     logins: Mutex<KeyedWindows<IpAddr>>,
 }
 
@@ -64,7 +70,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl Admin {
     pub fn new(config: AdminConfig) -> Self {
+        let under = |text: &'static str| match config.prefix.as_str() {
+            "/admin" => bytes::Bytes::from_static(text.as_bytes()),
+            p => bytes::Bytes::from(text.replace("/admin/", &format!("{p}/"))),
+        };
         Admin {
+            index_html: under(INDEX_HTML),
+            admin_js: under(ADMIN_JS),
             config,
             logins: Mutex::new(KeyedWindows::new(LOGIN_ATTEMPTS, LOGIN_WINDOW)),
         }
@@ -139,7 +151,10 @@ impl Admin {
     /// The `Set-Cookie` value that holds `token` for `max_age` seconds (0: deletes it).
     pub fn cookie(&self, token: &str, max_age: u64) -> String {
         let secure = if self.config.secure_cookie { "; Secure" } else { "" };
-        format!("{COOKIE}={token}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+        format!(
+            "{COOKIE}={token}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+            self.config.prefix
+        )
     }
 }
 
@@ -158,6 +173,7 @@ mod tests {
             secret: "s3cret".into(),
             insecure,
             secure_cookie: false,
+            prefix: "/admin".into(),
         })
     }
 

@@ -300,6 +300,31 @@ impl ApiRequest {
     }
 }
 
+/// The server API's methods (the label of a call's metrics; at an empty
+/// `http_api.handler_prefix`, the only root paths that are the API's).
+pub const METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "subscribe",
+    "unsubscribe",
+    "disconnect",
+    "refresh",
+    "presence",
+    "presence_stats",
+    "history",
+    "history_remove",
+    "channels",
+    "connections",
+    "info",
+    "rpc",
+    "batch",
+];
+
+/// Whether `method` is one of [`METHODS`].
+pub fn is_method(method: &str) -> bool {
+    METHODS.contains(&method)
+}
+
 /// Parses the body of `POST /api/<method>`. An empty (or blank) body means `{}`.
 pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };

@@ -82,8 +82,11 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let forwarded = node.kept_request_headers();
     let queue = config.client.queue_max_size;
     let factory_node = node.clone();
+    let (endpoints, internal) = crate::endpoints::plan(config)?;
+    // The unidirectional endpoint at its configured path (the factory sees the request's).
+    let uni_path = endpoints.uni_websocket.clone();
     let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
-        if uri.path() == UNI_WS_PATH {
+        if uni_path.as_deref() == Some(uri.path()) {
             let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
             h.set_request_headers(crate::http::forwarded_headers(&forwarded, headers));
             return Box::new(h);
@@ -98,11 +101,23 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         Box::new(h)
     });
     let ws = &config.websocket;
+    let main_tls = match &config.http_server.tls {
+        t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
+        _ => None,
+    };
     let server = ServerConfig {
-        ws_paths: Some(match config.uni_websocket.enabled {
-            true => vec![WS_PATH.to_string(), UNI_WS_PATH.to_string()],
-            false => vec![WS_PATH.to_string()],
-        }),
+        endpoints,
+        internal: match internal {
+            Some((addr, endpoints)) => Some(crate::http::InternalListener {
+                addr,
+                endpoints,
+                tls: match &config.http_server.internal_tls {
+                    t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
+                    _ => main_tls.clone(),
+                },
+            }),
+            None => None,
+        },
         handshake: HandshakeConfig {
             protocols: vec![PROTOBUF_SUBPROTOCOL.to_string()],
             deflate: ws.compression.then_some(DeflateConfig {
@@ -139,10 +154,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
         metrics: config.prometheus.enabled,
-        tls: match &config.http_server.tls {
-            t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
-            _ => None,
-        },
+        tls: main_tls,
         emulation: crate::http::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,
@@ -162,7 +174,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             password: config.admin.password.clone(),
             secret: config.admin.secret.clone(),
             insecure: config.admin.insecure,
-            secure_cookie: config.http_server.tls.enabled,
+            // The cookie of a page served over TLS (on whichever port it is).
+            secure_cookie: match config.admin.external || config.http_server.internal_port.is_empty() {
+                true => config.http_server.tls.enabled,
+                false => config.http_server.tls.enabled || config.http_server.internal_tls.enabled,
+            },
+            prefix: crate::endpoints::admin_prefix(config),
         }),
     };
     if config.client.insecure_skip_token_signature_verify {

@@ -272,7 +272,7 @@ impl Cluster {
     /// the nodes. Waits for every live node's reply, at most [`SURVEY_TIMEOUT`].
     pub async fn channels(&self, pattern: &str) -> Result<BTreeMap<String, usize>, ApiError> {
         // A bad pattern is refused here, before anything is sent.
-        wshub_core::channel::ChannelPattern::new(pattern, self.node.config.channel.max_length)
+        wshub_core::channel::ChannelPattern::new(pattern, self.node.live().channel.max_length)
             .map_err(|_| ApiError::bad_request("pattern too long"))?;
         let from = self.node.uid().to_string();
         let replies = self

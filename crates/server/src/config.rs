@@ -18,12 +18,14 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 mod env;
 pub mod keys;
 mod redis_address;
+mod sections;
 pub use env::leaves;
 use env::set_path;
 mod words;
+pub use sections::*;
 use words::{in_words, namespace_error};
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub http_server: HttpServer,
@@ -40,104 +42,18 @@ pub struct Config {
     pub uni_websocket: UniWebSocket,
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
+    pub health: Health,
+    /// `init.*`: `/connection/init`.
+    pub init: ConnInit,
     pub shutdown: Shutdown,
     pub log: Log,
+    /// Write the process id to this file at start (removed at exit), as Centrifugo.
+    pub pid_file: String,
     pub node: NodeSection,
     /// `rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`.
     pub rpc: RpcConfig,
     /// Named proxies, reached by `*_proxy_name` in namespaces.
     pub proxies: Vec<NamedProxy>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http_server: HttpServer::default(),
-            http_api: HttpApi::default(),
-            client: Client::default(),
-            websocket: WebSocket::default(),
-            channel: ChannelConfig::default(),
-            engine: Engine::default(),
-            admin: Admin::default(),
-            http_stream: HttpTransport::default(),
-            sse: HttpTransport::default(),
-            uni_http_stream: HttpTransport::default(),
-            uni_sse: HttpTransport::default(),
-            uni_websocket: UniWebSocket::default(),
-            emulation: EmulationSection::default(),
-            prometheus: Prometheus { enabled: true },
-            shutdown: Shutdown::default(),
-            log: Log::default(),
-            node: NodeSection::default(),
-            rpc: RpcConfig::default(),
-            proxies: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct HttpServer {
-    pub address: String,
-    pub port: u16,
-    pub tls: Tls,
-    /// Time to receive a request's whole body once its headers are in, for every endpoint
-    /// that reads one (`/api` has `http_api.body_timeout`); over it: 408 and the connection
-    /// closes. "0": no limit (a client could then hold a connection by never finishing).
-    #[serde(with = "duration")]
-    pub read_timeout: Duration,
-}
-
-impl Default for HttpServer {
-    fn default() -> Self {
-        HttpServer {
-            address: "0.0.0.0".into(),
-            port: 8000,
-            tls: Tls::default(),
-            read_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Tls {
-    pub enabled: bool,
-    pub cert_pem_file: String,
-    pub key_pem_file: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct HttpApi {
-    /// Empty: every API call is refused (unless `insecure`).
-    pub key: String,
-    /// API calls per second per key (0: unlimited); over it: 429.
-    pub rate_limit: u32,
-    /// `node`: each node counts for itself; `cluster`: one budget per key across nodes
-    /// (through Redis).
-    pub rate_limit_scope: RateLimitScope,
-    /// `token_bucket` (default), `leaky_bucket` or `sliding_window` (README, "Rate limits").
-    pub rate_limit_algorithm: RateLimitAlgorithm,
-    /// Accept API calls without a key (development only).
-    pub insecure: bool,
-    /// Time to receive a request's whole body once its headers are in (over it: 408);
-    /// "0": no limit.
-    #[serde(with = "duration")]
-    pub body_timeout: Duration,
-}
-
-impl Default for HttpApi {
-    fn default() -> Self {
-        HttpApi {
-            key: String::new(),
-            rate_limit: 0,
-            rate_limit_scope: RateLimitScope::Node,
-            rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
-            insecure: false,
-            body_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -239,29 +155,6 @@ impl Default for Client {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
-pub struct WebSocket {
-    pub message_size_limit: usize,
-    pub compression: bool,
-    pub compression_level: u32,
-    pub compression_min_size: usize,
-    #[serde(with = "duration")]
-    pub write_timeout: Duration,
-}
-
-impl Default for WebSocket {
-    fn default() -> Self {
-        WebSocket {
-            message_size_limit: 65536,
-            compression: false,
-            compression_level: 1,
-            compression_min_size: 0,
-            write_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
 pub struct Engine {
     pub r#type: String,
     pub redis: Redis,
@@ -355,65 +248,6 @@ impl Default for Redis {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Admin {
-    /// Serve the admin web page at `/admin`.
-    pub enabled: bool,
-    /// The page's login password.
-    pub password: String,
-    /// Signs admin sessions (any node with the same secret accepts them).
-    pub secret: String,
-    /// No login: anyone who reaches `/admin` is an admin. Local development only.
-    pub insecure: bool,
-}
-
-/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct HttpTransport {
-    pub enabled: bool,
-    /// Largest connect request (the `http_stream` body, or `cf_connect` for SSE).
-    pub max_request_body_size: usize,
-}
-
-impl Default for HttpTransport {
-    fn default() -> Self {
-        HttpTransport {
-            enabled: false,
-            max_request_body_size: 65536,
-        }
-    }
-}
-
-/// `uni_websocket.*`: the unidirectional WebSocket endpoint.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct UniWebSocket {
-    pub enabled: bool,
-}
-
-/// `emulation.*`: the `/emulation` endpoint that carries an emulated session's commands.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct EmulationSection {
-    pub max_request_body_size: usize,
-}
-
-impl Default for EmulationSection {
-    fn default() -> Self {
-        EmulationSection {
-            max_request_body_size: 65536,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Prometheus {
-    pub enabled: bool,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Shutdown {
@@ -430,22 +264,6 @@ impl Default for Shutdown {
         Shutdown {
             timeout: Duration::from_secs(30),
             drain_window: Duration::ZERO,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Log {
-    pub level: String,
-    pub format: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log {
-            level: "info".into(),
-            format: "text".into(),
         }
     }
 }
@@ -545,10 +363,39 @@ pub fn masked_addresses(addresses: &str) -> String {
 }
 
 /// The socket address of `http_server.address` and `.port`. The address is an IP address
-/// (`0.0.0.0`, `::`, `127.0.0.1`, `[::1]`) or `localhost` (127.0.0.1).
+/// (`0.0.0.0`, `::`, `127.0.0.1`, `[::1]`), `localhost` (127.0.0.1) or empty: every
+/// interface, as Centrifugo (`::`, which takes IPv4 too; [`crate::listener::bind`] falls
+/// back to `0.0.0.0` on a host without IPv6).
 pub fn listen_addr(c: &Config) -> Result<std::net::SocketAddr, LoadError> {
-    let a = c.http_server.address.trim();
-    let ip: std::net::IpAddr = if a.eq_ignore_ascii_case("localhost") {
+    socket_addr("http_server.address", &c.http_server.address, c.http_server.port)
+}
+
+/// The internal listener's address (`http_server.internal_port`, `internal_address`), or
+/// `None` when it is the main one: as Centrifugo, an unset port is `port` and an unset
+/// address is `address`, and endpoints that end up on the same address share its listener.
+pub fn internal_listen_addr(c: &Config) -> Result<Option<std::net::SocketAddr>, LoadError> {
+    let h = &c.http_server;
+    let port = match h.internal_port.as_str() {
+        "" => h.port,
+        p => p.parse::<u16>().map_err(|_| {
+            LoadError(format!(
+                "http_server.internal_port: {p:?} is not a port number (1 to 65535, or empty for none)"
+            ))
+        })?,
+    };
+    let (key, address) = match h.internal_address.trim() {
+        "" => ("http_server.address", h.address.as_str()),
+        a => ("http_server.internal_address", a),
+    };
+    let internal = socket_addr(key, address, port)?;
+    Ok((internal != listen_addr(c)?).then_some(internal))
+}
+
+fn socket_addr(key: &str, address: &str, port: u16) -> Result<std::net::SocketAddr, LoadError> {
+    let a = address.trim();
+    let ip: std::net::IpAddr = if a.is_empty() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else if a.eq_ignore_ascii_case("localhost") {
         std::net::Ipv4Addr::LOCALHOST.into()
     } else {
         a.strip_prefix('[')
@@ -557,16 +404,38 @@ pub fn listen_addr(c: &Config) -> Result<std::net::SocketAddr, LoadError> {
             .parse()
             .map_err(|_| {
                 LoadError(format!(
-                    "http_server.address: {a:?} is not an IP address (0.0.0.0, ::, 127.0.0.1) or localhost"
+                    "{key}: {a:?} is not an IP address (0.0.0.0, ::, 127.0.0.1), localhost, or empty for every interface"
                 ))
             })?
     };
-    Ok(std::net::SocketAddr::new(ip, c.http_server.port))
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
+/// The `tracing` filter of `log.level`: Centrifugo's names in any case; `none` logs
+/// nothing, `fatal` only errors (wshub has no level above error).
+pub fn log_filter(level: &str) -> Option<&'static str> {
+    Some(match level.to_ascii_lowercase().as_str() {
+        "none" => "off",
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" => "error",
+        _ => return None,
+    })
 }
 
 fn validate(c: &Config) -> Result<(), LoadError> {
     let fail = |k: &str, m: &str| Err(LoadError(format!("{k}: {m}")));
     listen_addr(c)?;
+    internal_listen_addr(c)?;
+    for (key, prefix) in c.handler_prefixes() {
+        if !prefix.is_empty() && !prefix.starts_with('/') {
+            return Err(LoadError(format!(
+                "{key}: {prefix:?} must start with / (or be empty for its default)"
+            )));
+        }
+    }
     if c.websocket.message_size_limit < 128 {
         return fail("websocket.message_size_limit", "must be at least 128 bytes");
     }
@@ -624,11 +493,18 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if !["text", "json"].contains(&c.log.format.as_str()) {
         return fail("log.format", "must be \"text\" or \"json\"");
     }
-    if !["trace", "debug", "info", "warn", "error"].contains(&c.log.level.as_str()) {
-        return fail("log.level", "must be trace, debug, info, warn or error");
+    if log_filter(&c.log.level).is_none() {
+        return fail("log.level", "must be none, trace, debug, info, warn, error or fatal");
     }
     if c.http_server.tls.enabled && (c.http_server.tls.cert_pem_file.is_empty() || c.http_server.tls.key_pem_file.is_empty()) {
         return fail("http_server.tls", "cert_pem_file and key_pem_file are required when enabled");
+    }
+    let it = &c.http_server.internal_tls;
+    if it.enabled && (it.cert_pem_file.is_empty() || it.key_pem_file.is_empty()) {
+        return fail(
+            "http_server.internal_tls",
+            "cert_pem_file and key_pem_file are required when enabled",
+        );
     }
     if !c.shutdown.drain_window.is_zero() && c.shutdown.drain_window >= c.shutdown.timeout {
         return fail("shutdown.drain_window", "must be shorter than shutdown.timeout");
@@ -663,6 +539,24 @@ fn validate(c: &Config) -> Result<(), LoadError> {
 }
 
 impl Config {
+    /// Every `handler_prefix`, by key (empty ones included).
+    pub fn handler_prefixes(&self) -> [(&'static str, &str); 12] {
+        [
+            ("websocket.handler_prefix", &self.websocket.handler_prefix),
+            ("uni_websocket.handler_prefix", &self.uni_websocket.handler_prefix),
+            ("http_stream.handler_prefix", &self.http_stream.handler_prefix),
+            ("sse.handler_prefix", &self.sse.handler_prefix),
+            ("uni_http_stream.handler_prefix", &self.uni_http_stream.handler_prefix),
+            ("uni_sse.handler_prefix", &self.uni_sse.handler_prefix),
+            ("emulation.handler_prefix", &self.emulation.handler_prefix),
+            ("http_api.handler_prefix", &self.http_api.handler_prefix),
+            ("admin.handler_prefix", &self.admin.handler_prefix),
+            ("prometheus.handler_prefix", &self.prometheus.handler_prefix),
+            ("health.handler_prefix", &self.health.handler_prefix),
+            ("init.handler_prefix", &self.init.handler_prefix),
+        ]
+    }
+
     /// The scope of each rate limit that has one, by key.
     pub fn rate_limit_scopes(&self) -> [(&'static str, RateLimitScope); 3] {
         [

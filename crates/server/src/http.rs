@@ -26,6 +26,7 @@ use wshub_websocket::{Config, HandshakeError};
 
 use crate::api::{ApiRequest, RequestError};
 use crate::driver::{drive, Handler, Outcome};
+use crate::endpoints::{Endpoints, Route};
 use crate::tls::TlsStream;
 
 /// Makes the handler of a new WebSocket connection from what was agreed, the URI and the
@@ -78,8 +79,10 @@ pub struct Admission {
 /// Listener settings.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Paths that upgrade to WebSocket; `None` upgrades on every path (echo mode).
-    pub ws_paths: Option<Vec<String>>,
+    /// What the main listener (`http_server.port`) serves, and where.
+    pub endpoints: crate::endpoints::Endpoints,
+    /// The internal listener (`http_server.internal_port`), when it is one of its own.
+    pub internal: Option<InternalListener>,
     pub handshake: HandshakeConfig,
     /// `websocket.message_size_limit`.
     pub max_message_size: usize,
@@ -103,6 +106,15 @@ pub struct ServerConfig {
     pub admin: Option<crate::admin::AdminConfig>,
     /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
     pub emulation: EmulationConfig,
+}
+
+/// The internal listener: its address, what it serves, and its TLS (`internal_tls`, or the
+/// main listener's).
+#[derive(Clone)]
+pub struct InternalListener {
+    pub addr: SocketAddr,
+    pub endpoints: crate::endpoints::Endpoints,
+    pub tls: Option<crate::tls::TlsAcceptor>,
 }
 
 /// The HTTP transports' settings.
@@ -332,12 +344,8 @@ const API_BODY_LIMIT: usize = 16 << 20;
 async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let started = std::time::Instant::now();
     let r = api_inner(req, shared, api, method).await;
-    let method_label = match method {
-        "publish" | "broadcast" | "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats" | "history"
-        | "history_remove" | "channels" | "connections" | "info" | "rpc" | "batch" => method.to_string(),
-        _ => "unknown".to_string(),
-    };
-    crate::metrics::centrifugo::api_call(&method_label, r.status().as_u16(), started.elapsed());
+    let method_label = if crate::api::is_method(method) { method } else { "unknown" };
+    crate::metrics::centrifugo::api_call(method_label, r.status().as_u16(), started.elapsed());
     r
 }
 
@@ -422,24 +430,30 @@ async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, metho
     }
 }
 
-/// `GET /`: where to go from here.
-fn landing(shared: &Shared) -> Response<Body> {
-    let admin = if shared.admin.is_some() {
-        r#"<li><a href="/admin">/admin</a>: the admin page</li>"#
-    } else {
-        "<li>/admin: the admin page, off (set <code>admin.enabled</code>, <code>admin.password</code> and <code>admin.secret</code>)</li>"
+/// `GET /`: where to go from here (the endpoints on other listeners are not listed).
+fn landing(shared: &Shared, endpoints: &Endpoints) -> Response<Body> {
+    let link = |p: &Option<String>| p.as_deref().map(|p| format!(r#", <a href="{p}">{p}</a>"#)).unwrap_or_default();
+    let admin = match (&endpoints.admin, shared.admin.is_some()) {
+        (Some(p), true) => format!(r#"<li><a href="{p}">{p}</a>: the admin page</li>"#),
+        (None, true) => "<li>the admin page: on the internal port</li>".to_string(),
+        _ => "<li>/admin: the admin page, off (set <code>admin.enabled</code>, <code>admin.password</code> and <code>admin.secret</code>)</li>".to_string(),
     };
+    let api = match &endpoints.api {
+        Some(p) => format!("<li>server API: <code>POST {p}/&lt;method&gt;</code> with <code>X-API-Key</code></li>"),
+        None => "<li>server API: not on this port</li>".to_string(),
+    };
+    let ready = if endpoints.ready { r#"<a href="/ready">/ready</a>"# } else { "" };
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>wshub</title></head><body><h1>wshub {version}</h1><ul>\
          <li>clients: <code>{ws}</code> (Centrifugo client protocol: the <code>centrifuge</code> SDKs)</li>\
-         <li>server API: <code>POST /api/&lt;method&gt;</code> with <code>X-API-Key</code></li>\
-         {admin}<li><a href=\"/health\">/health</a>, <a href=\"/ready\">/ready</a>{metrics}</li>\
+         {api}{admin}<li>probes: {ready}{health}{metrics}</li>\
          <li>documentation: the README of wshub; the protocol: <a href=\"https://centrifugal.dev/docs/transports/client_api\">centrifugal.dev</a></li>\
          </ul></body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
-        ws = crate::app::WS_PATH,
-        metrics = if shared.config.metrics { r#", <a href="/metrics">/metrics</a>"# } else { "" },
+        ws = endpoints.websocket.as_deref().unwrap_or("(WebSocket off)"),
+        health = link(&endpoints.health),
+        metrics = if shared.config.metrics { link(&endpoints.metrics) } else { String::new() },
     );
     static_file(body.into(), "text/html; charset=utf-8")
 }
@@ -469,12 +483,12 @@ const LOGIN_BODY_LIMIT: usize = 4096;
 
 /// `/admin…`: the page, its login and logout, and the API behind an admin session.
 async fn admin_route(req: Request<Incoming>, shared: &Shared, admin: &crate::admin::Admin, path: &str, peer: SocketAddr) -> Response<Body> {
-    use crate::admin::{Login, ADMIN_CSS, ADMIN_JS, INDEX_HTML};
+    use crate::admin::{Login, ADMIN_CSS};
     let get = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
     let post = req.method() == http::Method::POST;
     match path {
-        "/admin" | "/admin/" if get => static_file(Bytes::from_static(INDEX_HTML.as_bytes()), "text/html; charset=utf-8"),
-        "/admin/admin.js" if get => static_file(Bytes::from_static(ADMIN_JS.as_bytes()), "text/javascript; charset=utf-8"),
+        "/admin" | "/admin/" if get => static_file(admin.index_html.clone(), "text/html; charset=utf-8"),
+        "/admin/admin.js" if get => static_file(admin.admin_js.clone(), "text/javascript; charset=utf-8"),
         "/admin/admin.css" if get => static_file(Bytes::from_static(ADMIN_CSS.as_bytes()), "text/css; charset=utf-8"),
         "/admin/session" if get => {
             if admin.authorized(req.headers()) {
@@ -596,57 +610,55 @@ fn connection(driver: impl std::future::Future<Output = Outcome>, shared: Arc<Sh
 /// `Connection: close`: the node stops listening when the drain is over, and a kept-alive
 /// connection (a load balancer's to its upstream, say) would be cut with its next request
 /// in flight (nginx answers that request 502).
-pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
-    let mut r = answer(req, &shared, peer).await;
+pub async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    endpoints: Arc<Endpoints>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let mut r = answer(req, &shared, &endpoints, peer).await;
     if !shared.is_ready() && r.status() != StatusCode::SWITCHING_PROTOCOLS {
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(r)
 }
 
-async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
+async fn answer(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoints, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let is_ws = match &shared.config.ws_paths {
-        None => !matches!(path.as_str(), "/health" | "/ready"),
-        Some(paths) => paths.contains(&path),
-    };
-    if !is_ws {
-        if let (Some(method), Some(a)) = (path.strip_prefix("/api/"), shared.config.api.as_ref()) {
-            return api(req, shared, a, method).await;
-        }
-        if matches!(
-            path.as_str(),
-            HTTP_STREAM_PATH | SSE_PATH | EMULATION_PATH | UNI_HTTP_STREAM_PATH | UNI_SSE_PATH
-        ) {
-            let e = &shared.config.emulation;
-            let on = match path.as_str() {
-                HTTP_STREAM_PATH => e.http_stream,
-                SSE_PATH => e.sse,
-                UNI_HTTP_STREAM_PATH => e.uni_http_stream,
-                UNI_SSE_PATH => e.uni_sse,
-                _ => e.http_stream || e.sse,
-            };
-            if on {
-                return crate::transports::emulation_route(req, shared, &path, peer).await;
+    match endpoints.route(&path) {
+        Route::WebSocket | Route::UniWebSocket => {}
+        Route::Api(method) => {
+            return match shared.config.api.as_ref() {
+                Some(a) => api(req, shared, a, method).await,
+                None => text(StatusCode::NOT_FOUND, "not found"),
             }
         }
-        if let (true, Some(admin)) = (path == "/admin" || path.starts_with("/admin/"), shared.admin.as_ref()) {
-            return admin_route(req, shared, admin, &path, peer).await;
-        }
-        return match path.as_str() {
-            "/" if req.method() == http::Method::GET || req.method() == http::Method::HEAD => landing(shared),
-            "/health" => text(StatusCode::OK, "ok"),
-            "/metrics" if shared.config.metrics => {
-                let mut r = Response::new(full(crate::metrics::render(shared)));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-                r
+        Route::Transport(canonical) => return crate::transports::emulation_route(req, shared, canonical, peer).await,
+        Route::Admin(canonical) => {
+            return match shared.admin.as_ref() {
+                Some(admin) => admin_route(req, shared, admin, &canonical, peer).await,
+                None => text(StatusCode::NOT_FOUND, "not found"),
             }
-            "/ready" if !shared.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            "/ready" if !shared.engine_ok.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "engine unavailable"),
-            "/ready" => text(StatusCode::OK, "ready"),
-            _ => text(StatusCode::NOT_FOUND, "not found"),
-        };
+        }
+        Route::Landing if req.method() == http::Method::GET || req.method() == http::Method::HEAD => return landing(shared, endpoints),
+        Route::Health => return text(StatusCode::OK, "ok"),
+        Route::Init if req.method() == http::Method::GET => {
+            let mut r = json_response(&serde_json::json!({}));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            return r;
+        }
+        Route::Init => return text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        Route::Metrics if shared.config.metrics => {
+            let mut r = Response::new(full(crate::metrics::render(shared)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
+        Route::Ready if !shared.ready.load(Ordering::Relaxed) => return text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        Route::Ready if !shared.engine_ok.load(Ordering::Relaxed) => return text(StatusCode::SERVICE_UNAVAILABLE, "engine unavailable"),
+        Route::Ready => return text(StatusCode::OK, "ready"),
+        _ => return text(StatusCode::NOT_FOUND, "not found"),
     }
     let accepted = match handshake::accept(&req, &shared.config.handshake) {
         Ok(a) => a,

@@ -70,10 +70,17 @@ pub fn start_delivery(node: &Arc<Node>) {
     }
 }
 
-/// Serves `listener` until `shutdown` completes, then drains (when a node runs) with the
-/// listener still answering, and returns once it has stopped listening. Returns the
-/// WebSocket connections still open at the end.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>, shutdown: impl Future<Output = ()>) -> usize {
+/// Serves `listener` (and `internal`, the internal port's listener of
+/// [`crate::listener::bind_internal`]) until `shutdown` completes, then drains (when a node
+/// runs) with the listeners still answering, and returns once they have stopped listening.
+/// Returns the WebSocket connections still open at the end.
+pub async fn run(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    shared: Arc<Shared>,
+    drain: Option<Drain>,
+    shutdown: impl Future<Output = ()>,
+) -> usize {
     if let Some(api) = &shared.config.api {
         // Node discovery and delivery run while the server does (once: `Shared::new` starts
         // them too when called inside a runtime).
@@ -82,9 +89,31 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain
     }
     let watch = drain.as_ref().map(|d| tokio::spawn(watch_engine(d.node.clone(), shared.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    log_listener(&listener, &shared.config.endpoints);
     let accept = tokio::spawn(crate::listener::serve(listener, shared.clone(), async {
         let _ = stopped.await;
     }));
+    let (stop_internal, stopped_internal) = tokio::sync::oneshot::channel::<()>();
+    let internal_accept = match (internal, &shared.config.internal) {
+        (Some(l), Some(i)) => {
+            log_listener(&l, &i.endpoints);
+            let (endpoints, tls) = (Arc::new(i.endpoints.clone()), i.tls.clone());
+            Some(tokio::spawn(crate::listener::serve_endpoints(
+                l,
+                shared.clone(),
+                endpoints,
+                tls,
+                async {
+                    let _ = stopped_internal.await;
+                },
+            )))
+        }
+        (Some(_), None) => {
+            tracing::warn!("an internal listener without internal endpoints: not served");
+            None
+        }
+        _ => None,
+    };
     shutdown.await;
     let started = Instant::now();
     tracing::info!("shutdown: not ready, draining");
@@ -105,8 +134,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain
         api.cluster.leave().await;
     }
     let _ = stop.send(());
+    let _ = stop_internal.send(());
     if let Err(e) = accept.await {
         tracing::error!(error = %e, "accept loop failed");
+    }
+    if let Some(Err(e)) = match internal_accept {
+        Some(a) => Some(a.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "internal accept loop failed");
     }
     if left > 0 {
         tracing::warn!(left, "shutdown timeout: stopping with connections still open");
@@ -115,18 +151,94 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain
     left
 }
 
+/// Says which endpoints a listener serves, as Centrifugo's "serving … endpoints on …".
+fn log_listener(listener: &TcpListener, endpoints: &crate::endpoints::Endpoints) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("serving {} endpoints on {addr}", endpoints.names());
+    }
+}
+
 /// [`run`] until SIGTERM or SIGINT; a second signal exits the process at once (status 1).
-pub async fn run_until_signal(listener: TcpListener, shared: Arc<Shared>, drain: Option<Drain>) -> usize {
+/// SIGHUP reloads what `reload` can (a node without one logs that it cannot) and never ends
+/// the process.
+pub async fn run_until_signal(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    shared: Arc<Shared>,
+    drain: Option<Drain>,
+    reload: Option<crate::reload::Reloader>,
+) -> usize {
+    let hangups = watch_hangups(shared.clone(), reload);
     let shutdown = async {
         shutdown_signal().await;
         eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
         tokio::spawn(async {
             shutdown_signal().await;
             eprintln!("second signal: exiting now");
+            PidFile::remove_now();
             std::process::exit(1);
         });
     };
-    run(listener, shared, drain, shutdown).await
+    let left = run(listener, internal, shared, drain, shutdown).await;
+    hangups.abort();
+    left
+}
+
+/// Handles SIGHUP from now on (its default action would end the process).
+fn watch_hangups(shared: Arc<Shared>, reload: Option<crate::reload::Reloader>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        };
+        while hup.recv().await.is_some() {
+            match (&reload, &shared.config.api) {
+                (Some(r), Some(api)) => r.reload_and_log(&api.node),
+                _ => tracing::info!("SIGHUP: nothing to reload here; still running"),
+            }
+        }
+    })
+}
+
+/// `pid_file`: the process id, written at start and removed at exit (on drop, or by the
+/// second signal's immediate exit), as Centrifugo.
+pub struct PidFile(());
+
+static PID_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+impl PidFile {
+    /// Writes the PID to `path` (nothing for an empty path).
+    pub fn write(path: &str) -> std::io::Result<Option<PidFile>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Mode 0600, as Centrifugo writes it.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(f, "{}", std::process::id())?;
+        let _ = PID_FILE.set(path.into());
+        Ok(Some(PidFile(())))
+    }
+
+    fn remove_now() {
+        if let Some(p) = PID_FILE.get() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        Self::remove_now()
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

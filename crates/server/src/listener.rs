@@ -10,16 +10,47 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::endpoints::Endpoints;
 use crate::http::{handle, Shared};
 
-/// Binds the listening socket.
+/// Binds the listening socket. `[::]` (an empty `http_server.address`: every interface) on a
+/// host without IPv6 is `0.0.0.0`, as Go's `:port` that Centrifugo binds.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    match TcpListener::bind(addr).await {
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && e.kind() != std::io::ErrorKind::AddrInUse => {
+            tracing::debug!(error = %e, "no IPv6: listening on 0.0.0.0");
+            TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await
+        }
+        r => r,
+    }
 }
 
-/// Accepts connections until `shutdown` completes. Running out of file descriptors does not
-/// stop or spin the loop: it backs off and keeps serving the connections it has.
+/// Binds the internal listener (`http_server.internal_port`) of `config`, if it has one.
+pub async fn bind_internal(config: &crate::ServerConfig) -> std::io::Result<Option<TcpListener>> {
+    match &config.internal {
+        Some(i) => bind(i.addr).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Accepts connections for the main listener (`shared.config.endpoints`) until `shutdown`
+/// completes.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let endpoints = Arc::new(shared.config.endpoints.clone());
+    let tls = shared.config.tls.clone();
+    serve_endpoints(listener, shared, endpoints, tls, shutdown).await
+}
+
+/// Accepts connections for `endpoints` (over `tls` when given) until `shutdown` completes.
+/// Running out of file descriptors does not stop or spin the loop: it backs off and keeps
+/// serving the connections it has.
+pub async fn serve_endpoints(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    endpoints: Arc<Endpoints>,
+    tls: Option<crate::tls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -45,23 +76,25 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             }
         };
         let _ = stream.set_nodelay(true);
-        let tls = shared.config.tls.clone();
+        let tls = tls.clone();
         let shared = shared.clone();
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
-            if tls.is_none() && crate::rawstream::any(&shared) {
+            if tls.is_none() && endpoints.any_stream() {
                 // A stream of the HTTP transports is served outside hyper (crate::rawstream).
                 let mut first = [0u8; 48];
                 match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if crate::rawstream::wants(&shared, &first[..n]) => {
-                        return crate::rawstream::serve(stream, shared, peer).await;
+                    Ok(Ok(n)) => {
+                        if let Some(canonical) = crate::rawstream::wants(&endpoints, &first[..n]) {
+                            return crate::rawstream::serve(stream, shared, canonical, peer).await;
+                        }
                     }
-                    Ok(Ok(_)) => {}
                     // Nothing sent in time (hyper would end it the same way), or gone.
                     _ => return,
                 }
             }
-            let svc = service_fn(move |req| handle(req, shared.clone(), peer));
+            let svc = service_fn(move |req| handle(req, shared.clone(), endpoints.clone(), peer));
             let builder = {
                 let mut b = http1::Builder::new();
                 b.timer(TokioTimer::new()).header_read_timeout(timeout);

@@ -17,49 +17,45 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::{
-    add_cors, check_origin, open_stream, stream_headers, Body, Shared, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH, UNI_SSE_PATH,
-};
+use crate::endpoints::Endpoints;
+use crate::http::{add_cors, check_origin, open_stream, stream_headers, Body, Shared, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH};
 
 /// Largest request head read here.
 const MAX_HEAD: usize = 16 * 1024;
 /// Bound on one write when `websocket.write_timeout` is off.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Whether the first bytes of a connection are a request line for a streaming endpoint this
-/// node serves.
-pub fn wants(shared: &Shared, first: &[u8]) -> bool {
-    let e = &shared.config.emulation;
-    let routes: [(bool, &str, &str); 5] = [
-        (e.http_stream, "POST", HTTP_STREAM_PATH),
-        (e.sse, "GET", SSE_PATH),
-        (e.uni_http_stream, "POST", UNI_HTTP_STREAM_PATH),
-        (e.uni_sse, "GET", UNI_SSE_PATH),
-        (e.uni_sse, "POST", UNI_SSE_PATH),
-    ];
-    routes.iter().any(|(on, method, path)| {
-        *on && first.len() > method.len() + 1 + path.len() && {
-            let (m, rest) = first.split_at(method.len());
-            m == method.as_bytes()
-                && rest.first() == Some(&b' ')
-                && rest[1..].starts_with(path.as_bytes())
-                && matches!(rest.get(1 + path.len()), Some(b' ' | b'?'))
-        }
+/// The canonical path of the streaming endpoint of `endpoints` that the first bytes of a
+/// connection ask for, if they are its request line.
+pub fn wants(endpoints: &Endpoints, first: &[u8]) -> Option<&'static str> {
+    let method_of = |canonical: &str| match canonical {
+        HTTP_STREAM_PATH | UNI_HTTP_STREAM_PATH => &["POST"][..],
+        SSE_PATH => &["GET"][..],
+        _ => &["GET", "POST"][..],
+    };
+    endpoints.streams().find_map(|(path, canonical)| {
+        method_of(canonical)
+            .iter()
+            .any(|method| {
+                first.len() > method.len() + 1 + path.len() && {
+                    let (m, rest) = first.split_at(method.len());
+                    m == method.as_bytes()
+                        && rest.first() == Some(&b' ')
+                        && rest[1..].starts_with(path.as_bytes())
+                        && matches!(rest.get(1 + path.len()), Some(b' ' | b'?'))
+                }
+            })
+            .then_some(canonical)
     })
 }
 
-/// Whether any streaming endpoint is on (then the listener peeks at new connections).
-pub fn any(shared: &Shared) -> bool {
-    let e = &shared.config.emulation;
-    e.http_stream || e.sse || e.uni_http_stream || e.uni_sse
-}
-
 /// Serves one connection whose first request [`wants`] said is ours.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>, peer: SocketAddr) {
+/// `canonical` is its endpoint's canonical path (whatever path the configuration gives it).
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, canonical: &'static str, peer: SocketAddr) {
     let wt = shared.config.write_timeout.unwrap_or(WRITE_LIMIT);
     // Everything before the stream is boxed and gone once the stream runs: held inline,
     // its buffers and the request's headers would stay in this task for hours.
-    let Some((stream, chunks)) = Box::pin(open(stream, shared, peer, wt)).await else {
+    let Some((stream, chunks)) = Box::pin(open(stream, shared, canonical, peer, wt)).await else {
         return;
     };
     pump(stream, chunks, wt).await;
@@ -70,6 +66,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, peer: SocketAddr) {
 async fn open(
     mut stream: TcpStream,
     shared: Arc<Shared>,
+    canonical: &'static str,
     peer: SocketAddr,
     wt: Duration,
 ) -> Option<(TcpStream, crate::emulation::StreamBody)> {
@@ -80,12 +77,12 @@ async fn open(
         Err(refusal) => return write_response(&mut stream, refusal).await,
     };
     let (parts, body) = request;
-    let path = parts.uri.path().to_string();
-    let origin = match check_origin(&parts.headers, &shared, &path, peer) {
+    let path = canonical;
+    let origin = match check_origin(&parts.headers, &shared, path, peer) {
         Ok(o) => o,
         Err(r) => return write_response(&mut stream, r).await,
     };
-    let (chunks, content_type) = match open_stream(&shared, &path, &parts, body, peer).await {
+    let (chunks, content_type) = match open_stream(&shared, path, &parts, body, peer).await {
         Ok(s) => s,
         Err(mut r) => {
             add_cors(&mut r, origin.as_deref(), &shared);
@@ -274,20 +271,28 @@ mod tests {
         let mut c = crate::config::Config::default();
         c.http_stream.enabled = true;
         c.sse.enabled = true;
-        let (_, sc) = crate::app::build(&c).unwrap();
-        let shared = Shared::new(sc);
-        assert!(any(&shared));
-        assert!(wants(&shared, b"POST /connection/http_stream HTTP/1.1\r\n"));
-        assert!(wants(&shared, b"GET /connection/sse?cf_connect=%7B HTTP/1.1\r\n"));
-        assert!(
-            !wants(&shared, b"GET /connection/http_stream HTTP/1.1\r\n"),
+        let (e, _) = crate::endpoints::plan(&c).unwrap();
+        assert!(e.any_stream());
+        assert_eq!(wants(&e, b"POST /connection/http_stream HTTP/1.1\r\n"), Some(HTTP_STREAM_PATH));
+        assert_eq!(wants(&e, b"GET /connection/sse?cf_connect=%7B HTTP/1.1\r\n"), Some(SSE_PATH));
+        assert_eq!(
+            wants(&e, b"GET /connection/http_stream HTTP/1.1\r\n"),
+            None,
             "wrong method: hyper answers 405"
         );
-        assert!(!wants(&shared, b"POST /connection/http_streamx HTTP/1.1\r\n"));
-        assert!(!wants(&shared, b"POST /connection/http_str"), "too short to tell: hyper");
-        assert!(!wants(&shared, b"POST /connection/uni_http_stream HTTP/1.1\r\n"), "not enabled");
-        assert!(!wants(&shared, b"OPTIONS /connection/http_stream HTTP/1.1\r\n"));
-        let (_, sc) = crate::app::build(&crate::config::Config::default()).unwrap();
-        assert!(!any(&Shared::new(sc)));
+        assert_eq!(wants(&e, b"POST /connection/http_streamx HTTP/1.1\r\n"), None);
+        assert_eq!(wants(&e, b"POST /connection/http_str"), None, "too short to tell: hyper");
+        assert_eq!(wants(&e, b"POST /connection/uni_http_stream HTTP/1.1\r\n"), None, "not enabled");
+        assert_eq!(wants(&e, b"OPTIONS /connection/http_stream HTTP/1.1\r\n"), None);
+        c.sse.handler_prefix = "/events".into();
+        let (e, _) = crate::endpoints::plan(&c).unwrap();
+        assert_eq!(
+            wants(&e, b"GET /events?cf_connect=%7B HTTP/1.1\r\n"),
+            Some(SSE_PATH),
+            "at its configured path"
+        );
+        assert_eq!(wants(&e, b"GET /connection/sse?cf_connect=%7B HTTP/1.1\r\n"), None);
+        let (e, _) = crate::endpoints::plan(&crate::config::Config::default()).unwrap();
+        assert!(!e.any_stream());
     }
 }

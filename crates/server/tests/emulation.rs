@@ -505,7 +505,7 @@ async fn the_drain_closes_every_transport_with_3001() {
         timeout: Duration::from_secs(5),
         window: Duration::from_millis(200),
     };
-    let run = tokio::spawn(wshub_server::lifecycle::run(listener, shared.clone(), Some(drain), async {
+    let run = tokio::spawn(wshub_server::lifecycle::run(listener, None, shared.clone(), Some(drain), async {
         let _ = stopped.await;
     }));
     let (_, mut hs) = Stream::open(addr, "/connection/http_stream", "POST", r#"{"id":1,"connect":{}}"#).await;

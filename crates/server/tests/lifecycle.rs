@@ -131,7 +131,7 @@ async fn memory_engine_refuses_publications_during_the_drain_and_delivers_every_
         timeout: config.shutdown.timeout,
         window: config.shutdown.drain_window,
     };
-    let server = tokio::spawn(run(listener, shared.clone(), Some(drain), async {
+    let server = tokio::spawn(run(listener, None, shared.clone(), Some(drain), async {
         let _ = stopped.await;
     }));
     let mut sub = subscriber(addr).await;

@@ -531,3 +531,58 @@ async fn wss_large_and_many_messages_and_close() {
     server.wait_connections(0).await;
     server.stop().await;
 }
+
+/// `http_server.internal_tls`: the internal port (API, probes) serves TLS with its own
+/// certificate while the clients' port stays plain; each listener with its own settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_tls_is_on_the_internal_port_only() {
+    let cert = Cert::new("internal");
+    let internal_port = wshub_testkit::free_port();
+    let cfg_path = cert.dir.join("config.json");
+    let cfg = json!({
+        "http_server": {
+            "internal_port": internal_port.to_string(),
+            "internal_address": "127.0.0.1",
+            "internal_tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path},
+        },
+        "http_api": {"key": "k"},
+    });
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
+    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    assert!(sc.tls.is_none(), "the clients' port stays plain");
+    let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let main = listener.local_addr().unwrap();
+    let internal = wshub_server::bind_internal(&sc).await.unwrap();
+    let internal_addr = internal.as_ref().unwrap().local_addr().unwrap();
+    assert_eq!(internal_addr.port(), internal_port);
+    let shared = wshub_server::Shared::new(sc);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(wshub_server::lifecycle::run(listener, internal, shared, None, async {
+        let _ = stopped.await;
+    }));
+
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut s = tls_connect(internal_addr, &cert.der).await;
+    s.write_all(get("/health").as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut resp)).await.unwrap().ok();
+    assert!(resp.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&resp));
+    // Plain text on the internal port gets no answer; the main port answers plain text.
+    let mut plain = TcpStream::connect(internal_addr).await.unwrap();
+    plain.write_all(get("/health").as_bytes()).await.unwrap();
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(LIMIT, plain.read(&mut b)).await.unwrap().unwrap_or(0);
+    assert!(!b[..n].starts_with(b"HTTP/1.1"), "{}", String::from_utf8_lossy(&b[..n]));
+    let mut plain = TcpStream::connect(main).await.unwrap();
+    plain.write_all(get("/health").as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(LIMIT, plain.read_to_end(&mut resp)).await.unwrap().unwrap();
+    assert!(
+        resp.starts_with(b"HTTP/1.1 404"),
+        "health is internal: {}",
+        String::from_utf8_lossy(&resp)
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(LIMIT, run).await.unwrap().unwrap();
+}

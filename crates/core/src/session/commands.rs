@@ -7,11 +7,11 @@ impl Session {
     pub(super) async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, Fail> {
         let opts = self.node.options(&req.channel)?;
         // Before the proxy and the permissions, as Centrifugo.
-        if let Err(why) = channel::check_data(&self.node.config.channel, opts, &req.data) {
+        if let Err(why) = channel::check_data(opts.channel_config(), &opts, &req.data) {
             tracing::info!(channel = %req.channel, client = %self.client, reason = why, "publish data validation failed");
             return Err(err(ec::BAD_REQUEST, "bad request"));
         }
-        let publish_proxy = self.node.proxies.for_channel(ProxyKind::Publish, opts).cloned();
+        let publish_proxy = self.node.proxies.for_channel(ProxyKind::Publish, &opts).cloned();
         let (data, skip_history) = if let Some(ep) = publish_proxy {
             self.publish_via_proxy(&ep, &req.channel, &req.data).await?
         } else {
@@ -93,7 +93,7 @@ impl Session {
             }),
             limit: capped_limit(i64::from(req.limit), self.node.config.session.history_max_publication_limit),
             reverse: req.reverse,
-            meta_ttl: self.node.history_meta_ttl(opts),
+            meta_ttl: self.node.history_meta_ttl(&opts),
         };
         let h = self.node.clone().history(&req.channel, query).await?;
         Ok(HistoryResult {

@@ -14,8 +14,9 @@ impl Session {
         let mut proxied: Option<proxied::ProxyConnect> = None;
         let mut from_token = false;
         let mut claims = if !req.token.is_empty() {
-            node.prepare_token(&node.verifier, &req.token).await;
-            match self.node.verifier.verify_connect(&req.token, now.unix) {
+            let live = node.live();
+            node.prepare_token(&live.verifier, &req.token).await;
+            match live.verifier.verify_connect(&req.token, now.unix) {
                 Ok(c) if c.user.is_empty() && cfg.disallow_anonymous_connection_tokens => {
                     // As Centrifugo: 3507, logged at debug only.
                     tracing::debug!("anonymous connection tokens disallowed");
@@ -57,7 +58,7 @@ impl Session {
             claims.expire_at = None;
         }
         let personal = (cfg.personal_channel.enabled && !claims.user.is_empty())
-            .then(|| cfg.personal_channel.channel(&claims.user, &node.config.channel));
+            .then(|| cfg.personal_channel.channel(&claims.user, &node.live().channel));
         if let Some(p) = &personal {
             if node.options(p).is_err() {
                 return Err(err(ec::UNKNOWN_CHANNEL, "unknown personal channel namespace"));
@@ -122,7 +123,7 @@ impl Session {
         }
         // Server-side subscriptions from the token, with recovery as the client asks.
         for ch in claims.channels {
-            let Ok(mut opts) = self.node.options(&ch).cloned() else {
+            let Ok(mut opts) = self.node.options(&ch).map(|o| ChannelOptions::clone(&o)) else {
                 tracing::debug!(channel = %ch, "server-side subscription to an unknown namespace skipped");
                 continue;
             };
@@ -175,8 +176,9 @@ impl Session {
 
     pub(super) async fn refresh(&mut self, token: &str, now: Now) -> Result<RefreshResult, Fail> {
         let node = self.node.clone();
-        node.prepare_token(&node.verifier, token).await;
-        let claims = match node.verifier.verify_connect(token, now.unix) {
+        let live = node.live();
+        node.prepare_token(&live.verifier, token).await;
+        let claims = match live.verifier.verify_connect(token, now.unix) {
             Ok(c) => c,
             Err(e) => return Err(self.token_fail(e, "connection")),
         };

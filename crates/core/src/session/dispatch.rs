@@ -214,7 +214,7 @@ impl Session {
                 if self.subs.contains_key(&channel) {
                     return out.finish();
                 }
-                let Ok(opts) = self.node.options(&channel).cloned() else {
+                let Ok(opts) = self.node.options(&channel) else {
                     return out.finish();
                 };
                 let params = SubParams {

@@ -6,7 +6,7 @@ use crate::engine::EngineError;
 
 impl Session {
     pub(super) async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
-        let mut opts = self.node.options(&req.channel)?.clone();
+        let mut opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
@@ -35,7 +35,8 @@ impl Session {
         let mut expires = None;
         let mut proxy_data = Bytes::new();
         let mut server_refresh = false;
-        let chans = &self.node.config.channel;
+        let live = self.node.live();
+        let chans = &live.channel;
         let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(chans, &req.channel, &self.user).is_some();
         let subscribe_proxy = self.node.proxies.for_channel(ProxyKind::Subscribe, &opts).cloned();
         if req.token.is_empty() && channel::is_private(chans, &req.channel) {
@@ -291,7 +292,7 @@ impl Session {
         if !self.subs.contains_key(ch) {
             return;
         }
-        let opts = self.node.options(ch).cloned().unwrap_or_default();
+        let opts = self.node.options(ch).map(|o| ChannelOptions::clone(&o)).unwrap_or_default();
         self.release(ch, &opts, true).await;
     }
 
@@ -300,7 +301,8 @@ impl Session {
     /// Centrifugo: the token was made for someone or something else.
     async fn check_sub_token(&self, channel: &str, token: &str, now: Now) -> Result<crate::token::SubscribeClaims, Fail> {
         let node = self.node.clone();
-        let verifier = node.subscription_verifier();
+        let live = node.live();
+        let verifier = live.subscription_verifier();
         node.prepare_token(verifier, token).await;
         let claims = verifier
             .verify_subscribe(token, now.unix)

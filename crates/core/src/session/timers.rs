@@ -138,7 +138,7 @@ impl Session {
         let mut expired = Vec::new();
         for (ch, server_refresh) in due_subs {
             let ep = match (server_refresh, self.node.options(&ch)) {
-                (true, Ok(o)) => self.node.proxies.for_channel(ProxyKind::SubRefresh, o).cloned(),
+                (true, Ok(o)) => self.node.proxies.for_channel(ProxyKind::SubRefresh, &o).cloned(),
                 _ => None,
             };
             match ep {

@@ -262,3 +262,15 @@ fn es512_with_a_p521_public_key() {
     let other_aud = sign(json!({"sub": "p521", "aud": "other"}));
     assert!(matches!(v.verify_connect(&other_aud, 1000), Err(TokenError::Invalid(_))));
 }
+
+/// Centrifugo's order: a `channel` claim makes a connection token invalid even when it has
+/// also expired (3500, not 109); `nbf` in the future is "expired" (109).
+#[test]
+fn channel_claim_before_expiry_and_nbf() {
+    let t = make_hs256("secret", &json!({"sub": "1", "channel": "x", "exp": NOW - 1})).unwrap();
+    assert!(matches!(hmac().verify_connect(&t, NOW), Err(TokenError::Invalid(_))));
+    let t = make_hs256("secret", &json!({"sub": "1", "nbf": NOW + 5})).unwrap();
+    assert_eq!(hmac().verify_connect(&t, NOW).err(), Some(TokenError::Expired));
+    let t = make_hs256("secret", &json!({"sub": "1", "nbf": NOW - 5, "expire_at": 0, "exp": NOW + 5})).unwrap();
+    assert_eq!(hmac().verify_connect(&t, NOW).unwrap().expire_at, None, "expire_at 0: never");
+}

@@ -18,15 +18,6 @@ pub const REFUSED: &[(&str, &str)] = &[
         "client.subscription_token.*",
         "a subscription token rule wshub does not know would be skipped",
     ),
-    (
-        "http_server.internal_port",
-        "no internal port yet: the API, admin and metrics would be served on the public port",
-    ),
-    (
-        "http_server.internal_address",
-        "no internal port yet: the API, admin and metrics would be served on the public address",
-    ),
-    ("http_server.internal_tls.*", "no internal port yet"),
     ("http_server.tls_external", "TLS would not be where it is expected"),
     ("http_server.tls_autocert.*", "no ACME yet: the server would run without TLS"),
     (
@@ -38,8 +29,15 @@ pub const REFUSED: &[(&str, &str)] = &[
         "wshub reads key_pem_file; the server would run without TLS",
     ),
     ("http_server.tls.client_ca_pem", "no client certificate check (mTLS) yet"),
-    ("http_api.disabled", "the HTTP API cannot be switched off yet"),
-    ("websocket.disabled", "the WebSocket endpoint cannot be switched off yet"),
+    (
+        "http_server.internal_tls.cert_pem",
+        "wshub reads cert_pem_file; the internal port would run without TLS",
+    ),
+    (
+        "http_server.internal_tls.key_pem",
+        "wshub reads key_pem_file; the internal port would run without TLS",
+    ),
+    ("http_server.internal_tls.client_ca_pem", "no client certificate check (mTLS) yet"),
     ("engine.redis.tls.*", "no TLS to Redis yet: traffic would be plain text"),
     ("engine.redis.sentinel_tls.*", "no TLS to Sentinel yet: traffic would be plain text"),
 ];
@@ -200,13 +198,16 @@ mod tests {
     #[test]
     fn refusals_match_sections_and_skip_defaults() {
         assert_eq!(refusal("client.token.foo").map(|r| r.0), Some("client.token.*"));
-        assert_eq!(refusal("http_server.internal_port").map(|r| r.0), Some("http_server.internal_port"));
+        assert_eq!(refusal("http_server.tls_external").map(|r| r.0), Some("http_server.tls_external"));
         assert!(refusal("client.tokenx").is_none());
-        let root = json!({"http_server": {"internal_port": "", "tls_external": true}});
-        let unknown = vec!["http_server.internal_port".to_string(), "http_server.tls_external".to_string()];
+        let root = json!({"http_server": {"tls_autocert": {"enabled": false}, "tls_external": true}});
+        let unknown = vec![
+            "http_server.tls_autocert.enabled".to_string(),
+            "http_server.tls_external".to_string(),
+        ];
         let m = refused(&root, &unknown).unwrap();
         assert!(m.starts_with("http_server.tls_external:"), "{m}");
-        let root = json!({"http_server": {"internal_port": ""}});
+        let root = json!({"http_server": {"tls_autocert": {"enabled": false}}});
         assert_eq!(refused(&root, &unknown[..1]), None, "Centrifugo's default is not a request");
     }
 }

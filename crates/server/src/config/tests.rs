@@ -294,6 +294,56 @@ fn redis_passwords_are_masked() {
     assert_eq!(masked_addresses("redis://tok@h:1"), "redis://***@h:1");
 }
 
+#[test]
+fn ports_prefixes_and_log_levels_as_centrifugo_writes_them() {
+    // Centrifugo's defaults for the keys of issue 27 load without a warning.
+    let f = file(
+        "json",
+        r#"{"http_server": {"address": "", "internal_address": "", "internal_port": "", "internal_tls": {"enabled": false}},
+            "http_api": {"disabled": false, "external": false, "handler_prefix": "/api"},
+            "websocket": {"disabled": false, "handler_prefix": "/connection/websocket"},
+            "admin": {"external": false, "handler_prefix": ""}, "health": {"enabled": false, "handler_prefix": "/health"},
+            "prometheus": {"handler_prefix": "/metrics"}, "init": {"enabled": false, "handler_prefix": "/connection/init"},
+            "emulation": {"handler_prefix": "/emulation"}, "sse": {"handler_prefix": "/connection/sse"},
+            "log": {"level": "info", "file": ""}, "pid_file": ""}"#,
+    );
+    let l = load(Some(&f.0), vec![], &[]).unwrap();
+    assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+    assert_eq!(
+        listen_addr(&l.config).unwrap(),
+        "[::]:8000".parse().unwrap(),
+        "empty: every interface"
+    );
+    assert_eq!(internal_listen_addr(&l.config).unwrap(), None, "no internal port: one listener");
+    // The port from the environment (a number) or a file (a string).
+    let env = vec![("WSHUB_HTTP_SERVER_INTERNAL_PORT".to_string(), "9000".to_string())];
+    let l = load(None, env, &[]).unwrap();
+    assert_eq!(internal_listen_addr(&l.config).unwrap(), Some("0.0.0.0:9000".parse().unwrap()));
+    for (text, key) in [
+        (r#"{"http_server": {"internal_port": "nine"}}"#, "http_server.internal_port"),
+        (
+            r#"{"http_server": {"internal_address": "host.invalid", "internal_port": "9000"}}"#,
+            "http_server.internal_address",
+        ),
+        (r#"{"websocket": {"handler_prefix": "ws"}}"#, "websocket.handler_prefix"),
+        (r#"{"log": {"level": "loud"}}"#, "log.level"),
+        (
+            r#"{"http_server": {"internal_tls": {"enabled": true}}}"#,
+            "http_server.internal_tls",
+        ),
+    ] {
+        let f = file("json", text);
+        let e = load(Some(&f.0), vec![], &[]).unwrap_err();
+        assert!(e.0.starts_with(key), "{text}: {e}");
+    }
+    for level in ["none", "NONE", "fatal", "Trace", "warn", "error"] {
+        let f = file("json", &format!(r#"{{"log": {{"level": "{level}"}}}}"#));
+        assert!(load(Some(&f.0), vec![], &[]).is_ok(), "{level}");
+    }
+    assert_eq!(log_filter("none"), Some("off"));
+    assert_eq!(log_filter("FATAL"), Some("error"));
+}
+
 /// A Centrifugo deployment's environment: secrets and lists through `CENTRIFUGO_*`, a
 /// namespace option by name, an unknown variable reported, a refused one stopping the start.
 #[test]

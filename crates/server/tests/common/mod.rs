@@ -26,7 +26,13 @@ pub struct TestServer {
 impl TestServer {
     pub async fn echo(max_message_size: usize) -> Self {
         Self::start(ServerConfig {
-            ws_paths: Some(vec!["/connection/websocket".into()]),
+            endpoints: wshub_server::endpoints::Endpoints {
+                websocket: Some("/connection/websocket".into()),
+                health: Some("/health".into()),
+                ready: true,
+                ..Default::default()
+            },
+            internal: None,
             handshake: HandshakeConfig {
                 protocols: vec!["centrifuge-protobuf".into()],
                 deflate: Some(DeflateConfig::default()),

@@ -1,0 +1,301 @@
+//! The sections of the configuration that say where things are served: listeners, paths
+//! (`handler_prefix`), which endpoint is on which port, and the log.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wshub_core::duration;
+use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpServer {
+    /// An IP address, `localhost`, or empty (Centrifugo's default): every interface.
+    pub address: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// A second listener for the API, admin, metrics and health, so that they need not be
+    /// reachable where clients are (Centrifugo's `internal_port`: a string, or a number).
+    /// Empty: everything on `port`.
+    #[serde(deserialize_with = "port_string")]
+    pub internal_port: String,
+    /// The internal listener's address; empty: `address`.
+    pub internal_address: String,
+    /// TLS of the internal listener; when not enabled, the internal listener has `tls`.
+    pub internal_tls: Tls,
+    /// Time to receive a request's whole body once its headers are in, for every endpoint
+    /// that reads one (`/api` has `http_api.body_timeout`); over it: 408 and the connection
+    /// closes. "0": no limit (a client could then hold a connection by never finishing).
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        HttpServer {
+            address: "0.0.0.0".into(),
+            port: 8000,
+            tls: Tls::default(),
+            internal_port: String::new(),
+            internal_address: String::new(),
+            internal_tls: Tls::default(),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Tls {
+    pub enabled: bool,
+    pub cert_pem_file: String,
+    pub key_pem_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpApi {
+    /// No `/api` at all (Centrifugo's `http_api.disabled`).
+    pub disabled: bool,
+    /// Serve the API on `http_server.port` even when an internal port is set.
+    pub external: bool,
+    /// Methods are `POST {handler_prefix}/<method>`.
+    pub handler_prefix: String,
+    /// Empty: every API call is refused (unless `insecure`).
+    pub key: String,
+    /// API calls per second per key (0: unlimited); over it: 429.
+    pub rate_limit: u32,
+    /// `node`: each node counts for itself; `cluster`: one budget per key across nodes
+    /// (through Redis).
+    pub rate_limit_scope: RateLimitScope,
+    /// `token_bucket` (default), `leaky_bucket` or `sliding_window` (README, "Rate limits").
+    pub rate_limit_algorithm: RateLimitAlgorithm,
+    /// Accept API calls without a key (development only).
+    pub insecure: bool,
+    /// Time to receive a request's whole body once its headers are in (over it: 408);
+    /// "0": no limit.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpApi {
+    fn default() -> Self {
+        HttpApi {
+            disabled: false,
+            external: false,
+            handler_prefix: "/api".into(),
+            key: String::new(),
+            rate_limit: 0,
+            rate_limit_scope: RateLimitScope::Node,
+            rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
+            insecure: false,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct WebSocket {
+    /// No WebSocket endpoint (clients use the HTTP transports).
+    pub disabled: bool,
+    pub handler_prefix: String,
+    pub message_size_limit: usize,
+    pub compression: bool,
+    pub compression_level: u32,
+    pub compression_min_size: usize,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        WebSocket {
+            disabled: false,
+            handler_prefix: "/connection/websocket".into(),
+            message_size_limit: 65536,
+            compression: false,
+            compression_level: 1,
+            compression_min_size: 0,
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Admin {
+    /// Serve the admin web page at `handler_prefix`.
+    pub enabled: bool,
+    /// Serve the page on `http_server.port` even when an internal port is set.
+    pub external: bool,
+    /// Where the page is; empty (Centrifugo's default, its own UI at the root): `/admin`.
+    pub handler_prefix: String,
+    /// The page's login password.
+    pub password: String,
+    /// Signs admin sessions (any node with the same secret accepts them).
+    pub secret: String,
+    /// No login: anyone who reaches `/admin` is an admin. Local development only.
+    pub insecure: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: false,
+            external: false,
+            handler_prefix: "/admin".into(),
+            password: String::new(),
+            secret: String::new(),
+            insecure: false,
+        }
+    }
+}
+
+/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpTransport {
+    pub enabled: bool,
+    /// The endpoint's path; empty: the transport's own (`/connection/http_stream`,
+    /// `/connection/sse`, `/connection/uni_http_stream`, `/connection/uni_sse`). One type
+    /// serves four sections, so the default cannot be written here.
+    pub handler_prefix: String,
+    /// Largest connect request (the `http_stream` body, or `cf_connect` for SSE).
+    pub max_request_body_size: usize,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        HttpTransport {
+            enabled: false,
+            handler_prefix: String::new(),
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+/// `uni_websocket.*`: the unidirectional WebSocket endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UniWebSocket {
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for UniWebSocket {
+    fn default() -> Self {
+        UniWebSocket {
+            enabled: false,
+            handler_prefix: "/connection/uni_websocket".into(),
+        }
+    }
+}
+
+/// `emulation.*`: the `/emulation` endpoint that carries an emulated session's commands.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EmulationSection {
+    pub handler_prefix: String,
+    pub max_request_body_size: usize,
+}
+
+impl Default for EmulationSection {
+    fn default() -> Self {
+        EmulationSection {
+            handler_prefix: "/emulation".into(),
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Prometheus {
+    /// On by default in wshub (off in Centrifugo).
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            enabled: true,
+            handler_prefix: "/metrics".into(),
+        }
+    }
+}
+
+/// `health.*`: the liveness endpoint. On by default in wshub (Centrifugo's default is off):
+/// a node without a probe endpoint cannot be supervised, and an answer where Centrifugo
+/// would have none breaks nobody. A file that sets `enabled: false` (Centrifugo's
+/// `defaultconfig` does) turns it off, as in Centrifugo. wshub's `/ready` is always served
+/// beside it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Health {
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            enabled: true,
+            handler_prefix: "/health".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Log {
+    /// `none`, `trace`, `debug`, `info`, `warn`, `error` or `fatal` (any case), as
+    /// Centrifugo.
+    pub level: String,
+    pub format: String,
+    /// Append the log to this file instead of standard output.
+    pub file: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+            file: String::new(),
+        }
+    }
+}
+
+/// `init.*`: `GET /connection/init` answers `{}` (Centrifugo: to open an HTTP/2 connection
+/// before the WebSocket, or as a public health check for a load balancer).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ConnInit {
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for ConnInit {
+    fn default() -> Self {
+        ConnInit {
+            enabled: false,
+            handler_prefix: "/connection/init".into(),
+        }
+    }
+}
+
+/// A port given as a string (Centrifugo's type for `internal_port`) or as a number.
+fn port_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Port::deserialize(d)? {
+        Port::Text(s) => s.trim().to_string(),
+        Port::Number(n) => n.to_string(),
+    })
+}
