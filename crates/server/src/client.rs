@@ -151,8 +151,6 @@ pub struct ClientHandler {
     /// Work found by `poll_work` for `run_work`.
     timer_due: bool,
     controls: Vec<Control>,
-    /// Centrifugo's `transport_messages_sent` counters of this connection.
-    sent: crate::metrics::centrifugo::TransportSent,
     /// Counts this connection in Centrifugo's `client_connections_inflight` once connected.
     inflight: Option<crate::metrics::centrifugo::Inflight>,
 }
@@ -171,7 +169,6 @@ impl ClientHandler {
     fn with_mode(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Self {
         let shared = ConnShared::with_mode(node.next_connection_id(), format, deflate, max_queue, uni);
         let session = Session::new(node, shared.clone(), Now::system());
-        let sent = crate::metrics::centrifugo::TransportSent::new(shared.transport_name());
         ClientHandler {
             session,
             shared,
@@ -179,7 +176,6 @@ impl ClientHandler {
             timer_at: None,
             timer_due: false,
             controls: Vec::new(),
-            sent,
             inflight: None,
         }
     }
@@ -208,7 +204,7 @@ impl ClientHandler {
                     conn.send(MessageKind::Text, line);
                 }
             } else {
-                self.sent.add(1, frame.len());
+                crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), 1, frame.len());
                 conn.send(kind, frame);
             }
         }
@@ -241,7 +237,7 @@ impl Handler for ClientHandler {
             crate::metrics::centrifugo::transport_received(self.shared.transport_name(), data.len());
             let out = self.session.handle_frame(data, Now::system()).await;
             if was_connecting && self.session.state() == wshub_core::session::State::Connected {
-                self.inflight = Some(crate::metrics::centrifugo::connection_accepted(self.shared.transport_name()));
+                self.inflight = crate::metrics::centrifugo::connection_accepted(self.shared.transport_name());
                 // The connection's span now carries who it is.
                 let span = tracing::Span::current();
                 span.record("client", self.session.client_id());
@@ -290,7 +286,7 @@ impl Handler for ClientHandler {
         }
         if frames > 0 {
             // Once per batch of queued pushes, outside the lock.
-            self.sent.add(frames, bytes);
+            crate::metrics::centrifugo::transport_sent(self.shared.transport_name(), frames, bytes);
         }
         let next = self.session.poll_timeout().map(crate::driver::coarse);
         if next != self.timer_at {

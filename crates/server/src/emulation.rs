@@ -278,7 +278,6 @@ pub fn start(
     let task = Task {
         session,
         conn,
-        sent: crate::metrics::centrifugo::TransportSent::new(settings.transport.name()),
         inflight: None,
         settings,
         body: body_tx,
@@ -311,7 +310,6 @@ struct Task {
     settings: StreamSettings,
     body: mpsc::Sender<Bytes>,
     /// Centrifugo's `transport_messages_sent` counters of this stream.
-    sent: crate::metrics::centrifugo::TransportSent,
     /// Counts this stream in Centrifugo's `client_connections_inflight` once connected.
     inflight: Option<crate::metrics::centrifugo::Inflight>,
 }
@@ -325,7 +323,7 @@ impl Task {
         crate::metrics::centrifugo::transport_received(transport, connect.len());
         let out = Box::pin(self.session.handle_frame(connect, Now::system())).await;
         if self.session.state() == wshub_core::session::State::Connected {
-            self.inflight = Some(crate::metrics::centrifugo::connection_accepted(transport));
+            self.inflight = crate::metrics::centrifugo::connection_accepted(transport);
         }
         let mut end = Box::pin(self.apply(out)).await;
         if end.is_none() && self.session.state() != wshub_core::session::State::Connected {
@@ -434,7 +432,7 @@ impl Task {
     }
 
     async fn write(&mut self, payload: &Bytes) -> Option<End> {
-        self.sent.add(1, payload.len());
+        crate::metrics::centrifugo::transport_sent(self.settings.transport.name(), 1, payload.len());
         for chunk in frame(self.settings.transport, self.settings.format, payload) {
             let sent = match self.settings.write_timeout {
                 Some(t) => tokio::time::timeout(t, self.body.send(chunk))
