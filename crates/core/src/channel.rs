@@ -100,12 +100,6 @@ pub fn options_at(cfg: &ChannelConfig, index: usize) -> &ChannelOptions {
     }
 }
 
-/// The options that apply to `channel` (compiling the regular expressions: tests and one-off
-/// callers; the node keeps its [`Rules`]).
-pub fn resolve<'a>(cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
-    Rules::new(cfg).map_err(|_| ChannelError::BadName)?.resolve(cfg, channel)
-}
-
 /// Checks a publication's data against `channel.publication_data_format` (the namespace's
 /// when it sets one, else the global one): Centrifugo's `ValidatePublicationData`. The
 /// error is the reason for a 107.
@@ -168,6 +162,11 @@ impl ChannelPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The options of `channel`, compiling the regular expressions for one lookup.
+    fn resolve<'a>(cfg: &'a ChannelConfig, channel: &str) -> Result<&'a ChannelOptions, ChannelError> {
+        Rules::new(cfg).map_err(|_| ChannelError::BadName)?.resolve(cfg, channel)
+    }
     use crate::config::Namespace;
 
     #[test]

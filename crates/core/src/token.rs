@@ -237,9 +237,16 @@ impl Verifier {
     /// The JWKS cache and URL that hold `token`'s key, when `jwks_public_endpoint` is set
     /// (and, for a template, the token's claims fill it).
     pub fn jwks_for(&self, token: &str) -> Option<(Arc<JwksCache>, String)> {
-        let src = self.jwks.as_ref()?;
-        let claims = unverified_claims(token).ok()?;
-        src.resolve(&self.template_vars(&claims)).ok()
+        self.jwks_source(self.jwks.as_ref()?, token).ok()
+    }
+
+    /// The cache and URL of `src` for `token`: the claims are read only when the endpoint is
+    /// a template they fill.
+    fn jwks_source(&self, src: &JwksSource, token: &str) -> Result<(Arc<JwksCache>, String), TokenError> {
+        match src.is_template() {
+            true => src.resolve(&self.template_vars(&unverified_claims(token)?)),
+            false => src.resolve(&[]),
+        }
     }
 
     /// Whether keys come from a JWKS endpoint.
@@ -285,8 +292,7 @@ impl Verifier {
         let jwk;
         let key = match (&self.jwks, &header.kid) {
             (Some(src), Some(kid)) => {
-                let claims = unverified_claims(token)?;
-                let (cache, _) = src.resolve(&self.template_vars(&claims))?;
+                let (cache, _) = self.jwks_source(src, token)?;
                 jwk = cache.get(kid).ok_or_else(|| invalid(format!("unknown key id {kid}")))?;
                 match &jwk.key {
                     crate::jwks::KeyMaterial::Jwt(k) if jwk.algorithms.contains(&header.alg) => Some(k),
@@ -339,8 +345,7 @@ impl Verifier {
         let jwk;
         let key = match (&self.jwks, kid) {
             (Some(src), Some(kid)) => {
-                let claims = unverified_claims(token)?;
-                let (cache, _) = src.resolve(&self.template_vars(&claims))?;
+                let (cache, _) = self.jwks_source(src, token)?;
                 jwk = cache.get(kid).ok_or_else(|| invalid(format!("unknown key id {kid}")))?;
                 match &jwk.key {
                     crate::jwks::KeyMaterial::P521(k) => k,

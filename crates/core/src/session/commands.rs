@@ -44,7 +44,8 @@ impl Session {
         }
     }
 
-    pub(super) async fn presence(&mut self, ch: &str) -> Result<PresenceResult, Fail> {
+    /// Presence on in `ch`'s namespace (108 otherwise) and granted to this client.
+    fn may_see_presence(&self, ch: &str) -> Result<(), Fail> {
         let opts = self.node.options(ch)?;
         if !opts.presence {
             return Err(err(ec::NOT_AVAILABLE, "not available"));
@@ -54,23 +55,18 @@ impl Session {
             opts.allow_presence_for_client,
             opts.allow_presence_for_subscriber,
             opts.allow_presence_for_anonymous,
-        )?;
+        )
+    }
+
+    pub(super) async fn presence(&mut self, ch: &str) -> Result<PresenceResult, Fail> {
+        self.may_see_presence(ch)?;
         Ok(PresenceResult {
             presence: self.node.clone().presence(ch).await?,
         })
     }
 
     pub(super) async fn presence_stats(&mut self, ch: &str) -> Result<PresenceStatsResult, Fail> {
-        let opts = self.node.options(ch)?;
-        if !opts.presence {
-            return Err(err(ec::NOT_AVAILABLE, "not available"));
-        }
-        self.may_read(
-            ch,
-            opts.allow_presence_for_client,
-            opts.allow_presence_for_subscriber,
-            opts.allow_presence_for_anonymous,
-        )?;
+        self.may_see_presence(ch)?;
         let (num_clients, num_users) = self.node.clone().presence_stats(ch).await?;
         Ok(PresenceStatsResult { num_clients, num_users })
     }
@@ -93,7 +89,8 @@ impl Session {
             }),
             limit: capped_limit(i64::from(req.limit), self.node.config.session.history_max_publication_limit),
             reverse: req.reverse,
-            meta_ttl: self.node.history_meta_ttl(&opts),
+            // Node::history fills in the namespace's meta_ttl.
+            ..Default::default()
         };
         let h = self.node.clone().history(&req.channel, query).await?;
         Ok(HistoryResult {

@@ -146,6 +146,11 @@ impl JwksSource {
     }
 
     /// The cache (and URL) for a token whose regex groups gave `vars`.
+    /// Whether the URL holds `{{variables}}` (filled from each token's claims).
+    pub fn is_template(&self) -> bool {
+        matches!(self, JwksSource::Template { .. })
+    }
+
     pub fn resolve(&self, vars: &[(String, String)]) -> Result<(Arc<JwksCache>, String), TokenError> {
         let template = match self {
             JwksSource::Fixed { url, cache } => return Ok((cache.clone(), url.clone())),
