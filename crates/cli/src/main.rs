@@ -419,6 +419,7 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
                 write_timeout: None,
                 metrics: false,
                 tls: None,
+                h2c: false,
                 admin: None,
                 emulation: Default::default(),
             };

@@ -101,8 +101,9 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         Box::new(h)
     });
     let ws = &config.websocket;
-    let main_tls = match &config.http_server.tls {
-        t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
+    let hs = &config.http_server;
+    let main_tls = match &hs.tls {
+        t if t.enabled => Some(crate::tls::acceptor("http_server.tls", t)?),
         _ => None,
     };
     let server = ServerConfig {
@@ -111,8 +112,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             Some((addr, endpoints)) => Some(crate::http::InternalListener {
                 addr,
                 endpoints,
-                tls: match &config.http_server.internal_tls {
-                    t if t.enabled => Some(crate::tls::acceptor(&t.cert_pem_file, &t.key_pem_file)?),
+                tls: match &hs.internal_tls {
+                    t if t.enabled => Some(crate::tls::acceptor("http_server.internal_tls", t)?),
+                    // Centrifugo's `tls_external`: the internal port stays plain.
+                    _ if hs.tls_external => None,
                     _ => main_tls.clone(),
                 },
             }),
@@ -155,6 +158,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
         metrics: config.prometheus.enabled,
         tls: main_tls,
+        h2c: hs.h2c_external,
         emulation: crate::http::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,
@@ -175,9 +179,9 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             secret: config.admin.secret.clone(),
             insecure: config.admin.insecure,
             // The cookie of a page served over TLS (on whichever port it is).
-            secure_cookie: match config.admin.external || config.http_server.internal_port.is_empty() {
-                true => config.http_server.tls.enabled,
-                false => config.http_server.tls.enabled || config.http_server.internal_tls.enabled,
+            secure_cookie: match config.admin.external || hs.internal_port.is_empty() {
+                true => hs.tls.enabled,
+                false => (hs.tls.enabled && !hs.tls_external) || hs.internal_tls.enabled,
             },
             prefix: crate::endpoints::admin_prefix(config),
         }),

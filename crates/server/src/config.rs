@@ -496,15 +496,20 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if log_filter(&c.log.level).is_none() {
         return fail("log.level", "must be none, trace, debug, info, warn, error or fatal");
     }
-    if c.http_server.tls.enabled && (c.http_server.tls.cert_pem_file.is_empty() || c.http_server.tls.key_pem_file.is_empty()) {
-        return fail("http_server.tls", "cert_pem_file and key_pem_file are required when enabled");
+    for (key, t) in [
+        ("http_server.tls", &c.http_server.tls),
+        ("http_server.internal_tls", &c.http_server.internal_tls),
+    ] {
+        if t.enabled && (t.cert().is_empty() || t.key().is_empty()) {
+            return fail(key, "cert_pem and key_pem are required when enabled");
+        }
     }
-    let it = &c.http_server.internal_tls;
-    if it.enabled && (it.cert_pem_file.is_empty() || it.key_pem_file.is_empty()) {
-        return fail(
-            "http_server.internal_tls",
-            "cert_pem_file and key_pem_file are required when enabled",
-        );
+    let hs = &c.http_server;
+    if hs.h2c_external && (hs.internal_port.is_empty() || hs.internal_port == hs.port.to_string()) {
+        return fail("http_server.h2c_external", "requires a separate http_server.internal_port");
+    }
+    if hs.h2c_external && hs.tls.enabled {
+        return fail("http_server.h2c_external", "cannot be used together with http_server.tls");
     }
     if !c.shutdown.drain_window.is_zero() && c.shutdown.drain_window >= c.shutdown.timeout {
         return fail("shutdown.drain_window", "must be shorter than shutdown.timeout");

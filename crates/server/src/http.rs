@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve TLS (`wss://`, `https://`).
     pub tls: Option<crate::tls::TlsAcceptor>,
+    /// HTTP/2 without TLS beside HTTP/1.1 on the main listener (`http_server.h2c_external`).
+    pub h2c: bool,
     /// Serve the admin web page (`admin.enabled`).
     pub admin: Option<crate::admin::AdminConfig>,
     /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.

@@ -103,6 +103,7 @@ pub async fn run(
                 shared.clone(),
                 endpoints,
                 tls,
+                false,
                 async {
                     let _ = stopped_internal.await;
                 },

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::endpoints::Endpoints;
@@ -38,10 +38,12 @@ pub async fn bind_internal(config: &crate::ServerConfig) -> std::io::Result<Opti
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let endpoints = Arc::new(shared.config.endpoints.clone());
     let tls = shared.config.tls.clone();
-    serve_endpoints(listener, shared, endpoints, tls, shutdown).await
+    let h2c = shared.config.h2c;
+    serve_endpoints(listener, shared, endpoints, tls, h2c, shutdown).await
 }
 
-/// Accepts connections for `endpoints` (over `tls` when given) until `shutdown` completes.
+/// Accepts connections for `endpoints` (over `tls` when given; HTTP/2 without TLS too when
+/// `h2c`) until `shutdown` completes.
 /// Running out of file descriptors does not stop or spin the loop: it backs off and keeps
 /// serving the connections it has.
 pub async fn serve_endpoints(
@@ -49,6 +51,7 @@ pub async fn serve_endpoints(
     shared: Arc<Shared>,
     endpoints: Arc<Endpoints>,
     tls: Option<crate::tls::TlsAcceptor>,
+    h2c: bool,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -81,11 +84,17 @@ pub async fn serve_endpoints(
         let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
-            if tls.is_none() && endpoints.any_stream() {
-                // A stream of the HTTP transports is served outside hyper (crate::rawstream).
+            let h2c = h2c && tls.is_none();
+            if tls.is_none() && (endpoints.any_stream() || h2c) {
+                // A stream of the HTTP transports is served outside hyper (crate::rawstream);
+                // with `h2c_external`, HTTP/2's preface says HTTP/2 (prior knowledge).
                 let mut first = [0u8; 48];
                 match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
                     Ok(Ok(n)) => {
+                        if h2c && first[..n].starts_with(H2_PREFACE) {
+                            let svc = service_fn(move |req| handle(req, shared.clone(), endpoints.clone(), peer));
+                            return finish(Box::pin(h2_builder(timeout).serve_connection(TokioIo::new(stream), svc)).await);
+                        }
                         if let Some(canonical) = crate::rawstream::wants(&endpoints, &first[..n]) {
                             return crate::rawstream::serve(stream, shared, canonical, peer).await;
                         }
@@ -103,6 +112,10 @@ pub async fn serve_endpoints(
             let r = match tls {
                 None => builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await,
                 Some(acceptor) => match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                    // HTTP/2 when the client chose it through ALPN (a WebSocket client never does).
+                    Ok(Ok(tls_stream)) if tls_stream.alpn_protocol() == Some(crate::tls::ALPN_H2) => {
+                        Box::pin(h2_builder(timeout).serve_connection(TokioIo::new(tls_stream), svc)).await
+                    }
                     // Boxed so that plain connections' tasks stay small.
                     Ok(Ok(tls_stream)) => Box::pin(builder.serve_connection(TokioIo::new(tls_stream), svc).with_upgrades()).await,
                     Ok(Err(e)) => {
@@ -116,9 +129,31 @@ pub async fn serve_endpoints(
                     }
                 },
             };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "http connection ended with an error");
-            }
+            finish(r)
         });
+    }
+}
+
+/// What a client speaking HTTP/2 without TLS sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// HTTP/2 server settings: a client that opens the connection and sends nothing is dropped
+/// as an HTTP/1.1 one is (keep-alive pings answered within `timeout`).
+fn h2_builder(timeout: Duration) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(25)))
+        .keep_alive_timeout(timeout)
+        .max_concurrent_streams(MAX_H2_STREAMS);
+    b
+}
+
+/// Streams at once on one HTTP/2 connection (each an HTTP request: API call, SSE or
+/// HTTP-streaming connection), so that one TCP connection cannot open without bound.
+const MAX_H2_STREAMS: u32 = 128;
+
+fn finish(r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }

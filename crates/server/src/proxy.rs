@@ -17,8 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
@@ -89,21 +88,13 @@ pub struct Connector {
 impl Connector {
     /// Trusting `ca_pem` (PEM certificates) when given, the public roots otherwise.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_pem {
-            Some(pem) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("server_ca_pem: {e}"))?;
-                if certs.is_empty() {
-                    return Err("server_ca_pem: no certificate".into());
-                }
-                for c in certs {
-                    roots.add(c).map_err(|e| format!("server_ca_pem: {e}"))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        let roots = match ca_pem {
+            // PEM text, base64 of it, or a file path, as Centrifugo reads it.
+            Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

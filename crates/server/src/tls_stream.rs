@@ -293,6 +293,11 @@ impl TlsStream {
         self.incoming.capacity() + self.out.capacity() + self.plain.capacity()
     }
 
+    /// The protocol agreed through ALPN (`h2`, `http/1.1`), if the client offered any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
     /// Sends what `out` holds; `Ready(Ok)` once all of it is sent (and `out` freed).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_sent < self.out.len() {

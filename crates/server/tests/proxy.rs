@@ -180,6 +180,15 @@ async fn requests_in_flight_are_bounded_per_endpoint() {
     assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
 }
 
+fn tls_files(cert: &std::path::Path, key: &std::path::Path) -> wshub_server::config::Tls {
+    wshub_server::config::Tls {
+        enabled: true,
+        cert_pem: cert.to_str().unwrap().into(),
+        key_pem: key.to_str().unwrap().into(),
+        ..Default::default()
+    }
+}
+
 /// An `https://` endpoint whose certificate is trusted through `http.tls.server_ca_pem`; the
 /// same endpoint without that CA fails (unreachable: the certificate is not trusted).
 #[tokio::test]
@@ -190,7 +199,7 @@ async fn https_endpoints_with_a_configured_ca() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let acceptor = wshub_server::tls::acceptor(cert_path.to_str().unwrap(), key_path.to_str().unwrap()).unwrap();
+    let acceptor = wshub_server::tls::acceptor("test", &tls_files(&cert_path, &key_path)).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/proxy", l.local_addr().unwrap());
     let seen = Arc::new(Seen::default());

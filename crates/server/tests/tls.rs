@@ -64,7 +64,13 @@ impl Cert {
     }
 
     fn acceptor(&self) -> wshub_server::tls::TlsAcceptor {
-        wshub_server::tls::acceptor(self.cert_path.to_str().unwrap(), self.key_path.to_str().unwrap()).unwrap()
+        let tls = wshub_server::config::Tls {
+            enabled: true,
+            cert_pem: self.cert_path.to_str().unwrap().into(),
+            key_pem: self.key_path.to_str().unwrap().into(),
+            ..Default::default()
+        };
+        wshub_server::tls::acceptor("test", &tls).unwrap()
     }
 }
 
@@ -211,10 +217,14 @@ async fn wss_end_to_end() {
 
 #[test]
 fn bad_tls_files_name_the_key() {
-    let e = wshub_server::tls::acceptor("/nonexistent/cert.pem", "/nonexistent/key.pem")
-        .err()
-        .unwrap();
-    assert!(e.0.contains("http_server.tls.cert_pem_file"), "{e}");
+    let tls = wshub_server::config::Tls {
+        enabled: true,
+        cert_pem: "/nonexistent/cert.pem".into(),
+        key_pem: "/nonexistent/key.pem".into(),
+        ..Default::default()
+    };
+    let e = wshub_server::tls::acceptor("http_server.tls", &tls).err().unwrap();
+    assert!(e.0.contains("http_server.tls.cert_pem"), "{e}");
 }
 
 /// Data larger than a TLS record and than the reader's buffer, both ways: the server reads

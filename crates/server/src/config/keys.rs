@@ -18,26 +18,7 @@ pub const REFUSED: &[(&str, &str)] = &[
         "client.subscription_token.*",
         "a subscription token rule wshub does not know would be skipped",
     ),
-    ("http_server.tls_external", "TLS would not be where it is expected"),
     ("http_server.tls_autocert.*", "no ACME yet: the server would run without TLS"),
-    (
-        "http_server.tls.cert_pem",
-        "wshub reads cert_pem_file; the server would run without TLS",
-    ),
-    (
-        "http_server.tls.key_pem",
-        "wshub reads key_pem_file; the server would run without TLS",
-    ),
-    ("http_server.tls.client_ca_pem", "no client certificate check (mTLS) yet"),
-    (
-        "http_server.internal_tls.cert_pem",
-        "wshub reads cert_pem_file; the internal port would run without TLS",
-    ),
-    (
-        "http_server.internal_tls.key_pem",
-        "wshub reads key_pem_file; the internal port would run without TLS",
-    ),
-    ("http_server.internal_tls.client_ca_pem", "no client certificate check (mTLS) yet"),
     ("engine.redis.tls.*", "no TLS to Redis yet: traffic would be plain text"),
     ("engine.redis.sentinel_tls.*", "no TLS to Sentinel yet: traffic would be plain text"),
 ];
@@ -198,16 +179,18 @@ mod tests {
     #[test]
     fn refusals_match_sections_and_skip_defaults() {
         assert_eq!(refusal("client.token.foo").map(|r| r.0), Some("client.token.*"));
-        assert_eq!(refusal("http_server.tls_external").map(|r| r.0), Some("http_server.tls_external"));
+        assert_eq!(
+            refusal("http_server.tls_autocert.email").map(|r| r.0),
+            Some("http_server.tls_autocert.*")
+        );
         assert!(refusal("client.tokenx").is_none());
-        let root = json!({"http_server": {"tls_autocert": {"enabled": false}, "tls_external": true}});
+        let root = json!({"http_server": {"tls_autocert": {"enabled": false, "cache_dir": "/var/acme"}}});
         let unknown = vec![
             "http_server.tls_autocert.enabled".to_string(),
-            "http_server.tls_external".to_string(),
+            "http_server.tls_autocert.cache_dir".to_string(),
         ];
         let m = refused(&root, &unknown).unwrap();
-        assert!(m.starts_with("http_server.tls_external:"), "{m}");
-        let root = json!({"http_server": {"tls_autocert": {"enabled": false}}});
+        assert!(m.starts_with("http_server.tls_autocert.cache_dir:"), "{m}");
         assert_eq!(refused(&root, &unknown[..1]), None, "Centrifugo's default is not a request");
     }
 }

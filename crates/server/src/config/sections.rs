@@ -21,8 +21,15 @@ pub struct HttpServer {
     pub internal_port: String,
     /// The internal listener's address; empty: `address`.
     pub internal_address: String,
-    /// TLS of the internal listener; when not enabled, the internal listener has `tls`.
+    /// TLS of the internal listener; when not enabled, the internal listener has `tls`
+    /// (unless `tls_external`).
     pub internal_tls: Tls,
+    /// `tls` only on the external listener: the internal one is plain unless `internal_tls`.
+    pub tls_external: bool,
+    /// HTTP/2 without TLS (prior knowledge) on the external listener, beside HTTP/1.1, for
+    /// a TLS-terminating proxy in front; needs a separate internal port and no `tls`, as in
+    /// Centrifugo.
+    pub h2c_external: bool,
     /// Time to receive a request's whole body once its headers are in, for every endpoint
     /// that reads one (`/api` has `http_api.body_timeout`); over it: 408 and the connection
     /// closes. "0": no limit (a client could then hold a connection by never finishing).
@@ -39,17 +46,50 @@ impl Default for HttpServer {
             internal_port: String::new(),
             internal_address: String::new(),
             internal_tls: Tls::default(),
+            tls_external: false,
+            h2c_external: false,
             read_timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// Centrifugo's `TLSConfig`: every PEM value is a file path, PEM text, or base64 of PEM text
+/// (read by [`crate::tls::pem`] in Centrifugo's order: PEM, base64, path).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Tls {
     pub enabled: bool,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Set: clients must present a certificate signed by one of these CAs (mutual TLS).
+    pub client_ca_pem: String,
+    /// Where wshub is the client (Redis, proxies): the CAs that sign the server's certificate.
+    pub server_ca_pem: String,
+    pub insecure_skip_verify: bool,
+    pub server_name: String,
+    /// wshub's earlier names for `cert_pem` / `key_pem` (paths only), still read.
     pub cert_pem_file: String,
     pub key_pem_file: String,
+}
+
+impl Tls {
+    /// `cert_pem`, or the earlier `cert_pem_file`.
+    pub fn cert(&self) -> &str {
+        if self.cert_pem.is_empty() {
+            &self.cert_pem_file
+        } else {
+            &self.cert_pem
+        }
+    }
+
+    /// `key_pem`, or the earlier `key_pem_file`.
+    pub fn key(&self) -> &str {
+        if self.key_pem.is_empty() {
+            &self.key_pem_file
+        } else {
+            &self.key_pem
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

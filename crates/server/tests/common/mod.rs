@@ -47,6 +47,7 @@ impl TestServer {
             write_timeout: None,
             metrics: false,
             tls: None,
+            h2c: false,
             admin: None,
             emulation: Default::default(),
         })
