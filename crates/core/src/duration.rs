@@ -90,7 +90,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     match Repr::deserialize(d)? {
         Repr::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        Repr::N(n) if n == 0.0 => Ok(Duration::ZERO),
+        Repr::N(0.0) => Ok(Duration::ZERO),
         Repr::N(n) if n > 0.0 && n < SMALLEST_NUMBER_NS => Err(serde::de::Error::custom(format!(
             "{n} is read as nanoseconds, as Centrifugo v6 reads a number; write a string such as \"{n}s\" (or \"{n}ms\")"
         ))),
