@@ -3,7 +3,7 @@
 //!
 //! The page is three files built into the binary (no CDN, no Node at run time). Every call
 //! it makes is `POST /admin/api/<method>`, answered by the same code as `POST /api/<method>`
-//! ([`crate::http`]): the page adds no second implementation of anything, and the API key
+//! ([`crate::http`]'s `api` handler): the page adds no second implementation of anything, and the API key
 //! never reaches the browser.
 //!
 //! A session is a cookie holding its expiry and an HMAC-SHA256 of it under `admin.secret`:

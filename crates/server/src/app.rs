@@ -13,7 +13,7 @@ use wshub_websocket::DeflateConfig;
 use crate::client::ClientHandler;
 use crate::cluster::Cluster;
 use crate::config::{to_node_config, Config, LoadError};
-use crate::http::{Admission, ApiConfig, ServerConfig};
+use crate::state::{Admission, ApiConfig, ServerConfig};
 use wshub_core::cluster::NodeControl;
 
 /// The subprotocol that selects the Protobuf format.
@@ -85,10 +85,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let (endpoints, internal) = crate::endpoints::plan(config)?;
     // The unidirectional endpoint at its configured path (the factory sees the request's).
     let uni_path = endpoints.uni_websocket.clone();
-    let handler: crate::http::HandlerFactory = Arc::new(move |accepted, uri, headers| {
+    let handler: crate::state::HandlerFactory = Arc::new(move |accepted, uri, headers| {
         if uni_path.as_deref() == Some(uri.path()) {
             let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
-            h.set_request_headers(crate::http::forwarded_headers(&forwarded, headers));
+            h.set_request_headers(crate::transports::forwarded_headers(&forwarded, headers));
             return Box::new(h);
         }
         let protobuf = accepted.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL)
@@ -97,7 +97,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
                 .is_some_and(|q| q.split('&').any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf"));
         let format = if protobuf { Format::Protobuf } else { Format::Json };
         let mut h = ClientHandler::new(factory_node.clone(), format, accepted.deflate, queue);
-        h.set_request_headers(crate::http::forwarded_headers(&forwarded, headers));
+        h.set_request_headers(crate::transports::forwarded_headers(&forwarded, headers));
         Box::new(h)
     });
     let ws = &config.websocket;
@@ -109,7 +109,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let server = ServerConfig {
         endpoints,
         internal: match internal {
-            Some((addr, endpoints)) => Some(crate::http::InternalListener {
+            Some((addr, endpoints)) => Some(crate::state::InternalListener {
                 addr,
                 endpoints,
                 tls: match &hs.internal_tls {
@@ -159,7 +159,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         metrics: config.prometheus.enabled,
         tls: main_tls,
         h2c: hs.h2c_external,
-        emulation: crate::http::EmulationConfig {
+        emulation: crate::state::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,
             uni_http_stream: config.uni_http_stream.enabled,

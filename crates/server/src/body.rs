@@ -17,7 +17,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use crate::http::Body;
+use crate::response::Body;
+
+/// The setting named in a 408's body (besides `/api`'s own).
+pub(crate) const READ_TIMEOUT_KEY: &str = "http_server.read_timeout";
 
 /// Why a body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use wshub_core::hub::Control;
 use wshub_core::node::Node;
 use wshub_protocol::codes::disconnect::SHUTDOWN;
 
-use crate::http::Shared;
+use crate::state::Shared;
 
 /// Batches a drain is split into (fewer when there are fewer clients).
 const BATCHES: usize = 20;

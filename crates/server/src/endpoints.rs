@@ -9,17 +9,23 @@
 //! beside health and the landing page `GET /` beside the clients.
 //!
 //! The rest of the server matches requests against fixed, canonical paths
-//! ([`crate::app::WS_PATH`], [`crate::http::SSE_PATH`], `/admin/…`): a configured path is
+//! ([`crate::app::WS_PATH`], [`SSE_PATH`], `/admin/…`): a configured path is
 //! translated to its canonical one here, once per request, so that nothing else needs to
 //! know the configuration's paths.
 
 use std::net::SocketAddr;
 
 use crate::config::{Config, LoadError};
-use crate::http::{EMULATION_PATH, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH, UNI_SSE_PATH};
 
 /// The admin page's canonical prefix (the page's own files name it).
 pub const ADMIN_PATH: &str = "/admin";
+
+/// The HTTP transports' endpoints (Centrifugo's paths).
+pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
+pub const SSE_PATH: &str = "/connection/sse";
+pub const EMULATION_PATH: &str = "/emulation";
+pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
+pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
 
 /// What one listener serves, and where. `None`: not on this listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 //! feed bytes in, drain events, write, wait for readiness or a deadline.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod body;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod drain;
 pub mod driver;
 pub mod echo;
@@ -26,10 +28,12 @@ pub mod metrics;
 pub mod proxy;
 pub mod rawstream;
 pub mod reload;
+pub mod response;
+pub mod state;
 pub mod tls;
 pub mod tls_stream;
 pub mod transports;
 
 pub use driver::{Handler, Outcome};
-pub use http::{ApiConfig, ServerConfig, Shared};
 pub use listener::{bind, bind_internal, serve};
+pub use state::{ApiConfig, ServerConfig, Shared};

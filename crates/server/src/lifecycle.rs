@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use wshub_core::node::Node;
 
-use crate::http::Shared;
+use crate::state::Shared;
 
 /// What a node's drain needs (`shutdown.*`).
 #[derive(Clone)]
@@ -34,42 +34,6 @@ const DEADLINE_SHARE: f64 = 0.9;
 /// How often the engine is asked whether it answers (for `/ready`).
 const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Jobs a delivery task runs before it lets other tasks of its thread go (a publication to
-/// 10,000 subscribers is a few milliseconds of work).
-const DELIVERY_BATCH: usize = 4;
-
-/// Starts the tasks that deliver the broker's events to this node's subscribers
-/// ([`wshub_core::delivery`]), one per queue, once per node (later calls do nothing).
-/// Must be called inside a runtime.
-pub fn start_delivery(node: &Arc<Node>) {
-    let wake: Arc<Vec<tokio::sync::Notify>> = Arc::new((0..wshub_core::delivery::QUEUES).map(|_| tokio::sync::Notify::new()).collect());
-    let w = wake.clone();
-    if !node.deliveries.set_waker(Arc::new(move |i| {
-        if let Some(n) = w.get(i) {
-            n.notify_one()
-        }
-    })) {
-        return;
-    }
-    for i in 0..wshub_core::delivery::QUEUES {
-        // A weak reference: the tasks end with the node's last user instead of keeping it.
-        let (deliveries, wake) = (Arc::downgrade(&node.deliveries), wake.clone());
-        tokio::spawn(async move {
-            loop {
-                wake[i].notified().await;
-                loop {
-                    let Some(d) = deliveries.upgrade() else { return };
-                    if !d.run_queue(i, DELIVERY_BATCH) {
-                        break;
-                    }
-                    drop(d);
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-    }
-}
-
 /// Serves `listener` (and `internal`, the internal port's listener of
 /// [`crate::listener::bind_internal`]) until `shutdown` completes, then drains (when a node
 /// runs) with the listeners still answering, and returns once they have stopped listening.
@@ -82,10 +46,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> usize {
     if let Some(api) = &shared.config.api {
-        // Node discovery and delivery run while the server does (once: `Shared::new` starts
-        // them too when called inside a runtime).
-        api.cluster.start();
-        start_delivery(&api.node);
+        // Once: `Shared::new` starts them too when called inside a runtime.
+        api.start_tasks();
     }
     let watch = drain.as_ref().map(|d| tokio::spawn(watch_engine(d.node.clone(), shared.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

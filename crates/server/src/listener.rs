@@ -11,7 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::endpoints::Endpoints;
-use crate::http::{handle, Shared};
+use crate::http::handle;
+use crate::state::Shared;
 
 /// Binds the listening socket. `[::]` (an empty `http_server.address`: every interface) on a
 /// host without IPv6 is `0.0.0.0`, as Go's `:port` that Centrifugo binds.

@@ -5,6 +5,9 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use wshub_core::node::Node;
+
+use crate::cluster::Cluster;
 
 pub mod centrifugo;
 mod process;
@@ -148,17 +151,19 @@ fn describe() {
 }
 
 /// The text of `GET /metrics`.
-pub fn render(shared: &crate::http::Shared) -> String {
-    metrics::gauge!("wshub_connections").set(shared.connections() as f64);
-    if let Some(api) = &shared.config.api {
-        let n = &api.node;
+/// `api`: the node and its cluster, when a node runs.
+pub fn render(connections: usize, api: Option<(&Node, &Cluster)>) -> String {
+    metrics::gauge!("wshub_connections").set(connections as f64);
+    if let Some((n, _)) = api {
         metrics::gauge!("wshub_clients").set(n.num_clients() as f64);
         metrics::gauge!("wshub_users").set(n.num_users() as f64);
         metrics::gauge!("wshub_subscriptions").set(n.hub.num_subscriptions() as f64);
         metrics::gauge!("wshub_channels").set(n.hub.channels().len() as f64);
     }
     metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
-    centrifugo::set_gauges(shared);
+    if let Some((node, cluster)) = api {
+        centrifugo::set_gauges(node, cluster);
+    }
     let mut text = handle().map(|h| h.render()).unwrap_or_default();
     text.push_str(&process::render());
     text

@@ -4,7 +4,7 @@
 //! buffers (8 KiB each) and two tasks, ten times a WebSocket's idle memory (BENCHMARKS.md).
 //! A plain-TCP connection whose first request is one of these endpoints is therefore read
 //! here (httparse, as the WebSocket handshake is), answered with the same code as the hyper
-//! path (`crate::http::open_stream`), and its chunked body written straight to the socket.
+//! path (`crate::transports::open_stream`), and its chunked body written straight to the socket.
 //! Anything else, a request that arrives in pieces too small to tell, a kept-alive
 //! connection's later requests and TLS stay with hyper.
 
@@ -17,8 +17,12 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::admission::{add_cors, check_origin};
 use crate::endpoints::Endpoints;
-use crate::http::{add_cors, check_origin, open_stream, stream_headers, Body, Shared, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH};
+use crate::endpoints::{HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH};
+use crate::response::Body;
+use crate::state::Shared;
+use crate::transports::{open_stream, stream_headers};
 
 /// Largest request head read here.
 const MAX_HEAD: usize = 16 * 1024;
@@ -192,7 +196,7 @@ async fn read_request(
         Err(_) => return Err(plain(http::StatusCode::REQUEST_TIMEOUT, "request not received in time")),
     };
     use crate::body::BodyError;
-    let refuse = |e: BodyError| e.response(crate::http::READ_TIMEOUT_KEY);
+    let refuse = |e: BodyError| e.response(crate::body::READ_TIMEOUT_KEY);
     if content_length > max_body {
         return Err(refuse(BodyError::TooLarge));
     }

@@ -1,9 +1,9 @@
 //! The HTTP transports through hyper: `/connection/http_stream`, `/connection/sse`, the
-//! unidirectional ones, `/emulation`, their CORS and `Origin` checks.
+//! unidirectional ones, `/emulation`.
 //!
-//! Split from `crate::http` (the listener's routing, the upgrade and the API), which
-//! dispatches here; `crate::rawstream` serves the same streaming endpoints outside hyper
-//! with the functions below.
+//! [`crate::http`]'s route table dispatches here; `crate::rawstream` serves the same
+//! streaming endpoints outside hyper with the functions below. Their `Origin` checks and
+//! CORS answers are [`crate::admission`]'s.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,29 +14,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use wshub_protocol::Format;
-use wshub_websocket::handshake::OriginPolicy;
 
-use crate::http::{full, refuse_origin, text, Body, Shared, READ_TIMEOUT_KEY};
-
-/// The HTTP transports' endpoints (Centrifugo's paths).
-pub const HTTP_STREAM_PATH: &str = "/connection/http_stream";
-pub const SSE_PATH: &str = "/connection/sse";
-pub const EMULATION_PATH: &str = "/emulation";
-pub const UNI_HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
-pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
-
-/// The CORS headers of an answer to `origin` (allowed): the origin itself, and credentials
-/// only for origins listed by name (or the same host), never for `*`.
-fn cors_headers(r: &mut Response<Body>, origin: &str, policy: &OriginPolicy) {
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(origin) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        if !matches!(policy, OriginPolicy::Any) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        }
-    }
-}
+use crate::admission::{add_cors, check_origin, preflight};
+use crate::body::READ_TIMEOUT_KEY;
+use crate::endpoints::{EMULATION_PATH, HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH, UNI_SSE_PATH};
+use crate::response::{empty_body, text, Body};
+use crate::state::Shared;
 
 /// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
 fn form_decode(v: &str) -> Option<Vec<u8>> {
@@ -78,38 +61,6 @@ fn body_format(headers: &http::HeaderMap) -> Format {
     }
 }
 
-/// Checks a request's `Origin` for the HTTP transports: `Err` is the 403 to answer.
-// The refusal is a whole response, built at most once per request: boxing it would only
-// add an allocation.
-#[allow(clippy::result_large_err)]
-pub(crate) fn check_origin(
-    headers: &http::HeaderMap,
-    shared: &Shared,
-    path: &str,
-    peer: SocketAddr,
-) -> Result<Option<String>, Response<Body>> {
-    let policy = &shared.config.handshake.origins;
-    let Some(o) = headers
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    else {
-        return Ok(None);
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if policy.allows(&o, host) {
-        return Ok(Some(o));
-    }
-    metrics::counter!("wshub_handshake_refusals_total", "reason" => "origin").increment(1);
-    Err(refuse_origin(headers, shared, path, peer))
-}
-
-/// Adds the CORS headers of an allowed `origin` (none without one).
-pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Shared) {
-    if let Some(o) = origin {
-        cors_headers(r, o, &shared.config.handshake.origins);
-    }
-}
-
 /// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
 /// through hyper (the streaming endpoints usually come through
 /// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
@@ -147,20 +98,6 @@ pub(crate) async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>
         }
     };
     add_cors(&mut r, origin.as_deref(), shared);
-    r
-}
-
-/// A CORS preflight (the origin was checked before).
-fn preflight(headers: &http::HeaderMap) -> Response<Body> {
-    let mut r = empty_body(StatusCode::NO_CONTENT);
-    let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        asked.unwrap_or_else(|| HeaderValue::from_static("Content-Type")),
-    );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     r
 }
 
@@ -284,7 +221,7 @@ pub(crate) async fn open_stream(
     if connect.is_empty() || connect.iter().all(u8::is_ascii_whitespace) {
         return Err(text(StatusCode::BAD_REQUEST, "no connect command"));
     }
-    if let Err((status, reason)) = shared.admit(peer.ip()).await {
+    if let Err((status, reason)) = crate::admission::admit(shared, peer.ip()).await {
         return Err(text(status, reason));
     }
     shared.connections.fetch_add(1, Ordering::Relaxed);
@@ -313,10 +250,4 @@ pub(crate) async fn open_stream(
         (_, Format::Protobuf) => "application/octet-stream",
     };
     Ok((body, content_type))
-}
-
-fn empty_body(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = status;
-    r
 }

@@ -144,16 +144,14 @@ pub(super) fn precreate() {
 }
 
 /// The gauges, read at scrape time like wshub's.
-pub(super) fn set_gauges(shared: &crate::http::Shared) {
-    let Some(api) = &shared.config.api else { return };
-    let n = &api.node;
+pub(super) fn set_gauges(n: &wshub_core::node::Node, cluster: &crate::cluster::Cluster) {
     metrics::gauge!("centrifugo_node_num_clients").set(n.num_clients() as f64);
     metrics::gauge!("centrifugo_node_num_users").set(n.num_users() as f64);
     let subscriptions = n.hub.num_subscriptions() as f64;
     metrics::gauge!("centrifugo_node_num_subscriptions").set(subscriptions);
     metrics::gauge!("centrifugo_client_subscriptions_inflight", "client_name" => "").set(subscriptions);
     metrics::gauge!("centrifugo_node_num_channels").set(n.hub.channels().len() as f64);
-    metrics::gauge!("centrifugo_node_num_nodes").set(api.cluster.nodes().len() as f64);
+    metrics::gauge!("centrifugo_node_num_nodes").set(cluster.nodes().len() as f64);
     // The configured proxies' error counters at 0 (idempotent): the node is built before
     // the recorder is installed, so this is done here rather than at start.
     for e in n.proxies.all() {
