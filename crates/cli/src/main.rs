@@ -418,6 +418,7 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
                 admission: Default::default(),
                 write_timeout: None,
                 metrics: false,
+                instrument_http: false,
                 tls: None,
                 h2c: false,
                 admin: None,

@@ -338,3 +338,66 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         "{body}"
     );
 }
+
+/// `prometheus.instrument_http_handlers` and `prometheus.recovered_publications_histogram`:
+/// requests counted by route (never by the raw path a client chose), and a recovery of two
+/// publications recorded in the histogram; the proxy's in-flight gauge is back at 0.
+#[tokio::test]
+async fn prometheus_options_count_requests_by_route_and_recovered_publications() {
+    let dir = temp_dir("cmetrics-options");
+    let mut cfg = config();
+    cfg["prometheus"] = json!({"instrument_http_handlers": true, "recovered_publications_histogram": true});
+    let node = Node::start(&dir, &cfg, free_port()).await;
+    for n in [1, 2] {
+        let (status, answer) = api(node.port, "publish", &json!({"channel": "news", "data": {"n": n}}))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer) = api(node.port, "history", &json!({"channel": "news", "limit": 0})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let epoch = answer["result"]["epoch"].as_str().unwrap().to_string();
+    let (status, _) = http(node.port, "GET", "/made/up/path", "", "").await.unwrap();
+    assert_eq!(status, 404);
+
+    let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+    let mut c = wshub_testkit::ws::Client::connect(addr, "/connection/websocket", &[], None).await;
+    let token = wshub_testkit::token("s", &json!({"sub": "u1"}));
+    let connect = json!({"id": 1, "connect": {"token": token}}).to_string();
+    c.send(MessageKind::Text, connect.as_bytes()).await;
+    message_with(&mut c, "\"id\":1").await;
+    let sub = json!({"id": 2, "subscribe": {"channel": "news", "recover": true, "epoch": epoch, "offset": 0}});
+    c.send(MessageKind::Text, sub.to_string().as_bytes()).await;
+    let reply = message_with(&mut c, "\"id\":2").await;
+    assert!(reply.contains("\"recovered\":true"), "{reply}");
+
+    let body = scrape(node.port).await;
+    let recovered = "centrifugo_client_recovered_publications";
+    assert_eq!(sum(&body, &format!("{recovered}_count"), &[]), 1.0, "{body}");
+    assert_eq!(sum(&body, &format!("{recovered}_sum"), &[]), 2.0, "{body}");
+    assert_eq!(sum(&body, &format!("{recovered}_bucket"), &["le=\"1\""]), 0.0, "{body}");
+    assert_eq!(sum(&body, &format!("{recovered}_bucket"), &["le=\"2\""]), 1.0, "{body}");
+    let requests = "centrifugo_node_incoming_http_requests_total";
+    let api_ok: &[&str] = &["path=\"/api/\"", "method=\"POST\"", "status=\"200\""];
+    assert_eq!(sum(&body, requests, api_ok), 3.0, "{body}");
+    assert_eq!(sum(&body, requests, &["path=\"other\"", "status=\"404\""]), 1.0, "{body}");
+    assert!(!body.contains("/made/up/path"), "a client's path became a label:\n{body}");
+    assert_eq!(
+        sum(
+            &body,
+            requests,
+            &["path=\"/connection/websocket\"", "method=\"GET\"", "status=\"101\""]
+        ),
+        1.0,
+        "{body}"
+    );
+    let inflight = "centrifugo_proxy_inflight_requests{protocol=\"http\",type=\"publish\",name=\"default\"}";
+    assert_eq!(value(&body, inflight), Some(0.0), "{body}");
+    // Off by default: neither series without the options.
+    let plain = Node::start(&temp_dir("cmetrics-options-off"), &config(), free_port()).await;
+    let body = scrape(plain.port).await;
+    assert!(
+        !has_family(&body, requests) && !has_family(&body, &format!("{recovered}_count")),
+        "{body}"
+    );
+}

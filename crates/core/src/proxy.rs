@@ -519,11 +519,13 @@ pub async fn call<R: DeserializeOwned>(
         .cloned()
         .collect();
     let started = Instant::now();
+    let inflight = crate::series::ProxyInflight::start(kind, &endpoint.name);
     let r = transport
         .post(endpoint, &headers, body)
         .await
         .and_then(|b| serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string())));
     let took = started.elapsed();
+    drop(inflight);
     let answer = match r {
         Err(f) => {
             tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");

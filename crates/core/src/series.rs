@@ -12,6 +12,7 @@
 //! dashboard's latency panels read). The server's exporter decides which name is which
 //! (`wshub_server::metrics`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Centrifugo's `node_messages_*_count{type}` values, pre-created at 0 at start.
@@ -31,16 +32,28 @@ pub fn subscription_accepted() {
     metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(1);
 }
 
+/// Whether `client_recovered_publications` is exported (`prometheus.recovered_publications_histogram`).
+static RECOVERED_HISTOGRAM: AtomicBool = AtomicBool::new(false);
+
+/// Turns `centrifugo_client_recovered_publications` on, as Centrifugo's option does.
+pub fn enable_recovered_publications_histogram() {
+    RECOVERED_HISTOGRAM.store(true, Ordering::Relaxed);
+}
+
 /// A subscription that asked to recover from a stream position, and whether it did:
-/// Centrifugo's `client_recover{recovered,has_recovered_publications}` ("yes"/"no").
-pub fn recover(recovered: bool, has_publications: bool) {
+/// Centrifugo's `client_recover{recovered,has_recovered_publications}` ("yes"/"no"), and
+/// with the option, `client_recovered_publications` (how many a recovery brought).
+pub fn recover(recovered: bool, publications: usize) {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     metrics::counter!(
         "centrifugo_client_recover",
         "recovered" => yes_no(recovered),
-        "has_recovered_publications" => yes_no(has_publications)
+        "has_recovered_publications" => yes_no(publications > 0)
     )
     .increment(1);
+    if recovered && RECOVERED_HISTOGRAM.load(Ordering::Relaxed) {
+        metrics::histogram!("centrifugo_client_recovered_publications", "channel_namespace" => "").record(publications as f64);
+    }
 }
 
 /// A client's pong, `took` after the server's ping: Centrifugo's
@@ -75,6 +88,28 @@ pub fn broker_message_received(kind: &'static str) {
     metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(1);
 }
 
+/// A proxy request in flight (`proxy_inflight_requests{protocol,type,name}`) until dropped.
+pub struct ProxyInflight(metrics::Gauge);
+
+impl ProxyInflight {
+    pub fn start(kind: &'static str, name: &str) -> Self {
+        let g = metrics::gauge!(
+            "centrifugo_proxy_inflight_requests",
+            "protocol" => "http",
+            "type" => kind,
+            "name" => name.to_string()
+        );
+        g.increment(1.0);
+        ProxyInflight(g)
+    }
+}
+
+impl Drop for ProxyInflight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// One backend proxy call and its outcome (`ok`, `error`, `disconnect` are answers;
 /// the others are failures, Centrifugo's `proxy_errors`).
 pub fn proxy_call(kind: &'static str, name: &str, took: Duration, outcome: &'static str) {
@@ -102,6 +137,7 @@ pub fn proxy_endpoint(kind: &'static str, name: &str) {
         ("name", name.to_string()),
     ];
     metrics::counter!("centrifugo_proxy_errors", &labels).increment(0);
+    metrics::gauge!("centrifugo_proxy_inflight_requests", &labels).set(0.0);
     // Registered without a sample: the summary shows `_count 0`.
     let _ = metrics::histogram!("centrifugo_proxy_duration_seconds", &labels);
     let _ = metrics::histogram!("centrifugo_proxy_duration_seconds_histogram", &labels);

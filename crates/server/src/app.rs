@@ -25,6 +25,9 @@ pub const UNI_WS_PATH: &str = "/connection/uni_websocket";
 
 /// The node and the listener settings for `config`.
 pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
+    if config.prometheus.recovered_publications_histogram {
+        wshub_core::series::enable_recovered_publications_histogram();
+    }
     // One engine object is both the broker (publications, history, presence) and the node
     // control channel between nodes.
     let (engine, control): (Arc<dyn wshub_core::engine::Engine>, Arc<dyn NodeControl>) = match config.engine.r#type.as_str() {
@@ -157,6 +160,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         },
         write_timeout: (!ws.write_timeout.is_zero()).then_some(ws.write_timeout),
         metrics: config.prometheus.enabled,
+        instrument_http: config.prometheus.enabled && config.prometheus.instrument_http_handlers,
         tls: main_tls,
         h2c: hs.h2c_external,
         emulation: crate::state::EmulationConfig {

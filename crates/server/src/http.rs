@@ -34,11 +34,33 @@ pub async fn handle(
     endpoints: Arc<Endpoints>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let instrumented = shared
+        .config
+        .instrument_http
+        .then(|| (route_label(&endpoints, req.uri().path()), req.method().clone()));
     let mut r = answer(req, &shared, &endpoints, peer).await;
+    if let Some((route, method)) = instrumented {
+        crate::metrics::centrifugo::http_request(route, method.as_str(), r.status().as_u16());
+    }
     if !shared.is_ready() && r.status() != StatusCode::SWITCHING_PROTOCOLS {
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(r)
+}
+
+/// The route a request took, for `centrifugo_node_incoming_http_requests_total`: a
+/// configured path or prefix, never the raw path (admin and API paths are open-ended, and
+/// a label per path a client invents would grow without bound), `other` for the rest.
+fn route_label(endpoints: &Endpoints, path: &str) -> String {
+    match endpoints.route(path) {
+        Route::Api(_) => format!("{}/", endpoints.api.as_deref().unwrap_or_default().trim_end_matches('/')),
+        Route::Admin(_) => format!("{}/", endpoints.admin.as_deref().unwrap_or_default().trim_end_matches('/')),
+        Route::NotFound => "other".to_string(),
+        // The echo server upgrades on any path.
+        Route::WebSocket if endpoints.websocket.as_deref() != Some(path) => "other".to_string(),
+        // Exact matches of configured paths: as many as there are endpoints.
+        _ => path.to_string(),
+    }
 }
 
 async fn answer(req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoints, peer: SocketAddr) -> Response<Body> {

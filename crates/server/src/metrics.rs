@@ -62,6 +62,11 @@ fn precreate() {
     centrifugo::precreate();
 }
 
+/// centrifuge's buckets of `client_recovered_publications` (a count, not a duration).
+const RECOVERED_BUCKETS: [f64; 15] = [
+    0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
 /// Installs the process-wide recorder (once; later calls reuse it).
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
@@ -96,6 +101,9 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                         Matcher::Full("centrifugo_proxy_duration_seconds_histogram".into()),
                         &GO_DEFAULT_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("centrifugo_client_recovered_publications".into()), &RECOVERED_BUCKETS)
                 })
                 .and_then(|b| b.set_quantiles(&[0.5, 0.99, 0.999]))
                 .and_then(|b| b.install_recorder());

@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub write_timeout: Option<Duration>,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// Count requests by route, method and status (`prometheus.instrument_http_handlers`).
+    pub instrument_http: bool,
     /// Serve TLS (`wss://`, `https://`).
     pub tls: Option<crate::tls::TlsAcceptor>,
     /// HTTP/2 without TLS beside HTTP/1.1 on the main listener (`http_server.h2c_external`).

@@ -219,7 +219,7 @@ impl Session {
                 }
             };
             if result.was_recovering {
-                crate::series::recover(result.recovered, !publications.is_empty());
+                crate::series::recover(result.recovered, publications.len());
             }
             if result.was_recovering && !result.recovered && strict_recovery {
                 self.release(ch, opts, false).await;

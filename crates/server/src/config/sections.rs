@@ -255,6 +255,12 @@ pub struct Prometheus {
     /// On by default in wshub (off in Centrifugo).
     pub enabled: bool,
     pub handler_prefix: String,
+    /// Count every HTTP request by route, method and status
+    /// (`centrifugo_node_incoming_http_requests_total`), as Centrifugo's option does.
+    pub instrument_http_handlers: bool,
+    /// Export `centrifugo_client_recovered_publications`, how many publications each
+    /// successful recovery brought.
+    pub recovered_publications_histogram: bool,
 }
 
 impl Default for Prometheus {
@@ -262,6 +268,8 @@ impl Default for Prometheus {
         Prometheus {
             enabled: true,
             handler_prefix: "/metrics".into(),
+            instrument_http_handlers: false,
+            recovered_publications_histogram: false,
         }
     }
 }

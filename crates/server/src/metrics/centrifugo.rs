@@ -8,7 +8,7 @@
 //! `client_name`/`client_version` values,
 //! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
-//! `api_command_errors_total`, `proxy_inflight_requests`,
+//! `api_command_errors_total`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
 
 use std::time::Duration;
@@ -74,6 +74,12 @@ pub(super) fn describe() {
         "centrifugo_client_subscriptions_inflight",
         "Number of inflight client subscriptions."
     );
+    describe_histogram!(
+        "centrifugo_client_recovered_publications",
+        "Number of publications recovered during subscription recovery."
+    );
+    describe_gauge!("centrifugo_proxy_inflight_requests", "Number of inflight proxy requests.");
+    describe_counter!("centrifugo_node_incoming_http_requests_total", "Number of incoming HTTP requests");
     describe_counter!(
         "centrifugo_transport_outgoing_close_count",
         "Number of close frames sent to clients, by transport and code."
@@ -264,6 +270,18 @@ pub fn transport_sent(transport: &str, frames: u64, bytes: usize) {
         t.sent.increment(frames);
         t.sent_size.increment(bytes as u64);
     }
+}
+
+/// One HTTP request, with `prometheus.instrument_http_handlers`:
+/// `node_incoming_http_requests_total{path,method,status}` (`path`: the route).
+pub fn http_request(route: String, method: &str, status: u16) {
+    metrics::counter!(
+        "centrifugo_node_incoming_http_requests_total",
+        "path" => route,
+        "method" => method.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
 }
 
 /// One HTTP API call: `wshub_api_calls_total{method,status}` and Centrifugo's

@@ -46,6 +46,7 @@ impl TestServer {
             admission: Default::default(),
             write_timeout: None,
             metrics: false,
+            instrument_http: false,
             tls: None,
             h2c: false,
             admin: None,
