@@ -359,6 +359,11 @@ async fn prometheus_options_count_requests_by_route_and_recovered_publications()
     let epoch = answer["result"]["epoch"].as_str().unwrap().to_string();
     let (status, _) = http(node.port, "GET", "/made/up/path", "", "").await.unwrap();
     assert_eq!(status, 404);
+    // Two API errors: a publish without data (107), a method that does not exist (104).
+    let (_, answer) = api(node.port, "publish", &json!({"channel": "news"})).await.unwrap();
+    assert_eq!(answer["error"]["code"], 107, "{answer}");
+    let (_, answer) = api(node.port, "no_such_method", &json!({})).await.unwrap();
+    assert_eq!(answer["error"]["code"], 104, "{answer}");
 
     let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
     let mut c = wshub_testkit::ws::Client::connect(addr, "/connection/websocket", &[], None).await;
@@ -379,7 +384,12 @@ async fn prometheus_options_count_requests_by_route_and_recovered_publications()
     assert_eq!(sum(&body, &format!("{recovered}_bucket"), &["le=\"2\""]), 1.0, "{body}");
     let requests = "centrifugo_node_incoming_http_requests_total";
     let api_ok: &[&str] = &["path=\"/api/\"", "method=\"POST\"", "status=\"200\""];
-    assert_eq!(sum(&body, requests, api_ok), 3.0, "{body}");
+    assert_eq!(sum(&body, requests, api_ok), 5.0, "{body}");
+    let errors = "centrifugo_api_command_errors_total";
+    let publish_107: &[&str] = &["protocol=\"http\"", "method=\"publish\"", "error=\"107\""];
+    assert_eq!(sum(&body, errors, publish_107), 1.0, "{body}");
+    assert_eq!(sum(&body, errors, &["method=\"unknown\"", "error=\"104\""]), 1.0, "{body}");
+    assert!(!body.contains("no_such_method"), "{body}");
     assert_eq!(sum(&body, requests, &["path=\"other\"", "status=\"404\""]), 1.0, "{body}");
     assert!(!body.contains("/made/up/path"), "a client's path became a label:\n{body}");
     assert_eq!(

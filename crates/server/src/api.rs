@@ -539,7 +539,10 @@ pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
         };
         replies.push(match r {
             Ok(v) => json!({ method: v }),
-            Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+            Err(e) => {
+                crate::metrics::centrifugo::api_error(&method, e.code);
+                json!({"error": {"code": e.code, "message": e.message}})
+            }
         });
     }
     json!({"replies": replies})

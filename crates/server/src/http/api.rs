@@ -71,17 +71,17 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
         Err(RequestError::NotJson(e)) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-        Err(RequestError::Api(e)) => return json_response(&crate::api::envelope(Err(e))),
+        Err(RequestError::Api(e)) => return json_response(&answer(method, Err(e))),
     };
     drop(body);
     // Shared from the drain check to the publication's delivery; see `Shared::start_drain`.
     let _gate = if api.refuse_publish_while_draining && request.publishes() {
         let gate = shared.publish_gate.read().await;
         if !shared.is_ready() {
-            let mut r = json_response(&crate::api::envelope(Err(ApiError::new(
-                wshub_protocol::codes::error::NOT_AVAILABLE,
-                DRAINING_PUBLISH,
-            ))));
+            let mut r = json_response(&answer(
+                method,
+                Err(ApiError::new(wshub_protocol::codes::error::NOT_AVAILABLE, DRAINING_PUBLISH)),
+            ));
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             return r;
         }
@@ -92,8 +92,17 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
         ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
-        r => json_response(&crate::api::envelope(crate::api::call(&api.cluster, r).await)),
+        r => json_response(&answer(method, crate::api::call(&api.cluster, r).await)),
     }
+}
+
+/// The body of a call's answer; an error is counted in Centrifugo's
+/// `api_command_errors_total{protocol="http",method,error}`.
+fn answer(method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
+    if let Err(e) = &r {
+        crate::metrics::centrifugo::api_error(method, e.code);
+    }
+    crate::api::envelope(r)
 }
 
 /// The message of the 503 that a draining node on the memory engine answers publications.

@@ -8,7 +8,6 @@
 //! `client_name`/`client_version` values,
 //! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
-//! `api_command_errors_total`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
 
 use std::time::Duration;
@@ -79,6 +78,7 @@ pub(super) fn describe() {
         "Number of publications recovered during subscription recovery."
     );
     describe_gauge!("centrifugo_proxy_inflight_requests", "Number of inflight proxy requests.");
+    describe_counter!("centrifugo_api_command_errors_total", "Total errors in API commands.");
     describe_counter!("centrifugo_node_incoming_http_requests_total", "Number of incoming HTTP requests");
     describe_counter!(
         "centrifugo_transport_outgoing_close_count",
@@ -270,6 +270,19 @@ pub fn transport_sent(transport: &str, frames: u64, bytes: usize) {
         t.sent.increment(frames);
         t.sent_size.increment(bytes as u64);
     }
+}
+
+/// An API command that answered an error: `api_command_errors_total{protocol,method,error}`
+/// (`method` outside the API's methods is `unknown`, so a client cannot mint labels).
+pub fn api_error(method: &str, code: u32) {
+    let method = if crate::api::is_method(method) { method } else { "unknown" };
+    metrics::counter!(
+        "centrifugo_api_command_errors_total",
+        "protocol" => "http",
+        "method" => method.to_string(),
+        "error" => code.to_string()
+    )
+    .increment(1);
 }
 
 /// One HTTP request, with `prometheus.instrument_http_handlers`:
