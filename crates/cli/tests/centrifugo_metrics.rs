@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 29] = [
+const DASHBOARD_SERIES: [&str; 31] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -48,6 +48,8 @@ const DASHBOARD_SERIES: [&str; 29] = [
     "centrifugo_proxy_duration_seconds",
     "centrifugo_proxy_duration_seconds_histogram_bucket",
     "centrifugo_proxy_errors",
+    "centrifugo_proxy_inflight_requests",
+    "centrifugo_client_num_server_unsubscribes",
 ];
 
 /// A node whose channels' publications go through a publish proxy on a port where nothing
@@ -169,6 +171,10 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
             0.0,
         ),
         ("centrifugo_client_recover{recovered=\"no\",has_recovered_publications=\"no\"}", 0.0),
+        (
+            "centrifugo_client_num_server_unsubscribes{code=\"2000\",channel_namespace=\"\"}",
+            0.0,
+        ),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"refresh\",name=\"default\"}", 0.0),
         ("centrifugo_proxy_errors{protocol=\"http\",type=\"publish\",name=\"default\"}", 0.0),
         (
@@ -260,6 +266,11 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         }
     }
     c.send(MessageKind::Text, b"{}").await;
+    let (status, answer) = api(node.port, "unsubscribe", &json!({"user": "u1", "channel": "news"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    message_with(&mut c, "\"code\":2000").await;
     let (status, answer) = api(node.port, "disconnect", &json!({"user": "u1"})).await.unwrap();
     assert_eq!(status, 200, "{answer}");
     let code = c.expect_close().await;
@@ -282,8 +293,9 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 19] = [
+    let checks: [(&str, &[&str], f64); 20] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
+        ("centrifugo_client_num_server_unsubscribes", &["code=\"2000\""], 1.0),
         ("centrifugo_client_subscriptions_accepted", &[], 1.0),
         (
             "centrifugo_client_ping_pong_duration_seconds_count",

@@ -56,6 +56,17 @@ pub fn recover(recovered: bool, publications: usize) {
     }
 }
 
+/// A subscription the server ended with an unsubscribe push of `code`:
+/// `client_num_server_unsubscribes{code,channel_namespace}`.
+pub fn server_unsubscribe(code: u32) {
+    metrics::counter!(
+        "centrifugo_client_num_server_unsubscribes",
+        "code" => code.to_string(),
+        "channel_namespace" => ""
+    )
+    .increment(1);
+}
+
 /// A client's pong, `took` after the server's ping: Centrifugo's
 /// `client_ping_pong_duration_seconds{transport}`.
 pub fn ping_pong(transport: &'static str, took: Duration) {

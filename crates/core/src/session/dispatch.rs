@@ -245,6 +245,7 @@ impl Session {
             Control::Unsubscribe { channel } => {
                 if self.subs.contains_key(&channel) {
                     self.unsubscribe(&channel).await;
+                    crate::series::server_unsubscribe(2000);
                     out.reply(&Reply {
                         push: Some(Push {
                             channel,

@@ -152,6 +152,7 @@ impl Session {
         }
         for ch in expired {
             self.unsubscribe(&ch).await;
+            crate::series::server_unsubscribe(2501);
             out.reply(&Reply {
                 push: Some(Push {
                     channel: ch,

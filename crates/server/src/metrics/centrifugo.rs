@@ -6,7 +6,6 @@
 //!
 //! Not exported (no wshub counterpart yet): `frame_type` on the transport series, the
 //! `client_name`/`client_version` values,
-//! `client_num_server_unsubscribes`,
 //! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
 //! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
 
@@ -79,6 +78,10 @@ pub(super) fn describe() {
     );
     describe_gauge!("centrifugo_proxy_inflight_requests", "Number of inflight proxy requests.");
     describe_counter!("centrifugo_api_command_errors_total", "Total errors in API commands.");
+    describe_counter!(
+        "centrifugo_client_num_server_unsubscribes",
+        "Number of server initiated unsubscribes."
+    );
     describe_counter!("centrifugo_node_incoming_http_requests_total", "Number of incoming HTTP requests");
     describe_counter!(
         "centrifugo_transport_outgoing_close_count",
@@ -126,6 +129,10 @@ pub(super) fn precreate() {
     }
     metrics::counter!("centrifugo_client_subscriptions_accepted", "client_name" => "").increment(0);
     metrics::gauge!("centrifugo_client_subscriptions_inflight", "client_name" => "").set(0.0);
+    // The server's unsubscribe codes: by the API (2000) and at a subscription's expiry (2501).
+    for code in ["2000", "2501"] {
+        metrics::counter!("centrifugo_client_num_server_unsubscribes", "code" => code, "channel_namespace" => "").increment(0);
+    }
     for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
         metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(0);
         metrics::counter!("centrifugo_node_messages_received_count", "type" => kind).increment(0);
