@@ -2,9 +2,18 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::health::shard_name;
+use crate::pubsub::dispatch;
+use crate::shard::Epochs;
 use crate::testing::RedisServer;
 use recorder::Recorder;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
+use wshub_core::cluster::{ControlHandler, NodeControl};
+use wshub_core::engine::*;
+use wshub_protocol::{ClientInfo, Publication};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -486,16 +495,31 @@ fn bad_address_is_refused() {
 }
 
 #[test]
+fn pubsub_names_carry_their_channel() {
+    for cluster in [false, true] {
+        let names = crate::pubsub::Names {
+            prefix: "x".into(),
+            cluster,
+            control: "x.control".into(),
+        };
+        for ch in ["c", "a.b", "{weird}.name", ""] {
+            assert_eq!(names.channel_of(&names.client(ch)), Some(ch), "{cluster} {ch}");
+        }
+        assert_eq!(names.channel_of("other"), None);
+        assert_eq!(names.channel_of("x.control"), None);
+    }
+}
+
+#[test]
 fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
     let r = Recorder::default();
     let epochs = Epochs::default();
-    let d = |payload: &[u8]| dispatch("x.client.", &r, &epochs, "x.client.c", payload);
+    let d = |payload: &[u8]| dispatch(&r, &epochs, "c", payload);
     d(b"");
     d(b"p12");
     d(b"p12:e");
     d(b"pzz:e:\x01");
     d(b"j\xff\xff");
-    dispatch("x.client.", &r, &epochs, "other", b"p1:e:");
     assert!(r.got.lock().unwrap().is_empty());
     d(b"p7:e1:");
     assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 "]);
