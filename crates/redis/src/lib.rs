@@ -26,7 +26,7 @@ use crate::shard::Shard;
 /// Redis engine settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    /// The shards, a comma between each: each an address of [`address::parse`]'s forms.
     pub address: String,
     pub prefix: String,
     /// A presence entry not refreshed within this time is gone (a dead node's clients).
@@ -37,10 +37,13 @@ pub struct RedisConfig {
     /// Redis behind Sentinel: `address` is then unused; the master is asked of the
     /// sentinels at every (re)connection, so that a failover is followed.
     pub sentinel: Option<SentinelConfig>,
-    /// Redis Cluster seed nodes (`redis://host:port`): when not empty, `address` and
-    /// `sentinel` are unused, every key of a channel carries one hash tag (one slot per
-    /// channel) and pub/sub is sharded (`SSUBSCRIBE`/`SPUBLISH`).
+    /// Redis Clusters, one per shard, each item its seed nodes (`host:port`, a comma
+    /// between each), as Centrifugo's `cluster_address`: when not empty, `address` and
+    /// `sentinel` are unused. In a cluster every key of a channel carries one hash tag (one
+    /// slot per channel) and pub/sub is sharded (`SSUBSCRIBE`/`SPUBLISH`).
     pub cluster: Vec<String>,
+    /// How to connect, for every shard (an address URL may say its own).
+    pub connection: address::Connection,
     /// Codec for publication bodies of at least `compression_min_size` bytes, in history
     /// and pub/sub (`engine.redis.compression`).
     pub compression: Compression,
@@ -48,16 +51,72 @@ pub struct RedisConfig {
 }
 
 /// Where the sentinels are and which master they watch (Centrifugo's
-/// `engine.redis.sentinel_address`, `sentinel_master_name`, `sentinel_password`).
+/// `engine.redis.sentinel_address`, `sentinel_master_name`, `sentinel_user`,
+/// `sentinel_password`). The master's credentials are the connection's.
 #[derive(Debug, Clone, Default)]
 pub struct SentinelConfig {
-    /// `host:port` (or `redis://host:port`) of each sentinel.
+    /// One item per shard, each the `host:port` of its sentinels with a comma between each.
     pub addresses: Vec<String>,
     pub master_name: String,
-    /// The sentinels' password (empty: none).
+    /// The sentinels' ACL user and password (empty: none).
+    pub user: String,
     pub password: String,
-    /// The master's password (empty: none).
-    pub master_password: String,
+}
+
+impl RedisConfig {
+    /// The shards, as Centrifugo makes them: one per item of `cluster` if any, else one
+    /// per item of the sentinel addresses if any, else one per address.
+    pub fn shards(&self) -> Result<Vec<address::Shard>, RedisEngineError> {
+        let seeds = |item: &str| -> Result<Vec<(String, u16)>, String> {
+            let seeds = item
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(address::seed)
+                .collect::<Result<Vec<_>, _>>()?;
+            if seeds.is_empty() {
+                return Err("an empty item".into());
+            }
+            Ok(seeds)
+        };
+        let shard = |location| address::Shard {
+            location,
+            connection: self.connection.clone(),
+        };
+        let shards = if !self.cluster.is_empty() {
+            let mut out = Vec::new();
+            for item in &self.cluster {
+                out.push(shard(address::Location::Cluster(seeds(item).map_err(RedisEngineError::Cluster)?)));
+            }
+            out
+        } else if let Some(s) = self.sentinel.as_ref().filter(|s| !s.addresses.is_empty()) {
+            if s.master_name.is_empty() {
+                return Err(RedisEngineError::Sentinel(
+                    "sentinel_master_name must be set with sentinel_address".into(),
+                ));
+            }
+            let mut out = Vec::new();
+            for item in &s.addresses {
+                out.push(shard(address::Location::Sentinel {
+                    sentinels: seeds(item).map_err(RedisEngineError::Sentinel)?,
+                    master_name: s.master_name.clone(),
+                    user: s.user.clone(),
+                    password: s.password.clone(),
+                }));
+            }
+            out
+        } else {
+            let addresses = self.address.split(',').filter(|a| !a.trim().is_empty());
+            addresses
+                .map(|a| {
+                    address::parse(a, &self.connection).map_err(|e| RedisEngineError::Address(format!("{}: {e}", health::shard_name(a))))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if shards.is_empty() {
+            return Err(RedisEngineError::Address("no address".into()));
+        }
+        Ok(shards)
+    }
 }
 
 impl Default for RedisConfig {
@@ -69,6 +128,7 @@ impl Default for RedisConfig {
             canary_interval: DEFAULT_CANARY_INTERVAL,
             sentinel: None,
             cluster: Vec::new(),
+            connection: address::Connection::default(),
             compression: Compression::None,
             compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
         }
@@ -90,6 +150,8 @@ pub enum RedisEngineError {
     Sentinel(String),
     #[error("engine.redis.cluster_address: {0}")]
     Cluster(String),
+    #[error("engine.redis.tls: {0}")]
+    Tls(String),
 }
 
 /// The Redis engine: one shard per address of `engine.redis.address` (or one Sentinel
@@ -103,26 +165,14 @@ pub struct RedisEngine {
 }
 
 impl RedisEngine {
-    /// Checks the addresses; connections are made on first use (and remade when lost).
-    /// Several addresses (a comma between each) make independent shards.
+    /// Checks the addresses and TLS files; connections are made on first use (and remade
+    /// when lost). Several shards make independent Redis setups, each channel on one.
     pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
-        let addresses: Vec<String> = if cfg.sentinel.is_some() || !cfg.cluster.is_empty() {
-            vec![cfg.address.clone()]
-        } else {
-            cfg.address
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(String::from)
-                .collect()
-        };
-        if addresses.is_empty() {
-            return Err(RedisEngineError::Address("no address".into()));
-        }
-        let control = shard_index(&format!("{}.control", cfg.prefix), addresses.len());
-        let shards = addresses
+        let specs = cfg.shards()?;
+        let control = shard_index(&format!("{}.control", cfg.prefix), specs.len());
+        let shards = specs
             .into_iter()
-            .map(|address| Shard::new(RedisConfig { address, ..cfg.clone() }))
+            .map(|s| Shard::new(s, cfg.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RedisEngine { shards, control })
     }
@@ -186,6 +236,7 @@ pub(crate) fn fnv1a(key: &str) -> u64 {
     h
 }
 
+pub mod address;
 mod broker;
 mod control;
 mod health;

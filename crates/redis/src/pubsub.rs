@@ -18,7 +18,7 @@ use crate::compression;
 use crate::health::Canary;
 use crate::session::{Event, Session};
 use crate::shard::{internal, lock, Epochs};
-use crate::target::Target;
+use crate::target::Resolver;
 
 pub(crate) enum PubSubCmd {
     Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
@@ -73,8 +73,8 @@ fn report_down(canary: &Canary, handler: &dyn BrokerHandler, channels: &HashSet<
 /// (one for a single Redis), each through the connection to that master, outstanding until
 /// it comes back; pub/sub is up when none is late.
 pub(crate) async fn run(
-    target: Target,
-    names: Names,
+    target: Arc<Resolver>,
+    mut names: Names,
     handlers: Handlers,
     canary: Canary,
     epochs: Epochs,
@@ -92,7 +92,11 @@ pub(crate) async fn run(
             }
             keep
         });
-        let connect = Session::connect(&target, &names, &canary, &channels);
+        let connect = async {
+            let t = target.get().await?;
+            names.cluster = t.is_cluster();
+            Session::connect(t, &names, &canary, &channels).await
+        };
         let connected = tokio::time::timeout(canary.call_timeout(), connect)
             .await
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))));

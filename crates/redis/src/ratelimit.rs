@@ -44,12 +44,26 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Checks the address (`engine.redis.address`); connects on first use.
+    /// Checks the address (one of `engine.redis.address`'s forms); connects on first use.
     pub fn new(address: &str, prefix: &str) -> Result<Self, crate::RedisEngineError> {
-        let client = redis::Client::open(address).map_err(|e| crate::RedisEngineError::Address(e.to_string()))?;
+        Self::from_config(&crate::RedisConfig {
+            address: address.into(),
+            prefix: prefix.into(),
+            ..Default::default()
+        })
+    }
+
+    /// On the first shard of the engine's settings (with its credentials and TLS), which
+    /// must be a single Redis (Sentinel and Cluster are not supported yet).
+    pub fn from_config(cfg: &crate::RedisConfig) -> Result<Self, crate::RedisEngineError> {
+        let shards = cfg.shards()?;
+        let first = shards
+            .first()
+            .ok_or_else(|| crate::RedisEngineError::Address("no address".into()))?;
+        let client = crate::target::single_client_of(first)?;
         Ok(RedisLimiter {
             client,
-            prefix: prefix.to_string(),
+            prefix: cfg.prefix.clone(),
             timeout: DEFAULT_TIMEOUT,
             conn: OnceCell::new(),
             take: redis::Script::new(TAKE),

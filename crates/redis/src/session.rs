@@ -94,7 +94,9 @@ impl Session {
         for ch in channels {
             sink.subscribe(names.client(ch)).await?;
         }
-        let pinger = client.get_multiplexed_async_connection().await?;
+        let pinger = client
+            .get_multiplexed_async_connection_with_config(&target.connection_config())
+            .await?;
         let canaries = vec![(canary.channel.clone(), canary.health.shard.clone())];
         Ok((Session::Single { sink, stream, pinger }, canaries))
     }

@@ -12,7 +12,7 @@ use wshub_core::engine::{BrokerHandler, EngineError};
 use crate::health::{canary_call_timeout, Canary, PubSubHealth};
 use crate::pubsub::{Handlers, Names, PubSubCmd};
 use crate::scripts::Scripts;
-use crate::target::{Conn, Target};
+use crate::target::{Conn, Resolver};
 use crate::{fnv1a, RedisConfig, RedisEngineError};
 
 /// Channels subscribed on a shard -> the epoch last seen for them (from pub/sub messages and
@@ -37,7 +37,7 @@ pub(crate) fn key(prefix: &str, cluster: bool, kind: &str, channel: &str) -> Str
 /// One Redis (or one Sentinel group): the channels that hash to it, their history and
 /// presence, and a pub/sub connection with its canary.
 pub(crate) struct Shard {
-    pub target: Target,
+    pub target: Arc<Resolver>,
     pub cfg: RedisConfig,
     /// The command connection; with Sentinel, dropped when it fails so that the next call
     /// asks the sentinels for the master again.
@@ -71,9 +71,9 @@ pub(crate) fn new_epoch() -> String {
 
 impl Shard {
     /// Checks the address; connections are made on first use (and remade when lost).
-    pub fn new(cfg: RedisConfig) -> Result<Self, RedisEngineError> {
+    pub fn new(spec: crate::address::Shard, cfg: RedisConfig) -> Result<Self, RedisEngineError> {
         Ok(Shard {
-            target: Target::new(&cfg)?,
+            target: Arc::new(Resolver::new(&spec)?),
             conn: std::sync::RwLock::new(None),
             conn_init: tokio::sync::Mutex::new(()),
             handler: OnceLock::new(),
@@ -82,7 +82,7 @@ impl Shard {
             epochs: Epochs::default(),
             scripts: Scripts::new(),
             node_uid: OnceLock::new(),
-            health: Arc::new(PubSubHealth::new(Target::name(&cfg))),
+            health: Arc::new(PubSubHealth::new(spec.name())),
             tags_noted: std::sync::Mutex::new(HashMap::new()),
             cfg,
         })
@@ -105,7 +105,7 @@ impl Shard {
         if let Some(c) = self.conn.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(c.clone());
         }
-        let c = self.target.connect().await.map_err(internal)?;
+        let c = self.target.get().await.map_err(internal)?.connect().await.map_err(internal)?;
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }
@@ -126,7 +126,7 @@ impl Shard {
     pub fn fail(&self, e: redis::RedisError) -> EngineError {
         let moved =
             e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("READONLY");
-        if moved && matches!(self.target, Target::Sentinel(_)) {
+        if moved && self.target.is_sentinel() {
             *self.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
         internal(e)
@@ -177,7 +177,8 @@ impl Shard {
         if self.pubsub.set(tx).is_ok() {
             let names = Names {
                 prefix: self.cfg.prefix.clone(),
-                cluster: self.target.is_cluster(),
+                // Known once the task has found the target.
+                cluster: false,
                 control: self.control_channel(),
             };
             let handlers = Handlers {

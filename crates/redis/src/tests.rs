@@ -5,7 +5,7 @@ use super::*;
 use crate::health::shard_name;
 use crate::pubsub::dispatch;
 use crate::shard::Epochs;
-use crate::testing::RedisServer;
+use crate::testing::{cli, RedisServer};
 use recorder::Recorder;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -834,7 +834,7 @@ mod conformance_cluster {
 
         pub(super) fn engine(&self, prefix: &str) -> RedisEngine {
             RedisEngine::new(RedisConfig {
-                cluster: self.cluster.urls(),
+                cluster: vec![self.cluster.seeds()],
                 prefix: prefix.into(),
                 presence_ttl: Duration::from_secs(60),
                 ..Default::default()
@@ -955,7 +955,7 @@ async fn cluster_canary_names_a_master_that_stops() {
     use crate::testing::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = RedisEngine::new(RedisConfig {
-        cluster: f.cluster.urls(),
+        cluster: vec![f.cluster.seeds()],
         prefix: "t14".into(),
         canary_interval: Duration::from_millis(300),
         ..Default::default()
@@ -1016,3 +1016,5 @@ async fn cluster_a_dead_nodes_presence_is_reaped_once() {
     assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
     assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }
+
+mod addresses;

@@ -38,8 +38,14 @@ pub const REFUSED: &[(&str, &str)] = &[
         "wshub reads key_pem_file; the internal port would run without TLS",
     ),
     ("http_server.internal_tls.client_ca_pem", "no client certificate check (mTLS) yet"),
-    ("engine.redis.tls.*", "no TLS to Redis yet: traffic would be plain text"),
-    ("engine.redis.sentinel_tls.*", "no TLS to Sentinel yet: traffic would be plain text"),
+    (
+        "engine.redis.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
 ];
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check
