@@ -342,7 +342,8 @@ fn sentinel_failover_loses_nothing_silently() {
         .await;
         let addresses: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
         let cfg = config(json!({
-            "sentinel_address": addresses,
+            // One shard: its sentinels in one item, comma-separated (Centrifugo's form).
+            "sentinel_address": [addresses.join(",")],
             "sentinel_master_name": NAME,
             "prefix": format!("t{}", common::unique()),
             "canary_interval": "500ms"
@@ -523,9 +524,8 @@ fn redis_cluster_under_two_nodes() {
     serial(async {
         let dir = common::temp_dir("redis-cluster");
         let cluster = RedisCluster::start().await;
-        // Centrifugo's form: `host:port`.
-        let seeds: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let mut cfg = config(json!({"cluster_address": seeds, "prefix": format!("t{}", common::unique())}));
+        // Centrifugo's form: one item per Cluster, its seeds `host:port` comma-separated.
+        let mut cfg = config(json!({"cluster_address": [cluster.seeds()], "prefix": format!("t{}", common::unique())}));
         cfg["channel"]["namespaces"][0]["presence"] = json!(true);
         let a = Node::start(&dir, &cfg, common::free_port()).await;
         let b = Node::start(&dir, &cfg, common::free_port()).await;

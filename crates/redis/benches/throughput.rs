@@ -87,7 +87,7 @@ enum Topology<'a> {
 async fn run(label: &str, topology: Topology<'_>, payload: usize, compression: Compression) {
     let (address, cluster) = match topology {
         Topology::Servers(servers) => (servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(","), Vec::new()),
-        Topology::Cluster(c) => (String::new(), c.urls()),
+        Topology::Cluster(c) => (String::new(), vec![c.seeds()]),
     };
     let cfg = |prefix: &str| RedisConfig {
         address: address.clone(),

@@ -22,26 +22,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Refill from elapsed time, take one token if there is one, keep the key twice the fill
 /// time. Numbers are written with `%.17g`, which a double reads back exactly (`tostring`
 /// keeps 14 digits: microsecond timestamps would lose their last ones).
-const TAKE: &str = r#"
-local key = KEYS[1]
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local state = redis.call('HMGET', key, 't', 'ts')
-local tokens, last = tonumber(state[1]), tonumber(state[2])
-if tokens == nil or last == nil then
-  tokens, last = burst, now
-end
-tokens = math.min(burst, tokens + math.max(0, now - last) * rate / 1000000)
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-end
-redis.call('HSET', key, 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
-redis.call('PEXPIRE', key, math.max(1, math.ceil(burst / rate * 2000)))
-return allowed
-"#;
+const TAKE: &str = include_str!("lua/ratelimit_take.lua");
 
 /// The Redis token bucket. One command connection of its own, made on first use and remade
 /// by redis-rs when lost.
@@ -63,12 +44,26 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Checks the address (`engine.redis.address`); connects on first use.
+    /// Checks the address (one of `engine.redis.address`'s forms); connects on first use.
     pub fn new(address: &str, prefix: &str) -> Result<Self, crate::RedisEngineError> {
-        let client = redis::Client::open(address).map_err(|e| crate::RedisEngineError::Address(e.to_string()))?;
+        Self::from_config(&crate::RedisConfig {
+            address: address.into(),
+            prefix: prefix.into(),
+            ..Default::default()
+        })
+    }
+
+    /// On the first shard of the engine's settings (with its credentials and TLS), which
+    /// must be a single Redis (Sentinel and Cluster are not supported yet).
+    pub fn from_config(cfg: &crate::RedisConfig) -> Result<Self, crate::RedisEngineError> {
+        let shards = cfg.shards()?;
+        let first = shards
+            .first()
+            .ok_or_else(|| crate::RedisEngineError::Address("no address".into()))?;
+        let client = crate::target::single_client_of(first)?;
         Ok(RedisLimiter {
             client,
-            prefix: prefix.to_string(),
+            prefix: cfg.prefix.clone(),
             timeout: DEFAULT_TIMEOUT,
             conn: OnceCell::new(),
             take: redis::Script::new(TAKE),

@@ -48,6 +48,45 @@ impl RedisServer {
         RedisServer { child, port }
     }
 
+    /// With TLS only (no plain port), on a free port: `cert`/`key` the server's, `ca` the
+    /// CA that client certificates must be signed by when `auth_clients` (paths).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path, auth_clients: bool) -> RedisServer {
+        let port = free_port();
+        let mut s = Self::start_with(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-ca-cert-file",
+                ca.to_str().unwrap(),
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+            ],
+        )
+        .await;
+        s.port = port;
+        s
+    }
+
+    /// Listening on a Unix socket (and a free port): the socket's path.
+    pub async fn start_unix() -> (RedisServer, std::path::PathBuf) {
+        let port = free_port();
+        let socket = std::env::temp_dir().join(format!("wshub-redis-{}-{port}.sock", std::process::id()));
+        let s = Self::start_with(port, &["--unixsocket", socket.to_str().unwrap(), "--unixsocketperm", "700"]).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "redis-server made no socket at {}", socket.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (s, socket)
+    }
+
     /// On a port the OS says is free.
     pub async fn start() -> RedisServer {
         Self::start_on(free_port()).await
@@ -184,6 +223,15 @@ impl RedisCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         RedisCluster { nodes, dir }
+    }
+
+    /// Every master as one `cluster_address` item: `host:port` with a comma between each.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The seed addresses (`redis://127.0.0.1:port` of each master).

@@ -2,9 +2,18 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::testing::RedisServer;
+use crate::health::shard_name;
+use crate::pubsub::dispatch;
+use crate::shard::Epochs;
+use crate::testing::{cli, RedisServer};
 use recorder::Recorder;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
+use wshub_core::cluster::{ControlHandler, NodeControl};
+use wshub_core::engine::*;
+use wshub_protocol::{ClientInfo, Publication};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -486,16 +495,31 @@ fn bad_address_is_refused() {
 }
 
 #[test]
+fn pubsub_names_carry_their_channel() {
+    for cluster in [false, true] {
+        let names = crate::pubsub::Names {
+            prefix: "x".into(),
+            cluster,
+            control: "x.control".into(),
+        };
+        for ch in ["c", "a.b", "{weird}.name", ""] {
+            assert_eq!(names.channel_of(&names.client(ch)), Some(ch), "{cluster} {ch}");
+        }
+        assert_eq!(names.channel_of("other"), None);
+        assert_eq!(names.channel_of("x.control"), None);
+    }
+}
+
+#[test]
 fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
     let r = Recorder::default();
     let epochs = Epochs::default();
-    let d = |payload: &[u8]| dispatch("x.client.", &r, &epochs, "x.client.c", payload);
+    let d = |payload: &[u8]| dispatch(&r, &epochs, "c", payload);
     d(b"");
     d(b"p12");
     d(b"p12:e");
     d(b"pzz:e:\x01");
     d(b"j\xff\xff");
-    dispatch("x.client.", &r, &epochs, "other", b"p1:e:");
     assert!(r.got.lock().unwrap().is_empty());
     d(b"p7:e1:");
     assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 "]);
@@ -810,7 +834,7 @@ mod conformance_cluster {
 
         pub(super) fn engine(&self, prefix: &str) -> RedisEngine {
             RedisEngine::new(RedisConfig {
-                cluster: self.cluster.urls(),
+                cluster: vec![self.cluster.seeds()],
                 prefix: prefix.into(),
                 presence_ttl: Duration::from_secs(60),
                 ..Default::default()
@@ -931,7 +955,7 @@ async fn cluster_canary_names_a_master_that_stops() {
     use crate::testing::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = RedisEngine::new(RedisConfig {
-        cluster: f.cluster.urls(),
+        cluster: vec![f.cluster.seeds()],
         prefix: "t14".into(),
         canary_interval: Duration::from_millis(300),
         ..Default::default()
@@ -992,3 +1016,5 @@ async fn cluster_a_dead_nodes_presence_is_reaped_once() {
     assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
     assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }
+
+mod addresses;

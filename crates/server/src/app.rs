@@ -32,34 +32,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     // control channel between nodes.
     let (engine, control): (Arc<dyn wshub_core::engine::Engine>, Arc<dyn NodeControl>) = match config.engine.r#type.as_str() {
         "redis" => {
-            let r = &config.engine.redis;
-            let e = Arc::new(
-                wshub_redis::RedisEngine::new(wshub_redis::RedisConfig {
-                    address: r.address.clone(),
-                    prefix: r.prefix.clone(),
-                    presence_ttl: r.presence_ttl,
-                    canary_interval: r.canary_interval,
-                    sentinel: (!r.sentinel_address.is_empty()).then(|| wshub_redis::SentinelConfig {
-                        addresses: r.sentinel_address.clone(),
-                        master_name: r.sentinel_master_name.clone(),
-                        password: r.sentinel_password.clone(),
-                        master_password: r.password.clone(),
-                    }),
-                    // Checked by the loader; a configuration built by hand with another
-                    // value is refused here.
-                    compression: r
-                        .compression
-                        .parse()
-                        .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
-                    compression_min_size: r.compression_min_size,
-                    cluster: r
-                        .cluster_address
-                        .iter()
-                        .map(|a| if a.contains("://") { a.clone() } else { format!("redis://{a}") })
-                        .collect(),
-                })
-                .map_err(|e| LoadError(e.to_string()))?,
-            );
+            let e = Arc::new(wshub_redis::RedisEngine::new(config.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?);
             (e.clone(), e)
         }
         _ => {
@@ -222,8 +195,7 @@ fn cluster_limiters(config: &Config) -> Result<ClusterLimiters, LoadError> {
         if config.engine.r#type != "redis" {
             return Err(LoadError(format!("{key}: \"cluster\" needs engine.type = \"redis\"")));
         }
-        let r = &config.engine.redis;
-        let l = wshub_redis::RedisLimiter::new(&r.address, &r.prefix).map_err(|e| LoadError(e.to_string()))?;
+        let l = wshub_redis::RedisLimiter::from_config(&config.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
         shared = Some(Arc::new(l));
     }
     let pick = |key: &str| if wanted(key) { shared.clone() } else { None };

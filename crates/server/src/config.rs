@@ -17,7 +17,8 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod env;
 pub mod keys;
-mod redis_address;
+mod redis;
+pub use redis::{Redis, RedisTls};
 mod sections;
 pub use env::leaves;
 use env::set_path;
@@ -171,85 +172,6 @@ impl Default for Engine {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
-pub struct Redis {
-    /// One address, or several (a JSON list, or commas between them): independent shards,
-    /// each channel on the one its name hashes to.
-    #[serde(deserialize_with = "joined_list")]
-    pub address: String,
-    pub prefix: String,
-    /// How long a presence entry lives unless its session refreshes it (every ping).
-    #[serde(with = "duration")]
-    pub presence_ttl: Duration,
-    /// How often each pub/sub connection pings itself; a ping not back within it turns
-    /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
-    #[serde(with = "duration")]
-    pub canary_interval: Duration,
-    /// Centrifugo's Sentinel keys: when `sentinel_address` lists sentinels (`host:port`),
-    /// the engine asks them for the master `sentinel_master_name` (instead of `address`) at
-    /// every (re)connection, following failovers.
-    #[serde(deserialize_with = "string_list")]
-    pub sentinel_address: Vec<String>,
-    pub sentinel_master_name: String,
-    pub sentinel_password: String,
-    /// Redis's password (ACL or `requirepass`), for every address that has none of its
-    /// own, and the master's under Sentinel.
-    pub password: String,
-    /// The ACL user, likewise.
-    pub user: String,
-    /// The database number, for every address that names none.
-    pub db: u32,
-    /// Centrifugo's Redis Cluster key: seed nodes (`host:port` or `redis://host:port`);
-    /// when set, `address` and the Sentinel keys are unused.
-    #[serde(deserialize_with = "string_list")]
-    pub cluster_address: Vec<String>,
-    /// `"none"`, `"lz4"` or `"zstd"`: publication bodies of at least
-    /// `compression_min_size` bytes are compressed in history and pub/sub.
-    pub compression: String,
-    pub compression_min_size: usize,
-}
-
-/// A list (JSON array or one string) kept as one string with commas between items.
-fn joined_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(string_list(d)?.join(","))
-}
-
-/// A list as a JSON array, or as one string with commas between items (an environment
-/// variable).
-fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-        OneOrMany::Many(v) => v,
-    })
-}
-
-impl Default for Redis {
-    fn default() -> Self {
-        Redis {
-            address: "redis://127.0.0.1:6379".into(),
-            prefix: "wshub".into(),
-            presence_ttl: Duration::from_secs(60),
-            canary_interval: Duration::from_secs(2),
-            sentinel_address: Vec::new(),
-            sentinel_master_name: String::new(),
-            sentinel_password: String::new(),
-            password: String::new(),
-            user: String::new(),
-            db: 0,
-            cluster_address: Vec::new(),
-            compression: "none".into(),
-            compression_min_size: 1024,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
 pub struct Shutdown {
     /// The process exits before this, drained or not.
     #[serde(with = "duration")]
@@ -330,13 +252,12 @@ pub fn load(
     if let Some(message) = keys::refused(&root, &unknown_keys).or_else(|| keys::refused_env(&applied.unknown_centrifugo)) {
         return Err(LoadError(message));
     }
-    let mut config: Config = match serde_path_to_error::deserialize(root.clone()) {
+    let config: Config = match serde_path_to_error::deserialize(root.clone()) {
         Ok(c) => c,
         Err(e) => {
             return Err(namespace_error(&root).unwrap_or_else(|| LoadError(format!("{}: {}", e.path(), in_words(&e.inner().to_string())))))
         }
     };
-    redis_address::normalize(&mut config.engine.redis);
     to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })
@@ -446,14 +367,6 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("engine.type", "must be \"memory\" or \"redis\"");
     }
     if c.engine.r#type == "redis" {
-        let addresses: Vec<&str> = c.engine.redis.address.split(',').collect();
-        if !addresses.iter().all(|a| {
-            ["redis://", "rediss://", "redis+unix://", "unix://"]
-                .iter()
-                .any(|s| a.starts_with(s))
-        }) {
-            return fail("engine.redis.address", "must be a redis:// (or rediss://, unix://) URL");
-        }
         if c.engine.redis.prefix.is_empty() {
             return fail("engine.redis.prefix", "must not be empty");
         }
@@ -478,6 +391,9 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         if c.engine.redis.canary_interval < Duration::from_millis(100) {
             return fail("engine.redis.canary_interval", "must be at least 100ms");
         }
+        // The engine reads the addresses and TLS files as it will at serve: what passes
+        // here connects there.
+        wshub_redis::RedisEngine::new(c.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
     }
     if c.admin.enabled && !c.admin.insecure {
         if c.admin.password.is_empty() {
@@ -532,8 +448,7 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
             return fail(key, "\"cluster\" needs engine.type = \"redis\"");
         }
-        let r = &c.engine.redis;
-        if scope == RateLimitScope::Cluster && (!r.sentinel_address.is_empty() || !r.cluster_address.is_empty()) {
+        if scope == RateLimitScope::Cluster && !single_redis(&c.engine.redis) {
             return fail(
                 key,
                 "\"cluster\" is not available with Redis Sentinel or Redis Cluster yet (only engine.redis.address)",
@@ -541,6 +456,14 @@ fn validate(c: &Config) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// Whether the Redis engine is one single Redis (not Sentinel, not a Cluster as far as the
+/// configuration tells).
+fn single_redis(r: &Redis) -> bool {
+    use wshub_redis::address::Location;
+    let shards = r.engine_config().and_then(|c| c.shards().map_err(|e| LoadError(e.to_string())));
+    shards.is_ok_and(|s| s.iter().all(|s| matches!(s.location, Location::Tcp(..) | Location::Unix(_))))
 }
 
 impl Config {

@@ -34,7 +34,7 @@ pub fn pem(value: &str) -> Result<Vec<u8>, String> {
             return Ok(decoded);
         }
     }
-    match std::fs::read(value) {
+    match std::fs::read(value.trim()) {
         Ok(content) if looks_pem(&content) => Ok(content),
         Ok(_) => Err(format!("file {value:?} holds no PEM data")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("not PEM text, not base64 of PEM text, and no such file".to_string()),

@@ -19,8 +19,14 @@ pub const REFUSED: &[(&str, &str)] = &[
         "a subscription token rule wshub does not know would be skipped",
     ),
     ("http_server.tls_autocert.*", "no ACME yet: the server would run without TLS"),
-    ("engine.redis.tls.*", "no TLS to Redis yet: traffic would be plain text"),
-    ("engine.redis.sentinel_tls.*", "no TLS to Sentinel yet: traffic would be plain text"),
+    (
+        "engine.redis.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
 ];
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check

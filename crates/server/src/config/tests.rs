@@ -67,7 +67,8 @@ fn redis_address_lists_and_sentinel() {
     );
     let l = load(Some(&f.0), vec![], &[]).unwrap();
     assert_eq!(l.config.engine.redis.address, "redis://a:1,redis://b:2");
-    assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379", "s2:26379"]);
+    // One string is one shard: its commas separate the sentinels of that shard.
+    assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379, s2:26379"]);
     assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
     let env = vec![("WSHUB_ENGINE_REDIS_ADDRESS".to_string(), "redis://c:3,redis://d:4".to_string())];
     let l = load(None, env, &[]).unwrap();
@@ -367,7 +368,49 @@ fn centrifugo_environment() {
     assert!(l.config.channel.namespaces[0].options.presence);
     assert_eq!(l.config.http_server.port, 9001, "read although it looks like a Kubernetes variable");
     assert_eq!(l.unknown_keys, ["CENTRIFUGO_NOT_A_KEY"]);
-    let env = vec![("CENTRIFUGO_ENGINE_REDIS_TLS_ENABLED".to_string(), "true".to_string())];
+    let env = vec![("CENTRIFUGO_ENGINE_REDIS_TLS_SERVER_NAME".to_string(), "redis.internal".to_string())];
     let e = load(None, env, &[]).unwrap_err();
-    assert!(e.0.starts_with("CENTRIFUGO_ENGINE_REDIS_TLS_ENABLED"), "{e}");
+    assert!(e.0.starts_with("CENTRIFUGO_ENGINE_REDIS_TLS_SERVER_NAME"), "{e}");
+}
+
+/// Every address form and connection key of Centrifugo's `engine.redis` loads, and what
+/// checkconfig accepts the engine accepts: a TLS file that cannot be read stops the load.
+#[test]
+fn redis_address_forms_and_connection_keys() {
+    let ok = [
+        r#"{"address": "localhost:6379"}"#,
+        r#"{"address": ["rediss://h:6380", "unix:///run/redis.sock"], "db": 2, "user": "u", "password": "p", "connect_timeout": "500ms", "io_timeout": "2s", "force_resp2": true}"#,
+        r#"{"address": "redis+sentinel://s1:26379?sentinel_master_name=m&addr=s2:26379&sentinel_password=x"}"#,
+        r#"{"address": "redis+cluster://c1:7000?addr=c2:7000"}"#,
+        r#"{"cluster_address": ["c1:7000,c2:7000", "d1:7000"]}"#,
+        r#"{"sentinel_address": "s1:26379,s2:26379", "sentinel_master_name": "m", "sentinel_user": "su", "sentinel_tls": {"enabled": true, "insecure_skip_verify": true}}"#,
+        r#"{"tls": {"enabled": true, "insecure_skip_verify": true, "client_ca_pem": ""}}"#,
+    ];
+    for redis in ok {
+        let f = file("json", &format!(r#"{{"engine": {{"type": "redis", "redis": {redis}}}}}"#));
+        let l = load(Some(&f.0), vec![], &[]).unwrap_or_else(|e| panic!("{redis}: {}", e.0));
+        assert!(l.unknown_keys.is_empty(), "{redis}: {:?}", l.unknown_keys);
+    }
+    let bad = [
+        (
+            r#"{"tls": {"enabled": true, "server_ca_pem": "/nonexistent/ca.pem"}}"#,
+            "engine.redis.tls.server_ca_pem",
+        ),
+        (
+            r#"{"tls": {"enabled": true, "cert_pem": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"}}"#,
+            "engine.redis.tls",
+        ),
+        (
+            r#"{"tls": {"enabled": true, "server_name": "redis.internal"}}"#,
+            "engine.redis.tls.server_name",
+        ),
+        (r#"{"address": "redis+sentinel://s1:26379"}"#, "engine.redis.address"),
+        (r#"{"address": "redis://h:1?bogus=1"}"#, "engine.redis.address"),
+        (r#"{"cluster_address": ["c1:7000,nope"]}"#, "engine.redis.cluster_address"),
+    ];
+    for (redis, key) in bad {
+        let f = file("json", &format!(r#"{{"engine": {{"type": "redis", "redis": {redis}}}}}"#));
+        let e = load(Some(&f.0), vec![], &[]).unwrap_err();
+        assert!(e.0.starts_with(key), "{redis}: {}", e.0);
+    }
 }

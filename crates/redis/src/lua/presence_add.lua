@@ -1,0 +1,13 @@
+local h, z, u, c, owned = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5] or ''
+local client, info, ttl, channel, user = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now = tonumber(redis.call('time')[1])
+redis.call('zadd', z, now + ttl, client)
+if redis.call('hset', h, client, info) == 1 then
+  redis.call('hset', u, client, user)
+  redis.call('hincrby', c, user, 1)
+end
+for _, k in ipairs({h, z, u, c}) do redis.call('expire', k, ttl) end
+if owned ~= '' then
+  redis.call('sadd', owned, channel .. '\n' .. client)
+  redis.call('expire', owned, ttl * 2)
+end

@@ -1,0 +1,54 @@
+//! The engine's Lua scripts, one `.lua` file each (under `lua/`), so that they read and
+//! diff as Lua. Each runs atomically on the Redis that holds its keys: offsets are assigned
+//! and presence counted without a race between nodes.
+
+/// Appends to a channel's stream (when it keeps history) and publishes, in one step:
+/// offsets are assigned in order across nodes and every node receives them in that order.
+const PUBLISH: &str = include_str!("lua/publish.lua");
+
+/// Reads a channel's stream with its epoch and top offset.
+const HISTORY: &str = include_str!("lua/history.lua");
+
+/// Presence of a channel lives in four keys: `presence` (client -> info), `presence.exp`
+/// (client by expiry time), `presence.user` (client -> user) and `presence.users` (user ->
+/// number of its clients), so that `presence_stats` is two `HLEN`s rather than the whole
+/// map. Every script removes an entry through `drop_client`, which keeps the counts.
+const PRESENCE_LIB: &str = include_str!("lua/presence_lib.lua");
+const PRESENCE_ADD: &str = include_str!("lua/presence_add.lua");
+const PRESENCE_REMOVE: &str = include_str!("lua/presence_remove.lua");
+const PRESENCE_GET: &str = include_str!("lua/presence_get.lua");
+const PRESENCE_STATS: &str = include_str!("lua/presence_stats.lua");
+/// Takes a dead node's presence entries (the ones its sessions added, listed in its
+/// `node_presence` set) out of every channel, and returns them as channel, info pairs so
+/// that a survivor can push their leaves. Atomic: of several survivors, one gets them.
+const PRESENCE_REAP: &str = include_str!("lua/presence_reap.lua");
+
+/// The scripts of one shard (each hashed once, then called by its SHA).
+pub(crate) struct Scripts {
+    pub publish: redis::Script,
+    pub history: redis::Script,
+    pub presence_add: redis::Script,
+    pub presence_remove: redis::Script,
+    pub presence_get: redis::Script,
+    pub presence_stats: redis::Script,
+    pub presence_reap: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            publish: redis::Script::new(PUBLISH),
+            history: redis::Script::new(HISTORY),
+            presence_add: presence_script(PRESENCE_ADD),
+            presence_remove: presence_script(PRESENCE_REMOVE),
+            presence_get: presence_script(PRESENCE_GET),
+            presence_stats: presence_script(PRESENCE_STATS),
+            presence_reap: presence_script(PRESENCE_REAP),
+        }
+    }
+}
+
+/// A presence script with the shared functions in front.
+fn presence_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRESENCE_LIB}{body}"))
+}
