@@ -267,12 +267,22 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         window: c.shutdown.drain_window,
     };
     // Shared::new inside the runtime, where the server's tasks run.
-    rt.block_on(async {
+    let stopped = rt.block_on(async {
         wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload)).await
     });
+    exit_if_interrupted(stopped, _pid_file);
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// A second shutdown signal ends the process at once, status 1, without waiting for the
+/// drain; the pid file is removed first (exit runs no destructor).
+fn exit_if_interrupted(stopped: wshub_server::lifecycle::Stopped, pid_file: Option<wshub_server::lifecycle::PidFile>) {
+    if stopped == wshub_server::lifecycle::Stopped::Interrupted {
+        drop(pid_file);
+        std::process::exit(1);
+    }
 }
 
 /// What a person starting the server needs to know: where clients and the API are, which
@@ -426,9 +436,9 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
             rt.block_on(async {
                 let listener = bind(addr, 0).await?;
                 tracing::info!(local = %listener.local_addr()?, "listening");
-                wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await;
-                anyhow::Ok(())
-            })?;
+                anyhow::Ok(wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await)
+            })
+            .map(|stopped| exit_if_interrupted(stopped, None))?;
             Ok(())
         }
         Command::Bench(cmd) => {
