@@ -7,16 +7,14 @@ mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use wshub_server::config::{load, Loaded};
-use wshub_server::echo::Echo;
 use wshub_server::lifecycle::Drain;
-use wshub_server::{ServerConfig, Shared};
+use wshub_server::Shared;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
@@ -412,26 +410,17 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
         } => {
             init_logs("info", false, "")?;
             let addr: SocketAddr = format!("{address}:{port}").parse().context("invalid address")?;
-            let config = ServerConfig {
-                endpoints: wshub_server::endpoints::Endpoints::echo(),
-                internal: None,
-                handshake: HandshakeConfig {
-                    protocols: vec![],
-                    deflate: (!no_compression).then(DeflateConfig::default),
-                    origins: OriginPolicy::Any,
-                },
-                max_message_size,
-                handshake_timeout: Duration::from_secs(10),
-                read_timeout: Some(Duration::from_secs(10)),
-                handler: Arc::new(|_, _, _| Box::new(Echo)),
-                api: None,
-                admission: Default::default(),
-                write_timeout: None,
-                metrics: false,
-                tls: None,
-                admin: None,
-                emulation: Default::default(),
+            let handshake = HandshakeConfig {
+                protocols: vec![],
+                deflate: (!no_compression).then(DeflateConfig::default),
+                origins: OriginPolicy::Any,
             };
+            let config = wshub_server::echo::config(
+                wshub_server::endpoints::Endpoints::echo(),
+                handshake,
+                max_message_size,
+                Duration::from_secs(10),
+            );
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let listener = bind(addr, 0).await?;

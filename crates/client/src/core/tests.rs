@@ -35,6 +35,20 @@ fn frame(r: Reply) -> Bytes {
 }
 
 /// The server's error reply to command `id`.
+/// The reply to subscribe command `id`: a recoverable stream at `offset` of epoch `e`.
+fn subscribed_reply(id: u32, offset: u64) -> Bytes {
+    frame(Reply {
+        id,
+        subscribe: Some(SubscribeResult {
+            recoverable: true,
+            epoch: "e".into(),
+            offset,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn error_frame(id: u32, code: u32, message: &str) -> Bytes {
     frame(Reply {
         id,
@@ -79,19 +93,7 @@ fn connect_then_subscribe_and_receive() {
     let cmds = sent(&mut c);
     let sub = cmds[0].subscribe.as_ref().unwrap();
     assert_eq!((sub.channel.as_str(), sub.recover), ("news", false));
-    c.handle_frame(
-        frame(Reply {
-            id: cmds[0].id,
-            subscribe: Some(SubscribeResult {
-                recoverable: true,
-                epoch: "e".into(),
-                offset: 4,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(subscribed_reply(cmds[0].id, 4), t0);
     assert_eq!(c.sub_state("news"), SubState::Subscribed);
     let p = Push {
         channel: "news".into(),
@@ -130,19 +132,7 @@ fn reconnect_with_backoff_and_recover() {
     c.subscribe("news", true, "");
     connected(&mut c, t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(
-        frame(Reply {
-            id,
-            subscribe: Some(SubscribeResult {
-                recoverable: true,
-                epoch: "e".into(),
-                offset: 9,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(subscribed_reply(id, 9), t0);
     let _ = events(&mut c);
     c.handle_close(dc::SHUTDOWN, "shutdown", t0);
     assert_eq!(c.state(), State::Connecting);
