@@ -17,7 +17,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, wait_until, Nginx, Node, Publisher, LIMIT};
+use common::{api, serial, wait_until, Nginx, Node, Publisher, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
@@ -27,19 +27,6 @@ const CLIENTS: usize = 30;
 const CHANNEL: &str = "chat:load";
 /// Publications per second.
 const RATE: u64 = 200;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs `test` on a runtime of its own, one test of this file at a time.
-fn serial(test: impl std::future::Future<Output = ()>) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
 
 /// A redis-server, three nodes on it and nginx in front of them.
 struct Cluster {

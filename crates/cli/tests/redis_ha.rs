@@ -32,7 +32,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, http, wait_until, Node, Publisher, LIMIT};
+use common::{api, http, serial, wait_until, Node, Publisher, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
@@ -42,18 +42,6 @@ const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
 /// Publications per second.
 const RATE: u64 = 100;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial(test: impl std::future::Future<Output = ()>) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
 
 /// A node configuration on the Redis engine with `redis` as its `engine.redis` section.
 fn config(redis: serde_json::Value) -> serde_json::Value {

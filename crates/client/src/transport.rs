@@ -1,7 +1,6 @@
 //! The socket under a client: the `ws://` or `wss://` URL parsed, TCP (and TLS) opened, the
 //! WebSocket upgrade made, and the frames the sans-IO connection queues written out.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,14 +135,6 @@ pub(crate) async fn open(t: &Target, tls: Option<&Arc<rustls::ClientConfig>>, fo
 }
 
 pub(crate) async fn write_all(t: &mut Transport) -> std::io::Result<()> {
-    while t.conn.has_pending_transmit() {
-        let chunk: Vec<u8> = {
-            let mut sl = [IoSlice::new(&[]); 16];
-            let n = t.conn.transmit_slices(&mut sl);
-            sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-        };
-        t.stream.write_all(&chunk).await?;
-        t.conn.advance_transmit(chunk.len());
-    }
+    t.stream.write_all(&t.conn.take_transmit()).await?;
     t.stream.flush().await
 }

@@ -135,15 +135,7 @@ impl Client {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        while self.conn.has_pending_transmit() {
-            let chunk: Vec<u8> = {
-                let mut sl = [std::io::IoSlice::new(&[]); 16];
-                let n = self.conn.transmit_slices(&mut sl);
-                sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-            };
-            self.stream.write_all(&chunk).await?;
-            self.conn.advance_transmit(chunk.len());
-        }
+        self.stream.write_all(&self.conn.take_transmit()).await?;
         Ok(())
     }
 

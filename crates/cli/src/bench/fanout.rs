@@ -288,13 +288,7 @@ async fn publish(
                 tick.tick().await;
                 c.conn
                     .send(MessageKind::Text, format!(r#"{{"s":{s},"t":{},"p":"{pad}"}}"#, now_micros()).into());
-                let chunk: Vec<u8> = {
-                    let mut sl = [std::io::IoSlice::new(&[]); 4];
-                    let n = c.conn.transmit_slices(&mut sl);
-                    sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-                };
-                wr.write_all(&chunk).await?;
-                c.conn.advance_transmit(chunk.len());
+                wr.write_all(&c.conn.take_transmit()).await?;
                 published.fetch_add(1, Ordering::Relaxed);
             }
             drain.abort();

@@ -341,6 +341,20 @@ impl Drop for Nginx {
     }
 }
 
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` on a runtime of its own, one test of the test file at a time (each file is
+/// a binary of its own, with its own lock): for tests that each start several processes.
+pub fn serial(test: impl std::future::Future<Output = ()>) {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
 /// A backend publishing `{"n": 1}`, `{"n": 2}`… to `channel` at `rate` per second through
 /// the API on `ports` (round robin; one port: nginx in front of the nodes), one call at a
 /// time. A publication is acknowledged when the call answered 200 with an offset; any other

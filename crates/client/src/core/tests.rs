@@ -49,6 +49,21 @@ fn subscribed_reply(id: u32, offset: u64) -> Bytes {
     })
 }
 
+/// The server's unsubscribe push for `channel` with `code`.
+fn unsub(channel: &str, code: u32) -> Bytes {
+    frame(Reply {
+        push: Some(Push {
+            channel: channel.into(),
+            unsubscribe: Some(Unsubscribe {
+                code,
+                reason: String::new(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn error_frame(id: u32, code: u32, message: &str) -> Bytes {
     frame(Reply {
         id,
@@ -305,19 +320,6 @@ fn resubscribe_on_2500_and_drop_on_2000() {
     c.subscribe("b", false, "");
     connected(&mut c, t0);
     let _ = sent(&mut c);
-    let unsub = |ch: &str, code| {
-        frame(Reply {
-            push: Some(Push {
-                channel: ch.into(),
-                unsubscribe: Some(Unsubscribe {
-                    code,
-                    reason: String::new(),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    };
     c.handle_frame(unsub("a", 2500), t0);
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().channel, "a");
     c.handle_frame(unsub("b", 2000), t0);
@@ -411,20 +413,7 @@ fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
     assert!(!events(&mut c).iter().any(|e| matches!(e, ClientEvent::Unsubscribed { .. })));
 
     // The server drops it as expired (2501): a fresh token, then a new subscribe.
-    c.handle_frame(
-        frame(Reply {
-            push: Some(Push {
-                channel: "priv".into(),
-                unsubscribe: Some(Unsubscribe {
-                    code: 2501,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t1,
-    );
+    c.handle_frame(unsub("priv", 2501), t1);
     assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
     c.handle_sub_token("priv", Ok("tok3".into()));
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "tok3");
