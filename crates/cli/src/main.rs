@@ -7,16 +7,14 @@ mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use wshub_server::config::{load, Loaded};
-use wshub_server::echo::Echo;
 use wshub_server::lifecycle::Drain;
-use wshub_server::{ServerConfig, Shared};
+use wshub_server::Shared;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
@@ -267,12 +265,22 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         window: c.shutdown.drain_window,
     };
     // Shared::new inside the runtime, where the server's tasks run.
-    rt.block_on(async {
+    let stopped = rt.block_on(async {
         wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload)).await
     });
+    exit_if_interrupted(stopped, _pid_file);
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// A second shutdown signal ends the process at once, status 1, without waiting for the
+/// drain; the pid file is removed first (exit runs no destructor).
+fn exit_if_interrupted(stopped: wshub_server::lifecycle::Stopped, pid_file: Option<wshub_server::lifecycle::PidFile>) {
+    if stopped == wshub_server::lifecycle::Stopped::Interrupted {
+        drop(pid_file);
+        std::process::exit(1);
+    }
 }
 
 /// What a person starting the server needs to know: where clients and the API are, which
@@ -402,35 +410,24 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
         } => {
             init_logs("info", false, "")?;
             let addr: SocketAddr = format!("{address}:{port}").parse().context("invalid address")?;
-            let config = ServerConfig {
-                endpoints: wshub_server::endpoints::Endpoints::echo(),
-                internal: None,
-                handshake: HandshakeConfig {
-                    protocols: vec![],
-                    deflate: (!no_compression).then(DeflateConfig::default),
-                    origins: OriginPolicy::Any,
-                },
-                max_message_size,
-                handshake_timeout: Duration::from_secs(10),
-                read_timeout: Some(Duration::from_secs(10)),
-                handler: Arc::new(|_, _, _| Box::new(Echo)),
-                api: None,
-                admission: Default::default(),
-                write_timeout: None,
-                metrics: false,
-                instrument_http: false,
-                tls: None,
-                h2c: false,
-                admin: None,
-                emulation: Default::default(),
+            let handshake = HandshakeConfig {
+                protocols: vec![],
+                deflate: (!no_compression).then(DeflateConfig::default),
+                origins: OriginPolicy::Any,
             };
+            let config = wshub_server::echo::config(
+                wshub_server::endpoints::Endpoints::echo(),
+                handshake,
+                max_message_size,
+                Duration::from_secs(10),
+            );
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let listener = bind(addr, 0).await?;
                 tracing::info!(local = %listener.local_addr()?, "listening");
-                wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await;
-                anyhow::Ok(())
-            })?;
+                anyhow::Ok(wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await)
+            })
+            .map(|stopped| exit_if_interrupted(stopped, None))?;
             Ok(())
         }
         Command::Bench(cmd) => {

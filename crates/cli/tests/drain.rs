@@ -57,15 +57,7 @@ async fn client(port: u16, token: String, i: usize) -> (TcpStream, Connection) {
 }
 
 async fn flush(s: &mut TcpStream, conn: &mut Connection) {
-    while conn.has_pending_transmit() {
-        let chunk: Vec<u8> = {
-            let mut slices = [std::io::IoSlice::new(&[]); 16];
-            let n = conn.transmit_slices(&mut slices);
-            slices[..n].iter().flat_map(|x| x.iter().copied()).collect()
-        };
-        s.write_all(&chunk).await.unwrap();
-        conn.advance_transmit(chunk.len());
-    }
+    s.write_all(&conn.take_transmit()).await.unwrap();
 }
 
 /// Reads until the server's close; answers pings. Returns the close code and when it came.

@@ -43,15 +43,7 @@ async fn ws(port: u16) -> (TcpStream, Connection) {
 
 async fn roundtrip(s: &mut TcpStream, c: &mut Connection, cmd: &str) -> String {
     c.send(MessageKind::Text, cmd.to_string().into());
-    while c.has_pending_transmit() {
-        let chunk: Vec<u8> = {
-            let mut sl = [std::io::IoSlice::new(&[]); 4];
-            let n = c.transmit_slices(&mut sl);
-            sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-        };
-        s.write_all(&chunk).await.unwrap();
-        c.advance_transmit(chunk.len());
-    }
+    s.write_all(&c.take_transmit()).await.unwrap();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(Event::Message { data, .. }) = c.poll_event() {

@@ -29,11 +29,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, http, wait_until, Node, LIMIT};
+use common::{api, http, serial, wait_until, Node, Publisher, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
@@ -43,18 +42,6 @@ const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
 /// Publications per second.
 const RATE: u64 = 100;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial(test: impl std::future::Future<Output = ()>) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
 
 /// A node configuration on the Redis engine with `redis` as its `engine.redis` section.
 fn config(redis: serde_json::Value) -> serde_json::Value {
@@ -126,61 +113,6 @@ async fn watch(url: &str, user: &str) -> Watched {
     Watched { client, seen, task }
 }
 
-/// The numbers acknowledged, and each failed call's number with why.
-type Published = (Vec<u64>, Vec<(u64, String)>);
-
-/// A backend publishing `{"n": 1}`, `{"n": 2}`… to [`CHANNEL`] at [`RATE`] per second
-/// through the API of one of `ports` (round robin), one call at a time. A publication is
-/// acknowledged when the call answered 200 with an offset.
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    task: JoinHandle<Published>,
-}
-
-impl Publisher {
-    fn start(ports: Vec<u16>) -> Publisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let (st, ac) = (stop.clone(), acked.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut ok, mut failed) = (Vec::new(), Vec::new());
-            let mut n: u64 = 0;
-            while !st.load(Ordering::Relaxed) {
-                tick.tick().await;
-                n += 1;
-                let port = ports[(n as usize) % ports.len()];
-                match api(port, "publish", &json!({"channel": CHANNEL, "data": {"n": n}})).await {
-                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
-                        ok.push(n);
-                        ac.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
-                    Err(e) => failed.push((n, e)),
-                }
-            }
-            (ok, failed)
-        });
-        Publisher { stop, acked, task }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
-    }
-
-    async fn run_for(&self, more: u64) {
-        let target = self.acked() + more;
-        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
-    }
-
-    async fn stop(self) -> Published {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 /// For each client, the acknowledged publications it lacks once every client has the last
 /// one (or a deadline passed); also the duplicates.
 async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
@@ -244,7 +176,7 @@ fn canary_catches_a_frozen_pubsub() {
         .await;
         let on_a = watch(&a.url(), "ua").await;
         let on_b = watch(&b.url(), "ub").await;
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
 
         proxy.freeze();
@@ -354,7 +286,7 @@ fn sentinel_failover_loses_nothing_silently() {
         for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
             clients.push(watch(&node.url(), &format!("u{i}")).await);
         }
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
         publisher.run_for(RATE).await;
 
         let acked_before = publisher.acked();
@@ -548,7 +480,7 @@ fn redis_cluster_under_two_nodes() {
             (Some(2), Some(2)),
             "{p}"
         );
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         // a's client goes away while publications go on, and recovers them on coming back.
         on_a.client.disconnect();

@@ -4,20 +4,19 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use wshub_protocol::codes::disconnect::CONNECTION_CLOSED;
 use wshub_protocol::*;
-use wshub_websocket::{handshake, Config, Connection, Event, MessageKind, Role};
+use wshub_websocket::{Event, MessageKind};
 
 use crate::core::{Action, ClientConfig, ClientCore, ClientEvent, State, SubscribeOptions};
+use crate::transport::{open, parse, tls_config, write_all, ClientError, Target, Transport};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -30,15 +29,6 @@ pub type SubTokenSource = Arc<dyn Fn(String) -> BoxFuture<Result<String, String>
 /// The client's event stream: connection events, and the events of subscriptions made
 /// with [`Client::subscribe`] (those made with [`Client::new_subscription`] have their own).
 pub type Events = mpsc::UnboundedReceiver<ClientEvent>;
-
-/// Why a client could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("bad URL: {0}")]
-    Url(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-}
 
 /// Why a call (publish, presence, history, rpc, send) did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,133 +139,6 @@ pub struct ClientBuilder {
     tokens: Option<TokenSource>,
     roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     call_timeout: Duration,
-}
-
-struct Target {
-    tls: bool,
-    /// `host:port` to resolve (at every connect, so that DNS changes are followed).
-    authority: String,
-    /// The name the TLS certificate must carry.
-    host: String,
-    path: String,
-}
-
-fn parse(url: &str) -> Result<Target, ClientError> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("ws://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("wss://") {
-        (true, r)
-    } else {
-        return Err(ClientError::Url(format!("{url}: the scheme must be ws:// or wss://")));
-    };
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    // `[v6]:port`, `[v6]`, `host:port`, `host`.
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| ClientError::Url(format!("{url}: unclosed [")))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(ClientError::Url(format!("{url}: no host")));
-    }
-    let port: u16 = match port {
-        Some(p) => p.parse().map_err(|_| ClientError::Url(format!("{url}: bad port {p:?}")))?,
-        None if tls => 443,
-        None => 80,
-    };
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok(Target {
-        tls,
-        authority,
-        host: host.to_string(),
-        path: path.to_string(),
-    })
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-struct Transport {
-    stream: Box<dyn Io>,
-    conn: Connection,
-}
-
-fn tls_config(extra: &[rustls_pki_types::CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for c in extra {
-        roots.add(c.clone()).map_err(|e| ClientError::Tls(e.to_string()))?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn open(t: &Target, tls: Option<&Arc<rustls::ClientConfig>>, format: Format) -> std::io::Result<Transport> {
-    let tcp = tokio::time::timeout(OPEN_TIMEOUT, TcpStream::connect(t.authority.as_str())).await??;
-    let _ = tcp.set_nodelay(true);
-    let mut stream: Box<dyn Io> = match tls {
-        Some(cfg) if t.tls => {
-            let name = rustls_pki_types::ServerName::try_from(t.host.clone()).map_err(std::io::Error::other)?;
-            let connector = tokio_rustls::TlsConnector::from(cfg.clone());
-            Box::new(tokio::time::timeout(OPEN_TIMEOUT, connector.connect(name, tcp)).await??)
-        }
-        _ => Box::new(tcp),
-    };
-    let protocols: &[&str] = if format == Format::Protobuf {
-        &["centrifuge-protobuf"]
-    } else {
-        &[]
-    };
-    let req = handshake::client_request(&t.authority, &t.path, protocols, None, rand::random());
-    stream.write_all(&req.bytes).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = tokio::time::timeout(OPEN_TIMEOUT, stream.read(&mut chunk)).await??;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some((head, accepted)) = handshake::read_response(&buf, &req, None).map_err(std::io::Error::other)? {
-            let mut conn = Connection::new(Config {
-                role: Role::Client,
-                max_message_size: 64 << 20,
-                deflate: accepted.deflate,
-            });
-            conn.handle_read(&buf[head..]);
-            return Ok(Transport { stream, conn });
-        }
-    }
-}
-
-async fn write_all(t: &mut Transport) -> std::io::Result<()> {
-    while t.conn.has_pending_transmit() {
-        let chunk: Vec<u8> = {
-            let mut sl = [IoSlice::new(&[]); 16];
-            let n = t.conn.transmit_slices(&mut sl);
-            sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-        };
-        t.stream.write_all(&chunk).await?;
-        t.conn.advance_transmit(chunk.len());
-    }
-    t.stream.flush().await
 }
 
 impl ClientBuilder {

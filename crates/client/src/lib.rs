@@ -31,9 +31,9 @@
 
 pub mod core;
 mod glue;
+mod transport;
 
 pub use crate::core::{Action, ClientConfig, ClientEvent, State, SubState, SubscribeOptions};
-pub use glue::{
-    CallError, Client, ClientBuilder, ClientError, Events, HistoryOptions, SubTokenSource, Subscription, SubscriptionOptions, TokenSource,
-};
+pub use glue::{CallError, Client, ClientBuilder, Events, HistoryOptions, SubTokenSource, Subscription, SubscriptionOptions, TokenSource};
+pub use transport::ClientError;
 pub use wshub_protocol as protocol;

@@ -716,6 +716,22 @@ async fn redis_losing_its_data_is_not_silent() {
     );
 }
 
+/// A recoverable delta subscription of `client` to `channel`; connects, returns once
+/// subscribed.
+async fn delta_subscription(client: &Client, channel: &str) -> wshub_client::Subscription {
+    let mut sub = client.new_subscription(
+        channel,
+        SubscriptionOptions {
+            recoverable: true,
+            delta: true,
+            ..Default::default()
+        },
+    );
+    client.connect();
+    next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    sub
+}
+
 /// Delta compression, JSON and Protobuf: the server sends deltas (the session tests check
 /// the wire), the client decodes them and hands whole documents to the application, live
 /// and after a recovery; a tags filter lets through only what it matches.
@@ -743,16 +759,7 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
         };
         let (client, mut ev) = Client::start(&server.url(), conf).unwrap();
         let channel = format!("delta:{format:?}");
-        let mut sub = client.new_subscription(
-            &channel,
-            SubscriptionOptions {
-                recoverable: true,
-                delta: true,
-                ..Default::default()
-            },
-        );
-        client.connect();
-        next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        let mut sub = delta_subscription(&client, &channel).await;
         let mut got = Vec::new();
         let mut deltas = Vec::new();
         for v in 1..=3 {
@@ -827,16 +834,7 @@ async fn delta_across_nodes_through_redis() {
     let a = Server::start(cfg.clone(), free_port()).await;
     let b = Server::start(cfg, free_port()).await;
     let (client, _ev) = Client::start(&b.url(), quick(token("dora", None))).unwrap();
-    let mut sub = client.new_subscription(
-        "doc:1",
-        SubscriptionOptions {
-            recoverable: true,
-            delta: true,
-            ..Default::default()
-        },
-    );
-    client.connect();
-    next(&mut sub, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let mut sub = delta_subscription(&client, "doc:1").await;
     let doc = |v: u32| json!({"v": v, "body": "lorem ipsum dolor sit amet ".repeat(30)});
     let mut got = Vec::new();
     for v in 1..=3 {

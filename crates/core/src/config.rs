@@ -2,6 +2,7 @@
 //! with their defaults. Loading them from files, the environment and flags is the server's
 //! job; validation here names the key at fault.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -99,7 +100,7 @@ pub struct ChannelConfig {
     pub without_namespace: ChannelOptions,
     pub namespaces: Vec<Namespace>,
     /// `channel.proxy.subscribe|publish|sub_refresh`: the proxies named `default`.
-    pub proxy: crate::proxy::ChannelProxies,
+    pub proxy: ChannelProxies,
     /// Channels starting with it need a subscription token, whatever the permissions say
     /// (Centrifugo's default `$`; empty: no private channels).
     pub private_prefix: String,
@@ -286,7 +287,7 @@ pub struct NodeConfig {
     pub session: SessionConfig,
     /// Proxies to the backend (`client.proxy`, `rpc`, `proxies`; `channel.proxy` is in
     /// `channel`).
-    pub proxy: crate::proxy::ProxySettings,
+    pub proxy: ProxySettings,
 }
 
 /// A configuration value that cannot work; names the key.
@@ -298,7 +299,9 @@ pub struct ConfigError {
 }
 
 impl NodeConfig {
-    /// Checks what serde cannot: names, combinations, keys.
+    /// Checks what serde cannot: names, combinations, keys. What only building it can check
+    /// (proxy endpoints, channel patterns, token keys) is checked where it is built, by
+    /// [`crate::node::check_config`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, message: &str| {
             Err(ConfigError {
@@ -361,20 +364,142 @@ impl NodeConfig {
         if self.session.pong_timeout >= self.session.ping_interval {
             return err("client.pong_timeout", "must be shorter than client.ping_interval");
         }
-        crate::proxy::Endpoints::build(self)?;
-        crate::channel::Rules::new(&self.channel)?;
-        crate::token::Verifier::new(&self.token, "client.token")?;
-        if self.subscription_token.enabled {
-            let v = crate::token::Verifier::new(&self.subscription_token.token, "client.subscription_token")?;
-            if !v.is_configured() {
-                return err(
-                    "client.subscription_token",
-                    "enabled, but no key is set (hmac_secret_key, rsa_public_key, ecdsa_public_key or jwks_public_endpoint)",
-                );
-            }
-        }
         Ok(())
     }
+}
+
+/// One backend endpoint's settings (Centrifugo's `Proxy` object).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// `http://host:port/path`; empty: not configured.
+    pub endpoint: String,
+    #[serde(with = "crate::duration")]
+    pub timeout: Duration,
+    /// Headers of the client's HTTP upgrade request to forward (`Cookie`, `Authorization`...).
+    pub http_headers: Vec<String>,
+    /// Send the connection's `meta` (from the connect proxy's result) with each request.
+    pub include_connection_meta: bool,
+    /// Data goes as `b64data` (base64) instead of raw JSON.
+    pub binary_encoding: bool,
+    pub http: ProxyHttp,
+    /// wshub: requests in flight to this endpoint at once; more wait (within `timeout`).
+    pub max_in_flight: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            endpoint: String::new(),
+            timeout: Duration::from_secs(1),
+            http_headers: Vec::new(),
+            include_connection_meta: false,
+            binary_encoding: false,
+            http: ProxyHttp::default(),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// `http.*` of a proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyHttp {
+    /// Headers sent with every request (forwarded client headers win).
+    pub static_headers: BTreeMap<String, String>,
+    pub tls: ProxyTls,
+}
+
+/// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate
+/// (otherwise the usual public roots are trusted).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyTls {
+    pub enabled: bool,
+    /// PEM text of the CA certificate(s) to trust instead of the public roots.
+    pub server_ca_pem: String,
+}
+
+/// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct SwitchedProxy {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
+}
+
+/// `client.proxy`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ClientProxies {
+    pub connect: SwitchedProxy,
+    pub refresh: SwitchedProxy,
+}
+
+/// `channel.proxy`: the proxies a namespace reaches under the name `default`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ChannelProxies {
+    pub subscribe: ProxyConfig,
+    pub publish: ProxyConfig,
+    pub sub_refresh: ProxyConfig,
+}
+
+/// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NamedProxy {
+    pub name: String,
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
+}
+
+/// Options of an RPC namespace (or of methods without one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcOptions {
+    pub proxy_enabled: bool,
+    /// Empty or `default`: `rpc.proxy`.
+    pub proxy_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcNamespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: RpcOptions,
+}
+
+/// `rpc.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcConfig {
+    pub proxy: ProxyConfig,
+    pub without_namespace: RpcOptions,
+    pub namespaces: Vec<RpcNamespace>,
+    /// Between an RPC namespace and the method (`ns:method`); empty: no namespaces.
+    pub namespace_boundary: String,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            proxy: ProxyConfig::default(),
+            without_namespace: RpcOptions::default(),
+            namespaces: Vec::new(),
+            namespace_boundary: ":".into(),
+        }
+    }
+}
+
+/// Every proxy setting of the node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxySettings {
+    pub client: ClientProxies,
+    pub rpc: RpcConfig,
+    pub named: Vec<NamedProxy>,
 }
 
 fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {

@@ -127,6 +127,21 @@ pub(crate) fn publication_size_bound(channel: &str, p: &Publication) -> usize {
 /// How long the result of a publish with an idempotency key is kept (Centrifugo's window).
 pub const IDEMPOTENT_RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Whether a node could start with `config`: [`NodeConfig::validate`], then what only
+/// building the parts can check (proxy endpoints, channel patterns, token keys). For a
+/// configuration loaded before the node exists (`wshub checkconfig`, a reload's file).
+pub fn check_config(config: &NodeConfig) -> Result<(), ConfigError> {
+    build_parts(config).map(drop)
+}
+
+/// The parts of a node that its configuration builds, each once, in the order their errors
+/// are reported.
+fn build_parts(config: &NodeConfig) -> Result<(crate::proxy::Endpoints, Live), ConfigError> {
+    config.validate()?;
+    let proxies = crate::proxy::Endpoints::build(config)?;
+    Ok((proxies, Live::new(config)?))
+}
+
 /// The part of the configuration a reload (SIGHUP) replaces while connections stay open,
 /// as Centrifugo v6 reloads: the token verifiers and the channel options (namespaces).
 pub struct Live {
@@ -142,9 +157,20 @@ pub struct Live {
 
 impl Live {
     fn new(config: &NodeConfig) -> Result<Self, ConfigError> {
+        let rules = channel::Rules::new(&config.channel)?;
         let mut verifier = Verifier::new(&config.token, "client.token")?;
         let mut sub_verifier = match config.subscription_token.enabled {
-            true => Some(Verifier::new(&config.subscription_token.token, "client.subscription_token")?),
+            true => {
+                let v = Verifier::new(&config.subscription_token.token, "client.subscription_token")?;
+                if !v.is_configured() {
+                    return Err(ConfigError {
+                        key: "client.subscription_token".into(),
+                        message: "enabled, but no key is set (hmac_secret_key, rsa_public_key, ecdsa_public_key or jwks_public_endpoint)"
+                            .into(),
+                    });
+                }
+                Some(v)
+            }
             false => None,
         };
         if config.insecure_skip_token_signature_verify {
@@ -156,7 +182,7 @@ impl Live {
         Ok(Live {
             verifier,
             sub_verifier,
-            rules: channel::Rules::new(&config.channel)?,
+            rules,
             channel: config.channel.clone(),
         })
     }
@@ -235,9 +261,8 @@ impl Node {
 
     /// A node whose broker and presence manager may come from different backends.
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
-        config.validate()?;
-        let live = RwLock::new(Arc::new(Live::new(&config)?));
-        let proxies = crate::proxy::Endpoints::build(&config)?;
+        let (proxies, live) = build_parts(&config)?;
+        let live = RwLock::new(Arc::new(live));
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
         broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
@@ -328,6 +353,53 @@ impl Node {
         self.proxy_transport.get()
     }
 
+    /// The server API's `rpc` method: the RPC proxy of the method's namespace, called with no
+    /// client and no user. A backend `disconnect` is an error here.
+    pub async fn api_rpc(&self, method: &str, data: Bytes) -> Result<Bytes, ApiError> {
+        use crate::proxy::{call, put_data, raw_or_b64, Answer, Caller, RpcResultBody};
+        if !self.proxies.has_rpc() {
+            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+        }
+        let ep = self.proxies.for_rpc(method).map_err(|c| {
+            ApiError::new(
+                c,
+                if c == code::METHOD_NOT_FOUND {
+                    "method not found"
+                } else {
+                    "not available"
+                },
+            )
+        })?;
+        let Some(t) = self.proxy_transport() else {
+            return Err(ApiError::new(code::INTERNAL, "internal error"));
+        };
+        let caller = Caller {
+            client: "",
+            user: "",
+            transport: "http",
+            protocol: "json",
+            headers: &[],
+            meta: None,
+        };
+        let mut f = serde_json::Map::new();
+        f.insert("method".into(), method.into());
+        put_data(&mut f, ep, &data);
+        match call::<RpcResultBody>(t.as_ref(), ep, &caller, f).await {
+            Ok(Answer::Result(r)) => {
+                let r = r.unwrap_or_default();
+                raw_or_b64(&r.data, &r.b64data)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|_| ApiError::new(code::INTERNAL, "internal error"))
+            }
+            Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
+            Ok(Answer::Disconnect(d)) => Err(ApiError::new(
+                code::INTERNAL,
+                &format!("backend disconnect {}: {}", d.code, d.reason),
+            )),
+            Err(_) => Err(ApiError::new(code::INTERNAL, "internal error")),
+        }
+    }
+
     pub(crate) fn command_limiter(&self) -> Option<&Arc<dyn ClusterLimiter>> {
         self.command_limiter.get()
     }
@@ -357,10 +429,9 @@ impl Node {
     /// commands from now on see the new options, subscriptions made before keep what they
     /// were granted (as in Centrifugo). Nothing changes when `config` is refused.
     pub fn reload(&self, config: &NodeConfig) -> Result<(), ConfigError> {
-        config.validate()?;
         // The channel proxies (kind and name) the new options use that this node was not
         // built with (proxies are built at start).
-        let wanted = crate::proxy::Endpoints::build(config)?;
+        let (wanted, live) = build_parts(config)?;
         let mut missing: Vec<String> = (wanted.by_kind.keys())
             .filter(|k| !self.proxies.by_kind.contains_key(*k))
             .map(|(kind, name)| format!("{kind:?} proxy {name:?}"))
@@ -375,7 +446,6 @@ impl Node {
                 ),
             });
         }
-        let live = Live::new(config)?;
         *self.live.write() = Arc::new(live);
         Ok(())
     }

@@ -12,150 +12,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{ChannelOptions, ConfigError, NodeConfig};
+use crate::config::{ChannelOptions, ConfigError, NodeConfig, ProxyConfig, RpcConfig};
 use crate::engine::BoxFuture;
-
-/// One backend endpoint's settings (Centrifugo's `Proxy` object).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct ProxyConfig {
-    /// `http://host:port/path`; empty: not configured.
-    pub endpoint: String,
-    #[serde(with = "crate::duration")]
-    pub timeout: Duration,
-    /// Headers of the client's HTTP upgrade request to forward (`Cookie`, `Authorization`...).
-    pub http_headers: Vec<String>,
-    /// Send the connection's `meta` (from the connect proxy's result) with each request.
-    pub include_connection_meta: bool,
-    /// Data goes as `b64data` (base64) instead of raw JSON.
-    pub binary_encoding: bool,
-    pub http: ProxyHttp,
-    /// wshub: requests in flight to this endpoint at once; more wait (within `timeout`).
-    pub max_in_flight: usize,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        ProxyConfig {
-            endpoint: String::new(),
-            timeout: Duration::from_secs(1),
-            http_headers: Vec::new(),
-            include_connection_meta: false,
-            binary_encoding: false,
-            http: ProxyHttp::default(),
-            max_in_flight: 256,
-        }
-    }
-}
-
-/// `http.*` of a proxy.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct ProxyHttp {
-    /// Headers sent with every request (forwarded client headers win).
-    pub static_headers: BTreeMap<String, String>,
-    pub tls: ProxyTls,
-}
-
-/// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate
-/// (otherwise the usual public roots are trusted).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct ProxyTls {
-    pub enabled: bool,
-    /// PEM text of the CA certificate(s) to trust instead of the public roots.
-    pub server_ca_pem: String,
-}
-
-/// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct SwitchedProxy {
-    pub enabled: bool,
-    #[serde(flatten)]
-    pub proxy: ProxyConfig,
-}
-
-/// `client.proxy`
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct ClientProxies {
-    pub connect: SwitchedProxy,
-    pub refresh: SwitchedProxy,
-}
-
-/// `channel.proxy`: the proxies a namespace reaches under the name `default`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct ChannelProxies {
-    pub subscribe: ProxyConfig,
-    pub publish: ProxyConfig,
-    pub sub_refresh: ProxyConfig,
-}
-
-/// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct NamedProxy {
-    pub name: String,
-    #[serde(flatten)]
-    pub proxy: ProxyConfig,
-}
-
-/// Options of an RPC namespace (or of methods without one).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct RpcOptions {
-    pub proxy_enabled: bool,
-    /// Empty or `default`: `rpc.proxy`.
-    pub proxy_name: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct RpcNamespace {
-    pub name: String,
-    #[serde(flatten)]
-    pub options: RpcOptions,
-}
-
-/// `rpc.*`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct RpcConfig {
-    pub proxy: ProxyConfig,
-    pub without_namespace: RpcOptions,
-    pub namespaces: Vec<RpcNamespace>,
-    /// Between an RPC namespace and the method (`ns:method`); empty: no namespaces.
-    pub namespace_boundary: String,
-}
-
-impl Default for RpcConfig {
-    fn default() -> Self {
-        RpcConfig {
-            proxy: ProxyConfig::default(),
-            without_namespace: RpcOptions::default(),
-            namespaces: Vec::new(),
-            namespace_boundary: ":".into(),
-        }
-    }
-}
-
-/// Every proxy setting of the node.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProxySettings {
-    pub client: ClientProxies,
-    pub rpc: RpcConfig,
-    pub named: Vec<NamedProxy>,
-}
 
 /// What a proxy is asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -642,17 +508,9 @@ pub struct RefreshResultBody {
     pub meta: Option<Box<RawValue>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct SubscribeResultBody {
-    pub expire_at: i64,
-    pub info: Option<Box<RawValue>>,
-    pub b64info: String,
-    pub data: Option<Box<RawValue>>,
-    pub b64data: String,
-    #[serde(rename = "override")]
-    pub override_: Option<Override>,
-}
+/// A subscribe proxy's result: the same fields as a connect result's options for one
+/// channel ([`SubOptions`]).
+pub type SubscribeResultBody = SubOptions;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -678,56 +536,11 @@ pub struct RpcResultBody {
     pub b64data: String,
 }
 
-/// The server API's `rpc` method: the RPC proxy of the method's namespace, called with no
-/// client and no user. A backend `disconnect` is an error here.
-pub async fn api_rpc(node: &crate::node::Node, method: &str, data: Bytes) -> Result<Bytes, crate::node::ApiError> {
-    use crate::node::ApiError;
-    use wshub_protocol::codes::error as ec;
-    if !node.proxies.has_rpc() {
-        return Err(ApiError::new(ec::NOT_AVAILABLE, "not available"));
-    }
-    let ep = node.proxies.for_rpc(method).map_err(|code| {
-        ApiError::new(
-            code,
-            if code == ec::METHOD_NOT_FOUND {
-                "method not found"
-            } else {
-                "not available"
-            },
-        )
-    })?;
-    let Some(t) = node.proxy_transport() else {
-        return Err(ApiError::new(ec::INTERNAL, "internal error"));
-    };
-    let caller = Caller {
-        client: "",
-        user: "",
-        transport: "http",
-        protocol: "json",
-        headers: &[],
-        meta: None,
-    };
-    let mut f = serde_json::Map::new();
-    f.insert("method".into(), method.into());
-    put_data(&mut f, ep, &data);
-    match call::<RpcResultBody>(t.as_ref(), ep, &caller, f).await {
-        Ok(Answer::Result(r)) => {
-            let r = r.unwrap_or_default();
-            raw_or_b64(&r.data, &r.b64data)
-                .map(Option::unwrap_or_default)
-                .map_err(|_| ApiError::new(ec::INTERNAL, "internal error"))
-        }
-        Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
-        Ok(Answer::Disconnect(d)) => Err(ApiError::new(ec::INTERNAL, &format!("backend disconnect {}: {}", d.code, d.reason))),
-        Err(_) => Err(ApiError::new(ec::INTERNAL, "internal error")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::config::Namespace;
+    use crate::config::{NamedProxy, Namespace, RpcNamespace, RpcOptions};
 
     fn cfg() -> NodeConfig {
         let mut c = NodeConfig::default();

@@ -23,6 +23,22 @@ pub mod error {
     }
 }
 
+/// Unsubscribe codes, pushed when the server ends a subscription.
+pub mod unsubscribe {
+    /// Unsubscribed by the server (the server API's `unsubscribe`, say).
+    pub const SERVER: u32 = 2000;
+    pub const INSUFFICIENT_STATE: u32 = 2500;
+    /// The subscription's token expired and was not refreshed in time.
+    pub const EXPIRED: u32 = 2501;
+    pub const STATE_INVALIDATED: u32 = 2502;
+
+    /// Whether the SDK subscribes again by itself after this code (PROTOCOL.md: 2500 and
+    /// up); below it, the subscription is over.
+    pub fn should_resubscribe(code: u32) -> bool {
+        code >= INSUFFICIENT_STATE
+    }
+}
+
 /// Disconnect codes, sent as the WebSocket close code with a plain-text reason.
 pub mod disconnect {
     pub const CONNECTION_CLOSED: u16 = 3000;
@@ -69,6 +85,8 @@ mod tests {
             assert!(!disconnect::should_reconnect(c), "{c}");
         }
         assert!(error::is_temporary(error::TOO_MANY_REQUESTS));
+        assert!(!unsubscribe::should_resubscribe(unsubscribe::SERVER));
+        assert!(unsubscribe::should_resubscribe(unsubscribe::EXPIRED));
         assert!(!error::is_temporary(error::PERMISSION_DENIED));
     }
 }

@@ -380,7 +380,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
     match request {
         ApiRequest::Rpc(p) => {
             let data = p.params.map(|r| Bytes::copy_from_slice(r.get().as_bytes())).unwrap_or_default();
-            let out = wshub_core::proxy::api_rpc(node, &p.method, data).await?;
+            let out = node.api_rpc(&p.method, data).await?;
             let data: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
             Ok(if out.is_empty() { json!({}) } else { json!({ "data": data }) })
         }

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wshub_core::config::{ChannelConfig, NodeConfig, PersonalChannel, SessionConfig, SubscriptionTokenConfig, TokenConfig};
+use wshub_core::config::{
+    ChannelConfig, ClientProxies, NamedProxy, NodeConfig, PersonalChannel, ProxySettings, RpcConfig, SessionConfig,
+    SubscriptionTokenConfig, TokenConfig,
+};
 use wshub_core::duration;
-use wshub_core::proxy::{ClientProxies, NamedProxy, ProxySettings, RpcConfig};
 use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod env;
@@ -258,7 +260,7 @@ pub fn load(
             return Err(namespace_error(&root).unwrap_or_else(|| LoadError(format!("{}: {}", e.path(), in_words(&e.inner().to_string())))))
         }
     };
-    to_node_config(&config).validate().map_err(|e| LoadError(e.to_string()))?;
+    wshub_core::node::check_config(&to_node_config(&config)).map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
     Ok(Loaded { config, unknown_keys })
 }

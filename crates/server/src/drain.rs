@@ -42,10 +42,8 @@ pub async fn drain(shared: &Shared, node: &Node, window: Duration, deadline: Ins
             });
         }
     }
-    while shared.connections() > 0 && Instant::now() < deadline {
-        // Connections end on their own tasks; poll their count until the deadline.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Connections end on their own tasks; the last one to end wakes this.
+    let _ = tokio::time::timeout_at(deadline, shared.connections.none_left()).await;
     let left = shared.connections();
     tracing::info!(left, elapsed_ms = start.elapsed().as_millis() as u64, "drain done");
     left

@@ -15,14 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use wshub_protocol::codes::disconnect::WRITE_ERROR;
 use wshub_websocket::{CloseCode, Config, Connection, Event, MessageKind, State};
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read buffer on the stack of a non-async function, so that no connection keeps one.
 const READ_CHUNK: usize = 16 * 1024;
-/// Close code of a write that timed out (PROTOCOL.md: 3009 write error).
-const WRITE_ERROR: u16 = 3009;
 /// Slices per vectored write.
 const MAX_IOVECS: usize = 64;
 

@@ -121,30 +121,50 @@ fn log_listener(listener: &TcpListener, endpoints: &crate::endpoints::Endpoints)
     }
 }
 
-/// [`run`] until SIGTERM or SIGINT; a second signal exits the process at once (status 1).
-/// SIGHUP reloads what `reload` can (a node without one logs that it cannot) and never ends
-/// the process.
+/// How [`run_until_signal`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Stopped {
+    /// After the drain: the WebSocket connections still open at the end.
+    Drained(usize),
+    /// A second signal came during the drain: the caller exits at once (status 1). The
+    /// library leaves the exit to the binary, which owns the process (and its pid file).
+    Interrupted,
+}
+
+/// [`run`] until SIGTERM or SIGINT; a second signal abandons the drain
+/// ([`Stopped::Interrupted`]). SIGHUP reloads what `reload` can (a node without one logs
+/// that it cannot) and never ends the process.
 pub async fn run_until_signal(
     listener: TcpListener,
     internal: Option<TcpListener>,
     shared: Arc<Shared>,
     drain: Option<Drain>,
     reload: Option<crate::reload::Reloader>,
-) -> usize {
+) -> Stopped {
     let hangups = watch_hangups(shared.clone(), reload);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         shutdown_signal().await;
         eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
-        tokio::spawn(async {
-            shutdown_signal().await;
-            eprintln!("second signal: exiting now");
-            PidFile::remove_now();
-            std::process::exit(1);
-        });
+        let _ = first_tx.send(());
     };
-    let left = run(listener, internal, shared, drain, shutdown).await;
+    let second = async {
+        if first_rx.await.is_ok() {
+            shutdown_signal().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let stopped = tokio::select! {
+        left = run(listener, internal, shared, drain, shutdown) => Stopped::Drained(left),
+        () = second => {
+            eprintln!("second signal: exiting now");
+            Stopped::Interrupted
+        }
+    };
     hangups.abort();
-    left
+    stopped
 }
 
 /// Handles SIGHUP from now on (its default action would end the process).
@@ -165,8 +185,8 @@ fn watch_hangups(shared: Arc<Shared>, reload: Option<crate::reload::Reloader>) -
     })
 }
 
-/// `pid_file`: the process id, written at start and removed at exit (on drop, or by the
-/// second signal's immediate exit), as Centrifugo.
+/// `pid_file`: the process id, written at start and removed at exit (on drop: the binary
+/// drops it before the second signal's immediate exit too), as Centrifugo.
 pub struct PidFile(());
 
 static PID_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();

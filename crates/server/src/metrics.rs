@@ -8,8 +8,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use wshub_core::node::Node;
 
 use crate::cluster::Cluster;
+use help::{
+    describe,
+    Kind::{Counter, Gauge, Histogram},
+};
 
 pub mod centrifugo;
+mod help;
 mod process;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -76,31 +81,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // have Centrifugo's (its Grafana dashboard builds every latency panel on them);
             // the other Centrifugo durations are its (deprecated) summaries, with its
             // quantiles (0.5, 0.99, 0.999), for existing alerts.
+            let centrifugo_buckets: [(&str, &[f64]); 4] = [
+                ("centrifugo_client_command_duration_seconds_histogram", &COMMAND_BUCKETS),
+                ("centrifugo_client_ping_pong_duration_seconds", &COMMAND_BUCKETS),
+                ("centrifugo_api_command_duration_seconds_histogram", &GO_DEFAULT_BUCKETS),
+                ("centrifugo_proxy_duration_seconds_histogram", &GO_DEFAULT_BUCKETS),
+            ];
             let r = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Prefix("wshub_".into()), &buckets)
                 .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("centrifugo_client_command_duration_seconds_histogram".into()),
-                        &COMMAND_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("centrifugo_client_ping_pong_duration_seconds".into()),
-                        &COMMAND_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("centrifugo_api_command_duration_seconds_histogram".into()),
-                        &GO_DEFAULT_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("centrifugo_proxy_duration_seconds_histogram".into()),
-                        &GO_DEFAULT_BUCKETS,
-                    )
+                    centrifugo_buckets.into_iter().try_fold(b, |b, (name, buckets)| {
+                        b.set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+                    })
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("centrifugo_client_recovered_publications".into()), &RECOVERED_BUCKETS)
@@ -109,8 +101,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .and_then(|b| b.install_recorder());
             match r {
                 Ok(h) => {
-                    describe();
-                    centrifugo::describe();
+                    describe(SERIES);
+                    describe(centrifugo::SERIES);
                     precreate();
                     Some(h)
                 }
@@ -123,40 +115,47 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("wshub_connections", "WebSocket connections open");
-    describe_gauge!("wshub_clients", "connected (authenticated) clients");
-    describe_gauge!("wshub_users", "distinct users connected");
-    describe_gauge!("wshub_subscriptions", "subscriptions on this node");
-    describe_gauge!("wshub_channels", "channels with subscribers on this node");
-    describe_counter!("wshub_commands_total", "client commands by method");
-    describe_counter!("wshub_reply_errors_total", "error replies by code");
-    describe_counter!("wshub_disconnects_total", "connections ended, by close code");
-    describe_counter!("wshub_messages_in_total", "WebSocket messages received");
-    describe_counter!("wshub_bytes_in_total", "WebSocket payload bytes received");
-    describe_counter!("wshub_messages_out_total", "frames queued to clients");
-    describe_counter!("wshub_bytes_out_total", "bytes written to clients");
-    describe_counter!("wshub_api_calls_total", "HTTP API calls by method and status");
-    describe_counter!("wshub_handshake_refusals_total", "refused upgrades by reason");
-    describe_counter!("wshub_rate_limit_refusals_total", "requests refused by a rate limit, by kind");
-    describe_counter!(
+/// wshub's own series: their kind and `# HELP` text.
+const SERIES: &[(help::Kind, &str, &str)] = &[
+    (Gauge, "wshub_connections", "WebSocket connections open"),
+    (Gauge, "wshub_clients", "connected (authenticated) clients"),
+    (Gauge, "wshub_users", "distinct users connected"),
+    (Gauge, "wshub_subscriptions", "subscriptions on this node"),
+    (Gauge, "wshub_channels", "channels with subscribers on this node"),
+    (Counter, "wshub_commands_total", "client commands by method"),
+    (Counter, "wshub_reply_errors_total", "error replies by code"),
+    (Counter, "wshub_disconnects_total", "connections ended, by close code"),
+    (Counter, "wshub_messages_in_total", "WebSocket messages received"),
+    (Counter, "wshub_bytes_in_total", "WebSocket payload bytes received"),
+    (Counter, "wshub_messages_out_total", "frames queued to clients"),
+    (Counter, "wshub_bytes_out_total", "bytes written to clients"),
+    (Counter, "wshub_api_calls_total", "HTTP API calls by method and status"),
+    (Counter, "wshub_handshake_refusals_total", "refused upgrades by reason"),
+    (
+        Counter,
+        "wshub_rate_limit_refusals_total",
+        "requests refused by a rate limit, by kind",
+    ),
+    (
+        Counter,
         "wshub_rate_limit_fail_open_total",
-        "requests admitted because a cluster rate limiter (Redis) did not answer, by kind"
-    );
-    describe_counter!("wshub_publications_total", "publications delivered to the hub");
-    describe_gauge!("wshub_queue_bytes", "bytes queued for clients (sum over connections)");
-    describe_counter!(
+        "requests admitted because a cluster rate limiter (Redis) did not answer, by kind",
+    ),
+    (Counter, "wshub_publications_total", "publications delivered to the hub"),
+    (Gauge, "wshub_queue_bytes", "bytes queued for clients (sum over connections)"),
+    (
+        Counter,
         "wshub_proxy_calls_total",
-        "calls to backend proxies by kind and outcome (ok, error, disconnect, timeout, unreachable, status, garbage)"
-    );
-    describe_histogram!("wshub_proxy_duration_seconds", "time of one backend proxy call, by kind");
-    describe_counter!("wshub_jwks_fetches_total", "fetches of the JWKS key set by outcome");
-    describe_histogram!(
+        "calls to backend proxies by kind and outcome (ok, error, disconnect, timeout, unreachable, status, garbage)",
+    ),
+    (Histogram, "wshub_proxy_duration_seconds", "time of one backend proxy call, by kind"),
+    (Counter, "wshub_jwks_fetches_total", "fetches of the JWKS key set by outcome"),
+    (
+        Histogram,
         "wshub_fanout_latency_seconds",
-        "time to hand one publication to every local subscriber"
-    );
-}
+        "time to hand one publication to every local subscriber",
+    ),
+];
 
 /// The text of `GET /metrics`.
 /// `api`: the node and its cluster, when a node runs.

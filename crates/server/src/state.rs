@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use wshub_core::logging::LogLimiter;
 use wshub_core::node::Node;
 use wshub_core::ratelimit::{ClusterLimiter, KeyedLimiters, Limiter, RateLimitAlgorithm};
@@ -133,13 +134,51 @@ pub struct EmulationConfig {
     pub forwarded_headers: Vec<String>,
 }
 
+/// The node's open connections (WebSocket and the HTTP transports), counted so that the
+/// drain can wait for the last one to end instead of polling the count.
+#[derive(Default)]
+pub(crate) struct Connections {
+    open: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Connections {
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Returns once no connection is open.
+    pub(crate) async fn none_left(&self) {
+        loop {
+            // Registered before the count is read, so that a close in between still wakes it.
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// State shared by every connection task.
 pub struct Shared {
     pub config: ServerConfig,
     pub(crate) ready: AtomicBool,
     /// The engine answers (always, for the memory engine); watched by `crate::lifecycle`.
     pub(crate) engine_ok: AtomicBool,
-    pub(crate) connections: AtomicUsize,
+    pub(crate) connections: Connections,
     /// Held (shared) by an API publication from its drain check to its end, so that a drain
     /// starts closing clients only after the publications it let through are delivered.
     pub(crate) publish_gate: tokio::sync::RwLock<()>,
@@ -178,7 +217,7 @@ impl Shared {
         Arc::new(Shared {
             ready: AtomicBool::new(true),
             engine_ok: AtomicBool::new(true),
-            connections: AtomicUsize::new(0),
+            connections: Connections::default(),
             publish_gate: tokio::sync::RwLock::new(()),
             node_rate,
             ip_rate,
@@ -195,7 +234,7 @@ impl Shared {
 
     /// WebSocket connections now open.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
+        self.connections.open()
     }
 
     pub fn set_ready(&self, ready: bool) {

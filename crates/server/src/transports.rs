@@ -6,7 +6,6 @@
 //! CORS answers are [`crate::admission`]'s.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -224,7 +223,7 @@ pub(crate) async fn open_stream(
     if let Err((status, reason)) = crate::admission::admit(shared, peer.ip()).await {
         return Err(text(status, reason));
     }
-    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.connections.opened();
     let done = emulation::count_stream(transport);
     let s = shared.clone();
     let body = emulation::start(
@@ -240,7 +239,7 @@ pub(crate) async fn open_stream(
         },
         connect,
         move || {
-            s.connections.fetch_sub(1, Ordering::Relaxed);
+            s.connections.closed();
             done();
         },
     );

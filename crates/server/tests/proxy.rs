@@ -51,17 +51,7 @@ async fn serve(mut stream: TcpStream, mode: Mode, seen: Arc<Seen>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
+        while let Some(head) = wshub_testkit::take_request(&mut buf) {
             seen.heads.lock().push(head);
             let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -239,17 +229,7 @@ async fn serve_tls(mut stream: wshub_server::tls::TlsStream, seen: Arc<Seen>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
+        while let Some(head) = wshub_testkit::take_request(&mut buf) {
             seen.heads.lock().push(head);
             let body = r#"{"result":{"data":{"tls":true}}}"#;
             let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());

@@ -128,15 +128,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, key: [u8; 16]) ->
 }
 
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, conn: &mut Connection) {
-    while conn.has_pending_transmit() {
-        let chunk: Vec<u8> = {
-            let mut sl = [std::io::IoSlice::new(&[]); 8];
-            let n = conn.transmit_slices(&mut sl);
-            sl[..n].iter().flat_map(|x| x.iter().copied()).collect()
-        };
-        s.write_all(&chunk).await.unwrap();
-        conn.advance_transmit(chunk.len());
-    }
+    s.write_all(&conn.take_transmit()).await.unwrap();
     s.flush().await.unwrap();
 }
 

@@ -90,6 +90,24 @@ pub async fn http_head(port: u16, method: &str, path: &str, headers: &str, body:
     tokio::time::timeout(LIMIT, call).await.unwrap_or_else(|_| Err("timed out".into()))
 }
 
+/// Takes the first whole HTTP/1.1 request (its body framed by `Content-Length`) off the
+/// front of `buf`, answering its head in lower case; `None` while it is not all there. For
+/// the fake backends that read pipelined requests on a kept-alive connection.
+pub fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if buf.len() < end + 4 + len {
+        return None;
+    }
+    buf.drain(..end + 4 + len);
+    Some(head)
+}
+
 /// `wshub serve -c config --port port --address 127.0.0.1` of the binary at `bin` (a
 /// package's `env!("CARGO_BIN_EXE_wshub")`, or a release build), for the caller to give
 /// its standard streams and spawn.

@@ -195,23 +195,16 @@ fn rand_key() -> [u8; 16] {
     k
 }
 
-/// A masked client frame built by hand, for sending what a correct client never would.
+/// A masked client frame with any first byte (reserved bits, unknown opcodes), for sending
+/// what a correct client never would.
 pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    use wshub_websocket::frame::{encode_header, OpCode, MAX_HEADER_LEN};
     let key = [9u8, 8, 7, 6];
-    let mut v = vec![first_byte];
-    let len = payload.len();
-    if len < 126 {
-        v.push(0x80 | len as u8);
-    } else if len <= 65535 {
-        v.push(0x80 | 126);
-        v.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        v.push(0x80 | 127);
-        v.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    v.extend_from_slice(&key);
-    let start = v.len();
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut head, true, false, OpCode::Binary, Some(key), payload.len() as u64);
+    head[0] = first_byte;
+    let mut v = head[..n].to_vec();
     v.extend_from_slice(payload);
-    wshub_websocket::mask::apply_mask(&mut v[start..], key, 0);
+    wshub_websocket::mask::apply_mask(&mut v[n..], key, 0);
     v
 }

@@ -97,13 +97,14 @@ fn deflate_share(c: &mut Criterion) {
             .repeat(4),
     );
     let (params, _) = deflate::negotiate(["permessage-deflate"], DeflateConfig { level: 1, min_size: 0 }).unwrap_or_else(|| unreachable!());
+    let thousand_connections = || {
+        (0..1000)
+            .map(|_| Connection::new(Config::server(1 << 20, Some(params))))
+            .collect::<Vec<_>>()
+    };
     g.bench_function("compress_once_share", |b| {
         b.iter_batched(
-            || {
-                (0..1000)
-                    .map(|_| Connection::new(Config::server(1 << 20, Some(params))))
-                    .collect::<Vec<_>>()
-            },
+            thousand_connections,
             |mut conns| {
                 let msg = PreparedMessage::new(MessageKind::Text, payload.clone());
                 for c in &mut conns {
@@ -116,11 +117,7 @@ fn deflate_share(c: &mut Criterion) {
     });
     g.bench_function("compress_per_connection", |b| {
         b.iter_batched(
-            || {
-                (0..1000)
-                    .map(|_| Connection::new(Config::server(1 << 20, Some(params))))
-                    .collect::<Vec<_>>()
-            },
+            thousand_connections,
             |mut conns| {
                 for c in &mut conns {
                     c.send(MessageKind::Text, payload.clone());

@@ -619,6 +619,18 @@ impl Connection {
             self.tx = VecDeque::new();
         }
     }
+
+    /// Takes everything queued, copied into one buffer: for a writer that writes a whole
+    /// buffer at a time (clients, load generators, tests). The server's driver writes the
+    /// slices where they are instead.
+    pub fn take_transmit(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.tx_len);
+        for b in &self.tx {
+            out.extend_from_slice(b);
+        }
+        self.advance_transmit(out.len());
+        out
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import * as json from 'centrifuge';
 import * as proto from 'centrifuge/build/protobuf';
-import { startServer, token, once, collect, waitFor, now, baseConfig } from './helpers.mjs';
+import { startServer, token, once, collect, waitFor, now, baseConfig, subscribed } from './helpers.mjs';
 
 for (const [name, lib] of [['json', json], ['protobuf', proto]]) {
   describe(`centrifuge-js ${name}`, () => {
@@ -24,12 +24,6 @@ for (const [name, lib] of [['json', json], ['protobuf', proto]]) {
       c.connect();
       await once(c, 'connected');
       return c;
-    };
-    const subscribed = async (c, channel, opts = {}) => {
-      const s = c.newSubscription(channel, opts);
-      s.subscribe();
-      await once(s, 'subscribed');
-      return s;
     };
 
     before(async () => { server = await startServer(); });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import * as json from 'centrifuge';
 import * as proto from 'centrifuge/build/protobuf';
-import { startServer, token, once, collect, waitFor, now, baseConfig } from './helpers.mjs';
+import { startServer, token, once, collect, waitFor, now, baseConfig, subscribed } from './helpers.mjs';
 
 export function deltaFilterConfig() {
   const cfg = baseConfig();
@@ -69,12 +69,6 @@ for (const [name, lib] of [['json', json], ['protobuf', proto]]) {
       c.connect();
       await once(c, 'connected');
       return c;
-    };
-    const subscribed = async (c, channel, opts = {}) => {
-      const s = c.newSubscription(channel, opts);
-      s.subscribe();
-      await once(s, 'subscribed');
-      return s;
     };
     // Once the node has delivered every accepted publication (their pushes are queued to
     // the connection), a reply to a later command arrives after them: a barrier without

@@ -131,6 +131,14 @@ export function once(emitter, name, ms = 10000) {
   });
 }
 
+/** A new subscription of client `c` to `channel`, resolved once subscribed. */
+export async function subscribed(c, channel, opts = {}) {
+  const s = c.newSubscription(channel, opts);
+  s.subscribe();
+  await once(s, 'subscribed');
+  return s;
+}
+
 /** Collects events `name` of `emitter` into an array. */
 export function collect(emitter, name) {
   const out = [];

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+from centrifuge import SubscriptionEventHandler
 
 SECRET = "py-test-secret"
 API_KEY = "py-test-api-key"
@@ -106,3 +107,30 @@ async def wait_for(pred, timeout=10.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+class SubEvents(SubscriptionEventHandler):
+    """What a subscription saw, in order."""
+
+    def __init__(self):
+        self.publications = []
+        self.subscribed = []
+        self.unsubscribed = []
+        self.joins = []
+
+    async def on_publication(self, ctx):
+        self.publications.append(ctx.pub)
+
+    async def on_subscribed(self, ctx):
+        self.subscribed.append(ctx)
+
+    async def on_unsubscribed(self, ctx):
+        self.unsubscribed.append(ctx)
+
+    async def on_join(self, ctx):
+        self.joins.append(ctx)
+
+
+def data_of(pub, protobuf):
+    """A publication's data as JSON: the Protobuf client hands it over as bytes."""
+    return json.loads(pub.data) if protobuf else pub.data

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 from cent import Client as Cent, PublishRequest
-from centrifuge import Client, DeltaType, Filter, SubscriptionEventHandler
+from centrifuge import Client, DeltaType, Filter
 
-from conftest import API_KEY, Server, config, token, wait_for
+from conftest import API_KEY, Server, SubEvents, config, data_of, token, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -32,30 +32,10 @@ def dserver():
     s.stop()
 
 
-class SubEvents(SubscriptionEventHandler):
-    def __init__(self):
-        self.publications = []
-        self.subscribed = []
-        self.unsubscribed = []
-
-    async def on_publication(self, ctx):
-        self.publications.append(ctx.pub)
-
-    async def on_subscribed(self, ctx):
-        self.subscribed.append(ctx)
-
-    async def on_unsubscribed(self, ctx):
-        self.unsubscribed.append(ctx)
-
-
 def document(version):
     """About 10 KB of JSON; a new version changes about 1 % of it."""
     rows = [{"id": i, "name": f"row-{i}", "value": version if i % 10 == version % 10 else i * 7, "note": "lorem ipsum dolor sit amet"} for i in range(100)]
     return {"version": version, "rows": rows}
-
-
-def data_of(pub, protobuf):
-    return json.loads(pub.data) if protobuf else pub.data
 
 
 def api(server, method, params):

@@ -11,10 +11,10 @@ from cent import (
 )
 from cent.dto import Disconnect
 from cent.exceptions import CentApiResponseError, CentUnauthorizedError
-from centrifuge import Client, ClientEventHandler, SubscriptionEventHandler, StreamPosition
+from centrifuge import Client, ClientEventHandler, StreamPosition
 from centrifuge.exceptions import ReplyError
 
-from conftest import API_KEY, token, wait_for
+from conftest import API_KEY, SubEvents, data_of, token, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -29,30 +29,6 @@ class Events(ClientEventHandler):
 
     async def on_disconnected(self, ctx):
         self.disconnected.append(ctx)
-
-
-class SubEvents(SubscriptionEventHandler):
-    def __init__(self):
-        self.publications = []
-        self.subscribed = []
-        self.unsubscribed = []
-        self.joins = []
-
-    async def on_publication(self, ctx):
-        self.publications.append(ctx.pub)
-
-    async def on_subscribed(self, ctx):
-        self.subscribed.append(ctx)
-
-    async def on_unsubscribed(self, ctx):
-        self.unsubscribed.append(ctx)
-
-    async def on_join(self, ctx):
-        self.joins.append(ctx)
-
-
-def data_of(pub, protobuf):
-    return json.loads(pub.data) if protobuf else pub.data
 
 
 @pytest.mark.parametrize("protobuf", [False, True], ids=["json", "protobuf"])

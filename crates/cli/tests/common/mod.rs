@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 pub use wshub_testkit::{free_port, http, http_head, temp_dir, unique, wait_until, LIMIT};
 
 /// The API key of the nodes these helpers start.
@@ -335,5 +338,79 @@ impl Drop for Nginx {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` on a runtime of its own, one test of the test file at a time (each file is
+/// a binary of its own, with its own lock): for tests that each start several processes.
+pub fn serial(test: impl std::future::Future<Output = ()>) {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+/// A backend publishing `{"n": 1}`, `{"n": 2}`… to `channel` at `rate` per second through
+/// the API on `ports` (round robin; one port: nginx in front of the nodes), one call at a
+/// time. A publication is acknowledged when the call answered 200 with an offset; any other
+/// answer (nginx's 502 for a call in flight to a node that died, say) leaves it
+/// unacknowledged, and the backend goes on with the next number (publishing it again could
+/// duplicate it: the first call may have reached the engine).
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    task: JoinHandle<Published>,
+}
+
+/// The numbers acknowledged, and each failed call's number with why.
+pub type Published = (Vec<u64>, Vec<(u64, String)>);
+
+impl Publisher {
+    pub fn start(ports: Vec<u16>, channel: &'static str, rate: u64) -> Publisher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let (st, ac) = (stop.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            let mut n: u64 = 0;
+            while !st.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let port = ports[(n as usize) % ports.len()];
+                match api(port, "publish", &serde_json::json!({"channel": channel, "data": {"n": n}})).await {
+                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
+                        ok.push(n);
+                        ac.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
+                    Err(e) => failed.push((n, e)),
+                }
+            }
+            (ok, failed)
+        });
+        Publisher { stop, acked, task }
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further publications are acknowledged.
+    pub async fn run_for(&self, more: u64) {
+        let target = self.acked() + more;
+        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
+    }
+
+    /// Stops; the acknowledged numbers and the failed calls.
+    pub async fn stop(self) -> Published {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
     }
 }

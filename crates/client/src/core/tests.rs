@@ -35,6 +35,35 @@ fn frame(r: Reply) -> Bytes {
 }
 
 /// The server's error reply to command `id`.
+/// The reply to subscribe command `id`: a recoverable stream at `offset` of epoch `e`.
+fn subscribed_reply(id: u32, offset: u64) -> Bytes {
+    frame(Reply {
+        id,
+        subscribe: Some(SubscribeResult {
+            recoverable: true,
+            epoch: "e".into(),
+            offset,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The server's unsubscribe push for `channel` with `code`.
+fn unsub(channel: &str, code: u32) -> Bytes {
+    frame(Reply {
+        push: Some(Push {
+            channel: channel.into(),
+            unsubscribe: Some(Unsubscribe {
+                code,
+                reason: String::new(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn error_frame(id: u32, code: u32, message: &str) -> Bytes {
     frame(Reply {
         id,
@@ -79,19 +108,7 @@ fn connect_then_subscribe_and_receive() {
     let cmds = sent(&mut c);
     let sub = cmds[0].subscribe.as_ref().unwrap();
     assert_eq!((sub.channel.as_str(), sub.recover), ("news", false));
-    c.handle_frame(
-        frame(Reply {
-            id: cmds[0].id,
-            subscribe: Some(SubscribeResult {
-                recoverable: true,
-                epoch: "e".into(),
-                offset: 4,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(subscribed_reply(cmds[0].id, 4), t0);
     assert_eq!(c.sub_state("news"), SubState::Subscribed);
     let p = Push {
         channel: "news".into(),
@@ -130,19 +147,7 @@ fn reconnect_with_backoff_and_recover() {
     c.subscribe("news", true, "");
     connected(&mut c, t0);
     let id = sent(&mut c)[0].id;
-    c.handle_frame(
-        frame(Reply {
-            id,
-            subscribe: Some(SubscribeResult {
-                recoverable: true,
-                epoch: "e".into(),
-                offset: 9,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t0,
-    );
+    c.handle_frame(subscribed_reply(id, 9), t0);
     let _ = events(&mut c);
     c.handle_close(dc::SHUTDOWN, "shutdown", t0);
     assert_eq!(c.state(), State::Connecting);
@@ -315,19 +320,6 @@ fn resubscribe_on_2500_and_drop_on_2000() {
     c.subscribe("b", false, "");
     connected(&mut c, t0);
     let _ = sent(&mut c);
-    let unsub = |ch: &str, code| {
-        frame(Reply {
-            push: Some(Push {
-                channel: ch.into(),
-                unsubscribe: Some(Unsubscribe {
-                    code,
-                    reason: String::new(),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    };
     c.handle_frame(unsub("a", 2500), t0);
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().channel, "a");
     c.handle_frame(unsub("b", 2000), t0);
@@ -421,20 +413,7 @@ fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
     assert!(!events(&mut c).iter().any(|e| matches!(e, ClientEvent::Unsubscribed { .. })));
 
     // The server drops it as expired (2501): a fresh token, then a new subscribe.
-    c.handle_frame(
-        frame(Reply {
-            push: Some(Push {
-                channel: "priv".into(),
-                unsubscribe: Some(Unsubscribe {
-                    code: 2501,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        t1,
-    );
+    c.handle_frame(unsub("priv", 2501), t1);
     assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
     c.handle_sub_token("priv", Ok("tok3".into()));
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "tok3");

@@ -250,7 +250,7 @@ impl Session {
                         push: Some(Push {
                             channel,
                             unsubscribe: Some(Unsubscribe {
-                                code: 2000,
+                                code: wshub_protocol::codes::unsubscribe::SERVER,
                                 reason: "server unsubscribe".into(),
                             }),
                             ..Default::default()

@@ -163,6 +163,18 @@ fn decode(out: Output) -> (Vec<serde_json::Value>, Option<u16>) {
     (replies, out.disconnect.map(|d| d.0))
 }
 
+/// A new client of `user` subscribing to `chat:1` with recovery from `offset` of `epoch`:
+/// how many publications it recovered (it must have recovered).
+fn recovered_from(node: &Arc<Node>, user: &str, epoch: &str, offset: u64) -> usize {
+    let mut c = Client::new(node, start());
+    c.connect(user);
+    let (r, _) = c.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":{offset},"epoch":"{epoch}"}}}}"#
+    ));
+    assert_eq!(r[0]["subscribe"]["recovered"], true, "{r:?}");
+    r[0]["subscribe"]["publications"].as_array().unwrap().len()
+}
+
 pub(super) fn start() -> Now {
     Now {
         mono: Instant::now(),
@@ -453,13 +465,7 @@ fn history_and_recovery_are_capped() {
     );
     assert_eq!((s["offset"].clone(), s.get("publications").cloned()), (json!(5), None));
     // Missed 4: recovered.
-    let mut c = Client::new(&node, start());
-    c.connect("44");
-    let (r, _) = c.send(&format!(
-        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":1,"epoch":"{epoch}"}}}}"#
-    ));
-    assert_eq!(r[0]["subscribe"]["recovered"], true);
-    assert_eq!(r[0]["subscribe"]["publications"].as_array().unwrap().len(), 4);
+    assert_eq!(recovered_from(&node, "44", &epoch, 1), 4);
 }
 
 #[test]
@@ -517,13 +523,7 @@ fn recovery_that_would_not_fit_the_queue_is_not_recovered() {
     let s = &r[0]["connect"]["subs"]["chat:1"];
     assert_eq!((s.get("recovered").cloned(), s["offset"].clone()), (None, json!(8)), "{s}");
     // A few missed: recovered as usual.
-    let mut e = Client::new(&node, start());
-    e.connect("45");
-    let (r, _) = e.send(&format!(
-        r#"{{"id":2,"subscribe":{{"channel":"chat:1","recover":true,"offset":6,"epoch":"{epoch}"}}}}"#
-    ));
-    assert_eq!(r[0]["subscribe"]["recovered"], true);
-    assert_eq!(r[0]["subscribe"]["publications"].as_array().unwrap().len(), 2);
+    assert_eq!(recovered_from(&node, "45", &epoch, 6), 2);
 }
 
 #[test]

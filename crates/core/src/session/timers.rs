@@ -157,7 +157,7 @@ impl Session {
                 push: Some(Push {
                     channel: ch,
                     unsubscribe: Some(Unsubscribe {
-                        code: 2501,
+                        code: wshub_protocol::codes::unsubscribe::EXPIRED,
                         reason: "subscription expired".into(),
                     }),
                     ..Default::default()

@@ -38,10 +38,10 @@ pub(super) fn prototypes() -> Vec<(&'static str, Value)> {
             "channel.namespaces",
             v(serde_json::to_value(wshub_core::config::Namespace::default())),
         ),
-        ("proxies", v(serde_json::to_value(wshub_core::proxy::NamedProxy::default()))),
+        ("proxies", v(serde_json::to_value(wshub_core::config::NamedProxy::default()))),
         (
             "rpc.namespaces",
-            v(serde_json::to_value(wshub_core::proxy::RpcNamespace::default())),
+            v(serde_json::to_value(wshub_core::config::RpcNamespace::default())),
         ),
     ]
 }

@@ -3,7 +3,6 @@
 //! a task of its own.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,9 +97,9 @@ fn drive_tls(
 /// driver's future (its captured value beside the one it awaits), 1,336 bytes in all.
 fn connection(driver: impl std::future::Future<Output = Outcome>, shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
     use futures_util::FutureExt as _;
-    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.connections.opened();
     driver.map(move |outcome| {
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        shared.connections.closed();
         metrics::counter!("wshub_disconnects_total", "code" => outcome.code().0.to_string()).increment(1);
         tracing::debug!(?outcome, "connection ended");
     })

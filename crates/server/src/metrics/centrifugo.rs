@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram};
+use super::help::Kind::{self, Counter, Gauge, Histogram};
 
 /// The client command methods Centrifugo pre-creates its duration series for.
 const COMMAND_METHODS: [&str; 12] = [
@@ -32,90 +32,135 @@ const COMMAND_METHODS: [&str; 12] = [
 /// The transports whose message and connection counters exist from the start.
 const TRANSPORTS: [&str; 6] = ["websocket", "uni_websocket", "http_stream", "sse", "uni_http_stream", "uni_sse"];
 
-pub(super) fn describe() {
-    describe_gauge!("centrifugo_node_num_clients", "Number of clients connected.");
-    describe_gauge!("centrifugo_node_num_users", "Number of unique users connected.");
-    describe_gauge!("centrifugo_node_num_subscriptions", "Number of subscriptions.");
-    describe_gauge!("centrifugo_node_num_channels", "Number of channels with one or more subscribers.");
-    describe_gauge!("centrifugo_node_num_nodes", "Number of nodes in the cluster.");
-    describe_gauge!("centrifugo_node_build", "Node build info.");
-    describe_histogram!("centrifugo_client_ping_pong_duration_seconds", "Ping/Pong duration in seconds.");
-    describe_counter!(
+/// Centrifugo's series, with its `# HELP` texts.
+pub(super) const SERIES: &[(Kind, &str, &str)] = &[
+    (Gauge, "centrifugo_node_num_clients", "Number of clients connected."),
+    (Gauge, "centrifugo_node_num_users", "Number of unique users connected."),
+    (Gauge, "centrifugo_node_num_subscriptions", "Number of subscriptions."),
+    (
+        Gauge,
+        "centrifugo_node_num_channels",
+        "Number of channels with one or more subscribers.",
+    ),
+    (Gauge, "centrifugo_node_num_nodes", "Number of nodes in the cluster."),
+    (Gauge, "centrifugo_node_build", "Node build info."),
+    (
+        Histogram,
+        "centrifugo_client_ping_pong_duration_seconds",
+        "Ping/Pong duration in seconds.",
+    ),
+    (
+        Counter,
         "centrifugo_client_recover",
-        "Count of recover operations with success/fail resolution."
-    );
-    describe_counter!(
+        "Count of recover operations with success/fail resolution.",
+    ),
+    (
+        Counter,
         "centrifugo_node_client_connection_limit",
-        "Number of refused requests due to node client connection limit."
-    );
-    describe_counter!("centrifugo_node_messages_sent_count", "Number of messages sent by node to broker.");
-    describe_counter!(
+        "Number of refused requests due to node client connection limit.",
+    ),
+    (
+        Counter,
+        "centrifugo_node_messages_sent_count",
+        "Number of messages sent by node to broker.",
+    ),
+    (
+        Counter,
         "centrifugo_node_messages_received_count",
-        "Number of messages received from broker."
-    );
-    describe_histogram!("centrifugo_client_command_duration_seconds", "Client command duration summary.");
-    describe_histogram!(
+        "Number of messages received from broker.",
+    ),
+    (
+        Histogram,
+        "centrifugo_client_command_duration_seconds",
+        "Client command duration summary.",
+    ),
+    (
+        Histogram,
         "centrifugo_client_command_duration_seconds_histogram",
-        "Client command duration histogram."
-    );
-    describe_counter!("centrifugo_client_num_reply_errors", "Number of errors in replies sent to clients.");
-    describe_counter!(
+        "Client command duration histogram.",
+    ),
+    (
+        Counter,
+        "centrifugo_client_num_reply_errors",
+        "Number of errors in replies sent to clients.",
+    ),
+    (
+        Counter,
         "centrifugo_client_num_server_disconnects",
-        "Number of server initiated disconnects."
-    );
-    describe_counter!("centrifugo_client_connections_accepted", "Count of accepted transports.");
-    describe_counter!(
+        "Number of server initiated disconnects.",
+    ),
+    (Counter, "centrifugo_client_connections_accepted", "Count of accepted transports."),
+    (
+        Counter,
         "centrifugo_client_subscriptions_accepted",
-        "Count of accepted client subscriptions."
-    );
-    describe_gauge!(
+        "Count of accepted client subscriptions.",
+    ),
+    (
+        Gauge,
         "centrifugo_client_subscriptions_inflight",
-        "Number of inflight client subscriptions."
-    );
-    describe_histogram!(
+        "Number of inflight client subscriptions.",
+    ),
+    (
+        Histogram,
         "centrifugo_client_recovered_publications",
-        "Number of publications recovered during subscription recovery."
-    );
-    describe_gauge!("centrifugo_proxy_inflight_requests", "Number of inflight proxy requests.");
-    describe_counter!("centrifugo_api_command_errors_total", "Total errors in API commands.");
-    describe_counter!(
+        "Number of publications recovered during subscription recovery.",
+    ),
+    (Gauge, "centrifugo_proxy_inflight_requests", "Number of inflight proxy requests."),
+    (Counter, "centrifugo_api_command_errors_total", "Total errors in API commands."),
+    (
+        Counter,
         "centrifugo_client_num_server_unsubscribes",
-        "Number of server initiated unsubscribes."
-    );
-    describe_counter!("centrifugo_node_incoming_http_requests_total", "Number of incoming HTTP requests");
-    describe_counter!(
+        "Number of server initiated unsubscribes.",
+    ),
+    (
+        Counter,
+        "centrifugo_node_incoming_http_requests_total",
+        "Number of incoming HTTP requests",
+    ),
+    (
+        Counter,
         "centrifugo_transport_outgoing_close_count",
-        "Number of close frames sent to clients, by transport and code."
-    );
-    describe_gauge!("centrifugo_client_connections_inflight", "Number of inflight client connections.");
-    describe_counter!(
+        "Number of close frames sent to clients, by transport and code.",
+    ),
+    (
+        Gauge,
+        "centrifugo_client_connections_inflight",
+        "Number of inflight client connections.",
+    ),
+    (
+        Counter,
         "centrifugo_transport_messages_sent",
-        "Number of messages sent to client connections over specific transport."
-    );
-    describe_counter!(
+        "Number of messages sent to client connections over specific transport.",
+    ),
+    (
+        Counter,
         "centrifugo_transport_messages_sent_size",
-        "Size in bytes of messages sent to client connections over specific transport."
-    );
-    describe_counter!(
+        "Size in bytes of messages sent to client connections over specific transport.",
+    ),
+    (
+        Counter,
         "centrifugo_transport_messages_received",
-        "Number of messages received from client connections over specific transport."
-    );
-    describe_counter!(
+        "Number of messages received from client connections over specific transport.",
+    ),
+    (
+        Counter,
         "centrifugo_transport_messages_received_size",
-        "Size in bytes of messages received from client connections over specific transport."
-    );
-    describe_histogram!("centrifugo_api_command_duration_seconds", "Duration of API per command.");
-    describe_histogram!(
+        "Size in bytes of messages received from client connections over specific transport.",
+    ),
+    (Histogram, "centrifugo_api_command_duration_seconds", "Duration of API per command."),
+    (
+        Histogram,
         "centrifugo_api_command_duration_seconds_histogram",
-        "Duration of API per command (histogram)."
-    );
-    describe_histogram!("centrifugo_proxy_duration_seconds", "Duration of proxy calls.");
-    describe_histogram!(
+        "Duration of API per command (histogram).",
+    ),
+    (Histogram, "centrifugo_proxy_duration_seconds", "Duration of proxy calls."),
+    (
+        Histogram,
         "centrifugo_proxy_duration_seconds_histogram",
-        "Duration of proxy calls (histogram)."
-    );
-    describe_counter!("centrifugo_proxy_errors", "Number of proxy call errors.");
-}
+        "Duration of proxy calls (histogram).",
+    ),
+    (Counter, "centrifugo_proxy_errors", "Number of proxy call errors."),
+];
 
 /// The series whose label sets are known at start, at 0 (or, for durations, with no sample).
 pub(super) fn precreate() {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use wshub_server::echo::Echo;
 use wshub_server::{ServerConfig, Shared};
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
@@ -25,33 +24,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn echo(max_message_size: usize) -> Self {
-        Self::start(ServerConfig {
-            endpoints: wshub_server::endpoints::Endpoints {
-                websocket: Some("/connection/websocket".into()),
-                health: Some("/health".into()),
-                ready: true,
-                ..Default::default()
-            },
-            internal: None,
-            handshake: HandshakeConfig {
-                protocols: vec!["centrifuge-protobuf".into()],
-                deflate: Some(DeflateConfig::default()),
-                origins: OriginPolicy::from_list(&["https://*.example.com".into()]),
-            },
+        let endpoints = wshub_server::endpoints::Endpoints {
+            websocket: Some("/connection/websocket".into()),
+            health: Some("/health".into()),
+            ready: true,
+            ..Default::default()
+        };
+        let handshake = HandshakeConfig {
+            protocols: vec!["centrifuge-protobuf".into()],
+            deflate: Some(DeflateConfig::default()),
+            origins: OriginPolicy::from_list(&["https://*.example.com".into()]),
+        };
+        Self::start(wshub_server::echo::config(
+            endpoints,
+            handshake,
             max_message_size,
-            handshake_timeout: Duration::from_secs(2),
-            read_timeout: Some(Duration::from_secs(2)),
-            handler: Arc::new(|_, _, _| Box::new(Echo)),
-            api: None,
-            admission: Default::default(),
-            write_timeout: None,
-            metrics: false,
-            instrument_http: false,
-            tls: None,
-            h2c: false,
-            admin: None,
-            emulation: Default::default(),
-        })
+            Duration::from_secs(2),
+        ))
         .await
     }
 

@@ -421,3 +421,17 @@ fn close_discarding_keeps_only_a_started_frame() {
     assert_eq!(frames[0].0, OpCode::Close);
     assert_eq!(frames[0].2[..2], 3008u16.to_be_bytes());
 }
+
+#[test]
+fn take_transmit_is_the_queue_in_order_and_empties_it() {
+    let (mut a, mut b) = (server(), server());
+    for c in [&mut a, &mut b] {
+        c.send(MessageKind::Text, Bytes::from_static(b"one"));
+        c.send(MessageKind::Binary, Bytes::from(vec![7u8; 70_000]));
+    }
+    let taken = b.take_transmit();
+    assert_eq!(taken, output(&mut a));
+    assert!(!b.has_pending_transmit());
+    assert_eq!(b.pending_bytes(), 0);
+    assert!(b.take_transmit().is_empty());
+}
