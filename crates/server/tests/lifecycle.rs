@@ -149,7 +149,17 @@ async fn memory_engine_refuses_publications_during_the_drain_and_delivers_every_
         assert!(tokio::time::Instant::now() < deadline, "publications went on too long");
         let Some((status, body)) = try_api(addr, "publish", &json!({"channel": "news", "data": {"n": n}}).to_string()).await else {
             // The drain is over (its only connection closed) and the node stopped
-            // listening: nothing more can be published here, refused or not.
+            // listening: nothing more can be published here, refused or not. The close
+            // may still be on its way to the subscriber's reader.
+            while closed.is_none() {
+                match tokio::time::timeout(LIMIT, sub.recv()).await.unwrap() {
+                    Some(Ok(m)) => {
+                        received.insert(m);
+                    }
+                    Some(Err(code)) => closed = Some(code),
+                    None => break,
+                }
+            }
             assert!(closed.is_some(), "the node stopped listening before closing its subscriber");
             break;
         };
