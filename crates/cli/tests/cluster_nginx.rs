@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use common::{api, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
+use wshub_testkit::publisher::Publisher;
 
 const SECRET: &str = "cluster-test";
 const CLIENTS: usize = 30;
@@ -47,7 +47,7 @@ struct Cluster {
     // Fields drop in order: nginx, then the nodes, then Redis.
     nginx: Nginx,
     nodes: Vec<Node>,
-    _redis: wshub_redis::testing::RedisServer,
+    _redis: wshub_testkit::redis::RedisServer,
     dir: std::path::PathBuf,
 }
 
@@ -59,7 +59,7 @@ impl Cluster {
     /// With `client` keys added to every node's configuration.
     async fn start_with(name: &str, client: serde_json::Value) -> Cluster {
         let dir = common::temp_dir(name);
-        let redis = wshub_redis::testing::RedisServer::start().await;
+        let redis = wshub_testkit::redis::RedisServer::start().await;
         let mut client_cfg = json!({"token": {"hmac_secret_key": SECRET}});
         if let (Some(c), Some(extra)) = (client_cfg.as_object_mut(), client.as_object()) {
             c.extend(extra.clone());
@@ -201,64 +201,6 @@ async fn connect_clients(url: &str) -> Vec<Watched> {
     out
 }
 
-/// A backend publishing `{"n": 1}`, `{"n": 2}`… through nginx at [`RATE`] per second, one
-/// call at a time. A publication is acknowledged when the call answered 200 with an offset;
-/// any other answer (nginx's 502 for a call in flight to a node that died, say) leaves it
-/// unacknowledged, and the backend goes on with the next number (publishing it again could
-/// duplicate it: the first call may have reached Redis).
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    task: JoinHandle<Published>,
-}
-
-/// The numbers acknowledged, and each failed call's number with why.
-type Published = (Vec<u64>, Vec<(u64, String)>);
-
-impl Publisher {
-    fn start(nginx_port: u16) -> Publisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let (st, ac) = (stop.clone(), acked.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut ok, mut failed) = (Vec::new(), Vec::new());
-            let mut n = 0;
-            while !st.load(Ordering::Relaxed) {
-                tick.tick().await;
-                n += 1;
-                match api(nginx_port, "publish", &json!({"channel": CHANNEL, "data": {"n": n}})).await {
-                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
-                        ok.push(n);
-                        ac.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
-                    Err(e) => failed.push((n, e)),
-                }
-            }
-            (ok, failed)
-        });
-        Publisher { stop, acked, task }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `more` further publications are acknowledged (a second at [`RATE`]).
-    async fn run_for(&self, more: u64) {
-        let target = self.acked() + more;
-        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
-    }
-
-    /// Stops; the acknowledged numbers and the failed calls.
-    async fn stop(self) -> Published {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 /// What the clients received, against what was acknowledged.
 #[derive(Debug, Default, PartialEq)]
 struct Count {
@@ -317,7 +259,7 @@ fn a_node_killed_under_load_loses_nothing() {
         assert!(before.iter().all(|&n| n > 0), "least_conn put clients on every node: {before:?}");
         let victim = (0..3).max_by_key(|&i| before[i]).unwrap();
 
-        let publisher = Publisher::start(cluster.nginx.port);
+        let publisher = Publisher::start(vec![cluster.nginx.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE).await;
         let status = cluster.nodes[victim].signal("-KILL").await;
         assert!(!status.success());
@@ -401,7 +343,7 @@ fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
         let started = Instant::now();
         let mut cluster = Cluster::start("cluster-rolling").await;
         let clients = connect_clients(&cluster.nginx.url()).await;
-        let publisher = Publisher::start(cluster.nginx.port);
+        let publisher = Publisher::start(vec![cluster.nginx.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         let mut drained = Vec::new();
         for i in 0..3 {

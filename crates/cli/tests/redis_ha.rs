@@ -29,7 +29,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,8 @@ use common::{api, http, wait_until, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
-use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisCluster, RedisServer, Sentinel};
+use wshub_testkit::publisher::Publisher;
+use wshub_testkit::redis::{cli, PubSubProxy, RedisCluster, RedisServer, SentinelGroup};
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -126,61 +126,6 @@ async fn watch(url: &str, user: &str) -> Watched {
     Watched { client, seen, task }
 }
 
-/// The numbers acknowledged, and each failed call's number with why.
-type Published = (Vec<u64>, Vec<(u64, String)>);
-
-/// A backend publishing `{"n": 1}`, `{"n": 2}`… to [`CHANNEL`] at [`RATE`] per second
-/// through the API of one of `ports` (round robin), one call at a time. A publication is
-/// acknowledged when the call answered 200 with an offset.
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    task: JoinHandle<Published>,
-}
-
-impl Publisher {
-    fn start(ports: Vec<u16>) -> Publisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let (st, ac) = (stop.clone(), acked.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut ok, mut failed) = (Vec::new(), Vec::new());
-            let mut n: u64 = 0;
-            while !st.load(Ordering::Relaxed) {
-                tick.tick().await;
-                n += 1;
-                let port = ports[(n as usize) % ports.len()];
-                match api(port, "publish", &json!({"channel": CHANNEL, "data": {"n": n}})).await {
-                    Ok((200, r)) if r["result"]["offset"].is_u64() => {
-                        ok.push(n);
-                        ac.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((status, r)) => failed.push((n, format!("{status} {r}"))),
-                    Err(e) => failed.push((n, e)),
-                }
-            }
-            (ok, failed)
-        });
-        Publisher { stop, acked, task }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
-    }
-
-    async fn run_for(&self, more: u64) {
-        let target = self.acked() + more;
-        wait_until("acknowledged publications", LIMIT, || self.acked() >= target).await;
-    }
-
-    async fn stop(self) -> Published {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 /// For each client, the acknowledged publications it lacks once every client has the last
 /// one (or a deadline passed); also the duplicates.
 async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
@@ -244,7 +189,7 @@ fn canary_catches_a_frozen_pubsub() {
         .await;
         let on_a = watch(&a.url(), "ua").await;
         let on_b = watch(&b.url(), "ub").await;
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
 
         proxy.freeze();
@@ -309,41 +254,17 @@ fn canary_catches_a_frozen_pubsub() {
     });
 }
 
-/// The value after `key` in a flat `redis-cli` reply (`SENTINEL master`).
-fn field(reply: &str, key: &str) -> Option<String> {
-    let mut lines = reply.lines();
-    lines.find(|l| l.trim() == key)?;
-    lines.next().map(|v| v.trim().to_string())
-}
-
 #[test]
 fn sentinel_failover_loses_nothing_silently() {
     serial(async {
         const NAME: &str = "wshubmaster";
         let dir = common::temp_dir("redis-sentinel");
-        let mut master = RedisServer::start().await;
-        let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]).await;
-        wait_until("the replica to sync", LIMIT, || {
-            cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
-        })
-        .await;
-        let mut sentinels = Vec::new();
-        for _ in 0..3 {
-            sentinels.push(Sentinel::start(NAME, master.port).await);
-        }
         // A failover needs the sentinels to know the replica and each other (quorum 2).
-        wait_until("the sentinels to know the replica and each other", LIMIT, || {
-            sentinels.iter().all(|s| {
-                let m = cli(s.port, &["SENTINEL", "master", NAME]);
-                field(&m, "num-slaves").as_deref() == Some("1") && field(&m, "num-other-sentinels").as_deref() == Some("2")
-            })
-        })
-        .await;
-        let addresses: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let mut group = SentinelGroup::start(NAME, 3, true).await;
+        let replica_port = group.replica.as_ref().map(|r| r.port);
         let cfg = config(json!({
             // One shard: its sentinels in one item, comma-separated (Centrifugo's form).
-            "sentinel_address": [addresses.join(",")],
+            "sentinel_address": [group.address_item()],
             "sentinel_master_name": NAME,
             "prefix": format!("t{}", common::unique()),
             "canary_interval": "500ms"
@@ -354,14 +275,14 @@ fn sentinel_failover_loses_nothing_silently() {
         for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
             clients.push(watch(&node.url(), &format!("u{i}")).await);
         }
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE).await;
 
         let acked_before = publisher.acked();
-        master.kill();
+        group.master.kill();
         let killed = Instant::now();
         wait_until("a sentinel to promote the replica", LIMIT, || {
-            sentinels.iter().any(|s| s.master_port(NAME) == Some(replica.port))
+            group.sentinels.iter().any(|s| s.master_port(NAME) == replica_port)
         })
         .await;
         println!("replica promoted {:?} after the kill", killed.elapsed());
@@ -548,7 +469,7 @@ fn redis_cluster_under_two_nodes() {
             (Some(2), Some(2)),
             "{p}"
         );
-        let publisher = Publisher::start(vec![a.port, b.port]);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         // a's client goes away while publications go on, and recovers them on coming back.
         on_a.client.disconnect();

@@ -5,7 +5,6 @@ use super::*;
 use crate::health::shard_name;
 use crate::pubsub::dispatch;
 use crate::shard::Epochs;
-use crate::testing::{cli, RedisServer};
 use recorder::Recorder;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -14,6 +13,7 @@ use std::time::Instant;
 use wshub_core::cluster::{ControlHandler, NodeControl};
 use wshub_core::engine::*;
 use wshub_protocol::{ClientInfo, Publication};
+use wshub_testkit::redis::{cli, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -256,7 +256,7 @@ async fn survives_a_redis_restart() {
 /// it has: from then on a control message sent by another node is heard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_waits_for_the_first_pubsub_subscription() {
-    use crate::testing::PubSubProxy;
+    use wshub_testkit::redis::PubSubProxy;
     let server = RedisServer::start().await;
     let proxy = PubSubProxy::start(server.port).await;
     proxy.freeze();
@@ -320,7 +320,7 @@ impl ControlRecorder {
 /// deliveries resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_notices_a_frozen_pubsub_and_recovers() {
-    use crate::testing::PubSubProxy;
+    use wshub_testkit::redis::PubSubProxy;
     let server = RedisServer::start().await;
     let proxy = PubSubProxy::start(server.port).await;
     let interval = Duration::from_millis(300);
@@ -604,26 +604,21 @@ mod conformance {
 /// `redis-sentinel` (each case: a master and a sentinel of its own).
 mod conformance_sentinel {
     use super::*;
-    use crate::testing::Sentinel;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use wshub_core::engine::conformance::EngineFactory;
+    use wshub_testkit::redis::SentinelGroup;
 
     const NAME: &str = "conformance";
 
     struct SentinelFactory {
-        // Dropped first: the sentinel, then its master.
-        sentinel: Sentinel,
-        _server: RedisServer,
+        group: SentinelGroup,
         clusters: AtomicUsize,
     }
 
     impl SentinelFactory {
         async fn start() -> Self {
-            let server = RedisServer::start().await;
-            let sentinel = Sentinel::start(NAME, server.port).await;
             SentinelFactory {
-                sentinel,
-                _server: server,
+                group: SentinelGroup::start(NAME, 1, false).await,
                 clusters: AtomicUsize::new(0),
             }
         }
@@ -650,7 +645,7 @@ mod conformance_sentinel {
                         prefix: prefix.clone(),
                         presence_ttl: Duration::from_secs(60),
                         sentinel: Some(SentinelConfig {
-                            addresses: vec![format!("127.0.0.1:{}", self.sentinel.port)],
+                            addresses: vec![self.group.address_item()],
                             master_name: NAME.into(),
                             ..Default::default()
                         }),
@@ -815,9 +810,9 @@ async fn nodes_with_different_compression_read_each_other() {
 /// The engine contract on a three-master Redis Cluster (sharded pub/sub).
 mod conformance_cluster {
     use super::*;
-    use crate::testing::RedisCluster;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use wshub_core::engine::conformance::EngineFactory;
+    use wshub_testkit::redis::RedisCluster;
 
     pub(super) struct ClusterFactory {
         pub(super) cluster: RedisCluster,
@@ -875,7 +870,7 @@ mod conformance_cluster {
 /// SHARDCHANNELS` of its master, never in `PUBSUB CHANNELS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
-    use crate::testing::cli;
+    use wshub_testkit::redis::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = f.engine("t13");
     let r = Arc::new(Recorder::default());
@@ -952,7 +947,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
 /// check passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_canary_names_a_master_that_stops() {
-    use crate::testing::cli;
+    use wshub_testkit::redis::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = RedisEngine::new(RedisConfig {
         cluster: vec![f.cluster.seeds()],

@@ -119,7 +119,7 @@ mod tests {
     /// a Redis broker (from `broker.redis`) beside the memory engine's presence.
     #[tokio::test]
     async fn broker_and_presence_manager_from_their_own_sections() {
-        let redis = wshub_redis::testing::RedisServer::start().await;
+        let redis = wshub_testkit::redis::RedisServer::start().await;
         let c = config(json!({
             "engine": {"type": "memory"},
             "presence_manager": {"enabled": true, "type": "redis", "redis": {"address": format!("127.0.0.1:{}", redis.port), "prefix": "pm"}}
@@ -132,7 +132,7 @@ mod tests {
             ..Default::default()
         };
         e.presence.add_presence("ch", "c1", info).await.unwrap();
-        let keys = wshub_redis::testing::cli(redis.port, &["KEYS", "pm.presence.*"]);
+        let keys = wshub_testkit::redis::cli(redis.port, &["KEYS", "pm.presence.*"]);
         assert!(keys.contains("pm.presence.ch"), "presence is in Redis: {keys}");
 
         let c = config(json!({
@@ -147,7 +147,7 @@ mod tests {
             ..Default::default()
         };
         e.broker.publish("ch", Publication::default(), &opts).await.unwrap();
-        let keys = wshub_redis::testing::cli(redis.port, &["KEYS", "br.stream.*"]);
+        let keys = wshub_testkit::redis::cli(redis.port, &["KEYS", "br.stream.*"]);
         assert!(keys.contains("br.stream.ch"), "history is in Redis: {keys}");
         assert_eq!(e.presence.presence("ch").await.unwrap().len(), 0, "presence stays in memory");
     }
