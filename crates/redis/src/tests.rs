@@ -536,7 +536,7 @@ fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
 mod conformance {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
 
     pub(super) struct RedisFactory {
         server: RedisServer,
@@ -559,8 +559,10 @@ mod conformance {
         }
     }
 
-    impl EngineFactory for RedisFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for RedisFactory {}
+
+    impl BrokerFactory for RedisFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -570,7 +572,7 @@ mod conformance {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("conformance{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let engines = (0..nodes)
                 .map(|_| {
@@ -605,7 +607,7 @@ mod conformance {
 mod conformance_sentinel {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
     use wshub_testkit::redis::SentinelGroup;
 
     const NAME: &str = "conformance";
@@ -624,8 +626,10 @@ mod conformance_sentinel {
         }
     }
 
-    impl EngineFactory for SentinelFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for SentinelFactory {}
+
+    impl BrokerFactory for SentinelFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -635,7 +639,7 @@ mod conformance_sentinel {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("sentinel{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let engines = (0..nodes)
                 .map(|_| {
@@ -672,7 +676,7 @@ mod conformance_sentinel {
 mod conformance_sharded {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
 
     struct ShardedFactory {
         servers: Vec<RedisServer>,
@@ -688,8 +692,10 @@ mod conformance_sharded {
         }
     }
 
-    impl EngineFactory for ShardedFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for ShardedFactory {}
+
+    impl BrokerFactory for ShardedFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -699,7 +705,7 @@ mod conformance_sharded {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("sharded{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let address = self.servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
             let engines = (0..nodes)
@@ -811,7 +817,7 @@ async fn nodes_with_different_compression_read_each_other() {
 mod conformance_cluster {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
     use wshub_testkit::redis::RedisCluster;
 
     pub(super) struct ClusterFactory {
@@ -838,8 +844,10 @@ mod conformance_cluster {
         }
     }
 
-    impl EngineFactory for ClusterFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for ClusterFactory {}
+
+    impl BrokerFactory for ClusterFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -849,7 +857,7 @@ mod conformance_cluster {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("cluster{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             Box::pin(std::future::ready((0..nodes).map(|_| self.engine(&prefix)).collect()))
         }

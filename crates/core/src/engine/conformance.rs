@@ -7,11 +7,11 @@
 //! [`BrokerFactory`] and [`broker_conformance!`](crate::broker_conformance).
 //!
 //! Compiled for this crate's tests and, for other crates, with the `testing` feature. It needs
-//! no runtime: every wait is a bounded loop over [`EngineFactory::sleep`] (a real sleep, or a
+//! no runtime: every wait is a bounded loop over [`BrokerFactory::sleep`] (a real sleep, or a
 //! fake clock moved forward), failing after [`LIMIT`].
 //!
 //! Each case asks the factory for a fresh cluster: two nodes sharing one backend, or one node
-//! when the factory [is single-node](EngineFactory::is_single_node). Cases written over "every
+//! when the factory [is single-node](BrokerFactory::is_single_node). Cases written over "every
 //! node" then run on that one; the parts that need a second node say so on stderr and are
 //! skipped. That a publication did *not* arrive is shown by a later publication from the same
 //! node on another channel arriving: both engines deliver one publisher's publications to a
@@ -25,7 +25,7 @@
 //!   (`subscribe` and `unsubscribe` are no-ops: there are no other nodes to spare the
 //!   traffic). The Redis engine delivers only channels the node subscribed to, and stops after
 //!   the last unsubscribe. The suite asserts the absence only when
-//!   [`EngineFactory::delivers_only_subscribed`]; deliveries to subscribed channels, in order,
+//!   [`BrokerFactory::delivers_only_subscribed`]; deliveries to subscribed channels, in order,
 //!   are asserted for both.
 //! - **`history_ttl`.** The memory engine drops each publication `history_ttl` after it was
 //!   published; the Redis engine drops the whole stream `history_ttl` after the *last*
@@ -58,49 +58,24 @@ pub const LIMIT: Duration = Duration::from_secs(10);
 const STEP: Duration = Duration::from_millis(10);
 
 /// Makes the brokers under test: the broker half of the suite (publications, history,
-/// joins and leaves, subscriptions, node control), for a broker that has no presence
-/// manager of its own (NATS, say). Every [`EngineFactory`] is one.
+/// joins and leaves, subscriptions, node control), which a broker without a presence manager
+/// of its own (NATS, say) runs alone.
 pub trait BrokerFactory {
     type Broker: Broker + NodeControl;
-    /// As [`EngineFactory::is_single_node`].
-    fn is_single_node(&self) -> bool;
-    /// As [`EngineFactory::delivers_only_subscribed`].
-    fn delivers_only_subscribed(&self) -> bool;
-    /// As [`EngineFactory::cluster`].
-    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Broker>>;
-    fn sleep(&self, d: Duration) -> BoxFuture<'_, ()>;
-}
-
-impl<F: EngineFactory> BrokerFactory for F {
-    type Broker = F::Engine;
-    fn is_single_node(&self) -> bool {
-        EngineFactory::is_single_node(self)
-    }
-    fn delivers_only_subscribed(&self) -> bool {
-        EngineFactory::delivers_only_subscribed(self)
-    }
-    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Broker>> {
-        self.cluster(nodes)
-    }
-    fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-        EngineFactory::sleep(self, d)
-    }
-}
-
-/// Makes the engines under test (broker and presence manager in one).
-pub trait EngineFactory {
-    type Engine: Engine + NodeControl;
     /// Whether a cluster has one node only (the two-node parts of the suite are skipped).
     fn is_single_node(&self) -> bool;
     /// Whether a node receives only the channels it subscribed to (and nothing after its
     /// last unsubscribe), or everything published, for its hub to drop (the memory engine).
     fn delivers_only_subscribed(&self) -> bool;
-    /// A new cluster: `nodes` engines sharing one backend, sharing nothing with the clusters
+    /// A new cluster: `nodes` brokers sharing one backend, sharing nothing with the clusters
     /// made before. `nodes` is 2 only when the factory is not single-node.
-    fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Engine>>;
-    /// Lets `d` pass: a real sleep, or a fake clock the engines read moved forward.
+    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Broker>>;
+    /// Lets `d` pass: a real sleep, or a fake clock the brokers read moved forward.
     fn sleep(&self, d: Duration) -> BoxFuture<'_, ()>;
 }
+
+/// A [`BrokerFactory`] whose brokers are whole engines (presence too): the whole suite.
+pub trait EngineFactory: BrokerFactory<Broker: Engine> {}
 
 /// The memory engine under the suite: a cluster of one, whose clock `sleep` moves forward,
 /// so that no case really waits.
@@ -109,8 +84,10 @@ pub struct MemoryFactory {
     clock: Arc<ManualClock>,
 }
 
-impl EngineFactory for MemoryFactory {
-    type Engine = MemoryEngine;
+impl EngineFactory for MemoryFactory {}
+
+impl BrokerFactory for MemoryFactory {
+    type Broker = MemoryEngine;
 
     fn is_single_node(&self) -> bool {
         true
@@ -120,7 +97,7 @@ impl EngineFactory for MemoryFactory {
         false
     }
 
-    fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<MemoryEngine>> {
+    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<MemoryEngine>> {
         assert_eq!(nodes, 1, "the memory engine is a cluster of one");
         Box::pin(std::future::ready(vec![MemoryEngine::new(self.clock.clone())]))
     }
@@ -154,13 +131,33 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
 /// makes; the same forms as [`engine_conformance!`](crate::engine_conformance).
 #[macro_export]
 macro_rules! broker_conformance {
-    (#[$attr:meta] async fn, $factory:expr) => {
-        $crate::broker_conformance!(@cases [async #[$attr]] $factory);
+    (#[$attr:meta] $($sig:ident)+, $factory:expr) => {
+        $crate::engine_conformance!(@entry broker #[$attr] $($sig)+, $factory);
     };
-    (#[$attr:meta] fn, $factory:expr) => {
-        $crate::broker_conformance!(@cases [sync #[$attr]] $factory);
+}
+
+/// One test per case of the suite (the broker half and the presence half), for the engines
+/// a factory makes.
+///
+/// `#[attr] async fn, factory`: async tests under `attr` (e.g. `#[tokio::test]`), the factory
+/// expression evaluated inside each (it may `.await`). `#[attr] fn, factory`: plain tests
+/// run with [`block_on`].
+///
+/// ```ignore
+/// wshub_core::engine_conformance!(#[tokio::test] async fn, RedisFactory::start().await);
+/// ```
+#[macro_export]
+macro_rules! engine_conformance {
+    (@entry $suite:ident #[$attr:meta] async fn, $factory:expr) => {
+        $crate::engine_conformance!(@$suite [async #[$attr]] $factory);
     };
-    (@cases $mode:tt $factory:expr) => {
+    (@entry $suite:ident #[$attr:meta] fn, $factory:expr) => {
+        $crate::engine_conformance!(@$suite [sync #[$attr]] $factory);
+    };
+    (#[$attr:meta] $($sig:ident)+, $factory:expr) => {
+        $crate::engine_conformance!(@entry engine #[$attr] $($sig)+, $factory);
+    };
+    (@broker $mode:tt $factory:expr) => {
         $crate::engine_conformance!(@each $mode $factory;
             history_offsets_count_from_one_under_one_epoch,
             publication_without_history_has_no_position_and_is_delivered,
@@ -177,28 +174,8 @@ macro_rules! broker_conformance {
             control_reaches_every_node_including_the_sender,
         );
     };
-}
-
-/// One test per case of the suite (the broker half and the presence half), for the engines
-/// a factory makes.
-///
-/// `#[attr] async fn, factory`: async tests under `attr` (e.g. `#[tokio::test]`), the factory
-/// expression evaluated inside each (it may `.await`). `#[attr] fn, factory`: plain tests
-/// run with [`block_on`].
-///
-/// ```ignore
-/// wshub_core::engine_conformance!(#[tokio::test] async fn, RedisFactory::start().await);
-/// ```
-#[macro_export]
-macro_rules! engine_conformance {
-    (#[$attr:meta] async fn, $factory:expr) => {
-        $crate::engine_conformance!(@cases [async #[$attr]] $factory);
-    };
-    (#[$attr:meta] fn, $factory:expr) => {
-        $crate::engine_conformance!(@cases [sync #[$attr]] $factory);
-    };
-    (@cases $mode:tt $factory:expr) => {
-        $crate::broker_conformance!(@cases $mode $factory);
+    (@engine $mode:tt $factory:expr) => {
+        $crate::engine_conformance!(@broker $mode $factory);
         $crate::engine_conformance!(@each $mode $factory;
             presence_add_get_remove,
             presence_of_two_clients_and_two_users,

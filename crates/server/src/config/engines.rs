@@ -26,39 +26,23 @@ impl Default for Engine {
     }
 }
 
-/// Centrifugo's `broker`: publications, history, joins and leaves, and node control.
+/// Centrifugo's `broker` (publications, history, joins and leaves, and node control) and
+/// `presence_manager` (who is in a channel): each used instead of the engine when enabled.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
-pub struct BrokerSection {
+pub struct Section {
     pub enabled: bool,
-    /// `memory` or `redis` (Centrifugo also has `nats`, not in wshub yet).
+    /// `memory` or `redis` (Centrifugo's broker also has `nats`, not in wshub yet).
     pub r#type: String,
     pub redis: Redis,
 }
 
-/// Centrifugo's `presence_manager`: who is in a channel.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct PresenceManagerSection {
-    pub enabled: bool,
-    /// `memory` or `redis`.
-    pub r#type: String,
-    pub redis: Redis,
-}
+pub type BrokerSection = Section;
+pub type PresenceManagerSection = Section;
 
-impl Default for BrokerSection {
+impl Default for Section {
     fn default() -> Self {
-        BrokerSection {
-            enabled: false,
-            r#type: "memory".into(),
-            redis: Redis::default(),
-        }
-    }
-}
-
-impl Default for PresenceManagerSection {
-    fn default() -> Self {
-        PresenceManagerSection {
+        Section {
             enabled: false,
             r#type: "memory".into(),
             redis: Redis::default(),
