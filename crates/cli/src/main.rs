@@ -244,11 +244,15 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     let (node, server) = wshub_server::app::build(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Err(e) = rt.block_on(node.broker.check()) {
-        bail!(
-            "engine.{}: {e} (engine.redis.address = {:?})",
-            c.engine.r#type,
-            wshub_server::config::masked_addresses(&c.engine.redis.address)
-        );
+        match c.broker_backend().0 {
+            wshub_server::config::Backend::Redis(r, key) => {
+                bail!(
+                    "{key}: {e} ({key}.address = {:?})",
+                    wshub_server::config::masked_addresses(&r.address)
+                )
+            }
+            wshub_server::config::Backend::Memory => bail!("engine.memory: {e}"),
+        }
     }
     let listener = rt.block_on(bind(addr, c.client.connection_limit))?;
     let internal = rt

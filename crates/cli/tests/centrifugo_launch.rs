@@ -229,7 +229,7 @@ async fn the_container_command_serves_as_centrifugos_does() {
 /// from their own keys: the node serves, and its keys are in that database.
 #[tokio::test]
 async fn redis_address_as_host_port_with_db_and_password() {
-    let redis = wshub_redis::testing::RedisServer::start().await;
+    let redis = wshub_testkit::redis::RedisServer::start().await;
     let url = redis.url();
     let host_port = url.trim_start_matches("redis://").to_string();
     let mut admin = redis::Client::open(url.as_str())

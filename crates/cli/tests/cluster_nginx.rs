@@ -17,10 +17,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, serial, wait_until, Nginx, Node, Publisher, LIMIT};
+use common::{api, serial, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
+use wshub_testkit::publisher::Publisher;
 
 const SECRET: &str = "cluster-test";
 const CLIENTS: usize = 30;
@@ -33,7 +34,7 @@ struct Cluster {
     // Fields drop in order: nginx, then the nodes, then Redis.
     nginx: Nginx,
     nodes: Vec<Node>,
-    _redis: wshub_redis::testing::RedisServer,
+    _redis: wshub_testkit::redis::RedisServer,
     dir: std::path::PathBuf,
 }
 
@@ -45,7 +46,7 @@ impl Cluster {
     /// With `client` keys added to every node's configuration.
     async fn start_with(name: &str, client: serde_json::Value) -> Cluster {
         let dir = common::temp_dir(name);
-        let redis = wshub_redis::testing::RedisServer::start().await;
+        let redis = wshub_testkit::redis::RedisServer::start().await;
         let mut client_cfg = json!({"token": {"hmac_secret_key": SECRET}});
         if let (Some(c), Some(extra)) = (client_cfg.as_object_mut(), client.as_object()) {
             c.extend(extra.clone());
@@ -245,7 +246,7 @@ fn a_node_killed_under_load_loses_nothing() {
         assert!(before.iter().all(|&n| n > 0), "least_conn put clients on every node: {before:?}");
         let victim = (0..3).max_by_key(|&i| before[i]).unwrap();
 
-        let publisher = Publisher::start(vec![cluster.nginx.port], CHANNEL, RATE);
+        let publisher = Publisher::start(vec![cluster.nginx.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE).await;
         let status = cluster.nodes[victim].signal("-KILL").await;
         assert!(!status.success());
@@ -329,7 +330,7 @@ fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
         let started = Instant::now();
         let mut cluster = Cluster::start("cluster-rolling").await;
         let clients = connect_clients(&cluster.nginx.url()).await;
-        let publisher = Publisher::start(vec![cluster.nginx.port], CHANNEL, RATE);
+        let publisher = Publisher::start(vec![cluster.nginx.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         let mut drained = Vec::new();
         for i in 0..3 {

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
-use wshub_redis::testing::RedisServer;
+use wshub_testkit::redis::RedisServer;
 
 fn metric(text: &str, name: &str, label: &str) -> u64 {
     text.lines()

@@ -61,7 +61,7 @@ fn until(port: u16, path: &str, want: (u16, &str)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_redis() {
-    let mut redis = wshub_redis::testing::RedisServer::start().await;
+    let mut redis = wshub_testkit::redis::RedisServer::start().await;
     let redis_port = redis.port;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_wshub"))
@@ -89,7 +89,7 @@ async fn readiness_follows_redis() {
     })
     .await
     .unwrap();
-    let _redis = wshub_redis::testing::RedisServer::start_on(redis_port).await;
+    let _redis = wshub_testkit::redis::RedisServer::start_on(redis_port).await;
     tokio::task::spawn_blocking(move || until(port, "/ready", (200, "ready")))
         .await
         .unwrap();

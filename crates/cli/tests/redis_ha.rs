@@ -32,11 +32,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, http, serial, wait_until, Node, Publisher, LIMIT};
+use common::{api, http, serial, wait_until, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{Client, ClientConfig, ClientEvent};
-use wshub_redis::testing::{cli, free_port, PubSubProxy, RedisCluster, RedisServer, Sentinel};
+use wshub_testkit::publisher::Publisher;
+use wshub_testkit::redis::{cli, PubSubProxy, RedisCluster, RedisServer, SentinelGroup};
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -176,7 +177,7 @@ fn canary_catches_a_frozen_pubsub() {
         .await;
         let on_a = watch(&a.url(), "ua").await;
         let on_b = watch(&b.url(), "ub").await;
-        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
 
         proxy.freeze();
@@ -241,41 +242,17 @@ fn canary_catches_a_frozen_pubsub() {
     });
 }
 
-/// The value after `key` in a flat `redis-cli` reply (`SENTINEL master`).
-fn field(reply: &str, key: &str) -> Option<String> {
-    let mut lines = reply.lines();
-    lines.find(|l| l.trim() == key)?;
-    lines.next().map(|v| v.trim().to_string())
-}
-
 #[test]
 fn sentinel_failover_loses_nothing_silently() {
     serial(async {
         const NAME: &str = "wshubmaster";
         let dir = common::temp_dir("redis-sentinel");
-        let mut master = RedisServer::start().await;
-        let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]).await;
-        wait_until("the replica to sync", LIMIT, || {
-            cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
-        })
-        .await;
-        let mut sentinels = Vec::new();
-        for _ in 0..3 {
-            sentinels.push(Sentinel::start(NAME, master.port).await);
-        }
         // A failover needs the sentinels to know the replica and each other (quorum 2).
-        wait_until("the sentinels to know the replica and each other", LIMIT, || {
-            sentinels.iter().all(|s| {
-                let m = cli(s.port, &["SENTINEL", "master", NAME]);
-                field(&m, "num-slaves").as_deref() == Some("1") && field(&m, "num-other-sentinels").as_deref() == Some("2")
-            })
-        })
-        .await;
-        let addresses: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let mut group = SentinelGroup::start(NAME, 3, true).await;
+        let replica_port = group.replica.as_ref().map(|r| r.port);
         let cfg = config(json!({
             // One shard: its sentinels in one item, comma-separated (Centrifugo's form).
-            "sentinel_address": [addresses.join(",")],
+            "sentinel_address": [group.address_item()],
             "sentinel_master_name": NAME,
             "prefix": format!("t{}", common::unique()),
             "canary_interval": "500ms"
@@ -286,14 +263,14 @@ fn sentinel_failover_loses_nothing_silently() {
         for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
             clients.push(watch(&node.url(), &format!("u{i}")).await);
         }
-        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE).await;
 
         let acked_before = publisher.acked();
-        master.kill();
+        group.master.kill();
         let killed = Instant::now();
         wait_until("a sentinel to promote the replica", LIMIT, || {
-            sentinels.iter().any(|s| s.master_port(NAME) == Some(replica.port))
+            group.sentinels.iter().any(|s| s.master_port(NAME) == replica_port)
         })
         .await;
         println!("replica promoted {:?} after the kill", killed.elapsed());
@@ -480,7 +457,7 @@ fn redis_cluster_under_two_nodes() {
             (Some(2), Some(2)),
             "{p}"
         );
-        let publisher = Publisher::start(vec![a.port, b.port], CHANNEL, RATE);
+        let publisher = Publisher::start(vec![a.port, b.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         // a's client goes away while publications go on, and recovers them on coming back.
         on_a.client.disconnect();

@@ -572,7 +572,7 @@ async fn publications(ev: &mut UnboundedReceiver<ClientEvent>, n: usize) -> Vec<
 /// the client recovers every publication made meanwhile, in order, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
-    let redis = wshub_redis::testing::RedisServer::start().await;
+    let redis = wshub_testkit::redis::RedisServer::start().await;
     let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let cfg = Server::config(json!({ "engine": engine }));
     let (port_a, port_b) = (free_port(), free_port());
@@ -624,7 +624,7 @@ async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
 /// node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_presence_joins_and_history() {
-    let redis = wshub_redis::testing::RedisServer::start().await;
+    let redis = wshub_testkit::redis::RedisServer::start().await;
     // Presence entries live 2 s unless refreshed; sessions refresh them at every ping (1 s).
     let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique()), "presence_ttl": "2s"}});
     let client = json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "1s", "pong_timeout": "500ms"});
@@ -675,7 +675,7 @@ async fn two_nodes_share_presence_joins_and_history() {
 /// the client reconnects, learns it could not recover, and receives what comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_losing_its_data_is_not_silent() {
-    let mut redis = wshub_redis::testing::RedisServer::start().await;
+    let mut redis = wshub_testkit::redis::RedisServer::start().await;
     let redis_port = redis.port;
     let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let server = Server::start(Server::config(json!({ "engine": engine })), free_port()).await;
@@ -689,7 +689,7 @@ async fn redis_losing_its_data_is_not_silent() {
     assert_eq!(publications(&mut ev, 3).await.len(), 3);
 
     redis.stop();
-    let _redis = wshub_redis::testing::RedisServer::start_on(redis_port).await;
+    let _redis = wshub_testkit::redis::RedisServer::start_on(redis_port).await;
     // Publish until the node has its connections back and the client has been told.
     let deadline = Instant::now() + LIMIT;
     let mut n = 100;
@@ -826,7 +826,7 @@ async fn delta_subscriptions_decode_and_tags_filters_select() {
 /// B through Redis still marked, and B's delta subscriber gets deltas (computed on B).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_across_nodes_through_redis() {
-    let redis = wshub_redis::testing::RedisServer::start().await;
+    let redis = wshub_testkit::redis::RedisServer::start().await;
     let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique())}});
     let channel = json!({"namespaces": [{"name": "doc", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
         "allow_subscribe_for_client": true, "allowed_delta_types": ["fossil"]}]});

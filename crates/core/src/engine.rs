@@ -110,6 +110,12 @@ pub trait Broker: Send + Sync {
     /// when an earlier subscriber's subscription stands, after it when one is being set up,
     /// an error when it cannot be set up; so that no subscriber is told it is subscribed
     /// before its publications can arrive.
+    /// Whether publications are kept for history and recovery. A broker that only fans out
+    /// (NATS, say) says no, and a namespace with history on it is refused at start rather
+    /// than answering empty histories.
+    fn keeps_history(&self) -> bool {
+        true
+    }
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use wshub_core::engine::{Broker, BrokerHandler, PublishOptions};
 use wshub_protocol::{ClientInfo, Publication};
-use wshub_redis::testing::{RedisCluster, RedisServer};
 use wshub_redis::{Compression, RedisConfig, RedisEngine};
+use wshub_testkit::redis::{RedisCluster, RedisServer};
 
 const CHANNELS: usize = 64;
 const PUBLISHERS: usize = 32;
@@ -176,7 +176,7 @@ async fn memory_per_1000(payload: usize, compression: Compression) {
     // The first publication creates the stream and loads the script: not counted.
     engine.publish("m", first, &opts).await.unwrap();
     let used = || {
-        let info = wshub_redis::testing::cli(server.port, &["INFO", "memory"]);
+        let info = wshub_testkit::redis::cli(server.port, &["INFO", "memory"]);
         info.lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse::<i64>().ok())

@@ -253,8 +253,5 @@ pub use compression::Compression;
 pub mod ratelimit;
 pub use ratelimit::RedisLimiter;
 
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
-
 #[cfg(test)]
 mod tests;

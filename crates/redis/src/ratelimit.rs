@@ -126,8 +126,8 @@ impl ClusterLimiter for RedisLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::RedisServer;
     use std::time::Instant;
+    use wshub_testkit::redis::RedisServer;
 
     /// Every wait here is bounded by this.
     const LIMIT: Duration = Duration::from_secs(10);

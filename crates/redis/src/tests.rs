@@ -5,7 +5,6 @@ use super::*;
 use crate::health::shard_name;
 use crate::pubsub::dispatch;
 use crate::shard::Epochs;
-use crate::testing::{cli, RedisServer};
 use recorder::Recorder;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -14,6 +13,7 @@ use std::time::Instant;
 use wshub_core::cluster::{ControlHandler, NodeControl};
 use wshub_core::engine::*;
 use wshub_protocol::{ClientInfo, Publication};
+use wshub_testkit::redis::{cli, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -256,7 +256,7 @@ async fn survives_a_redis_restart() {
 /// it has: from then on a control message sent by another node is heard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_waits_for_the_first_pubsub_subscription() {
-    use crate::testing::PubSubProxy;
+    use wshub_testkit::redis::PubSubProxy;
     let server = RedisServer::start().await;
     let proxy = PubSubProxy::start(server.port).await;
     proxy.freeze();
@@ -320,7 +320,7 @@ impl ControlRecorder {
 /// deliveries resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_notices_a_frozen_pubsub_and_recovers() {
-    use crate::testing::PubSubProxy;
+    use wshub_testkit::redis::PubSubProxy;
     let server = RedisServer::start().await;
     let proxy = PubSubProxy::start(server.port).await;
     let interval = Duration::from_millis(300);
@@ -536,7 +536,7 @@ fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
 mod conformance {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
 
     pub(super) struct RedisFactory {
         server: RedisServer,
@@ -559,8 +559,10 @@ mod conformance {
         }
     }
 
-    impl EngineFactory for RedisFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for RedisFactory {}
+
+    impl BrokerFactory for RedisFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -570,7 +572,7 @@ mod conformance {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("conformance{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let engines = (0..nodes)
                 .map(|_| {
@@ -604,33 +606,30 @@ mod conformance {
 /// `redis-sentinel` (each case: a master and a sentinel of its own).
 mod conformance_sentinel {
     use super::*;
-    use crate::testing::Sentinel;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
+    use wshub_testkit::redis::SentinelGroup;
 
     const NAME: &str = "conformance";
 
     struct SentinelFactory {
-        // Dropped first: the sentinel, then its master.
-        sentinel: Sentinel,
-        _server: RedisServer,
+        group: SentinelGroup,
         clusters: AtomicUsize,
     }
 
     impl SentinelFactory {
         async fn start() -> Self {
-            let server = RedisServer::start().await;
-            let sentinel = Sentinel::start(NAME, server.port).await;
             SentinelFactory {
-                sentinel,
-                _server: server,
+                group: SentinelGroup::start(NAME, 1, false).await,
                 clusters: AtomicUsize::new(0),
             }
         }
     }
 
-    impl EngineFactory for SentinelFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for SentinelFactory {}
+
+    impl BrokerFactory for SentinelFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -640,7 +639,7 @@ mod conformance_sentinel {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("sentinel{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let engines = (0..nodes)
                 .map(|_| {
@@ -650,7 +649,7 @@ mod conformance_sentinel {
                         prefix: prefix.clone(),
                         presence_ttl: Duration::from_secs(60),
                         sentinel: Some(SentinelConfig {
-                            addresses: vec![format!("127.0.0.1:{}", self.sentinel.port)],
+                            addresses: vec![self.group.address_item()],
                             master_name: NAME.into(),
                             ..Default::default()
                         }),
@@ -677,7 +676,7 @@ mod conformance_sentinel {
 mod conformance_sharded {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
 
     struct ShardedFactory {
         servers: Vec<RedisServer>,
@@ -693,8 +692,10 @@ mod conformance_sharded {
         }
     }
 
-    impl EngineFactory for ShardedFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for ShardedFactory {}
+
+    impl BrokerFactory for ShardedFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -704,7 +705,7 @@ mod conformance_sharded {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("sharded{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             let address = self.servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
             let engines = (0..nodes)
@@ -815,9 +816,9 @@ async fn nodes_with_different_compression_read_each_other() {
 /// The engine contract on a three-master Redis Cluster (sharded pub/sub).
 mod conformance_cluster {
     use super::*;
-    use crate::testing::RedisCluster;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::EngineFactory;
+    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
+    use wshub_testkit::redis::RedisCluster;
 
     pub(super) struct ClusterFactory {
         pub(super) cluster: RedisCluster,
@@ -843,8 +844,10 @@ mod conformance_cluster {
         }
     }
 
-    impl EngineFactory for ClusterFactory {
-        type Engine = RedisEngine;
+    impl EngineFactory for ClusterFactory {}
+
+    impl BrokerFactory for ClusterFactory {
+        type Broker = RedisEngine;
 
         fn is_single_node(&self) -> bool {
             false
@@ -854,7 +857,7 @@ mod conformance_cluster {
             true
         }
 
-        fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
+        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
             let prefix = format!("cluster{}", self.clusters.fetch_add(1, Ordering::Relaxed));
             Box::pin(std::future::ready((0..nodes).map(|_| self.engine(&prefix)).collect()))
         }
@@ -875,7 +878,7 @@ mod conformance_cluster {
 /// SHARDCHANNELS` of its master, never in `PUBSUB CHANNELS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
-    use crate::testing::cli;
+    use wshub_testkit::redis::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = f.engine("t13");
     let r = Arc::new(Recorder::default());
@@ -952,7 +955,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
 /// check passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_canary_names_a_master_that_stops() {
-    use crate::testing::cli;
+    use wshub_testkit::redis::cli;
     let f = conformance_cluster::ClusterFactory::start().await;
     let e = RedisEngine::new(RedisConfig {
         cluster: vec![f.cluster.seeds()],

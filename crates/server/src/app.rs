@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use wshub_core::memory::MemoryEngine;
 use wshub_core::node::Node;
 use wshub_core::ratelimit::{ClusterLimiter, RateLimitAlgorithm, RateLimitScope};
 use wshub_protocol::Format;
@@ -14,7 +13,6 @@ use crate::client::ClientHandler;
 use crate::cluster::Cluster;
 use crate::config::{to_node_config, Config, LoadError};
 use crate::state::{Admission, ApiConfig, ServerConfig};
-use wshub_core::cluster::NodeControl;
 
 /// The subprotocol that selects the Protobuf format.
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
@@ -28,19 +26,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     if config.prometheus.recovered_publications_histogram {
         wshub_core::series::enable_recovered_publications_histogram();
     }
-    // One engine object is both the broker (publications, history, presence) and the node
-    // control channel between nodes.
-    let (engine, control): (Arc<dyn wshub_core::engine::Engine>, Arc<dyn NodeControl>) = match config.engine.r#type.as_str() {
-        "redis" => {
-            let e = Arc::new(wshub_redis::RedisEngine::new(config.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?);
-            (e.clone(), e)
-        }
-        _ => {
-            let e = Arc::new(MemoryEngine::default());
-            (e.clone(), e)
-        }
-    };
-    let node = Node::new(to_node_config(config), engine).map_err(|e| LoadError(e.to_string()))?;
+    let engines = crate::engines::build(config)?;
+    let shared_broker = engines.shared_broker;
+    let control = engines.control;
+    let node = Node::with_parts(to_node_config(config), engines.broker, engines.presence).map_err(|e| LoadError(e.to_string()))?;
     let cluster = Cluster::new(node.clone(), control);
     let limiters = cluster_limiters(config)?;
     if let Some(l) = &limiters.command {
@@ -118,7 +107,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             rate_limit_algorithm: config.http_api.rate_limit_algorithm,
             rate_limit_cluster: limiters.api,
             body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
-            refuse_publish_while_draining: config.engine.r#type == "memory",
+            refuse_publish_while_draining: !shared_broker,
         }),
         admission: Admission {
             connection_limit: config.client.connection_limit,
@@ -192,10 +181,12 @@ fn cluster_limiters(config: &Config) -> Result<ClusterLimiters, LoadError> {
     let wanted = |key: &str| scopes.iter().any(|(k, s)| *k == key && *s == RateLimitScope::Cluster);
     let mut shared: Option<Arc<dyn ClusterLimiter>> = None;
     if let Some((key, _)) = scopes.iter().find(|(_, s)| *s == RateLimitScope::Cluster) {
-        if config.engine.r#type != "redis" {
-            return Err(LoadError(format!("{key}: \"cluster\" needs engine.type = \"redis\"")));
-        }
-        let l = wshub_redis::RedisLimiter::from_config(&config.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
+        let Some(redis) = config.broker_redis() else {
+            return Err(LoadError(format!(
+                "{key}: \"cluster\" needs engine.type = \"redis\" (or a Redis broker)"
+            )));
+        };
+        let l = wshub_redis::RedisLimiter::from_config(&redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
         shared = Some(Arc::new(l));
     }
     let pick = |key: &str| if wanted(key) { shared.clone() } else { None };

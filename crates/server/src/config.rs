@@ -17,9 +17,11 @@ use wshub_core::config::{
 use wshub_core::duration;
 use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
+mod engines;
 mod env;
 pub mod keys;
 mod redis;
+pub use engines::{Backend, BrokerSection, Engine, PresenceManagerSection};
 pub use redis::{Redis, RedisTls};
 mod sections;
 pub use env::leaves;
@@ -37,6 +39,8 @@ pub struct Config {
     pub websocket: WebSocket,
     pub channel: ChannelConfig,
     pub engine: Engine,
+    pub broker: BrokerSection,
+    pub presence_manager: PresenceManagerSection,
     pub admin: Admin,
     pub http_stream: HttpTransport,
     pub sse: HttpTransport,
@@ -152,22 +156,6 @@ impl Default for Client {
             proxy: ClientProxies::default(),
             insecure: s.insecure,
             subscribe_to_user_personal_channel: s.personal_channel,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct Engine {
-    pub r#type: String,
-    pub redis: Redis,
-}
-
-impl Default for Engine {
-    fn default() -> Self {
-        Engine {
-            r#type: "memory".into(),
-            redis: Redis::default(),
         }
     }
 }
@@ -348,7 +336,7 @@ pub fn log_filter(level: &str) -> Option<&'static str> {
     })
 }
 
-fn validate(c: &Config) -> Result<(), LoadError> {
+pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
     let fail = |k: &str, m: &str| Err(LoadError(format!("{k}: {m}")));
     listen_addr(c)?;
     internal_listen_addr(c)?;
@@ -365,38 +353,7 @@ fn validate(c: &Config) -> Result<(), LoadError> {
     if c.websocket.compression_level > 9 {
         return fail("websocket.compression_level", "must be 0..9");
     }
-    if !["memory", "redis"].contains(&c.engine.r#type.as_str()) {
-        return fail("engine.type", "must be \"memory\" or \"redis\"");
-    }
-    if c.engine.r#type == "redis" {
-        if c.engine.redis.prefix.is_empty() {
-            return fail("engine.redis.prefix", "must not be empty");
-        }
-        if c.engine.redis.presence_ttl < c.client.ping_interval * 2 {
-            return fail(
-                "engine.redis.presence_ttl",
-                "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
-            );
-        }
-        if !c.engine.redis.cluster_address.is_empty() && !c.engine.redis.sentinel_address.is_empty() {
-            return fail("engine.redis.cluster_address", "cannot be used with engine.redis.sentinel_address");
-        }
-        if !c.engine.redis.sentinel_address.is_empty() && c.engine.redis.sentinel_master_name.is_empty() {
-            return fail(
-                "engine.redis.sentinel_master_name",
-                "must be set with engine.redis.sentinel_address",
-            );
-        }
-        if !["none", "lz4", "zstd"].contains(&c.engine.redis.compression.as_str()) {
-            return fail("engine.redis.compression", "must be \"none\", \"lz4\" or \"zstd\"");
-        }
-        if c.engine.redis.canary_interval < Duration::from_millis(100) {
-            return fail("engine.redis.canary_interval", "must be at least 100ms");
-        }
-        // The engine reads the addresses and TLS files as it will at serve: what passes
-        // here connects there.
-        wshub_redis::RedisEngine::new(c.engine.redis.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
-    }
+    engines::validate(c)?;
     if c.admin.enabled && !c.admin.insecure {
         if c.admin.password.is_empty() {
             return fail(
@@ -447,10 +404,13 @@ fn validate(c: &Config) -> Result<(), LoadError> {
                 "\"cluster\" counts with a token bucket in Redis: set the limit's algorithm to \"token_bucket\"",
             );
         }
-        if scope == RateLimitScope::Cluster && c.engine.r#type != "redis" {
-            return fail(key, "\"cluster\" needs engine.type = \"redis\"");
-        }
-        if scope == RateLimitScope::Cluster && !single_redis(&c.engine.redis) {
+        let Some(redis) = c.broker_redis() else {
+            if scope == RateLimitScope::Cluster {
+                return fail(key, "\"cluster\" needs engine.type = \"redis\" (or a Redis broker)");
+            }
+            continue;
+        };
+        if scope == RateLimitScope::Cluster && !single_redis(redis) {
             return fail(
                 key,
                 "\"cluster\" is not available with Redis Sentinel or Redis Cluster yet (only engine.redis.address)",

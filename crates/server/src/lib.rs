@@ -19,6 +19,7 @@ pub mod driver;
 pub mod echo;
 pub mod emulation;
 pub mod endpoints;
+pub mod engines;
 pub mod framing;
 pub mod http;
 pub mod lifecycle;

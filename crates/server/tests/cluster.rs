@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 use wshub_core::token::make_hs256;
-use wshub_redis::testing::RedisServer;
+use wshub_testkit::redis::RedisServer;
 use wshub_websocket::{Event, MessageKind};
 
 const SECRET: &str = "cluster-secret";
@@ -309,7 +309,7 @@ async fn subscribe(c: &mut Client, id: u32, channel: &str) -> Value {
 /// delivers again, both subscribe and receive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_subscriber_is_answered_before_redis_confirms_the_channel() {
-    use wshub_redis::testing::PubSubProxy;
+    use wshub_testkit::redis::PubSubProxy;
     let redis = RedisServer::start().await;
     let proxy = PubSubProxy::start(redis.port).await;
     let mut c = config(&redis);

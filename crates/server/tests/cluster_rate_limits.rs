@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use wshub_core::token::make_hs256;
-use wshub_redis::testing::RedisServer;
+use wshub_testkit::redis::RedisServer;
 use wshub_websocket::{Event, MessageKind};
 
 const SECRET: &str = "cluster-rate-secret";

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use wshub_redis::testing::RedisServer;
+use wshub_testkit::redis::RedisServer;
 
 const KEY: &str = "emulation-key";
 

@@ -1,6 +1,7 @@
 //! Helpers shared by wshub's tests (one copy instead of one per test crate): free ports,
 //! fresh directories, bounded waits, one-shot HTTP calls, HS256 tokens, `wshub serve`
-//! processes ended by their PID, and a minimal WebSocket client ([`ws`]).
+//! processes ended by their PID, a minimal WebSocket client ([`ws`]), Redis setups
+//! ([`redis`]) and a numbered publisher ([`publisher`]).
 //!
 //! A dev-dependency only: every helper panics on what a test does not expect.
 #![allow(clippy::unwrap_used)]
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod publisher;
+pub mod redis;
 pub mod ws;
 
 /// The longest any single wait on a process may take.

@@ -2,14 +2,16 @@
 //! and run against every engine, as centrifuge's `map_broker_shared_test.go`: the memory
 //! engine in this crate's tests, the Redis engine against a real `redis-server` in
 //! wshub-redis's. An implementation plugs in through an [`EngineFactory`]; the
-//! [`engine_conformance!`](crate::engine_conformance) macro stamps out one test per case.
+//! [`engine_conformance!`](crate::engine_conformance) macro stamps out one test per case. A
+//! broker without a presence manager of its own runs the broker half alone, through a
+//! [`BrokerFactory`] and [`broker_conformance!`](crate::broker_conformance).
 //!
 //! Compiled for this crate's tests and, for other crates, with the `testing` feature. It needs
-//! no runtime: every wait is a bounded loop over [`EngineFactory::sleep`] (a real sleep, or a
+//! no runtime: every wait is a bounded loop over [`BrokerFactory::sleep`] (a real sleep, or a
 //! fake clock moved forward), failing after [`LIMIT`].
 //!
 //! Each case asks the factory for a fresh cluster: two nodes sharing one backend, or one node
-//! when the factory [is single-node](EngineFactory::is_single_node). Cases written over "every
+//! when the factory [is single-node](BrokerFactory::is_single_node). Cases written over "every
 //! node" then run on that one; the parts that need a second node say so on stderr and are
 //! skipped. That a publication did *not* arrive is shown by a later publication from the same
 //! node on another channel arriving: both engines deliver one publisher's publications to a
@@ -23,7 +25,7 @@
 //!   (`subscribe` and `unsubscribe` are no-ops: there are no other nodes to spare the
 //!   traffic). The Redis engine delivers only channels the node subscribed to, and stops after
 //!   the last unsubscribe. The suite asserts the absence only when
-//!   [`EngineFactory::delivers_only_subscribed`]; deliveries to subscribed channels, in order,
+//!   [`BrokerFactory::delivers_only_subscribed`]; deliveries to subscribed channels, in order,
 //!   are asserted for both.
 //! - **`history_ttl`.** The memory engine drops each publication `history_ttl` after it was
 //!   published; the Redis engine drops the whole stream `history_ttl` after the *last*
@@ -55,20 +57,25 @@ pub const LIMIT: Duration = Duration::from_secs(10);
 /// How often a wait looks again.
 const STEP: Duration = Duration::from_millis(10);
 
-/// Makes the engines under test.
-pub trait EngineFactory {
-    type Engine: Engine + NodeControl;
+/// Makes the brokers under test: the broker half of the suite (publications, history,
+/// joins and leaves, subscriptions, node control), which a broker without a presence manager
+/// of its own (NATS, say) runs alone.
+pub trait BrokerFactory {
+    type Broker: Broker + NodeControl;
     /// Whether a cluster has one node only (the two-node parts of the suite are skipped).
     fn is_single_node(&self) -> bool;
     /// Whether a node receives only the channels it subscribed to (and nothing after its
     /// last unsubscribe), or everything published, for its hub to drop (the memory engine).
     fn delivers_only_subscribed(&self) -> bool;
-    /// A new cluster: `nodes` engines sharing one backend, sharing nothing with the clusters
+    /// A new cluster: `nodes` brokers sharing one backend, sharing nothing with the clusters
     /// made before. `nodes` is 2 only when the factory is not single-node.
-    fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Engine>>;
-    /// Lets `d` pass: a real sleep, or a fake clock the engines read moved forward.
+    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<Self::Broker>>;
+    /// Lets `d` pass: a real sleep, or a fake clock the brokers read moved forward.
     fn sleep(&self, d: Duration) -> BoxFuture<'_, ()>;
 }
+
+/// A [`BrokerFactory`] whose brokers are whole engines (presence too): the whole suite.
+pub trait EngineFactory: BrokerFactory<Broker: Engine> {}
 
 /// The memory engine under the suite: a cluster of one, whose clock `sleep` moves forward,
 /// so that no case really waits.
@@ -77,8 +84,10 @@ pub struct MemoryFactory {
     clock: Arc<ManualClock>,
 }
 
-impl EngineFactory for MemoryFactory {
-    type Engine = MemoryEngine;
+impl EngineFactory for MemoryFactory {}
+
+impl BrokerFactory for MemoryFactory {
+    type Broker = MemoryEngine;
 
     fn is_single_node(&self) -> bool {
         true
@@ -88,7 +97,7 @@ impl EngineFactory for MemoryFactory {
         false
     }
 
-    fn cluster(&self, nodes: usize) -> BoxFuture<'_, Vec<MemoryEngine>> {
+    fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<MemoryEngine>> {
         assert_eq!(nodes, 1, "the memory engine is a cluster of one");
         Box::pin(std::future::ready(vec![MemoryEngine::new(self.clock.clone())]))
     }
@@ -118,7 +127,17 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
     }
 }
 
-/// One test per case of the suite, for the engines a factory makes.
+/// One test per case of the broker half of the suite, for the brokers a [`BrokerFactory`]
+/// makes; the same forms as [`engine_conformance!`](crate::engine_conformance).
+#[macro_export]
+macro_rules! broker_conformance {
+    (#[$attr:meta] $($sig:ident)+, $factory:expr) => {
+        $crate::engine_conformance!(@entry broker #[$attr] $($sig)+, $factory);
+    };
+}
+
+/// One test per case of the suite (the broker half and the presence half), for the engines
+/// a factory makes.
 ///
 /// `#[attr] async fn, factory`: async tests under `attr` (e.g. `#[tokio::test]`), the factory
 /// expression evaluated inside each (it may `.await`). `#[attr] fn, factory`: plain tests
@@ -129,13 +148,16 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
 /// ```
 #[macro_export]
 macro_rules! engine_conformance {
-    (#[$attr:meta] async fn, $factory:expr) => {
-        $crate::engine_conformance!(@cases [async #[$attr]] $factory);
+    (@entry $suite:ident #[$attr:meta] async fn, $factory:expr) => {
+        $crate::engine_conformance!(@$suite [async #[$attr]] $factory);
     };
-    (#[$attr:meta] fn, $factory:expr) => {
-        $crate::engine_conformance!(@cases [sync #[$attr]] $factory);
+    (@entry $suite:ident #[$attr:meta] fn, $factory:expr) => {
+        $crate::engine_conformance!(@$suite [sync #[$attr]] $factory);
     };
-    (@cases $mode:tt $factory:expr) => {
+    (#[$attr:meta] $($sig:ident)+, $factory:expr) => {
+        $crate::engine_conformance!(@entry engine #[$attr] $($sig)+, $factory);
+    };
+    (@broker $mode:tt $factory:expr) => {
         $crate::engine_conformance!(@each $mode $factory;
             history_offsets_count_from_one_under_one_epoch,
             publication_without_history_has_no_position_and_is_delivered,
@@ -146,13 +168,18 @@ macro_rules! engine_conformance {
             history_size_keeps_the_newest,
             history_ttl_empties_the_history_and_keeps_the_position,
             remove_history_keeps_the_position,
-            presence_add_get_remove,
-            presence_of_two_clients_and_two_users,
-            presence_is_seen_from_the_other_node,
             join_and_leave_reach_subscribers_in_stream_order,
             idempotent_publish_is_published_once,
             check_is_ok,
             control_reaches_every_node_including_the_sender,
+        );
+    };
+    (@engine $mode:tt $factory:expr) => {
+        $crate::engine_conformance!(@broker $mode $factory);
+        $crate::engine_conformance!(@each $mode $factory;
+            presence_add_get_remove,
+            presence_of_two_clients_and_two_users,
+            presence_is_seen_from_the_other_node,
         );
     };
     (@each [async #[$attr:meta]] $factory:expr; $($case:ident,)*) => {
@@ -229,7 +256,7 @@ struct Node<E> {
     rec: Arc<Recorder>,
 }
 
-impl<E: Engine + NodeControl> Node<E> {
+impl<E: Broker + NodeControl> Node<E> {
     /// As the hub does: the node has a subscriber, then tells the engine.
     async fn subscribe(&self, channel: &str) {
         self.rec.subscribed.lock().unwrap().insert(channel.to_string());
@@ -263,9 +290,9 @@ impl<E: Engine + NodeControl> Node<E> {
 }
 
 /// A fresh cluster of every node the factory can make, handlers set.
-async fn cluster<F: EngineFactory>(f: &F) -> Vec<Node<F::Engine>> {
+async fn cluster<F: BrokerFactory>(f: &F) -> Vec<Node<F::Broker>> {
     let n = if f.is_single_node() { 1 } else { 2 };
-    let engines = f.cluster(n).await;
+    let engines = f.brokers(n).await;
     assert_eq!(engines.len(), n, "the factory made another number of nodes");
     engines
         .into_iter()
@@ -289,7 +316,7 @@ const HANDS_OVER_ALL: &str = "the engine hands every channel to its node";
 /// Polls `probe` until it answers, at most [`LIMIT`].
 async fn eventually<F, T, Fut>(f: &F, what: &str, mut probe: impl FnMut() -> Fut) -> T
 where
-    F: EngineFactory,
+    F: BrokerFactory,
     Fut: Future<Output = Option<T>>,
 {
     let mut waited = Duration::ZERO;
@@ -303,12 +330,12 @@ where
     }
 }
 
-async fn wait_until<F: EngineFactory>(f: &F, what: &str, mut done: impl FnMut() -> bool) {
+async fn wait_until<F: BrokerFactory>(f: &F, what: &str, mut done: impl FnMut() -> bool) {
     eventually(f, what, || std::future::ready(done().then_some(()))).await
 }
 
 /// Waits until `node` has `n` publications of `channel`; returns them.
-async fn wait_publications<F: EngineFactory>(f: &F, node: &Node<F::Engine>, channel: &str, n: usize) -> Vec<Publication> {
+async fn wait_publications<F: BrokerFactory>(f: &F, node: &Node<F::Broker>, channel: &str, n: usize) -> Vec<Publication> {
     let what = format!("{n} publications of {channel}");
     wait_until(f, &what, || node.publications(channel).len() >= n).await;
     node.publications(channel)
@@ -359,7 +386,7 @@ const ALL: HistoryQuery = HistoryQuery {
 
 /// Publications with history are numbered 1, 2, 3… per channel under one epoch, whichever
 /// node publishes; the epoch is the one a history read gave before the first publication.
-pub async fn history_offsets_count_from_one_under_one_epoch<F: EngineFactory>(f: &F) {
+pub async fn history_offsets_count_from_one_under_one_epoch<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     let empty = nodes[0].engine.history("ch", ALL).await.unwrap();
     assert_eq!(empty.publications, []);
@@ -399,7 +426,7 @@ pub async fn history_offsets_count_from_one_under_one_epoch<F: EngineFactory>(f:
 
 /// Without history (size 0 or ttl 0) a publication has position `(0, "")`, is delivered to
 /// every subscribed node with offset 0, and is not kept.
-pub async fn publication_without_history_has_no_position_and_is_delivered<F: EngineFactory>(f: &F) {
+pub async fn publication_without_history_has_no_position_and_is_delivered<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for n in &nodes {
         n.subscribe("ch").await;
@@ -432,7 +459,7 @@ pub async fn publication_without_history_has_no_position_and_is_delivered<F: Eng
 
 /// Each subscribed channel's publications arrive in stream order; a channel the node did not
 /// subscribe to arrives not at all (engines that deliver only subscribed channels).
-pub async fn delivers_each_channel_in_order_only_where_subscribed<F: EngineFactory>(f: &F) {
+pub async fn delivers_each_channel_in_order_only_where_subscribed<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     let (publisher, receiver) = (&nodes[0], &nodes[nodes.len() - 1]);
     receiver.subscribe("a").await;
@@ -466,7 +493,7 @@ pub async fn delivers_each_channel_in_order_only_where_subscribed<F: EngineFacto
 
 /// Every node subscribed to a channel receives all of it in stream order, whichever node
 /// published; a node not subscribed receives none of it.
-pub async fn delivers_to_every_subscribed_node<F: EngineFactory>(f: &F) {
+pub async fn delivers_to_every_subscribed_node<F: BrokerFactory>(f: &F) {
     if f.is_single_node() {
         return skipped("delivers_to_every_subscribed_node", "all", ONE_NODE);
     }
@@ -499,7 +526,7 @@ pub async fn delivers_to_every_subscribed_node<F: EngineFactory>(f: &F) {
 /// An unsubscribe while the node has subscribers again changes nothing (the engine asks
 /// [`BrokerHandler::has_subscribers`] before it stops); after the last unsubscribe nothing
 /// more arrives (engines that deliver only subscribed channels); subscribing again resumes.
-pub async fn stops_delivering_after_the_last_unsubscribe<F: EngineFactory>(f: &F) {
+pub async fn stops_delivering_after_the_last_unsubscribe<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     let (publisher, receiver) = (&nodes[0], &nodes[nodes.len() - 1]);
     receiver.subscribe("room").await;
@@ -544,7 +571,7 @@ pub async fn stops_delivering_after_the_last_unsubscribe<F: EngineFactory>(f: &F
 
 /// `since` (offset and epoch), `limit` (-1 all, 0 position only, n at most n) and `reverse`,
 /// read from every node; a `since` with another epoch is [`EngineError::UnrecoverablePosition`].
-pub async fn history_queries<F: EngineFactory>(f: &F) {
+pub async fn history_queries<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for i in 1..=5u64 {
         let node = &nodes[i as usize % nodes.len()];
@@ -609,7 +636,7 @@ pub async fn history_queries<F: EngineFactory>(f: &F) {
 }
 
 /// A stream keeps its newest `history_size` publications; the position is the top.
-pub async fn history_size_keeps_the_newest<F: EngineFactory>(f: &F) {
+pub async fn history_size_keeps_the_newest<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for i in 1..=7u64 {
         let node = &nodes[i as usize % nodes.len()];
@@ -630,7 +657,7 @@ pub async fn history_size_keeps_the_newest<F: EngineFactory>(f: &F) {
 /// Once `history_ttl` has passed since the last publication the history is empty; the
 /// position stays and the next publication continues it. (Memory expires publication by
 /// publication, Redis the whole stream: see the module's notes.)
-pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: EngineFactory>(f: &F) {
+pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     let opts = PublishOptions {
         history_size: 10,
@@ -669,7 +696,7 @@ pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: EngineFac
 
 /// `remove_history` empties the stream but keeps its position (offset and epoch), so that
 /// positioned clients are not misled; the next publication continues it.
-pub async fn remove_history_keeps_the_position<F: EngineFactory>(f: &F) {
+pub async fn remove_history_keeps_the_position<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     let mut epoch = String::new();
     for i in 1..=3 {
@@ -762,7 +789,7 @@ pub async fn presence_is_seen_from_the_other_node<F: EngineFactory>(f: &F) {
 
 /// Joins and leaves reach every subscribed node, with the client's info, in stream order
 /// with the channel's publications.
-pub async fn join_and_leave_reach_subscribers_in_stream_order<F: EngineFactory>(f: &F) {
+pub async fn join_and_leave_reach_subscribers_in_stream_order<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for n in &nodes {
         n.subscribe("room").await;
@@ -793,7 +820,7 @@ pub async fn join_and_leave_reach_subscribers_in_stream_order<F: EngineFactory>(
 /// A publish with an idempotency key already used in the channel within its window is not
 /// published again: the first result comes back, nothing is delivered or stored twice; the
 /// same key in another channel, or without a key, publishes.
-pub async fn idempotent_publish_is_published_once<F: EngineFactory>(f: &F) {
+pub async fn idempotent_publish_is_published_once<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for n in &nodes {
         n.subscribe("ch").await;
@@ -825,7 +852,7 @@ pub async fn idempotent_publish_is_published_once<F: EngineFactory>(f: &F) {
 }
 
 /// An engine whose backend answers says so.
-pub async fn check_is_ok<F: EngineFactory>(f: &F) {
+pub async fn check_is_ok<F: BrokerFactory>(f: &F) {
     for n in cluster(f).await {
         assert_eq!(n.engine.check().await, Ok(()));
     }
@@ -836,7 +863,7 @@ pub async fn check_is_ok<F: EngineFactory>(f: &F) {
 /// A node hears the cluster once its engine's check has passed: a node is started (and
 /// ready) only then, and a message sent to it before is lost (the Redis engine subscribes
 /// to the control channel on first use; its check waits for that subscription).
-pub async fn control_reaches_every_node_including_the_sender<F: EngineFactory>(f: &F) {
+pub async fn control_reaches_every_node_including_the_sender<F: BrokerFactory>(f: &F) {
     let nodes = cluster(f).await;
     for n in &nodes {
         assert_eq!(n.engine.check().await, Ok(()));
@@ -856,4 +883,9 @@ pub async fn control_reaches_every_node_including_the_sender<F: EngineFactory>(f
 #[cfg(test)]
 mod memory {
     crate::engine_conformance!(#[test] fn, super::MemoryFactory::default());
+
+    /// The broker half alone, as a broker without presence runs it.
+    mod broker_half {
+        crate::broker_conformance!(#[test] fn, super::super::MemoryFactory::default());
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::address::{Connection, Tls};
-use crate::testing::{RedisCluster, Sentinel};
+use wshub_testkit::redis::{RedisCluster, SentinelGroup};
 
 /// Publishes on a channel this node subscribed to: the publication arrives through
 /// pub/sub, history holds it, presence answers.
@@ -95,9 +95,8 @@ async fn unix_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_through_a_url_and_through_shard_items() {
     const NAME: &str = "addrmaster";
-    let master = RedisServer::start().await;
-    let s1 = Sentinel::start(NAME, master.port).await;
-    let s2 = Sentinel::start(NAME, master.port).await;
+    let group = SentinelGroup::start(NAME, 2, false).await;
+    let (s1, s2) = (&group.sentinels[0], &group.sentinels[1]);
     let url = format!(
         "redis+sentinel://127.0.0.1:{}?sentinel_master_name={NAME}&addr=127.0.0.1:{}",
         s1.port, s2.port
@@ -107,7 +106,7 @@ async fn sentinel_through_a_url_and_through_shard_items() {
     // One `sentinel_address` item with both sentinels: one shard.
     let mut c = cfg("redis://127.0.0.1:1".into());
     c.sentinel = Some(SentinelConfig {
-        addresses: vec![format!("127.0.0.1:{},127.0.0.1:{}", s1.port, s2.port)],
+        addresses: vec![group.address_item()],
         master_name: NAME.into(),
         ..Default::default()
     });

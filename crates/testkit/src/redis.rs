@@ -1,6 +1,15 @@
-//! For tests (this crate's and others', with the `testing` feature): a real `redis-server`
-//! on a free loopback port, ended by its PID when dropped.
-#![allow(clippy::unwrap_used, clippy::panic)]
+//! Redis for tests, one way for every crate: `redis-server` (plain, TLS, Unix socket), a
+//! replica, `redis-sentinel` groups, a Redis Cluster made by `redis-cli --cluster create`,
+//! and a proxy that freezes pub/sub connections; each on free loopback ports and ended by its
+//! PID when dropped. A missing program fails the test naming its Debian package.
+#![allow(clippy::panic)]
+
+/// A port the OS says is free now (as Redis's tests always took them: the cluster bus of a
+/// node listens 10000 above its port, which [`crate::free_port`]'s range would put among
+/// the client sockets).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,11 +118,6 @@ impl RedisServer {
     }
 }
 
-/// A port the OS says is free now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One reply of `redis-cli -p port args...` (for tests: `INFO`, `SENTINEL`, `CLUSTER`).
 pub fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -178,6 +182,70 @@ impl Drop for Sentinel {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A Sentinel group: a master, optionally a replica in sync with it, and `sentinels`
+/// sentinels that know the replica and each other (so that a failover can happen).
+pub struct SentinelGroup {
+    pub name: String,
+    pub master: RedisServer,
+    pub replica: Option<RedisServer>,
+    pub sentinels: Vec<Sentinel>,
+}
+
+impl SentinelGroup {
+    pub async fn start(name: &str, sentinels: usize, replica: bool) -> SentinelGroup {
+        let master = RedisServer::start().await;
+        let replica = match replica {
+            true => {
+                let port = master.port.to_string();
+                let r = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &port]).await;
+                wait("the replica to sync", || {
+                    cli(r.port, &["INFO", "replication"]).contains("master_link_status:up")
+                })
+                .await;
+                Some(r)
+            }
+            false => None,
+        };
+        let mut started = Vec::new();
+        for _ in 0..sentinels {
+            started.push(Sentinel::start(name, master.port).await);
+        }
+        let (replicas, others) = (usize::from(replica.is_some()).to_string(), (sentinels - 1).to_string());
+        wait("the sentinels to know the replica and each other", || {
+            started.iter().all(|s| {
+                let m = cli(s.port, &["SENTINEL", "master", name]);
+                field(&m, "num-slaves").as_deref() == Some(replicas.as_str())
+                    && field(&m, "num-other-sentinels").as_deref() == Some(others.as_str())
+            })
+        })
+        .await;
+        SentinelGroup {
+            name: name.to_string(),
+            master,
+            replica,
+            sentinels: started,
+        }
+    }
+
+    /// The sentinels as one `sentinel_address` item: `host:port` with a comma between each.
+    pub fn address_item(&self) -> String {
+        let a: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        a.join(",")
+    }
+}
+
+/// The value after `key` in a flat `redis-cli` reply (`SENTINEL master`).
+pub fn field(reply: &str, key: &str) -> Option<String> {
+    let mut lines = reply.lines();
+    lines.find(|l| l.trim() == key)?;
+    lines.next().map(|v| v.trim().to_string())
+}
+
+/// Polls `done` until true, at most 30 s (the sentinels gossip every second or two).
+async fn wait(what: &str, done: impl FnMut() -> bool) {
+    crate::wait_until(what, crate::LIMIT, done).await;
 }
 
 /// A Redis Cluster of three masters (no replicas) on free ports, made by

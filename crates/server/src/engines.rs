@@ -1,0 +1,214 @@
+//! The node's backends, each from its own section: the broker (with node control, which
+//! travels where publications do, as in Centrifugo) and the presence manager. A new broker
+//! kind (NATS) is one more arm in [`broker`].
+
+use std::sync::Arc;
+
+use wshub_core::cluster::NodeControl;
+use wshub_core::engine::{Broker, PresenceManager};
+use wshub_core::memory::MemoryEngine;
+
+use crate::config::{Backend, Config, LoadError};
+
+/// The backends a node runs on.
+pub struct Engines {
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn PresenceManager>,
+    pub control: Arc<dyn NodeControl>,
+    /// Whether other nodes receive this node's publications (a shared broker): a draining
+    /// node may then go on accepting publications.
+    pub shared_broker: bool,
+}
+
+/// One backend object: an engine, broker and presence manager at once.
+#[derive(Clone)]
+enum Built {
+    Memory(Arc<MemoryEngine>),
+    Redis(Arc<wshub_redis::RedisEngine>),
+}
+
+impl Built {
+    fn new(b: Backend<'_>) -> Result<Self, LoadError> {
+        Ok(match b {
+            Backend::Redis(r, _) => {
+                let e = wshub_redis::RedisEngine::new(r.engine_config()?).map_err(|e| LoadError(e.to_string()))?;
+                Built::Redis(Arc::new(e))
+            }
+            Backend::Memory => Built::Memory(Arc::new(MemoryEngine::default())),
+        })
+    }
+
+    fn broker(&self) -> (Arc<dyn Broker>, Arc<dyn NodeControl>) {
+        match self {
+            Built::Memory(e) => (e.clone(), e.clone()),
+            Built::Redis(e) => (e.clone(), e.clone()),
+        }
+    }
+
+    fn presence(&self) -> Arc<dyn PresenceManager> {
+        match self {
+            Built::Memory(e) => e.clone(),
+            Built::Redis(e) => e.clone(),
+        }
+    }
+}
+
+/// Builds the backends; one object serves both halves when both name the same backend
+/// (the engine, or two identical Redis sections), so that it keeps one set of connections.
+pub fn build(config: &Config) -> Result<Engines, LoadError> {
+    let (b, p) = (config.broker_backend().0, config.presence_backend().0);
+    let built = Built::new(b)?;
+    let same = match (b, p) {
+        (Backend::Memory, Backend::Memory) => true,
+        (Backend::Redis(a, _), Backend::Redis(b, _)) => a == b,
+        _ => false,
+    };
+    let presence = match same {
+        true => built.presence(),
+        false => Built::new(p)?.presence(),
+    };
+    let (broker, control) = built.broker();
+    refuse_history_without_a_history_broker(config, broker.as_ref())?;
+    Ok(Engines {
+        broker,
+        presence,
+        control,
+        shared_broker: matches!(built, Built::Redis(_)),
+    })
+}
+
+/// A namespace with history on a broker that keeps none would answer empty histories and
+/// never recover: refused at start, naming the namespace.
+fn refuse_history_without_a_history_broker(config: &Config, broker: &dyn Broker) -> Result<(), LoadError> {
+    if broker.keeps_history() {
+        return Ok(());
+    }
+    let (_, kind_key) = config.broker_backend();
+    let with_history = |o: &wshub_core::config::ChannelOptions| o.history_size > 0 && !o.history_ttl.is_zero();
+    if with_history(&config.channel.without_namespace) {
+        return Err(LoadError(format!(
+            "channel.without_namespace.history_size: the broker ({kind_key}) keeps no history; set history_size to 0 or use a broker with history (memory, redis)"
+        )));
+    }
+    for (i, ns) in config.channel.namespaces.iter().enumerate() {
+        if with_history(&ns.options) {
+            return Err(LoadError(format!(
+                "channel.namespaces[{i}].history_size: namespace {:?} keeps history but the broker ({kind_key}) keeps none; set history_size to 0 or use a broker with history (memory, redis)",
+                ns.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+    use wshub_core::engine::*;
+    use wshub_protocol::{ClientInfo, Publication};
+
+    fn config(v: serde_json::Value) -> Config {
+        let c: Config = serde_json::from_value(v).unwrap();
+        crate::config::validate(&c).unwrap();
+        c
+    }
+
+    /// Each half from its own section: a memory broker beside a Redis presence manager,
+    /// a Redis broker (from `broker.redis`) beside the memory engine's presence.
+    #[tokio::test]
+    async fn broker_and_presence_manager_from_their_own_sections() {
+        let redis = wshub_testkit::redis::RedisServer::start().await;
+        let c = config(json!({
+            "engine": {"type": "memory"},
+            "presence_manager": {"enabled": true, "type": "redis", "redis": {"address": format!("127.0.0.1:{}", redis.port), "prefix": "pm"}}
+        }));
+        let e = build(&c).unwrap();
+        assert!(!e.shared_broker);
+        let info = ClientInfo {
+            client: "c1".into(),
+            user: "u1".into(),
+            ..Default::default()
+        };
+        e.presence.add_presence("ch", "c1", info).await.unwrap();
+        let keys = wshub_testkit::redis::cli(redis.port, &["KEYS", "pm.presence.*"]);
+        assert!(keys.contains("pm.presence.ch"), "presence is in Redis: {keys}");
+
+        let c = config(json!({
+            "engine": {"type": "memory"},
+            "broker": {"enabled": true, "type": "redis", "redis": {"address": format!("127.0.0.1:{}", redis.port), "prefix": "br"}}
+        }));
+        let e = build(&c).unwrap();
+        assert!(e.shared_broker);
+        let opts = PublishOptions {
+            history_size: 5,
+            history_ttl: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        e.broker.publish("ch", Publication::default(), &opts).await.unwrap();
+        let keys = wshub_testkit::redis::cli(redis.port, &["KEYS", "br.stream.*"]);
+        assert!(keys.contains("br.stream.ch"), "history is in Redis: {keys}");
+        assert_eq!(e.presence.presence("ch").await.unwrap().len(), 0, "presence stays in memory");
+    }
+
+    #[test]
+    fn sections_are_checked_with_their_own_names() {
+        let load = |v: serde_json::Value| crate::config::validate(&serde_json::from_value::<Config>(v).unwrap()).map_err(|e| e.0);
+        let e = load(json!({"broker": {"enabled": true, "type": "nats"}})).unwrap_err();
+        assert!(e.starts_with("broker.type: \"nats\" is not supported"), "{e}");
+        let e = load(json!({"presence_manager": {"enabled": true, "type": "redis", "redis": {"address": "http://x"}}})).unwrap_err();
+        assert!(e.starts_with("presence_manager.redis.address"), "{e}");
+        let e = load(json!({"broker": {"enabled": true, "type": "redis", "redis": {"prefix": ""}}})).unwrap_err();
+        assert!(e.starts_with("broker.redis.prefix"), "{e}");
+        // Not enabled: not used, not checked (Centrifugo's default configuration lists them).
+        load(json!({"broker": {"type": "nats"}, "presence_manager": {"type": "bogus"}})).unwrap();
+    }
+
+    /// A broker that only fans out (as NATS will): the memory engine with its history
+    /// declared away. No such broker exists in wshub yet, hence this stand-in.
+    struct FanOutOnly(MemoryEngine);
+
+    impl Broker for FanOutOnly {
+        fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+            self.0.set_handler(handler)
+        }
+        fn publish<'a>(&'a self, ch: &'a str, p: Publication, o: &'a PublishOptions) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
+            self.0.publish(ch, p, o)
+        }
+        fn publish_join<'a>(&'a self, ch: &'a str, i: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+            self.0.publish_join(ch, i)
+        }
+        fn publish_leave<'a>(&'a self, ch: &'a str, i: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
+            self.0.publish_leave(ch, i)
+        }
+        fn history<'a>(&'a self, ch: &'a str, q: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
+            self.0.history(ch, q)
+        }
+        fn remove_history<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+            self.0.remove_history(ch)
+        }
+        fn keeps_history(&self) -> bool {
+            false
+        }
+        fn subscribe<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+            self.0.subscribe(ch)
+        }
+        fn unsubscribe<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+            self.0.unsubscribe(ch)
+        }
+    }
+
+    #[test]
+    fn a_namespace_with_history_on_a_broker_without_is_refused() {
+        let broker = FanOutOnly(MemoryEngine::default());
+        let c = config(json!({"channel": {"namespaces": [{"name": "live"}, {"name": "chat", "history_size": 10, "history_ttl": "60s"}]}}));
+        let e = refuse_history_without_a_history_broker(&c, &broker).unwrap_err();
+        assert!(e.0.starts_with("channel.namespaces[1].history_size: namespace \"chat\""), "{}", e.0);
+        let c = config(json!({"channel": {"without_namespace": {"history_size": 10, "history_ttl": "60s"}}}));
+        assert!(refuse_history_without_a_history_broker(&c, &broker).is_err());
+        let c = config(json!({"channel": {"namespaces": [{"name": "live"}]}}));
+        refuse_history_without_a_history_broker(&c, &broker).unwrap();
+        refuse_history_without_a_history_broker(&c, &MemoryEngine::default()).unwrap();
+    }
+}
