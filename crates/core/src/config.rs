@@ -222,6 +222,9 @@ pub struct SessionConfig {
     pub insecure: bool,
     /// `client.subscribe_to_user_personal_channel`.
     pub personal_channel: PersonalChannel,
+    /// `client.connect_include_server_time`: the connect reply carries the server's time
+    /// (Unix milliseconds), for clients that correct their clock by it.
+    pub connect_include_server_time: bool,
 }
 
 /// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
@@ -268,6 +271,7 @@ impl Default for SessionConfig {
             recovery_max_publication_limit: 300,
             insecure: false,
             personal_channel: PersonalChannel::default(),
+            connect_include_server_time: false,
         }
     }
 }
