@@ -276,6 +276,24 @@ impl Default for SessionConfig {
     }
 }
 
+/// `rpc.ping.*`: an RPC of this method is answered at once with an empty result, without a
+/// proxy (clients measure the round trip with it).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcPing {
+    pub enabled: bool,
+    pub method: String,
+}
+
+impl Default for RpcPing {
+    fn default() -> Self {
+        RpcPing {
+            enabled: false,
+            method: "ping".into(),
+        }
+    }
+}
+
 /// Everything the node needs.
 #[derive(Debug, Clone, Default)]
 pub struct NodeConfig {

@@ -136,26 +136,7 @@ pub struct RpcConfig {
     pub namespaces: Vec<RpcNamespace>,
     /// Between an RPC namespace and the method (`ns:method`); empty: no namespaces.
     pub namespace_boundary: String,
-    /// `rpc.ping`: an RPC of this method is answered at once with an empty result, without
-    /// a proxy (clients measure the round trip with it).
-    pub ping: RpcPing,
-}
-
-/// `rpc.ping.*`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct RpcPing {
-    pub enabled: bool,
-    pub method: String,
-}
-
-impl Default for RpcPing {
-    fn default() -> Self {
-        RpcPing {
-            enabled: false,
-            method: "ping".into(),
-        }
-    }
+    pub ping: crate::config::RpcPing,
 }
 
 impl Default for RpcConfig {
@@ -165,7 +146,7 @@ impl Default for RpcConfig {
             without_namespace: RpcOptions::default(),
             namespaces: Vec::new(),
             namespace_boundary: ":".into(),
-            ping: RpcPing::default(),
+            ping: Default::default(),
         }
     }
 }

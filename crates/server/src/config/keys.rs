@@ -93,16 +93,7 @@ pub(super) fn is_default(v: &Value) -> bool {
 
 /// The entry of [`REFUSED`] that covers `path` (with list indexes removed), if any.
 pub fn refusal(path: &str) -> Option<&'static (&'static str, &'static str)> {
-    let mut shape = String::with_capacity(path.len());
-    let mut in_index = false;
-    for c in path.chars() {
-        match c {
-            '[' => in_index = true,
-            ']' => in_index = false,
-            _ if !in_index => shape.push(c),
-            _ => {}
-        }
-    }
+    let shape = super::planned::strip_indexes(path);
     REFUSED.iter().find(|(k, _)| match k.strip_suffix(".*") {
         Some(section) => shape == section || shape.starts_with(&format!("{section}.")),
         None => shape == *k,

@@ -49,6 +49,8 @@ const fn warn(key: &'static str, issue: u32, what: &'static str) -> Planned {
     }
 }
 
+const TRANSFORMS: &str = "connect error transforms for unidirectional transports";
+
 /// The most specific entry covering a key wins (`grpc_api.enabled` before `grpc_api.*`).
 pub const PLANNED: &[Planned] = &[
     // Map subscriptions.
@@ -126,36 +128,12 @@ pub const PLANNED: &[Planned] = &[
     stop("namespace.allow_positioning", 27, "positioning without recovery"),
     stop("namespace.force_recovery_mode", 27, "the cache recovery mode"),
     stop("namespace.auto_cache_recover", 27, "the cache recovery mode"),
-    stop(
-        "client.connect_code_to_unidirectional_disconnect.enabled",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
-    warn(
-        "client.connect_code_to_unidirectional_disconnect.*",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
-    stop(
-        "uni_sse.connect_code_to_http_response.enabled",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
-    warn(
-        "uni_sse.connect_code_to_http_response.*",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
-    stop(
-        "uni_http_stream.connect_code_to_http_response.enabled",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
-    warn(
-        "uni_http_stream.connect_code_to_http_response.*",
-        27,
-        "connect error transforms for unidirectional transports",
-    ),
+    stop("client.connect_code_to_unidirectional_disconnect.enabled", 27, TRANSFORMS),
+    warn("client.connect_code_to_unidirectional_disconnect.*", 27, TRANSFORMS),
+    stop("uni_sse.connect_code_to_http_response.enabled", 27, TRANSFORMS),
+    warn("uni_sse.connect_code_to_http_response.*", 27, TRANSFORMS),
+    stop("uni_http_stream.connect_code_to_http_response.enabled", 27, TRANSFORMS),
+    warn("uni_http_stream.connect_code_to_http_response.*", 27, TRANSFORMS),
     warn("uni_websocket.*", 27, "this unidirectional WebSocket option"),
     stop("proxy.emulated_headers", 27, "emulated headers for proxies"),
     stop("proxy.http.status_to_code_transforms", 27, "status code transforms for proxies"),
@@ -266,7 +244,8 @@ fn default_at(shape: &str) -> Option<&'static Value> {
     Some(cur)
 }
 
-fn strip_indexes(path: &str) -> String {
+/// `path` without its list indexes (`a[2].b` is `a.b`).
+pub(super) fn strip_indexes(path: &str) -> String {
     let mut shape = String::with_capacity(path.len());
     let mut in_index = false;
     for c in path.chars() {
