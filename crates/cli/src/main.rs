@@ -240,6 +240,9 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     for k in &loaded.unknown_keys {
         tracing::warn!(key = %k, "unknown configuration key ignored");
     }
+    for m in &loaded.not_implemented {
+        tracing::warn!("{m}");
+    }
     let addr = wshub_server::config::listen_addr(c)?;
     let (node, server) = wshub_server::app::build(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -395,6 +398,9 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
             let loaded = load_config(Some(&config), &[])?;
             for k in &loaded.unknown_keys {
                 eprintln!("warning: unknown key {k} (misspelt? it is ignored)");
+            }
+            for m in &loaded.not_implemented {
+                eprintln!("warning: {m}");
             }
             if !loaded.unknown_keys.is_empty() && !allow_unknown {
                 bail!(

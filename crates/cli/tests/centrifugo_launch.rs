@@ -282,3 +282,41 @@ async fn redis_address_as_host_port_with_db_and_password() {
     assert!(!keys.is_empty(), "the stream is in database 3");
     assert!(!node.log().contains("p@ss"), "no password in the log");
 }
+
+/// Centrifugo's full default configuration (`centrifugo defaultconfig`'s file) passes
+/// `checkconfig` with no warning and starts the server; a key of a feature wshub lacks,
+/// switched on, stops the start naming the key and its issue (#27 item 9).
+#[tokio::test]
+async fn centrifugo_default_configuration_starts() {
+    let dir = temp_dir("launch-defaultconfig");
+    let fixture = common::repo_root().join("crates/server/tests/fixtures/centrifugo-defaultconfig.json");
+    let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", fixture.to_str().unwrap()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let port = free_port();
+    let f = fixture.to_str().unwrap();
+    let node = Node::spawn(
+        wshub(&dir).args(["-c", f, "-p", &port.to_string(), "-a", "127.0.0.1", "--http_api.insecure"]),
+        &dir,
+    );
+    node.wait_ready(port).await;
+    assert_eq!(api_info(port, "").await, 200, "{}", node.log());
+    assert!(!node.log().contains("WARN"), "{}", node.log());
+    // Switched on, a missing feature stops the start; a tuning knob is a warning.
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    cfg["grpc_api"]["enabled"] = json!(true);
+    let file = dir.join("grpc.json");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let out = run_to_end(wshub(&dir).args(["-c", file.to_str().unwrap(), "-p", &free_port().to_string()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("grpc_api.enabled") && stderr.contains("#30"), "{stderr}");
+    cfg["grpc_api"]["enabled"] = json!(false);
+    cfg["graphite"]["host"] = json!("graphite.internal");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: graphite.host") && stderr.contains("#32"), "{stderr}");
+}

@@ -223,6 +223,9 @@ pub struct SessionConfig {
     pub insecure: bool,
     /// `client.subscribe_to_user_personal_channel`.
     pub personal_channel: PersonalChannel,
+    /// `client.connect_include_server_time`: the connect reply carries the server's time
+    /// (Unix milliseconds), for clients that correct their clock by it.
+    pub connect_include_server_time: bool,
 }
 
 /// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
@@ -269,6 +272,25 @@ impl Default for SessionConfig {
             recovery_max_publication_limit: 300,
             insecure: false,
             personal_channel: PersonalChannel::default(),
+            connect_include_server_time: false,
+        }
+    }
+}
+
+/// `rpc.ping.*`: an RPC of this method is answered at once with an empty result, without a
+/// proxy (clients measure the round trip with it).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RpcPing {
+    pub enabled: bool,
+    pub method: String,
+}
+
+impl Default for RpcPing {
+    fn default() -> Self {
+        RpcPing {
+            enabled: false,
+            method: "ping".into(),
         }
     }
 }
@@ -481,6 +503,7 @@ pub struct RpcConfig {
     pub namespaces: Vec<RpcNamespace>,
     /// Between an RPC namespace and the method (`ns:method`); empty: no namespaces.
     pub namespace_boundary: String,
+    pub ping: RpcPing,
 }
 
 impl Default for RpcConfig {
@@ -490,6 +513,7 @@ impl Default for RpcConfig {
             without_namespace: RpcOptions::default(),
             namespaces: Vec::new(),
             namespace_boundary: ":".into(),
+            ping: Default::default(),
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             }),
             origins: OriginPolicy::from_list(&config.client.allowed_origins),
         },
-        max_message_size: ws.message_size_limit,
+        max_message_size: ws.max_message_size(),
         handshake_timeout: config.client.handshake_timeout,
         read_timeout: (!config.http_server.read_timeout.is_zero()).then_some(config.http_server.read_timeout),
         handler,

@@ -23,6 +23,7 @@ pub mod keys;
 mod redis;
 pub use engines::{Backend, BrokerSection, Engine, PresenceManagerSection};
 pub use redis::{Redis, RedisTls};
+pub mod planned;
 mod sections;
 pub use env::leaves;
 use env::set_path;
@@ -57,6 +58,12 @@ pub struct Config {
     /// Write the process id to this file at start (removed at exit), as Centrifugo.
     pub pid_file: String,
     pub node: NodeSection,
+    /// Centrifugo's opt-out of its anonymous usage statistics: wshub sends none, so the key
+    /// changes nothing.
+    pub usage_stats: UsageStats,
+    /// Centrifugo's switch for its unreleased features (only a broker kind wshub does not
+    /// have): wshub has none, so the key changes nothing.
+    pub enable_unreleased_features: bool,
     /// `rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`.
     pub rpc: RpcConfig,
     /// Named proxies, reached by `*_proxy_name` in namespaces.
@@ -120,6 +127,8 @@ pub struct Client {
     /// Development only: connect without a token, every channel permission granted.
     pub insecure: bool,
     pub subscribe_to_user_personal_channel: PersonalChannel,
+    /// The connect reply carries the server's time (Unix milliseconds).
+    pub connect_include_server_time: bool,
 }
 
 impl Default for Client {
@@ -156,6 +165,7 @@ impl Default for Client {
             proxy: ClientProxies::default(),
             insecure: s.insecure,
             subscribe_to_user_personal_channel: s.personal_channel,
+            connect_include_server_time: s.connect_include_server_time,
         }
     }
 }
@@ -182,6 +192,12 @@ impl Default for Shutdown {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
+pub struct UsageStats {
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
 pub struct NodeSection {
     pub name: String,
 }
@@ -197,6 +213,9 @@ pub struct Loaded {
     pub config: Config,
     /// Keys present in the file or environment that wshub does not know.
     pub unknown_keys: Vec<String>,
+    /// Centrifugo keys wshub does not implement yet, set to a value it ignores: one
+    /// message each, naming the key and its issue ([`planned::PLANNED`]).
+    pub not_implemented: Vec<String>,
 }
 
 /// Reads the file (if any), applies `WSHUB_*` variables from `env` and the `overrides`
@@ -232,8 +251,10 @@ pub fn load(
     if !root.is_object() {
         return Err(LoadError("the configuration file must hold an object".into()));
     }
+    planned::drop_nulls(&mut root);
     let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
-    let applied = env::apply(&mut root, &defaults, &keys::prototypes(), &env.into_iter().collect::<Vec<_>>())?;
+    let env_keys = planned::with_centrifugo_keys(&defaults);
+    let applied = env::apply(&mut root, &env_keys, &keys::prototypes(), &env.into_iter().collect::<Vec<_>>())?;
     let mut unknown_keys = applied.unknown;
     for (p, v) in overrides {
         set_path(&mut root, p, v.clone());
@@ -242,6 +263,7 @@ pub fn load(
     if let Some(message) = keys::refused(&root, &unknown_keys).or_else(|| keys::refused_env(&applied.unknown_centrifugo)) {
         return Err(LoadError(message));
     }
+    let sorted = planned::sort(&root, unknown_keys)?;
     let config: Config = match serde_path_to_error::deserialize(root.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -250,7 +272,11 @@ pub fn load(
     };
     wshub_core::node::check_config(&to_node_config(&config)).map_err(|e| LoadError(e.to_string()))?;
     validate(&config)?;
-    Ok(Loaded { config, unknown_keys })
+    Ok(Loaded {
+        config,
+        unknown_keys: sorted.unknown,
+        not_implemented: sorted.warnings,
+    })
 }
 
 /// Redis addresses as they may be shown: the password of each `scheme://user:password@host`
@@ -494,6 +520,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             recovery_max_publication_limit: c.client.recovery_max_publication_limit,
             insecure: c.client.insecure,
             personal_channel: c.client.subscribe_to_user_personal_channel.clone(),
+            connect_include_server_time: c.client.connect_include_server_time,
         },
         proxy: ProxySettings {
             client: c.client.proxy.clone(),

@@ -98,6 +98,11 @@ impl Session {
             pong: !self.handle.unidirectional(),
             ..Default::default()
         };
+        if cfg.connect_include_server_time {
+            result.time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        }
         if let Some(session) = self.handle.emulation_session() {
             result.session = session.to_string();
             result.node = self.node.uid().to_string();

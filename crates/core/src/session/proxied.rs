@@ -239,6 +239,10 @@ impl Session {
 
     /// The `rpc` command: routed by method namespace to an RPC proxy.
     pub(super) async fn rpc(&mut self, req: RpcRequest) -> Result<RpcResult, Fail> {
+        let ping = &self.node.config.proxy.rpc.ping;
+        if ping.enabled && req.method == ping.method {
+            return Ok(RpcResult::default());
+        }
         if !self.node.proxies.has_rpc() {
             // No RPC handler is configured: 108, as Centrifugo answers without an RPC proxy.
             return Err(err(ec::NOT_AVAILABLE, "not available"));

@@ -1070,6 +1070,43 @@ fn rpc_without_a_proxy_and_without_a_transport() {
     assert_eq!(r[0]["error"]["code"], 104, "unknown RPC namespace");
 }
 
+/// `rpc.ping`: its method is answered at once, with or without an RPC proxy; other
+/// methods are not.
+#[test]
+fn rpc_ping_answers_without_a_proxy() {
+    let node = node_with(|c| {
+        c.proxy.rpc.ping.enabled = true;
+        c.proxy.rpc.ping.method = "pong?".into();
+    });
+    let mut c = Client::new(&node, start());
+    c.connect("u");
+    let (r, _) = c.send(r#"{"id":2,"rpc":{"method":"pong?","data":{}}}"#);
+    assert_eq!(r[0], json!({"id": 2, "rpc": {}}));
+    let (r, _) = c.send(r#"{"id":3,"rpc":{"method":"ping","data":{}}}"#);
+    assert_eq!(r[0]["error"]["code"], 108);
+}
+
+/// `client.connect_include_server_time`: the connect reply's `time` is the server's Unix
+/// time in milliseconds; off (the default), there is none.
+#[test]
+fn connect_include_server_time() {
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let node = node_with(|c| c.session.connect_include_server_time = true);
+    let mut c = Client::new(&node, start());
+    let before = ms();
+    let r = c.connect("u");
+    let t = r["time"].as_i64().unwrap();
+    assert!(before <= t && t <= ms(), "{t}");
+    let node = node_with(|_| {});
+    let mut c = Client::new(&node, start());
+    assert_eq!(c.connect("u")["time"], serde_json::Value::Null);
+}
+
 /// Expiry numbers at the edge of `u64` (a connection token's `exp`, a subscription token's,
 /// a refresh token's, the API `refresh`'s `expire_at`): the session neither panics nor
 /// closes, the `ttl` it reports saturates at `u32::MAX`, and no timer fires early (before:

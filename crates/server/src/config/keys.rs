@@ -86,7 +86,7 @@ fn walk(v: &Value, known: &Value, path: &str, shape: &str, protos: &[(&str, Valu
 
 /// Whether a value is Centrifugo's default for an unset key (so that a file written by
 /// `centrifugo defaultconfig` is not refused for keys it merely lists).
-fn is_default(v: &Value) -> bool {
+pub(super) fn is_default(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
@@ -99,16 +99,7 @@ fn is_default(v: &Value) -> bool {
 
 /// The entry of [`REFUSED`] that covers `path` (with list indexes removed), if any.
 pub fn refusal(path: &str) -> Option<&'static (&'static str, &'static str)> {
-    let mut shape = String::with_capacity(path.len());
-    let mut in_index = false;
-    for c in path.chars() {
-        match c {
-            '[' => in_index = true,
-            ']' => in_index = false,
-            _ if !in_index => shape.push(c),
-            _ => {}
-        }
-    }
+    let shape = super::planned::strip_indexes(path);
     REFUSED.iter().find(|(k, _)| match k.strip_suffix(".*") {
         Some(section) => shape == section || shape.starts_with(&format!("{section}.")),
         None => shape == *k,
@@ -121,7 +112,7 @@ pub fn refused(root: &Value, unknown: &[String]) -> Option<String> {
     unknown.iter().find_map(|path| {
         let (key, why) = refusal(path)?;
         let value = lookup(root, path)?;
-        (!is_default(value)).then(|| {
+        (!is_default(value) && !super::planned::is_centrifugo_default(path, value)).then(|| {
             format!(
                 "{path}: this Centrifugo key is not supported by wshub and ignoring it would make the deployment less safe ({why}); remove it or see the README's list of refused keys ({key})"
             )
@@ -148,7 +139,7 @@ pub fn refused_env(unknown: &[(String, String, String)]) -> Option<String> {
 }
 
 /// The value at a path of [`unknown`]'s form.
-fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+pub(super) fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = root;
     for part in path.split('.') {
         let (name, index) = match part.split_once('[') {

@@ -146,6 +146,25 @@ pub struct WebSocket {
     pub compression_min_size: usize,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    /// With compression, the largest message after decompression (0: `message_size_limit`);
+    /// wshub holds every message to `message_size_limit` after decompression already, so
+    /// this can only lower it (Centrifugo's default, 0, allows ten times that).
+    pub decompressed_message_size_limit: usize,
+    /// Centrifugo's (Go's) buffer tuning: wshub sizes its buffers per message, so these
+    /// change nothing.
+    pub read_buffer_size: usize,
+    pub write_buffer_size: usize,
+    pub use_write_buffer_pool: bool,
+}
+
+impl WebSocket {
+    /// The largest message accepted, after decompression.
+    pub fn max_message_size(&self) -> usize {
+        match (self.compression, self.decompressed_message_size_limit) {
+            (true, d) if d > 0 => d.min(self.message_size_limit),
+            _ => self.message_size_limit,
+        }
+    }
 }
 
 impl Default for WebSocket {
@@ -158,6 +177,10 @@ impl Default for WebSocket {
             compression_level: 1,
             compression_min_size: 0,
             write_timeout: Duration::from_secs(1),
+            decompressed_message_size_limit: 0,
+            read_buffer_size: 0,
+            write_buffer_size: 0,
+            use_write_buffer_pool: false,
         }
     }
 }
