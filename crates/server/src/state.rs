@@ -175,9 +175,9 @@ impl Connections {
 /// State shared by every connection task.
 pub struct Shared {
     pub config: ServerConfig,
-    pub(crate) ready: AtomicBool,
+    ready: AtomicBool,
     /// The engine answers (always, for the memory engine); watched by `crate::lifecycle`.
-    pub(crate) engine_ok: AtomicBool,
+    engine_ok: AtomicBool,
     pub(crate) connections: Connections,
     /// Held (shared) by an API publication from its drain check to its end, so that a drain
     /// starts closing clients only after the publications it let through are delivered.

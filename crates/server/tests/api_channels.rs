@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wshub_core::hub::{ConnectionHandle, Control};
 use wshub_protocol::Format;
-use wshub_websocket::{Event, MessageKind, PreparedMessage};
+use wshub_websocket::{Event, PreparedMessage};
 
 const SECRET: &str = "channels-test-secret";
 const KEY: &str = "channels-test-key";
@@ -82,11 +82,7 @@ async fn channels_call(addr: SocketAddr) -> (Value, Instant) {
 async fn ws_connect(addr: SocketAddr) -> Instant {
     let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
     let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": "probe"})).unwrap();
-    c.send(
-        MessageKind::Text,
-        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
-    )
-    .await;
+    c.send_connect(&token).await;
     match c.next_event().await {
         Event::Message { data, .. } => assert!(String::from_utf8_lossy(&data).contains("\"client\""), "{data:?}"),
         other => panic!("{other:?}"),

@@ -119,11 +119,7 @@ async fn subscriber(server: &TestServer, user: &str, channel: &str) -> Client {
 async fn connected_at(addr: std::net::SocketAddr, user: &str) -> Client {
     let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
     let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
-    c.send(
-        MessageKind::Text,
-        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
-    )
-    .await;
+    c.send_connect(&token).await;
     let reply = next(&mut c).await.unwrap();
     assert!(reply["connect"].is_object(), "{reply}");
     c

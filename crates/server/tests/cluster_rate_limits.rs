@@ -35,11 +35,7 @@ impl User {
     async fn connect(server: &TestServer, user: &str) -> Self {
         let mut c = User(Client::connect(server.addr, "/connection/websocket", &[], None).await);
         let token = make_hs256(SECRET, &json!({"sub": user})).unwrap();
-        c.0.send(
-            MessageKind::Text,
-            format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
-        )
-        .await;
+        c.0.send_connect(&token).await;
         let r = c.next().await;
         assert!(r["connect"]["client"].is_string(), "{r}");
         c

@@ -80,11 +80,7 @@ async fn next(c: &mut Client) -> Result<Value, u16> {
 async fn subscriber(addr: SocketAddr) -> tokio::sync::mpsc::UnboundedReceiver<Result<u64, u16>> {
     let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
     let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": "sub"})).unwrap();
-    c.send(
-        MessageKind::Text,
-        format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#).as_bytes(),
-    )
-    .await;
+    c.send_connect(&token).await;
     let r: Vec<Value> = serde_json::from_value(next(&mut c).await.unwrap()).unwrap();
     assert!(r[0]["connect"]["client"].is_string(), "{r:?}");
     c.send(MessageKind::Text, br#"{"id":2,"subscribe":{"channel":"news"}}"#).await;

@@ -127,6 +127,12 @@ impl Client {
         self.flush().await;
     }
 
+    /// Sends the client protocol's `connect` command (id 1) with `token`, in JSON.
+    pub async fn send_connect(&mut self, token: &str) {
+        let cmd = format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#);
+        self.send(MessageKind::Text, cmd.as_bytes()).await;
+    }
+
     pub async fn flush(&mut self) {
         while self.conn.has_pending_transmit() {
             let mut slices = [IoSlice::new(&[]); 16];

@@ -54,18 +54,10 @@ impl Client {
                 bail!("the HTTP transports speak the wshub dialect only");
             }
             stream.write_all(&http_request(ep, &connect_commands(t))).await?;
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    bail!("server closed before answering");
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
+            let (buf, head_end) = read_head(&mut stream, "before answering", |b| {
+                Ok(b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4))
+            })
+            .await?;
             let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
             if !head.starts_with("http/1.1 200") {
                 bail!("refused: {}", head.lines().next().unwrap_or(""));
@@ -96,18 +88,10 @@ impl Client {
         key[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let req = handshake::client_request(&ep.host, &ep.path, &[], None, key);
         stream.write_all(&req.bytes).await?;
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 1024];
-        let head = loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("server closed during the handshake");
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some((head, _)) = handshake::read_response(&buf, &req, None)? {
-                break head;
-            }
-        };
+        let (buf, head) = read_head(&mut stream, "during the handshake", |b| {
+            Ok(handshake::read_response(b, &req, None)?.map(|(head, _)| head))
+        })
+        .await?;
         let mut conn = connection();
         conn.handle_read(&buf[head..]);
         let mut c = Client {
@@ -214,6 +198,27 @@ fn http_request(ep: &Endpoint, commands: &str) -> Vec<u8> {
             commands.len()
         )
         .into_bytes(),
+    }
+}
+
+/// Reads the server's answer until `head_end` finds the end of its head in what came so
+/// far: what came, and where the head ends.
+async fn read_head(
+    stream: &mut Box<dyn Io>,
+    during: &str,
+    mut head_end: impl FnMut(&[u8]) -> anyhow::Result<Option<usize>>,
+) -> anyhow::Result<(Vec<u8>, usize)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("server closed {during}");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&buf)? {
+            return Ok((buf, end));
+        }
     }
 }
 

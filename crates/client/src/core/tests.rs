@@ -354,6 +354,13 @@ fn refreshes_before_expiry() {
     assert_eq!(sent(&mut c)[0].refresh.as_ref().unwrap().token, "new");
 }
 
+/// The core asks for `channel`'s token; given `token`, it subscribes with it.
+fn token_asked_and_sent(c: &mut ClientCore, channel: &str, token: &str) {
+    assert_eq!(actions(c), vec![Action::SubscriptionToken(channel.into())]);
+    c.handle_sub_token(channel, Ok(token.into()));
+    assert_eq!(sent(c)[0].subscribe.as_ref().unwrap().token, token);
+}
+
 fn callback_sub() -> SubscribeOptions {
     SubscribeOptions {
         recoverable: false,
@@ -414,9 +421,7 @@ fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
 
     // The server drops it as expired (2501): a fresh token, then a new subscribe.
     c.handle_frame(unsub("priv", 2501), t1);
-    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
-    c.handle_sub_token("priv", Ok("tok3".into()));
-    assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "tok3");
+    token_asked_and_sent(&mut c, "priv", "tok3");
 }
 
 #[test]
@@ -459,9 +464,7 @@ fn subscription_token_asked_while_disconnected_is_used_on_connect() {
     c.subscribe_with("priv", callback_sub());
     assert!(actions(&mut c).is_empty(), "nothing to do before connecting");
     connected(&mut c, t0);
-    assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
-    c.handle_sub_token("priv", Ok("t".into()));
-    assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().token, "t");
+    token_asked_and_sent(&mut c, "priv", "t");
 }
 
 #[test]
