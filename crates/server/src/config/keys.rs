@@ -27,6 +27,22 @@ pub const REFUSED: &[(&str, &str)] = &[
         "engine.redis.sentinel_tls.server_name",
         "no other name than the address's is checked on a sentinel's certificate yet",
     ),
+    (
+        "broker.redis.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "broker.redis.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
+    (
+        "presence_manager.redis.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "presence_manager.redis.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
 ];
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check

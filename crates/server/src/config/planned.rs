@@ -99,6 +99,19 @@ pub const PLANNED: &[Planned] = &[
     warn("engine.redis.history_use_lists", 34, "this Redis storage option"),
     warn("engine.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
     warn("engine.redis.presence_user_mapping", 34, "this Redis storage option"),
+    // The same Redis keys in the broker's and the presence manager's own sections.
+    warn("broker.redis.client_name", 27, "this Redis connection key"),
+    warn("broker.redis.sentinel_client_name", 27, "this Redis connection key"),
+    warn("broker.redis.replica_client.*", 34, "reading from Redis replicas"),
+    warn("broker.redis.history_use_lists", 34, "this Redis storage option"),
+    warn("presence_manager.redis.client_name", 27, "this Redis connection key"),
+    warn("presence_manager.redis.sentinel_client_name", 27, "this Redis connection key"),
+    warn("presence_manager.redis.replica_client.*", 34, "reading from Redis replicas"),
+    warn("presence_manager.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
+    warn("presence_manager.redis.presence_user_mapping", 34, "this Redis storage option"),
+    // The brokers wshub has not: `broker.type` naming one stops the start.
+    warn("broker.nats.*", 31, "the NATS broker"),
+    warn("broker.postgres.*", 31, "the PostgreSQL broker"),
     // No issue of their own yet: issue 27 holds them.
     stop("http_server.http3.enabled", 27, "HTTP/3"),
     stop("webtransport.enabled", 27, "the WebTransport transport"),
