@@ -1,9 +1,8 @@
 //! The hub: this node's subscribers per channel, sharded by channel so that no lock is
 //! global on the publication path.
 //!
-//! A publication is encoded at most once per wire format and framed once
-//! ([`PreparedPush`]); every subscriber of that format gets the same shared bytes through
-//! its [`ConnectionHandle`]. A subscriber that is recovering gets its pushes buffered here
+//! A publication is encoded at most once per encoding ([`PreparedPush`]); every subscriber
+//! of that encoding gets the same shared bytes through its [`ConnectionHandle`]. A subscriber that is recovering gets its pushes buffered here
 //! until the session has merged history ([`Hub::finish_recovery`]), so that nothing
 //! published meanwhile is lost or sent twice.
 //!
@@ -17,178 +16,16 @@
 //! position still advances).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use wshub_protocol::codec::push_bytes;
-use wshub_protocol::{ClientInfo, FilterNode, Format, Join, Leave, Publication, Push};
-use wshub_websocket::{MessageKind, PreparedMessage};
+use wshub_protocol::{ClientInfo, FilterNode, Join, Leave, Publication, Push};
+
+use crate::connection::{ConnectionHandle, Control};
+use crate::prepared::PreparedPush;
 
 pub(crate) const SHARDS: usize = 64;
-
-/// Control requests for a live connection, from the server API.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Control {
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Disconnect { code: u16, reason: String },
-    Refresh { expire_at: Option<u64> },
-}
-
-/// The server glue's side of one connection: its outbound queue and control inbox.
-pub trait ConnectionHandle: Send + Sync {
-    /// Unique per node.
-    fn id(&self) -> u64;
-    fn format(&self) -> Format;
-    /// Queues a push, encoded once for the connection's format and shared by every
-    /// subscriber: the transport frames it (a WebSocket frame built once and shared, or
-    /// the payload as an SSE event or stream line). A full queue is the connection's
-    /// problem (it closes with 3008); the hub goes on with the next subscriber.
-    fn deliver(&self, frame: &PreparedMessage);
-    /// Passes a control request to the connection's task.
-    fn control(&self, control: Control);
-    /// The session id of a connection over an HTTP transport (HTTP-streaming, SSE), which
-    /// the client names in its `/emulation` requests: sent in the connect result with the
-    /// node's uid. Secret to the client, unlike its client id (presence shows those).
-    fn emulation_session(&self) -> Option<&str> {
-        None
-    }
-    /// A unidirectional connection (`uni_*` transports): the client sends nothing after its
-    /// connect, so pings expect no pong.
-    fn unidirectional(&self) -> bool {
-        false
-    }
-    /// The transport's name as Centrifugo's proxy requests carry it.
-    fn transport_name(&self) -> &'static str {
-        "websocket"
-    }
-}
-
-/// A push encoded and framed at most once per format, on first use.
-pub struct PreparedPush {
-    /// The stream offset (0 for joins, leaves and publications without history).
-    pub offset: u64,
-    push: Push,
-    json: OnceLock<Option<PreparedMessage>>,
-    protobuf: OnceLock<Option<PreparedMessage>>,
-    /// The frames of delta subscribers, for publications of channels that have some.
-    delta: Option<Box<DeltaFrames>>,
-}
-
-/// A publication's frames for delta subscribers, each made at most once.
-struct DeltaFrames {
-    /// The previous publication's data, when the publication was published with delta and
-    /// the previous one is `offset - 1`.
-    base: Option<Bytes>,
-    patch: OnceLock<Option<Bytes>>,
-    /// Whole, with the data as a JSON string (Protobuf delta subscribers get the plain frame).
-    json_whole: OnceLock<Option<PreparedMessage>>,
-    json_delta: OnceLock<Option<PreparedMessage>>,
-    protobuf_delta: OnceLock<Option<PreparedMessage>>,
-}
-
-fn encode_push(format: Format, push: Push) -> Option<PreparedMessage> {
-    let kind = match format {
-        Format::Json => MessageKind::Text,
-        Format::Protobuf => MessageKind::Binary,
-    };
-    let channel = push.channel.clone();
-    match push_bytes(format, push) {
-        Ok(b) => Some(PreparedMessage::new(kind, b)),
-        Err(e) => {
-            tracing::warn!(error = %e, %channel, "push cannot be encoded for {format:?} clients");
-            None
-        }
-    }
-}
-
-impl PreparedPush {
-    pub fn new(offset: u64, push: Push) -> Arc<Self> {
-        Arc::new(PreparedPush {
-            offset,
-            push,
-            json: OnceLock::new(),
-            protobuf: OnceLock::new(),
-            delta: None,
-        })
-    }
-
-    fn with_delta(offset: u64, push: Push, base: Option<Bytes>) -> Arc<Self> {
-        Arc::new(PreparedPush {
-            offset,
-            push,
-            json: OnceLock::new(),
-            protobuf: OnceLock::new(),
-            delta: Some(Box::new(DeltaFrames {
-                base,
-                patch: OnceLock::new(),
-                json_whole: OnceLock::new(),
-                json_delta: OnceLock::new(),
-                protobuf_delta: OnceLock::new(),
-            })),
-        })
-    }
-
-    /// The frame for a delta subscriber: the delta against the previous publication when
-    /// `has_base` (the subscriber holds it) and one exists, the whole publication otherwise.
-    pub fn delta_frame(&self, format: Format, has_base: bool) -> Option<&PreparedMessage> {
-        let Some(d) = &self.delta else { return self.frame(format) };
-        let publication = self.push.r#pub.as_ref()?;
-        if has_base {
-            let patch = d
-                .patch
-                .get_or_init(|| d.base.as_ref().and_then(|b| crate::delta::patch(b, &publication.data)));
-            if let Some(patch) = patch {
-                let slot = match format {
-                    Format::Json => &d.json_delta,
-                    Format::Protobuf => &d.protobuf_delta,
-                };
-                let frame = slot
-                    .get_or_init(|| {
-                        let p = crate::delta::as_delta(publication, patch, format)?;
-                        encode_push(
-                            format,
-                            Push {
-                                r#pub: Some(p),
-                                ..self.push.clone()
-                            },
-                        )
-                    })
-                    .as_ref();
-                if frame.is_some() {
-                    return frame;
-                }
-            }
-        }
-        match format {
-            Format::Protobuf => self.frame(format),
-            Format::Json => d
-                .json_whole
-                .get_or_init(|| {
-                    let p = crate::delta::whole(publication, format)?;
-                    encode_push(
-                        format,
-                        Push {
-                            r#pub: Some(p),
-                            ..self.push.clone()
-                        },
-                    )
-                })
-                .as_ref(),
-        }
-    }
-
-    /// The frame for one format; `None` when the push cannot be expressed in it (non-JSON
-    /// data for a JSON client).
-    pub fn frame(&self, format: Format) -> Option<&PreparedMessage> {
-        let slot = match format {
-            Format::Json => &self.json,
-            Format::Protobuf => &self.protobuf,
-        };
-        slot.get_or_init(|| encode_push(format, self.push.clone())).as_ref()
-    }
-}
 
 struct Entry {
     conn: Arc<dyn ConnectionHandle>,
@@ -265,26 +102,26 @@ impl FilterMemo {
 
 impl Entry {
     fn send(&mut self, p: &PreparedPush, memo: &mut FilterMemo) {
-        let format = self.conn.format();
-        let frame = match self.extra.as_deref_mut() {
-            None => p.frame(format),
+        let encoding = self.conn.encoding();
+        let data = match self.extra.as_deref_mut() {
+            None => p.data(encoding),
             Some(x) => {
-                if let (Some(f), Some(publication)) = (&x.filter, &p.push.r#pub) {
+                if let (Some(f), Some(publication)) = (&x.filter, &p.push().r#pub) {
                     if !memo.passes(f, &publication.tags) {
                         return;
                     }
                 }
-                if x.delta && p.push.r#pub.is_some() {
+                if x.delta && p.push().r#pub.is_some() {
                     let has_base = x.base != NO_BASE && x.base.checked_add(1) == Some(p.offset);
                     x.base = p.offset;
-                    p.delta_frame(format, has_base)
+                    p.delta_data(encoding, has_base)
                 } else {
-                    p.frame(format)
+                    p.data(encoding)
                 }
             }
         };
-        if let Some(f) = frame {
-            self.conn.deliver(f);
+        if let Some(d) = data {
+            self.conn.deliver(d);
         }
     }
 }
@@ -579,8 +416,8 @@ impl Hub {
         };
         let prepared = PreparedPush::new(0, push);
         for entry in ch.subs.values().filter(|e| e.join_leave && e.buffer.is_none()) {
-            if let Some(f) = prepared.frame(entry.conn.format()) {
-                entry.conn.deliver(f);
+            if let Some(d) = prepared.data(entry.conn.encoding()) {
+                entry.conn.deliver(d);
             }
         }
     }

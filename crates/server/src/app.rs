@@ -10,10 +10,10 @@ use wshub_protocol::Format;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
-use crate::client::ClientHandler;
 use crate::cluster::Cluster;
 use crate::config::{to_node_config, Config, LoadError};
 use crate::http::{Admission, ApiConfig, ServerConfig};
+use crate::transport::websocket::ClientHandler;
 use wshub_core::cluster::NodeControl;
 
 /// The subprotocol that selects the Protobuf format.

@@ -82,12 +82,12 @@ pub async fn serve_endpoints(
         tokio::spawn(async move {
             let timeout = shared.config.handshake_timeout;
             if tls.is_none() && endpoints.any_stream() {
-                // A stream of the HTTP transports is served outside hyper (crate::rawstream).
+                // A stream of the HTTP transports is served outside hyper (crate::transport::raw).
                 let mut first = [0u8; 48];
                 match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
                     Ok(Ok(n)) => {
-                        if let Some(canonical) = crate::rawstream::wants(&endpoints, &first[..n]) {
-                            return crate::rawstream::serve(stream, shared, canonical, peer).await;
+                        if let Some(canonical) = crate::transport::raw::wants(&endpoints, &first[..n]) {
+                            return crate::transport::raw::serve(stream, shared, canonical, peer).await;
                         }
                     }
                     // Nothing sent in time (hyper would end it the same way), or gone.

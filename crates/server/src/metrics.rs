@@ -157,7 +157,7 @@ pub fn render(shared: &crate::http::Shared) -> String {
         metrics::gauge!("wshub_subscriptions").set(n.hub.num_subscriptions() as f64);
         metrics::gauge!("wshub_channels").set(n.hub.channels().len() as f64);
     }
-    metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
+    metrics::gauge!("wshub_queue_bytes").set(crate::transport::queued_bytes() as f64);
     centrifugo::set_gauges(shared);
     let mut text = handle().map(|h| h.render()).unwrap_or_default();
     text.push_str(&process::render());

@@ -2,7 +2,7 @@
 //! unidirectional ones, `/emulation`, their CORS and `Origin` checks.
 //!
 //! Split from `crate::http` (the listener's routing, the upgrade and the API), which
-//! dispatches here; `crate::rawstream` serves the same streaming endpoints outside hyper
+//! dispatches here; `crate::transport::raw` serves the same streaming endpoints outside hyper
 //! with the functions below.
 
 use std::net::SocketAddr;
@@ -112,7 +112,7 @@ pub(crate) fn add_cors(r: &mut Response<Body>, origin: Option<&str>, shared: &Sh
 
 /// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
 /// through hyper (the streaming endpoints usually come through
-/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
+/// [`crate::transport::raw`] instead, which keeps no hyper buffers).
 pub(crate) async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let origin = match check_origin(&parts.headers, shared, path, peer) {
@@ -233,8 +233,8 @@ pub(crate) async fn open_stream(
     parts: &http::request::Parts,
     body: Bytes,
     peer: SocketAddr,
-) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
-    use crate::emulation::{self, Transport};
+) -> Result<(crate::transport::stream::StreamBody, &'static str), Response<Body>> {
+    use crate::transport::stream::{self as emulation, Transport};
     let Some(api) = shared.config.api.as_ref() else {
         return Err(text(StatusCode::NOT_FOUND, "not found"));
     };
@@ -274,7 +274,7 @@ pub(crate) async fn open_stream(
                     "use POST with the connect request as the body",
                 ));
             };
-            match emulation::uni_connect(&raw) {
+            match crate::transport::uni::uni_connect(&raw) {
                 Ok(c) => (transport, Format::Json, c),
                 Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
             }

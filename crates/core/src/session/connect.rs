@@ -95,10 +95,10 @@ impl Session {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ping: ping.as_secs() as u32,
-            pong: !self.handle.unidirectional(),
+            pong: !self.handle.encoding().unidirectional,
             ..Default::default()
         };
-        if let Some(session) = self.handle.emulation_session() {
+        if let Some(session) = self.handle.transport().emulation_session {
             result.session = session.to_string();
             result.node = self.node.uid().to_string();
         }

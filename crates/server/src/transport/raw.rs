@@ -69,7 +69,7 @@ async fn open(
     canonical: &'static str,
     peer: SocketAddr,
     wt: Duration,
-) -> Option<(TcpStream, crate::emulation::StreamBody)> {
+) -> Option<(TcpStream, crate::transport::stream::StreamBody)> {
     let c = &shared.config;
     let read = read_request(&mut stream, c.emulation.max_request_body_size, c.handshake_timeout, c.read_timeout);
     let request = match read.await {
@@ -106,7 +106,7 @@ async fn open(
 }
 
 /// Writes the session's chunks as they come, until it ends or the client leaves.
-async fn pump(mut stream: TcpStream, mut chunks: crate::emulation::StreamBody, wt: Duration) {
+async fn pump(mut stream: TcpStream, mut chunks: crate::transport::stream::StreamBody, wt: Duration) {
     let mut probe = [0u8; 1];
     let mut out = Vec::new();
     loop {
