@@ -130,7 +130,7 @@ impl Framing for StreamFraming {
 }
 
 /// The response body's side of a stream, as the pump's [`Sink`]: chunks gathered during a
-/// step of the pump, then sent to the body ([`StreamSink::flush`]).
+/// step of the pump, then written out by the stream's loop ([`Out`]).
 struct StreamSink {
     transport: Transport,
     format: Format,
@@ -193,38 +193,29 @@ impl Sink for StreamSink {
     }
 }
 
-impl StreamSink {
-    /// Sends the gathered chunks to the body, each within `write_timeout`; false when the
-    /// client is gone or reads nothing in time.
-    async fn flush(&mut self, body: &mpsc::Sender<Bytes>, write_timeout: Option<Duration>) -> bool {
-        self.bytes = 0;
-        for chunk in std::mem::take(&mut self.chunks) {
-            let sent = match write_timeout {
-                Some(t) => tokio::time::timeout(t, body.send(chunk))
-                    .await
-                    .unwrap_or(Err(mpsc::error::SendError(Bytes::new()))),
-                None => body.send(chunk).await,
-            };
-            if sent.is_err() {
-                return false;
-            }
-        }
-        true
-    }
+/// The streaming response body. Through hyper, the session runs in a task of its own on
+/// the body's first poll and the body reads its chunks from a channel; on the raw socket
+/// path ([`super::raw`]) it runs in the connection's own task instead
+/// ([`StreamBody::serve`]): one task and no channel per stream.
+pub struct StreamBody(BodyState);
+
+enum BodyState {
+    /// Not started yet. In a mutex only for `Sync` (hyper's boxed bodies must be); never
+    /// contended: it is reached through `&mut`.
+    Ready(std::sync::Mutex<Option<Box<Stream>>>),
+    Running(mpsc::Receiver<Bytes>),
 }
 
-/// The streaming response body: chunks from the session's task.
-pub struct StreamBody(mpsc::Receiver<Bytes>);
-
 impl StreamBody {
-    /// The next chunk; `None` once the session is over.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        self.0.recv().await
-    }
-
-    /// A chunk already queued, if any.
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.0.try_recv().ok()
+    /// Runs the stream in the caller's task, writing its chunks to `out`, until the session
+    /// ends or the client leaves.
+    pub(super) async fn serve<O: Out>(self, out: O) {
+        if let BodyState::Ready(m) = self.0 {
+            if let Some(stream) = m.into_inner().ok().flatten() {
+                let span = stream.span.clone();
+                stream.run(out).instrument(span).await;
+            }
+        }
     }
 }
 
@@ -233,8 +224,63 @@ impl hyper::body::Body for StreamBody {
     type Error = Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(b))))
+        if let BodyState::Ready(m) = &mut self.0 {
+            let (tx, rx) = mpsc::channel(BODY_CHUNKS);
+            if let Some(stream) = m.get_mut().ok().and_then(Option::take) {
+                let span = stream.span.clone();
+                let out = ChannelOut {
+                    body: tx,
+                    write_timeout: stream.write_timeout,
+                };
+                tokio::spawn(stream.run(out).instrument(span));
+            }
+            self.0 = BodyState::Running(rx);
+        }
+        match &mut self.0 {
+            BodyState::Running(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(b)))),
+            BodyState::Ready(_) => Poll::Ready(None),
+        }
     }
+}
+
+/// Where a stream's chunks go: the response body's channel, or the socket itself.
+pub(super) trait Out: Send {
+    /// Writes `chunks` in order; false when the client is gone or reads nothing in time.
+    fn write(&mut self, chunks: Vec<Bytes>) -> impl std::future::Future<Output = bool> + Send;
+    /// Completes when the client has gone.
+    fn gone(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Ends the response after the last chunk.
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The channel that hyper's body reads.
+struct ChannelOut {
+    body: mpsc::Sender<Bytes>,
+    write_timeout: Option<Duration>,
+}
+
+impl Out for ChannelOut {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> bool {
+        for chunk in chunks {
+            let sent = match self.write_timeout {
+                Some(t) => tokio::time::timeout(t, self.body.send(chunk))
+                    .await
+                    .unwrap_or(Err(mpsc::error::SendError(Bytes::new()))),
+                None => self.body.send(chunk).await,
+            };
+            if sent.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn gone(&mut self) {
+        self.body.closed().await
+    }
+
+    /// Dropping the sender ends the body.
+    async fn finish(&mut self) {}
 }
 
 /// A new random session id (128 bits, hex).
@@ -258,10 +304,10 @@ pub struct StreamSettings {
     pub peer: std::net::SocketAddr,
 }
 
-/// Starts an emulated connection whose first message is `connect` (the encoded commands of
-/// the request body or `cf_connect`). Returns the body to stream; the session runs in a
-/// task of its own until the client goes away or is disconnected. `on_end` runs once the
-/// task is over (it releases the node's connection count).
+/// Opens an emulated connection whose first message is `connect` (the encoded commands of
+/// the request body or `cf_connect`). Returns the body to stream, which runs the session
+/// until the client goes away or is disconnected. `on_end` runs once the stream is over, or
+/// dropped without running (it releases the node's connection count).
 pub fn start(
     node: Arc<Node>,
     cluster: Arc<Cluster>,
@@ -269,7 +315,6 @@ pub fn start(
     connect: Bytes,
     on_end: impl FnOnce() + Send + 'static,
 ) -> StreamBody {
-    let (body_tx, body_rx) = mpsc::channel(BODY_CHUNKS);
     let transport = settings.transport;
     let uni = transport.unidirectional();
     let session = (!uni).then(|| session_id().into_boxed_str());
@@ -284,87 +329,128 @@ pub fn start(
         settings.max_queue,
         framing,
     );
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS_QUEUED);
     // Registered before the connect reply names it, so that the first /emulation finds it.
-    // A unidirectional client sends nothing more: nothing to register (the sender is
-    // kept so that the command queue stays open).
-    let keep = match &session {
-        Some(id) => {
-            cluster.register_emulation(id, cmd_tx);
-            None
-        }
-        None => Some(cmd_tx),
-    };
+    // A unidirectional client sends nothing more: no command queue.
+    let commands = session.as_ref().map(|id| {
+        let (tx, rx) = mpsc::channel(COMMANDS_QUEUED);
+        cluster.register_emulation(id, tx);
+        rx
+    });
     let mut pump = Pump::new(node, conn);
-    pump.set_request_headers(settings.headers.clone());
-    let span = tracing::info_span!("conn", peer = %settings.peer);
-    let sink = StreamSink {
-        transport,
-        format: settings.format,
-        chunks: Vec::new(),
-        bytes: 0,
-        ended: false,
-    };
-    tokio::spawn(
-        async move {
-            run(pump, sink, body_tx, settings.write_timeout, connect, cmd_rx).await;
-            drop(keep);
-            if let Some(id) = session {
-                cluster.unregister_emulation(&id);
-            }
-            on_end();
-        }
-        .instrument(span),
-    );
-    StreamBody(body_rx)
+    pump.set_request_headers(settings.headers);
+    StreamBody(BodyState::Ready(std::sync::Mutex::new(Some(Box::new(Stream {
+        pump,
+        sink: StreamSink {
+            transport,
+            format: settings.format,
+            chunks: Vec::new(),
+            bytes: 0,
+            ended: false,
+        },
+        write_timeout: settings.write_timeout,
+        connect,
+        commands,
+        span: tracing::info_span!("conn", peer = %settings.peer),
+        _registration: Registration {
+            cluster,
+            session,
+            on_end: Some(Box::new(on_end)),
+        },
+    })))))
 }
 
-/// The stream's loop. Idle, its future is the loop's small state: the work of each wake-up
-/// (the session's calls) is boxed only while it runs, as the WebSocket driver's handler
-/// futures are (measured in BENCHMARKS.md).
-async fn run(
-    mut pump: Pump<StreamFraming>,
-    mut sink: StreamSink,
-    body: mpsc::Sender<Bytes>,
+/// A stream's session, ready to run.
+struct Stream {
+    pump: Pump<StreamFraming>,
+    sink: StreamSink,
     write_timeout: Option<Duration>,
     connect: Bytes,
-    mut commands: mpsc::Receiver<Bytes>,
-) {
-    Box::pin(pump.input(connect, &mut sink)).await;
-    if pump.session().state() != State::Connected {
-        // Refused: the reply (or its disconnect push) is the whole stream.
-        sink.ended = true;
+    /// The `/emulation` requests for this session (none for a unidirectional stream).
+    commands: Option<mpsc::Receiver<Bytes>>,
+    span: tracing::Span,
+    /// Released when the stream is over, however it ends.
+    _registration: Registration,
+}
+
+/// A stream's place in the node: its `/emulation` registration and the caller's `on_end`.
+struct Registration {
+    cluster: Arc<Cluster>,
+    session: Option<Box<str>>,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(id) = &self.session {
+            self.cluster.unregister_emulation(id);
+        }
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
     }
-    let mut gone = false;
-    loop {
-        if !Box::pin(sink.flush(&body, write_timeout)).await {
-            gone = true;
-            break;
+}
+
+impl Stream {
+    /// The stream's loop. Idle, its future is the loop's small state: the work of each
+    /// wake-up (the session's calls) is boxed only while it runs, as the WebSocket driver's
+    /// handler futures are (measured in BENCHMARKS.md).
+    async fn run<O: Out>(self: Box<Self>, mut out: O) {
+        let Stream {
+            mut pump,
+            mut sink,
+            connect,
+            mut commands,
+            _registration,
+            ..
+        } = *self;
+        Box::pin(pump.input(connect, &mut sink)).await;
+        if pump.session().state() != State::Connected {
+            // Refused: the reply (or its disconnect push) is the whole stream.
+            sink.ended = true;
         }
-        if sink.ended {
-            break;
-        }
-        tokio::select! {
-            _ = std::future::poll_fn(|cx| pump.poll_work(cx, &mut sink)) => {
-                if pump.has_work() {
-                    Box::pin(pump.run_work(&mut sink)).await;
-                }
+        let mut gone = false;
+        loop {
+            sink.bytes = 0;
+            if !Box::pin(out.write(std::mem::take(&mut sink.chunks))).await {
+                gone = true;
+                break;
             }
-            cmd = commands.recv() => match cmd {
-                Some(data) => Box::pin(pump.input(data, &mut sink)).await,
-                None => gone = true,
-            },
-            _ = body.closed() => gone = true,
+            if sink.ended {
+                break;
+            }
+            let command = async {
+                match commands.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = std::future::poll_fn(|cx| pump.poll_work(cx, &mut sink)) => {
+                    if pump.has_work() {
+                        Box::pin(pump.run_work(&mut sink)).await;
+                    }
+                }
+                cmd = command => match cmd {
+                    Some(data) => Box::pin(pump.input(data, &mut sink)).await,
+                    None => gone = true,
+                },
+                _ = out.gone() => gone = true,
+            }
+            if gone {
+                break;
+            }
         }
         if gone {
-            break;
+            let name = pump.conn().framing().transport.name();
+            tracing::debug!(client = %pump.session().client_id(), transport = name, "stream closed by the client");
+        }
+        // The session's presence and subscriptions are released before the client sees the
+        // end of the stream.
+        Box::pin(pump.close()).await;
+        if !gone {
+            Box::pin(out.finish()).await;
         }
     }
-    if gone {
-        let name = pump.conn().framing().transport.name();
-        tracing::debug!(client = %pump.session().client_id(), transport = name, "stream closed by the client");
-    }
-    Box::pin(pump.close()).await;
 }
 
 /// Counts a stream for `/metrics` while it lives.
