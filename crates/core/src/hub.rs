@@ -2,13 +2,14 @@
 //! global on the publication path.
 //!
 //! A publication is encoded at most once per encoding ([`PreparedPush`]); every subscriber
-//! of that encoding gets the same shared bytes through its [`ConnectionHandle`]. A subscriber that is recovering gets its pushes buffered here
+//! of that encoding gets the same shared bytes through its [`ConnectionHandle`]. A
+//! subscriber that is recovering gets its pushes buffered here
 //! until the session has merged history ([`Hub::finish_recovery`]), so that nothing
 //! published meanwhile is lost or sent twice.
 //!
 //! Delta subscribers ([`SubscriberOptions::delta`]) share frames too: the hub keeps the
 //! data of the channel's last publication while the channel has one, computes the Fossil
-//! delta of the next publication against it once, and frames it once per format. Each
+//! delta of the next publication against it once, and encodes it once per encoding. Each
 //! such subscriber records which offset its SDK holds as the delta base, and gets the
 //! delta frame only when that is the publication just before; the whole publication
 //! otherwise. A tags filter ([`SubscriberOptions::filter`]) is evaluated per subscriber on
@@ -30,15 +31,7 @@ pub(crate) const SHARDS: usize = 64;
 struct Entry {
     conn: Arc<dyn ConnectionHandle>,
     join_leave: bool,
-    /// `Some` while the subscriber recovers: publications wait here. Boxed, like `last`
-    /// below kept to 8 bytes: one entry per subscription, in a table sized for all of
-    /// them (72 -> 48 bytes a bucket).
-    #[allow(clippy::box_collection)] // 8 bytes in every entry instead of 24: see above
-    buffer: Option<Box<Vec<Arc<PreparedPush>>>>,
-    /// Positioned subscribers: the last offset sent, so that a gap in the live stream (a
-    /// broker connection lost for a while) is noticed rather than silently skipped.
-    /// [`UNTRACKED`] for the others.
-    last: u64,
+    position: Position,
     /// Delta and filter state; boxed, as most subscriptions have neither.
     extra: Option<Box<Extra>>,
 }
@@ -64,10 +57,54 @@ struct Extra {
 
 const NO_BASE: u64 = 0;
 
-/// `Entry::last` of a subscriber without a stream position.
-const UNTRACKED: u64 = u64::MAX;
-/// `Entry::last` after a gap was reported: later publications are dropped until it leaves.
-const GAP_REPORTED: u64 = u64::MAX - 1;
+/// Where a subscriber is in the channel's stream. 16 bytes: one per subscription, in a
+/// table sized for all of them (48 bytes a bucket).
+enum Position {
+    /// No stream position: every publication goes out as it comes.
+    Untracked,
+    /// Recovering: publications wait here until [`Hub::finish_recovery`] merges them after
+    /// history. Boxed to keep the entry small.
+    #[allow(clippy::box_collection)] // 8 bytes instead of 24: the entry stays 48
+    Recovering(Box<Vec<Arc<PreparedPush>>>),
+    /// Positioned: the last offset sent, so that a gap in the live stream (a broker
+    /// connection lost for a while) is noticed rather than silently skipped.
+    Live(u64),
+    /// A gap was reported (the client is being closed with 3010): later publications are
+    /// dropped until it leaves.
+    Gap,
+}
+
+/// What a live publication means for one subscriber.
+enum Step {
+    Send,
+    Skip,
+    Gap(u64),
+}
+
+impl Position {
+    /// Advances over a publication at `offset` (0: not in the stream).
+    fn step(&mut self, offset: u64) -> Step {
+        match self {
+            Position::Untracked => Step::Send,
+            Position::Recovering(_) | Position::Gap => Step::Skip,
+            Position::Live(_) if offset == 0 => Step::Send,
+            Position::Live(last) if last.checked_add(1) == Some(offset) => {
+                *last = offset;
+                Step::Send
+            }
+            // Already sent: history can run ahead of the live stream (a publication read
+            // in history at subscribe time may arrive here afterwards).
+            Position::Live(last) if offset <= *last => Step::Skip,
+            Position::Live(last) => {
+                let expected = *last + 1;
+                *self = Position::Gap; // reported once
+                Step::Gap(expected)
+            }
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Position>() == 16);
 
 /// The verdicts of the distinct filters on one publication: a filter shared by many
 /// subscribers is evaluated once (a front entry, as most channels have one filter, then a
@@ -232,8 +269,11 @@ impl Hub {
             Entry {
                 conn,
                 join_leave,
-                buffer: recovering.then(Box::default),
-                last: UNTRACKED,
+                position: if recovering {
+                    Position::Recovering(Box::default())
+                } else {
+                    Position::Untracked
+                },
                 extra,
             },
         );
@@ -298,10 +338,13 @@ impl Hub {
         if let Some(x) = entry.extra.as_deref_mut() {
             x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
         }
-        let buffered = entry.buffer.take().unwrap_or_default();
+        let buffered = match std::mem::replace(&mut entry.position, Position::Untracked) {
+            Position::Recovering(b) => *b,
+            _ => Vec::new(),
+        };
         let mut memo = FilterMemo::default();
         let mut top = delivered;
-        for p in *buffered {
+        for p in buffered {
             if p.offset == 0 || p.offset <= top {
                 continue;
             }
@@ -311,7 +354,7 @@ impl Hub {
             entry.send(&p, &mut memo);
             top = p.offset;
         }
-        entry.last = top;
+        entry.position = Position::Live(top);
         Ok(())
     }
 
@@ -351,30 +394,22 @@ impl Hub {
         };
         let mut memo = FilterMemo::default();
         for entry in ch.subs.values_mut() {
-            match &mut entry.buffer {
-                Some(buf) => buf.push(prepared.clone()),
-                None => match entry.last {
-                    UNTRACKED => entry.send(&prepared, &mut memo),
-                    GAP_REPORTED => {}
-                    _ if offset == 0 => entry.send(&prepared, &mut memo),
-                    last if last.checked_add(1) == Some(offset) => {
-                        entry.last = offset;
-                        entry.send(&prepared, &mut memo);
-                    }
-                    // Already sent: history can run ahead of the live stream (a publication
-                    // read in history at subscribe time may arrive here afterwards).
-                    last if offset <= last => {}
-                    last => {
-                        // Publications were lost on the way to this node: the client must
-                        // reconnect and recover them from history.
-                        tracing::debug!(channel, expected = last + 1, got = offset, "live stream gap");
-                        entry.last = GAP_REPORTED; // once
-                        entry.conn.control(Control::Disconnect {
-                            code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
-                            reason: "insufficient state".into(),
-                        });
-                    }
-                },
+            if let Position::Recovering(buf) = &mut entry.position {
+                buf.push(prepared.clone());
+                continue;
+            }
+            match entry.position.step(offset) {
+                Step::Send => entry.send(&prepared, &mut memo),
+                Step::Skip => {}
+                Step::Gap(expected) => {
+                    // Publications were lost on the way to this node: the client must
+                    // reconnect and recover them from history.
+                    tracing::debug!(channel, expected, got = offset, "live stream gap");
+                    entry.conn.control(Control::Disconnect {
+                        code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
+                        reason: "insufficient state".into(),
+                    });
+                }
             }
         }
     }
@@ -387,8 +422,8 @@ impl Hub {
         let Some(ch) = shard.get_mut(channel) else { return };
         ch.prev = None;
         for entry in ch.subs.values_mut() {
-            if entry.last != UNTRACKED && entry.last != GAP_REPORTED {
-                entry.last = GAP_REPORTED;
+            if let Position::Live(_) = entry.position {
+                entry.position = Position::Gap;
                 entry.conn.control(Control::Disconnect {
                     code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
                     reason: "insufficient state".into(),
@@ -415,7 +450,11 @@ impl Hub {
             }
         };
         let prepared = PreparedPush::new(0, push);
-        for entry in ch.subs.values().filter(|e| e.join_leave && e.buffer.is_none()) {
+        for entry in ch
+            .subs
+            .values()
+            .filter(|e| e.join_leave && !matches!(e.position, Position::Recovering(_)))
+        {
             if let Some(d) = prepared.data(entry.conn.encoding()) {
                 entry.conn.deliver(d);
             }

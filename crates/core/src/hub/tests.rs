@@ -251,3 +251,15 @@ fn filtered_out_publication_breaks_the_delta_chain_for_that_subscriber_only() {
     hub.remove("c", all.id());
     assert!(hub.channels().is_empty());
 }
+
+#[test]
+fn a_position_steps_over_the_live_stream() {
+    let mut p = Position::Live(3);
+    assert!(matches!(p.step(4), Step::Send));
+    assert!(matches!(p.step(0), Step::Send), "not in the stream: sent, position kept");
+    assert!(matches!(p.step(4), Step::Skip), "already sent");
+    assert!(matches!(p.step(7), Step::Gap(5)));
+    assert!(matches!(p.step(8), Step::Skip), "after a gap, nothing until it leaves");
+    assert!(matches!(Position::Untracked.step(9), Step::Send));
+    assert!(matches!(Position::Recovering(Box::default()).step(1), Step::Skip));
+}
