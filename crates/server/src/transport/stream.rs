@@ -96,8 +96,8 @@ fn frame(transport: Transport, format: Format, payload: &Bytes) -> Vec<Bytes> {
     }
 }
 
-/// Chunks buffered between the session's task and the socket; past them, the task waits
-/// (at most `websocket.write_timeout`) for the client to read.
+/// Chunks buffered between the session's task and hyper's body (streams through hyper);
+/// past them, the task waits (at most `websocket.write_timeout`) for the client to read.
 const BODY_CHUNKS: usize = 64;
 /// `/emulation` requests queued for one session before more are refused (429).
 pub const COMMANDS_QUEUED: usize = 64;
