@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wshub_core::channel::ChannelPattern;
-use wshub_websocket::wildcard::Wildcard;
+use wshub_protocol::wildcard::Wildcard;
 
 const MAX_CHANNEL: usize = 255;
 const LONG: usize = 64 * 1024;

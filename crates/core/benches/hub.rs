@@ -3,7 +3,7 @@
 //! tags filter, and the bytes each delivery puts on the wire with and without delta.
 //!
 //! The subscribers stand in for the server's connections: a mutex-guarded queue of shared
-//! frames, as `wshub_server::client::ConnShared` has.
+//! frames, as the server's connections have (`wshub_server::transport`).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -13,9 +13,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use wshub_core::hub::{ConnectionHandle, Control, Hub, SubscriberOptions};
+use wshub_core::connection::{ConnectionHandle, Control, Encoding, TransportInfo};
+use wshub_core::hub::{Hub, SubscriberOptions};
+use wshub_core::prepared::PreparedData;
 use wshub_protocol::{FilterNode, Format, Publication};
-use wshub_websocket::PreparedMessage;
 
 struct Queue {
     id: u64,
@@ -27,13 +28,22 @@ impl ConnectionHandle for Queue {
     fn id(&self) -> u64 {
         self.id
     }
-    fn format(&self) -> Format {
-        self.format
+    fn encoding(&self) -> Encoding {
+        Encoding::new(self.format, false)
     }
-    fn deliver(&self, frame: &PreparedMessage) {
-        self.frames.lock().push_back(frame.frame_for(None));
+    fn deliver(&self, push: &PreparedData) {
+        // A stand-in for the WebSocket frame: a short header before the payload, built once
+        // per push in its framing cache, as the server's WebSocket transport does.
+        let frame = push.framed(0, |p| Bytes::from([&[0x81, p.len().min(125) as u8][..], p].concat()));
+        self.frames.lock().push_back(frame);
     }
     fn control(&self, _: Control) {}
+    fn transport(&self) -> TransportInfo<'_> {
+        TransportInfo {
+            name: "websocket",
+            emulation_session: None,
+        }
+    }
 }
 
 fn hub_with(n: u64, recovering: bool) -> (Hub, Vec<Arc<Queue>>) {

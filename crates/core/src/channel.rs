@@ -2,7 +2,7 @@
 //! channels (`$secret`), length, and what characters a name may hold.
 
 use regex::Regex;
-use wshub_websocket::wildcard::Wildcard;
+use wshub_protocol::wildcard::Wildcard;
 
 use crate::config::{ChannelConfig, ChannelOptions, ConfigError};
 
@@ -140,7 +140,7 @@ pub fn user_limited_allows(cfg: &ChannelConfig, channel: &str, user: &str) -> Op
 
 /// A `channels` API pattern: `*` matches any run of characters; empty matches everything.
 /// Compiled once and matched in time linear in the channel name
-/// ([`wshub_websocket::wildcard`]), since it runs against every channel of the node.
+/// ([`wshub_protocol::wildcard`]), since it runs against every channel of the node.
 #[derive(Debug, Clone)]
 pub struct ChannelPattern(Option<Wildcard>);
 

@@ -204,28 +204,20 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{ConnectionHandle, Control};
+    use crate::connection::testing::Recorder;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use wshub_protocol::Format;
-    use wshub_websocket::PreparedMessage;
 
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<u64>>);
-
-    impl ConnectionHandle for Recorder {
-        fn id(&self) -> u64 {
-            1
-        }
-        fn format(&self) -> Format {
-            Format::Json
-        }
-        fn deliver(&self, frame: &PreparedMessage) {
-            let text = String::from_utf8_lossy(frame.payload()).to_string();
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let s = v["push"]["pub"]["data"]["s"].as_u64().unwrap_or(0);
-            self.0.lock().push(s);
-        }
-        fn control(&self, _: Control) {}
+    /// The `s` of each publication the recorder was given.
+    fn seen(rec: &Recorder) -> Vec<u64> {
+        rec.payloads
+            .lock()
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_slice(p).unwrap_or_default();
+                v["push"]["pub"]["data"]["s"].as_u64().unwrap_or(0)
+            })
+            .collect()
     }
 
     fn publication(s: u64) -> Publication {
@@ -237,7 +229,7 @@ mod tests {
 
     fn setup() -> (Arc<Deliveries>, Arc<Recorder>) {
         let hub = Arc::new(Hub::default());
-        let rec = Arc::new(Recorder::default());
+        let rec = Recorder::new(Format::Json);
         hub.add("room", rec.clone(), false, false);
         (Arc::new(Deliveries::new(hub)), rec)
     }
@@ -246,7 +238,7 @@ mod tests {
     fn without_a_waker_delivery_is_inline() {
         let (d, rec) = setup();
         d.publication("room", &publication(1));
-        assert_eq!(*rec.0.lock(), vec![1]);
+        assert_eq!(seen(&rec), vec![1]);
         assert_eq!(d.queued(), 0);
     }
 
@@ -262,17 +254,17 @@ mod tests {
         for s in 1..=5 {
             d.publication("room", &publication(s));
         }
-        assert!(rec.0.lock().is_empty(), "nothing delivered before a run");
+        assert!(rec.payloads.lock().is_empty(), "nothing delivered before a run");
         assert_eq!(woken.load(Ordering::Relaxed), 1, "woken once, when the queue stopped being empty");
         let i = queue_of("room");
         assert!(d.run_queue(i, 2), "three more wait");
-        assert_eq!(*rec.0.lock(), vec![1, 2]);
+        assert_eq!(seen(&rec), vec![1, 2]);
         assert!(!d.run_queue(i, 10));
-        assert_eq!(*rec.0.lock(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seen(&rec), vec![1, 2, 3, 4, 5]);
         d.publication("room", &publication(6));
         assert_eq!(woken.load(Ordering::Relaxed), 2);
         d.flush();
-        assert_eq!(*rec.0.lock(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(seen(&rec), vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -283,10 +275,10 @@ mod tests {
         for s in 1..=n {
             d.publication("room", &publication(s));
         }
-        assert!(rec.0.lock().is_empty());
+        assert!(rec.payloads.lock().is_empty());
         assert_eq!(d.queued(), MAX_QUEUED);
         d.publication("room", &publication(n + 1));
-        let got = rec.0.lock().clone();
+        let got = seen(&rec);
         assert_eq!(got, (1..=n + 1).collect::<Vec<_>>(), "queued jobs first, then the publisher's own");
         assert_eq!(d.queued(), 0);
     }

@@ -1,15 +1,15 @@
 //! The hub: this node's subscribers per channel, sharded by channel so that no lock is
 //! global on the publication path.
 //!
-//! A publication is encoded at most once per wire format and framed once
-//! ([`PreparedPush`]); every subscriber of that format gets the same shared bytes through
-//! its [`ConnectionHandle`]. A subscriber that is recovering gets its pushes buffered here
+//! A publication is encoded at most once per encoding ([`PreparedPush`]); every subscriber
+//! of that encoding gets the same shared bytes through its [`ConnectionHandle`]. A
+//! subscriber that is recovering gets its pushes buffered here
 //! until the session has merged history ([`Hub::finish_recovery`]), so that nothing
 //! published meanwhile is lost or sent twice.
 //!
 //! Delta subscribers ([`SubscriberOptions::delta`]) share frames too: the hub keeps the
 //! data of the channel's last publication while the channel has one, computes the Fossil
-//! delta of the next publication against it once, and frames it once per format. Each
+//! delta of the next publication against it once, and encodes it once per encoding. Each
 //! such subscriber records which offset its SDK holds as the delta base, and gets the
 //! delta frame only when that is the publication just before; the whole publication
 //! otherwise. A tags filter ([`SubscriberOptions::filter`]) is evaluated per subscriber on
@@ -17,191 +17,21 @@
 //! position still advances).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use wshub_protocol::codec::push_bytes;
-use wshub_protocol::{ClientInfo, FilterNode, Format, Join, Leave, Publication, Push};
-use wshub_websocket::{MessageKind, PreparedMessage};
+use wshub_protocol::{ClientInfo, FilterNode, Join, Leave, Publication, Push};
+
+use crate::connection::{ConnectionHandle, Control};
+use crate::prepared::PreparedPush;
 
 pub(crate) const SHARDS: usize = 64;
-
-/// Control requests for a live connection, from the server API.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Control {
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Disconnect { code: u16, reason: String },
-    Refresh { expire_at: Option<u64> },
-}
-
-/// The server glue's side of one connection: its outbound queue and control inbox.
-pub trait ConnectionHandle: Send + Sync {
-    /// Unique per node.
-    fn id(&self) -> u64;
-    fn format(&self) -> Format;
-    /// Queues a push, encoded once for the connection's format and shared by every
-    /// subscriber: the transport frames it (a WebSocket frame built once and shared, or
-    /// the payload as an SSE event or stream line). A full queue is the connection's
-    /// problem (it closes with 3008); the hub goes on with the next subscriber.
-    fn deliver(&self, frame: &PreparedMessage);
-    /// Passes a control request to the connection's task.
-    fn control(&self, control: Control);
-    /// The session id of a connection over an HTTP transport (HTTP-streaming, SSE), which
-    /// the client names in its `/emulation` requests: sent in the connect result with the
-    /// node's uid. Secret to the client, unlike its client id (presence shows those).
-    fn emulation_session(&self) -> Option<&str> {
-        None
-    }
-    /// A unidirectional connection (`uni_*` transports): the client sends nothing after its
-    /// connect, so pings expect no pong.
-    fn unidirectional(&self) -> bool {
-        false
-    }
-    /// The transport's name as Centrifugo's proxy requests carry it.
-    fn transport_name(&self) -> &'static str {
-        "websocket"
-    }
-}
-
-/// A push encoded and framed at most once per format, on first use.
-pub struct PreparedPush {
-    /// The stream offset (0 for joins, leaves and publications without history).
-    pub offset: u64,
-    push: Push,
-    json: OnceLock<Option<PreparedMessage>>,
-    protobuf: OnceLock<Option<PreparedMessage>>,
-    /// The frames of delta subscribers, for publications of channels that have some.
-    delta: Option<Box<DeltaFrames>>,
-}
-
-/// A publication's frames for delta subscribers, each made at most once.
-struct DeltaFrames {
-    /// The previous publication's data, when the publication was published with delta and
-    /// the previous one is `offset - 1`.
-    base: Option<Bytes>,
-    patch: OnceLock<Option<Bytes>>,
-    /// Whole, with the data as a JSON string (Protobuf delta subscribers get the plain frame).
-    json_whole: OnceLock<Option<PreparedMessage>>,
-    json_delta: OnceLock<Option<PreparedMessage>>,
-    protobuf_delta: OnceLock<Option<PreparedMessage>>,
-}
-
-fn encode_push(format: Format, push: Push) -> Option<PreparedMessage> {
-    let kind = match format {
-        Format::Json => MessageKind::Text,
-        Format::Protobuf => MessageKind::Binary,
-    };
-    let channel = push.channel.clone();
-    match push_bytes(format, push) {
-        Ok(b) => Some(PreparedMessage::new(kind, b)),
-        Err(e) => {
-            tracing::warn!(error = %e, %channel, "push cannot be encoded for {format:?} clients");
-            None
-        }
-    }
-}
-
-impl PreparedPush {
-    pub fn new(offset: u64, push: Push) -> Arc<Self> {
-        Arc::new(PreparedPush {
-            offset,
-            push,
-            json: OnceLock::new(),
-            protobuf: OnceLock::new(),
-            delta: None,
-        })
-    }
-
-    fn with_delta(offset: u64, push: Push, base: Option<Bytes>) -> Arc<Self> {
-        Arc::new(PreparedPush {
-            offset,
-            push,
-            json: OnceLock::new(),
-            protobuf: OnceLock::new(),
-            delta: Some(Box::new(DeltaFrames {
-                base,
-                patch: OnceLock::new(),
-                json_whole: OnceLock::new(),
-                json_delta: OnceLock::new(),
-                protobuf_delta: OnceLock::new(),
-            })),
-        })
-    }
-
-    /// The frame for a delta subscriber: the delta against the previous publication when
-    /// `has_base` (the subscriber holds it) and one exists, the whole publication otherwise.
-    pub fn delta_frame(&self, format: Format, has_base: bool) -> Option<&PreparedMessage> {
-        let Some(d) = &self.delta else { return self.frame(format) };
-        let publication = self.push.r#pub.as_ref()?;
-        if has_base {
-            let patch = d
-                .patch
-                .get_or_init(|| d.base.as_ref().and_then(|b| crate::delta::patch(b, &publication.data)));
-            if let Some(patch) = patch {
-                let slot = match format {
-                    Format::Json => &d.json_delta,
-                    Format::Protobuf => &d.protobuf_delta,
-                };
-                let frame = slot
-                    .get_or_init(|| {
-                        let p = crate::delta::as_delta(publication, patch, format)?;
-                        encode_push(
-                            format,
-                            Push {
-                                r#pub: Some(p),
-                                ..self.push.clone()
-                            },
-                        )
-                    })
-                    .as_ref();
-                if frame.is_some() {
-                    return frame;
-                }
-            }
-        }
-        match format {
-            Format::Protobuf => self.frame(format),
-            Format::Json => d
-                .json_whole
-                .get_or_init(|| {
-                    let p = crate::delta::whole(publication, format)?;
-                    encode_push(
-                        format,
-                        Push {
-                            r#pub: Some(p),
-                            ..self.push.clone()
-                        },
-                    )
-                })
-                .as_ref(),
-        }
-    }
-
-    /// The frame for one format; `None` when the push cannot be expressed in it (non-JSON
-    /// data for a JSON client).
-    pub fn frame(&self, format: Format) -> Option<&PreparedMessage> {
-        let slot = match format {
-            Format::Json => &self.json,
-            Format::Protobuf => &self.protobuf,
-        };
-        slot.get_or_init(|| encode_push(format, self.push.clone())).as_ref()
-    }
-}
 
 struct Entry {
     conn: Arc<dyn ConnectionHandle>,
     join_leave: bool,
-    /// `Some` while the subscriber recovers: publications wait here. Boxed, like `last`
-    /// below kept to 8 bytes: one entry per subscription, in a table sized for all of
-    /// them (72 -> 48 bytes a bucket).
-    #[allow(clippy::box_collection)] // 8 bytes in every entry instead of 24: see above
-    buffer: Option<Box<Vec<Arc<PreparedPush>>>>,
-    /// Positioned subscribers: the last offset sent, so that a gap in the live stream (a
-    /// broker connection lost for a while) is noticed rather than silently skipped.
-    /// [`UNTRACKED`] for the others.
-    last: u64,
+    position: Position,
     /// Delta and filter state; boxed, as most subscriptions have neither.
     extra: Option<Box<Extra>>,
 }
@@ -227,10 +57,54 @@ struct Extra {
 
 const NO_BASE: u64 = 0;
 
-/// `Entry::last` of a subscriber without a stream position.
-const UNTRACKED: u64 = u64::MAX;
-/// `Entry::last` after a gap was reported: later publications are dropped until it leaves.
-const GAP_REPORTED: u64 = u64::MAX - 1;
+/// Where a subscriber is in the channel's stream. 16 bytes: one per subscription, in a
+/// table sized for all of them (48 bytes a bucket).
+enum Position {
+    /// No stream position: every publication goes out as it comes.
+    Untracked,
+    /// Recovering: publications wait here until [`Hub::finish_recovery`] merges them after
+    /// history. Boxed to keep the entry small.
+    #[allow(clippy::box_collection)] // 8 bytes instead of 24: the entry stays 48
+    Recovering(Box<Vec<Arc<PreparedPush>>>),
+    /// Positioned: the last offset sent, so that a gap in the live stream (a broker
+    /// connection lost for a while) is noticed rather than silently skipped.
+    Live(u64),
+    /// A gap was reported (the client is being closed with 3010): later publications are
+    /// dropped until it leaves.
+    Gap,
+}
+
+/// What a live publication means for one subscriber.
+enum Step {
+    Send,
+    Skip,
+    Gap(u64),
+}
+
+impl Position {
+    /// Advances over a publication at `offset` (0: not in the stream).
+    fn step(&mut self, offset: u64) -> Step {
+        match self {
+            Position::Untracked => Step::Send,
+            Position::Recovering(_) | Position::Gap => Step::Skip,
+            Position::Live(_) if offset == 0 => Step::Send,
+            Position::Live(last) if last.checked_add(1) == Some(offset) => {
+                *last = offset;
+                Step::Send
+            }
+            // Already sent: history can run ahead of the live stream (a publication read
+            // in history at subscribe time may arrive here afterwards).
+            Position::Live(last) if offset <= *last => Step::Skip,
+            Position::Live(last) => {
+                let expected = *last + 1;
+                *self = Position::Gap; // reported once
+                Step::Gap(expected)
+            }
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Position>() == 16);
 
 /// The verdicts of the distinct filters on one publication: a filter shared by many
 /// subscribers is evaluated once (a front entry, as most channels have one filter, then a
@@ -265,26 +139,26 @@ impl FilterMemo {
 
 impl Entry {
     fn send(&mut self, p: &PreparedPush, memo: &mut FilterMemo) {
-        let format = self.conn.format();
-        let frame = match self.extra.as_deref_mut() {
-            None => p.frame(format),
+        let encoding = self.conn.encoding();
+        let data = match self.extra.as_deref_mut() {
+            None => p.data(encoding),
             Some(x) => {
-                if let (Some(f), Some(publication)) = (&x.filter, &p.push.r#pub) {
+                if let (Some(f), Some(publication)) = (&x.filter, &p.push().r#pub) {
                     if !memo.passes(f, &publication.tags) {
                         return;
                     }
                 }
-                if x.delta && p.push.r#pub.is_some() {
+                if x.delta && p.push().r#pub.is_some() {
                     let has_base = x.base != NO_BASE && x.base.checked_add(1) == Some(p.offset);
                     x.base = p.offset;
-                    p.delta_frame(format, has_base)
+                    p.delta_data(encoding, has_base)
                 } else {
-                    p.frame(format)
+                    p.data(encoding)
                 }
             }
         };
-        if let Some(f) = frame {
-            self.conn.deliver(f);
+        if let Some(d) = data {
+            self.conn.deliver(d);
         }
     }
 }
@@ -395,8 +269,11 @@ impl Hub {
             Entry {
                 conn,
                 join_leave,
-                buffer: recovering.then(Box::default),
-                last: UNTRACKED,
+                position: if recovering {
+                    Position::Recovering(Box::default())
+                } else {
+                    Position::Untracked
+                },
                 extra,
             },
         );
@@ -461,10 +338,13 @@ impl Hub {
         if let Some(x) = entry.extra.as_deref_mut() {
             x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
         }
-        let buffered = entry.buffer.take().unwrap_or_default();
+        let buffered = match std::mem::replace(&mut entry.position, Position::Untracked) {
+            Position::Recovering(b) => *b,
+            _ => Vec::new(),
+        };
         let mut memo = FilterMemo::default();
         let mut top = delivered;
-        for p in *buffered {
+        for p in buffered {
             if p.offset == 0 || p.offset <= top {
                 continue;
             }
@@ -474,7 +354,7 @@ impl Hub {
             entry.send(&p, &mut memo);
             top = p.offset;
         }
-        entry.last = top;
+        entry.position = Position::Live(top);
         Ok(())
     }
 
@@ -514,30 +394,22 @@ impl Hub {
         };
         let mut memo = FilterMemo::default();
         for entry in ch.subs.values_mut() {
-            match &mut entry.buffer {
-                Some(buf) => buf.push(prepared.clone()),
-                None => match entry.last {
-                    UNTRACKED => entry.send(&prepared, &mut memo),
-                    GAP_REPORTED => {}
-                    _ if offset == 0 => entry.send(&prepared, &mut memo),
-                    last if last.checked_add(1) == Some(offset) => {
-                        entry.last = offset;
-                        entry.send(&prepared, &mut memo);
-                    }
-                    // Already sent: history can run ahead of the live stream (a publication
-                    // read in history at subscribe time may arrive here afterwards).
-                    last if offset <= last => {}
-                    last => {
-                        // Publications were lost on the way to this node: the client must
-                        // reconnect and recover them from history.
-                        tracing::debug!(channel, expected = last + 1, got = offset, "live stream gap");
-                        entry.last = GAP_REPORTED; // once
-                        entry.conn.control(Control::Disconnect {
-                            code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
-                            reason: "insufficient state".into(),
-                        });
-                    }
-                },
+            if let Position::Recovering(buf) = &mut entry.position {
+                buf.push(prepared.clone());
+                continue;
+            }
+            match entry.position.step(offset) {
+                Step::Send => entry.send(&prepared, &mut memo),
+                Step::Skip => {}
+                Step::Gap(expected) => {
+                    // Publications were lost on the way to this node: the client must
+                    // reconnect and recover them from history.
+                    tracing::debug!(channel, expected, got = offset, "live stream gap");
+                    entry.conn.control(Control::Disconnect {
+                        code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
+                        reason: "insufficient state".into(),
+                    });
+                }
             }
         }
     }
@@ -550,8 +422,8 @@ impl Hub {
         let Some(ch) = shard.get_mut(channel) else { return };
         ch.prev = None;
         for entry in ch.subs.values_mut() {
-            if entry.last != UNTRACKED && entry.last != GAP_REPORTED {
-                entry.last = GAP_REPORTED;
+            if let Position::Live(_) = entry.position {
+                entry.position = Position::Gap;
                 entry.conn.control(Control::Disconnect {
                     code: wshub_protocol::codes::disconnect::INSUFFICIENT_STATE,
                     reason: "insufficient state".into(),
@@ -578,9 +450,13 @@ impl Hub {
             }
         };
         let prepared = PreparedPush::new(0, push);
-        for entry in ch.subs.values().filter(|e| e.join_leave && e.buffer.is_none()) {
-            if let Some(f) = prepared.frame(entry.conn.format()) {
-                entry.conn.deliver(f);
+        for entry in ch
+            .subs
+            .values()
+            .filter(|e| e.join_leave && !matches!(e.position, Position::Recovering(_)))
+        {
+            if let Some(d) = prepared.data(entry.conn.encoding()) {
+                entry.conn.deliver(d);
             }
         }
     }

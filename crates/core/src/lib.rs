@@ -7,12 +7,13 @@
 //! ([`node::Node`]).
 //!
 //! Knows nothing of HTTP, sockets, tokio or Redis. Time comes in as arguments
-//! ([`Now`]); the only side channels are the [`hub::ConnectionHandle`]s that the server
+//! ([`Now`]); the only side channels are the [`connection::ConnectionHandle`]s that the server
 //! glue implements.
 
 pub mod channel;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod deadline;
 pub mod delivery;
 pub mod delta;
@@ -24,6 +25,7 @@ pub mod jwks;
 pub mod logging;
 pub mod memory;
 pub mod node;
+pub mod prepared;
 pub mod proxy;
 pub mod ratelimit;
 pub mod series;

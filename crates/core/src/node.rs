@@ -15,11 +15,12 @@ use wshub_protocol::{ClientInfo, Format, Publication};
 
 use crate::channel::{self, ChannelError};
 use crate::config::{ChannelConfig, ChannelOptions, ConfigError, NodeConfig};
+use crate::connection::{ConnectionHandle, Control};
 use crate::delivery::Deliveries;
 use crate::engine::{
     Broker, BrokerHandler, Engine, EngineError, HistoryQuery, HistoryResult, PresenceManager, PublishOptions, StreamPosition,
 };
-use crate::hub::{ConnectionHandle, Control, Hub};
+use crate::hub::Hub;
 use crate::ratelimit::ClusterLimiter;
 use crate::token::Verifier;
 
@@ -501,7 +502,10 @@ impl Node {
     pub fn user_clients(&self, user: &str) -> Vec<(String, Format, &'static str)> {
         let mut v: Vec<(String, Format, &'static str)> = match self.clients.lock().get(user) {
             None => Vec::new(),
-            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.format(), h.transport_name())).collect(),
+            Some(m) => m
+                .iter()
+                .map(|(c, h)| (c.to_string(), h.encoding().format, h.transport().name))
+                .collect(),
         };
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

@@ -26,8 +26,8 @@ use wshub_protocol::*;
 
 use crate::channel;
 use crate::config::ChannelOptions;
+use crate::connection::{ConnectionHandle, Control};
 use crate::engine::{HistoryQuery, StreamPosition};
-use crate::hub::{ConnectionHandle, Control};
 use crate::node::{ApiError, Node};
 use crate::proxy::{self, ProxyKind};
 use crate::ratelimit::{Limiter, RateLimitScope};
@@ -202,7 +202,7 @@ impl Session {
     pub fn new(node: Arc<Node>, handle: Arc<dyn ConnectionHandle>, now: Now) -> Self {
         let stale = node.config.session.stale_delay;
         Session {
-            format: handle.format(),
+            format: handle.encoding().format,
             handle,
             state: State::Connecting,
             client: Arc::from(""),

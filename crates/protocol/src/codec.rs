@@ -121,6 +121,15 @@ pub fn push_bytes(format: Format, push: Push) -> Result<Bytes, EncodeError> {
     )
 }
 
+/// A push without its reply envelope, as a frame payload: the unidirectional transports'
+/// form (JSON: the push object; Protobuf: the length-delimited `Push`).
+pub fn bare_push_bytes(format: Format, push: &Push) -> Result<Bytes, EncodeError> {
+    match format {
+        Format::Json => serde_json::to_vec(push).map(Bytes::from).map_err(|e| EncodeError(e.to_string())),
+        Format::Protobuf => Ok(Bytes::from(push.encode_length_delimited_to_vec())),
+    }
+}
+
 /// Encodes commands, as a client does.
 pub fn encode_commands(format: Format, cmds: &[Command]) -> Bytes {
     let mut out = BytesMut::new();

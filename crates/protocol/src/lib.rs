@@ -1,7 +1,8 @@
 //! The client protocol of wshub (PROTOCOL.md): the Centrifugo client protocol v2.
 //!
 //! Owns the Command/Reply/Push types ([`messages`]), their JSON and Protobuf codecs
-//! ([`codec`]), and the error and disconnect codes ([`codes`]). Knows nothing of sockets,
+//! ([`codec`]), the error and disconnect codes ([`codes`]), and the `*` patterns of channel and
+//! origin lists ([`wildcard`]: the node and the WebSocket handshake both match them). Knows nothing of sockets,
 //! tokio or configuration.
 
 pub mod codec;
@@ -10,6 +11,7 @@ pub mod entries;
 pub mod fossil;
 pub mod messages;
 pub mod raw;
+pub mod wildcard;
 
 pub use codec::{decode_commands, encode_reply, Format};
 pub use messages::*;

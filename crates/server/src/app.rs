@@ -9,10 +9,10 @@ use wshub_protocol::Format;
 use wshub_websocket::handshake::{HandshakeConfig, OriginPolicy};
 use wshub_websocket::DeflateConfig;
 
-use crate::client::ClientHandler;
 use crate::cluster::Cluster;
 use crate::config::{to_node_config, Config, LoadError};
 use crate::state::{Admission, ApiConfig, ServerConfig};
+use crate::transport::websocket::ClientHandler;
 
 /// The subprotocol that selects the Protobuf format.
 pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use tokio::time::Instant;
-use wshub_core::hub::Control;
+use wshub_core::connection::Control;
 use wshub_core::node::Node;
 use wshub_protocol::codes::disconnect::SHUTDOWN;
 

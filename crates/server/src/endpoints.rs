@@ -103,7 +103,7 @@ impl Endpoints {
     }
 
     /// Whether this listener serves any HTTP streaming transport (then it reads the first
-    /// bytes of a connection to serve those streams outside hyper: [`crate::rawstream`]).
+    /// bytes of a connection to serve those streams outside hyper: [`crate::transport::raw`]).
     pub fn any_stream(&self) -> bool {
         self.http_stream.is_some() || self.sse.is_some() || self.uni_http_stream.is_some() || self.uni_sse.is_some()
     }

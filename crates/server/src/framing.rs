@@ -2,7 +2,7 @@
 //!
 //! Why: a front proxy and this server must agree on where one request ends and the next
 //! begins, or a second request hidden in the first one's body ("request smuggling")
-//! reaches the server unseen by the proxy. The raw stream path (`crate::rawstream`) parsed
+//! reaches the server unseen by the proxy. The raw stream path (`crate::transport::raw`) parsed
 //! `Content-Length` by hand: the last of two differing headers won, and `+5` was read as 5,
 //! where RFC 9112 requires a 400. hyper refuses those itself; a request with both
 //! `Transfer-Encoding` and `Content-Length` it frames by the former, drops the latter and

@@ -87,7 +87,7 @@ pub async fn serve_endpoints(
             let timeout = shared.config.handshake_timeout;
             let h2c = h2c && tls.is_none();
             if tls.is_none() && (endpoints.any_stream() || h2c) {
-                // A stream of the HTTP transports is served outside hyper (crate::rawstream);
+                // A stream of the HTTP transports is served outside hyper (crate::transport::raw);
                 // with `h2c_external`, HTTP/2's preface says HTTP/2 (prior knowledge).
                 let mut first = [0u8; 48];
                 match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
@@ -96,8 +96,8 @@ pub async fn serve_endpoints(
                             let svc = service_fn(move |req| handle(req, shared.clone(), endpoints.clone(), peer));
                             return finish(Box::pin(h2_builder(timeout).serve_connection(TokioIo::new(stream), svc)).await);
                         }
-                        if let Some(canonical) = crate::rawstream::wants(&endpoints, &first[..n]) {
-                            return crate::rawstream::serve(stream, shared, canonical, peer).await;
+                        if let Some(canonical) = crate::transport::raw::wants(&endpoints, &first[..n]) {
+                            return crate::transport::raw::serve(stream, shared, canonical, peer).await;
                         }
                     }
                     // Nothing sent in time (hyper would end it the same way), or gone.

@@ -167,7 +167,7 @@ pub fn render(connections: usize, api: Option<(&Node, &Cluster)>) -> String {
         metrics::gauge!("wshub_subscriptions").set(n.hub.num_subscriptions() as f64);
         metrics::gauge!("wshub_channels").set(n.hub.channels().len() as f64);
     }
-    metrics::gauge!("wshub_queue_bytes").set(crate::client::queued_bytes() as f64);
+    metrics::gauge!("wshub_queue_bytes").set(crate::transport::queued_bytes() as f64);
     if let Some((node, cluster)) = api {
         centrifugo::set_gauges(node, cluster);
     }

@@ -1,7 +1,7 @@
 //! The HTTP transports through hyper: `/connection/http_stream`, `/connection/sse`, the
 //! unidirectional ones, `/emulation`.
 //!
-//! [`crate::http`]'s route table dispatches here; `crate::rawstream` serves the same
+//! [`crate::http`]'s route table dispatches here; `crate::transport::raw` serves the same
 //! streaming endpoints outside hyper with the functions below. Their `Origin` checks and
 //! CORS answers are [`crate::admission`]'s.
 
@@ -62,7 +62,7 @@ fn body_format(headers: &http::HeaderMap) -> Format {
 
 /// `/connection/http_stream`, `/connection/sse`, the unidirectional ones and `/emulation`,
 /// through hyper (the streaming endpoints usually come through
-/// [`crate::emulation::serve_raw`] instead, which keeps no hyper buffers).
+/// [`crate::transport::raw`] instead, which keeps no hyper buffers).
 pub(crate) async fn emulation_route(req: Request<Incoming>, shared: &Arc<Shared>, path: &str, peer: SocketAddr) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let origin = match check_origin(&parts.headers, shared, path, peer) {
@@ -169,8 +169,8 @@ pub(crate) async fn open_stream(
     parts: &http::request::Parts,
     body: Bytes,
     peer: SocketAddr,
-) -> Result<(crate::emulation::StreamBody, &'static str), Response<Body>> {
-    use crate::emulation::{self, Transport};
+) -> Result<(crate::transport::stream::StreamBody, &'static str), Response<Body>> {
+    use crate::transport::stream::{self as emulation, Transport};
     let Some(api) = shared.config.api.as_ref() else {
         return Err(text(StatusCode::NOT_FOUND, "not found"));
     };
@@ -210,7 +210,7 @@ pub(crate) async fn open_stream(
                     "use POST with the connect request as the body",
                 ));
             };
-            match emulation::uni_connect(&raw) {
+            match crate::transport::uni::uni_connect(&raw) {
                 Ok(c) => (transport, Format::Json, c),
                 Err(why) => return Err(text(StatusCode::BAD_REQUEST, why)),
             }

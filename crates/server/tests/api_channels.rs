@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wshub_core::hub::{ConnectionHandle, Control};
+use wshub_core::connection::testing::Recorder;
+use wshub_core::connection::ConnectionHandle;
 use wshub_protocol::Format;
-use wshub_websocket::{Event, PreparedMessage};
+use wshub_websocket::Event;
 
 const SECRET: &str = "channels-test-secret";
 const KEY: &str = "channels-test-key";
@@ -24,20 +25,6 @@ const CALLS: usize = 4;
 /// takes long enough for the probes to be seen answering during it.
 const NAME_LEN: usize = 240;
 const PATTERN: &str = "*a*a*a*a*a*a*a*b";
-
-/// A subscriber that is never written to: it only makes the hub hold channels.
-struct Idle;
-
-impl ConnectionHandle for Idle {
-    fn id(&self) -> u64 {
-        u64::MAX
-    }
-    fn format(&self) -> Format {
-        Format::Json
-    }
-    fn deliver(&self, _: &PreparedMessage) {}
-    fn control(&self, _: Control) {}
-}
 
 /// The server runs on a runtime of its own with one worker: a call that held that worker
 /// would stop every other request of the server.
@@ -103,7 +90,8 @@ async fn health(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_against_100k_channels_leaves_the_server_answering() {
     let (addr, node) = start_server();
-    let idle: Arc<dyn ConnectionHandle> = Arc::new(Idle);
+    // A subscriber that is never written to: it only makes the hub hold channels.
+    let idle: Arc<dyn ConnectionHandle> = Recorder::new(Format::Json);
     // Names full of `a` and without `b`, the pattern's worst case; every 10,000th ends in
     // `b` and matches.
     let mut expected = Vec::new();

@@ -285,7 +285,7 @@ async fn one_slow_reader_among_a_thousand() {
             big.len()
         );
         assert_eq!(raw_http(server.addr, req.as_bytes()).await.0, 200);
-        max_queued = max_queued.max(wshub_server::client::queued_bytes());
+        max_queued = max_queued.max(wshub_server::transport::queued_bytes());
     }
     // It reads now: what the kernel held, then the close with 3008 (its backlog dropped).
     let code = loop {

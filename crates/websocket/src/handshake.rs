@@ -9,8 +9,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 use crate::deflate::{self, DeflateConfig, DeflateParams};
-use crate::wildcard::Wildcard;
 use crate::HandshakeError;
+use wshub_protocol::wildcard::Wildcard;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 

@@ -22,10 +22,9 @@ pub mod handshake;
 pub mod mask;
 mod prepared;
 pub mod utf8;
-pub mod wildcard;
 
 pub use close::CloseCode;
 pub use connection::{Config, Connection, Event, MessageKind, Role, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{HandshakeError, ProtocolError};
-pub use prepared::PreparedMessage;
+pub use prepared::{PreparedMessage, SharedFrame, SHARED_FRAMES};

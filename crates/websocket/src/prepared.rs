@@ -20,8 +20,8 @@ use crate::MessageKind;
 pub struct PreparedMessage {
     kind: MessageKind,
     payload: Bytes,
-    plain: OnceLock<Bytes>,
-    deflated: [OnceLock<Bytes>; 8],
+    /// By [`SharedFrame::index`].
+    frames: [OnceLock<Bytes>; SHARED_FRAMES],
 }
 
 fn frame(kind: MessageKind, rsv1: bool, payload: &[u8]) -> Bytes {
@@ -37,13 +37,53 @@ fn frame(kind: MessageKind, rsv1: bool, payload: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// How many distinct frames one message can need across connections: uncompressed, and
+/// compressed once per server window size (8..=15 bits).
+pub const SHARED_FRAMES: usize = 9;
+
+/// Which of a message's shared frames a connection takes: every connection that agrees on
+/// it can be sent the same bytes, so a cache of [`SHARED_FRAMES`] entries keyed by
+/// [`SharedFrame::index`] frames (and deflates) a message at most once per variant, however
+/// many connections receive it. Used by [`PreparedMessage`] and by callers that keep the
+/// encoded payload in a cache of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFrame {
+    /// Window bits and level, when the frame is compressed.
+    deflate: Option<(u8, u32)>,
+}
+
+impl SharedFrame {
+    /// The frame a connection with these deflate parameters takes for a `len`-byte payload.
+    pub fn for_connection(deflate: Option<&DeflateParams>, len: usize) -> Self {
+        let deflate = deflate
+            .filter(|d| len >= d.config.min_size)
+            .map(|d| (d.server_max_window_bits.clamp(8, 15), d.config.level));
+        SharedFrame { deflate }
+    }
+
+    /// Below [`SHARED_FRAMES`]; equal for connections that take the same bytes.
+    pub fn index(&self) -> usize {
+        match self.deflate {
+            None => 0,
+            Some((bits, _)) => 1 + usize::from(bits - 8),
+        }
+    }
+
+    /// The frame (server role: unmasked, final).
+    pub fn build(&self, kind: MessageKind, payload: &[u8]) -> Bytes {
+        match self.deflate {
+            None => frame(kind, false, payload),
+            Some((bits, level)) => frame(kind, true, &deflate::compress(payload, bits, level)),
+        }
+    }
+}
+
 impl PreparedMessage {
     pub fn new(kind: MessageKind, payload: Bytes) -> Self {
         PreparedMessage {
             kind,
             payload,
-            plain: OnceLock::new(),
-            deflated: Default::default(),
+            frames: Default::default(),
         }
     }
 
@@ -57,16 +97,9 @@ impl PreparedMessage {
 
     /// The frame for a connection with these deflate parameters (server role).
     pub fn frame_for(&self, deflate: Option<&DeflateParams>) -> Bytes {
-        let plain = || self.plain.get_or_init(|| frame(self.kind, false, &self.payload)).clone();
-        let Some(d) = deflate else {
-            return plain();
-        };
-        if self.payload.len() < d.config.min_size {
-            return plain();
-        }
-        let bits = d.server_max_window_bits.clamp(8, 15);
-        let slot = &self.deflated[usize::from(bits - 8)];
-        slot.get_or_init(|| frame(self.kind, true, &deflate::compress(&self.payload, bits, d.config.level)))
+        let variant = SharedFrame::for_connection(deflate, self.payload.len());
+        self.frames[variant.index()]
+            .get_or_init(|| variant.build(self.kind, &self.payload))
             .clone()
     }
 }
@@ -82,7 +115,7 @@ mod tests {
             let p = PreparedMessage::new(MessageKind::Text, payload.clone());
             // The transports that frame the payload themselves share the encoded bytes.
             assert_eq!(p.payload().as_ptr(), payload.as_ptr());
-            assert!(p.plain.get().is_none(), "no WebSocket frame until a WebSocket asks");
+            assert!(p.frames[0].get().is_none(), "no WebSocket frame until a WebSocket asks");
             let plain = p.frame_for(None);
             let header = 2 + if len > 65535 {
                 8

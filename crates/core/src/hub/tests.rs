@@ -1,51 +1,8 @@
 use super::*;
+use crate::connection::testing::Recorder;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A connection that records what it is given.
-pub struct Recorder {
-    id: u64,
-    format: Format,
-    pub frames: Mutex<Vec<Bytes>>,
-    pub controls: Mutex<Vec<Control>>,
-}
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-impl Recorder {
-    pub fn new(format: Format) -> Arc<Self> {
-        Arc::new(Recorder {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            format,
-            frames: Mutex::new(vec![]),
-            controls: Mutex::new(vec![]),
-        })
-    }
-    pub fn payloads(&self) -> Vec<String> {
-        // Frames are unmasked server frames with a short header: 2 bytes below 126.
-        self.frames
-            .lock()
-            .iter()
-            .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
-            .collect()
-    }
-}
-
-impl ConnectionHandle for Recorder {
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn format(&self) -> Format {
-        self.format
-    }
-    fn deliver(&self, frame: &PreparedMessage) {
-        self.frames.lock().push(frame.frame_for(None));
-    }
-    fn control(&self, control: Control) {
-        self.controls.lock().push(control);
-    }
-}
+use wshub_protocol::Format;
 
 fn publication(offset: u64) -> Publication {
     Publication {
@@ -65,13 +22,10 @@ fn one_encoding_shared_by_all_subscribers_of_a_format() {
     assert!(!hub.add("news", b.clone(), false, false));
     hub.add("news", c.clone(), false, false);
     hub.broadcast_publication("news", &publication(1));
-    let (fa, fb) = (a.frames.lock()[0].clone(), b.frames.lock()[0].clone());
+    let (fa, fb) = (a.payloads.lock()[0].clone(), b.payloads.lock()[0].clone());
     assert_eq!(fa.as_ptr(), fb.as_ptr(), "same allocation for both JSON subscribers");
-    assert_eq!(
-        a.payloads(),
-        vec![r#"{"push":{"channel":"news","pub":{"data":{"n":1},"offset":1}}}"#]
-    );
-    assert_eq!(c.frames.lock()[0][0] & 0x0f, 0x2, "binary frame for Protobuf");
+    assert_eq!(a.texts(), vec![r#"{"push":{"channel":"news","pub":{"data":{"n":1},"offset":1}}}"#]);
+    assert_ne!(c.payloads.lock()[0][0], b'{', "Protobuf, not JSON");
     assert!(!hub.remove("news", a.id()));
     assert!(!hub.remove("news", b.id()));
     assert!(hub.remove("news", c.id()), "last subscriber");
@@ -86,12 +40,12 @@ fn recovery_buffers_then_merges_by_offset() {
     // Published while history is read: 5 and 6 (the client got up to 5 from history).
     hub.broadcast_publication("c", &publication(5));
     hub.broadcast_publication("c", &publication(6));
-    assert!(r.frames.lock().is_empty(), "buffered while recovering");
+    assert!(r.payloads.lock().is_empty(), "buffered while recovering");
     hub.finish_recovery("c", r.id(), 5).unwrap();
-    assert_eq!(r.payloads().len(), 1);
-    assert!(r.payloads()[0].contains(r#""offset":6"#));
+    assert_eq!(r.texts().len(), 1);
+    assert!(r.texts()[0].contains(r#""offset":6"#));
     hub.broadcast_publication("c", &publication(7));
-    assert_eq!(r.payloads().len(), 2, "live after recovery");
+    assert_eq!(r.texts().len(), 2, "live after recovery");
 }
 
 #[test]
@@ -118,13 +72,13 @@ fn join_leave_only_to_those_who_asked() {
     hub.broadcast_join_leave("c", &info, true);
     hub.broadcast_join_leave("c", &info, false);
     assert_eq!(
-        yes.payloads(),
+        yes.texts(),
         vec![
             r#"{"push":{"channel":"c","join":{"info":{"user":"u","client":"x"}}}}"#.to_string(),
             r#"{"push":{"channel":"c","leave":{"info":{"user":"u","client":"x"}}}}"#.to_string(),
         ]
     );
-    assert!(no.frames.lock().is_empty());
+    assert!(no.payloads.lock().is_empty());
 }
 
 #[test]
@@ -141,8 +95,8 @@ fn binary_data_skips_json_subscribers_only() {
             ..Default::default()
         },
     );
-    assert!(j.frames.lock().is_empty());
-    assert_eq!(p.frames.lock().len(), 1);
+    assert!(j.payloads.lock().is_empty());
+    assert_eq!(p.payloads.lock().len(), 1);
 }
 
 #[test]
@@ -155,12 +109,12 @@ fn live_gap_disconnects_positioned_subscribers_once() {
     hub.add("c", plain.clone(), false, false);
     hub.broadcast_publication("c", &publication(4));
     hub.broadcast_publication("c", &publication(4)); // a duplicate: not sent twice
-    assert_eq!(positioned.payloads().len(), 1);
+    assert_eq!(positioned.texts().len(), 1);
     assert!(positioned.controls.lock().is_empty());
     // 5 and 6 were lost on the way to this node.
     hub.broadcast_publication("c", &publication(7));
     hub.broadcast_publication("c", &publication(8));
-    assert_eq!(positioned.payloads().len(), 1, "nothing after the gap");
+    assert_eq!(positioned.texts().len(), 1, "nothing after the gap");
     assert_eq!(
         positioned.controls.lock().as_slice(),
         [Control::Disconnect {
@@ -170,7 +124,7 @@ fn live_gap_disconnects_positioned_subscribers_once() {
         "told once to reconnect and recover"
     );
     // A subscriber without a position has nothing to recover: it gets what comes.
-    assert_eq!(plain.payloads().len(), 4);
+    assert_eq!(plain.texts().len(), 4);
     assert!(plain.controls.lock().is_empty());
 }
 
@@ -186,13 +140,13 @@ fn live_stream_reset_disconnects_positioned_subscribers() {
     hub.add("c", plain.clone(), false, false);
     hub.reset("c");
     hub.broadcast_publication("c", &publication(1));
-    assert!(r.payloads().is_empty());
+    assert!(r.texts().is_empty());
     assert_eq!(r.controls.lock().len(), 1, "{:?}", r.controls.lock());
     hub.reset("c");
     hub.broadcast_publication("c", &publication(2));
     assert_eq!(r.controls.lock().len(), 1, "told once");
     assert!(plain.controls.lock().is_empty());
-    assert_eq!(plain.payloads().len(), 2);
+    assert_eq!(plain.texts().len(), 2);
 }
 
 #[test]
@@ -206,7 +160,7 @@ fn history_ahead_of_the_live_stream_is_not_a_gap() {
     hub.broadcast_publication("c", &publication(8));
     hub.broadcast_publication("c", &publication(9));
     assert!(r.controls.lock().is_empty(), "{:?}", r.controls.lock());
-    assert_eq!(r.payloads().len(), 1, "only 9 is new");
+    assert_eq!(r.texts().len(), 1, "only 9 is new");
 }
 
 #[test]
@@ -218,11 +172,11 @@ fn counts_follow_adds_and_removes() {
     hub.add("x", b.clone(), false, false);
     hub.add("y", a.clone(), false, false);
     assert_eq!((hub.num_channels(), hub.num_subscriptions()), (2, 3));
-    hub.remove("x", a.id);
-    hub.remove("x", a.id); // already gone: no change
-    hub.remove("y", a.id);
+    hub.remove("x", a.id());
+    hub.remove("x", a.id()); // already gone: no change
+    hub.remove("y", a.id());
     assert_eq!((hub.num_channels(), hub.num_subscriptions()), (1, 1));
-    hub.remove("x", b.id);
+    hub.remove("x", b.id());
     assert_eq!((hub.num_channels(), hub.num_subscriptions()), (0, 0));
 }
 
@@ -254,11 +208,11 @@ fn delta_frames_are_computed_once_and_shared() {
     hub.broadcast_publication("c", &doc(1, true, "x"));
     hub.broadcast_publication("c", &doc(2, true, "x"));
     hub.broadcast_publication("c", &doc(3, false, "x"));
-    let (fa, fb) = (a.frames.lock().clone(), b.frames.lock().clone());
+    let (fa, fb) = (a.payloads.lock().clone(), b.payloads.lock().clone());
     for (x, y) in fa.iter().zip(&fb) {
         assert_eq!(x.as_ptr(), y.as_ptr(), "one frame for every JSON delta subscriber");
     }
-    let pa = a.payloads();
+    let pa = a.texts();
     assert!(
         pa[0].contains(r#""data":"{\"n\":1"#) && !pa[0].contains("delta"),
         "first whole, as a string: {}",
@@ -266,12 +220,9 @@ fn delta_frames_are_computed_once_and_shared() {
     );
     assert!(pa[1].contains(r#""delta":true"#) && pa[1].len() < 200, "then a delta: {}", pa[1]);
     assert!(!pa[2].contains("delta"), "published without delta: whole");
-    assert!(plain
-        .payloads()
-        .iter()
-        .all(|p| p.contains(r#""data":{"n":"#) && !p.contains("delta")));
+    assert!(plain.texts().iter().all(|p| p.contains(r#""data":{"n":"#) && !p.contains("delta")));
     // Protobuf: whole data shares the plain frame, the delta is smaller.
-    let pf = pb.frames.lock().clone();
+    let pf = pb.payloads.lock().clone();
     assert!(pf[1].len() < pf[0].len() / 2);
 }
 
@@ -291,12 +242,24 @@ fn filtered_out_publication_breaks_the_delta_chain_for_that_subscriber_only() {
     hub.broadcast_publication("c", &doc(1, true, "x"));
     hub.broadcast_publication("c", &doc(2, true, "y"));
     hub.broadcast_publication("c", &doc(3, true, "x"));
-    let fp = f.payloads();
+    let fp = f.texts();
     assert_eq!(fp.len(), 2, "offset 2 filtered out");
     assert!(!fp[1].contains("delta"), "its base is offset 1, not 2: whole");
-    let ap = all.payloads();
+    let ap = all.texts();
     assert!(ap[1].contains(r#""delta":true"#) && ap[2].contains(r#""delta":true"#));
     hub.remove("c", f.id());
     hub.remove("c", all.id());
     assert!(hub.channels().is_empty());
+}
+
+#[test]
+fn a_position_steps_over_the_live_stream() {
+    let mut p = Position::Live(3);
+    assert!(matches!(p.step(4), Step::Send));
+    assert!(matches!(p.step(0), Step::Send), "not in the stream: sent, position kept");
+    assert!(matches!(p.step(4), Step::Skip), "already sent");
+    assert!(matches!(p.step(7), Step::Gap(5)));
+    assert!(matches!(p.step(8), Step::Skip), "after a gap, nothing until it leaves");
+    assert!(matches!(Position::Untracked.step(9), Step::Send));
+    assert!(matches!(Position::Recovering(Box::default()).step(1), Step::Skip));
 }

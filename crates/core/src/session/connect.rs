@@ -95,7 +95,7 @@ impl Session {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ping: ping.as_secs() as u32,
-            pong: !self.handle.unidirectional(),
+            pong: !self.handle.encoding().unidirectional,
             ..Default::default()
         };
         if cfg.connect_include_server_time {
@@ -103,7 +103,7 @@ impl Session {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         }
-        if let Some(session) = self.handle.emulation_session() {
+        if let Some(session) = self.handle.transport().emulation_session {
             result.session = session.to_string();
             result.node = self.node.uid().to_string();
         }

@@ -139,7 +139,7 @@ impl Session {
             // The pong's deadline was set when the ping went out: the round trip follows.
             let pinged = deadline.checked_sub(self.node.config.session.pong_timeout);
             let took = pinged.map(|p| now.mono.saturating_duration_since(p)).unwrap_or_default();
-            crate::series::ping_pong(self.handle.transport_name(), took);
+            crate::series::ping_pong(self.handle.transport().name, took);
             return Ok(());
         } else {
             return Err(BAD_REQUEST);

@@ -106,7 +106,7 @@ impl Session {
         let caller = Caller {
             client: &self.client,
             user: &self.user,
-            transport: self.handle.transport_name(),
+            transport: self.handle.transport().name,
             protocol: match self.format {
                 Format::Json => "json",
                 Format::Protobuf => "protobuf",

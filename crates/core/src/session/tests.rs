@@ -3,15 +3,13 @@
 
 use super::*;
 use crate::config::{Namespace, NodeConfig, TokenConfig};
+use crate::connection::testing::Recorder;
 use crate::engine::{Broker as _, PresenceManager as _};
-use crate::hub::ConnectionHandle;
 use crate::memory::MemoryEngine;
 use crate::token::make_hs256;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use wshub_websocket::PreparedMessage;
 
 pub(super) const SECRET: &str = "secret";
 
@@ -22,30 +20,6 @@ pub(super) fn now_or_never<F: Future>(f: F) -> F::Output {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => panic!("pending on the memory engine"),
-    }
-}
-
-struct Conn {
-    id: u64,
-    format: Format,
-    frames: Mutex<Vec<Bytes>>,
-    controls: Mutex<Vec<Control>>,
-}
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-impl ConnectionHandle for Conn {
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn format(&self) -> Format {
-        self.format
-    }
-    fn deliver(&self, frame: &PreparedMessage) {
-        self.frames.lock().push(frame.payload().clone());
-    }
-    fn control(&self, c: Control) {
-        self.controls.lock().push(c);
     }
 }
 
@@ -108,18 +82,13 @@ pub(super) fn node_with(f: impl FnOnce(&mut NodeConfig)) -> Arc<Node> {
 
 pub(super) struct Client {
     pub(super) session: Session,
-    conn: Arc<Conn>,
+    conn: Arc<Recorder>,
     pub(super) now: Now,
 }
 
 impl Client {
     pub(super) fn new(node: &Arc<Node>, now: Now) -> Self {
-        let conn = Arc::new(Conn {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            format: Format::Json,
-            frames: Mutex::new(vec![]),
-            controls: Mutex::new(vec![]),
-        });
+        let conn = Recorder::new(Format::Json);
         Client {
             session: Session::new(node.clone(), conn.clone(), now),
             conn,
@@ -142,7 +111,7 @@ impl Client {
 
     pub(super) fn pushes(&self) -> Vec<serde_json::Value> {
         self.conn
-            .frames
+            .payloads
             .lock()
             .drain(..)
             .map(|b| serde_json::from_slice(&b).unwrap())

@@ -121,7 +121,7 @@ impl Session {
                 Timer::Ping => {
                     // The server's ping is an empty reply; the client answers with an empty command.
                     out.reply(&Reply::default());
-                    if !self.handle.unidirectional() {
+                    if !self.handle.encoding().unidirectional {
                         self.timers.set(Timer::Pong, now.mono + self.node.config.session.pong_timeout);
                     }
                     self.timers.set(Timer::Ping, now.mono + self.node.config.session.ping_interval);

@@ -295,10 +295,8 @@ pub fn handshake_refused(reason: &'static str) {
     }
 }
 
-/// The server closed a client's WebSocket with `code`: a server disconnect, and a close
-/// frame sent (`transport_outgoing_close_count`).
-pub fn server_closed(transport: &'static str, code: u16) {
-    server_disconnect(code);
+/// A close frame with `code` sent to a client's WebSocket (`transport_outgoing_close_count`).
+pub fn close_frame_sent(transport: &'static str, code: u16) {
     metrics::counter!("centrifugo_transport_outgoing_close_count", "transport" => transport, "code" => code.to_string()).increment(1);
 }
 

@@ -4,7 +4,8 @@
 //! buffers (8 KiB each) and two tasks, ten times a WebSocket's idle memory (BENCHMARKS.md).
 //! A plain-TCP connection whose first request is one of these endpoints is therefore read
 //! here (httparse, as the WebSocket handshake is), answered with the same code as the hyper
-//! path (`crate::transports::open_stream`), and its chunked body written straight to the socket.
+//! path (`crate::transports::open_stream`), and its chunked body written straight to the socket
+//! by the session's loop in the connection's own task (one task, no channel per stream).
 //! Anything else, a request that arrives in pieces too small to tell, a kept-alive
 //! connection's later requests and TLS stay with hyper.
 
@@ -17,6 +18,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::stream::Out;
 use crate::admission::{add_cors, check_origin};
 use crate::endpoints::Endpoints;
 use crate::endpoints::{HTTP_STREAM_PATH, SSE_PATH, UNI_HTTP_STREAM_PATH};
@@ -62,7 +64,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, canonical: &'static s
     let Some((stream, chunks)) = Box::pin(open(stream, shared, canonical, peer, wt)).await else {
         return;
     };
-    pump(stream, chunks, wt).await;
+    chunks.serve(RawOut { stream, write_timeout: wt }).await;
 }
 
 /// Reads the request, opens the session and writes the response head; `None` when the
@@ -73,7 +75,7 @@ async fn open(
     canonical: &'static str,
     peer: SocketAddr,
     wt: Duration,
-) -> Option<(TcpStream, crate::emulation::StreamBody)> {
+) -> Option<(TcpStream, crate::transport::stream::StreamBody)> {
     let c = &shared.config;
     let read = read_request(&mut stream, c.emulation.max_request_body_size, c.handshake_timeout, c.read_timeout);
     let request = match read.await {
@@ -109,38 +111,36 @@ async fn open(
     Some((stream, chunks))
 }
 
-/// Writes the session's chunks as they come, until it ends or the client leaves.
-async fn pump(mut stream: TcpStream, mut chunks: crate::emulation::StreamBody, wt: Duration) {
-    let mut probe = [0u8; 1];
-    let mut out = Vec::new();
-    loop {
-        tokio::select! {
-            chunk = chunks.recv() => {
-                let Some(first) = chunk else {
-                    // The session ended: the last chunk, then close.
-                    let _ = write(&mut stream, b"0\r\n\r\n", wt).await;
-                    return;
-                };
-                // Everything queued goes out in one write.
-                out.clear();
-                let mut next = Some(first);
-                while let Some(c) = next {
-                    if !c.is_empty() {
-                        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-                        out.extend_from_slice(&c);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    next = chunks.try_recv();
-                }
-                if !write(&mut stream, &out, wt).await {
-                    return;
-                }
-                // An idle stream keeps no buffer.
-                out = Vec::new();
-            }
-            // The client sends nothing more on a stream: a read that ends is it leaving.
-            _ = stream.read(&mut probe) => return,
+/// The socket as a stream's output: chunked transfer encoding written straight to it.
+struct RawOut {
+    stream: TcpStream,
+    write_timeout: Duration,
+}
+
+impl Out for RawOut {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> bool {
+        if chunks.is_empty() {
+            return true;
         }
+        // Everything gathered goes out in one write; an idle stream keeps no buffer.
+        let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len() + 12).sum());
+        for c in chunks.iter().filter(|c| !c.is_empty()) {
+            out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+        write(&mut self.stream, &out, self.write_timeout).await
+    }
+
+    /// The client sends nothing more on a stream: a read that ends is it leaving.
+    async fn gone(&mut self) {
+        let mut probe = [0u8; 1];
+        let _ = self.stream.read(&mut probe).await;
+    }
+
+    /// The last chunk; the connection closes after it.
+    async fn finish(&mut self) {
+        let _ = write(&mut self.stream, b"0\r\n\r\n", self.write_timeout).await;
     }
 }
 

@@ -1,0 +1,162 @@
+//! WebSocket (`/connection/websocket`) and its unidirectional form (`uni_websocket`): the
+//! [`Handler`] that the WebSocket driver runs, around the transport-neutral [`Pump`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wshub_core::connection::{Encoding, TransportInfo};
+use wshub_core::node::Node;
+use wshub_core::prepared::PreparedData;
+use wshub_core::session::State as SessionState;
+use wshub_protocol::codes::disconnect as dc;
+use wshub_protocol::Format;
+use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, SharedFrame, State};
+
+use super::{Conn, Framing, Pump, Sink, WEBSOCKET_SLOTS};
+use crate::driver::{Handler, HandlerFuture};
+
+/// A WebSocket connection's framing: the push in one frame, built (and deflated) once per
+/// push for every connection that takes the same frame.
+pub struct WsFraming {
+    deflate: Option<DeflateParams>,
+    kind: MessageKind,
+    uni: bool,
+}
+
+impl Framing for WsFraming {
+    fn frame(&self, push: &PreparedData) -> Option<Bytes> {
+        let variant = SharedFrame::for_connection(self.deflate.as_ref(), push.payload().len());
+        Some(push.framed(WEBSOCKET_SLOTS + variant.index(), |p| variant.build(self.kind, p)))
+    }
+
+    fn transport(&self) -> TransportInfo<'_> {
+        TransportInfo {
+            name: if self.uni { "uni_websocket" } else { "websocket" },
+            emulation_session: None,
+        }
+    }
+}
+
+/// The WebSocket connection as the pump's [`Sink`].
+struct WsSink<'a> {
+    conn: &'a mut Connection,
+    kind: MessageKind,
+    transport: &'static str,
+}
+
+impl Sink for WsSink<'_> {
+    fn pending_bytes(&self) -> usize {
+        self.conn.pending_bytes()
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.state() == State::Open
+    }
+
+    fn send_push(&mut self, frame: Bytes) {
+        self.conn.send_raw_frames(frame);
+    }
+
+    fn send_reply(&mut self, payload: Bytes) {
+        self.conn.send(self.kind, payload);
+    }
+
+    fn close(&mut self, code: u16, reason: &str, discard: bool) {
+        crate::metrics::centrifugo::close_frame_sent(self.transport, code);
+        if discard {
+            self.conn.close_discarding(CloseCode(code), reason);
+        } else {
+            self.conn.close(CloseCode(code), reason);
+        }
+    }
+}
+
+/// The [`Handler`] of a client connection.
+pub struct ClientHandler {
+    pump: Pump<WsFraming>,
+}
+
+impl ClientHandler {
+    pub fn new(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize) -> Self {
+        Self::with_mode(node, format, deflate, max_queue, false)
+    }
+
+    /// A `uni_websocket` connection: its first message is a bare connect request, and it
+    /// receives bare pushes (JSON).
+    pub fn unidirectional(node: Arc<Node>, max_queue: usize) -> Self {
+        Self::with_mode(node, Format::Json, None, max_queue, true)
+    }
+
+    fn with_mode(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Self {
+        let kind = match format {
+            Format::Json => MessageKind::Text,
+            Format::Protobuf => MessageKind::Binary,
+        };
+        let framing = WsFraming { deflate, kind, uni };
+        let conn = Conn::new(node.next_connection_id(), Encoding::new(format, uni), max_queue, framing);
+        ClientHandler {
+            pump: Pump::new(node, conn),
+        }
+    }
+
+    /// The upgrade request headers that the backend proxies forward.
+    pub fn set_request_headers(&mut self, headers: Vec<(String, String)>) {
+        self.pump.set_request_headers(headers);
+    }
+
+    fn sink<'a>(&self, conn: &'a mut Connection) -> WsSink<'a> {
+        let framing = self.pump.conn().framing();
+        WsSink {
+            conn,
+            kind: framing.kind,
+            transport: self.pump.conn().framing().transport().name,
+        }
+    }
+}
+
+impl Handler for ClientHandler {
+    fn on_message<'a>(&'a mut self, conn: &'a mut Connection, kind: MessageKind, data: Bytes) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let framing = self.pump.conn().framing();
+            if framing.kind == MessageKind::Text && kind == MessageKind::Binary {
+                // PROTOCOL.md: "A binary frame on a JSON connection closes it with 3506."
+                return conn.close(CloseCode(dc::INAPPROPRIATE_PROTOCOL), "inappropriate protocol");
+            }
+            let data = match (framing.uni, self.pump.session().state() == SessionState::Connecting) {
+                (false, _) => data,
+                (true, true) => match super::uni::uni_connect(&data) {
+                    Ok(connect) => connect,
+                    Err(why) => return conn.close(CloseCode(dc::BAD_REQUEST), why),
+                },
+                // A unidirectional client sends its connect request and nothing else.
+                (true, false) => return conn.close(CloseCode(dc::BAD_REQUEST), "unidirectional: only a connect request is read"),
+            };
+            let mut sink = self.sink(conn);
+            self.pump.input(data, &mut sink).await;
+        })
+    }
+
+    fn poll_work(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<()> {
+        let mut sink = self.sink(conn);
+        self.pump.poll_work(cx, &mut sink)
+    }
+
+    fn run_work<'a>(&'a mut self, conn: &'a mut Connection) -> HandlerFuture<'a> {
+        if !self.pump.has_work() {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            let mut sink = self.sink(conn);
+            self.pump.run_work(&mut sink).await;
+        })
+    }
+
+    fn on_close(&mut self, code: CloseCode) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            let s = self.pump.session();
+            tracing::debug!(code = code.0, client = %s.client_id(), user = %s.user(), "connection closed");
+            self.pump.close().await;
+        })
+    }
+}
