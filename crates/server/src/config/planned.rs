@@ -144,7 +144,7 @@ pub const PLANNED: &[Planned] = &[
 ];
 
 /// Values other than Centrifugo's default that mean the same (Centrifugo's explicit name
-/// of its default).
+/// of its default); an empty value: any value.
 const SAME_AS_DEFAULT: &[(&str, &str)] = &[
     // Any value: a consumer's name, and the type of a disabled one, change nothing.
     ("consumers.name", ""),
@@ -197,6 +197,10 @@ pub fn sort(root: &Value, unknown: Vec<String>) -> Result<Sorted, LoadError> {
             if at_default(&shape, v, default) {
                 continue;
             }
+            let default = match default {
+                Value::Null => "unset".to_string(),
+                d => d.to_string(),
+            };
             let message = format!(
                 "{p}: wshub does not implement {} yet (issue #{}); a value other than Centrifugo's default ({default}) is ignored",
                 entry.what, entry.issue
