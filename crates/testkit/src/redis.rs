@@ -28,7 +28,19 @@ impl RedisServer {
 
     /// With more `redis-server` arguments (`--replicaof`, `--cluster-enabled`...).
     pub async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
-        let child = Command::new("redis-server")
+        Self::try_start_with(port, extra)
+            .await
+            .unwrap_or_else(|why| panic!("redis-server did not listen on {port}: {why}"))
+    }
+
+    /// [`RedisServer::start_with`], or why not: a `redis-server` that ends before it listens
+    /// (its port, or a Cluster node's bus port 10000 above it, was taken after
+    /// [`free_port`] found it free) is an error with the end of its log, so that the caller
+    /// can try another port.
+    pub async fn try_start_with(port: u16, extra: &[&str]) -> Result<RedisServer, String> {
+        let log = std::env::temp_dir().join(format!("wshub-test-redis-{port}.log"));
+        let _ = std::fs::remove_file(&log);
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -44,6 +56,8 @@ impl RedisServer {
                 std::env::temp_dir().to_str().unwrap_or("/tmp"),
                 "--dbfilename",
                 &format!("wshub-test-{port}.rdb"),
+                "--logfile",
+                log.to_str().unwrap_or(""),
             ])
             .args(extra)
             .stdout(Stdio::null())
@@ -51,10 +65,17 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("redis-server could not start ({e}): install it with `apt-get install redis-server`"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            let ended = child.try_wait().ok().flatten();
+            if ended.is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                return Err(format!("{ended:?}; its log ends: {}", tail.join(" | ")));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        RedisServer { child, port }
+        Ok(RedisServer { child, port })
     }
 
     /// With TLS only (no plain port), on a free port: `cert`/`key` the server's, `ca` the
@@ -261,17 +282,29 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let port = free_port();
-            let conf = dir.join(format!("nodes-{port}.conf"));
-            let args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                conf.to_str().unwrap(),
-                "--dir",
-                dir.to_str().unwrap(),
-            ];
-            nodes.push(RedisServer::start_with(port, &args).await);
+            // A node listens on its port and on its bus port 10000 above: either may be
+            // taken by the time it starts (a client socket of another test), so a node that
+            // cannot listen is tried again on another port.
+            let mut tries = 0;
+            let node = loop {
+                tries += 1;
+                let port = std::iter::repeat_with(free_port).find(|p| *p <= u16::MAX - 10_000).unwrap_or(0);
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                let args = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                    "--dir",
+                    dir.to_str().unwrap(),
+                ];
+                match RedisServer::try_start_with(port, &args).await {
+                    Ok(node) => break node,
+                    Err(why) if tries < 5 => eprintln!("cluster node on {port} did not start ({why}); another port"),
+                    Err(why) => panic!("no cluster node started in 5 tries; the last on {port}: {why}"),
+                }
+            };
+            nodes.push(node);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
