@@ -103,6 +103,14 @@ async fn get1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, path: &str) -> Strin
     String::from_utf8_lossy(&resp).into_owned()
 }
 
+/// A WebSocket upgrade on `io` is answered 101 (over HTTP/1.1).
+async fn assert_upgrades<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    io.write_all(&common::upgrade_request("localhost", "")).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(LIMIT, io.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+}
+
 /// An HTTP/2 client on `io`.
 async fn h2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
@@ -324,10 +332,7 @@ async fn http2_over_tls_for_the_api_and_the_http_transports() {
     // A WebSocket client offers http/1.1 only and is upgraded as before.
     let mut s = tls(node.main, client_config(&pki, &[b"http/1.1"], None)).await.unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    s.write_all(&common::upgrade_request("localhost", "")).await.unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(LIMIT, s.read_exact(&mut head)).await.unwrap().unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
+    assert_upgrades(&mut s).await;
     node.stop().await;
 }
 
@@ -357,10 +362,7 @@ async fn h2c_external_serves_http2_with_prior_knowledge_beside_http1() {
         .await
         .starts_with("HTTP/1.1 200"));
     let mut s = TcpStream::connect(node.main).await.unwrap();
-    s.write_all(&common::upgrade_request("localhost", "")).await.unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(LIMIT, s.read_exact(&mut head)).await.unwrap().unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
+    assert_upgrades(&mut s).await;
     node.stop().await;
 }
 
