@@ -18,7 +18,7 @@ use wshub_websocket::{Event, MessageKind};
 /// (namespace `centrifugo`) for `node_*`, `client_*`, `transport_*`; Centrifugo's
 /// `internal/metrics/metrics.go` for `api_*` and `proxy_*`. Durations are summaries
 /// (`{quantile=…}`, `_sum`, `_count`) plus a `_histogram` twin, as in Centrifugo.
-const DASHBOARD_SERIES: [&str; 31] = [
+const DASHBOARD_SERIES: [&str; 37] = [
     "centrifugo_node_num_clients",
     "centrifugo_node_num_users",
     "centrifugo_node_num_channels",
@@ -50,6 +50,12 @@ const DASHBOARD_SERIES: [&str; 31] = [
     "centrifugo_proxy_errors",
     "centrifugo_proxy_inflight_requests",
     "centrifugo_client_num_server_unsubscribes",
+    "centrifugo_node_action_count",
+    "centrifugo_node_survey_duration_seconds",
+    "centrifugo_node_survey_duration_seconds_histogram_bucket",
+    "centrifugo_node_broadcast_duration_seconds_bucket",
+    "centrifugo_node_pub_sub_lag_seconds_bucket",
+    "centrifugo_node_tags_filter_dropped_publications",
 ];
 
 /// A node whose channels' publications go through a publish proxy on a port where nothing
@@ -164,6 +170,16 @@ async fn right_after_start_the_counters_with_known_labels_are_at_zero() {
         ("wshub_rate_limit_refusals_total{kind=\"command\"}", 0.0),
         ("wshub_publications_total", 0.0),
         ("centrifugo_node_client_connection_limit", 0.0),
+        ("centrifugo_node_action_count{action=\"add_client\",channel_namespace=\"\"}", 0.0),
+        (
+            "centrifugo_node_action_count{action=\"history_recover\",channel_namespace=\"\"}",
+            0.0,
+        ),
+        ("centrifugo_node_tags_filter_dropped_publications{channel_namespace=\"\"}", 0.0),
+        (
+            "centrifugo_broker_redis_pub_sub_dropped_messages{broker_name=\"\",channel_type=\"client\"}",
+            0.0,
+        ),
         ("centrifugo_client_subscriptions_accepted{client_name=\"\"}", 0.0),
         ("centrifugo_client_subscriptions_inflight{client_name=\"\"}", 0.0),
         (
@@ -256,7 +272,12 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{answer}");
-    message_with(&mut c, "\"n\":1").await;
+    let publication = message_with(&mut c, "\"n\":1").await;
+    // The publishing node's time (for the lag) is not sent to clients, as in Centrifugo.
+    assert!(!publication.contains("\"time\""), "{publication}");
+    // A survey of every node.
+    let (status, answer) = api(node.port, "channels", &json!({})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
     // The server's ping (`{}`, within the 2 s interval), answered.
     loop {
         if let Event::Message { data, .. } = c.next_event().await {
@@ -293,7 +314,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 20] = [
+    let checks: [(&str, &[&str], f64); 27] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
         ("centrifugo_client_num_server_unsubscribes", &["code=\"2000\""], 1.0),
         ("centrifugo_client_subscriptions_accepted", &[], 1.0),
@@ -335,6 +356,13 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
             1.0,
         ),
         ("wshub_publications_total", &[], 1.0),
+        ("centrifugo_node_action_count", &["action=\"add_client\""], 1.0),
+        ("centrifugo_node_action_count", &["action=\"remove_client\""], 1.0),
+        ("centrifugo_node_action_count", &["action=\"add_subscription\""], 1.0),
+        ("centrifugo_node_action_count", &["action=\"remove_subscription\""], 1.0),
+        ("centrifugo_node_broadcast_duration_seconds_count", &["type=\"publication\""], 1.0),
+        ("centrifugo_node_pub_sub_lag_seconds_count", &[], 1.0),
+        ("centrifugo_node_survey_duration_seconds_histogram_count", &["op=\"channels\""], 1.0),
     ];
     assert_eq!(value(&body, inflight), Some(0.0), "{body}");
     for (name, labels, expected) in checks {

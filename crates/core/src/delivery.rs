@@ -182,19 +182,26 @@ impl Deliveries {
             Event::Publication(p) => {
                 let started = Instant::now();
                 metrics::histogram!("wshub_delivery_queue_seconds").record((started - queued).as_secs_f64());
+                let published_at = p.time;
                 self.hub.broadcast_owned(channel, p);
                 // Observability only: the time to hand one publication to every local
                 // subscriber.
-                metrics::histogram!("wshub_fanout_latency_seconds").record(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                metrics::histogram!("wshub_fanout_latency_seconds").record(took.as_secs_f64());
+                crate::series::broadcast("publication", took, published_at);
                 crate::series::publication_received();
             }
             Event::Join(info) => {
                 crate::series::broker_message_received("join");
-                self.hub.broadcast_join_leave(channel, &info, true)
+                let started = Instant::now();
+                self.hub.broadcast_join_leave(channel, &info, true);
+                crate::series::broadcast("join", started.elapsed(), 0);
             }
             Event::Leave(info) => {
                 crate::series::broker_message_received("leave");
-                self.hub.broadcast_join_leave(channel, &info, false)
+                let started = Instant::now();
+                self.hub.broadcast_join_leave(channel, &info, false);
+                crate::series::broadcast("leave", started.elapsed(), 0);
             }
             Event::Reset => self.hub.reset(channel),
         }

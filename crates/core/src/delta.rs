@@ -79,10 +79,12 @@ pub fn recovered(pubs: Vec<Publication>, format: Format) -> Vec<Publication> {
     out
 }
 
-/// Clears the "published with delta" marks of publications read from history.
+/// Clears what the node keeps inside publications read from history: the "published with
+/// delta" mark, and the publishing time (for the lag metric; Centrifugo does not send it).
 pub fn clear_marks(pubs: &mut [Publication]) {
     for p in pubs {
         p.delta = false;
+        p.time = 0;
     }
 }
 

@@ -113,13 +113,18 @@ const _: () = assert!(std::mem::size_of::<Position>() == 16);
 struct FilterMemo {
     last: Option<(*const FilterNode, bool)>,
     others: Vec<(*const FilterNode, bool)>,
+    /// Subscribers whose filter kept this publication from them.
+    dropped: u64,
 }
 
 impl FilterMemo {
     fn passes(&mut self, f: &Arc<FilterNode>, tags: &HashMap<String, String>) -> bool {
         let key = Arc::as_ptr(f);
         match self.last {
-            Some((k, v)) if k == key => return v,
+            Some((k, v)) if k == key => {
+                self.dropped += u64::from(!v);
+                return v;
+            }
             _ => {}
         }
         let v = match self.others.iter().find(|(k, _)| *k == key) {
@@ -133,6 +138,7 @@ impl FilterMemo {
             }
         };
         self.last = Some((key, v));
+        self.dropped += u64::from(!v);
         v
     }
 }
@@ -244,6 +250,7 @@ impl Hub {
         recovering: bool,
         opts: SubscriberOptions,
     ) -> bool {
+        crate::series::action(crate::series::Action::AddSubscription);
         let mut shard = self.shards[shard_of(channel)].lock();
         let first = !shard.contains_key(channel);
         let id = conn.id();
@@ -298,6 +305,7 @@ impl Hub {
             return false;
         };
         self.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        crate::series::action(crate::series::Action::RemoveSubscription);
         if let Some(x) = old.extra {
             ch.release(&x);
         }
@@ -371,6 +379,9 @@ impl Hub {
         let Some(ch) = shard.get_mut(channel) else { return };
         // Inside the node `delta` marks a publication published with delta (crate::delta).
         let use_delta = std::mem::take(&mut publication.delta);
+        // Set by the publishing node for the lag metric (crate::series::broadcast); clients
+        // are not sent it, as in Centrifugo.
+        publication.time = 0;
         let offset = publication.offset;
         let prepared = if ch.delta_subs > 0 {
             let base = match &ch.prev {
@@ -411,6 +422,9 @@ impl Hub {
                     });
                 }
             }
+        }
+        if memo.dropped > 0 {
+            crate::series::tags_filter_dropped(memo.dropped);
         }
     }
 

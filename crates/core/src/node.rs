@@ -480,10 +480,12 @@ impl Node {
     // ---- the registry of connections ----
 
     pub(crate) fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
+        crate::series::action(crate::series::Action::AddClient);
         self.clients.lock().entry(user.to_string()).or_default().insert(client, handle);
     }
 
     pub(crate) fn unregister(&self, user: &str, client: &str) {
+        crate::series::action(crate::series::Action::RemoveClient);
         let mut clients = self.clients.lock();
         if let Some(m) = clients.get_mut(user) {
             m.remove(client);
@@ -582,6 +584,8 @@ impl Node {
             tags,
             // Marks "published with delta" inside the node (crate::delta), not the wire flag.
             delta: delta || opts.delta_publish,
+            // For the receiving nodes' pub/sub lag (crate::series::broadcast).
+            time: crate::series::unix_millis(),
             ..Default::default()
         };
         let size = publication_size_bound(channel, &publication);
@@ -665,6 +669,7 @@ impl Node {
         if !self.options(channel)?.presence {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
+        crate::series::action(crate::series::Action::Presence);
         Ok(self.presence.presence(channel).await?)
     }
 
@@ -673,6 +678,7 @@ impl Node {
         if !self.options(channel)?.presence {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
+        crate::series::action(crate::series::Action::PresenceStats);
         Ok(self.presence.presence_stats(channel).await?)
     }
 
@@ -682,6 +688,13 @@ impl Node {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
         query.meta_ttl = self.history_meta_ttl(&opts);
+        crate::series::action(if query.since.is_some() {
+            crate::series::Action::HistoryRecover
+        } else if query.limit == 0 {
+            crate::series::Action::HistoryStreamTop
+        } else {
+            crate::series::Action::History
+        });
         let mut h = self.broker.history(channel, query).await?;
         crate::delta::clear_marks(&mut h.publications);
         Ok(h)
@@ -691,6 +704,7 @@ impl Node {
         if !self.options(channel)?.has_history() {
             return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
         }
+        crate::series::action(crate::series::Action::HistoryRemove);
         Ok(self.broker.remove_history(channel).await?)
     }
 

@@ -153,3 +153,119 @@ pub fn proxy_endpoint(kind: &'static str, name: &str) {
     let _ = metrics::histogram!("centrifugo_proxy_duration_seconds", &labels);
     let _ = metrics::histogram!("centrifugo_proxy_duration_seconds_histogram", &labels);
 }
+
+/// Centrifugo's `node_action_count{action}`: what the node was asked to do, by name
+/// (centrifuge's names). Each action's counter is looked up once for the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    AddClient,
+    RemoveClient,
+    AddSubscription,
+    RemoveSubscription,
+    BrokerSubscribe,
+    BrokerUnsubscribe,
+    AddPresence,
+    RemovePresence,
+    Presence,
+    PresenceStats,
+    History,
+    HistoryRecover,
+    HistoryStreamTop,
+    HistoryRemove,
+    Survey,
+}
+
+impl Action {
+    pub const ALL: [Action; 15] = [
+        Action::AddClient,
+        Action::RemoveClient,
+        Action::AddSubscription,
+        Action::RemoveSubscription,
+        Action::BrokerSubscribe,
+        Action::BrokerUnsubscribe,
+        Action::AddPresence,
+        Action::RemovePresence,
+        Action::Presence,
+        Action::PresenceStats,
+        Action::History,
+        Action::HistoryRecover,
+        Action::HistoryStreamTop,
+        Action::HistoryRemove,
+        Action::Survey,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::AddClient => "add_client",
+            Action::RemoveClient => "remove_client",
+            Action::AddSubscription => "add_subscription",
+            Action::RemoveSubscription => "remove_subscription",
+            Action::BrokerSubscribe => "broker_subscribe",
+            Action::BrokerUnsubscribe => "broker_unsubscribe",
+            Action::AddPresence => "add_presence",
+            Action::RemovePresence => "remove_presence",
+            Action::Presence => "presence",
+            Action::PresenceStats => "presence_stats",
+            Action::History => "history",
+            Action::HistoryRecover => "history_recover",
+            Action::HistoryStreamTop => "history_stream_top",
+            Action::HistoryRemove => "history_remove",
+            Action::Survey => "survey",
+        }
+    }
+}
+
+static ACTIONS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
+
+/// One action (`node_action_count{action,channel_namespace}`); every action's series
+/// exists from the first call of any (the exporter calls [`action_series`] at start).
+pub fn action(a: Action) {
+    if let Some(c) = action_series().get(a as usize) {
+        c.increment(1);
+    }
+}
+
+/// The action counters, created (at 0) on first use.
+pub fn action_series() -> &'static [metrics::Counter] {
+    ACTIONS.get_or_init(|| {
+        Action::ALL
+            .iter()
+            .map(|a| metrics::counter!("centrifugo_node_action_count", "action" => a.name(), "channel_namespace" => ""))
+            .collect()
+    })
+}
+
+/// A request answered by every node (`node_survey_duration_seconds{op}` and its
+/// `_histogram`): `op` is the survey's name, as Centrifugo's (`info`, `presence`, ...).
+pub fn survey(op: &'static str, took: Duration) {
+    action(Action::Survey);
+    let s = took.as_secs_f64();
+    metrics::histogram!("centrifugo_node_survey_duration_seconds", "op" => op).record(s);
+    metrics::histogram!("centrifugo_node_survey_duration_seconds_histogram", "op" => op).record(s);
+}
+
+/// A publication handed to every local subscriber in `took`
+/// (`node_broadcast_duration_seconds{type,channel_namespace}`), and how long it travelled
+/// from the publishing node (`node_pub_sub_lag_seconds`, from the publication's `time`,
+/// which the publishing node sets; 0 when unknown). Clocks of two nodes may differ: the lag
+/// is taken as absolute, as centrifuge does.
+pub fn broadcast(kind: &'static str, took: Duration, published_at_ms: i64) {
+    metrics::histogram!("centrifugo_node_broadcast_duration_seconds", "type" => kind, "channel_namespace" => "").record(took.as_secs_f64());
+    if published_at_ms > 0 {
+        let lag_ms = unix_millis().saturating_sub(published_at_ms).unsigned_abs();
+        metrics::histogram!("centrifugo_node_pub_sub_lag_seconds", "channel_namespace" => "").record(lag_ms as f64 / 1000.0);
+    }
+}
+
+/// Publications a subscriber's tags filter kept from it, `n` in one broadcast
+/// (`node_tags_filter_dropped_publications{channel_namespace}`).
+pub fn tags_filter_dropped(n: u64) {
+    metrics::counter!("centrifugo_node_tags_filter_dropped_publications", "channel_namespace" => "").increment(n);
+}
+
+/// The time now in Unix milliseconds, as a publication's `time` carries it.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

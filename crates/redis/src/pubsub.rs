@@ -107,6 +107,7 @@ pub(crate) async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, shard = %canary.health.shard, "redis pub/sub: cannot connect, retrying");
+                pub_sub_error("connect");
                 report_down(&canary, handler.as_ref(), &channels, &format!("cannot connect: {e}"));
                 // Subscribes asked for meanwhile fail now rather than wait.
                 let deadline = tokio::time::Instant::now() + delay;
@@ -172,9 +173,11 @@ pub(crate) async fn run(
                                 let _ = done.send(Ok(()));
                             }
                             Ok(Err(e)) => {
+                                pub_sub_error("subscribe_channel");
                                 let _ = done.send(Err(internal(e)));
                             }
                             Err(_) => {
+                                pub_sub_error("subscribe_channel");
                                 let _ = done.send(Err(EngineError::Internal("redis pub/sub: subscribe timed out".into())));
                                 break "subscribe not confirmed in time".to_string();
                             }
@@ -200,6 +203,7 @@ pub(crate) async fn run(
                     if let Some((chan, (n, _))) = late {
                         let master = canaries.iter().find(|(c, _)| c == chan).map_or("?", |(_, m)| m.as_str());
                         metrics::counter!("wshub_redis_pubsub_canary_missed_total", "shard" => canary.health.shard.clone()).increment(1);
+                        pub_sub_error("probe_timeout");
                         break format!("canary ping {n} through {master} not back within {:?}", canary.interval);
                     }
                     for (chan, _) in &canaries {
@@ -213,11 +217,15 @@ pub(crate) async fn run(
                     }
                 },
                 event = session.next() => match event {
-                    Event::Closed => break "connection lost".to_string(),
+                    Event::Closed => {
+                        pub_sub_error("connection");
+                        break "connection lost".to_string();
+                    }
                     Event::Disconnected => {
                         // The cluster client reconnects and subscribes again by itself; what
                         // was published meanwhile did not arrive.
                         tracing::warn!(shard = %canary.health.shard, "redis cluster pub/sub: a shard's connection was lost");
+                        pub_sub_error("connection");
                         resubscribing = true;
                         back.clear();
                         for ch in &channels {
@@ -253,6 +261,15 @@ pub(crate) async fn run(
     }
 }
 
+/// Centrifugo's `broker_redis_pub_sub_errors{broker_name,error}` (`broker_name` empty, as
+/// Centrifugo's default broker has no name): `connect`, `connection` (lost),
+/// `subscribe_channel`, `probe_timeout` (the canary did not come back), `handle_message`
+/// (undecodable). wshub never drops a message on the way to the hub (a full delivery queue
+/// makes this reader deliver itself), so `broker_redis_pub_sub_dropped_messages` stays 0.
+pub(crate) fn pub_sub_error(error: &'static str) {
+    metrics::counter!("centrifugo_broker_redis_pub_sub_errors", "broker_name" => "", "error" => error).increment(1);
+}
+
 /// Forgets `channel` unless a subscriber came back since the unsubscribe was asked; true
 /// when Redis should be told.
 fn leave(handler: &dyn BrokerHandler, channels: &mut HashSet<String>, epochs: &Epochs, channel: &str) -> bool {
@@ -269,17 +286,22 @@ pub(crate) fn dispatch(handler: &dyn BrokerHandler, epochs: &Epochs, channel: &s
         Some((kind @ (b'p' | b'c'), rest)) => {
             let mut parts = rest.splitn(3, |&b| b == b':');
             let (Some(offset), Some(epoch), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+                pub_sub_error("handle_message");
                 return tracing::warn!(channel, "redis pub/sub: undecodable publication");
             };
             let offset = std::str::from_utf8(offset).ok().and_then(|s| s.parse::<u64>().ok());
             let body = match kind {
                 b'c' => match compression::decompress(body) {
                     Ok(b) => std::borrow::Cow::Owned(b),
-                    Err(e) => return tracing::warn!(channel, error = %e, "redis pub/sub: undecodable compressed publication"),
+                    Err(e) => {
+                        pub_sub_error("handle_message");
+                        return tracing::warn!(channel, error = %e, "redis pub/sub: undecodable compressed publication");
+                    }
                 },
                 _ => std::borrow::Cow::Borrowed(body),
             };
             let (Some(offset), Ok(epoch), Ok(mut p)) = (offset, std::str::from_utf8(epoch), Publication::decode(body.as_ref())) else {
+                pub_sub_error("handle_message");
                 return tracing::warn!(channel, "redis pub/sub: undecodable publication");
             };
             if !epoch.is_empty() {
@@ -302,7 +324,10 @@ pub(crate) fn dispatch(handler: &dyn BrokerHandler, epochs: &Epochs, channel: &s
         Some((kind @ (b'j' | b'l'), rest)) => match ClientInfo::decode(rest) {
             Ok(info) if *kind == b'j' => handler.handle_join(channel, &info),
             Ok(info) => handler.handle_leave(channel, &info),
-            Err(_) => tracing::warn!(channel, "redis pub/sub: undecodable join/leave"),
+            Err(_) => {
+                pub_sub_error("handle_message");
+                tracing::warn!(channel, "redis pub/sub: undecodable join/leave")
+            }
         },
         _ => tracing::warn!(channel, "redis pub/sub: unknown message"),
     }

@@ -311,15 +311,20 @@ impl Cluster {
         Ok(out)
     }
 
-    async fn survey(&self, what: &str, msg: impl FnOnce(u64) -> ControlMessage) -> Result<Vec<SurveyReply>, ApiError> {
+    async fn survey(&self, what: &'static str, msg: impl FnOnce(u64) -> ControlMessage) -> Result<Vec<SurveyReply>, ApiError> {
         Ok(self.survey_from(what, msg).await?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Sends `msg` (made with the survey's id) to every node and gathers one reply per live
     /// node, each with the uid of the node that sent it.
-    async fn survey_from(&self, what: &str, msg: impl FnOnce(u64) -> ControlMessage) -> Result<Vec<(String, SurveyReply)>, ApiError> {
+    async fn survey_from(
+        &self,
+        what: &'static str,
+        msg: impl FnOnce(u64) -> ControlMessage,
+    ) -> Result<Vec<(String, SurveyReply)>, ApiError> {
         let mut expected: HashSet<String> = self.peers.lock().others(self.node.uid()).into_iter().map(|i| i.uid).collect();
         expected.insert(self.node.uid().to_string());
+        let started = std::time::Instant::now();
         let id = self.next_survey.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.surveys.lock().insert(id, tx);
@@ -347,6 +352,7 @@ impl Cluster {
                 }
             }
         }
+        wshub_core::series::survey(what, started.elapsed());
         Ok(replies)
     }
 

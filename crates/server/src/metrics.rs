@@ -25,6 +25,18 @@ const COMMAND_BUCKETS: [f64; 15] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// centrifuge's `node_survey_duration_seconds_histogram` buckets.
+const SURVEY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.010, 0.025, 0.050, 0.100, 0.250, 0.500, 1.0, 2.5, 5.0, 10.0];
+
+/// centrifuge's `node_broadcast_duration_seconds` buckets (from a microsecond).
+const BROADCAST_BUCKETS: [f64; 19] = [
+    0.000_001, 0.000_005, 0.000_010, 0.000_050, 0.000_100, 0.000_250, 0.000_500, 0.001, 0.005, 0.010, 0.025, 0.050, 0.100, 0.250, 0.500,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// centrifuge's `node_pub_sub_lag_seconds` buckets.
+const LAG_BUCKETS: [f64; 12] = [0.001, 0.005, 0.010, 0.025, 0.050, 0.100, 0.200, 0.500, 1.0, 2.0, 5.0, 10.0];
+
 /// Go's `prometheus.DefBuckets`, which Centrifugo's API and proxy histograms use.
 const GO_DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -81,7 +93,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // have Centrifugo's (its Grafana dashboard builds every latency panel on them);
             // the other Centrifugo durations are its (deprecated) summaries, with its
             // quantiles (0.5, 0.99, 0.999), for existing alerts.
-            let centrifugo_buckets: [(&str, &[f64]); 4] = [
+            let centrifugo_buckets: [(&str, &[f64]); 7] = [
+                ("centrifugo_node_survey_duration_seconds_histogram", &SURVEY_BUCKETS),
+                ("centrifugo_node_broadcast_duration_seconds", &BROADCAST_BUCKETS),
+                ("centrifugo_node_pub_sub_lag_seconds", &LAG_BUCKETS),
                 ("centrifugo_client_command_duration_seconds_histogram", &COMMAND_BUCKETS),
                 ("centrifugo_client_ping_pong_duration_seconds", &COMMAND_BUCKETS),
                 ("centrifugo_api_command_duration_seconds_histogram", &GO_DEFAULT_BUCKETS),

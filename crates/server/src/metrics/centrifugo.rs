@@ -4,10 +4,9 @@
 //! (grafana.com 13039) and a deployment's alerts keep working after the swap. The events of
 //! the core crate are counted by `wshub_core::series`; those of the server here.
 //!
-//! Not exported (no wshub counterpart yet): `frame_type` on the transport series, the
-//! `client_name`/`client_version` values,
-//! `node_action_count`, `node_broadcast_duration_seconds`, `node_pub_sub_lag_seconds`,
-//! the broker's Redis series and Go's `go_*` (`process_*`: `super::process`).
+//! Not exported (no wshub counterpart): `frame_type` on the transport series, the
+//! `client_name`/`client_version` values (taken from clients, they would let any client add
+//! series), and Go's `go_*` (`process_*`: `super::process`).
 
 use std::time::Duration;
 
@@ -160,6 +159,34 @@ pub(super) const SERIES: &[(Kind, &str, &str)] = &[
         "Duration of proxy calls (histogram).",
     ),
     (Counter, "centrifugo_proxy_errors", "Number of proxy call errors."),
+    (Counter, "centrifugo_node_action_count", "Number of various actions called."),
+    (Histogram, "centrifugo_node_survey_duration_seconds", "Survey duration summary."),
+    (
+        Histogram,
+        "centrifugo_node_survey_duration_seconds_histogram",
+        "Survey duration histogram.",
+    ),
+    (
+        Histogram,
+        "centrifugo_node_broadcast_duration_seconds",
+        "Broadcast duration in seconds",
+    ),
+    (Histogram, "centrifugo_node_pub_sub_lag_seconds", "Pub sub lag in seconds"),
+    (
+        Counter,
+        "centrifugo_node_tags_filter_dropped_publications",
+        "Number of publications dropped due to tags filtering.",
+    ),
+    (
+        Counter,
+        "centrifugo_broker_redis_pub_sub_errors",
+        "Number of times there was an error in Redis PUB/SUB connection.",
+    ),
+    (
+        Counter,
+        "centrifugo_broker_redis_pub_sub_dropped_messages",
+        "Number of dropped messages on application level in Redis PUB/SUB.",
+    ),
 ];
 
 /// The series whose label sets are known at start, at 0 (or, for durations, with no sample).
@@ -177,6 +204,21 @@ pub(super) fn precreate() {
     // The server's unsubscribe codes: by the API (2000) and at a subscription's expiry (2501).
     for code in ["2000", "2501"] {
         metrics::counter!("centrifugo_client_num_server_unsubscribes", "code" => code, "channel_namespace" => "").increment(0);
+    }
+    let _ = wshub_core::series::action_series();
+    // As centrifuge does, whatever the broker (wshub never drops there: `wshub_redis`).
+    for channel_type in ["control", "client"] {
+        metrics::counter!("centrifugo_broker_redis_pub_sub_dropped_messages", "broker_name" => "", "channel_type" => channel_type)
+            .increment(0);
+    }
+    metrics::counter!("centrifugo_node_tags_filter_dropped_publications", "channel_namespace" => "").increment(0);
+    for kind in ["publication", "join", "leave"] {
+        let _ = metrics::histogram!("centrifugo_node_broadcast_duration_seconds", "type" => kind, "channel_namespace" => "");
+    }
+    let _ = metrics::histogram!("centrifugo_node_pub_sub_lag_seconds", "channel_namespace" => "");
+    for op in ["channels", "connections"] {
+        let _ = metrics::histogram!("centrifugo_node_survey_duration_seconds", "op" => op);
+        let _ = metrics::histogram!("centrifugo_node_survey_duration_seconds_histogram", "op" => op);
     }
     for kind in wshub_core::series::BROKER_MESSAGE_TYPES {
         metrics::counter!("centrifugo_node_messages_sent_count", "type" => kind).increment(0);
