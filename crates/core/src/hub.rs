@@ -51,11 +51,9 @@ struct Extra {
     /// so that a broadcast evaluates each distinct filter once ([`FilterMemo`]).
     filter: Option<Arc<FilterNode>>,
     /// The offset of the publication whose data the subscriber's SDK holds as its delta
-    /// base; [`NO_BASE`] when none.
-    base: u64,
+    /// base, if any.
+    base: Option<u64>,
 }
-
-const NO_BASE: u64 = 0;
 
 /// Where a subscriber is in the channel's stream. 16 bytes: one per subscription, in a
 /// table sized for all of them (48 bytes a bucket).
@@ -149,8 +147,8 @@ impl Entry {
                     }
                 }
                 if x.delta && p.push().r#pub.is_some() {
-                    let has_base = x.base != NO_BASE && x.base.checked_add(1) == Some(p.offset);
-                    x.base = p.offset;
+                    let has_base = x.base.and_then(|b| b.checked_add(1)) == Some(p.offset);
+                    x.base = Some(p.offset).filter(|&o| o != 0);
                     p.delta_data(encoding, has_base)
                 } else {
                     p.data(encoding)
@@ -195,13 +193,7 @@ struct Channel {
     filters: HashMap<Arc<FilterNode>, usize>,
 }
 
-/// A gap between history and the buffered publications: the client must resubscribe
-/// (3010 insufficient state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("insufficient state: publication {expected} missing")]
-pub struct Gap {
-    pub expected: u64,
-}
+pub use crate::subscription::recovery::Gap;
 
 /// This node's subscribers.
 pub struct Hub {
@@ -260,7 +252,7 @@ impl Hub {
             Box::new(Extra {
                 delta: opts.delta,
                 filter,
-                base: NO_BASE,
+                base: None,
             })
         });
         ch.delta_subs += usize::from(opts.delta);
@@ -336,23 +328,16 @@ impl Hub {
             return Ok(());
         };
         if let Some(x) = entry.extra.as_deref_mut() {
-            x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
+            x.base = delta_base.map(|(o, _)| o).filter(|&o| o != 0);
         }
         let buffered = match std::mem::replace(&mut entry.position, Position::Untracked) {
             Position::Recovering(b) => *b,
             _ => Vec::new(),
         };
+        let (to_send, top) = crate::subscription::recovery::merge_buffered(delivered, buffered, |p| p.offset)?;
         let mut memo = FilterMemo::default();
-        let mut top = delivered;
-        for p in buffered {
-            if p.offset == 0 || p.offset <= top {
-                continue;
-            }
-            if p.offset != top + 1 {
-                return Err(Gap { expected: top + 1 });
-            }
+        for p in to_send {
             entry.send(&p, &mut memo);
-            top = p.offset;
         }
         entry.position = Position::Live(top);
         Ok(())

@@ -272,10 +272,7 @@ impl Session {
     }
 }
 
-/// An upper bound of the encoded size of publications in a reply.
-fn publications_bound(pubs: &[Publication]) -> usize {
-    pubs.iter().map(|p| crate::node::publication_size_bound("", p)).sum()
-}
+use crate::subscription::stream::publications_bound;
 
 mod commands;
 mod connect;

@@ -2,7 +2,7 @@
 //! history, unsubscribe and release, subscription token refresh.
 
 use super::*;
-use crate::engine::EngineError;
+use crate::subscription::stream;
 
 impl Session {
     pub(super) async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
@@ -116,17 +116,6 @@ impl Session {
     /// Subscribes with the recovery scheme of PROTOCOL.md: the hub buffers live
     /// publications while history is read, then merges by offset.
     pub(super) async fn do_subscribe(&mut self, ch: &str, opts: &ChannelOptions, p: SubParams) -> Result<SubscribeResult, Fail> {
-        let SubParams {
-            recoverable: positioned,
-            since,
-            join_leave,
-            chan_info,
-            expires,
-            strict_recovery,
-            reply_budget,
-            delta,
-            filter,
-        } = p;
         // Every way in (client subscribe, token channels, server API) counts against
         // `client.channel_limit` here.
         if self.subs.len() >= self.node.config.session.channel_limit {
@@ -135,10 +124,10 @@ impl Session {
         let node = self.node.clone();
         let conn_id = self.handle.id();
         let sub_opts = crate::hub::SubscriberOptions {
-            delta,
-            filter: filter.clone(),
+            delta: p.delta,
+            filter: p.filter.clone(),
         };
-        node.hub.add_with(ch, self.handle.clone(), join_leave, positioned, sub_opts);
+        node.hub.add_with(ch, self.handle.clone(), p.join_leave, p.recoverable, sub_opts);
         // Asked by every subscriber, not only the channel's first on this node: a second
         // one must not be answered while the first's subscription is still being set up,
         // or fails.
@@ -151,97 +140,13 @@ impl Session {
             return Err(ApiError::from(e).into());
         }
         let mut result = SubscribeResult {
-            delta,
+            delta: p.delta,
             ..Default::default()
         };
-        if positioned {
-            result.recoverable = true;
-            result.positioned = true;
-            // One more than the cap: more than the cap missed means not recovered.
-            let cap = node.config.session.recovery_max_publication_limit;
-            let query = HistoryQuery {
-                since: since.clone(),
-                limit: match (&since, cap) {
-                    (None, _) => 0,
-                    (Some(_), 0) => -1,
-                    (Some(_), cap) => i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1),
-                },
-                reverse: false,
-                meta_ttl: node.history_meta_ttl(opts),
-            };
-            let history = node.broker.history(ch, query).await;
-            let (publications, top) = match (history, &since) {
-                (Ok(h), Some(s)) => {
-                    result.was_recovering = true;
-                    // Recovered: every offset from s.offset+1 to the top is in history.
-                    let first_ok = h
-                        .publications
-                        .first()
-                        .map_or(h.position.offset == s.offset, |p| p.offset == s.offset + 1);
-                    let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
-                    let last_ok = h.publications.last().is_none_or(|p| p.offset == h.position.offset);
-                    let within_cap = cap == 0 || h.publications.len() <= cap;
-                    let fits = reply_budget.is_none_or(|b| publications_bound(&h.publications) <= b);
-                    let recovered = first_ok && contiguous && last_ok && within_cap && fits;
-                    result.recovered = recovered;
-                    result.epoch = h.position.epoch.clone();
-                    if recovered {
-                        result.offset = s.offset;
-                        (h.publications, h.position)
-                    } else {
-                        result.offset = h.position.offset;
-                        (Vec::new(), h.position)
-                    }
-                }
-                (Ok(h), None) => {
-                    result.epoch = h.position.epoch.clone();
-                    result.offset = h.position.offset;
-                    (Vec::new(), h.position)
-                }
-                (Err(EngineError::UnrecoverablePosition), Some(_)) => {
-                    result.was_recovering = true;
-                    let top = match node.broker.history(ch, HistoryQuery::default()).await {
-                        Ok(h) => h.position,
-                        Err(e) => {
-                            // Out of the hub too: a subscriber left recovering would buffer
-                            // every publication for as long as the node runs.
-                            self.release(ch, opts, false).await;
-                            return Err(ApiError::from(e).into());
-                        }
-                    };
-                    result.epoch = top.epoch.clone();
-                    result.offset = top.offset;
-                    (Vec::new(), top)
-                }
-                (Err(e), _) => {
-                    self.release(ch, opts, false).await;
-                    return Err(ApiError::from(e).into());
-                }
-            };
-            if result.was_recovering {
-                crate::series::recover(result.recovered, publications.len());
-            }
-            if result.was_recovering && !result.recovered && strict_recovery {
-                self.release(ch, opts, false).await;
-                return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
-            }
-            let mut publications = publications;
-            crate::delta::clear_marks(&mut publications);
-            if let Some(f) = &filter {
-                // The stream position still covers them: the client just never sees them.
-                publications.retain(|p| crate::filter::matches(f, &p.tags));
-            }
-            let delta_base = publications.last().map(|p| (p.offset, p.data.clone())).filter(|_| delta);
-            if delta {
-                publications = crate::delta::recovered(publications, self.format);
-            }
-            result.publications = publications;
-            if let Err(gap) = node.hub.finish_recovery_with_base(ch, conn_id, top.offset, delta_base) {
-                tracing::debug!(channel = %ch, %gap, "recovery gap");
-                self.release(ch, opts, false).await;
-                return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
-            }
+        if p.recoverable {
+            self.stream_catch_up(ch, opts, &p, &mut result).await?;
         }
+        let SubParams { chan_info, expires, .. } = p;
         let info = self.client_info(chan_info.clone());
         if opts.presence {
             if let Err(e) = node.presence.add_presence(ch, &self.client, info.clone()).await {
@@ -264,6 +169,46 @@ impl Session {
             },
         );
         Ok(result)
+    }
+
+    /// A positioned subscriber's stream position and recovery, then its switch to live in
+    /// the hub. On failure it has left the hub (a subscriber left recovering would buffer
+    /// every publication for as long as the node runs).
+    async fn stream_catch_up(&mut self, ch: &str, opts: &ChannelOptions, p: &SubParams, result: &mut SubscribeResult) -> Result<(), Fail> {
+        let node = self.node.clone();
+        let limits = stream::Limits {
+            max_publications: node.config.session.recovery_max_publication_limit,
+            reply_budget: p.reply_budget,
+            meta_ttl: node.history_meta_ttl(opts),
+        };
+        let c = match stream::catch_up(&*node.broker, ch, p.since.clone(), limits).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.release(ch, opts, false).await;
+                return Err(ApiError::from(e).into());
+            }
+        };
+        if c.was_recovering {
+            crate::series::recover(c.recovered, c.publications.len());
+            if !c.recovered && p.strict_recovery {
+                self.release(ch, opts, false).await;
+                return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
+            }
+        }
+        let (publications, delta_base) = stream::for_subscriber(c.publications, p.filter.as_ref(), result.delta, self.format);
+        result.recoverable = true;
+        result.positioned = true;
+        result.was_recovering = c.was_recovering;
+        result.recovered = c.recovered;
+        result.epoch = c.epoch;
+        result.offset = c.offset;
+        result.publications = publications;
+        if let Err(gap) = node.hub.finish_recovery_with_base(ch, self.handle.id(), c.top, delta_base) {
+            tracing::debug!(channel = %ch, %gap, "recovery gap");
+            self.release(ch, opts, false).await;
+            return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
+        }
+        Ok(())
     }
 
     /// Leaves a channel's hub entry, presence and, when `leave`, pushes a leave.
