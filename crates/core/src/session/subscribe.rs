@@ -2,35 +2,99 @@
 //! history, unsubscribe and release, subscription token refresh.
 
 use super::*;
-use crate::subscription::stream;
+use crate::subscription::{stream, SubscriptionType};
+
+/// What an authorized subscribe was granted.
+pub(super) struct Granted {
+    /// The namespace's options, with a token's or proxy's override applied.
+    pub(super) opts: ChannelOptions,
+    pub(super) chan_info: Bytes,
+    /// The token's or proxy's `data`, for the reply.
+    pub(super) proxy_data: Bytes,
+    /// Unix seconds.
+    pub(super) expires: Option<u64>,
+    pub(super) server_refresh: bool,
+}
 
 impl Session {
     pub(super) async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
-        let mut opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
+        let opts = self.node.options(&req.channel)?;
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
-        if req.r#type != 0 {
-            // Map and shared-poll subscriptions need a namespace of that type, and wshub has
-            // none yet: Centrifugo's answer to a type the namespace does not have is 103 (a
-            // silent stream instead would look subscribed and receive nothing it expects).
+        // Centrifugo's answer to a type the namespace does not serve is 103: a silent stream
+        // instead would look subscribed and receive nothing it expects.
+        if SubscriptionType::from_wire(req.r#type) != Some(opts.subscription_type) {
+            tracing::debug!(channel = %req.channel, r#type = req.r#type, "subscription type not allowed for namespace");
             return Err(err(ec::PERMISSION_DENIED, "permission denied"));
         }
-        if let Some(tf) = &req.tf {
-            // Centrifugo answers both a filter the namespace does not allow and a malformed
-            // one with 107.
-            if !opts.allow_tags_filter {
-                return Err(err(ec::BAD_REQUEST, "bad request: tags filter not allowed"));
-            }
-            if let Err(e) = crate::filter::validate(tf) {
-                tracing::debug!(channel = %req.channel, error = %e, "invalid tags filter");
-                return Err(err(ec::BAD_REQUEST, "bad request: invalid tags filter"));
-            }
+        match opts.subscription_type {
+            SubscriptionType::Stream => {}
+            t if t.is_map() => return self.map_subscribe(req, now).await,
+            // Shared poll is not served yet (#29): refused as a mismatch would be.
+            _ => return Err(err(ec::PERMISSION_DENIED, "permission denied")),
         }
+        drop(opts);
+        self.check_filter(&req)?;
         if !req.delta.is_empty() && req.delta != crate::delta::FOSSIL {
             // As Centrifugo: an unknown delta type is a bad request that closes (3501).
             return Err(Fail::Disconnect(BAD_REQUEST));
         }
+        let Granted {
+            opts,
+            chan_info,
+            proxy_data,
+            expires,
+            server_refresh,
+        } = self.authorize(&req, now).await?;
+        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
+        let since = (recoverable && req.recover).then(|| StreamPosition {
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+        });
+        let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
+        let expires_mono = self.sub_deadline(expires, server_refresh, now);
+        let params = SubParams {
+            recoverable,
+            since,
+            join_leave,
+            chan_info,
+            expires: expires_mono,
+            strict_recovery: req.flag & 2 != 0,
+            reply_budget: Some(budget),
+            delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
+            filter: req.tf,
+        };
+        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
+        r.data = proxy_data;
+        if let Some(s) = self.subs.get_mut(&req.channel) {
+            s.server_refresh = server_refresh;
+        }
+        if let (Some(e), false) = (expires, server_refresh) {
+            r.expires = true;
+            r.ttl = crate::deadline::ttl(e, now.unix);
+        }
+        Ok(r)
+    }
+
+    /// A tags filter where the namespace allows one: Centrifugo answers both a filter the
+    /// namespace does not allow and a malformed one with 107.
+    pub(super) fn check_filter(&self, req: &SubscribeRequest) -> Result<(), Fail> {
+        let Some(tf) = &req.tf else { return Ok(()) };
+        if !self.node.options(&req.channel)?.allow_tags_filter {
+            return Err(err(ec::BAD_REQUEST, "bad request: tags filter not allowed"));
+        }
+        if let Err(e) = crate::filter::validate(tf) {
+            tracing::debug!(channel = %req.channel, error = %e, "invalid tags filter");
+            return Err(err(ec::BAD_REQUEST, "bad request: invalid tags filter"));
+        }
+        Ok(())
+    }
+
+    /// Whether this client may subscribe to the channel: a subscription token, the
+    /// subscribe proxy, or the namespace's permissions. What it grants comes back.
+    pub(super) async fn authorize(&mut self, req: &SubscribeRequest, now: Now) -> Result<Granted, Fail> {
+        let mut opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
         let mut chan_info = Bytes::new();
         let mut expires = None;
         let mut proxy_data = Bytes::new();
@@ -57,7 +121,7 @@ impl Session {
             proxy_data = claims.data;
             expires = claims.expire_at;
         } else if let (Some(ep), false) = (subscribe_proxy, user_limited) {
-            let p = self.subscribe_via_proxy(&ep, &req).await?;
+            let p = self.subscribe_via_proxy(&ep, req).await?;
             if let Some(o) = &p.override_ {
                 opts = o.apply(&opts);
             }
@@ -77,40 +141,24 @@ impl Session {
                 return Err(err(ec::PERMISSION_DENIED, "permission denied"));
             }
         }
-        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
-        let since = (recoverable && req.recover).then(|| StreamPosition {
-            offset: req.offset,
-            epoch: req.epoch.clone(),
-        });
-        let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
-        // A client-side subscription outlives its token by `client.expired_sub_close_delay`
-        // (time to send `sub_refresh`); the sub refresh proxy is asked at the expiry itself.
+        Ok(Granted {
+            opts,
+            chan_info,
+            proxy_data,
+            expires,
+            server_refresh,
+        })
+    }
+
+    /// When a subscription granted until Unix time `expires` closes (monotonic): a
+    /// client-side subscription outlives its token by `client.expired_sub_close_delay`
+    /// (time to send `sub_refresh`); the sub refresh proxy is asked at the expiry itself.
+    pub(super) fn sub_deadline(&self, expires: Option<u64>, server_refresh: bool, now: Now) -> Option<Instant> {
         let grace = match server_refresh {
             true => Duration::ZERO,
             false => self.node.config.session.expired_sub_close_delay,
         };
-        let expires_mono = expires.map(|e| mono_at(now, e) + grace);
-        let params = SubParams {
-            recoverable,
-            since,
-            join_leave,
-            chan_info,
-            expires: expires_mono,
-            strict_recovery: req.flag & 2 != 0,
-            reply_budget: Some(budget),
-            delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
-            filter: req.tf,
-        };
-        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
-        r.data = proxy_data;
-        if let Some(s) = self.subs.get_mut(&req.channel) {
-            s.server_refresh = server_refresh;
-        }
-        if let (Some(e), false) = (expires, server_refresh) {
-            r.expires = true;
-            r.ttl = crate::deadline::ttl(e, now.unix);
-        }
-        Ok(r)
+        expires.map(|e| mono_at(now, e) + grace)
     }
 
     /// Subscribes with the recovery scheme of PROTOCOL.md: the hub buffers live
@@ -234,6 +282,7 @@ impl Session {
     }
 
     pub(super) async fn unsubscribe(&mut self, ch: &str) {
+        self.map_pending.remove(ch);
         if !self.subs.contains_key(ch) {
             return;
         }

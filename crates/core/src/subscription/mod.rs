@@ -10,6 +10,7 @@
 //!   is read from the client's position, [`recovery::merge_buffered`] joins them), so a
 //!   keyed kind adds its state pages and reuses the rest.
 
+pub mod map;
 pub mod recovery;
 pub mod stream;
 
@@ -106,6 +107,27 @@ impl Phase {
     }
 }
 
+/// Centrifugo's names; the default (a stream) is written as Centrifugo writes it, empty.
+impl serde::Serialize for SubscriptionType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SubscriptionType::Stream => s.serialize_str(""),
+            t => s.serialize_str(t.name()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SubscriptionType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SubscriptionType::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown subscription_type {s:?} (\"stream\", \"map\", \"map_clients\", \"map_users\" or \"shared_poll\")"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +143,14 @@ mod tests {
         assert_eq!(SubscriptionType::from_wire(5), None);
         assert_eq!(Phase::from_wire(2), Some(Phase::State));
         assert_eq!(Phase::from_wire(3), None);
+    }
+
+    #[test]
+    fn configuration_names_are_checked_at_load() {
+        let t: SubscriptionType = serde_json::from_str("\"map_users\"").unwrap();
+        assert_eq!(t, SubscriptionType::MapUsers);
+        let e = serde_json::from_str::<SubscriptionType>("\"maps\"").unwrap_err();
+        assert!(e.to_string().contains("unknown subscription_type \"maps\""), "{e}");
+        assert_eq!(serde_json::to_string(&SubscriptionType::Stream).unwrap(), "\"\"");
     }
 }
