@@ -43,10 +43,14 @@ pub struct SubscriberOptions {
     pub delta: bool,
     /// Only publications whose tags pass this (validated) filter are delivered.
     pub filter: Option<FilterNode>,
+    /// A map subscriber: in step with every key, so a keyed publication's delta against
+    /// the key's previous data ([`Publication::prev_data`]) always has its base.
+    pub keyed: bool,
 }
 
 struct Extra {
     delta: bool,
+    keyed: bool,
     /// Shared by the channel's subscribers with an identical filter ([`Channel::filters`]),
     /// so that a broadcast evaluates each distinct filter once ([`FilterMemo`]).
     filter: Option<Arc<FilterNode>>,
@@ -146,8 +150,11 @@ impl Entry {
                         return;
                     }
                 }
-                if x.delta && p.push().r#pub.is_some() {
-                    let has_base = x.base.and_then(|b| b.checked_add(1)) == Some(p.offset);
+                if let (true, Some(publication)) = (x.delta, &p.push().r#pub) {
+                    let has_base = match publication.key.is_empty() {
+                        true => x.base.and_then(|b| b.checked_add(1)) == Some(p.offset),
+                        false => x.keyed,
+                    };
                     x.base = Some(p.offset).filter(|&o| o != 0);
                     p.delta_data(encoding, has_base)
                 } else {
@@ -251,6 +258,7 @@ impl Hub {
         let extra = (opts.delta || filter.is_some()).then(|| {
             Box::new(Extra {
                 delta: opts.delta,
+                keyed: opts.keyed,
                 filter,
                 base: None,
             })
@@ -356,13 +364,18 @@ impl Hub {
         let Some(ch) = shard.get_mut(channel) else { return };
         // Inside the node `delta` marks a publication published with delta (crate::delta).
         let use_delta = std::mem::take(&mut publication.delta);
+        let key_base = std::mem::take(&mut publication.prev_data);
         let offset = publication.offset;
         let prepared = if ch.delta_subs > 0 {
             let base = match &ch.prev {
+                // A map key's delta is against that key's previous data.
+                _ if !publication.key.is_empty() => Some(key_base).filter(|b| use_delta && !b.is_empty()),
                 Some((o, data)) if use_delta && o.checked_add(1) == Some(offset) => Some(data.clone()),
                 _ => None,
             };
-            ch.prev = (offset > 0).then(|| (offset, publication.data.clone()));
+            if publication.key.is_empty() {
+                ch.prev = (offset > 0).then(|| (offset, publication.data.clone()));
+            }
             let push = Push {
                 channel: channel.to_string(),
                 r#pub: Some(publication),

@@ -204,6 +204,11 @@ pub struct Publication {
     #[prost(string, tag = "14")]
     #[serde(default, skip_serializing_if = "z")]
     pub epoch: String,
+    /// Between nodes only: the map key's previous data, the base of its Fossil delta
+    /// (the hub takes it out before anything reaches a client).
+    #[prost(bytes = "bytes", tag = "15")]
+    #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
+    pub prev_data: Bytes,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]

@@ -54,6 +54,10 @@ impl Session {
             return Err(err(ec::BAD_REQUEST, "bad request: invalid phase"));
         };
         let opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
+        if !req.delta.is_empty() && req.delta != crate::delta::FOSSIL {
+            // As for streams: an unknown delta type is a bad request that closes (3501).
+            return Err(Fail::Disconnect(BAD_REQUEST));
+        }
         let continuing = !req.cursor.is_empty() || (phase != Phase::State && self.map_pending.contains_key(&req.channel));
         if continuing {
             let Some(p) = self.map_pending.get(&req.channel) else {
@@ -106,6 +110,19 @@ impl Session {
         r
     }
 
+    /// Fossil delta asked for and allowed by the namespace.
+    fn map_delta(&self, req: &SubscribeRequest, opts: &ChannelOptions) -> bool {
+        !req.delta.is_empty() && opts.allows_delta(&req.delta)
+    }
+
+    /// State or stream entries for a subscriber that will have delta: JSON strings on JSON.
+    fn for_delta(&self, req: &SubscribeRequest, opts: &ChannelOptions, entries: Vec<Publication>) -> Vec<Publication> {
+        match self.map_delta(req, opts) {
+            true => crate::delta::state_for_delta(entries, self.format),
+            false => entries,
+        }
+    }
+
     fn pending(&mut self, ch: &str) -> Result<&mut MapPending, Fail> {
         self.map_pending
             .get_mut(ch)
@@ -140,6 +157,7 @@ impl Session {
             entries.retain(|p| p.offset <= r.offset);
         }
         keep(&pending.filter, &mut entries);
+        let entries = self.for_delta(req, opts, entries);
         if page.cursor.is_empty() {
             let stream = opts.map.mode.has_stream();
             let near = match stream {
@@ -192,6 +210,7 @@ impl Session {
             .map_err(ApiError::from)?;
         let offset = pubs.last().map_or(req.offset, |p| p.offset);
         keep(&self.pending(ch)?.filter, &mut pubs);
+        let pubs = self.for_delta(req, opts, pubs);
         let mut r = map_result(Phase::Stream, &StreamPosition { offset, epoch: top.epoch });
         r.publications = pubs;
         Ok(r)
@@ -215,9 +234,11 @@ impl Session {
         let node = self.node.clone();
         let positioned = opts.map.mode.has_stream();
         let filter = self.pending(ch)?.filter.clone();
+        let delta = self.map_delta(req, opts);
         let sub_opts = crate::hub::SubscriberOptions {
-            delta: false,
+            delta,
             filter: filter.clone(),
+            keyed: true,
         };
         node.hub.add_with(ch, self.handle.clone(), false, positioned, sub_opts);
         if let Err(e) = node.broker.subscribe(ch).await {
@@ -226,6 +247,7 @@ impl Session {
         }
         let mut r = map_result(Phase::Live, &since);
         r.state = state;
+        r.delta = delta;
         if positioned {
             let limit = opts.map.live_limit();
             let read = node
@@ -249,6 +271,10 @@ impl Session {
                 return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
             }
             keep(&filter, &mut pubs);
+            if delta {
+                crate::delta::clear_marks(&mut pubs);
+                pubs = crate::delta::recovered_keyed(pubs, self.format);
+            }
             r.publications = pubs;
             r.epoch = top.epoch;
             r.offset = top.offset;

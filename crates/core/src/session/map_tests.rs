@@ -251,3 +251,41 @@ fn map_writes_follow_the_namespace_permissions() {
         "the user id is the key"
     );
 }
+
+#[test]
+fn map_delta_is_per_key_against_its_previous_data() {
+    let node = node_with(|c| {
+        let mut ns = map_ns("md", Mode::Persistent, |_| {});
+        ns.options.allowed_delta_types = vec!["fossil".into()];
+        ns.options.delta_publish = true;
+        c.channel.namespaces.push(ns);
+    });
+    let pad = "x".repeat(300);
+    put(&node, "md:1", "a", &format!(r#"{{"n":1,"p":"{pad}"}}"#));
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let r = sub(&mut c, 2, r#"{"channel":"md:1","type":1,"phase":2,"delta":"fossil"}"#);
+    let s = &r["subscribe"];
+    assert_eq!(s["delta"], true, "{r}");
+    let state_data = s["state"][0]["data"]
+        .as_str()
+        .expect("state data as a JSON string: the SDK's delta base");
+    put(&node, "md:1", "b", r#"{"n":1}"#);
+    put(&node, "md:1", "a", &format!(r#"{{"n":2,"p":"{pad}"}}"#));
+    let pubs: Vec<Value> = c.pushes().into_iter().map(|p| p["push"]["pub"].clone()).collect();
+    assert_eq!(
+        (pubs[0]["key"].as_str(), pubs[0].get("delta")),
+        (Some("b"), None),
+        "b is new: whole"
+    );
+    assert_eq!(pubs[0]["data"], r#"{"n":1}"#, "whole, as a JSON string");
+    assert_eq!(
+        (pubs[1]["key"].as_str(), pubs[1]["delta"].as_bool()),
+        (Some("a"), Some(true)),
+        "{pubs:?}"
+    );
+    let patch = pubs[1]["data"].as_str().unwrap();
+    let decoded = wshub_protocol::fossil::apply(state_data.as_bytes(), patch.as_bytes(), usize::MAX).unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), format!(r#"{{"n":2,"p":"{pad}"}}"#));
+    assert!(pubs[1].get("prev_data").is_none(), "the base stays inside the node");
+}

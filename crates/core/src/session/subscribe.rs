@@ -174,6 +174,7 @@ impl Session {
         let sub_opts = crate::hub::SubscriberOptions {
             delta: p.delta,
             filter: p.filter.clone(),
+            keyed: false,
         };
         node.hub.add_with(ch, self.handle.clone(), p.join_leave, p.recoverable, sub_opts);
         // Asked by every subscriber, not only the channel's first on this node: a second

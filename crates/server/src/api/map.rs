@@ -36,6 +36,9 @@ pub struct PublishParams {
     pub tags: HashMap<String, String>,
     #[serde(default)]
     pub idempotency_key: String,
+    /// Delta subscribers get it as a delta against the key's previous data.
+    #[serde(default)]
+    pub delta: bool,
     /// `""`, `"if_new"` or `"if_exists"`.
     #[serde(default)]
     pub key_mode: String,
@@ -180,6 +183,7 @@ pub async fn call(node: &Node, request: MapRequest) -> Result<Value, ApiError> {
                 tags: p.tags,
                 idempotency_key: idempotency_key(&p.idempotency_key)?.map(str::to_string),
                 key_mode,
+                delta: p.delta,
             };
             Ok(update(node.map_publish(&p.channel, w).await?))
         }

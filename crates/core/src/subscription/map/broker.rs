@@ -21,6 +21,8 @@ pub struct MapWrite {
     /// Data, info and tags of the entry (ignored but tags for a removal).
     pub publication: Publication,
     pub removed: bool,
+    /// Delta subscribers get it as a delta against the key's previous data.
+    pub delta: bool,
     pub key_mode: KeyMode,
     /// A write with a key already used in this channel within the broker's idempotency
     /// window is not done again: its first result is returned.
@@ -135,7 +137,14 @@ impl MemoryMapBroker {
             true => map
                 .remove(&w.key, Some(w.publication.tags).filter(|t| !t.is_empty()), now)
                 .ok_or(Suppressed::KeyNotFound),
-            false => map.publish(&w.key, w.publication, w.key_mode, retention, now),
+            false => map.publish(&w.key, w.publication, w.key_mode, retention, now).map(|(mut p, prev)| {
+                if w.delta {
+                    // Marks "published with delta" inside the node (crate::delta).
+                    p.delta = true;
+                    p.prev_data = prev;
+                }
+                p
+            }),
         };
         let position = map.position();
         let update = match written {

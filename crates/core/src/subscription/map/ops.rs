@@ -22,6 +22,8 @@ pub struct MapPublish {
     pub tags: HashMap<String, String>,
     pub idempotency_key: Option<String>,
     pub key_mode: KeyMode,
+    /// Published with delta (the namespace's `delta_publish` implies it).
+    pub delta: bool,
 }
 
 impl Node {
@@ -50,6 +52,7 @@ impl Node {
                 ..Default::default()
             },
             removed: false,
+            delta: w.delta || opts.delta_publish,
             key_mode: w.key_mode,
             idempotency_key: w.idempotency_key,
         };

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use bytes::Bytes;
 use wshub_protocol::Publication;
 
 use super::Retention;
@@ -135,7 +136,7 @@ impl MapChannel {
         mode: KeyMode,
         retention: Retention,
         now: Instant,
-    ) -> Result<Publication, Suppressed> {
+    ) -> Result<(Publication, Bytes), Suppressed> {
         self.retention = retention;
         let exists = self.entries.contains_key(key);
         match (mode, exists) {
@@ -153,14 +154,14 @@ impl MapChannel {
         if let Some(at) = expires {
             self.expiries.insert((at, key.to_string()));
         }
-        self.entries.insert(
+        let old = self.entries.insert(
             key.to_string(),
             Entry {
                 publication: p.clone(),
                 expires,
             },
         );
-        Ok(p)
+        Ok((p, old.map(|e| e.publication.data).unwrap_or_default()))
     }
 
     /// Removes `key`; the removal publication subscribers get, if it was there.
@@ -304,8 +305,8 @@ mod tests {
         let now = Instant::now();
         let r = retention(Mode::Persistent, 0, 2);
         let mut m = MapChannel::new("e".into(), r);
-        assert_eq!(m.publish("a", data("1"), KeyMode::Any, r, now).unwrap().offset, 1);
-        assert_eq!(m.publish("a", data("2"), KeyMode::Any, r, now).unwrap().offset, 2);
+        assert_eq!(m.publish("a", data("1"), KeyMode::Any, r, now).unwrap().0.offset, 1);
+        assert_eq!(m.publish("a", data("2"), KeyMode::Any, r, now).unwrap().0.offset, 2);
         let removed = m.remove("a", None, now).unwrap();
         assert!(removed.removed && removed.offset == 3 && removed.key == "a");
         assert_eq!(m.remove("a", None, now), None, "already gone: nothing to tell");
@@ -326,10 +327,18 @@ mod tests {
         let now = Instant::now();
         let r = retention(Mode::Persistent, 0, 10);
         let mut m = MapChannel::new("e".into(), r);
-        assert_eq!(m.publish("a", data("1"), KeyMode::IfExists, r, now), Err(Suppressed::KeyNotFound));
+        assert_eq!(
+            m.publish("a", data("1"), KeyMode::IfExists, r, now).map(drop),
+            Err(Suppressed::KeyNotFound)
+        );
         m.publish("a", data("1"), KeyMode::IfNew, r, now).unwrap();
-        assert_eq!(m.publish("a", data("2"), KeyMode::IfNew, r, now), Err(Suppressed::KeyExists));
-        assert_eq!(m.get("a").unwrap().data, "1");
+        let (_, prev) = m.publish("a", data("3"), KeyMode::Any, r, now).unwrap();
+        assert_eq!(prev, "1", "the previous data: the delta base");
+        assert_eq!(
+            m.publish("a", data("2"), KeyMode::IfNew, r, now).map(drop),
+            Err(Suppressed::KeyExists)
+        );
+        assert_eq!(m.get("a").unwrap().data, "3");
     }
 
     #[test]
@@ -337,7 +346,7 @@ mod tests {
         let now = Instant::now();
         let r = retention(Mode::Ephemeral, 3, 0);
         let mut m = MapChannel::new("e".into(), r);
-        assert_eq!(m.publish("a", data("1"), KeyMode::Any, r, now).unwrap().offset, 0);
+        assert_eq!(m.publish("a", data("1"), KeyMode::Any, r, now).unwrap().0.offset, 0);
         m.publish("b", data("1"), KeyMode::Any, r, now + Duration::from_secs(2)).unwrap();
         // Written again: its expiry moves.
         m.publish("a", data("2"), KeyMode::Any, r, now + Duration::from_secs(2)).unwrap();
