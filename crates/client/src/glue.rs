@@ -358,6 +358,7 @@ impl Inner {
             publish: Some(PublishRequest {
                 channel: channel.into(),
                 data,
+                ..Default::default()
             }),
             ..Default::default()
         };

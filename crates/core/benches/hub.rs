@@ -104,12 +104,16 @@ fn doc_publication(offset: u64, tag: &str) -> Publication {
 }
 
 fn delta_opts(_: u64) -> SubscriberOptions {
-    SubscriberOptions { delta: true, filter: None }
+    SubscriberOptions {
+        delta: true,
+        ..Default::default()
+    }
 }
 
 fn filter_opts(_: u64) -> SubscriberOptions {
     SubscriberOptions {
         delta: false,
+        keyed: false,
         filter: Some(FilterNode {
             op: "and".into(),
             nodes: vec![

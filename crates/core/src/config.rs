@@ -70,6 +70,11 @@ pub struct ChannelOptions {
     /// ("0": `channel.history_meta_ttl`).
     #[serde(with = "crate::duration")]
     pub history_meta_ttl: Duration,
+    /// What a subscriber of the namespace receives; a subscribe of another kind is refused
+    /// (103), as Centrifugo.
+    pub subscription_type: crate::subscription::SubscriptionType,
+    /// Map subscriptions (`subscription_type` map, map_clients, map_users).
+    pub map: crate::subscription::map::MapOptions,
 }
 
 impl ChannelOptions {
@@ -548,6 +553,7 @@ fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
             ),
         });
     }
+    crate::subscription::map::validate(o.subscription_type, &o.map, key)?;
     if o.history_size > 0 && o.history_ttl.is_zero() {
         return Err(ConfigError {
             key: format!("{key}.history_ttl"),

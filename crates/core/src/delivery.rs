@@ -39,7 +39,8 @@ pub const MAX_QUEUED: usize = 1024;
 pub const QUEUED_GAUGE: &str = "wshub_delivery_queue_jobs";
 
 enum Event {
-    Publication(Publication),
+    /// Boxed: a publication is much larger than the other events.
+    Publication(Box<Publication>),
     Join(ClientInfo),
     Leave(ClientInfo),
     Reset,
@@ -95,7 +96,7 @@ impl Deliveries {
     }
 
     pub fn publication(&self, channel: &str, publication: &Publication) {
-        self.push(channel, Event::Publication(publication.clone()));
+        self.push(channel, Event::Publication(Box::new(publication.clone())));
     }
 
     pub fn join(&self, channel: &str, info: &ClientInfo) {
@@ -183,7 +184,7 @@ impl Deliveries {
                 let started = Instant::now();
                 metrics::histogram!("wshub_delivery_queue_seconds").record((started - queued).as_secs_f64());
                 let published_at = p.time;
-                self.hub.broadcast_owned(channel, p);
+                self.hub.broadcast_owned(channel, *p);
                 // Observability only: the time to hand one publication to every local
                 // subscriber.
                 let took = started.elapsed();

@@ -79,6 +79,32 @@ pub fn recovered(pubs: Vec<Publication>, format: Format) -> Vec<Publication> {
     out
 }
 
+/// [`recovered`] for a map subscriber: a chain per key (its SDK keeps a delta base per
+/// key), each key's first publication whole.
+pub fn recovered_keyed(pubs: Vec<Publication>, format: Format) -> Vec<Publication> {
+    let mut prev: std::collections::HashMap<String, Bytes> = std::collections::HashMap::new();
+    pubs.into_iter()
+        .map(|p| {
+            let encoded = prev
+                .get(&p.key)
+                .and_then(|prev| patch(prev, &p.data))
+                .and_then(|d| as_delta(&p, &d, format))
+                .or_else(|| whole(&p, format));
+            prev.insert(p.key.clone(), p.data.clone());
+            encoded.unwrap_or(p)
+        })
+        .collect()
+}
+
+/// Map state entries for a delta subscriber on JSON: their data as JSON strings, as every
+/// publication it gets, so that its SDK keeps the exact bytes as each key's delta base.
+pub fn state_for_delta(entries: Vec<Publication>, format: Format) -> Vec<Publication> {
+    match format {
+        Format::Protobuf => entries,
+        Format::Json => entries.into_iter().map(|p| whole(&p, format).unwrap_or(p)).collect(),
+    }
+}
+
 /// Clears what the node keeps inside publications read from history: the "published with
 /// delta" mark, and the publishing time (for the lag metric; Centrifugo does not send it).
 pub fn clear_marks(pubs: &mut [Publication]) {

@@ -43,19 +43,21 @@ pub struct SubscriberOptions {
     pub delta: bool,
     /// Only publications whose tags pass this (validated) filter are delivered.
     pub filter: Option<FilterNode>,
+    /// A map subscriber: in step with every key, so a keyed publication's delta against
+    /// the key's previous data ([`Publication::prev_data`]) always has its base.
+    pub keyed: bool,
 }
 
 struct Extra {
     delta: bool,
+    keyed: bool,
     /// Shared by the channel's subscribers with an identical filter ([`Channel::filters`]),
     /// so that a broadcast evaluates each distinct filter once ([`FilterMemo`]).
     filter: Option<Arc<FilterNode>>,
     /// The offset of the publication whose data the subscriber's SDK holds as its delta
-    /// base; [`NO_BASE`] when none.
-    base: u64,
+    /// base, if any.
+    base: Option<u64>,
 }
-
-const NO_BASE: u64 = 0;
 
 /// Where a subscriber is in the channel's stream. 16 bytes: one per subscription, in a
 /// table sized for all of them (48 bytes a bucket).
@@ -154,9 +156,12 @@ impl Entry {
                         return;
                     }
                 }
-                if x.delta && p.push().r#pub.is_some() {
-                    let has_base = x.base != NO_BASE && x.base.checked_add(1) == Some(p.offset);
-                    x.base = p.offset;
+                if let (true, Some(publication)) = (x.delta, &p.push().r#pub) {
+                    let has_base = match publication.key.is_empty() {
+                        true => x.base.and_then(|b| b.checked_add(1)) == Some(p.offset),
+                        false => x.keyed,
+                    };
+                    x.base = Some(p.offset).filter(|&o| o != 0);
                     p.delta_data(encoding, has_base)
                 } else {
                     p.data(encoding)
@@ -201,13 +206,7 @@ struct Channel {
     filters: HashMap<Arc<FilterNode>, usize>,
 }
 
-/// A gap between history and the buffered publications: the client must resubscribe
-/// (3010 insufficient state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("insufficient state: publication {expected} missing")]
-pub struct Gap {
-    pub expected: u64,
-}
+pub use crate::subscription::recovery::Gap;
 
 /// This node's subscribers.
 pub struct Hub {
@@ -266,8 +265,9 @@ impl Hub {
         let extra = (opts.delta || filter.is_some()).then(|| {
             Box::new(Extra {
                 delta: opts.delta,
+                keyed: opts.keyed,
                 filter,
-                base: NO_BASE,
+                base: None,
             })
         });
         ch.delta_subs += usize::from(opts.delta);
@@ -344,23 +344,16 @@ impl Hub {
             return Ok(());
         };
         if let Some(x) = entry.extra.as_deref_mut() {
-            x.base = delta_base.map_or(NO_BASE, |(o, _)| o);
+            x.base = delta_base.map(|(o, _)| o).filter(|&o| o != 0);
         }
         let buffered = match std::mem::replace(&mut entry.position, Position::Untracked) {
             Position::Recovering(b) => *b,
             _ => Vec::new(),
         };
+        let (to_send, top) = crate::subscription::recovery::merge_buffered(delivered, buffered, |p| p.offset)?;
         let mut memo = FilterMemo::default();
-        let mut top = delivered;
-        for p in buffered {
-            if p.offset == 0 || p.offset <= top {
-                continue;
-            }
-            if p.offset != top + 1 {
-                return Err(Gap { expected: top + 1 });
-            }
+        for p in to_send {
             entry.send(&p, &mut memo);
-            top = p.offset;
         }
         entry.position = Position::Live(top);
         Ok(())
@@ -382,13 +375,18 @@ impl Hub {
         // Set by the publishing node for the lag metric (crate::series::broadcast); clients
         // are not sent it, as in Centrifugo.
         publication.time = 0;
+        let key_base = std::mem::take(&mut publication.prev_data);
         let offset = publication.offset;
         let prepared = if ch.delta_subs > 0 {
             let base = match &ch.prev {
+                // A map key's delta is against that key's previous data.
+                _ if !publication.key.is_empty() => Some(key_base).filter(|b| use_delta && !b.is_empty()),
                 Some((o, data)) if use_delta && o.checked_add(1) == Some(offset) => Some(data.clone()),
                 _ => None,
             };
-            ch.prev = (offset > 0).then(|| (offset, publication.data.clone()));
+            if publication.key.is_empty() {
+                ch.prev = (offset > 0).then(|| (offset, publication.data.clone()));
+            }
             let push = Push {
                 channel: channel.to_string(),
                 r#pub: Some(publication),

@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod series;
 pub mod session;
+pub mod subscription;
 pub mod token;
 pub mod vecmap;
 

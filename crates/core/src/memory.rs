@@ -125,7 +125,7 @@ fn sweep(shard: &mut Streams, now: Instant) -> bool {
     shard.map.len() != before
 }
 
-fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     let n: u32 = rand::random();
     format!("{n:08x}")
 }

@@ -227,6 +227,8 @@ pub struct Node {
     /// Who is in each channel.
     pub presence: Arc<dyn PresenceManager>,
     pub hub: Arc<Hub>,
+    /// Map channels' keyed state and change streams.
+    pub map_broker: Arc<dyn crate::subscription::map::broker::MapBroker>,
     /// The broker's events on their way to `hub`.
     pub deliveries: Arc<Deliveries>,
     clients: Mutex<Registry>,
@@ -267,6 +269,8 @@ impl Node {
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
         broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
+        let map_broker = Arc::new(crate::subscription::map::broker::MemoryMapBroker::default());
+        crate::subscription::map::broker::MapBroker::set_handler(&*map_broker, Arc::new(HubBroker(deliveries.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
         presence.set_node_uid(&uid);
         Ok(Arc::new(Node {
@@ -275,6 +279,7 @@ impl Node {
             broker,
             presence,
             hub,
+            map_broker,
             deliveries,
             clients: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),

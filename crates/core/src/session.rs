@@ -180,6 +180,8 @@ pub struct Session {
     user: String,
     conn_info: Bytes,
     subs: VecMap<Sub>,
+    /// Map subscribes still paging towards live.
+    map_pending: VecMap<map::MapPending>,
     /// Stale, ping, pong and token expiry deadlines.
     timers: timers::Timers,
     /// Token expiry (Unix seconds); its close (or refresh) moment is [`Timer::Expiry`].
@@ -209,6 +211,7 @@ impl Session {
             user: String::new(),
             conn_info: Bytes::new(),
             subs: VecMap::new(),
+            map_pending: VecMap::new(),
             timers: {
                 let mut t = timers::Timers::default();
                 t.set(Timer::Stale, now.mono + stale);
@@ -272,18 +275,18 @@ impl Session {
     }
 }
 
-/// An upper bound of the encoded size of publications in a reply.
-fn publications_bound(pubs: &[Publication]) -> usize {
-    pubs.iter().map(|p| crate::node::publication_size_bound("", p)).sum()
-}
+use crate::subscription::stream::publications_bound;
 
 mod commands;
 mod connect;
 mod dispatch;
+mod map;
 mod proxied;
 mod subscribe;
 mod timers;
 
+#[cfg(test)]
+mod map_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -191,6 +191,24 @@ pub struct Publication {
     #[prost(string, tag = "10")]
     #[serde(default, skip_serializing_if = "z")]
     pub channel: String,
+    /// A map entry's key (map subscriptions).
+    #[prost(string, tag = "11")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub key: String,
+    /// The map entry `key` was removed.
+    #[prost(bool, tag = "12")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub removed: bool,
+    /// The stream's epoch, on the publication at offset 1 (a client that has none adopts
+    /// it; a different one means its position is gone).
+    #[prost(string, tag = "14")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub epoch: String,
+    /// Between nodes only: the map key's previous data, the base of its Fossil delta
+    /// (the hub takes it out before anything reaches a client).
+    #[prost(bytes = "bytes", tag = "15")]
+    #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
+    pub prev_data: Bytes,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
@@ -426,10 +444,26 @@ pub struct SubscribeRequest {
     #[serde(default, skip_serializing_if = "z")]
     pub flag: i64,
     /// The subscription's kind: 0 a stream; 1-3 map subscriptions, 4 shared poll
-    /// (Centrifugo 6.8; wshub serves streams only and refuses the others with 103).
+    /// (Centrifugo 6.8).
     #[prost(int32, tag = "15")]
     #[serde(default, rename = "type", skip_serializing_if = "z")]
     pub r#type: i32,
+    /// A map subscribe's phase: 0 live, 1 stream, 2 state.
+    #[prost(int32, tag = "16")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub phase: i32,
+    /// The next state page (from the previous reply).
+    #[prost(string, tag = "17")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub cursor: String,
+    /// Page size asked for (clamped by the namespace).
+    #[prost(int32, tag = "18")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub limit: i32,
+    /// Ordered maps only (none in Centrifugo): ignored.
+    #[prost(bool, tag = "19")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub asc: bool,
 }
 
 /// A publication tags filter (`FilterNode` of client.proto): a leaf comparison on one tag,
@@ -492,6 +526,22 @@ pub struct SubscribeResult {
     #[prost(bool, tag = "13")]
     #[serde(default, skip_serializing_if = "z")]
     pub delta: bool,
+    /// The subscription's kind, echoed (1 for every map kind).
+    #[prost(int32, tag = "15")]
+    #[serde(default, rename = "type", skip_serializing_if = "z")]
+    pub r#type: i32,
+    /// The phase of this reply: 2 more state, 1 more stream, 0 live.
+    #[prost(int32, tag = "16")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub phase: i32,
+    /// The next state page; empty on the last.
+    #[prost(string, tag = "17")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub cursor: String,
+    /// Map state entries (`publications` carries the stream).
+    #[prost(message, repeated, tag = "18")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<Publication>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
@@ -532,6 +582,16 @@ pub struct PublishRequest {
     #[prost(bytes = "bytes", tag = "2")]
     #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
     pub data: Bytes,
+    /// 1: a map write of `key` (or its removal).
+    #[prost(int32, tag = "3")]
+    #[serde(default, rename = "type", skip_serializing_if = "z")]
+    pub r#type: i32,
+    #[prost(string, tag = "4")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub key: String,
+    #[prost(bool, tag = "5")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub removed: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]

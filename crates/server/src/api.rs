@@ -22,6 +22,8 @@ use wshub_core::engine::{HistoryQuery, StreamPosition};
 use wshub_core::node::ApiError;
 
 use crate::cluster::Cluster;
+
+pub mod map;
 use wshub_protocol::codes::error as ec;
 use wshub_protocol::{ClientInfo, Publication};
 
@@ -283,6 +285,8 @@ pub enum ApiRequest {
     Info,
     Batch(BatchParams),
     Rpc(RpcParams),
+    /// `map_*` ([`map`]).
+    Map(map::MapRequest),
 }
 
 impl ApiRequest {
@@ -291,10 +295,12 @@ impl ApiRequest {
     pub fn publishes(&self) -> bool {
         match self {
             ApiRequest::Publish(_) | ApiRequest::Broadcast(_) => true,
-            ApiRequest::Batch(b) => b
-                .commands
-                .iter()
-                .any(|c| c.keys().next().is_some_and(|m| m == "publish" || m == "broadcast")),
+            ApiRequest::Map(m) => m.publishes(),
+            ApiRequest::Batch(b) => b.commands.iter().any(|c| {
+                c.keys()
+                    .next()
+                    .is_some_and(|m| ["publish", "broadcast", "map_publish", "map_remove"].contains(&m.as_str()))
+            }),
             _ => false,
         }
     }
@@ -320,9 +326,9 @@ pub const METHODS: &[&str] = &[
     "batch",
 ];
 
-/// Whether `method` is one of [`METHODS`].
+/// Whether `method` is one of [`METHODS`] or [`map::METHODS`].
 pub fn is_method(method: &str) -> bool {
-    METHODS.contains(&method)
+    METHODS.contains(&method) || map::METHODS.contains(&method)
 }
 
 /// Parses the body of `POST /api/<method>`. An empty (or blank) body means `{}`.
@@ -348,10 +354,13 @@ pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestErr
         "batch" => ApiRequest::Batch(params(body)?),
         // Through the RPC proxy (108 without one, as Centrifugo answers).
         "rpc" => ApiRequest::Rpc(params(body)?),
-        _ => {
-            check_json(body)?;
-            return Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found").into());
-        }
+        _ => match map::parse(method, body) {
+            Some(r) => ApiRequest::Map(r?),
+            None => {
+                check_json(body)?;
+                return Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found").into());
+            }
+        },
     })
 }
 
@@ -519,6 +528,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 .collect();
             Ok(json!({ "nodes": nodes }))
         }
+        ApiRequest::Map(m) => map::call(node, m).await,
         ApiRequest::Batch(_) => Err(ApiError::bad_request("nested batch")),
     }
 }

@@ -39,4 +39,20 @@ pub fn start(node: &Arc<Node>) {
             }
         });
     }
+    // Map keys past their TTL leave, and their subscribers are told (with the delivery
+    // tasks, once per node).
+    let maps = Arc::downgrade(&node.map_broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAP_EXPIRY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(m) = maps.upgrade() else { return };
+            m.expire().await;
+        }
+    });
 }
+
+/// How often map keys past their TTL are looked for (Centrifugo's
+/// `map_broker.redis.cleanup_interval` default).
+const MAP_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

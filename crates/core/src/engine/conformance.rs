@@ -206,7 +206,7 @@ macro_rules! engine_conformance {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Event {
-    Publication(Publication),
+    Publication(Box<Publication>),
     Join(ClientInfo),
     Leave(ClientInfo),
     Reset,
@@ -229,7 +229,7 @@ impl Recorder {
 
 impl BrokerHandler for Recorder {
     fn handle_publication(&self, channel: &str, publication: &Publication) {
-        self.push(channel, Event::Publication(publication.clone()));
+        self.push(channel, Event::Publication(Box::new(publication.clone())));
     }
     fn handle_join(&self, channel: &str, info: &ClientInfo) {
         self.push(channel, Event::Join(info.clone()));
@@ -278,7 +278,7 @@ impl<E: Broker + NodeControl> Node<E> {
         self.events(channel)
             .into_iter()
             .filter_map(|e| match e {
-                Event::Publication(p) => Some(p),
+                Event::Publication(p) => Some(*p),
                 _ => None,
             })
             .collect()
@@ -805,9 +805,9 @@ pub async fn join_and_leave_reach_subscribers_in_stream_order<F: BrokerFactory>(
     first.engine.publish_leave("room", client("c1", "u1")).await.unwrap();
     last.engine.publish_join("room", client("c2", "u2")).await.unwrap();
     let want = [
-        Event::Publication(at(1, "1")),
+        Event::Publication(Box::new(at(1, "1"))),
         Event::Join(client("c1", "u1")),
-        Event::Publication(at(0, "2")),
+        Event::Publication(Box::new(at(0, "2"))),
         Event::Leave(client("c1", "u1")),
         Event::Join(client("c2", "u2")),
     ];

@@ -191,7 +191,11 @@ fn doc(offset: u64, delta: bool, tag: &str) -> Publication {
 }
 
 fn delta_opts(filter: Option<FilterNode>) -> SubscriberOptions {
-    SubscriberOptions { delta: true, filter }
+    SubscriberOptions {
+        delta: true,
+        filter,
+        keyed: false,
+    }
 }
 
 #[test]

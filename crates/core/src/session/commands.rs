@@ -5,6 +5,9 @@ use super::*;
 
 impl Session {
     pub(super) async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, Fail> {
+        if req.r#type != 0 {
+            return self.map_publish(req).await;
+        }
         let opts = self.node.options(&req.channel)?;
         // Before the proxy and the permissions, as Centrifugo.
         if let Err(why) = channel::check_data(opts.channel_config(), &opts, &req.data) {

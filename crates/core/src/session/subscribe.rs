@@ -2,35 +2,99 @@
 //! history, unsubscribe and release, subscription token refresh.
 
 use super::*;
-use crate::engine::EngineError;
+use crate::subscription::{stream, SubscriptionType};
+
+/// What an authorized subscribe was granted.
+pub(super) struct Granted {
+    /// The namespace's options, with a token's or proxy's override applied.
+    pub(super) opts: ChannelOptions,
+    pub(super) chan_info: Bytes,
+    /// The token's or proxy's `data`, for the reply.
+    pub(super) proxy_data: Bytes,
+    /// Unix seconds.
+    pub(super) expires: Option<u64>,
+    pub(super) server_refresh: bool,
+}
 
 impl Session {
     pub(super) async fn subscribe(&mut self, req: SubscribeRequest, now: Now, budget: usize) -> Result<SubscribeResult, Fail> {
-        let mut opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
+        let opts = self.node.options(&req.channel)?;
         if self.subs.contains_key(&req.channel) {
             return Err(err(ec::ALREADY_SUBSCRIBED, "already subscribed"));
         }
-        if req.r#type != 0 {
-            // Map and shared-poll subscriptions need a namespace of that type, and wshub has
-            // none yet: Centrifugo's answer to a type the namespace does not have is 103 (a
-            // silent stream instead would look subscribed and receive nothing it expects).
+        // Centrifugo's answer to a type the namespace does not serve is 103: a silent stream
+        // instead would look subscribed and receive nothing it expects.
+        if SubscriptionType::from_wire(req.r#type) != Some(opts.subscription_type) {
+            tracing::debug!(channel = %req.channel, r#type = req.r#type, "subscription type not allowed for namespace");
             return Err(err(ec::PERMISSION_DENIED, "permission denied"));
         }
-        if let Some(tf) = &req.tf {
-            // Centrifugo answers both a filter the namespace does not allow and a malformed
-            // one with 107.
-            if !opts.allow_tags_filter {
-                return Err(err(ec::BAD_REQUEST, "bad request: tags filter not allowed"));
-            }
-            if let Err(e) = crate::filter::validate(tf) {
-                tracing::debug!(channel = %req.channel, error = %e, "invalid tags filter");
-                return Err(err(ec::BAD_REQUEST, "bad request: invalid tags filter"));
-            }
+        match opts.subscription_type {
+            SubscriptionType::Stream => {}
+            t if t.is_map() => return self.map_subscribe(req, now).await,
+            // Shared poll is not served yet (#29): refused as a mismatch would be.
+            _ => return Err(err(ec::PERMISSION_DENIED, "permission denied")),
         }
+        drop(opts);
+        self.check_filter(&req)?;
         if !req.delta.is_empty() && req.delta != crate::delta::FOSSIL {
             // As Centrifugo: an unknown delta type is a bad request that closes (3501).
             return Err(Fail::Disconnect(BAD_REQUEST));
         }
+        let Granted {
+            opts,
+            chan_info,
+            proxy_data,
+            expires,
+            server_refresh,
+        } = self.authorize(&req, now).await?;
+        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
+        let since = (recoverable && req.recover).then(|| StreamPosition {
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+        });
+        let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
+        let expires_mono = self.sub_deadline(expires, server_refresh, now);
+        let params = SubParams {
+            recoverable,
+            since,
+            join_leave,
+            chan_info,
+            expires: expires_mono,
+            strict_recovery: req.flag & 2 != 0,
+            reply_budget: Some(budget),
+            delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
+            filter: req.tf,
+        };
+        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
+        r.data = proxy_data;
+        if let Some(s) = self.subs.get_mut(&req.channel) {
+            s.server_refresh = server_refresh;
+        }
+        if let (Some(e), false) = (expires, server_refresh) {
+            r.expires = true;
+            r.ttl = crate::deadline::ttl(e, now.unix);
+        }
+        Ok(r)
+    }
+
+    /// A tags filter where the namespace allows one: Centrifugo answers both a filter the
+    /// namespace does not allow and a malformed one with 107.
+    pub(super) fn check_filter(&self, req: &SubscribeRequest) -> Result<(), Fail> {
+        let Some(tf) = &req.tf else { return Ok(()) };
+        if !self.node.options(&req.channel)?.allow_tags_filter {
+            return Err(err(ec::BAD_REQUEST, "bad request: tags filter not allowed"));
+        }
+        if let Err(e) = crate::filter::validate(tf) {
+            tracing::debug!(channel = %req.channel, error = %e, "invalid tags filter");
+            return Err(err(ec::BAD_REQUEST, "bad request: invalid tags filter"));
+        }
+        Ok(())
+    }
+
+    /// Whether this client may subscribe to the channel: a subscription token, the
+    /// subscribe proxy, or the namespace's permissions. What it grants comes back.
+    pub(super) async fn authorize(&mut self, req: &SubscribeRequest, now: Now) -> Result<Granted, Fail> {
+        let mut opts = ChannelOptions::clone(&*self.node.options(&req.channel)?);
         let mut chan_info = Bytes::new();
         let mut expires = None;
         let mut proxy_data = Bytes::new();
@@ -57,7 +121,7 @@ impl Session {
             proxy_data = claims.data;
             expires = claims.expire_at;
         } else if let (Some(ep), false) = (subscribe_proxy, user_limited) {
-            let p = self.subscribe_via_proxy(&ep, &req).await?;
+            let p = self.subscribe_via_proxy(&ep, req).await?;
             if let Some(o) = &p.override_ {
                 opts = o.apply(&opts);
             }
@@ -77,56 +141,29 @@ impl Session {
                 return Err(err(ec::PERMISSION_DENIED, "permission denied"));
             }
         }
-        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
-        let since = (recoverable && req.recover).then(|| StreamPosition {
-            offset: req.offset,
-            epoch: req.epoch.clone(),
-        });
-        let join_leave = opts.join_leave && (req.join_leave || opts.force_push_join_leave);
-        // A client-side subscription outlives its token by `client.expired_sub_close_delay`
-        // (time to send `sub_refresh`); the sub refresh proxy is asked at the expiry itself.
+        Ok(Granted {
+            opts,
+            chan_info,
+            proxy_data,
+            expires,
+            server_refresh,
+        })
+    }
+
+    /// When a subscription granted until Unix time `expires` closes (monotonic): a
+    /// client-side subscription outlives its token by `client.expired_sub_close_delay`
+    /// (time to send `sub_refresh`); the sub refresh proxy is asked at the expiry itself.
+    pub(super) fn sub_deadline(&self, expires: Option<u64>, server_refresh: bool, now: Now) -> Option<Instant> {
         let grace = match server_refresh {
             true => Duration::ZERO,
             false => self.node.config.session.expired_sub_close_delay,
         };
-        let expires_mono = expires.map(|e| mono_at(now, e) + grace);
-        let params = SubParams {
-            recoverable,
-            since,
-            join_leave,
-            chan_info,
-            expires: expires_mono,
-            strict_recovery: req.flag & 2 != 0,
-            reply_budget: Some(budget),
-            delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
-            filter: req.tf,
-        };
-        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
-        r.data = proxy_data;
-        if let Some(s) = self.subs.get_mut(&req.channel) {
-            s.server_refresh = server_refresh;
-        }
-        if let (Some(e), false) = (expires, server_refresh) {
-            r.expires = true;
-            r.ttl = crate::deadline::ttl(e, now.unix);
-        }
-        Ok(r)
+        expires.map(|e| mono_at(now, e) + grace)
     }
 
     /// Subscribes with the recovery scheme of PROTOCOL.md: the hub buffers live
     /// publications while history is read, then merges by offset.
     pub(super) async fn do_subscribe(&mut self, ch: &str, opts: &ChannelOptions, p: SubParams) -> Result<SubscribeResult, Fail> {
-        let SubParams {
-            recoverable: positioned,
-            since,
-            join_leave,
-            chan_info,
-            expires,
-            strict_recovery,
-            reply_budget,
-            delta,
-            filter,
-        } = p;
         // Every way in (client subscribe, token channels, server API) counts against
         // `client.channel_limit` here.
         if self.subs.len() >= self.node.config.session.channel_limit {
@@ -135,10 +172,11 @@ impl Session {
         let node = self.node.clone();
         let conn_id = self.handle.id();
         let sub_opts = crate::hub::SubscriberOptions {
-            delta,
-            filter: filter.clone(),
+            delta: p.delta,
+            filter: p.filter.clone(),
+            keyed: false,
         };
-        node.hub.add_with(ch, self.handle.clone(), join_leave, positioned, sub_opts);
+        node.hub.add_with(ch, self.handle.clone(), p.join_leave, p.recoverable, sub_opts);
         // Asked by every subscriber, not only the channel's first on this node: a second
         // one must not be answered while the first's subscription is still being set up,
         // or fails.
@@ -151,97 +189,13 @@ impl Session {
             return Err(ApiError::from(e).into());
         }
         let mut result = SubscribeResult {
-            delta,
+            delta: p.delta,
             ..Default::default()
         };
-        if positioned {
-            result.recoverable = true;
-            result.positioned = true;
-            // One more than the cap: more than the cap missed means not recovered.
-            let cap = node.config.session.recovery_max_publication_limit;
-            let query = HistoryQuery {
-                since: since.clone(),
-                limit: match (&since, cap) {
-                    (None, _) => 0,
-                    (Some(_), 0) => -1,
-                    (Some(_), cap) => i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1),
-                },
-                reverse: false,
-                meta_ttl: node.history_meta_ttl(opts),
-            };
-            let history = node.broker.history(ch, query).await;
-            let (publications, top) = match (history, &since) {
-                (Ok(h), Some(s)) => {
-                    result.was_recovering = true;
-                    // Recovered: every offset from s.offset+1 to the top is in history.
-                    let first_ok = h
-                        .publications
-                        .first()
-                        .map_or(h.position.offset == s.offset, |p| p.offset == s.offset + 1);
-                    let contiguous = h.publications.windows(2).all(|w| w[1].offset == w[0].offset + 1);
-                    let last_ok = h.publications.last().is_none_or(|p| p.offset == h.position.offset);
-                    let within_cap = cap == 0 || h.publications.len() <= cap;
-                    let fits = reply_budget.is_none_or(|b| publications_bound(&h.publications) <= b);
-                    let recovered = first_ok && contiguous && last_ok && within_cap && fits;
-                    result.recovered = recovered;
-                    result.epoch = h.position.epoch.clone();
-                    if recovered {
-                        result.offset = s.offset;
-                        (h.publications, h.position)
-                    } else {
-                        result.offset = h.position.offset;
-                        (Vec::new(), h.position)
-                    }
-                }
-                (Ok(h), None) => {
-                    result.epoch = h.position.epoch.clone();
-                    result.offset = h.position.offset;
-                    (Vec::new(), h.position)
-                }
-                (Err(EngineError::UnrecoverablePosition), Some(_)) => {
-                    result.was_recovering = true;
-                    let top = match node.broker.history(ch, HistoryQuery::default()).await {
-                        Ok(h) => h.position,
-                        Err(e) => {
-                            // Out of the hub too: a subscriber left recovering would buffer
-                            // every publication for as long as the node runs.
-                            self.release(ch, opts, false).await;
-                            return Err(ApiError::from(e).into());
-                        }
-                    };
-                    result.epoch = top.epoch.clone();
-                    result.offset = top.offset;
-                    (Vec::new(), top)
-                }
-                (Err(e), _) => {
-                    self.release(ch, opts, false).await;
-                    return Err(ApiError::from(e).into());
-                }
-            };
-            if result.was_recovering {
-                crate::series::recover(result.recovered, publications.len());
-            }
-            if result.was_recovering && !result.recovered && strict_recovery {
-                self.release(ch, opts, false).await;
-                return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
-            }
-            let mut publications = publications;
-            crate::delta::clear_marks(&mut publications);
-            if let Some(f) = &filter {
-                // The stream position still covers them: the client just never sees them.
-                publications.retain(|p| crate::filter::matches(f, &p.tags));
-            }
-            let delta_base = publications.last().map(|p| (p.offset, p.data.clone())).filter(|_| delta);
-            if delta {
-                publications = crate::delta::recovered(publications, self.format);
-            }
-            result.publications = publications;
-            if let Err(gap) = node.hub.finish_recovery_with_base(ch, conn_id, top.offset, delta_base) {
-                tracing::debug!(channel = %ch, %gap, "recovery gap");
-                self.release(ch, opts, false).await;
-                return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
-            }
+        if p.recoverable {
+            self.stream_catch_up(ch, opts, &p, &mut result).await?;
         }
+        let SubParams { chan_info, expires, .. } = p;
         let info = self.client_info(chan_info.clone());
         if opts.presence {
             if let Err(e) = node.presence.add_presence(ch, &self.client, info.clone()).await {
@@ -264,6 +218,46 @@ impl Session {
             },
         );
         Ok(result)
+    }
+
+    /// A positioned subscriber's stream position and recovery, then its switch to live in
+    /// the hub. On failure it has left the hub (a subscriber left recovering would buffer
+    /// every publication for as long as the node runs).
+    async fn stream_catch_up(&mut self, ch: &str, opts: &ChannelOptions, p: &SubParams, result: &mut SubscribeResult) -> Result<(), Fail> {
+        let node = self.node.clone();
+        let limits = stream::Limits {
+            max_publications: node.config.session.recovery_max_publication_limit,
+            reply_budget: p.reply_budget,
+            meta_ttl: node.history_meta_ttl(opts),
+        };
+        let c = match stream::catch_up(&*node.broker, ch, p.since.clone(), limits).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.release(ch, opts, false).await;
+                return Err(ApiError::from(e).into());
+            }
+        };
+        if c.was_recovering {
+            crate::series::recover(c.recovered, c.publications.len());
+            if !c.recovered && p.strict_recovery {
+                self.release(ch, opts, false).await;
+                return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
+            }
+        }
+        let (publications, delta_base) = stream::for_subscriber(c.publications, p.filter.as_ref(), result.delta, self.format);
+        result.recoverable = true;
+        result.positioned = true;
+        result.was_recovering = c.was_recovering;
+        result.recovered = c.recovered;
+        result.epoch = c.epoch;
+        result.offset = c.offset;
+        result.publications = publications;
+        if let Err(gap) = node.hub.finish_recovery_with_base(ch, self.handle.id(), c.top, delta_base) {
+            tracing::debug!(channel = %ch, %gap, "recovery gap");
+            self.release(ch, opts, false).await;
+            return Err(Fail::Disconnect(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state")));
+        }
+        Ok(())
     }
 
     /// Leaves a channel's hub entry, presence and, when `leave`, pushes a leave.
@@ -289,6 +283,7 @@ impl Session {
     }
 
     pub(super) async fn unsubscribe(&mut self, ch: &str) {
+        self.map_pending.remove(ch);
         if !self.subs.contains_key(ch) {
             return;
         }

@@ -1152,3 +1152,40 @@ proptest::proptest! {
         }
     }
 }
+
+/// The subscribe `type` must be the namespace's `subscription_type` (Centrifugo's
+/// `isSubscriptionTypeAllowed`): a map subscribe to a stream namespace and a stream
+/// subscribe to a shared-poll one are both 103.
+#[test]
+fn subscribe_type_must_match_the_namespace() {
+    let node = node_with(|c| {
+        c.channel.namespaces.push(Namespace {
+            name: "poll".into(),
+            options: ChannelOptions {
+                allow_subscribe_for_client: true,
+                subscription_type: crate::subscription::SubscriptionType::SharedPoll,
+                ..Default::default()
+            },
+        })
+    });
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let code = |c: &mut Client, cmd: &str| c.send(cmd).0[0]["error"]["code"].as_u64();
+    for (i, cmd) in [
+        r#"{"channel":"chat:1","type":1}"#,
+        r#"{"channel":"chat:1","type":4}"#,
+        r#"{"channel":"chat:1","type":99}"#,
+        r#"{"channel":"poll:1"}"#,
+        r#"{"channel":"poll:1","type":1}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            code(&mut c, &format!(r#"{{"id":{},"subscribe":{cmd}}}"#, i + 2)),
+            Some(103),
+            "{cmd}"
+        );
+    }
+    assert_eq!(code(&mut c, r#"{"id":9,"subscribe":{"channel":"chat:1","type":0}}"#), None);
+}

@@ -180,7 +180,13 @@ prop_compose! {
         match which {
             0 => c.connect = Some(ConnectRequest { token, data, name: channel, ..Default::default() }),
             1 => c.subscribe = Some(SubscribeRequest { channel, token, recover: offset % 2 == 0, offset, epoch, flag, ..Default::default() }),
-            2 => c.publish = Some(PublishRequest { channel, data }),
+            2 => {
+                c.publish = Some(PublishRequest {
+                    channel,
+                    data,
+                    ..Default::default()
+                })
+            }
             3 => c.history = Some(HistoryRequest { channel, limit, since: Some(StreamPosition { offset, epoch }), reverse: true }),
             4 => c.rpc = Some(RpcRequest { data, method: token }),
             _ => {}
@@ -247,4 +253,53 @@ proptest! {
         let _ = decode_commands(format, Bytes::from(frame.clone()));
         let _ = decode_replies(format, Bytes::from(frame));
     }
+}
+
+/// Map subscriptions' fields (client.proto: SubscribeRequest 15-19, SubscribeResult 15-18,
+/// Publication 11, 12, 14, PublishRequest 3-5), by name in JSON and by number in Protobuf.
+#[test]
+fn golden_map_fields() {
+    let frame = Bytes::from_static(
+        br#"{"id":2,"subscribe":{"channel":"m:1","type":1,"phase":2,"cursor":"k","limit":5,"asc":true}}
+{"id":3,"publish":{"channel":"m:1","type":1,"key":"a","removed":true}}"#,
+    );
+    let cmds = decode_commands(Format::Json, frame).unwrap();
+    let s = cmds[0].subscribe.as_ref().unwrap();
+    assert_eq!((s.r#type, s.phase, s.cursor.as_str(), s.limit, s.asc), (1, 2, "k", 5, true));
+    let p = cmds[1].publish.as_ref().unwrap();
+    assert_eq!((p.r#type, p.key.as_str(), p.removed), (1, "a", true));
+    let result = SubscribeResult {
+        r#type: 1,
+        phase: 2,
+        cursor: "k".into(),
+        state: vec![Publication {
+            key: "a".into(),
+            removed: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&result).unwrap();
+    assert_eq!(json, r#"{"type":1,"phase":2,"cursor":"k","state":[{"key":"a","removed":true}]}"#);
+    let pb = prost::Message::encode_to_vec(&result);
+    assert_eq!(
+        pb,
+        [0x78, 1, 0x80, 0x01, 2, 0x8a, 0x01, 1, b'k', 0x92, 0x01, 5, 0x5a, 1, b'a', 0x60, 1]
+    );
+    let epoch = Publication {
+        offset: 1,
+        epoch: "e".into(),
+        ..Default::default()
+    };
+    assert_eq!(prost::Message::encode_to_vec(&epoch), [0x30, 1, 0x72, 1, b'e']);
+    let req = SubscribeRequest {
+        phase: 1,
+        cursor: "c".into(),
+        limit: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        prost::Message::encode_to_vec(&req),
+        [0x80, 0x01, 1, 0x8a, 0x01, 1, b'c', 0x90, 0x01, 3]
+    );
 }

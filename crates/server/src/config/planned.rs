@@ -54,16 +54,18 @@ const TRANSFORMS: &str = "connect error transforms for unidirectional transports
 /// The most specific entry covering a key wins (`grpc_api.enabled` before `grpc_api.*`).
 pub const PLANNED: &[Planned] = &[
     // Map subscriptions.
-    warn("map_broker.*", 28, "map subscriptions"),
-    warn("channel.proxy.map_publish.*", 28, "map subscriptions"),
-    warn("channel.proxy.map_remove.*", 28, "map subscriptions"),
-    // A warning, not a stop: a map or shared-poll subscribe is answered 103 (the client is
-    // told), and the deployment's stream channels keep working, as the SDKs' own suites,
-    // whose configuration declares map namespaces beside stream ones, show.
-    warn("namespace.subscription_type", 28, "map subscriptions and shared poll (#29)"),
-    warn("namespace.map.*", 28, "map subscriptions"),
-    warn("namespace.map_clients_presence_channel_prefix", 28, "map subscriptions"),
-    warn("namespace.map_users_presence_channel_prefix", 28, "map subscriptions"),
+    // Maps are kept in memory only: on several nodes each would have its own.
+    stop("map_broker.type", 28, "a shared map broker (maps are kept in this node's memory)"),
+    warn("map_broker.*", 28, "a shared map broker"),
+    warn("channel.proxy.map_publish.*", 28, "the map publish and remove proxies"),
+    warn("channel.proxy.map_remove.*", 28, "the map publish and remove proxies"),
+    // Ignored, a client's map writes would be judged by the permissions, not the backend.
+    stop("namespace.map.publish_proxy_enabled", 28, "the map publish and remove proxies"),
+    stop("namespace.map.remove_proxy_enabled", 28, "the map publish and remove proxies"),
+    warn("namespace.map.publish_proxy_name", 28, "the map publish and remove proxies"),
+    warn("namespace.map.remove_proxy_name", 28, "the map publish and remove proxies"),
+    warn("namespace.map_clients_presence_channel_prefix", 28, "map presence channels"),
+    warn("namespace.map_users_presence_channel_prefix", 28, "map presence channels"),
     // Shared poll.
     warn("shared_poll.*", 29, "shared poll"),
     warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
