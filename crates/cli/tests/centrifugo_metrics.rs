@@ -314,7 +314,7 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         assert!(has_family(&body, name), "{name} missing from /metrics:\n{body}");
     }
     let publish_proxy: &[&str] = &["protocol=\"http\"", "type=\"publish\"", "name=\"default\""];
-    let checks: [(&str, &[&str], f64); 27] = [
+    let checks: [(&str, &[&str], f64); 29] = [
         ("centrifugo_node_client_connection_limit", &[], 1.0),
         ("centrifugo_client_num_server_unsubscribes", &["code=\"2000\""], 1.0),
         ("centrifugo_client_subscriptions_accepted", &[], 1.0),
@@ -360,6 +360,8 @@ async fn after_traffic_every_dashboard_series_is_exported_with_what_happened() {
         ("centrifugo_node_action_count", &["action=\"remove_client\""], 1.0),
         ("centrifugo_node_action_count", &["action=\"add_subscription\""], 1.0),
         ("centrifugo_node_action_count", &["action=\"remove_subscription\""], 1.0),
+        ("centrifugo_node_action_count", &["action=\"broker_subscribe\""], 1.0),
+        ("centrifugo_node_action_count", &["action=\"broker_unsubscribe\""], 1.0),
         ("centrifugo_node_broadcast_duration_seconds_count", &["type=\"publication\""], 1.0),
         ("centrifugo_node_pub_sub_lag_seconds_count", &[], 1.0),
         ("centrifugo_node_survey_duration_seconds_histogram_count", &["op=\"channels\""], 1.0),

@@ -180,10 +180,12 @@ impl Session {
         // Asked by every subscriber, not only the channel's first on this node: a second
         // one must not be answered while the first's subscription is still being set up,
         // or fails.
+        crate::series::action(crate::series::Action::BrokerSubscribe);
         if let Err(e) = node.broker.subscribe(ch).await {
             // The last one out tells the broker: a subscription kept for a reconnect would
             // otherwise outlive every subscriber.
             if node.hub.remove(ch, conn_id) {
+                crate::series::action(crate::series::Action::BrokerUnsubscribe);
                 let _ = node.broker.unsubscribe(ch).await;
             }
             return Err(ApiError::from(e).into());
@@ -198,6 +200,7 @@ impl Session {
         let SubParams { chan_info, expires, .. } = p;
         let info = self.client_info(chan_info.clone());
         if opts.presence {
+            crate::series::action(crate::series::Action::AddPresence);
             if let Err(e) = node.presence.add_presence(ch, &self.client, info.clone()).await {
                 tracing::warn!(channel = %ch, error = %e, "presence not added");
             }
@@ -269,10 +272,12 @@ impl Session {
             .map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
         let chan_info = sub.map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
+            crate::series::action(crate::series::Action::BrokerUnsubscribe);
             let _ = node.broker.unsubscribe(ch).await;
         }
         if leave {
             if presence {
+                crate::series::action(crate::series::Action::RemovePresence);
                 let _ = node.presence.remove_presence(ch, &self.client).await;
             }
             if join_leave {

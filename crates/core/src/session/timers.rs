@@ -175,6 +175,7 @@ impl Session {
         for (ch, sub) in &self.subs {
             if sub.presence {
                 let info = self.client_info(sub.chan_info.clone());
+                crate::series::action(crate::series::Action::AddPresence);
                 if let Err(e) = node.presence.add_presence(ch, &self.client, info).await {
                     tracing::debug!(channel = %ch, error = %e, "presence not refreshed");
                 }
