@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod delta;
 pub mod duration;
 pub mod engine;
+pub mod error;
 pub mod filter;
 pub mod hub;
 pub mod jwks;

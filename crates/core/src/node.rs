@@ -24,37 +24,22 @@ use crate::hub::Hub;
 use crate::ratelimit::ClusterLimiter;
 use crate::token::Verifier;
 
-/// An error of the server API (or of a client command), as a reply code and message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    pub code: u32,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: u32, message: &str) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: &str) -> Self {
-        Self::new(code::BAD_REQUEST, message)
-    }
-}
+pub use crate::error::ApiError;
 
 impl From<ChannelError> for ApiError {
     fn from(e: ChannelError) -> Self {
-        ApiError::new(e.code(), &e.to_string())
+        match e {
+            ChannelError::BadName => ApiError::BadRequest(e.to_string()),
+            ChannelError::UnknownNamespace => ApiError::UnknownChannel(e.to_string()),
+        }
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::UnrecoverablePosition => ApiError::new(code::UNRECOVERABLE_POSITION, "unrecoverable position"),
-            EngineError::Internal(m) => ApiError::new(code::INTERNAL, &m),
+            EngineError::UnrecoverablePosition => ApiError::UnrecoverablePosition,
+            EngineError::Internal(m) => ApiError::Internal(m),
         }
     }
 }
@@ -364,20 +349,17 @@ impl Node {
     pub async fn api_rpc(&self, method: &str, data: Bytes) -> Result<Bytes, ApiError> {
         use crate::proxy::{call, put_data, raw_or_b64, Answer, Caller, RpcResultBody};
         if !self.proxies.has_rpc() {
-            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+            return Err(ApiError::not_available());
         }
         let ep = self.proxies.for_rpc(method).map_err(|c| {
-            ApiError::new(
-                c,
-                if c == code::METHOD_NOT_FOUND {
-                    "method not found"
-                } else {
-                    "not available"
-                },
-            )
+            if c == code::METHOD_NOT_FOUND {
+                ApiError::MethodNotFound
+            } else {
+                ApiError::not_available()
+            }
         })?;
         let Some(t) = self.proxy_transport() else {
-            return Err(ApiError::new(code::INTERNAL, "internal error"));
+            return Err(ApiError::internal());
         };
         let caller = Caller {
             client: "",
@@ -395,14 +377,11 @@ impl Node {
                 let r = r.unwrap_or_default();
                 raw_or_b64(&r.data, &r.b64data)
                     .map(Option::unwrap_or_default)
-                    .map_err(|_| ApiError::new(code::INTERNAL, "internal error"))
+                    .map_err(|_| ApiError::internal())
             }
-            Ok(Answer::Error(e)) => Err(ApiError::new(e.code, &e.message)),
-            Ok(Answer::Disconnect(d)) => Err(ApiError::new(
-                code::INTERNAL,
-                &format!("backend disconnect {}: {}", d.code, d.reason),
-            )),
-            Err(_) => Err(ApiError::new(code::INTERNAL, "internal error")),
+            Ok(Answer::Error(e)) => Err(ApiError::backend(e.code, &e.message)),
+            Ok(Answer::Disconnect(d)) => Err(ApiError::Internal(format!("backend disconnect {}: {}", d.code, d.reason))),
+            Err(_) => Err(ApiError::internal()),
         }
     }
 
@@ -672,7 +651,7 @@ impl Node {
 
     pub async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, ApiError> {
         if !self.options(channel)?.presence {
-            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+            return Err(ApiError::not_available());
         }
         crate::series::action(crate::series::Action::Presence);
         Ok(self.presence.presence(channel).await?)
@@ -681,7 +660,7 @@ impl Node {
     /// (clients, unique users)
     pub async fn presence_stats(&self, channel: &str) -> Result<(u32, u32), ApiError> {
         if !self.options(channel)?.presence {
-            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+            return Err(ApiError::not_available());
         }
         crate::series::action(crate::series::Action::PresenceStats);
         Ok(self.presence.presence_stats(channel).await?)
@@ -690,7 +669,7 @@ impl Node {
     pub async fn history(&self, channel: &str, mut query: HistoryQuery) -> Result<HistoryResult, ApiError> {
         let opts = self.options(channel)?;
         if !opts.has_history() {
-            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+            return Err(ApiError::not_available());
         }
         query.meta_ttl = self.history_meta_ttl(&opts);
         crate::series::action(if query.since.is_some() {
@@ -707,7 +686,7 @@ impl Node {
 
     pub async fn history_remove(&self, channel: &str) -> Result<(), ApiError> {
         if !self.options(channel)?.has_history() {
-            return Err(ApiError::new(code::NOT_AVAILABLE, "not available"));
+            return Err(ApiError::not_available());
         }
         crate::series::action(crate::series::Action::HistoryRemove);
         Ok(self.broker.remove_history(channel).await?)

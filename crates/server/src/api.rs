@@ -358,7 +358,7 @@ pub fn parse_request(method: &str, body: &[u8]) -> Result<ApiRequest, RequestErr
             Some(r) => ApiRequest::Map(r?),
             None => {
                 check_json(body)?;
-                return Err(ApiError::new(ec::METHOD_NOT_FOUND, "method not found").into());
+                return Err(ApiError::MethodNotFound.into());
             }
         },
     })
@@ -414,7 +414,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                     .await;
                 responses.push(match published {
                     Ok(sp) => json!({"result": position(sp)}),
-                    Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+                    Err(e) => json!({"error": error_json(&e)}),
                 });
             }
             Ok(json!({"responses": responses}))
@@ -550,19 +550,24 @@ pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
         replies.push(match r {
             Ok(v) => json!({ method: v }),
             Err(e) => {
-                crate::metrics::centrifugo::api_error(&method, e.code);
-                json!({"error": {"code": e.code, "message": e.message}})
+                crate::metrics::centrifugo::api_error(&method, e.code());
+                json!({"error": error_json(&e)})
             }
         });
     }
     json!({"replies": replies})
 }
 
+/// The `error` object of an answer: `{"code", "message"}`, as Centrifugo's JSON API writes it.
+pub fn error_json(e: &ApiError) -> Value {
+    json!({"code": e.code(), "message": e.message()})
+}
+
 /// The response body of a call.
 pub fn envelope(r: Result<Value, ApiError>) -> Value {
     match r {
         Ok(v) => json!({"result": v}),
-        Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+        Err(e) => json!({"error": error_json(&e)}),
     }
 }
 
@@ -604,7 +609,7 @@ mod tests {
 
     fn code(r: Result<ApiRequest, RequestError>) -> u32 {
         match r {
-            Err(RequestError::Api(e)) => e.code,
+            Err(RequestError::Api(e)) => e.code(),
             other => panic!("expected an API error, got {other:?}"),
         }
     }

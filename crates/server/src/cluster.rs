@@ -14,7 +14,6 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use wshub_core::cluster::{ConnectionSummary, ControlHandler, ControlMessage, NodeControl, Peers, ANNOUNCE_INTERVAL};
 use wshub_core::node::{ApiError, Node, NodeInfo};
-use wshub_protocol::codes::error as ec;
 
 /// How long a `channels` survey waits for the other nodes' replies.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,7 +69,7 @@ impl wshub_core::node::UserActions for UserActions {
         let (user, reason) = (user.to_string(), reason.to_string());
         rt.spawn(async move {
             if let Err(e) = c.disconnect(&user, "", &whitelist, code, &reason).await {
-                tracing::warn!(error = %e.message, "single_connection: the other nodes were not told");
+                tracing::warn!(error = %e, "single_connection: the other nodes were not told");
             }
         });
     }
@@ -342,10 +341,7 @@ impl Cluster {
                 Ok(None) => break,
                 Err(_) => {
                     if expected.contains(self.node.uid()) {
-                        return Err(ApiError::new(
-                            ec::INTERNAL,
-                            &format!("{what}: this node's own reply did not arrive"),
-                        ));
+                        return Err(ApiError::Internal(format!("{what}: this node's own reply did not arrive")));
                     }
                     tracing::warn!(missing = expected.len(), "{what}: nodes did not answer in time");
                     break;

@@ -143,7 +143,7 @@ async fn emulation_post(parts: &http::request::Parts, body: Incoming, shared: &S
         Ok(Routed::Full) => text(StatusCode::TOO_MANY_REQUESTS, "too many commands waiting for this session"),
         Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("cannot reach the session's node: {}", e.message),
+            &format!("cannot reach the session's node: {}", e.message()),
         ),
     }
 }

@@ -155,13 +155,13 @@ impl Session {
                 out.reply(&r);
             }
             Err(Fail::Error(e)) => {
-                crate::series::reply_error(method, e.code);
+                crate::series::reply_error(method, e.code());
                 let r = Reply {
                     id,
                     error: Some(Error {
-                        code: e.code,
-                        message: e.message,
-                        temporary: ec::is_temporary(e.code),
+                        code: e.code(),
+                        message: e.message().into_owned(),
+                        temporary: e.is_temporary(),
                     }),
                     ..Default::default()
                 };

@@ -336,11 +336,11 @@ impl Session {
             // closes with 3006, a reconnect code; the resubscribe with that token then gets
             // 109 and the SDK fetches a fresh one. (Before, the reply said "ok" and the
             // subscription never expired.)
-            Err(Fail::Error(e)) if e.code == ec::TOKEN_EXPIRED => {
+            Err(Fail::Error(ApiError::TokenExpired)) => {
                 return Err(Fail::Disconnect(Disconnect::new(dc::SUBSCRIPTION_EXPIRED, "subscription expired")))
             }
             // Invalid on refresh is 3500 (on subscribe it is 103).
-            Err(Fail::Error(e)) if e.code == ec::PERMISSION_DENIED => return Err(Fail::Disconnect(INVALID_TOKEN)),
+            Err(Fail::Error(ApiError::PermissionDenied)) => return Err(Fail::Disconnect(INVALID_TOKEN)),
             Err(e) => return Err(e),
         };
         if claims.expire_at.is_some_and(|e| e <= now.unix) {

@@ -503,8 +503,8 @@ fn publication_over_the_queue_is_refused() {
     a.send(r#"{"id":2,"subscribe":{"channel":"chat:1"}}"#);
     let big = format!("\"{}\"", "x".repeat(5000));
     let e = now_or_never(node.publish("chat:1", Bytes::from(big.clone()), None, false, HashMap::new())).unwrap_err();
-    assert_eq!(e.code, 107);
-    assert!(e.message.contains("client.queue_max_size (4096 bytes)"), "{}", e.message);
+    assert_eq!(e.code(), 107);
+    assert!(e.message().contains("client.queue_max_size (4096 bytes)"), "{}", e.message());
     let (r, d) = a.send(&format!(r#"{{"id":3,"publish":{{"channel":"chat:1","data":{big}}}}}"#));
     assert_eq!((r[0]["error"]["code"].clone(), d), (json!(107), None));
     assert!(a.pushes().is_empty(), "nothing delivered");
@@ -513,7 +513,7 @@ fn publication_over_the_queue_is_refused() {
     // Escapes count: 1,000 control characters in a tag take 6,000 bytes in JSON.
     let tags = HashMap::from([("t".to_string(), "\u{1}".repeat(1000))]);
     let e = now_or_never(node.publish("chat:1", Bytes::from_static(b"{}"), None, false, tags)).unwrap_err();
-    assert_eq!(e.code, 107);
+    assert_eq!(e.code(), 107);
     let tags = HashMap::from([("t".to_string(), "plain".repeat(600))]);
     now_or_never(node.publish("chat:1", Bytes::from_static(b"{}"), None, false, tags)).unwrap();
 }

@@ -116,7 +116,7 @@ fn publication_data_format() {
     }
     // The server API too.
     let e = now_or_never(node.publish("obj:x", Bytes::from_static(b"[1]"), None, false, HashMap::new())).unwrap_err();
-    assert_eq!(e.code, 107);
+    assert_eq!(e.code(), 107);
     assert!(now_or_never(node.publish("obj:x", Bytes::from_static(b"{}"), None, false, HashMap::new())).is_ok());
 }
 

@@ -78,10 +78,7 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     let _gate = if api.refuse_publish_while_draining && request.publishes() {
         let gate = shared.publish_gate.read().await;
         if !shared.is_ready() {
-            let mut r = json_response(&answer(
-                method,
-                Err(ApiError::new(wshub_protocol::codes::error::NOT_AVAILABLE, DRAINING_PUBLISH)),
-            ));
+            let mut r = json_response(&answer(method, Err(ApiError::NotAvailable(DRAINING_PUBLISH.into()))));
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             return r;
         }
@@ -100,7 +97,7 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
 /// `api_command_errors_total{protocol="http",method,error}`.
 fn answer(method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
     if let Err(e) = &r {
-        crate::metrics::centrifugo::api_error(method, e.code);
+        crate::metrics::centrifugo::api_error(method, e.code());
     }
     crate::api::envelope(r)
 }
