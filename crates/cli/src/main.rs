@@ -255,6 +255,7 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
                 )
             }
             wshub_server::config::Backend::Memory => bail!("engine.memory: {e}"),
+            wshub_server::config::Backend::Nats(_) => bail!("broker.nats: {e}"),
         }
     }
     let listener = rt.block_on(bind(addr, c.client.connection_limit))?;
@@ -315,8 +316,12 @@ fn banner(c: &wshub_server::config::Config, local: SocketAddr, no_file: bool) {
     } else {
         c.client.allowed_origins.join(", ")
     };
+    let broker = match c.broker.enabled {
+        true => format!(", broker: {}", c.broker.r#type),
+        false => String::new(),
+    };
     println!(
-        "wshub {} listening on {local} (engine: {})",
+        "wshub {} listening on {local} (engine: {}{broker})",
         env!("CARGO_PKG_VERSION"),
         c.engine.r#type
     );

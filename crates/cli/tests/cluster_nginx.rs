@@ -17,7 +17,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api, serial, wait_until, Nginx, Node, LIMIT};
+use common::{api, event_within, serial, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
@@ -401,21 +401,6 @@ async fn direct_client(port: u16, user: &str) -> (Client, wshub_client::Events) 
         ..Default::default()
     };
     Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap()
-}
-
-/// The first event matching `f` within `limit`, if any.
-async fn event_within(events: &mut wshub_client::Events, limit: Duration, mut f: impl FnMut(&ClientEvent) -> bool) -> Option<ClientEvent> {
-    tokio::time::timeout(limit, async {
-        while let Some(e) = events.recv().await {
-            if f(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// Node discovery and the cluster-wide API (issue 12, items 2 to 4): `info` through nginx

@@ -1,6 +1,6 @@
 //! The node's backends, each from its own section: the broker (with node control, which
-//! travels where publications do, as in Centrifugo) and the presence manager. A new broker
-//! kind (NATS) is one more arm in [`broker`].
+//! travels where publications do, as in Centrifugo) and the presence manager. The NATS
+//! broker is a broker only: presence then comes from the engine or `presence_manager`.
 
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ pub struct Engines {
 enum Built {
     Memory(Arc<MemoryEngine>),
     Redis(Arc<wshub_redis::RedisEngine>),
+    Nats(Arc<wshub_nats::NatsBroker>),
 }
 
 impl Built {
@@ -35,6 +36,10 @@ impl Built {
                 Built::Redis(Arc::new(e))
             }
             Backend::Memory => Built::Memory(Arc::new(MemoryEngine::default())),
+            Backend::Nats(n) => {
+                let b = wshub_nats::NatsBroker::new(n.broker_config()?).map_err(|e| LoadError(e.to_string()))?;
+                Built::Nats(Arc::new(b))
+            }
         })
     }
 
@@ -42,13 +47,16 @@ impl Built {
         match self {
             Built::Memory(e) => (e.clone(), e.clone()),
             Built::Redis(e) => (e.clone(), e.clone()),
+            Built::Nats(b) => (b.clone(), b.clone()),
         }
     }
 
-    fn presence(&self) -> Arc<dyn PresenceManager> {
+    /// `None` for a broker without presence (NATS).
+    fn presence(&self) -> Option<Arc<dyn PresenceManager>> {
         match self {
-            Built::Memory(e) => e.clone(),
-            Built::Redis(e) => e.clone(),
+            Built::Memory(e) => Some(e.clone()),
+            Built::Redis(e) => Some(e.clone()),
+            Built::Nats(_) => None,
         }
     }
 }
@@ -60,12 +68,16 @@ pub fn build(config: &Config) -> Result<Engines, LoadError> {
     let built = Built::new(b)?;
     let same = match (b, p) {
         (Backend::Memory, Backend::Memory) => true,
+        // The broker's engine half is not the presence manager's (NATS has none).
+        (Backend::Nats(_), _) | (_, Backend::Nats(_)) => false,
         (Backend::Redis(a, _), Backend::Redis(b, _)) => a == b,
         _ => false,
     };
-    let presence = match same {
-        true => built.presence(),
-        false => Built::new(p)?.presence(),
+    let presence = match same.then(|| built.presence()).flatten() {
+        Some(p) => p,
+        None => Built::new(p)?
+            .presence()
+            .ok_or_else(|| LoadError("presence_manager: the NATS broker has no presence; use memory or redis".into()))?,
     };
     let (broker, control) = built.broker();
     refuse_history_without_a_history_broker(config, broker.as_ref())?;
@@ -73,7 +85,7 @@ pub fn build(config: &Config) -> Result<Engines, LoadError> {
         broker,
         presence,
         control,
-        shared_broker: matches!(built, Built::Redis(_)),
+        shared_broker: matches!(built, Built::Redis(_) | Built::Nats(_)),
     })
 }
 
@@ -155,8 +167,15 @@ mod tests {
     #[test]
     fn sections_are_checked_with_their_own_names() {
         let load = |v: serde_json::Value| crate::config::validate(&serde_json::from_value::<Config>(v).unwrap()).map_err(|e| e.0);
-        let e = load(json!({"broker": {"enabled": true, "type": "nats"}})).unwrap_err();
-        assert!(e.starts_with("broker.type: \"nats\" is not supported"), "{e}");
+        let e = load(json!({"broker": {"enabled": true, "type": "postgres"}})).unwrap_err();
+        assert!(e.starts_with("broker.type: \"postgres\" is not supported"), "{e}");
+        let e = load(json!({"presence_manager": {"enabled": true, "type": "nats"}})).unwrap_err();
+        assert!(e.starts_with("presence_manager.type: must be"), "{e}");
+        let e = load(json!({"broker": {"enabled": true, "type": "nats", "nats": {"prefix": ""}}})).unwrap_err();
+        assert!(e.starts_with("broker.nats.prefix"), "{e}");
+        let e = load(json!({"broker": {"enabled": true, "type": "nats", "nats": {"url": "nats://[::"}}})).unwrap_err();
+        assert!(e.starts_with("broker.nats.url"), "{e}");
+        load(json!({"broker": {"enabled": true, "type": "nats"}})).unwrap();
         let e = load(json!({"presence_manager": {"enabled": true, "type": "redis", "redis": {"address": "http://x"}}})).unwrap_err();
         assert!(e.starts_with("presence_manager.redis.address"), "{e}");
         let e = load(json!({"broker": {"enabled": true, "type": "redis", "redis": {"prefix": ""}}})).unwrap_err();
@@ -165,43 +184,10 @@ mod tests {
         load(json!({"broker": {"type": "nats"}, "presence_manager": {"type": "bogus"}})).unwrap();
     }
 
-    /// A broker that only fans out (as NATS will): the memory engine with its history
-    /// declared away. No such broker exists in wshub yet, hence this stand-in.
-    struct FanOutOnly(MemoryEngine);
-
-    impl Broker for FanOutOnly {
-        fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
-            self.0.set_handler(handler)
-        }
-        fn publish<'a>(&'a self, ch: &'a str, p: Publication, o: &'a PublishOptions) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
-            self.0.publish(ch, p, o)
-        }
-        fn publish_join<'a>(&'a self, ch: &'a str, i: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
-            self.0.publish_join(ch, i)
-        }
-        fn publish_leave<'a>(&'a self, ch: &'a str, i: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
-            self.0.publish_leave(ch, i)
-        }
-        fn history<'a>(&'a self, ch: &'a str, q: HistoryQuery) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
-            self.0.history(ch, q)
-        }
-        fn remove_history<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-            self.0.remove_history(ch)
-        }
-        fn keeps_history(&self) -> bool {
-            false
-        }
-        fn subscribe<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-            self.0.subscribe(ch)
-        }
-        fn unsubscribe<'a>(&'a self, ch: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-            self.0.unsubscribe(ch)
-        }
-    }
-
     #[test]
     fn a_namespace_with_history_on_a_broker_without_is_refused() {
-        let broker = FanOutOnly(MemoryEngine::default());
+        // Not connected: whether it keeps history needs no server.
+        let broker = wshub_nats::NatsBroker::new(wshub_nats::NatsConfig::default()).unwrap();
         let c = config(json!({"channel": {"namespaces": [{"name": "live"}, {"name": "chat", "history_size": 10, "history_ttl": "60s"}]}}));
         let e = refuse_history_without_a_history_broker(&c, &broker).unwrap_err();
         assert!(e.0.starts_with("channel.namespaces[1].history_size: namespace \"chat\""), "{}", e.0);

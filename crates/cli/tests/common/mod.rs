@@ -341,6 +341,25 @@ impl Drop for Nginx {
     }
 }
 
+/// The first event of a Rust SDK client matching `f` within `limit`, if any.
+pub async fn event_within(
+    events: &mut wshub_client::Events,
+    limit: Duration,
+    mut f: impl FnMut(&wshub_client::ClientEvent) -> bool,
+) -> Option<wshub_client::ClientEvent> {
+    tokio::time::timeout(limit, async {
+        while let Some(e) = events.recv().await {
+            if f(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `test` on a runtime of its own, one test of the test file at a time (each file is

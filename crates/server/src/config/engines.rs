@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, LoadError, Redis};
+use super::{Config, LoadError, Nats, Redis};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -26,19 +26,41 @@ impl Default for Engine {
     }
 }
 
-/// Centrifugo's `broker` (publications, history, joins and leaves, and node control) and
-/// `presence_manager` (who is in a channel): each used instead of the engine when enabled.
+/// Centrifugo's `presence_manager` (who is in a channel): used instead of the engine when
+/// enabled.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Section {
     pub enabled: bool,
-    /// `memory` or `redis` (Centrifugo's broker also has `nats`, not in wshub yet).
+    /// `memory` or `redis`.
     pub r#type: String,
     pub redis: Redis,
 }
 
-pub type BrokerSection = Section;
 pub type PresenceManagerSection = Section;
+
+/// Centrifugo's `broker` (publications, history, joins and leaves, and node control): used
+/// instead of the engine when enabled.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct BrokerSection {
+    pub enabled: bool,
+    /// `memory`, `redis` or `nats` (publications only: no history).
+    pub r#type: String,
+    pub redis: Redis,
+    pub nats: Nats,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            enabled: false,
+            r#type: "memory".into(),
+            redis: Redis::default(),
+            nats: Nats::default(),
+        }
+    }
+}
 
 impl Default for Section {
     fn default() -> Self {
@@ -56,12 +78,15 @@ impl Default for Section {
 pub enum Backend<'a> {
     Memory,
     Redis(&'a Redis, &'static str),
+    /// `broker.nats` (a broker only).
+    Nats(&'a Nats),
 }
 
 impl Config {
     /// The broker's backend (`broker.*` when enabled, else `engine.*`), and the key of its type.
     pub fn broker_backend(&self) -> (Backend<'_>, &'static str) {
         match self.broker.enabled {
+            true if self.broker.r#type == "nats" => (Backend::Nats(&self.broker.nats), "broker.type"),
             true => (backend(&self.broker.r#type, &self.broker.redis, "broker.redis"), "broker.type"),
             false => (backend(&self.engine.r#type, &self.engine.redis, "engine.redis"), "engine.type"),
         }
@@ -86,7 +111,7 @@ impl Config {
     pub fn broker_redis(&self) -> Option<&Redis> {
         match self.broker_backend().0 {
             Backend::Redis(r, _) => Some(r),
-            Backend::Memory => None,
+            Backend::Memory | Backend::Nats(_) => None,
         }
     }
 }
@@ -112,14 +137,23 @@ pub(super) fn validate(c: &Config) -> Result<(), LoadError> {
             "presence_manager.type",
         ),
     ] {
+        let broker = key == "broker.type";
         match kind {
             _ if !on => {}
             "memory" | "redis" => {}
-            "nats" | "postgres" | "redisnats" => {
-                return fail(key, &format!("{kind:?} is not supported by wshub yet: \"memory\" or \"redis\""))
+            "nats" if broker => {}
+            "postgres" | "redisnats" if broker => {
+                return fail(
+                    key,
+                    &format!("{kind:?} is not supported by wshub yet: \"memory\", \"redis\" or \"nats\""),
+                )
             }
+            _ if broker => return fail(key, "must be \"memory\", \"redis\" or \"nats\""),
             _ => return fail(key, "must be \"memory\" or \"redis\""),
         }
+    }
+    if let (Backend::Nats(n), _) = c.broker_backend() {
+        n.validate()?;
     }
     for (b, _) in [c.broker_backend(), c.presence_backend()] {
         if let Backend::Redis(r, key) = b {

@@ -43,6 +43,10 @@ pub const REFUSED: &[(&str, &str)] = &[
         "presence_manager.redis.sentinel_tls.server_name",
         "no other name than the address's is checked on a sentinel's certificate yet",
     ),
+    (
+        "broker.nats.tls.server_name",
+        "no other name than the URL's is checked on NATS's certificate yet",
+    ),
 ];
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check

@@ -114,8 +114,7 @@ pub const PLANNED: &[Planned] = &[
     warn("presence_manager.redis.replica_client.*", 34, "reading from Redis replicas"),
     warn("presence_manager.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
     warn("presence_manager.redis.presence_user_mapping", 34, "this Redis storage option"),
-    // The brokers wshub has not: `broker.type` naming one stops the start.
-    warn("broker.nats.*", 31, "the NATS broker"),
+    // The broker wshub has not: `broker.type` naming it stops the start.
     warn("broker.postgres.*", 31, "the PostgreSQL broker"),
     // No issue of their own yet: issue 27 holds them.
     stop("http_server.http3.enabled", 27, "HTTP/3"),

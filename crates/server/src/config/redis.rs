@@ -134,7 +134,7 @@ fn item_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 }
 
 /// A PEM as Centrifugo reads it ([`crate::tls::pem`]); empty when not set.
-fn pem(key: &str, value: &str) -> Result<Vec<u8>, LoadError> {
+pub(super) fn pem(key: &str, value: &str) -> Result<Vec<u8>, LoadError> {
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
