@@ -196,10 +196,23 @@ pub struct UsageStats {
     pub disabled: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct NodeSection {
     pub name: String,
+    /// How often the node's metrics are aggregated for `info` (and shared with the other
+    /// nodes); "0": one minute, as centrifuge.
+    #[serde(with = "duration")]
+    pub info_metrics_aggregate_interval: Duration,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: String::new(),
+            info_metrics_aggregate_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A configuration that cannot start; names the key or the file.

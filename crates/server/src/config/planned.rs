@@ -92,7 +92,6 @@ pub const PLANNED: &[Planned] = &[
     stop("debug.enabled", 32, "debug (profiling) endpoints"),
     warn("debug.*", 32, "debug (profiling) endpoints"),
     warn("prometheus.native_histograms", 32, "this Prometheus option"),
-    warn("node.info_metrics_aggregate_interval", 32, "node metrics in info"),
     warn("admin.web_path", 32, "a custom admin web UI"),
     warn("admin.web_proxy_address", 32, "a custom admin web UI"),
     // The Redis engine.
