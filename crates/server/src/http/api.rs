@@ -29,6 +29,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         return r;
     }
     if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
+        wshub_core::logging::refusal("api_key", "missing or wrong X-API-Key", None);
         return error_json(StatusCode::UNAUTHORIZED, UNAUTHORIZED_API);
     }
     if api.rate_limit > 0 {
@@ -52,6 +53,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         };
         if !allowed {
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);
+            wshub_core::logging::refusal("api_rate_limit", "over http_api.rate_limit calls a second for this key", None);
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
         }
     }
