@@ -46,6 +46,8 @@ pub struct Cluster {
     emulation: Mutex<HashMap<String, mpsc::Sender<bytes::Bytes>>>,
     /// This node's `metrics` and `process` for `info`.
     observed: Mutex<Observed>,
+    /// The Graphite exporter, started with the announcements.
+    graphite: Mutex<Option<crate::graphite::Settings>>,
 }
 
 /// This node's aggregated metrics ([`crate::metrics::info`]) and process figures.
@@ -120,6 +122,7 @@ impl Cluster {
                 metrics: None,
                 last_process: None,
             }),
+            graphite: Mutex::new(None),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
         c.node.set_user_actions(Arc::new(UserActions(Arc::downgrade(&c))));
@@ -131,6 +134,9 @@ impl Cluster {
     pub fn start(self: &Arc<Self>) {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
+        }
+        if let Some(g) = self.graphite.lock().take() {
+            crate::graphite::spawn(g, Arc::downgrade(self));
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -158,6 +164,11 @@ impl Cluster {
         });
     }
 
+    /// Pushes the metrics to Graphite once started.
+    pub fn set_graphite(&self, settings: crate::graphite::Settings) {
+        *self.graphite.lock() = Some(settings);
+    }
+
     /// `node.info_metrics_aggregate_interval` (zero: one minute, as centrifuge).
     pub fn set_info_metrics_interval(&self, interval: Duration) {
         self.observed.lock().interval = if interval.is_zero() { Duration::from_secs(60) } else { interval };
@@ -169,7 +180,7 @@ impl Cluster {
         let now = Instant::now();
         let due = self.observed.lock().next.is_none_or(|at| now >= at);
         // Rendered outside the lock: the scrape-time gauges read the cluster's nodes.
-        let text = due.then(|| crate::metrics::info::current_text(&self.node, self));
+        let text = due.then(|| crate::metrics::info::current_text(&self.node, self, false));
         let mut info = self.node.info();
         {
             let mut o = self.observed.lock();

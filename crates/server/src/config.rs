@@ -27,7 +27,9 @@ pub mod planned;
 mod sections;
 pub use env::leaves;
 use env::set_path;
+mod observability;
 mod words;
+pub use observability::*;
 pub use sections::*;
 use words::{in_words, namespace_error};
 
@@ -50,6 +52,7 @@ pub struct Config {
     pub uni_websocket: UniWebSocket,
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
+    pub graphite: Graphite,
     pub health: Health,
     /// `init.*`: `/connection/init`.
     pub init: ConnInit,

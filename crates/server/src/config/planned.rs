@@ -87,8 +87,6 @@ pub const PLANNED: &[Planned] = &[
     // Observability and the operator's desk.
     stop("opentelemetry.enabled", 32, "OpenTelemetry tracing"),
     warn("opentelemetry.*", 32, "OpenTelemetry tracing"),
-    stop("graphite.enabled", 32, "the Graphite exporter"),
-    warn("graphite.*", 32, "the Graphite exporter"),
     stop("debug.enabled", 32, "debug (profiling) endpoints"),
     warn("debug.*", 32, "debug (profiling) endpoints"),
     warn("prometheus.native_histograms", 32, "this Prometheus option"),

@@ -6,7 +6,7 @@
 //! the interval, gauges as read, summaries as sum and count increases and their quantiles,
 //! histograms left out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use wshub_core::node::{NodeMetrics, NodeProcess};
@@ -14,17 +14,49 @@ use wshub_core::node::{NodeMetrics, NodeProcess};
 /// Centrifugo's metrics namespace: eagle's prefix whitelist.
 const NAMESPACE: &str = "centrifugo";
 
-/// Keeps the counters' last values to give their increase over each interval.
+/// Keeps the counters' last values to give their increase over each interval (one per
+/// consumer: `info`, Graphite).
 #[derive(Default)]
 pub struct Aggregator {
     previous: HashMap<String, f64>,
 }
 
+/// One value of a gathering, as eagle gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Namespace, subsystem, name (the series' name split at its first two `_`), then the
+    /// value's own name for summaries (`sum`, `count`, `quantile.99`).
+    pub path: Vec<String>,
+    /// Label names and values, sorted by name, empty values left out.
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// A counter (Graphite writes it as an integer).
+    pub counter: bool,
+}
+
+impl Item {
+    /// eagle's flattened key: the path, then each label's name and value, joined by `sep`.
+    pub fn key(&self, sep: &str) -> String {
+        let labels = self.labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+        self.path.iter().map(String::as_str).chain(labels).collect::<Vec<_>>().join(sep)
+    }
+}
+
 impl Aggregator {
-    /// The snapshot of `text` (Prometheus text format); the first one has the counters'
-    /// totals, as centrifuge's first export at start.
+    /// The snapshot of `text` (Prometheus text format) for `info`: the `centrifugo_*`
+    /// series; the first one has the counters' totals, as centrifuge's first export at start.
     pub fn snapshot(&mut self, text: &str, interval_seconds: f64) -> NodeMetrics {
-        let mut items = BTreeMap::new();
+        let items = self.items(text, Some(NAMESPACE)).into_iter().map(|i| (i.key("."), i.value)).collect();
+        NodeMetrics {
+            interval: interval_seconds,
+            items,
+        }
+    }
+
+    /// Every value of `text` (of the series starting with `only`, when given), counters and
+    /// summaries' sums and counts as their increase since the previous call.
+    pub fn items(&mut self, text: &str, only: Option<&str>) -> Vec<Item> {
+        let mut out = Vec::new();
         let mut kinds: HashMap<&str, &str> = HashMap::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -37,7 +69,7 @@ impl Aggregator {
                 continue;
             }
             let Some(sample) = Sample::parse(line) else { continue };
-            if !sample.name.starts_with(NAMESPACE) {
+            if only.is_some_and(|p| !sample.name.starts_with(p)) {
                 continue;
             }
             // A summary's lines: `name{quantile=…}`, `name_sum`, `name_count`.
@@ -49,56 +81,46 @@ impl Aggregator {
                     _ => continue,
                 },
             };
-            let mut labels: Vec<(&str, String)> = sample.labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-            let mut value_name = String::new();
+            let mut labels: Vec<(String, String)> = sample
+                .labels
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let mut path: Vec<String> = family.splitn(3, '_').map(str::to_string).collect();
             let delta = match part {
                 "gauge" => false,
-                "counter" | "sum" | "count" => {
-                    if part != "counter" {
-                        value_name = part.to_string();
-                    }
+                "counter" => true,
+                "sum" | "count" => {
+                    path.push(part.to_string());
                     true
                 }
                 "summary" => {
-                    let Some(i) = labels.iter().position(|(k, _)| *k == "quantile") else { continue };
+                    let Some(i) = labels.iter().position(|(k, _)| k == "quantile") else { continue };
                     let (_, q) = labels.remove(i);
                     if sample.value.is_nan() {
                         continue;
                     }
-                    value_name = format!("quantile.{}", quantile_name(&q));
+                    path.push(format!("quantile.{}", quantile_name(&q)));
                     false
                 }
                 _ => continue,
             };
             labels.sort();
-            let key = item_key(family, &value_name, &labels);
-            let value = if delta {
-                let before = self.previous.insert(key.clone(), sample.value);
-                sample.value - before.unwrap_or(0.0)
-            } else {
-                sample.value
+            let mut item = Item {
+                path,
+                labels,
+                value: sample.value,
+                counter: part == "counter",
             };
-            items.insert(key, value);
+            if delta {
+                let before = self.previous.insert(item.key("."), sample.value);
+                item.value = sample.value - before.unwrap_or(0.0);
+            }
+            out.push(item);
         }
-        NodeMetrics {
-            interval: interval_seconds,
-            items,
-        }
+        out
     }
-}
-
-/// eagle's key: the name split at its first two `_` (namespace, subsystem, rest), then the
-/// value's own name, then each label's name and value, joined by `.`.
-fn item_key(family: &str, value_name: &str, labels: &[(&str, String)]) -> String {
-    let mut parts: Vec<&str> = family.splitn(3, '_').collect();
-    if !value_name.is_empty() {
-        parts.push(value_name);
-    }
-    for (k, v) in labels {
-        parts.push(k);
-        parts.push(v);
-    }
-    parts.join(".")
 }
 
 /// eagle's name of a quantile: thousandths, one trailing zero dropped (0.5: `50`, 0.99:
@@ -193,16 +215,21 @@ impl ProcessSampler {
 }
 
 /// The text the node's metrics are aggregated from: the exporter's, with the gauges that
-/// are set at scrape time set first.
-pub fn current_text(node: &wshub_core::node::Node, cluster: &crate::cluster::Cluster) -> String {
+/// are set at scrape time set first, and the `process_*` series when `process`.
+pub fn current_text(node: &wshub_core::node::Node, cluster: &crate::cluster::Cluster, process: bool) -> String {
     super::centrifugo::set_gauges(node, cluster);
-    super::handle().map(|h| h.render()).unwrap_or_default()
+    let mut text = super::handle().map(|h| h.render()).unwrap_or_default();
+    if process {
+        text.push_str(&super::process::render());
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::collections::BTreeMap;
 
     const FIRST: &str = "# TYPE centrifugo_node_num_clients gauge\n\
         centrifugo_node_num_clients 3\n\
