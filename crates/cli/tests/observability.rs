@@ -1,6 +1,6 @@
 //! The operator's view of a real node (issue 32): refusals in the JSON log, one line a second
 //! per kind with the reason; the metrics pushed to Debian's Graphite `carbon-cache`, found in
-//! the whisper files it writes.
+//! the whisper files it writes; API calls as spans in a real OTLP receiver (HTTP and gRPC).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{api, free_port, http, temp_dir, wait_until, Node, API_KEY, LIMIT};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -257,4 +258,161 @@ async fn metrics_reach_graphite_carbon_as_paths_and_as_tags() {
         "with tags the labels are not path components"
     );
     drop(c);
+}
+
+/// What an OTLP receiver got: the request's path and its decoded spans.
+type Received = tokio::sync::mpsc::UnboundedReceiver<(String, ExportTraceServiceRequest)>;
+
+/// A real OTLP trace receiver on a free loopback port: OTLP/HTTP (`POST /v1/traces`,
+/// protobuf) and OTLP/gRPC (HTTP/2 without TLS, a length-prefixed message, `grpc-status` in
+/// the trailers) on the same port, each request decoded with the protocol's own types.
+async fn otlp_receiver() -> (u16, Received) {
+    use http_body_util::{BodyExt as _, Full};
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let grpc = req
+                            .headers()
+                            .get("content-type")
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                        let body = req.into_body().collect().await?.to_bytes();
+                        // gRPC: a compressed flag and a 4-byte length before the message.
+                        let message = if grpc { body.slice(5..) } else { body };
+                        let decoded = ExportTraceServiceRequest::decode(message).expect("an OTLP ExportTraceServiceRequest");
+                        let _ = tx.send((path, decoded));
+                        let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                        let (content_type, data, trailers) = if grpc {
+                            let mut framed = vec![0u8];
+                            framed.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+                            framed.extend_from_slice(&reply);
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            ("application/grpc", framed, Some(t))
+                        } else {
+                            ("application/x-protobuf", reply, None)
+                        };
+                        let body = Full::new(bytes::Bytes::from(data)).with_trailers(async move { trailers.map(Ok) });
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .header("content-type", content_type)
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// A node started with extra environment variables; ended by its PID.
+struct EnvNode(Child);
+
+impl EnvNode {
+    async fn start(dir: &Path, config: &Value, port: u16, env: &[(&str, String)]) -> EnvNode {
+        let path = dir.join(format!("node-{port}.json"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let log = dir.join(format!("node-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = wshub_testkit::serve_command(env!("CARGO_BIN_EXE_wshub"), &path, port)
+            .env_remove("WSHUB_LOG")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(out.try_clone().map_or(Stdio::null(), Stdio::from))
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let node = EnvNode(child);
+        common::wait_ready(port, &log).await;
+        node
+    }
+}
+
+impl Drop for EnvNode {
+    fn drop(&mut self) {
+        wshub_testkit::end(&mut self.0);
+    }
+}
+
+fn string_attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    attrs.iter().find(|a| a.key == key)?.value.as_ref()?.value.as_ref().map(|v| match v {
+        V::StringValue(s) => s.clone(),
+        V::IntValue(i) => i.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// `opentelemetry.enabled` and `api`: an API call is a server span named by its path, as
+/// Centrifugo's, in the trace of the caller's `traceparent`, exported over OTLP/HTTP and,
+/// with `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`, over OTLP/gRPC, to a receiver that decodes it.
+#[tokio::test]
+async fn api_calls_are_spans_exported_over_otlp_http_and_grpc() {
+    let dir = temp_dir("otel");
+    let config = json!({
+        "http_api": {"key": API_KEY},
+        "opentelemetry": {"enabled": true, "api": true},
+    });
+    for protocol in ["http/protobuf", "grpc"] {
+        let (receiver, mut received) = otlp_receiver().await;
+        let port = free_port();
+        let env = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{receiver}")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ];
+        let _node = EnvNode::start(&dir, &config, port, &env).await;
+        let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+        let (status, _) = http(
+            port,
+            "POST",
+            "/api/publish",
+            &format!("X-API-Key: {API_KEY}\r\ntraceparent: 00-{trace}-{parent}-01\r\n"),
+            r#"{"channel": "news", "data": {}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let deadline = Instant::now() + LIMIT;
+        let (path, span, resource) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (path, req) = tokio::time::timeout(left, received.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{protocol}: no span exported"))
+                .unwrap();
+            let found = req.resource_spans.iter().find_map(|rs| {
+                let span = rs.scope_spans.iter().flat_map(|s| &s.spans).find(|s| s.name == "/api/publish")?;
+                Some((span.clone(), rs.resource.clone().unwrap_or_default()))
+            });
+            if let Some((span, resource)) = found {
+                break (path, span, resource);
+            }
+        };
+        let expected_path = match protocol {
+            "grpc" => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            _ => "/v1/traces",
+        };
+        assert_eq!(path, expected_path);
+        assert_eq!(hex(&span.trace_id), trace, "the caller's trace continued");
+        assert_eq!(hex(&span.parent_span_id), parent);
+        assert_eq!(span.kind, 2, "a server span");
+        assert_eq!(string_attr(&span.attributes, "http.response.status_code").as_deref(), Some("200"));
+        assert_eq!(string_attr(&span.attributes, "http.request.method").as_deref(), Some("POST"));
+        assert_eq!(string_attr(&resource.attributes, "service.name").as_deref(), Some("centrifugo"), "{resource:?}");
+        assert!(string_attr(&resource.attributes, "service.instance.id").is_some_and(|s| !s.is_empty()));
+    }
 }

@@ -53,6 +53,7 @@ pub struct Config {
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub graphite: Graphite,
+    pub opentelemetry: OpenTelemetry,
     pub health: Health,
     /// `init.*`: `/connection/init`.
     pub init: ConnInit,

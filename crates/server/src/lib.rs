@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod reload;
 pub mod response;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod tls_stream;
 pub mod transport;

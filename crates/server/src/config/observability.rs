@@ -35,3 +35,15 @@ impl Default for Graphite {
         }
     }
 }
+
+/// `opentelemetry.*`: spans exported over OTLP; where and how from the standard `OTEL_*`
+/// variables ([`crate::telemetry`]).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct OpenTelemetry {
+    pub enabled: bool,
+    /// Spans for the server API's calls.
+    pub api: bool,
+    /// Spans for the commands of async consumers (once wshub has consumers, #31).
+    pub consuming: bool,
+}

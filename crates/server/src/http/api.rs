@@ -16,7 +16,9 @@ const API_BODY_LIMIT: usize = 16 << 20;
 
 pub(super) async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let started = std::time::Instant::now();
+    let span = crate::telemetry::server_span(crate::telemetry::Kind::Api, req.uri().path(), req.method().as_str(), req.headers());
     let r = api_inner(req, shared, api, method).await;
+    span.end(r.status().as_u16());
     let method_label = if crate::api::is_method(method) { method } else { "unknown" };
     crate::metrics::centrifugo::api_call(method_label, r.status().as_u16(), started.elapsed());
     r
