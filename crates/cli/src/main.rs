@@ -246,6 +246,10 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     let addr = wshub_server::config::listen_addr(c)?;
     let (node, server) = wshub_server::app::build(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    {
+        let _in_runtime = rt.enter();
+        wshub_server::telemetry::init(&c.opentelemetry, node.uid()).map_err(anyhow::Error::msg)?;
+    }
     if let Err(e) = rt.block_on(node.broker.check()) {
         match c.broker_backend().0 {
             wshub_server::config::Backend::Redis(r, key) => {
@@ -277,6 +281,8 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload)).await
     });
     exit_if_interrupted(stopped, _pid_file);
+    // The spans not exported yet go (the exports run on the runtime, still there).
+    wshub_server::telemetry::shutdown();
     // Tasks still running (connections past the deadline) are not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())

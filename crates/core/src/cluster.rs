@@ -159,7 +159,12 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn handle_announce(&mut self, info: NodeInfo, now: Instant) {
+    /// An announcement without metrics keeps the ones heard before (a node sends them once
+    /// per aggregation interval).
+    pub fn handle_announce(&mut self, mut info: NodeInfo, now: Instant) {
+        if info.metrics.is_none() {
+            info.metrics = self.nodes.get(&info.uid).and_then(|(old, _)| old.metrics.clone());
+        }
         self.nodes.insert(info.uid.clone(), (info, now));
     }
 
@@ -221,7 +226,28 @@ mod tests {
             num_channels: 2,
             num_subs: 3,
             uptime: 4,
+            metrics: None,
+            process: None,
         }
+    }
+
+    #[test]
+    fn an_announcement_without_metrics_keeps_the_last_ones_and_old_nodes_are_read() {
+        let t0 = Instant::now();
+        let mut p = Peers::default();
+        let mut first = info("a");
+        let items = [("centrifugo.node.num_clients".to_string(), 1.0)].into_iter().collect();
+        first.metrics = Some(crate::node::NodeMetrics { interval: 60.0, items });
+        p.handle_announce(first.clone(), t0);
+        let mut next = info("a");
+        next.num_clients = 7;
+        p.handle_announce(next, t0 + ANNOUNCE_INTERVAL);
+        let now = &p.others("x")[0];
+        assert_eq!(now.num_clients, 7);
+        assert_eq!(now.metrics, first.metrics);
+        // A node of an older wshub announces without the two objects.
+        let old = r#"{"type":"node","info":{"uid":"b","name":"b","version":"0","num_clients":0,"num_users":0,"num_channels":0,"num_subs":0,"uptime":1}}"#;
+        assert!(matches!(ControlMessage::decode(old.as_bytes()).unwrap(), ControlMessage::Node { info } if info.metrics.is_none()));
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl From<EngineError> for ApiError {
 }
 
 /// What `info` tells about a node (and what nodes announce to each other).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub uid: String,
     pub name: String,
@@ -55,6 +55,31 @@ pub struct NodeInfo {
     pub num_channels: usize,
     pub num_subs: usize,
     pub uptime: u64,
+    /// The node's metrics aggregated over its last interval; sent only when a new interval
+    /// closed (a peer keeps the last one it heard, as centrifuge's node registry does), so
+    /// that the announcements every few seconds stay small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NodeMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<NodeProcess>,
+}
+
+/// Centrifugo's `Metrics` of a `NodeResult`: counters as their increase over `interval`
+/// seconds, gauges as read, summaries as their sum, count and quantiles; each key the
+/// series' name split at `.` with its label names and values after it
+/// (`centrifugo.client.num_reply_errors.method.connect.code.101`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeMetrics {
+    pub interval: f64,
+    pub items: std::collections::BTreeMap<String, f64>,
+}
+
+/// Centrifugo's `Process` of a `NodeResult`: CPU use in percent of one core over the last
+/// announcement period, resident memory in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeProcess {
+    pub cpu: f64,
+    pub rss: i64,
 }
 
 /// user -> client id -> handle.
@@ -726,6 +751,8 @@ impl Node {
             num_channels: self.hub.num_channels(),
             num_subs: self.hub.num_subscriptions(),
             uptime: self.started.elapsed().as_secs(),
+            metrics: None,
+            process: None,
         }
     }
 }

@@ -91,7 +91,7 @@ const PERMISSION_DENIED: Disconnect = Disconnect::new(dc::PERMISSION_DENIED, "pe
 impl Session {
     fn log_refused(&self, what: &str, reason: &str, channel: &str) {
         if let Some(suppressed) = TOKEN_LOG.admit(Instant::now()) {
-            tracing::info!(client = %self.client, user = %self.user, channel, reason, suppressed, "{what} token refused");
+            tracing::info!(refusal = "token", client = %self.client, user = %self.user, channel, reason, suppressed, "{what} token refused");
         }
     }
 

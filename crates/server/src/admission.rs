@@ -20,6 +20,9 @@ pub(crate) async fn admit(shared: &Shared, ip: IpAddr) -> Result<(), (StatusCode
     let a = &shared.config.admission;
     let refuse = |status, reason: &'static str| {
         crate::metrics::centrifugo::handshake_refused(reason);
+        if let Some(why) = limit_reason(reason) {
+            wshub_core::logging::refusal(reason, why, Some(ip));
+        }
         Err((status, reason))
     };
     if !shared.is_ready() {
@@ -53,6 +56,16 @@ pub(crate) async fn admit(shared: &Shared, ip: IpAddr) -> Result<(), (StatusCode
     Ok(())
 }
 
+/// Why a connection was refused by a limit, naming the key (`None`: not a limit, a drain).
+fn limit_reason(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "connection_limit" => "over client.connection_limit open connections",
+        "connection_rate_limit" => "over client.connection_rate_limit new connections a second",
+        "connection_rate_limit_per_ip" => "over client.connection_rate_limit_per_ip new connections a second from this address",
+        _ => return None,
+    })
+}
+
 /// The 403 of a refused `Origin`: its body says why and which key to change, and the same
 /// line is logged at info (at most once a second; a browser's page cannot read the body,
 /// its developer reads the server's log). One answer for WebSocket and the HTTP transports.
@@ -63,7 +76,7 @@ pub(crate) fn refuse_origin(headers: &http::HeaderMap, shared: &Shared, what: &s
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let why = origin_refusal_message(origin.as_deref().unwrap_or(""), host, &shared.config.handshake.origins);
     if let Some(suppressed) = shared.origin_log.admit(std::time::Instant::now()) {
-        tracing::info!(%peer, suppressed, "{what} refused (403): {why}");
+        tracing::info!(refusal = "origin", reason = %why, %peer, suppressed, "{what} refused (403): {why}");
     }
     text(StatusCode::FORBIDDEN, &why)
 }

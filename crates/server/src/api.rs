@@ -520,10 +520,18 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 .nodes()
                 .into_iter()
                 .map(|i| {
-                    json!({
+                    let mut v = json!({
                         "uid": i.uid, "name": i.name, "version": i.version, "num_clients": i.num_clients,
                         "num_users": i.num_users, "num_channels": i.num_channels, "num_subs": i.num_subs, "uptime": i.uptime,
-                    })
+                    });
+                    // Centrifugo's `metrics` and `process` objects, absent until known.
+                    if let Some(m) = i.metrics {
+                        v["metrics"] = json!({"interval": m.interval, "items": m.items});
+                    }
+                    if let Some(p) = i.process {
+                        v["process"] = json!({"cpu": p.cpu, "rss": p.rss});
+                    }
+                    v
                 })
                 .collect();
             Ok(json!({ "nodes": nodes }))

@@ -31,6 +31,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let control = engines.control;
     let node = Node::with_parts(to_node_config(config), engines.broker, engines.presence).map_err(|e| LoadError(e.to_string()))?;
     let cluster = Cluster::new(node.clone(), control);
+    cluster.set_info_metrics_interval(config.node.info_metrics_aggregate_interval);
+    if config.graphite.enabled {
+        cluster.set_graphite(crate::graphite::Settings::new(&config.graphite, &node.info().name));
+    }
     let limiters = cluster_limiters(config)?;
     if let Some(l) = &limiters.command {
         node.set_command_limiter(l.clone());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use wshub_core::cluster::{ConnectionSummary, ControlHandler, ControlMessage, NodeControl, Peers, ANNOUNCE_INTERVAL};
-use wshub_core::node::{ApiError, Node, NodeInfo};
+use wshub_core::node::{ApiError, Node, NodeInfo, NodeMetrics, NodeProcess};
 
 /// How long a `channels` survey waits for the other nodes' replies.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,6 +43,21 @@ pub struct Cluster {
     /// This node's emulated sessions (HTTP-streaming, SSE): where their `/emulation`
     /// commands go.
     emulation: Mutex<HashMap<String, mpsc::Sender<bytes::Bytes>>>,
+    /// This node's `metrics` and `process` for `info`.
+    observed: Mutex<Observed>,
+    /// The Graphite exporter, started with the announcements.
+    graphite: Mutex<Option<crate::graphite::Settings>>,
+}
+
+/// This node's aggregated metrics ([`crate::metrics::info`]) and process figures.
+struct Observed {
+    interval: Duration,
+    aggregator: crate::metrics::info::Aggregator,
+    process: crate::metrics::info::ProcessSampler,
+    /// When the next aggregation is due; `None`: at the next announcement (the first).
+    next: Option<Instant>,
+    metrics: Option<NodeMetrics>,
+    last_process: Option<NodeProcess>,
 }
 
 /// Where an `/emulation` request went.
@@ -98,6 +113,15 @@ impl Cluster {
             started: AtomicBool::new(false),
             emulation: Mutex::new(HashMap::new()),
             left: AtomicBool::new(false),
+            observed: Mutex::new(Observed {
+                interval: Duration::from_secs(60),
+                aggregator: Default::default(),
+                process: Default::default(),
+                next: None,
+                metrics: None,
+                last_process: None,
+            }),
+            graphite: Mutex::new(None),
         });
         control.set_control_handler(Arc::new(Handler(Arc::downgrade(&c))));
         c.node.set_user_actions(Arc::new(UserActions(Arc::downgrade(&c))));
@@ -109,6 +133,9 @@ impl Cluster {
     pub fn start(self: &Arc<Self>) {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
+        }
+        if let Some(g) = self.graphite.lock().take() {
+            crate::graphite::spawn(g, Arc::downgrade(self));
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -136,9 +163,37 @@ impl Cluster {
         });
     }
 
-    /// Tells the cluster this node's figures.
+    /// Pushes the metrics to Graphite once started.
+    pub fn set_graphite(&self, settings: crate::graphite::Settings) {
+        *self.graphite.lock() = Some(settings);
+    }
+
+    /// `node.info_metrics_aggregate_interval` (zero: one minute, as centrifuge).
+    pub fn set_info_metrics_interval(&self, interval: Duration) {
+        self.observed.lock().interval = if interval.is_zero() { Duration::from_secs(60) } else { interval };
+    }
+
+    /// Tells the cluster this node's figures: the metrics only when a new aggregation
+    /// interval closed (the others keep the last ones heard), the process figures each time.
     pub async fn announce(&self) {
-        let msg = ControlMessage::Node { info: self.node.info() };
+        let now = Instant::now();
+        let due = self.observed.lock().next.is_none_or(|at| now >= at);
+        // Rendered outside the lock: the scrape-time gauges read the cluster's nodes.
+        let text = due.then(|| crate::metrics::info::current_text(&self.node, self, false));
+        let mut info = self.node.info();
+        {
+            let mut o = self.observed.lock();
+            if let Some(text) = text {
+                let interval = o.interval;
+                let m = o.aggregator.snapshot(&text, interval.as_secs_f64());
+                o.metrics = Some(m.clone());
+                o.next = Some(now + interval);
+                info.metrics = Some(m);
+            }
+            o.last_process = o.process.sample(now);
+            info.process = o.last_process;
+        }
+        let msg = ControlMessage::Node { info };
         if let Err(e) = self.control.publish_control(msg.encode()).await {
             tracing::debug!(error = %e, "node announcement not sent");
         }
@@ -261,7 +316,12 @@ impl Cluster {
 
     /// Every live node's figures, this one's first.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        let me = self.node.info();
+        let mut me = self.node.info();
+        {
+            let o = self.observed.lock();
+            me.metrics = o.metrics.clone();
+            me.process = o.last_process;
+        }
         let mut v = vec![me.clone()];
         v.extend(self.peers.lock().others(&me.uid));
         v

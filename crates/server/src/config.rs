@@ -29,7 +29,9 @@ pub mod planned;
 mod sections;
 pub use env::leaves;
 use env::set_path;
+mod observability;
 mod words;
+pub use observability::*;
 pub use sections::*;
 use words::{in_words, namespace_error};
 
@@ -52,6 +54,8 @@ pub struct Config {
     pub uni_websocket: UniWebSocket,
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
+    pub graphite: Graphite,
+    pub opentelemetry: OpenTelemetry,
     pub health: Health,
     /// `init.*`: `/connection/init`.
     pub init: ConnInit,
@@ -198,10 +202,23 @@ pub struct UsageStats {
     pub disabled: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct NodeSection {
     pub name: String,
+    /// How often the node's metrics are aggregated for `info` (and shared with the other
+    /// nodes); "0": one minute, as centrifuge.
+    #[serde(with = "duration")]
+    pub info_metrics_aggregate_interval: Duration,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: String::new(),
+            info_metrics_aggregate_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A configuration that cannot start; names the key or the file.

@@ -15,6 +15,7 @@ use help::{
 
 pub mod centrifugo;
 mod help;
+pub mod info;
 mod process;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

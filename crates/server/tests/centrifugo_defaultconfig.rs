@@ -205,9 +205,9 @@ fn centrifugo_variables_of_planned_keys() {
     let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
     let e = load_value(&json!({}), var("CENTRIFUGO_GRPC_API_ENABLED", "true")).unwrap_err();
     assert!(e.0.starts_with("grpc_api.enabled") && e.0.contains("#30"), "{e}");
-    let l = load_value(&json!({}), var("CENTRIFUGO_GRAPHITE_HOST", "graphite.internal")).unwrap();
+    let l = load_value(&json!({}), var("CENTRIFUGO_ADMIN_WEB_PATH", "/srv/admin-ui")).unwrap();
     assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
-    assert!(l.not_implemented[0].starts_with("graphite.host") && l.not_implemented[0].contains("#32"));
+    assert!(l.not_implemented[0].starts_with("admin.web_path") && l.not_implemented[0].contains("#32"));
     let l = load_value(&json!({}), var("CENTRIFUGO_GRPC_API_PORT", "10000")).unwrap();
     assert!(l.unknown_keys.is_empty() && l.not_implemented.is_empty(), "Centrifugo's default");
 }

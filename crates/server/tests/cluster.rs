@@ -359,3 +359,40 @@ async fn single_connection_holds_across_nodes() {
     b.stop().await;
     a.stop().await;
 }
+
+/// `info` shows every node's `metrics` (aggregated over `node.info_metrics_aggregate_interval`)
+/// and `process`, the other node's carried by its announcements through Redis; the metrics
+/// are renewed each interval, as Centrifugo's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_carries_each_nodes_metrics_and_process() {
+    let redis = RedisServer::start().await;
+    let fast = json!({"node": {"info_metrics_aggregate_interval": "1s"}});
+    let a = TestServer::node(&config_with(&redis, fast.clone())).await;
+    let b = TestServer::node(&config_with(&redis, fast)).await;
+    let info = until(&a, "info", json!({}), |v| {
+        let nodes = v["result"]["nodes"].as_array().unwrap();
+        nodes.len() == 2 && nodes.iter().all(|n| n["metrics"].is_object() && n["process"].is_object())
+    })
+    .await;
+    for n in info["result"]["nodes"].as_array().unwrap() {
+        assert_eq!(n["metrics"]["interval"], 1.0, "{n}");
+        let items = n["metrics"]["items"].as_object().unwrap();
+        assert!(items["centrifugo.node.num_clients"].is_f64(), "{n}");
+        assert!(items.keys().all(|k| k.starts_with("centrifugo.")), "only Centrifugo's series: {n}");
+        assert!(n["process"]["rss"].as_i64().unwrap() > 1 << 20, "{n}");
+        assert!(n["process"]["cpu"].as_f64().unwrap() >= 0.0, "{n}");
+    }
+    // B's client shows in B's next aggregation, read from A.
+    let _c = subscriber(&b, "alice", "news").await;
+    let b_uid = info["result"]["nodes"][1]["uid"].clone();
+    until(&a, "info", json!({}), |v| {
+        v["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["uid"] == b_uid && n["metrics"]["items"]["centrifugo.node.num_clients"] == 1.0)
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -46,6 +46,7 @@ impl Session {
         if !is_pong && !self.take_command_token(now).await {
             self.refused += 1;
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "command").increment(1);
+            crate::logging::refusal("command_rate_limit", "over client.command_rate_limit", None);
             if self.refused > REFUSALS_BEFORE_CLOSE {
                 return Err(Disconnect::new(dc::TOO_MANY_REQUESTS, "too many requests"));
             }

@@ -87,14 +87,20 @@ pub const PLANNED: &[Planned] = &[
     stop("consumers.enabled", 31, "async consumers"),
     warn("consumers.*", 31, "async consumers"),
     // Observability and the operator's desk.
-    stop("opentelemetry.enabled", 32, "OpenTelemetry tracing"),
-    warn("opentelemetry.*", 32, "OpenTelemetry tracing"),
-    stop("graphite.enabled", 32, "the Graphite exporter"),
-    warn("graphite.*", 32, "the Graphite exporter"),
+    stop(
+        "opentelemetry.google_cloud_adc_auth",
+        32,
+        "Google Cloud credentials for the OpenTelemetry exporter",
+    ),
     stop("debug.enabled", 32, "debug (profiling) endpoints"),
     warn("debug.*", 32, "debug (profiling) endpoints"),
-    warn("prometheus.native_histograms", 32, "this Prometheus option"),
-    warn("node.info_metrics_aggregate_interval", 32, "node metrics in info"),
+    // The `metrics` crate's Prometheus exporter writes the text exposition format only,
+    // which cannot carry native (sparse) histograms: the classic buckets stay.
+    warn(
+        "prometheus.native_histograms",
+        32,
+        "Prometheus native histograms (the exporter writes the text format, classic buckets only)",
+    ),
     warn("admin.web_path", 32, "a custom admin web UI"),
     warn("admin.web_proxy_address", 32, "a custom admin web UI"),
     // The Redis engine.

@@ -16,7 +16,9 @@ const API_BODY_LIMIT: usize = 16 << 20;
 
 pub(super) async fn api(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let started = std::time::Instant::now();
+    let span = crate::telemetry::server_span(crate::telemetry::Kind::Api, req.uri().path(), req.method().as_str(), req.headers());
     let r = api_inner(req, shared, api, method).await;
+    span.end(r.status().as_u16());
     let method_label = if crate::api::is_method(method) { method } else { "unknown" };
     crate::metrics::centrifugo::api_call(method_label, r.status().as_u16(), started.elapsed());
     r
@@ -29,6 +31,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         return r;
     }
     if !crate::api::authorized(req.headers(), &api.key, api.insecure) {
+        wshub_core::logging::refusal("api_key", "missing or wrong X-API-Key", None);
         return error_json(StatusCode::UNAUTHORIZED, UNAUTHORIZED_API);
     }
     if api.rate_limit > 0 {
@@ -52,6 +55,7 @@ async fn api_inner(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, met
         };
         if !allowed {
             metrics::counter!("wshub_rate_limit_refusals_total", "kind" => "api").increment(1);
+            wshub_core::logging::refusal("api_rate_limit", "over http_api.rate_limit calls a second for this key", None);
             return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
         }
     }

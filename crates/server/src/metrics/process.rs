@@ -99,3 +99,18 @@ fn status_kb(key: &str) -> Option<u64> {
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
 }
+
+/// User and system CPU time of the process so far, in seconds (for `info`'s `process`).
+pub(super) fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
+/// Resident memory in bytes.
+pub(super) fn rss_bytes() -> Option<u64> {
+    status_kb("VmRSS:").map(|kb| kb * 1024)
+}
