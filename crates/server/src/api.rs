@@ -571,6 +571,21 @@ pub fn error_json(e: &ApiError) -> Value {
     json!({"code": e.code(), "message": e.message()})
 }
 
+/// The HTTP status of an error in the transport error mode (Centrifugo's
+/// `MapErrorToHTTPCode`): codes it does not map are 500, as there.
+pub fn http_status(e: &ApiError) -> http::StatusCode {
+    use http::StatusCode as S;
+    use wshub_protocol::codes::error as ec;
+    match e.code() {
+        ec::UNKNOWN_CHANNEL | ec::METHOD_NOT_FOUND => S::NOT_FOUND,
+        ec::BAD_REQUEST | ec::NOT_AVAILABLE => S::BAD_REQUEST,
+        ec::UNRECOVERABLE_POSITION => S::RANGE_NOT_SATISFIABLE,
+        // 113: Centrifugo's API names it "conflict" (a conditional write that lost).
+        ec::CONCURRENT_PAGINATION => S::CONFLICT,
+        _ => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// The response body of a call.
 pub fn envelope(r: Result<Value, ApiError>) -> Value {
     match r {

@@ -45,6 +45,8 @@ pub struct ApiConfig {
     /// only on this node (memory): its subscribers are being closed, so a publication
     /// acknowledged now could reach nobody. With Redis other nodes deliver it.
     pub refuse_publish_while_draining: bool,
+    /// `http_api.error_mode = "transport"`: errors as HTTP statuses.
+    pub transport_errors: bool,
 }
 
 impl ApiConfig {

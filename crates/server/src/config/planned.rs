@@ -128,7 +128,6 @@ pub const PLANNED: &[Planned] = &[
     warn("webtransport.*", 27, "the WebTransport transport"),
     stop("swagger.enabled", 27, "the Swagger UI"),
     warn("swagger.*", 27, "the Swagger UI"),
-    stop("http_api.error_mode", 27, "the transport error mode of the HTTP API"),
     warn("client.concurrency", 27, "concurrent processing of a connection's commands"),
     warn(
         "client.presence_update_interval",

@@ -116,6 +116,20 @@ pub struct HttpApi {
     /// "0": no limit.
     #[serde(with = "duration")]
     pub body_timeout: Duration,
+    /// How a call's error is answered (Centrifugo's `http_api.error_mode`).
+    pub error_mode: ErrorMode,
+}
+
+/// Centrifugo's `error_mode` of its APIs: an error inside a 200 answer (the default), or
+/// (`transport`) the transport's own status with the error as the body. A request can ask
+/// for `transport` itself with the header `X-Centrifugo-Error-Mode: transport`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    #[default]
+    #[serde(rename = "")]
+    Default,
+    Transport,
 }
 
 impl Default for HttpApi {
@@ -130,6 +144,7 @@ impl Default for HttpApi {
             rate_limit_algorithm: RateLimitAlgorithm::TokenBucket,
             insecure: false,
             body_timeout: Duration::from_secs(10),
+            error_mode: ErrorMode::Default,
         }
     }
 }

@@ -68,6 +68,9 @@ pub const UNAUTHORIZED_API: &str = "missing or wrong API key: send the header X-
 /// Reads an authorized API request's body, runs the call and answers it: the one
 /// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
 pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
+    let transport_errors = api.transport_errors
+        || req.headers().get("x-centrifugo-error-mode").is_some_and(|v| v.as_bytes() == b"transport");
+    let answer = |r: Result<serde_json::Value, ApiError>| answer(method, r, transport_errors);
     let body = match crate::body::read(req.into_body(), API_BODY_LIMIT, api.body_timeout).await {
         Ok(b) => b,
         Err(e) => return e.response("http_api.body_timeout"),
@@ -75,14 +78,14 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
         Err(RequestError::NotJson(e)) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-        Err(RequestError::Api(e)) => return json_response(&answer(method, Err(e))),
+        Err(RequestError::Api(e)) => return answer(Err(e)),
     };
     drop(body);
     // Shared from the drain check to the publication's delivery; see `Shared::start_drain`.
     let _gate = if api.refuse_publish_while_draining && request.publishes() {
         let gate = shared.publish_gate.read().await;
         if !shared.is_ready() {
-            let mut r = json_response(&answer(method, Err(ApiError::NotAvailable(DRAINING_PUBLISH.into()))));
+            let mut r = answer(Err(ApiError::NotAvailable(DRAINING_PUBLISH.into())));
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             return r;
         }
@@ -93,17 +96,28 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
         ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
-        r => json_response(&answer(method, crate::api::call(&api.cluster, r).await)),
+        r => answer(crate::api::call(&api.cluster, r).await),
     }
 }
 
 /// The body of a call's answer; an error is counted in Centrifugo's
 /// `api_command_errors_total{protocol="http",method,error}`.
-fn answer(method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
-    if let Err(e) = &r {
-        crate::metrics::centrifugo::api_error(method, e.code());
+/// With `transport_errors`, an error is the HTTP status of its code with the error object
+/// alone as the body (Centrifugo's `error_mode: transport`).
+fn answer(method: &str, r: Result<serde_json::Value, ApiError>, transport_errors: bool) -> Response<Body> {
+    match r {
+        Err(e) => {
+            crate::metrics::centrifugo::api_error(method, e.code());
+            if transport_errors {
+                let mut resp = json_response(&crate::api::error_json(&e));
+                *resp.status_mut() = crate::api::http_status(&e);
+                resp
+            } else {
+                json_response(&crate::api::envelope(Err(e)))
+            }
+        }
+        ok => json_response(&crate::api::envelope(ok)),
     }
-    crate::api::envelope(r)
 }
 
 /// The message of the 503 that a draining node on the memory engine answers publications.
