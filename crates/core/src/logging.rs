@@ -51,7 +51,13 @@ static REFUSALS: Mutex<Vec<RefusalSlot>> = parking_lot::const_mutex(Vec::new());
 /// other kinds. The caller's span adds the connection's client and user where there is one.
 pub fn refusal(kind: &'static str, reason: &str, peer: Option<std::net::IpAddr>) {
     if let Some(suppressed) = admit_refusal(kind, Instant::now()) {
-        tracing::info!(refusal = kind, reason, peer = peer.map(tracing::field::display), suppressed, "request refused");
+        tracing::info!(
+            refusal = kind,
+            reason,
+            peer = peer.map(tracing::field::display),
+            suppressed,
+            "request refused"
+        );
     }
 }
 

@@ -81,7 +81,9 @@ async fn by_default_errors_are_inside_a_200_unless_the_request_asks() {
 fn an_unknown_error_mode_stops_the_start() {
     let path = std::env::temp_dir().join(format!("wshub-error-mode-{}.json", std::process::id()));
     std::fs::write(&path, json!({"http_api": {"error_mode": "loud"}}).to_string()).unwrap();
-    let err = wshub_server::config::load(Some(&path), Vec::<(String, String)>::new(), &[]).err().unwrap();
+    let err = wshub_server::config::load(Some(&path), Vec::<(String, String)>::new(), &[])
+        .err()
+        .unwrap();
     let _ = std::fs::remove_file(path);
     assert!(err.to_string().contains("error_mode"), "{err}");
 }

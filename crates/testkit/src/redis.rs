@@ -410,6 +410,16 @@ impl Drop for PubSubProxy {
     }
 }
 
+/// Whether `bytes` carry a (S|P)SUBSCRIBE command: its name as a RESP bulk string, not the
+/// word anywhere (a PUBLISH whose payload mentions "subscribe", as node announcements with
+/// their metrics do, is a command connection's).
+fn is_subscribe_command(bytes: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [b"$9\r\nsubscribe\r\n", b"$10\r\nssubscribe\r\n", b"$10\r\npsubscribe\r\n"];
+    NAMES
+        .iter()
+        .any(|name| bytes.windows(name.len()).any(|w| w.eq_ignore_ascii_case(name)))
+}
+
 async fn proxy_one(down: tokio::net::TcpStream, up: tokio::net::TcpStream, mut frozen: tokio::sync::watch::Receiver<bool>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -424,7 +434,7 @@ async fn proxy_one(down: tokio::net::TcpStream, up: tokio::net::TcpStream, mut f
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"subscribe")) {
+            if is_subscribe_command(&buf[..n]) {
                 seen.store(true, Ordering::SeqCst);
             }
             if up_w.write_all(&buf[..n]).await.is_err() {

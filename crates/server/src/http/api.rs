@@ -69,7 +69,10 @@ pub const UNAUTHORIZED_API: &str = "missing or wrong API key: send the header X-
 /// implementation behind `/api/<method>` and the admin page's `/admin/api/<method>`.
 pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiConfig, method: &str) -> Response<Body> {
     let transport_errors = api.transport_errors
-        || req.headers().get("x-centrifugo-error-mode").is_some_and(|v| v.as_bytes() == b"transport");
+        || req
+            .headers()
+            .get("x-centrifugo-error-mode")
+            .is_some_and(|v| v.as_bytes() == b"transport");
     let answer = |r: Result<serde_json::Value, ApiError>| answer(method, r, transport_errors);
     let body = match crate::body::read(req.into_body(), API_BODY_LIMIT, api.body_timeout).await {
         Ok(b) => b,
