@@ -343,7 +343,10 @@ impl Session {
             false => {
                 let mut r = Ok(());
                 if !clients.is_empty() {
-                    r = node.map_remove(&format!("{clients}{ch}"), &self.client, None, HashMap::new()).await.map(drop);
+                    r = node
+                        .map_remove(&format!("{clients}{ch}"), &self.client, None, HashMap::new())
+                        .await
+                        .map(drop);
                 }
                 if opts.map.remove_client_on_unsubscribe {
                     r = r.and(node.map_remove(ch, &self.client, None, HashMap::new()).await.map(drop));

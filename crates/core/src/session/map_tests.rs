@@ -313,12 +313,20 @@ fn map_presence_follows_the_subscribers() {
     let client = c.session.client_id().to_string();
     sub(&mut c, 2, r#"{"channel":"room:1","type":1,"phase":2}"#);
     c.send(r#"{"id":3,"publish":{"channel":"room:1","type":1,"key":"x","data":1}}"#);
-    c.send(&format!(r#"{{"id":4,"publish":{{"channel":"room:1","type":1,"key":"{client}","data":1}}}}"#));
+    c.send(&format!(
+        r#"{{"id":4,"publish":{{"channel":"room:1","type":1,"key":"{client}","data":1}}}}"#
+    ));
     c.send(r#"{"id":5,"unsubscribe":{"channel":"room:1"}}"#);
     let pubs: Vec<Value> = watcher.pushes().into_iter().map(|p| p["push"]["pub"].clone()).collect();
     assert_eq!(pubs.len(), 2, "{pubs:?}");
-    assert_eq!((pubs[0]["key"].as_str(), pubs[0]["info"]["user"].as_str()), (Some(client.as_str()), Some("42")));
-    assert_eq!((pubs[1]["key"].as_str(), pubs[1]["removed"].as_bool()), (Some(client.as_str()), Some(true)));
+    assert_eq!(
+        (pubs[0]["key"].as_str(), pubs[0]["info"]["user"].as_str()),
+        (Some(client.as_str()), Some("42"))
+    );
+    assert_eq!(
+        (pubs[1]["key"].as_str(), pubs[1]["removed"].as_bool()),
+        (Some(client.as_str()), Some(true))
+    );
     let keys_left = |ch| {
         let q = crate::subscription::map::broker::StateQuery {
             limit: 10,
@@ -328,7 +336,11 @@ fn map_presence_follows_the_subscribers() {
         page.entries.into_iter().map(|p| p.key).collect::<Vec<_>>()
     };
     assert_eq!(keys_left("users:room:1"), vec!["42"], "a user's entry leaves by TTL only");
-    assert_eq!(keys_left("room:1"), vec!["x"], "remove_client_on_unsubscribe took the client's own key");
+    assert_eq!(
+        keys_left("room:1"),
+        vec!["x"],
+        "remove_client_on_unsubscribe took the client's own key"
+    );
 }
 
 #[test]
@@ -340,7 +352,10 @@ fn presence_prefixes_must_name_a_matching_namespace() {
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.key, "channel.namespaces[0].map_clients_presence_channel_prefix", "{}", e.message);
     cfg.channel.namespaces.push(map_ns("who", Mode::Ephemeral, |_| {}));
-    assert!(cfg.validate().unwrap_err().message.contains("map_clients"), "a map, not a map_clients");
+    assert!(
+        cfg.validate().unwrap_err().message.contains("map_clients"),
+        "a map, not a map_clients"
+    );
     cfg.channel.namespaces[1].options.subscription_type = SubscriptionType::MapClients;
     cfg.validate().unwrap();
 }

@@ -230,8 +230,16 @@ pub fn validate_presence_prefixes(cfg: &crate::config::ChannelConfig) -> Result<
         .chain(std::iter::once(("channel.without_namespace".to_string(), &cfg.without_namespace)));
     for (key, o) in all {
         for (prefix, want, name) in [
-            (&o.map_clients_presence_channel_prefix, SubscriptionType::MapClients, "map_clients_presence_channel_prefix"),
-            (&o.map_users_presence_channel_prefix, SubscriptionType::MapUsers, "map_users_presence_channel_prefix"),
+            (
+                &o.map_clients_presence_channel_prefix,
+                SubscriptionType::MapClients,
+                "map_clients_presence_channel_prefix",
+            ),
+            (
+                &o.map_users_presence_channel_prefix,
+                SubscriptionType::MapUsers,
+                "map_users_presence_channel_prefix",
+            ),
         ] {
             if prefix.is_empty() {
                 continue;
@@ -250,7 +258,10 @@ pub fn validate_presence_prefixes(cfg: &crate::config::ChannelConfig) -> Result<
             match target {
                 None => return fail(format!("{prefix:?} names no namespace")),
                 Some(t) if t.subscription_type != want => {
-                    return fail(format!("{prefix:?} names a namespace whose subscription_type is not {:?}", want.name()))
+                    return fail(format!(
+                        "{prefix:?} names a namespace whose subscription_type is not {:?}",
+                        want.name()
+                    ))
                 }
                 Some(t) if t.map.mode == Mode::Persistent => return fail(format!("{prefix:?} names a persistent map")),
                 Some(_) => {}

@@ -372,7 +372,10 @@ mod tests {
         // A refresh of a present key moves its expiry and writes nothing.
         m.publish("p", data("1"), KeyMode::IfNewOrRefresh, r, now).unwrap();
         let later = now + Duration::from_secs(2);
-        assert_eq!(m.publish("p", data("2"), KeyMode::IfNewOrRefresh, r, later).map(drop), Err(Suppressed::KeyExists));
+        assert_eq!(
+            m.publish("p", data("2"), KeyMode::IfNewOrRefresh, r, later).map(drop),
+            Err(Suppressed::KeyExists)
+        );
         assert!(m.expire(now + Duration::from_secs(4)).is_empty());
         assert_eq!(m.get("p").unwrap().data, "1");
         assert_eq!(m.position().offset, 0);
