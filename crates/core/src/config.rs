@@ -75,6 +75,12 @@ pub struct ChannelOptions {
     pub subscription_type: crate::subscription::SubscriptionType,
     /// Map subscriptions (`subscription_type` map, map_clients, map_users).
     pub map: crate::subscription::map::MapOptions,
+    /// A subscriber of channel `c` is an entry (key: its client id) of the map channel
+    /// `<prefix>c` while subscribed (a `map_clients` namespace).
+    pub map_clients_presence_channel_prefix: String,
+    /// The same by user id (a `map_users` namespace); entries leave by TTL only, as a user
+    /// may have other connections.
+    pub map_users_presence_channel_prefix: String,
 }
 
 impl ChannelOptions {
@@ -356,6 +362,7 @@ impl NodeConfig {
             check_options(&ns.options, &format!("channel.namespaces[{i}]"))?;
         }
         check_options(&self.channel.without_namespace, "channel.without_namespace")?;
+        crate::subscription::map::validate_presence_prefixes(&self.channel)?;
         if self.channel.history_meta_ttl.is_zero() {
             return err("channel.history_meta_ttl", "must be positive");
         }

@@ -167,6 +167,8 @@ struct Sub {
     join_leave: bool,
     /// At `expires`, the sub refresh proxy is asked (the client was not told of expiry).
     server_refresh: bool,
+    /// A map subscription: its map presence entries are kept while it lasts.
+    map: bool,
 }
 
 /// One client's session. See the module docs.

@@ -11,6 +11,7 @@ use super::*;
 use crate::engine::EngineError;
 use crate::subscription::map::broker::StateQuery;
 use crate::subscription::map::ops::MapPublish;
+use crate::subscription::map::state::KeyMode;
 use crate::subscription::map::ClientKey;
 use crate::subscription::Phase;
 
@@ -302,9 +303,61 @@ impl Session {
                 presence: false,
                 join_leave: false,
                 server_refresh: p.server_refresh,
+                map: true,
             },
         );
+        self.map_presence(ch, opts, true).await;
         Ok(r)
+    }
+
+    /// This client's entries in the channel's map presence channels: added (or their TTL
+    /// refreshed) when `here`, else the client's own removed (a user's entry stays until
+    /// its TTL: the user may have other connections). With `remove_client_on_unsubscribe`,
+    /// the client's key leaves the map itself too.
+    pub(super) async fn map_presence(&mut self, ch: &str, opts: &ChannelOptions, here: bool) {
+        let node = self.node.clone();
+        let clients = &opts.map_clients_presence_channel_prefix;
+        let users = &opts.map_users_presence_channel_prefix;
+        let chan_info = self.subs.get(ch).map(|s| s.chan_info.clone()).unwrap_or_default();
+        let result = match here {
+            true => {
+                let mut r = Ok(());
+                if !clients.is_empty() {
+                    let w = MapPublish {
+                        key: self.client.to_string(),
+                        info: Some(self.client_info(chan_info)),
+                        key_mode: KeyMode::IfNewOrRefresh,
+                        ..Default::default()
+                    };
+                    r = node.map_publish(&format!("{clients}{ch}"), w).await.map(drop);
+                }
+                if !users.is_empty() && !self.user.is_empty() {
+                    let w = MapPublish {
+                        key: self.user.clone(),
+                        key_mode: KeyMode::IfNewOrRefresh,
+                        ..Default::default()
+                    };
+                    r = r.and(node.map_publish(&format!("{users}{ch}"), w).await.map(drop));
+                }
+                r
+            }
+            false => {
+                let mut r = Ok(());
+                if !clients.is_empty() {
+                    r = node
+                        .map_remove(&format!("{clients}{ch}"), &self.client, None, HashMap::new())
+                        .await
+                        .map(drop);
+                }
+                if opts.map.remove_client_on_unsubscribe {
+                    r = r.and(node.map_remove(ch, &self.client, None, HashMap::new()).await.map(drop));
+                }
+                r
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(channel = %ch, error = %e, "map presence not updated");
+        }
     }
 
     /// A client's map write (`publish` with `type: 1`), or removal (`removed: true`).

@@ -289,3 +289,73 @@ fn map_delta_is_per_key_against_its_previous_data() {
     assert_eq!(String::from_utf8(decoded).unwrap(), format!(r#"{{"n":2,"p":"{pad}"}}"#));
     assert!(pubs[1].get("prev_data").is_none(), "the base stays inside the node");
 }
+
+#[test]
+fn map_presence_follows_the_subscribers() {
+    let node = node_with(|c| {
+        let mut main = map_ns("room", Mode::Ephemeral, |m| m.remove_client_on_unsubscribe = true);
+        main.options.map_clients_presence_channel_prefix = "who:".into();
+        main.options.map_users_presence_channel_prefix = "users:".into();
+        c.channel.namespaces.push(main);
+        let mut who = map_ns("who", Mode::Ephemeral, |_| {});
+        who.options.subscription_type = SubscriptionType::MapClients;
+        c.channel.namespaces.push(who);
+        let mut users = map_ns("users", Mode::Ephemeral, |_| {});
+        users.options.subscription_type = SubscriptionType::MapUsers;
+        c.channel.namespaces.push(users);
+    });
+    let mut watcher = Client::new(&node, start());
+    watcher.connect("1");
+    let r = sub(&mut watcher, 2, r#"{"channel":"who:room:1","type":2,"phase":2}"#);
+    assert_eq!(r["subscribe"]["type"], 1, "{r}");
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let client = c.session.client_id().to_string();
+    sub(&mut c, 2, r#"{"channel":"room:1","type":1,"phase":2}"#);
+    c.send(r#"{"id":3,"publish":{"channel":"room:1","type":1,"key":"x","data":1}}"#);
+    c.send(&format!(
+        r#"{{"id":4,"publish":{{"channel":"room:1","type":1,"key":"{client}","data":1}}}}"#
+    ));
+    c.send(r#"{"id":5,"unsubscribe":{"channel":"room:1"}}"#);
+    let pubs: Vec<Value> = watcher.pushes().into_iter().map(|p| p["push"]["pub"].clone()).collect();
+    assert_eq!(pubs.len(), 2, "{pubs:?}");
+    assert_eq!(
+        (pubs[0]["key"].as_str(), pubs[0]["info"]["user"].as_str()),
+        (Some(client.as_str()), Some("42"))
+    );
+    assert_eq!(
+        (pubs[1]["key"].as_str(), pubs[1]["removed"].as_bool()),
+        (Some(client.as_str()), Some(true))
+    );
+    let keys_left = |ch| {
+        let q = crate::subscription::map::broker::StateQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let page = now_or_never(node.map_read_state(ch, q)).unwrap();
+        page.entries.into_iter().map(|p| p.key).collect::<Vec<_>>()
+    };
+    assert_eq!(keys_left("users:room:1"), vec!["42"], "a user's entry leaves by TTL only");
+    assert_eq!(
+        keys_left("room:1"),
+        vec!["x"],
+        "remove_client_on_unsubscribe took the client's own key"
+    );
+}
+
+#[test]
+fn presence_prefixes_must_name_a_matching_namespace() {
+    let mut cfg = crate::config::NodeConfig::default();
+    let mut main = map_ns("room", Mode::Ephemeral, |_| {});
+    main.options.map_clients_presence_channel_prefix = "who:".into();
+    cfg.channel.namespaces.push(main);
+    let e = cfg.validate().unwrap_err();
+    assert_eq!(e.key, "channel.namespaces[0].map_clients_presence_channel_prefix", "{}", e.message);
+    cfg.channel.namespaces.push(map_ns("who", Mode::Ephemeral, |_| {}));
+    assert!(
+        cfg.validate().unwrap_err().message.contains("map_clients"),
+        "a map, not a map_clients"
+    );
+    cfg.channel.namespaces[1].options.subscription_type = SubscriptionType::MapClients;
+    cfg.validate().unwrap();
+}

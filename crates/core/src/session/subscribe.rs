@@ -218,6 +218,7 @@ impl Session {
                 presence: opts.presence,
                 join_leave: opts.join_leave,
                 server_refresh: false,
+                map: false,
             },
         );
         Ok(result)
@@ -270,6 +271,10 @@ impl Session {
         let (presence, join_leave) = sub
             .as_ref()
             .map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
+        let map = sub.as_ref().is_some_and(|s| s.map);
+        if map && leave {
+            self.map_presence(ch, opts, false).await;
+        }
         let chan_info = sub.map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
             crate::series::action(crate::series::Action::BrokerUnsubscribe);

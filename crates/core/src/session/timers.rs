@@ -172,6 +172,13 @@ impl Session {
     /// long), so each session adds its entries again at every ping.
     pub(super) async fn refresh_presence(&mut self) {
         let node = self.node.clone();
+        let maps: Vec<String> = self.subs.iter().filter(|(_, s)| s.map).map(|(c, _)| c.clone()).collect();
+        for ch in maps {
+            if let Ok(opts) = node.options(&ch) {
+                let opts = ChannelOptions::clone(&opts);
+                self.map_presence(&ch, &opts, true).await;
+            }
+        }
         for (ch, sub) in &self.subs {
             if sub.presence {
                 let info = self.client_info(sub.chan_info.clone());

@@ -225,3 +225,122 @@ pub async fn call(node: &Node, request: MapRequest) -> Result<Value, ApiError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use wshub_core::config::{ChannelOptions, Namespace, NodeConfig};
+    use wshub_core::memory::MemoryEngine;
+    use wshub_core::subscription::map::{MapOptions, Mode};
+    use wshub_core::subscription::SubscriptionType;
+
+    use super::*;
+    use crate::api::{parse_request, ApiRequest};
+
+    fn node() -> Arc<Node> {
+        let mut cfg = NodeConfig::default();
+        cfg.channel.namespaces.push(Namespace {
+            name: "m".into(),
+            options: ChannelOptions {
+                subscription_type: SubscriptionType::Map,
+                map: MapOptions {
+                    mode: Mode::Persistent,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        });
+        Node::new(cfg, Arc::new(MemoryEngine::default())).unwrap()
+    }
+
+    async fn run(node: &Node, method: &str, body: &str) -> Result<Value, ApiError> {
+        match parse_request(method, body.as_bytes()) {
+            Ok(ApiRequest::Map(r)) => call(node, r).await,
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn map_methods_write_read_and_clear() {
+        let node = node();
+        let r = run(
+            &node,
+            "map_publish",
+            r#"{"channel":"m:1","key":"a","data":{"v":1},"tags":{"t":"x"}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r["offset"], 1);
+        let epoch = r["epoch"].as_str().unwrap().to_string();
+        let r = run(&node, "map_publish", r#"{"channel":"m:1","key":"a","data":2,"key_mode":"if_new"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r["suppressed"].as_bool(), r["suppress_reason"].as_str()),
+            (Some(true), Some("key_exists"))
+        );
+        run(&node, "map_publish", r#"{"channel":"m:1","key":"b","b64data":"Mw=="}"#)
+            .await
+            .unwrap();
+        let r = run(&node, "map_read_state", r#"{"channel":"m:1","limit":1}"#).await.unwrap();
+        assert_eq!(
+            (r["entries"][0]["key"].as_str(), r["cursor"].as_str()),
+            (Some("a"), Some("a")),
+            "{r}"
+        );
+        assert_eq!(
+            (r["entries"][0]["data"]["v"].as_i64(), r["entries"][0]["tags"]["t"].as_str()),
+            (Some(1), Some("x"))
+        );
+        let r = run(&node, "map_read_state", r#"{"channel":"m:1","limit":10,"cursor":"a"}"#)
+            .await
+            .unwrap();
+        assert_eq!((r["entries"][0]["data"].as_i64(), r.get("cursor")), (Some(3), None), "{r}");
+        let r = run(&node, "map_remove", r#"{"channel":"m:1","key":"a"}"#).await.unwrap();
+        assert_eq!(r["offset"], 3);
+        let r = run(
+            &node,
+            "map_read_stream",
+            &format!(r#"{{"channel":"m:1","since_offset":1,"since_epoch":"{epoch}","limit":-1}}"#),
+        )
+        .await
+        .unwrap();
+        let stream: Vec<(Option<&str>, Option<bool>)> = r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["key"].as_str(), e["removed"].as_bool()))
+            .collect();
+        assert_eq!(stream, vec![(Some("b"), None), (Some("a"), Some(true))]);
+        assert_eq!(run(&node, "map_stats", r#"{"channel":"m:1"}"#).await.unwrap()["num_keys"], 1);
+        run(&node, "map_clear", r#"{"channel":"m:1"}"#).await.unwrap();
+        assert_eq!(run(&node, "map_stats", r#"{"channel":"m:1"}"#).await.unwrap()["num_keys"], 0);
+        let e = run(
+            &node,
+            "map_read_stream",
+            &format!(r#"{{"channel":"m:1","since_offset":3,"since_epoch":"{epoch}"}}"#),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, 112, "a new epoch after map_clear");
+    }
+
+    #[tokio::test]
+    async fn map_methods_refuse_what_centrifugo_refuses() {
+        let node = node();
+        for (method, body, code) in [
+            ("map_publish", r#"{"channel":"other","key":"a","data":1}"#, 107),
+            ("map_publish", r#"{"channel":"m:1","key":"","data":1}"#, 107),
+            ("map_publish", r#"{"channel":"m:1","key":"a","data":1,"key_mode":"always"}"#, 107),
+            ("map_remove", r#"{"channel":"nope:1","key":"a"}"#, 102),
+        ] {
+            assert_eq!(run(&node, method, body).await.unwrap_err().code, code, "{method} {body}");
+        }
+        assert!(matches!(parse_request("map_stats", b"{}"), Err(crate::api::RequestError::Api(e)) if e.code == 107));
+        assert!(crate::api::is_method("map_read_state"));
+        assert!(parse_request("map_publish", br#"{"channel":"m:1","key":"a","data":1}"#)
+            .unwrap()
+            .publishes());
+    }
+}

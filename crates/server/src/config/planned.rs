@@ -64,8 +64,6 @@ pub const PLANNED: &[Planned] = &[
     stop("namespace.map.remove_proxy_enabled", 28, "the map publish and remove proxies"),
     warn("namespace.map.publish_proxy_name", 28, "the map publish and remove proxies"),
     warn("namespace.map.remove_proxy_name", 28, "the map publish and remove proxies"),
-    warn("namespace.map_clients_presence_channel_prefix", 28, "map presence channels"),
-    warn("namespace.map_users_presence_channel_prefix", 28, "map presence channels"),
     // Shared poll.
     warn("shared_poll.*", 29, "shared poll"),
     warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),

@@ -219,6 +219,58 @@ pub fn validate(t: SubscriptionType, m: &MapOptions, key: &str) -> Result<(), Co
     Ok(())
 }
 
+/// Each map presence prefix names a namespace of the matching kind that is not
+/// `persistent` (its entries must expire), as Centrifugo checks.
+pub fn validate_presence_prefixes(cfg: &crate::config::ChannelConfig) -> Result<(), ConfigError> {
+    let all = cfg
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("channel.namespaces[{i}]"), &n.options))
+        .chain(std::iter::once(("channel.without_namespace".to_string(), &cfg.without_namespace)));
+    for (key, o) in all {
+        for (prefix, want, name) in [
+            (
+                &o.map_clients_presence_channel_prefix,
+                SubscriptionType::MapClients,
+                "map_clients_presence_channel_prefix",
+            ),
+            (
+                &o.map_users_presence_channel_prefix,
+                SubscriptionType::MapUsers,
+                "map_users_presence_channel_prefix",
+            ),
+        ] {
+            if prefix.is_empty() {
+                continue;
+            }
+            let probe = format!("{prefix}x");
+            let target = match probe.split_once(cfg.namespace_boundary.as_str()) {
+                Some((ns, _)) if !cfg.namespace_boundary.is_empty() => cfg.namespaces.iter().find(|n| n.name == ns).map(|n| &n.options),
+                _ => Some(&cfg.without_namespace),
+            };
+            let fail = |message: String| {
+                Err(ConfigError {
+                    key: format!("{key}.{name}"),
+                    message,
+                })
+            };
+            match target {
+                None => return fail(format!("{prefix:?} names no namespace")),
+                Some(t) if t.subscription_type != want => {
+                    return fail(format!(
+                        "{prefix:?} names a namespace whose subscription_type is not {:?}",
+                        want.name()
+                    ))
+                }
+                Some(t) if t.map.mode == Mode::Persistent => return fail(format!("{prefix:?} names a persistent map")),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

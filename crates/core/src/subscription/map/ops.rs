@@ -42,7 +42,10 @@ impl Node {
             return Err(ApiError::bad_request("bad request: key required"));
         }
         let opts = self.map_options(channel)?;
-        channel::check_data(opts.channel_config(), &opts, &w.data).map_err(ApiError::bad_request)?;
+        if !w.data.is_empty() {
+            // A map entry may be a key alone (map presence entries are).
+            channel::check_data(opts.channel_config(), &opts, &w.data).map_err(ApiError::bad_request)?;
+        }
         let write = MapWrite {
             key: w.key,
             publication: Publication {

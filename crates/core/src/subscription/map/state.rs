@@ -48,6 +48,8 @@ pub enum KeyMode {
     Any,
     /// Only when the key is absent.
     IfNew,
+    /// [`KeyMode::IfNew`]; a present key's TTL starts again (map presence refreshes).
+    IfNewOrRefresh,
     /// Only when the key is present.
     IfExists,
 }
@@ -140,6 +142,15 @@ impl MapChannel {
         self.retention = retention;
         let exists = self.entries.contains_key(key);
         match (mode, exists) {
+            (KeyMode::IfNewOrRefresh, true) => {
+                self.unexpire(key);
+                let expires = (!retention.key_ttl.is_zero()).then(|| now + retention.key_ttl);
+                if let (Some(at), Some(e)) = (expires, self.entries.get_mut(key)) {
+                    e.expires = Some(at);
+                    self.expiries.insert((at, key.to_string()));
+                }
+                return Err(Suppressed::KeyExists);
+            }
             (KeyMode::IfNew, true) => return Err(Suppressed::KeyExists),
             (KeyMode::IfExists, false) => return Err(Suppressed::KeyNotFound),
             _ => {}
@@ -358,6 +369,15 @@ mod tests {
             vec![("a", true, 0), ("b", true, 0)]
         );
         assert!(m.is_empty() && m.is_forgettable(now));
+        // A refresh of a present key moves its expiry and writes nothing.
+        m.publish("p", data("1"), KeyMode::IfNewOrRefresh, r, now).unwrap();
+        let later = now + Duration::from_secs(2);
+        assert_eq!(
+            m.publish("p", data("2"), KeyMode::IfNewOrRefresh, r, later).map(drop),
+            Err(Suppressed::KeyExists)
+        );
+        assert!(m.expire(now + Duration::from_secs(4)).is_empty());
+        assert_eq!(m.get("p").unwrap().data, "1");
         assert_eq!(m.position().offset, 0);
     }
 }
