@@ -64,7 +64,8 @@ async fn every_refusal_is_logged_as_json_once_a_second_per_kind() {
     // A token signed with another key: the connection closes with 3500.
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut c = Client::connect(addr, "/connection/websocket", &[], None).await;
-    c.send_connect(&wshub_testkit::token("not-the-key", &json!({"sub": "mallory"}))).await;
+    c.send_connect(&wshub_testkit::token("not-the-key", &json!({"sub": "mallory"})))
+        .await;
     loop {
         match c.next_event().await {
             Event::Closed { code, .. } => break assert_eq!(code.0, 3500),
@@ -81,7 +82,9 @@ async fn every_refusal_is_logged_as_json_once_a_second_per_kind() {
     }
     let mut limited = 0;
     for _ in 0..BURST {
-        let (status, _) = http(port, "POST", "/api/info", &format!("X-API-Key: {API_KEY}\r\n"), "{}").await.unwrap();
+        let (status, _) = http(port, "POST", "/api/info", &format!("X-API-Key: {API_KEY}\r\n"), "{}")
+            .await
+            .unwrap();
         limited += usize::from(status == 429);
     }
     assert!(limited >= BURST / 2, "{limited} of {BURST} over a limit of 1/s");
@@ -113,7 +116,10 @@ async fn every_refusal_is_logged_as_json_once_a_second_per_kind() {
         let of_kind: Vec<&Value> = lines.iter().filter(|v| v["fields"]["refusal"] == kind).collect();
         let first = of_kind[0];
         assert_eq!(first["level"], "INFO", "{first}");
-        assert!(first["fields"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason: {first}");
+        assert!(
+            first["fields"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "a reason: {first}"
+        );
         // At most one line per second of the burst (and a burst of one kind of refusal
         // lasted less than `took`).
         let most = took.as_secs() as usize + 1;
@@ -187,7 +193,11 @@ impl Carbon {
         if !file.exists() {
             return Vec::new();
         }
-        let from = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 600;
+        let from = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 600;
         let out = common::run_to_end(Command::new("whisper-fetch").args([&format!("--from={from}"), file.to_str().unwrap()]));
         assert!(out.status.success(), "whisper-fetch (python3-whisper): {out:?}");
         String::from_utf8_lossy(&out.stdout)
@@ -240,7 +250,10 @@ async fn metrics_reach_graphite_carbon_as_paths_and_as_tags() {
         .join("wshubtest/n1_local/centrifugo/node/messages_sent_count/type/publication.wsp");
     wait_until("n1's publication count in carbon", LIMIT, || carbon.values(&sent).contains(&1.0)).await;
     let rss = carbon.whisper().join("wshubtest/n1_local/process/resident/memory_bytes.wsp");
-    wait_until("n1's resident memory in carbon", LIMIT, || carbon.values(&rss).iter().any(|v| *v > 1e6)).await;
+    wait_until("n1's resident memory in carbon", LIMIT, || {
+        carbon.values(&rss).iter().any(|v| *v > 1e6)
+    })
+    .await;
 
     // n2 writes tags: `centrifugo_node_build{version}`.
     let (_, metrics) = http(p2, "GET", "/metrics", "", "").await.unwrap();
@@ -252,7 +265,10 @@ async fn metrics_reach_graphite_carbon_as_paths_and_as_tags() {
     let name = format!("wshubtest.n2.centrifugo.node.build;version={version}");
     let hash: String = Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let tagged = carbon.whisper().join(format!("_tagged/{}/{}/{hash}.wsp", &hash[..3], &hash[3..6]));
-    wait_until("n2's tagged build series in carbon", LIMIT, || carbon.values(&tagged).contains(&1.0)).await;
+    wait_until("n2's tagged build series in carbon", LIMIT, || {
+        carbon.values(&tagged).contains(&1.0)
+    })
+    .await;
     assert!(
         !carbon.whisper().join("wshubtest/n2/centrifugo/node/build").exists(),
         "with tags the labels are not path components"
@@ -302,12 +318,7 @@ async fn otlp_receiver() -> (u16, Received) {
                             ("application/x-protobuf", reply, None)
                         };
                         let body = Full::new(bytes::Bytes::from(data)).with_trailers(async move { trailers.map(Ok) });
-                        Ok::<_, hyper::Error>(
-                            hyper::Response::builder()
-                                .header("content-type", content_type)
-                                .body(body)
-                                .unwrap(),
-                        )
+                        Ok::<_, hyper::Error>(hyper::Response::builder().header("content-type", content_type).body(body).unwrap())
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -349,11 +360,18 @@ impl Drop for EnvNode {
 
 fn string_attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    attrs.iter().find(|a| a.key == key)?.value.as_ref()?.value.as_ref().map(|v| match v {
-        V::StringValue(s) => s.clone(),
-        V::IntValue(i) => i.to_string(),
-        other => format!("{other:?}"),
-    })
+    attrs
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+        .map(|v| match v {
+            V::StringValue(s) => s.clone(),
+            V::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
 }
 
 /// `opentelemetry.enabled` and `api`: an API call is a server span named by its path, as
@@ -412,7 +430,11 @@ async fn api_calls_are_spans_exported_over_otlp_http_and_grpc() {
         assert_eq!(span.kind, 2, "a server span");
         assert_eq!(string_attr(&span.attributes, "http.response.status_code").as_deref(), Some("200"));
         assert_eq!(string_attr(&span.attributes, "http.request.method").as_deref(), Some("POST"));
-        assert_eq!(string_attr(&resource.attributes, "service.name").as_deref(), Some("centrifugo"), "{resource:?}");
+        assert_eq!(
+            string_attr(&resource.attributes, "service.name").as_deref(),
+            Some("centrifugo"),
+            "{resource:?}"
+        );
         assert!(string_attr(&resource.attributes, "service.instance.id").is_some_and(|s| !s.is_empty()));
     }
 }

@@ -25,7 +25,10 @@ impl LogLimiter {
     }
 }
 
-fn admit(slot: &mut Option<(Instant, u64)>, now: Instant) -> Option<u64> {
+/// When a kind last logged, and the lines held back since.
+type Slot = Option<(Instant, u64)>;
+
+fn admit(slot: &mut Slot, now: Instant) -> Option<u64> {
     match slot {
         Some((last, suppressed)) if now.saturating_duration_since(*last) < Duration::from_secs(1) => {
             *suppressed += 1;
@@ -40,7 +43,7 @@ fn admit(slot: &mut Option<(Instant, u64)>, now: Instant) -> Option<u64> {
 }
 
 /// One [`LogLimiter`] slot per kind of refusal (a handful of static names).
-static REFUSALS: Mutex<Vec<(&'static str, Option<(Instant, u64)>)>> = parking_lot::const_mutex(Vec::new());
+static REFUSALS: Mutex<Vec<(&'static str, Slot)>> = parking_lot::const_mutex(Vec::new());
 
 /// Logs a refused request at info with its kind and reason as fields (`refusal`, `reason`,
 /// `peer`, `suppressed`: what a JSON log's reader filters on), at most one line a second
@@ -48,7 +51,13 @@ static REFUSALS: Mutex<Vec<(&'static str, Option<(Instant, u64)>)>> = parking_lo
 /// other kinds. The caller's span adds the connection's client and user where there is one.
 pub fn refusal(kind: &'static str, reason: &str, peer: Option<std::net::IpAddr>) {
     if let Some(suppressed) = admit_refusal(kind, Instant::now()) {
-        tracing::info!(refusal = kind, reason, peer = peer.map(tracing::field::display), suppressed, "request refused");
+        tracing::info!(
+            refusal = kind,
+            reason,
+            peer = peer.map(tracing::field::display),
+            suppressed,
+            "request refused"
+        );
     }
 }
 

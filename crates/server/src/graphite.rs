@@ -31,14 +31,15 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(c: &Graphite, node_name: &str) -> Self {
-        let name: String = node_name
-            .chars()
-            .map(|c| if c == '.' || !c.is_ascii() { '_' } else { c })
-            .collect();
+        let name: String = node_name.chars().map(|c| if c == '.' || !c.is_ascii() { '_' } else { c }).collect();
         Settings {
             address: format!("{}:{}", c.host, c.port),
             prefix: format!("{}.{name}", c.prefix.trim_end_matches('.')),
-            interval: if c.interval.is_zero() { Duration::from_secs(10) } else { c.interval },
+            interval: if c.interval.is_zero() {
+                Duration::from_secs(10)
+            } else {
+                c.interval
+            },
             tags: c.tags,
         }
     }
@@ -127,8 +128,10 @@ mod tests {
 
     #[test]
     fn lines_with_labels_as_path_or_as_tags() {
-        let mut c = Graphite::default();
-        c.prefix = "centrifugo.".into();
+        let mut c = Graphite {
+            prefix: "centrifugo.".into(),
+            ..Default::default()
+        };
         let items = [
             Item {
                 path: vec!["centrifugo".into(), "client".into(), "num_reply_errors".into()],

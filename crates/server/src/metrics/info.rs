@@ -46,7 +46,11 @@ impl Aggregator {
     /// The snapshot of `text` (Prometheus text format) for `info`: the `centrifugo_*`
     /// series; the first one has the counters' totals, as centrifuge's first export at start.
     pub fn snapshot(&mut self, text: &str, interval_seconds: f64) -> NodeMetrics {
-        let items = self.items(text, Some(NAMESPACE)).into_iter().map(|i| (i.key("."), i.value)).collect();
+        let items = self
+            .items(text, Some(NAMESPACE))
+            .into_iter()
+            .map(|i| (i.key("."), i.value))
+            .collect();
         NodeMetrics {
             interval: interval_seconds,
             items,
@@ -96,7 +100,9 @@ impl Aggregator {
                     true
                 }
                 "summary" => {
-                    let Some(i) = labels.iter().position(|(k, _)| k == "quantile") else { continue };
+                    let Some(i) = labels.iter().position(|(k, _)| k == "quantile") else {
+                        continue;
+                    };
                     let (_, q) = labels.remove(i);
                     if sample.value.is_nan() {
                         continue;
@@ -255,7 +261,10 @@ mod tests {
         let expected: BTreeMap<String, f64> = [
             ("centrifugo.node.num_clients", 3.0),
             ("centrifugo.client.num_reply_errors.code.101.method.connect", 5.0),
-            ("centrifugo.api.command_duration_seconds.quantile.50.method.publish.protocol.http", 0.001),
+            (
+                "centrifugo.api.command_duration_seconds.quantile.50.method.publish.protocol.http",
+                0.001,
+            ),
             ("centrifugo.api.command_duration_seconds.sum.method.publish.protocol.http", 0.5),
             ("centrifugo.api.command_duration_seconds.count.method.publish.protocol.http", 10.0),
             ("centrifugo.node.build.version.a\"b", 1.0),
@@ -265,11 +274,20 @@ mod tests {
         .collect();
         assert_eq!(m.items, expected);
         // The next interval: counters and summary sums as their increase.
-        let next = FIRST.replace("} 5\n", "} 8\n").replace("_count{protocol=\"http\",method=\"publish\"} 10", "_count{protocol=\"http\",method=\"publish\"} 14");
+        let next = FIRST.replace("} 5\n", "} 8\n").replace(
+            "_count{protocol=\"http\",method=\"publish\"} 10",
+            "_count{protocol=\"http\",method=\"publish\"} 14",
+        );
         let m = a.snapshot(&next, 60.0);
         assert_eq!(m.items["centrifugo.client.num_reply_errors.code.101.method.connect"], 3.0);
-        assert_eq!(m.items["centrifugo.api.command_duration_seconds.count.method.publish.protocol.http"], 4.0);
-        assert_eq!(m.items["centrifugo.api.command_duration_seconds.sum.method.publish.protocol.http"], 0.0);
+        assert_eq!(
+            m.items["centrifugo.api.command_duration_seconds.count.method.publish.protocol.http"],
+            4.0
+        );
+        assert_eq!(
+            m.items["centrifugo.api.command_duration_seconds.sum.method.publish.protocol.http"],
+            0.0
+        );
         assert_eq!(m.items["centrifugo.node.num_clients"], 3.0);
     }
 
