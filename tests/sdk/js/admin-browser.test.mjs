@@ -28,16 +28,33 @@ function chromiumPath() {
   return found;
 }
 
+/** Debian's Chromium, headless. */
+function launchChromium() {
+  return chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
+  });
+}
+
+/** Connects `client` and subscribes it to `channel`; the subscription and the client id. */
+async function connectAndSubscribe(client, channel) {
+  const connected = once(client, 'connected');
+  const sub = client.newSubscription(channel);
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  client.connect();
+  const { client: clientId } = await connected;
+  await subscribed;
+  return { sub, clientId };
+}
+
 test('admin page in headless Chromium', { timeout: 120000 }, async () => {
   mkdirSync(SHOTS, { recursive: true });
   const config = baseConfig();
   config.admin = { enabled: true, password: PASSWORD, secret: 'admin-test-secret' };
   const server = await startServer(config);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -59,13 +76,7 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
     await page.screenshot({ path: `${SHOTS}02-login-refused.png` });
 
     // A connected SDK client, subscribed to a channel with presence and history.
-    const connected = once(client, 'connected');
-    const sub = client.newSubscription('chat:room');
-    const subscribed = once(sub, 'subscribed');
-    sub.subscribe();
-    client.connect();
-    const { client: clientId } = await connected;
-    await subscribed;
+    const { sub, clientId } = await connectAndSubscribe(client, 'chat:room');
 
     // Log in: the node appears, with the client counted.
     await page.fill('#password', PASSWORD);
@@ -147,23 +158,13 @@ test('admin page: every server API method from its form, at 1280 px', { timeout:
   const config = baseConfig();
   config.admin = { enabled: true, insecure: true };
   const server = await startServer(config);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
   try {
     const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e));
-    const connected = once(client, 'connected');
-    const sub = client.newSubscription('chat:room');
-    const subscribed = once(sub, 'subscribed');
-    sub.subscribe();
-    client.connect();
-    const { client: clientId } = await connected;
-    await subscribed;
+    const { sub, clientId } = await connectAndSubscribe(client, 'chat:room');
     await page.goto(`http://127.0.0.1:${server.port}/admin`);
     await page.locator('#app-view').waitFor({ state: 'visible' });
 
@@ -269,11 +270,7 @@ test('examples/browser receives publications, with tokens from token.mjs and tok
   const config = baseConfig();
   config.client.allowed_origins = [pageOrigin];
   const server = await startServer(config);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext();
     await context.route('https://unpkg.com/**', (route) => route.fulfill({
