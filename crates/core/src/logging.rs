@@ -25,7 +25,10 @@ impl LogLimiter {
     }
 }
 
-fn admit(slot: &mut Option<(Instant, u64)>, now: Instant) -> Option<u64> {
+/// When a kind last logged, and the lines held back since.
+type Slot = Option<(Instant, u64)>;
+
+fn admit(slot: &mut Slot, now: Instant) -> Option<u64> {
     match slot {
         Some((last, suppressed)) if now.saturating_duration_since(*last) < Duration::from_secs(1) => {
             *suppressed += 1;
@@ -39,11 +42,8 @@ fn admit(slot: &mut Option<(Instant, u64)>, now: Instant) -> Option<u64> {
     }
 }
 
-/// A kind of refusal and its slot: when it was last logged and how many were held back.
-type RefusalSlot = (&'static str, Option<(Instant, u64)>);
-
 /// One [`LogLimiter`] slot per kind of refusal (a handful of static names).
-static REFUSALS: Mutex<Vec<RefusalSlot>> = parking_lot::const_mutex(Vec::new());
+static REFUSALS: Mutex<Vec<(&'static str, Slot)>> = parking_lot::const_mutex(Vec::new());
 
 /// Logs a refused request at info with its kind and reason as fields (`refusal`, `reason`,
 /// `peer`, `suppressed`: what a JSON log's reader filters on), at most one line a second

@@ -183,6 +183,52 @@ async function publish(ev) {
   }
 }
 
+// ---- server API: every method Centrifugo's admin offers ----
+
+const API_TEMPLATES = {
+  publish: { channel: 'news', data: { text: 'hello' } },
+  broadcast: { channels: ['news', 'chat:room'], data: { text: 'hello' } },
+  subscribe: { user: 'alice', channel: 'news' },
+  unsubscribe: { user: 'alice', channel: 'news' },
+  disconnect: { user: 'alice' },
+  refresh: { user: 'alice', expire_at: 0 },
+  history: { channel: 'news', limit: 10, reverse: true },
+  history_remove: { channel: 'news' },
+  presence: { channel: 'news' },
+  presence_stats: { channel: 'news' },
+  info: {},
+  rpc: { method: 'method', params: {} },
+  channels: { pattern: '' },
+  connections: { user: 'alice' },
+};
+
+function apiTemplate() {
+  const method = $('api-method').value;
+  const t = { ...API_TEMPLATES[method] };
+  if (method === 'refresh') t.expire_at = Math.floor(Date.now() / 1000) + 3600;
+  $('api-params').value = JSON.stringify(t, null, 2);
+}
+
+async function sendApi(ev) {
+  ev.preventDefault();
+  const out = $('api-reply');
+  const method = $('api-method').value;
+  let params;
+  try {
+    params = JSON.parse($('api-params').value || '{}');
+  } catch (e) {
+    out.textContent = `Parameters are not JSON: ${e.message}`;
+    return;
+  }
+  out.textContent = '';
+  try {
+    const res = await call(method, params);
+    out.textContent = `${method}: ${JSON.stringify(res, null, 2)}`;
+  } catch (e) {
+    if (!(e instanceof SessionGone)) out.textContent = `${method} refused: ${e.message}`;
+  }
+}
+
 // ---- connections ----
 
 async function showConnections(ev) {
@@ -199,7 +245,8 @@ async function showConnections(ev) {
       tr.className = 'connection';
       tr.dataset.client = client;
       cell(tr, client);
-      cell(tr, c.protocol);
+      cell(tr, c.user || user);
+      cell(tr, `${c.transport || ''} ${c.protocol || ''}`.trim());
       cell(tr, String(c.node || '').slice(0, 8)).title = c.node || '';
       const td = document.createElement('td');
       const b = document.createElement('button');
@@ -258,6 +305,9 @@ document.addEventListener('DOMContentLoaded', async () => {
   $('channels-form').addEventListener('submit', (ev) => { ev.preventDefault(); searchChannels(); });
   $('publish-form').addEventListener('submit', publish);
   $('connections-form').addEventListener('submit', showConnections);
+  $('api-method').addEventListener('change', apiTemplate);
+  $('api-form').addEventListener('submit', sendApi);
+  apiTemplate();
   $('disconnect-user').addEventListener('click', () => disconnect(shownUser, ''));
   const r = await fetch('/admin/session', { credentials: 'same-origin' });
   if (r.ok) {

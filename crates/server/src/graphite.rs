@@ -130,7 +130,7 @@ mod tests {
     fn lines_with_labels_as_path_or_as_tags() {
         let mut c = Graphite {
             prefix: "centrifugo.".into(),
-            ..Graphite::default()
+            ..Default::default()
         };
         let items = [
             Item {

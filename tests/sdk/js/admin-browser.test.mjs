@@ -28,16 +28,33 @@ function chromiumPath() {
   return found;
 }
 
+/** Debian's Chromium, headless. */
+function launchChromium() {
+  return chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
+  });
+}
+
+/** Connects `client` and subscribes it to `channel`; the subscription and the client id. */
+async function connectAndSubscribe(client, channel) {
+  const connected = once(client, 'connected');
+  const sub = client.newSubscription(channel);
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  client.connect();
+  const { client: clientId } = await connected;
+  await subscribed;
+  return { sub, clientId };
+}
+
 test('admin page in headless Chromium', { timeout: 120000 }, async () => {
   mkdirSync(SHOTS, { recursive: true });
   const config = baseConfig();
   config.admin = { enabled: true, password: PASSWORD, secret: 'admin-test-secret' };
   const server = await startServer(config);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -59,13 +76,7 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
     await page.screenshot({ path: `${SHOTS}02-login-refused.png` });
 
     // A connected SDK client, subscribed to a channel with presence and history.
-    const connected = once(client, 'connected');
-    const sub = client.newSubscription('chat:room');
-    const subscribed = once(sub, 'subscribed');
-    sub.subscribe();
-    client.connect();
-    const { client: clientId } = await connected;
-    await subscribed;
+    const { sub, clientId } = await connectAndSubscribe(client, 'chat:room');
 
     // Log in: the node appears, with the client counted.
     await page.fill('#password', PASSWORD);
@@ -139,6 +150,97 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
   }
 });
 
+// The admin page's "Server API" form: each method Centrifugo's admin offers, sent from the
+// page, its effect checked through the HTTP API (or on the SDK client it acts on); at
+// 1280 px wide nothing is cut off (the connections' user column and disconnect buttons).
+test('admin page: every server API method from its form, at 1280 px', { timeout: 120000 }, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const config = baseConfig();
+  config.admin = { enabled: true, insecure: true };
+  const server = await startServer(config);
+  const browser = await launchChromium();
+  const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
+  try {
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const { sub, clientId } = await connectAndSubscribe(client, 'chat:room');
+    await page.goto(`http://127.0.0.1:${server.port}/admin`);
+    await page.locator('#app-view').waitFor({ state: 'visible' });
+
+    // Picks `method`, writes `params`, sends; resolves with the reply shown.
+    const send = async (method, params) => {
+      await page.selectOption('#api-method', method);
+      assert.ok((await page.inputValue('#api-params')).length > 0, `a template for ${method}`);
+      await page.fill('#api-params', JSON.stringify(params));
+      await page.evaluate(() => { document.getElementById('api-reply').textContent = ''; });
+      await page.click('#api-form button[type=submit]');
+      await waitFor(async () => (await page.textContent('#api-reply')).length > 0, 10000, `the reply to ${method}`);
+      const reply = await page.textContent('#api-reply');
+      assert.ok(reply.startsWith(`${method}`), reply);
+      return reply;
+    };
+    const ok = async (method, params) => {
+      const reply = await send(method, params);
+      assert.ok(!reply.includes('refused'), reply);
+      return reply;
+    };
+
+    let received = once(sub, 'publication');
+    await ok('publish', { channel: 'chat:room', data: { n: 1 } });
+    assert.deepEqual((await received).data, { n: 1 });
+    received = once(sub, 'publication');
+    await ok('broadcast', { channels: ['chat:room', 'chat:other'], data: { n: 2 } });
+    assert.deepEqual((await received).data, { n: 2 });
+    assert.equal((await server.api('history', { channel: 'chat:other', limit: 10 })).result.publications.length, 1);
+    assert.ok((await ok('history', { channel: 'chat:room', limit: 10 })).includes('"n": 2'));
+    assert.ok((await ok('presence', { channel: 'chat:room' })).includes(clientId));
+    assert.ok((await ok('presence_stats', { channel: 'chat:room' })).includes('"num_users": 1'));
+    assert.ok((await ok('channels', { pattern: 'chat:*' })).includes('chat:room'));
+    assert.ok((await ok('info', {})).includes('"num_clients": 1'));
+    assert.ok((await ok('connections', { user: 'alice' })).includes(clientId));
+
+    // A server-side subscription and its end, seen in the node's channels.
+    const news = () => server.api('channels', { pattern: 'news' }).then((r) => r.result.channels.news);
+    await ok('subscribe', { user: 'alice', channel: 'news' });
+    await waitFor(async () => (await news())?.num_clients === 1, 10000, 'alice subscribed to news');
+    await ok('unsubscribe', { user: 'alice', channel: 'news' });
+    await waitFor(async () => !(await news()), 10000, 'alice unsubscribed from news');
+    await ok('refresh', { user: 'alice', expire_at: Math.floor(Date.now() / 1000) + 3600 });
+    await ok('history_remove', { channel: 'chat:other' });
+    assert.equal((await server.api('history', { channel: 'chat:other', limit: 10 })).result.publications.length, 0);
+    // No RPC proxy is configured: the node's answer (108) is shown, not swallowed.
+    assert.ok((await send('rpc', { method: 'getUser', params: {} })).includes('108'));
+    await page.screenshot({ path: `${SHOTS}11-api-form.png`, fullPage: true });
+
+    // The connections of alice at 1280 px: user column and disconnect button inside the screen.
+    await page.fill('#connections-user', 'alice');
+    await page.click('#connections-form button[type=submit]');
+    const conn = page.locator(`#connections tbody tr[data-client="${clientId}"]`);
+    await conn.waitFor({ state: 'visible' });
+    assert.equal(await conn.locator('td').nth(1).textContent(), 'alice');
+    // Inside the table's scrolling box as shown, not only inside the screen.
+    const cut = await conn.locator('button').evaluate((b) => {
+      const box = b.closest('.scroll').getBoundingClientRect();
+      const r = b.getBoundingClientRect();
+      return r.right > box.right || r.right > window.innerWidth ? { button: r.right, box: box.right } : null;
+    });
+    assert.equal(cut, null, 'the disconnect button is cut off');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than 1280 px`);
+    await page.screenshot({ path: `${SHOTS}12-connections-1280.png`, fullPage: true });
+
+    const disconnected = once(client, 'disconnected');
+    await ok('disconnect', { user: 'alice' });
+    assert.equal((await disconnected).code, 3503);
+    assert.deepEqual(pageErrors, [], 'no script error on the page');
+  } finally {
+    client.disconnect();
+    await browser.close();
+    await server.stop();
+  }
+});
+
 // examples/browser: the page a newcomer copies, served from another port (so its origin
 // must be listed in client.allowed_origins), with tokens minted by the example's Node and
 // Python snippets. The page loads centrifuge-js from unpkg; here that request is answered
@@ -168,11 +270,7 @@ test('examples/browser receives publications, with tokens from token.mjs and tok
   const config = baseConfig();
   config.client.allowed_origins = [pageOrigin];
   const server = await startServer(config);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext();
     await context.route('https://unpkg.com/**', (route) => route.fulfill({
