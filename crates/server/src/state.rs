@@ -45,6 +45,8 @@ pub struct ApiConfig {
     /// only on this node (memory): its subscribers are being closed, so a publication
     /// acknowledged now could reach nobody. With Redis other nodes deliver it.
     pub refuse_publish_while_draining: bool,
+    /// `consumers[]`, started with the node's tasks.
+    pub consumers: Arc<crate::consumers::Consumers>,
 }
 
 impl ApiConfig {
@@ -52,6 +54,7 @@ impl ApiConfig {
     /// later calls do nothing).
     pub(crate) fn start_tasks(&self) {
         self.cluster.start();
+        self.consumers.start(&self.cluster);
         crate::delivery::start(&self.node);
     }
 }

@@ -60,6 +60,10 @@ pub(super) fn prototypes() -> Vec<(&'static str, Value)> {
         ),
         ("proxies", v(serde_json::to_value(wshub_core::config::NamedProxy::default()))),
         (
+            "consumers",
+            v(serde_json::to_value(crate::consumers::ConsumerConfig::default())),
+        ),
+        (
             "rpc.namespaces",
             v(serde_json::to_value(wshub_core::config::RpcNamespace::default())),
         ),
