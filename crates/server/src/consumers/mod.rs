@@ -190,7 +190,11 @@ impl Dispatcher {
     }
 
     fn skip(&self, method: &str, why: &str) -> Result<(), Transient> {
-        tracing::error!(consumer = self.name, method, "non retryable error during consuming, skip message: {why}");
+        tracing::error!(
+            consumer = self.name,
+            method,
+            "non retryable error during consuming, skip message: {why}"
+        );
         self.error();
         Ok(())
     }
@@ -224,9 +228,7 @@ pub(crate) fn backoff(retries: u32) -> Duration {
 pub(crate) fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|p| {
-            !p.is_empty()
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !p.starts_with(|c: char| c.is_ascii_digit())
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !p.starts_with(|c: char| c.is_ascii_digit())
         })
 }
 

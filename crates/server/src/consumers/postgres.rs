@@ -90,7 +90,15 @@ pub(super) async fn run(cfg: PostgresConsumer, d: Dispatcher) {
     }
 }
 
-async fn connect(dsn: &str) -> Result<(tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>), String> {
+async fn connect(
+    dsn: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    String,
+> {
     tokio_postgres::connect(dsn, NoTls).await.map_err(|e| e.to_string())
 }
 

@@ -211,7 +211,9 @@ async fn apply(
                 d.error();
             }
             Some(payload) => {
-                let method = field(&cfg.method_value).map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
+                let method = field(&cfg.method_value)
+                    .map(|m| String::from_utf8_lossy(&m).into_owned())
+                    .unwrap_or_default();
                 let mut retries = 0;
                 while let Err(t) = d.dispatch(&method, &payload).await {
                     tracing::error!(consumer = d.name(), stream, id, "error processing redis stream message: {}", t.0);

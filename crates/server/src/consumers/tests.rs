@@ -17,8 +17,10 @@ fn consumers_are_checked_with_their_keys() {
     assert!(e.starts_with("consumers[0].type: \"kafka\" consumers are not supported"), "{e}");
     let e = load(json!({"consumers": [{"name": "p", "enabled": true, "type": "postgresql"}]})).unwrap_err();
     assert!(e.starts_with("consumers[0].postgresql.dsn"), "{e}");
-    let pg = |table: &str| json!({"consumers": [{"name": "p", "enabled": true, "type": "postgresql",
-        "postgresql": {"dsn": "postgres://u@127.0.0.1:5432/db", "outbox_table_name": table}}]});
+    let pg = |table: &str| {
+        json!({"consumers": [{"name": "p", "enabled": true, "type": "postgresql",
+        "postgresql": {"dsn": "postgres://u@127.0.0.1:5432/db", "outbox_table_name": table}}]})
+    };
     load(pg("outbox")).unwrap();
     load(pg("app.outbox")).unwrap();
     let e = load(pg("outbox; DROP TABLE x")).unwrap_err();
