@@ -1,6 +1,6 @@
 //! Async consumers against the real servers they read: a PostgreSQL cluster made by `initdb`
-//! (the outbox table as Centrifugo defines it, woken by `NOTIFY` only) and a `redis-server`
-//! stream. Each test numbers its publications, kills the node with SIGKILL while it is
+//! (the outbox table as Centrifugo defines it, woken by `NOTIFY` only), a `redis-server`
+//! stream and a JetStream stream of `nats-server`. Each test numbers its publications, kills the node with SIGKILL while it is
 //! applying them, starts it again, and counts every number at a subscriber (which recovers
 //! what it missed meanwhile from history on Redis): nothing is lost. Commands that fail
 //! permanently (bad parameters, an unknown method) are skipped without stopping the others.
@@ -198,6 +198,59 @@ fn redis_stream_entries_of_a_killed_node_are_reclaimed() {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "entries never acknowledged: {pending}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn nats_jetstream_messages_of_a_killed_node_are_redelivered() {
+    serial(async {
+        const N: u64 = 300;
+        let nats = wshub_testkit::nats::NatsServer::start_jetstream().await;
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "CMDS".into(),
+            subjects: vec!["cmds.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let redis = RedisServer::start().await;
+        let dir = common::temp_dir("consumer-js");
+        let cfg = config(
+            &redis,
+            json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
+                "url": nats.url(), "stream_name": "CMDS", "durable_consumer_name": "wshub",
+                "subjects": ["cmds.>"], "max_ack_pending": 10}}),
+        );
+        let mut node = Node::start(&dir, &cfg, common::free_port()).await;
+        // The durable consumer exists once the node has made it (`deliver_policy` new).
+        let stream = js.get_stream("CMDS").await.unwrap();
+        let deadline = std::time::Instant::now() + LIMIT;
+        while stream.consumer_info("wshub").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_client, seen) = subscriber(node.port).await;
+        let send = |method: &str, body: String| {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("centrifugo-method", method);
+            js.publish_with_headers("cmds.a", h, body.into())
+        };
+        send("publish", "{\"channel\": 5}".into()).await.unwrap().await.unwrap();
+        for n in 1..=N {
+            send("publish", publish(n)).await.unwrap().await.unwrap();
+        }
+        kill_mid_batch_and_count(&mut node, &seen, 20, N, || N - seen.lock().unwrap().len() as u64).await;
+        // Every message acknowledged in the end.
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let info = stream.consumer_info("wshub").await.unwrap();
+            if info.num_ack_pending == 0 && info.num_pending == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never acknowledged: {info:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });

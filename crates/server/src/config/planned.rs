@@ -85,7 +85,19 @@ pub const PLANNED: &[Planned] = &[
     // Consumers: the types wshub has not (`type` naming one stops the start) and the keys of
     // the PostgreSQL and Redis stream ones it does not read yet.
     warn("consumers.kafka.*", 31, "Kafka consumers"),
-    warn("consumers.nats_jetstream.*", 31, "NATS JetStream consumers"),
+    stop("consumers.nats_jetstream.credentials_file", 31, "NATS credentials files"),
+    stop("consumers.nats_jetstream.tls.enabled", 31, "TLS for the NATS JetStream consumer"),
+    warn("consumers.nats_jetstream.tls.*", 31, "TLS for the NATS JetStream consumer"),
+    stop(
+        "consumers.nats_jetstream.publication_data_mode.enabled",
+        31,
+        "the publication data mode of consumers",
+    ),
+    warn(
+        "consumers.nats_jetstream.publication_data_mode.*",
+        31,
+        "the publication data mode of consumers",
+    ),
     warn("consumers.google_pub_sub.*", 31, "Google Pub/Sub consumers"),
     warn("consumers.aws_sqs.*", 31, "AWS SQS consumers"),
     warn("consumers.azure_service_bus.*", 31, "Azure Service Bus consumers"),

@@ -1,5 +1,5 @@
 //! Async consumers (Centrifugo's `consumers[]`): API commands read from the backend's own
-//! infrastructure, a PostgreSQL outbox table or a Redis stream, and applied through the same
+//! infrastructure (a PostgreSQL outbox table, Redis streams, a NATS JetStream stream) and applied through the same
 //! code as the HTTP API ([`crate::api::call`]). A command is taken off its source only once
 //! applied, so a node killed mid-batch applies the rest on its next start (at least once:
 //! idempotency keys make publications safe to repeat).
@@ -8,8 +8,8 @@
 //! (10 ms doubling to 5 s, jittered); any other error is permanent, logged and skipped.
 //! `centrifugo_consumers_messages_processed_total` and `centrifugo_consumers_errors_total`
 //! count per `consumer_name`; `wshub_consumers_lag` is the number of commands waiting in the
-//! source when it was last looked at (PostgreSQL: rows of the polled partitions; Redis:
-//! the group's pending and undelivered entries).
+//! source when it was last looked at (PostgreSQL: rows of a partition after a full batch;
+//! Redis: the group's pending entries; JetStream: the consumer's undelivered messages).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,11 @@ use wshub_protocol::codes::error as ec;
 use crate::cluster::Cluster;
 use crate::config::LoadError;
 
+mod nats_jetstream;
 mod postgres;
 mod redis_stream;
 
+pub use nats_jetstream::NatsJetStreamConsumer;
 pub use postgres::PostgresConsumer;
 pub use redis_stream::RedisStreamConsumer;
 
@@ -32,10 +34,11 @@ pub use redis_stream::RedisStreamConsumer;
 pub struct ConsumerConfig {
     pub name: String,
     pub enabled: bool,
-    /// `postgresql` or `redis_stream`.
+    /// `postgresql`, `redis_stream` or `nats_jetstream`.
     pub r#type: String,
     pub postgresql: PostgresConsumer,
     pub redis_stream: RedisStreamConsumer,
+    pub nats_jetstream: NatsJetStreamConsumer,
 }
 
 impl Default for ConsumerConfig {
@@ -46,6 +49,7 @@ impl Default for ConsumerConfig {
             r#type: "postgresql".into(),
             postgresql: PostgresConsumer::default(),
             redis_stream: RedisStreamConsumer::default(),
+            nats_jetstream: NatsJetStreamConsumer::default(),
         }
     }
 }
@@ -60,6 +64,8 @@ pub const METHODS: &[&str] = &[
     "history_remove",
     "refresh",
 ];
+
+const TYPES: &str = "\"postgresql\", \"redis_stream\" or \"nats_jetstream\"";
 
 /// The checks of `consumers[]` (enabled ones only: a disabled one is not used).
 pub fn validate(consumers: &[ConsumerConfig]) -> Result<(), LoadError> {
@@ -78,13 +84,14 @@ pub fn validate(consumers: &[ConsumerConfig]) -> Result<(), LoadError> {
         match c.r#type.as_str() {
             "postgresql" => c.postgresql.validate(&format!("{key}.postgresql"))?,
             "redis_stream" => c.redis_stream.validate(&format!("{key}.redis_stream"))?,
-            "kafka" | "nats_jetstream" | "google_pub_sub" | "aws_sqs" | "azure_service_bus" => {
+            "nats_jetstream" => c.nats_jetstream.validate(&format!("{key}.nats_jetstream"))?,
+            "kafka" | "google_pub_sub" | "aws_sqs" | "azure_service_bus" => {
                 return Err(LoadError(format!(
-                    "{key}.type: {:?} consumers are not supported by wshub yet: \"postgresql\" or \"redis_stream\"",
+                    "{key}.type: {:?} consumers are not supported by wshub yet: {TYPES}",
                     c.r#type
                 )))
             }
-            _ => return Err(LoadError(format!("{key}.type: must be \"postgresql\" or \"redis_stream\""))),
+            _ => return Err(LoadError(format!("{key}.type: must be one of {TYPES}"))),
         }
     }
     Ok(())
@@ -134,6 +141,9 @@ fn start(cluster: &Arc<Cluster>, consumers: &[ConsumerConfig]) {
                         tokio::spawn(redis_stream::run(c.redis_stream.clone(), stream.clone(), worker, d.clone()));
                     }
                 }
+            }
+            "nats_jetstream" => {
+                tokio::spawn(nats_jetstream::run(c.nats_jetstream.clone(), d));
             }
             // Refused by `validate`.
             _ => {}

@@ -13,6 +13,8 @@ fn consumers_are_checked_with_their_keys() {
     // Centrifugo's default item (disabled) loads; a disabled Kafka one too.
     load(json!({"consumers": [{"name": "consumer", "enabled": false, "type": "postgresql"}]})).unwrap();
     load(json!({"consumers": [{"name": "k", "type": "kafka"}]})).unwrap();
+    let e = load(json!({"consumers": [{"name": "j", "enabled": true, "type": "nats_jetstream"}]})).unwrap_err();
+    assert!(e.starts_with("consumers[0].nats_jetstream.stream_name"), "{e}");
     let e = load(json!({"consumers": [{"name": "k", "enabled": true, "type": "kafka"}]})).unwrap_err();
     assert!(e.starts_with("consumers[0].type: \"kafka\" consumers are not supported"), "{e}");
     let e = load(json!({"consumers": [{"name": "p", "enabled": true, "type": "postgresql"}]})).unwrap_err();
