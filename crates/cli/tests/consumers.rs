@@ -172,21 +172,15 @@ fn redis_stream_entries_of_a_killed_node_are_reclaimed() {
             .await
             .unwrap();
         let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("method")
-            .arg("publish")
-            .arg("payload")
-            .arg("{\"channel\": 5}");
-        for n in 1..=N {
+        let payloads = std::iter::once("{\"channel\": 5}".to_string()).chain((1..=N).map(publish));
+        for payload in payloads {
             pipe.cmd("XADD")
                 .arg(&stream)
                 .arg("*")
                 .arg("method")
                 .arg("publish")
                 .arg("payload")
-                .arg(publish(n));
+                .arg(payload);
         }
         let _: Vec<String> = pipe.query_async(&mut c).await.unwrap();
         // Work remained when the node was killed: numbers not received yet.
