@@ -135,18 +135,37 @@ impl Inner {
         }
         let client = self.client().await?.clone();
         let mut subs = self.subs.lock().await;
-        if subs.contains_key(channel) {
-            return Ok(());
+        // Another subscriber's subscription: answered once it stands.
+        if let Some(existing) = subs.get(channel) {
+            let mut ready = existing.ready.clone();
+            drop(subs);
+            return match ready.wait_for(|r| *r).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(internal("subscribe", format!("{channel:?}: the subscription failed"))),
+            };
         }
         let sub = client
             .subscribe(self.subject(channel))
             .await
             .map_err(|e| internal("subscribe", e))?;
         let (stop, stopped) = oneshot::channel();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(read_channel(Arc::downgrade(self), channel.to_string(), sub, stopped));
-        subs.insert(channel.to_string(), Sub { stop, task });
+        subs.insert(channel.to_string(), Sub { stop, task, ready });
         drop(subs);
-        self.sync().await
+        match self.sync().await {
+            Ok(()) => {
+                let _ = ready_tx.send(true);
+                Ok(())
+            }
+            Err(e) => {
+                // Not left half made: the next subscriber tries again.
+                if let Some(sub) = self.subs.lock().await.remove(channel) {
+                    sub.task.abort();
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn unsubscribe(self: &Arc<Self>, channel: &str) -> Result<(), EngineError> {

@@ -138,11 +138,13 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// A channel's subscription: its reading task, and how to stop it (the task unsubscribes
-/// and answers on the sender it is given).
+/// A channel's subscription: its reading task, how to stop it (the task unsubscribes and
+/// answers on the sender it is given), and whether it stands yet.
 struct Sub {
     stop: oneshot::Sender<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// True once the server has the subscription (see [`Inner::sync`]).
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NatsBroker {

@@ -113,6 +113,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             body_timeout: (!config.http_api.body_timeout.is_zero()).then_some(config.http_api.body_timeout),
             refuse_publish_while_draining: !shared_broker,
             transport_errors: config.http_api.error_mode == crate::config::ErrorMode::Transport,
+            consumers: Arc::new(crate::consumers::Consumers::new(config.consumers.clone())),
         }),
         admission: Admission {
             connection_limit: config.client.connection_limit,

@@ -74,6 +74,8 @@ pub struct Config {
     pub rpc: RpcConfig,
     /// Named proxies, reached by `*_proxy_name` in namespaces.
     pub proxies: Vec<NamedProxy>,
+    /// Async consumers: API commands read from a PostgreSQL outbox or Redis streams.
+    pub consumers: Vec<crate::consumers::ConsumerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -399,6 +401,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("websocket.compression_level", "must be 0..9");
     }
     engines::validate(c)?;
+    crate::consumers::validate(&c.consumers)?;
     if c.admin.enabled && !c.admin.insecure {
         if c.admin.password.is_empty() {
             return fail(

@@ -12,6 +12,7 @@ pub mod app;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod consumers;
 pub mod delivery;
 pub mod drain;
 pub mod driver;

@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub refuse_publish_while_draining: bool,
     /// `http_api.error_mode = "transport"`: errors as HTTP statuses.
     pub transport_errors: bool,
+    /// `consumers[]`, started with the node's tasks.
+    pub consumers: Arc<crate::consumers::Consumers>,
 }
 
 impl ApiConfig {
@@ -54,6 +56,7 @@ impl ApiConfig {
     /// later calls do nothing).
     pub(crate) fn start_tasks(&self) {
         self.cluster.start();
+        self.consumers.start(&self.cluster);
         crate::delivery::start(&self.node);
     }
 }

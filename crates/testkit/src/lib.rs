@@ -1,7 +1,8 @@
 //! Helpers shared by wshub's tests (one copy instead of one per test crate): free ports,
 //! fresh directories, bounded waits, one-shot HTTP calls, HS256 tokens, `wshub serve`
 //! processes ended by their PID, a minimal WebSocket client ([`ws`]), Redis setups
-//! ([`redis`]), `nats-server` ([`nats`]) and a numbered publisher ([`publisher`]).
+//! ([`redis`]), `nats-server` ([`nats`]), PostgreSQL clusters ([`postgres`]) and a numbered
+//! publisher ([`publisher`]).
 //!
 //! A dev-dependency only: every helper panics on what a test does not expect.
 #![allow(clippy::unwrap_used)]
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod nats;
+pub mod postgres;
 pub mod publisher;
 pub mod redis;
 pub mod ws;

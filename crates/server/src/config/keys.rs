@@ -59,6 +59,7 @@ pub(super) fn prototypes() -> Vec<(&'static str, Value)> {
             v(serde_json::to_value(wshub_core::config::Namespace::default())),
         ),
         ("proxies", v(serde_json::to_value(wshub_core::config::NamedProxy::default()))),
+        ("consumers", v(serde_json::to_value(crate::consumers::ConsumerConfig::default()))),
         (
             "rpc.namespaces",
             v(serde_json::to_value(wshub_core::config::RpcNamespace::default())),
