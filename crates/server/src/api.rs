@@ -525,7 +525,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
 
 /// `batch`: `{"commands": [{"publish": {...}}, ...], "parallel": bool}`; each reply keyed by
 /// its method name (`{}` when empty), or `{"error": ...}`.
-pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
+pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams, protocol: &'static str) -> Value {
     let mut replies = Vec::with_capacity(p.commands.len());
     for cmd in p.commands {
         let Some((method, raw)) = cmd.into_iter().next() else {
@@ -540,7 +540,7 @@ pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
         replies.push(match r {
             Ok(v) => json!({ method: v }),
             Err(e) => {
-                crate::metrics::centrifugo::api_error(&method, e.code());
+                crate::metrics::centrifugo::api_error(protocol, &method, e.code());
                 json!({"error": error_json(&e)})
             }
         });

@@ -20,6 +20,7 @@ pub mod emulation;
 pub mod endpoints;
 pub mod engines;
 pub mod framing;
+pub mod grpc;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

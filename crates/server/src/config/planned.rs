@@ -69,8 +69,7 @@ pub const PLANNED: &[Planned] = &[
     warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
     warn("namespace.shared_poll.*", 29, "shared poll"),
     // gRPC.
-    stop("grpc_api.enabled", 30, "the gRPC server API"),
-    warn("grpc_api.*", 30, "the gRPC server API"),
+    warn("grpc_api.reflection", 30, "gRPC server reflection"),
     stop("uni_grpc.enabled", 30, "the unidirectional gRPC transport"),
     warn("uni_grpc.*", 30, "the unidirectional gRPC transport"),
     warn("proxy.grpc.*", 30, "gRPC proxies"),

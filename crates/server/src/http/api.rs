@@ -71,33 +71,52 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
         Err(RequestError::NotJson(e)) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-        Err(RequestError::Api(e)) => return json_response(&answer(method, Err(e))),
+        Err(RequestError::Api(e)) => return json_response(&answer("http", method, Err(e))),
     };
     drop(body);
+    match run(shared, api, "http", method, request).await {
+        Ran::Answer(v) => json_response(&v),
+        Ran::Draining(v) => {
+            let mut r = json_response(&v);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+    }
+}
+
+/// What [`run`] answered.
+pub(crate) enum Ran {
+    /// The body of the answer: `{"result"}`, `{"error"}`, or a batch's `{"replies"}`.
+    Answer(serde_json::Value),
+    /// Refused: the node is draining on an engine that delivers only here (HTTP 503).
+    Draining(serde_json::Value),
+}
+
+/// Runs a parsed call behind the drain's publish gate, errors counted: the one
+/// implementation behind `/api/<method>`, the admin page's API and the gRPC API.
+pub(crate) async fn run(shared: &Shared, api: &ApiConfig, protocol: &'static str, method: &str, request: ApiRequest) -> Ran {
     // Shared from the drain check to the publication's delivery; see `Shared::start_drain`.
     let _gate = if api.refuse_publish_while_draining && request.publishes() {
         let gate = shared.publish_gate.read().await;
         if !shared.is_ready() {
-            let mut r = json_response(&answer(method, Err(ApiError::NotAvailable(DRAINING_PUBLISH.into()))));
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return r;
+            return Ran::Draining(answer(protocol, method, Err(ApiError::NotAvailable(DRAINING_PUBLISH.into()))));
         }
         Some(gate)
     } else {
         None
     };
-    match request {
+    Ran::Answer(match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
-        ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
-        r => json_response(&answer(method, crate::api::call(&api.cluster, r).await)),
-    }
+        ApiRequest::Batch(b) => crate::api::batch(&api.cluster, b, protocol).await,
+        r => answer(protocol, method, crate::api::call(&api.cluster, r).await),
+    })
 }
 
 /// The body of a call's answer; an error is counted in Centrifugo's
-/// `api_command_errors_total{protocol="http",method,error}`.
-fn answer(method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
+/// `api_command_errors_total{protocol,method,error}`.
+pub(crate) fn answer(protocol: &'static str, method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
     if let Err(e) = &r {
-        crate::metrics::centrifugo::api_error(method, e.code());
+        crate::metrics::centrifugo::api_error(protocol, method, e.code());
     }
     crate::api::envelope(r)
 }

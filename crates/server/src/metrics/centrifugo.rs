@@ -324,11 +324,11 @@ pub fn transport_sent(transport: &str, frames: u64, bytes: usize) {
 
 /// An API command that answered an error: `api_command_errors_total{protocol,method,error}`
 /// (`method` outside the API's methods is `unknown`, so a client cannot mint labels).
-pub fn api_error(method: &str, code: u32) {
+pub fn api_error(protocol: &'static str, method: &str, code: u32) {
     let method = if crate::api::is_method(method) { method } else { "unknown" };
     metrics::counter!(
         "centrifugo_api_command_errors_total",
-        "protocol" => "http",
+        "protocol" => protocol,
         "method" => method.to_string(),
         "error" => code.to_string()
     )
@@ -351,8 +351,13 @@ pub fn http_request(route: String, method: &str, status: u16) {
 /// `api_command_duration_seconds{protocol="http",method}`.
 pub fn api_call(method: &str, status: u16, took: Duration) {
     metrics::counter!("wshub_api_calls_total", "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    api_command("http", method, took);
+}
+
+/// Centrifugo's `api_command_duration_seconds{protocol,method}` (and its histogram twin).
+pub fn api_command(protocol: &'static str, method: &str, took: Duration) {
     let s = took.as_secs_f64();
-    let labels = [("protocol", "http".to_string()), ("method", method.to_string())];
+    let labels = [("protocol", protocol.to_string()), ("method", method.to_string())];
     metrics::histogram!("centrifugo_api_command_duration_seconds", &labels).record(s);
     metrics::histogram!("centrifugo_api_command_duration_seconds_histogram", &labels).record(s);
 }

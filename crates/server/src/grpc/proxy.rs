@@ -1,0 +1,1 @@
+//! gRPC proxies: placeholder until the transport lands.
