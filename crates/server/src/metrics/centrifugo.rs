@@ -213,7 +213,7 @@ pub(super) fn set_gauges(n: &wshub_core::node::Node, cluster: &crate::cluster::C
     // The configured proxies' error counters at 0 (idempotent): the node is built before
     // the recorder is installed, so this is done here rather than at start.
     for e in n.proxies.all() {
-        wshub_core::series::proxy_endpoint(e.kind.as_str(), &e.name);
+        wshub_core::series::proxy_endpoint(e.protocol(), e.kind.as_str(), &e.name);
     }
 }
 
