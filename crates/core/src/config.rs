@@ -417,6 +417,11 @@ pub struct ProxyConfig {
     /// Data goes as `b64data` (base64) instead of raw JSON.
     pub binary_encoding: bool,
     pub http: ProxyHttp,
+    /// Metadata keys of a gRPC client connection to forward to a gRPC backend (wshub has no
+    /// gRPC client transport yet, so nothing to forward; accepted for Centrifugo's files).
+    pub grpc_metadata: Vec<String>,
+    /// `grpc.*`: a `grpc://` endpoint's connection.
+    pub grpc: ProxyGrpc,
     /// wshub: requests in flight to this endpoint at once; more wait (within `timeout`).
     pub max_in_flight: usize,
 }
@@ -430,6 +435,8 @@ impl Default for ProxyConfig {
             include_connection_meta: false,
             binary_encoding: false,
             http: ProxyHttp::default(),
+            grpc_metadata: Vec::new(),
+            grpc: ProxyGrpc::default(),
             max_in_flight: 256,
         }
     }
@@ -442,6 +449,21 @@ pub struct ProxyHttp {
     /// Headers sent with every request (forwarded client headers win).
     pub static_headers: BTreeMap<String, String>,
     pub tls: ProxyTls,
+}
+
+/// `grpc.*` of a proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProxyGrpc {
+    /// TLS to the backend (`server_ca_pem`: the CA that signed its certificate).
+    pub tls: ProxyTls,
+    /// Per-call metadata `credentials_key: credentials_value` (a backend's shared secret).
+    pub credentials_key: String,
+    pub credentials_value: String,
+    /// gzip the requests (and accept gzipped replies).
+    pub compression: bool,
+    /// Metadata sent with every call (forwarded client headers win).
+    pub static_metadata: BTreeMap<String, String>,
 }
 
 /// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate

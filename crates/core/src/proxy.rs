@@ -59,6 +59,25 @@ pub struct Endpoint {
     pub forward: Vec<String>,
 }
 
+/// The scheme of a gRPC endpoint (Centrifugo's `grpc://host:port`).
+pub const GRPC_SCHEME: &str = "grpc://";
+
+impl Endpoint {
+    /// Whether the backend is reached over gRPC rather than HTTP.
+    pub fn is_grpc(&self) -> bool {
+        self.config.endpoint.starts_with(GRPC_SCHEME)
+    }
+
+    /// The `protocol` label of the proxy metrics, as Centrifugo's.
+    pub fn protocol(&self) -> &'static str {
+        if self.is_grpc() {
+            "grpc"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// The endpoints the configuration uses, resolved once at start.
 #[derive(Debug, Default)]
 pub struct Endpoints {
@@ -90,8 +109,9 @@ impl Endpoints {
         };
         let bad = |key: String, message: String| ConfigError { key, message };
         let check = |key: &str, c: &ProxyConfig| -> Result<(), ConfigError> {
-            if !c.endpoint.starts_with("http://") && !c.endpoint.starts_with("https://") {
-                return Err(bad(format!("{key}.endpoint"), "must be an http:// or https:// URL".into()));
+            let schemes = ["http://", "https://", GRPC_SCHEME];
+            if !schemes.iter().any(|s| c.endpoint.starts_with(s)) {
+                return Err(bad(format!("{key}.endpoint"), "must be an http://, https:// or grpc:// URL".into()));
             }
             if c.timeout.is_zero() {
                 return Err(bad(format!("{key}.timeout"), "must be positive".into()));
@@ -280,6 +300,9 @@ pub enum ProxyFailure {
     Status(u16),
     #[error("unreadable reply: {0}")]
     Garbage(String),
+    /// A gRPC backend's status other than OK (its code and message).
+    #[error("gRPC status {0}")]
+    GrpcStatus(String),
 }
 
 impl ProxyFailure {
@@ -288,7 +311,7 @@ impl ProxyFailure {
         match self {
             ProxyFailure::Timeout => "timeout",
             ProxyFailure::Unreachable(_) => "unreachable",
-            ProxyFailure::Status(_) => "status",
+            ProxyFailure::Status(_) | ProxyFailure::GrpcStatus(_) => "status",
             ProxyFailure::Garbage(_) => "garbage",
         }
     }
@@ -385,7 +408,8 @@ pub async fn call<R: DeserializeOwned>(
         .cloned()
         .collect();
     let started = Instant::now();
-    let inflight = crate::series::ProxyInflight::start(kind, &endpoint.name);
+    let protocol = endpoint.protocol();
+    let inflight = crate::series::ProxyInflight::start(protocol, kind, &endpoint.name);
     let r = transport
         .post(endpoint, &headers, body)
         .await
@@ -395,7 +419,7 @@ pub async fn call<R: DeserializeOwned>(
     let answer = match r {
         Err(f) => {
             tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
-            crate::series::proxy_call(kind, &endpoint.name, took, f.outcome());
+            crate::series::proxy_call(protocol, kind, &endpoint.name, took, f.outcome());
             return Err(f);
         }
         Ok(Envelope { disconnect: Some(d), .. }) => Answer::Disconnect(d),
@@ -407,7 +431,7 @@ pub async fn call<R: DeserializeOwned>(
         Answer::Error(_) => "error",
         Answer::Disconnect(_) => "disconnect",
     };
-    crate::series::proxy_call(kind, &endpoint.name, took, outcome);
+    crate::series::proxy_call(protocol, kind, &endpoint.name, took, outcome);
     Ok(answer)
 }
 

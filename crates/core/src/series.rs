@@ -103,10 +103,10 @@ pub fn broker_message_received(kind: &'static str) {
 pub struct ProxyInflight(metrics::Gauge);
 
 impl ProxyInflight {
-    pub fn start(kind: &'static str, name: &str) -> Self {
+    pub fn start(protocol: &'static str, kind: &'static str, name: &str) -> Self {
         let g = metrics::gauge!(
             "centrifugo_proxy_inflight_requests",
-            "protocol" => "http",
+            "protocol" => protocol,
             "type" => kind,
             "name" => name.to_string()
         );
@@ -123,12 +123,12 @@ impl Drop for ProxyInflight {
 
 /// One backend proxy call and its outcome (`ok`, `error`, `disconnect` are answers;
 /// the others are failures, Centrifugo's `proxy_errors`).
-pub fn proxy_call(kind: &'static str, name: &str, took: Duration, outcome: &'static str) {
+pub fn proxy_call(protocol: &'static str, kind: &'static str, name: &str, took: Duration, outcome: &'static str) {
     let s = took.as_secs_f64();
     metrics::histogram!("wshub_proxy_duration_seconds", "kind" => kind).record(s);
     metrics::counter!("wshub_proxy_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
     let labels = [
-        ("protocol", "http".to_string()),
+        ("protocol", protocol.to_string()),
         ("type", kind.to_string()),
         ("name", name.to_string()),
     ];
@@ -141,9 +141,9 @@ pub fn proxy_call(kind: &'static str, name: &str, took: Duration, outcome: &'sta
 
 /// Pre-creates the proxy series of one configured endpoint (errors at 0), so that alerts on
 /// `rate(centrifugo_proxy_errors[…])` see a series before the first failure.
-pub fn proxy_endpoint(kind: &'static str, name: &str) {
+pub fn proxy_endpoint(protocol: &'static str, kind: &'static str, name: &str) {
     let labels = [
-        ("protocol", "http".to_string()),
+        ("protocol", protocol.to_string()),
         ("type", kind.to_string()),
         ("name", name.to_string()),
     ];

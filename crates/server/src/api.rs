@@ -543,7 +543,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
 
 /// `batch`: `{"commands": [{"publish": {...}}, ...], "parallel": bool}`; each reply keyed by
 /// its method name (`{}` when empty), or `{"error": ...}`.
-pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
+pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams, protocol: &'static str) -> Value {
     let mut replies = Vec::with_capacity(p.commands.len());
     for cmd in p.commands {
         let Some((method, raw)) = cmd.into_iter().next() else {
@@ -558,7 +558,7 @@ pub async fn batch(cluster: &Arc<Cluster>, p: BatchParams) -> Value {
         replies.push(match r {
             Ok(v) => json!({ method: v }),
             Err(e) => {
-                crate::metrics::centrifugo::api_error(&method, e.code());
+                crate::metrics::centrifugo::api_error(protocol, &method, e.code());
                 json!({"error": error_json(&e)})
             }
         });
@@ -573,10 +573,10 @@ pub fn error_json(e: &ApiError) -> Value {
 
 /// The HTTP status of an error in the transport error mode (Centrifugo's
 /// `MapErrorToHTTPCode`): codes it does not map are 500, as there.
-pub fn http_status(e: &ApiError) -> http::StatusCode {
+pub fn http_status(code: u32) -> http::StatusCode {
     use http::StatusCode as S;
     use wshub_protocol::codes::error as ec;
-    match e.code() {
+    match code {
         ec::UNKNOWN_CHANNEL | ec::METHOD_NOT_FOUND => S::NOT_FOUND,
         ec::BAD_REQUEST | ec::NOT_AVAILABLE => S::BAD_REQUEST,
         ec::UNRECOVERABLE_POSITION => S::RANGE_NOT_SATISFIABLE,

@@ -131,6 +131,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         instrument_http: config.prometheus.enabled && config.prometheus.instrument_http_handlers,
         tls: main_tls,
         h2c: hs.h2c_external,
+        grpc_api: crate::grpc::api::GrpcApiConfig::from_config(config)?,
         emulation: crate::state::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,

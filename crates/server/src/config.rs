@@ -18,6 +18,8 @@ use wshub_core::duration;
 use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod engines;
+mod grpc;
+pub use grpc::{GrpcApi, TRANSPORT_ERROR_MODE};
 mod env;
 pub mod keys;
 mod nats;
@@ -40,6 +42,7 @@ use words::{in_words, namespace_error};
 pub struct Config {
     pub http_server: HttpServer,
     pub http_api: HttpApi,
+    pub grpc_api: GrpcApi,
     pub client: Client,
     pub websocket: WebSocket,
     pub channel: ChannelConfig,
@@ -347,6 +350,21 @@ pub fn internal_listen_addr(c: &Config) -> Result<Option<std::net::SocketAddr>, 
     };
     let internal = socket_addr(key, address, port)?;
     Ok((internal != listen_addr(c)?).then_some(internal))
+}
+
+/// The gRPC API's address (`grpc_api.address`, `grpc_api.port`), when it is enabled.
+pub fn grpc_api_addr(c: &Config) -> Result<Option<std::net::SocketAddr>, LoadError> {
+    let g = &c.grpc_api;
+    if !g.enabled {
+        return Ok(None);
+    }
+    if !g.error_mode.is_empty() && g.error_mode != TRANSPORT_ERROR_MODE {
+        return Err(LoadError(format!(
+            "grpc_api.error_mode: {:?} is not \"{TRANSPORT_ERROR_MODE}\" or empty",
+            g.error_mode
+        )));
+    }
+    socket_addr("grpc_api.address", &g.address, g.port).map(Some)
 }
 
 fn socket_addr(key: &str, address: &str, port: u16) -> Result<std::net::SocketAddr, LoadError> {

@@ -7,7 +7,7 @@
 //! [`crate::driver::drive`].
 
 mod admin;
-mod api;
+pub(crate) mod api;
 mod landing;
 mod websocket;
 

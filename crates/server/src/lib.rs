@@ -22,6 +22,7 @@ pub mod endpoints;
 pub mod engines;
 pub mod framing;
 pub mod graphite;
+pub mod grpc;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

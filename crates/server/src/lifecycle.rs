@@ -77,6 +77,22 @@ pub async fn run(
         }
         _ => None,
     };
+    let (stop_grpc, stopped_grpc) = tokio::sync::oneshot::channel::<()>();
+    let grpc_accept = match &shared.config.grpc_api {
+        Some(g) => match crate::listener::bind(g.addr).await {
+            Ok(l) => {
+                tracing::info!("serving GRPC API service on {}", g.addr);
+                Some(tokio::spawn(crate::grpc::api::serve(l, shared.clone(), g.clone(), async {
+                    let _ = stopped_grpc.await;
+                })))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, addr = %g.addr, "grpc_api: cannot listen");
+                None
+            }
+        },
+        None => None,
+    };
     shutdown.await;
     let started = Instant::now();
     tracing::info!("shutdown: not ready, draining");
@@ -98,6 +114,10 @@ pub async fn run(
     }
     let _ = stop.send(());
     let _ = stop_internal.send(());
+    let _ = stop_grpc.send(());
+    if let Some(g) = grpc_accept {
+        let _ = g.await;
+    }
     if let Err(e) = accept.await {
         tracing::error!(error = %e, "accept loop failed");
     }

@@ -88,6 +88,11 @@ pub struct Connector {
 impl Connector {
     /// Trusting `ca_pem` (PEM certificates) when given, the public roots otherwise.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
+        Self::with_alpn(ca_pem, Vec::new())
+    }
+
+    /// As [`Connector::new`], offering `alpn` in the TLS handshake (gRPC servers want `h2`).
+    pub fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
         let roots = match ca_pem {
             // PEM text, base64 of it, or a file path, as Centrifugo reads it.
             Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
@@ -96,11 +101,12 @@ impl Connector {
             },
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        cfg.alpn_protocols = alpn;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -149,9 +155,10 @@ struct Slot {
     static_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The proxies' HTTP client.
+/// The proxies' HTTP client (and, for `grpc://` endpoints, their gRPC one).
 pub struct HttpProxy {
     slots: Vec<Option<Slot>>,
+    grpc: crate::grpc::proxy::GrpcProxy,
 }
 
 impl HttpProxy {
@@ -160,6 +167,10 @@ impl HttpProxy {
     pub fn new(endpoints: &Endpoints) -> Result<Self, String> {
         let mut slots = Vec::new();
         for ep in endpoints.all() {
+            if ep.is_grpc() {
+                slots.push(None);
+                continue;
+            }
             let c = &ep.config;
             let tls = &c.http.tls;
             let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
@@ -184,7 +195,10 @@ impl HttpProxy {
                 static_headers,
             }));
         }
-        Ok(HttpProxy { slots })
+        Ok(HttpProxy {
+            slots,
+            grpc: crate::grpc::proxy::GrpcProxy::new(endpoints)?,
+        })
     }
 
     async fn exchange(&self, slot: &Slot, headers: &[(String, String)], body: Vec<u8>) -> Result<Bytes, ProxyFailure> {
@@ -225,7 +239,7 @@ impl HttpProxy {
 }
 
 /// An error with its sources ("client error (Connect): tcp connect error: Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -243,6 +257,9 @@ impl ProxyTransport for HttpProxy {
         headers: &'a [(String, String)],
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>> {
+        if endpoint.is_grpc() {
+            return self.grpc.post(endpoint, headers, body);
+        }
         Box::pin(async move {
             let Some(Some(slot)) = self.slots.get(endpoint.id) else {
                 return Err(ProxyFailure::Unreachable("unknown endpoint".into()));

@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub admin: Option<crate::admin::AdminConfig>,
     /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
     pub emulation: EmulationConfig,
+    /// The gRPC server API (`grpc_api.enabled`), on a port of its own.
+    pub grpc_api: Option<crate::grpc::api::GrpcApiConfig>,
 }
 
 /// The internal listener: its address, what it serves, and its TLS (`internal_tls`, or the

@@ -323,7 +323,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code, 112, "a new epoch after map_clear");
+        assert_eq!(e.code(), 112, "a new epoch after map_clear");
     }
 
     #[tokio::test]
@@ -335,9 +335,9 @@ mod tests {
             ("map_publish", r#"{"channel":"m:1","key":"a","data":1,"key_mode":"always"}"#, 107),
             ("map_remove", r#"{"channel":"nope:1","key":"a"}"#, 102),
         ] {
-            assert_eq!(run(&node, method, body).await.unwrap_err().code, code, "{method} {body}");
+            assert_eq!(run(&node, method, body).await.unwrap_err().code(), code, "{method} {body}");
         }
-        assert!(matches!(parse_request("map_stats", b"{}"), Err(crate::api::RequestError::Api(e)) if e.code == 107));
+        assert!(matches!(parse_request("map_stats", b"{}"), Err(crate::api::RequestError::Api(e)) if e.code() == 107));
         assert!(crate::api::is_method("map_read_state"));
         assert!(parse_request("map_publish", br#"{"channel":"m:1","key":"a","data":1}"#)
             .unwrap()

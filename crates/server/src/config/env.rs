@@ -277,7 +277,7 @@ mod tests {
                 ("CENTRIFUGO_VAR_KEY", "k1"),
                 ("CENTRIFUGO_SERVICE_HOST", "10.0.0.1"),
                 ("CENTRIFUGO_PORT_8000_TCP", "tcp://10.0.0.1:8000"),
-                ("CENTRIFUGO_GRPC_API_ENABLED", "true"),
+                ("CENTRIFUGO_UNI_GRPC_ENABLED", "true"),
                 ("CENTRIFUGO_CLIENT_CONCURRENCY", ""),
                 ("WSHUB_CLIENT_CHANNEL_LIMIT", "8"),
             ]),
@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(root["http"]["static_headers"]["X-Key"], "k1");
         assert_eq!(
             a.unknown,
-            ["CENTRIFUGO_GRPC_API_ENABLED"],
+            ["CENTRIFUGO_UNI_GRPC_ENABLED"],
             "Kubernetes, VAR and empty ones are not reported"
         );
     }

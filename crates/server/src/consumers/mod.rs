@@ -194,8 +194,8 @@ impl Dispatcher {
                     false => Ok(()),
                 }
             }
-            Err(e) if e.code == ec::INTERNAL => Err(Transient(format!("{method}: {}", e.message))),
-            Err(e) => self.skip(method, &format!("{} {}", e.code, e.message)),
+            Err(e) if e.code() == ec::INTERNAL => Err(Transient(format!("{method}: {}", e.message()))),
+            Err(e) => self.skip(method, &format!("{} {}", e.code(), e.message())),
         }
     }
 

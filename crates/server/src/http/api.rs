@@ -73,7 +73,6 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
             .headers()
             .get("x-centrifugo-error-mode")
             .is_some_and(|v| v.as_bytes() == b"transport");
-    let answer = |r: Result<serde_json::Value, ApiError>| answer(method, r, transport_errors);
     let body = match crate::body::read(req.into_body(), API_BODY_LIMIT, api.body_timeout).await {
         Ok(b) => b,
         Err(e) => return e.response("http_api.body_timeout"),
@@ -81,45 +80,68 @@ pub(super) async fn execute(req: Request<Incoming>, shared: &Shared, api: &ApiCo
     let request = match crate::api::parse_request(method, &body) {
         Ok(r) => r,
         Err(RequestError::NotJson(e)) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-        Err(RequestError::Api(e)) => return answer(Err(e)),
+        Err(RequestError::Api(e)) => return respond(answer("http", method, Err(e)), transport_errors),
     };
     drop(body);
+    match run(shared, api, "http", method, request).await {
+        Ran::Answer(v) => respond(v, transport_errors),
+        Ran::Draining(v) => {
+            let mut r = json_response(&v);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+    }
+}
+
+/// What [`run`] answered.
+pub(crate) enum Ran {
+    /// The body of the answer: `{"result"}`, `{"error"}`, or a batch's `{"replies"}`.
+    Answer(serde_json::Value),
+    /// Refused: the node is draining on an engine that delivers only here (HTTP 503).
+    Draining(serde_json::Value),
+}
+
+/// Runs a parsed call behind the drain's publish gate, errors counted: the one
+/// implementation behind `/api/<method>`, the admin page's API and the gRPC API.
+pub(crate) async fn run(shared: &Shared, api: &ApiConfig, protocol: &'static str, method: &str, request: ApiRequest) -> Ran {
     // Shared from the drain check to the publication's delivery; see `Shared::start_drain`.
     let _gate = if api.refuse_publish_while_draining && request.publishes() {
         let gate = shared.publish_gate.read().await;
         if !shared.is_ready() {
-            let mut r = answer(Err(ApiError::NotAvailable(DRAINING_PUBLISH.into())));
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return r;
+            return Ran::Draining(answer(protocol, method, Err(ApiError::NotAvailable(DRAINING_PUBLISH.into()))));
         }
         Some(gate)
     } else {
         None
     };
-    match request {
+    Ran::Answer(match request {
         // Centrifugo answers batch with the replies at the top level, as `cent` expects.
-        ApiRequest::Batch(b) => json_response(&crate::api::batch(&api.cluster, b).await),
-        r => answer(crate::api::call(&api.cluster, r).await),
-    }
+        ApiRequest::Batch(b) => crate::api::batch(&api.cluster, b, protocol).await,
+        r => answer(protocol, method, crate::api::call(&api.cluster, r).await),
+    })
 }
 
 /// The body of a call's answer; an error is counted in Centrifugo's
-/// `api_command_errors_total{protocol="http",method,error}`.
-/// With `transport_errors`, an error is the HTTP status of its code with the error object
-/// alone as the body (Centrifugo's `error_mode: transport`).
-fn answer(method: &str, r: Result<serde_json::Value, ApiError>, transport_errors: bool) -> Response<Body> {
-    match r {
-        Err(e) => {
-            crate::metrics::centrifugo::api_error(method, e.code());
-            if transport_errors {
-                let mut resp = json_response(&crate::api::error_json(&e));
-                *resp.status_mut() = crate::api::http_status(&e);
-                resp
-            } else {
-                json_response(&crate::api::envelope(Err(e)))
-            }
+/// `api_command_errors_total{protocol,method,error}`.
+pub(crate) fn answer(protocol: &'static str, method: &str, r: Result<serde_json::Value, ApiError>) -> serde_json::Value {
+    if let Err(e) = &r {
+        crate::metrics::centrifugo::api_error(protocol, method, e.code());
+    }
+    crate::api::envelope(r)
+}
+
+/// An answer as the HTTP API writes it. With `transport_errors` (Centrifugo's
+/// `error_mode: transport`), an error is the HTTP status of its code with the error object
+/// alone as the body; a batch keeps its errors inside its replies.
+fn respond(v: serde_json::Value, transport_errors: bool) -> Response<Body> {
+    match v.get("error") {
+        Some(e) if transport_errors => {
+            let code = e.get("code").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let mut r = json_response(e);
+            *r.status_mut() = crate::api::http_status(u32::try_from(code).unwrap_or(u32::MAX));
+            r
         }
-        ok => json_response(&crate::api::envelope(ok)),
+        _ => json_response(&v),
     }
 }
 

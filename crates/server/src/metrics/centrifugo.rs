@@ -255,7 +255,7 @@ pub(super) fn set_gauges(n: &wshub_core::node::Node, cluster: &crate::cluster::C
     // The configured proxies' error counters at 0 (idempotent): the node is built before
     // the recorder is installed, so this is done here rather than at start.
     for e in n.proxies.all() {
-        wshub_core::series::proxy_endpoint(e.kind.as_str(), &e.name);
+        wshub_core::series::proxy_endpoint(e.protocol(), e.kind.as_str(), &e.name);
     }
 }
 
@@ -366,11 +366,11 @@ pub fn transport_sent(transport: &str, frames: u64, bytes: usize) {
 
 /// An API command that answered an error: `api_command_errors_total{protocol,method,error}`
 /// (`method` outside the API's methods is `unknown`, so a client cannot mint labels).
-pub fn api_error(method: &str, code: u32) {
+pub fn api_error(protocol: &'static str, method: &str, code: u32) {
     let method = if crate::api::is_method(method) { method } else { "unknown" };
     metrics::counter!(
         "centrifugo_api_command_errors_total",
-        "protocol" => "http",
+        "protocol" => protocol,
         "method" => method.to_string(),
         "error" => code.to_string()
     )
@@ -393,8 +393,13 @@ pub fn http_request(route: String, method: &str, status: u16) {
 /// `api_command_duration_seconds{protocol="http",method}`.
 pub fn api_call(method: &str, status: u16, took: Duration) {
     metrics::counter!("wshub_api_calls_total", "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    api_command("http", method, took);
+}
+
+/// Centrifugo's `api_command_duration_seconds{protocol,method}` (and its histogram twin).
+pub fn api_command(protocol: &'static str, method: &str, took: Duration) {
     let s = took.as_secs_f64();
-    let labels = [("protocol", "http".to_string()), ("method", method.to_string())];
+    let labels = [("protocol", protocol.to_string()), ("method", method.to_string())];
     metrics::histogram!("centrifugo_api_command_duration_seconds", &labels).record(s);
     metrics::histogram!("centrifugo_api_command_duration_seconds_histogram", &labels).record(s);
 }

@@ -1,0 +1,258 @@
+//! Centrifugo's gRPC server API (`grpc_api.*`) on a port of its own: each method of
+//! `CentrifugoApi` is transcoded to the HTTP API's JSON method of the same name (the
+//! `Command` message names them) and run by the same code ([`crate::http::api::run`]).
+//!
+//! The key is checked from the `authorization: apikey KEY` metadata (an empty key checks
+//! nothing, as in Centrifugo); a wrong one is `UNAUTHENTICATED`. Errors are the reply's
+//! `error` field, or with `error_mode = "transport"` (or the call's
+//! `x-centrifugo-error-mode: transport` metadata) a gRPC status.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::Status;
+use wshub_core::engine::BoxFuture;
+use wshub_core::node::ApiError;
+
+use super::transcode::{from_json, to_json};
+use super::{RawCodec, API_SERVICE};
+use crate::api::{parse_request, RequestError};
+use crate::http::api::{answer, run, Ran};
+use crate::state::Shared;
+
+/// `grpc_api.*`, resolved.
+#[derive(Clone)]
+pub struct GrpcApiConfig {
+    pub addr: SocketAddr,
+    /// Empty: every call is accepted.
+    pub key: String,
+    pub tls: Option<crate::tls::TlsAcceptor>,
+    /// `error_mode = "transport"`: errors as gRPC statuses.
+    pub transport_errors: bool,
+    /// Largest request message (0: tonic's 4 MiB).
+    pub max_receive_message_size: usize,
+}
+
+impl GrpcApiConfig {
+    /// `grpc_api.*` of `config`, resolved (`None` when not enabled).
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>, crate::config::LoadError> {
+        let Some(addr) = crate::config::grpc_api_addr(config)? else {
+            return Ok(None);
+        };
+        let g = &config.grpc_api;
+        Ok(Some(GrpcApiConfig {
+            addr,
+            key: g.key.clone(),
+            tls: match &g.tls {
+                t if t.enabled => Some(crate::tls::acceptor("grpc_api.tls", t)?),
+                _ => None,
+            },
+            transport_errors: g.error_mode == crate::config::TRANSPORT_ERROR_MODE,
+            max_receive_message_size: g.max_receive_message_size,
+        }))
+    }
+}
+
+/// One method: its messages and the JSON API method it runs.
+struct Route {
+    input: MessageDescriptor,
+    output: MessageDescriptor,
+    method: String,
+}
+
+/// Every method of the service, by its gRPC name. The JSON name is the `Command` field of
+/// the method's request type (`RPC` is `rpc`, `PresenceStats` is `presence_stats`).
+fn routes() -> HashMap<String, Arc<Route>> {
+    let (Some(service), Some(command)) = (
+        super::service(API_SERVICE),
+        super::pool().and_then(|p| p.get_message_by_name("centrifugal.centrifugo.api.Command")),
+    ) else {
+        return HashMap::new();
+    };
+    service
+        .methods()
+        .map(|m| {
+            let input = m.input();
+            let method = command
+                .fields()
+                .find(|f| matches!(f.kind(), Kind::Message(d) if d == input))
+                .map(|f| f.name().to_string())
+                .unwrap_or_else(|| m.name().to_lowercase());
+            let route = Route {
+                input,
+                output: m.output(),
+                method,
+            };
+            (m.name().to_string(), Arc::new(route))
+        })
+        .collect()
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cfg: GrpcApiConfig, shutdown: impl Future<Output = ()>) {
+    if cfg.key.is_empty() {
+        tracing::warn!("grpc_api.key is empty: every gRPC API call is accepted");
+    }
+    let routes = Arc::new(routes());
+    let cfg = Arc::new(cfg);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gRPC API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, routes, cfg) = (shared.clone(), routes.clone(), cfg.clone());
+        tokio::spawn(async move {
+            let tls = cfg.tls.clone();
+            let svc = service_fn(move |req| handle(req, shared.clone(), routes.clone(), cfg.clone()));
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(25)));
+            let r = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "gRPC API: TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, %peer, "gRPC API connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    routes: Arc<HashMap<String, Arc<Route>>>,
+    cfg: Arc<GrpcApiConfig>,
+) -> Result<Response<tonic::body::Body>, Infallible> {
+    let route = req
+        .uri()
+        .path()
+        .strip_prefix("/")
+        .and_then(|p| p.strip_prefix(API_SERVICE))
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|m| routes.get(m))
+        .cloned();
+    let Some(route) = route else {
+        return Ok(Status::unimplemented("no such method").into_http());
+    };
+    if !cfg.key.is_empty() && !crate::api::authorized(req.headers(), &cfg.key, false) {
+        crate::metrics::centrifugo::api_error("grpc", &route.method, wshub_protocol::codes::error::UNAUTHORIZED);
+        return Ok(Status::unauthenticated("unauthenticated").into_http());
+    }
+    let transport_errors = cfg.transport_errors
+        || req
+            .headers()
+            .get("x-centrifugo-error-mode")
+            .is_some_and(|v| v.as_bytes() == b"transport");
+    let call = Call {
+        shared,
+        route,
+        transport_errors,
+    };
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    if cfg.max_receive_message_size > 0 {
+        grpc = grpc.max_decoding_message_size(cfg.max_receive_message_size);
+    }
+    Ok(grpc.unary(call, req).await)
+}
+
+/// One call being served.
+struct Call {
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    transport_errors: bool,
+}
+
+impl tonic::server::UnaryService<Bytes> for Call {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<tonic::Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let (shared, route, transport_errors) = (self.shared.clone(), self.route.clone(), self.transport_errors);
+        Box::pin(async move {
+            let started = Instant::now();
+            let r = execute(&shared, &route, transport_errors, request.into_inner()).await;
+            crate::metrics::centrifugo::api_command("grpc", &route.method, started.elapsed());
+            r
+        })
+    }
+}
+
+async fn execute(shared: &Shared, route: &Route, transport_errors: bool, input: Bytes) -> Result<tonic::Response<Bytes>, Status> {
+    let Some(api) = &shared.config.api else {
+        return Err(Status::unavailable("no node"));
+    };
+    let msg = DynamicMessage::decode(route.input.clone(), input).map_err(|e| Status::internal(format!("failed to decode request: {e}")))?;
+    let json = serde_json::to_vec(&to_json(&msg)).map_err(|e| Status::internal(e.to_string()))?;
+    let method = route.method.as_str();
+    let body = match parse_request(method, &json) {
+        Ok(request) => match run(shared, api, "grpc", method, request).await {
+            Ran::Answer(v) | Ran::Draining(v) => v,
+        },
+        Err(RequestError::Api(e)) => answer("grpc", method, Err(e)),
+        Err(e @ RequestError::NotJson(_)) => answer("grpc", method, Err(ApiError::bad_request(&e.to_string()))),
+    };
+    if transport_errors {
+        if let Some(e) = body.get("error") {
+            let code = e.get("code").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let message = e.get("message").and_then(serde_json::Value::as_str).unwrap_or("");
+            let e = ApiError::backend(u32::try_from(code).unwrap_or(u32::MAX), message);
+            return Err(Status::new(super::status_code(&e), e.message()));
+        }
+    }
+    let out = from_json(&route.output, &body).map_err(|e| {
+        tracing::error!(method, error = %e, "gRPC API: the reply does not fit its message");
+        Status::internal("internal error")
+    })?;
+    Ok(tonic::Response::new(Bytes::from(out.encode_to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_runs_a_json_method() {
+        let r = routes();
+        let name = |m: &str| r.get(m).map(|x| x.method.clone()).unwrap_or_default();
+        assert_eq!(name("Publish"), "publish");
+        assert_eq!(name("PresenceStats"), "presence_stats");
+        assert_eq!(name("HistoryRemove"), "history_remove");
+        assert_eq!(name("RPC"), "rpc");
+        assert_eq!(name("Batch"), "batch");
+        assert_eq!(name("MapPublish"), "map_publish");
+        for m in crate::api::METHODS {
+            assert!(r.values().any(|x| x.method == *m), "{m} has no gRPC method");
+        }
+    }
+}
