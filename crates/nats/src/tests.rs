@@ -236,3 +236,71 @@ fn settings_are_checked_and_passwords_kept_out_of_messages() {
     };
     assert!(matches!(NatsBroker::new(bad_tls), Err(NatsBrokerError::Tls(_))));
 }
+
+/// A certificate (and its key) for `127.0.0.1`, self-signed, in PEM.
+fn certificate() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+/// `broker.nats.tls` against a `nats-server` that requires TLS and a client certificate:
+/// with the server's CA and a client certificate the check passes; without the CA the
+/// server's certificate is refused (unless `insecure_skip_verify`); without a client
+/// certificate the server refuses.
+#[tokio::test]
+async fn tls_with_a_ca_and_a_client_certificate() {
+    let dir = wshub_testkit::temp_dir("nats-tls");
+    let (server_cert, server_key) = certificate();
+    let (client_cert, client_key) = certificate();
+    let path = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (sc, sk, cc) = (
+        path("server.pem", &server_cert),
+        path("server.key", &server_key),
+        path("client.pem", &client_cert),
+    );
+    let server = NatsServer::start_with(
+        false,
+        &["--tls", "--tlscert", &sc, "--tlskey", &sk, "--tlsverify", "--tlscacert", &cc],
+    )
+    .await;
+    let tls = Tls {
+        cert_pem: client_cert.into_bytes(),
+        key_pem: client_key.into_bytes(),
+        server_ca_pem: server_cert.into_bytes(),
+        insecure_skip_verify: false,
+    };
+    let check = |tls: Tls| {
+        let cfg = NatsConfig {
+            tls: Some(tls),
+            dial_timeout: Duration::from_secs(2),
+            ..config(server.url())
+        };
+        async move {
+            let b = NatsBroker::new(cfg).unwrap();
+            tokio::time::timeout(Duration::from_secs(20), b.check()).await.unwrap()
+        }
+    };
+    check(tls.clone()).await.unwrap();
+    let untrusting = Tls {
+        server_ca_pem: Vec::new(),
+        ..tls.clone()
+    };
+    assert!(check(untrusting.clone()).await.is_err(), "an unknown CA is refused");
+    check(Tls {
+        insecure_skip_verify: true,
+        ..untrusting
+    })
+    .await
+    .unwrap();
+    let anonymous = Tls {
+        cert_pem: Vec::new(),
+        key_pem: Vec::new(),
+        ..tls
+    };
+    assert!(check(anonymous).await.is_err(), "the server asks for a client certificate");
+    let _ = std::fs::remove_dir_all(&dir);
+}
