@@ -479,11 +479,11 @@ impl Node {
 
     // ---- the registry of connections ----
 
-    pub(crate) fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
+    pub fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
         self.clients.lock().entry(user.to_string()).or_default().insert(client, handle);
     }
 
-    pub(crate) fn unregister(&self, user: &str, client: &str) {
+    pub fn unregister(&self, user: &str, client: &str) {
         let mut clients = self.clients.lock();
         if let Some(m) = clients.get_mut(user) {
             m.remove(client);

@@ -68,6 +68,8 @@ pub struct Config {
     pub rpc: RpcConfig,
     /// Named proxies, reached by `*_proxy_name` in namespaces.
     pub proxies: Vec<NamedProxy>,
+    /// The Pusher Channels dialect's apps (`/app/{key}`, `/apps/{id}/…`).
+    pub pusher: crate::pusher::PusherSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -380,6 +382,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("websocket.compression_level", "must be 0..9");
     }
     engines::validate(c)?;
+    c.pusher.validate()?;
     if c.admin.enabled && !c.admin.insecure {
         if c.admin.password.is_empty() {
             return fail(

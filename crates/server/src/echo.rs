@@ -43,5 +43,6 @@ pub fn config(endpoints: Endpoints, handshake: HandshakeConfig, max_message_size
         h2c: false,
         admin: None,
         emulation: Default::default(),
+        pusher: None,
     }
 }

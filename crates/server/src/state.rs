@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub admin: Option<crate::admin::AdminConfig>,
     /// The HTTP transports (`http_stream.enabled`, `sse.enabled`) and `/emulation`.
     pub emulation: EmulationConfig,
+    /// Pusher's HTTP API (`/apps/…`), when `pusher.apps` has an app.
+    pub pusher: Option<Arc<crate::pusher::api::PusherApi>>,
 }
 
 /// The internal listener: its address, what it serves, and its TLS (`internal_tls`, or the
