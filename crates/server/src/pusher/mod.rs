@@ -44,8 +44,9 @@ pub struct PusherApp {
     /// Lets clients send `client-*` events on private and presence channels.
     pub enable_client_messages: bool,
     /// Put before every channel name of the app in the hub, so that apps never share a
-    /// channel. The app with the empty prefix shares its channels (and its user ids) with
-    /// Centrifugo clients.
+    /// channel: empty, or holding a character no Pusher channel name has (`app2:` is the
+    /// Centrifugo namespace `app2`). The app with the empty prefix shares its channels (and
+    /// its user ids) with Centrifugo clients.
     pub channel_prefix: String,
     pub limits: PusherLimits,
     /// Where the app's webhooks go ([`webhook`]).
@@ -101,8 +102,17 @@ impl Default for PusherLimits {
     }
 }
 
-/// Channel names Pusher accepts (`^[A-Za-z0-9_\-=@,.;]+$`, at most 200).
+/// The channel of the events sent to a signed-in user (`sendToUser`), which pusher-js
+/// subscribes to after `pusher:signin`.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
+/// Channel names Pusher accepts (`^[A-Za-z0-9_\-=@,.;]+$`, at most 200), and the user
+/// channels.
 pub fn valid_channel(name: &str) -> bool {
+    let name = match name.strip_prefix(USER_CHANNEL_PREFIX) {
+        Some(user) if name.len() <= 200 => user,
+        _ => name,
+    };
     !name.is_empty() && name.len() <= 200 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b))
 }
 
@@ -123,11 +133,22 @@ impl PusherSection {
             if a.channel_prefix.len() > usize::from(u16::MAX) {
                 return fail(i, "channel_prefix is too long".into());
             }
+            // A channel of the app with the empty prefix cannot start with such a prefix.
+            if !a.channel_prefix.is_empty() && valid_channel(&a.channel_prefix) {
+                return fail(
+                    i,
+                    format!(
+                        "channel_prefix {:?} must hold a character Pusher channel names cannot (':', say)",
+                        a.channel_prefix
+                    ),
+                );
+            }
             for (j, b) in self.apps.iter().enumerate().take(i) {
                 if a.id == b.id || a.key == b.key {
                     return fail(i, format!("same id or key as pusher.apps[{j}]"));
                 }
-                if a.channel_prefix.starts_with(&b.channel_prefix) || b.channel_prefix.starts_with(&a.channel_prefix) {
+                let (pa, pb) = (&a.channel_prefix, &b.channel_prefix);
+                if !pa.is_empty() && !pb.is_empty() && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str())) || pa == pb {
                     return fail(
                         i,
                         format!(
@@ -299,15 +320,22 @@ mod tests {
     #[test]
     fn apps_must_be_complete_distinct_and_not_share_channels() {
         let ok = PusherSection {
-            apps: vec![app("1", "k1", ""), app("2", "k2", "two.")],
+            apps: vec![app("1", "k1", ""), app("2", "k2", "two:")],
         };
         assert!(ok.validate().is_ok());
         let overlap = PusherSection {
-            apps: vec![app("1", "k1", "a"), app("2", "k2", "ab")],
+            apps: vec![app("1", "k1", "a:"), app("2", "k2", "a:b:")],
         };
         assert!(overlap.validate().is_err());
+        let collides = PusherSection {
+            apps: vec![app("1", "k1", ""), app("2", "k2", "two.")],
+        };
+        assert!(
+            collides.validate().unwrap_err().0.contains("must hold"),
+            "\"two.news\" is a channel name of app 1"
+        );
         let same_key = PusherSection {
-            apps: vec![app("1", "k", "a."), app("2", "k", "b.")],
+            apps: vec![app("1", "k", "a:"), app("2", "k", "b:")],
         };
         assert!(same_key.validate().is_err());
         let empty = PusherSection {

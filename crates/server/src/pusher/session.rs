@@ -253,6 +253,12 @@ impl PusherSession {
         if self.channels.contains_key(&name) {
             return;
         }
+        if let Some(user) = name.strip_prefix(super::USER_CHANNEL_PREFIX) {
+            if self.user.is_empty() || user != self.user {
+                r.subscription_error(&name, "AuthError", "a user channel is its signed-in user's", 403);
+                return;
+            }
+        }
         let presence = name.starts_with("presence-");
         if presence || name.starts_with("private-") {
             let mut message = format!("{}:{name}", self.socket_id);
@@ -353,7 +359,8 @@ impl PusherSession {
         let Some(member) = self.channels.remove(name) else { return };
         let ch = self.app.hub_channel(name);
         let node = self.node.clone();
-        if node.hub.remove(&ch, self.handle.id()) {
+        let vacated = node.hub.remove(&ch, self.handle.id());
+        if vacated {
             let _ = node.broker.unsubscribe(&ch).await;
         }
         if let Some(Member { info }) = member {
@@ -364,7 +371,7 @@ impl PusherSession {
                 let _ = node.broker.publish_leave(&ch, info).await;
             }
         }
-        if node.hub.num_subscribers(&ch) == 0 {
+        if vacated {
             self.hook(Hook::Vacated(name));
         }
     }

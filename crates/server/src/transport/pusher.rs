@@ -178,6 +178,8 @@ impl Handler for PusherHandler {
                 if !*established {
                     *established = true;
                     conn.send(MessageKind::Text, pump.session().established());
+                    // Progress: the driver writes it out and polls again.
+                    return Poll::Ready(());
                 }
                 let mut sink = PusherSink { conn };
                 pump.poll_work(cx, &mut sink)
