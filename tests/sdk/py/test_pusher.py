@@ -12,7 +12,9 @@ from centrifuge import Client
 
 from conftest import Server, SubEvents, config, token, wait_for
 
-APP = {"app_id": "py-app", "key": "py-key", "secret": "py-secret"}
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+APP = {"app_id": "4242", "key": "py-key", "secret": "py-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,6 @@ async def pusher_socket(port):
     return ws, json.loads(est["data"])["socket_id"]
 
 
-@pytest.mark.timeout(30)
 async def test_sdk_signatures_and_events_reach_both_dialects(pserver):
     port = pserver.port
     p = sdk(port)
@@ -86,7 +87,7 @@ async def test_sdk_signatures_and_events_reach_both_dialects(pserver):
     info = p.channel_info("private-py", ["subscription_count"])
     assert info == {"occupied": True, "subscription_count": 2}
     assert "private-py" in p.channels_info()["channels"]
-    with pytest.raises(pusher.errors.PusherAuthError):
+    with pytest.raises(pusher.errors.PusherBadAuth):
         sdk(port, secret="wrong").trigger("private-py", "x", {})
     await c.disconnect()
     await ws.close()
