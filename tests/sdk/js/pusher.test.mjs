@@ -98,6 +98,7 @@ before(async () => {
 
 after(async () => {
   await server?.stop();
+  hooks?.closeAllConnections();
   hooks?.close();
 });
 
@@ -265,11 +266,16 @@ test('signin: events to the user, then terminate_connections closes the user\'s 
   await sdk.sendToUser('carol', 'hello', { to: 'carol' });
   assert.deepEqual(await hello, { to: 'carol' });
 
-  // Another socket cannot take carol's user channel.
-  const mallory = client(server.port, { user: { id: 'mallory' } });
-  await connected(mallory);
-  await assert.rejects(subscribe(mallory, '#server-to-user-carol'), (e) => e.status === 403);
-  mallory.disconnect();
+  // Another socket cannot take carol's user channel (pusher-js will not even ask: a raw socket).
+  const { default: WebSocket } = await import('ws');
+  const raw = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`);
+  const frames = [];
+  raw.on('message', (m) => frames.push(JSON.parse(m.toString())));
+  await waitFor(() => frames.some((f) => f.event === 'pusher:connection_established'), 5000, 'raw socket connected');
+  raw.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: '#server-to-user-carol', auth: '' } }));
+  const refused = await waitFor(() => frames.find((f) => f.event === 'pusher:subscription_error'), 5000, 'refusal');
+  assert.equal(refused.data.status, 403);
+  raw.close();
 
   const closed = new Promise((resolve) => p.connection.bind('state_change', (s) => { if (s.current !== 'connected') resolve(s.current); }));
   await sdk.terminateUserConnections('carol');

@@ -88,7 +88,7 @@ pub async fn handle(req: Request<Incoming>, api: &PusherApi) -> Response<Body> {
         (&Method::POST, ["events"]) => match serde_json::from_slice::<Event>(&body) {
             Ok(e) => match publish(api, &app, e).await {
                 Ok(()) => json_response(&json!({})),
-                Err(r) => r,
+                Err((status, why)) => error(status, &why),
             },
             Err(e) => error(StatusCode::BAD_REQUEST, &format!("bad event: {e}")),
         },
@@ -98,8 +98,8 @@ pub async fn handle(req: Request<Incoming>, api: &PusherApi) -> Response<Body> {
             }
             Ok(b) => {
                 for e in b.batch {
-                    if let Err(r) = publish(api, &app, e).await {
-                        return r;
+                    if let Err((status, why)) = publish(api, &app, e).await {
+                        return error(status, &why);
                     }
                 }
                 json_response(&json!({ "batch": [] }))
@@ -120,8 +120,11 @@ pub async fn handle(req: Request<Incoming>, api: &PusherApi) -> Response<Body> {
     }
 }
 
-async fn publish(api: &PusherApi, app: &PusherApp, e: Event) -> Result<(), Response<Body>> {
-    let bad = |m: &str| Err(error(StatusCode::BAD_REQUEST, m));
+/// A refused event: the status and why.
+type Refused = (StatusCode, String);
+
+async fn publish(api: &PusherApi, app: &PusherApp, e: Event) -> Result<(), Refused> {
+    let bad = |m: &str| Err((StatusCode::BAD_REQUEST, m.to_string()));
     let mut channels = e.channels;
     channels.extend(e.channel);
     if channels.is_empty() {
@@ -138,7 +141,7 @@ async fn publish(api: &PusherApi, app: &PusherApp, e: Event) -> Result<(), Respo
         other => other.to_string(),
     };
     if app.limits.max_event_size > 0 && data.len() > app.limits.max_event_size {
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "event data too large"));
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "event data too large".into()));
     }
     let (bytes, string_tag) = publication_data(&data);
     let mut tags: std::collections::HashMap<String, String> = [(EVENT_TAG.to_string(), e.name)].into_iter().collect();
@@ -164,7 +167,7 @@ async fn publish(api: &PusherApi, app: &PusherApp, e: Event) -> Result<(), Respo
         };
         let ch = app.hub_channel(&name);
         if let Err(e) = api.node.broker.publish(&ch, publication, &PublishOptions::default()).await {
-            return Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()));
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
         }
     }
     Ok(())
@@ -317,6 +320,7 @@ pub fn check_signature(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

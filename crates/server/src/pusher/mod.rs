@@ -35,7 +35,7 @@ pub struct PusherSection {
 }
 
 /// One Pusher app.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct PusherApp {
     pub id: String,
@@ -51,20 +51,6 @@ pub struct PusherApp {
     pub limits: PusherLimits,
     /// Where the app's webhooks go ([`webhook`]).
     pub webhooks: Vec<String>,
-}
-
-impl Default for PusherApp {
-    fn default() -> Self {
-        PusherApp {
-            id: String::new(),
-            key: String::new(),
-            secret: String::new(),
-            enable_client_messages: false,
-            channel_prefix: String::new(),
-            limits: PusherLimits::default(),
-            webhooks: Vec::new(),
-        }
-    }
 }
 
 /// An app's limits; 0 is no limit.
@@ -305,6 +291,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn app(id: &str, key: &str, prefix: &str) -> PusherApp {

@@ -500,11 +500,10 @@ impl PusherSession {
         }
         if now.mono >= self.presence_refresh {
             self.presence_refresh = now.mono + PRESENCE_REFRESH;
-            for (name, m) in &self.channels {
-                if let Some(m) = m {
-                    let ch = self.app.hub_channel(name);
-                    let _ = self.node.presence.add_presence(&ch, &self.socket_id, m.info.clone()).await;
-                }
+            let members = self.channels.iter().filter_map(|(name, m)| Some((name, m.as_ref()?)));
+            for (name, m) in members {
+                let ch = self.app.hub_channel(name);
+                let _ = self.node.presence.add_presence(&ch, &self.socket_id, m.info.clone()).await;
             }
         }
         r.output()

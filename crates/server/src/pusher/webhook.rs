@@ -58,12 +58,17 @@ enum Job {
     Later(Arc<PusherApp>, Value),
 }
 
+/// What the sender's task takes when it starts.
+type Idle = (mpsc::UnboundedReceiver<Job>, Arc<Node>, Arc<Cluster>);
+/// Per app id: the app and the events waiting for its next POST.
+type Pending = Arc<Mutex<HashMap<String, (Arc<PusherApp>, Vec<Value>)>>>;
+
 /// The sender of every app's webhooks on this node.
 pub struct Webhooks {
     tx: mpsc::UnboundedSender<Job>,
     /// The sender's task's parts until the first event starts it (the server is built
     /// before its runtime runs).
-    idle: Mutex<Option<(mpsc::UnboundedReceiver<Job>, Arc<Node>, Arc<Cluster>)>>,
+    idle: Mutex<Option<Idle>>,
 }
 
 impl Webhooks {
@@ -127,8 +132,7 @@ impl Webhooks {
 type Http = Client<Connector, Full<Bytes>>;
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job>, node: Arc<Node>, cluster: Arc<Cluster>, client: Http) {
-    // Per app id: the app and its pending events.
-    let pending: Arc<Mutex<HashMap<String, (Arc<PusherApp>, Vec<Value>)>>> = Arc::default();
+    let pending: Pending = Arc::default();
     // Hub channels vacated here whose check is not done: an occupation meanwhile is the
     // same occupation going on, not news.
     let vacating: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -138,6 +142,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                 let (node, cluster, tx, vacating) = (node.clone(), cluster.clone(), tx.clone(), vacating.clone());
                 let name = event.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let ch = app.hub_channel(event.get("channel").and_then(Value::as_str).unwrap_or_default());
+                let vacated = name == "channel_vacated";
+                if vacated {
+                    // Here, in the order of the jobs: an occupation queued after it sees it.
+                    *vacating.lock().entry(ch.clone()).or_insert(0) += 1;
+                }
                 match name.as_str() {
                     "channel_occupied" => tokio::spawn(async move {
                         let resumed = vacating.lock().contains_key(&ch);
@@ -149,10 +158,6 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                         }
                     }),
                     _ => tokio::spawn(async move {
-                        let vacated = name == "channel_vacated";
-                        if vacated {
-                            *vacating.lock().entry(ch.clone()).or_insert(0) += 1;
-                        }
                         tokio::time::sleep(DEBOUNCE).await;
                         if vacated {
                             let mut v = vacating.lock();
