@@ -28,6 +28,7 @@ pub mod memory;
 pub mod node;
 pub mod prepared;
 pub mod proxy;
+pub mod pusher;
 pub mod ratelimit;
 pub mod series;
 pub mod session;

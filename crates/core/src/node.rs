@@ -488,12 +488,12 @@ impl Node {
 
     // ---- the registry of connections ----
 
-    pub(crate) fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
+    pub fn register(&self, user: &str, client: Arc<str>, handle: Arc<dyn ConnectionHandle>) {
         crate::series::action(crate::series::Action::AddClient);
         self.clients.lock().entry(user.to_string()).or_default().insert(client, handle);
     }
 
-    pub(crate) fn unregister(&self, user: &str, client: &str) {
+    pub fn unregister(&self, user: &str, client: &str) {
         crate::series::action(crate::series::Action::RemoveClient);
         let mut clients = self.clients.lock();
         if let Some(m) = clients.get_mut(user) {

@@ -24,15 +24,43 @@ use wshub_protocol::{Format, Push};
 pub struct Encoding {
     pub format: Format,
     pub unidirectional: bool,
+    pub dialect: Dialect,
+}
+
+/// Which protocol's frames a connection reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Dialect {
+    #[default]
+    Centrifugo,
+    /// Pusher Channels protocol 7 ([`crate::pusher`]), with `strip` bytes of app prefix cut
+    /// from channel names. Every Pusher subscriber of a channel belongs to the one app
+    /// whose prefix the channel has, so they share one form.
+    Pusher { strip: u16 },
 }
 
 impl Encoding {
     pub const fn new(format: Format, unidirectional: bool) -> Self {
-        Encoding { format, unidirectional }
+        Encoding {
+            format,
+            unidirectional,
+            dialect: Dialect::Centrifugo,
+        }
+    }
+
+    /// A Pusher connection of an app whose channel prefix is `strip` bytes long.
+    pub const fn pusher(strip: u16) -> Self {
+        Encoding {
+            format: Format::Json,
+            unidirectional: false,
+            dialect: Dialect::Pusher { strip },
+        }
     }
 
     /// Below [`ENCODINGS`].
     const fn index(self) -> usize {
+        if let Dialect::Pusher { .. } = self.dialect {
+            return 4;
+        }
         let f = match self.format {
             Format::Json => 0,
             Format::Protobuf => 1,
@@ -41,7 +69,7 @@ impl Encoding {
     }
 }
 
-const ENCODINGS: usize = 4;
+const ENCODINGS: usize = 5;
 
 /// Entries of a [`PreparedData`]'s framing cache. Which transport uses which entries is the
 /// server's choice (its transports share out this range).
@@ -51,6 +79,8 @@ pub const FRAME_SLOTS: usize = 12;
 #[derive(Debug)]
 pub struct PreparedData {
     payload: Bytes,
+    /// Who must not get it (Pusher forms only: [`crate::pusher::Skip`]).
+    skip: Option<crate::pusher::Skip>,
     /// Allocated on the first framing asked for: most pushes of a stream-only audience, and
     /// every push of a test, never need one.
     framed: OnceLock<Box<[OnceLock<Bytes>; FRAME_SLOTS]>>,
@@ -60,8 +90,14 @@ impl PreparedData {
     pub fn new(payload: Bytes) -> Self {
         PreparedData {
             payload,
+            skip: None,
             framed: OnceLock::new(),
         }
+    }
+
+    /// Who must not receive this push; the connection's framing judges.
+    pub fn skip(&self) -> Option<&crate::pusher::Skip> {
+        self.skip.as_ref()
     }
 
     /// The encoded push: a frame payload of the connection's format (for JSON, one object).
@@ -109,6 +145,14 @@ const PUSH_ENVELOPE: &[u8] = b"{\"push\":";
 
 /// `push` in `encoding`.
 fn encode(encoding: Encoding, push: Push) -> Option<PreparedData> {
+    if let Dialect::Pusher { strip } = encoding.dialect {
+        let (payload, skip) = crate::pusher::encode(&push, usize::from(strip))?;
+        return Some(PreparedData {
+            payload,
+            skip,
+            framed: OnceLock::new(),
+        });
+    }
     let channel = push.channel.clone();
     let encoded = if encoding.unidirectional {
         bare_push_bytes(encoding.format, &push)
@@ -180,6 +224,9 @@ impl PreparedPush {
     /// `has_base` (the subscriber holds it) and one exists, the whole publication otherwise.
     pub fn delta_data(&self, encoding: Encoding, has_base: bool) -> Option<&PreparedData> {
         let Some(d) = &self.delta else { return self.data(encoding) };
+        if encoding.dialect != Dialect::Centrifugo {
+            return self.data(encoding);
+        }
         let publication = self.push.r#pub.as_ref()?;
         let with = |p| Push {
             r#pub: Some(p),

@@ -54,7 +54,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let (endpoints, internal) = crate::endpoints::plan(config)?;
     // The unidirectional endpoint at its configured path (the factory sees the request's).
     let uni_path = endpoints.uni_websocket.clone();
+    let pusher = crate::pusher::Dialect::build(config, &node, &cluster);
+    let factory_pusher = pusher.clone();
     let handler: crate::state::HandlerFactory = Arc::new(move |accepted, uri, headers| {
+        if let Some(p) = factory_pusher.as_ref().filter(|_| uri.path().starts_with(crate::pusher::WS_PREFIX)) {
+            return Box::new(p.handler(&factory_node, uri, accepted.deflate, queue));
+        }
         if uni_path.as_deref() == Some(uri.path()) {
             let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
             h.set_request_headers(crate::transports::forwarded_headers(&forwarded, headers));
@@ -147,6 +152,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             max_queue: config.client.queue_max_size,
             forwarded_headers: node.kept_request_headers(),
         },
+        pusher: pusher.map(|p| p.api),
         admin: config.admin.enabled.then(|| crate::admin::AdminConfig {
             password: config.admin.password.clone(),
             secret: config.admin.secret.clone(),

@@ -79,6 +79,8 @@ pub struct Config {
     pub proxies: Vec<NamedProxy>,
     /// Async consumers: API commands read from a PostgreSQL outbox or Redis streams.
     pub consumers: Vec<crate::consumers::ConsumerConfig>,
+    /// The Pusher Channels dialect's apps (`/app/{key}`, `/apps/{id}/…`).
+    pub pusher: crate::pusher::PusherSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -420,6 +422,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
     }
     engines::validate(c)?;
     crate::consumers::validate(&c.consumers)?;
+    c.pusher.validate()?;
     if c.admin.enabled && !c.admin.insecure {
         if c.admin.password.is_empty() {
             return fail(

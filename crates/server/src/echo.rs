@@ -44,5 +44,6 @@ pub fn config(endpoints: Endpoints, handshake: HandshakeConfig, max_message_size
         admin: None,
         emulation: Default::default(),
         grpc_api: None,
+        pusher: None,
     }
 }

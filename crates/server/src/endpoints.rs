@@ -52,6 +52,8 @@ pub struct Endpoints {
     pub ready: bool,
     /// `GET /`: a short page saying where things are.
     pub landing: bool,
+    /// The Pusher dialect: `/app/{key}` (WebSocket) and `/apps/{id}/…` (its HTTP API).
+    pub pusher: bool,
 }
 
 /// What a request asks for, by canonical path.
@@ -70,6 +72,8 @@ pub enum Route<'a> {
     Health,
     Ready,
     Landing,
+    /// Pusher's HTTP API under `/apps/`.
+    PusherApi,
     NotFound,
 }
 
@@ -177,6 +181,14 @@ impl Endpoints {
         if self.landing && path == "/" {
             return Route::Landing;
         }
+        if self.pusher {
+            if path.starts_with(crate::pusher::WS_PREFIX) {
+                return Route::WebSocket;
+            }
+            if path.starts_with(crate::pusher::API_PREFIX) {
+                return Route::PusherApi;
+            }
+        }
         Route::NotFound
     }
 }
@@ -198,6 +210,7 @@ pub fn plan(c: &Config) -> Result<(Endpoints, Option<(SocketAddr, Endpoints)>), 
         emulation: on(c.http_stream.enabled || c.sse.enabled, &c.emulation.handler_prefix),
         init: on(c.init.enabled, &c.init.handler_prefix),
         landing: true,
+        pusher: !c.pusher.apps.is_empty(),
         ..Default::default()
     };
     let api = on(!c.http_api.disabled, &c.http_api.handler_prefix);
@@ -282,6 +295,7 @@ impl Endpoints {
             health: self.health.or(other.health),
             ready: self.ready || other.ready,
             landing: self.landing || other.landing,
+            pusher: self.pusher || other.pusher,
         }
     }
 

@@ -55,6 +55,8 @@ fn route_label(endpoints: &Endpoints, path: &str) -> String {
     match endpoints.route(path) {
         Route::Api(_) => format!("{}/", endpoints.api.as_deref().unwrap_or_default().trim_end_matches('/')),
         Route::Admin(_) => format!("{}/", endpoints.admin.as_deref().unwrap_or_default().trim_end_matches('/')),
+        Route::PusherApi => crate::pusher::API_PREFIX.to_string(),
+        Route::WebSocket if path.starts_with(crate::pusher::WS_PREFIX) => crate::pusher::WS_PREFIX.to_string(),
         Route::NotFound => "other".to_string(),
         // The echo server upgrades on any path.
         Route::WebSocket if endpoints.websocket.as_deref() != Some(path) => "other".to_string(),
@@ -79,6 +81,10 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoi
         },
         Route::Landing if get || req.method() == http::Method::HEAD => landing::landing(shared, endpoints),
         Route::Health => text(StatusCode::OK, "ok"),
+        Route::PusherApi => match shared.config.pusher.as_ref() {
+            Some(p) => crate::pusher::api::handle(req, p).await,
+            None => text(StatusCode::NOT_FOUND, "not found"),
+        },
         Route::Init if get => {
             let mut r = json_response(&serde_json::json!({}));
             r.headers_mut()

@@ -29,6 +29,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod pusher;
 pub mod reload;
 pub mod response;
 pub mod state;

@@ -115,6 +115,8 @@ pub struct ServerConfig {
     pub emulation: EmulationConfig,
     /// The gRPC server API (`grpc_api.enabled`), on a port of its own.
     pub grpc_api: Option<crate::grpc::api::GrpcApiConfig>,
+    /// Pusher's HTTP API (`/apps/…`), when `pusher.apps` has an app.
+    pub pusher: Option<Arc<crate::pusher::api::PusherApi>>,
 }
 
 /// The internal listener: its address, what it serves, and its TLS (`internal_tls`, or the

@@ -64,6 +64,7 @@ pub(super) fn prototypes() -> Vec<(&'static str, Value)> {
             "rpc.namespaces",
             v(serde_json::to_value(wshub_core::config::RpcNamespace::default())),
         ),
+        ("pusher.apps", v(serde_json::to_value(crate::pusher::PusherApp::default()))),
     ]
 }
 

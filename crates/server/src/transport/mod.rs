@@ -16,13 +16,14 @@
 
 mod outbox;
 mod pump;
+pub mod pusher;
 pub mod raw;
 pub mod stream;
 pub mod uni;
 pub mod websocket;
 
 pub use outbox::{queued_bytes, Conn, Framing};
-pub use pump::{Pump, Sink};
+pub use pump::{Dialect, Pump, Sink};
 
 use wshub_core::prepared::FRAME_SLOTS;
 use wshub_websocket::SHARED_FRAMES;

@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 use wshub_core::connection::{ConnectionHandle, Control};
 use wshub_core::node::Node;
 use wshub_core::session::{Output, Session, State};
+
 use wshub_core::Now;
 use wshub_protocol::codes::disconnect as dc;
 
@@ -37,9 +38,49 @@ pub trait Sink: Send {
     fn close(&mut self, code: u16, reason: &str, discard: bool);
 }
 
+/// The protocol a connection speaks, as the pump drives it: Centrifugo's [`Session`], or
+/// another dialect ([`crate::pusher::session`]) on the same outbox, timer and output.
+pub trait Dialect: Send + 'static {
+    fn state(&self) -> State;
+    fn client_id(&self) -> &str;
+    fn user(&self) -> &str;
+    fn handle_frame(&mut self, data: Bytes, now: Now) -> impl Future<Output = Output> + Send;
+    fn handle_control(&mut self, control: Control, now: Now) -> impl Future<Output = Output> + Send;
+    fn handle_timeout(&mut self, now: Now) -> impl Future<Output = Output> + Send;
+    fn poll_timeout(&self) -> Option<std::time::Instant>;
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Dialect for Session {
+    fn state(&self) -> State {
+        Session::state(self)
+    }
+    fn client_id(&self) -> &str {
+        Session::client_id(self)
+    }
+    fn user(&self) -> &str {
+        Session::user(self)
+    }
+    fn handle_frame(&mut self, data: Bytes, now: Now) -> impl Future<Output = Output> + Send {
+        Session::handle_frame(self, data, now)
+    }
+    fn handle_control(&mut self, control: Control, now: Now) -> impl Future<Output = Output> + Send {
+        Session::handle_control(self, control, now)
+    }
+    fn handle_timeout(&mut self, now: Now) -> impl Future<Output = Output> + Send {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        Session::poll_timeout(self)
+    }
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        Session::close(self)
+    }
+}
+
 /// One connection's session and its pump. See the module docs.
-pub struct Pump<F> {
-    session: Session,
+pub struct Pump<F, D = Session> {
+    session: D,
     conn: Arc<Conn<F>>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<std::time::Instant>,
@@ -53,6 +94,18 @@ pub struct Pump<F> {
 impl<F: Framing> Pump<F> {
     pub fn new(node: Arc<Node>, conn: Arc<Conn<F>>) -> Self {
         let session = Session::new(node, conn.clone(), Now::system());
+        Self::with_dialect(conn, session)
+    }
+
+    /// The request headers that the backend proxies forward.
+    pub fn set_request_headers(&mut self, headers: Vec<(String, String)>) {
+        self.session.set_request_headers(headers);
+    }
+}
+
+impl<F: Framing, D: Dialect> Pump<F, D> {
+    /// A pump driving `session`, which speaks for `conn`.
+    pub fn with_dialect(conn: Arc<Conn<F>>, session: D) -> Self {
         Pump {
             session,
             conn,
@@ -68,13 +121,12 @@ impl<F: Framing> Pump<F> {
         &self.conn
     }
 
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &D {
         &self.session
     }
 
-    /// The request headers that the backend proxies forward.
-    pub fn set_request_headers(&mut self, headers: Vec<(String, String)>) {
-        self.session.set_request_headers(headers);
+    pub fn session_mut(&mut self) -> &mut D {
+        &mut self.session
     }
 
     fn transport(&self) -> &'static str {
