@@ -313,10 +313,10 @@ async fn centrifugo_default_configuration_starts() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("grpc_api.enabled") && stderr.contains("#30"), "{stderr}");
     cfg["grpc_api"]["enabled"] = json!(false);
-    cfg["graphite"]["host"] = json!("graphite.internal");
+    cfg["admin"]["web_path"] = json!("/srv/admin-ui");
     std::fs::write(&file, cfg.to_string()).unwrap();
     let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("warning: graphite.host") && stderr.contains("#32"), "{stderr}");
+    assert!(stderr.contains("warning: admin.web_path") && stderr.contains("#32"), "{stderr}");
 }
