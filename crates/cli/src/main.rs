@@ -266,6 +266,9 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     let internal = rt
         .block_on(wshub_server::bind_internal(&server))
         .context("cannot listen on http_server.internal_port")?;
+    if let Some(g) = &server.grpc_api {
+        g.bind().with_context(|| format!("cannot listen on grpc_api.port ({})", g.addr))?;
+    }
     let _pid_file = wshub_server::lifecycle::PidFile::write(&c.pid_file).with_context(|| format!("pid_file: {}", c.pid_file))?;
     let reload = wshub_server::reload::Reloader::new(config.clone(), overrides, c.clone());
     // Only now, with the port bound: a second instance on the same port fails above instead

@@ -79,7 +79,7 @@ pub async fn run(
     };
     let (stop_grpc, stopped_grpc) = tokio::sync::oneshot::channel::<()>();
     let grpc_accept = match &shared.config.grpc_api {
-        Some(g) => match crate::listener::bind(g.addr).await {
+        Some(g) => match g.listener().await {
             Ok(l) => {
                 tracing::info!("serving GRPC API service on {}", g.addr);
                 Some(tokio::spawn(crate::grpc::api::serve(l, shared.clone(), g.clone(), async {

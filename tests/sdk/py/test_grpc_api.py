@@ -13,10 +13,11 @@ import time
 
 import grpc
 import pytest
-from centrifuge import Client, ClientEventHandler
+from centrifuge import Client
 
-from conftest import Server, SubEvents, config, free_port, token, wait_for
+from conftest import BIN, Server, SubEvents, config, free_port, token, wait_for
 from grpc_gen import generated
+from test_python_sdks import Events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -56,15 +57,12 @@ def auth(key=GRPC_KEY):
     return [("authorization", f"apikey {key}")]
 
 
-class ClientEvents(ClientEventHandler):
+class ClientEvents(Events):
+    """Connection events and the server-side subscriptions' events."""
+
     def __init__(self):
-        self.connected, self.disconnected, self.server_subscribed, self.server_publications = [], [], [], []
-
-    async def on_connected(self, ctx):
-        self.connected.append(ctx)
-
-    async def on_disconnected(self, ctx):
-        self.disconnected.append(ctx)
+        super().__init__()
+        self.server_subscribed, self.server_publications = [], []
 
     async def on_subscribed(self, ctx):
         self.server_subscribed.append(ctx)
@@ -209,3 +207,18 @@ async def test_tls_and_configured_transport_error_mode():
                 await asyncio.wait_for(pbg.CentrifugoApiStub(channel).Info(pb.InfoRequest(), metadata=auth(), timeout=5), 10)
     finally:
         s.stop()
+
+
+async def test_a_taken_port_stops_the_start():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = config()
+        cfg["grpc_api"] = {"enabled": True, "address": "127.0.0.1", "port": taken.getsockname()[1], "key": GRPC_KEY}
+        d = tempfile.mkdtemp(prefix="wshub-grpc-port-")
+        path = os.path.join(d, "config.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        out = subprocess.run([BIN, "serve", "-c", path, "--port", str(free_port()), "--address", "127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0, out
+    assert "grpc_api.port" in out.stderr, out.stderr

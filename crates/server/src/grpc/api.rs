@@ -45,6 +45,9 @@ pub struct GrpcApiConfig {
     pub transport_errors: bool,
     /// Largest request message (0: tonic's 4 MiB).
     pub max_receive_message_size: usize,
+    /// The socket bound before the server starts ([`GrpcApiConfig::bind`]), so that a port
+    /// in use stops the start rather than leaving the node without its API.
+    listener: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
 }
 
 impl GrpcApiConfig {
@@ -63,7 +66,25 @@ impl GrpcApiConfig {
             },
             transport_errors: g.error_mode == crate::config::TRANSPORT_ERROR_MODE,
             max_receive_message_size: g.max_receive_message_size,
+            listener: Arc::default(),
         }))
+    }
+
+    /// Binds the address now (the binary does, before it announces itself).
+    pub fn bind(&self) -> std::io::Result<()> {
+        let l = std::net::TcpListener::bind(self.addr)?;
+        l.set_nonblocking(true)?;
+        *self.listener.lock() = Some(l);
+        Ok(())
+    }
+
+    /// The socket bound by [`GrpcApiConfig::bind`], or one bound now.
+    pub(crate) async fn listener(&self) -> std::io::Result<TcpListener> {
+        let bound = self.listener.lock().take();
+        match bound {
+            Some(l) => TcpListener::from_std(l),
+            None => crate::listener::bind(self.addr).await,
+        }
     }
 }
 
