@@ -128,7 +128,12 @@ type Entry = (String, HashMap<String, RV>);
 
 async fn read(cfg: &RedisStreamConsumer, stream: &str, me: &str, d: &Dispatcher) -> Result<(), String> {
     let client = redis::Client::open(cfg.connection_info()?).map_err(|e| e.to_string())?;
-    let connect = client.get_multiplexed_async_connection();
+    // A reply may take the whole BLOCK of an XREADGROUP: the response timeout covers it
+    // (redis-rs's default, 500 ms, would cut every idle read short).
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout.max(Duration::from_millis(10))))
+        .set_response_timeout(Some(cfg.io_timeout + BLOCK));
+    let connect = client.get_multiplexed_async_connection_with_config(&config);
     let mut c = tokio::time::timeout(cfg.connect_timeout.max(Duration::from_millis(10)), connect)
         .await
         .map_err(|_| "connect timeout".to_string())?
