@@ -40,9 +40,14 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// A free port below the ephemeral range (32768+), so that no client socket takes it while
 /// a node restarts on it.
 pub fn free_port() -> u16 {
+    // Never the same port twice in one process: two tests running at once could otherwise
+    // both be handed a port neither has bound yet, and one would talk to the other's server.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..1000 {
         let p = 20_000 + (unique() % 10_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }
