@@ -53,7 +53,7 @@ fn every_relative_link_of_the_readme_exists() {
     for f in [
         "examples/browser/index.html",
         "examples/browser/token.mjs",
-        "examples/browser/token.py",
+        "examples/browser/mint_token.py",
         "deploy/nginx.conf",
     ] {
         assert!(readme.contains(f.rsplit('/').next().unwrap()) && root().join(f).exists(), "{f}");

@@ -245,7 +245,7 @@ test('admin page: every server API method from its form, at 1280 px', { timeout:
 // must be listed in client.allowed_origins), with tokens minted by the example's Node and
 // Python snippets. The page loads centrifuge-js from unpkg; here that request is answered
 // with the same file from node_modules (no network in tests).
-test('examples/browser receives publications, with tokens from token.mjs and token.py', { timeout: 120000 }, async () => {
+test('examples/browser receives publications, with tokens from token.mjs and mint_token.py', { timeout: 120000 }, async () => {
   const root = new URL('../../../', import.meta.url).pathname;
   const example = join(root, 'examples/browser');
   const sdkDir = new URL('../', import.meta.url).pathname;
@@ -257,7 +257,7 @@ test('examples/browser receives publications, with tokens from token.mjs and tok
   symlinkSync(join(sdkDir, 'node_modules'), join(tmp, 'node_modules'));
   const env = { ...process.env, SECRET };
   const nodeToken = execFileSync(process.execPath, [join(tmp, 'token.mjs'), 'alice'], { env }).toString().trim();
-  const pyToken = execFileSync(python, [join(example, 'token.py'), 'bob'], { env }).toString().trim();
+  const pyToken = execFileSync(python, [join(example, 'mint_token.py'), 'bob'], { env }).toString().trim();
 
   const pages = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;

@@ -1,5 +1,5 @@
 # Mints a wshub connection token (HS256 JWT) on your backend: `pip install pyjwt`,
-# then `SECRET=... python3 token.py alice`. SECRET is client.token.hmac_secret_key.
+# then `SECRET=... python3 mint_token.py alice`. SECRET is client.token.hmac_secret_key.
 import os
 import sys
 import time
