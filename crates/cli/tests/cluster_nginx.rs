@@ -479,6 +479,10 @@ fn cluster_api_through_nginx() {
         let (watcher, mut watcher_events) = direct_client(ports[0], "watcher").await;
         watcher.subscribe("room:lobby", false);
         watcher.connect();
+        // Subscribed before ghost joins: a join published earlier is not the watcher's to see.
+        event_within(&mut watcher_events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. }))
+            .await
+            .expect("watcher subscribed on node 0");
         let (ghost, mut ghost_events) = direct_client(ports[1], "ghost").await;
         ghost.subscribe("room:lobby", false);
         ghost.connect();
