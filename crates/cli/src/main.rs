@@ -255,7 +255,7 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
             wshub_server::config::Backend::Redis(r, key) => {
                 bail!(
                     "{key}: {e} ({key}.address = {:?})",
-                    wshub_server::config::masked_addresses(&r.address)
+                    wshub_server::config::masked_addresses(&r.connection.address)
                 )
             }
             wshub_server::config::Backend::Memory => bail!("engine.memory: {e}"),

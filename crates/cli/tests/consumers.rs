@@ -256,7 +256,7 @@ fn nats_jetstream_messages_of_a_killed_node_are_redelivered() {
             send("publish", publish(n)).await.unwrap().await.unwrap();
         }
         let left = || N - seen.lock().unwrap().len() as u64;
-        kill_mid_batch_and_count(&mut node, &seen, 20, N, left, || String::new()).await;
+        kill_mid_batch_and_count(&mut node, &seen, 20, N, left, String::new).await;
         // Every message acknowledged in the end.
         let deadline = std::time::Instant::now() + LIMIT;
         loop {

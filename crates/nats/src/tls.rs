@@ -22,7 +22,9 @@ pub struct Tls {
 }
 
 impl Tls {
-    pub(crate) fn client_config(&self) -> Result<ClientConfig, String> {
+    /// The rustls client configuration (for the broker, and any other NATS connection of
+    /// the server's).
+    pub fn client_config(&self) -> Result<ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

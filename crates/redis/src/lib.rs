@@ -238,6 +238,7 @@ pub(crate) fn fnv1a(key: &str) -> u64 {
 
 pub mod address;
 mod broker;
+pub mod client;
 mod control;
 mod health;
 mod presence;

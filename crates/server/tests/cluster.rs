@@ -309,7 +309,7 @@ async fn no_subscriber_is_answered_before_redis_confirms_the_channel() {
     let redis = RedisServer::start().await;
     let proxy = PubSubProxy::start(redis.port).await;
     let mut c = config(&redis);
-    c.engine.redis.address = proxy.url();
+    c.engine.redis.connection.address = proxy.url();
     c.engine.redis.canary_interval = Duration::from_millis(300);
     let server = TestServer::node(&c).await;
     let mut a = connected_at(server.addr, "a").await;

@@ -182,12 +182,7 @@ fn validate_redis(r: &Redis, key: &str, ping_interval: Duration) -> Result<(), L
             "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
         );
     }
-    if !r.cluster_address.is_empty() && !r.sentinel_address.is_empty() {
-        return fail("cluster_address", &format!("cannot be used with {key}.sentinel_address"));
-    }
-    if !r.sentinel_address.is_empty() && r.sentinel_master_name.is_empty() {
-        return fail("sentinel_master_name", &format!("must be set with {key}.sentinel_address"));
-    }
+    r.connection.validate(key)?;
     if !["none", "lz4", "zstd"].contains(&r.compression.as_str()) {
         return fail("compression", "must be \"none\", \"lz4\" or \"zstd\"");
     }

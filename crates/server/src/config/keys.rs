@@ -47,6 +47,18 @@ pub const REFUSED: &[(&str, &str)] = &[
         "broker.nats.tls.server_name",
         "no other name than the URL's is checked on NATS's certificate yet",
     ),
+    (
+        "consumers.redis_stream.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "consumers.redis_stream.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
+    (
+        "consumers.nats_jetstream.tls.server_name",
+        "no other name than the URL's is checked on NATS's certificate yet",
+    ),
 ];
 
 /// Paths of lists whose items are objects, with one item's default as the shape to check

@@ -48,21 +48,25 @@ impl Default for Nats {
     }
 }
 
+/// The client TLS of a NATS connection (the PEM files read; errors name keys under
+/// `section`); `None` when not enabled.
+pub(crate) fn tls(section: &str, t: &RedisTls) -> Result<Option<wshub_nats::Tls>, LoadError> {
+    if !t.enabled {
+        return Ok(None);
+    }
+    let read = |name: &str, v: &str| super::redis::pem(&format!("{section}.{name}"), v);
+    Ok(Some(wshub_nats::Tls {
+        cert_pem: read("cert_pem", &t.cert_pem)?,
+        key_pem: read("key_pem", &t.key_pem)?,
+        server_ca_pem: read("server_ca_pem", &t.server_ca_pem)?,
+        insecure_skip_verify: t.insecure_skip_verify,
+    }))
+}
+
 impl Nats {
     /// The broker's settings (the PEM files read).
     pub fn broker_config(&self) -> Result<wshub_nats::NatsConfig, LoadError> {
-        let tls = match self.tls.enabled {
-            false => None,
-            true => {
-                let read = |name: &str, v: &str| super::redis::pem(&format!("broker.nats.tls.{name}"), v);
-                Some(wshub_nats::Tls {
-                    cert_pem: read("cert_pem", &self.tls.cert_pem)?,
-                    key_pem: read("key_pem", &self.tls.key_pem)?,
-                    server_ca_pem: read("server_ca_pem", &self.tls.server_ca_pem)?,
-                    insecure_skip_verify: self.tls.insecure_skip_verify,
-                })
-            }
-        };
+        let tls = tls("broker.nats.tls", &self.tls)?;
         Ok(wshub_nats::NatsConfig {
             url: self.url.clone(),
             prefix: self.prefix.clone(),

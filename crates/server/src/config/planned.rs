@@ -80,73 +80,17 @@ pub const PLANNED: &[Planned] = &[
     // Brokers, presence managers, controllers and consumers.
     stop("controller.enabled", 31, "a controller chosen apart from the engine"),
     warn("controller.*", 31, "a controller chosen apart from the engine"),
-    // Consumers: the types wshub has not (`type` naming one stops the start) and the keys of
-    // the PostgreSQL and Redis stream ones it does not read yet.
+    // Consumers: the types wshub has not (`type` naming one stops the start) and the keys
+    // it does not read yet.
     warn("consumers.kafka.*", 31, "Kafka consumers"),
-    stop("consumers.nats_jetstream.credentials_file", 31, "NATS credentials files"),
-    stop("consumers.nats_jetstream.tls.enabled", 31, "TLS for the NATS JetStream consumer"),
-    warn("consumers.nats_jetstream.tls.*", 31, "TLS for the NATS JetStream consumer"),
-    stop(
-        "consumers.nats_jetstream.publication_data_mode.enabled",
-        31,
-        "the publication data mode of consumers",
-    ),
-    warn(
-        "consumers.nats_jetstream.publication_data_mode.*",
-        31,
-        "the publication data mode of consumers",
-    ),
     warn("consumers.google_pub_sub.*", 31, "Google Pub/Sub consumers"),
     warn("consumers.aws_sqs.*", 31, "AWS SQS consumers"),
     warn("consumers.azure_service_bus.*", 31, "Azure Service Bus consumers"),
     stop("consumers.postgresql.tls.enabled", 31, "TLS for the PostgreSQL consumer"),
     warn("consumers.postgresql.tls.*", 31, "TLS for the PostgreSQL consumer"),
-    stop("consumers.redis_stream.tls.enabled", 31, "TLS for the Redis stream consumer"),
-    warn("consumers.redis_stream.tls.*", 31, "TLS for the Redis stream consumer"),
-    stop(
-        "consumers.redis_stream.cluster_address",
-        31,
-        "Redis Cluster for the Redis stream consumer",
-    ),
-    stop(
-        "consumers.redis_stream.sentinel_address",
-        31,
-        "Sentinel for the Redis stream consumer",
-    ),
-    warn("consumers.redis_stream.sentinel_user", 31, "Sentinel for the Redis stream consumer"),
-    warn(
-        "consumers.redis_stream.sentinel_password",
-        31,
-        "Sentinel for the Redis stream consumer",
-    ),
-    warn(
-        "consumers.redis_stream.sentinel_master_name",
-        31,
-        "Sentinel for the Redis stream consumer",
-    ),
-    warn(
-        "consumers.redis_stream.sentinel_client_name",
-        31,
-        "Sentinel for the Redis stream consumer",
-    ),
-    warn(
-        "consumers.redis_stream.sentinel_tls.*",
-        31,
-        "Sentinel for the Redis stream consumer",
-    ),
-    warn("consumers.redis_stream.client_name", 31, "this Redis connection key"),
-    warn("consumers.redis_stream.force_resp2", 31, "this Redis connection key"),
-    warn("consumers.redis_stream.replica_client.*", 31, "reading from Redis replicas"),
-    stop(
-        "consumers.redis_stream.publication_data_mode.enabled",
-        31,
-        "the publication data mode of consumers",
-    ),
-    warn(
-        "consumers.redis_stream.publication_data_mode.*",
-        31,
-        "the publication data mode of consumers",
-    ),
+    warn("consumers.redis_stream.client_name", 27, "this Redis connection key"),
+    warn("consumers.redis_stream.sentinel_client_name", 27, "this Redis connection key"),
+    warn("consumers.redis_stream.replica_client.*", 34, "reading from Redis replicas"),
     // Observability and the operator's desk.
     stop(
         "opentelemetry.google_cloud_adc_auth",

@@ -12,21 +12,16 @@ use wshub_core::duration;
 
 use super::LoadError;
 
+/// Centrifugo's Redis connection keys (its `configtypes.Redis`): where Redis is and how to
+/// reach it. The engine's sections add their storage keys around it; the `redis_stream`
+/// consumer takes it as it is.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
-pub struct Redis {
+pub struct RedisConnection {
     /// One address, or several (a JSON list, or commas between them): independent shards,
     /// each channel on the one its name hashes to.
     #[serde(deserialize_with = "joined_list")]
     pub address: String,
-    pub prefix: String,
-    /// How long a presence entry lives unless its session refreshes it (every ping).
-    #[serde(with = "duration")]
-    pub presence_ttl: Duration,
-    /// How often each pub/sub connection pings itself; a ping not back within it turns
-    /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
-    #[serde(with = "duration")]
-    pub canary_interval: Duration,
     /// Centrifugo's Sentinel keys: each item of `sentinel_address` is a shard, its
     /// sentinels (`host:port`) comma-separated; the engine asks them for the master
     /// `sentinel_master_name` (instead of `address`) at every (re)connection.
@@ -54,6 +49,21 @@ pub struct Redis {
     /// (`host:port`) comma-separated; when set, `address` and the Sentinel keys are unused.
     #[serde(deserialize_with = "item_list")]
     pub cluster_address: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Redis {
+    #[serde(flatten)]
+    pub connection: RedisConnection,
+    pub prefix: String,
+    /// How long a presence entry lives unless its session refreshes it (every ping).
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
+    /// How often each pub/sub connection pings itself; a ping not back within it turns
+    /// `/ready` to 503 and closes positioned subscribers with 3010 (wshub's own key).
+    #[serde(with = "duration")]
+    pub canary_interval: Duration,
     /// `"none"`, `"lz4"` or `"zstd"`: publication bodies of at least
     /// `compression_min_size` bytes are compressed in history and pub/sub.
     pub compression: String,
@@ -76,13 +86,10 @@ pub struct RedisTls {
     pub insecure_skip_verify: bool,
 }
 
-impl Default for Redis {
+impl Default for RedisConnection {
     fn default() -> Self {
-        Redis {
+        RedisConnection {
             address: "redis://127.0.0.1:6379".into(),
-            prefix: "wshub".into(),
-            presence_ttl: Duration::from_secs(60),
-            canary_interval: Duration::from_secs(2),
             sentinel_address: Vec::new(),
             sentinel_master_name: String::new(),
             sentinel_user: String::new(),
@@ -96,6 +103,17 @@ impl Default for Redis {
             force_resp2: false,
             tls: RedisTls::default(),
             cluster_address: Vec::new(),
+        }
+    }
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            connection: RedisConnection::default(),
+            prefix: "wshub".into(),
+            presence_ttl: Duration::from_secs(60),
+            canary_interval: Duration::from_secs(2),
             compression: "none".into(),
             compression_min_size: 1024,
         }
@@ -158,14 +176,25 @@ fn tls(section: &str, t: &RedisTls) -> Result<Option<wshub_redis::address::Tls>,
     Ok(Some(out))
 }
 
-impl Redis {
-    /// The engine's settings (the PEM files read); `compression` as checked by the loader.
-    pub fn engine_config(&self) -> Result<wshub_redis::RedisConfig, LoadError> {
+impl RedisConnection {
+    /// The checks the keys need together (the addresses themselves are read by
+    /// [`RedisConnection::redis_config`]'s user).
+    pub fn validate(&self, key: &str) -> Result<(), LoadError> {
+        let fail = |k: &str, why: String| Err(LoadError(format!("{key}.{k}: {why}")));
+        if !self.cluster_address.is_empty() && !self.sentinel_address.is_empty() {
+            return fail("cluster_address", format!("cannot be used with {key}.sentinel_address"));
+        }
+        if !self.sentinel_address.is_empty() && self.sentinel_master_name.is_empty() {
+            return fail("sentinel_master_name", format!("must be set with {key}.sentinel_address"));
+        }
+        Ok(())
+    }
+
+    /// The engine's settings for this connection (the PEM files read; errors name keys
+    /// under `section`), with the engine's defaults for the rest.
+    pub fn redis_config(&self, section: &str) -> Result<wshub_redis::RedisConfig, LoadError> {
         Ok(wshub_redis::RedisConfig {
             address: self.address.clone(),
-            prefix: self.prefix.clone(),
-            presence_ttl: self.presence_ttl,
-            canary_interval: self.canary_interval,
             sentinel: (!self.sentinel_address.is_empty()).then(|| wshub_redis::SentinelConfig {
                 addresses: self.sentinel_address.clone(),
                 master_name: self.sentinel_master_name.clone(),
@@ -180,14 +209,27 @@ impl Redis {
                 connect_timeout: self.connect_timeout,
                 io_timeout: self.io_timeout,
                 force_resp2: self.force_resp2,
-                tls: tls("engine.redis.tls", &self.tls)?,
-                sentinel_tls: tls("engine.redis.sentinel_tls", &self.sentinel_tls)?,
+                tls: tls(&format!("{section}.tls"), &self.tls)?,
+                sentinel_tls: tls(&format!("{section}.sentinel_tls"), &self.sentinel_tls)?,
             },
+            ..Default::default()
+        })
+    }
+}
+
+impl Redis {
+    /// The engine's settings (the PEM files read); `compression` as checked by the loader.
+    pub fn engine_config(&self) -> Result<wshub_redis::RedisConfig, LoadError> {
+        Ok(wshub_redis::RedisConfig {
+            prefix: self.prefix.clone(),
+            presence_ttl: self.presence_ttl,
+            canary_interval: self.canary_interval,
             compression: self
                 .compression
                 .parse()
                 .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
             compression_min_size: self.compression_min_size,
+            ..self.connection.redis_config("engine.redis")?
         })
     }
 }

@@ -66,13 +66,13 @@ fn redis_address_lists_and_sentinel() {
         r#"{"engine": {"type": "redis", "redis": {"address": ["redis://a:1", "redis://b:2"], "sentinel_address": "s1:26379, s2:26379", "sentinel_master_name": "m"}}}"#,
     );
     let l = load(Some(&f.0), vec![], &[]).unwrap();
-    assert_eq!(l.config.engine.redis.address, "redis://a:1,redis://b:2");
+    assert_eq!(l.config.engine.redis.connection.address, "redis://a:1,redis://b:2");
     // One string is one shard: its commas separate the sentinels of that shard.
-    assert_eq!(l.config.engine.redis.sentinel_address, ["s1:26379, s2:26379"]);
+    assert_eq!(l.config.engine.redis.connection.sentinel_address, ["s1:26379, s2:26379"]);
     assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
     let env = vec![("WSHUB_ENGINE_REDIS_ADDRESS".to_string(), "redis://c:3,redis://d:4".to_string())];
     let l = load(None, env, &[]).unwrap();
-    assert_eq!(l.config.engine.redis.address, "redis://c:3,redis://d:4");
+    assert_eq!(l.config.engine.redis.connection.address, "redis://c:3,redis://d:4");
 }
 
 #[test]

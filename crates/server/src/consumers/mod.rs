@@ -20,6 +20,7 @@ use wshub_protocol::codes::error as ec;
 use crate::cluster::Cluster;
 use crate::config::LoadError;
 
+mod data_mode;
 mod nats_jetstream;
 mod postgres;
 mod redis_stream;
@@ -172,6 +173,23 @@ impl Dispatcher {
             Err(_) => self.error(),
         }
         out
+    }
+
+    /// Applies one message in publication data mode ([`data_mode`]), as [`Dispatcher::dispatch`].
+    pub(crate) async fn dispatch_data<'p>(
+        &self,
+        names: &data_mode::Names<'_>,
+        props: impl Iterator<Item = (&'p str, &'p str)> + Clone,
+        data: &[u8],
+    ) -> Result<(), Transient> {
+        match data_mode::command(names, props, data) {
+            Ok(data_mode::Command::Apply(method, body)) => self.dispatch(method, &body).await,
+            Ok(data_mode::Command::NoChannels) => {
+                tracing::info!(consumer = self.name, "no channels found, skipping message");
+                Ok(())
+            }
+            Err(why) => self.skip("publish", &why),
+        }
     }
 
     async fn apply(&self, method: &str, payload: &[u8]) -> Result<(), Transient> {

@@ -13,13 +13,17 @@ use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::data_mode::{self, NatsDataMode};
 use super::{backoff, Dispatcher};
-use crate::config::LoadError;
+use crate::config::nats::tls;
+use crate::config::{LoadError, RedisTls};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct NatsJetStreamConsumer {
     pub url: String,
+    /// A NATS credentials file (a user JWT and its NKey seed): over `username` and `token`.
+    pub credentials_file: String,
     pub username: String,
     pub password: String,
     pub token: String,
@@ -33,12 +37,15 @@ pub struct NatsJetStreamConsumer {
     pub deliver_policy: String,
     pub max_ack_pending: i64,
     pub method_header: String,
+    pub publication_data_mode: NatsDataMode,
+    pub tls: RedisTls,
 }
 
 impl Default for NatsJetStreamConsumer {
     fn default() -> Self {
         NatsJetStreamConsumer {
             url: "nats://127.0.0.1:4222".into(),
+            credentials_file: String::new(),
             username: String::new(),
             password: String::new(),
             token: String::new(),
@@ -49,6 +56,8 @@ impl Default for NatsJetStreamConsumer {
             deliver_policy: "new".into(),
             max_ack_pending: 100,
             method_header: "centrifugo-method".into(),
+            publication_data_mode: NatsDataMode::default(),
+            tls: RedisTls::default(),
         }
     }
 }
@@ -74,7 +83,21 @@ impl NatsJetStreamConsumer {
         if self.method_header.is_empty() {
             return fail("method_header", "must not be empty");
         }
-        Ok(())
+        if !self.credentials_file.is_empty() {
+            if let Err(e) = std::fs::read_to_string(&self.credentials_file) {
+                return fail("credentials_file", &e.to_string());
+            }
+        }
+        if let Some(t) = tls(&format!("{key}.tls"), &self.tls)? {
+            t.client_config().map_err(|e| LoadError(format!("{key}.tls: {e}")))?;
+        }
+        let mode = &self.publication_data_mode;
+        data_mode::validate(
+            mode.enabled,
+            &mode.names(),
+            &format!("{key}.publication_data_mode"),
+            "channels_header",
+        )
     }
 }
 
@@ -92,12 +115,18 @@ pub(super) async fn run(cfg: NatsJetStreamConsumer, d: Dispatcher) {
 }
 
 async fn consume(cfg: &NatsJetStreamConsumer, d: &Dispatcher, retries: &mut u32) -> Result<(), String> {
-    let mut o = async_nats::ConnectOptions::new().name("wshub-consumer");
-    if !cfg.username.is_empty() {
-        o = o.user_and_password(cfg.username.clone(), cfg.password.clone());
+    // As Centrifugo: a credentials file first, then a user and password, then a token.
+    let mut o = match cfg.credentials_file.is_empty() {
+        false => async_nats::ConnectOptions::with_credentials_file(&cfg.credentials_file)
+            .await
+            .map_err(|e| format!("credentials_file: {e}"))?,
+        true if !cfg.username.is_empty() => async_nats::ConnectOptions::with_user_and_password(cfg.username.clone(), cfg.password.clone()),
+        true if !cfg.token.is_empty() => async_nats::ConnectOptions::with_token(cfg.token.clone()),
+        true => async_nats::ConnectOptions::new(),
     }
-    if !cfg.token.is_empty() {
-        o = o.token(cfg.token.clone());
+    .name("wshub-consumer");
+    if let Some(t) = tls("nats_jetstream.tls", &cfg.tls).map_err(|e| e.0)? {
+        o = o.require_tls(true).tls_client_config(t.client_config()?);
     }
     let client = o.connect(cfg.url.as_str()).await.map_err(|e| e.to_string())?;
     let js = async_nats::jetstream::new(client);
@@ -130,7 +159,18 @@ async fn consume(cfg: &NatsJetStreamConsumer, d: &Dispatcher, retries: &mut u32)
             .and_then(|h| h.get(cfg.method_header.as_str()))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default();
-        match d.dispatch(&method, &m.payload).await {
+        let mode = &cfg.publication_data_mode;
+        let done = match (mode.enabled, m.headers.as_ref()) {
+            (true, headers) => {
+                let props = headers
+                    .into_iter()
+                    .flat_map(|h| h.iter())
+                    .filter_map(|(k, v)| Some((k.as_ref(), v.first()?.as_str())));
+                d.dispatch_data(&mode.names(), props, &m.payload).await
+            }
+            (false, _) => d.dispatch(&method, &m.payload).await,
+        };
+        match done {
             Ok(()) => m.ack().await.map_err(|e| format!("ack: {e}"))?,
             Err(t) => {
                 tracing::error!(consumer = d.name(), "processing message failed: {}", t.0);

@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use redis::{IntoConnectionInfo, Value as RV};
+use redis::Value as RV;
 use serde::{Deserialize, Serialize};
 use wshub_core::duration;
 
+use super::data_mode::{self, RedisDataMode};
 use super::{backoff, Dispatcher};
 use crate::config::LoadError;
+use crate::config::RedisConnection;
 
 /// How often pending entries of dead consumers are looked for (Centrifugo's).
 const RECLAIM_INTERVAL: Duration = Duration::from_secs(5);
@@ -25,15 +27,10 @@ const COUNT: usize = 10;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct RedisStreamConsumer {
-    /// One Redis (`redis://…`, `host:port`); Centrifugo's list form, its first item.
-    pub address: Vec<String>,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    #[serde(with = "duration")]
-    pub io_timeout: Duration,
-    pub db: i64,
-    pub user: String,
-    pub password: String,
+    /// Centrifugo's Redis connection keys (one shard: one address, one Sentinel group or
+    /// one Cluster), as the engine reads them.
+    #[serde(flatten)]
+    pub redis: RedisConnection,
     pub streams: Vec<String>,
     pub consumer_group: String,
     /// An entry read but not acknowledged for this long is taken over by another reader.
@@ -43,23 +40,20 @@ pub struct RedisStreamConsumer {
     pub num_workers: usize,
     pub payload_value: String,
     pub method_value: String,
+    pub publication_data_mode: RedisDataMode,
 }
 
 impl Default for RedisStreamConsumer {
     fn default() -> Self {
         RedisStreamConsumer {
-            address: vec!["redis://127.0.0.1:6379".into()],
-            connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(4),
-            db: 0,
-            user: String::new(),
-            password: String::new(),
+            redis: RedisConnection::default(),
             streams: Vec::new(),
             consumer_group: String::new(),
             visibility_timeout: Duration::from_secs(30),
             num_workers: 1,
             payload_value: "payload".into(),
             method_value: "method".into(),
+            publication_data_mode: RedisDataMode::default(),
         }
     }
 }
@@ -67,12 +61,8 @@ impl Default for RedisStreamConsumer {
 impl RedisStreamConsumer {
     pub(super) fn validate(&self, key: &str) -> Result<(), LoadError> {
         let fail = |k: &str, why: &str| Err(LoadError(format!("{key}.{k}: {why}")));
-        if self.address.len() != 1 {
-            return fail("address", "one Redis address");
-        }
-        if let Err(e) = self.connection_info() {
-            return fail("address", &e);
-        }
+        self.redis.validate(key)?;
+        self.shard(key)?;
         if self.streams.is_empty() || self.streams.iter().any(String::is_empty) {
             return fail("streams", "at least one stream name");
         }
@@ -85,28 +75,26 @@ impl RedisStreamConsumer {
         if self.payload_value.is_empty() {
             return fail("payload_value", "must not be empty");
         }
-        Ok(())
+        let mode = &self.publication_data_mode;
+        data_mode::validate(
+            mode.enabled,
+            &mode.names(),
+            &format!("{key}.publication_data_mode"),
+            "channels_value",
+        )
     }
 
-    fn connection_info(&self) -> Result<redis::ConnectionInfo, String> {
-        let a = self.address.first().map(String::as_str).unwrap_or_default();
-        let url = match a.contains("://") {
-            true => a.to_string(),
-            false => format!("redis://{a}"),
-        };
-        let mut info = url.into_connection_info().map_err(|e| e.to_string())?;
-        let mut r = info.redis_settings().clone();
-        if self.db != 0 {
-            r = r.set_db(self.db);
+    /// The one shard the consumer reads (Centrifugo refuses more than one).
+    fn shard(&self, key: &str) -> Result<wshub_redis::address::Shard, LoadError> {
+        let shards = self
+            .redis
+            .redis_config(key)?
+            .shards()
+            .map_err(|e| LoadError(format!("{key}: {e}")))?;
+        match <[_; 1]>::try_from(shards) {
+            Ok([one]) => Ok(one),
+            Err(v) => Err(LoadError(format!("{key}.address: one Redis shard, not {}", v.len()))),
         }
-        if !self.user.is_empty() {
-            r = r.set_username(&self.user);
-        }
-        if !self.password.is_empty() {
-            r = r.set_password(&self.password);
-        }
-        info = info.set_redis_settings(r);
-        Ok(info)
     }
 }
 
@@ -127,17 +115,9 @@ pub(super) async fn run(cfg: RedisStreamConsumer, stream: String, worker: usize,
 type Entry = (String, HashMap<String, RV>);
 
 async fn read(cfg: &RedisStreamConsumer, stream: &str, me: &str, d: &Dispatcher) -> Result<(), String> {
-    let client = redis::Client::open(cfg.connection_info()?).map_err(|e| e.to_string())?;
-    // A reply may take the whole BLOCK of an XREADGROUP: the response timeout covers it
-    // (redis-rs's default, 500 ms, would cut every idle read short).
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(cfg.connect_timeout.max(Duration::from_millis(10))))
-        .set_response_timeout(Some(cfg.io_timeout + BLOCK));
-    let connect = client.get_multiplexed_async_connection_with_config(&config);
-    let mut c = tokio::time::timeout(cfg.connect_timeout.max(Duration::from_millis(10)), connect)
-        .await
-        .map_err(|_| "connect timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+    let shard = cfg.shard("redis_stream").map_err(|e| e.0)?;
+    // A reply may take the whole BLOCK of an XREADGROUP: the response timeout covers it.
+    let mut c = wshub_redis::client::connect(&shard, BLOCK).await?;
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -201,26 +181,40 @@ async fn apply(
     cfg: &RedisStreamConsumer,
     stream: &str,
     entries: Vec<Entry>,
-    c: &mut redis::aio::MultiplexedConnection,
+    c: &mut wshub_redis::client::Connection,
     d: &Dispatcher,
 ) -> Result<(), String> {
     for (id, fields) in entries {
-        let field = |k: &str| match fields.get(k) {
-            Some(RV::BulkString(b)) => Some(b.clone()),
-            Some(RV::SimpleString(s)) => Some(s.clone().into_bytes()),
+        // Text properties; the payload is taken as bytes (it may be binary data).
+        let text: Vec<(&str, String)> = fields
+            .iter()
+            .filter_map(|(k, v)| match v {
+                RV::BulkString(b) => Some((k.as_str(), String::from_utf8_lossy(b).into_owned())),
+                RV::SimpleString(s) => Some((k.as_str(), s.clone())),
+                _ => None,
+            })
+            .collect();
+        let props = text.iter().map(|(k, v)| (*k, v.as_str()));
+        let payload = match fields.get(&cfg.payload_value) {
+            Some(RV::BulkString(b)) => Some(b.as_slice()),
+            Some(RV::SimpleString(s)) => Some(s.as_bytes()),
             _ => None,
         };
-        match field(&cfg.payload_value) {
+        match payload {
             None => {
                 tracing::error!(consumer = d.name(), stream, id, "payload value not found in redis stream message");
                 d.error();
             }
             Some(payload) => {
-                let method = field(&cfg.method_value)
-                    .map(|m| String::from_utf8_lossy(&m).into_owned())
-                    .unwrap_or_default();
+                let mode = &cfg.publication_data_mode;
+                let method = props.clone().find(|(f, _)| *f == cfg.method_value).map_or("", |(_, v)| v);
                 let mut retries = 0;
-                while let Err(t) = d.dispatch(&method, &payload).await {
+                loop {
+                    let done = match mode.enabled {
+                        true => d.dispatch_data(&mode.names(), props.clone(), payload).await,
+                        false => d.dispatch(method, payload).await,
+                    };
+                    let Err(t) = done else { break };
                     tracing::error!(consumer = d.name(), stream, id, "error processing redis stream message: {}", t.0);
                     retries += 1;
                     tokio::time::sleep(backoff(retries)).await;

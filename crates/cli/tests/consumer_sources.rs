@@ -1,0 +1,295 @@
+//! Consumers reading every form of source Centrifugo's do: a Redis stream on a Redis
+//! Cluster and behind Sentinel (the engine's connection keys), a JetStream stream over TLS,
+//! and the publication data mode of both (the message body is the data, its fields or
+//! headers name the channels and options). Real `redis-server` clusters and sentinels and
+//! a real `nats-server`; every publication counted at a real subscriber.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{serial, wait_until, Node, LIMIT};
+use serde_json::{json, Value};
+use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_testkit::redis::{RedisCluster, SentinelGroup};
+
+const SECRET: &str = "consumer-sources-test";
+
+fn config(consumer: Value) -> Value {
+    json!({
+        "http_api": {"key": common::API_KEY},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"namespaces": [{"name": "room", "allow_subscribe_for_client": true,
+            "history_size": 100, "history_ttl": "300s"}]},
+        "prometheus": {"enabled": true},
+        "consumers": [consumer]
+    })
+}
+
+/// A client subscribed to `channels` on `port`: the `(channel, n)` pairs it received.
+async fn subscriber(port: u16, channels: &[&str]) -> (Client, Arc<Mutex<BTreeSet<(String, u64)>>>) {
+    let config = ClientConfig {
+        token: wshub_testkit::token(SECRET, &json!({"sub": "reader"})),
+        ..Default::default()
+    };
+    let (client, mut events) = Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap();
+    for c in channels {
+        client.subscribe(c, false);
+    }
+    client.connect();
+    for _ in channels {
+        let subscribed = common::event_within(&mut events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        assert!(subscribed.is_some(), "the subscriber did not subscribe");
+    }
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let ClientEvent::Publication { channel, data, .. } = e {
+                if let Some(n) = serde_json::from_slice::<Value>(&data).ok().and_then(|v| v["n"].as_u64()) {
+                    s.lock().unwrap().insert((channel, n));
+                }
+            }
+        }
+    });
+    (client, seen)
+}
+
+/// Waits until `seen` is exactly `want`.
+async fn expect(node: &Node, seen: &Arc<Mutex<BTreeSet<(String, u64)>>>, want: &[(&str, u64)]) {
+    let want: BTreeSet<(String, u64)> = want.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let got = seen.lock().unwrap().clone();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {got:?}, want {want:?}; log: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `redis-cli -c` (following the cluster's redirections) against `port`.
+fn cluster_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-c", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli could not start ({e}): install it with `apt-get install redis-tools`"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The group exists once the consumer has run (entries added before are not read: it
+/// starts at `$`, as Centrifugo's).
+async fn wait_for_group(cli: impl Fn(&[&str]) -> String, stream: &str) {
+    wait_until("the consumer group", LIMIT, || cli(&["XINFO", "GROUPS", stream]).contains("wshub")).await;
+}
+
+fn metric_line(body: &str, name: &str) -> String {
+    body.lines().filter(|l| l.starts_with(name)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn redis_stream_on_a_cluster_in_publication_data_mode() {
+    serial(async {
+        let cluster = RedisCluster::start().await;
+        let seed = cluster.nodes[0].port;
+        let stream = format!("s{}", common::unique());
+        let dir = common::temp_dir("consumer-cluster");
+        let cfg = config(json!({"name": "data", "enabled": true, "type": "redis_stream", "redis_stream": {
+            "cluster_address": [cluster.seeds()], "streams": [stream], "consumer_group": "wshub",
+            "publication_data_mode": {"enabled": true}}}));
+        let node = Node::start(&dir, &cfg, common::free_port()).await;
+        wait_for_group(|a| cluster_cli(seed, a), &stream).await;
+        let (_client, seen) = subscriber(node.port, &["room:a", "room:b"]).await;
+        let add = |fields: &[&str]| {
+            let mut args = vec!["XADD", stream.as_str(), "*"];
+            args.extend_from_slice(fields);
+            let id = cluster_cli(seed, &args);
+            assert!(id.contains('-'), "XADD: {id}");
+        };
+        add(&[
+            "payload",
+            r#"{"n": 1}"#,
+            "centrifugo-channels",
+            "room:a",
+            "centrifugo-tag-kind",
+            "first",
+        ]);
+        // Several channels: a broadcast.
+        add(&["payload", r#"{"n": 2}"#, "centrifugo-channels", "room:a,room:b"]);
+        // Permanent failures, skipped: a delta flag that is no boolean, no channel at all.
+        add(&[
+            "payload",
+            r#"{"n": 90}"#,
+            "centrifugo-channels",
+            "room:a",
+            "centrifugo-delta",
+            "maybe",
+        ]);
+        add(&["payload", r#"{"n": 91}"#]);
+        add(&[
+            "payload",
+            r#"{"n": 3}"#,
+            "centrifugo-channels",
+            "room:b",
+            "centrifugo-idempotency-key",
+            "k3",
+        ]);
+        // The same idempotency key again: published once.
+        add(&[
+            "payload",
+            r#"{"n": 4}"#,
+            "centrifugo-channels",
+            "room:b",
+            "centrifugo-idempotency-key",
+            "k3",
+        ]);
+        add(&["payload", r#"{"n": 5}"#, "centrifugo-channels", "room:b"]);
+        expect(
+            &node,
+            &seen,
+            &[("room:a", 1), ("room:a", 2), ("room:b", 2), ("room:b", 3), ("room:b", 5)],
+        )
+        .await;
+        // The tags came along.
+        let (_, history) = common::api(node.port, "history", &json!({"channel": "room:a", "limit": 10}))
+            .await
+            .unwrap();
+        let first = &history["result"]["publications"][0];
+        assert_eq!(first["data"]["n"], 1, "{history}");
+        assert_eq!(first["tags"]["kind"], "first", "{history}");
+        // Acknowledged: nothing pending in the group.
+        wait_until("every entry acknowledged", LIMIT, || {
+            cluster_cli(seed, &["XPENDING", &stream, "wshub"]).lines().next().map(str::trim) == Some("0")
+        })
+        .await;
+        let (_, metrics) = common::http(node.port, "GET", "/metrics", "", "").await.unwrap();
+        let errors = metric_line(&metrics, "centrifugo_consumers_errors_total");
+        assert!(errors.contains("consumer_name=\"data\"} 1"), "the bad delta counted once: {errors}");
+    });
+}
+
+#[test]
+fn redis_stream_through_sentinel() {
+    serial(async {
+        let group = SentinelGroup::start("consumed", 1, false).await;
+        let stream = format!("s{}", common::unique());
+        let dir = common::temp_dir("consumer-sentinel");
+        let cfg = config(
+            json!({"name": "commands", "enabled": true, "type": "redis_stream", "redis_stream": {
+            "sentinel_address": [group.address_item()], "sentinel_master_name": "consumed",
+            "streams": [stream], "consumer_group": "wshub"}}),
+        );
+        let node = Node::start(&dir, &cfg, common::free_port()).await;
+        let master = group.master.port;
+        wait_for_group(|a| wshub_testkit::redis::cli(master, a), &stream).await;
+        let (_client, seen) = subscriber(node.port, &["room:s"]).await;
+        for n in 1..=3 {
+            let payload = json!({"channel": "room:s", "data": {"n": n}}).to_string();
+            wshub_testkit::redis::cli(master, &["XADD", &stream, "*", "method", "publish", "payload", &payload]);
+        }
+        expect(&node, &seen, &[("room:s", 1), ("room:s", 2), ("room:s", 3)]).await;
+    });
+}
+
+#[test]
+fn nats_jetstream_over_tls_in_publication_data_mode() {
+    serial(async {
+        let dir = common::temp_dir("consumer-nats-tls");
+        let server = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let write = |name: &str, body: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let cert = write("server.pem", server.cert.pem());
+        let key = write("server.key", server.signing_key.serialize_pem());
+        let nats = wshub_testkit::nats::NatsServer::start_with(true, &["--tls", "--tlscert", &cert, "--tlskey", &key]).await;
+        let url = format!("tls://127.0.0.1:{}", nats.port);
+        let js = async_nats::jetstream::new(
+            async_nats::ConnectOptions::new()
+                .require_tls(true)
+                .add_root_certificates(cert.clone().into())
+                .connect(&url)
+                .await
+                .unwrap(),
+        );
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "DATA".into(),
+            subjects: vec!["data.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let cfg = config(json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
+            "url": url, "stream_name": "DATA", "durable_consumer_name": "wshub", "subjects": ["data.>"],
+            "tls": {"enabled": true, "server_ca_pem": cert},
+            "publication_data_mode": {"enabled": true}}}));
+        let node = Node::start(&dir, &cfg, common::free_port()).await;
+        let stream = js.get_stream("DATA").await.unwrap();
+        let deadline = std::time::Instant::now() + LIMIT;
+        while stream.consumer_info("wshub").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_client, seen) = subscriber(node.port, &["room:x", "room:y"]).await;
+        let send = |channels: &str, n: u64| {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("centrifugo-channels", channels);
+            js.publish_with_headers("data.a", h, json!({"n": n}).to_string().into())
+        };
+        send("room:x", 1).await.unwrap().await.unwrap();
+        send("room:x,room:y", 2).await.unwrap().await.unwrap();
+        send("", 99).await.unwrap().await.unwrap();
+        send("room:y", 3).await.unwrap().await.unwrap();
+        expect(&node, &seen, &[("room:x", 1), ("room:x", 2), ("room:y", 2), ("room:y", 3)]).await;
+    });
+}
+
+/// A consumer whose TLS files cannot be read, or whose data mode names no channel
+/// property, does not start: the error names the key.
+#[test]
+fn bad_consumer_settings_stop_the_start_naming_the_key() {
+    let dir = common::temp_dir("consumer-bad");
+    let cases = [
+        (
+            json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
+                "stream_name": "S", "durable_consumer_name": "d",
+                "tls": {"enabled": true, "server_ca_pem": "/nonexistent/ca.pem"}}}),
+            "consumers[0].nats_jetstream.tls.server_ca_pem",
+        ),
+        (
+            json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
+                "stream_name": "S", "durable_consumer_name": "d", "credentials_file": "/nonexistent/user.creds"}}),
+            "consumers[0].nats_jetstream.credentials_file",
+        ),
+        (
+            json!({"name": "rs", "enabled": true, "type": "redis_stream", "redis_stream": {
+                "streams": ["s"], "consumer_group": "g",
+                "publication_data_mode": {"enabled": true, "channels_value": ""}}}),
+            "consumers[0].redis_stream.publication_data_mode.channels_value",
+        ),
+        (
+            json!({"name": "rs", "enabled": true, "type": "redis_stream", "redis_stream": {
+                "address": ["127.0.0.1:1", "127.0.0.1:2"], "streams": ["s"], "consumer_group": "g"}}),
+            "consumers[0].redis_stream.address",
+        ),
+    ];
+    for (consumer, key) in cases {
+        let path = dir.join("config.json");
+        std::fs::write(&path, config(consumer).to_string()).unwrap();
+        let out = common::run_to_end(Command::new(env!("CARGO_BIN_EXE_wshub")).args(["checkconfig", "-c", path.to_str().unwrap()]));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{key}: accepted: {text}");
+        assert!(text.contains(key), "the error names {key}: {text}");
+    }
+}
