@@ -293,3 +293,105 @@ fn bad_consumer_settings_stop_the_start_naming_the_key() {
         assert!(text.contains(key), "the error names {key}: {text}");
     }
 }
+
+/// A NATS JWT (`ed25519-nkey`) of `claims`, issued and signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = b64(&json!({"typ": "JWT", "alg": "ed25519-nkey"}));
+    let claims = b64(&json!({
+        "jti": format!("J{}", common::unique()), "iat": 1_700_000_000, "iss": issuer.public_key(),
+        "name": name, "sub": subject, "nats": nats,
+    }));
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// `credentials_file` against a `nats-server` in operator mode (accounts from JWTs, no
+/// other way in): the consumer authenticates with the user JWT and NKey seed of the file.
+#[test]
+fn nats_jetstream_with_a_credentials_file() {
+    serial(async {
+        let dir = common::temp_dir("consumer-nats-creds");
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        // JetStream needs a system account.
+        let system = nkeys::KeyPair::new_account();
+        let system_jwt = nats_jwt(&operator, &system.public_key(), "SYS", json!({"type": "account", "version": 2}));
+        let operator_jwt = nats_jwt(&operator, &operator.public_key(), "op", json!({"type": "operator", "version": 2}));
+        let unlimited = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
+            "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1});
+        let account_jwt = nats_jwt(
+            &operator,
+            &account.public_key(),
+            "app",
+            json!({"type": "account", "version": 2, "limits": unlimited, "default_permissions": {"pub": {}, "sub": {}}}),
+        );
+        let user_jwt = nats_jwt(
+            &account,
+            &user.public_key(),
+            "wshub",
+            json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        );
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\n\
+                 resolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\n",
+                system.public_key(),
+                account.public_key(),
+                system.public_key()
+            ),
+        )
+        .unwrap();
+        let creds = dir.join("user.creds");
+        std::fs::write(
+            &creds,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        let nats = wshub_testkit::nats::NatsServer::start_with(true, &["-c", conf.to_str().unwrap()]).await;
+        // Without the credentials the server lets nobody in.
+        assert!(async_nats::connect(nats.url()).await.is_err(), "an anonymous client was let in");
+        let js = async_nats::jetstream::new(
+            async_nats::ConnectOptions::with_credentials_file(&creds)
+                .await
+                .unwrap()
+                .connect(nats.url())
+                .await
+                .unwrap(),
+        );
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "CMDS".into(),
+            subjects: vec!["cmds.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let cfg = config(json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
+            "url": nats.url(), "credentials_file": creds, "stream_name": "CMDS",
+            "durable_consumer_name": "wshub", "subjects": ["cmds.>"]}}));
+        let node = Node::start(&dir, &cfg, common::free_port()).await;
+        let stream = js.get_stream("CMDS").await.unwrap();
+        let deadline = std::time::Instant::now() + LIMIT;
+        while stream.consumer_info("wshub").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_client, seen) = subscriber(node.port, &["room:c"]).await;
+        for n in 1..=3 {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("centrifugo-method", "publish");
+            let body = json!({"channel": "room:c", "data": {"n": n}}).to_string();
+            js.publish_with_headers("cmds.a", h, body.into()).await.unwrap().await.unwrap();
+        }
+        expect(&node, &seen, &[("room:c", 1), ("room:c", 2), ("room:c", 3)]).await;
+    });
+}
