@@ -395,3 +395,46 @@ fn nats_jetstream_with_a_credentials_file() {
         expect(&node, &seen, &[("room:c", 1), ("room:c", 2), ("room:c", 3)]).await;
     });
 }
+
+/// `postgresql.tls` against a PostgreSQL that refuses TCP connections without TLS
+/// (`hostnossl … reject`): with the server's CA the consumer reads the outbox.
+#[test]
+fn postgresql_outbox_over_tls() {
+    serial(async {
+        let dir = common::temp_dir("consumer-pg-tls");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let pg = wshub_testkit::postgres::Postgres::start_tls(&cert.cert.pem(), &cert.signing_key.serialize_pem()).await;
+        pg.psql(
+            "CREATE TABLE outbox (id BIGSERIAL PRIMARY KEY, method TEXT NOT NULL, payload BYTEA NOT NULL, \
+             partition INTEGER NOT NULL, created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL)",
+        );
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let outbox = |tls: Value| {
+            json!({"name": "outbox", "enabled": true, "type": "postgresql", "postgresql": {
+                "dsn": pg.dsn(), "outbox_table_name": "outbox", "num_partitions": 1,
+                "partition_poll_interval": "50ms", "tls": tls}})
+        };
+        let node = Node::start(
+            &dir,
+            &config(outbox(json!({"enabled": true, "server_ca_pem": ca}))),
+            common::free_port(),
+        )
+        .await;
+        let (_client, seen) = subscriber(node.port, &["room:pg"]).await;
+        pg.psql(
+            "INSERT INTO outbox (method, payload, partition) SELECT 'publish', \
+             convert_to(json_build_object('channel', 'room:pg', 'data', json_build_object('n', n))::text, 'UTF8'), 0 \
+             FROM generate_series(1, 3) AS n ORDER BY n",
+        );
+        expect(&node, &seen, &[("room:pg", 1), ("room:pg", 2), ("room:pg", 3)]).await;
+        wait_until("the outbox emptied", LIMIT, || pg.psql("SELECT count(*) FROM outbox") == "0").await;
+        drop(node);
+
+        // Without TLS the server refuses the consumer: the rows stay, the errors are counted.
+        let plain = Node::start(&dir, &config(outbox(json!({"enabled": false}))), common::free_port()).await;
+        pg.psql("INSERT INTO outbox (method, payload, partition) VALUES ('publish', '{\"channel\": \"room:pg\", \"data\": {}}', 0)");
+        wait_until("a refused connection counted", LIMIT, || plain.log().contains("cannot connect")).await;
+        assert_eq!(pg.psql("SELECT count(*) FROM outbox"), "1", "{}", plain.log());
+    });
+}

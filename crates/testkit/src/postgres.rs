@@ -65,6 +65,16 @@ fn command(program: &Path, args: &[&str]) -> Command {
 
 impl Postgres {
     pub async fn start() -> Postgres {
+        Self::start_with(None).await
+    }
+
+    /// Serving TLS with this certificate and key (PEM), and refusing TCP connections
+    /// without it (`hostnossl … reject`).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Self::start_with(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let dir = crate::temp_dir("postgres");
         if is_root() {
@@ -82,6 +92,25 @@ impl Postgres {
         .output()
         .unwrap_or_else(|e| panic!("initdb could not start ({e}): install it with `apt-get install postgresql`"));
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            let write = |name: &str, body: &str| std::fs::write(data.join(name), body).unwrap();
+            write("server.crt", cert);
+            write("server.key", key);
+            // PostgreSQL refuses a key others can read.
+            let _ = std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600));
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
+            conf.push_str("\nssl = on\n");
+            write("postgresql.conf", &conf);
+            write(
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            );
+            if is_root() {
+                let owned = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data).status();
+                assert!(owned.is_ok_and(|s| s.success()), "chown of {} to postgres failed", data.display());
+            }
+        }
         for _ in 0..5 {
             let port = crate::redis::free_port();
             let socket_dir = dir.to_str().unwrap_or_default().to_string();

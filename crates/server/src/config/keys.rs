@@ -56,6 +56,10 @@ pub const REFUSED: &[(&str, &str)] = &[
         "no other name than the address's is checked on a sentinel's certificate yet",
     ),
     (
+        "consumers.postgresql.tls.server_name",
+        "no other name than the DSN's host is checked on PostgreSQL's certificate yet",
+    ),
+    (
         "consumers.nats_jetstream.tls.server_name",
         "no other name than the URL's is checked on NATS's certificate yet",
     ),

@@ -86,8 +86,6 @@ pub const PLANNED: &[Planned] = &[
     warn("consumers.google_pub_sub.*", 31, "Google Pub/Sub consumers"),
     warn("consumers.aws_sqs.*", 31, "AWS SQS consumers"),
     warn("consumers.azure_service_bus.*", 31, "Azure Service Bus consumers"),
-    stop("consumers.postgresql.tls.enabled", 31, "TLS for the PostgreSQL consumer"),
-    warn("consumers.postgresql.tls.*", 31, "TLS for the PostgreSQL consumer"),
     warn("consumers.redis_stream.client_name", 27, "this Redis connection key"),
     warn("consumers.redis_stream.sentinel_client_name", 27, "this Redis connection key"),
     warn("consumers.redis_stream.replica_client.*", 34, "reading from Redis replicas"),

@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use wshub_core::duration;
 
 use super::{backoff, is_identifier, Dispatcher};
-use crate::config::LoadError;
+use crate::config::nats::tls;
+use crate::config::{LoadError, RedisTls};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -37,6 +40,8 @@ pub struct PostgresConsumer {
     pub partition_notification_dsn: String,
     /// Skip a partition another node holds instead of waiting for it.
     pub use_try_lock: bool,
+    /// TLS to PostgreSQL (both `dsn` and `partition_notification_dsn`).
+    pub tls: RedisTls,
 }
 
 impl Default for PostgresConsumer {
@@ -50,6 +55,7 @@ impl Default for PostgresConsumer {
             partition_notification_channel: String::new(),
             partition_notification_dsn: String::new(),
             use_try_lock: false,
+            tls: RedisTls::default(),
         }
     }
 }
@@ -75,45 +81,80 @@ impl PostgresConsumer {
         if self.partition_poll_interval.is_zero() {
             return fail("partition_poll_interval", "must be more than 0");
         }
+        self.connector(key)?;
         Ok(())
+    }
+
+    /// The TLS connector when `tls.enabled` (the PEM files read; errors name keys under `key`).
+    fn connector(&self, key: &str) -> Result<Option<MakeRustlsConnect>, LoadError> {
+        let Some(t) = tls(&format!("{key}.tls"), &self.tls)? else {
+            return Ok(None);
+        };
+        let config = t.client_config().map_err(|e| LoadError(format!("{key}.tls: {e}")))?;
+        Ok(Some(MakeRustlsConnect::new(config)))
     }
 }
 
 pub(super) async fn run(cfg: PostgresConsumer, d: Dispatcher) {
     let cfg = Arc::new(cfg);
     let wake: Vec<Arc<Notify>> = (0..cfg.num_partitions).map(|_| Arc::new(Notify::new())).collect();
+    // Checked at load (`validate`): the files were readable then.
+    let tls = match cfg.connector("postgresql") {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(consumer = d.name(), "postgresql consumer not started: {}", e.0);
+            return;
+        }
+    };
     if !cfg.partition_notification_channel.is_empty() {
-        tokio::spawn(listen(cfg.clone(), wake.clone(), d.clone()));
+        tokio::spawn(listen(cfg.clone(), tls.clone(), wake.clone(), d.clone()));
     }
     for (p, w) in wake.into_iter().enumerate() {
-        tokio::spawn(partition(cfg.clone(), p as i32, w, d.clone()));
+        tokio::spawn(partition(cfg.clone(), tls.clone(), p as i32, w, d.clone()));
     }
 }
 
-async fn connect(
-    dsn: &str,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-    ),
-    String,
-> {
-    tokio_postgres::connect(dsn, NoTls).await.map_err(|e| e.to_string())
+/// A connection, driven by a task of its own (until the client is dropped or the connection
+/// breaks), with the payloads of the notifications it receives.
+async fn connect(dsn: &str, tls: Option<&MakeRustlsConnect>) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>), String> {
+    let e = |e: tokio_postgres::Error| e.to_string();
+    Ok(match tls {
+        None => {
+            let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.map_err(e)?;
+            (client, drive(conn))
+        }
+        Some(tls) => {
+            let (client, conn) = tokio_postgres::connect(dsn, tls.clone()).await.map_err(e)?;
+            (client, drive(conn))
+        }
+    })
+}
+
+fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>) -> mpsc::UnboundedReceiver<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                // A partition's connection listens to nothing: no one receives.
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    rx
 }
 
 /// One partition, for as long as the process runs: connects (again after an error), applies
 /// batches, and waits for the poll interval or a notification when the partition is empty.
-async fn partition(cfg: Arc<PostgresConsumer>, p: i32, wake: Arc<Notify>, d: Dispatcher) {
+async fn partition(cfg: Arc<PostgresConsumer>, tls: Option<MakeRustlsConnect>, p: i32, wake: Arc<Notify>, d: Dispatcher) {
     let mut retries = 0u32;
     loop {
-        let mut client = match connect(&cfg.dsn).await {
-            Ok((client, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                client
-            }
+        let mut client = match connect(&cfg.dsn, tls.as_ref()).await {
+            Ok((client, _)) => client,
             Err(e) => {
                 tracing::error!(consumer = d.name(), partition = p, "postgresql consumer: cannot connect: {e}");
                 d.error();
@@ -214,39 +255,25 @@ async fn batch(client: &mut tokio_postgres::Client, cfg: &PostgresConsumer, p: i
 }
 
 /// `LISTEN` for partition numbers; wakes their tasks. Reconnects after a second on errors.
-async fn listen(cfg: Arc<PostgresConsumer>, wake: Vec<Arc<Notify>>, d: Dispatcher) {
+async fn listen(cfg: Arc<PostgresConsumer>, tls: Option<MakeRustlsConnect>, wake: Vec<Arc<Notify>>, d: Dispatcher) {
     let dsn = match cfg.partition_notification_dsn.is_empty() {
         true => cfg.dsn.clone(),
         false => cfg.partition_notification_dsn.clone(),
     };
     let channel = format!("\"{}\"", cfg.partition_notification_channel.replace('"', "\"\""));
     loop {
-        match connect(&dsn).await {
-            Ok((client, mut conn)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let driver = tokio::spawn(async move {
-                    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                    while let Some(Ok(m)) = messages.next().await {
-                        if let AsyncMessage::Notification(n) = m {
-                            if tx.send(n.payload().to_string()).is_err() {
-                                return;
-                            }
+        match connect(&dsn, tls.as_ref()).await {
+            Ok((client, mut rx)) => match client.batch_execute(&format!("LISTEN {channel}")).await {
+                Ok(()) => {
+                    while let Some(payload) = rx.recv().await {
+                        match payload.trim().parse::<usize>().ok().and_then(|p| wake.get(p)) {
+                            Some(w) => w.notify_one(),
+                            None => tracing::error!(consumer = d.name(), payload, "outbox notification names no partition"),
                         }
                     }
-                });
-                match client.batch_execute(&format!("LISTEN {channel}")).await {
-                    Ok(()) => {
-                        while let Some(payload) = rx.recv().await {
-                            match payload.trim().parse::<usize>().ok().and_then(|p| wake.get(p)) {
-                                Some(w) => w.notify_one(),
-                                None => tracing::error!(consumer = d.name(), payload, "outbox notification names no partition"),
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(consumer = d.name(), "error executing LISTEN: {e}"),
                 }
-                driver.abort();
-            }
+                Err(e) => tracing::error!(consumer = d.name(), "error executing LISTEN: {e}"),
+            },
             Err(e) => tracing::error!(consumer = d.name(), "error listening outbox notifications: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
