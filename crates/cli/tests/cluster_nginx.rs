@@ -14,12 +14,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::watch::{count, quick_reconnects, watch, Count, Watched};
 use common::{api, event_within, serial, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
-use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
 use wshub_testkit::publisher::Publisher;
 
@@ -130,108 +129,18 @@ fn token(user: &str) -> String {
     wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap()
 }
 
-/// What one client saw.
-#[derive(Default)]
-struct Seen {
-    /// `n` of each publication received, in order of arrival, with its offset.
-    publications: Vec<(u64, u64)>,
-    /// Each `Subscribed`: (recovered, was_recovering).
-    subscribed: Vec<(bool, bool)>,
-    /// When each `Connected` came (the first one included).
-    connected: Vec<Instant>,
-}
-
-struct Watched {
-    client: Client,
-    seen: Arc<Mutex<Seen>>,
-    task: JoinHandle<()>,
+fn client_config(user: &str) -> ClientConfig {
+    quick_reconnects(token(user), Duration::from_secs(1))
 }
 
 /// `CLIENTS` clients connected through nginx, each subscribed (recoverable) to [`CHANNEL`].
 async fn connect_clients(url: &str) -> Vec<Watched> {
     let mut out = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
-        let config = ClientConfig {
-            token: token(&format!("u{i}")),
-            min_reconnect_delay: Duration::from_millis(100),
-            max_reconnect_delay: Duration::from_secs(1),
-            ..Default::default()
-        };
-        let (client, mut events) = Client::start(url, config).unwrap();
-        client.subscribe(CHANNEL, true);
-        client.connect();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                let mut s = s.lock().unwrap();
-                match e {
-                    ClientEvent::Publication { data, offset, .. } => {
-                        let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                        s.publications.push((v["n"].as_u64().unwrap(), offset));
-                    }
-                    ClientEvent::Subscribed {
-                        recovered, was_recovering, ..
-                    } => s.subscribed.push((recovered, was_recovering)),
-                    ClientEvent::Connected { .. } => s.connected.push(Instant::now()),
-                    _ => {}
-                }
-            }
-        });
         // One at a time, so that least_conn sees each connection before the next.
-        wait_until("a client's first subscription", LIMIT, || {
-            !seen.lock().unwrap().subscribed.is_empty()
-        })
-        .await;
-        out.push(Watched { client, seen, task });
+        out.push(watch(url, client_config(&format!("u{i}")), CHANNEL).await);
     }
     out
-}
-
-/// What the clients received, against what was acknowledged.
-#[derive(Debug, Default, PartialEq)]
-struct Count {
-    /// Acknowledged publications a client never got (summed over clients).
-    lost: usize,
-    /// Publications a client got more than once.
-    duplicated: usize,
-    /// Clients that got a publication before one numbered lower.
-    out_of_order: usize,
-    /// Clients whose offsets skip a number (a publication of the stream, acknowledged or
-    /// not, never arrived).
-    offset_gaps: usize,
-}
-
-/// Waits until every client has received the last acknowledged publication (or a deadline
-/// passed), then counts, for each, the acknowledged publications it never got, those it
-/// got more than once, order, and gaps in its offsets.
-async fn count(clients: &[Watched], acked: &[u64]) -> Count {
-    let last = *acked.last().unwrap();
-    // Polled with a deadline; past it, the count says what is missing.
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline
-        && !clients
-            .iter()
-            .all(|c| c.seen.lock().unwrap().publications.iter().any(|&(n, _)| n >= last))
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut count = Count::default();
-    for (i, c) in clients.iter().enumerate() {
-        let seen = c.seen.lock().unwrap();
-        let ns: Vec<u64> = seen.publications.iter().map(|&(n, _)| n).collect();
-        let unique: std::collections::BTreeSet<u64> = ns.iter().copied().collect();
-        count.duplicated += ns.len() - unique.len();
-        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
-        if !missing.is_empty() {
-            println!("client {i}: {} lost, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
-        }
-        count.lost += missing.len();
-        count.out_of_order += usize::from(!ns.windows(2).all(|w| w[0] < w[1]));
-        let offsets: Vec<u64> = seen.publications.iter().map(|&(_, o)| o).collect();
-        count.offset_gaps += usize::from(!offsets.windows(2).all(|w| w[1] == w[0] + 1));
-    }
-    count
 }
 
 #[test]
@@ -289,10 +198,6 @@ fn a_node_killed_under_load_loses_nothing() {
         }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
-        for c in clients {
-            drop(c.client);
-            c.task.abort();
-        }
     });
 }
 
@@ -385,22 +290,12 @@ fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
         }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
-        for c in clients {
-            drop(c.client);
-            c.task.abort();
-        }
     });
 }
 
 /// A client of `port`'s node (not through nginx), for `user`, with its events.
 async fn direct_client(port: u16, user: &str) -> (Client, wshub_client::Events) {
-    let config = ClientConfig {
-        token: token(user),
-        min_reconnect_delay: Duration::from_millis(100),
-        max_reconnect_delay: Duration::from_secs(1),
-        ..Default::default()
-    };
-    Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap()
+    Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), client_config(user)).unwrap()
 }
 
 /// Node discovery and the cluster-wide API (issue 12, items 2 to 4): `info` through nginx

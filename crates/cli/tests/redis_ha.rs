@@ -32,10 +32,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::watch::{count_each, quick_reconnects, Watched};
 use common::{api, http, serial, wait_until, Node, LIMIT};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{Client, ClientEvent};
 use wshub_testkit::publisher::Publisher;
 use wshub_testkit::redis::{cli, PubSubProxy, RedisCluster, RedisServer, SentinelGroup};
 
@@ -58,87 +58,10 @@ fn config(redis: serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// What one client saw.
-#[derive(Default)]
-struct Seen {
-    /// `n` of each publication received, in order of arrival.
-    publications: Vec<u64>,
-    /// Their offsets.
-    offsets: Vec<u64>,
-    /// Each `Subscribed`: (recovered, was_recovering).
-    subscribed: Vec<(bool, bool)>,
-    /// The codes of the server's disconnects (from `Connecting` after a connection).
-    disconnects: Vec<u16>,
-}
-
-struct Watched {
-    client: Client,
-    seen: Arc<Mutex<Seen>>,
-    task: JoinHandle<()>,
-}
-
 /// A client on `url`, subscribed (recoverable) to [`CHANNEL`]; returns once subscribed.
 async fn watch(url: &str, user: &str) -> Watched {
-    let config = ClientConfig {
-        token: wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap(),
-        min_reconnect_delay: Duration::from_millis(100),
-        max_reconnect_delay: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let (client, mut events) = Client::start(url, config).unwrap();
-    client.subscribe(CHANNEL, true);
-    client.connect();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let s = seen.clone();
-    let task = tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            let mut s = s.lock().unwrap();
-            match e {
-                ClientEvent::Publication { data, offset, .. } => {
-                    let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                    s.publications.push(v["n"].as_u64().unwrap());
-                    s.offsets.push(offset);
-                }
-                ClientEvent::Subscribed {
-                    recovered, was_recovering, ..
-                } => s.subscribed.push((recovered, was_recovering)),
-                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => s.disconnects.push(code),
-                _ => {}
-            }
-        }
-    });
-    wait_until("a client's first subscription", LIMIT, || {
-        !seen.lock().unwrap().subscribed.is_empty()
-    })
-    .await;
-    Watched { client, seen, task }
-}
-
-/// For each client, the acknowledged publications it lacks once every client has the last
-/// one (or a deadline passed); also the duplicates.
-async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
-    let last = *acked.last().unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline && !clients.iter().all(|c| c.seen.lock().unwrap().publications.contains(&last)) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut lost = Vec::new();
-    let mut duplicated = 0;
-    for c in clients {
-        let seen = c.seen.lock().unwrap();
-        let unique: std::collections::BTreeSet<u64> = seen.publications.iter().copied().collect();
-        duplicated += seen.publications.len() - unique.len();
-        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
-        if !missing.is_empty() {
-            println!(
-                "client lacks {} acknowledged, first {:?}",
-                missing.len(),
-                &missing[..missing.len().min(10)]
-            );
-        }
-        lost.push(missing.len());
-    }
-    (lost, duplicated)
+    let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap();
+    common::watch::watch(url, quick_reconnects(token, Duration::from_millis(500)), CHANNEL).await
 }
 
 async fn ready_status(port: u16) -> u16 {
@@ -209,7 +132,11 @@ fn canary_catches_a_frozen_pubsub() {
         publisher.run_for(RATE / 2).await;
         let (acked, failed) = publisher.stop().await;
         assert!(failed.is_empty(), "publishes failed: {failed:?}");
-        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        let both = [on_a, on_b];
+        let counts = count_each(&both, &acked).await;
+        let [on_a, on_b] = both;
+        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
+        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
         {
             let a_seen = on_a.seen.lock().unwrap();
             println!(
@@ -233,10 +160,6 @@ fn canary_catches_a_frozen_pubsub() {
         assert_eq!(lost[1], 0);
         assert_eq!(duplicated, 0);
         assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
-        for w in [on_a, on_b] {
-            w.client.disconnect();
-            w.task.abort();
-        }
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);
     });
@@ -290,8 +213,9 @@ fn sentinel_failover_loses_nothing_silently() {
             acked_before,
             failed.len()
         );
-        let refs: Vec<&Watched> = clients.iter().collect();
-        let (lost, duplicated) = lost(&refs, &acked).await;
+        let counts = count_each(&clients, &acked).await;
+        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
+        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
         let mut silent = 0;
         for (i, (c, lacks)) in clients.iter().zip(&lost).enumerate() {
             let seen = c.seen.lock().unwrap();
@@ -302,7 +226,7 @@ fn sentinel_failover_loses_nothing_silently() {
                 "client {i}: lacks {lacks}, disconnects {:?}, subscriptions {:?}, last (n, offset) {:?}",
                 seen.disconnects,
                 seen.subscribed,
-                seen.publications.iter().zip(&seen.offsets).rev().take(3).collect::<Vec<_>>()
+                seen.publications.iter().rev().take(3).collect::<Vec<_>>()
             );
             if *lacks > 0 && !told {
                 silent += 1;
@@ -314,10 +238,6 @@ fn sentinel_failover_loses_nothing_silently() {
             a.log().contains("redis pub/sub down") && b.log().contains("redis pub/sub down"),
             "the nodes noticed the failover"
         );
-        for w in clients {
-            w.client.disconnect();
-            w.task.abort();
-        }
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);
     });
@@ -357,12 +277,8 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
         // A subscriber of each channel on node a; publications through node b.
         let mut subs = Vec::new();
         for (i, ch) in channels.iter().enumerate() {
-            let config = ClientConfig {
-                token: wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap(),
-                min_reconnect_delay: Duration::from_millis(100),
-                max_reconnect_delay: Duration::from_millis(500),
-                ..Default::default()
-            };
+            let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap();
+            let config = quick_reconnects(token, Duration::from_millis(500));
             let (client, mut events) = Client::start(&a.url(), config).unwrap();
             client.subscribe(ch, true);
             client.connect();
@@ -470,7 +386,11 @@ fn redis_cluster_under_two_nodes() {
         publisher.run_for(RATE / 2).await;
         let (acked, failed) = publisher.stop().await;
         assert!(failed.is_empty(), "{failed:?}");
-        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
+        let both = [on_a, on_b];
+        let counts = count_each(&both, &acked).await;
+        let [on_a, _on_b] = both;
+        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
+        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
         println!(
             "{} acknowledged; lost per client {lost:?}; a's subscriptions {:?}",
             acked.len(),
@@ -487,10 +407,6 @@ fn redis_cluster_under_two_nodes() {
         assert!(shard_channels.iter().any(|c| c.contains(CHANNEL)), "{shard_channels:?}");
         for n in &cluster.nodes {
             assert!(!cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."));
-        }
-        for w in [on_a, on_b] {
-            w.client.disconnect();
-            w.task.abort();
         }
         drop((a, b));
         let _ = std::fs::remove_dir_all(&dir);
