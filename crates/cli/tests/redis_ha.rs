@@ -32,12 +32,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::watch::{count_each, quick_reconnects, Watched};
+use common::watch::{lost, quick_reconnects, Watched};
 use common::{api, http, serial, wait_until, Node, LIMIT};
 use serde_json::json;
 use wshub_client::{Client, ClientEvent};
 use wshub_testkit::publisher::Publisher;
 use wshub_testkit::redis::{cli, PubSubProxy, RedisCluster, RedisServer, SentinelGroup};
+use wshub_testkit::TempDir;
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -64,6 +65,21 @@ async fn watch(url: &str, user: &str) -> Watched {
     common::watch::watch(url, quick_reconnects(token, Duration::from_millis(500)), CHANNEL).await
 }
 
+/// Waits until node control has each of the two nodes see both.
+async fn until_they_see_each_other(a: &Node, b: &Node) {
+    for n in [a, b] {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+            if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn ready_status(port: u16) -> u16 {
     http(port, "GET", "/ready", "", "").await.map_or(0, |(s, _)| s)
 }
@@ -81,7 +97,7 @@ async fn until_ready_is(port: u16, want: u16, log: impl Fn() -> String) -> Durat
 #[test]
 fn canary_catches_a_frozen_pubsub() {
     serial(async {
-        let dir = common::temp_dir("redis-canary");
+        let dir = TempDir::new("redis-canary");
         let redis = RedisServer::start().await;
         let proxy = PubSubProxy::start(redis.port).await;
         let prefix = format!("t{}", common::unique());
@@ -132,11 +148,7 @@ fn canary_catches_a_frozen_pubsub() {
         publisher.run_for(RATE / 2).await;
         let (acked, failed) = publisher.stop().await;
         assert!(failed.is_empty(), "publishes failed: {failed:?}");
-        let both = [on_a, on_b];
-        let counts = count_each(&both, &acked).await;
-        let [on_a, on_b] = both;
-        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
-        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
         {
             let a_seen = on_a.seen.lock().unwrap();
             println!(
@@ -160,8 +172,6 @@ fn canary_catches_a_frozen_pubsub() {
         assert_eq!(lost[1], 0);
         assert_eq!(duplicated, 0);
         assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
@@ -169,7 +179,7 @@ fn canary_catches_a_frozen_pubsub() {
 fn sentinel_failover_loses_nothing_silently() {
     serial(async {
         const NAME: &str = "wshubmaster";
-        let dir = common::temp_dir("redis-sentinel");
+        let dir = TempDir::new("redis-sentinel");
         // A failover needs the sentinels to know the replica and each other (quorum 2).
         let mut group = SentinelGroup::start(NAME, 3, true).await;
         let replica_port = group.replica.as_ref().map(|r| r.port);
@@ -213,9 +223,7 @@ fn sentinel_failover_loses_nothing_silently() {
             acked_before,
             failed.len()
         );
-        let counts = count_each(&clients, &acked).await;
-        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
-        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
+        let (lost, duplicated) = lost(&clients.iter().collect::<Vec<_>>(), &acked).await;
         let mut silent = 0;
         for (i, (c, lacks)) in clients.iter().zip(&lost).enumerate() {
             let seen = c.seen.lock().unwrap();
@@ -238,15 +246,13 @@ fn sentinel_failover_loses_nothing_silently() {
             a.log().contains("redis pub/sub down") && b.log().contains("redis pub/sub down"),
             "the nodes noticed the failover"
         );
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn sharding_one_stopped_shard_affects_only_its_channels() {
     serial(async {
-        let dir = common::temp_dir("redis-shards");
+        let dir = TempDir::new("redis-shards");
         let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
         let addresses: Vec<String> = servers.iter().map(|s| s.url()).collect();
         let mut cfg = config(json!({"address": addresses, "prefix": format!("t{}", common::unique()), "canary_interval": "500ms"}));
@@ -263,17 +269,7 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
             })
             .collect();
         // Node control through the control shard: each node sees both.
-        for n in [&a, &b] {
-            let deadline = Instant::now() + LIMIT;
-            loop {
-                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
-                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        until_they_see_each_other(&a, &b).await;
         // A subscriber of each channel on node a; publications through node b.
         let mut subs = Vec::new();
         for (i, ch) in channels.iter().enumerate() {
@@ -339,32 +335,20 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
             client.disconnect();
             task.abort();
         }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn redis_cluster_under_two_nodes() {
     serial(async {
-        let dir = common::temp_dir("redis-cluster");
+        let dir = TempDir::new("redis-cluster");
         let cluster = RedisCluster::start().await;
         // Centrifugo's form: one item per Cluster, its seeds `host:port` comma-separated.
         let mut cfg = config(json!({"cluster_address": [cluster.seeds()], "prefix": format!("t{}", common::unique())}));
         cfg["channel"]["namespaces"][0]["presence"] = json!(true);
         let a = Node::start(&dir, &cfg, common::free_port()).await;
         let b = Node::start(&dir, &cfg, common::free_port()).await;
-        for n in [&a, &b] {
-            let deadline = Instant::now() + LIMIT;
-            loop {
-                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
-                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        until_they_see_each_other(&a, &b).await;
         let on_a = watch(&a.url(), "ua").await;
         let on_b = watch(&b.url(), "ub").await;
         let (_, p) = api(b.port, "presence_stats", &json!({"channel": CHANNEL})).await.unwrap();
@@ -386,11 +370,7 @@ fn redis_cluster_under_two_nodes() {
         publisher.run_for(RATE / 2).await;
         let (acked, failed) = publisher.stop().await;
         assert!(failed.is_empty(), "{failed:?}");
-        let both = [on_a, on_b];
-        let counts = count_each(&both, &acked).await;
-        let [on_a, _on_b] = both;
-        let lost: Vec<usize> = counts.iter().map(|c| c.lost).collect();
-        let duplicated: usize = counts.iter().map(|c| c.duplicated).sum();
+        let (lost, duplicated) = lost(&[&on_a, &on_b], &acked).await;
         println!(
             "{} acknowledged; lost per client {lost:?}; a's subscriptions {:?}",
             acked.len(),
@@ -408,7 +388,5 @@ fn redis_cluster_under_two_nodes() {
         for n in &cluster.nodes {
             assert!(!cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."));
         }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }

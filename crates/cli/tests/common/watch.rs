@@ -96,7 +96,7 @@ pub struct Count {
 /// Waits until every client has received the last acknowledged publication (or a deadline
 /// passed), then counts, for each, the acknowledged publications it never got, those it
 /// got more than once, order, and gaps in its offsets.
-pub async fn count_each(clients: &[Watched], acked: &[u64]) -> Vec<Count> {
+pub async fn count_each(clients: &[&Watched], acked: &[u64]) -> Vec<Count> {
     let last = *acked.last().unwrap();
     // Polled with a deadline; past it, the count says what is missing.
     let deadline = Instant::now() + LIMIT;
@@ -129,10 +129,19 @@ pub async fn count_each(clients: &[Watched], acked: &[u64]) -> Vec<Count> {
 
 /// [`count_each`] summed over the clients.
 pub async fn count(clients: &[Watched], acked: &[u64]) -> Count {
-    count_each(clients, acked).await.into_iter().fold(Count::default(), |sum, c| Count {
-        lost: sum.lost + c.lost,
-        duplicated: sum.duplicated + c.duplicated,
-        out_of_order: sum.out_of_order + c.out_of_order,
-        offset_gaps: sum.offset_gaps + c.offset_gaps,
-    })
+    count_each(&clients.iter().collect::<Vec<_>>(), acked)
+        .await
+        .into_iter()
+        .fold(Count::default(), |sum, c| Count {
+            lost: sum.lost + c.lost,
+            duplicated: sum.duplicated + c.duplicated,
+            out_of_order: sum.out_of_order + c.out_of_order,
+            offset_gaps: sum.offset_gaps + c.offset_gaps,
+        })
+}
+
+/// Per client, the acknowledged publications it lacks; and the duplicates over all of them.
+pub async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
+    let counts = count_each(clients, acked).await;
+    (counts.iter().map(|c| c.lost).collect(), counts.iter().map(|c| c.duplicated).sum())
 }
