@@ -417,7 +417,7 @@ fn cluster_command_rate_through_nginx() {
         .await;
         let mut conns = Vec::new();
         for _ in 0..2 {
-            let (c, mut ev) = direct_client(cluster.nginx.port, "busy", None).await;
+            let (c, ev) = direct_client(cluster.nginx.port, "busy", None).await;
             conns.push((c, ev));
         }
         let per_node = cluster.clients_per_node().await;
@@ -443,7 +443,7 @@ fn cluster_command_rate_through_nginx() {
         );
         assert!(refused[0] > 0 && refused[1] > 0, "both nodes refuse: {refused:?}");
         // Another user is not affected.
-        let (other, mut ev) = direct_client(cluster.nginx.port, "calm", None).await;
+        let (other, _ev) = direct_client(cluster.nginx.port, "calm", None).await;
         assert!(matches!(
             other.rpc("ping", &b"{}"[..]).await,
             Err(CallError::Server { code: 108, .. })
