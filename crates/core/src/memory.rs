@@ -435,14 +435,7 @@ mod tests {
         let e = MemoryEngine::default();
         let mut epochs = std::collections::HashSet::new();
         for i in 0..10_000 {
-            let h = block(e.history(
-                &format!("never-{i}"),
-                HistoryQuery {
-                    limit: -1,
-                    ..Default::default()
-                },
-            ))
-            .unwrap();
+            let h = block(e.history(&format!("never-{i}"), HistoryQuery::ALL)).unwrap();
             assert_eq!((h.position.offset, h.publications.len()), (0, 0));
             epochs.insert(h.position.epoch);
         }
@@ -498,10 +491,7 @@ mod tests {
         clock.advance(Duration::from_secs(6));
         block(e.publish("c", publication(2), &opts)).unwrap();
         clock.advance(Duration::from_secs(6));
-        let all = HistoryQuery {
-            limit: -1,
-            ..Default::default()
-        };
+        let all = HistoryQuery::ALL;
         let h = block(e.history("c", all.clone())).unwrap();
         assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), [2]);
         clock.advance(Duration::from_secs(4));

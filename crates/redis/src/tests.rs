@@ -17,6 +17,15 @@ use wshub_testkit::redis::{cli, RedisCluster, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// A presence entry: client `c` of user `u`.
+fn info(c: &str, u: &str) -> ClientInfo {
+    ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    }
+}
+
 /// An engine on a Redis Cluster, under `prefix`.
 fn cluster_engine(cluster: &RedisCluster, prefix: &str) -> RedisEngine {
     RedisEngine::new(RedisConfig {
@@ -141,11 +150,6 @@ async fn presence_expires_unless_added_again() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server, "t3").await;
     let (b, _) = node(&server, "t3").await;
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
     a.add_presence("p", "c1", info("c1", "u")).await.unwrap();
     b.add_presence("p", "c2", info("c2", "u")).await.unwrap();
     b.add_presence("p", "c3", info("c3", "v")).await.unwrap();
@@ -216,11 +220,6 @@ async fn a_dead_nodes_presence_is_reaped_once() {
     let (dead, _) = node(&server, "t9").await;
     dead.set_node_uid("dead-node");
     a.set_node_uid("live-node");
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
     dead.add_presence("p", "g1", info("g1", "ghost")).await.unwrap();
     dead.add_presence("q", "g1", info("g1", "ghost")).await.unwrap();
     dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
@@ -580,16 +579,7 @@ async fn nodes_with_different_compression_read_each_other() {
     zstd.publish("c", publication("short"), &opts).await.unwrap();
     let got = seen.wait_for(3).await;
     assert_eq!(got, [format!("c #1 {long}"), format!("c #2 {long}"), "c #3 short".to_string()]);
-    let h = lz4
-        .history(
-            "c",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let h = lz4.history("c", HistoryQuery::ALL).await.unwrap();
     let data: Vec<String> = h
         .publications
         .iter()
@@ -637,17 +627,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
     for ch in channels {
         e.subscribe(ch).await.unwrap();
         e.publish(ch, publication("one"), &opts).await.unwrap();
-        e.add_presence(
-            ch,
-            "c1",
-            ClientInfo {
-                client: "c1".into(),
-                user: "u".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        e.add_presence(ch, "c1", info("c1", "u")).await.unwrap();
     }
     let want: Vec<String> = channels.iter().map(|c| format!("{c} #1 one")).collect();
     r.wait_for_all(&want).await;
@@ -739,11 +719,6 @@ async fn cluster_a_dead_nodes_presence_is_reaped_once() {
     let (a, dead) = (cluster_engine(&cluster, "t15"), cluster_engine(&cluster, "t15"));
     dead.set_node_uid("dead-node");
     a.set_node_uid("live-node");
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
     let channels = ["p", "q", "r", "s", "t"];
     for ch in channels {
         dead.add_presence(ch, "g1", info("g1", "ghost")).await.unwrap();

@@ -191,9 +191,4 @@ pub(super) fn kept(history_size: usize) -> PublishOptions {
     }
 }
 
-pub(super) const ALL: HistoryQuery = HistoryQuery {
-    since: None,
-    limit: -1,
-    reverse: false,
-    meta_ttl: std::time::Duration::ZERO,
-};
+pub(super) const ALL: HistoryQuery = HistoryQuery::ALL;
