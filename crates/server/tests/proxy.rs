@@ -7,15 +7,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use wshub_core::config::NodeConfig;
 use wshub_core::proxy::{call, Answer, Caller, Endpoints, ProxyFailure, RpcResultBody};
 use wshub_server::proxy::HttpProxy;
 
+mod common;
+use common::Cert;
+
 #[derive(Clone, Copy)]
 enum Mode {
     Json,
+    /// JSON saying it came over TLS.
+    Tls,
     Garbage,
     Status500,
     Silent,
@@ -47,7 +52,7 @@ async fn backend(mode: Mode) -> (String, Arc<Seen>) {
     (url, seen)
 }
 
-async fn serve(mut stream: TcpStream, mode: Mode, seen: Arc<Seen>) {
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, mode: Mode, seen: Arc<Seen>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -57,6 +62,7 @@ async fn serve(mut stream: TcpStream, mode: Mode, seen: Arc<Seen>) {
             seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let (status, body) = match mode {
                 Mode::Json => ("200 OK", r#"{"result":{"data":{"ok":true}}}"#),
+                Mode::Tls => ("200 OK", r#"{"result":{"data":{"tls":true}}}"#),
                 Mode::Garbage => ("200 OK", "<html>oops</html>"),
                 Mode::Status500 => ("500 Internal Server Error", ""),
                 Mode::Silent => {
@@ -170,26 +176,12 @@ async fn requests_in_flight_are_bounded_per_endpoint() {
     assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
 }
 
-fn tls_files(cert: &std::path::Path, key: &std::path::Path) -> wshub_server::config::Tls {
-    wshub_server::config::Tls {
-        enabled: true,
-        cert_pem: cert.to_str().unwrap().into(),
-        key_pem: key.to_str().unwrap().into(),
-        ..Default::default()
-    }
-}
-
 /// An `https://` endpoint whose certificate is trusted through `http.tls.server_ca_pem`; the
 /// same endpoint without that CA fails (unreachable: the certificate is not trusted).
 #[tokio::test]
 async fn https_endpoints_with_a_configured_ca() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wshub-proxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let acceptor = wshub_server::tls::acceptor("test", &tls_files(&cert_path, &key_path)).unwrap();
+    let cert = Cert::for_host("127.0.0.1", "proxy");
+    let acceptor = cert.acceptor();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/proxy", l.local_addr().unwrap());
     let seen = Arc::new(Seen::default());
@@ -201,7 +193,7 @@ async fn https_endpoints_with_a_configured_ca() {
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
                     s.connections.fetch_add(1, Ordering::SeqCst);
-                    serve_tls(tls, s).await;
+                    serve(tls, Mode::Tls, s).await;
                 }
             });
         }
@@ -209,7 +201,7 @@ async fn https_endpoints_with_a_configured_ca() {
     let mut c = NodeConfig::default();
     c.proxy.rpc.proxy.endpoint = url.clone();
     c.proxy.rpc.proxy.http.tls.enabled = true;
-    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.cert.pem();
+    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.pem.clone();
     c.proxy.rpc.without_namespace.proxy_enabled = true;
     let e = Endpoints::build(&c).unwrap();
     let t = HttpProxy::new(&e).unwrap();
@@ -222,24 +214,4 @@ async fn https_endpoints_with_a_configured_ca() {
     let e = Endpoints::build(&c).unwrap();
     let t = HttpProxy::new(&e).unwrap();
     assert!(matches!(rpc(&e, &t).await, Err(ProxyFailure::Unreachable(_))));
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn serve_tls(mut stream: wshub_server::tls::TlsStream, seen: Arc<Seen>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(head) = wshub_testkit::take_request(&mut buf) {
-            seen.heads.lock().push(head);
-            let body = r#"{"result":{"data":{"tls":true}}}"#;
-            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            if stream.write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }

@@ -116,3 +116,51 @@ pub fn node_config(mut base: serde_json::Value, extra: serde_json::Value) -> wsh
     let _ = std::fs::remove_file(path);
     l.config
 }
+
+/// A self-signed certificate for `localhost` (or another host) in PEM files under a fresh
+/// directory.
+pub struct Cert {
+    pub dir: std::path::PathBuf,
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    pub der: Vec<u8>,
+    pub pem: String,
+}
+
+impl Cert {
+    pub fn new(name: &str) -> Cert {
+        Cert::for_host("localhost", name)
+    }
+
+    pub fn for_host(host: &str, name: &str) -> Cert {
+        let cert = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("wshub-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        Cert {
+            dir,
+            cert_path,
+            key_path,
+            der: cert.cert.der().to_vec(),
+            pem: cert.cert.pem(),
+        }
+    }
+
+    pub fn acceptor(&self) -> wshub_server::tls::TlsAcceptor {
+        let tls = wshub_server::config::Tls {
+            enabled: true,
+            cert_pem: self.cert_path.to_str().unwrap().into(),
+            key_pem: self.key_path.to_str().unwrap().into(),
+            ..Default::default()
+        };
+        wshub_server::tls::acceptor("test", &tls).unwrap()
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
