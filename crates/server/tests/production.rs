@@ -16,14 +16,9 @@ use wshub_core::token::make_hs256;
 use wshub_server::config::Config;
 use wshub_websocket::{Event, MessageKind};
 
-const SECRET: &str = "prod-secret";
-const KEY: &str = "prod-key";
-
 fn config(extra: Value) -> Config {
-    node_config(
+    keyed_config(
         json!({
-            "http_api": {"key": KEY},
-            "client": {"token": {"hmac_secret_key": SECRET}},
             "channel": {"without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true}}
         }),
         extra,

@@ -38,15 +38,34 @@ struct Seen {
 
 /// A backend on a free loopback port; every request is answered per `mode`.
 async fn backend(mode: Mode) -> (String, Arc<Seen>) {
+    backend_over(mode, None).await
+}
+
+/// [`backend`], over TLS with `tls`'s certificate when given (`https://`).
+async fn backend_over(mode: Mode, tls: Option<wshub_server::tls::TlsAcceptor>) -> (String, Arc<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/proxy", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/proxy", l.local_addr().unwrap());
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = l.accept().await.unwrap();
-            s.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(stream, mode, s.clone()));
+            let (tcp, _) = l.accept().await.unwrap();
+            let (tls, s) = (tls.clone(), s.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        s.connections.fetch_add(1, Ordering::SeqCst);
+                        serve(tcp, mode, s).await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            s.connections.fetch_add(1, Ordering::SeqCst);
+                            serve(stream, mode, s).await;
+                        }
+                    }
+                }
+            });
         }
     });
     (url, seen)
@@ -181,23 +200,7 @@ async fn requests_in_flight_are_bounded_per_endpoint() {
 #[tokio::test]
 async fn https_endpoints_with_a_configured_ca() {
     let cert = Cert::for_host("127.0.0.1", "proxy");
-    let acceptor = cert.acceptor();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}/proxy", l.local_addr().unwrap());
-    let seen = Arc::new(Seen::default());
-    let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = l.accept().await.unwrap();
-            let (acceptor, s) = (acceptor.clone(), s.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    s.connections.fetch_add(1, Ordering::SeqCst);
-                    serve(tls, Mode::Tls, s).await;
-                }
-            });
-        }
-    });
+    let (url, seen) = backend_over(Mode::Tls, Some(cert.acceptor())).await;
     let mut c = NodeConfig::default();
     c.proxy.rpc.proxy.endpoint = url.clone();
     c.proxy.rpc.proxy.http.tls.enabled = true;

@@ -110,16 +110,12 @@ async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, conn: &mut C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_end_to_end() {
     let cert = Cert::new("e2e");
-    let cfg_path = cert.dir.join("config.json");
-    let cfg = json!({
-        "http_server": {"tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path}},
+    let (_node, sc) = cert.build(json!({
+        "http_server": {"tls": cert.section()},
         "http_api": {"key": "k"},
         "client": {"token": {"hmac_secret_key": "s"}},
         "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     let server = TestServer::start(sc).await;
     let der = cert.der.clone();
 
@@ -395,18 +391,14 @@ async fn stream_garbage_instead_of_client_hello() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_large_and_many_messages_and_close() {
     let cert = Cert::new("wsbig");
-    let cfg_path = cert.dir.join("config.json");
-    let cfg = json!({
-        "http_server": {"tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path}},
+    let (_node, sc) = cert.build(json!({
+        "http_server": {"tls": cert.section()},
         "client": {"allow_anonymous_connect_without_token": true},
         "channel": {"without_namespace": {
             "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
             "allow_publish_for_client": true, "allow_publish_for_anonymous": true
         }}
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     let server = TestServer::start(sc).await;
 
     let mut s = tls_connect(server.addr, &cert.der).await;
@@ -493,18 +485,14 @@ async fn wss_large_and_many_messages_and_close() {
 async fn internal_tls_is_on_the_internal_port_only() {
     let cert = Cert::new("internal");
     let internal_port = wshub_testkit::free_port();
-    let cfg_path = cert.dir.join("config.json");
-    let cfg = json!({
+    let (_node, sc) = cert.build(json!({
         "http_server": {
             "internal_port": internal_port.to_string(),
             "internal_address": "127.0.0.1",
-            "internal_tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path},
+            "internal_tls": cert.section(),
         },
         "http_api": {"key": "k"},
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     assert!(sc.tls.is_none(), "the clients' port stays plain");
     let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let main = listener.local_addr().unwrap();

@@ -99,16 +99,6 @@ impl TestServer {
 /// A node configuration: `base` with `extra` merged over it (objects merge, values replace),
 /// loaded through the real loader (file, validation).
 pub fn node_config(mut base: serde_json::Value, extra: serde_json::Value) -> wshub_server::config::Config {
-    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-        match (a, b) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-            (a, b) => *a = b,
-        }
-    }
     merge(&mut base, extra);
     let path = std::env::temp_dir().join(format!("wshub-test-{}-{}.json", std::process::id(), rand::random::<u64>()));
     std::fs::write(&path, base.to_string()).unwrap();
@@ -148,6 +138,16 @@ impl Cert {
         }
     }
 
+    /// The TLS section of a configuration naming these files.
+    pub fn section(&self) -> serde_json::Value {
+        serde_json::json!({"enabled": true, "cert_pem_file": self.cert_path, "key_pem_file": self.key_path})
+    }
+
+    /// A server built from `config` through the real loader ([`node_config`]).
+    pub fn build(&self, config: serde_json::Value) -> (Arc<wshub_core::node::Node>, ServerConfig) {
+        wshub_server::app::build(&node_config(config, serde_json::json!({}))).unwrap()
+    }
+
     pub fn acceptor(&self) -> wshub_server::tls::TlsAcceptor {
         let tls = wshub_server::config::Tls {
             enabled: true,
@@ -163,4 +163,29 @@ impl Drop for Cert {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `b` merged into `a`, objects key by key.
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// The API key of the nodes [`keyed_config`] makes.
+pub const KEY: &str = "test-api-key";
+/// Their HMAC token secret.
+pub const SECRET: &str = "test-token-secret";
+
+/// [`node_config`] of `base` and `extra` on a node with the API key [`KEY`] and the token
+/// secret [`SECRET`].
+pub fn keyed_config(base: serde_json::Value, extra: serde_json::Value) -> wshub_server::config::Config {
+    let mut keyed = serde_json::json!({"http_api": {"key": KEY}, "client": {"token": {"hmac_secret_key": SECRET}}});
+    merge(&mut keyed, base);
+    node_config(keyed, extra)
 }
