@@ -17,6 +17,14 @@ use wshub_testkit::redis::{cli, RedisCluster, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// A recorder set as `e`'s handler, with subscribers of every channel.
+fn listen(e: &RedisEngine) -> Arc<Recorder> {
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    r
+}
+
 /// A presence entry: client `c` of user `u`.
 fn info(c: &str, u: &str) -> ClientInfo {
     ClientInfo {
@@ -343,9 +351,7 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
         })
         .unwrap(),
     );
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let r = listen(&e);
     e.subscribe("c").await.unwrap();
     let opts = PublishOptions {
         history_size: 10,
@@ -428,9 +434,7 @@ async fn a_stopped_shard_affects_only_its_channels() {
         ..Default::default()
     })
     .unwrap();
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let r = listen(&e);
     // One channel per shard.
     let channels: Vec<String> = (0..3)
         .map(|shard| (0..).map(|i| format!("c{i}")).find(|c| e.shard_of(c) == shard).unwrap())
@@ -559,9 +563,7 @@ async fn nodes_with_different_compression_read_each_other() {
             })
             .unwrap(),
         );
-        let r = Arc::new(Recorder::default());
-        e.set_handler(r.clone());
-        r.set_subscribed(true);
+        let r = listen(&e);
         (e, r)
     };
     let (lz4, _) = node(Compression::Lz4);
@@ -612,9 +614,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
     use wshub_testkit::redis::cli;
     let cluster = RedisCluster::start().await;
     let e = cluster_engine(&cluster, "t13");
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let r = listen(&e);
     e.set_node_uid("n1");
     let opts = PublishOptions {
         history_size: 10,
@@ -684,9 +684,7 @@ async fn cluster_canary_names_a_master_that_stops() {
         ..Default::default()
     })
     .unwrap();
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    listen(&e);
     e.subscribe("c").await.unwrap();
     let deadline = Instant::now() + LIMIT;
     // Up: every master's ping came back at least once.
