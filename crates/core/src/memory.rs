@@ -13,25 +13,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wshub_protocol::{ClientInfo, Publication};
 
+use crate::clock::new_epoch;
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::cluster::{ControlHandler, NodeControl};
 use crate::engine::*;
 
 const SHARDS: usize = 64;
-
-/// The clock of expiry; tests drive it by hand.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The system's monotonic clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
 
 #[derive(Debug, Default)]
 struct Idempotent {
@@ -123,11 +110,6 @@ fn sweep(shard: &mut Streams, now: Instant) -> bool {
     let before = shard.map.len();
     shard.map.retain(|_, s| s.meta_expires > now);
     shard.map.len() != before
-}
-
-pub(crate) fn new_epoch() -> String {
-    let n: u32 = rand::random();
-    format!("{n:08x}")
 }
 
 fn shard_of(channel: &str) -> usize {
@@ -374,31 +356,6 @@ impl PresenceManager for MemoryEngine {
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         let r = self.presence[shard_of(channel)].lock().get(channel).cloned().unwrap_or_default();
         Box::pin(std::future::ready(Ok(r)))
-    }
-}
-
-/// A clock moved by hand, for tests of expiry.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<Instant>);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        ManualClock(Mutex::new(Instant::now()))
-    }
-    pub fn advance(&self, d: Duration) {
-        *self.0.lock() += d;
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock()
     }
 }
 
