@@ -14,12 +14,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::watch::{count, quick_reconnects, watch, Count, Watched};
 use common::{api, event_within, serial, wait_until, Nginx, Node, LIMIT};
 use serde_json::json;
-use tokio::task::JoinHandle;
 use wshub_client::{CallError, Client, ClientConfig, ClientEvent};
 use wshub_testkit::publisher::Publisher;
 
@@ -130,116 +129,29 @@ fn token(user: &str) -> String {
     wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap()
 }
 
-/// What one client saw.
-#[derive(Default)]
-struct Seen {
-    /// `n` of each publication received, in order of arrival, with its offset.
-    publications: Vec<(u64, u64)>,
-    /// Each `Subscribed`: (recovered, was_recovering).
-    subscribed: Vec<(bool, bool)>,
-    /// When each `Connected` came (the first one included).
-    connected: Vec<Instant>,
+fn client_config(user: &str) -> ClientConfig {
+    quick_reconnects(token(user), Duration::from_secs(1))
 }
 
-struct Watched {
-    client: Client,
-    seen: Arc<Mutex<Seen>>,
-    task: JoinHandle<()>,
-}
-
-/// `CLIENTS` clients connected through nginx, each subscribed (recoverable) to [`CHANNEL`].
-async fn connect_clients(url: &str) -> Vec<Watched> {
-    let mut out = Vec::with_capacity(CLIENTS);
-    for i in 0..CLIENTS {
-        let config = ClientConfig {
-            token: token(&format!("u{i}")),
-            min_reconnect_delay: Duration::from_millis(100),
-            max_reconnect_delay: Duration::from_secs(1),
-            ..Default::default()
-        };
-        let (client, mut events) = Client::start(url, config).unwrap();
-        client.subscribe(CHANNEL, true);
-        client.connect();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                let mut s = s.lock().unwrap();
-                match e {
-                    ClientEvent::Publication { data, offset, .. } => {
-                        let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                        s.publications.push((v["n"].as_u64().unwrap(), offset));
-                    }
-                    ClientEvent::Subscribed {
-                        recovered, was_recovering, ..
-                    } => s.subscribed.push((recovered, was_recovering)),
-                    ClientEvent::Connected { .. } => s.connected.push(Instant::now()),
-                    _ => {}
-                }
-            }
-        });
-        // One at a time, so that least_conn sees each connection before the next.
-        wait_until("a client's first subscription", LIMIT, || {
-            !seen.lock().unwrap().subscribed.is_empty()
-        })
-        .await;
-        out.push(Watched { client, seen, task });
-    }
-    out
-}
-
-/// What the clients received, against what was acknowledged.
-#[derive(Debug, Default, PartialEq)]
-struct Count {
-    /// Acknowledged publications a client never got (summed over clients).
-    lost: usize,
-    /// Publications a client got more than once.
-    duplicated: usize,
-    /// Clients that got a publication before one numbered lower.
-    out_of_order: usize,
-    /// Clients whose offsets skip a number (a publication of the stream, acknowledged or
-    /// not, never arrived).
-    offset_gaps: usize,
-}
-
-/// Waits until every client has received the last acknowledged publication (or a deadline
-/// passed), then counts, for each, the acknowledged publications it never got, those it
-/// got more than once, order, and gaps in its offsets.
-async fn count(clients: &[Watched], acked: &[u64]) -> Count {
-    let last = *acked.last().unwrap();
-    // Polled with a deadline; past it, the count says what is missing.
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline
-        && !clients
-            .iter()
-            .all(|c| c.seen.lock().unwrap().publications.iter().any(|&(n, _)| n >= last))
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut count = Count::default();
-    for (i, c) in clients.iter().enumerate() {
-        let seen = c.seen.lock().unwrap();
-        let ns: Vec<u64> = seen.publications.iter().map(|&(n, _)| n).collect();
-        let unique: std::collections::BTreeSet<u64> = ns.iter().copied().collect();
-        count.duplicated += ns.len() - unique.len();
-        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
-        if !missing.is_empty() {
-            println!("client {i}: {} lost, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+impl Cluster {
+    /// A cluster and `CLIENTS` clients connected through its nginx, each subscribed
+    /// (recoverable) to [`CHANNEL`].
+    async fn with_clients(name: &str) -> (Cluster, Vec<Watched>) {
+        let cluster = Cluster::start(name).await;
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for i in 0..CLIENTS {
+            // One at a time, so that least_conn sees each connection before the next.
+            clients.push(watch(&cluster.nginx.url(), client_config(&format!("u{i}")), CHANNEL).await);
         }
-        count.lost += missing.len();
-        count.out_of_order += usize::from(!ns.windows(2).all(|w| w[0] < w[1]));
-        let offsets: Vec<u64> = seen.publications.iter().map(|&(_, o)| o).collect();
-        count.offset_gaps += usize::from(!offsets.windows(2).all(|w| w[1] == w[0] + 1));
+        (cluster, clients)
     }
-    count
 }
 
 #[test]
 fn a_node_killed_under_load_loses_nothing() {
     serial(async {
         let started = Instant::now();
-        let mut cluster = Cluster::start("cluster-kill").await;
-        let clients = connect_clients(&cluster.nginx.url()).await;
+        let (mut cluster, clients) = Cluster::with_clients("cluster-kill").await;
         let before = cluster.clients_per_node().await;
         println!("clients per node through nginx (least_conn): {before:?}");
         assert_eq!(before.iter().sum::<u64>(), CLIENTS as u64);
@@ -289,10 +201,6 @@ fn a_node_killed_under_load_loses_nothing() {
         }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
-        for c in clients {
-            drop(c.client);
-            c.task.abort();
-        }
     });
 }
 
@@ -328,8 +236,7 @@ fn busiest_window(times: &mut [Instant], width: Duration) -> usize {
 fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
     serial(async {
         let started = Instant::now();
-        let mut cluster = Cluster::start("cluster-rolling").await;
-        let clients = connect_clients(&cluster.nginx.url()).await;
+        let (mut cluster, clients) = Cluster::with_clients("cluster-rolling").await;
         let publisher = Publisher::start(vec![cluster.nginx.port], common::API_KEY, CHANNEL, RATE);
         publisher.run_for(RATE / 2).await;
         let mut drained = Vec::new();
@@ -385,22 +292,24 @@ fn a_rolling_restart_under_load_loses_nothing_and_spreads_reconnects() {
         }
         assert!(failed.len() <= 5, "calls failed: {failed:?}\n{}", cluster.logs());
         assert_eq!(count, Count::default(), "{}", cluster.logs());
-        for c in clients {
-            drop(c.client);
-            c.task.abort();
-        }
     });
 }
 
-/// A client of `port`'s node (not through nginx), for `user`, with its events.
-async fn direct_client(port: u16, user: &str) -> (Client, wshub_client::Events) {
-    let config = ClientConfig {
-        token: token(user),
-        min_reconnect_delay: Duration::from_millis(100),
-        max_reconnect_delay: Duration::from_secs(1),
-        ..Default::default()
-    };
-    Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap()
+/// A client of `port`'s node (or nginx's) for `user`, connected and, given a `channel`,
+/// subscribed to it; with its events.
+async fn direct_client(port: u16, user: &str, channel: Option<&str>) -> (Client, wshub_client::Events) {
+    let (client, mut events) = Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), client_config(user)).unwrap();
+    if let Some(channel) = channel {
+        client.subscribe(channel, false);
+    }
+    client.connect();
+    let done = event_within(&mut events, LIMIT, |e| match channel {
+        Some(_) => matches!(e, ClientEvent::Subscribed { .. }),
+        None => matches!(e, ClientEvent::Connected { .. }),
+    })
+    .await;
+    assert!(done.is_some(), "{user} on {port}: not connected and subscribed to {channel:?}");
+    (client, events)
 }
 
 /// Node discovery and the cluster-wide API (issue 12, items 2 to 4): `info` through nginx
@@ -431,12 +340,7 @@ fn cluster_api_through_nginx() {
         }
 
         // The only subscriber of chat:only-on-0 is on node 0; nodes 1 and 2 list it.
-        let (only, mut only_events) = direct_client(ports[0], "only").await;
-        only.subscribe("chat:only-on-0", false);
-        only.connect();
-        event_within(&mut only_events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. }))
-            .await
-            .expect("subscribed on node 0");
+        let (only, _only_events) = direct_client(ports[0], "only", Some("chat:only-on-0")).await;
         // Each node surveys the nodes it has heard from: polled until it has heard from node 0.
         for &port in &ports[1..] {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -453,11 +357,7 @@ fn cluster_api_through_nginx() {
         }
 
         // zed is on node 2; the disconnect goes to node 0.
-        let (zed, mut zed_events) = direct_client(ports[2], "zed").await;
-        zed.connect();
-        event_within(&mut zed_events, LIMIT, |e| matches!(e, ClientEvent::Connected { .. }))
-            .await
-            .expect("zed connected to node 2");
+        let (zed, mut zed_events) = direct_client(ports[2], "zed", None).await;
         let (_, r) = api(
             ports[0],
             "disconnect",
@@ -476,19 +376,9 @@ fn cluster_api_through_nginx() {
         }
 
         // ghost is on node 1, which dies; watcher, on node 0, sees ghost leave.
-        let (watcher, mut watcher_events) = direct_client(ports[0], "watcher").await;
-        watcher.subscribe("room:lobby", false);
-        watcher.connect();
         // Subscribed before ghost joins: a join published earlier is not the watcher's to see.
-        event_within(&mut watcher_events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. }))
-            .await
-            .expect("watcher subscribed on node 0");
-        let (ghost, mut ghost_events) = direct_client(ports[1], "ghost").await;
-        ghost.subscribe("room:lobby", false);
-        ghost.connect();
-        event_within(&mut ghost_events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. }))
-            .await
-            .expect("ghost subscribed on node 1");
+        let (watcher, mut watcher_events) = direct_client(ports[0], "watcher", Some("room:lobby")).await;
+        let (ghost, _ghost_events) = direct_client(ports[1], "ghost", Some("room:lobby")).await;
         event_within(
             &mut watcher_events,
             LIMIT,
@@ -527,11 +417,7 @@ fn cluster_command_rate_through_nginx() {
         .await;
         let mut conns = Vec::new();
         for _ in 0..2 {
-            let (c, mut ev) = direct_client(cluster.nginx.port, "busy").await;
-            c.connect();
-            event_within(&mut ev, LIMIT, |e| matches!(e, ClientEvent::Connected { .. }))
-                .await
-                .expect("connected through nginx");
+            let (c, ev) = direct_client(cluster.nginx.port, "busy", None).await;
             conns.push((c, ev));
         }
         let per_node = cluster.clients_per_node().await;
@@ -557,11 +443,7 @@ fn cluster_command_rate_through_nginx() {
         );
         assert!(refused[0] > 0 && refused[1] > 0, "both nodes refuse: {refused:?}");
         // Another user is not affected.
-        let (other, mut ev) = direct_client(cluster.nginx.port, "calm").await;
-        other.connect();
-        event_within(&mut ev, LIMIT, |e| matches!(e, ClientEvent::Connected { .. }))
-            .await
-            .expect("connected");
+        let (other, _ev) = direct_client(cluster.nginx.port, "calm", None).await;
         assert!(matches!(
             other.rpc("ping", &b"{}"[..]).await,
             Err(CallError::Server { code: 108, .. })

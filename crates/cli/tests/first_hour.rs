@@ -73,6 +73,12 @@ fn base() -> serde_json::Value {
 const UPGRADE: &str =
     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
+/// A WebSocket upgrade from a page of `origin`: the status and the body.
+async fn upgrade_from(port: u16, origin: &str) -> (u16, String) {
+    let headers = format!("Origin: {origin}\r\n{UPGRADE}");
+    http(port, "GET", "/connection/websocket", &headers, "").await.unwrap()
+}
+
 #[tokio::test]
 async fn a_second_instance_on_a_taken_port_fails_in_one_line_without_announcing_it() {
     let dir = temp_dir("second-instance");
@@ -156,15 +162,7 @@ async fn a_refused_origin_is_answered_and_logged_with_the_key_to_change() {
     config["client"]["allowed_origins"] = json!(["http://app.example.com"]);
     let s = Serve::start(&dir, &config, &["--port", &port.to_string(), "--address", "127.0.0.1"]);
     s.wait_output("the banner", "may connect from: http://app.example.com").await;
-    let (status, body) = http(
-        port,
-        "GET",
-        "/connection/websocket",
-        &format!("Origin: http://evil.example\r\n{UPGRADE}"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, body) = upgrade_from(port, "http://evil.example").await;
     assert_eq!(status, 403);
     assert!(
         body.contains("http://evil.example") && body.contains("client.allowed_origins"),
@@ -178,21 +176,11 @@ async fn a_refused_origin_is_answered_and_logged_with_the_key_to_change() {
         "{line}"
     );
     // A page opened from a file says so.
-    let (status, body) = http(port, "GET", "/connection/websocket", &format!("Origin: null\r\n{UPGRADE}"), "")
-        .await
-        .unwrap();
+    let (status, body) = upgrade_from(port, "null").await;
     assert_eq!(status, 403);
     assert!(body.contains("file://"), "{body}");
     // The allowed one connects.
-    let (status, _) = http(
-        port,
-        "GET",
-        "/connection/websocket",
-        &format!("Origin: http://app.example.com\r\n{UPGRADE}"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _) = upgrade_from(port, "http://app.example.com").await;
     assert_eq!(status, 101);
 }
 
@@ -202,29 +190,13 @@ async fn same_host_refusals_explain_what_same_host_means() {
     let port = free_port();
     let s = Serve::start(&dir, &base(), &["--port", &port.to_string(), "--address", "127.0.0.1"]);
     s.wait_output("the banner", "same host and port only").await;
-    let (status, body) = http(
-        port,
-        "GET",
-        "/connection/websocket",
-        &format!("Origin: http://127.0.0.1:3000\r\n{UPGRADE}"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, body) = upgrade_from(port, "http://127.0.0.1:3000").await;
     assert_eq!(status, 403);
     assert!(
         body.contains("same host and port") && body.contains(&format!("127.0.0.1:{port}")),
         "{body}"
     );
-    let (status, _) = http(
-        port,
-        "GET",
-        "/connection/websocket",
-        &format!("Origin: http://127.0.0.1:{port}\r\n{UPGRADE}"),
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _) = upgrade_from(port, &format!("http://127.0.0.1:{port}")).await;
     assert_eq!(status, 101, "same host and port");
 }
 

@@ -32,12 +32,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::watch::{lost, quick_reconnects, Watched};
 use common::{api, http, serial, wait_until, Node, LIMIT};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{Client, ClientEvent};
 use wshub_testkit::publisher::Publisher;
 use wshub_testkit::redis::{cli, PubSubProxy, RedisCluster, RedisServer, SentinelGroup};
+use wshub_testkit::TempDir;
 
 const SECRET: &str = "redis-ha-test";
 const CHANNEL: &str = "chat:ha";
@@ -58,87 +59,25 @@ fn config(redis: serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// What one client saw.
-#[derive(Default)]
-struct Seen {
-    /// `n` of each publication received, in order of arrival.
-    publications: Vec<u64>,
-    /// Their offsets.
-    offsets: Vec<u64>,
-    /// Each `Subscribed`: (recovered, was_recovering).
-    subscribed: Vec<(bool, bool)>,
-    /// The codes of the server's disconnects (from `Connecting` after a connection).
-    disconnects: Vec<u16>,
-}
-
-struct Watched {
-    client: Client,
-    seen: Arc<Mutex<Seen>>,
-    task: JoinHandle<()>,
-}
-
 /// A client on `url`, subscribed (recoverable) to [`CHANNEL`]; returns once subscribed.
 async fn watch(url: &str, user: &str) -> Watched {
-    let config = ClientConfig {
-        token: wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap(),
-        min_reconnect_delay: Duration::from_millis(100),
-        max_reconnect_delay: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let (client, mut events) = Client::start(url, config).unwrap();
-    client.subscribe(CHANNEL, true);
-    client.connect();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let s = seen.clone();
-    let task = tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            let mut s = s.lock().unwrap();
-            match e {
-                ClientEvent::Publication { data, offset, .. } => {
-                    let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                    s.publications.push(v["n"].as_u64().unwrap());
-                    s.offsets.push(offset);
-                }
-                ClientEvent::Subscribed {
-                    recovered, was_recovering, ..
-                } => s.subscribed.push((recovered, was_recovering)),
-                ClientEvent::Connecting { code, .. } | ClientEvent::Disconnected { code, .. } if code >= 3000 => s.disconnects.push(code),
-                _ => {}
-            }
-        }
-    });
-    wait_until("a client's first subscription", LIMIT, || {
-        !seen.lock().unwrap().subscribed.is_empty()
-    })
-    .await;
-    Watched { client, seen, task }
+    let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": user})).unwrap();
+    common::watch::watch(url, quick_reconnects(token, Duration::from_millis(500)), CHANNEL).await
 }
 
-/// For each client, the acknowledged publications it lacks once every client has the last
-/// one (or a deadline passed); also the duplicates.
-async fn lost(clients: &[&Watched], acked: &[u64]) -> (Vec<usize>, usize) {
-    let last = *acked.last().unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline && !clients.iter().all(|c| c.seen.lock().unwrap().publications.contains(&last)) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut lost = Vec::new();
-    let mut duplicated = 0;
-    for c in clients {
-        let seen = c.seen.lock().unwrap();
-        let unique: std::collections::BTreeSet<u64> = seen.publications.iter().copied().collect();
-        duplicated += seen.publications.len() - unique.len();
-        let missing: Vec<u64> = acked.iter().copied().filter(|n| !unique.contains(n)).collect();
-        if !missing.is_empty() {
-            println!(
-                "client lacks {} acknowledged, first {:?}",
-                missing.len(),
-                &missing[..missing.len().min(10)]
-            );
+/// Waits until node control has each of the two nodes see both.
+async fn until_they_see_each_other(a: &Node, b: &Node) {
+    for n in [a, b] {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
+            if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nodes never see each other: {info}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        lost.push(missing.len());
     }
-    (lost, duplicated)
 }
 
 async fn ready_status(port: u16) -> u16 {
@@ -158,7 +97,7 @@ async fn until_ready_is(port: u16, want: u16, log: impl Fn() -> String) -> Durat
 #[test]
 fn canary_catches_a_frozen_pubsub() {
     serial(async {
-        let dir = common::temp_dir("redis-canary");
+        let dir = TempDir::new("redis-canary");
         let redis = RedisServer::start().await;
         let proxy = PubSubProxy::start(redis.port).await;
         let prefix = format!("t{}", common::unique());
@@ -233,12 +172,6 @@ fn canary_catches_a_frozen_pubsub() {
         assert_eq!(lost[1], 0);
         assert_eq!(duplicated, 0);
         assert!(on_b.seen.lock().unwrap().disconnects.is_empty());
-        for w in [on_a, on_b] {
-            w.client.disconnect();
-            w.task.abort();
-        }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
@@ -246,7 +179,7 @@ fn canary_catches_a_frozen_pubsub() {
 fn sentinel_failover_loses_nothing_silently() {
     serial(async {
         const NAME: &str = "wshubmaster";
-        let dir = common::temp_dir("redis-sentinel");
+        let dir = TempDir::new("redis-sentinel");
         // A failover needs the sentinels to know the replica and each other (quorum 2).
         let mut group = SentinelGroup::start(NAME, 3, true).await;
         let replica_port = group.replica.as_ref().map(|r| r.port);
@@ -290,8 +223,7 @@ fn sentinel_failover_loses_nothing_silently() {
             acked_before,
             failed.len()
         );
-        let refs: Vec<&Watched> = clients.iter().collect();
-        let (lost, duplicated) = lost(&refs, &acked).await;
+        let (lost, duplicated) = lost(&clients.iter().collect::<Vec<_>>(), &acked).await;
         let mut silent = 0;
         for (i, (c, lacks)) in clients.iter().zip(&lost).enumerate() {
             let seen = c.seen.lock().unwrap();
@@ -302,7 +234,7 @@ fn sentinel_failover_loses_nothing_silently() {
                 "client {i}: lacks {lacks}, disconnects {:?}, subscriptions {:?}, last (n, offset) {:?}",
                 seen.disconnects,
                 seen.subscribed,
-                seen.publications.iter().zip(&seen.offsets).rev().take(3).collect::<Vec<_>>()
+                seen.publications.iter().rev().take(3).collect::<Vec<_>>()
             );
             if *lacks > 0 && !told {
                 silent += 1;
@@ -314,19 +246,13 @@ fn sentinel_failover_loses_nothing_silently() {
             a.log().contains("redis pub/sub down") && b.log().contains("redis pub/sub down"),
             "the nodes noticed the failover"
         );
-        for w in clients {
-            w.client.disconnect();
-            w.task.abort();
-        }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn sharding_one_stopped_shard_affects_only_its_channels() {
     serial(async {
-        let dir = common::temp_dir("redis-shards");
+        let dir = TempDir::new("redis-shards");
         let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
         let addresses: Vec<String> = servers.iter().map(|s| s.url()).collect();
         let mut cfg = config(json!({"address": addresses, "prefix": format!("t{}", common::unique()), "canary_interval": "500ms"}));
@@ -343,26 +269,12 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
             })
             .collect();
         // Node control through the control shard: each node sees both.
-        for n in [&a, &b] {
-            let deadline = Instant::now() + LIMIT;
-            loop {
-                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
-                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        until_they_see_each_other(&a, &b).await;
         // A subscriber of each channel on node a; publications through node b.
         let mut subs = Vec::new();
         for (i, ch) in channels.iter().enumerate() {
-            let config = ClientConfig {
-                token: wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap(),
-                min_reconnect_delay: Duration::from_millis(100),
-                max_reconnect_delay: Duration::from_millis(500),
-                ..Default::default()
-            };
+            let token = wshub_core::token::make_hs256(SECRET, &json!({"sub": format!("s{i}")})).unwrap();
+            let config = quick_reconnects(token, Duration::from_millis(500));
             let (client, mut events) = Client::start(&a.url(), config).unwrap();
             client.subscribe(ch, true);
             client.connect();
@@ -423,32 +335,20 @@ fn sharding_one_stopped_shard_affects_only_its_channels() {
             client.disconnect();
             task.abort();
         }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 
 #[test]
 fn redis_cluster_under_two_nodes() {
     serial(async {
-        let dir = common::temp_dir("redis-cluster");
+        let dir = TempDir::new("redis-cluster");
         let cluster = RedisCluster::start().await;
         // Centrifugo's form: one item per Cluster, its seeds `host:port` comma-separated.
         let mut cfg = config(json!({"cluster_address": [cluster.seeds()], "prefix": format!("t{}", common::unique())}));
         cfg["channel"]["namespaces"][0]["presence"] = json!(true);
         let a = Node::start(&dir, &cfg, common::free_port()).await;
         let b = Node::start(&dir, &cfg, common::free_port()).await;
-        for n in [&a, &b] {
-            let deadline = Instant::now() + LIMIT;
-            loop {
-                let (_, info) = api(n.port, "info", &json!({})).await.unwrap();
-                if info["result"]["nodes"].as_array().map(Vec::len) == Some(2) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "nodes never see each other: {info}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        until_they_see_each_other(&a, &b).await;
         let on_a = watch(&a.url(), "ua").await;
         let on_b = watch(&b.url(), "ub").await;
         let (_, p) = api(b.port, "presence_stats", &json!({"channel": CHANNEL})).await.unwrap();
@@ -488,11 +388,5 @@ fn redis_cluster_under_two_nodes() {
         for n in &cluster.nodes {
             assert!(!cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."));
         }
-        for w in [on_a, on_b] {
-            w.client.disconnect();
-            w.task.abort();
-        }
-        drop((a, b));
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }

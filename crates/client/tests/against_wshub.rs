@@ -120,12 +120,46 @@ fn counting_source(calls: &Arc<AtomicUsize>, user: &'static str) -> wshub_client
     })
 }
 
-async fn until(events: &mut UnboundedReceiver<ClientEvent>, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+async fn until(events: &mut UnboundedReceiver<ClientEvent>, f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    first_matching("client", events, f).await
+}
+
+/// The next `Subscribed` of `chat:room` on `events` says it recovered.
+async fn assert_recovered(events: &mut UnboundedReceiver<ClientEvent>, context: &str) {
+    let sub = until(events, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+    let want = ClientEvent::Subscribed {
+        channel: "chat:room".into(),
+        recovered: true,
+        was_recovering: true,
+    };
+    assert_eq!(sub, want, "{context}");
+}
+
+/// Where events come from: a client's, or one subscription's.
+trait EventSource {
+    fn next_one(&mut self) -> impl std::future::Future<Output = Option<ClientEvent>>;
+}
+
+impl EventSource for UnboundedReceiver<ClientEvent> {
+    fn next_one(&mut self) -> impl std::future::Future<Output = Option<ClientEvent>> {
+        self.recv()
+    }
+}
+
+impl EventSource for wshub_client::Subscription {
+    fn next_one(&mut self) -> impl std::future::Future<Output = Option<ClientEvent>> {
+        self.next_event()
+    }
+}
+
+/// The first event of `source` that `f` accepts, within [`LIMIT`] for each; `what` names the
+/// source in a failure.
+async fn first_matching(what: &str, source: &mut impl EventSource, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
     loop {
-        let e = tokio::time::timeout(LIMIT, events.recv())
+        let e = tokio::time::timeout(LIMIT, source.next_one())
             .await
-            .expect("event in time")
-            .expect("client alive");
+            .unwrap_or_else(|_| panic!("{what} event in time"))
+            .unwrap_or_else(|| panic!("{what} alive"));
         if f(&e) {
             return e;
         }
@@ -160,15 +194,7 @@ async fn recovers_missed_publications_and_survives_restarts() {
         server.api("publish", json!({"channel": "chat:room", "data": {"n": n}})).await;
     }
     client.connect();
-    let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
-    assert_eq!(
-        sub,
-        ClientEvent::Subscribed {
-            channel: "chat:room".into(),
-            recovered: true,
-            was_recovering: true
-        }
-    );
+    assert_recovered(&mut ev, "").await;
     let mut got = Vec::new();
     while got.len() < 3 {
         if let ClientEvent::Publication { offset, .. } = until(&mut ev, |e| matches!(e, ClientEvent::Publication { .. })).await {
@@ -356,16 +382,8 @@ fn sub_token(user: &str, channel: &str, exp_in: u64) -> String {
     wshub_testkit::token(SECRET, &json!({"sub": user, "channel": channel, "exp": exp}))
 }
 
-async fn next(sub: &mut wshub_client::Subscription, mut f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
-    loop {
-        let e = tokio::time::timeout(LIMIT, sub.next_event())
-            .await
-            .expect("subscription event in time")
-            .expect("subscription alive");
-        if f(&e) {
-            return e;
-        }
-    }
+async fn next(sub: &mut wshub_client::Subscription, f: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    first_matching("subscription", sub, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,16 +616,7 @@ async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
             expected.push(format!(r#"{{"n":{n}}}"#));
         }
         a = Server::start(cfg.clone(), port_a).await;
-        let sub = until(&mut ev, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
-        assert_eq!(
-            sub,
-            ClientEvent::Subscribed {
-                channel: "chat:room".into(),
-                recovered: true,
-                was_recovering: true
-            },
-            "after {signal}"
-        );
+        assert_recovered(&mut ev, &format!("after {signal}")).await;
         assert_eq!(
             publications(&mut ev, 3).await,
             expected,

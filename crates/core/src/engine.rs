@@ -55,6 +55,16 @@ pub struct HistoryQuery {
     pub meta_ttl: Duration,
 }
 
+impl HistoryQuery {
+    /// The whole stream, oldest first.
+    pub const ALL: HistoryQuery = HistoryQuery {
+        since: None,
+        limit: -1,
+        reverse: false,
+        meta_ttl: Duration::ZERO,
+    };
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistoryResult {
     pub publications: Vec<Publication>,

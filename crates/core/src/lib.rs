@@ -11,6 +11,7 @@
 //! glue implements.
 
 pub mod channel;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -13,25 +13,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wshub_protocol::{ClientInfo, Publication};
 
+use crate::clock::new_epoch;
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::cluster::{ControlHandler, NodeControl};
 use crate::engine::*;
 
 const SHARDS: usize = 64;
-
-/// The clock of expiry; tests drive it by hand.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The system's monotonic clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
 
 #[derive(Debug, Default)]
 struct Idempotent {
@@ -123,11 +110,6 @@ fn sweep(shard: &mut Streams, now: Instant) -> bool {
     let before = shard.map.len();
     shard.map.retain(|_, s| s.meta_expires > now);
     shard.map.len() != before
-}
-
-pub(crate) fn new_epoch() -> String {
-    let n: u32 = rand::random();
-    format!("{n:08x}")
 }
 
 fn shard_of(channel: &str) -> usize {
@@ -377,31 +359,6 @@ impl PresenceManager for MemoryEngine {
     }
 }
 
-/// A clock moved by hand, for tests of expiry.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<Instant>);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        ManualClock(Mutex::new(Instant::now()))
-    }
-    pub fn advance(&self, d: Duration) {
-        *self.0.lock() += d;
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,14 +392,7 @@ mod tests {
         let e = MemoryEngine::default();
         let mut epochs = std::collections::HashSet::new();
         for i in 0..10_000 {
-            let h = block(e.history(
-                &format!("never-{i}"),
-                HistoryQuery {
-                    limit: -1,
-                    ..Default::default()
-                },
-            ))
-            .unwrap();
+            let h = block(e.history(&format!("never-{i}"), HistoryQuery::ALL)).unwrap();
             assert_eq!((h.position.offset, h.publications.len()), (0, 0));
             epochs.insert(h.position.epoch);
         }
@@ -498,10 +448,7 @@ mod tests {
         clock.advance(Duration::from_secs(6));
         block(e.publish("c", publication(2), &opts)).unwrap();
         clock.advance(Duration::from_secs(6));
-        let all = HistoryQuery {
-            limit: -1,
-            ..Default::default()
-        };
+        let all = HistoryQuery::ALL;
         let h = block(e.history("c", all.clone())).unwrap();
         assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), [2]);
         clock.advance(Duration::from_secs(4));

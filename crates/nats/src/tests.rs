@@ -37,14 +37,6 @@ fn config(url: String) -> NatsConfig {
 impl BrokerFactory for NatsFactory {
     type Broker = NatsBroker;
 
-    fn is_single_node(&self) -> bool {
-        false
-    }
-
-    fn delivers_only_subscribed(&self) -> bool {
-        true
-    }
-
     fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<NatsBroker>> {
         let cfg = config(self.server.url());
         Box::pin(async move { (0..nodes).map(|_| NatsBroker::new(cfg.clone()).unwrap()).collect() })

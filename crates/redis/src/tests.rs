@@ -13,9 +13,37 @@ use std::time::Instant;
 use wshub_core::cluster::{ControlHandler, NodeControl};
 use wshub_core::engine::*;
 use wshub_protocol::{ClientInfo, Publication};
-use wshub_testkit::redis::{cli, RedisServer};
+use wshub_testkit::redis::{cli, RedisCluster, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
+
+/// A recorder set as `e`'s handler, with subscribers of every channel.
+fn listen(e: &RedisEngine) -> Arc<Recorder> {
+    let r = Arc::new(Recorder::default());
+    e.set_handler(r.clone());
+    r.set_subscribed(true);
+    r
+}
+
+/// A presence entry: client `c` of user `u`.
+fn info(c: &str, u: &str) -> ClientInfo {
+    ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    }
+}
+
+/// An engine on a Redis Cluster, under `prefix`.
+fn cluster_engine(cluster: &RedisCluster, prefix: &str) -> RedisEngine {
+    RedisEngine::new(RedisConfig {
+        cluster: vec![cluster.seeds()],
+        prefix: prefix.into(),
+        presence_ttl: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap()
+}
 
 fn engine(server: &RedisServer, prefix: &str) -> Arc<RedisEngine> {
     Arc::new(
@@ -130,11 +158,6 @@ async fn presence_expires_unless_added_again() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server, "t3").await;
     let (b, _) = node(&server, "t3").await;
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
     a.add_presence("p", "c1", info("c1", "u")).await.unwrap();
     b.add_presence("p", "c2", info("c2", "u")).await.unwrap();
     b.add_presence("p", "c3", info("c3", "v")).await.unwrap();
@@ -203,22 +226,24 @@ async fn a_dead_nodes_presence_is_reaped_once() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server, "t9").await;
     let (dead, _) = node(&server, "t9").await;
+    reaps_once(&a, &dead, &["p", "q"]).await;
+}
+
+/// `dead`'s clients in `channels` (one also left normally) are reaped by `a` once; `a`'s own
+/// stays.
+async fn reaps_once(a: &RedisEngine, dead: &RedisEngine, channels: &[&str]) {
     dead.set_node_uid("dead-node");
     a.set_node_uid("live-node");
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
-    dead.add_presence("p", "g1", info("g1", "ghost")).await.unwrap();
-    dead.add_presence("q", "g1", info("g1", "ghost")).await.unwrap();
+    for ch in channels {
+        dead.add_presence(ch, "g1", info("g1", "ghost")).await.unwrap();
+    }
     dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
     dead.remove_presence("p", "g2").await.unwrap(); // left normally: not reaped
     a.add_presence("p", "l1", info("l1", "alive")).await.unwrap();
     let mut reaped = a.reap_node("dead-node").await.unwrap();
     reaped.sort_by(|x, y| x.0.cmp(&y.0));
     let got: Vec<(&str, &str)> = reaped.iter().map(|(c, i)| (c.as_str(), i.client.as_str())).collect();
-    assert_eq!(got, [("p", "g1"), ("q", "g1")]);
+    assert_eq!(got, channels.iter().map(|c| (*c, "g1")).collect::<Vec<_>>());
     assert!(a.reap_node("dead-node").await.unwrap().is_empty(), "once");
     assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }
@@ -333,9 +358,7 @@ async fn canary_notices_a_frozen_pubsub_and_recovers() {
         })
         .unwrap(),
     );
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let r = listen(&e);
     e.subscribe("c").await.unwrap();
     let opts = PublishOptions {
         history_size: 10,
@@ -418,9 +441,7 @@ async fn a_stopped_shard_affects_only_its_channels() {
         ..Default::default()
     })
     .unwrap();
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let r = listen(&e);
     // One channel per shard.
     let channels: Vec<String> = (0..3)
         .map(|shard| (0..).map(|i| format!("c{i}")).find(|c| e.shard_of(c) == shard).unwrap())
@@ -531,217 +552,7 @@ fn dispatch_ignores_garbage_and_reports_a_new_epoch() {
     assert_eq!(r.got.lock().unwrap().as_slice(), ["c #7 ", "c #8 ", "c #9 ", "c reset", "c #1 "]);
 }
 
-/// The engine contract (`wshub_core::engine::conformance`), each case on a `redis-server` of
-/// its own, with two engines (nodes) under one prefix.
-mod conformance {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
-
-    pub(super) struct RedisFactory {
-        server: RedisServer,
-        clusters: AtomicUsize,
-        compression: Compression,
-    }
-
-    impl RedisFactory {
-        async fn start() -> Self {
-            Self::start_with(Compression::None).await
-        }
-
-        /// Every publication body compressed with `compression` (no size threshold).
-        pub(super) async fn start_with(compression: Compression) -> Self {
-            RedisFactory {
-                server: RedisServer::start().await,
-                clusters: AtomicUsize::new(0),
-                compression,
-            }
-        }
-    }
-
-    impl EngineFactory for RedisFactory {}
-
-    impl BrokerFactory for RedisFactory {
-        type Broker = RedisEngine;
-
-        fn is_single_node(&self) -> bool {
-            false
-        }
-
-        fn delivers_only_subscribed(&self) -> bool {
-            true
-        }
-
-        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
-            let prefix = format!("conformance{}", self.clusters.fetch_add(1, Ordering::Relaxed));
-            let engines = (0..nodes)
-                .map(|_| {
-                    RedisEngine::new(RedisConfig {
-                        address: self.server.url(),
-                        prefix: prefix.clone(),
-                        // Long enough that nothing expires during a case on a loaded machine.
-                        presence_ttl: Duration::from_secs(60),
-                        compression: self.compression,
-                        compression_min_size: 0,
-                        ..Default::default()
-                    })
-                    .unwrap()
-                })
-                .collect();
-            Box::pin(std::future::ready(engines))
-        }
-
-        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-            Box::pin(tokio::time::sleep(d))
-        }
-    }
-
-    wshub_core::engine_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
-        RedisFactory::start().await
-    );
-}
-
-/// The engine contract again, with the engines finding their Redis through a
-/// `redis-sentinel` (each case: a master and a sentinel of its own).
-mod conformance_sentinel {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
-    use wshub_testkit::redis::SentinelGroup;
-
-    const NAME: &str = "conformance";
-
-    struct SentinelFactory {
-        group: SentinelGroup,
-        clusters: AtomicUsize,
-    }
-
-    impl SentinelFactory {
-        async fn start() -> Self {
-            SentinelFactory {
-                group: SentinelGroup::start(NAME, 1, false).await,
-                clusters: AtomicUsize::new(0),
-            }
-        }
-    }
-
-    impl EngineFactory for SentinelFactory {}
-
-    impl BrokerFactory for SentinelFactory {
-        type Broker = RedisEngine;
-
-        fn is_single_node(&self) -> bool {
-            false
-        }
-
-        fn delivers_only_subscribed(&self) -> bool {
-            true
-        }
-
-        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
-            let prefix = format!("sentinel{}", self.clusters.fetch_add(1, Ordering::Relaxed));
-            let engines = (0..nodes)
-                .map(|_| {
-                    RedisEngine::new(RedisConfig {
-                        // Unused with Sentinel: a port nothing listens on proves it.
-                        address: "redis://127.0.0.1:1".into(),
-                        prefix: prefix.clone(),
-                        presence_ttl: Duration::from_secs(60),
-                        sentinel: Some(SentinelConfig {
-                            addresses: vec![self.group.address_item()],
-                            master_name: NAME.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    })
-                    .unwrap()
-                })
-                .collect();
-            Box::pin(std::future::ready(engines))
-        }
-
-        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-            Box::pin(tokio::time::sleep(d))
-        }
-    }
-
-    wshub_core::engine_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
-        SentinelFactory::start().await
-    );
-}
-
-/// The engine contract with three independent Redis servers as shards.
-mod conformance_sharded {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
-
-    struct ShardedFactory {
-        servers: Vec<RedisServer>,
-        clusters: AtomicUsize,
-    }
-
-    impl ShardedFactory {
-        async fn start() -> Self {
-            ShardedFactory {
-                servers: vec![RedisServer::start().await, RedisServer::start().await, RedisServer::start().await],
-                clusters: AtomicUsize::new(0),
-            }
-        }
-    }
-
-    impl EngineFactory for ShardedFactory {}
-
-    impl BrokerFactory for ShardedFactory {
-        type Broker = RedisEngine;
-
-        fn is_single_node(&self) -> bool {
-            false
-        }
-
-        fn delivers_only_subscribed(&self) -> bool {
-            true
-        }
-
-        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
-            let prefix = format!("sharded{}", self.clusters.fetch_add(1, Ordering::Relaxed));
-            let address = self.servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
-            let engines = (0..nodes)
-                .map(|_| {
-                    RedisEngine::new(RedisConfig {
-                        address: address.clone(),
-                        prefix: prefix.clone(),
-                        presence_ttl: Duration::from_secs(60),
-                        ..Default::default()
-                    })
-                    .unwrap()
-                })
-                .collect();
-            Box::pin(std::future::ready(engines))
-        }
-
-        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-            Box::pin(tokio::time::sleep(d))
-        }
-    }
-
-    wshub_core::engine_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
-        ShardedFactory::start().await
-    );
-}
-
-/// The engine contract with every publication body compressed (zstd; lz4 is read and
-/// written in `nodes_with_different_compression_read_each_other`).
-mod conformance_zstd {
-    use super::*;
-    wshub_core::engine_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
-        super::conformance::RedisFactory::start_with(Compression::Zstd).await
-    );
-}
+mod conformance;
 
 /// Nodes with different `compression` settings read each other's publications, from
 /// pub/sub and from history; only bodies over the threshold are compressed.
@@ -759,9 +570,7 @@ async fn nodes_with_different_compression_read_each_other() {
             })
             .unwrap(),
         );
-        let r = Arc::new(Recorder::default());
-        e.set_handler(r.clone());
-        r.set_subscribed(true);
+        let r = listen(&e);
         (e, r)
     };
     let (lz4, _) = node(Compression::Lz4);
@@ -779,16 +588,7 @@ async fn nodes_with_different_compression_read_each_other() {
     zstd.publish("c", publication("short"), &opts).await.unwrap();
     let got = seen.wait_for(3).await;
     assert_eq!(got, [format!("c #1 {long}"), format!("c #2 {long}"), "c #3 short".to_string()]);
-    let h = lz4
-        .history(
-            "c",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let h = lz4.history("c", HistoryQuery::ALL).await.unwrap();
     let data: Vec<String> = h
         .publications
         .iter()
@@ -813,77 +613,15 @@ async fn nodes_with_different_compression_read_each_other() {
     assert!(entries[0].1["c"].len() < long.len() / 4);
 }
 
-/// The engine contract on a three-master Redis Cluster (sharded pub/sub).
-mod conformance_cluster {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
-    use wshub_testkit::redis::RedisCluster;
-
-    pub(super) struct ClusterFactory {
-        pub(super) cluster: RedisCluster,
-        clusters: AtomicUsize,
-    }
-
-    impl ClusterFactory {
-        pub(super) async fn start() -> Self {
-            ClusterFactory {
-                cluster: RedisCluster::start().await,
-                clusters: AtomicUsize::new(0),
-            }
-        }
-
-        pub(super) fn engine(&self, prefix: &str) -> RedisEngine {
-            RedisEngine::new(RedisConfig {
-                cluster: vec![self.cluster.seeds()],
-                prefix: prefix.into(),
-                presence_ttl: Duration::from_secs(60),
-                ..Default::default()
-            })
-            .unwrap()
-        }
-    }
-
-    impl EngineFactory for ClusterFactory {}
-
-    impl BrokerFactory for ClusterFactory {
-        type Broker = RedisEngine;
-
-        fn is_single_node(&self) -> bool {
-            false
-        }
-
-        fn delivers_only_subscribed(&self) -> bool {
-            true
-        }
-
-        fn brokers(&self, nodes: usize) -> BoxFuture<'_, Vec<RedisEngine>> {
-            let prefix = format!("cluster{}", self.clusters.fetch_add(1, Ordering::Relaxed));
-            Box::pin(std::future::ready((0..nodes).map(|_| self.engine(&prefix)).collect()))
-        }
-
-        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-            Box::pin(tokio::time::sleep(d))
-        }
-    }
-
-    wshub_core::engine_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
-        ClusterFactory::start().await
-    );
-}
-
 /// On a Redis Cluster every key of a channel is in one slot, channels spread over the
 /// masters, and publications travel by sharded pub/sub (the channel shows in `PUBSUB
 /// SHARDCHANNELS` of its master, never in `PUBSUB CHANNELS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
     use wshub_testkit::redis::cli;
-    let f = conformance_cluster::ClusterFactory::start().await;
-    let e = f.engine("t13");
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    let cluster = RedisCluster::start().await;
+    let e = cluster_engine(&cluster, "t13");
+    let r = listen(&e);
     e.set_node_uid("n1");
     let opts = PublishOptions {
         history_size: 10,
@@ -896,17 +634,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
     for ch in channels {
         e.subscribe(ch).await.unwrap();
         e.publish(ch, publication("one"), &opts).await.unwrap();
-        e.add_presence(
-            ch,
-            "c1",
-            ClientInfo {
-                client: "c1".into(),
-                user: "u".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        e.add_presence(ch, "c1", info("c1", "u")).await.unwrap();
     }
     let want: Vec<String> = channels.iter().map(|c| format!("{c} #1 one")).collect();
     r.wait_for_all(&want).await;
@@ -924,12 +652,11 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
             "client",
         ] {
             let key = e.shards[0].key(kind, ch);
-            slots.insert(cli(f.cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &key]).trim().to_string());
+            slots.insert(cli(cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &key]).trim().to_string());
         }
         assert_eq!(slots.len(), 1, "{ch}: {slots:?}");
         // The master holding it has the stream, and lists the channel as a shard channel.
-        let owner = f
-            .cluster
+        let owner = cluster
             .nodes
             .iter()
             .find(|n| cli(n.port, &["EXISTS", &shard]).trim() == "1")
@@ -940,7 +667,7 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
             cli(owner.port, &["PUBSUB", "SHARDCHANNELS"]).lines().any(|l| l == client),
             "{client}"
         );
-        for n in &f.cluster.nodes {
+        for n in &cluster.nodes {
             assert!(
                 !cli(n.port, &["PUBSUB", "CHANNELS"]).contains(".client."),
                 "a plain pub/sub channel"
@@ -956,17 +683,15 @@ async fn cluster_keys_share_a_slot_and_pubsub_is_sharded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_canary_names_a_master_that_stops() {
     use wshub_testkit::redis::cli;
-    let f = conformance_cluster::ClusterFactory::start().await;
+    let cluster = RedisCluster::start().await;
     let e = RedisEngine::new(RedisConfig {
-        cluster: vec![f.cluster.seeds()],
+        cluster: vec![cluster.seeds()],
         prefix: "t14".into(),
         canary_interval: Duration::from_millis(300),
         ..Default::default()
     })
     .unwrap();
-    let r = Arc::new(Recorder::default());
-    e.set_handler(r.clone());
-    r.set_subscribed(true);
+    listen(&e);
     e.subscribe("c").await.unwrap();
     let deadline = Instant::now() + LIMIT;
     // Up: every master's ping came back at least once.
@@ -974,7 +699,7 @@ async fn cluster_canary_names_a_master_that_stops() {
         assert!(Instant::now() < deadline, "never up: {:?}", e.health().down_reason());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let paused = &f.cluster.nodes[1];
+    let paused = &cluster.nodes[1];
     assert_eq!(cli(paused.port, &["CLIENT", "PAUSE", "4000", "ALL"]).trim(), "OK");
     let err = loop {
         if let Some(why) = e.health().down_reason() {
@@ -995,29 +720,10 @@ async fn cluster_canary_names_a_master_that_stops() {
 /// once, by whichever survivor asks first, with the counts kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_dead_nodes_presence_is_reaped_once() {
-    let f = conformance_cluster::ClusterFactory::start().await;
-    let (a, dead) = (f.engine("t15"), f.engine("t15"));
-    dead.set_node_uid("dead-node");
-    a.set_node_uid("live-node");
-    let info = |c: &str, u: &str| ClientInfo {
-        client: c.into(),
-        user: u.into(),
-        ..Default::default()
-    };
-    let channels = ["p", "q", "r", "s", "t"];
-    for ch in channels {
-        dead.add_presence(ch, "g1", info("g1", "ghost")).await.unwrap();
-    }
-    dead.add_presence("p", "g2", info("g2", "ghost")).await.unwrap();
-    dead.remove_presence("p", "g2").await.unwrap(); // left normally: not reaped
-    a.add_presence("p", "l1", info("l1", "alive")).await.unwrap();
-    let mut reaped = a.reap_node("dead-node").await.unwrap();
-    reaped.sort_by(|x, y| x.0.cmp(&y.0));
-    let got: Vec<(&str, &str)> = reaped.iter().map(|(c, i)| (c.as_str(), i.client.as_str())).collect();
-    assert_eq!(got, channels.iter().map(|c| (*c, "g1")).collect::<Vec<_>>());
-    assert!(a.reap_node("dead-node").await.unwrap().is_empty(), "once");
+    let cluster = RedisCluster::start().await;
+    let (a, dead) = (cluster_engine(&cluster, "t15"), cluster_engine(&cluster, "t15"));
+    reaps_once(&a, &dead, &["p", "q", "r", "s", "t"]).await;
     assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
-    assert_eq!(a.presence_stats("q").await.unwrap(), (0, 0));
 }
 
 mod addresses;

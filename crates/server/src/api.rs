@@ -23,6 +23,37 @@ use wshub_core::node::ApiError;
 
 use crate::cluster::Cluster;
 
+/// The parameters of a method that publishes: its own fields, then what every publishing
+/// method carries and [`payload`](PublishParams::payload) checks the same way: the data
+/// (JSON, or base64 in `b64data`), tags, an idempotency key, and whether delta subscribers
+/// get a delta against the previous data.
+macro_rules! publishing_params {
+    ($(#[$doc:meta])* $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        pub struct $name {
+            $($(#[$attr])* pub $field: $ty,)*
+            pub data: Option<Box<RawValue>>,
+            #[serde(default)]
+            pub b64data: String,
+            #[serde(default)]
+            pub tags: HashMap<String, String>,
+            #[serde(default)]
+            pub idempotency_key: String,
+            #[serde(default)]
+            pub delta: bool,
+        }
+
+        impl $name {
+            /// The data and the idempotency key, checked.
+            pub fn payload(&self) -> Result<(::bytes::Bytes, Option<&str>), ApiError> {
+                let data = $crate::api::data_bytes(self.data.as_deref(), &self.b64data)?;
+                Ok((data, $crate::api::idempotency_key(&self.idempotency_key)?))
+            }
+        }
+    };
+}
+
 pub mod map;
 use wshub_protocol::codes::error as ec;
 use wshub_protocol::{ClientInfo, Publication};
@@ -98,40 +129,22 @@ fn params<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, RequestError> 
     }
 }
 
-/// `publish` parameters.
-#[derive(Debug, Deserialize)]
-pub struct PublishParams {
-    pub channel: String,
-    pub data: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub b64data: String,
-    #[serde(default)]
-    pub skip_history: bool,
-    #[serde(default)]
-    pub tags: HashMap<String, String>,
-    #[serde(default)]
-    pub idempotency_key: String,
-    /// Delta subscribers get it as a delta against the previous publication.
-    #[serde(default)]
-    pub delta: bool,
+publishing_params! {
+    /// `publish` parameters.
+    PublishParams {
+        channel: String,
+        #[serde(default)]
+        skip_history: bool,
+    }
 }
 
-/// `broadcast` parameters.
-#[derive(Debug, Deserialize)]
-pub struct BroadcastParams {
-    pub channels: Vec<String>,
-    pub data: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub b64data: String,
-    #[serde(default)]
-    pub skip_history: bool,
-    #[serde(default)]
-    pub tags: HashMap<String, String>,
-    /// Per channel, as for `publish`.
-    #[serde(default)]
-    pub idempotency_key: String,
-    #[serde(default)]
-    pub delta: bool,
+publishing_params! {
+    /// `broadcast` parameters (the idempotency key counts per channel, as for `publish`).
+    BroadcastParams {
+        channels: Vec<String>,
+        #[serde(default)]
+        skip_history: bool,
+    }
 }
 
 /// The longest `idempotency_key` accepted (it becomes part of a key in the engine).
@@ -144,7 +157,7 @@ fn idempotency_key(k: &str) -> Result<Option<&str>, ApiError> {
     Ok((!k.is_empty()).then_some(k))
 }
 
-fn data_bytes(data: Option<Box<RawValue>>, b64: &str) -> Result<Bytes, ApiError> {
+fn data_bytes(data: Option<&RawValue>, b64: &str) -> Result<Bytes, ApiError> {
     if !b64.is_empty() {
         return base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -393,11 +406,11 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             let data: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
             Ok(if out.is_empty() { json!({}) } else { json!({ "data": data }) })
         }
-        ApiRequest::Publish(p) => {
-            let data = data_bytes(p.data, &p.b64data)?;
-            let key = idempotency_key(&p.idempotency_key)?;
+        ApiRequest::Publish(mut p) => {
+            let tags = std::mem::take(&mut p.tags);
+            let (data, key) = p.payload()?;
             Ok(position(
-                node.publish_with_delta(&p.channel, data, None, p.skip_history, p.tags, key, p.delta)
+                node.publish_with_delta(&p.channel, data, None, p.skip_history, tags, key, p.delta)
                     .await?,
             ))
         }
@@ -405,8 +418,7 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
             if p.channels.is_empty() {
                 return Err(ApiError::bad_request("channels required"));
             }
-            let data = data_bytes(p.data, &p.b64data)?;
-            let key = idempotency_key(&p.idempotency_key)?;
+            let (data, key) = p.payload()?;
             let mut responses = Vec::with_capacity(p.channels.len());
             for ch in &p.channels {
                 let published = node

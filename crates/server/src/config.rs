@@ -240,7 +240,7 @@ pub struct Loaded {
     /// Keys present in the file or environment that wshub does not know.
     pub unknown_keys: Vec<String>,
     /// Centrifugo keys wshub does not implement yet, set to a value it ignores: one
-    /// message each, naming the key and its issue ([`planned::PLANNED`]).
+    /// message each, naming the key and its issue ([`planned::planned`]).
     pub not_implemented: Vec<String>,
 }
 

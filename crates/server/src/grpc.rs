@@ -1,6 +1,6 @@
 //! gRPC, as Centrifugo speaks it: the server API (`centrifugal.centrifugo.api.CentrifugoApi`,
 //! [`api`]) and the proxies to `grpc://` backends (`centrifugal.centrifugo.proxy.CentrifugoProxy`,
-//! [`proxy`]), wire-compatible with Centrifugo's published `.proto` files (`proto/`).
+//! [`proxy`]), wire-compatible with Centrifugo's published `.proto` files (`vendor/centrifugo/`).
 //!
 //! Messages are read and written through descriptors (prost-reflect) and transcoded to and
 //! from the JSON of the HTTP API and HTTP proxies ([`transcode`]): the JSON implementation
@@ -20,7 +20,7 @@ use tonic::Status;
 use wshub_core::node::ApiError;
 use wshub_protocol::codes::error as ec;
 
-/// The descriptor set that `build.rs` compiles from `proto/`.
+/// The descriptor set that `build.rs` compiles from `vendor/centrifugo/`.
 pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/centrifugo_descriptors.bin"));
 
 /// Centrifugo's server API service.

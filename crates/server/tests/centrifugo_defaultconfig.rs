@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use wshub_server::config::planned::{centrifugo_defaults, entry, Planned, PLANNED};
+use wshub_server::config::planned::{centrifugo_defaults, entry, planned, Planned};
 use wshub_server::config::{keys, listen_addr, load, Config, LoadError, Loaded};
 
 fn fixture() -> PathBuf {
@@ -155,7 +155,7 @@ fn file_with(path: &str, v: Value) -> Value {
 
 #[test]
 fn planned_keys_stop_or_warn_naming_their_issue() {
-    for p in PLANNED {
+    for p in planned() {
         let path = concrete(p);
         let value = other_than(default_at(&path));
         let shown = path
@@ -192,11 +192,11 @@ fn planned_keys_stop_or_warn_naming_their_issue() {
 #[test]
 fn planned_keys_are_centrifugo_keys_wshub_does_not_know() {
     let known = serde_json::to_value(Config::default()).unwrap();
-    for p in PLANNED {
+    for p in planned() {
         let path = concrete(p);
         let root = file_with(&path, default_at(&path).clone());
         let unknown = keys::unknown(&root, &known);
-        assert!(!unknown.is_empty(), "{path} is a wshub key now: remove it from PLANNED");
+        assert!(!unknown.is_empty(), "{path} is a wshub key now: remove it from planned.toml");
     }
 }
 
@@ -240,7 +240,7 @@ fn defaults_written_otherwise_and_misspellings() {
 #[test]
 fn readme_lists_every_planned_key() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    for p in PLANNED {
+    for p in planned() {
         let row = readme
             .lines()
             .find(|l| l.starts_with('|') && l.contains(&format!("`{}`", p.key)))

@@ -24,6 +24,14 @@ async fn node(redis: &RedisServer, prefix: &str, extra: Value) -> TestServer {
     TestServer::node(&node_config(base, extra)).await
 }
 
+/// Two nodes sharing a Redis of their own, both with `extra`.
+async fn two_nodes(extra: Value) -> (RedisServer, TestServer, TestServer) {
+    let redis = RedisServer::start().await;
+    let p = prefix();
+    let (a, b) = (node(&redis, &p, extra.clone()).await, node(&redis, &p, extra).await);
+    (redis, a, b)
+}
+
 fn prefix() -> String {
     format!("rl{}", rand::random::<u32>())
 }
@@ -74,13 +82,10 @@ async fn api(server: &TestServer, method: &str, body: &str) -> u16 {
 /// whichever node serves the commands over it; another user is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_rate_is_per_user_across_nodes() {
-    let redis = RedisServer::start().await;
-    let p = prefix();
     // 4 per second, burst 4: the sixteen commands below take well under the 250 ms of a
     // refill token, and one refill at most is allowed for. (Per connection, each would have
     // 3 left after its connect: 6 served.)
-    let extra = json!({"client": {"command_rate_limit": 4, "command_rate_limit_scope": "cluster"}});
-    let (a, b) = (node(&redis, &p, extra.clone()).await, node(&redis, &p, extra).await);
+    let (_redis, a, b) = two_nodes(json!({"client": {"command_rate_limit": 4, "command_rate_limit_scope": "cluster"}})).await;
     let (mut on_a, mut on_b) = (User::connect(&a, "u").await, User::connect(&b, "u").await);
     let (mut codes_a, mut codes_b) = (Vec::new(), Vec::new());
     for i in 2..10 {
@@ -99,11 +104,8 @@ async fn command_rate_is_per_user_across_nodes() {
 /// The API rate per key is one budget: once node A spent it, node B answers 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_rate_is_per_key_across_nodes() {
-    let redis = RedisServer::start().await;
-    let p = prefix();
     // One call per second.
-    let extra = json!({"http_api": {"rate_limit": 1, "rate_limit_scope": "cluster"}});
-    let (a, b) = (node(&redis, &p, extra.clone()).await, node(&redis, &p, extra).await);
+    let (_redis, a, b) = two_nodes(json!({"http_api": {"rate_limit": 1, "rate_limit_scope": "cluster"}})).await;
     assert_eq!(api(&a, "info", "{}").await, 200);
     assert_eq!(api(&b, "info", "{}").await, 429, "node B sees node A's call");
     assert_eq!(api(&a, "info", "{}").await, 429);
@@ -112,10 +114,8 @@ async fn api_rate_is_per_key_across_nodes() {
 /// New connections per IP are one budget: once node A admitted it, node B answers 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_rate_per_ip_is_shared_across_nodes() {
-    let redis = RedisServer::start().await;
-    let p = prefix();
-    let extra = json!({"client": {"connection_rate_limit_per_ip": 1, "connection_rate_limit_per_ip_scope": "cluster"}});
-    let (a, b) = (node(&redis, &p, extra.clone()).await, node(&redis, &p, extra).await);
+    let (_redis, a, b) =
+        two_nodes(json!({"client": {"connection_rate_limit_per_ip": 1, "connection_rate_limit_per_ip_scope": "cluster"}})).await;
     let (status, _, _) = raw_http(a.addr, &upgrade_request("x", "")).await;
     assert_eq!(status, 101);
     let (status, _, body) = raw_http(b.addr, &upgrade_request("x", "")).await;

@@ -10,14 +10,9 @@ use wshub_core::token::make_hs256;
 use wshub_server::config::Config;
 use wshub_websocket::{Event, MessageKind};
 
-const SECRET: &str = "node-test-secret";
-const KEY: &str = "node-test-key";
-
 fn config(extra: Value) -> Config {
-    node_config(
+    keyed_config(
         json!({
-            "http_api": {"key": KEY},
-            "client": {"token": {"hmac_secret_key": SECRET}},
             "websocket": {"message_size_limit": 4096},
             "channel": {
                 "without_namespace": {"allow_subscribe_for_client": true},

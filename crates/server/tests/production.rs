@@ -16,14 +16,9 @@ use wshub_core::token::make_hs256;
 use wshub_server::config::Config;
 use wshub_websocket::{Event, MessageKind};
 
-const SECRET: &str = "prod-secret";
-const KEY: &str = "prod-key";
-
 fn config(extra: Value) -> Config {
-    node_config(
+    keyed_config(
         json!({
-            "http_api": {"key": KEY},
-            "client": {"token": {"hmac_secret_key": SECRET}},
             "channel": {"without_namespace": {"allow_subscribe_for_client": true, "presence": true, "join_leave": true}}
         }),
         extra,
@@ -37,6 +32,16 @@ async fn node_server(extra: Value) -> (TestServer, Arc<Node>) {
 
 fn token(user: &str) -> String {
     make_hs256(SECRET, &json!({"sub": user})).unwrap()
+}
+
+/// The statuses of `n` WebSocket upgrades in a row.
+async fn upgrade_statuses(server: &TestServer, n: usize) -> Vec<u16> {
+    let host = server.addr.to_string();
+    let mut statuses = Vec::with_capacity(n);
+    for _ in 0..n {
+        statuses.push(raw_http(server.addr, &upgrade(&host)).await.0);
+    }
+    statuses
 }
 
 /// Connects and subscribes a JSON client over `c`.
@@ -104,21 +109,13 @@ async fn connection_limit_and_rates() {
     server.stop().await;
 
     let (server, _) = node_server(json!({"client": {"connection_rate_limit_per_ip": 3}})).await;
-    let host = server.addr.to_string();
-    let mut statuses = Vec::new();
-    for _ in 0..5 {
-        statuses.push(raw_http(server.addr, &upgrade(&host)).await.0);
-    }
+    let statuses = upgrade_statuses(&server, 5).await;
     assert_eq!(&statuses[..3], &[101, 101, 101]);
     assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
     server.stop().await;
 
     let (server, _) = node_server(json!({"client": {"connection_rate_limit": 2}})).await;
-    let host = server.addr.to_string();
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(raw_http(server.addr, &upgrade(&host)).await.0);
-    }
+    let statuses = upgrade_statuses(&server, 4).await;
     assert_eq!(statuses, vec![101, 101, 503, 503]);
     server.stop().await;
 

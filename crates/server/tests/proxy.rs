@@ -7,15 +7,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use wshub_core::config::NodeConfig;
 use wshub_core::proxy::{call, Answer, Caller, Endpoints, ProxyFailure, RpcResultBody};
 use wshub_server::proxy::HttpProxy;
 
+mod common;
+use common::Cert;
+
 #[derive(Clone, Copy)]
 enum Mode {
     Json,
+    /// JSON saying it came over TLS.
+    Tls,
     Garbage,
     Status500,
     Silent,
@@ -33,21 +38,40 @@ struct Seen {
 
 /// A backend on a free loopback port; every request is answered per `mode`.
 async fn backend(mode: Mode) -> (String, Arc<Seen>) {
+    backend_over(mode, None).await
+}
+
+/// [`backend`], over TLS with `tls`'s certificate when given (`https://`).
+async fn backend_over(mode: Mode, tls: Option<wshub_server::tls::TlsAcceptor>) -> (String, Arc<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/proxy", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/proxy", l.local_addr().unwrap());
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = l.accept().await.unwrap();
-            s.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(stream, mode, s.clone()));
+            let (tcp, _) = l.accept().await.unwrap();
+            let (tls, s) = (tls.clone(), s.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        s.connections.fetch_add(1, Ordering::SeqCst);
+                        serve(tcp, mode, s).await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            s.connections.fetch_add(1, Ordering::SeqCst);
+                            serve(stream, mode, s).await;
+                        }
+                    }
+                }
+            });
         }
     });
     (url, seen)
 }
 
-async fn serve(mut stream: TcpStream, mode: Mode, seen: Arc<Seen>) {
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, mode: Mode, seen: Arc<Seen>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -57,6 +81,7 @@ async fn serve(mut stream: TcpStream, mode: Mode, seen: Arc<Seen>) {
             seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let (status, body) = match mode {
                 Mode::Json => ("200 OK", r#"{"result":{"data":{"ok":true}}}"#),
+                Mode::Tls => ("200 OK", r#"{"result":{"data":{"tls":true}}}"#),
                 Mode::Garbage => ("200 OK", "<html>oops</html>"),
                 Mode::Status500 => ("500 Internal Server Error", ""),
                 Mode::Silent => {
@@ -170,46 +195,16 @@ async fn requests_in_flight_are_bounded_per_endpoint() {
     assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
 }
 
-fn tls_files(cert: &std::path::Path, key: &std::path::Path) -> wshub_server::config::Tls {
-    wshub_server::config::Tls {
-        enabled: true,
-        cert_pem: cert.to_str().unwrap().into(),
-        key_pem: key.to_str().unwrap().into(),
-        ..Default::default()
-    }
-}
-
 /// An `https://` endpoint whose certificate is trusted through `http.tls.server_ca_pem`; the
 /// same endpoint without that CA fails (unreachable: the certificate is not trusted).
 #[tokio::test]
 async fn https_endpoints_with_a_configured_ca() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wshub-proxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let acceptor = wshub_server::tls::acceptor("test", &tls_files(&cert_path, &key_path)).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}/proxy", l.local_addr().unwrap());
-    let seen = Arc::new(Seen::default());
-    let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = l.accept().await.unwrap();
-            let (acceptor, s) = (acceptor.clone(), s.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    s.connections.fetch_add(1, Ordering::SeqCst);
-                    serve_tls(tls, s).await;
-                }
-            });
-        }
-    });
+    let cert = Cert::for_host("127.0.0.1", "proxy");
+    let (url, seen) = backend_over(Mode::Tls, Some(cert.acceptor())).await;
     let mut c = NodeConfig::default();
     c.proxy.rpc.proxy.endpoint = url.clone();
     c.proxy.rpc.proxy.http.tls.enabled = true;
-    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.cert.pem();
+    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.pem.clone();
     c.proxy.rpc.without_namespace.proxy_enabled = true;
     let e = Endpoints::build(&c).unwrap();
     let t = HttpProxy::new(&e).unwrap();
@@ -222,24 +217,4 @@ async fn https_endpoints_with_a_configured_ca() {
     let e = Endpoints::build(&c).unwrap();
     let t = HttpProxy::new(&e).unwrap();
     assert!(matches!(rpc(&e, &t).await, Err(ProxyFailure::Unreachable(_))));
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn serve_tls(mut stream: wshub_server::tls::TlsStream, seen: Arc<Seen>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(head) = wshub_testkit::take_request(&mut buf) {
-            seen.heads.lock().push(head);
-            let body = r#"{"result":{"data":{"tls":true}}}"#;
-            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            if stream.write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }

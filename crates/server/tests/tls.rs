@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TestServer, LIMIT};
+use common::{Cert, TestServer, LIMIT};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,47 +37,6 @@ async fn tls_connect(addr: std::net::SocketAddr, cert_der: &[u8]) -> tokio_rustl
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap()
-}
-
-/// A self-signed certificate for `localhost` in PEM files under a fresh directory.
-struct Cert {
-    dir: std::path::PathBuf,
-    cert_path: std::path::PathBuf,
-    key_path: std::path::PathBuf,
-    der: Vec<u8>,
-}
-
-impl Cert {
-    fn new(name: &str) -> Cert {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let dir = std::env::temp_dir().join(format!("wshub-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-        Cert {
-            dir,
-            cert_path,
-            key_path,
-            der: cert.cert.der().to_vec(),
-        }
-    }
-
-    fn acceptor(&self) -> wshub_server::tls::TlsAcceptor {
-        let tls = wshub_server::config::Tls {
-            enabled: true,
-            cert_pem: self.cert_path.to_str().unwrap().into(),
-            key_pem: self.key_path.to_str().unwrap().into(),
-            ..Default::default()
-        };
-        wshub_server::tls::acceptor("test", &tls).unwrap()
-    }
-}
-
-impl Drop for Cert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A server stream and a tokio-rustls client stream over a loopback TCP connection.
@@ -150,24 +109,15 @@ async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, conn: &mut C
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_end_to_end() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wshub-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let cfg_path = dir.join("config.json");
-    let cfg = json!({
-        "http_server": {"tls": {"enabled": true, "cert_pem_file": cert_path, "key_pem_file": key_path}},
+    let cert = Cert::new("e2e");
+    let (_node, sc) = cert.build(json!({
+        "http_server": {"tls": cert.section()},
         "http_api": {"key": "k"},
         "client": {"token": {"hmac_secret_key": "s"}},
         "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     let server = TestServer::start(sc).await;
-    let der = cert.cert.der().to_vec();
+    let der = cert.der.clone();
 
     // A plain-text client on the TLS port gets no HTTP answer.
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
@@ -204,7 +154,6 @@ async fn wss_end_to_end() {
     let push = next_message(&mut s, &mut conn).await;
     assert!(push.contains(r#""data":{"over":"tls"}"#), "{push}");
     server.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -442,18 +391,14 @@ async fn stream_garbage_instead_of_client_hello() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_large_and_many_messages_and_close() {
     let cert = Cert::new("wsbig");
-    let cfg_path = cert.dir.join("config.json");
-    let cfg = json!({
-        "http_server": {"tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path}},
+    let (_node, sc) = cert.build(json!({
+        "http_server": {"tls": cert.section()},
         "client": {"allow_anonymous_connect_without_token": true},
         "channel": {"without_namespace": {
             "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
             "allow_publish_for_client": true, "allow_publish_for_anonymous": true
         }}
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     let server = TestServer::start(sc).await;
 
     let mut s = tls_connect(server.addr, &cert.der).await;
@@ -540,18 +485,14 @@ async fn wss_large_and_many_messages_and_close() {
 async fn internal_tls_is_on_the_internal_port_only() {
     let cert = Cert::new("internal");
     let internal_port = wshub_testkit::free_port();
-    let cfg_path = cert.dir.join("config.json");
-    let cfg = json!({
+    let (_node, sc) = cert.build(json!({
         "http_server": {
             "internal_port": internal_port.to_string(),
             "internal_address": "127.0.0.1",
-            "internal_tls": {"enabled": true, "cert_pem_file": cert.cert_path, "key_pem_file": cert.key_path},
+            "internal_tls": cert.section(),
         },
         "http_api": {"key": "k"},
-    });
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let loaded = wshub_server::config::load(Some(&cfg_path), Vec::<(String, String)>::new(), &[]).unwrap();
-    let (_node, sc) = wshub_server::app::build(&loaded.config).unwrap();
+    }));
     assert!(sc.tls.is_none(), "the clients' port stays plain");
     let listener = wshub_server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let main = listener.local_addr().unwrap();

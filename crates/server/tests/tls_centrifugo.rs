@@ -280,6 +280,29 @@ fn transports() -> Value {
     })
 }
 
+/// `POST /api/info` with the API key over `send`.
+async fn api_info(
+    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    scheme: &str,
+    authority: &str,
+) -> (u16, http::Version, String) {
+    request(
+        send,
+        "POST",
+        &format!("{scheme}://{authority}/api/info"),
+        &[("x-api-key", KEY)],
+        "{}",
+    )
+    .await
+}
+
+/// An HTTP-streaming session opens over `send`, on HTTP/2, with a client id.
+async fn assert_http_stream_connects(send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>, authority: &str) {
+    let (status, version, connect) = http_stream_connect(send, authority).await;
+    assert_eq!((status, version), (200, http::Version::HTTP_2));
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+}
+
 /// An HTTP-streaming connect over `send`: the connect reply's first line.
 async fn http_stream_connect(
     send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
@@ -306,28 +329,12 @@ async fn http2_over_tls_for_the_api_and_the_http_transports() {
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut send = h2(s).await;
     let authority = format!("localhost:{}", node.main.port());
-    let (status, version, body) = request(
-        &mut send,
-        "POST",
-        &format!("https://{authority}/api/info"),
-        &[("x-api-key", KEY)],
-        "{}",
-    )
-    .await;
+    let (status, version, body) = api_info(&mut send, "https", &authority).await;
     assert_eq!((status, version), (200, http::Version::HTTP_2), "{body}");
     assert!(body.contains("\"nodes\""), "{body}");
     // Streams on the same connection: an HTTP-streaming session, then the API again.
-    let (status, version, connect) = http_stream_connect(&mut send, &authority).await;
-    assert_eq!((status, version), (200, http::Version::HTTP_2));
-    assert!(connect["connect"]["client"].is_string(), "{connect}");
-    let (status, _, body) = request(
-        &mut send,
-        "POST",
-        &format!("https://{authority}/api/info"),
-        &[("x-api-key", KEY)],
-        "{}",
-    )
-    .await;
+    assert_http_stream_connects(&mut send, &authority).await;
+    let (status, _, body) = api_info(&mut send, "https", &authority).await;
     assert_eq!(status, 200, "{body}");
     // A WebSocket client offers http/1.1 only and is upgraded as before.
     let mut s = tls(node.main, client_config(&pki, &[b"http/1.1"], None)).await.unwrap();
@@ -345,17 +352,8 @@ async fn h2c_external_serves_http2_with_prior_knowledge_beside_http1() {
     let node = Node::start(cfg).await;
     let mut send = h2(TcpStream::connect(node.main).await.unwrap()).await;
     let authority = node.main.to_string();
-    let (status, version, connect) = http_stream_connect(&mut send, &authority).await;
-    assert_eq!((status, version), (200, http::Version::HTTP_2));
-    assert!(connect["connect"]["client"].is_string(), "{connect}");
-    let (status, version, _) = request(
-        &mut send,
-        "POST",
-        &format!("http://{authority}/api/info"),
-        &[("x-api-key", KEY)],
-        "{}",
-    )
-    .await;
+    assert_http_stream_connects(&mut send, &authority).await;
+    let (status, version, _) = api_info(&mut send, "http", &authority).await;
     assert_eq!((status, version), (200, http::Version::HTTP_2));
     // HTTP/1.1 and WebSocket on the same port as before.
     assert!(get1(TcpStream::connect(node.main).await.unwrap(), "/")

@@ -37,6 +37,32 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A directory of a test's own ([`temp_dir`]), removed when dropped; kept when the test
+/// fails, for the logs in it. Declared before the processes that write there, it outlives them.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        TempDir(temp_dir(name))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A free port below the ephemeral range (32768+), so that no client socket takes it while
 /// a node restarts on it.
 pub fn free_port() -> u16 {

@@ -49,18 +49,31 @@ async function connectAndSubscribe(client, channel) {
   return { sub, clientId };
 }
 
-test('admin page in headless Chromium', { timeout: 120000 }, async () => {
+/** Runs `body({ server, client, page })` against a server with the admin settings `admin`:
+ * a headless page 1280 px wide and a centrifuge-js client of alice (not connected yet); then
+ * checks that the page had no script error, and stops everything. */
+async function onAdminPage(admin, body) {
   mkdirSync(SHOTS, { recursive: true });
   const config = baseConfig();
-  config.admin = { enabled: true, password: PASSWORD, secret: 'admin-test-secret' };
+  config.admin = admin;
   const server = await startServer(config);
   const browser = await launchChromium();
   const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
   try {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e));
+    await body({ server, client, page });
+    assert.deepEqual(pageErrors, [], 'no script error on the page');
+  } finally {
+    client.disconnect();
+    await browser.close();
+    await server.stop();
+  }
+}
+
+test('admin page in headless Chromium', { timeout: 120000 }, async () => {
+  await onAdminPage({ enabled: true, password: PASSWORD, secret: 'admin-test-secret' }, async ({ server, client, page }) => {
     const base = `http://127.0.0.1:${server.port}`;
 
     // Without a session the page shows the login form, and the API refuses the browser.
@@ -142,28 +155,14 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
     })).status), 401);
     await page.screenshot({ path: `${SHOTS}09-logged-out.png` });
-    assert.deepEqual(pageErrors, [], 'no script error on the page');
-  } finally {
-    client.disconnect();
-    await browser.close();
-    await server.stop();
-  }
+  });
 });
 
 // The admin page's "Server API" form: each method Centrifugo's admin offers, sent from the
 // page, its effect checked through the HTTP API (or on the SDK client it acts on); at
 // 1280 px wide nothing is cut off (the connections' user column and disconnect buttons).
 test('admin page: every server API method from its form, at 1280 px', { timeout: 120000 }, async () => {
-  mkdirSync(SHOTS, { recursive: true });
-  const config = baseConfig();
-  config.admin = { enabled: true, insecure: true };
-  const server = await startServer(config);
-  const browser = await launchChromium();
-  const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
-  try {
-    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
-    const pageErrors = [];
-    page.on('pageerror', (e) => pageErrors.push(e));
+  await onAdminPage({ enabled: true, insecure: true }, async ({ server, client, page }) => {
     const { sub, clientId } = await connectAndSubscribe(client, 'chat:room');
     await page.goto(`http://127.0.0.1:${server.port}/admin`);
     await page.locator('#app-view').waitFor({ state: 'visible' });
@@ -233,12 +232,7 @@ test('admin page: every server API method from its form, at 1280 px', { timeout:
     const disconnected = once(client, 'disconnected');
     await ok('disconnect', { user: 'alice' });
     assert.equal((await disconnected).code, 3503);
-    assert.deepEqual(pageErrors, [], 'no script error on the page');
-  } finally {
-    client.disconnect();
-    await browser.close();
-    await server.stop();
-  }
+  });
 });
 
 // examples/browser: the page a newcomer copies, served from another port (so its origin

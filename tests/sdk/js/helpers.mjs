@@ -139,6 +139,25 @@ export async function subscribed(c, channel, opts = {}) {
   return s;
 }
 
+/** `[subscription, publications]`: a new subscription of client `c` to `channel`, resolved once
+ * subscribed, its publications gathered from the start. */
+export async function subscribedCollecting(c, channel, opts = {}) {
+  const s = c.newSubscription(channel, opts);
+  const pubs = collect(s, 'publication');
+  s.subscribe();
+  await once(s, 'subscribed');
+  return [s, pubs];
+}
+
+/** The code with which `channel` is refused to client `c` (the SDK turns a non-temporary
+ * subscribe error into 'unsubscribed' with its code). */
+export async function refusal(c, channel) {
+  const s = c.newSubscription(channel);
+  const unsubscribed = once(s, 'unsubscribed');
+  s.subscribe();
+  return (await unsubscribed).code;
+}
+
 /** Collects events `name` of `emitter` into an array. */
 export function collect(emitter, name) {
   const out = [];

@@ -13,7 +13,7 @@ import { createServer } from 'node:http';
 import EventSource from 'eventsource';
 import * as json from 'centrifuge';
 import * as proto from 'centrifuge/build/protobuf';
-import { startServer, token, once, collect, waitFor, now, baseConfig, freePort } from './helpers.mjs';
+import { startServer, token, once, waitFor, now, baseConfig, freePort, subscribedCollecting } from './helpers.mjs';
 
 /** The application backend's RPC proxy endpoint: echoes the call, records what it got. */
 async function startRpcBackend() {
@@ -138,10 +138,7 @@ for (const [transport, format, lib] of cases) {
       c.connect();
       const ctx = await once(c, 'connected');
       assert.equal(ctx.transport, transport);
-      const s = c.newSubscription('chat:room');
-      const pubs = collect(s, 'publication');
-      s.subscribe();
-      await once(s, 'subscribed');
+      const [s, pubs] = await subscribedCollecting(c, 'chat:room');
       await server.api('publish', { channel: 'chat:room', data: { n: 1 } });
       await waitFor(() => pubs.length === 1, 10000, 'the publication');
       assert.deepEqual(dec(pubs[0].data), { n: 1 });
@@ -159,10 +156,7 @@ for (const [transport, format, lib] of cases) {
       const c = client({ token: token({ sub: 'bob', exp: now() + 3600 }) });
       c.connect();
       await once(c, 'connected');
-      const s = c.newSubscription('chat:recover');
-      const pubs = collect(s, 'publication');
-      s.subscribe();
-      await once(s, 'subscribed');
+      const [s, pubs] = await subscribedCollecting(c, 'chat:recover');
       await server.api('publish', { channel: 'chat:recover', data: { n: 1 } });
       await waitFor(() => pubs.length === 1, 10000, 'the first publication');
       // The network breaks, and stays broken until the test says so.

@@ -72,6 +72,21 @@ function subscribe(p, name) {
   });
 }
 
+/** Connects `a` and `b` and subscribes both to `channel`: their channel objects. */
+async function bothOn(a, b, channel) {
+  await Promise.all([connected(a), connected(b)]);
+  const [cha] = await subscribe(a, channel);
+  const [chb] = await subscribe(b, channel);
+  return [cha, chb];
+}
+
+/** `{ seen }`, true once `event` reached `ch` (for events that must not arrive). */
+function watch(ch, event) {
+  const w = { seen: false };
+  ch.bind(event, () => { w.seen = true; });
+  return w;
+}
+
 function next(ch, event, ms = 10000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ${event} on ${ch.name}`)), ms);
@@ -153,18 +168,15 @@ test('an API event reaches pusher-js and centrifuge-js; a Centrifugo publish rea
 test('apps are isolated: the same channel name in another app is another channel', async () => {
   const a = client(server.port);
   const b = client(server.port, { app: QUIET });
-  await Promise.all([connected(a), connected(b)]);
-  const [cha] = await subscribe(a, 'shared');
-  const [chb] = await subscribe(b, 'shared');
-  let leaked = false;
-  chb.bind('e', () => { leaked = true; });
+  const [cha, chb] = await bothOn(a, b, 'shared');
+  const leaked = watch(chb, 'e');
   const got = next(cha, 'e');
   await serverSdk(server.port).trigger('shared', 'e', { x: 1 });
   await got;
   const gotQuiet = next(chb, 'q');
   await serverSdk(server.port, QUIET).trigger('shared', 'q', { y: 2 });
   assert.deepEqual((await gotQuiet)[0], { y: 2 });
-  assert.equal(leaked, false);
+  assert.equal(leaked.seen, false);
   a.disconnect();
   b.disconnect();
 });
@@ -230,11 +242,8 @@ test('presence counts members per user, tells the others, and the API lists them
 test('client events go to the others on private channels, never back to the sender', async () => {
   const a = client(server.port, { user: { id: 'a' } });
   const b = client(server.port, { user: { id: 'b' } });
-  await Promise.all([connected(a), connected(b)]);
-  const [cha] = await subscribe(a, 'presence-typing');
-  const [chb] = await subscribe(b, 'presence-typing');
-  let echoed = false;
-  cha.bind('client-typing', () => { echoed = true; });
+  const [cha, chb] = await bothOn(a, b, 'presence-typing');
+  const echoed = watch(cha, 'client-typing');
   const got = next(chb, 'client-typing');
   assert.equal(cha.trigger('client-typing', { who: 'a' }), true);
   const [data, meta] = await got;
@@ -244,7 +253,7 @@ test('client events go to the others on private channels, never back to the send
   const marker = next(cha, 'client-marker');
   chb.trigger('client-marker', {});
   await marker;
-  assert.equal(echoed, false);
+  assert.equal(echoed.seen, false);
 
   // Not on a public channel, nor in an app without client messages.
   const [pub] = await subscribe(a, 'public-x');

@@ -1,4 +1,4 @@
-"""Python modules generated from Centrifugo's .proto files (crates/server/proto) with
+"""Python modules generated from Centrifugo's .proto files (crates/server/vendor/centrifugo) with
 grpcio-tools, as a backend team would generate them: the tests use them unchanged."""
 
 import importlib
@@ -8,12 +8,12 @@ import tempfile
 
 import pytest
 
-PROTO_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "crates", "server", "proto"))
+PROTO_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "crates", "server", "vendor", "centrifugo"))
 _OUT = None
 
 
 def generated(name):
-    """`(name_pb2, name_pb2_grpc)` for proto/<name>.proto, generated once per process."""
+    """`(name_pb2, name_pb2_grpc)` for vendor/centrifugo/<name>.proto, generated once per process."""
     global _OUT
     try:
         from grpc_tools import protoc

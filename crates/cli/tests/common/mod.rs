@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 pub use wshub_testkit::{free_port, http, http_head, temp_dir, unique, wait_until, LIMIT};
 
+pub mod watch;
+
 /// The API key of the nodes these helpers start.
 pub const API_KEY: &str = "k";
 

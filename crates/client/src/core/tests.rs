@@ -76,6 +76,30 @@ fn error_frame(id: u32, code: u32, message: &str) -> Bytes {
     })
 }
 
+/// A core whose transport opened now, before the connect reply; the time, and the connect
+/// command's id.
+fn opened() -> (ClientCore, Instant, u32) {
+    let t0 = Instant::now();
+    let mut c = core();
+    c.connect();
+    let _ = actions(&mut c);
+    c.handle_open(t0);
+    let id = sent(&mut c)[0].id;
+    (c, t0, id)
+}
+
+/// A core that asked for `subscriptions` (channel, recoverable) before connecting, connected
+/// now; and the time it connected at.
+fn connected_with(subscriptions: &[(&str, bool)]) -> (ClientCore, Instant) {
+    let t0 = Instant::now();
+    let mut c = core();
+    for (channel, recoverable) in subscriptions {
+        c.subscribe(channel, *recoverable, "");
+    }
+    connected(&mut c, t0);
+    (c, t0)
+}
+
 fn connected(c: &mut ClientCore, now: Instant) {
     c.connect();
     assert_eq!(actions(c), vec![Action::OpenTransport]);
@@ -101,10 +125,7 @@ fn connected(c: &mut ClientCore, now: Instant) {
 
 #[test]
 fn connect_then_subscribe_and_receive() {
-    let t0 = Instant::now();
-    let mut c = core();
-    c.subscribe("news", true, "");
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[("news", true)]);
     let cmds = sent(&mut c);
     let sub = cmds[0].subscribe.as_ref().unwrap();
     assert_eq!((sub.channel.as_str(), sub.recover), ("news", false));
@@ -142,10 +163,7 @@ fn connect_then_subscribe_and_receive() {
 
 #[test]
 fn reconnect_with_backoff_and_recover() {
-    let t0 = Instant::now();
-    let mut c = core();
-    c.subscribe("news", true, "");
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[("news", true)]);
     let id = sent(&mut c)[0].id;
     c.handle_frame(subscribed_reply(id, 9), t0);
     let _ = events(&mut c);
@@ -279,12 +297,7 @@ fn terminal_codes_stop() {
 
 #[test]
 fn expired_token_is_refreshed() {
-    let t0 = Instant::now();
-    let mut c = core();
-    c.connect();
-    let _ = actions(&mut c);
-    c.handle_open(t0);
-    let id = sent(&mut c)[0].id;
+    let (mut c, t0, id) = opened();
     c.handle_frame(error_frame(id, 109, "token expired"), t0);
     assert_eq!(actions(&mut c), vec![Action::RefreshToken, Action::CloseTransport]);
     c.handle_close(1000, "", t0);
@@ -298,9 +311,7 @@ fn expired_token_is_refreshed() {
 
 #[test]
 fn pings_are_answered_and_their_absence_reconnects() {
-    let t0 = Instant::now();
-    let mut c = core();
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[]);
     let _ = actions(&mut c);
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(35)));
     let t1 = t0 + Duration::from_secs(25);
@@ -314,11 +325,7 @@ fn pings_are_answered_and_their_absence_reconnects() {
 
 #[test]
 fn resubscribe_on_2500_and_drop_on_2000() {
-    let t0 = Instant::now();
-    let mut c = core();
-    c.subscribe("a", false, "");
-    c.subscribe("b", false, "");
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[("a", false), ("b", false)]);
     let _ = sent(&mut c);
     c.handle_frame(unsub("a", 2500), t0);
     assert_eq!(sent(&mut c)[0].subscribe.as_ref().unwrap().channel, "a");
@@ -328,12 +335,7 @@ fn resubscribe_on_2500_and_drop_on_2000() {
 
 #[test]
 fn refreshes_before_expiry() {
-    let t0 = Instant::now();
-    let mut c = core();
-    c.connect();
-    let _ = actions(&mut c);
-    c.handle_open(t0);
-    let id = sent(&mut c)[0].id;
+    let (mut c, t0, id) = opened();
     c.handle_frame(
         frame(Reply {
             id,
@@ -372,9 +374,7 @@ fn callback_sub() -> SubscribeOptions {
 
 #[test]
 fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
-    let t0 = Instant::now();
-    let mut c = core();
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[]);
     c.subscribe_with("priv", callback_sub());
     // No subscribe yet: a token is asked for first, once.
     assert_eq!(actions(&mut c), vec![Action::SubscriptionToken("priv".into())]);
@@ -426,9 +426,7 @@ fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
 
 #[test]
 fn subscription_token_expired_reply_and_callback_failure() {
-    let t0 = Instant::now();
-    let mut c = core();
-    connected(&mut c, t0);
+    let (mut c, t0) = connected_with(&[]);
     c.subscribe_with("priv", callback_sub());
     actions(&mut c);
     c.handle_sub_token("priv", Ok("old".into()));

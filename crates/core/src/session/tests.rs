@@ -355,14 +355,7 @@ fn delta_subscribers_get_deltas_live_and_recovered() {
     assert_eq!(live[0]["push"]["pub"]["delta"], true, "delta against the last recovered one");
     assert_eq!(fossil_apply(&prev, &live[0]["push"]["pub"]), doc(6).into_bytes());
     // History through the API never shows the internal mark.
-    let h = now_or_never(node.history(
-        "chat:1",
-        HistoryQuery {
-            limit: -1,
-            ..Default::default()
-        },
-    ))
-    .unwrap();
+    let h = now_or_never(node.history("chat:1", HistoryQuery::ALL)).unwrap();
     assert!(h.publications.iter().all(|p| !p.delta));
 }
 

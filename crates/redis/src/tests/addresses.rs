@@ -22,16 +22,7 @@ async fn round_trip(cfg: RedisConfig) -> RedisEngine {
     };
     let pos = e.publish("rt", publication("hi"), &opts).await.unwrap();
     assert_eq!(r.wait_for(1).await, [format!("rt #{} hi", pos.offset)]);
-    let h = e
-        .history(
-            "rt",
-            HistoryQuery {
-                limit: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let h = e.history("rt", HistoryQuery::ALL).await.unwrap();
     assert_eq!(h.position, pos, "history holds it");
     let info = ClientInfo {
         client: "c1".into(),

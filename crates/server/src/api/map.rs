@@ -13,7 +13,7 @@ use wshub_core::subscription::map::ops::MapPublish;
 use wshub_core::subscription::map::state::KeyMode;
 use wshub_protocol::Publication;
 
-use super::{data_bytes, idempotency_key, params, RequestError};
+use super::{idempotency_key, params, RequestError};
 
 /// The map methods, as their paths name them.
 pub const METHODS: &[&str] = &[
@@ -25,23 +25,15 @@ pub const METHODS: &[&str] = &[
     "map_clear",
 ];
 
-#[derive(Debug, Deserialize)]
-pub struct PublishParams {
-    pub channel: String,
-    pub key: String,
-    pub data: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub b64data: String,
-    #[serde(default)]
-    pub tags: HashMap<String, String>,
-    #[serde(default)]
-    pub idempotency_key: String,
-    /// Delta subscribers get it as a delta against the key's previous data.
-    #[serde(default)]
-    pub delta: bool,
-    /// `""`, `"if_new"` or `"if_exists"`.
-    #[serde(default)]
-    pub key_mode: String,
+publishing_params! {
+    /// `map_publish` parameters (a delta is against the key's previous data).
+    PublishParams {
+        channel: String,
+        key: String,
+        /// `""`, `"if_new"` or `"if_exists"`.
+        #[serde(default)]
+        key_mode: String,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,19 +161,21 @@ fn read_limit(limit: i32) -> i64 {
 
 pub async fn call(node: &Node, request: MapRequest) -> Result<Value, ApiError> {
     match request {
-        MapRequest::Publish(p) => {
+        MapRequest::Publish(mut p) => {
             let key_mode = match p.key_mode.as_str() {
                 "" => KeyMode::Any,
                 "if_new" => KeyMode::IfNew,
                 "if_exists" => KeyMode::IfExists,
                 _ => return Err(ApiError::bad_request("bad request: key_mode must be \"if_new\" or \"if_exists\"")),
             };
+            let (key, tags) = (std::mem::take(&mut p.key), std::mem::take(&mut p.tags));
+            let (data, idempotency_key) = p.payload()?;
             let w = MapPublish {
-                key: p.key,
-                data: data_bytes(p.data, &p.b64data)?,
+                key,
+                data,
                 info: None,
-                tags: p.tags,
-                idempotency_key: idempotency_key(&p.idempotency_key)?.map(str::to_string),
+                tags,
+                idempotency_key: idempotency_key.map(str::to_string),
                 key_mode,
                 delta: p.delta,
             };

@@ -11,6 +11,7 @@
 
 use std::sync::OnceLock;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::keys::{is_default, lookup, refusal};
@@ -20,140 +21,61 @@ use super::LoadError;
 /// implement yet. Namespace options are written `namespace.<option>` (for
 /// `channel.without_namespace` and every namespace) and proxy settings `proxy.<key>` (for
 /// every proxy object: `client.proxy.*`, `channel.proxy.*`, `rpc.proxy`, `proxies[]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
-    pub key: &'static str,
+    pub key: String,
     /// The open issue that brings it.
     pub issue: u32,
     /// Set to anything but Centrifugo's default, the start stops (else: a warning).
     pub stops: bool,
     /// The missing feature, in the words of the messages and of the README.
-    pub what: &'static str,
+    pub what: String,
 }
 
-const fn stop(key: &'static str, issue: u32, what: &'static str) -> Planned {
-    Planned {
-        key,
-        issue,
-        stops: true,
-        what,
-    }
+/// A missing feature as `planned.toml` lists it: the keys that stop the start and those that
+/// only warn share the issue and the words.
+#[derive(Deserialize)]
+struct Feature {
+    issue: u32,
+    what: String,
+    #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default)]
+    warn: Vec<String>,
 }
 
-const fn warn(key: &'static str, issue: u32, what: &'static str) -> Planned {
-    Planned {
-        key,
-        issue,
-        stops: false,
-        what,
-    }
+#[derive(Deserialize)]
+struct Table {
+    feature: Vec<Feature>,
 }
 
-const TRANSFORMS: &str = "connect error transforms for unidirectional transports";
-
-/// The most specific entry covering a key wins (`grpc_api.enabled` before `grpc_api.*`).
-pub const PLANNED: &[Planned] = &[
-    // Map subscriptions.
-    // Maps are kept in memory only: on several nodes each would have its own.
-    stop("map_broker.type", 28, "a shared map broker (maps are kept in this node's memory)"),
-    warn("map_broker.*", 28, "a shared map broker"),
-    warn("channel.proxy.map_publish.*", 28, "the map publish and remove proxies"),
-    warn("channel.proxy.map_remove.*", 28, "the map publish and remove proxies"),
-    // Ignored, a client's map writes would be judged by the permissions, not the backend.
-    stop("namespace.map.publish_proxy_enabled", 28, "the map publish and remove proxies"),
-    stop("namespace.map.remove_proxy_enabled", 28, "the map publish and remove proxies"),
-    warn("namespace.map.publish_proxy_name", 28, "the map publish and remove proxies"),
-    warn("namespace.map.remove_proxy_name", 28, "the map publish and remove proxies"),
-    // Shared poll.
-    warn("shared_poll.*", 29, "shared poll"),
-    warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
-    warn("namespace.shared_poll.*", 29, "shared poll"),
-    // gRPC.
-    warn("grpc_api.reflection", 30, "gRPC server reflection"),
-    stop("uni_grpc.enabled", 30, "the unidirectional gRPC transport"),
-    warn("uni_grpc.*", 30, "the unidirectional gRPC transport"),
-    stop("proxy.grpc.tls.*", 30, "client certificates and TLS options for gRPC proxies"),
-    warn("channel.proxy.subscribe_stream.*", 30, "the subscribe stream proxy"),
-    stop("namespace.subscribe_stream_proxy_enabled", 30, "the subscribe stream proxy"),
-    warn("namespace.subscribe_stream_proxy_name", 30, "the subscribe stream proxy"),
-    warn("namespace.subscribe_stream_proxy_bidirectional", 30, "the subscribe stream proxy"),
-    // Brokers, presence managers, controllers and consumers.
-    stop("controller.enabled", 31, "a controller chosen apart from the engine"),
-    warn("controller.*", 31, "a controller chosen apart from the engine"),
-    // Consumers: the types wshub has not (`type` naming one stops the start) and the keys
-    // it does not read yet.
-    warn("consumers.kafka.*", 31, "Kafka consumers"),
-    warn("consumers.google_pub_sub.*", 31, "Google Pub/Sub consumers"),
-    warn("consumers.aws_sqs.*", 31, "AWS SQS consumers"),
-    warn("consumers.azure_service_bus.*", 31, "Azure Service Bus consumers"),
-    warn("consumers.redis_stream.client_name", 27, "this Redis connection key"),
-    warn("consumers.redis_stream.sentinel_client_name", 27, "this Redis connection key"),
-    warn("consumers.redis_stream.replica_client.*", 34, "reading from Redis replicas"),
-    // Observability and the operator's desk.
-    stop(
-        "opentelemetry.google_cloud_adc_auth",
-        32,
-        "Google Cloud credentials for the OpenTelemetry exporter",
-    ),
-    stop("debug.enabled", 32, "debug (profiling) endpoints"),
-    warn("debug.*", 32, "debug (profiling) endpoints"),
-    // The `metrics` crate's Prometheus exporter writes the text exposition format only,
-    // which cannot carry native (sparse) histograms: the classic buckets stay.
-    warn(
-        "prometheus.native_histograms",
-        32,
-        "Prometheus native histograms (the exporter writes the text format, classic buckets only)",
-    ),
-    warn("admin.web_path", 32, "a custom admin web UI"),
-    warn("admin.web_proxy_address", 32, "a custom admin web UI"),
-    // The Redis engine.
-    warn("engine.redis.client_name", 27, "this Redis connection key"),
-    warn("engine.redis.sentinel_client_name", 27, "this Redis connection key"),
-    warn("engine.redis.replica_client.*", 34, "reading from Redis replicas"),
-    warn("engine.redis.history_use_lists", 34, "this Redis storage option"),
-    warn("engine.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
-    warn("engine.redis.presence_user_mapping", 34, "this Redis storage option"),
-    // The same Redis keys in the broker's and the presence manager's own sections.
-    warn("broker.redis.client_name", 27, "this Redis connection key"),
-    warn("broker.redis.sentinel_client_name", 27, "this Redis connection key"),
-    warn("broker.redis.replica_client.*", 34, "reading from Redis replicas"),
-    warn("broker.redis.history_use_lists", 34, "this Redis storage option"),
-    warn("presence_manager.redis.client_name", 27, "this Redis connection key"),
-    warn("presence_manager.redis.sentinel_client_name", 27, "this Redis connection key"),
-    warn("presence_manager.redis.replica_client.*", 34, "reading from Redis replicas"),
-    warn("presence_manager.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
-    warn("presence_manager.redis.presence_user_mapping", 34, "this Redis storage option"),
-    // The broker wshub has not: `broker.type` naming it stops the start.
-    warn("broker.postgres.*", 31, "the PostgreSQL broker"),
-    // No issue of their own yet: issue 27 holds them.
-    stop("http_server.http3.enabled", 27, "HTTP/3"),
-    stop("webtransport.enabled", 27, "the WebTransport transport"),
-    warn("webtransport.*", 27, "the WebTransport transport"),
-    stop("swagger.enabled", 27, "the Swagger UI"),
-    warn("swagger.*", 27, "the Swagger UI"),
-    warn("client.concurrency", 27, "concurrent processing of a connection's commands"),
-    warn(
-        "client.presence_update_interval",
-        27,
-        "a presence refresh interval apart from the ping",
-    ),
-    warn("client.channel_position_check_delay", 27, "periodic stream position checks"),
-    warn("client.channel_position_max_time_lag", 27, "periodic stream position checks"),
-    stop("namespace.force_positioning", 27, "positioning without recovery"),
-    stop("namespace.allow_positioning", 27, "positioning without recovery"),
-    stop("namespace.force_recovery_mode", 27, "the cache recovery mode"),
-    stop("namespace.auto_cache_recover", 27, "the cache recovery mode"),
-    stop("client.connect_code_to_unidirectional_disconnect.enabled", 27, TRANSFORMS),
-    warn("client.connect_code_to_unidirectional_disconnect.*", 27, TRANSFORMS),
-    stop("uni_sse.connect_code_to_http_response.enabled", 27, TRANSFORMS),
-    warn("uni_sse.connect_code_to_http_response.*", 27, TRANSFORMS),
-    stop("uni_http_stream.connect_code_to_http_response.enabled", 27, TRANSFORMS),
-    warn("uni_http_stream.connect_code_to_http_response.*", 27, TRANSFORMS),
-    warn("uni_websocket.*", 27, "this unidirectional WebSocket option"),
-    stop("proxy.emulated_headers", 27, "emulated headers for proxies"),
-    stop("proxy.http.status_to_code_transforms", 27, "status code transforms for proxies"),
-    stop("proxy.http.tls.*", 27, "client certificates and TLS options for proxies"),
-];
+/// Every planned key (`planned.toml`, a table kept as data: it is read the same way whatever
+/// it lists). The most specific entry covering a key wins (`grpc_api.enabled` before
+/// `grpc_api.*`).
+pub fn planned() -> &'static [Planned] {
+    static PLANNED: OnceLock<Vec<Planned>> = OnceLock::new();
+    PLANNED.get_or_init(|| {
+        // Compiled in and parsed by a test (`planned_keys_are_not_implemented`): an empty
+        // table here cannot reach a release.
+        let table: Table = toml::from_str(include_str!("planned.toml")).unwrap_or(Table { feature: Vec::new() });
+        let entries = |f: &Feature, keys: &[String], stops: bool| -> Vec<Planned> {
+            keys.iter()
+                .map(|key| Planned {
+                    key: key.clone(),
+                    issue: f.issue,
+                    stops,
+                    what: f.what.clone(),
+                })
+                .collect()
+        };
+        table
+            .feature
+            .iter()
+            .flat_map(|f| [entries(f, &f.stop, true), entries(f, &f.warn, false)])
+            .flatten()
+            .collect()
+    })
+}
 
 /// Values other than Centrifugo's default that mean the same (Centrifugo's explicit name
 /// of its default); an empty value: any value.
@@ -178,7 +100,7 @@ pub struct Sorted {
 }
 
 /// Sorts the `unknown` paths of `root` (as [`super::keys::unknown`] gives them): keys of
-/// [`PLANNED`] (and of the refused list) at Centrifugo's default are accepted silently,
+/// [`planned`] (and of the refused list) at Centrifugo's default are accepted silently,
 /// other values give a warning or stop the start; what is no Centrifugo key stays unknown.
 pub fn sort(root: &Value, unknown: Vec<String>) -> Result<Sorted, LoadError> {
     let mut out = Sorted::default();
@@ -294,12 +216,12 @@ fn generic(shape: &str) -> Option<String> {
     rest(PROXIES).map(|r| format!("proxy.{r}"))
 }
 
-/// The most specific entry of [`PLANNED`] covering `shape`.
+/// The most specific entry of [`planned`] covering `shape`.
 pub fn entry(shape: &str) -> Option<&'static Planned> {
     let names = std::iter::once(shape.to_string()).chain(generic(shape));
     names
         .flat_map(|name| {
-            PLANNED.iter().filter(move |p| match p.key.strip_suffix(".*") {
+            planned().iter().filter(move |p| match p.key.strip_suffix(".*") {
                 Some(section) => name == section || name.starts_with(&format!("{section}.")),
                 None => name == p.key,
             })

@@ -12,7 +12,8 @@ use wshub_core::prepared::PreparedData;
 use wshub_core::pusher::Skip;
 use wshub_websocket::{CloseCode, Connection, DeflateParams, MessageKind, SharedFrame, State};
 
-use super::{Conn, Framing, Pump, Sink, WEBSOCKET_SLOTS};
+use super::websocket::{Replies, WsSink};
+use super::{Conn, Framing, Pump, WEBSOCKET_SLOTS};
 use crate::driver::{Handler, HandlerFuture};
 use crate::pusher::session::{close_code, code, PusherSession};
 use crate::pusher::webhook::Webhooks;
@@ -46,43 +47,14 @@ impl Framing for PusherFraming {
     }
 }
 
-/// The pump's sink: each line of the session's output is a message of its own.
-struct PusherSink<'a> {
-    conn: &'a mut Connection,
-}
-
-impl Sink for PusherSink<'_> {
-    fn pending_bytes(&self) -> usize {
-        self.conn.pending_bytes()
-    }
-
-    fn is_open(&self) -> bool {
-        self.conn.state() == State::Open
-    }
-
-    fn send_push(&mut self, frame: Bytes) {
-        self.conn.send_raw_frames(frame);
-    }
-
-    fn send_reply(&mut self, payload: Bytes) {
-        let mut start = 0;
-        for (i, b) in payload.iter().enumerate() {
-            if *b == b'\n' {
-                self.conn.send(MessageKind::Text, payload.slice(start..i));
-                start = i + 1;
-            }
-        }
-        self.conn.send(MessageKind::Text, payload.slice(start..));
-    }
-
-    fn close(&mut self, code: u16, reason: &str, discard: bool) {
-        let code = close_code(code);
-        crate::metrics::centrifugo::close_frame_sent("pusher", code);
-        if discard {
-            self.conn.close_discarding(CloseCode(code), reason);
-        } else {
-            self.conn.close(CloseCode(code), reason);
-        }
+/// The pump's sink: the WebSocket one, each line of the session's output a message of its
+/// own, with Pusher's close codes.
+fn sink(conn: &mut Connection) -> WsSink<'_> {
+    WsSink {
+        conn,
+        replies: Replies::Lines,
+        transport: "pusher",
+        close_code,
     }
 }
 
@@ -157,7 +129,7 @@ impl Handler for PusherHandler {
             if kind == MessageKind::Binary {
                 return conn.close(CloseCode(code::UNSUPPORTED_PROTOCOL), "binary frames are not Pusher messages");
             }
-            let mut sink = PusherSink { conn };
+            let mut sink = sink(conn);
             pump.input(data, &mut sink).await;
         })
     }
@@ -181,7 +153,7 @@ impl Handler for PusherHandler {
                     // Progress: the driver writes it out and polls again.
                     return Poll::Ready(());
                 }
-                let mut sink = PusherSink { conn };
+                let mut sink = sink(conn);
                 pump.poll_work(cx, &mut sink)
             }
         }
@@ -191,7 +163,7 @@ impl Handler for PusherHandler {
         Box::pin(async move {
             if let PusherHandler::Open { pump, .. } = self {
                 if pump.has_work() {
-                    let mut sink = PusherSink { conn };
+                    let mut sink = sink(conn);
                     pump.run_work(&mut sink).await;
                 }
             }

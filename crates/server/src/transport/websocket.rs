@@ -38,11 +38,22 @@ impl Framing for WsFraming {
     }
 }
 
-/// The WebSocket connection as the pump's [`Sink`].
-struct WsSink<'a> {
-    conn: &'a mut Connection,
-    kind: MessageKind,
-    transport: &'static str,
+/// How a sink sends the session's replies.
+pub(super) enum Replies {
+    /// The whole output as one message of this kind (Centrifugo's framing: lines in one).
+    Whole(MessageKind),
+    /// Each line of the output as a text message of its own (Pusher's).
+    Lines,
+}
+
+/// A WebSocket connection as the pump's [`Sink`], for every dialect spoken over it.
+pub(super) struct WsSink<'a> {
+    pub(super) conn: &'a mut Connection,
+    pub(super) replies: Replies,
+    /// The transport name of the close metrics.
+    pub(super) transport: &'static str,
+    /// The close code the dialect sends for the session's (Pusher has codes of its own).
+    pub(super) close_code: fn(u16) -> u16,
 }
 
 impl Sink for WsSink<'_> {
@@ -59,10 +70,25 @@ impl Sink for WsSink<'_> {
     }
 
     fn send_reply(&mut self, payload: Bytes) {
-        self.conn.send(self.kind, payload);
+        match self.replies {
+            Replies::Whole(kind) => {
+                self.conn.send(kind, payload);
+            }
+            Replies::Lines => {
+                let mut start = 0;
+                for (i, b) in payload.iter().enumerate() {
+                    if *b == b'\n' {
+                        self.conn.send(MessageKind::Text, payload.slice(start..i));
+                        start = i + 1;
+                    }
+                }
+                self.conn.send(MessageKind::Text, payload.slice(start..));
+            }
+        }
     }
 
     fn close(&mut self, code: u16, reason: &str, discard: bool) {
+        let code = (self.close_code)(code);
         crate::metrics::centrifugo::close_frame_sent(self.transport, code);
         if discard {
             self.conn.close_discarding(CloseCode(code), reason);
@@ -109,8 +135,9 @@ impl ClientHandler {
         let framing = self.pump.conn().framing();
         WsSink {
             conn,
-            kind: framing.kind,
-            transport: self.pump.conn().framing().transport().name,
+            replies: Replies::Whole(framing.kind),
+            transport: framing.transport().name,
+            close_code: |code| code,
         }
     }
 }

@@ -11,8 +11,8 @@ use wshub_protocol::Publication;
 
 use super::state::{KeyMode, MapChannel, StatePage, Suppressed};
 use super::Retention;
+use crate::clock::{new_epoch, Clock, SystemClock};
 use crate::engine::{BoxFuture, BrokerHandler, EngineError, StreamPosition};
-use crate::memory::{Clock, SystemClock};
 
 /// One write to a map.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +99,7 @@ impl MemoryMapBroker {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryMapBroker {
             channels: Mutex::new(Channels {
-                epoch: crate::memory::new_epoch(),
+                epoch: new_epoch(),
                 ..Default::default()
             }),
             handler: OnceLock::new(),
@@ -238,7 +238,7 @@ impl MapBroker for MemoryMapBroker {
         if let Some(m) = c.maps.get_mut(channel) {
             // Kept under a new epoch: a client positioned in the old one learns (112).
             let retention = Retention::default();
-            *m = MapChannel::new(crate::memory::new_epoch(), retention);
+            *m = MapChannel::new(new_epoch(), retention);
         }
         c.idempotent.retain(|(ch, _), _| ch != channel);
         Box::pin(std::future::ready(Ok(())))
