@@ -188,6 +188,7 @@ impl Redis {
                 .parse()
                 .map_err(|e| LoadError(format!("engine.redis.compression: {e}")))?,
             compression_min_size: self.compression_min_size,
+            map: wshub_redis::MapConfig::default(),
         })
     }
 }

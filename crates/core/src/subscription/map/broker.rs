@@ -67,6 +67,19 @@ pub trait MapBroker: Send + Sync {
     fn clear<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Takes out expired keys (telling subscribers). The server calls it every second.
     fn expire(&self) -> BoxFuture<'_, ()>;
+    /// How often [`MapBroker::expire`] is to be called (`None`: never).
+    fn expire_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(1))
+    }
+    /// This node has a subscriber of `channel` now: a shared broker starts delivering its
+    /// writes from other nodes here (the in-memory one delivers everything already).
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// The node's last subscriber of `channel` left.
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Idempotent results are kept this long (Centrifugo's `idempotent_result_ttl` default).
