@@ -54,9 +54,7 @@ const TRANSFORMS: &str = "connect error transforms for unidirectional transports
 /// The most specific entry covering a key wins (`grpc_api.enabled` before `grpc_api.*`).
 pub const PLANNED: &[Planned] = &[
     // Map subscriptions.
-    // Maps are kept in memory only: on several nodes each would have its own.
-    stop("map_broker.type", 28, "a shared map broker (maps are kept in this node's memory)"),
-    warn("map_broker.*", 28, "a shared map broker"),
+    warn("map_broker.postgres.*", 28, "a PostgreSQL map broker"),
     warn("channel.proxy.map_publish.*", 28, "the map publish and remove proxies"),
     warn("channel.proxy.map_remove.*", 28, "the map publish and remove proxies"),
     // Ignored, a client's map writes would be judged by the permissions, not the backend.
