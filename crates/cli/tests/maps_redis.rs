@@ -56,7 +56,11 @@ impl Json {
                     data,
                 } => {
                     let text = String::from_utf8(data.to_vec()).unwrap();
-                    return text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+                    return text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect();
                 }
                 Event::Closed { code, .. } => panic!("closed: {code:?}"),
                 _ => {}
@@ -117,7 +121,9 @@ impl Json {
 }
 
 async fn map_publish(port: u16, channel: &str, key: &str, data: Value) -> Value {
-    let (status, r) = api(port, "map_publish", &json!({"channel": channel, "key": key, "data": data})).await.unwrap();
+    let (status, r) = api(port, "map_publish", &json!({"channel": channel, "key": key, "data": data}))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{r}");
     assert!(r.get("error").is_none(), "{r}");
     r["result"].clone()
@@ -138,16 +144,28 @@ async fn across_two_nodes(name: &str, redis: Value) {
     let keys: Vec<&str> = state.iter().map(|e| e["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["k1", "k2", "k3"], "{state:?}");
     assert_eq!(state[2]["data"], json!({"v": 3}));
-    assert_eq!((live["offset"].as_u64(), live["recoverable"].as_bool()), (Some(3), Some(true)), "{live}");
+    assert_eq!(
+        (live["offset"].as_u64(), live["recoverable"].as_bool()),
+        (Some(3), Some(true)),
+        "{live}"
+    );
 
     let written = map_publish(b.port, ch, "k4", json!({"v": 4})).await;
     let p = c.push(ch).await;
-    assert_eq!((p["key"].as_str(), p["offset"].as_u64(), &p["data"]), (Some("k4"), Some(4), &json!({"v": 4})), "{p}");
+    assert_eq!(
+        (p["key"].as_str(), p["offset"].as_u64(), &p["data"]),
+        (Some("k4"), Some(4), &json!({"v": 4})),
+        "{p}"
+    );
     assert_eq!(written["epoch"], live["epoch"], "one stream for both nodes");
     let (status, r) = api(b.port, "map_remove", &json!({"channel": ch, "key": "k1"})).await.unwrap();
     assert_eq!(status, 200, "{r}");
     let p = c.push(ch).await;
-    assert_eq!((p["key"].as_str(), p["removed"].as_bool(), p["offset"].as_u64()), (Some("k1"), Some(true), Some(5)), "{p}");
+    assert_eq!(
+        (p["key"].as_str(), p["removed"].as_bool(), p["offset"].as_u64()),
+        (Some("k1"), Some(true), Some(5)),
+        "{p}"
+    );
     // Both nodes read the one state.
     let (_, stats) = api(a.port, "map_stats", &json!({"channel": ch})).await.unwrap();
     assert_eq!(stats["result"]["num_keys"], 3, "{stats}");

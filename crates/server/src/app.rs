@@ -33,7 +33,8 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         Some(cfg) => Arc::new(wshub_redis::RedisEngine::new(cfg).map_err(|e| LoadError(e.to_string()))?),
         None => Arc::new(wshub_core::subscription::map::broker::MemoryMapBroker::default()),
     };
-    let node = Node::with_map_broker(to_node_config(config), engines.broker, engines.presence, maps).map_err(|e| LoadError(e.to_string()))?;
+    let node =
+        Node::with_map_broker(to_node_config(config), engines.broker, engines.presence, maps).map_err(|e| LoadError(e.to_string()))?;
     let cluster = Cluster::new(node.clone(), control);
     cluster.set_info_metrics_interval(config.node.info_metrics_aggregate_interval);
     if config.graphite.enabled {

@@ -88,7 +88,10 @@ impl MapBrokerSection {
             return Ok(None);
         }
         let r = &self.redis;
-        let mut cfg = r.redis.engine_config().map_err(|e| LoadError(e.0.replacen("engine.redis", "map_broker.redis", 1)))?;
+        let mut cfg = r
+            .redis
+            .engine_config()
+            .map_err(|e| LoadError(e.0.replacen("engine.redis", "map_broker.redis", 1)))?;
         cfg.map = wshub_redis::MapConfig {
             cleanup_batch_size: r.cleanup_batch_size,
             cleanup_interval: r.cleanup_interval.filter(|d| !d.is_zero()),

@@ -214,6 +214,16 @@ impl MapChannel {
         self.expiries.first().map(|(at, _)| *at)
     }
 
+    /// When the expiry sweep has something to do here next: a key expires, or (the map
+    /// empty) its stream position may be forgotten.
+    pub fn next_due(&self) -> Option<Instant> {
+        let forget = self.meta_expires.filter(|_| self.entries.is_empty() && self.top > 0);
+        match (self.next_expiry(), forget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Up to `limit` entries after `cursor` (keys in order). With `revision`, its epoch
     /// must still be the channel's (112 otherwise).
     pub fn read_state(&self, cursor: &str, limit: usize, revision: Option<&StreamPosition>) -> Result<StatePage, EngineError> {
