@@ -83,6 +83,8 @@ fn suppressed(reason: &str) -> Option<&'static str> {
     match reason {
         "" => None,
         "key_exists" => Some("key_exists"),
+        "version" => Some("version"),
+        "idempotency" => Some("idempotency"),
         _ => Some("key_not_found"),
     }
 }
@@ -148,6 +150,8 @@ impl Shard {
             .arg(if w.delta { "1" } else { "0" })
             .arg(ms(self.cfg.map.idempotent_result_ttl).max(1))
             .arg(if keep_tags { "1" } else { "0" })
+            .arg(w.version)
+            .arg(&w.version_epoch)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.fail(e))?;

@@ -83,6 +83,7 @@ macro_rules! map_conformance {
             stream_reads_and_unrecoverable_positions,
             conditional_writes_are_suppressed_with_a_reason,
             idempotent_writes_are_done_once,
+            versioned_writes_never_go_back,
             delta_writes_carry_the_previous_data,
             expired_keys_are_removed_and_told,
             clear_starts_a_new_epoch,
@@ -443,22 +444,52 @@ pub async fn conditional_writes_are_suppressed_with_a_reason<F: MapFactory>(f: &
     assert_eq!(summary(&page.entries), [row("k", "3", 2, false)]);
 }
 
-/// A write with an idempotency key seen within the window is not done again: the first
-/// result is the answer, suppressed or not.
+/// A write with an idempotency key seen within the window is not done again: it answers
+/// the first one's position, suppressed (`idempotency`). A suppressed write is not
+/// remembered: tried again, it may be done.
 pub async fn idempotent_writes_are_done_once<F: MapFactory>(f: &F) {
     let nodes = cluster(f).await;
     let r = persistent();
     nodes[0].subscribe("idem").await;
-    let once = |data: &str| MapWrite {
-        idempotency_key: Some("op-1".into()),
+    let once = |key: &str, data: &str, id: &str| MapWrite {
+        idempotency_key: Some(id.into()),
+        key_mode: KeyMode::IfExists,
+        ..write(key, data)
+    };
+    let w = writer(&nodes);
+    w.set("idem", r, "k", "0").await;
+    let first = w.map.write("idem", r, once("k", "1", "op-1")).await.unwrap();
+    assert_eq!((first.position.offset, first.suppressed), (2, None));
+    let again = nodes[0].map.write("idem", r, once("k", "2", "op-1")).await.unwrap();
+    assert_eq!((again.position, again.suppressed), (first.position.clone(), Some("idempotency")));
+    let absent = w.map.write("idem", r, once("new", "3", "op-2")).await.unwrap();
+    assert_eq!(absent.suppressed, Some("key_not_found"));
+    w.set("idem", r, "new", "x").await;
+    let later = w.map.write("idem", r, once("new", "4", "op-2")).await.unwrap();
+    assert_eq!((later.position.offset, later.suppressed), (4, None));
+    let got = wait_for(f, &nodes[0], "idem", 4).await;
+    let want = [row("k", "0", 1, false), row("k", "1", 2, false), row("new", "x", 3, false), row("new", "4", 4, false)];
+    assert_eq!(summary(&got), want);
+}
+
+/// A versioned write is done only when the key holds an older version of the same version
+/// epoch (an empty one matches any); another epoch starts the versions again.
+pub async fn versioned_writes_never_go_back<F: MapFactory>(f: &F) {
+    let nodes = cluster(f).await;
+    let (r, w) = (persistent(), writer(&nodes));
+    let at = |data: &str, version, epoch: &str| MapWrite {
+        version,
+        version_epoch: epoch.into(),
         ..write("k", data)
     };
-    let first = writer(&nodes).map.write("idem", r, once("1")).await.unwrap();
-    let again = nodes[0].map.write("idem", r, once("2")).await.unwrap();
-    assert_eq!(first, again);
-    writer(&nodes).set("idem", r, "after", "x").await;
-    let got = wait_for(f, &nodes[0], "idem", 2).await;
-    assert_eq!(summary(&got), [row("k", "1", 1, false), row("after", "x", 2, false)]);
+    let outcome = |u: MapUpdate| (u.position.offset, u.suppressed);
+    assert_eq!(outcome(w.map.write("v", r, at("v5", 5, "a")).await.unwrap()), (1, None));
+    assert_eq!(outcome(w.map.write("v", r, at("v4", 4, "a")).await.unwrap()), (1, Some("version")));
+    assert_eq!(outcome(nodes[0].map.write("v", r, at("v5b", 5, "")).await.unwrap()), (1, Some("version")));
+    assert_eq!(outcome(w.map.write("v", r, at("v6", 6, "a")).await.unwrap()), (2, None));
+    assert_eq!(outcome(w.map.write("v", r, at("b1", 1, "b")).await.unwrap()), (3, None), "another epoch");
+    let page = nodes[0].map.read_state("v", StateQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(summary(&page.entries), [row("k", "b1", 3, false)]);
 }
 
 /// A write with delta reaches subscribers marked so, with the key's previous data as its

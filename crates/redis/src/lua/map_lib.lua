@@ -56,6 +56,33 @@ local function pb_pick(s, want)
   return table.concat(out)
 end
 
+-- The value of the last `field` of `s`: a number (varint) or a string; nil when absent.
+local function pb_get(s, field)
+  local found, i = nil, 1
+  while i <= #s do
+    local tag
+    tag, i = pb_read_varint(s, i)
+    local f, wire = math.floor(tag / 8), tag % 8
+    local v
+    if wire == 0 then
+      v, i = pb_read_varint(s, i)
+    elseif wire == 2 then
+      local len
+      len, i = pb_read_varint(s, i)
+      v = string.sub(s, i, i + len - 1)
+      i = i + len
+    elseif wire == 1 then
+      i = i + 8
+    elseif wire == 5 then
+      i = i + 4
+    else
+      break
+    end
+    if f == field then found = v end
+  end
+  return found
+end
+
 local function pb_bytes(field, value)
   return pb_varint(field * 8 + 2) .. pb_varint(#value) .. value
 end

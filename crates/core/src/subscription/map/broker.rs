@@ -25,8 +25,14 @@ pub struct MapWrite {
     pub delta: bool,
     pub key_mode: KeyMode,
     /// A write with a key already used in this channel within the broker's idempotency
-    /// window is not done again: its first result is returned.
+    /// window is not done again: its first position is returned, suppressed
+    /// (`idempotency`).
     pub idempotency_key: Option<String>,
+    /// Not zero: the write is suppressed (`version`) when the key holds this version or a
+    /// newer one of the same `version_epoch` (empty: any), on maps with a stream, as
+    /// Centrifugo's.
+    pub version: u64,
+    pub version_epoch: String,
 }
 
 /// What a write did.
@@ -181,7 +187,10 @@ impl MemoryMapBroker {
         c.forget_idempotent(now);
         let idem = w.idempotency_key.clone().map(|k| (channel.to_string(), k));
         if let Some(first) = idem.as_ref().and_then(|k| c.idempotent.get(k)) {
-            return first.1.clone();
+            return MapUpdate {
+                position: first.1.position.clone(),
+                suppressed: Some("idempotency"),
+            };
         }
         let epoch = c.epoch.clone();
         let map = c
@@ -192,7 +201,13 @@ impl MemoryMapBroker {
             true => map
                 .remove(&w.key, Some(w.publication.tags).filter(|t| !t.is_empty()), now)
                 .ok_or(Suppressed::KeyNotFound),
+            false if w.version > 0 && retention.mode.has_stream() && map.version_suppresses(&w.key, w.version, &w.version_epoch) => {
+                Err(Suppressed::Version)
+            }
             false => map.publish(&w.key, w.publication, w.key_mode, retention, now).map(|(mut p, prev)| {
+                if w.version > 0 {
+                    map.set_version(&w.key, w.version, &w.version_epoch);
+                }
                 if w.delta {
                     // Marks "published with delta" inside the node (crate::delta).
                     p.delta = true;
@@ -225,7 +240,8 @@ impl MemoryMapBroker {
                 suppressed: Some(s.reason()),
             },
         };
-        if let Some(k) = idem {
+        // Only what was written is remembered: a suppressed write may be tried again.
+        if let Some(k) = idem.filter(|_| update.suppressed.is_none()) {
             c.idempotent.insert(k.clone(), (now + IDEMPOTENT_TTL, update.clone()));
             c.idempotent_order.push_back((now + IDEMPOTENT_TTL, k));
         }
