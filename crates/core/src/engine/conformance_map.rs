@@ -468,7 +468,12 @@ pub async fn idempotent_writes_are_done_once<F: MapFactory>(f: &F) {
     let later = w.map.write("idem", r, once("new", "4", "op-2")).await.unwrap();
     assert_eq!((later.position.offset, later.suppressed), (4, None));
     let got = wait_for(f, &nodes[0], "idem", 4).await;
-    let want = [row("k", "0", 1, false), row("k", "1", 2, false), row("new", "x", 3, false), row("new", "4", 4, false)];
+    let want = [
+        row("k", "0", 1, false),
+        row("k", "1", 2, false),
+        row("new", "x", 3, false),
+        row("new", "4", 4, false),
+    ];
     assert_eq!(summary(&got), want);
 }
 
@@ -485,10 +490,27 @@ pub async fn versioned_writes_never_go_back<F: MapFactory>(f: &F) {
     let outcome = |u: MapUpdate| (u.position.offset, u.suppressed);
     assert_eq!(outcome(w.map.write("v", r, at("v5", 5, "a")).await.unwrap()), (1, None));
     assert_eq!(outcome(w.map.write("v", r, at("v4", 4, "a")).await.unwrap()), (1, Some("version")));
-    assert_eq!(outcome(nodes[0].map.write("v", r, at("v5b", 5, "")).await.unwrap()), (1, Some("version")));
+    assert_eq!(
+        outcome(nodes[0].map.write("v", r, at("v5b", 5, "")).await.unwrap()),
+        (1, Some("version"))
+    );
     assert_eq!(outcome(w.map.write("v", r, at("v6", 6, "a")).await.unwrap()), (2, None));
-    assert_eq!(outcome(w.map.write("v", r, at("b1", 1, "b")).await.unwrap()), (3, None), "another epoch");
-    let page = nodes[0].map.read_state("v", StateQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(
+        outcome(w.map.write("v", r, at("b1", 1, "b")).await.unwrap()),
+        (3, None),
+        "another epoch"
+    );
+    let page = nodes[0]
+        .map
+        .read_state(
+            "v",
+            StateQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(summary(&page.entries), [row("k", "b1", 3, false)]);
 }
 
