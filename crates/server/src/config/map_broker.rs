@@ -120,3 +120,50 @@ impl MapBrokerSection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn section(v: serde_json::Value) -> MapBrokerSection {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn centrifugo_keys_are_read_and_checked() {
+        let s = section(
+            json!({"type": "redis", "redis": {"address": "127.0.0.1:6390", "prefix": "m", "cleanup_interval": "-1", "cleanup_batch_size": 7}}),
+        );
+        s.validate().unwrap();
+        let cfg = s.redis_config().unwrap().unwrap();
+        assert_eq!(
+            (cfg.prefix.as_str(), cfg.map.cleanup_interval, cfg.map.cleanup_batch_size),
+            ("m", None, 7)
+        );
+        let s = section(json!({"type": "redis", "redis": {"cleanup_interval": "250ms"}}));
+        assert_eq!(
+            s.redis_config().unwrap().unwrap().map.cleanup_interval,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            section(json!({})).redis_config().unwrap().map(|c| c.prefix),
+            None,
+            "memory by default"
+        );
+        for (v, key) in [
+            (json!({"type": "postgres"}), "map_broker.type"),
+            (json!({"type": "etcd"}), "map_broker.type"),
+            (json!({"type": "redis", "redis": {"prefix": ""}}), "map_broker.redis.prefix"),
+            (
+                json!({"type": "redis", "redis": {"cleanup_batch_size": 0}}),
+                "map_broker.redis.cleanup_batch_size",
+            ),
+            (json!({"type": "redis", "redis": {"address": "http://x"}}), "map_broker.redis"),
+        ] {
+            let e = section(v.clone()).validate().unwrap_err().0;
+            assert!(e.starts_with(key), "{v}: {e}");
+        }
+    }
+}

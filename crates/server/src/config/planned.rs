@@ -177,6 +177,9 @@ pub const PLANNED: &[Planned] = &[
     warn("presence_manager.redis.client_name", 27, "this Redis connection key"),
     warn("presence_manager.redis.sentinel_client_name", 27, "this Redis connection key"),
     warn("presence_manager.redis.replica_client.*", 34, "reading from Redis replicas"),
+    warn("map_broker.redis.client_name", 27, "this Redis connection key"),
+    warn("map_broker.redis.sentinel_client_name", 27, "this Redis connection key"),
+    warn("map_broker.redis.replica_client.*", 34, "reading from Redis replicas"),
     warn("presence_manager.redis.presence_hash_field_ttl", 34, "this Redis storage option"),
     warn("presence_manager.redis.presence_user_mapping", 34, "this Redis storage option"),
     // The broker wshub has not: `broker.type` naming it stops the start.
