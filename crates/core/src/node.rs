@@ -274,13 +274,23 @@ impl Node {
 
     /// A node whose broker and presence manager may come from different backends.
     pub fn with_parts(config: NodeConfig, broker: Arc<dyn Broker>, presence: Arc<dyn PresenceManager>) -> Result<Arc<Self>, ConfigError> {
+        let maps = Arc::new(crate::subscription::map::broker::MemoryMapBroker::default());
+        Self::with_map_broker(config, broker, presence, maps)
+    }
+
+    /// A node whose map channels live in `map_broker` (`map_broker.type`).
+    pub fn with_map_broker(
+        config: NodeConfig,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceManager>,
+        map_broker: Arc<dyn crate::subscription::map::broker::MapBroker>,
+    ) -> Result<Arc<Self>, ConfigError> {
         let (proxies, live) = build_parts(&config)?;
         let live = RwLock::new(Arc::new(live));
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
         broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
-        let map_broker = Arc::new(crate::subscription::map::broker::MemoryMapBroker::default());
-        crate::subscription::map::broker::MapBroker::set_handler(&*map_broker, Arc::new(HubBroker(deliveries.clone())));
+        map_broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
         presence.set_node_uid(&uid);
         Ok(Arc::new(Node {

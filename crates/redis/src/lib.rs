@@ -48,6 +48,8 @@ pub struct RedisConfig {
     /// and pub/sub (`engine.redis.compression`).
     pub compression: Compression,
     pub compression_min_size: usize,
+    /// Used when the engine serves as the map broker.
+    pub map: MapConfig,
 }
 
 /// Where the sentinels are and which master they watch (Centrifugo's
@@ -131,6 +133,7 @@ impl Default for RedisConfig {
             connection: address::Connection::default(),
             compression: Compression::None,
             compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
+            map: MapConfig::default(),
         }
     }
 }
@@ -241,6 +244,8 @@ mod broker;
 pub mod client;
 mod control;
 mod health;
+mod map;
+pub use map::MapConfig;
 mod presence;
 mod pubsub;
 mod scripts;

@@ -23,6 +23,14 @@ const PRESENCE_STATS: &str = include_str!("lua/presence_stats.lua");
 /// that a survivor can push their leaves. Atomic: of several survivors, one gets them.
 const PRESENCE_REAP: &str = include_str!("lua/presence_reap.lua");
 
+/// Map channels (`crate::map`): the shared functions, and one script per operation, each
+/// atomic over the channel's state, stream, meta and pub/sub.
+const MAP_LIB: &str = include_str!("lua/map_lib.lua");
+const MAP_WRITE: &str = include_str!("lua/map_write.lua");
+const MAP_EXPIRE: &str = include_str!("lua/map_expire.lua");
+const MAP_READ_STATE: &str = include_str!("lua/map_read_state.lua");
+const MAP_READ_STREAM: &str = include_str!("lua/map_read_stream.lua");
+
 /// The scripts of one shard (each hashed once, then called by its SHA).
 pub(crate) struct Scripts {
     pub publish: redis::Script,
@@ -32,6 +40,10 @@ pub(crate) struct Scripts {
     pub presence_get: redis::Script,
     pub presence_stats: redis::Script,
     pub presence_reap: redis::Script,
+    pub map_write: redis::Script,
+    pub map_expire: redis::Script,
+    pub map_read_state: redis::Script,
+    pub map_read_stream: redis::Script,
 }
 
 impl Scripts {
@@ -44,6 +56,10 @@ impl Scripts {
             presence_get: presence_script(PRESENCE_GET),
             presence_stats: presence_script(PRESENCE_STATS),
             presence_reap: presence_script(PRESENCE_REAP),
+            map_write: map_script(MAP_WRITE),
+            map_expire: map_script(MAP_EXPIRE),
+            map_read_state: map_script(MAP_READ_STATE),
+            map_read_stream: map_script(MAP_READ_STREAM),
         }
     }
 }
@@ -51,4 +67,9 @@ impl Scripts {
 /// A presence script with the shared functions in front.
 fn presence_script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRESENCE_LIB}{body}"))
+}
+
+/// A map script with the shared functions in front.
+fn map_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{MAP_LIB}{body}"))
 }

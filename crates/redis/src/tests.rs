@@ -727,3 +727,4 @@ async fn cluster_a_dead_nodes_presence_is_reaped_once() {
 }
 
 mod addresses;
+mod maps;

@@ -29,7 +29,12 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let engines = crate::engines::build(config)?;
     let shared_broker = engines.shared_broker;
     let control = engines.control;
-    let node = Node::with_parts(to_node_config(config), engines.broker, engines.presence).map_err(|e| LoadError(e.to_string()))?;
+    let maps: Arc<dyn wshub_core::subscription::map::broker::MapBroker> = match config.map_broker.redis_config()? {
+        Some(cfg) => Arc::new(wshub_redis::RedisEngine::new(cfg).map_err(|e| LoadError(e.to_string()))?),
+        None => Arc::new(wshub_core::subscription::map::broker::MemoryMapBroker::default()),
+    };
+    let node =
+        Node::with_map_broker(to_node_config(config), engines.broker, engines.presence, maps).map_err(|e| LoadError(e.to_string()))?;
     let cluster = Cluster::new(node.clone(), control);
     cluster.set_info_metrics_interval(config.node.info_metrics_aggregate_interval);
     if config.graphite.enabled {

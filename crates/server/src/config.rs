@@ -19,7 +19,9 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 
 mod engines;
 mod grpc;
+mod map_broker;
 pub use grpc::{GrpcApi, TRANSPORT_ERROR_MODE};
+pub use map_broker::{MapBrokerRedis, MapBrokerSection};
 mod env;
 pub mod keys;
 pub(crate) mod nats;
@@ -49,6 +51,8 @@ pub struct Config {
     pub engine: Engine,
     pub broker: BrokerSection,
     pub presence_manager: PresenceManagerSection,
+    /// Where map channels keep their state.
+    pub map_broker: MapBrokerSection,
     pub admin: Admin,
     pub http_stream: HttpTransport,
     pub sse: HttpTransport,
@@ -421,6 +425,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("websocket.compression_level", "must be 0..9");
     }
     engines::validate(c)?;
+    c.map_broker.validate()?;
     crate::consumers::validate(&c.consumers)?;
     c.pusher.validate()?;
     if c.admin.enabled && !c.admin.insecure {

@@ -41,9 +41,10 @@ pub fn start(node: &Arc<Node>) {
     }
     // Map keys past their TTL leave, and their subscribers are told (with the delivery
     // tasks, once per node).
+    let Some(every) = node.map_broker.expire_interval() else { return };
     let maps = Arc::downgrade(&node.map_broker);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(MAP_EXPIRY_INTERVAL);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -52,7 +53,3 @@ pub fn start(node: &Arc<Node>) {
         }
     });
 }
-
-/// How often map keys past their TTL are looked for (Centrifugo's
-/// `map_broker.redis.cleanup_interval` default).
-const MAP_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -243,7 +243,7 @@ impl Session {
         };
         node.hub.add_with(ch, self.handle.clone(), false, positioned, sub_opts);
         crate::series::action(crate::series::Action::BrokerSubscribe);
-        if let Err(e) = node.broker.subscribe(ch).await {
+        if let Err(e) = node.map_broker.subscribe(ch).await {
             self.release(ch, opts, false).await;
             return Err(ApiError::from(e).into());
         }

@@ -278,7 +278,11 @@ impl Session {
         let chan_info = sub.map(|s| s.chan_info).unwrap_or_default();
         if node.hub.remove(ch, self.handle.id()) {
             crate::series::action(crate::series::Action::BrokerUnsubscribe);
-            let _ = node.broker.unsubscribe(ch).await;
+            // A map channel's writes come through the map broker, not the stream broker.
+            let _ = match opts.subscription_type.is_map() {
+                true => node.map_broker.unsubscribe(ch).await,
+                false => node.broker.unsubscribe(ch).await,
+            };
         }
         if leave {
             if presence {

@@ -359,6 +359,47 @@ fn delta_subscribers_get_deltas_live_and_recovered() {
     assert!(h.publications.iter().all(|p| !p.delta));
 }
 
+/// centrifugal/centrifuge#629 (Centrifugo 6.9.6): a delta subscriber whose recovery found
+/// nothing (its offset is the top) has been sent no base, so the next live publication
+/// goes out whole, not as a delta against a publication it never received.
+#[test]
+fn no_delta_after_a_recovery_that_found_nothing() {
+    let node = node_with(|c| {
+        let o = &mut c.channel.namespaces[0].options;
+        o.allowed_delta_types = vec!["fossil".into()];
+        o.delta_publish = true;
+    });
+    let doc = |n: u32| format!("{{\"n\":{n},\"text\":\"{}\"}}", "lorem ipsum ".repeat(40));
+    for n in 1..=2 {
+        now_or_never(node.publish("chat:1", Bytes::from(doc(n)), None, false, HashMap::new())).unwrap();
+    }
+    let epoch = now_or_never(node.history("chat:1", HistoryQuery::default()))
+        .unwrap()
+        .position
+        .epoch;
+    let mut c = Client::new(&node, start());
+    c.connect("42");
+    let (r, _) = c.send(&format!(
+        r#"{{"id":2,"subscribe":{{"channel":"chat:1","delta":"fossil","recover":true,"offset":2,"epoch":"{epoch}"}}}}"#
+    ));
+    let s = &r[0]["subscribe"];
+    assert_eq!((s["recovered"].clone(), s["delta"].clone()), (json!(true), json!(true)), "{r:?}");
+    assert!(
+        s["publications"].as_array().is_none_or(|p| p.is_empty()),
+        "nothing to recover: {r:?}"
+    );
+    now_or_never(node.publish("chat:1", Bytes::from(doc(3)), None, false, HashMap::new())).unwrap();
+    now_or_never(node.publish("chat:1", Bytes::from(doc(4)), None, false, HashMap::new())).unwrap();
+    let live = c.pushes();
+    let flags: Vec<_> = live.iter().map(|p| p["push"]["pub"]["delta"] == true).collect();
+    assert_eq!(flags, vec![false, true], "the base first, whole; then deltas");
+    let mut prev = Vec::new();
+    for (n, p) in (3..=4).zip(&live) {
+        prev = fossil_apply(&prev, &p["push"]["pub"]);
+        assert_eq!(prev, doc(n).into_bytes());
+    }
+}
+
 #[test]
 fn delta_only_where_allowed_and_unknown_types_close() {
     let node = node_with(|_| {});

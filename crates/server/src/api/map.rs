@@ -33,6 +33,11 @@ publishing_params! {
         /// `""`, `"if_new"` or `"if_exists"`.
         #[serde(default)]
         key_mode: String,
+        /// Not zero: written only if the key holds an older version (of `version_epoch`).
+        #[serde(default)]
+        version: u64,
+        #[serde(default)]
+        version_epoch: String,
     }
 }
 
@@ -178,6 +183,8 @@ pub async fn call(node: &Node, request: MapRequest) -> Result<Value, ApiError> {
                 idempotency_key: idempotency_key.map(str::to_string),
                 key_mode,
                 delta: p.delta,
+                version: p.version,
+                version_epoch: p.version_epoch,
             };
             Ok(update(node.map_publish(&p.channel, w).await?))
         }
@@ -274,9 +281,13 @@ mod tests {
             (r["suppressed"].as_bool(), r["suppress_reason"].as_str()),
             (Some(true), Some("key_exists"))
         );
-        run(&node, "map_publish", r#"{"channel":"m:1","key":"b","b64data":"Mw=="}"#)
+        run(&node, "map_publish", r#"{"channel":"m:1","key":"b","b64data":"Mw==","version":3}"#)
             .await
             .unwrap();
+        let r = run(&node, "map_publish", r#"{"channel":"m:1","key":"b","data":1,"version":2}"#)
+            .await
+            .unwrap();
+        assert_eq!(r["suppress_reason"].as_str(), Some("version"), "an older version: {r}");
         let r = run(&node, "map_read_state", r#"{"channel":"m:1","limit":1}"#).await.unwrap();
         assert_eq!(
             (r["entries"][0]["key"].as_str(), r["cursor"].as_str()),

@@ -44,6 +44,14 @@ pub const REFUSED: &[(&str, &str)] = &[
         "no other name than the address's is checked on a sentinel's certificate yet",
     ),
     (
+        "map_broker.redis.tls.server_name",
+        "no other name than the address's is checked on Redis's certificate yet",
+    ),
+    (
+        "map_broker.redis.sentinel_tls.server_name",
+        "no other name than the address's is checked on a sentinel's certificate yet",
+    ),
+    (
         "broker.nats.tls.server_name",
         "no other name than the URL's is checked on NATS's certificate yet",
     ),

@@ -24,6 +24,9 @@ pub struct MapPublish {
     pub key_mode: KeyMode,
     /// Published with delta (the namespace's `delta_publish` implies it).
     pub delta: bool,
+    /// Per-key ordering (see [`MapWrite::version`]).
+    pub version: u64,
+    pub version_epoch: String,
 }
 
 impl Node {
@@ -58,6 +61,8 @@ impl Node {
             delta: w.delta || opts.delta_publish,
             key_mode: w.key_mode,
             idempotency_key: w.idempotency_key,
+            version: w.version,
+            version_epoch: w.version_epoch,
         };
         crate::series::broker_message_sent("publication");
         Ok(self.map_broker.write(channel, opts.map.retention(), write).await?)

@@ -15,6 +15,8 @@ struct Entry {
     /// As last written: `offset` is the stream offset of that write (0 without a stream).
     publication: Publication,
     expires: Option<Instant>,
+    /// The version it was written with, and that version's epoch (server API `version`).
+    version: Option<(u64, String)>,
 }
 
 /// A channel's keyed state and stream.
@@ -59,6 +61,8 @@ pub enum KeyMode {
 pub enum Suppressed {
     KeyExists,
     KeyNotFound,
+    /// The key holds this version or a newer one (of the same version epoch).
+    Version,
 }
 
 impl Suppressed {
@@ -66,6 +70,7 @@ impl Suppressed {
         match self {
             Suppressed::KeyExists => "key_exists",
             Suppressed::KeyNotFound => "key_not_found",
+            Suppressed::Version => "version",
         }
     }
 }
@@ -170,6 +175,7 @@ impl MapChannel {
             Entry {
                 publication: p.clone(),
                 expires,
+                version: None,
             },
         );
         Ok((p, old.map(|e| e.publication.data).unwrap_or_default()))
@@ -214,6 +220,16 @@ impl MapChannel {
         self.expiries.first().map(|(at, _)| *at)
     }
 
+    /// When the expiry sweep has something to do here next: a key expires, or (the map
+    /// empty) its stream position may be forgotten.
+    pub fn next_due(&self) -> Option<Instant> {
+        let forget = self.meta_expires.filter(|_| self.entries.is_empty() && self.top > 0);
+        match (self.next_expiry(), forget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Up to `limit` entries after `cursor` (keys in order). With `revision`, its epoch
     /// must still be the channel's (112 otherwise).
     pub fn read_state(&self, cursor: &str, limit: usize, revision: Option<&StreamPosition>) -> Result<StatePage, EngineError> {
@@ -236,6 +252,20 @@ impl MapChannel {
             entries,
             position: self.position(),
         })
+    }
+
+    /// Whether writing `key` at `version` (of `epoch`, empty: any) would go back: the key
+    /// holds that version or a newer one, as Centrifugo orders versioned writes.
+    pub fn version_suppresses(&self, key: &str, version: u64, epoch: &str) -> bool {
+        let held = self.entries.get(key).and_then(|e| e.version.as_ref());
+        held.is_some_and(|(v, e)| (epoch.is_empty() || epoch == e) && *v >= version)
+    }
+
+    /// Records the version `key` was just written with.
+    pub fn set_version(&mut self, key: &str, version: u64, epoch: &str) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.version = Some((version, epoch.to_string()));
+        }
     }
 
     /// One entry, if present.
