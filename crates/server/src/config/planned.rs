@@ -153,8 +153,6 @@ pub const PLANNED: &[Planned] = &[
         32,
         "Google Cloud credentials for the OpenTelemetry exporter",
     ),
-    stop("debug.enabled", 32, "debug (profiling) endpoints"),
-    warn("debug.*", 32, "debug (profiling) endpoints"),
     // The `metrics` crate's Prometheus exporter writes the text exposition format only,
     // which cannot carry native (sparse) histograms: the classic buckets stay.
     warn(
