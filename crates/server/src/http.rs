@@ -9,6 +9,7 @@
 mod admin;
 pub(crate) mod api;
 mod landing;
+mod live;
 mod websocket;
 
 use std::convert::Infallible;
