@@ -468,9 +468,7 @@ async fn debug_endpoints_give_a_cpu_profile_of_a_busy_node_and_a_heap_summary() 
             })
         })
         .collect();
-    let (status, folded) = http(port, "GET", "/debug/pprof/profile?seconds=2&hz=199", "", "")
-        .await
-        .unwrap();
+    let (status, folded) = http(port, "GET", "/debug/pprof/profile?seconds=2&hz=199", "", "").await.unwrap();
     busy.store(false, std::sync::atomic::Ordering::Relaxed);
     let mut calls = 0;
     for l in load {
