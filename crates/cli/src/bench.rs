@@ -1,9 +1,11 @@
 //! `wshub bench`: a load generator for loopback targets, bounded in count and time.
 //!
 //! Dialects: `wshub` (the Centrifugo JSON protocol: connect, subscribe, publications from
-//! the HTTP API) and `raw` (the server broadcasts every text message it receives to every
-//! client, as the seed's gorilla hub does), so that wshub and the peer are driven by the
-//! same generator. Each publication carries its sequence number and send time, so latency
+//! the HTTP API), `pusher` (Pusher Channels protocol 7: subscribe after
+//! `pusher:connection_established`, events through Pusher's signed HTTP API, so that wshub's
+//! Pusher side and another Pusher server are driven alike) and `raw` (the server broadcasts
+//! every text message it receives to every client, as the seed's gorilla hub does), so that
+//! wshub and the peer are driven by the same generator. Each publication carries its sequence number and send time, so latency
 //! (HdrHistogram) and lost, duplicated or reordered deliveries are measured at the
 //! subscribers.
 
@@ -22,6 +24,9 @@ pub enum Dialect {
     Wshub,
     /// Broadcast-every-text-message (the gorilla hub peer).
     Raw,
+    /// Pusher Channels protocol 7 (`ws://…/app/KEY?protocol=7`; events through
+    /// `POST /apps/ID/events`, signed with the app's key and secret).
+    Pusher,
 }
 
 #[derive(clap::Args, Clone)]
@@ -37,6 +42,9 @@ pub struct Target {
     /// Connection token (wshub dialect); empty: anonymous.
     #[arg(long, default_value = "")]
     token: String,
+    /// The Pusher app's id, key and secret (pusher dialect): `ID:KEY:SECRET`.
+    #[arg(long, default_value = "bench:bench-key:bench-secret")]
+    pusher_app: String,
     /// Server process to read RSS and fd count from (/proc/PID).
     #[arg(long)]
     pid: Option<u32>,
@@ -72,7 +80,7 @@ pub enum BenchCommand {
         /// Publication size in bytes.
         #[arg(long, default_value_t = 100)]
         size: usize,
-        /// http://127.0.0.1:PORT of the API (wshub dialect).
+        /// http://127.0.0.1:PORT of the API (wshub and pusher dialects).
         #[arg(long, default_value = "")]
         api: String,
         #[arg(long, default_value = "")]

@@ -438,3 +438,68 @@ async fn api_calls_are_spans_exported_over_otlp_http_and_grpc() {
         assert!(string_attr(&resource.attributes, "service.instance.id").is_some_and(|s| !s.is_empty()));
     }
 }
+
+/// `debug.enabled`: a CPU profile of a node kept busy by API calls names the node's own
+/// functions, and the heap summary reports the process's memory. The sampler counts CPU
+/// time (`ITIMER_PROF`): an idle node would give an empty profile, so the calls go on for
+/// the whole sampling time.
+#[tokio::test]
+async fn debug_endpoints_give_a_cpu_profile_of_a_busy_node_and_a_heap_summary() {
+    let dir = temp_dir("debug");
+    let port = free_port();
+    let config = json!({"http_api": {"key": API_KEY}, "debug": {"enabled": true}});
+    let node = Node::start(&dir, &config, port).await;
+    let (status, index) = http(port, "GET", "/debug/pprof/", "", "").await.unwrap();
+    assert_eq!(status, 200, "{index}");
+    assert!(index.contains("profile") && index.contains("heap"), "{index}");
+
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                let mut calls = 0u64;
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = json!({"channel": format!("load{i}"), "data": {"n": calls}});
+                    let _ = api(port, "publish", &body).await;
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    let (status, folded) = http(port, "GET", "/debug/pprof/profile?seconds=2&hz=199", "", "").await.unwrap();
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = 0;
+    for l in load {
+        calls += l.await.unwrap();
+    }
+    assert_eq!(status, 200, "{folded}");
+    assert!(calls > 0, "the node was never called");
+    let samples: Vec<(&str, u64)> = folded
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ').map(|(stack, n)| (stack, n.parse().unwrap())))
+        .collect();
+    let total: u64 = samples.iter().map(|(_, n)| n).sum();
+    assert!(total >= 10, "{total} samples over {calls} API calls in 2 s: {folded}");
+    assert!(
+        samples.iter().any(|(stack, _)| stack.contains("wshub_server")),
+        "no frame of the node's own code: {folded}"
+    );
+
+    let (status, heap) = http(port, "GET", "/debug/pprof/heap", "", "").await.unwrap();
+    assert_eq!(status, 200, "{heap}");
+    let heap: Value = serde_json::from_str(&heap).unwrap();
+    let rss = heap["rss_bytes"].as_u64().unwrap();
+    assert!(rss > 1_000_000, "{heap}");
+    assert!(heap["anonymous_mappings"]["rss_bytes"].as_u64().unwrap() > 0, "{heap}");
+    assert!(heap["allocator"].as_str().unwrap().contains("glibc"), "{heap}");
+    let (status, _) = http(port, "GET", "/debug/pprof/profile?seconds=0", "", "").await.unwrap();
+    assert_eq!(status, 400);
+    drop(node);
+
+    let port = free_port();
+    let _node = Node::start(&dir, &json!({"http_api": {"key": API_KEY}}), port).await;
+    let (status, _) = http(port, "GET", "/debug/pprof/heap", "", "").await.unwrap();
+    assert_eq!(status, 404, "off by default");
+}

@@ -139,6 +139,9 @@ pub struct ConnectionSummary {
     /// `json` or `protobuf`.
     pub protocol: String,
     pub transport: String,
+    /// The channels it is subscribed to (absent from an older node's reply).
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 impl ControlMessage {

@@ -133,6 +133,19 @@ pub trait Broker: Send + Sync {
 }
 
 /// Who is in a channel, shared between nodes.
+/// What [`PresenceManager::join_presence`] changed for the client's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The user's first client in the channel.
+    First,
+    /// The user already had another client there.
+    Another,
+    /// This client was present already (a refresh).
+    Again,
+    /// Not added: the channel has its most distinct users.
+    Full,
+}
+
 pub trait PresenceManager: Send + Sync {
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Presence entries expire unless added again; sessions re-add theirs at every ping.
@@ -145,6 +158,47 @@ pub trait PresenceManager: Send + Sync {
             let p = self.presence(channel).await?;
             let users: std::collections::HashSet<&str> = p.values().map(|i| i.user.as_str()).collect();
             Ok((p.len() as u32, users.len() as u32))
+        })
+    }
+    /// Adds `client` as [`PresenceManager::add_presence`] does, and answers what that
+    /// changed for its user, judged with the channel's other entries in one step on a
+    /// shared engine: of two nodes adding the same user's clients at once, one sees
+    /// [`Joined::First`]; with `max_users` (0: no limit) distinct users present and this
+    /// one not among them, nothing is added ([`Joined::Full`]). The default (an engine
+    /// without such a step) reads, then adds: right on one node only.
+    fn join_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: ClientInfo,
+        max_users: usize,
+    ) -> BoxFuture<'a, Result<Joined, EngineError>> {
+        Box::pin(async move {
+            let p = self.presence(channel).await?;
+            if p.contains_key(client) {
+                self.add_presence(channel, client, info).await?;
+                return Ok(Joined::Again);
+            }
+            let others = p.values().any(|i| i.user == info.user);
+            let users: std::collections::HashSet<&str> = p.values().map(|i| i.user.as_str()).collect();
+            if max_users > 0 && !others && users.len() >= max_users {
+                return Ok(Joined::Full);
+            }
+            self.add_presence(channel, client, info).await?;
+            Ok(if others { Joined::Another } else { Joined::First })
+        })
+    }
+    /// Removes `client` as [`PresenceManager::remove_presence`] does; `true` when it was
+    /// present and its user has no client left in the channel (in one step on a shared
+    /// engine: of two nodes removing a user's last two clients at once, one sees it).
+    fn leave_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            let p = self.presence(channel).await?;
+            let Some(info) = p.get(client) else {
+                return Ok(false);
+            };
+            self.remove_presence(channel, client).await?;
+            Ok(!p.iter().any(|(c, i)| c != client && i.user == info.user))
         })
     }
     /// Called once by the node with its uid: a shared engine records which presence

@@ -482,6 +482,21 @@ impl Hub {
         out
     }
 
+    /// The channels each of `conns` (connection ids) is subscribed to here, sorted. Walks
+    /// every channel: for the admin's view of a user's connections, not for a hot path.
+    pub fn channels_of(&self, conns: &[u64]) -> HashMap<u64, Vec<String>> {
+        let mut out: HashMap<u64, Vec<String>> = HashMap::new();
+        for shard in &self.shards {
+            for (name, ch) in shard.lock().iter() {
+                for id in conns.iter().filter(|id| ch.subs.contains_key(id)) {
+                    out.entry(*id).or_default().push(name.clone());
+                }
+            }
+        }
+        out.values_mut().for_each(|v| v.sort());
+        out
+    }
+
     /// Channels with subscribers on this node; no copy of their names (node announcements
     /// read it every few seconds).
     pub fn num_channels(&self) -> usize {

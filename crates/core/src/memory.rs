@@ -353,6 +353,45 @@ impl PresenceManager for MemoryEngine {
         }
         Box::pin(std::future::ready(Ok(())))
     }
+    /// Under the shard's lock: sessions on other runtime threads cannot interleave.
+    fn join_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: ClientInfo,
+        max_users: usize,
+    ) -> BoxFuture<'a, Result<Joined, EngineError>> {
+        let mut shard = self.presence[shard_of(channel)].lock();
+        let m = shard.entry(channel.to_string()).or_default();
+        let joined = if m.contains_key(client) {
+            Joined::Again
+        } else if m.values().any(|i| i.user == info.user) {
+            Joined::Another
+        } else if max_users > 0 && m.values().map(|i| i.user.as_str()).collect::<std::collections::HashSet<_>>().len() >= max_users {
+            Joined::Full
+        } else {
+            Joined::First
+        };
+        if joined != Joined::Full {
+            m.insert(client.to_string(), info);
+        } else if m.is_empty() {
+            shard.remove(channel);
+        }
+        Box::pin(std::future::ready(Ok(joined)))
+    }
+    fn leave_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let mut shard = self.presence[shard_of(channel)].lock();
+        let mut last = false;
+        if let Some(m) = shard.get_mut(channel) {
+            if let Some(info) = m.remove(client) {
+                last = !m.values().any(|i| i.user == info.user);
+            }
+            if m.is_empty() {
+                shard.remove(channel);
+            }
+        }
+        Box::pin(std::future::ready(Ok(last)))
+    }
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         let r = self.presence[shard_of(channel)].lock().get(channel).cloned().unwrap_or_default();
         Box::pin(std::future::ready(Ok(r)))
@@ -455,6 +494,28 @@ mod tests {
         let h = block(e.history("c", all)).unwrap();
         assert_eq!(h.publications, []);
         assert_eq!(h.position.offset, 2);
+    }
+
+    #[test]
+    fn presence_join_and_leave_judge_the_user_and_the_limit() {
+        let e = MemoryEngine::default();
+        let info = |c: &str, u: &str| ClientInfo {
+            client: c.into(),
+            user: u.into(),
+            ..Default::default()
+        };
+        assert_eq!(block(e.join_presence("c", "a1", info("a1", "a"), 2)).unwrap(), Joined::First);
+        assert_eq!(block(e.join_presence("c", "a2", info("a2", "a"), 2)).unwrap(), Joined::Another);
+        assert_eq!(block(e.join_presence("c", "a2", info("a2", "a"), 2)).unwrap(), Joined::Again);
+        assert_eq!(block(e.join_presence("c", "b1", info("b1", "b"), 2)).unwrap(), Joined::First);
+        assert_eq!(block(e.join_presence("c", "c1", info("c1", "c"), 2)).unwrap(), Joined::Full);
+        assert_eq!(block(e.presence("c")).unwrap().len(), 3, "the refused one not added");
+        assert!(!block(e.leave_presence("c", "a1")).unwrap(), "a2 is still there");
+        assert!(block(e.leave_presence("c", "a2")).unwrap());
+        assert!(!block(e.leave_presence("c", "a2")).unwrap(), "not there any more");
+        assert!(block(e.leave_presence("c", "b1")).unwrap());
+        assert!(e.presence[shard_of("c")].lock().is_empty(), "no empty map left behind");
+        assert_eq!(block(e.join_presence("d", "x", info("x", "x"), 0)).unwrap(), Joined::First);
     }
 
     #[test]

@@ -141,6 +141,17 @@ pub const IDEMPOTENT_RESULT_TTL: std::time::Duration = std::time::Duration::from
 /// Whether a node could start with `config`: [`NodeConfig::validate`], then what only
 /// building the parts can check (proxy endpoints, channel patterns, token keys). For a
 /// configuration loaded before the node exists (`wshub checkconfig`, a reload's file).
+/// One connection of a user on this node, for the `connections` API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserClient {
+    pub client: String,
+    pub format: Format,
+    /// The transport's name (`websocket`, `sse`, `pusher`, …).
+    pub transport: &'static str,
+    /// The channels it is subscribed to here, sorted.
+    pub channels: Vec<String>,
+}
+
 pub fn check_config(config: &NodeConfig) -> Result<(), ConfigError> {
     build_parts(config).map(drop)
 }
@@ -518,17 +529,24 @@ impl Node {
         self.clients.lock().get(user).map_or(0, HashMap::len)
     }
 
-    /// A user's connections on this node: (client id, wire format, transport), sorted by
-    /// client id.
-    pub fn user_clients(&self, user: &str) -> Vec<(String, Format, &'static str)> {
-        let mut v: Vec<(String, Format, &'static str)> = match self.clients.lock().get(user) {
+    /// A user's connections on this node, sorted by client id.
+    pub fn user_clients(&self, user: &str) -> Vec<UserClient> {
+        let handles: Vec<(String, Arc<dyn ConnectionHandle>)> = match self.clients.lock().get(user) {
             None => Vec::new(),
-            Some(m) => m
-                .iter()
-                .map(|(c, h)| (c.to_string(), h.encoding().format, h.transport().name))
-                .collect(),
+            Some(m) => m.iter().map(|(c, h)| (c.to_string(), h.clone())).collect(),
         };
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        let ids: Vec<u64> = handles.iter().map(|(_, h)| h.id()).collect();
+        let mut channels = self.hub.channels_of(&ids);
+        let mut v: Vec<UserClient> = handles
+            .into_iter()
+            .map(|(client, h)| UserClient {
+                client,
+                format: h.encoding().format,
+                transport: h.transport().name,
+                channels: channels.remove(&h.id()).unwrap_or_default(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.client.cmp(&b.client));
         v
     }
 

@@ -84,6 +84,51 @@ impl PresenceManager for Shard {
                 .map_err(|e| self.fail(e))
         })
     }
+    fn join_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: ClientInfo,
+        max_users: usize,
+    ) -> BoxFuture<'a, Result<Joined, EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let mut inv = self.scripts.presence_join.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            if let Some(owned) = self.owned_key(channel) {
+                inv.key(owned);
+            }
+            self.note_presence_tag(&mut c, channel).await?;
+            let n: i64 = inv
+                .arg(client)
+                .arg(info.encode_to_vec())
+                .arg(self.cfg.presence_ttl.as_secs().max(1))
+                .arg(channel)
+                .arg(&info.user)
+                .arg(max_users)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok(match n {
+                -1 => Joined::Full,
+                0 => Joined::Again,
+                1 => Joined::First,
+                _ => Joined::Another,
+            })
+        })
+    }
+    fn leave_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let mut inv = self.scripts.presence_leave.prepare_invoke();
+            self.presence_keys(&mut inv, channel);
+            if let Some(owned) = self.owned_key(channel) {
+                inv.key(owned);
+            }
+            let left: i64 = inv.arg(client).arg(channel).invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
+            Ok(left == 0)
+        })
+    }
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
@@ -186,6 +231,18 @@ impl PresenceManager for RedisEngine {
     }
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         self.shard(channel).remove_presence(channel, client)
+    }
+    fn join_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: ClientInfo,
+        max_users: usize,
+    ) -> BoxFuture<'a, Result<Joined, EngineError>> {
+        self.shard(channel).join_presence(channel, client, info, max_users)
+    }
+    fn leave_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        self.shard(channel).leave_presence(channel, client)
     }
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         self.shard(channel).presence(channel)

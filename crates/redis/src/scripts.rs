@@ -16,6 +16,12 @@ const HISTORY: &str = include_str!("lua/history.lua");
 const PRESENCE_LIB: &str = include_str!("lua/presence_lib.lua");
 const PRESENCE_ADD: &str = include_str!("lua/presence_add.lua");
 const PRESENCE_REMOVE: &str = include_str!("lua/presence_remove.lua");
+/// `add` and `remove` that answer what they changed for the entry's user, decided in the
+/// script, so that of two nodes adding or removing a user's clients at once exactly one sees
+/// the first or the last (`join_presence`, `leave_presence`), and a presence member limit
+/// holds whatever the concurrency.
+const PRESENCE_JOIN: &str = include_str!("lua/presence_join.lua");
+const PRESENCE_LEAVE: &str = include_str!("lua/presence_leave.lua");
 const PRESENCE_GET: &str = include_str!("lua/presence_get.lua");
 const PRESENCE_STATS: &str = include_str!("lua/presence_stats.lua");
 /// Takes a dead node's presence entries (the ones its sessions added, listed in its
@@ -37,6 +43,8 @@ pub(crate) struct Scripts {
     pub history: redis::Script,
     pub presence_add: redis::Script,
     pub presence_remove: redis::Script,
+    pub presence_join: redis::Script,
+    pub presence_leave: redis::Script,
     pub presence_get: redis::Script,
     pub presence_stats: redis::Script,
     pub presence_reap: redis::Script,
@@ -53,6 +61,8 @@ impl Scripts {
             history: redis::Script::new(HISTORY),
             presence_add: presence_script(PRESENCE_ADD),
             presence_remove: presence_script(PRESENCE_REMOVE),
+            presence_join: presence_script(PRESENCE_JOIN),
+            presence_leave: presence_script(PRESENCE_LEAVE),
             presence_get: presence_script(PRESENCE_GET),
             presence_stats: presence_script(PRESENCE_STATS),
             presence_reap: presence_script(PRESENCE_REAP),

@@ -728,3 +728,61 @@ async fn cluster_a_dead_nodes_presence_is_reaped_once() {
 
 mod addresses;
 mod maps;
+
+/// Two nodes on one Redis, many sockets at once: the presence member limit is never
+/// passed, exactly one of a user's sockets is its first and exactly one its last (the Pusher
+/// dialect's `member_added`/`member_removed` and `presence-` limit rest on these).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_joins_and_leaves_are_judged_in_one_step_across_nodes() {
+    let server = RedisServer::start().await;
+    let (a, _) = node(&server, "pj").await;
+    let (b, _) = node(&server, "pj").await;
+    let info = |c: &str, u: &str| ClientInfo {
+        client: c.into(),
+        user: u.into(),
+        ..Default::default()
+    };
+    // Twelve users at once for a channel of at most three.
+    let joins = (0..12).map(|i| {
+        let e = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (c, u) = (format!("c{i}"), format!("u{i}"));
+        async move { e.join_presence("limited", &c, info(&c, &u), 3).await.unwrap() }
+    });
+    let joined = futures_util::future::join_all(joins).await;
+    assert_eq!(joined.iter().filter(|j| **j == Joined::First).count(), 3, "{joined:?}");
+    assert_eq!(joined.iter().filter(|j| **j == Joined::Full).count(), 9, "{joined:?}");
+    assert_eq!(a.presence_stats("limited").await.unwrap(), (3, 3));
+    let inside = a.presence("limited").await.unwrap();
+    let member = inside.values().next().unwrap().user.clone();
+    assert_eq!(
+        b.join_presence("limited", "another", info("another", &member), 3).await.unwrap(),
+        Joined::Another,
+        "a present user's next socket is no new member"
+    );
+    assert_eq!(
+        b.join_presence("limited", "another", info("another", &member), 3).await.unwrap(),
+        Joined::Again
+    );
+
+    // Eight sockets of one user at once: one first; leaving at once: one last.
+    let joins = (0..8).map(|i| {
+        let e = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let c = format!("s{i}");
+        async move { e.join_presence("room", &c, info(&c, "alice"), 0).await.unwrap() }
+    });
+    let joined = futures_util::future::join_all(joins).await;
+    assert_eq!(joined.iter().filter(|j| **j == Joined::First).count(), 1, "{joined:?}");
+    assert_eq!(joined.iter().filter(|j| **j == Joined::Another).count(), 7, "{joined:?}");
+    let leaves = (0..8).map(|i| {
+        let e = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let c = format!("s{i}");
+        async move { e.leave_presence("room", &c).await.unwrap() }
+    });
+    let left = futures_util::future::join_all(leaves).await;
+    assert_eq!(left.iter().filter(|l| **l).count(), 1, "{left:?}");
+    assert!(
+        !a.leave_presence("room", "s0").await.unwrap(),
+        "gone already: not a last socket again"
+    );
+    assert_eq!(a.presence_stats("room").await.unwrap(), (0, 0));
+}

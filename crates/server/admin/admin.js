@@ -8,6 +8,8 @@ const NODES_REFRESH_MS = 3000;
 let nodesTimer = null;
 let selectedChannel = null;
 let shownUser = null;
+let live = null;
+const LIVE_MAX = 50;
 
 class SessionGone extends Error {}
 
@@ -55,6 +57,7 @@ function report(id, e) {
 // ---- views ----
 
 function showLogin(message) {
+  stopLive();
   if (nodesTimer) clearInterval(nodesTimer);
   nodesTimer = null;
   $('app-view').hidden = true;
@@ -124,7 +127,52 @@ async function searchChannels() {
   }
 }
 
+// ---- live view: the page's own connection (an event stream behind the admin session) is
+// subscribed to the channel on the node, and shows each publication as it is delivered ----
+
+function stopLive(note) {
+  if (live) live.close();
+  live = null;
+  $('live-toggle').textContent = 'Watch live';
+  if (note !== undefined) $('live-note').textContent = note;
+}
+
+function startLive() {
+  const name = selectedChannel;
+  stopLive();
+  clear($('live'));
+  $('live-note').textContent = `subscribing to ${name}…`;
+  $('live-toggle').textContent = 'Stop';
+  const source = live = new EventSource(`/admin/live?channel=${encodeURIComponent(name)}`);
+  source.addEventListener('subscribed', () => {
+    if (live === source) $('live-note').textContent = `watching ${name}`;
+  });
+  source.onmessage = (ev) => {
+    if (live !== source) return;
+    let push;
+    try { push = JSON.parse(ev.data); } catch (e) { return; }
+    const p = push.pub || push.publication;
+    if (!p) return;
+    const li = document.createElement('li');
+    li.className = 'live-publication';
+    li.textContent = `#${p.offset || '-'} ${JSON.stringify(p.data)}`;
+    const list = $('live');
+    list.insertBefore(li, list.firstChild);
+    while (list.children.length > LIVE_MAX) list.removeChild(list.lastChild);
+  };
+  source.onerror = () => {
+    if (live !== source) return;
+    // EventSource reconnects by itself while the server is reachable; closed means refused.
+    if (source.readyState === EventSource.CLOSED) stopLive('the live view was refused (session ended?)');
+    else $('live-note').textContent = `reconnecting to ${name}…`;
+  };
+}
+
 async function openChannel(name) {
+  if (name !== selectedChannel) {
+    stopLive('Publications appear here as they are delivered, while you watch.');
+    clear($('live'));
+  }
   selectedChannel = name;
   for (const tr of $('channels').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.channel === name);
   $('channel-card').hidden = false;
@@ -248,6 +296,8 @@ async function showConnections(ev) {
       cell(tr, c.user || user);
       cell(tr, `${c.transport || ''} ${c.protocol || ''}`.trim());
       cell(tr, String(c.node || '').slice(0, 8)).title = c.node || '';
+      const channels = Object.keys((c.state && c.state.channels) || {}).sort();
+      cell(tr, channels.join(', ') || '-').className = 'channels';
       const td = document.createElement('td');
       const b = document.createElement('button');
       b.className = 'danger small';
@@ -309,6 +359,7 @@ document.addEventListener('DOMContentLoaded', async () => {
   $('api-form').addEventListener('submit', sendApi);
   apiTemplate();
   $('disconnect-user').addEventListener('click', () => disconnect(shownUser, ''));
+  $('live-toggle').addEventListener('click', () => (live ? stopLive(`stopped watching ${selectedChannel}`) : startLive()));
   const r = await fetch('/admin/session', { credentials: 'same-origin' });
   if (r.ok) {
     const s = await r.json();

@@ -521,7 +521,12 @@ pub async fn call(cluster: &Arc<Cluster>, request: ApiRequest) -> Result<Value, 
                 .await?
                 .into_iter()
                 .map(|(node, c)| {
-                    let v = json!({"user": c.user, "transport": c.transport, "protocol": c.protocol, "node": node});
+                    let v = json!({
+                        "user": c.user, "transport": c.transport, "protocol": c.protocol, "node": node,
+                        // Centrifugo PRO's shape (`ConnectionState.channels`), which the
+                        // gRPC API's `ConnectionInfo` carries too.
+                        "state": {"channels": c.channels.iter().map(|ch| (ch.clone(), json!({}))).collect::<serde_json::Map<_, _>>()},
+                    });
                     (c.client, v)
                 })
                 .collect();

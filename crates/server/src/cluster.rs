@@ -281,14 +281,15 @@ impl Cluster {
                 let connections = node
                     .user_clients(&user)
                     .into_iter()
-                    .map(|(client, format, transport)| ConnectionSummary {
-                        client,
+                    .map(|c| ConnectionSummary {
+                        client: c.client,
                         user: user.clone(),
-                        protocol: match format {
+                        protocol: match c.format {
                             wshub_protocol::Format::Json => "json".into(),
                             wshub_protocol::Format::Protobuf => "protobuf".into(),
                         },
-                        transport: transport.into(),
+                        transport: c.transport.into(),
+                        channels: c.channels,
                     })
                     .collect();
                 let reply = ControlMessage::ConnectionsReply {

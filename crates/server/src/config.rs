@@ -63,6 +63,8 @@ pub struct Config {
     pub prometheus: Prometheus,
     pub graphite: Graphite,
     pub opentelemetry: OpenTelemetry,
+    /// `debug.*`: the CPU profile and heap summary endpoints.
+    pub debug: DebugSection,
     pub health: Health,
     /// `init.*`: `/connection/init`.
     pub init: ConnInit,

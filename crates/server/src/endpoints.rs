@@ -48,6 +48,8 @@ pub struct Endpoints {
     pub admin: Option<String>,
     pub metrics: Option<String>,
     pub health: Option<String>,
+    /// The profiling endpoints (`debug.enabled`) under this prefix.
+    pub debug: Option<String>,
     /// wshub's `/ready`.
     pub ready: bool,
     /// `GET /`: a short page saying where things are.
@@ -74,6 +76,8 @@ pub enum Route<'a> {
     Landing,
     /// Pusher's HTTP API under `/apps/`.
     PusherApi,
+    /// A profiling endpoint, by its name under `debug.handler_prefix` (`""`: the index).
+    Debug(&'a str),
     NotFound,
 }
 
@@ -178,6 +182,13 @@ impl Endpoints {
                 }
             }
         }
+        if let Some(prefix) = &self.debug {
+            if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Route::Debug(rest.trim_start_matches('/'));
+                }
+            }
+        }
         if self.landing && path == "/" {
             return Route::Landing;
         }
@@ -218,6 +229,7 @@ pub fn plan(c: &Config) -> Result<(Endpoints, Option<(SocketAddr, Endpoints)>), 
     let mut internal = Endpoints {
         metrics: on(c.prometheus.enabled, &c.prometheus.handler_prefix),
         health: on(c.health.enabled, &c.health.handler_prefix),
+        debug: on(c.debug.enabled, &c.debug.handler_prefix),
         ready: true,
         ..Default::default()
     };
@@ -293,6 +305,7 @@ impl Endpoints {
             admin: self.admin.or(other.admin),
             metrics: self.metrics.or(other.metrics),
             health: self.health.or(other.health),
+            debug: self.debug.or(other.debug),
             ready: self.ready || other.ready,
             landing: self.landing || other.landing,
             pusher: self.pusher || other.pusher,
@@ -309,6 +322,7 @@ impl Endpoints {
             (self.api.is_some(), "api"),
             (self.admin.is_some(), "admin"),
             (self.metrics.is_some(), "prometheus"),
+            (self.debug.is_some(), "debug"),
             (self.health.is_some(), "health"),
             (self.ready, "ready"),
             (self.uni_websocket.is_some(), "uni_websocket"),
@@ -369,8 +383,10 @@ mod tests {
         assert_eq!(internal.route("/admin/api/info"), Route::Admin("/admin/api/info".into()));
         assert_eq!(internal.route("/metrics"), Route::Metrics);
         assert_eq!(internal.route("/health"), Route::Health);
+        assert_eq!(internal.route("/debug/pprof/heap"), Route::NotFound, "debug is off by default");
         let c = config(serde_json::json!({
             "http_server": {"internal_port": 9000},
+            "debug": {"enabled": true},
             "http_api": {"external": true},
             "admin": {"enabled": true, "external": true, "password": "p", "secret": "s"},
         }));
@@ -380,6 +396,9 @@ mod tests {
         assert_eq!(main.route("/admin"), Route::Admin("/admin".into()));
         assert_eq!(internal.route("/api/publish"), Route::NotFound);
         assert_eq!(internal.route("/health"), Route::Health);
+        assert_eq!(internal.route("/debug/pprof/profile"), Route::Debug("profile"));
+        assert_eq!(internal.route("/debug/pprof/"), Route::Debug(""));
+        assert_eq!(main.route("/debug/pprof/heap"), Route::NotFound, "debug is internal only");
         assert_eq!(api_url(&c, "http://localhost:8000"), "http://localhost:8000/api/<method>");
         let c = config(serde_json::json!({"http_server": {"internal_port": 9000}}));
         assert_eq!(

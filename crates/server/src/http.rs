@@ -9,6 +9,7 @@
 mod admin;
 pub(crate) mod api;
 mod landing;
+mod live;
 mod websocket;
 
 use std::convert::Infallible;
@@ -56,6 +57,7 @@ fn route_label(endpoints: &Endpoints, path: &str) -> String {
         Route::Api(_) => format!("{}/", endpoints.api.as_deref().unwrap_or_default().trim_end_matches('/')),
         Route::Admin(_) => format!("{}/", endpoints.admin.as_deref().unwrap_or_default().trim_end_matches('/')),
         Route::PusherApi => crate::pusher::API_PREFIX.to_string(),
+        Route::Debug(_) => format!("{}/", endpoints.debug.as_deref().unwrap_or_default().trim_end_matches('/')),
         Route::WebSocket if path.starts_with(crate::pusher::WS_PREFIX) => crate::pusher::WS_PREFIX.to_string(),
         Route::NotFound => "other".to_string(),
         // The echo server upgrades on any path.
@@ -99,6 +101,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoi
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
+        Route::Debug(name) => crate::debug::handle(req, name).await,
         Route::Ready if !shared.is_ready() => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
         Route::Ready if !shared.is_engine_ok() => text(StatusCode::SERVICE_UNAVAILABLE, "engine unavailable"),
         Route::Ready => text(StatusCode::OK, "ready"),

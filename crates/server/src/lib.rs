@@ -13,6 +13,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod consumers;
+pub mod debug;
 pub mod delivery;
 pub mod drain;
 pub mod driver;

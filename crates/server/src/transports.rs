@@ -21,7 +21,7 @@ use crate::response::{empty_body, text, Body};
 use crate::state::Shared;
 
 /// Decodes an `application/x-www-form-urlencoded` value (`+` is a space).
-fn form_decode(v: &str) -> Option<Vec<u8>> {
+pub(crate) fn form_decode(v: &str) -> Option<Vec<u8>> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -40,7 +40,7 @@ fn form_decode(v: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == name).then(|| v.to_string())

@@ -235,6 +235,66 @@ test('admin page: every server API method from its form, at 1280 px', { timeout:
   });
 });
 
+// A user's connections with the channels each is subscribed to, and the live view of a
+// channel: the page's own connection is subscribed on the node (the channel counts one more
+// subscriber while the page watches) and shows a publication made through the HTTP API.
+test('admin page: connections with their channels, and a live view of a channel', { timeout: 120000 }, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const config = baseConfig();
+  config.admin = { enabled: true, password: PASSWORD, secret: 'admin-test-secret' };
+  const server = await startServer(config);
+  const browser = await launchChromium();
+  const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
+  try {
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const { clientId } = await connectAndSubscribe(client, 'chat:room');
+    const other = client.newSubscription('chat:other');
+    const otherSubscribed = once(other, 'subscribed');
+    other.subscribe();
+    await otherSubscribed;
+    await page.goto(`http://127.0.0.1:${server.port}/admin`);
+    await page.fill('#password', PASSWORD);
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#app-view').waitFor({ state: 'visible' });
+
+    // Without the session the live view is refused.
+    assert.equal((await fetch(`http://127.0.0.1:${server.port}/admin/live?channel=chat:room`)).status, 401);
+
+    await page.fill('#connections-user', 'alice');
+    await page.click('#connections-form button[type=submit]');
+    const conn = page.locator(`#connections tbody tr[data-client="${clientId}"]`);
+    await conn.waitFor({ state: 'visible' });
+    assert.equal(await conn.locator('td.channels').textContent(), 'chat:other, chat:room');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than 1280 px`);
+    await page.screenshot({ path: `${SHOTS}13-connection-channels.png`, fullPage: true });
+
+    const subscribers = () => server.api('channels', { pattern: 'chat:room' }).then((r) => r.result.channels['chat:room']?.num_clients);
+    await page.click('#channels-form button[type=submit]');
+    await page.locator('#channels tbody tr[data-channel="chat:room"]').click();
+    await page.click('#live-toggle');
+    await waitFor(async () => (await page.textContent('#live-note')) === 'watching chat:room', 10000, 'the live view subscribed');
+    assert.equal(await subscribers(), 2, 'the page is a subscriber of its own');
+    await server.api('publish', { channel: 'chat:room', data: { live: 1 } });
+    await server.api('publish', { channel: 'chat:other', data: { elsewhere: true } });
+    await server.api('publish', { channel: 'chat:room', data: { live: 2 } });
+    await waitFor(async () => (await page.locator('#live li').count()) === 2, 10000, 'two live publications');
+    const shown = await page.locator('#live li').allTextContents();
+    assert.ok(shown[0].includes('{"live":2}') && shown[1].includes('{"live":1}'), `newest first, this channel only: ${shown}`);
+    await page.screenshot({ path: `${SHOTS}14-live.png`, fullPage: true });
+
+    await page.click('#live-toggle');
+    await waitFor(async () => (await subscribers()) === 1, 10000, 'the page unsubscribed when it stopped watching');
+    assert.deepEqual(pageErrors, [], 'no script error on the page');
+  } finally {
+    client.disconnect();
+    await browser.close();
+    await server.stop();
+  }
+});
+
 // examples/browser: the page a newcomer copies, served from another port (so its origin
 // must be listed in client.allowed_origins), with tokens minted by the example's Node and
 // Python snippets. The page loads centrifuge-js from unpkg; here that request is answered

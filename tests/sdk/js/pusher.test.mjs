@@ -121,7 +121,19 @@ test('pusher-js connects with a Pusher socket id and an unknown key is refused w
   const p = client(server.port);
   const id = await connected(p);
   assert.match(id, /^\d+\.\d+$/);
+  // Counted in Centrifugo's per-transport series as transport "pusher".
+  const series = async (name) => {
+    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{transport="pusher"`));
+    return line === undefined ? undefined : Number(line.split(' ').pop());
+  };
+  assert.equal(await series('centrifugo_client_connections_inflight'), 1);
+  assert.ok((await series('centrifugo_client_connections_accepted')) >= 1);
+  await subscribe(p, 'counted');
+  assert.ok((await series('centrifugo_transport_messages_sent')) >= 1, 'the subscription reply counted');
+  assert.ok((await series('centrifugo_transport_messages_received')) >= 1, 'the subscribe counted');
   p.disconnect();
+  await waitFor(async () => (await series('centrifugo_client_connections_inflight')) === 0, 5000, 'the pusher connection gone from inflight');
 
   const bad = new PusherClient('no-such-key', { wsHost: '127.0.0.1', wsPort: server.port, forceTLS: false, enabledTransports: ['ws'], cluster: 'mt1' });
   const err = await new Promise((resolve) => bad.connection.bind('error', resolve));
@@ -366,6 +378,36 @@ test('a channel vacated and occupied again within the debounce sends neither web
   b.disconnect();
 });
 
+test('cache channels: pusher:cache_miss (and its webhook), then the last event on subscribe', async () => {
+  const a = client(server.port);
+  await connected(a);
+  const ch = a.subscribe('cache-news');
+  const miss = new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no pusher:cache_miss')), 10000);
+    ch.bind('pusher:cache_miss', () => { clearTimeout(t); resolve(); });
+  });
+  await miss;
+  await waitFor(() => events.some((e) => e.name === 'cache_miss' && e.channel === 'cache-news'), 5000, 'the cache_miss webhook');
+  const got = next(ch, 'headline');
+  await serverSdk(server.port).trigger('cache-news', 'headline', { n: 1 });
+  await serverSdk(server.port).trigger('cache-news', 'headline', { n: 2 });
+  await got;
+  // A later subscriber gets the last event at once, and no cache miss.
+  const b = client(server.port);
+  await connected(b);
+  const late = b.subscribe('cache-news');
+  let missed = false;
+  late.bind('pusher:cache_miss', () => { missed = true; });
+  const cached = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no cached event')), 10000);
+    late.bind('headline', (d) => { clearTimeout(t); resolve(d); });
+  });
+  assert.deepEqual(cached, { n: 2 });
+  assert.equal(missed, false);
+  a.disconnect();
+  b.disconnect();
+});
+
 test('presence across two wshub nodes on Redis', async () => {
   const rport = await freePort();
   const redis = spawn('redis-server', ['--port', String(rport), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -397,6 +439,69 @@ test('presence across two wshub nodes on Redis', async () => {
       assert.equal((await removed)[0].id, 'bob');
       ann.disconnect();
     } finally {
+      await n1.stop();
+      await n2.stop();
+    }
+  } finally {
+    redis.kill('SIGTERM');
+    await redisExit;
+  }
+});
+
+// The races of several nodes on Redis: a user's two sockets on two nodes joining and
+// leaving at once give one member_added and one member_removed; the channel's last
+// subscribers leaving both nodes at once give one channel_vacated; two new users on two
+// nodes at once cannot both pass a presence channel's member limit.
+test('two nodes on Redis: one webhook per change, and the member limit holds', async () => {
+  const rport = await freePort();
+  const redis = spawn('redis-server', ['--port', String(rport), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const redisExit = new Promise((r) => redis.once('exit', r));
+  redis.once('error', (e) => { throw new Error(`redis-server could not start (apt-get install redis-server): ${e.message}`); });
+  const sockets = [];
+  try {
+    const cfg = baseConfig();
+    cfg.engine = { type: 'redis', redis: { address: `redis://127.0.0.1:${rport}` } };
+    cfg.pusher = pusherConfig(`http://127.0.0.1:${hooks.address().port}/hooks`);
+    cfg.pusher.apps[0].limits = { max_presence_members: 2 };
+    await waitFor(async () => { try { return (await startProbe(rport)); } catch { return false; } }, 10000, 'redis-server');
+    const n1 = await startServer(cfg);
+    const n2 = await startServer(cfg);
+    const open = async (port, id) => {
+      const p = client(port, { user: { id } });
+      sockets.push(p);
+      await connected(p);
+      return p;
+    };
+    const named = (name, channel, user) => events.filter((e) => e.name === name && e.channel === channel && (!user || e.user_id === user));
+    try {
+      const [c1, c2] = await Promise.all([open(n1.port, 'carol'), open(n2.port, 'carol')]);
+      await Promise.all([subscribe(c1, 'presence-twice'), subscribe(c2, 'presence-twice')]);
+      await waitFor(() => named('member_added', 'presence-twice', 'carol').length > 0, 5000, 'member_added');
+      c1.disconnect();
+      c2.disconnect();
+      // A marker vacated after: its debounced webhook comes after any duplicate would.
+      const m = await open(n1.port, 'marker');
+      await subscribe(m, 'marker-after-race');
+      m.unsubscribe('marker-after-race');
+      await waitFor(() => named('channel_vacated', 'marker-after-race').length > 0, 15000, 'the marker vacated');
+      await waitFor(() => named('channel_vacated', 'presence-twice').length > 0, 5000, 'presence-twice vacated');
+      assert.equal(named('member_added', 'presence-twice', 'carol').length, 1, 'one member_added');
+      assert.equal(named('member_removed', 'presence-twice', 'carol').length, 1, 'one member_removed');
+      assert.equal(named('channel_occupied', 'presence-twice').length <= 1, true, 'at most one channel_occupied');
+      assert.equal(named('channel_vacated', 'presence-twice').length, 1, 'one channel_vacated');
+
+      // One member in, room for one more: of two new users on two nodes, one gets in.
+      const first = await open(n1.port, 'first');
+      await subscribe(first, 'presence-limited');
+      const [x, y] = await Promise.all([open(n1.port, 'xavier'), open(n2.port, 'yolanda')]);
+      const results = await Promise.allSettled([subscribe(x, 'presence-limited'), subscribe(y, 'presence-limited')]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, JSON.stringify(results.map((r) => r.status)));
+      const refused = results.find((r) => r.status === 'rejected');
+      assert.equal(refused.reason.message, 'subscription_error');
+      const members = (await serverSdk(n2.port).get({ path: '/channels/presence-limited/users' }).then((r) => r.json())).users;
+      assert.equal(members.length, 2, JSON.stringify(members));
+    } finally {
+      for (const p of sockets) p.disconnect();
       await n1.stop();
       await n2.stop();
     }

@@ -100,6 +100,28 @@ impl Client {
             http: None,
             pong: None,
         };
+        if t.dialect == Dialect::Pusher {
+            loop {
+                let msg = c.next_message().await?;
+                if contains(&msg, b"pusher:connection_established") {
+                    break;
+                }
+                if contains(&msg, b"pusher:error") {
+                    bail!("connection refused: {}", String::from_utf8_lossy(&msg));
+                }
+            }
+            let subscribe = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{}"}}}}"#, t.channel);
+            c.send_text(subscribe).await?;
+            loop {
+                let msg = c.next_message().await?;
+                if contains(&msg, b"pusher_internal:subscription_succeeded") {
+                    break;
+                }
+                if contains(&msg, b"pusher:subscription_error") || contains(&msg, b"pusher:error") {
+                    bail!("subscribe refused: {}", String::from_utf8_lossy(&msg));
+                }
+            }
+        }
         if t.dialect == Dialect::Wshub {
             c.send_text(connect_commands(t)).await?;
             loop {
@@ -157,6 +179,9 @@ impl Client {
             while let Some(e) = self.conn.poll_event() {
                 match e {
                     Event::Message { data, .. } if &data[..] == b"{}" => self.send_text("{}".into()).await?,
+                    Event::Message { data, .. } if contains(&data, br#""pusher:ping""#) => {
+                        self.send_text(r#"{"event":"pusher:pong","data":{}}"#.into()).await?
+                    }
                     Event::Message { data, .. } => return Ok(data),
                     Event::Closed { code, .. } => bail!("closed with {}", code.0),
                     Event::Failed(e) => bail!("protocol error: {e}"),
@@ -172,6 +197,10 @@ impl Client {
             }
         }
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The request that opens an HTTP transport with `commands` (connect, subscribe).

@@ -65,6 +65,9 @@ fn scan(frame: &[u8], mut f: impl FnMut(u64, u64)) {
     for line in frame.split(|b| *b == b'\n') {
         if let (Some(s), Some(t)) = (num_after(line, br#""s":"#), num_after(line, br#""t":"#)) {
             f(s, t);
+        } else if let (Some(s), Some(t)) = (num_after(line, br#"\"s\":"#), num_after(line, br#"\"t\":"#)) {
+            // A Pusher event: its data is a JSON string, quotes escaped.
+            f(s, t);
         }
     }
 }
@@ -293,10 +296,10 @@ async fn publish(
             }
             drain.abort();
         }
-        Dialect::Wshub => {
+        Dialect::Wshub | Dialect::Pusher => {
             let hostport = api
                 .strip_prefix("http://")
-                .context("--api http://127.0.0.1:PORT required for the wshub dialect")?;
+                .context("--api http://127.0.0.1:PORT required for the wshub and pusher dialects")?;
             let addr: SocketAddr = hostport.trim_end_matches('/').parse().context("--api: expected http://IP:PORT")?;
             if !addr.ip().is_loopback() {
                 bail!("bench targets loopback only");
@@ -333,15 +336,20 @@ async fn publish(
             });
             for s in 1..=total {
                 tick.tick().await;
-                let body = format!(
-                    r#"{{"channel":"{}","data":{{"s":{s},"t":{},"p":"{pad}"}}}}"#,
-                    t.channel,
-                    now_micros()
-                );
-                let req = format!(
-                    "POST /api/publish HTTP/1.1\r\nHost: {hostport}\r\nX-API-Key: {api_key}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let req = match t.dialect {
+                    Dialect::Pusher => pusher_event(t, hostport, s, pad)?,
+                    _ => {
+                        let body = format!(
+                            r#"{{"channel":"{}","data":{{"s":{s},"t":{},"p":"{pad}"}}}}"#,
+                            t.channel,
+                            now_micros()
+                        );
+                        format!(
+                            "POST /api/publish HTTP/1.1\r\nHost: {hostport}\r\nX-API-Key: {api_key}\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                };
                 let _ = sent_tx.send(Instant::now());
                 wr.write_all(req.as_bytes()).await?;
                 published.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +367,31 @@ async fn publish(
         }
     }
     Ok(None)
+}
+
+/// `POST /apps/ID/events` carrying publication `s`, signed as Pusher's HTTP API requires
+/// (`auth_signature`: HMAC-SHA256 under the app secret of the method, path and sorted query,
+/// with the body's MD5 in `body_md5`).
+fn pusher_event(t: &Target, hostport: &str, s: u64, pad: &str) -> anyhow::Result<String> {
+    use hmac::{Hmac, Mac};
+    use md5::Digest as _;
+    let mut app = t.pusher_app.splitn(3, ':');
+    let (Some(id), Some(key), Some(secret)) = (app.next(), app.next(), app.next()) else {
+        bail!("--pusher-app: expected ID:KEY:SECRET");
+    };
+    let data = format!(r#"{{\"s\":{s},\"t\":{},\"p\":\"{pad}\"}}"#, now_micros());
+    let body = format!(r#"{{"name":"bench","channel":"{}","data":"{data}"}}"#, t.channel);
+    let md5: String = md5::Md5::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let path = format!("/apps/{id}/events");
+    let query = format!("auth_key={key}&auth_timestamp={stamp}&auth_version=1.0&body_md5={md5}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).context("the app secret")?;
+    mac.update(format!("POST\n{path}\n{query}").as_bytes());
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "POST {path}?{query}&auth_signature={signature} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
 }
 
 /// The length of the first whole HTTP/1.1 response in `buf` (Content-Length framed, as the

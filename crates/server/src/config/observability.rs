@@ -47,3 +47,21 @@ pub struct OpenTelemetry {
     /// Spans for the commands of async consumers (once wshub has consumers, #31).
     pub consuming: bool,
 }
+
+/// `debug.*`: profiling endpoints on the internal port, in place of Go's pprof handlers
+/// ([`crate::debug`]).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct DebugSection {
+    pub enabled: bool,
+    pub handler_prefix: String,
+}
+
+impl Default for DebugSection {
+    fn default() -> Self {
+        DebugSection {
+            enabled: false,
+            handler_prefix: "/debug/pprof".into(),
+        }
+    }
+}

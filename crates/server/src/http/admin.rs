@@ -78,6 +78,19 @@ pub(super) async fn admin_route(
             }
             r
         }
+        "/admin/live" if get => {
+            if !admin.authorized(req.headers()) {
+                return error_json(StatusCode::UNAUTHORIZED, "no admin session: log in");
+            }
+            let channel = crate::transports::query_param(req.uri(), "channel")
+                .and_then(|v| crate::transports::form_decode(&v))
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            match shared.config.api.as_ref() {
+                Some(api) => super::live::live(&api.node, &channel).await,
+                None => error_json(StatusCode::NOT_FOUND, "no node on this listener"),
+            }
+        }
         p if p.starts_with("/admin/api/") => {
             let method = &p["/admin/api/".len()..];
             if !post {

@@ -28,8 +28,18 @@ const COMMAND_METHODS: [&str; 12] = [
     "unknown",
 ];
 
-/// The transports whose message and connection counters exist from the start.
-const TRANSPORTS: [&str; 6] = ["websocket", "uni_websocket", "http_stream", "sse", "uni_http_stream", "uni_sse"];
+/// The transports whose message and connection counters exist from the start. Pusher
+/// connections are counted as transport `pusher` (a WebSocket, but another protocol: a
+/// dashboard can tell the two dialects apart, and the sum is every connection).
+const TRANSPORTS: [&str; 7] = [
+    "websocket",
+    "uni_websocket",
+    "http_stream",
+    "sse",
+    "uni_http_stream",
+    "uni_sse",
+    "pusher",
+];
 
 /// Centrifugo's series, with its `# HELP` texts.
 pub(super) const SERIES: &[(Kind, &str, &str)] = &[

@@ -17,7 +17,6 @@ use hyper::body::Incoming;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wshub_core::engine::PublishOptions;
 use wshub_core::node::Node;
 use wshub_core::pusher::{publication_data, EVENT_TAG};
 use wshub_protocol::{ClientInfo, Publication};
@@ -166,7 +165,7 @@ async fn publish(api: &PusherApi, app: &PusherApp, e: Event) -> Result<(), Refus
             ..Default::default()
         };
         let ch = app.hub_channel(&name);
-        if let Err(e) = api.node.broker.publish(&ch, publication, &PublishOptions::default()).await {
+        if let Err(e) = api.node.broker.publish(&ch, publication, &super::publish_options(&name)).await {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
         }
     }

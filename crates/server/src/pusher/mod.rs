@@ -92,6 +92,30 @@ impl Default for PusherLimits {
 /// subscribes to after `pusher:signin`.
 pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
 
+/// How long a cache channel keeps its last event (Pusher's 30 minutes).
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Whether `name` is a cache channel (`cache-`, `private-cache-`, `private-encrypted-cache-`,
+/// `presence-cache-`): its last event is kept and sent to each new subscriber.
+pub fn is_cache_channel(name: &str) -> bool {
+    ["cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// How events are published to `name`: a cache channel keeps its last one for
+/// [`CACHE_TTL`] in the engine's history (shared by every node), others none.
+pub fn publish_options(name: &str) -> wshub_core::engine::PublishOptions {
+    match is_cache_channel(name) {
+        true => wshub_core::engine::PublishOptions {
+            history_size: 1,
+            history_ttl: CACHE_TTL,
+            ..Default::default()
+        },
+        false => wshub_core::engine::PublishOptions::default(),
+    }
+}
+
 /// Channel names Pusher accepts (`^[A-Za-z0-9_\-=@,.;]+$`, at most 200), and the user
 /// channels.
 pub fn valid_channel(name: &str) -> bool {

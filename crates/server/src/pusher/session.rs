@@ -14,9 +14,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use wshub_core::connection::{ConnectionHandle, Control};
-use wshub_core::engine::PublishOptions;
+use wshub_core::engine::{HistoryQuery, Joined};
 use wshub_core::node::Node;
-use wshub_core::pusher::{frame, EVENT_TAG};
+use wshub_core::pusher::{frame, pusher_data, EVENT_TAG};
 use wshub_core::session::{Output, State};
 use wshub_core::Now;
 use wshub_protocol::codes::disconnect as dc;
@@ -281,16 +281,23 @@ impl PusherSession {
         };
         let ch = self.app.hub_channel(&name);
         let node = self.node.clone();
-        if let (Some(m), max) = (&member, self.app.limits.max_presence_members) {
-            if max > 0 {
-                if let Ok(p) = node.presence.presence(&ch).await {
-                    let mut users: Vec<&str> = p.values().map(|i| i.user.as_str()).collect();
-                    users.sort_unstable();
-                    users.dedup();
-                    if users.len() >= max && !users.contains(&m.user.as_str()) {
-                        r.subscription_error(&name, "LimitReached", "presence channel is full", 400);
-                        return;
-                    }
+        // The member is added before the socket subscribes, in one engine step that also
+        // judges the limit and whether this is the user's first socket: two sockets (or
+        // nodes) at once can neither both pass a full channel's limit nor both miss, or
+        // both send, the user's `member_added`.
+        let mut first_of_user = false;
+        if let Some(info) = &member {
+            let max = self.app.limits.max_presence_members;
+            match node.presence.join_presence(&ch, &self.socket_id, info.clone(), max).await {
+                Ok(Joined::Full) => {
+                    r.subscription_error(&name, "LimitReached", "presence channel is full", 400);
+                    return;
+                }
+                Ok(j) => first_of_user = j == Joined::First,
+                Err(e) => {
+                    tracing::debug!(error = %e, channel = %ch, "pusher presence add");
+                    r.subscription_error(&name, "ServerError", "internal error", 500);
+                    return;
                 }
             }
         }
@@ -299,6 +306,9 @@ impl PusherSession {
             tracing::debug!(error = %e, channel = %ch, "pusher subscribe: broker");
             if node.hub.remove(&ch, self.handle.id()) {
                 let _ = node.broker.unsubscribe(&ch).await;
+            }
+            if member.is_some() {
+                let _ = node.presence.remove_presence(&ch, &self.socket_id).await;
             }
             r.subscription_error(&name, "ServerError", "internal error", 500);
             return;
@@ -309,17 +319,12 @@ impl PusherSession {
         let Some(info) = member else {
             self.channels.insert(name.clone(), None);
             r.push("pusher_internal:subscription_succeeded", &name, "{}");
+            self.cached_event(&ch, &name, r).await;
             return;
         };
         let _ = self.member.set(info.user.as_str().into());
-        if let Err(e) = node.presence.add_presence(&ch, &self.socket_id, info.clone()).await {
-            tracing::debug!(error = %e, channel = %ch, "pusher presence add");
-        }
         let present = node.presence.presence(&ch).await.unwrap_or_default();
-        let others = present
-            .iter()
-            .any(|(client, i)| i.user == info.user && client.as_str() != &*self.socket_id);
-        if !others {
+        if first_of_user {
             let _ = node.broker.publish_join(&ch, info.clone()).await;
             self.hook(Hook::MemberAdded(&name, &info.user));
         }
@@ -328,7 +333,36 @@ impl PusherSession {
             &name,
             &presence_data(&present).to_string(),
         );
+        self.cached_event(&ch, &name, r).await;
         self.channels.insert(name, Some(Member { info }));
+    }
+
+    /// On a cache channel, after the subscription: its last event (kept by the engine for
+    /// [`super::CACHE_TTL`]) or `pusher:cache_miss`, as Pusher sends them.
+    async fn cached_event(&self, ch: &str, name: &str, r: &mut Replies) {
+        if !super::is_cache_channel(name) {
+            return;
+        }
+        let query = HistoryQuery {
+            limit: 1,
+            reverse: true,
+            ..Default::default()
+        };
+        let last = self
+            .node
+            .broker
+            .history(ch, query)
+            .await
+            .ok()
+            .and_then(|h| h.publications.into_iter().next());
+        let event = last.as_ref().and_then(|p| Some((p.tags.get(EVENT_TAG)?.clone(), pusher_data(p)?)));
+        match event {
+            Some((event, data)) => r.push(&event, name, &data),
+            None => {
+                r.push("pusher:cache_miss", name, "");
+                self.hook(Hook::CacheMiss(name));
+            }
+        }
     }
 
     /// The member this socket is from a presence subscribe's `channel_data`.
@@ -364,9 +398,9 @@ impl PusherSession {
             let _ = node.broker.unsubscribe(&ch).await;
         }
         if let Some(Member { info }) = member {
-            let _ = node.presence.remove_presence(&ch, &self.socket_id).await;
-            let present = node.presence.presence(&ch).await.unwrap_or_default();
-            if !present.values().any(|i| i.user == info.user) {
+            // One engine step: of the user's last two sockets leaving at once (on two
+            // nodes, say), one sees the last.
+            if node.presence.leave_presence(&ch, &self.socket_id).await.unwrap_or(false) {
                 self.hook(Hook::MemberRemoved(name, &info.user));
                 let _ = node.broker.publish_leave(&ch, info).await;
             }
@@ -438,7 +472,7 @@ impl PusherSession {
             ..Default::default()
         };
         let ch = self.app.hub_channel(name);
-        if let Err(e) = self.node.broker.publish(&ch, publication, &PublishOptions::default()).await {
+        if let Err(e) = self.node.broker.publish(&ch, publication, &super::publish_options(name)).await {
             tracing::debug!(error = %e, channel = %ch, "pusher client event");
             return;
         }

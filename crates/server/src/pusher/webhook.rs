@@ -1,5 +1,5 @@
 //! Pusher webhooks: `channel_occupied`, `channel_vacated`, `member_added`,
-//! `member_removed`, `client_event`, POSTed to each of an app's `webhooks` URLs as
+//! `member_removed`, `client_event`, `cache_miss`, POSTed to each of an app's `webhooks` URLs as
 //! `{"time_ms":…,"events":[…]}` with `X-Pusher-Key` and `X-Pusher-Signature`
 //! (hex HMAC-SHA256 of the body with the app secret).
 //!
@@ -21,7 +21,9 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use wshub_core::engine::Joined;
 use wshub_core::node::Node;
+use wshub_protocol::ClientInfo;
 
 use super::PusherApp;
 use crate::cluster::Cluster;
@@ -42,6 +44,8 @@ pub enum Hook<'a> {
     Vacated(&'a str),
     MemberAdded(&'a str, &'a str),
     MemberRemoved(&'a str, &'a str),
+    /// A subscription to a cache channel found no cached event.
+    CacheMiss(&'a str),
     ClientEvent {
         channel: &'a str,
         event: &'a str,
@@ -103,6 +107,7 @@ impl Webhooks {
             Hook::Vacated(c) => (true, serde_json::json!({"name": "channel_vacated", "channel": c})),
             Hook::MemberAdded(c, u) => (false, serde_json::json!({"name": "member_added", "channel": c, "user_id": u})),
             Hook::MemberRemoved(c, u) => (true, serde_json::json!({"name": "member_removed", "channel": c, "user_id": u})),
+            Hook::CacheMiss(c) => (false, serde_json::json!({"name": "cache_miss", "channel": c})),
             Hook::ClientEvent {
                 channel,
                 event,
@@ -154,6 +159,8 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                         let here = node.hub.num_subscribers(&ch);
                         let everywhere = cluster.channels(&ch).await.map_or(here, |c| c.get(&ch).copied().unwrap_or(0));
                         if !resumed && everywhere <= here {
+                            // A new occupation: its vacancy will be news again.
+                            let _ = node.presence.remove_presence(&vacancy_claim(&ch), VACANCY_CLAIMANT).await;
                             let _ = tx.send(Job::Now(app, event));
                         }
                     }),
@@ -168,7 +175,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                                 }
                             }
                         }
-                        if still_gone(&node, &cluster, &app, &event).await {
+                        if still_gone(&node, &cluster, &app, &event).await && (!vacated || claim_vacancy(&node, &ch).await) {
                             let _ = tx.send(Job::Now(app, event));
                         }
                     }),
@@ -192,6 +199,31 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
             }
         }
     }
+}
+
+/// The presence entry that says a channel's vacancy has been reported: nodes whose last
+/// subscribers left at about the same time each find the channel empty after the debounce,
+/// and the one whose claim is first reports it ([`claim_vacancy`]).
+const VACANCY_CLAIMANT: &str = "wshub-webhook";
+
+/// The claim's presence "channel": no client channel name holds `\u{1}`.
+fn vacancy_claim(ch: &str) -> String {
+    format!("{ch}\u{1}vacated")
+}
+
+/// Whether this node is the one to report `ch` vacated: the engine adds the claim in one
+/// step, so of several nodes exactly one finds it new. The claim is taken back when the
+/// channel is occupied again, and expires with the engine's presence (it is not refreshed).
+/// An engine error reports (a duplicate is better than a lost vacancy).
+async fn claim_vacancy(node: &Node, ch: &str) -> bool {
+    let claim = ClientInfo {
+        client: VACANCY_CLAIMANT.into(),
+        ..Default::default()
+    };
+    !matches!(
+        node.presence.join_presence(&vacancy_claim(ch), VACANCY_CLAIMANT, claim, 0).await,
+        Ok(Joined::Again | Joined::Another)
+    )
 }
 
 /// Whether a vacated channel has no subscriber on any node, or a removed member no socket

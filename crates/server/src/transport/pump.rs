@@ -117,6 +117,15 @@ impl<F: Framing, D: Dialect> Pump<F, D> {
         }
     }
 
+    /// Counts the connection as accepted (Centrifugo's `client_connections_accepted` and
+    /// `_inflight`) for a dialect that is connected without a connect command: Pusher's,
+    /// once `pusher:connection_established` is sent.
+    pub fn count_accepted(&mut self) {
+        if self.inflight.is_none() {
+            self.inflight = crate::metrics::centrifugo::connection_accepted(self.transport());
+        }
+    }
+
     pub fn conn(&self) -> &Arc<Conn<F>> {
         &self.conn
     }

@@ -150,6 +150,7 @@ impl Handler for PusherHandler {
                 if !*established {
                     *established = true;
                     conn.send(MessageKind::Text, pump.session().established());
+                    pump.count_accepted();
                     // Progress: the driver writes it out and polls again.
                     return Poll::Ready(());
                 }
