@@ -64,10 +64,6 @@ pub const PLANNED: &[Planned] = &[
     stop("namespace.map.remove_proxy_enabled", 28, "the map publish and remove proxies"),
     warn("namespace.map.publish_proxy_name", 28, "the map publish and remove proxies"),
     warn("namespace.map.remove_proxy_name", 28, "the map publish and remove proxies"),
-    // Shared poll.
-    warn("shared_poll.*", 29, "shared poll"),
-    warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
-    warn("namespace.shared_poll.*", 29, "shared poll"),
     // gRPC.
     warn("grpc_api.reflection", 30, "gRPC server reflection"),
     stop("uni_grpc.enabled", 30, "the unidirectional gRPC transport"),
@@ -342,6 +338,7 @@ fn generic(shape: &str) -> Option<String> {
         "channel.proxy.subscribe.",
         "channel.proxy.publish.",
         "channel.proxy.sub_refresh.",
+        "channel.proxy.shared_poll_refresh.",
         "rpc.proxy.",
         "proxies.",
     ];

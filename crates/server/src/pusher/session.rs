@@ -482,7 +482,7 @@ impl PusherSession {
                     self.unsubscribe(&name).await;
                 }
             }
-            Control::Refresh { .. } => {}
+            Control::Refresh { .. } | Control::Resubscribe { .. } => {}
         }
         r.output()
     }
