@@ -202,7 +202,9 @@ impl SharedPoll {
         let applied = {
             let mut channels = self.channels.lock();
             let Some(s) = channels.get_mut(channel) else { return Vec::new() };
-            s.apply(epoch, answered, fresh)
+            let applied = s.apply(epoch, answered, fresh);
+            s.note_empty(Instant::now());
+            applied
         };
         metrics::counter!("wshub_shared_poll_items_total", "result" => "changed").increment(applied.changed as u64);
         metrics::counter!("wshub_shared_poll_items_total", "result" => "unchanged").increment(applied.unchanged as u64);

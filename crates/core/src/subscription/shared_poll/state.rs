@@ -395,7 +395,7 @@ impl<H: Clone> ChannelState<H> {
             None if self.in_flight == 0 && !self.entries.is_empty() => at(self.next_cycle),
             None => {}
         }
-        if let Some(s) = self.empty_since {
+        if let (Some(s), true) = (self.empty_since, self.entries.is_empty()) {
             at(s + self.opts.shutdown_delay());
         }
         d
