@@ -313,13 +313,13 @@ async fn centrifugo_default_configuration_starts() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("uni_grpc.enabled") && stderr.contains("#30"), "{stderr}");
     cfg["uni_grpc"]["enabled"] = json!(false);
-    cfg["shared_poll"]["concurrency_limit"] = json!(8);
+    cfg["uni_websocket"]["join_push_messages"] = json!(true);
     std::fs::write(&file, cfg.to_string()).unwrap();
     let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("warning: shared_poll.concurrency_limit") && stderr.contains("#29"),
+        stderr.contains("warning: uni_websocket.join_push_messages") && stderr.contains("#27"),
         "{stderr}"
     );
 }

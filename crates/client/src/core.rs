@@ -475,6 +475,7 @@ impl ClientCore {
                     sub_refresh: Some(SubRefreshRequest {
                         channel: channel.into(),
                         token,
+                        ..Default::default()
                     }),
                     ..Default::default()
                 }]);

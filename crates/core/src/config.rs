@@ -75,6 +75,8 @@ pub struct ChannelOptions {
     pub subscription_type: crate::subscription::SubscriptionType,
     /// Map subscriptions (`subscription_type` map, map_clients, map_users).
     pub map: crate::subscription::map::MapOptions,
+    /// Shared poll subscriptions (`subscription_type` shared_poll).
+    pub shared_poll: crate::subscription::shared_poll::SharedPollOptions,
     /// A subscriber of channel `c` is an entry (key: its client id) of the map channel
     /// `<prefix>c` while subscribed (a `map_clients` namespace).
     pub map_clients_presence_channel_prefix: String,
@@ -321,6 +323,8 @@ pub struct NodeConfig {
     /// Proxies to the backend (`client.proxy`, `rpc`, `proxies`; `channel.proxy` is in
     /// `channel`).
     pub proxy: ProxySettings,
+    /// The top-level `shared_poll` section (track signature keys, backend concurrency).
+    pub shared_poll: crate::subscription::shared_poll::SharedPollConfig,
 }
 
 /// A configuration value that cannot work; names the key.
@@ -385,6 +389,7 @@ impl NodeConfig {
                 .enumerate()
                 .map(|(i, n)| (format!("channel.namespaces[{i}]"), &n.options)),
         ) {
+            crate::subscription::shared_poll::validate(o.subscription_type, &o.shared_poll, &self.shared_poll, &key)?;
             if o.history_ttl > meta_ttl(o) {
                 return err(
                     &format!("{key}.history_ttl"),
@@ -500,6 +505,8 @@ pub struct ChannelProxies {
     pub subscribe: ProxyConfig,
     pub publish: ProxyConfig,
     pub sub_refresh: ProxyConfig,
+    /// Polled for shared poll channels whose `shared_poll.proxy_name` is empty or `default`.
+    pub shared_poll_refresh: ProxyConfig,
 }
 
 /// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).

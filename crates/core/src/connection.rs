@@ -16,10 +16,24 @@ pub use crate::prepared::Encoding;
 /// Control requests for a live connection, from the server API.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Disconnect { code: u16, reason: String },
-    Refresh { expire_at: Option<u64> },
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Disconnect {
+        code: u16,
+        reason: String,
+    },
+    Refresh {
+        expire_at: Option<u64>,
+    },
+    /// The subscription's state is gone (a shared poll backend's new epoch): unsubscribe
+    /// with 2500, and the SDK subscribes again from scratch.
+    Resubscribe {
+        channel: String,
+    },
 }
 
 /// What the node may know of a connection's transport.

@@ -22,6 +22,7 @@ use crate::engine::{
 };
 use crate::hub::Hub;
 use crate::ratelimit::ClusterLimiter;
+use crate::subscription::shared_poll::manager::SharedPoll;
 use crate::token::Verifier;
 
 pub use crate::error::ApiError;
@@ -88,10 +89,17 @@ type Registry = HashMap<String, HashMap<Arc<str>, Arc<dyn ConnectionHandle>>>;
 
 /// The broker's events for this node's subscribers, queued off the publisher's path
 /// ([`crate::delivery`]).
-struct HubBroker(Arc<Deliveries>);
+/// Shared poll keys' direct publications go to [`SharedPoll`] instead.
+struct HubBroker(Arc<Deliveries>, Arc<SharedPoll>);
 
 impl BrokerHandler for HubBroker {
     fn handle_publication(&self, channel: &str, publication: &Publication) {
+        if self.1.is_key_channel(channel) {
+            if let Some((ch, key)) = crate::subscription::shared_poll::parse_key_channel(channel) {
+                self.1.handle_published(ch, key, publication);
+            }
+            return;
+        }
         self.0.publication(channel, publication)
     }
     fn handle_join(&self, channel: &str, info: &ClientInfo) {
@@ -104,7 +112,7 @@ impl BrokerHandler for HubBroker {
         self.0.reset(channel)
     }
     fn has_subscribers(&self, channel: &str) -> bool {
-        self.0.hub().num_subscribers(channel) > 0
+        self.0.hub().num_subscribers(channel) > 0 || self.1.is_key_channel(channel)
     }
 }
 
@@ -252,6 +260,8 @@ pub struct Node {
     pub map_broker: Arc<dyn crate::subscription::map::broker::MapBroker>,
     /// The broker's events on their way to `hub`.
     pub deliveries: Arc<Deliveries>,
+    /// Shared poll channels: tracked keys and their backend polling.
+    pub shared_poll: Arc<SharedPoll>,
     clients: Mutex<Registry>,
     next_conn_id: AtomicU64,
     uid: String,
@@ -300,8 +310,9 @@ impl Node {
         let live = RwLock::new(Arc::new(live));
         let hub = Arc::new(Hub::default());
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
-        broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
-        map_broker.set_handler(Arc::new(HubBroker(deliveries.clone())));
+        let shared_poll = Arc::new(SharedPoll::default());
+        broker.set_handler(Arc::new(HubBroker(deliveries.clone(), shared_poll.clone())));
+        map_broker.set_handler(Arc::new(HubBroker(deliveries.clone(), shared_poll.clone())));
         let uid = uuid::Uuid::new_v4().to_string();
         presence.set_node_uid(&uid);
         Ok(Arc::new(Node {
@@ -312,6 +323,7 @@ impl Node {
             hub,
             map_broker,
             deliveries,
+            shared_poll,
             clients: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             uid,

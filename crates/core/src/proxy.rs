@@ -32,6 +32,8 @@ pub enum ProxyKind {
     Publish,
     SubRefresh,
     Rpc,
+    /// A shared poll channel's keys.
+    SharedPollRefresh,
 }
 
 impl ProxyKind {
@@ -43,6 +45,7 @@ impl ProxyKind {
             ProxyKind::Publish => "publish",
             ProxyKind::SubRefresh => "sub_refresh",
             ProxyKind::Rpc => "rpc",
+            ProxyKind::SharedPollRefresh => "shared_poll_refresh",
         }
     }
 }
@@ -192,6 +195,23 @@ impl Endpoints {
                 e.by_kind.insert((kind, name.to_string()), ep);
             }
         }
+        for (key, o) in shared_poll_namespaces(cfg) {
+            let name = o.shared_poll.proxy();
+            if e.by_kind.contains_key(&(ProxyKind::SharedPollRefresh, name.to_string())) {
+                continue;
+            }
+            let Some(c) = lookup(&cp.shared_poll_refresh, name) else {
+                return Err(bad(
+                    format!("{key}.shared_poll.proxy_name"),
+                    format!("no proxy \"{name}\" (channel.proxy.shared_poll_refresh for \"default\", or one of proxies)"),
+                ));
+            };
+            if name == DEFAULT_NAME {
+                check("channel.proxy.shared_poll_refresh", &c)?;
+            }
+            let ep = e.add(ProxyKind::SharedPollRefresh, name, &c);
+            e.by_kind.insert((ProxyKind::SharedPollRefresh, name.to_string()), ep);
+        }
         let mut rpcs = vec![("rpc.without_namespace".to_string(), &p.rpc.without_namespace)];
         for (i, ns) in p.rpc.namespaces.iter().enumerate() {
             rpcs.push((format!("rpc.namespaces[{i}]"), &ns.options));
@@ -263,6 +283,11 @@ impl Endpoints {
         self.by_kind.get(&(kind, name_or_default(name).to_string()))
     }
 
+    /// The shared poll refresh proxy named `name` (`default`: `channel.proxy.shared_poll_refresh`).
+    pub fn shared_poll(&self, name: &str) -> Option<&Arc<Endpoint>> {
+        self.by_kind.get(&(ProxyKind::SharedPollRefresh, name_or_default(name).to_string()))
+    }
+
     /// Whether any RPC proxy is configured (without one, `rpc` answers 108).
     pub fn has_rpc(&self) -> bool {
         self.by_kind.keys().any(|(k, _)| *k == ProxyKind::Rpc)
@@ -287,6 +312,19 @@ impl Endpoints {
             .get(&(ProxyKind::Rpc, name_or_default(&opts.proxy_name).to_string()))
             .ok_or(ec::NOT_AVAILABLE)
     }
+}
+
+/// The namespaces of shared poll channels, with their configuration keys.
+fn shared_poll_namespaces(cfg: &NodeConfig) -> impl Iterator<Item = (String, &ChannelOptions)> {
+    let ns = cfg
+        .channel
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("channel.namespaces[{i}]"), &n.options));
+    std::iter::once(("channel.without_namespace".to_string(), &cfg.channel.without_namespace))
+        .chain(ns)
+        .filter(|(_, o)| o.subscription_type == crate::subscription::SubscriptionType::SharedPoll)
 }
 
 /// Why a call got no usable answer.

@@ -169,6 +169,15 @@ struct Sub {
     server_refresh: bool,
     /// A map subscription: its map presence entries are kept while it lasts.
     map: bool,
+    /// A shared poll subscription: keys tracked, no hub entry.
+    shared_poll: Option<SharedPollSub>,
+}
+
+/// What a shared poll subscription negotiated.
+#[derive(Debug, Clone, Copy)]
+struct SharedPollSub {
+    /// Fossil delta, per key.
+    delta: bool,
 }
 
 /// One client's session. See the module docs.
@@ -284,6 +293,7 @@ mod connect;
 mod dispatch;
 mod map;
 mod proxied;
+mod shared_poll;
 mod subscribe;
 mod timers;
 

@@ -209,6 +209,10 @@ pub struct Publication {
     #[prost(bytes = "bytes", tag = "15")]
     #[serde(default, skip_serializing_if = "Bytes::is_empty", with = "crate::raw")]
     pub prev_data: Bytes,
+    /// A shared poll key's version (the backend's, or a synthetic one in versionless mode).
+    #[prost(uint64, tag = "16")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub version: u64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
@@ -552,6 +556,40 @@ pub struct SubRefreshRequest {
     #[prost(string, tag = "2")]
     #[serde(default, skip_serializing_if = "z")]
     pub token: String,
+    /// 0: a subscription token refresh; 1: track keys (shared poll); 2: untrack keys.
+    #[prost(int32, tag = "3")]
+    #[serde(default, rename = "type", skip_serializing_if = "z")]
+    pub r#type: i32,
+    /// Signed key batches to track.
+    #[prost(message, repeated, tag = "4")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track: Vec<TrackBatch>,
+    /// Keys to stop tracking (with `track`: keys of its batches dropped since they were signed).
+    #[prost(string, repeated, tag = "5")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrack: Vec<String>,
+}
+
+/// A shared poll key and the version the client holds (0: none).
+#[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
+pub struct KeyedItem {
+    #[prost(string, tag = "1")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub key: String,
+    #[prost(uint64, tag = "2")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub version: u64,
+}
+
+/// Keys to track with the application's signature over them.
+#[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
+pub struct TrackBatch {
+    #[prost(string, tag = "1")]
+    #[serde(default, skip_serializing_if = "z")]
+    pub signature: String,
+    #[prost(message, repeated, tag = "2")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyedItem>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]
@@ -562,6 +600,10 @@ pub struct SubRefreshResult {
     #[prost(uint32, tag = "2")]
     #[serde(default, skip_serializing_if = "z")]
     pub ttl: u32,
+    /// Track: what the server holds newer than the client's versions.
+    #[prost(message, repeated, tag = "3")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Publication>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message, Serialize, Deserialize)]

@@ -312,7 +312,7 @@ impl ApiRequest {
             ApiRequest::Batch(b) => b.commands.iter().any(|c| {
                 c.keys()
                     .next()
-                    .is_some_and(|m| ["publish", "broadcast", "map_publish", "map_remove"].contains(&m.as_str()))
+                    .is_some_and(|m| ["publish", "broadcast", "map_publish", "map_remove", "shared_poll_publish"].contains(&m.as_str()))
             }),
             _ => false,
         }

@@ -87,6 +87,8 @@ pub struct Config {
     pub consumers: Vec<crate::consumers::ConsumerConfig>,
     /// The Pusher Channels dialect's apps (`/app/{key}`, `/apps/{id}/…`).
     pub pusher: crate::pusher::PusherSection,
+    /// Track signature keys and backend concurrency of shared poll channels.
+    pub shared_poll: wshub_core::subscription::shared_poll::SharedPollConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -577,6 +579,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             rpc: c.rpc.clone(),
             named: c.proxies.clone(),
         },
+        shared_poll: c.shared_poll.clone(),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod pusher;
 pub mod reload;
 pub mod response;
+pub mod shared_poll;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -58,6 +58,7 @@ impl ApiConfig {
         self.cluster.start();
         self.consumers.start(&self.cluster);
         crate::delivery::start(&self.node);
+        crate::shared_poll::start(&self.node);
     }
 }
 

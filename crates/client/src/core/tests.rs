@@ -410,7 +410,11 @@ fn subscription_token_callback_first_subscribe_refresh_and_expiry() {
     c.handle_frame(
         frame(Reply {
             id: cmds[0].id,
-            sub_refresh: Some(SubRefreshResult { expires: true, ttl: 20 }),
+            sub_refresh: Some(SubRefreshResult {
+                expires: true,
+                ttl: 20,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         t1,

@@ -260,6 +260,23 @@ impl Session {
                     });
                 }
             }
+            Control::Resubscribe { channel } => {
+                if self.subs.contains_key(&channel) {
+                    self.unsubscribe(&channel).await;
+                    crate::series::server_unsubscribe(wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE);
+                    out.reply(&Reply {
+                        push: Some(Push {
+                            channel,
+                            unsubscribe: Some(Unsubscribe {
+                                code: wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE,
+                                reason: "insufficient state".into(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
             Control::Refresh { expire_at } => {
                 self.set_expiry(expire_at, now);
                 let ttl = expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix));

@@ -304,6 +304,7 @@ impl Session {
                 join_leave: false,
                 server_refresh: p.server_refresh,
                 map: true,
+                shared_poll: None,
             },
         );
         self.map_presence(ch, opts, true).await;

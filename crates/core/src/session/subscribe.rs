@@ -31,8 +31,12 @@ impl Session {
         match opts.subscription_type {
             SubscriptionType::Stream => {}
             t if t.is_map() => return self.map_subscribe(req, now).await,
-            // Shared poll is not served yet (#29): refused as a mismatch would be.
-            _ => return Err(err(ec::PERMISSION_DENIED, "permission denied")),
+            _ => {
+                if !req.delta.is_empty() && req.delta != crate::delta::FOSSIL {
+                    return Err(Fail::Disconnect(BAD_REQUEST));
+                }
+                return self.shared_poll_subscribe(req, now).await;
+            }
         }
         drop(opts);
         self.check_filter(&req)?;
@@ -219,6 +223,7 @@ impl Session {
                 join_leave: opts.join_leave,
                 server_refresh: false,
                 map: false,
+                shared_poll: None,
             },
         );
         Ok(result)
@@ -272,6 +277,10 @@ impl Session {
             .as_ref()
             .map_or((opts.presence, opts.join_leave), |s| (s.presence, s.join_leave));
         let map = sub.as_ref().is_some_and(|s| s.map);
+        if sub.as_ref().is_some_and(|s| s.shared_poll.is_some()) {
+            self.shared_poll_leave(ch, std::time::Instant::now()).await;
+            return;
+        }
         if map && leave {
             self.map_presence(ch, opts, false).await;
         }
@@ -336,6 +345,9 @@ impl Session {
         if !self.subs.contains_key(&req.channel) {
             return Err(err(ec::BAD_REQUEST, "not subscribed"));
         }
+        if req.r#type != 0 {
+            return self.shared_poll_refresh(req, now).await;
+        }
         if req.token.is_empty() {
             return Err(err(ec::BAD_REQUEST, "subscription refresh token required"));
         }
@@ -362,6 +374,7 @@ impl Session {
         Ok(SubRefreshResult {
             expires: claims.expire_at.is_some(),
             ttl: claims.expire_at.map_or(0, |e| crate::deadline::ttl(e, now.unix)),
+            ..Default::default()
         })
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod map;
 pub mod recovery;
+pub mod shared_poll;
 pub mod stream;
 
 /// What a subscriber receives (`SubscribeRequest.type`, namespace `subscription_type`).

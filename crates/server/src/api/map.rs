@@ -1,6 +1,6 @@
-//! The server API's map methods (Centrifugo 6.8's `map_*`), over the node's map
-//! operations (`wshub_core::subscription::map::ops`). Each method's parameters and
-//! result keep Centrifugo's names.
+//! The server API's keyed methods (Centrifugo 6.8's `map_*`, over the node's map
+//! operations `wshub_core::subscription::map::ops`, and `shared_poll_publish`). Each
+//! method's parameters and result keep Centrifugo's names.
 
 use std::collections::HashMap;
 
@@ -23,7 +23,24 @@ pub const METHODS: &[&str] = &[
     "map_read_stream",
     "map_stats",
     "map_clear",
+    "shared_poll_publish",
 ];
+
+/// `shared_poll_publish`: a key's new version, to every node whose connections track it.
+#[derive(Debug, Deserialize)]
+pub struct SharedPollPublishParams {
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub key: String,
+    pub data: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub b64data: String,
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub epoch: String,
+}
 
 publishing_params! {
     /// `map_publish` parameters (a delta is against the key's previous data).
@@ -91,12 +108,16 @@ pub enum MapRequest {
     ReadStream(ReadStreamParams),
     Stats(ChannelParam),
     Clear(ChannelParam),
+    SharedPollPublish(SharedPollPublishParams),
 }
 
 impl MapRequest {
     /// Whether the call writes (a draining node on the memory engine refuses those).
     pub fn publishes(&self) -> bool {
-        matches!(self, MapRequest::Publish(_) | MapRequest::Remove(_))
+        matches!(
+            self,
+            MapRequest::Publish(_) | MapRequest::Remove(_) | MapRequest::SharedPollPublish(_)
+        )
     }
 }
 
@@ -109,6 +130,7 @@ pub fn parse(method: &str, body: &[u8]) -> Option<Result<MapRequest, RequestErro
         "map_read_stream" => params(body).map(MapRequest::ReadStream),
         "map_stats" => params(body).map(MapRequest::Stats),
         "map_clear" => params(body).map(MapRequest::Clear),
+        "shared_poll_publish" => params(body).map(MapRequest::SharedPollPublish),
         _ => return None,
     })
 }
@@ -166,6 +188,11 @@ fn read_limit(limit: i32) -> i64 {
 
 pub async fn call(node: &Node, request: MapRequest) -> Result<Value, ApiError> {
     match request {
+        MapRequest::SharedPollPublish(p) => {
+            let data = crate::api::data_bytes(p.data.as_deref(), &p.b64data)?;
+            node.shared_poll_publish(&p.channel, &p.key, p.version, &p.epoch, data).await?;
+            Ok(json!({}))
+        }
         MapRequest::Publish(mut p) => {
             let key_mode = match p.key_mode.as_str() {
                 "" => KeyMode::Any,

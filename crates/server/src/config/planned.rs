@@ -206,6 +206,7 @@ fn generic(shape: &str) -> Option<String> {
         "channel.proxy.subscribe.",
         "channel.proxy.publish.",
         "channel.proxy.sub_refresh.",
+        "channel.proxy.shared_poll_refresh.",
         "rpc.proxy.",
         "proxies.",
     ];

@@ -54,6 +54,7 @@ fn method(kind: ProxyKind) -> &'static str {
         ProxyKind::Publish => "Publish",
         ProxyKind::SubRefresh => "SubRefresh",
         ProxyKind::Rpc => "RPC",
+        ProxyKind::SharedPollRefresh => "SharedPollRefresh",
     }
 }
 

@@ -516,7 +516,7 @@ impl PusherSession {
                     self.unsubscribe(&name).await;
                 }
             }
-            Control::Refresh { .. } => {}
+            Control::Refresh { .. } | Control::Resubscribe { .. } => {}
         }
         r.output()
     }
