@@ -500,6 +500,9 @@ pub struct ChannelProxies {
     pub subscribe: ProxyConfig,
     pub publish: ProxyConfig,
     pub sub_refresh: ProxyConfig,
+    /// A client's map write, and its map removal, in namespaces that enable them.
+    pub map_publish: ProxyConfig,
+    pub map_remove: ProxyConfig,
 }
 
 /// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).

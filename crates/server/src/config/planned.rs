@@ -55,13 +55,6 @@ const TRANSFORMS: &str = "connect error transforms for unidirectional transports
 pub const PLANNED: &[Planned] = &[
     // Map subscriptions.
     warn("map_broker.postgres.*", 28, "a PostgreSQL map broker"),
-    warn("channel.proxy.map_publish.*", 28, "the map publish and remove proxies"),
-    warn("channel.proxy.map_remove.*", 28, "the map publish and remove proxies"),
-    // Ignored, a client's map writes would be judged by the permissions, not the backend.
-    stop("namespace.map.publish_proxy_enabled", 28, "the map publish and remove proxies"),
-    stop("namespace.map.remove_proxy_enabled", 28, "the map publish and remove proxies"),
-    warn("namespace.map.publish_proxy_name", 28, "the map publish and remove proxies"),
-    warn("namespace.map.remove_proxy_name", 28, "the map publish and remove proxies"),
     // Shared poll.
     warn("shared_poll.*", 29, "shared poll"),
     warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
@@ -343,6 +336,8 @@ fn generic(shape: &str) -> Option<String> {
         "channel.proxy.subscribe.",
         "channel.proxy.publish.",
         "channel.proxy.sub_refresh.",
+        "channel.proxy.map_publish.",
+        "channel.proxy.map_remove.",
         "rpc.proxy.",
         "proxies.",
     ];

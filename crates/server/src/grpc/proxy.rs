@@ -54,6 +54,8 @@ fn method(kind: ProxyKind) -> &'static str {
         ProxyKind::Publish => "Publish",
         ProxyKind::SubRefresh => "SubRefresh",
         ProxyKind::Rpc => "RPC",
+        ProxyKind::MapPublish => "MapPublish",
+        ProxyKind::MapRemove => "MapRemove",
     }
 }
 
