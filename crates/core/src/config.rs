@@ -507,6 +507,9 @@ pub struct ChannelProxies {
     pub sub_refresh: ProxyConfig,
     /// Polled for shared poll channels whose `shared_poll.proxy_name` is empty or `default`.
     pub shared_poll_refresh: ProxyConfig,
+    /// A client's map write, and its map removal, in namespaces that enable them.
+    pub map_publish: ProxyConfig,
+    pub map_remove: ProxyConfig,
 }
 
 /// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).

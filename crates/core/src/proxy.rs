@@ -34,6 +34,8 @@ pub enum ProxyKind {
     Rpc,
     /// A shared poll channel's keys.
     SharedPollRefresh,
+    MapPublish,
+    MapRemove,
 }
 
 impl ProxyKind {
@@ -46,6 +48,8 @@ impl ProxyKind {
             ProxyKind::SubRefresh => "sub_refresh",
             ProxyKind::Rpc => "rpc",
             ProxyKind::SharedPollRefresh => "shared_poll_refresh",
+            ProxyKind::MapPublish => "map_publish",
+            ProxyKind::MapRemove => "map_remove",
         }
     }
 }
@@ -151,6 +155,7 @@ impl Endpoints {
         }
         let cp = &cfg.channel.proxy;
         for (key, o) in namespaces {
+            // (kind, enabled, name, `channel.proxy.*` default, its key, the name's key)
             let wanted = [
                 (
                     ProxyKind::Subscribe,
@@ -158,6 +163,7 @@ impl Endpoints {
                     &o.subscribe_proxy_name,
                     &cp.subscribe,
                     "subscribe",
+                    "subscribe_proxy_name",
                 ),
                 (
                     ProxyKind::Publish,
@@ -165,6 +171,7 @@ impl Endpoints {
                     &o.publish_proxy_name,
                     &cp.publish,
                     "publish",
+                    "publish_proxy_name",
                 ),
                 (
                     ProxyKind::SubRefresh,
@@ -172,9 +179,26 @@ impl Endpoints {
                     &o.sub_refresh_proxy_name,
                     &cp.sub_refresh,
                     "sub_refresh",
+                    "sub_refresh_proxy_name",
+                ),
+                (
+                    ProxyKind::MapPublish,
+                    o.map.publish_proxy_enabled,
+                    &o.map.publish_proxy_name,
+                    &cp.map_publish,
+                    "map_publish",
+                    "map.publish_proxy_name",
+                ),
+                (
+                    ProxyKind::MapRemove,
+                    o.map.remove_proxy_enabled,
+                    &o.map.remove_proxy_name,
+                    &cp.map_remove,
+                    "map_remove",
+                    "map.remove_proxy_name",
                 ),
             ];
-            for (kind, enabled, name, default, what) in wanted {
+            for (kind, enabled, name, default, what, name_key) in wanted {
                 if !enabled {
                     continue;
                 }
@@ -184,7 +208,7 @@ impl Endpoints {
                 }
                 let Some(c) = lookup(default, name) else {
                     return Err(bad(
-                        format!("{key}.{what}_proxy_name"),
+                        format!("{key}.{name_key}"),
                         format!("no proxy \"{name}\" (channel.proxy.{what} for \"default\", or one of proxies)"),
                     ));
                 };
@@ -275,6 +299,8 @@ impl Endpoints {
             ProxyKind::Subscribe => (o.subscribe_proxy_enabled, &o.subscribe_proxy_name),
             ProxyKind::Publish => (o.publish_proxy_enabled, &o.publish_proxy_name),
             ProxyKind::SubRefresh => (o.sub_refresh_proxy_enabled, &o.sub_refresh_proxy_name),
+            ProxyKind::MapPublish => (o.map.publish_proxy_enabled, &o.map.publish_proxy_name),
+            ProxyKind::MapRemove => (o.map.remove_proxy_enabled, &o.map.remove_proxy_name),
             _ => return None,
         };
         if !enabled {
@@ -580,6 +606,32 @@ pub struct PublishResultBody {
     pub data: Option<Box<RawValue>>,
     pub b64data: String,
     pub skip_history: bool,
+}
+
+/// A map publish proxy's `result`: what to write instead of the client's request (each
+/// field empty: the client's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MapPublishResultBody {
+    pub key: String,
+    pub data: Option<Box<RawValue>>,
+    pub b64data: String,
+    pub tags: HashMap<String, String>,
+    /// `""`, `"if_new"` or `"if_exists"`.
+    pub key_mode: String,
+    pub idempotency_key: String,
+    pub delta: bool,
+    pub version: u64,
+    pub version_epoch: String,
+}
+
+/// A map remove proxy's `result`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MapRemoveResultBody {
+    pub key: String,
+    pub tags: HashMap<String, String>,
+    pub idempotency_key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -367,6 +367,14 @@ impl Session {
         if !opts.subscription_type.is_map() {
             return Err(err(ec::BAD_REQUEST, "bad request: not a map channel"));
         }
+        let kind = match req.removed {
+            false => ProxyKind::MapPublish,
+            true => ProxyKind::MapRemove,
+        };
+        if let Some(ep) = self.node.proxies.for_channel(kind, &opts).cloned() {
+            // The backend decides, instead of the permissions.
+            return self.map_write_via_proxy(&ep, req).await;
+        }
         let m = &opts.map;
         let (for_client, for_subscriber, for_anonymous) = match req.removed {
             false => (

@@ -218,6 +218,50 @@ impl Session {
         Ok((data, r.skip_history))
     }
 
+    /// A client's map write or removal asked of its proxy: the backend's error or disconnect
+    /// is the client's; its result may change the key, data, tags and write options.
+    pub(super) async fn map_write_via_proxy(&mut self, ep: &Endpoint, req: PublishRequest) -> Result<PublishResult, Fail> {
+        use crate::subscription::map::ops::MapPublish;
+        use crate::subscription::map::state::KeyMode;
+        let mut f = Map::new();
+        f.insert("channel".into(), req.channel.clone().into());
+        f.insert("key".into(), req.key.clone().into());
+        let node = self.node.clone();
+        let or = |given: String, client: &str| if given.is_empty() { client.to_string() } else { given };
+        if req.removed {
+            let r = self.proxy_call::<proxy::MapRemoveResultBody>(ep, f).await?.unwrap_or_default();
+            let idempotency_key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key);
+            node.map_remove(&req.channel, &or(r.key, &req.key), idempotency_key, r.tags).await?;
+            return Ok(PublishResult {});
+        }
+        proxy::put_data(&mut f, ep, &req.data);
+        let r = self.proxy_call::<proxy::MapPublishResultBody>(ep, f).await?.unwrap_or_default();
+        let replaced = bytes_field(&r.data, &r.b64data, "b64data")?;
+        let key_mode = match r.key_mode.as_str() {
+            "" => KeyMode::Any,
+            "if_new" => KeyMode::IfNew,
+            "if_exists" => KeyMode::IfExists,
+            other => {
+                tracing::warn!(key_mode = other, "map publish proxy result with an unknown key_mode");
+                return Err(internal());
+            }
+        };
+        let chan_info = self.subs.get(&req.channel).map(|s| s.chan_info.clone()).unwrap_or_default();
+        let w = MapPublish {
+            key: or(r.key, &req.key),
+            data: if replaced.is_empty() { req.data } else { replaced },
+            info: Some(self.client_info(chan_info)),
+            tags: r.tags,
+            idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+            key_mode,
+            delta: r.delta,
+            version: r.version,
+            version_epoch: r.version_epoch,
+        };
+        node.map_publish(&req.channel, w).await?;
+        Ok(PublishResult {})
+    }
+
     /// A subscription's expiry with a sub refresh proxy: `Ok(false)` when it expired.
     pub(super) async fn sub_refresh_via_proxy(&mut self, ep: &Endpoint, channel: &str, now: Now) -> Result<bool, Disconnect> {
         let mut f = Map::new();

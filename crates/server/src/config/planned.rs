@@ -207,6 +207,8 @@ fn generic(shape: &str) -> Option<String> {
         "channel.proxy.publish.",
         "channel.proxy.sub_refresh.",
         "channel.proxy.shared_poll_refresh.",
+        "channel.proxy.map_publish.",
+        "channel.proxy.map_remove.",
         "rpc.proxy.",
         "proxies.",
     ];

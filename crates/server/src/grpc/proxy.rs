@@ -55,6 +55,8 @@ fn method(kind: ProxyKind) -> &'static str {
         ProxyKind::SubRefresh => "SubRefresh",
         ProxyKind::Rpc => "RPC",
         ProxyKind::SharedPollRefresh => "SharedPollRefresh",
+        ProxyKind::MapPublish => "MapPublish",
+        ProxyKind::MapRemove => "MapRemove",
     }
 }
 

@@ -85,6 +85,12 @@ pub struct MapOptions {
     pub allow_remove_for_client: bool,
     pub allow_remove_for_subscriber: bool,
     pub allow_remove_for_anonymous: bool,
+    /// A client's map write is asked of a backend (`channel.proxy.map_publish`, or the
+    /// named proxy) instead of the permissions above; likewise a removal.
+    pub publish_proxy_enabled: bool,
+    pub publish_proxy_name: String,
+    pub remove_proxy_enabled: bool,
+    pub remove_proxy_name: String,
     pub default_page_size: usize,
     pub min_page_size: usize,
     pub max_page_size: usize,
@@ -202,6 +208,12 @@ pub fn validate(t: SubscriptionType, m: &MapOptions, key: &str) -> Result<(), Co
         if m.meta_ttl < r.stream_ttl {
             return fail("map.meta_ttl", "must be at least map.stream_ttl".into());
         }
+    }
+    if m.client_key != ClientKey::Given && (m.publish_proxy_enabled || m.remove_proxy_enabled) {
+        return fail(
+            "map.client_key",
+            "cannot be used with map.publish_proxy_enabled or map.remove_proxy_enabled (the backend chooses the key)".into(),
+        );
     }
     if m.remove_client_on_unsubscribe && !t.is_map() {
         return fail("map.remove_client_on_unsubscribe", "needs a map subscription_type".into());
@@ -325,6 +337,11 @@ mod tests {
                 map,
                 r#"{"mode": "persistent", "min_page_size": 10, "max_page_size": 5}"#,
                 "ns.map.min_page_size",
+            ),
+            (
+                map,
+                r#"{"mode": "persistent", "client_key": "client_id", "publish_proxy_enabled": true}"#,
+                "ns.map.client_key",
             ),
         ];
         for (t, json, key) in bad {

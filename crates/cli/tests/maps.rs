@@ -1,11 +1,16 @@
-//! Map subscriptions across two wshub processes sharing `map_broker.redis`: on one Redis, and
-//! on a three-master Redis Cluster (sharded pub/sub). A client on node A loads the state
-//! written through node B's API (in pages), goes live, and receives what B writes next.
+//! Map subscriptions through real processes:
+//! - across two wshub nodes sharing `map_broker.redis`, on one Redis and on a three-master
+//!   Redis Cluster (sharded pub/sub): a client on node A loads the state written through
+//!   node B's API (in pages), goes live, and receives what B writes next;
+//! - the map publish and remove proxies, against a backend the test runs.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{api, temp_dir, Node};
 use serde_json::{json, Value};
@@ -183,4 +188,118 @@ async fn maps_across_two_nodes_on_redis() {
 async fn maps_across_two_nodes_on_redis_cluster() {
     let cluster = RedisCluster::start().await;
     across_two_nodes("maps-cluster", json!({"cluster_address": [cluster.seeds()], "prefix": "maps"})).await;
+}
+
+/// A map proxy backend on a free loopback port: each request body is kept; a write of key
+/// `deny` is refused (error 1000), any other key becomes `u-{key}` with a tag.
+async fn map_backend() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = l.accept().await.unwrap();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some((path, body)) = take_body(&mut buf) {
+                        let req: Value = serde_json::from_slice(&body).unwrap();
+                        let key = req["key"].as_str().unwrap_or_default().to_string();
+                        s.lock().unwrap().push(json!({"path": path, "request": req}));
+                        let reply = match key.as_str() {
+                            "deny" => json!({"error": {"code": 1000, "message": "not yours"}}),
+                            _ if path.ends_with("/map_remove") => json!({"result": {"key": format!("u-{key}")}}),
+                            _ => json!({"result": {"key": format!("u-{key}"), "tags": {"by": "backend"}}}),
+                        }
+                        .to_string();
+                        let http = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len());
+                        if stream.write_all(http.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The path and body of the first whole request in `buf`, taken off it.
+fn take_body(buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if buf.len() < end + 4 + len {
+        return None;
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let body = buf[end + 4..end + 4 + len].to_vec();
+    buf.drain(..end + 4 + len);
+    Some((path, body))
+}
+
+/// With the map proxies on, the backend (not the namespace's permissions, all off) decides a
+/// client's map writes and removals, and its result changes what is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_proxies_decide_client_writes() {
+    let (backend, seen) = map_backend().await;
+    let dir = temp_dir("maps-proxy");
+    let cfg = json!({
+        "http_api": {"key": common::API_KEY},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {
+            "proxy": {
+                "map_publish": {"endpoint": format!("http://127.0.0.1:{backend}/map_publish"), "timeout": "2s"},
+                "map_remove": {"endpoint": format!("http://127.0.0.1:{backend}/map_remove"), "timeout": "2s"}
+            },
+            "namespaces": [{
+                "name": "prox",
+                "allow_subscribe_for_client": true,
+                "subscription_type": "map",
+                "map": {"mode": "persistent", "publish_proxy_enabled": true, "remove_proxy_enabled": true}
+            }]
+        }
+    });
+    let node = Node::start(&dir, &cfg, common::free_port()).await;
+    let mut c = Json::connect(node.port).await;
+    let write =
+        |key: &str, removed: bool| json!({"publish": {"channel": "prox:1", "type": 1, "key": key, "data": {"x": 1}, "removed": removed}});
+    let r = c.command(2, write("a", false)).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = c.command(3, write("deny", false)).await;
+    assert_eq!(r["error"]["code"], 1000, "the backend's error: {r}");
+    let (_, state) = api(node.port, "map_read_state", &json!({"channel": "prox:1", "limit": 10}))
+        .await
+        .unwrap();
+    let entries = state["result"]["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{state}");
+    assert_eq!(
+        (&entries[0]["key"], &entries[0]["data"], &entries[0]["tags"]),
+        (&json!("u-a"), &json!({"x": 1}), &json!({"by": "backend"}))
+    );
+    let r = c.command(4, write("a", true)).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let (_, stats) = api(node.port, "map_stats", &json!({"channel": "prox:1"})).await.unwrap();
+    assert_eq!(stats["result"]["num_keys"], 0, "removed as the backend said: {stats}");
+    let seen = seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/map_publish", "/map_publish", "/map_remove"]);
+    let first = &seen[0]["request"];
+    assert_eq!(
+        (&first["channel"], &first["key"], &first["user"], &first["data"]),
+        (&json!("prox:1"), &json!("a"), &json!("alice"), &json!({"x": 1}))
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }
