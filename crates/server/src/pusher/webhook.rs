@@ -212,18 +212,30 @@ fn vacancy_claim(ch: &str) -> String {
 }
 
 /// Whether this node is the one to report `ch` vacated: the engine adds the claim in one
-/// step, so of several nodes exactly one finds it new. The claim is taken back when the
-/// channel is occupied again, and expires with the engine's presence (it is not refreshed).
-/// An engine error reports (a duplicate is better than a lost vacancy).
-async fn claim_vacancy(node: &Node, ch: &str) -> bool {
+/// step, so of several nodes exactly one finds it new. Nodes that find the same vacancy
+/// check within [`DEBOUNCE`] of each other (a node whose last subscriber left later than
+/// another's check was seen by that check), so the claim is held twice as long, then taken
+/// back (and when the channel is occupied again before). A node that dies holding it
+/// leaves it to the engine's presence expiry. An engine error reports (a duplicate is
+/// better than a lost vacancy).
+async fn claim_vacancy(node: &Arc<Node>, ch: &str) -> bool {
     let claim = ClientInfo {
         client: VACANCY_CLAIMANT.into(),
         ..Default::default()
     };
-    !matches!(
-        node.presence.join_presence(&vacancy_claim(ch), VACANCY_CLAIMANT, claim, 0).await,
-        Ok(Joined::Again | Joined::Another)
-    )
+    let key = vacancy_claim(ch);
+    match node.presence.join_presence(&key, VACANCY_CLAIMANT, claim, 0).await {
+        Ok(Joined::Again | Joined::Another) => false,
+        Ok(_) => {
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(2 * DEBOUNCE).await;
+                let _ = node.presence.remove_presence(&key, VACANCY_CLAIMANT).await;
+            });
+            true
+        }
+        Err(_) => true,
+    }
 }
 
 /// Whether a vacated channel has no subscriber on any node, or a removed member no socket
