@@ -65,24 +65,9 @@ impl Shard {
 }
 
 impl PresenceManager for Shard {
+    /// A join whose answer nobody needs (a refresh at every ping, say): one script for both.
     fn add_presence<'a>(&'a self, channel: &'a str, client: &'a str, info: ClientInfo) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            let mut c = self.conn().await?;
-            let mut inv = self.scripts.presence_add.prepare_invoke();
-            self.presence_keys(&mut inv, channel);
-            if let Some(owned) = self.owned_key(channel) {
-                inv.key(owned);
-            }
-            self.note_presence_tag(&mut c, channel).await?;
-            inv.arg(client)
-                .arg(info.encode_to_vec())
-                .arg(self.cfg.presence_ttl.as_secs().max(1))
-                .arg(channel)
-                .arg(&info.user)
-                .invoke_async::<()>(&mut c)
-                .await
-                .map_err(|e| self.fail(e))
-        })
+        Box::pin(async move { self.join_presence(channel, client, info, 0).await.map(|_| ()) })
     }
     fn join_presence<'a>(
         &'a self,
@@ -130,19 +115,7 @@ impl PresenceManager for Shard {
         })
     }
     fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            let mut c = self.conn().await?;
-            let mut inv = self.scripts.presence_remove.prepare_invoke();
-            self.presence_keys(&mut inv, channel);
-            if let Some(owned) = self.owned_key(channel) {
-                inv.key(owned);
-            }
-            inv.arg(client)
-                .arg(channel)
-                .invoke_async::<()>(&mut c)
-                .await
-                .map_err(|e| self.fail(e))
-        })
+        Box::pin(async move { self.leave_presence(channel, client).await.map(|_| ()) })
     }
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HashMap<String, ClientInfo>, EngineError>> {
         Box::pin(async move {

@@ -14,10 +14,8 @@ const HISTORY: &str = include_str!("lua/history.lua");
 /// number of its clients), so that `presence_stats` is two `HLEN`s rather than the whole
 /// map. Every script removes an entry through `drop_client`, which keeps the counts.
 const PRESENCE_LIB: &str = include_str!("lua/presence_lib.lua");
-const PRESENCE_ADD: &str = include_str!("lua/presence_add.lua");
-const PRESENCE_REMOVE: &str = include_str!("lua/presence_remove.lua");
-/// `add` and `remove` that answer what they changed for the entry's user, decided in the
-/// script, so that of two nodes adding or removing a user's clients at once exactly one sees
+/// Add (or refresh) and remove, answering what they changed for the entry's user, decided
+/// in the script, so that of two nodes adding or removing a user's clients at once exactly one sees
 /// the first or the last (`join_presence`, `leave_presence`), and a presence member limit
 /// holds whatever the concurrency.
 const PRESENCE_JOIN: &str = include_str!("lua/presence_join.lua");
@@ -41,8 +39,6 @@ const MAP_READ_STREAM: &str = include_str!("lua/map_read_stream.lua");
 pub(crate) struct Scripts {
     pub publish: redis::Script,
     pub history: redis::Script,
-    pub presence_add: redis::Script,
-    pub presence_remove: redis::Script,
     pub presence_join: redis::Script,
     pub presence_leave: redis::Script,
     pub presence_get: redis::Script,
@@ -59,8 +55,6 @@ impl Scripts {
         Scripts {
             publish: redis::Script::new(PUBLISH),
             history: redis::Script::new(HISTORY),
-            presence_add: presence_script(PRESENCE_ADD),
-            presence_remove: presence_script(PRESENCE_REMOVE),
             presence_join: presence_script(PRESENCE_JOIN),
             presence_leave: presence_script(PRESENCE_LEAVE),
             presence_get: presence_script(PRESENCE_GET),

@@ -158,9 +158,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                         // Occupied for the cluster only if every subscriber is here.
                         let here = node.hub.num_subscribers(&ch);
                         let everywhere = cluster.channels(&ch).await.map_or(here, |c| c.get(&ch).copied().unwrap_or(0));
-                        if !resumed && everywhere <= here {
-                            // A new occupation: its vacancy will be news again.
-                            let _ = node.presence.remove_presence(&vacancy_claim(&ch), VACANCY_CLAIMANT).await;
+                        if !resumed && everywhere <= here && claim(&node, &ch, Claim::Occupied).await {
                             let _ = tx.send(Job::Now(app, event));
                         }
                     }),
@@ -175,7 +173,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
                                 }
                             }
                         }
-                        if still_gone(&node, &cluster, &app, &event).await && (!vacated || claim_vacancy(&node, &ch).await) {
+                        if still_gone(&node, &cluster, &app, &event).await && (!vacated || claim(&node, &ch, Claim::Vacated).await) {
                             let _ = tx.send(Job::Now(app, event));
                         }
                     }),
@@ -201,29 +199,52 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, tx: mpsc::UnboundedSender<Job
     }
 }
 
-/// The presence entry that says a channel's vacancy has been reported: nodes whose last
-/// subscribers left at about the same time each find the channel empty after the debounce,
-/// and the one whose claim is first reports it ([`claim_vacancy`]).
-const VACANCY_CLAIMANT: &str = "wshub-webhook";
+/// The presence entry that says a channel's occupation or vacancy has been reported:
+/// nodes whose first (last) subscribers came (left) at about the same time each find the
+/// channel newly occupied (empty), and the one whose claim is first reports it ([`claim`]).
+const CLAIMANT: &str = "wshub-webhook";
 
-/// The claim's presence "channel": no client channel name holds `\u{1}`.
-fn vacancy_claim(ch: &str) -> String {
-    format!("{ch}\u{1}vacated")
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Occupied,
+    Vacated,
 }
 
-/// Whether this node is the one to report `ch` vacated: the engine adds the claim in one
-/// step, so of several nodes exactly one finds it new. The claim is taken back when the
-/// channel is occupied again, and expires with the engine's presence (it is not refreshed).
-/// An engine error reports (a duplicate is better than a lost vacancy).
-async fn claim_vacancy(node: &Node, ch: &str) -> bool {
-    let claim = ClientInfo {
-        client: VACANCY_CLAIMANT.into(),
+/// The claim's presence "channel": no client channel name holds `\u{1}`.
+fn claim_key(ch: &str, kind: Claim) -> String {
+    match kind {
+        Claim::Occupied => format!("{ch}\u{1}occupied"),
+        Claim::Vacated => format!("{ch}\u{1}vacated"),
+    }
+}
+
+/// Whether this node is the one to report `ch` occupied or vacated: the engine adds the
+/// claim in one step, so of several nodes exactly one finds it new. Nodes that find the
+/// same change check within [`DEBOUNCE`] of each other (a node whose subscriber came or
+/// left later than another's check was seen by that check), so the claim is held twice as
+/// long, then taken back; the opposite claim is taken back at once (the next vacancy after
+/// an occupation is news again). A node that dies holding it leaves it to the engine's
+/// presence expiry. An engine error reports (a duplicate is better than a lost event).
+async fn claim(node: &Arc<Node>, ch: &str, kind: Claim) -> bool {
+    let info = ClientInfo {
+        client: CLAIMANT.into(),
         ..Default::default()
     };
-    !matches!(
-        node.presence.join_presence(&vacancy_claim(ch), VACANCY_CLAIMANT, claim, 0).await,
-        Ok(Joined::Again | Joined::Another)
-    )
+    let key = claim_key(ch, kind);
+    match node.presence.join_presence(&key, CLAIMANT, info, 0).await {
+        Ok(Joined::Again | Joined::Another) => false,
+        Ok(_) => {
+            let other = claim_key(ch, if kind == Claim::Occupied { Claim::Vacated } else { Claim::Occupied });
+            let _ = node.presence.remove_presence(&other, CLAIMANT).await;
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(2 * DEBOUNCE).await;
+                let _ = node.presence.remove_presence(&key, CLAIMANT).await;
+            });
+            true
+        }
+        Err(_) => true,
+    }
 }
 
 /// Whether a vacated channel has no subscriber on any node, or a removed member no socket
