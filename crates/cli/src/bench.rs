@@ -12,6 +12,7 @@ mod endpoint;
 mod fanout;
 mod http;
 mod process;
+mod publish;
 mod scenarios;
 
 use clap::{Subcommand, ValueEnum};
@@ -82,6 +83,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         stalled: usize,
     },
+    /// API publish throughput and latency: N publishers, each on its own kept-alive
+    /// connection waiting for each answer, over `channels` channels named `{channel}{i}`
+    /// (history or not is the server's configuration of their namespace).
+    Publish {
+        /// http://127.0.0.1:PORT of the API.
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value = "")]
+        api_key: String,
+        /// The channels' prefix (`ns:bench` for namespace `ns`).
+        #[arg(long, default_value = "bench")]
+        channel: String,
+        #[arg(long, default_value_t = 1000)]
+        channels: usize,
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Publication size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Server process to read CPU time from (/proc/PID).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
     Handshake {
         #[command(flatten)]
@@ -131,6 +157,28 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             api_key,
             stalled,
         } => fanout::fanout(target, subscribers, rate, duration, size, api, api_key, stalled).await,
+        BenchCommand::Publish {
+            api,
+            api_key,
+            channel,
+            channels,
+            publishers,
+            duration,
+            size,
+            pid,
+        } => {
+            publish::publish(publish::PublishRun {
+                api,
+                api_key,
+                channel,
+                channels,
+                publishers,
+                duration,
+                size,
+                pid,
+            })
+            .await
+        }
         BenchCommand::Handshake {
             target,
             duration,
