@@ -86,28 +86,7 @@ pub enum BenchCommand {
     /// API publish throughput and latency: N publishers, each on its own kept-alive
     /// connection waiting for each answer, over `channels` channels named `{channel}{i}`
     /// (history or not is the server's configuration of their namespace).
-    Publish {
-        /// http://127.0.0.1:PORT of the API.
-        #[arg(long)]
-        api: String,
-        #[arg(long, default_value = "")]
-        api_key: String,
-        /// The channels' prefix (`ns:bench` for namespace `ns`).
-        #[arg(long, default_value = "bench")]
-        channel: String,
-        #[arg(long, default_value_t = 1000)]
-        channels: usize,
-        #[arg(long, default_value_t = 16)]
-        publishers: usize,
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Publication size in bytes.
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-        /// Server process to read CPU time from (/proc/PID).
-        #[arg(long)]
-        pid: Option<u32>,
-    },
+    Publish(publish::PublishRun),
     /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
     Handshake {
         #[command(flatten)]
@@ -157,28 +136,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             api_key,
             stalled,
         } => fanout::fanout(target, subscribers, rate, duration, size, api, api_key, stalled).await,
-        BenchCommand::Publish {
-            api,
-            api_key,
-            channel,
-            channels,
-            publishers,
-            duration,
-            size,
-            pid,
-        } => {
-            publish::publish(publish::PublishRun {
-                api,
-                api_key,
-                channel,
-                channels,
-                publishers,
-                duration,
-                size,
-                pid,
-            })
-            .await
-        }
+        BenchCommand::Publish(run) => publish::publish(run).await,
         BenchCommand::Handshake {
             target,
             duration,

@@ -18,14 +18,27 @@ use tokio::net::TcpStream;
 use super::http::http_answer;
 use super::process::cpu_seconds;
 
-pub(super) struct PublishRun {
+#[derive(clap::Args)]
+pub struct PublishRun {
+    /// http://127.0.0.1:PORT of the API.
+    #[arg(long)]
     pub api: String,
+    #[arg(long, default_value = "")]
     pub api_key: String,
+    /// The channels' prefix (`ns:bench` for namespace `ns`).
+    #[arg(long, default_value = "bench")]
     pub channel: String,
+    #[arg(long, default_value_t = 1000)]
     pub channels: usize,
+    #[arg(long, default_value_t = 16)]
     pub publishers: usize,
+    #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Publication size in bytes.
+    #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Server process to read CPU time from (/proc/PID).
+    #[arg(long)]
     pub pid: Option<u32>,
 }
 
