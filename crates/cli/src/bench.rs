@@ -14,6 +14,7 @@ mod endpoint;
 mod fanout;
 mod http;
 mod process;
+mod publish;
 mod scenarios;
 
 use clap::{Subcommand, ValueEnum};
@@ -90,6 +91,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         stalled: usize,
     },
+    /// API publish throughput and latency: N publishers, each on its own kept-alive
+    /// connection waiting for each answer, over `channels` channels named `{channel}{i}`
+    /// (history or not is the server's configuration of their namespace).
+    Publish(publish::PublishRun),
     /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
     Handshake {
         #[command(flatten)]
@@ -139,6 +144,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             api_key,
             stalled,
         } => fanout::fanout(target, subscribers, rate, duration, size, api, api_key, stalled).await,
+        BenchCommand::Publish(run) => publish::publish(run).await,
         BenchCommand::Handshake {
             target,
             duration,

@@ -17,7 +17,7 @@ use wshub_websocket::MessageKind;
 
 use super::client::{open_many, Client};
 use super::endpoint::{parse_url, Endpoint};
-use super::http::content_length;
+use super::http::http_answer;
 use super::process::proc_stats;
 use super::{Dialect, Target};
 
@@ -392,17 +392,6 @@ fn pusher_event(t: &Target, hostport: &str, s: u64, pad: &str) -> anyhow::Result
         "POST {path}?{query}&auth_signature={signature} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     ))
-}
-
-/// The length of the first whole HTTP/1.1 response in `buf` (Content-Length framed, as the
-/// API answers) and whether it is a 200 without an `"error"`.
-fn http_answer(buf: &[u8]) -> Option<(usize, bool)> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let length = content_length(&head);
-    let body = buf.get(head_end..head_end + length)?;
-    let ok = head.starts_with("http/1.1 200") && !body.windows(8).any(|w| w == br#""error":"#);
-    Some((head_end + length, ok))
 }
 
 /// Runs the calling thread under `SCHED_FIFO` at the lowest real-time priority when the OS

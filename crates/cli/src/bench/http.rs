@@ -135,3 +135,14 @@ pub(super) fn content_length(head: &str) -> usize {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The length of the first whole HTTP/1.1 response in `buf` (Content-Length framed, as the
+/// API answers) and whether it is a 200 without an `"error"`.
+pub(super) fn http_answer(buf: &[u8]) -> Option<(usize, bool)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length = content_length(&head);
+    let body = buf.get(head_end..head_end + length)?;
+    let ok = head.starts_with("http/1.1 200") && !body.windows(8).any(|w| w == br#""error":"#);
+    Some((head_end + length, ok))
+}

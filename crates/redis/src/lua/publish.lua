@@ -6,9 +6,8 @@ if once ~= '' then
 end
 local offset = 0
 if size > 0 then
-  if redis.call('hsetnx', meta, 'e', epoch) == 0 then
-    epoch = redis.call('hget', meta, 'e')
-  end
+  local known = redis.call('hget', meta, 'e')
+  if known then epoch = known else redis.call('hset', meta, 'e', epoch) end
   offset = redis.call('hincrby', meta, 's', 1)
   redis.call('xadd', stream, 'MAXLEN', size, offset .. '-1', field, payload)
   redis.call('expire', stream, ttl)
