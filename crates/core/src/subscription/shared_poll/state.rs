@@ -247,11 +247,9 @@ impl<H: Clone> ChannelState<H> {
                 if held == 0 {
                     to_notify.push(key.clone());
                 }
-            } else if held == 0 || e.version > held {
-                if !e.needs_broadcast {
-                    e.needs_broadcast = true;
-                    to_notify.push(key.clone());
-                }
+            } else if (held == 0 || e.version > held) && !e.needs_broadcast {
+                e.needs_broadcast = true;
+                to_notify.push(key.clone());
             }
         }
         for k in to_notify {
