@@ -217,7 +217,7 @@ async fn api_bad_inputs() {
     still_served(&server, &mut good, 1).await;
     // The other key header form.
     let req =
-        "POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey node-test-key\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        format!("POST /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey {KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
     let (status, _, body) = raw_http(server.addr, req.as_bytes()).await;
     assert_eq!(status, 200);
     assert_eq!(

@@ -117,13 +117,16 @@ pub(super) fn skipped(case: &str, part: &str, why: &str) {
 pub(super) const ONE_NODE: &str = "the engine is a cluster of one";
 pub(super) const NO_HISTORY: &str = "the broker keeps no history";
 
-/// Whether the case needs history and the broker keeps none (said on stderr).
-pub(super) fn without_history<E: Broker>(nodes: &[Node<E>], case: &str) -> bool {
-    let none = !nodes[0].engine.keeps_history();
-    if none {
+/// A fresh [`cluster`] for a case that needs history; none (said on stderr) when the broker
+/// keeps none.
+pub(super) async fn cluster_with_history<F: BrokerFactory>(f: &F, case: &str) -> Option<Vec<Node<F::Broker>>> {
+    let nodes = cluster(f).await;
+    if nodes[0].engine.keeps_history() {
+        Some(nodes)
+    } else {
         skipped(case, "all", NO_HISTORY);
+        None
     }
-    none
 }
 pub(super) const HANDS_OVER_ALL: &str = "the engine hands every channel to its node";
 

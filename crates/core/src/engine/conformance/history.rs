@@ -7,10 +7,9 @@ use super::*;
 /// Publications with history are numbered 1, 2, 3… per channel under one epoch, whichever
 /// node publishes; the epoch is the one a history read gave before the first publication.
 pub async fn history_offsets_count_from_one_under_one_epoch<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "history_offsets_count_from_one_under_one_epoch") {
+    let Some(nodes) = cluster_with_history(f, "history_offsets_count_from_one_under_one_epoch").await else {
         return;
-    }
+    };
     let empty = nodes[0].engine.history("ch", ALL).await.unwrap();
     assert_eq!(empty.publications, []);
     assert_eq!(empty.position.offset, 0);
@@ -50,10 +49,9 @@ pub async fn history_offsets_count_from_one_under_one_epoch<F: BrokerFactory>(f:
 /// `since` (offset and epoch), `limit` (-1 all, 0 position only, n at most n) and `reverse`,
 /// read from every node; a `since` with another epoch is [`EngineError::UnrecoverablePosition`].
 pub async fn history_queries<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "history_queries") {
+    let Some(nodes) = cluster_with_history(f, "history_queries").await else {
         return;
-    }
+    };
     for i in 1..=5u64 {
         let node = &nodes[i as usize % nodes.len()];
         node.engine.publish("ch", publication(&i.to_string()), &kept(10)).await.unwrap();
@@ -118,10 +116,9 @@ pub async fn history_queries<F: BrokerFactory>(f: &F) {
 
 /// A stream keeps its newest `history_size` publications; the position is the top.
 pub async fn history_size_keeps_the_newest<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "history_size_keeps_the_newest") {
+    let Some(nodes) = cluster_with_history(f, "history_size_keeps_the_newest").await else {
         return;
-    }
+    };
     for i in 1..=7u64 {
         let node = &nodes[i as usize % nodes.len()];
         node.engine.publish("ch", publication(&i.to_string()), &kept(3)).await.unwrap();
@@ -142,10 +139,9 @@ pub async fn history_size_keeps_the_newest<F: BrokerFactory>(f: &F) {
 /// position stays and the next publication continues it. (Memory expires publication by
 /// publication, Redis the whole stream: see the module's notes.)
 pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "history_ttl_empties_the_history_and_keeps_the_position") {
+    let Some(nodes) = cluster_with_history(f, "history_ttl_empties_the_history_and_keeps_the_position").await else {
         return;
-    }
+    };
     let opts = PublishOptions {
         history_size: 10,
         history_ttl: Duration::from_secs(1),
@@ -184,10 +180,9 @@ pub async fn history_ttl_empties_the_history_and_keeps_the_position<F: BrokerFac
 /// `remove_history` empties the stream but keeps its position (offset and epoch), so that
 /// positioned clients are not misled; the next publication continues it.
 pub async fn remove_history_keeps_the_position<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "remove_history_keeps_the_position") {
+    let Some(nodes) = cluster_with_history(f, "remove_history_keeps_the_position").await else {
         return;
-    }
+    };
     let mut epoch = String::new();
     for i in 1..=3 {
         epoch = nodes[0]
@@ -221,10 +216,9 @@ pub async fn remove_history_keeps_the_position<F: BrokerFactory>(f: &F) {
 /// published again: the first result comes back, nothing is delivered or stored twice; the
 /// same key in another channel, or without a key, publishes.
 pub async fn idempotent_publish_is_published_once<F: BrokerFactory>(f: &F) {
-    let nodes = cluster(f).await;
-    if without_history(&nodes, "idempotent_publish_is_published_once") {
+    let Some(nodes) = cluster_with_history(f, "idempotent_publish_is_published_once").await else {
         return;
-    }
+    };
     for n in &nodes {
         n.subscribe("ch").await;
     }
