@@ -69,9 +69,6 @@ pub const PLANNED: &[Planned] = &[
     warn("channel.proxy.shared_poll_refresh.*", 29, "shared poll"),
     warn("namespace.shared_poll.*", 29, "shared poll"),
     // gRPC.
-    warn("grpc_api.reflection", 30, "gRPC server reflection"),
-    stop("uni_grpc.enabled", 30, "the unidirectional gRPC transport"),
-    warn("uni_grpc.*", 30, "the unidirectional gRPC transport"),
     stop("proxy.grpc.tls.*", 30, "client certificates and TLS options for gRPC proxies"),
     warn("channel.proxy.subscribe_stream.*", 30, "the subscribe stream proxy"),
     stop("namespace.subscribe_stream_proxy_enabled", 30, "the subscribe stream proxy"),

@@ -29,7 +29,15 @@ const COMMAND_METHODS: [&str; 12] = [
 ];
 
 /// The transports whose message and connection counters exist from the start.
-const TRANSPORTS: [&str; 6] = ["websocket", "uni_websocket", "http_stream", "sse", "uni_http_stream", "uni_sse"];
+const TRANSPORTS: [&str; 7] = [
+    "websocket",
+    "uni_websocket",
+    "http_stream",
+    "sse",
+    "uni_http_stream",
+    "uni_sse",
+    "uni_grpc",
+];
 
 /// Centrifugo's series, with its `# HELP` texts.
 pub(super) const SERIES: &[(Kind, &str, &str)] = &[
