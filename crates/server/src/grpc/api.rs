@@ -297,4 +297,9 @@ mod tests {
             assert!(r.values().any(|x| x.method == *m), "{m} has no gRPC method");
         }
     }
+
+    #[test]
+    fn reflection_builds_from_the_built_in_descriptors() {
+        assert!(Reflection::new().is_some());
+    }
 }
