@@ -9,7 +9,7 @@ const PROTO_DIR: &str = "vendor/centrifugo";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_DIR}");
-    let files = [format!("{PROTO_DIR}/api.proto"), format!("{PROTO_DIR}/proxy.proto")];
+    let files = ["api.proto", "proxy.proto", "unistream.proto"].map(|f| format!("{PROTO_DIR}/{f}"));
     let set = protox::compile(files, [PROTO_DIR])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?).join("centrifugo_descriptors.bin");
     std::fs::write(out, prost::Message::encode_to_vec(&set))?;

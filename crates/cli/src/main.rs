@@ -267,7 +267,14 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
         .block_on(wshub_server::bind_internal(&server))
         .context("cannot listen on http_server.internal_port")?;
     if let Some(g) = &server.grpc_api {
-        g.bind().with_context(|| format!("cannot listen on grpc_api.port ({})", g.addr))?;
+        g.port
+            .bind()
+            .with_context(|| format!("cannot listen on grpc_api.port ({})", g.port.addr))?;
+    }
+    if let Some(u) = &server.uni_grpc {
+        u.port
+            .bind()
+            .with_context(|| format!("cannot listen on uni_grpc.port ({})", u.port.addr))?;
     }
     let _pid_file = wshub_server::lifecycle::PidFile::write(&c.pid_file).with_context(|| format!("pid_file: {}", c.pid_file))?;
     let reload = wshub_server::reload::Reloader::new(config.clone(), overrides, c.clone());

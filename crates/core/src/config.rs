@@ -471,14 +471,19 @@ pub struct ProxyGrpc {
     pub static_metadata: BTreeMap<String, String>,
 }
 
-/// `http.tls.*` of a proxy: for an `https://` endpoint, the CA that signed its certificate
-/// (otherwise the usual public roots are trusted).
+/// `http.tls.*` / `grpc.tls.*` of a proxy: for an `https://` (or TLS `grpc://`) endpoint, the
+/// CA that signed its certificate (otherwise the usual public roots are trusted), and the
+/// client certificate to present.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct ProxyTls {
     pub enabled: bool,
     /// PEM text of the CA certificate(s) to trust instead of the public roots.
     pub server_ca_pem: String,
+    /// wshub's certificate and key for backends that ask for one (mutual TLS); PEM text,
+    /// base64 of it, or a file path, as Centrifugo reads them.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.

@@ -142,6 +142,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
         tls: main_tls,
         h2c: hs.h2c_external,
         grpc_api: crate::grpc::api::GrpcApiConfig::from_config(config)?,
+        uni_grpc: crate::grpc::uni::UniGrpcConfig::from_config(config)?,
         emulation: crate::state::EmulationConfig {
             http_stream: config.http_stream.enabled,
             sse: config.sse.enabled,

@@ -20,7 +20,7 @@ use wshub_core::ratelimit::{RateLimitAlgorithm, RateLimitScope};
 mod engines;
 mod grpc;
 mod map_broker;
-pub use grpc::{GrpcApi, TRANSPORT_ERROR_MODE};
+pub use grpc::{GrpcApi, UniGrpc, TRANSPORT_ERROR_MODE};
 pub use map_broker::{MapBrokerRedis, MapBrokerSection};
 mod env;
 pub mod keys;
@@ -59,6 +59,7 @@ pub struct Config {
     pub uni_http_stream: HttpTransport,
     pub uni_sse: HttpTransport,
     pub uni_websocket: UniWebSocket,
+    pub uni_grpc: UniGrpc,
     pub emulation: EmulationSection,
     pub prometheus: Prometheus,
     pub graphite: Graphite,
@@ -375,6 +376,16 @@ pub fn grpc_api_addr(c: &Config) -> Result<Option<std::net::SocketAddr>, LoadErr
         )));
     }
     socket_addr("grpc_api.address", &g.address, g.port).map(Some)
+}
+
+/// The unidirectional gRPC transport's address (`uni_grpc.address`, `uni_grpc.port`), when
+/// it is enabled.
+pub fn uni_grpc_addr(c: &Config) -> Result<Option<std::net::SocketAddr>, LoadError> {
+    let g = &c.uni_grpc;
+    if !g.enabled {
+        return Ok(None);
+    }
+    socket_addr("uni_grpc.address", &g.address, g.port).map(Some)
 }
 
 fn socket_addr(key: &str, address: &str, port: u16) -> Result<std::net::SocketAddr, LoadError> {

@@ -44,6 +44,7 @@ pub fn config(endpoints: Endpoints, handshake: HandshakeConfig, max_message_size
         admin: None,
         emulation: Default::default(),
         grpc_api: None,
+        uni_grpc: None,
         pusher: None,
     }
 }

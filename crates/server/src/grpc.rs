@@ -10,11 +10,22 @@
 pub mod api;
 pub mod proxy;
 pub mod transcode;
+pub mod uni;
 
-use std::sync::OnceLock;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost_reflect::{DescriptorPool, ServiceDescriptor};
+use tokio::net::TcpListener;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use wshub_core::node::ApiError;
@@ -45,6 +56,95 @@ pub fn pool() -> Option<&'static DescriptorPool> {
 /// A service of [`pool`] by full name.
 pub fn service(name: &str) -> Option<ServiceDescriptor> {
     pool()?.get_service_by_name(name)
+}
+
+/// The port of a gRPC server (`grpc_api`, `uni_grpc`): its address, its TLS, and its socket
+/// bound before the server starts ([`GrpcPort::bind`]), so that a port in use stops the
+/// start rather than leaving the node without the server.
+#[derive(Clone)]
+pub struct GrpcPort {
+    pub addr: SocketAddr,
+    pub tls: Option<crate::tls::TlsAcceptor>,
+    listener: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
+}
+
+impl GrpcPort {
+    /// The port at `addr`, with TLS from `section.tls` when enabled.
+    pub fn new(addr: SocketAddr, section: &str, tls: &crate::config::Tls) -> Result<Self, crate::config::LoadError> {
+        Ok(GrpcPort {
+            addr,
+            tls: match tls {
+                t if t.enabled => Some(crate::tls::acceptor(&format!("{section}.tls"), t)?),
+                _ => None,
+            },
+            listener: Arc::default(),
+        })
+    }
+
+    /// Binds the address now (the binary does, before it announces itself).
+    pub fn bind(&self) -> std::io::Result<()> {
+        let l = std::net::TcpListener::bind(self.addr)?;
+        l.set_nonblocking(true)?;
+        *self.listener.lock() = Some(l);
+        Ok(())
+    }
+
+    /// The socket bound by [`GrpcPort::bind`], or one bound now.
+    pub(crate) async fn listener(&self) -> std::io::Result<TcpListener> {
+        let bound = self.listener.lock().take();
+        match bound {
+            Some(l) => TcpListener::from_std(l),
+            None => crate::listener::bind(self.addr).await,
+        }
+    }
+}
+
+/// Serves HTTP/2 (TLS when `tls`) on `listener` until `shutdown` completes, each request
+/// answered by `handle` with the client's address. Connections already open live on.
+pub(crate) async fn serve_h2<F, Fut>(
+    listener: TcpListener,
+    tls: Option<crate::tls::TlsAcceptor>,
+    what: &'static str,
+    handle: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (handle, tls) = (handle.clone(), tls.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, peer));
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(25)));
+            let r = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "{what}: TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, %peer, "{what} connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Passes message bytes through unchanged: messages are decoded with their descriptor by

@@ -77,22 +77,34 @@ pub async fn run(
         }
         _ => None,
     };
-    let (stop_grpc, stopped_grpc) = tokio::sync::oneshot::channel::<()>();
-    let grpc_accept = match &shared.config.grpc_api {
-        Some(g) => match g.listener().await {
-            Ok(l) => {
-                tracing::info!("serving GRPC API service on {}", g.addr);
-                Some(tokio::spawn(crate::grpc::api::serve(l, shared.clone(), g.clone(), async {
-                    let _ = stopped_grpc.await;
-                })))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, addr = %g.addr, "grpc_api: cannot listen");
-                None
-            }
-        },
-        None => None,
+    let (stop_grpc, stopped_grpc) = tokio::sync::watch::channel(false);
+    let grpc_stopped = || {
+        let mut rx = stopped_grpc.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
     };
+    let mut grpc_accepts = Vec::new();
+    if let Some(g) = &shared.config.grpc_api {
+        match g.port.listener().await {
+            Ok(l) => {
+                tracing::info!("serving GRPC API service on {}", g.port.addr);
+                let serve = crate::grpc::api::serve(l, shared.clone(), g.clone(), grpc_stopped());
+                grpc_accepts.push(tokio::spawn(serve));
+            }
+            Err(e) => tracing::error!(error = %e, addr = %g.port.addr, "grpc_api: cannot listen"),
+        }
+    }
+    if let Some(u) = &shared.config.uni_grpc {
+        match u.port.listener().await {
+            Ok(l) => {
+                tracing::info!("serving unidirectional GRPC on {}", u.port.addr);
+                let serve = crate::grpc::uni::serve(l, shared.clone(), u.clone(), grpc_stopped());
+                grpc_accepts.push(tokio::spawn(serve));
+            }
+            Err(e) => tracing::error!(error = %e, addr = %u.port.addr, "uni_grpc: cannot listen"),
+        }
+    }
     shutdown.await;
     let started = Instant::now();
     tracing::info!("shutdown: not ready, draining");
@@ -114,8 +126,8 @@ pub async fn run(
     }
     let _ = stop.send(());
     let _ = stop_internal.send(());
-    let _ = stop_grpc.send(());
-    if let Some(g) = grpc_accept {
+    let _ = stop_grpc.send(true);
+    for g in grpc_accepts {
         let _ = g.await;
     }
     if let Err(e) = accept.await {

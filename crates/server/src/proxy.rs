@@ -78,6 +78,12 @@ impl Connection for Stream {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client certificate chain and its key.
+type ClientCert = (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
 /// Connects over TCP, then TLS for `https://` URIs.
 #[derive(Clone)]
 pub struct Connector {
@@ -88,11 +94,25 @@ pub struct Connector {
 impl Connector {
     /// Trusting `ca_pem` (PEM certificates) when given, the public roots otherwise.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
-        Self::with_alpn(ca_pem, Vec::new())
+        Self::with_alpn(ca_pem, Vec::new(), None)
     }
 
-    /// As [`Connector::new`], offering `alpn` in the TLS handshake (gRPC servers want `h2`).
-    pub fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
+    /// For a proxy's `tls` section (`section` names it in errors: `http.tls`, `grpc.tls`):
+    /// when enabled, its CA instead of the public roots and its client certificate (mutual
+    /// TLS); offering `alpn` in the handshake (gRPC servers want `h2`).
+    pub fn for_proxy(tls: &wshub_core::config::ProxyTls, section: &str, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
+        let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
+        let client = match (tls.enabled, tls.cert_pem.is_empty(), tls.key_pem.is_empty()) {
+            (true, false, false) => Some(crate::tls::certificate_and_key(section, &tls.cert_pem, &tls.key_pem).map_err(|e| e.0)?),
+            (true, false, true) | (true, true, false) => {
+                return Err(format!("{section}: cert_pem and key_pem go together"));
+            }
+            _ => None,
+        };
+        Self::with_alpn(ca, alpn, client).map_err(|e| format!("{section}.{e}"))
+    }
+
+    fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>, client: Option<ClientCert>) -> Result<Self, String> {
         let roots = match ca_pem {
             // PEM text, base64 of it, or a file path, as Centrifugo reads it.
             Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
@@ -101,11 +121,14 @@ impl Connector {
             },
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut cfg = match client {
+            Some((certs, key)) => cfg.with_client_auth_cert(certs, key).map_err(|e| format!("key_pem: {e}"))?,
+            None => cfg.with_no_client_auth(),
+        };
         cfg.alpn_protocols = alpn;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -172,9 +195,8 @@ impl HttpProxy {
                 continue;
             }
             let c = &ep.config;
-            let tls = &c.http.tls;
-            let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
-            let connector = Connector::new(ca).map_err(|e| format!("{} proxy {}: http.tls.{e}", ep.kind.as_str(), c.endpoint))?;
+            let connector = Connector::for_proxy(&c.http.tls, "http.tls", Vec::new())
+                .map_err(|e| format!("{} proxy {}: {e}", ep.kind.as_str(), c.endpoint))?;
             let client = Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
                 .build(connector);

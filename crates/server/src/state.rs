@@ -116,6 +116,8 @@ pub struct ServerConfig {
     pub emulation: EmulationConfig,
     /// The gRPC server API (`grpc_api.enabled`), on a port of its own.
     pub grpc_api: Option<crate::grpc::api::GrpcApiConfig>,
+    /// The unidirectional gRPC transport (`uni_grpc.enabled`), on a port of its own.
+    pub uni_grpc: Option<crate::grpc::uni::UniGrpcConfig>,
     /// Pusher's HTTP API (`/apps/…`), when `pusher.apps` has an app.
     pub pusher: Option<Arc<crate::pusher::api::PusherApi>>,
 }

@@ -63,14 +63,25 @@ pub fn roots(key: &str, value: &str) -> Result<RootCertStore, LoadError> {
     Ok(store)
 }
 
+/// The certificate chain and private key of `section.cert_pem` / `section.key_pem`.
+pub fn certificate_and_key(
+    section: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), LoadError> {
+    let certs = certificates(&format!("{section}.cert_pem"), cert_pem)?;
+    let key_name = format!("{section}.key_pem");
+    let key_bytes = pem(key_pem).map_err(|e| LoadError(format!("{key_name}: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| LoadError(format!("{key_name}: {e}")))?;
+    Ok((certs, key))
+}
+
 /// Builds the acceptor of a TLS section (`section` names it in errors, such as
 /// `http_server.tls`). With `client_ca_pem`, every client must present a certificate that
 /// CA signed (Go's `RequireAndVerifyClientCert`, which Centrifugo sets).
 pub fn acceptor(section: &str, tls: &Tls) -> Result<TlsAcceptor, LoadError> {
-    let certs = certificates(&format!("{section}.cert_pem"), tls.cert())?;
+    let (certs, key) = certificate_and_key(section, tls.cert(), tls.key())?;
     let key_name = format!("{section}.key_pem");
-    let key_bytes = pem(tls.key()).map_err(|e| LoadError(format!("{key_name}: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| LoadError(format!("{key_name}: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

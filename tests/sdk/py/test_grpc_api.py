@@ -222,3 +222,65 @@ async def test_a_taken_port_stops_the_start():
         out = subprocess.run([BIN, "serve", "-c", path, "--port", str(free_port()), "--address", "127.0.0.1"], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0, out
     assert "grpc_api.port" in out.stderr, out.stderr
+
+
+async def test_reflection_lists_and_describes_the_api():
+    """grpcio-reflection's client (v1alpha, as grpcurl before 1.9) and the v1 service: the
+    API's service and its messages, enough to call Publish without api.proto."""
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha import reflection_pb2 as alpha_pb2, reflection_pb2_grpc as alpha_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    s = grpc_server({"reflection": True})
+    try:
+        async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+            # v1alpha through the raw stub, no key (reflection tells only what api.proto does).
+            stub = alpha_grpc.ServerReflectionStub(channel)
+            call = stub.ServerReflectionInfo(iter([alpha_pb2.ServerReflectionRequest(list_services="")]))
+            services = None
+            async for r in call:
+                services = [x.name for x in r.list_services_response.service]
+            assert services is not None and "centrifugal.centrifugo.api.CentrifugoApi" in services, services
+            assert not any("proxy" in x for x in services), f"only the API is served here: {services}"
+            # v1, the current service, as a raw bidirectional stream.
+            v1 = channel.stream_stream(
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                request_serializer=alpha_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=alpha_pb2.ServerReflectionResponse.FromString,
+            )
+            req = alpha_pb2.ServerReflectionRequest(file_containing_symbol="centrifugal.centrifugo.api.CentrifugoApi")
+            got = [r async for r in v1(iter([req]))]
+            assert got and got[0].file_descriptor_response.file_descriptor_proto, got
+
+        # The descriptor database of grpcio-reflection (a blocking channel) builds a working
+        # Publish request from what reflection answered alone.
+        with grpc.insecure_channel(s.grpc_target) as sync_channel:
+            pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(sync_channel))
+            svc = pool.FindServiceByName("centrifugal.centrifugo.api.CentrifugoApi")
+            method = svc.methods_by_name["Publish"]
+            Req = message_factory.GetMessageClass(method.input_type)
+            Resp = message_factory.GetMessageClass(method.output_type)
+            publish = sync_channel.unary_unary(
+                "/centrifugal.centrifugo.api.CentrifugoApi/Publish",
+                request_serializer=Req.SerializeToString,
+                response_deserializer=Resp.FromString,
+            )
+            r = publish(Req(channel="chat:reflected", data=b'{"x": 1}'), metadata=auth(), timeout=10)
+            assert not r.HasField("error"), r.error
+            # Without the key the API itself is still closed.
+            with pytest.raises(grpc.RpcError) as e:
+                publish(Req(channel="chat:reflected", data=b"{}"), timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        s.stop()
+
+
+async def test_reflection_is_off_by_default(server):
+    from grpc_reflection.v1alpha import reflection_pb2 as alpha_pb2, reflection_pb2_grpc as alpha_grpc
+
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        call = alpha_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([alpha_pb2.ServerReflectionRequest(list_services="")]))
+        with pytest.raises(grpc.RpcError) as e:
+            async for _ in call:
+                pass
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

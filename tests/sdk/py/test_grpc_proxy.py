@@ -26,7 +26,7 @@ SLOW = 2.0
 class Backend:
     """A CentrifugoProxy server; records each call's kind, request and metadata."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         pb, pbg = generated("proxy")
         self.calls = []
         backend = self
@@ -82,7 +82,10 @@ class Backend:
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         pbg.add_CentrifugoProxyServicer_to_server(Servicer(), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
         self.server.start()
         self.endpoint = f"grpc://127.0.0.1:{self.port}"
 
@@ -222,3 +225,60 @@ async def test_rpc_and_failing_backends(proxied):
     import urllib.request
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
     assert 'centrifugo_proxy_errors{protocol="grpc",type="rpc",name="dead"}' in metrics, metrics[:2000]
+
+
+def certificates():
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed (openssl)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl missing: apt-get install -y openssl (the mutual TLS test makes its certificates with it)")
+    d = tempfile.mkdtemp(prefix="wshub-grpc-mtls-")
+    p = lambda name: os.path.join(d, name)  # noqa: E731
+    run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "1", "-subj", "/CN=test-ca")
+    for name, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), ("client", "extendedKeyUsage=clientAuth\n")]:
+        with open(p(f"{name}.ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\n" + ext)
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p(f"{name}.key"), "-out", p(f"{name}.csr"), "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", p(f"{name}.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial",
+            "-out", p(f"{name}.pem"), "-days", "1", "-extfile", p(f"{name}.ext"))
+    read = lambda name: open(p(name), "rb").read()  # noqa: E731
+    return p, read
+
+
+async def test_mutual_tls_to_the_backend():
+    """grpc.tls.cert_pem / key_pem: a backend that requires a client certificate signed by
+    its CA accepts wshub's; without them the same backend is unreachable (error 100)."""
+    p, read = certificates()
+    backend = Backend(tls=grpc.ssl_server_credentials([(read("server.key"), read("server.pem"))], root_certificates=read("ca.pem"), require_client_auth=True))
+    try:
+        tls = {"enabled": True, "server_ca_pem": p("ca.pem")}
+        cfg = config()
+        cfg["proxies"] = [
+            {"name": "mtls", "endpoint": backend.endpoint, "timeout": "2s", "grpc": {"tls": {**tls, "cert_pem": p("client.pem"), "key_pem": read("client.key").decode()}}},
+            {"name": "nocert", "endpoint": backend.endpoint, "timeout": "2s", "grpc": {"tls": tls}},
+        ]
+        cfg["rpc"] = {"namespaces": [{"name": "mtls", "proxy_enabled": True, "proxy_name": "mtls"}, {"name": "nocert", "proxy_enabled": True, "proxy_name": "nocert"}]}
+        cfg["client"]["insecure"] = True
+        server = Server(cfg)
+        try:
+            ev = Events()
+            c = Client(server.url, events=ev)
+            await c.connect()
+            await wait_for(lambda: ev.connected, what="connected")
+            r = await c.rpc("mtls:echo", {"x": 1})
+            assert r.data["echo"] == {"x": 1}
+            with pytest.raises(ReplyError) as e:
+                await c.rpc("nocert:echo", {})
+            assert e.value.code == 100
+            assert [k for k in backend.kinds()] == ["rpc"], "the call without a certificate never reached the backend"
+            await c.disconnect()
+        finally:
+            server.stop()
+    finally:
+        backend.stop()

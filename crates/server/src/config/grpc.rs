@@ -1,4 +1,5 @@
-//! The gRPC sections: `grpc_api.*` (Centrifugo's gRPC server API).
+//! The gRPC sections: `grpc_api.*` (Centrifugo's gRPC server API) and `uni_grpc.*` (its
+//! unidirectional gRPC transport).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,8 @@ pub struct GrpcApi {
     pub tls: Tls,
     /// Largest request message in bytes; 0: 4 MiB.
     pub max_receive_message_size: usize,
+    /// Serves gRPC server reflection (v1 and v1alpha) beside the API.
+    pub reflection: bool,
 }
 
 impl Default for GrpcApi {
@@ -31,9 +34,35 @@ impl Default for GrpcApi {
             key: String::new(),
             tls: Tls::default(),
             max_receive_message_size: 0,
+            reflection: false,
         }
     }
 }
 
 /// Centrifugo's one error mode besides the default.
 pub const TRANSPORT_ERROR_MODE: &str = "transport";
+
+/// `uni_grpc.*`: Centrifugo's unidirectional gRPC transport, on a port of its own.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UniGrpc {
+    pub enabled: bool,
+    /// An IP address, `localhost`, or empty: every interface.
+    pub address: String,
+    pub port: u16,
+    /// Largest connect request in bytes; 0: 4 MiB.
+    pub max_receive_message_size: usize,
+    pub tls: Tls,
+}
+
+impl Default for UniGrpc {
+    fn default() -> Self {
+        UniGrpc {
+            enabled: false,
+            address: String::new(),
+            port: 11000,
+            max_receive_message_size: 0,
+            tls: Tls::default(),
+        }
+    }
+}

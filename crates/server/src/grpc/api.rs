@@ -12,14 +12,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor};
 use tokio::net::TcpListener;
@@ -37,17 +34,15 @@ use crate::state::Shared;
 /// `grpc_api.*`, resolved.
 #[derive(Clone)]
 pub struct GrpcApiConfig {
-    pub addr: SocketAddr,
+    pub port: super::GrpcPort,
     /// Empty: every call is accepted.
     pub key: String,
-    pub tls: Option<crate::tls::TlsAcceptor>,
     /// `error_mode = "transport"`: errors as gRPC statuses.
     pub transport_errors: bool,
     /// Largest request message (0: tonic's 4 MiB).
     pub max_receive_message_size: usize,
-    /// The socket bound before the server starts ([`GrpcApiConfig::bind`]), so that a port
-    /// in use stops the start rather than leaving the node without its API.
-    listener: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
+    /// `grpc_api.reflection`: the reflection services are served too.
+    pub reflection: bool,
 }
 
 impl GrpcApiConfig {
@@ -58,33 +53,12 @@ impl GrpcApiConfig {
         };
         let g = &config.grpc_api;
         Ok(Some(GrpcApiConfig {
-            addr,
+            port: super::GrpcPort::new(addr, "grpc_api", &g.tls)?,
             key: g.key.clone(),
-            tls: match &g.tls {
-                t if t.enabled => Some(crate::tls::acceptor("grpc_api.tls", t)?),
-                _ => None,
-            },
             transport_errors: g.error_mode == crate::config::TRANSPORT_ERROR_MODE,
             max_receive_message_size: g.max_receive_message_size,
-            listener: Arc::default(),
+            reflection: g.reflection,
         }))
-    }
-
-    /// Binds the address now (the binary does, before it announces itself).
-    pub fn bind(&self) -> std::io::Result<()> {
-        let l = std::net::TcpListener::bind(self.addr)?;
-        l.set_nonblocking(true)?;
-        *self.listener.lock() = Some(l);
-        Ok(())
-    }
-
-    /// The socket bound by [`GrpcApiConfig::bind`], or one bound now.
-    pub(crate) async fn listener(&self) -> std::io::Result<TcpListener> {
-        let bound = self.listener.lock().take();
-        match bound {
-            Some(l) => TcpListener::from_std(l),
-            None => crate::listener::bind(self.addr).await,
-        }
     }
 }
 
@@ -128,49 +102,91 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cfg: GrpcApiConfi
     if cfg.key.is_empty() {
         tracing::warn!("grpc_api.key is empty: every gRPC API call is accepted");
     }
-    let routes = Arc::new(routes());
+    let routes = Arc::new(Routes {
+        methods: routes(),
+        reflection: if cfg.reflection { Reflection::new() } else { None },
+    });
+    let tls = cfg.port.tls.clone();
     let cfg = Arc::new(cfg);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gRPC API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
+    let handler = move |req: Request<Incoming>, _peer: SocketAddr| handle(req, shared.clone(), routes.clone(), cfg.clone());
+    super::serve_h2(listener, tls, "gRPC API", handler, shutdown).await;
+}
+
+/// What the server answers: the API's methods and, when enabled, reflection.
+struct Routes {
+    methods: HashMap<String, Arc<Route>>,
+    reflection: Option<Reflection>,
+}
+
+/// The standard reflection services, v1 and the v1alpha older clients (grpcurl before
+/// 1.9, grpcio-reflection's default) still call, over the built-in descriptor set.
+/// As in Centrifugo (whose key check is a unary interceptor, and reflection is a stream),
+/// they need no key: they tell what `api.proto` tells, nothing of the node.
+struct Reflection {
+    v1: ReflectionService,
+    v1alpha: ReflectionService,
+}
+
+/// One reflection service, type-erased (tonic-reflection's builder returns opaque types).
+type ReflectionService = Box<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<tonic::body::Body>> + Send + Sync>;
+
+/// `svc` as a [`ReflectionService`].
+fn erase<S>(svc: S) -> ReflectionService
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    Box::new(move |req| {
+        let mut svc = svc.clone();
+        Box::pin(async move { svc.call(req).await.unwrap_or_else(|e| match e {}) })
+    })
+}
+
+impl Reflection {
+    /// `None` (logged) only if the built-in descriptors do not decode, which the unit tests
+    /// rule out.
+    fn new() -> Option<Self> {
+        let builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(super::DESCRIPTORS)
+                .with_service_name(API_SERVICE)
         };
-        let _ = stream.set_nodelay(true);
-        let (shared, routes, cfg) = (shared.clone(), routes.clone(), cfg.clone());
-        tokio::spawn(async move {
-            let tls = cfg.tls.clone();
-            let svc = service_fn(move |req| handle(req, shared.clone(), routes.clone(), cfg.clone()));
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(25)));
-            let r = match tls {
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
-                    Err(e) => {
-                        tracing::debug!(error = %e, %peer, "gRPC API: TLS handshake failed");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, %peer, "gRPC API connection ended with an error");
+        match (builder().build_v1(), builder().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => Some(Reflection {
+                v1: erase(v1),
+                v1alpha: erase(v1alpha),
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "gRPC API: reflection cannot be served");
+                None
             }
-        });
+        }
+    }
+
+    /// The answer of a reflection call; `None` when `req` is no reflection call.
+    async fn call(&self, req: Request<Incoming>) -> Option<Response<tonic::body::Body>> {
+        let path = req.uri().path();
+        if path.starts_with(REFLECTION_V1) {
+            Some((self.v1)(req).await)
+        } else if path.starts_with(REFLECTION_V1ALPHA) {
+            Some((self.v1alpha)(req).await)
+        } else {
+            None
+        }
     }
 }
+
+const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/";
+const REFLECTION_V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
-    routes: Arc<HashMap<String, Arc<Route>>>,
+    routes: Arc<Routes>,
     cfg: Arc<GrpcApiConfig>,
 ) -> Result<Response<tonic::body::Body>, Infallible> {
     let route = req
@@ -179,9 +195,14 @@ async fn handle(
         .strip_prefix("/")
         .and_then(|p| p.strip_prefix(API_SERVICE))
         .and_then(|p| p.strip_prefix('/'))
-        .and_then(|m| routes.get(m))
+        .and_then(|m| routes.methods.get(m))
         .cloned();
     let Some(route) = route else {
+        if let Some(reflection) = &routes.reflection {
+            if let Some(r) = reflection.call(req).await {
+                return Ok(r);
+            }
+        }
         return Ok(Status::unimplemented("no such method").into_http());
     };
     if !cfg.key.is_empty() && !crate::api::authorized(req.headers(), &cfg.key, false) {
@@ -275,5 +296,10 @@ mod tests {
         for m in crate::api::METHODS {
             assert!(r.values().any(|x| x.method == *m), "{m} has no gRPC method");
         }
+    }
+
+    #[test]
+    fn reflection_builds_from_the_built_in_descriptors() {
+        assert!(Reflection::new().is_some());
     }
 }

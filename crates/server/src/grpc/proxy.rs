@@ -94,8 +94,8 @@ impl GrpcProxy {
             let tls = &c.grpc.tls;
             let scheme = if tls.enabled { "https" } else { "http" };
             let origin: http::Uri = format!("{scheme}://{host}").parse().map_err(|e| format!("{what}: {e}"))?;
-            let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
-            let connector = Connector::with_alpn(ca, vec![b"h2".to_vec()]).map_err(|e| format!("{what}: grpc.tls.{e}"))?;
+            let connector =
+                Connector::for_proxy(tls, "grpc.tls", vec![crate::tls::ALPN_H2.to_vec()]).map_err(|e| format!("{what}: {e}"))?;
             let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
             let mut metadata = Vec::new();
             for (k, v) in &c.grpc.static_metadata {

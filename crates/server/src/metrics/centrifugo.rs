@@ -31,7 +31,7 @@ const COMMAND_METHODS: [&str; 12] = [
 /// The transports whose message and connection counters exist from the start. Pusher
 /// connections are counted as transport `pusher` (a WebSocket, but another protocol: a
 /// dashboard can tell the two dialects apart, and the sum is every connection).
-const TRANSPORTS: [&str; 7] = [
+const TRANSPORTS: [&str; 8] = [
     "websocket",
     "uni_websocket",
     "http_stream",
@@ -39,6 +39,7 @@ const TRANSPORTS: [&str; 7] = [
     "uni_http_stream",
     "uni_sse",
     "pusher",
+    "uni_grpc",
 ];
 
 /// Centrifugo's series, with its `# HELP` texts.

@@ -247,7 +247,7 @@ impl<F: Framing, D: Dialect> Pump<F, D> {
                 return;
             }
             if self.conn.encoding().unidirectional {
-                for line in super::uni::uni_lines(&frame) {
+                for line in super::uni::uni_outputs(self.conn.encoding().format, &frame) {
                     crate::metrics::centrifugo::transport_sent(self.transport(), 1, line.len());
                     sink.send_reply(line);
                 }

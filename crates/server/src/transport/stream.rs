@@ -44,6 +44,9 @@ pub enum Transport {
     UniHttpStream,
     /// `GET` (or `POST`) `/connection/uni_sse`: unidirectional, pushes as `data:` events.
     UniSse,
+    /// `uni_grpc`: Centrifugo's `CentrifugoUniStream.Consume`, a gRPC response stream of
+    /// bare Protobuf pushes, one message each ([`crate::grpc::uni`] serves it).
+    UniGrpc,
 }
 
 impl Transport {
@@ -53,12 +56,13 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::UniHttpStream => "uni_http_stream",
             Transport::UniSse => "uni_sse",
+            Transport::UniGrpc => "uni_grpc",
         }
     }
 
     /// Unidirectional: the client sends its connect request and nothing else.
     pub fn unidirectional(self) -> bool {
-        matches!(self, Transport::UniHttpStream | Transport::UniSse)
+        matches!(self, Transport::UniHttpStream | Transport::UniSse | Transport::UniGrpc)
     }
 
     /// The bidirectional transport whose framing this one writes (its lines are the
@@ -67,6 +71,7 @@ impl Transport {
         match self {
             Transport::UniSse | Transport::Sse => Transport::Sse,
             Transport::UniHttpStream | Transport::HttpStream => Transport::HttpStream,
+            Transport::UniGrpc => Transport::UniGrpc,
         }
     }
 }
@@ -78,6 +83,8 @@ fn frame(transport: Transport, format: Format, payload: &Bytes) -> Vec<Bytes> {
         (Transport::HttpStream, Format::Json) => vec![payload.clone(), Bytes::from_static(b"\n")],
         // Protobuf payloads are already a sequence of varint-length-prefixed replies.
         (Transport::HttpStream, Format::Protobuf) => vec![payload.clone()],
+        // One gRPC message: the push without its length prefix (gRPC frames it).
+        (Transport::UniGrpc, _) => grpc_message(payload).into_iter().collect(),
         (_, _) => {
             if !payload.contains(&b'\n') {
                 return vec![Bytes::from_static(b"data: "), payload.clone(), Bytes::from_static(b"\n\n")];
@@ -94,6 +101,15 @@ fn frame(transport: Transport, format: Format, payload: &Bytes) -> Vec<Bytes> {
             vec![b.freeze()]
         }
     }
+}
+
+/// A length-delimited Protobuf message (a unidirectional push) as one gRPC message: a slice
+/// of it, without the prefix. `None` for an empty one or one that is cut.
+fn grpc_message(delimited: &Bytes) -> Option<Bytes> {
+    let mut rest = &delimited[..];
+    let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+    let start = delimited.len() - rest.len();
+    (len > 0 && rest.len() == len).then(|| delimited.slice(start..))
 }
 
 /// Chunks buffered between the session's task and hyper's body (streams through hyper);
@@ -116,6 +132,7 @@ impl Framing for StreamFraming {
         Some(match (self.transport.framing(), self.format) {
             (Transport::HttpStream, Format::Protobuf) => push.payload().clone(),
             (Transport::HttpStream, Format::Json) => push.framed(LINE_SLOT, |p| concat(&[p, b"\n"])),
+            (Transport::UniGrpc, _) => return grpc_message(push.payload()),
             // A push is one line: one event.
             _ => push.framed(SSE_SLOT, |p| concat(&[b"data: ", p, b"\n\n"])),
         })
@@ -180,13 +197,12 @@ impl Sink for StreamSink {
         let mut b = BytesMut::new();
         if wshub_protocol::codec::encode_reply(self.format, &push, &mut b).is_ok() {
             let b = b.freeze();
-            let payload = if self.transport.unidirectional() {
-                super::uni::uni_line(b)
+            if self.transport.unidirectional() {
+                for p in super::uni::uni_outputs(self.format, &b) {
+                    self.send_reply(p);
+                }
             } else {
-                Some(b)
-            };
-            if let Some(p) = payload {
-                self.send_reply(p);
+                self.send_reply(b);
             }
         }
         self.ended = true;
@@ -455,7 +471,7 @@ impl Stream {
 
 /// Counts a stream for `/metrics` while it lives.
 pub fn count_stream(transport: Transport) -> impl FnOnce() + Send + 'static {
-    static OPEN: [std::sync::atomic::AtomicI64; 4] = [const { std::sync::atomic::AtomicI64::new(0) }; 4];
+    static OPEN: [std::sync::atomic::AtomicI64; 5] = [const { std::sync::atomic::AtomicI64::new(0) }; 5];
     let i = transport as usize;
     let n = OPEN[i].fetch_add(1, Ordering::Relaxed) + 1;
     metrics::gauge!("wshub_emulation_streams", "transport" => transport.name()).set(n as f64);
@@ -522,5 +538,39 @@ mod tests {
         assert_eq!(v, serde_json::json!({"disconnect": {"code": 3500, "reason": "unauthorized"}}));
         // Replies to commands have no unidirectional form.
         assert!(uni(Transport::UniHttpStream, &Bytes::from_static(br#"{"id":2,"subscribe":{}}"#)).is_empty());
+    }
+
+    #[test]
+    fn uni_grpc_messages_are_bare_pushes_and_skip_pings() {
+        use prost::Message as _;
+        let connect = wshub_protocol::Reply {
+            id: 1,
+            connect: Some(wshub_protocol::ConnectResult {
+                client: "c".into(),
+                ping: 25,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut payload = connect.encode_length_delimited_to_vec();
+        wshub_protocol::Reply::default().encode_length_delimited(&mut payload).unwrap();
+        let outputs = crate::transport::uni::uni_outputs(Format::Protobuf, &Bytes::from(payload));
+        let messages: Vec<Bytes> = outputs
+            .iter()
+            .flat_map(|o| frame(Transport::UniGrpc, Format::Protobuf, o))
+            .collect();
+        assert_eq!(messages.len(), 1, "the ping is left out");
+        // Decoded with Centrifugo's unistream.proto.
+        let desc = crate::grpc::pool()
+            .unwrap()
+            .get_message_by_name("centrifugal.centrifugo.unistream.Push")
+            .unwrap();
+        let push = prost_reflect::DynamicMessage::decode(desc, messages[0].clone()).unwrap();
+        let json = crate::grpc::transcode::to_json(&push);
+        assert_eq!(json["connect"]["client"], "c");
+        assert!(json["connect"].get("ping").is_none(), "ping 0: {json}");
+        // A cut or empty message is no message.
+        assert!(grpc_message(&Bytes::from_static(&[5, 1])).is_none());
+        assert!(grpc_message(&Bytes::from_static(&[0])).is_none());
     }
 }

@@ -2,8 +2,10 @@
 //! request (a bare `ConnectRequest`) and reads bare pushes, never replies. The session speaks
 //! the bidirectional protocol; these turn its input and output into that form.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use prost::Message as _;
 use wshub_protocol::codes::disconnect as dc;
+use wshub_protocol::Format;
 
 /// A unidirectional connect request (a bare `ConnectRequest` object, possibly empty) as the
 /// connect command the session reads.
@@ -21,7 +23,83 @@ pub fn uni_connect(raw: &[u8]) -> Result<Bytes, &'static str> {
     }
 }
 
-/// Every line of a session's output in its unidirectional form.
+/// A unidirectional connect request in Protobuf (a bare `ConnectRequest`, as `uni_grpc`'s
+/// `Consume` takes it: its fields are numbered as the client protocol's) as the connect
+/// command the session reads.
+pub fn uni_connect_protobuf(raw: &[u8]) -> Result<Bytes, prost::DecodeError> {
+    let command = wshub_protocol::Command {
+        id: 1,
+        connect: Some(wshub_protocol::ConnectRequest::decode(raw)?),
+        ..Default::default()
+    };
+    Ok(Bytes::from(command.encode_length_delimited_to_vec()))
+}
+
+/// Every output of a session in its unidirectional form: JSON lines, or length-delimited
+/// Protobuf `Push` messages (the form of [`wshub_protocol::codec::bare_push_bytes`]).
+pub fn uni_outputs(format: Format, payload: &Bytes) -> Vec<Bytes> {
+    match format {
+        Format::Json => uni_lines(payload),
+        Format::Protobuf => uni_pushes(payload),
+    }
+}
+
+/// The Protobuf replies of `payload` in their unidirectional form, as [`uni_line`] does for
+/// JSON. The server's pings (empty replies) are left out: `uni_grpc`, the one Protobuf
+/// unidirectional transport, relies on HTTP/2 keepalive as Centrifugo's does (its connect
+/// push says `ping: 0`).
+fn uni_pushes(payload: &Bytes) -> Vec<Bytes> {
+    let mut buf = payload.clone();
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        let Ok(reply) = wshub_protocol::Reply::decode_length_delimited(&mut buf) else {
+            tracing::warn!("a session wrote a Protobuf reply that does not decode");
+            break;
+        };
+        let push = if let Some(p) = reply.push {
+            p
+        } else if let Some(c) = reply.connect {
+            wshub_protocol::Push {
+                connect: Some(wshub_protocol::Connect {
+                    client: c.client,
+                    version: c.version,
+                    data: c.data,
+                    subs: c.subs,
+                    expires: c.expires,
+                    ttl: c.ttl,
+                    ping: 0,
+                    pong: false,
+                    session: c.session,
+                    node: c.node,
+                }),
+                ..Default::default()
+            }
+        } else if let Some(e) = reply.error {
+            wshub_protocol::Push {
+                disconnect: Some(wshub_protocol::Disconnect {
+                    code: u32::from(error_disconnect(u64::from(e.code))),
+                    reason: e.message,
+                    reconnect: false,
+                }),
+                ..Default::default()
+            }
+        } else {
+            continue;
+        };
+        out.push(Bytes::from(push.encode_length_delimited_to_vec()));
+    }
+    out
+}
+
+/// The disconnect code a unidirectional client gets for a connect error.
+fn error_disconnect(code: u64) -> u16 {
+    match code {
+        101 | 109 => dc::INVALID_TOKEN,
+        _ => dc::BAD_REQUEST,
+    }
+}
+
+/// Every line of a session's JSON output in its unidirectional form.
 pub fn uni_lines(payload: &Bytes) -> Vec<Bytes> {
     let mut v = Vec::new();
     let mut start = 0;
@@ -53,10 +131,7 @@ pub fn uni_line(line: Bytes) -> Option<Bytes> {
         return Some(Bytes::from(serde_json::json!({ "connect": c }).to_string()));
     }
     let e = v.get("error")?;
-    let code = match e.get("code").and_then(serde_json::Value::as_u64) {
-        Some(101 | 109) => dc::INVALID_TOKEN,
-        _ => dc::BAD_REQUEST,
-    };
+    let code = error_disconnect(e.get("code").and_then(serde_json::Value::as_u64).unwrap_or(0));
     let reason = e.get("message").and_then(serde_json::Value::as_str).unwrap_or("connect refused");
     Some(Bytes::from(
         serde_json::json!({"disconnect": {"code": code, "reason": reason}}).to_string(),
