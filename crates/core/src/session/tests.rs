@@ -1193,6 +1193,7 @@ proptest::proptest! {
 #[test]
 fn subscribe_type_must_match_the_namespace() {
     let node = node_with(|c| {
+        c.shared_poll.hmac_secret_key = "s".into();
         c.channel.namespaces.push(Namespace {
             name: "poll".into(),
             options: ChannelOptions {
