@@ -305,14 +305,14 @@ async fn centrifugo_default_configuration_starts() {
     assert!(!node.log().contains("WARN"), "{}", node.log());
     // Switched on, a missing feature stops the start; a tuning knob is a warning.
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
-    cfg["uni_grpc"]["enabled"] = json!(true);
-    let file = dir.join("grpc.json");
+    cfg["controller"]["enabled"] = json!(true);
+    let file = dir.join("controller.json");
     std::fs::write(&file, cfg.to_string()).unwrap();
     let out = run_to_end(wshub(&dir).args(["-c", file.to_str().unwrap(), "-p", &free_port().to_string()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("uni_grpc.enabled") && stderr.contains("#30"), "{stderr}");
-    cfg["uni_grpc"]["enabled"] = json!(false);
+    assert!(stderr.contains("controller.enabled") && stderr.contains("#31"), "{stderr}");
+    cfg["controller"]["enabled"] = json!(false);
     cfg["uni_websocket"]["join_push_messages"] = json!(true);
     std::fs::write(&file, cfg.to_string()).unwrap();
     let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));

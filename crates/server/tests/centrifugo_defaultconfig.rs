@@ -203,8 +203,12 @@ fn planned_keys_are_centrifugo_keys_wshub_does_not_know() {
 #[test]
 fn centrifugo_variables_of_planned_keys() {
     let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-    let e = load_value(&json!({}), var("CENTRIFUGO_UNI_GRPC_ENABLED", "true")).unwrap_err();
-    assert!(e.0.starts_with("uni_grpc.enabled") && e.0.contains("#30"), "{e}");
+    let e = load_value(&json!({}), var("CENTRIFUGO_CONTROLLER_ENABLED", "true")).unwrap_err();
+    assert!(e.0.starts_with("controller.enabled") && e.0.contains("#31"), "{e}");
+    // Implemented now (#30): read from its variable like any other key.
+    let l = load_value(&json!({}), var("CENTRIFUGO_UNI_GRPC_ENABLED", "true")).unwrap();
+    assert!(l.unknown_keys.is_empty() && l.not_implemented.is_empty(), "{:?}", l.not_implemented);
+    assert!(l.config.uni_grpc.enabled);
     let l = load_value(&json!({}), var("CENTRIFUGO_ADMIN_WEB_PATH", "/srv/admin-ui")).unwrap();
     assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
     assert!(l.not_implemented[0].starts_with("admin.web_path") && l.not_implemented[0].contains("#32"));
