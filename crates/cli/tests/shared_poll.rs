@@ -193,7 +193,7 @@ fn each_node_polls_for_its_own_and_a_direct_publication_reaches_both() {
         assert_eq!(update(&mut ca, "both", 10).await["data"], json!({"n": 10}));
         assert_eq!(update(&mut cb, "both", 10).await["data"], json!({"n": 10}));
 
-        // Versionless channels and unknown ones refuse direct publications.
+        // A channel that is no shared poll channel refuses direct publications (107, as Centrifugo).
         let (_, r) = api(
             a.port,
             "shared_poll_publish",
@@ -201,7 +201,7 @@ fn each_node_polls_for_its_own_and_a_direct_publication_reaches_both() {
         )
         .await
         .unwrap();
-        assert_eq!(r["error"]["code"], 102, "{r}");
+        assert_eq!(r["error"]["code"], 107, "{r}");
 
         let requests = backend.requests.lock().unwrap().clone();
         assert!(!requests.is_empty());
