@@ -1194,6 +1194,7 @@ proptest::proptest! {
 fn subscribe_type_must_match_the_namespace() {
     let node = node_with(|c| {
         c.shared_poll.hmac_secret_key = "s".into();
+        c.channel.proxy.shared_poll_refresh.endpoint = "http://127.0.0.1:9/poll".into();
         c.channel.namespaces.push(Namespace {
             name: "poll".into(),
             options: ChannelOptions {
