@@ -62,19 +62,10 @@ async fn subscriber(port: u16, channels: &[&str]) -> (Client, Arc<Mutex<BTreeSet
 /// Waits until `seen` is exactly `want`.
 async fn expect(node: &Node, seen: &Arc<Mutex<BTreeSet<(String, u64)>>>, want: &[(&str, u64)]) {
     let want: BTreeSet<(String, u64)> = want.iter().map(|(c, n)| (c.to_string(), *n)).collect();
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        let got = seen.lock().unwrap().clone();
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "received {got:?}, want {want:?}; log: {}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_set(seen, &want, LIMIT, |got| {
+        format!("received {got:?}, want {want:?}; log: {}", node.log())
+    })
+    .await;
 }
 
 /// `redis-cli -c` (following the cluster's redirections) against `port`.

@@ -89,22 +89,16 @@ async fn kill_mid_batch_and_count(
     assert!(remaining > 0, "the node was killed after the last command: the test shows nothing");
     node.restart().await;
     let want: BTreeSet<u64> = (1..=total).collect();
-    let deadline = std::time::Instant::now() + LIMIT * 2;
-    loop {
-        let got = seen.lock().unwrap().clone();
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
+    common::wait_for_set(seen, &want, LIMIT * 2, |got| {
+        format!(
             "after the restart ({remaining} commands were left): {} missing, from {:?}; the source: {}; log: {}",
-            want.difference(&got).count(),
-            want.difference(&got).take(20).collect::<Vec<_>>(),
+            want.difference(got).count(),
+            want.difference(got).take(20).collect::<Vec<_>>(),
             source(),
             node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    })
+    .await;
 }
 
 async fn metric(port: u16, name: &str) -> String {

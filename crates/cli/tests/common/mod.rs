@@ -375,3 +375,22 @@ pub fn serial(test: impl std::future::Future<Output = ()>) {
         .unwrap()
         .block_on(test);
 }
+
+/// Waits until the set behind `seen` is `want`, within `limit`; otherwise fails with
+/// `why(received)` (what a subscriber got, against what was sent).
+pub async fn wait_for_set<T: Ord + Clone>(
+    seen: &std::sync::Mutex<std::collections::BTreeSet<T>>,
+    want: &std::collections::BTreeSet<T>,
+    limit: Duration,
+    why: impl Fn(&std::collections::BTreeSet<T>) -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = seen.lock().unwrap().clone();
+        if &got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{}", why(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
