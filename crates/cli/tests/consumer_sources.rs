@@ -9,12 +9,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{serial, wait_until, Node, LIMIT};
+use common::{serial, wait_until, Node, Numbers, LIMIT};
 use serde_json::{json, Value};
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{Client, ClientConfig};
 use wshub_testkit::redis::{RedisCluster, SentinelGroup};
 
 const SECRET: &str = "consumer-sources-test";
@@ -31,36 +30,16 @@ fn config(consumer: Value) -> Value {
 }
 
 /// A client subscribed to `channels` on `port`: the `(channel, n)` pairs it received.
-async fn subscriber(port: u16, channels: &[&str]) -> (Client, Arc<Mutex<BTreeSet<(String, u64)>>>) {
+async fn subscriber(port: u16, channels: &[&str]) -> (Client, Numbers) {
     let config = ClientConfig {
         token: wshub_testkit::token(SECRET, &json!({"sub": "reader"})),
         ..Default::default()
     };
-    let (client, mut events) = Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap();
-    for c in channels {
-        client.subscribe(c, false);
-    }
-    client.connect();
-    for _ in channels {
-        let subscribed = common::event_within(&mut events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
-        assert!(subscribed.is_some(), "the subscriber did not subscribe");
-    }
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            if let ClientEvent::Publication { channel, data, .. } = e {
-                if let Some(n) = serde_json::from_slice::<Value>(&data).ok().and_then(|v| v["n"].as_u64()) {
-                    s.lock().unwrap().insert((channel, n));
-                }
-            }
-        }
-    });
-    (client, seen)
+    common::numbered_subscriber(port, config, channels, false).await
 }
 
 /// Waits until `seen` is exactly `want`.
-async fn expect(node: &Node, seen: &Arc<Mutex<BTreeSet<(String, u64)>>>, want: &[(&str, u64)]) {
+async fn expect(node: &Node, seen: &Numbers, want: &[(&str, u64)]) {
     let want: BTreeSet<(String, u64)> = want.iter().map(|(c, n)| (c.to_string(), *n)).collect();
     common::wait_for_set(seen, &want, LIMIT, |got| {
         format!("received {got:?}, want {want:?}; log: {}", node.log())

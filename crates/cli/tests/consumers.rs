@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{serial, wait_until, Node, LIMIT};
+use common::{serial, wait_until, Node, Numbers, LIMIT};
 use serde_json::{json, Value};
-use wshub_client::{Client, ClientConfig, ClientEvent};
+use wshub_client::{Client, ClientConfig};
 use wshub_testkit::postgres::Postgres;
 use wshub_testkit::redis::RedisServer;
 
@@ -39,34 +38,14 @@ fn config(redis: &RedisServer, consumer: Value) -> Value {
 
 /// A subscriber of [`CHANNEL`] on `port` that recovers across reconnections, once
 /// subscribed: the numbers it received.
-async fn subscriber(port: u16) -> (Client, Arc<Mutex<BTreeSet<u64>>>) {
+async fn subscriber(port: u16) -> (Client, Numbers) {
     let config = ClientConfig {
         token: wshub_testkit::token(SECRET, &json!({"sub": "reader"})),
         min_reconnect_delay: Duration::from_millis(100),
         max_reconnect_delay: Duration::from_millis(500),
         ..Default::default()
     };
-    let (client, mut events) = Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap();
-    client.subscribe(CHANNEL, true);
-    client.connect();
-    let subscribed = common::event_within(&mut events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
-    assert!(subscribed.is_some(), "the subscriber did not subscribe");
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            match e {
-                ClientEvent::Publication { data, .. } => {
-                    if let Some(n) = serde_json::from_slice::<Value>(&data).ok().and_then(|v| v["n"].as_u64()) {
-                        s.lock().unwrap().insert(n);
-                    }
-                }
-                // Shown when a test fails.
-                other => eprintln!("subscriber: {other:?}"),
-            }
-        }
-    });
-    (client, seen)
+    common::numbered_subscriber(port, config, &[CHANNEL], true).await
 }
 
 fn publish(n: u64) -> String {
@@ -77,7 +56,7 @@ fn publish(n: u64) -> String {
 /// remained, starts it again and waits for all of `1..=total`.
 async fn kill_mid_batch_and_count(
     node: &mut Node,
-    seen: &Arc<Mutex<BTreeSet<u64>>>,
+    seen: &Numbers,
     some: usize,
     total: u64,
     left: impl Fn() -> u64,
@@ -88,7 +67,7 @@ async fn kill_mid_batch_and_count(
     let remaining = left();
     assert!(remaining > 0, "the node was killed after the last command: the test shows nothing");
     node.restart().await;
-    let want: BTreeSet<u64> = (1..=total).collect();
+    let want: BTreeSet<(String, u64)> = (1..=total).map(|n| (CHANNEL.to_string(), n)).collect();
     common::wait_for_set(seen, &want, LIMIT * 2, |got| {
         format!(
             "after the restart ({remaining} commands were left): {} missing, from {:?}; the source: {}; log: {}",

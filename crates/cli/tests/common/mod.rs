@@ -394,3 +394,45 @@ pub async fn wait_for_set<T: Ord + Clone>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// What a [`numbered_subscriber`] received: `(channel, n)` of each publication `{"n": …}`.
+pub type Numbers = Arc<std::sync::Mutex<std::collections::BTreeSet<(String, u64)>>>;
+
+/// A client of the node on `port` subscribed to `channels` (recovering them across
+/// reconnections when `recoverable`), returned once every subscription stands, with the
+/// numbers it receives. Its other events are printed (shown when a test fails).
+pub async fn numbered_subscriber(
+    port: u16,
+    config: wshub_client::ClientConfig,
+    channels: &[&str],
+    recoverable: bool,
+) -> (wshub_client::Client, Numbers) {
+    use wshub_client::{Client, ClientEvent};
+    let (client, mut events) = Client::start(&format!("ws://127.0.0.1:{port}/connection/websocket"), config).unwrap();
+    for c in channels {
+        client.subscribe(c, recoverable);
+    }
+    client.connect();
+    for _ in channels {
+        let subscribed = event_within(&mut events, LIMIT, |e| matches!(e, ClientEvent::Subscribed { .. })).await;
+        assert!(subscribed.is_some(), "the subscriber did not subscribe");
+    }
+    let seen = Numbers::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                ClientEvent::Publication { channel, data, .. } => {
+                    let n = serde_json::from_slice::<serde_json::Value>(&data)
+                        .ok()
+                        .and_then(|v| v["n"].as_u64());
+                    if let Some(n) = n {
+                        s.lock().unwrap().insert((channel, n));
+                    }
+                }
+                other => eprintln!("subscriber: {other:?}"),
+            }
+        }
+    });
+    (client, seen)
+}
