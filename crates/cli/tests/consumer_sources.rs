@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{serial, wait_until, Node, Numbers, LIMIT};
 use serde_json::{json, Value};
@@ -193,24 +192,13 @@ fn nats_jetstream_over_tls_in_publication_data_mode() {
                 .await
                 .unwrap(),
         );
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "DATA".into(),
-            subjects: vec!["data.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        common::jetstream_stream(&js, "DATA", "data.>").await;
         let cfg = config(json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
             "url": url, "stream_name": "DATA", "durable_consumer_name": "wshub", "subjects": ["data.>"],
             "tls": {"enabled": true, "server_ca_pem": cert},
             "publication_data_mode": {"enabled": true}}}));
         let node = Node::start(&dir, &cfg, common::free_port()).await;
-        let stream = js.get_stream("DATA").await.unwrap();
-        let deadline = std::time::Instant::now() + LIMIT;
-        while stream.consumer_info("wshub").await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_durable(&js, "DATA", &node).await;
         let (_client, seen) = subscriber(node.port, &["room:x", "room:y"]).await;
         let send = |channels: &str, n: u64| {
             let mut h = async_nats::HeaderMap::new();
@@ -338,23 +326,12 @@ fn nats_jetstream_with_a_credentials_file() {
                 .await
                 .unwrap(),
         );
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "CMDS".into(),
-            subjects: vec!["cmds.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        common::jetstream_stream(&js, "CMDS", "cmds.>").await;
         let cfg = config(json!({"name": "js", "enabled": true, "type": "nats_jetstream", "nats_jetstream": {
             "url": nats.url(), "credentials_file": creds, "stream_name": "CMDS",
             "durable_consumer_name": "wshub", "subjects": ["cmds.>"]}}));
         let node = Node::start(&dir, &cfg, common::free_port()).await;
-        let stream = js.get_stream("CMDS").await.unwrap();
-        let deadline = std::time::Instant::now() + LIMIT;
-        while stream.consumer_info("wshub").await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_durable(&js, "CMDS", &node).await;
         let (_client, seen) = subscriber(node.port, &["room:c"]).await;
         for n in 1..=3 {
             let mut h = async_nats::HeaderMap::new();

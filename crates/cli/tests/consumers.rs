@@ -195,13 +195,7 @@ fn nats_jetstream_messages_of_a_killed_node_are_redelivered() {
         const N: u64 = 300;
         let nats = wshub_testkit::nats::NatsServer::start_jetstream().await;
         let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "CMDS".into(),
-            subjects: vec!["cmds.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        common::jetstream_stream(&js, "CMDS", "cmds.>").await;
         let redis = RedisServer::start().await;
         let dir = common::temp_dir("consumer-js");
         let cfg = config(
@@ -212,12 +206,7 @@ fn nats_jetstream_messages_of_a_killed_node_are_redelivered() {
         );
         let mut node = Node::start(&dir, &cfg, common::free_port()).await;
         // The durable consumer exists once the node has made it (`deliver_policy` new).
-        let stream = js.get_stream("CMDS").await.unwrap();
-        let deadline = std::time::Instant::now() + LIMIT;
-        while stream.consumer_info("wshub").await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "no durable consumer: {}", node.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_durable(&js, "CMDS", &node).await;
         let (_client, seen) = subscriber(node.port).await;
         let send = |method: &str, body: String| {
             let mut h = async_nats::HeaderMap::new();
@@ -231,6 +220,7 @@ fn nats_jetstream_messages_of_a_killed_node_are_redelivered() {
         let left = || N - seen.lock().unwrap().len() as u64;
         kill_mid_batch_and_count(&mut node, &seen, 20, N, left, String::new).await;
         // Every message acknowledged in the end.
+        let stream = js.get_stream("CMDS").await.unwrap();
         let deadline = std::time::Instant::now() + LIMIT;
         loop {
             let info = stream.consumer_info("wshub").await.unwrap();

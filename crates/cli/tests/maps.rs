@@ -233,20 +233,8 @@ async fn map_backend() -> (u16, Arc<Mutex<Vec<Value>>>) {
 
 /// The path and body of the first whole request in `buf`, taken off it.
 fn take_body(buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    if buf.len() < end + 4 + len {
-        return None;
-    }
-    let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
-    let body = buf[end + 4..end + 4 + len].to_vec();
-    buf.drain(..end + 4 + len);
-    Some((path, body))
+    let (head, body) = wshub_testkit::take_request_with_body(buf)?;
+    Some((head.split_whitespace().nth(1).unwrap_or_default().to_string(), body))
 }
 
 /// With the map proxies on, the backend (not the namespace's permissions, all off) decides a

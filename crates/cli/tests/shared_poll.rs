@@ -29,19 +29,7 @@ struct Backend {
 
 /// One HTTP/1.1 request's body off the front of `buf`, when it is all there.
 fn take_body(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    if buf.len() < end + 4 + len {
-        return None;
-    }
-    let body = buf[end + 4..end + 4 + len].to_vec();
-    buf.drain(..end + 4 + len);
-    Some(body)
+    wshub_testkit::take_request_with_body(buf).map(|(_, body)| body)
 }
 
 async fn serve_backend(backend: Arc<Backend>) -> u16 {

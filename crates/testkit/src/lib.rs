@@ -131,6 +131,11 @@ pub async fn http_head(port: u16, method: &str, path: &str, headers: &str, body:
 /// front of `buf`, answering its head in lower case; `None` while it is not all there. For
 /// the fake backends that read pipelined requests on a kept-alive connection.
 pub fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+    take_request_with_body(buf).map(|(head, _)| head)
+}
+
+/// As [`take_request`], with the request's body.
+pub fn take_request_with_body(buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let len: usize = head
@@ -141,8 +146,9 @@ pub fn take_request(buf: &mut Vec<u8>) -> Option<String> {
     if buf.len() < end + 4 + len {
         return None;
     }
+    let body = buf[end + 4..end + 4 + len].to_vec();
     buf.drain(..end + 4 + len);
-    Some(head)
+    Some((head, body))
 }
 
 /// `wshub serve -c config --port port --address 127.0.0.1` of the binary at `bin` (a

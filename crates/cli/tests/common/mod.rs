@@ -436,3 +436,25 @@ pub async fn numbered_subscriber(
     });
     (client, seen)
 }
+
+/// A JetStream stream `name` over `subjects`, made through `js`.
+pub async fn jetstream_stream(js: &async_nats::jetstream::Context, name: &str, subjects: &str) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until `node` has made the durable consumer `wshub` on stream `name` (it reads new
+/// messages only from then on).
+pub async fn wait_for_durable(js: &async_nats::jetstream::Context, name: &str, node: &Node) {
+    let stream = js.get_stream(name).await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while stream.consumer_info("wshub").await.is_err() {
+        assert!(Instant::now() < deadline, "no durable consumer: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
