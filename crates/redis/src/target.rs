@@ -303,7 +303,7 @@ fn cluster_builder(seeds: &[(String, u16)], c: &address::Connection) -> redis::c
 /// A command connection: to one Redis (reconnecting by itself) or to a cluster (routing
 /// by key, following MOVED/ASK and topology changes).
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub enum Conn {
     Single(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
