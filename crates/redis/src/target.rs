@@ -200,7 +200,13 @@ impl Target {
             .set_connection_timeout(Some(spec.connection.connect_timeout))
             .set_response_timeout(Some(spec.connection.io_timeout));
         let mut c = client.get_multiplexed_async_connection_with_config(&config).await?;
-        let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut c).await?;
+        let info: String = match redis::cmd("INFO").arg("cluster").query_async(&mut c).await {
+            Ok(info) => info,
+            // An error reply: a Redis-protocol server without INFO (fakeredis) has no cluster
+            // mode either.
+            Err(e) if e.code().is_some() => String::new(),
+            Err(e) => return Err(e),
+        };
         let Location::Tcp(h, p) = &spec.location else {
             return Ok(self.clone());
         };

@@ -463,3 +463,66 @@ async fn proxy_one(down: tokio::net::TcpStream, up: tokio::net::TcpStream, mut f
         _ = from_redis => {}
     }
 }
+
+/// fakeredis (PyPI), a Redis-protocol server written in Python, run with its
+/// `TcpFakeServer` by the repository's `.venv` (`scripts/test` installs it from
+/// `tests/sdk/requirements.txt`; `WSHUB_TEST_PYTHON` names another interpreter). Another
+/// Redis-compatible implementation for the engine conformance suite: Debian 12 has no
+/// Valkey or KeyDB. Ended by its PID when dropped.
+pub struct FakeRedis {
+    child: Child,
+    pub port: u16,
+}
+
+/// The script fakeredis runs: its TCP server on the port given, Redis 7 semantics.
+const FAKEREDIS_SERVER: &str = "import sys\nfrom fakeredis import TcpFakeServer\nTcpFakeServer(('127.0.0.1', int(sys.argv[1])), server_type='redis').serve_forever()\n";
+
+impl FakeRedis {
+    /// Starts it on a free port and waits until it answers `PING`.
+    pub async fn start() -> FakeRedis {
+        let python = std::env::var("WSHUB_TEST_PYTHON")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python").to_string());
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("wshub-test-fakeredis-{port}.log"));
+        let mut child = Command::new(&python)
+            .args(["-c", FAKEREDIS_SERVER, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display())))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{python} could not start ({e}): run scripts/test, or `python3 -m venv .venv && .venv/bin/pip install -r tests/sdk/requirements.txt` (fakeredis)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 16];
+                if s.write_all(b"*1\r\n$4\r\nPING\r\n").await.is_ok()
+                    && matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
+                {
+                    return FakeRedis { child, port };
+                }
+            }
+            if let Some(status) = child.try_wait().ok().flatten() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "fakeredis ended ({status}) before it listened: {}; install it with `.venv/bin/pip install -r tests/sdk/requirements.txt`",
+                    text.lines().last().unwrap_or("")
+                );
+            }
+            assert!(Instant::now() < deadline, "fakeredis did not answer PING on {port} within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FakeRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

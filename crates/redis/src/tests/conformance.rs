@@ -6,7 +6,7 @@
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use wshub_core::engine::conformance::{BrokerFactory, EngineFactory};
-use wshub_testkit::redis::SentinelGroup;
+use wshub_testkit::redis::{FakeRedis, SentinelGroup};
 
 /// The master name the Sentinel setup serves.
 const SENTINEL_NAME: &str = "conformance";
@@ -56,6 +56,14 @@ impl RedisFactory {
         let servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
         Self::new(servers, |servers| RedisConfig {
             address: servers.iter().map(|s| s.url()).collect::<Vec<_>>().join(","),
+            ..Default::default()
+        })
+    }
+
+    /// fakeredis (PyPI): a Redis-protocol server of another make.
+    async fn fakeredis() -> Self {
+        Self::new(FakeRedis::start().await, |server| RedisConfig {
+            address: server.url(),
             ..Default::default()
         })
     }
@@ -129,5 +137,14 @@ mod cluster {
     wshub_core::engine_conformance!(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
         super::RedisFactory::cluster().await
+    );
+}
+
+/// The same contract on fakeredis, a Redis-protocol server written in Python (README,
+/// "Engines": what was tested).
+mod fakeredis {
+    wshub_core::engine_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        super::RedisFactory::fakeredis().await
     );
 }

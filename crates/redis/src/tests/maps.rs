@@ -1,11 +1,12 @@
 //! The map broker contract (`wshub_core::engine::conformance_map`) on every Redis setup:
 //! one Redis, a Sentinel group, three independent shards and a three-master Redis Cluster
-//! (sharded pub/sub), each case with two nodes under a prefix of its own.
+//! (sharded pub/sub), and fakeredis (a Redis-protocol server of another make), each case with
+//! two nodes under a prefix of its own.
 
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use wshub_core::engine::conformance_map::MapFactory;
-use wshub_testkit::redis::{RedisCluster, SentinelGroup};
+use wshub_testkit::redis::{FakeRedis, RedisCluster, SentinelGroup};
 
 /// Keeps the servers of a setup running.
 enum Servers {
@@ -13,6 +14,7 @@ enum Servers {
     Sentinel(SentinelGroup),
     Sharded(Vec<RedisServer>),
     Cluster(RedisCluster),
+    Fake(FakeRedis),
 }
 
 pub(super) struct RedisMapFactory {
@@ -40,6 +42,10 @@ impl RedisMapFactory {
         Self::with(Servers::Cluster(RedisCluster::start().await))
     }
 
+    async fn fakeredis() -> Self {
+        Self::with(Servers::Fake(FakeRedis::start().await))
+    }
+
     fn with(servers: Servers) -> Self {
         RedisMapFactory {
             servers,
@@ -64,6 +70,7 @@ impl RedisMapFactory {
                 });
             }
             Servers::Cluster(c) => cfg.cluster = vec![c.seeds()],
+            Servers::Fake(f) => cfg.address = f.url(),
         }
         cfg
     }
@@ -112,5 +119,12 @@ mod cluster {
     wshub_core::map_conformance!(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
         super::RedisMapFactory::cluster().await
+    );
+}
+
+mod fakeredis {
+    wshub_core::map_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn,
+        super::RedisMapFactory::fakeredis().await
     );
 }
