@@ -280,6 +280,10 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     let reload = wshub_server::reload::Reloader::new(config.clone(), overrides, c.clone());
     // Only now, with the port bound: a second instance on the same port fails above instead
     // of announcing an address it does not hold.
+    let signals = {
+        let _runtime = rt.enter();
+        wshub_server::lifecycle::Signals::listen()?
+    };
     banner(c, listener.local_addr()?, config.is_none());
     let drain = Drain {
         node,
@@ -288,7 +292,7 @@ fn serve(args: ServeArgs, flag_overrides: Vec<(String, Value)>) -> anyhow::Resul
     };
     // Shared::new inside the runtime, where the server's tasks run.
     let stopped = rt.block_on(async {
-        wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload)).await
+        wshub_server::lifecycle::run_until_signal(listener, internal, Shared::new(server), Some(drain), Some(reload), signals).await
     });
     exit_if_interrupted(stopped, _pid_file);
     // The spans not exported yet go (the exports run on the runtime, still there).
@@ -454,9 +458,10 @@ fn run(cli: Cli, flag_overrides: Vec<(String, Value)>) -> anyhow::Result<()> {
             );
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
+                let signals = wshub_server::lifecycle::Signals::listen()?;
                 let listener = bind(addr, 0).await?;
                 tracing::info!(local = %listener.local_addr()?, "listening");
-                anyhow::Ok(wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None).await)
+                anyhow::Ok(wshub_server::lifecycle::run_until_signal(listener, None, Shared::new(config), None, None, signals).await)
             })
             .map(|stopped| exit_if_interrupted(stopped, None))?;
             Ok(())

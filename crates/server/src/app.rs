@@ -26,6 +26,9 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     if config.prometheus.recovered_publications_histogram {
         wshub_core::series::enable_recovered_publications_histogram();
     }
+    if config.prometheus.native_histograms {
+        crate::metrics::native::enable();
+    }
     let engines = crate::engines::build(config)?;
     let shared_broker = engines.shared_broker;
     let control = engines.control;

@@ -96,9 +96,22 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoi
         Route::Init => text(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         Route::Metrics if shared.config.metrics => {
             let api = shared.config.api.as_ref().map(|a| (&*a.node, &*a.cluster));
-            let mut r = Response::new(full(crate::metrics::render(shared.connections(), api)));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            let text = crate::metrics::render(shared.connections(), api);
+            let protobuf = crate::metrics::native::enabled()
+                && req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains(crate::metrics::native::PROTOBUF_MEDIA_TYPE));
+            let (body, content_type) = match protobuf {
+                true => (
+                    crate::metrics::native::text_to_protobuf(&text),
+                    crate::metrics::native::PROTOBUF_CONTENT_TYPE,
+                ),
+                false => (text.into_bytes(), "text/plain; version=0.0.4"),
+            };
+            let mut r = Response::new(full(body));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
         Route::Debug(name) => crate::debug::handle(req, name).await,

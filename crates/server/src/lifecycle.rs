@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use wshub_core::node::Node;
 
@@ -164,6 +165,26 @@ pub enum Stopped {
     Interrupted,
 }
 
+/// The signals a node answers (SIGINT, SIGTERM, SIGHUP), listened for from the moment this
+/// is made: the binary makes it before it prints that it listens, so that a signal sent as
+/// soon as the banner is out reaches the node instead of ending the process unannounced.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    /// Needs a Tokio runtime (entered or running).
+    pub fn listen() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// [`run`] until SIGTERM or SIGINT; a second signal abandons the drain
 /// ([`Stopped::Interrupted`]). SIGHUP reloads what `reload` can (a node without one logs
 /// that it cannot) and never ends the process.
@@ -173,41 +194,56 @@ pub async fn run_until_signal(
     shared: Arc<Shared>,
     drain: Option<Drain>,
     reload: Option<crate::reload::Reloader>,
+    signals: Signals,
 ) -> Stopped {
-    let hangups = watch_hangups(shared.clone(), reload);
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async {
-        shutdown_signal().await;
-        eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
-        let _ = first_tx.send(());
+    let Signals {
+        mut interrupt,
+        mut terminate,
+        hangup,
+    } = signals;
+    let hangups = watch_hangups(shared.clone(), reload, hangup);
+    // SIGINT and SIGTERM counted: the first starts the drain, the second ends it.
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0u32);
+    let counter = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = interrupt.recv() => {}
+                Some(()) = terminate.recv() => {}
+                else => break,
+            }
+            count_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let nth = |n: u32| {
+        let mut rx = count_rx.clone();
+        async move {
+            if rx.wait_for(|c| *c >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     };
-    let second = async {
-        if first_rx.await.is_ok() {
-            shutdown_signal().await;
-        } else {
-            std::future::pending::<()>().await;
+    let shutdown = {
+        let first = nth(1);
+        async move {
+            first.await;
+            eprintln!("shutting down: draining connections (at most shutdown.timeout); press Ctrl-C again to exit at once");
         }
     };
     let stopped = tokio::select! {
         left = run(listener, internal, shared, drain, shutdown) => Stopped::Drained(left),
-        () = second => {
+        () = nth(2) => {
             eprintln!("second signal: exiting now");
             Stopped::Interrupted
         }
     };
     hangups.abort();
+    counter.abort();
     stopped
 }
 
 /// Handles SIGHUP from now on (its default action would end the process).
-fn watch_hangups(shared: Arc<Shared>, reload: Option<crate::reload::Reloader>) -> tokio::task::JoinHandle<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let hup = signal(SignalKind::hangup());
+fn watch_hangups(shared: Arc<Shared>, reload: Option<crate::reload::Reloader>, mut hup: Signal) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut hup = match hup {
-            Ok(s) => s,
-            Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
-        };
         while hup.recv().await.is_some() {
             match (&reload, &shared.config.api) {
                 (Some(r), Some(api)) => r.reload_and_log(&api.node),
@@ -253,25 +289,6 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         Self::remove_now()
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 

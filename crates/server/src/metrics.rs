@@ -16,6 +16,7 @@ use help::{
 pub mod centrifugo;
 mod help;
 pub mod info;
+pub mod native;
 mod process;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -114,7 +115,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     b.set_buckets_for_metric(Matcher::Full("centrifugo_client_recovered_publications".into()), &RECOVERED_BUCKETS)
                 })
                 .and_then(|b| b.set_quantiles(&[0.5, 0.99, 0.999]))
-                .and_then(|b| b.install_recorder());
+                .map_err(|e| e.to_string())
+                .and_then(install);
             match r {
                 Ok(h) => {
                     describe(SERIES);
@@ -130,6 +132,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// Installs the exporter's recorder as the process's, behind [`native::Tee`] when native
+/// histograms are on.
+fn install(b: PrometheusBuilder) -> Result<PrometheusHandle, String> {
+    if !native::enabled() {
+        return b.install_recorder().map_err(|e| e.to_string());
+    }
+    let recorder = b.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(native::Tee { inner: recorder }).map_err(|e| e.to_string())?;
+    Ok(handle)
 }
 
 /// How often histogram samples are folded into their buckets.

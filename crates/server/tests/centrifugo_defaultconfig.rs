@@ -211,7 +211,7 @@ fn centrifugo_variables_of_planned_keys() {
     assert!(l.config.uni_grpc.enabled);
     let l = load_value(&json!({}), var("CENTRIFUGO_ADMIN_WEB_PATH", "/srv/admin-ui")).unwrap();
     assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
-    assert!(l.not_implemented[0].starts_with("admin.web_path") && l.not_implemented[0].contains("#32"));
+    assert!(l.not_implemented[0].starts_with("admin.web_path") && l.not_implemented[0].contains("#27"));
     let l = load_value(&json!({}), var("CENTRIFUGO_GRPC_API_PORT", "10000")).unwrap();
     assert!(l.unknown_keys.is_empty() && l.not_implemented.is_empty(), "Centrifugo's default");
 }

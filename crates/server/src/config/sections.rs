@@ -299,6 +299,9 @@ pub struct Prometheus {
     /// Export `centrifugo_client_recovered_publications`, how many publications each
     /// successful recovery brought.
     pub recovered_publications_histogram: bool,
+    /// Histograms also kept as Prometheus native histograms, exported in the protobuf
+    /// format to a scraper that asks for it (`metrics::native`).
+    pub native_histograms: bool,
 }
 
 impl Default for Prometheus {
@@ -308,6 +311,7 @@ impl Default for Prometheus {
             handler_prefix: "/metrics".into(),
             instrument_http_handlers: false,
             recovered_publications_histogram: false,
+            native_histograms: false,
         }
     }
 }
