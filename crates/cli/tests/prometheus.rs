@@ -58,13 +58,7 @@ impl Prometheus {
 
     /// The result vector of an instant query.
     async fn query(&self, q: &str) -> Vec<Value> {
-        let encoded: String = q
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-                b => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded = percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC);
         let (status, body) = http(self.port, "GET", &format!("/api/v1/query?query={encoded}"), "", "")
             .await
             .unwrap();

@@ -207,13 +207,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn http_request(ep: &Endpoint, commands: &str) -> Vec<u8> {
     match ep.transport {
         Transport::Sse => {
-            let q: String = commands
-                .bytes()
-                .map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
+            let q = percent_encoding::utf8_percent_encode(commands, percent_encoding::NON_ALPHANUMERIC);
             format!(
                 "GET {}?cf_connect={q} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
                 ep.path, ep.host
