@@ -300,7 +300,11 @@ async fn until_ready_is(node: &Node, want: u16) {
         if status == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "/ready never {want} (last {status}): {}", node.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never {want} (last {status}): {}",
+            node.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

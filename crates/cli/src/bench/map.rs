@@ -130,7 +130,9 @@ async fn fill(port: u16, channel: &str, keys: usize) -> anyhow::Result<f64> {
             let mut start = f * BATCH;
             while start < keys {
                 let commands: Vec<Value> = (start..(start + BATCH).min(keys))
-                    .map(|i| json!({"map_publish": {"channel": channel, "key": format!("key{i:07}"), "data": {"i": i, "p": "state entry"}}}))
+                    .map(
+                        |i| json!({"map_publish": {"channel": channel, "key": format!("key{i:07}"), "data": {"i": i, "p": "state entry"}}}),
+                    )
                     .collect();
                 api.call("batch", &json!({"commands": commands}).to_string()).await?;
                 start += FILLERS * BATCH;
@@ -310,7 +312,11 @@ pub(super) async fn map(run: MapRun) -> anyhow::Result<()> {
         run.keys,
         rss_before as f64 / 1048576.0,
         rss_after as f64 / 1048576.0,
-        if run.redis.is_some() { format!(", Redis {redis_per_key:.0} B per key") } else { String::new() },
+        if run.redis.is_some() {
+            format!(", Redis {redis_per_key:.0} B per key")
+        } else {
+            String::new()
+        },
         run.page_size,
         loads.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>().join(" / "),
         run.keys as f64 / best,
