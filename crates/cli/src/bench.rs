@@ -13,9 +13,13 @@ mod client;
 mod endpoint;
 mod fanout;
 mod http;
+mod map;
 mod process;
+mod proto;
 mod publish;
 mod scenarios;
+mod server;
+mod shared_poll;
 
 use clap::{Subcommand, ValueEnum};
 
@@ -95,6 +99,14 @@ pub enum BenchCommand {
     /// connection waiting for each answer, over `channels` channels named `{channel}{i}`
     /// (history or not is the server's configuration of their namespace).
     Publish(publish::PublishRun),
+    /// Shared poll (issue 29): starts a server and a backend of its own, N clients track K
+    /// keys each of U; the backend's requests and keys per second, the server's memory per
+    /// tracked key per connection, and the backend-to-client latency of updates.
+    SharedPoll(shared_poll::SharedPollRun),
+    /// Map subscriptions (issue 28): starts a server (memory or `--redis` map broker);
+    /// memory per key, state loading in pages, publish-to-delivery latency and write
+    /// throughput on ephemeral and persistent maps.
+    Map(map::MapRun),
     /// Connections per second (upgrade, and connect + subscribe for wshub) for S seconds.
     Handshake {
         #[command(flatten)]
@@ -145,6 +157,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             stalled,
         } => fanout::fanout(target, subscribers, rate, duration, size, api, api_key, stalled).await,
         BenchCommand::Publish(run) => publish::publish(run).await,
+        BenchCommand::SharedPoll(run) => shared_poll::shared_poll(run).await,
+        BenchCommand::Map(run) => map::map(run).await,
         BenchCommand::Handshake {
             target,
             duration,

@@ -291,3 +291,48 @@ async fn map_proxies_decide_client_writes() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Polls `/ready` on `port` until it answers `want`, within [`common::LIMIT`].
+async fn until_ready_is(node: &Node, want: u16) {
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    loop {
+        let status = common::http(node.port, "GET", "/ready", "", "").await.map_or(0, |(s, _)| s);
+        if status == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never {want} (last {status}): {}",
+            node.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The map broker's Redis is checked by `/ready` as the engine's is: the engine here is
+/// the memory one, so only the map broker's Redis going away can turn the node unready,
+/// and its coming back turns it ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_the_map_brokers_redis() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let dir = temp_dir("maps-ready");
+    let cfg = json!({
+        "http_api": {"key": common::API_KEY},
+        "map_broker": {"type": "redis", "redis": {"address": redis.url(), "prefix": "ready"}},
+        "channel": {"namespaces": [{"name": "pos", "subscription_type": "map", "map": {"mode": "persistent"}}]}
+    });
+    let node = Node::start(&dir, &cfg, common::free_port()).await;
+    map_publish(node.port, "pos:r", "k", json!(1)).await;
+    redis.stop();
+    until_ready_is(&node, 503).await;
+    let (_, r) = api(node.port, "map_publish", &json!({"channel": "pos:r", "key": "k2", "data": 2}))
+        .await
+        .unwrap();
+    assert!(r.get("error").is_some(), "a map write with its Redis down: {r}");
+    let _back = RedisServer::start_on(port).await;
+    until_ready_is(&node, 200).await;
+    map_publish(node.port, "pos:r", "k3", json!(3)).await;
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -393,4 +393,8 @@ impl MapBroker for RedisEngine {
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         wshub_core::engine::Broker::unsubscribe(self, channel)
     }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.check_all())
+    }
 }

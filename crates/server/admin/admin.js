@@ -207,6 +207,39 @@ async function openChannel(name) {
   } catch (e) {
     if (!(e instanceof SessionGone)) $('history-note').textContent = `history: ${e.message}`;
   }
+  await showMapState(name);
+}
+
+/** Shown for a map channel only: its key count and its first keys. Any other channel
+ * answers map_read_state with an error (107), and the view stays hidden. */
+const MAP_KEYS_SHOWN = 100;
+async function showMapState(name) {
+  const body = $('map-state').tBodies[0];
+  clear(body);
+  $('map-view').hidden = true;
+  let res;
+  try {
+    res = await call('map_read_state', { channel: name, limit: MAP_KEYS_SHOWN });
+  } catch (e) {
+    return;
+  }
+  if (name !== selectedChannel) return;
+  for (const entry of res.entries || []) {
+    const tr = document.createElement('tr');
+    cell(tr, entry.key);
+    cell(tr, JSON.stringify(entry.data));
+    cell(tr, entry.offset ? String(entry.offset) : '-');
+    body.appendChild(tr);
+  }
+  $('map-view').hidden = false;
+  const shown = (res.entries || []).length;
+  $('map-note').textContent = shown ? (res.cursor ? `first ${shown} keys` : '') : 'no key';
+  try {
+    const stats = await call('map_stats', { channel: name });
+    $('map-stats').textContent = `${stats.num_keys || 0} keys${res.epoch ? `, epoch ${res.epoch}` : ''}`;
+  } catch (e) {
+    $('map-stats').textContent = '';
+  }
 }
 
 // ---- publish ----
@@ -248,6 +281,13 @@ const API_TEMPLATES = {
   rpc: { method: 'method', params: {} },
   channels: { pattern: '' },
   connections: { user: 'alice' },
+  map_publish: { channel: 'board:1', key: 'k1', data: { text: 'hello' } },
+  map_remove: { channel: 'board:1', key: 'k1' },
+  map_read_state: { channel: 'board:1', limit: 100 },
+  map_read_stream: { channel: 'board:1', limit: 10 },
+  map_stats: { channel: 'board:1' },
+  map_clear: { channel: 'board:1' },
+  shared_poll_publish: { channel: 'poll:1', key: 'k1', version: 1, data: { text: 'hello' } },
 };
 
 function apiTemplate() {

@@ -297,7 +297,14 @@ async fn watch_engine(node: Arc<Node>, shared: Arc<Shared>) {
     let mut ok = true;
     loop {
         tokio::time::sleep(ENGINE_CHECK_INTERVAL).await;
-        let checked = tokio::time::timeout(ENGINE_CHECK_INTERVAL, node.broker.check()).await;
+        // The map broker is a second Redis (or set of them) when `map_broker.type` is
+        // `redis`: out of reach, map subscriptions and the map API fail as the engine's
+        // channels would.
+        let both = async {
+            let (engine, maps) = tokio::join!(node.broker.check(), node.map_broker.check());
+            engine.and(maps.map_err(|e| wshub_core::engine::EngineError::Internal(format!("map broker: {e}"))))
+        };
+        let checked = tokio::time::timeout(ENGINE_CHECK_INTERVAL, both).await;
         let now_ok = matches!(checked, Ok(Ok(())));
         if now_ok != ok {
             if now_ok {

@@ -56,6 +56,7 @@ async function onAdminPage(admin, body) {
   mkdirSync(SHOTS, { recursive: true });
   const config = baseConfig();
   config.admin = admin;
+  config.channel.namespaces.push({ name: 'board', subscription_type: 'map', allow_subscribe_for_client: true, map: { mode: 'persistent' } });
   const server = await startServer(config);
   const browser = await launchChromium();
   const client = new Centrifuge(server.url, { websocket: WebSocket, token: token({ sub: 'alice' }) });
@@ -124,6 +125,7 @@ test('admin page in headless Chromium', { timeout: 120000 }, async () => {
     await row.click();
     await waitFor(async () => (await page.locator('#presence tbody').textContent()).includes('alice'), 10000, 'alice in presence');
     await waitFor(async () => (await page.textContent('#history')).includes('from the admin page'), 10000, 'the publication in history');
+    assert.ok(await page.locator('#map-view').isHidden(), 'no map view for a stream channel');
     await page.screenshot({ path: `${SHOTS}05-channel.png`, fullPage: true });
 
     // The user's connections, and a disconnect that closes the client's connection.
@@ -356,4 +358,40 @@ test('examples/browser receives publications, with tokens from token.mjs and min
     await server.stop();
     pages.close();
   }
+});
+
+// A map channel in the channel card: its keys (map_read_state) and how many (map_stats).
+test('admin page: a map channel shows its keys', { timeout: 120000 }, async () => {
+  await onAdminPage({ enabled: true, insecure: true }, async ({ server, page }) => {
+    for (const [key, v] of [['k1', 1], ['k2', 2]]) {
+      const r = await server.api('map_publish', { channel: 'board:1', key, data: { v } });
+      assert.ok(!r.error, JSON.stringify(r));
+    }
+    // A live map subscriber (JSON protocol, state in one page), so that the channel is listed.
+    const ws = new WebSocket(server.url);
+    await once(ws, 'open');
+    const replies = [];
+    ws.on('message', (m) => {
+      for (const line of String(m).split('\n')) if (line) replies.push(JSON.parse(line));
+    });
+    ws.send(JSON.stringify({ id: 1, connect: { token: token({ sub: 'bob' }) } }));
+    ws.send(JSON.stringify({ id: 2, subscribe: { channel: 'board:1', type: 1, phase: 2 } }));
+    await waitFor(() => replies.some((r) => r.id === 2), 10000, 'the map subscribe reply');
+    const reply = replies.find((r) => r.id === 2);
+    assert.ok(reply.subscribe && !reply.subscribe.phase, JSON.stringify(reply));
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/admin`);
+      await page.locator('#app-view').waitFor({ state: 'visible' });
+      await page.fill('#channels-pattern', 'board:*');
+      await page.click('#channels-form button[type=submit]');
+      await page.locator('#channels tbody tr[data-channel="board:1"]').click();
+      await waitFor(async () => (await page.locator('#map-state tbody').textContent()).includes('k2'), 10000, 'the map keys');
+      const rows = await page.locator('#map-state tbody tr').allTextContents();
+      assert.deepEqual(rows, ['k1{"v":1}1', 'k2{"v":2}2']);
+      await waitFor(async () => (await page.textContent('#map-stats')).startsWith('2 keys'), 10000, 'the key count');
+      await page.screenshot({ path: `${SHOTS}15-map.png`, fullPage: true });
+    } finally {
+      ws.close();
+    }
+  });
 });

@@ -145,7 +145,7 @@ impl Client {
         Ok(())
     }
 
-    async fn send_text(&mut self, s: String) -> anyhow::Result<()> {
+    pub(super) async fn send_text(&mut self, s: String) -> anyhow::Result<()> {
         self.conn.send(MessageKind::Text, s.into());
         self.flush().await
     }

@@ -146,3 +146,63 @@ pub(super) fn http_answer(buf: &[u8]) -> Option<(usize, bool)> {
     let ok = head.starts_with("http/1.1 200") && !body.windows(8).any(|w| w == br#""error":"#);
     Some((head_end + length, ok))
 }
+
+/// The body of the first whole HTTP/1.1 request in `buf` (Content-Length framed), taken off
+/// its front; `None` until all of it has come.
+pub(super) fn take_request(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let len = content_length(&String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase());
+    let body = buf.get(end..end + len)?.to_vec();
+    buf.drain(..end + len);
+    Some(body)
+}
+
+/// A kept-alive connection to the server API, one call at a time.
+pub(super) struct ApiConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    host: String,
+    key: String,
+}
+
+impl ApiConn {
+    pub(super) async fn open(port: u16, key: &str) -> anyhow::Result<ApiConn> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(ApiConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            host: format!("127.0.0.1:{port}"),
+            key: key.to_string(),
+        })
+    }
+
+    /// `POST /api/{method}`: the answer's JSON, or why not (an HTTP error or an `"error"`
+    /// in the answer, a batch's replies included).
+    pub(super) async fn call(&mut self, method: &str, body: &str) -> anyhow::Result<serde_json::Value> {
+        let req = format!(
+            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            self.key,
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).await?;
+        let mut chunk = [0u8; 16384];
+        let (len, ok) = loop {
+            if let Some(answer) = http_answer(&self.buf) {
+                break answer;
+            }
+            match self.stream.read(&mut chunk).await? {
+                0 => anyhow::bail!("the API closed the connection"),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head_end = self.buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+        let text = String::from_utf8_lossy(&self.buf[head_end..len]).into_owned();
+        self.buf.drain(..len);
+        if !ok {
+            anyhow::bail!("{method} refused: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+}

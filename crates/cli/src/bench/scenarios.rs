@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::client::{open_many, Client};
 use super::endpoint::{parse_url, Endpoint};
-use super::http::content_length;
+use super::http::take_request;
 use super::process::{cpu_seconds, proc_stats, settle_fds};
 use super::Target;
 
@@ -220,13 +220,7 @@ async fn proxy_backend_conn(mut stream: TcpStream, served: &AtomicU64) -> anyhow
     let mut chunk = [0u8; 4096];
     loop {
         // Every complete request in the buffer is answered.
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = content_length(&head);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
+        while take_request(&mut buf).is_some() {
             stream.write_all(reply.as_bytes()).await?;
             served.fetch_add(1, Ordering::Relaxed);
         }

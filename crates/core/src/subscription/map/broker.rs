@@ -86,6 +86,12 @@ pub trait MapBroker: Send + Sync {
     fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+    /// Whether the broker can serve (a shared one's backend answers): `/ready` follows it,
+    /// as it follows the engine's, so that a node whose map state is out of reach is taken
+    /// out of a load balancer's rotation.
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Idempotent results are kept this long (Centrifugo's `idempotent_result_ttl` default).
