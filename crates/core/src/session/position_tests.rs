@@ -68,6 +68,33 @@ fn lose_deliveries(node: &Arc<Node>) {
     assert!(node.deliveries.set_waker(Arc::new(|_| {})));
 }
 
+/// A connected client of user 42 after publications 1 to `n` into `ch`.
+fn after_publications(node: &Arc<Node>, ch: &str, n: u32) -> Client {
+    for i in 1..=n {
+        publish(node, ch, i);
+    }
+    let mut c = Client::new(node, start());
+    c.connect("42");
+    c
+}
+
+/// A client of user 42 subscribed to `ch` (a positioned namespace).
+fn positioned_on(node: &Arc<Node>, ch: &str) -> Client {
+    let mut c = after_publications(node, ch, 0);
+    let (r, _) = c.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"{ch}"}}}}"#));
+    assert_eq!(r[0]["subscribe"]["positioned"], true, "{r:?}");
+    c
+}
+
+/// A client whose connection token subscribes it (server side) to `ch`; the connect reply.
+fn server_side(node: &Arc<Node>, ch: &str) -> (Client, serde_json::Value) {
+    let mut c = Client::new(node, start());
+    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": [ch]})).unwrap();
+    let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    assert_eq!(d, None, "{r:?}");
+    (c, r[0]["connect"].clone())
+}
+
 /// Ticks of `step` until `until` has passed; every reply and the disconnect, if any.
 fn run(c: &mut Client, step: Duration, until: Duration) -> (Vec<serde_json::Value>, Option<u16>) {
     let mut replies = Vec::new();
@@ -155,10 +182,7 @@ fn a_client_with_history_access_may_ask_for_positioning_and_recovery() {
 #[test]
 fn a_lost_publication_is_found_by_the_periodic_check_and_unsubscribes() {
     let node = node();
-    let mut c = Client::new(&node, start());
-    c.connect("42");
-    let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"pos:1"}}"#);
-    assert_eq!(r[0]["subscribe"]["positioned"], true, "{r:?}");
+    let mut c = positioned_on(&node, "pos:1");
     lose_deliveries(&node);
     publish(&node, "pos:1", 1);
     // Not before the position has been silent for the check delay (12 s)...
@@ -176,9 +200,9 @@ fn a_lost_publication_is_found_by_the_periodic_check_and_unsubscribes() {
 #[test]
 fn a_position_in_step_passes_the_check() {
     let node = node();
-    let mut c = Client::new(&node, start());
-    c.connect("42");
-    c.send(r#"{"id":2,"subscribe":{"channel":"pos:1"}}"#);
+    let mut c = positioned_on(&node, "pos:1");
+    // A stream never published to keeps its epoch from one check to the next.
+    c.send(r#"{"id":3,"subscribe":{"channel":"pos:empty"}}"#);
     publish(&node, "pos:1", 1);
     let (replies, d) = run(&mut c, Duration::from_secs(1), Duration::from_secs(60));
     assert_eq!((unsubscribes(&replies), d), (vec![], None));
@@ -193,9 +217,7 @@ fn a_position_in_step_passes_the_check() {
 #[test]
 fn publications_arriving_put_the_check_off() {
     let node = node();
-    let mut c = Client::new(&node, start());
-    c.connect("42");
-    c.send(r#"{"id":2,"subscribe":{"channel":"pos:1"}}"#);
+    let mut c = positioned_on(&node, "pos:1");
     // A publication every 3 s keeps the position fresh: no check, nothing found.
     for n in 0..20 {
         publish(&node, "pos:1", n);
@@ -207,11 +229,8 @@ fn publications_arriving_put_the_check_off() {
 #[test]
 fn a_server_side_subscription_that_lost_its_state_closes_with_3010() {
     let node = node();
-    let mut c = Client::new(&node, start());
-    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": ["pos:s"]})).unwrap();
-    let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
-    assert_eq!(d, None);
-    assert_eq!(r[0]["connect"]["subs"]["pos:s"]["positioned"], true, "{r:?}");
+    let (mut c, r) = server_side(&node, "pos:s");
+    assert_eq!(r["subs"]["pos:s"]["positioned"], true, "{r:?}");
     lose_deliveries(&node);
     publish(&node, "pos:s", 1);
     let (_, d) = run(&mut c, Duration::from_secs(1), Duration::from_secs(30));
@@ -222,15 +241,11 @@ fn a_server_side_subscription_that_lost_its_state_closes_with_3010() {
 fn lag_over_the_limit_means_insufficient_state() {
     // The hub tells the session (Resubscribe); the session decides as for a failed check.
     let node = node();
-    let mut c = Client::new(&node, start());
-    c.connect("42");
-    c.send(r#"{"id":2,"subscribe":{"channel":"pos:1"}}"#);
+    let mut c = positioned_on(&node, "pos:1");
     let out = now_or_never(c.session.handle_control(Control::Resubscribe { channel: "pos:1".into() }, c.now));
     let text = String::from_utf8(out.frame.unwrap_or_default().to_vec()).unwrap();
     assert!(text.contains(r#""code":2500"#), "{text}");
-    let mut s = Client::new(&node, start());
-    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": ["pos:s"]})).unwrap();
-    s.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    let (mut s, _) = server_side(&node, "pos:s");
     let out = now_or_never(s.session.handle_control(Control::Resubscribe { channel: "pos:s".into() }, s.now));
     assert_eq!(out.disconnect.map(|d| d.0), Some(3010));
 }
@@ -238,11 +253,7 @@ fn lag_over_the_limit_means_insufficient_state() {
 #[test]
 fn cache_mode_gives_the_latest_publication_unasked() {
     let node = node();
-    for n in 1..=3 {
-        publish(&node, "cache:1", n);
-    }
-    let mut c = Client::new(&node, start());
-    c.connect("42");
+    let mut c = after_publications(&node, "cache:1", 3);
     let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"cache:1"}}"#);
     let s = &r[0]["subscribe"];
     assert_eq!(s["recoverable"], true, "{r:?}");
@@ -270,11 +281,7 @@ fn cache_mode_gives_the_latest_publication_unasked() {
 #[test]
 fn cache_mode_without_auto_recovers_when_asked() {
     let node = node();
-    for n in 1..=3 {
-        publish(&node, "manual:1", n);
-    }
-    let mut c = Client::new(&node, start());
-    c.connect("42");
+    let mut c = after_publications(&node, "manual:1", 3);
     let (r, _) = c.send(r#"{"id":2,"subscribe":{"channel":"manual:1"}}"#);
     assert!(r[0]["subscribe"]["was_recovering"].is_null(), "{r:?}");
     assert!(r[0]["subscribe"]["publications"].is_null(), "{r:?}");
@@ -308,50 +315,43 @@ fn an_empty_cache_is_not_recovered() {
 fn auto_cache_recover_serves_server_side_subscriptions() {
     let node = node();
     publish(&node, "cache:s", 7);
-    let mut c = Client::new(&node, start());
-    let token = make_hs256(SECRET, &json!({"sub": "42", "channels": ["cache:s"]})).unwrap();
-    let (r, d) = c.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
-    assert_eq!(d, None);
-    let s = &r[0]["connect"]["subs"]["cache:s"];
+    let (_, r) = server_side(&node, "cache:s");
+    let s = &r["subs"]["cache:s"];
     assert_eq!(s["recovered"], true, "{r:?}");
     assert_eq!(s["publications"][0]["data"], 7, "{r:?}");
 }
 
 #[test]
 fn recovery_mode_and_auto_cache_recover_are_validated() {
-    let bad_mode = ChannelOptions {
+    let refusal = |without_namespace: ChannelOptions| {
+        let channel = crate::config::ChannelConfig {
+            without_namespace,
+            ..Default::default()
+        };
+        let cfg = crate::config::NodeConfig {
+            channel,
+            ..Default::default()
+        };
+        Node::new(cfg, Arc::new(crate::memory::MemoryEngine::default()))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let e = refusal(ChannelOptions {
         force_recovery_mode: "latest".into(),
         ..history()
-    };
-    let e = Node::new(
-        crate::config::NodeConfig {
-            channel: crate::config::ChannelConfig {
-                without_namespace: bad_mode,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        Arc::new(crate::memory::MemoryEngine::default()),
-    )
-    .err()
-    .map(|e| e.to_string());
+    });
     assert!(e.as_deref().is_some_and(|e| e.contains("force_recovery_mode")), "{e:?}");
-    let no_cache = ChannelOptions {
+    let e = refusal(ChannelOptions {
         force_recovery: true,
         auto_cache_recover: true,
         ..history()
-    };
-    let e = Node::new(
-        crate::config::NodeConfig {
-            channel: crate::config::ChannelConfig {
-                without_namespace: no_cache,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        Arc::new(crate::memory::MemoryEngine::default()),
-    )
-    .err()
-    .map(|e| e.to_string());
+    });
     assert!(e.as_deref().is_some_and(|e| e.contains("auto_cache_recover")), "{e:?}");
+    let e = refusal(ChannelOptions {
+        force_recovery: true,
+        force_recovery_mode: "cache".into(),
+        auto_cache_recover: true,
+        ..history()
+    });
+    assert_eq!(e, None, "cache mode with force_recovery");
 }
