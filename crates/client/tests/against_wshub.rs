@@ -636,11 +636,12 @@ async fn nothing_is_lost_across_restarts_with_the_redis_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_presence_joins_and_history() {
     let redis = wshub_testkit::redis::RedisServer::start().await;
-    // Presence entries live 4 s unless refreshed; sessions refresh them at every ping (1 s).
-    // The margin (three missed pings) is for a loaded machine: this test runs beside a dozen
-    // others and their servers on two cores.
+    // Presence entries live 4 s unless refreshed; sessions refresh them every
+    // `presence_update_interval` (1 s). The margin (three missed refreshes) is for a loaded
+    // machine: this test runs beside a dozen others and their servers on two cores.
     let engine = json!({"type": "redis", "redis": {"address": redis.url(), "prefix": format!("t{}", unique()), "presence_ttl": "4s"}});
-    let client = json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "1s", "pong_timeout": "500ms"});
+    let client =
+        json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "1s", "pong_timeout": "500ms", "presence_update_interval": "1s"});
     let cfg = Server::config(json!({ "engine": engine, "client": client }));
     let a = Server::start(cfg.clone(), free_port()).await;
     let b = Server::start(cfg, free_port()).await;

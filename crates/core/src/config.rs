@@ -25,6 +25,18 @@ pub struct ChannelOptions {
     pub force_recovery: bool,
     /// Subscribers may ask for recovery with `recoverable: true`.
     pub allow_recovery: bool,
+    /// Every subscription is positioned: the node follows its stream position and tells the
+    /// client when publications were lost on the way (insufficient state), without recovery.
+    pub force_positioning: bool,
+    /// Subscribers may ask for positioning (`positioned: true` in subscribe).
+    pub allow_positioning: bool,
+    /// How a recovering subscriber catches up: `""`/`"stream"` every missed publication,
+    /// `"cache"` only the latest one (the channel is a cache of its last state).
+    pub force_recovery_mode: String,
+    /// In cache mode, every subscribe recovers the latest publication, asked or not
+    /// (server-side subscriptions of unidirectional clients included). Needs
+    /// `force_recovery` and `force_recovery_mode: "cache"`.
+    pub auto_cache_recover: bool,
     pub allow_subscribe_for_client: bool,
     pub allow_subscribe_for_anonymous: bool,
     pub allow_publish_for_subscriber: bool,
@@ -88,6 +100,11 @@ pub struct ChannelOptions {
 impl ChannelOptions {
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// `force_recovery_mode: "cache"`: a recovery gives the latest publication only.
+    pub fn cache_recovery(&self) -> bool {
+        self.force_recovery_mode == "cache"
     }
 
     /// Whether subscribers may negotiate this delta type.
@@ -239,6 +256,16 @@ pub struct SessionConfig {
     /// `client.connect_include_server_time`: the connect reply carries the server's time
     /// (Unix milliseconds), for clients that correct their clock by it.
     pub connect_include_server_time: bool,
+    /// `client.presence_update_interval`: how often a session adds its presence entries
+    /// again (they expire in a shared engine) and checks its positioned subscriptions.
+    pub presence_update_interval: Duration,
+    /// `client.channel_position_check_delay`: a positioned subscription that received no
+    /// publication for this long has its position compared with the stream's top.
+    pub channel_position_check_delay: Duration,
+    /// `client.channel_position_max_time_lag`: a publication reaching this node later than
+    /// this after it was published means insufficient state for positioned subscribers
+    /// (zero: no limit).
+    pub channel_position_max_time_lag: Duration,
 }
 
 /// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
@@ -286,6 +313,9 @@ impl Default for SessionConfig {
             insecure: false,
             personal_channel: PersonalChannel::default(),
             connect_include_server_time: false,
+            presence_update_interval: Duration::from_secs(27),
+            channel_position_check_delay: Duration::from_secs(40),
+            channel_position_max_time_lag: Duration::ZERO,
         }
     }
 }
@@ -399,6 +429,9 @@ impl NodeConfig {
         }
         if self.session.ping_interval.is_zero() {
             return err("client.ping_interval", "must be positive");
+        }
+        if self.session.presence_update_interval.is_zero() {
+            return err("client.presence_update_interval", "must be positive");
         }
         if self.session.pong_timeout >= self.session.ping_interval {
             return err("client.pong_timeout", "must be shorter than client.ping_interval");
@@ -580,6 +613,18 @@ fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
         return Err(ConfigError {
             key: format!("{key}.force_recovery"),
             message: "needs history_size and history_ttl".into(),
+        });
+    }
+    if !["", "stream", "cache"].contains(&o.force_recovery_mode.as_str()) {
+        return Err(ConfigError {
+            key: format!("{key}.force_recovery_mode"),
+            message: format!("unknown recovery mode {:?} (\"stream\" or \"cache\")", o.force_recovery_mode),
+        });
+    }
+    if o.auto_cache_recover && !(o.force_recovery && o.cache_recovery()) {
+        return Err(ConfigError {
+            key: format!("{key}.auto_cache_recover"),
+            message: "needs force_recovery and force_recovery_mode \"cache\"".into(),
         });
     }
     if let Some(d) = o.allowed_delta_types.iter().find(|d| d.as_str() != "fossil") {

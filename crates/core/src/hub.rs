@@ -214,6 +214,8 @@ pub struct Hub {
     /// Subscriptions in all shards, kept as they change: `info` and node announcements read
     /// it without walking every channel.
     subscriptions: std::sync::atomic::AtomicUsize,
+    /// `client.channel_position_max_time_lag` in milliseconds (0: none).
+    max_lag_ms: i64,
 }
 
 impl Default for Hub {
@@ -221,8 +223,15 @@ impl Default for Hub {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             subscriptions: std::sync::atomic::AtomicUsize::new(0),
+            max_lag_ms: 0,
         }
     }
+}
+
+/// Whether a publication made at `published_ms` (Unix milliseconds, 0: unknown) and
+/// delivered at `now_ms` came later than `max_ms` allows (0: no limit).
+pub fn lag_exceeded(published_ms: i64, now_ms: i64, max_ms: i64) -> bool {
+    max_ms > 0 && published_ms > 0 && now_ms.saturating_sub(published_ms) > max_ms
 }
 
 pub(crate) fn shard_of(channel: &str) -> usize {
@@ -233,6 +242,17 @@ pub(crate) fn shard_of(channel: &str) -> usize {
 }
 
 impl Hub {
+    /// A hub whose positioned subscribers lose their state when a publication reaches it
+    /// later than `max_lag` after it was published (`client.channel_position_max_time_lag`;
+    /// zero: never), as Centrifugo: delivery that far behind means the node's broker
+    /// connection is not keeping up.
+    pub fn with_max_time_lag(max_lag: std::time::Duration) -> Self {
+        Hub {
+            max_lag_ms: i64::try_from(max_lag.as_millis()).unwrap_or(i64::MAX),
+            ..Hub::default()
+        }
+    }
+
     /// Adds a subscriber. Returns true when it is the channel's first on this node (the
     /// node then subscribes to the broker). `recovering`: buffer its publications until
     /// [`Hub::finish_recovery`].
@@ -367,9 +387,33 @@ impl Hub {
     }
 
     /// [`Hub::broadcast_publication`] of a publication the caller gives away (no copy).
-    pub fn broadcast_owned(&self, channel: &str, mut publication: Publication) {
+    pub fn broadcast_owned(&self, channel: &str, publication: Publication) {
+        // The clock is read only when a lag limit is set.
+        let now_ms = match self.max_lag_ms {
+            0 => 0,
+            _ => crate::series::unix_millis(),
+        };
+        self.broadcast_at(channel, publication, now_ms)
+    }
+
+    /// [`Hub::broadcast_owned`] at `now_ms` (Unix milliseconds): a publication older than
+    /// the lag limit tells the channel's positioned subscribers that their state is lost
+    /// (each session unsubscribes with 2500 or closes with 3010, [`Control::Resubscribe`]).
+    pub fn broadcast_at(&self, channel: &str, mut publication: Publication, now_ms: i64) {
+        let lagging = lag_exceeded(publication.time, now_ms, self.max_lag_ms);
         let mut shard = self.shards[shard_of(channel)].lock();
         let Some(ch) = shard.get_mut(channel) else { return };
+        if lagging {
+            for entry in ch.subs.values_mut() {
+                if let Position::Live(_) = entry.position {
+                    tracing::debug!(channel, "client insufficient state (lag)");
+                    entry.position = Position::Gap;
+                    entry.conn.control(Control::Resubscribe {
+                        channel: channel.to_string(),
+                    });
+                }
+            }
+        }
         // Inside the node `delta` marks a publication published with delta (crate::delta).
         let use_delta = std::mem::take(&mut publication.delta);
         // Set by the publishing node for the lag metric (crate::series::broadcast); clients
@@ -470,6 +514,16 @@ impl Hub {
             if let Some(d) = prepared.data(entry.conn.encoding()) {
                 entry.conn.deliver(d);
             }
+        }
+    }
+
+    /// The offset a positioned subscriber has been sent up to (`None`: not positioned here,
+    /// still recovering, or already told of a gap).
+    pub fn position(&self, channel: &str, conn_id: u64) -> Option<u64> {
+        let shard = self.shards[shard_of(channel)].lock();
+        match shard.get(channel)?.subs.get(&conn_id)?.position {
+            Position::Live(offset) => Some(offset),
+            _ => None,
         }
     }
 

@@ -308,7 +308,7 @@ impl Node {
     ) -> Result<Arc<Self>, ConfigError> {
         let (proxies, live) = build_parts(&config)?;
         let live = RwLock::new(Arc::new(live));
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::with_max_time_lag(config.session.channel_position_max_time_lag));
         let deliveries = Arc::new(Deliveries::new(hub.clone()));
         let shared_poll = Arc::new(SharedPoll::default());
         broker.set_handler(Arc::new(HubBroker(deliveries.clone(), shared_poll.clone())));

@@ -555,6 +555,9 @@ impl Override {
         if let Some(v) = self.force_recovery {
             o.force_recovery = v.value && o.has_history();
         }
+        if let Some(v) = self.force_positioning {
+            o.force_positioning = v.value;
+        }
         o
     }
 }

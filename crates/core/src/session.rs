@@ -135,10 +135,19 @@ pub enum State {
 /// How one subscription is made.
 #[derive(Debug, Default)]
 struct SubParams {
-    /// Positioned in the stream, with offset and epoch in the result.
+    /// Recovery on: positioned in the stream, with offset and epoch in the result, and
+    /// `recoverable` in it.
     recoverable: bool,
+    /// Positioning without recovery (`force_positioning`, or asked where
+    /// `allow_positioning`): the stream position is followed, nothing is recovered.
+    positioned: bool,
     /// Recover from this position.
     since: Option<StreamPosition>,
+    /// `force_recovery_mode: "cache"`: a recovery gives the latest publication only.
+    cache: bool,
+    /// Made by the server (connect, API), not by a client's subscribe: a lost state closes
+    /// the connection (3010) rather than unsubscribing (2500), as Centrifugo.
+    server_side: bool,
     /// Receive join and leave pushes.
     join_leave: bool,
     chan_info: Bytes,
@@ -171,6 +180,24 @@ struct Sub {
     map: bool,
     /// A shared poll subscription: keys tracked, no hub entry.
     shared_poll: Option<SharedPollSub>,
+    /// A positioned stream subscription: what its periodic position check needs. Boxed:
+    /// most subscriptions are not positioned.
+    tracked: Option<Box<Tracked>>,
+    /// Made by the server (see [`SubParams::server_side`]).
+    server_side: bool,
+}
+
+/// A positioned subscription's stream position as the session last saw it. The hub holds
+/// the offset it has delivered; the session keeps the epoch and when the offset last moved,
+/// so that only a subscription silent for `client.channel_position_check_delay` has its
+/// position compared with the stream's top, as Centrifugo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tracked {
+    epoch: String,
+    /// The hub's offset for this subscriber at `seen_at`.
+    offset: u64,
+    /// When `offset` was last seen to move (or checked against the top).
+    seen_at: Instant,
 }
 
 /// What a shared poll subscription negotiated.
@@ -299,6 +326,8 @@ mod timers;
 
 #[cfg(test)]
 mod map_tests;
+#[cfg(test)]
+mod position_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

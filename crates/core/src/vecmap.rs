@@ -83,6 +83,10 @@ impl<V> VecMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut V)> {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
 }
 
 impl<'a, V> IntoIterator for &'a VecMap<V> {

@@ -151,6 +151,15 @@ pub struct Client {
     pub subscribe_to_user_personal_channel: PersonalChannel,
     /// The connect reply carries the server's time (Unix milliseconds).
     pub connect_include_server_time: bool,
+    /// Presence refresh and position check period ("0": 25 s, as Centrifugo's library).
+    #[serde(with = "duration")]
+    pub presence_update_interval: Duration,
+    /// Silence after which a positioned subscription's position is checked ("0": 40 s).
+    #[serde(with = "duration")]
+    pub channel_position_check_delay: Duration,
+    /// Delivery lag over which positioned subscribers lose their state ("0": no limit).
+    #[serde(with = "duration")]
+    pub channel_position_max_time_lag: Duration,
 }
 
 impl Default for Client {
@@ -188,6 +197,19 @@ impl Default for Client {
             insecure: s.insecure,
             subscribe_to_user_personal_channel: s.personal_channel,
             connect_include_server_time: s.connect_include_server_time,
+            presence_update_interval: s.presence_update_interval,
+            channel_position_check_delay: s.channel_position_check_delay,
+            channel_position_max_time_lag: s.channel_position_max_time_lag,
+        }
+    }
+}
+
+impl Client {
+    /// `presence_update_interval`, zero read as Centrifugo's library reads it (25 s).
+    pub fn presence_interval(&self) -> Duration {
+        match self.presence_update_interval.is_zero() {
+            true => Duration::from_secs(25),
+            false => self.presence_update_interval,
         }
     }
 }
@@ -584,6 +606,13 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             insecure: c.client.insecure,
             personal_channel: c.client.subscribe_to_user_personal_channel.clone(),
             connect_include_server_time: c.client.connect_include_server_time,
+            presence_update_interval: c.client.presence_interval(),
+            // Centrifugo: zero is its library's default, 40 s.
+            channel_position_check_delay: match c.client.channel_position_check_delay.is_zero() {
+                true => Duration::from_secs(40),
+                false => c.client.channel_position_check_delay,
+            },
+            channel_position_max_time_lag: c.client.channel_position_max_time_lag,
         },
         proxy: ProxySettings {
             client: c.client.proxy.clone(),

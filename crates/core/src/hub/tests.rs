@@ -267,3 +267,38 @@ fn a_position_steps_over_the_live_stream() {
     assert!(matches!(Position::Untracked.step(9), Step::Send));
     assert!(matches!(Position::Recovering(Box::default()).step(1), Step::Skip));
 }
+
+#[test]
+fn a_publication_over_the_lag_limit_costs_positioned_subscribers_their_state() {
+    let hub = Hub::with_max_time_lag(std::time::Duration::from_secs(2));
+    let positioned = Recorder::new(Format::Json);
+    let plain = Recorder::new(Format::Json);
+    hub.add("c", positioned.clone(), false, true);
+    hub.finish_recovery("c", positioned.id(), 0).unwrap();
+    hub.add("c", plain.clone(), false, false);
+    assert_eq!(hub.position("c", positioned.id()), Some(0));
+    assert_eq!(hub.position("c", plain.id()), None, "not positioned");
+    let made_at = |offset, time| Publication {
+        time,
+        ..publication(offset)
+    };
+    // Two seconds late is within the limit; no time (0) is never late.
+    hub.broadcast_at("c", made_at(1, 10_000), 12_000);
+    hub.broadcast_at("c", made_at(2, 0), 99_000);
+    assert_eq!(positioned.texts().len(), 2);
+    assert_eq!(hub.position("c", positioned.id()), Some(2));
+    assert!(positioned.controls.lock().is_empty());
+    // Later than that: told once, and nothing more is sent to it.
+    hub.broadcast_at("c", made_at(3, 10_000), 12_001);
+    hub.broadcast_at("c", made_at(4, 10_000), 12_002);
+    assert_eq!(
+        positioned.controls.lock().as_slice(),
+        [Control::Resubscribe { channel: "c".into() }]
+    );
+    assert_eq!(positioned.texts().len(), 2);
+    assert_eq!(hub.position("c", positioned.id()), None);
+    assert_eq!(plain.texts().len(), 4, "a subscriber without a position gets what comes");
+    assert!(plain.controls.lock().is_empty());
+    // Without a limit (the default) lateness is nobody's business.
+    assert!(!lag_exceeded(1, i64::MAX, 0));
+}

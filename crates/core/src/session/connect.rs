@@ -90,6 +90,9 @@ impl Session {
         // The first ping at a random point in [ping / 2, ping]: connections opened
         // together do not all ping at once.
         self.timers.set(Timer::Ping, now.mono + node.first_ping_delay(ping));
+        // The same spread for the presence refresh (Centrifugo's first one too).
+        self.timers
+            .set(Timer::Presence, now.mono + node.first_ping_delay(cfg.presence_update_interval));
         self.node.register(&self.user, self.client.clone(), self.handle.clone());
         let mut result = ConnectResult {
             client: self.client.to_string(),
@@ -148,6 +151,15 @@ impl Session {
                 epoch: s.epoch.clone(),
             });
             let recoverable = opts.has_history() && (opts.force_recovery || opts.allow_recovery);
+            let cache = opts.cache_recovery();
+            // `auto_cache_recover`: the latest publication unasked (a unidirectional client
+            // cannot ask), as Centrifugo.
+            let since = since.or_else(|| {
+                (cache && opts.auto_cache_recover).then(|| StreamPosition {
+                    offset: 0,
+                    epoch: String::new(),
+                })
+            });
             // Server-side subscriptions negotiate delta through the connect's `subs`, as in
             // Centrifugo.
             let delta = req
@@ -156,6 +168,9 @@ impl Session {
                 .is_some_and(|s| !s.delta.is_empty() && opts.allows_delta(&s.delta));
             let params = SubParams {
                 recoverable,
+                positioned: opts.has_history() && opts.force_positioning,
+                cache,
+                server_side: true,
                 since: since.filter(|_| recoverable),
                 reply_budget: Some(budget),
                 chan_info,
@@ -165,7 +180,7 @@ impl Session {
                 delta,
                 ..Default::default()
             };
-            match self.do_subscribe(&ch, &opts, params).await {
+            match self.do_subscribe(&ch, &opts, params, now).await {
                 Ok(mut r) => {
                     r.data = sub_data;
                     budget = budget.saturating_sub(publications_bound(&r.publications));

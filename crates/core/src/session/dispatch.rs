@@ -220,10 +220,12 @@ impl Session {
                 };
                 let params = SubParams {
                     recoverable: opts.has_history() && (opts.force_recovery || opts.allow_recovery),
+                    positioned: opts.has_history() && opts.force_positioning,
+                    server_side: true,
                     join_leave: opts.join_leave && opts.force_push_join_leave,
                     ..Default::default()
                 };
-                match self.do_subscribe(&channel, &opts, params).await {
+                match self.do_subscribe(&channel, &opts, params, now).await {
                     Ok(r) => out.reply(&Reply {
                         push: Some(Push {
                             channel,
@@ -261,20 +263,8 @@ impl Session {
                 }
             }
             Control::Resubscribe { channel } => {
-                if self.subs.contains_key(&channel) {
-                    self.unsubscribe(&channel).await;
-                    crate::series::server_unsubscribe(wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE);
-                    out.reply(&Reply {
-                        push: Some(Push {
-                            channel,
-                            unsubscribe: Some(Unsubscribe {
-                                code: wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE,
-                                reason: "insufficient state".into(),
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
+                if let Err(d) = self.insufficient_state(&channel, &mut out).await {
+                    return out.disconnect(d);
                 }
             }
             Control::Refresh { expire_at } => {

@@ -305,6 +305,8 @@ impl Session {
                 server_refresh: p.server_refresh,
                 map: true,
                 shared_poll: None,
+                tracked: None,
+                server_side: false,
             },
         );
         self.map_presence(ch, opts, true).await;

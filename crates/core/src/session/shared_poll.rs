@@ -49,6 +49,8 @@ impl Session {
                 server_refresh: g.server_refresh,
                 map: false,
                 shared_poll: Some(SharedPollSub { delta }),
+                tracked: None,
+                server_side: false,
             },
         );
         Ok(r)

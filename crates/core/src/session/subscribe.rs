@@ -51,8 +51,16 @@ impl Session {
             expires,
             server_refresh,
         } = self.authorize(&req, now).await?;
-        let recoverable = opts.has_history() && (opts.force_recovery || (opts.allow_recovery && req.recoverable));
-        let since = (recoverable && req.recover).then(|| StreamPosition {
+        // As Centrifugo: a client that may read the channel's history may also ask for
+        // recovery or positioning, whatever `allow_recovery` and `allow_positioning` say.
+        let history = self.history_access_when_subscribed(&opts);
+        let recoverable = opts.has_history() && (opts.force_recovery || (req.recoverable && (opts.allow_recovery || history)));
+        let positioned = opts.has_history() && (opts.force_positioning || (req.positioned && (opts.allow_positioning || history)));
+        let cache = opts.cache_recovery();
+        // `auto_cache_recover`: in cache mode a subscribe recovers unasked, from the position
+        // the request carries (none: offset 0).
+        let recover = req.recover || (cache && opts.auto_cache_recover);
+        let since = (recoverable && recover).then(|| StreamPosition {
             offset: req.offset,
             epoch: req.epoch.clone(),
         });
@@ -60,6 +68,9 @@ impl Session {
         let expires_mono = self.sub_deadline(expires, server_refresh, now);
         let params = SubParams {
             recoverable,
+            positioned,
+            cache,
+            server_side: false,
             since,
             join_leave,
             chan_info,
@@ -69,7 +80,7 @@ impl Session {
             delta: !req.delta.is_empty() && opts.allows_delta(&req.delta),
             filter: req.tf,
         };
-        let mut r = self.do_subscribe(&req.channel, &opts, params).await?;
+        let mut r = self.do_subscribe(&req.channel, &opts, params, now).await?;
         r.data = proxy_data;
         if let Some(s) = self.subs.get_mut(&req.channel) {
             s.server_refresh = server_refresh;
@@ -79,6 +90,12 @@ impl Session {
             r.ttl = crate::deadline::ttl(e, now.unix);
         }
         Ok(r)
+    }
+
+    /// Centrifugo's `hasAccessToHistory` for the subscriber this client is about to be.
+    fn history_access_when_subscribed(&self, o: &ChannelOptions) -> bool {
+        ((o.allow_history_for_client || o.allow_history_for_subscriber) && (!self.user.is_empty() || o.allow_history_for_anonymous))
+            || self.node.config.session.insecure
     }
 
     /// A tags filter where the namespace allows one: Centrifugo answers both a filter the
@@ -167,7 +184,7 @@ impl Session {
 
     /// Subscribes with the recovery scheme of PROTOCOL.md: the hub buffers live
     /// publications while history is read, then merges by offset.
-    pub(super) async fn do_subscribe(&mut self, ch: &str, opts: &ChannelOptions, p: SubParams) -> Result<SubscribeResult, Fail> {
+    pub(super) async fn do_subscribe(&mut self, ch: &str, opts: &ChannelOptions, p: SubParams, now: Now) -> Result<SubscribeResult, Fail> {
         // Every way in (client subscribe, token channels, server API) counts against
         // `client.channel_limit` here.
         if self.subs.len() >= self.node.config.session.channel_limit {
@@ -180,7 +197,8 @@ impl Session {
             filter: p.filter.clone(),
             keyed: false,
         };
-        node.hub.add_with(ch, self.handle.clone(), p.join_leave, p.recoverable, sub_opts);
+        let positioned = p.recoverable || p.positioned;
+        node.hub.add_with(ch, self.handle.clone(), p.join_leave, positioned, sub_opts);
         // Asked by every subscriber, not only the channel's first on this node: a second
         // one must not be answered while the first's subscription is still being set up,
         // or fails.
@@ -198,10 +216,22 @@ impl Session {
             delta: p.delta,
             ..Default::default()
         };
-        if p.recoverable {
+        if positioned {
             self.stream_catch_up(ch, opts, &p, &mut result).await?;
         }
-        let SubParams { chan_info, expires, .. } = p;
+        let tracked = positioned.then(|| {
+            Box::new(Tracked {
+                epoch: result.epoch.clone(),
+                offset: node.hub.position(ch, conn_id).unwrap_or(result.offset),
+                seen_at: now.mono,
+            })
+        });
+        let SubParams {
+            chan_info,
+            expires,
+            server_side,
+            ..
+        } = p;
         let info = self.client_info(chan_info.clone());
         if opts.presence {
             crate::series::action(crate::series::Action::AddPresence);
@@ -224,6 +254,8 @@ impl Session {
                 server_refresh: false,
                 map: false,
                 shared_poll: None,
+                tracked,
+                server_side,
             },
         );
         Ok(result)
@@ -239,7 +271,11 @@ impl Session {
             reply_budget: p.reply_budget,
             meta_ttl: node.history_meta_ttl(opts),
         };
-        let c = match stream::catch_up(&*node.broker, ch, p.since.clone(), limits).await {
+        let read = match (&p.since, p.cache) {
+            (Some(since), true) => stream::catch_up_cache(&*node.broker, ch, since.clone(), p.filter.as_ref(), limits).await,
+            (since, _) => stream::catch_up(&*node.broker, ch, since.clone(), limits).await,
+        };
+        let c = match read {
             Ok(c) => c,
             Err(e) => {
                 self.release(ch, opts, false).await;
@@ -248,13 +284,15 @@ impl Session {
         };
         if c.was_recovering {
             crate::series::recover(c.recovered, c.publications.len());
-            if !c.recovered && p.strict_recovery {
+            // Centrifugo refuses an unrecovered subscribe (flag 2) in stream mode only: in
+            // cache mode the client wants the latest state, not continuity.
+            if !c.recovered && p.strict_recovery && !p.cache {
                 self.release(ch, opts, false).await;
                 return Err(err(ec::UNRECOVERABLE_POSITION, "unrecoverable position"));
             }
         }
         let (publications, delta_base) = stream::for_subscriber(c.publications, p.filter.as_ref(), result.delta, self.format);
-        result.recoverable = true;
+        result.recoverable = p.recoverable;
         result.positioned = true;
         result.was_recovering = c.was_recovering;
         result.recovered = c.recovered;

@@ -1,5 +1,6 @@
 //! Time: the session's deadlines in one table ([`Timers`]), what each does when it is due
-//! ([`Session::handle_timeout`]), token expiry and the presence refresh at every ping.
+//! ([`Session::handle_timeout`]), token expiry, and the periodic presence refresh with the
+//! position check of positioned subscriptions (`client.presence_update_interval`).
 //! Subscription token expiries stay with their subscriptions ([`Sub`]); the session's next
 //! wake-up is the earliest of both.
 
@@ -18,9 +19,11 @@ pub(super) enum Timer {
     Expiry,
     /// The next server ping.
     Ping,
+    /// The next presence refresh and position check.
+    Presence,
 }
 
-const KINDS: [Timer; 4] = [Timer::Stale, Timer::Pong, Timer::Expiry, Timer::Ping];
+const KINDS: [Timer; 5] = [Timer::Stale, Timer::Pong, Timer::Expiry, Timer::Ping, Timer::Presence];
 
 /// The session-level deadlines, one optional [`Instant`] per [`Timer`]. Pure data: it
 /// never reads a clock.
@@ -125,7 +128,14 @@ impl Session {
                         self.timers.set(Timer::Pong, now.mono + self.node.config.session.pong_timeout);
                     }
                     self.timers.set(Timer::Ping, now.mono + self.node.config.session.ping_interval);
+                }
+                Timer::Presence => {
+                    self.timers
+                        .set(Timer::Presence, now.mono + self.node.config.session.presence_update_interval);
                     self.refresh_presence().await;
+                    if let Err(d) = self.check_positions(now, &mut out).await {
+                        return out.disconnect(d);
+                    }
                 }
             }
         }
@@ -168,8 +178,88 @@ impl Session {
         out.finish()
     }
 
+    /// Centrifugo's periodic position check: a positioned subscription that received no
+    /// publication for `client.channel_position_check_delay` has its position compared with
+    /// the stream's top, so that a publication lost between the broker and this node is
+    /// noticed even when nothing follows it. A mismatch is insufficient state. An engine
+    /// that does not answer is asked again next time, as Centrifugo.
+    ///
+    /// Centrifugo compares the position it read before asking the broker; here the hub's
+    /// position is read again after the answer and a subscriber at or past the top passes,
+    /// so that a publication arriving meanwhile is no false alarm.
+    pub(super) async fn check_positions(&mut self, now: Now, out: &mut Writer) -> Result<(), Disconnect> {
+        let node = self.node.clone();
+        let conn = self.handle.id();
+        let delay = node.config.session.channel_position_check_delay;
+        let mut due = Vec::new();
+        for (ch, sub) in self.subs.iter_mut() {
+            let Some(t) = sub.tracked.as_deref_mut() else { continue };
+            let Some(offset) = node.hub.position(ch, conn) else { continue };
+            if offset != t.offset {
+                // Publications came: the position is as fresh as they are.
+                t.offset = offset;
+                t.seen_at = now.mono;
+            } else if now.mono.saturating_duration_since(t.seen_at) > delay {
+                due.push((ch.clone(), t.epoch.clone()));
+            }
+        }
+        for (ch, epoch) in due {
+            let meta_ttl = match node.options(&ch) {
+                Ok(o) => node.history_meta_ttl(&o),
+                Err(_) => continue,
+            };
+            let query = HistoryQuery {
+                limit: 0,
+                meta_ttl,
+                ..Default::default()
+            };
+            let top = match node.broker.history(&ch, query).await {
+                Ok(h) => h.position,
+                Err(e) => {
+                    tracing::debug!(channel = %ch, error = %e, "position check postponed");
+                    continue;
+                }
+            };
+            let Some(offset) = node.hub.position(&ch, conn) else { continue };
+            if let Some(t) = self.subs.get_mut(&ch).and_then(|s| s.tracked.as_deref_mut()) {
+                if top.epoch == epoch && offset >= top.offset {
+                    t.offset = offset;
+                    t.seen_at = now.mono;
+                    continue;
+                }
+            }
+            tracing::debug!(channel = %ch, offset, top = top.offset, "client insufficient state from periodic check");
+            self.insufficient_state(&ch, out).await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription whose stream state is lost: a client-side one is unsubscribed with
+    /// 2500 (its SDK subscribes again and recovers), a server-side one closes the
+    /// connection with 3010 (it reconnects), as Centrifugo.
+    pub(super) async fn insufficient_state(&mut self, ch: &str, out: &mut Writer) -> Result<(), Disconnect> {
+        let Some(sub) = self.subs.get(ch) else { return Ok(()) };
+        if sub.server_side {
+            return Err(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state"));
+        }
+        self.unsubscribe(ch).await;
+        crate::series::server_unsubscribe(wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE);
+        out.reply(&Reply {
+            push: Some(Push {
+                channel: ch.to_string(),
+                unsubscribe: Some(Unsubscribe {
+                    code: wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE,
+                    reason: "insufficient state".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
     /// Presence entries expire in a shared engine (a node that dies leaves none behind for
-    /// long), so each session adds its entries again at every ping.
+    /// long), so each session adds its entries again every `client.presence_update_interval`.
     pub(super) async fn refresh_presence(&mut self) {
         let node = self.node.clone();
         let maps: Vec<String> = self.subs.iter().filter(|(_, s)| s.map).map(|(c, _)| c.clone()).collect();

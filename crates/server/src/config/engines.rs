@@ -157,7 +157,7 @@ pub(super) fn validate(c: &Config) -> Result<(), LoadError> {
     }
     for (b, _) in [c.broker_backend(), c.presence_backend()] {
         if let Backend::Redis(r, key) = b {
-            validate_redis(r, key, c.client.ping_interval).map_err(|e| LoadError(rename(&e.0, key)))?;
+            validate_redis(r, key, c.client.presence_interval()).map_err(|e| LoadError(rename(&e.0, key)))?;
         }
     }
     Ok(())
@@ -171,15 +171,15 @@ fn rename(message: &str, key: &str) -> String {
     }
 }
 
-fn validate_redis(r: &Redis, key: &str, ping_interval: Duration) -> Result<(), LoadError> {
+fn validate_redis(r: &Redis, key: &str, presence_interval: Duration) -> Result<(), LoadError> {
     let fail = |k: &str, why: &str| Err(LoadError(format!("{key}.{k}: {why}")));
     if r.prefix.is_empty() {
         return fail("prefix", "must not be empty");
     }
-    if r.presence_ttl < ping_interval * 2 {
+    if r.presence_ttl < presence_interval * 2 {
         return fail(
             "presence_ttl",
-            "must be at least twice client.ping_interval (sessions refresh presence at each ping)",
+            "must be at least twice client.presence_update_interval (sessions refresh presence at that interval)",
         );
     }
     r.connection.validate(key)?;

@@ -79,10 +79,7 @@ pub fn planned() -> &'static [Planned] {
 
 /// Values other than Centrifugo's default that mean the same (Centrifugo's explicit name
 /// of its default); an empty value: any value.
-const SAME_AS_DEFAULT: &[(&str, &str)] = &[
-    ("namespace.subscription_type", "stream"),
-    ("namespace.force_recovery_mode", "stream"),
-];
+const SAME_AS_DEFAULT: &[(&str, &str)] = &[("namespace.subscription_type", "stream")];
 
 /// Centrifugo's defaults, with one item in each list of objects.
 pub fn centrifugo_defaults() -> &'static Value {

@@ -85,6 +85,18 @@ fn invalid_values_name_the_key() {
             r#"{"channel": {"namespaces": [{"name": "x", "force_recovery": true}]}}"#,
             "force_recovery",
         ),
+        (
+            r#"{"channel": {"without_namespace": {"force_recovery_mode": "latest"}}}"#,
+            "channel.without_namespace.force_recovery_mode",
+        ),
+        (
+            r#"{"channel": {"namespaces": [{"name": "x", "history_size": 1, "history_ttl": "1s", "force_recovery": true, "auto_cache_recover": true}]}}"#,
+            "channel.namespaces[0].auto_cache_recover",
+        ),
+        (
+            r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "20s"}}, "client": {"presence_update_interval": "15s"}}"#,
+            "engine.redis.presence_ttl",
+        ),
         (r#"{"engine": {"type": "cassandra"}}"#, "engine.type"),
         (
             r#"{"engine": {"type": "redis", "redis": {"address": "http://x"}}}"#,
@@ -442,4 +454,41 @@ fn redis_address_forms_and_connection_keys() {
         let e = load(Some(&f.0), vec![], &[]).unwrap_err();
         assert!(e.0.starts_with(key), "{redis}: {}", e.0);
     }
+}
+
+#[test]
+fn positioning_and_presence_keys_reach_the_node() {
+    let f = file(
+        "json",
+        r#"{"client": {"presence_update_interval": "9s", "channel_position_check_delay": "5s", "channel_position_max_time_lag": "2s"},
+            "channel": {"namespaces": [{"name": "c", "history_size": 1, "history_ttl": "10s", "force_recovery": true,
+                                        "force_recovery_mode": "cache", "auto_cache_recover": true,
+                                        "force_positioning": true, "allow_positioning": true}]}}"#,
+    );
+    let l = load(Some(&f.0), vec![], &[]).unwrap();
+    assert!(
+        l.unknown_keys.is_empty() && l.not_implemented.is_empty(),
+        "{:?} {:?}",
+        l.unknown_keys,
+        l.not_implemented
+    );
+    let n = to_node_config(&l.config);
+    assert_eq!(n.session.presence_update_interval, Duration::from_secs(9));
+    assert_eq!(n.session.channel_position_check_delay, Duration::from_secs(5));
+    assert_eq!(n.session.channel_position_max_time_lag, Duration::from_secs(2));
+    let o = &n.channel.namespaces[0].options;
+    assert!(o.cache_recovery() && o.auto_cache_recover && o.force_positioning && o.allow_positioning);
+    // Zero is Centrifugo's library default: 25 s and 40 s.
+    let f = file(
+        "json",
+        r#"{"client": {"presence_update_interval": "0s", "channel_position_check_delay": "0s"}}"#,
+    );
+    let n = to_node_config(&load(Some(&f.0), vec![], &[]).unwrap().config);
+    assert_eq!(n.session.presence_update_interval, Duration::from_secs(25));
+    assert_eq!(n.session.channel_position_check_delay, Duration::from_secs(40));
+    // Centrifugo's own defaults.
+    let n = to_node_config(&Config::default());
+    assert_eq!(n.session.presence_update_interval, Duration::from_secs(27));
+    assert_eq!(n.session.channel_position_check_delay, Duration::from_secs(40));
+    assert!(n.session.channel_position_max_time_lag.is_zero());
 }
