@@ -239,6 +239,54 @@ pub struct SessionConfig {
     /// `client.connect_include_server_time`: the connect reply carries the server's time
     /// (Unix milliseconds), for clients that correct their clock by it.
     pub connect_include_server_time: bool,
+    /// `client.connect_code_to_unidirectional_disconnect.transforms` (when `enabled`): the
+    /// disconnect a refused unidirectional connect closes with, by error code, before
+    /// Centrifugo's fixed table ([`SessionConfig::unidirectional_disconnect`]).
+    pub unidirectional_code_to_disconnect: Vec<CodeToDisconnect>,
+}
+
+/// One of `client.connect_code_to_unidirectional_disconnect.transforms`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct CodeToDisconnect {
+    /// The connect error's code.
+    pub code: u32,
+    pub to: TransformDisconnect,
+}
+
+/// A disconnect a transform gives (`code`, `reason`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TransformDisconnect {
+    pub code: u32,
+    pub reason: String,
+}
+
+impl SessionConfig {
+    /// The disconnect (code, reason) a unidirectional client gets for a connect refused
+    /// with error `code`: the configured transform, else centrifuge's fixed table (expired
+    /// -> 3005, too many requests -> 3013, permission denied -> 3507), else 3004.
+    pub fn unidirectional_disconnect(&self, code: u32) -> (u16, std::borrow::Cow<'static, str>) {
+        if let Some(t) = self.unidirectional_code_to_disconnect.iter().find(|t| t.code == code) {
+            // The loader keeps `to.code` within u16.
+            let to = u16::try_from(t.to.code).unwrap_or(wshub_protocol::codes::disconnect::INTERNAL_ERROR);
+            return (to, t.to.reason.clone().into());
+        }
+        let (to, reason) = default_unidirectional_disconnect(code);
+        (to, reason.into())
+    }
+}
+
+/// centrifuge's fixed table of the disconnect a unidirectional client gets for a connect
+/// error `code` (its `defaultUniErrorCodeToDisconnect`, then `DisconnectServerError`).
+pub fn default_unidirectional_disconnect(code: u32) -> (u16, &'static str) {
+    use wshub_protocol::codes::{disconnect as dc, error as ec};
+    match code {
+        ec::EXPIRED | ec::TOKEN_EXPIRED => (dc::EXPIRED, "connection expired"),
+        ec::TOO_MANY_REQUESTS => (dc::TOO_MANY_REQUESTS, "too many requests"),
+        ec::PERMISSION_DENIED => (dc::PERMISSION_DENIED, "permission denied"),
+        _ => (dc::INTERNAL_ERROR, "internal server error"),
+    }
 }
 
 /// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
@@ -286,6 +334,7 @@ impl Default for SessionConfig {
             insecure: false,
             personal_channel: PersonalChannel::default(),
             connect_include_server_time: false,
+            unidirectional_code_to_disconnect: Vec::new(),
         }
     }
 }

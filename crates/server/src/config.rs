@@ -31,8 +31,10 @@ pub use nats::{Nats, NatsRawMode};
 pub use redis::{Redis, RedisConnection, RedisTls};
 pub mod planned;
 mod sections;
+mod uni;
 pub use env::leaves;
 use env::set_path;
+pub use uni::*;
 mod observability;
 mod words;
 pub use observability::*;
@@ -56,8 +58,8 @@ pub struct Config {
     pub admin: Admin,
     pub http_stream: HttpTransport,
     pub sse: HttpTransport,
-    pub uni_http_stream: HttpTransport,
-    pub uni_sse: HttpTransport,
+    pub uni_http_stream: UniHttpTransport,
+    pub uni_sse: UniHttpTransport,
     pub uni_websocket: UniWebSocket,
     pub uni_grpc: UniGrpc,
     pub emulation: EmulationSection,
@@ -151,6 +153,8 @@ pub struct Client {
     pub subscribe_to_user_personal_channel: PersonalChannel,
     /// The connect reply carries the server's time (Unix milliseconds).
     pub connect_include_server_time: bool,
+    /// The disconnect a refused unidirectional connect closes with, by error code.
+    pub connect_code_to_unidirectional_disconnect: UniDisconnectTransforms,
 }
 
 impl Default for Client {
@@ -188,6 +192,7 @@ impl Default for Client {
             insecure: s.insecure,
             subscribe_to_user_personal_channel: s.personal_channel,
             connect_include_server_time: s.connect_include_server_time,
+            connect_code_to_unidirectional_disconnect: UniDisconnectTransforms::default(),
         }
     }
 }
@@ -440,6 +445,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("websocket.compression_level", "must be 0..9");
     }
     engines::validate(c)?;
+    uni::validate(c)?;
     c.map_broker.validate()?;
     crate::consumers::validate(&c.consumers)?;
     c.pusher.validate()?;
@@ -584,6 +590,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
             insecure: c.client.insecure,
             personal_channel: c.client.subscribe_to_user_personal_channel.clone(),
             connect_include_server_time: c.client.connect_include_server_time,
+            unidirectional_code_to_disconnect: c.client.connect_code_to_unidirectional_disconnect.in_force(),
         },
         proxy: ProxySettings {
             client: c.client.proxy.clone(),
