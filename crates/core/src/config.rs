@@ -503,6 +503,52 @@ pub struct ProxyHttp {
     /// Headers sent with every request (forwarded client headers win).
     pub static_headers: BTreeMap<String, String>,
     pub tls: ProxyTls,
+    /// A backend's HTTP status other than 200 answered to the client as an error or a
+    /// disconnect (instead of error 100).
+    pub status_to_code_transforms: Vec<StatusToCodeTransform>,
+}
+
+/// One of `http.status_to_code_transforms`: `to_error` or `to_disconnect` (one of them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct StatusToCodeTransform {
+    pub status_code: u16,
+    pub to_error: TransformError,
+    pub to_disconnect: TransformDisconnect,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TransformError {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
+}
+
+impl ProxyHttp {
+    /// Centrifugo's checks of `status_to_code_transforms`: a status, one target, ASCII text
+    /// that fits a WebSocket close reason (123 bytes).
+    pub fn check_transforms(&self) -> Result<(), String> {
+        const MAX_TEXT: usize = 123;
+        for (i, t) in self.status_to_code_transforms.iter().enumerate() {
+            let at = format!("status_to_code_transforms[{i}]");
+            let fail = |m: &str| Err(format!("{at}: {m}"));
+            if t.status_code == 0 {
+                return fail("status_code must be set");
+            }
+            match (t.to_error.code > 0, t.to_disconnect.code > 0) {
+                (false, false) => return fail("to_error.code or to_disconnect.code must be set"),
+                (true, true) => return fail("to_error and to_disconnect cannot both be set"),
+                _ => {}
+            }
+            for text in [&t.to_error.message, &t.to_disconnect.reason] {
+                if !text.is_ascii() || text.len() > MAX_TEXT {
+                    return fail("messages and reasons must be ASCII, at most 123 bytes");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `grpc.*` of a proxy.
@@ -533,6 +579,13 @@ pub struct ProxyTls {
     /// base64 of it, or a file path, as Centrifugo reads them.
     pub cert_pem: String,
     pub key_pem: String,
+    /// In Centrifugo's TLS section for servers too; a client has no use for it.
+    pub client_ca_pem: String,
+    /// Any backend certificate is accepted (for tests only, as in Centrifugo).
+    pub insecure_skip_verify: bool,
+    /// The name the backend's certificate must carry (and the TLS SNI), when it is not the
+    /// endpoint's host.
+    pub server_name: String,
 }
 
 /// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.

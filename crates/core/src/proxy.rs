@@ -126,7 +126,7 @@ impl Endpoints {
             if c.max_in_flight == 0 {
                 return Err(bad(format!("{key}.max_in_flight"), "must be positive".into()));
             }
-            Ok(())
+            c.http.check_transforms().map_err(|m| bad(format!("{key}.http"), m))
         };
         if p.client.connect.enabled {
             check("client.proxy.connect", &p.client.connect.proxy)?;
@@ -481,11 +481,14 @@ pub async fn call<R: DeserializeOwned>(
     let took = started.elapsed();
     drop(inflight);
     let answer = match r {
-        Err(f) => {
-            tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
-            crate::series::proxy_call(protocol, kind, &endpoint.name, took, f.outcome());
-            return Err(f);
-        }
+        Err(f) => match status_answer(&endpoint.config, &f) {
+            Some(a) => a,
+            None => {
+                tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
+                crate::series::proxy_call(protocol, kind, &endpoint.name, took, f.outcome());
+                return Err(f);
+            }
+        },
         Ok(Envelope { disconnect: Some(d), .. }) => Answer::Disconnect(d),
         Ok(Envelope { error: Some(e), .. }) => Answer::Error(e),
         Ok(Envelope { result, .. }) => Answer::Result(result),
@@ -497,6 +500,26 @@ pub async fn call<R: DeserializeOwned>(
     };
     crate::series::proxy_call(protocol, kind, &endpoint.name, took, outcome);
     Ok(answer)
+}
+
+/// A backend's HTTP status as `http.status_to_code_transforms` turns it into an answer,
+/// when one lists it (Centrifugo's `transformHTTPStatusError`; HTTP proxies only).
+fn status_answer<R>(c: &ProxyConfig, f: &ProxyFailure) -> Option<Answer<R>> {
+    let ProxyFailure::Status(status) = f else { return None };
+    let t = c.http.status_to_code_transforms.iter().find(|t| t.status_code == *status)?;
+    if t.to_error.code > 0 {
+        return Some(Answer::Error(BackendError {
+            code: t.to_error.code,
+            message: t.to_error.message.clone(),
+            temporary: t.to_error.temporary,
+        }));
+    }
+    (t.to_disconnect.code > 0).then(|| {
+        Answer::Disconnect(BackendDisconnect {
+            code: t.to_disconnect.code,
+            reason: t.to_disconnect.reason.clone(),
+        })
+    })
 }
 
 /// Adds `data` (raw JSON, or `b64data` when binary encoding is on or the bytes are not JSON).
