@@ -466,6 +466,10 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Headers of the client's HTTP upgrade request to forward (`Cookie`, `Authorization`...).
     pub http_headers: Vec<String>,
+    /// Headers the client sent in its connect request (`headers`: SDKs' headers emulation,
+    /// for browsers that cannot set a WebSocket's headers) to forward. They are the
+    /// client's word: a transport header of the same name (`http_headers`) wins.
+    pub emulated_headers: Vec<String>,
     /// Send the connection's `meta` (from the connect proxy's result) with each request.
     pub include_connection_meta: bool,
     /// Data goes as `b64data` (base64) instead of raw JSON.
@@ -486,6 +490,7 @@ impl Default for ProxyConfig {
             endpoint: String::new(),
             timeout: Duration::from_secs(1),
             http_headers: Vec::new(),
+            emulated_headers: Vec::new(),
             include_connection_meta: false,
             binary_encoding: false,
             http: ProxyHttp::default(),

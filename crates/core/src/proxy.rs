@@ -64,6 +64,8 @@ pub struct Endpoint {
     pub config: ProxyConfig,
     /// `config.http_headers`, lower case.
     pub forward: Vec<String>,
+    /// `config.emulated_headers`, lower case.
+    pub forward_emulated: Vec<String>,
 }
 
 /// The scheme of a gRPC endpoint (Centrifugo's `grpc://host:port`).
@@ -270,6 +272,7 @@ impl Endpoints {
             name: name.to_string(),
             config: c.clone(),
             forward: c.http_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            forward_emulated: c.emulated_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         self.all.push(ep.clone());
         ep
@@ -435,6 +438,9 @@ pub struct Caller<'a> {
     pub protocol: &'static str,
     /// Forwarded client headers (lower-case names).
     pub headers: &'a [(String, String)],
+    /// The headers of the client's connect request that some proxy forwards (lower-case
+    /// names): see [`ProxyConfig::emulated_headers`].
+    pub emulated: &'a [(String, String)],
     pub meta: Option<&'a RawValue>,
 }
 
@@ -465,12 +471,18 @@ pub async fn call<R: DeserializeOwned>(
         }
     }
     let body = serde_json::to_vec(&fields).unwrap_or_default();
-    let headers: Vec<(String, String)> = caller
+    let mut headers: Vec<(String, String)> = caller
         .headers
         .iter()
         .filter(|(k, _)| endpoint.forward.iter().any(|f| f == k))
         .cloned()
         .collect();
+    for (k, v) in caller.emulated {
+        // A transport header of the same name is preferred (Centrifugo's order).
+        if endpoint.forward_emulated.iter().any(|f| f == k) && !headers.iter().any(|(h, _)| h == k) {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
     let started = Instant::now();
     let protocol = endpoint.protocol();
     let inflight = crate::series::ProxyInflight::start(protocol, kind, &endpoint.name);

@@ -131,6 +131,7 @@ async fn rpc(e: &Endpoints, t: &HttpProxy) -> Result<Answer<RpcResultBody>, Prox
         transport: "websocket",
         protocol: "json",
         headers: &headers,
+        emulated: &[],
         meta: None,
     };
     let mut f = serde_json::Map::new();
@@ -303,4 +304,45 @@ async fn https_endpoints_with_server_name_and_insecure_skip_verify() {
     c.proxy.rpc.proxy.http.tls.server_ca_pem = String::new();
     c.proxy.rpc.proxy.http.tls.insecure_skip_verify = true;
     assert!(matches!(answer(&c).await, Ok(Answer::Result(Some(_)))), "any certificate");
+}
+
+/// `emulated_headers`: headers the client sent in its connect request (SDKs' headers
+/// emulation) reach the backend when the proxy lists them; a transport header of the same
+/// name wins, and a name only `http_headers` lists is never taken from the client's word.
+#[tokio::test]
+async fn emulated_headers_are_forwarded_when_listed() {
+    let (url, seen) = backend(Mode::Json).await;
+    let mut c = NodeConfig::default();
+    c.proxy.rpc.proxy.endpoint = url;
+    c.proxy.rpc.proxy.http_headers = vec!["Cookie".into(), "X-Real".into()];
+    c.proxy.rpc.proxy.emulated_headers = vec!["Authorization".into(), "Cookie".into()];
+    c.proxy.rpc.without_namespace.proxy_enabled = true;
+    let e = Endpoints::build(&c).unwrap();
+    let t = HttpProxy::new(&e).unwrap();
+    let transport = vec![("cookie".to_string(), "session=transport".to_string())];
+    let emulated = vec![
+        ("authorization".to_string(), "Bearer emulated".to_string()),
+        ("cookie".to_string(), "session=emulated".to_string()),
+        ("x-real".to_string(), "forged".to_string()),
+    ];
+    let caller = Caller {
+        client: "c",
+        user: "u",
+        transport: "websocket",
+        protocol: "json",
+        headers: &transport,
+        emulated: &emulated,
+        meta: None,
+    };
+    let mut f = serde_json::Map::new();
+    f.insert("method".into(), "m".into());
+    let answer = call::<RpcResultBody>(&t, e.for_rpc("m").unwrap(), &caller, f).await;
+    assert!(matches!(answer, Ok(Answer::Result(Some(_)))), "{answer:?}");
+    let head = seen.heads.lock()[0].clone();
+    assert!(head.contains("authorization: bearer emulated"), "{head}");
+    assert!(
+        head.contains("cookie: session=transport") && !head.contains("session=emulated"),
+        "the transport's value wins: {head}"
+    );
+    assert!(!head.contains("forged"), "x-real is listed in http_headers only: {head}");
 }
