@@ -125,13 +125,24 @@ async fn rpc(e: &Endpoints, t: &HttpProxy) -> Result<Answer<RpcResultBody>, Prox
         ("cookie".to_string(), "session=1".to_string()),
         ("x-other".to_string(), "no".to_string()),
     ];
+    rpc_with(e, t, &headers, &[]).await
+}
+
+/// An RPC call from a connection whose request had `headers` and whose connect request had
+/// `emulated` headers.
+async fn rpc_with(
+    e: &Endpoints,
+    t: &HttpProxy,
+    headers: &[(String, String)],
+    emulated: &[(String, String)],
+) -> Result<Answer<RpcResultBody>, ProxyFailure> {
     let caller = Caller {
         client: "c",
         user: "u",
         transport: "websocket",
         protocol: "json",
-        headers: &headers,
-        emulated: &[],
+        headers,
+        emulated,
         meta: None,
     };
     let mut f = serde_json::Map::new();
@@ -325,18 +336,7 @@ async fn emulated_headers_are_forwarded_when_listed() {
         ("cookie".to_string(), "session=emulated".to_string()),
         ("x-real".to_string(), "forged".to_string()),
     ];
-    let caller = Caller {
-        client: "c",
-        user: "u",
-        transport: "websocket",
-        protocol: "json",
-        headers: &transport,
-        emulated: &emulated,
-        meta: None,
-    };
-    let mut f = serde_json::Map::new();
-    f.insert("method".into(), "m".into());
-    let answer = call::<RpcResultBody>(&t, e.for_rpc("m").unwrap(), &caller, f).await;
+    let answer = rpc_with(&e, &t, &transport, &emulated).await;
     assert!(matches!(answer, Ok(Answer::Result(Some(_)))), "{answer:?}");
     let head = seen.heads.lock()[0].clone();
     assert!(head.contains("authorization: bearer emulated"), "{head}");
