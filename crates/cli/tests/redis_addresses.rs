@@ -108,3 +108,57 @@ async fn cluster_node_given_as_address() {
     let keys: String = cluster.nodes.iter().map(|n| cli(n.port, &["KEYS", "detected.stream.*"])).collect();
     assert!(keys.contains("detected.stream.{") && keys.contains("}.news"), "{keys}");
 }
+
+/// The name connections to Redis with `client_name` (`CLIENT SETNAME`), that `CLIENT LIST`
+/// shows on each server: the command connection and the pub/sub pinger, named again after
+/// Redis dropped them; on a Cluster, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_carry_the_client_name() {
+    let named = |port: u16| {
+        cli(port, &["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains(" name=wshub-a "))
+            .count()
+    };
+    let redis = RedisServer::start().await;
+    let cfg = config(json!({"address": format!("127.0.0.1:{}", redis.port), "prefix": "named", "client_name": "wshub-a"}));
+    let node = serves("redis-client-name", &cfg).await;
+    let listed = cli(redis.port, &["CLIENT", "LIST"]);
+    assert!(named(redis.port) >= 2, "the command connection and the pinger: {listed}");
+    // Redis drops every connection: the node reconnects, and names the new ones.
+    cli(redis.port, &["CLIENT", "KILL", "TYPE", "normal"]);
+    cli(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let ok = matches!(
+            api(node.port, "publish", &json!({"channel": "news", "data": {"a": 2}})).await,
+            Ok((200, _))
+        );
+        if ok && named(redis.port) >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not named again: {}",
+            cli(redis.port, &["CLIENT", "LIST"])
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // polling Redis's client list
+    }
+    drop(node);
+
+    let cluster = RedisCluster::start().await;
+    let cfg = config(json!({"address": format!("127.0.0.1:{}", cluster.nodes[0].port), "prefix": "namedc", "client_name": "wshub-a"}));
+    let _node = serves("redis-client-name-cluster", &cfg).await;
+    for n in &cluster.nodes {
+        assert!(named(n.port) >= 1, "node {}: {}", n.port, cli(n.port, &["CLIENT", "LIST"]));
+    }
+    // A name Redis would refuse stops the start.
+    let mut bad = config(json!({"address": format!("127.0.0.1:{}", redis.port), "client_name": "two words"}));
+    bad["engine"]["redis"]["client_name"] = json!("two words");
+    let dir = temp_dir("redis-client-name-bad");
+    let file = dir.join("bad.json");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let out = run_to_end(std::process::Command::new(env!("CARGO_BIN_EXE_wshub")).args(["checkconfig", "-c", file.to_str().unwrap()]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("engine.redis.client_name"), "{out:?}");
+}

@@ -266,6 +266,54 @@ pub struct SessionConfig {
     /// this after it was published means insufficient state for positioned subscribers
     /// (zero: no limit).
     pub channel_position_max_time_lag: Duration,
+    /// `client.connect_code_to_unidirectional_disconnect.transforms` (when `enabled`): the
+    /// disconnect a refused unidirectional connect closes with, by error code, before
+    /// Centrifugo's fixed table ([`SessionConfig::unidirectional_disconnect`]).
+    pub unidirectional_code_to_disconnect: Vec<CodeToDisconnect>,
+}
+
+/// One of `client.connect_code_to_unidirectional_disconnect.transforms`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct CodeToDisconnect {
+    /// The connect error's code.
+    pub code: u32,
+    pub to: TransformDisconnect,
+}
+
+/// A disconnect a transform gives (`code`, `reason`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TransformDisconnect {
+    pub code: u32,
+    pub reason: String,
+}
+
+impl SessionConfig {
+    /// The disconnect (code, reason) a unidirectional client gets for a connect refused
+    /// with error `code`: the configured transform, else centrifuge's fixed table (expired
+    /// -> 3005, too many requests -> 3013, permission denied -> 3507), else 3004.
+    pub fn unidirectional_disconnect(&self, code: u32) -> (u16, std::borrow::Cow<'static, str>) {
+        if let Some(t) = self.unidirectional_code_to_disconnect.iter().find(|t| t.code == code) {
+            // The loader keeps `to.code` within u16.
+            let to = u16::try_from(t.to.code).unwrap_or(wshub_protocol::codes::disconnect::INTERNAL_ERROR);
+            return (to, t.to.reason.clone().into());
+        }
+        let (to, reason) = default_unidirectional_disconnect(code);
+        (to, reason.into())
+    }
+}
+
+/// centrifuge's fixed table of the disconnect a unidirectional client gets for a connect
+/// error `code` (its `defaultUniErrorCodeToDisconnect`, then `DisconnectServerError`).
+pub fn default_unidirectional_disconnect(code: u32) -> (u16, &'static str) {
+    use wshub_protocol::codes::{disconnect as dc, error as ec};
+    match code {
+        ec::EXPIRED | ec::TOKEN_EXPIRED => (dc::EXPIRED, "connection expired"),
+        ec::TOO_MANY_REQUESTS => (dc::TOO_MANY_REQUESTS, "too many requests"),
+        ec::PERMISSION_DENIED => (dc::PERMISSION_DENIED, "permission denied"),
+        _ => (dc::INTERNAL_ERROR, "internal server error"),
+    }
 }
 
 /// `client.subscribe_to_user_personal_channel`: every connection of an authenticated user
@@ -316,6 +364,7 @@ impl Default for SessionConfig {
             presence_update_interval: Duration::from_secs(27),
             channel_position_check_delay: Duration::from_secs(40),
             channel_position_max_time_lag: Duration::ZERO,
+            unidirectional_code_to_disconnect: Vec::new(),
         }
     }
 }
@@ -450,6 +499,10 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Headers of the client's HTTP upgrade request to forward (`Cookie`, `Authorization`...).
     pub http_headers: Vec<String>,
+    /// Headers the client sent in its connect request (`headers`: SDKs' headers emulation,
+    /// for browsers that cannot set a WebSocket's headers) to forward. They are the
+    /// client's word: a transport header of the same name (`http_headers`) wins.
+    pub emulated_headers: Vec<String>,
     /// Send the connection's `meta` (from the connect proxy's result) with each request.
     pub include_connection_meta: bool,
     /// Data goes as `b64data` (base64) instead of raw JSON.
@@ -470,6 +523,7 @@ impl Default for ProxyConfig {
             endpoint: String::new(),
             timeout: Duration::from_secs(1),
             http_headers: Vec::new(),
+            emulated_headers: Vec::new(),
             include_connection_meta: false,
             binary_encoding: false,
             http: ProxyHttp::default(),
@@ -487,6 +541,52 @@ pub struct ProxyHttp {
     /// Headers sent with every request (forwarded client headers win).
     pub static_headers: BTreeMap<String, String>,
     pub tls: ProxyTls,
+    /// A backend's HTTP status other than 200 answered to the client as an error or a
+    /// disconnect (instead of error 100).
+    pub status_to_code_transforms: Vec<StatusToCodeTransform>,
+}
+
+/// One of `http.status_to_code_transforms`: `to_error` or `to_disconnect` (one of them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct StatusToCodeTransform {
+    pub status_code: u16,
+    pub to_error: TransformError,
+    pub to_disconnect: TransformDisconnect,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TransformError {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
+}
+
+impl ProxyHttp {
+    /// Centrifugo's checks of `status_to_code_transforms`: a status, one target, ASCII text
+    /// that fits a WebSocket close reason (123 bytes).
+    pub fn check_transforms(&self) -> Result<(), String> {
+        const MAX_TEXT: usize = 123;
+        for (i, t) in self.status_to_code_transforms.iter().enumerate() {
+            let at = format!("status_to_code_transforms[{i}]");
+            let fail = |m: &str| Err(format!("{at}: {m}"));
+            if t.status_code == 0 {
+                return fail("status_code must be set");
+            }
+            match (t.to_error.code > 0, t.to_disconnect.code > 0) {
+                (false, false) => return fail("to_error.code or to_disconnect.code must be set"),
+                (true, true) => return fail("to_error and to_disconnect cannot both be set"),
+                _ => {}
+            }
+            for text in [&t.to_error.message, &t.to_disconnect.reason] {
+                if !text.is_ascii() || text.len() > MAX_TEXT {
+                    return fail("messages and reasons must be ASCII, at most 123 bytes");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `grpc.*` of a proxy.
@@ -517,6 +617,13 @@ pub struct ProxyTls {
     /// base64 of it, or a file path, as Centrifugo reads them.
     pub cert_pem: String,
     pub key_pem: String,
+    /// In Centrifugo's TLS section for servers too; a client has no use for it.
+    pub client_ca_pem: String,
+    /// Any backend certificate is accepted (for tests only, as in Centrifugo).
+    pub insecure_skip_verify: bool,
+    /// The name the backend's certificate must carry (and the TLS SNI), when it is not the
+    /// endpoint's host.
+    pub server_name: String,
 }
 
 /// `client.proxy.connect` / `client.proxy.refresh`: a proxy with an `enabled` switch.

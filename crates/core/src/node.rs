@@ -425,6 +425,7 @@ impl Node {
             transport: "http",
             protocol: "json",
             headers: &[],
+            emulated: &[],
             meta: None,
         };
         let mut f = serde_json::Map::new();

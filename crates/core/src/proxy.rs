@@ -64,6 +64,8 @@ pub struct Endpoint {
     pub config: ProxyConfig,
     /// `config.http_headers`, lower case.
     pub forward: Vec<String>,
+    /// `config.emulated_headers`, lower case.
+    pub forward_emulated: Vec<String>,
 }
 
 /// The scheme of a gRPC endpoint (Centrifugo's `grpc://host:port`).
@@ -126,7 +128,7 @@ impl Endpoints {
             if c.max_in_flight == 0 {
                 return Err(bad(format!("{key}.max_in_flight"), "must be positive".into()));
             }
-            Ok(())
+            c.http.check_transforms().map_err(|m| bad(format!("{key}.http"), m))
         };
         if p.client.connect.enabled {
             check("client.proxy.connect", &p.client.connect.proxy)?;
@@ -270,6 +272,7 @@ impl Endpoints {
             name: name.to_string(),
             config: c.clone(),
             forward: c.http_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            forward_emulated: c.emulated_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         self.all.push(ep.clone());
         ep
@@ -435,6 +438,9 @@ pub struct Caller<'a> {
     pub protocol: &'static str,
     /// Forwarded client headers (lower-case names).
     pub headers: &'a [(String, String)],
+    /// The headers of the client's connect request that some proxy forwards (lower-case
+    /// names): see [`ProxyConfig::emulated_headers`].
+    pub emulated: &'a [(String, String)],
     pub meta: Option<&'a RawValue>,
 }
 
@@ -465,12 +471,18 @@ pub async fn call<R: DeserializeOwned>(
         }
     }
     let body = serde_json::to_vec(&fields).unwrap_or_default();
-    let headers: Vec<(String, String)> = caller
+    let mut headers: Vec<(String, String)> = caller
         .headers
         .iter()
         .filter(|(k, _)| endpoint.forward.iter().any(|f| f == k))
         .cloned()
         .collect();
+    for (k, v) in caller.emulated {
+        // A transport header of the same name is preferred (Centrifugo's order).
+        if endpoint.forward_emulated.iter().any(|f| f == k) && !headers.iter().any(|(h, _)| h == k) {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
     let started = Instant::now();
     let protocol = endpoint.protocol();
     let inflight = crate::series::ProxyInflight::start(protocol, kind, &endpoint.name);
@@ -481,11 +493,14 @@ pub async fn call<R: DeserializeOwned>(
     let took = started.elapsed();
     drop(inflight);
     let answer = match r {
-        Err(f) => {
-            tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
-            crate::series::proxy_call(protocol, kind, &endpoint.name, took, f.outcome());
-            return Err(f);
-        }
+        Err(f) => match status_answer(&endpoint.config, &f) {
+            Some(a) => a,
+            None => {
+                tracing::warn!(kind, endpoint = %endpoint.config.endpoint, client = caller.client, error = %f, "proxy call failed");
+                crate::series::proxy_call(protocol, kind, &endpoint.name, took, f.outcome());
+                return Err(f);
+            }
+        },
         Ok(Envelope { disconnect: Some(d), .. }) => Answer::Disconnect(d),
         Ok(Envelope { error: Some(e), .. }) => Answer::Error(e),
         Ok(Envelope { result, .. }) => Answer::Result(result),
@@ -497,6 +512,26 @@ pub async fn call<R: DeserializeOwned>(
     };
     crate::series::proxy_call(protocol, kind, &endpoint.name, took, outcome);
     Ok(answer)
+}
+
+/// A backend's HTTP status as `http.status_to_code_transforms` turns it into an answer,
+/// when one lists it (Centrifugo's `transformHTTPStatusError`; HTTP proxies only).
+fn status_answer<R>(c: &ProxyConfig, f: &ProxyFailure) -> Option<Answer<R>> {
+    let ProxyFailure::Status(status) = f else { return None };
+    let t = c.http.status_to_code_transforms.iter().find(|t| t.status_code == *status)?;
+    if t.to_error.code > 0 {
+        return Some(Answer::Error(BackendError {
+            code: t.to_error.code,
+            message: t.to_error.message.clone(),
+            temporary: t.to_error.temporary,
+        }));
+    }
+    (t.to_disconnect.code > 0).then(|| {
+        Answer::Disconnect(BackendDisconnect {
+            code: t.to_disconnect.code,
+            reason: t.to_disconnect.reason.clone(),
+        })
+    })
 }
 
 /// Adds `data` (raw JSON, or `b64data` when binary encoding is on or the bytes are not JSON).

@@ -230,6 +230,18 @@ pub struct Session {
     refused: u32,
     /// Forwarded headers and connection meta for the backend proxies.
     proxy: Option<Box<proxied::ProxyConn>>,
+    /// Why a unidirectional connect was refused, as the connect logic said it (before the
+    /// disconnect it became): boxed, set only on a refused connection.
+    refusal: Option<Box<ConnectRefusal>>,
+}
+
+/// A refused unidirectional connect as the connect logic said it: an error's code and
+/// message, or a disconnect's code and reason. Centrifugo's `connect_code_to_http_response`
+/// matches these, not the disconnect the client would be closed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRefusal {
+    pub code: u32,
+    pub message: String,
 }
 
 /// The monotonic moment of Unix time `unix` (a token's, the API's or a proxy's number:
@@ -266,6 +278,7 @@ impl Session {
             },
             refused: 0,
             proxy: None,
+            refusal: None,
             node,
         }
     }
@@ -280,6 +293,31 @@ impl Session {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Why the connect of a unidirectional connection was refused, if it was.
+    pub fn connect_refusal(&self) -> Option<&ConnectRefusal> {
+        self.refusal.as_deref()
+    }
+
+    /// A unidirectional client reads no replies: a refused connect closes it, with the
+    /// disconnect Centrifugo gives the error (`client.connect_code_to_unidirectional_disconnect`,
+    /// then its fixed table). The refusal as said is kept for the HTTP transports' own
+    /// transforms.
+    fn unidirectional_refusal(&mut self, f: Fail) -> Fail {
+        let (code, message) = match &f {
+            Fail::Error(e) => (e.code(), e.message().into_owned()),
+            Fail::Backend(e) => (e.code, e.message.clone()),
+            Fail::Disconnect(d) => (u32::from(d.0), d.1.to_string()),
+        };
+        self.refusal = Some(Box::new(ConnectRefusal { code, message }));
+        match f {
+            Fail::Disconnect(d) => Fail::Disconnect(d),
+            _ => {
+                let (code, reason) = self.node.config.session.unidirectional_disconnect(code);
+                Fail::Disconnect(Disconnect(code, reason))
+            }
+        }
     }
 
     pub fn channels(&self) -> impl Iterator<Item = &str> {

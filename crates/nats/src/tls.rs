@@ -64,8 +64,15 @@ impl Tls {
 }
 
 /// `insecure_skip_verify`: signatures are still checked, the certificate's chain and name not.
+/// (The server's HTTP and gRPC proxies use it too, for their own `insecure_skip_verify`.)
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyCertificate {
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        AnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -36,6 +36,9 @@ pub struct Connection {
     pub tls: Option<Tls>,
     /// TLS to the sentinels (`engine.redis.sentinel_tls.*`, `sentinel_tls_enabled`).
     pub sentinel_tls: Option<Tls>,
+    /// `CLIENT SETNAME` of wshub's connections (`client_name`; empty: none), so that
+    /// `CLIENT LIST` tells them apart.
+    pub client_name: String,
 }
 
 impl Default for Connection {
@@ -49,6 +52,7 @@ impl Default for Connection {
             force_resp2: false,
             tls: None,
             sentinel_tls: None,
+            client_name: String::new(),
         }
     }
 }

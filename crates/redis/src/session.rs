@@ -76,6 +76,7 @@ impl Session {
         if target.is_cluster() {
             let (push_tx, pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
             let mut conn = target.cluster_pubsub(push_tx).await?;
+            target.name_connection(&mut conn).await?;
             let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
             let canaries = canary_channels(&canary.channel, &masters_of(&slots));
             conn.ssubscribe(&names.control).await?;
@@ -94,9 +95,10 @@ impl Session {
         for ch in channels {
             sink.subscribe(names.client(ch)).await?;
         }
-        let pinger = client
+        let mut pinger = client
             .get_multiplexed_async_connection_with_config(&target.connection_config())
             .await?;
+        target.name_connection(&mut pinger).await?;
         let canaries = vec![(canary.channel.clone(), canary.health.shard.clone())];
         Ok((Session::Single { sink, stream, pinger }, canaries))
     }

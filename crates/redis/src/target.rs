@@ -1,6 +1,7 @@
 //! Where a shard's Redis is and how to connect to it: one address, the current master of
 //! a Sentinel group, or a Redis Cluster, with the shard's credentials, timeouts and TLS.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::address::{self, Location, Tls};
@@ -248,8 +249,22 @@ impl Target {
 
     /// A command connection.
     pub async fn connect(&self) -> redis::RedisResult<Conn> {
+        let c = &self.spec().connection;
+        let name = (!c.client_name.is_empty()).then(|| {
+            Arc::new(ClientName {
+                name: c.client_name.clone(),
+                unnamed: AtomicBool::new(true),
+            })
+        });
+        Ok(Conn {
+            kind: self.connect_kind().await?,
+            name,
+        })
+    }
+
+    async fn connect_kind(&self) -> redis::RedisResult<ConnKind> {
         if let Target::Cluster(_, c, _) = self {
-            return Ok(Conn::Cluster(c.get_async_connection().await?));
+            return Ok(ConnKind::Cluster(c.get_async_connection().await?));
         }
         let c = &self.spec().connection;
         let cfg = redis::aio::ConnectionManagerConfig::new()
@@ -258,9 +273,17 @@ impl Target {
             // Few retries per attempt: a call fails fast while Redis is away (the next call
             // tries again), and a wrong address fails the start within seconds.
             .set_number_of_retries(2);
-        Ok(Conn::Single(
+        Ok(ConnKind::Single(
             redis::aio::ConnectionManager::new_with_config(self.client().await?, cfg).await?,
         ))
+    }
+
+    /// Names a connection wshub opened itself (`client_name`), if a name is configured.
+    pub async fn name_connection(&self, c: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
+        match self.spec().connection.client_name.as_str() {
+            "" => Ok(()),
+            name => set_name(c, name).await,
+        }
     }
 
     /// A cluster connection for sharded pub/sub: RESP3, its pushes (messages, lost
@@ -306,19 +329,91 @@ fn cluster_builder(seeds: &[(String, u16)], c: &address::Connection) -> redis::c
     b
 }
 
+/// `CLIENT SETNAME` (on a Cluster: every node's connection).
+async fn set_name(c: &mut impl redis::aio::ConnectionLike, name: &str) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async(c).await
+}
+
 /// A command connection: to one Redis (reconnecting by itself) or to a cluster (routing
-/// by key, following MOVED/ASK and topology changes).
+/// by key, following MOVED/ASK and topology changes), named with `client_name`.
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    kind: ConnKind,
+    name: Option<Arc<ClientName>>,
+}
+
+/// A connection's `client_name`. redis-rs reconnects by itself and has no hook for a
+/// command on a new connection: the name is set before the first command, and again before
+/// the command that follows an error that may have cost the connection (with RESP2, which
+/// the command connections speak, redis-rs reconnects only after such an error).
+struct ClientName {
+    name: String,
+    unnamed: AtomicBool,
+}
+
+impl ClientName {
+    async fn ensure(&self, c: &mut ConnKind) {
+        if self.unnamed.load(Ordering::Relaxed) && set_name(c, &self.name).await.is_ok() {
+            self.unnamed.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn after<T>(&self, r: &redis::RedisResult<T>) {
+        if let Err(e) = r {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.is_unrecoverable_error() {
+                self.unnamed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ConnKind {
     Single(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl Conn {
+    /// Runs `f` on the connection, named first when it needs to be.
+    fn named<'a, T: Send + 'a>(
+        &'a mut self,
+        f: impl FnOnce(&'a mut ConnKind) -> redis::RedisFuture<'a, T> + Send + 'a,
+    ) -> redis::RedisFuture<'a, T> {
+        let Some(name) = self.name.clone() else {
+            return f(&mut self.kind);
+        };
+        let kind = &mut self.kind;
+        Box::pin(async move {
+            name.ensure(kind).await;
+            let r = f(kind).await;
+            name.after(&r);
+            r
+        })
+    }
+}
+
 impl redis::aio::ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        self.named(move |c| c.req_packed_command(cmd))
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.named(move |c| c.req_packed_commands(pipeline, offset, count))
+    }
+    fn get_db(&self) -> i64 {
+        self.kind.get_db()
+    }
+}
+
+impl redis::aio::ConnectionLike for ConnKind {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            ConnKind::Single(c) => c.req_packed_command(cmd),
+            ConnKind::Cluster(c) => c.req_packed_command(cmd),
         }
     }
     fn req_packed_commands<'a>(
@@ -328,14 +423,14 @@ impl redis::aio::ConnectionLike for Conn {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            ConnKind::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            ConnKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            ConnKind::Single(c) => c.get_db(),
+            ConnKind::Cluster(c) => c.get_db(),
         }
     }
 }

@@ -62,6 +62,10 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
     let (endpoints, internal) = crate::endpoints::plan(config)?;
     // The unidirectional endpoint at its configured path (the factory sees the request's).
     let uni_path = endpoints.uni_websocket.clone();
+    let uni_close = crate::transport::websocket::UniClose {
+        disconnect_push: !config.uni_websocket.disable_disconnect_push,
+        close_frame: !config.uni_websocket.disable_closing_handshake,
+    };
     let pusher = crate::pusher::Dialect::build(config, &node, &cluster);
     let factory_pusher = pusher.clone();
     let handler: crate::state::HandlerFactory = Arc::new(move |accepted, uri, headers| {
@@ -69,7 +73,7 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             return Box::new(p.handler(&factory_node, uri, accepted.deflate, queue));
         }
         if uni_path.as_deref() == Some(uri.path()) {
-            let mut h = ClientHandler::unidirectional(factory_node.clone(), queue);
+            let mut h = ClientHandler::unidirectional(factory_node.clone(), queue, accepted.deflate, uni_close);
             h.set_request_headers(crate::transports::forwarded_headers(&forwarded, headers));
             return Box::new(h);
         }
@@ -112,6 +116,21 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             origins: OriginPolicy::from_list(&config.client.allowed_origins),
         },
         max_message_size: ws.max_message_size(),
+        uni_websocket: {
+            let u = &config.uni_websocket;
+            crate::state::WsEndpoint {
+                handshake: HandshakeConfig {
+                    protocols: Vec::new(),
+                    deflate: u.compression.then_some(DeflateConfig {
+                        level: u.compression_level,
+                        min_size: u.compression_min_size,
+                    }),
+                    origins: OriginPolicy::from_list(&config.client.allowed_origins),
+                },
+                max_message_size: u.max_message_size(),
+                write_timeout: Some(u.write_timeout()),
+            }
+        },
         handshake_timeout: config.client.handshake_timeout,
         read_timeout: (!config.http_server.read_timeout.is_zero()).then_some(config.http_server.read_timeout),
         handler,
@@ -151,6 +170,8 @@ pub fn build(config: &Config) -> Result<(Arc<Node>, ServerConfig), LoadError> {
             sse: config.sse.enabled,
             uni_http_stream: config.uni_http_stream.enabled,
             uni_sse: config.uni_sse.enabled,
+            uni_http_stream_refusals: config.uni_http_stream.connect_code_to_http_response.clone(),
+            uni_sse_refusals: config.uni_sse.connect_code_to_http_response.clone(),
             max_request_body_size: config
                 .http_stream
                 .max_request_body_size

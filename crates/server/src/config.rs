@@ -31,8 +31,10 @@ pub use nats::{Nats, NatsRawMode};
 pub use redis::{Redis, RedisConnection, RedisTls};
 pub mod planned;
 mod sections;
+mod uni;
 pub use env::leaves;
 use env::set_path;
+pub use uni::*;
 mod observability;
 mod words;
 pub use observability::*;
@@ -56,8 +58,8 @@ pub struct Config {
     pub admin: Admin,
     pub http_stream: HttpTransport,
     pub sse: HttpTransport,
-    pub uni_http_stream: HttpTransport,
-    pub uni_sse: HttpTransport,
+    pub uni_http_stream: UniHttpTransport,
+    pub uni_sse: UniHttpTransport,
     pub uni_websocket: UniWebSocket,
     pub uni_grpc: UniGrpc,
     pub emulation: EmulationSection,
@@ -160,6 +162,8 @@ pub struct Client {
     /// Delivery lag over which positioned subscribers lose their state ("0": no limit).
     #[serde(with = "duration")]
     pub channel_position_max_time_lag: Duration,
+    /// The disconnect a refused unidirectional connect closes with, by error code.
+    pub connect_code_to_unidirectional_disconnect: UniDisconnectTransforms,
 }
 
 impl Default for Client {
@@ -210,6 +214,7 @@ impl Client {
         match self.presence_update_interval.is_zero() {
             true => Duration::from_secs(25),
             false => self.presence_update_interval,
+            connect_code_to_unidirectional_disconnect: UniDisconnectTransforms::default(),
         }
     }
 }
@@ -462,6 +467,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), LoadError> {
         return fail("websocket.compression_level", "must be 0..9");
     }
     engines::validate(c)?;
+    uni::validate(c)?;
     c.map_broker.validate()?;
     crate::consumers::validate(&c.consumers)?;
     c.pusher.validate()?;
@@ -613,6 +619,7 @@ pub fn to_node_config(c: &Config) -> NodeConfig {
                 false => c.client.channel_position_check_delay,
             },
             channel_position_max_time_lag: c.client.channel_position_max_time_lag,
+            unidirectional_code_to_disconnect: c.client.connect_code_to_unidirectional_disconnect.in_force(),
         },
         proxy: ProxySettings {
             client: c.client.proxy.clone(),

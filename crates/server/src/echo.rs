@@ -29,6 +29,11 @@ pub fn config(endpoints: Endpoints, handshake: HandshakeConfig, max_message_size
     ServerConfig {
         endpoints,
         internal: None,
+        uni_websocket: crate::state::WsEndpoint {
+            handshake: handshake.clone(),
+            max_message_size,
+            write_timeout: None,
+        },
         handshake,
         max_message_size,
         handshake_timeout: timeout,

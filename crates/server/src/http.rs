@@ -71,7 +71,8 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>, endpoints: &Endpoi
     let path = req.uri().path().to_string();
     let get = req.method() == http::Method::GET;
     match endpoints.route(&path) {
-        Route::WebSocket | Route::UniWebSocket => websocket::upgrade(req, shared, peer).await,
+        Route::WebSocket => websocket::upgrade(req, shared, peer, false).await,
+        Route::UniWebSocket => websocket::upgrade(req, shared, peer, true).await,
         Route::Api(method) => match shared.config.api.as_ref() {
             Some(a) => api::api(req, shared, a, method).await,
             None => text(StatusCode::NOT_FOUND, "not found"),

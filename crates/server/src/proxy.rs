@@ -3,7 +3,8 @@
 //! endpoint (`max_in_flight`, waiting within the timeout), the endpoint's `timeout` over the
 //! whole exchange (waiting for a slot, connecting, the reply body), and a cap on the reply
 //! size. `https://` endpoints go through rustls (the public roots of `webpki-roots`, or the
-//! proxy's `http.tls.server_ca_pem`).
+//! proxy's `http.tls.server_ca_pem`; its `cert_pem`/`key_pem`, `server_name` and
+//! `insecure_skip_verify`).
 
 use std::future::Future;
 use std::io;
@@ -89,17 +90,20 @@ type ClientCert = (
 pub struct Connector {
     http: HttpConnector,
     tls: tokio_rustls::TlsConnector,
+    /// `tls.server_name`: checked in the certificate and sent as SNI instead of the host.
+    server_name: Option<Arc<str>>,
 }
 
 impl Connector {
     /// Trusting `ca_pem` (PEM certificates) when given, the public roots otherwise.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
-        Self::with_alpn(ca_pem, Vec::new(), None)
+        Self::with_alpn(ca_pem, Vec::new(), None, false)
     }
 
     /// For a proxy's `tls` section (`section` names it in errors: `http.tls`, `grpc.tls`):
     /// when enabled, its CA instead of the public roots and its client certificate (mutual
-    /// TLS); offering `alpn` in the handshake (gRPC servers want `h2`).
+    /// TLS), `insecure_skip_verify` and `server_name`; offering `alpn` in the handshake
+    /// (gRPC servers want `h2`).
     pub fn for_proxy(tls: &wshub_core::config::ProxyTls, section: &str, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
         let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
         let client = match (tls.enabled, tls.cert_pem.is_empty(), tls.key_pem.is_empty()) {
@@ -109,22 +113,32 @@ impl Connector {
             }
             _ => None,
         };
-        Self::with_alpn(ca, alpn, client).map_err(|e| format!("{section}.{e}"))
+        let insecure = tls.enabled && tls.insecure_skip_verify;
+        let mut c = Self::with_alpn(ca, alpn, client, insecure).map_err(|e| format!("{section}.{e}"))?;
+        if tls.enabled && !tls.server_name.is_empty() {
+            ServerName::try_from(tls.server_name.as_str()).map_err(|e| format!("{section}.server_name: {e}"))?;
+            c.server_name = Some(Arc::from(tls.server_name.as_str()));
+        }
+        Ok(c)
     }
 
-    fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>, client: Option<ClientCert>) -> Result<Self, String> {
-        let roots = match ca_pem {
-            // PEM text, base64 of it, or a file path, as Centrifugo reads it.
-            Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
-            None => rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
+    fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>, client: Option<ClientCert>, insecure: bool) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
+            .map_err(|e| e.to_string())?;
+        let cfg = if insecure {
+            cfg.dangerous()
+                .with_custom_certificate_verifier(Arc::new(wshub_nats::AnyCertificate::new(provider)))
+        } else {
+            cfg.with_root_certificates(match ca_pem {
+                // PEM text, base64 of it, or a file path, as Centrifugo reads it.
+                Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
+                None => rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                },
+            })
+        };
         let mut cfg = match client {
             Some((certs, key)) => cfg.with_client_auth_cert(certs, key).map_err(|e| format!("key_pem: {e}"))?,
             None => cfg.with_no_client_auth(),
@@ -136,6 +150,7 @@ impl Connector {
         Ok(Connector {
             http,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            server_name: None,
         })
     }
 }
@@ -151,12 +166,15 @@ impl tower_service::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = match &self.server_name {
+            Some(name) => name.to_string(),
+            None => uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        };
         let mut http = self.http.clone();
         let tls = self.tls.clone();
         Box::pin(async move {

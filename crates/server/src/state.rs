@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub handshake: HandshakeConfig,
     /// `websocket.message_size_limit`.
     pub max_message_size: usize,
+    /// The unidirectional WebSocket endpoint's own settings (`uni_websocket.*`).
+    pub uni_websocket: WsEndpoint,
     /// Time allowed to send the request headers.
     pub handshake_timeout: Duration,
     /// `http_server.read_timeout`: time to receive a request body once the headers are in
@@ -122,6 +124,14 @@ pub struct ServerConfig {
     pub pusher: Option<Arc<crate::pusher::api::PusherApi>>,
 }
 
+/// A WebSocket endpoint's handshake and limits, where they differ from `/connection/websocket`'s.
+#[derive(Clone)]
+pub struct WsEndpoint {
+    pub handshake: HandshakeConfig,
+    pub max_message_size: usize,
+    pub write_timeout: Option<Duration>,
+}
+
 /// The internal listener: its address, what it serves, and its TLS (`internal_tls`, or the
 /// main listener's).
 #[derive(Clone)]
@@ -138,6 +148,9 @@ pub struct EmulationConfig {
     pub sse: bool,
     pub uni_http_stream: bool,
     pub uni_sse: bool,
+    /// `uni_http_stream.connect_code_to_http_response` and `uni_sse.`'s.
+    pub uni_http_stream_refusals: crate::config::ConnectCodeToHttpResponse,
+    pub uni_sse_refusals: crate::config::ConnectCodeToHttpResponse,
     /// Largest connect request (`http_stream` body, `cf_connect`) and `/emulation` body.
     pub max_request_body_size: usize,
     /// `client.queue_max_size`.

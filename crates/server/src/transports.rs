@@ -226,7 +226,7 @@ pub(crate) async fn open_stream(
     shared.connections.opened();
     let done = emulation::count_stream(transport);
     let s = shared.clone();
-    let body = emulation::start(
+    let mut body = emulation::start(
         api.node.clone(),
         api.cluster.clone(),
         emulation::StreamSettings {
@@ -243,6 +243,24 @@ pub(crate) async fn open_stream(
             done();
         },
     );
+    let refusals = match transport {
+        Transport::UniSse => Some(&e.uni_sse_refusals),
+        Transport::UniHttpStream => Some(&e.uni_http_stream_refusals),
+        _ => None,
+    };
+    if let Some(refusals) = refusals.filter(|r| r.enabled) {
+        if let Some(r) = body.connect_first().await {
+            let (status, text_body) = refusals.response(r.code, &r.message).unwrap_or_default();
+            // The body as configured, byte for byte (no newline added), as Centrifugo writes it.
+            let mut resp = Response::new(crate::response::full(text_body));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return Err(resp);
+        }
+    }
     let content_type = match (transport, format) {
         (Transport::Sse | Transport::UniSse, _) => "text/event-stream",
         (_, Format::Json) => "application/json",

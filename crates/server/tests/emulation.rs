@@ -553,3 +553,103 @@ async fn the_drain_closes_every_transport_with_3001() {
     let left = tokio::time::timeout(LIMIT, run).await.unwrap().unwrap();
     assert_eq!(left, 0, "nothing left open");
 }
+
+/// Centrifugo's connect error transforms: `client.connect_code_to_unidirectional_disconnect`
+/// picks the disconnect a refused unidirectional connect closes with, and
+/// `connect_code_to_http_response` answers a refused `uni_http_stream` / `uni_sse` connect
+/// with an HTTP status and body instead of a stream (500 for a code it does not list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidirectional_connect_error_transforms() {
+    let to_http = |code: u32, to: Value| json!({"enabled": true, "transforms": [{"code": code, "to": to}]});
+    let server = TestServer::node(&config(json!({
+        "client": {"connect_code_to_unidirectional_disconnect": {"enabled": true, "transforms": [
+            {"code": 109, "to": {"code": 4509, "reason": "renew your token"}}
+        ]}},
+        "uni_websocket": {"enabled": true},
+        "uni_http_stream": {"enabled": true, "connect_code_to_http_response": to_http(3500, json!({"status_code": 401}))},
+        "uni_sse": {"enabled": true, "connect_code_to_http_response": to_http(109, json!({"status_code": 403, "body": "renew"}))},
+    })))
+    .await;
+    let addr = server.addr;
+    let expired = wshub_core::token::make_hs256("s", &json!({"sub": "alice", "exp": 1000})).unwrap();
+    let connect = |token: &str| json!({ "token": token }).to_string().into_bytes();
+    let post = |path: &'static str, body: Vec<u8>| call(addr, "POST", path, &[], body);
+    // The body defaults to the refusal's own message.
+    let (status, _, body) = post("/connection/uni_http_stream", connect("nope")).await;
+    assert_eq!((status, body.as_str()), (401, "invalid token"));
+    let (status, _, body) = post("/connection/uni_http_stream", connect(&expired)).await;
+    assert_eq!((status, body.as_str()), (500, "Internal Server Error"), "109 is not listed here");
+    let (status, _, body) = post("/connection/uni_sse", connect(&expired)).await;
+    assert_eq!((status, body.as_str()), (403, "renew"));
+    let q: String = connect("nope").iter().map(|b| format!("%{b:02X}")).collect();
+    let (status, _, _) = call(addr, "GET", &format!("/connection/uni_sse?cf_connect={q}"), &[], vec![]).await;
+    assert_eq!(status, 500, "3500 is not listed for uni_sse");
+    // An accepted connect still streams.
+    let (status, mut ok) = Stream::open(addr, "/connection/uni_http_stream", "POST", "{}").await;
+    assert_eq!(status, 200);
+    assert!(ok.json().await["connect"]["client"].is_string());
+    // The disconnect transform: on uni_websocket a disconnect push, then the close frame.
+    let mut ws = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    ws.send(wshub_websocket::MessageKind::Text, &connect(&expired)).await;
+    assert_eq!(
+        ws_json(&mut ws).await,
+        json!({"disconnect": {"code": 4509, "reason": "renew your token"}})
+    );
+    assert_eq!(ws.expect_close().await, 4509);
+    drop(ok);
+    server.stop().await;
+
+    // Without transforms: centrifuge's table (an expired token: 3005, which clients
+    // reconnect after), on the stream as a disconnect push that ends it.
+    let server = TestServer::node(&config(json!({"uni_http_stream": {"enabled": true}}))).await;
+    let (status, _, body) = call(server.addr, "POST", "/connection/uni_http_stream", &[], connect(&expired)).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v, json!({"disconnect": {"code": 3005, "reason": "connection expired"}}));
+    server.stop().await;
+}
+
+/// `uni_websocket.*` are the endpoint's own: compression and the message size limit apart
+/// from `websocket.*`'s, a `disconnect` push before the close frame unless
+/// `disable_disconnect_push`, no close frame with `disable_closing_handshake`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unidirectional_websocket_options() {
+    use wshub_websocket::{DeflateConfig, MessageKind};
+    let deflate = Some(DeflateConfig { level: 1, min_size: 0 });
+    let server = TestServer::node(&config(json!({
+        "uni_websocket": {"enabled": true, "compression": true, "message_size_limit": 256}
+    })))
+    .await;
+    let addr = server.addr;
+    let ws = Client::connect(addr, "/connection/websocket", &[], deflate).await;
+    assert!(ws.conn.deflate().is_none(), "websocket.compression is off");
+    let mut uni = Client::connect(addr, "/connection/uni_websocket", &[], deflate).await;
+    assert!(uni.conn.deflate().is_some(), "uni_websocket.compression is on");
+    uni.send(MessageKind::Text, b"{}").await;
+    assert!(ws_json(&mut uni).await["connect"].is_object(), "compressed pushes read back");
+    let mut big = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    let token = "x".repeat(300);
+    big.send(MessageKind::Text, json!({ "token": token }).to_string().as_bytes()).await;
+    assert_eq!(big.expect_close().await, 1009, "over uni_websocket.message_size_limit");
+    let mut bad = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
+    bad.send(MessageKind::Text, br#"{"token":"nope"}"#).await;
+    assert_eq!(
+        ws_json(&mut bad).await,
+        json!({"disconnect": {"code": 3500, "reason": "invalid token"}})
+    );
+    assert_eq!(bad.expect_close().await, 3500);
+    drop((ws, uni));
+    server.stop().await;
+
+    let server = TestServer::node(&config(json!({
+        "uni_websocket": {"enabled": true, "disable_disconnect_push": true, "disable_closing_handshake": true}
+    })))
+    .await;
+    let mut bad = Client::connect(server.addr, "/connection/uni_websocket", &[], None).await;
+    bad.send(MessageKind::Text, br#"{"token":"nope"}"#).await;
+    match bad.next_event().await {
+        wshub_websocket::Event::Closed { code, .. } => assert_eq!(code.0, 1006, "no close frame: the socket just ends"),
+        other => panic!("expected the end of the connection, got {other:?}"),
+    }
+    server.stop().await;
+}

@@ -125,12 +125,24 @@ async fn rpc(e: &Endpoints, t: &HttpProxy) -> Result<Answer<RpcResultBody>, Prox
         ("cookie".to_string(), "session=1".to_string()),
         ("x-other".to_string(), "no".to_string()),
     ];
+    rpc_with(e, t, &headers, &[]).await
+}
+
+/// An RPC call from a connection whose request had `headers` and whose connect request had
+/// `emulated` headers.
+async fn rpc_with(
+    e: &Endpoints,
+    t: &HttpProxy,
+    headers: &[(String, String)],
+    emulated: &[(String, String)],
+) -> Result<Answer<RpcResultBody>, ProxyFailure> {
     let caller = Caller {
         client: "c",
         user: "u",
         transport: "websocket",
         protocol: "json",
-        headers: &headers,
+        headers,
+        emulated,
         meta: None,
     };
     let mut f = serde_json::Map::new();
@@ -217,4 +229,120 @@ async fn https_endpoints_with_a_configured_ca() {
     let e = Endpoints::build(&c).unwrap();
     let t = HttpProxy::new(&e).unwrap();
     assert!(matches!(rpc(&e, &t).await, Err(ProxyFailure::Unreachable(_))));
+}
+
+/// `http.status_to_code_transforms`: a backend's HTTP status the list names is answered as
+/// its error or disconnect (Centrifugo's transforms); one it does not name stays a failure.
+#[tokio::test]
+async fn status_codes_transformed_to_errors_and_disconnects() {
+    use wshub_core::config::{StatusToCodeTransform, TransformDisconnect, TransformError};
+    let (url, _) = backend(Mode::Status500).await;
+    let build = |t: StatusToCodeTransform| {
+        let mut c = NodeConfig::default();
+        c.proxy.rpc.proxy.endpoint = url.clone();
+        c.proxy.rpc.proxy.http.status_to_code_transforms = vec![t];
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+        let e = Endpoints::build(&c).unwrap();
+        let t = HttpProxy::new(&e).unwrap();
+        (e, t)
+    };
+    let to_error = StatusToCodeTransform {
+        status_code: 500,
+        to_error: TransformError {
+            code: 1000,
+            message: "backend down".into(),
+            temporary: true,
+        },
+        ..Default::default()
+    };
+    let (e, t) = build(to_error.clone());
+    match rpc(&e, &t).await {
+        Ok(Answer::Error(err)) => assert_eq!((err.code, err.message.as_str(), err.temporary), (1000, "backend down", true)),
+        other => panic!("{other:?}"),
+    }
+    let (e, t) = build(StatusToCodeTransform {
+        status_code: 500,
+        to_disconnect: TransformDisconnect {
+            code: 4500,
+            reason: "go away".into(),
+        },
+        ..Default::default()
+    });
+    match rpc(&e, &t).await {
+        Ok(Answer::Disconnect(d)) => assert_eq!((d.code, d.reason.as_str()), (4500, "go away")),
+        other => panic!("{other:?}"),
+    }
+    let (e, t) = build(StatusToCodeTransform {
+        status_code: 503,
+        ..to_error.clone()
+    });
+    assert_eq!(rpc(&e, &t).await.unwrap_err(), ProxyFailure::Status(500), "500 is not listed");
+    // Centrifugo's checks: one target, a status.
+    let mut c = NodeConfig::default();
+    c.proxy.rpc.proxy.endpoint = url.clone();
+    c.proxy.rpc.without_namespace.proxy_enabled = true;
+    c.proxy.rpc.proxy.http.status_to_code_transforms = vec![StatusToCodeTransform {
+        status_code: 0,
+        ..to_error
+    }];
+    let err = Endpoints::build(&c).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("status_to_code_transforms[0]"), "{err}");
+}
+
+/// `http.tls.server_name` checks the backend's certificate against that name (and sends it
+/// as SNI) instead of the endpoint's host; `insecure_skip_verify` accepts any certificate.
+#[tokio::test]
+async fn https_endpoints_with_server_name_and_insecure_skip_verify() {
+    let cert = Cert::for_host("backend.internal", "proxy-name");
+    let (url, _) = backend_over(Mode::Tls, Some(cert.acceptor())).await;
+    let mut c = NodeConfig::default();
+    c.proxy.rpc.proxy.endpoint = url;
+    c.proxy.rpc.proxy.http.tls.enabled = true;
+    c.proxy.rpc.proxy.http.tls.server_ca_pem = cert.pem.clone();
+    c.proxy.rpc.without_namespace.proxy_enabled = true;
+    let answer = |c: &NodeConfig| {
+        let e = Endpoints::build(c).unwrap();
+        let t = HttpProxy::new(&e).unwrap();
+        async move { rpc(&e, &t).await }
+    };
+    assert!(
+        matches!(answer(&c).await, Err(ProxyFailure::Unreachable(_))),
+        "the certificate names backend.internal, not 127.0.0.1"
+    );
+    c.proxy.rpc.proxy.http.tls.server_name = "backend.internal".into();
+    assert!(matches!(answer(&c).await, Ok(Answer::Result(Some(_)))));
+    c.proxy.rpc.proxy.http.tls.server_name = String::new();
+    c.proxy.rpc.proxy.http.tls.server_ca_pem = String::new();
+    c.proxy.rpc.proxy.http.tls.insecure_skip_verify = true;
+    assert!(matches!(answer(&c).await, Ok(Answer::Result(Some(_)))), "any certificate");
+}
+
+/// `emulated_headers`: headers the client sent in its connect request (SDKs' headers
+/// emulation) reach the backend when the proxy lists them; a transport header of the same
+/// name wins, and a name only `http_headers` lists is never taken from the client's word.
+#[tokio::test]
+async fn emulated_headers_are_forwarded_when_listed() {
+    let (url, seen) = backend(Mode::Json).await;
+    let mut c = NodeConfig::default();
+    c.proxy.rpc.proxy.endpoint = url;
+    c.proxy.rpc.proxy.http_headers = vec!["Cookie".into(), "X-Real".into()];
+    c.proxy.rpc.proxy.emulated_headers = vec!["Authorization".into(), "Cookie".into()];
+    c.proxy.rpc.without_namespace.proxy_enabled = true;
+    let e = Endpoints::build(&c).unwrap();
+    let t = HttpProxy::new(&e).unwrap();
+    let transport = vec![("cookie".to_string(), "session=transport".to_string())];
+    let emulated = vec![
+        ("authorization".to_string(), "Bearer emulated".to_string()),
+        ("cookie".to_string(), "session=emulated".to_string()),
+        ("x-real".to_string(), "forged".to_string()),
+    ];
+    let answer = rpc_with(&e, &t, &transport, &emulated).await;
+    assert!(matches!(answer, Ok(Answer::Result(Some(_)))), "{answer:?}");
+    let head = seen.heads.lock()[0].clone();
+    assert!(head.contains("authorization: bearer emulated"), "{head}");
+    assert!(
+        head.contains("cookie: session=transport") && !head.contains("session=emulated"),
+        "the transport's value wins: {head}"
+    );
+    assert!(!head.contains("forged"), "x-real is listed in http_headers only: {head}");
 }

@@ -566,6 +566,16 @@ impl Connection {
         self.state = State::CloseSent;
     }
 
+    /// Ends the connection without a close frame: what is queued is written, then the
+    /// socket can go (Centrifugo's `disable_closing_handshake`, for clients of its versions
+    /// before 6.5.1 that expect the TCP connection to just end).
+    pub fn end_without_close_frame(&mut self) {
+        if self.state == State::Open {
+            self.state = State::Closed;
+            self.reading = false;
+        }
+    }
+
     /// Like [`Connection::close`], but first drops every queued frame that has not started
     /// to leave: for a peer closed for being too slow, its backlog is not worth sending.
     pub fn close_discarding(&mut self, code: CloseCode, reason: &str) {

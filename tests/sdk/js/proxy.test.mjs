@@ -13,6 +13,8 @@ async function startBackend() {
   const state = { refreshes: {} };
   const routes = {
     '/connect': (req, headers) => {
+      const emulated = /^Bearer emu-([a-z]+)$/.exec(headers.authorization || '')?.[1];
+      if (emulated) return { result: { user: emulated } };
       const cookie = headers.cookie || '';
       const user = /session=([a-z]+)/.exec(cookie)?.[1];
       if (user === 'banned') return { disconnect: { code: 4501, reason: 'banned' } };
@@ -84,7 +86,9 @@ describe('backend proxies with centrifuge-js', () => {
     const down = await freePort();
     const cfg = baseConfig();
     cfg.client.proxy = {
-      connect: { enabled: true, endpoint: `${backend.url}/connect`, timeout: '1s', http_headers: ['Cookie'] },
+      connect: {
+        enabled: true, endpoint: `${backend.url}/connect`, timeout: '1s', http_headers: ['Cookie'], emulated_headers: ['Authorization'],
+      },
       refresh: { enabled: true, endpoint: `${backend.url}/refresh`, timeout: '1s', include_connection_meta: true },
     };
     cfg.client.subscribe_to_user_personal_channel = { enabled: true };
@@ -124,6 +128,17 @@ describe('backend proxies with centrifuge-js', () => {
     assert.equal(call.body.transport, 'websocket');
     assert.equal(call.body.protocol, 'json');
     assert.equal(call.body.encoding, 'json');
+    c.disconnect();
+  });
+
+  it('headers emulation: the SDK\'s headers reach the connect proxy when emulated_headers lists them', async () => {
+    const c = client({ headers: { Authorization: 'Bearer emu-bob', Cookie: 'session=mallory' } });
+    c.connect();
+    const ctx = await once(c, 'connected');
+    const call = backend.calls.find((x) => x.path === '/connect' && x.body.client === ctx.client);
+    assert.ok(call, 'the backend saw the connect');
+    assert.equal(call.headers.authorization, 'Bearer emu-bob');
+    assert.equal(call.headers.cookie, undefined, 'Cookie is listed in http_headers only: not taken from the client\'s word');
     c.disconnect();
   });
 

@@ -11,6 +11,7 @@ impl Session {
         let node = self.node.clone();
         let cfg = &node.config.session;
         self.client = Arc::from(node.new_client_id());
+        self.keep_emulated_headers(&req.headers);
         let mut proxied: Option<proxied::ProxyConnect> = None;
         let mut from_token = false;
         let mut claims = if !req.token.is_empty() {

@@ -72,7 +72,12 @@ impl Session {
             return Err(BAD_REQUEST);
         }
         let reply = if let Some(req) = cmd.connect {
-            self.connect(req, now, out.remaining()).await.map(|r| Reply {
+            let r = self.connect(req, now, out.remaining()).await;
+            let r = match self.handle.encoding().unidirectional {
+                true => r.map_err(|f| self.unidirectional_refusal(f)),
+                false => r,
+            };
+            r.map(|r| Reply {
                 connect: Some(r),
                 ..Default::default()
             })

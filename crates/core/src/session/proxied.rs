@@ -18,6 +18,9 @@ pub(super) struct ProxyConn {
     pub headers: Vec<(String, String)>,
     /// `meta` from the connect proxy, sent back with `include_connection_meta`.
     pub meta: Option<Box<RawValue>>,
+    /// The connect request's `headers` that some proxy's `emulated_headers` names
+    /// (lower-case names), for every proxy call of the connection.
+    pub emulated: Vec<(String, String)>,
 }
 
 /// A proxy that gave no usable answer: internal, temporary (the SDK retries).
@@ -84,6 +87,22 @@ impl Session {
         }
     }
 
+    /// Keeps the connect request's `headers` (headers emulation) that some proxy forwards.
+    pub(super) fn keep_emulated_headers(&mut self, headers: &HashMap<String, String>) {
+        if headers.is_empty() {
+            return;
+        }
+        let endpoints = self.node.proxies.all();
+        let kept: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| endpoints.iter().any(|e| e.forward_emulated.contains(k)))
+            .collect();
+        if !kept.is_empty() {
+            self.proxy.get_or_insert_with(Default::default).emulated = kept;
+        }
+    }
+
     /// The user `client.user_id_http_header` names, when set and sent.
     pub(super) fn header_user(&self) -> Option<String> {
         let name = &self.node.config.session.user_id_http_header;
@@ -112,6 +131,7 @@ impl Session {
                 Format::Protobuf => "protobuf",
             },
             headers: pc.map_or(&[], |p| p.headers.as_slice()),
+            emulated: pc.map_or(&[], |p| p.emulated.as_slice()),
             meta: pc.and_then(|p| p.meta.as_deref()),
         };
         match proxy::call::<R>(t.as_ref(), ep, &caller, fields).await {

@@ -49,6 +49,8 @@ pub struct RedisConnection {
     /// (`host:port`) comma-separated; when set, `address` and the Sentinel keys are unused.
     #[serde(deserialize_with = "item_list")]
     pub cluster_address: Vec<String>,
+    /// The name wshub's connections give themselves (`CLIENT SETNAME`; empty: none).
+    pub client_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -103,6 +105,7 @@ impl Default for RedisConnection {
             force_resp2: false,
             tls: RedisTls::default(),
             cluster_address: Vec::new(),
+            client_name: String::new(),
         }
     }
 }
@@ -187,6 +190,10 @@ impl RedisConnection {
         if !self.sentinel_address.is_empty() && self.sentinel_master_name.is_empty() {
             return fail("sentinel_master_name", format!("must be set with {key}.sentinel_address"));
         }
+        if self.client_name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // Redis refuses such a name (CLIENT SETNAME): every connection would fail.
+            return fail("client_name", "cannot contain spaces or control characters".into());
+        }
         Ok(())
     }
 
@@ -211,6 +218,7 @@ impl RedisConnection {
                 force_resp2: self.force_resp2,
                 tls: tls(&format!("{section}.tls"), &self.tls)?,
                 sentinel_tls: tls(&format!("{section}.sentinel_tls"), &self.sentinel_tls)?,
+                client_name: self.client_name.clone(),
             },
             ..Default::default()
         })

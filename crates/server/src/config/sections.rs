@@ -175,10 +175,16 @@ pub struct WebSocket {
 impl WebSocket {
     /// The largest message accepted, after decompression.
     pub fn max_message_size(&self) -> usize {
-        match (self.compression, self.decompressed_message_size_limit) {
-            (true, d) if d > 0 => d.min(self.message_size_limit),
-            _ => self.message_size_limit,
-        }
+        after_decompression(self.compression, self.decompressed_message_size_limit, self.message_size_limit)
+    }
+}
+
+/// The largest message a WebSocket endpoint accepts after decompression: `limit`, or the
+/// lower `decompressed` limit with compression on.
+pub(super) fn after_decompression(compression: bool, decompressed: usize, limit: usize) -> usize {
+    match (compression, decompressed) {
+        (true, d) if d > 0 => d.min(limit),
+        _ => limit,
     }
 }
 
@@ -230,14 +236,15 @@ impl Default for Admin {
     }
 }
 
-/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation.
+/// `http_stream.*` and `sse.*`: the HTTP transports of bidirectional emulation (the
+/// unidirectional ones: [`super::UniHttpTransport`]).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct HttpTransport {
     pub enabled: bool,
     /// The endpoint's path; empty: the transport's own (`/connection/http_stream`,
-    /// `/connection/sse`, `/connection/uni_http_stream`, `/connection/uni_sse`). One type
-    /// serves four sections, so the default cannot be written here.
+    /// `/connection/sse`). One type serves both sections, so the default cannot be written
+    /// here.
     pub handler_prefix: String,
     /// Largest connect request (the `http_stream` body, or `cf_connect` for SSE).
     pub max_request_body_size: usize,
@@ -249,23 +256,6 @@ impl Default for HttpTransport {
             enabled: false,
             handler_prefix: String::new(),
             max_request_body_size: 65536,
-        }
-    }
-}
-
-/// `uni_websocket.*`: the unidirectional WebSocket endpoint.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct UniWebSocket {
-    pub enabled: bool,
-    pub handler_prefix: String,
-}
-
-impl Default for UniWebSocket {
-    fn default() -> Self {
-        UniWebSocket {
-            enabled: false,
-            handler_prefix: "/connection/uni_websocket".into(),
         }
     }
 }

@@ -22,8 +22,20 @@ use crate::state::Shared;
 use crate::tls::TlsStream;
 
 /// Answers an upgrade request (101, or the refusal) and, on success, spawns the connection.
-pub(super) async fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
-    let accepted = match handshake::accept(&req, &shared.config.handshake) {
+/// `uni`: the unidirectional endpoint, with its own settings (`uni_websocket.*`).
+pub(super) async fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr, uni: bool) -> Response<Body> {
+    let (hs, max_message_size, wt) = match uni {
+        true => {
+            let u = &shared.config.uni_websocket;
+            (&u.handshake, u.max_message_size, u.write_timeout)
+        }
+        false => (
+            &shared.config.handshake,
+            shared.config.max_message_size,
+            shared.config.write_timeout,
+        ),
+    };
+    let accepted = match handshake::accept(&req, hs) {
         Ok(a) => a,
         Err(e) => {
             metrics::counter!("wshub_handshake_refusals_total", "reason" => e.label()).increment(1);
@@ -39,7 +51,7 @@ pub(super) async fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, pe
         return text(status, reason);
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ws_config = Config::server(shared.config.max_message_size, accepted.deflate);
+    let ws_config = Config::server(max_message_size, accepted.deflate);
     let handler = (shared.config.handler)(&accepted, req.uri(), req.headers());
     let task_shared = shared.clone();
     tokio::spawn(async move {
@@ -51,7 +63,6 @@ pub(super) async fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, pe
             }
         };
         let span = tracing::info_span!("conn", %peer, client = tracing::field::Empty, user = tracing::field::Empty);
-        let wt = task_shared.config.write_timeout;
         // The connection lives in a task of its own, spawned with only what it needs: in
         // this one, the upgrade's state would sit beside the driver's for the connection's
         // whole life (measured: a 896-byte future, tokio cell 1,024 B; alone, 768 B).

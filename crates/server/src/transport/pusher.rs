@@ -55,6 +55,7 @@ fn sink(conn: &mut Connection) -> WsSink<'_> {
         replies: Replies::Lines,
         transport: "pusher",
         close_code,
+        uni: super::websocket::UniClose::BIDIRECTIONAL,
     }
 }
 

@@ -223,6 +223,29 @@ enum BodyState {
 }
 
 impl StreamBody {
+    /// Runs the connect now, before the response is answered (Centrifugo's
+    /// `connect_code_to_http_response`): the refusal when the connect is refused (the
+    /// stream is then over and is dropped), `None` when the stream goes on.
+    pub async fn connect_first(&mut self) -> Option<wshub_core::session::ConnectRefusal> {
+        let BodyState::Ready(m) = &mut self.0 else { return None };
+        let stream = m.get_mut().ok()?.as_mut()?;
+        let connect = std::mem::take(&mut stream.connect);
+        let span = stream.span.clone();
+        let refusal = async {
+            Box::pin(stream.pump.input(connect, &mut stream.sink)).await;
+            if stream.pump.session().state() == State::Connected {
+                return None;
+            }
+            let refusal = stream.pump.session().connect_refusal().cloned();
+            Box::pin(stream.pump.close()).await;
+            refusal
+        }
+        .instrument(span)
+        .await;
+        stream.connected = true;
+        refusal
+    }
+
     /// Runs the stream in the caller's task, writing its chunks to `out`, until the session
     /// ends or the client leaves.
     pub(super) async fn serve<O: Out>(self, out: O) {
@@ -365,6 +388,7 @@ pub fn start(
         },
         write_timeout: settings.write_timeout,
         connect,
+        connected: false,
         commands,
         span: tracing::info_span!("conn", peer = %settings.peer),
         _registration: Registration {
@@ -381,6 +405,8 @@ struct Stream {
     sink: StreamSink,
     write_timeout: Option<Duration>,
     connect: Bytes,
+    /// The connect already ran ([`StreamBody::connect_first`]).
+    connected: bool,
     /// The `/emulation` requests for this session (none for a unidirectional stream).
     commands: Option<mpsc::Receiver<Bytes>>,
     span: tracing::Span,
@@ -415,11 +441,14 @@ impl Stream {
             mut pump,
             mut sink,
             connect,
+            connected,
             mut commands,
             _registration,
             ..
         } = *self;
-        Box::pin(pump.input(connect, &mut sink)).await;
+        if !connected {
+            Box::pin(pump.input(connect, &mut sink)).await;
+        }
         if pump.session().state() != State::Connected {
             // Refused: the reply (or its disconnect push) is the whole stream.
             sink.ended = true;
@@ -533,9 +562,13 @@ mod tests {
             joined(uni(Transport::UniSse, &connect)),
             b"data: {\"connect\":{\"client\":\"c\"}}\n\ndata: {}\n\n".to_vec()
         );
+        // An error reply becomes centrifuge's disconnect for its code.
         let refused = Bytes::from_static(br#"{"id":1,"error":{"code":101,"message":"unauthorized"}}"#);
         let v: serde_json::Value = serde_json::from_slice(&joined(uni(Transport::UniHttpStream, &refused))).unwrap();
-        assert_eq!(v, serde_json::json!({"disconnect": {"code": 3500, "reason": "unauthorized"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"disconnect": {"code": 3004, "reason": "internal server error"}})
+        );
         // Replies to commands have no unidirectional form.
         assert!(uni(Transport::UniHttpStream, &Bytes::from_static(br#"{"id":2,"subscribe":{}}"#)).is_empty());
     }

@@ -4,7 +4,6 @@
 
 use bytes::{Buf, Bytes};
 use prost::Message as _;
-use wshub_protocol::codes::disconnect as dc;
 use wshub_protocol::Format;
 
 /// A unidirectional connect request (a bare `ConnectRequest` object, possibly empty) as the
@@ -75,10 +74,11 @@ fn uni_pushes(payload: &Bytes) -> Vec<Bytes> {
                 ..Default::default()
             }
         } else if let Some(e) = reply.error {
+            let (code, reason) = wshub_core::config::default_unidirectional_disconnect(e.code);
             wshub_protocol::Push {
                 disconnect: Some(wshub_protocol::Disconnect {
-                    code: u32::from(error_disconnect(u64::from(e.code))),
-                    reason: e.message,
+                    code: u32::from(code),
+                    reason: reason.to_string(),
                     reconnect: false,
                 }),
                 ..Default::default()
@@ -89,14 +89,6 @@ fn uni_pushes(payload: &Bytes) -> Vec<Bytes> {
         out.push(Bytes::from(push.encode_length_delimited_to_vec()));
     }
     out
-}
-
-/// The disconnect code a unidirectional client gets for a connect error.
-fn error_disconnect(code: u64) -> u16 {
-    match code {
-        101 | 109 => dc::INVALID_TOKEN,
-        _ => dc::BAD_REQUEST,
-    }
 }
 
 /// Every line of a session's JSON output in its unidirectional form.
@@ -117,7 +109,8 @@ pub fn uni_lines(payload: &Bytes) -> Vec<Bytes> {
 /// protocol: bare pushes, no replies). A push `{"push":P}` becomes `P` without a copy (its
 /// JSON encoding is exactly that wrapper); a ping `{}` stays; the connect reply becomes a
 /// `connect` push; a connect error becomes a `disconnect` push. Other replies are not for
-/// a client that sends no commands.
+/// a client that sends no commands. (The session closes a refused unidirectional connect
+/// itself; an error reply here is one refused before the connect ran.)
 pub fn uni_line(line: Bytes) -> Option<Bytes> {
     const PUSH: &[u8] = b"{\"push\":";
     if line.starts_with(PUSH) && line.ends_with(b"}") {
@@ -131,8 +124,8 @@ pub fn uni_line(line: Bytes) -> Option<Bytes> {
         return Some(Bytes::from(serde_json::json!({ "connect": c }).to_string()));
     }
     let e = v.get("error")?;
-    let code = error_disconnect(e.get("code").and_then(serde_json::Value::as_u64).unwrap_or(0));
-    let reason = e.get("message").and_then(serde_json::Value::as_str).unwrap_or("connect refused");
+    let code = e.get("code").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let (code, reason) = wshub_core::config::default_unidirectional_disconnect(u32::try_from(code).unwrap_or(0));
     Some(Bytes::from(
         serde_json::json!({"disconnect": {"code": code, "reason": reason}}).to_string(),
     ))

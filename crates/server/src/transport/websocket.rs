@@ -54,6 +54,25 @@ pub(super) struct WsSink<'a> {
     pub(super) transport: &'static str,
     /// The close code the dialect sends for the session's (Pusher has codes of its own).
     pub(super) close_code: fn(u16) -> u16,
+    pub(super) uni: UniClose,
+}
+
+/// How a unidirectional WebSocket ends (`uni_websocket.disable_disconnect_push`,
+/// `disable_closing_handshake`); a bidirectional one: a close frame alone.
+#[derive(Debug, Clone, Copy)]
+pub struct UniClose {
+    /// A `disconnect` push (JSON) goes before the close.
+    pub disconnect_push: bool,
+    /// The close frame is sent (otherwise the connection just ends).
+    pub close_frame: bool,
+}
+
+impl UniClose {
+    /// A bidirectional connection's: the close frame says it all.
+    pub const BIDIRECTIONAL: UniClose = UniClose {
+        disconnect_push: false,
+        close_frame: true,
+    };
 }
 
 impl Sink for WsSink<'_> {
@@ -89,6 +108,14 @@ impl Sink for WsSink<'_> {
 
     fn close(&mut self, code: u16, reason: &str, discard: bool) {
         let code = (self.close_code)(code);
+        if !discard && self.uni.disconnect_push && code != dc::CONNECTION_CLOSED {
+            let push = serde_json::json!({"disconnect": {"code": code, "reason": reason}});
+            self.conn.send(MessageKind::Text, Bytes::from(push.to_string()));
+        }
+        if !self.uni.close_frame {
+            self.conn.end_without_close_frame();
+            return;
+        }
         crate::metrics::centrifugo::close_frame_sent(self.transport, code);
         if discard {
             self.conn.close_discarding(CloseCode(code), reason);
@@ -101,6 +128,7 @@ impl Sink for WsSink<'_> {
 /// The [`Handler`] of a client connection.
 pub struct ClientHandler {
     pump: Pump<WsFraming>,
+    close: UniClose,
 }
 
 impl ClientHandler {
@@ -109,9 +137,12 @@ impl ClientHandler {
     }
 
     /// A `uni_websocket` connection: its first message is a bare connect request, and it
-    /// receives bare pushes (JSON).
-    pub fn unidirectional(node: Arc<Node>, max_queue: usize) -> Self {
-        Self::with_mode(node, Format::Json, None, max_queue, true)
+    /// receives bare pushes (JSON). By Centrifugo's defaults a `disconnect` push goes
+    /// before the close frame, as on the other unidirectional transports.
+    pub fn unidirectional(node: Arc<Node>, max_queue: usize, deflate: Option<DeflateParams>, close: UniClose) -> Self {
+        let mut h = Self::with_mode(node, Format::Json, deflate, max_queue, true);
+        h.close = close;
+        h
     }
 
     fn with_mode(node: Arc<Node>, format: Format, deflate: Option<DeflateParams>, max_queue: usize, uni: bool) -> Self {
@@ -123,6 +154,7 @@ impl ClientHandler {
         let conn = Conn::new(node.next_connection_id(), Encoding::new(format, uni), max_queue, framing);
         ClientHandler {
             pump: Pump::new(node, conn),
+            close: UniClose::BIDIRECTIONAL,
         }
     }
 
@@ -138,6 +170,7 @@ impl ClientHandler {
             replies: Replies::Whole(framing.kind),
             transport: framing.transport().name,
             close_code: |code| code,
+            uni: self.close,
         }
     }
 }
