@@ -171,6 +171,8 @@ struct Sub {
     map: bool,
     /// A shared poll subscription: keys tracked, no hub entry.
     shared_poll: Option<SharedPollSub>,
+    /// The subscribe stream proxy's stream: dropped with the subscription, which cancels it.
+    stream: Option<proxy::stream::ProxyStream>,
 }
 
 /// What a shared poll subscription negotiated.

@@ -27,7 +27,7 @@ use wshub_core::engine::{BrokerHandler, EngineError};
 mod broker;
 mod tls;
 
-pub use tls::Tls;
+pub use tls::{AnyCertificate, Tls};
 
 /// `broker.nats.*`, as Centrifugo names them.
 #[derive(Debug, Clone)]

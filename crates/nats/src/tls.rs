@@ -64,8 +64,15 @@ impl Tls {
 }
 
 /// `insecure_skip_verify`: signatures are still checked, the certificate's chain and name not.
+/// (Also the server crate's, for its proxies' `tls.insecure_skip_verify`.)
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyCertificate {
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        AnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -305,6 +305,7 @@ impl Session {
                 server_refresh: p.server_refresh,
                 map: true,
                 shared_poll: None,
+                stream: None,
             },
         );
         self.map_presence(ch, opts, true).await;

@@ -49,6 +49,7 @@ impl Session {
                 server_refresh: g.server_refresh,
                 map: false,
                 shared_poll: Some(SharedPollSub { delta }),
+                stream: None,
             },
         );
         Ok(r)
