@@ -187,8 +187,9 @@ async def test_unsubscribe_cancels_the_stream(streamed):
     assert ev.subscribed
     await sub.unsubscribe()
     await wait_for(lambda: ("st:unsub", "u") in backend.closed, what="stream cancelled")
-    # A new subscription opens a new stream, and its publications flow.
-    sub, ev = await subscribed(c, "st:unsub")
+    # Subscribing again opens a new stream, and its publications flow.
+    await sub.subscribe()
+    await wait_for(lambda: len(ev.subscribed) == 2, what="subscribed again")
     backend.push("st:unsub", "u", {"again": True})
     await wait_for(lambda: ev.publications, what="publication on the new stream")
     assert len(backend.streams("st:unsub")) == 2
