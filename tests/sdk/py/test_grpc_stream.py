@@ -27,8 +27,8 @@ FAIL = object()
 
 
 class StreamBackend:
-    """Streams publications put with `push(channel, user, ...)` to that user's stream of the
-    channel; records each stream's request, metadata, client publications and its end."""
+    """Streams publications put with `push(channel, user, ...)` to that user's latest stream of
+    the channel; records each stream's request, metadata, client publications and its end."""
 
     def __init__(self):
         pb, pbg = generated("proxy")
@@ -47,7 +47,7 @@ class StreamBackend:
             if req.channel.endswith(":denied"):
                 yield pb.StreamSubscribeResponse(subscribe_response=pb.SubscribeResponse(error=pb.Error(code=4403, message="not for you")))
                 return
-            q = backend.queue(key)
+            q = backend.new_queue(key)
             info = json.dumps({"stream": kind}).encode()
             data = json.dumps({"hello": req.user}).encode()
             yield pb.StreamSubscribeResponse(subscribe_response=pb.SubscribeResponse(result=pb.SubscribeResult(info=info, data=data)))
@@ -90,9 +90,16 @@ class StreamBackend:
         self.server.start()
         self.endpoint = f"grpc://127.0.0.1:{self.port}"
 
+    def new_queue(self, key):
+        """The queue of a new stream: an earlier stream of the key, cancelled but still
+        winding down, must not take what is meant for this one."""
+        with self.lock:
+            q = self.queues[key] = queue.Queue()
+            return q
+
     def queue(self, key):
         with self.lock:
-            return self.queues.setdefault(key, queue.Queue())
+            return self.queues[key]
 
     def push(self, channel, user, data, tags=None):
         self.queue((channel, user)).put((data, tags or {}))
