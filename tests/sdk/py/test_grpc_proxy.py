@@ -227,6 +227,15 @@ async def test_rpc_and_failing_backends(proxied):
     assert 'centrifugo_proxy_errors{protocol="grpc",type="rpc",name="dead"}' in metrics, metrics[:2000]
 
 
+async def anonymous_client(server):
+    """A connected client of a server with `client.insecure`."""
+    ev = Events()
+    c = Client(server.url, events=ev)
+    await c.connect()
+    await wait_for(lambda: ev.connected, what="connected")
+    return c
+
+
 def certificates():
     """A CA, a server certificate for 127.0.0.1 and a client certificate it signed (openssl)."""
     import os
@@ -271,10 +280,7 @@ async def test_mutual_tls_to_the_backend():
         cfg["client"]["insecure"] = True
         server = Server(cfg)
         try:
-            ev = Events()
-            c = Client(server.url, events=ev)
-            await c.connect()
-            await wait_for(lambda: ev.connected, what="connected")
+            c = await anonymous_client(server)
             r = await c.rpc("mtls:echo", {"x": 1})
             assert r.data["echo"] == {"x": 1}
             with pytest.raises(ReplyError) as e:
@@ -308,10 +314,7 @@ async def test_tls_server_name_and_insecure_skip_verify():
         cfg["client"]["insecure"] = True
         server = Server(cfg)
         try:
-            ev = Events()
-            c = Client(server.url, events=ev)
-            await c.connect()
-            await wait_for(lambda: ev.connected, what="connected")
+            c = await anonymous_client(server)
             for n in ["named", "insecure"]:
                 r = await c.rpc(f"{n}:echo", {"via": n})
                 assert r.data["echo"] == {"via": n}
