@@ -138,6 +138,7 @@ def streamed():
         {"name": "sb", "subscribe_stream_proxy_enabled": True, "subscribe_stream_proxy_bidirectional": True, "subscribe_stream_proxy_name": "named"},
     ]
     cfg["proxies"] = [{"name": "named", **proxy}]
+    cfg["prometheus"] = {"enabled": True}
     server = Server(cfg)
     yield server, backend
     server.stop()
@@ -229,6 +230,9 @@ async def test_backend_error_is_the_subscribe_error(streamed):
     assert not ev.subscribed and ev.unsubscribed[0].code == 4403
     await wait_for(lambda: ("st:denied", "d") in backend.closed, what="refused stream closed")
     await c.disconnect()
+    import urllib.request
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+    assert 'protocol="grpc",type="subscribe_stream",name="default"' in metrics, "the proxy metrics count the streams"
 
 
 async def test_bidirectional_publications_reach_the_backend(streamed):
