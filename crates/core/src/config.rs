@@ -59,6 +59,13 @@ pub struct ChannelOptions {
     /// proxy (server side) instead of the client's token.
     pub sub_refresh_proxy_enabled: bool,
     pub sub_refresh_proxy_name: String,
+    /// Subscriptions without a token open a gRPC stream to the subscribe stream proxy
+    /// (`channel.proxy.subscribe_stream`, or the one named): its first message decides, the
+    /// rest are publications for this subscriber alone.
+    pub subscribe_stream_proxy_enabled: bool,
+    pub subscribe_stream_proxy_name: String,
+    /// The stream also carries the subscriber's publications to the backend.
+    pub subscribe_stream_proxy_bidirectional: bool,
     /// Delta encodings subscribers may ask for (`delta` in subscribe); only `"fossil"`
     /// exists. Empty: subscribers get whole publications.
     pub allowed_delta_types: Vec<String>,
@@ -508,8 +515,8 @@ pub struct ProxyConfig {
     /// Data goes as `b64data` (base64) instead of raw JSON.
     pub binary_encoding: bool,
     pub http: ProxyHttp,
-    /// Metadata keys of a gRPC client connection to forward to a gRPC backend (wshub has no
-    /// gRPC client transport yet, so nothing to forward; accepted for Centrifugo's files).
+    /// Metadata keys of a `uni_grpc` connection to forward to the backend (as gRPC
+    /// metadata, or HTTP headers to an HTTP backend); `http_headers` are for the others.
     pub grpc_metadata: Vec<String>,
     /// `grpc.*`: a `grpc://` endpoint's connection.
     pub grpc: ProxyGrpc,
@@ -617,11 +624,12 @@ pub struct ProxyTls {
     /// base64 of it, or a file path, as Centrifugo reads them.
     pub cert_pem: String,
     pub key_pem: String,
-    /// In Centrifugo's TLS section for servers too; a client has no use for it.
+    /// A server's setting in Centrifugo's common TLS object: read and checked, and of no
+    /// use to a client (Go's `ClientCAs` is ignored on the client side too).
     pub client_ca_pem: String,
-    /// Any backend certificate is accepted (for tests only, as in Centrifugo).
+    /// Development only: any certificate of the backend is accepted.
     pub insecure_skip_verify: bool,
-    /// The name the backend's certificate must carry (and the TLS SNI), when it is not the
+    /// The name sent (SNI) and checked in the backend's certificate, instead of the
     /// endpoint's host.
     pub server_name: String,
 }
@@ -655,6 +663,8 @@ pub struct ChannelProxies {
     /// A client's map write, and its map removal, in namespaces that enable them.
     pub map_publish: ProxyConfig,
     pub map_remove: ProxyConfig,
+    /// The subscribe stream proxy (gRPC endpoints only, as Centrifugo).
+    pub subscribe_stream: ProxyConfig,
 }
 
 /// One of `proxies: [...]`, reached by name from namespaces (`subscribe_proxy_name`...).
@@ -750,6 +760,20 @@ fn check_options(o: &ChannelOptions, key: &str) -> Result<(), ConfigError> {
         });
     }
     crate::subscription::map::validate(o.subscription_type, &o.map, key)?;
+    if o.subscribe_stream_proxy_enabled && (o.subscribe_proxy_enabled || o.publish_proxy_enabled || o.sub_refresh_proxy_enabled) {
+        // Centrifugo's rule: the stream's first message is the subscribe answer, and a
+        // bidirectional stream takes the publications.
+        return Err(ConfigError {
+            key: format!("{key}.subscribe_stream_proxy_enabled"),
+            message: "can't use subscribe stream proxy together with subscribe, publish or sub refresh proxies".into(),
+        });
+    }
+    if o.subscribe_stream_proxy_enabled && o.subscription_type != crate::subscription::SubscriptionType::Stream {
+        return Err(ConfigError {
+            key: format!("{key}.subscribe_stream_proxy_enabled"),
+            message: "serves stream subscriptions only (subscription_type \"stream\")".into(),
+        });
+    }
     if o.history_size > 0 && o.history_ttl.is_zero() {
         return Err(ConfigError {
             key: format!("{key}.history_ttl"),

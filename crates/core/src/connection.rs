@@ -34,6 +34,14 @@ pub enum Control {
     Resubscribe {
         channel: String,
     },
+    /// The backend ended the subscribe stream `stream` of `channel` ([`crate::proxy::stream`]):
+    /// unsubscribe with 2000, or with 2500 when it `failed`. Ignored when the subscription
+    /// has another stream by now.
+    StreamEnded {
+        channel: String,
+        stream: u64,
+        failed: bool,
+    },
 }
 
 /// What the node may know of a connection's transport.

@@ -95,6 +95,12 @@ impl PreparedData {
         }
     }
 
+    /// `push` for one connection's `encoding`, not shared with other subscribers (a
+    /// subscribe stream's publication); `None` when it has no form in it.
+    pub fn for_one(encoding: Encoding, push: Push) -> Option<Self> {
+        encode(encoding, push)
+    }
+
     /// Who must not receive this push; the connection's framing judges.
     pub fn skip(&self) -> Option<&crate::pusher::Skip> {
         self.skip.as_ref()

@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub mod stream;
+
 use crate::config::{ChannelOptions, ConfigError, NodeConfig, ProxyConfig, RpcConfig};
 use crate::engine::BoxFuture;
 
@@ -36,6 +38,8 @@ pub enum ProxyKind {
     SharedPollRefresh,
     MapPublish,
     MapRemove,
+    /// A subscription's gRPC stream ([`stream`]).
+    SubscribeStream,
 }
 
 impl ProxyKind {
@@ -50,6 +54,7 @@ impl ProxyKind {
             ProxyKind::SharedPollRefresh => "shared_poll_refresh",
             ProxyKind::MapPublish => "map_publish",
             ProxyKind::MapRemove => "map_remove",
+            ProxyKind::SubscribeStream => "subscribe_stream",
         }
     }
 }
@@ -66,7 +71,13 @@ pub struct Endpoint {
     pub forward: Vec<String>,
     /// `config.emulated_headers`, lower case.
     pub forward_emulated: Vec<String>,
+    /// `config.grpc_metadata`, lower case: what is forwarded of a `uni_grpc` connection's
+    /// metadata (its `http_headers` are not, as in Centrifugo).
+    pub forward_metadata: Vec<String>,
 }
+
+/// The transport whose request headers are gRPC metadata.
+const GRPC_CLIENT_TRANSPORT: &str = "uni_grpc";
 
 /// The scheme of a gRPC endpoint (Centrifugo's `grpc://host:port`).
 pub const GRPC_SCHEME: &str = "grpc://";
@@ -199,6 +210,14 @@ impl Endpoints {
                     "map_remove",
                     "map.remove_proxy_name",
                 ),
+                (
+                    ProxyKind::SubscribeStream,
+                    o.subscribe_stream_proxy_enabled,
+                    &o.subscribe_stream_proxy_name,
+                    &cp.subscribe_stream,
+                    "subscribe_stream",
+                    "subscribe_stream_proxy_name",
+                ),
             ];
             for (kind, enabled, name, default, what, name_key) in wanted {
                 if !enabled {
@@ -216,6 +235,13 @@ impl Endpoints {
                 };
                 if name == DEFAULT_NAME {
                     check(&format!("channel.proxy.{what}"), &c)?;
+                }
+                if kind == ProxyKind::SubscribeStream && !c.endpoint.starts_with(GRPC_SCHEME) {
+                    // As Centrifugo: the stream is a gRPC stream, HTTP has none.
+                    return Err(bad(
+                        format!("{key}.{name_key}"),
+                        format!("subscribe stream proxy \"{name}\": only grpc:// endpoints are supported"),
+                    ));
                 }
                 let ep = e.add(kind, name, &c);
                 e.by_kind.insert((kind, name.to_string()), ep);
@@ -273,6 +299,7 @@ impl Endpoints {
             config: c.clone(),
             forward: c.http_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
             forward_emulated: c.emulated_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            forward_metadata: c.grpc_metadata.iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         self.all.push(ep.clone());
         ep
@@ -288,9 +315,13 @@ impl Endpoints {
         self.all.is_empty()
     }
 
-    /// The lower-case names of the client headers any endpoint forwards.
+    /// The lower-case names of the client headers (and gRPC metadata) any endpoint forwards.
     pub fn forwarded_headers(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.all.iter().flat_map(|e| e.forward.iter().cloned()).collect();
+        let mut v: Vec<String> = self
+            .all
+            .iter()
+            .flat_map(|e| e.forward.iter().chain(&e.forward_metadata).cloned())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -304,6 +335,7 @@ impl Endpoints {
             ProxyKind::SubRefresh => (o.sub_refresh_proxy_enabled, &o.sub_refresh_proxy_name),
             ProxyKind::MapPublish => (o.map.publish_proxy_enabled, &o.map.publish_proxy_name),
             ProxyKind::MapRemove => (o.map.remove_proxy_enabled, &o.map.remove_proxy_name),
+            ProxyKind::SubscribeStream => (o.subscribe_stream_proxy_enabled, &o.subscribe_stream_proxy_name),
             _ => return None,
         };
         if !enabled {
@@ -394,6 +426,21 @@ pub trait ProxyTransport: Send + Sync {
         headers: &'a [(String, String)],
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>>;
+
+    /// Opens a subscription's stream ([`stream`]) with the JSON subscribe request `body`,
+    /// within the endpoint's timeout for its first message. Transports without streams
+    /// (HTTP has none) refuse.
+    fn open_stream<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+        bidirectional: bool,
+        sink: Arc<dyn stream::StreamSink>,
+    ) -> BoxFuture<'a, Result<stream::Opened, ProxyFailure>> {
+        let _ = (endpoint, headers, body, bidirectional, sink);
+        Box::pin(async { Err(ProxyFailure::Unreachable("no stream support in this transport".into())) })
+    }
 }
 
 /// A backend's `error`.
@@ -423,7 +470,7 @@ pub enum Answer<R> {
 }
 
 #[derive(Deserialize)]
-struct Envelope<R> {
+pub(crate) struct Envelope<R> {
     result: Option<R>,
     error: Option<BackendError>,
     disconnect: Option<BackendDisconnect>,
@@ -444,15 +491,13 @@ pub struct Caller<'a> {
     pub meta: Option<&'a RawValue>,
 }
 
-/// Calls `endpoint` with `fields` added to the common request fields. `Err` is a failure
-/// (logged and counted here): the client gets error 100.
-pub async fn call<R: DeserializeOwned>(
-    transport: &dyn ProxyTransport,
+/// The request body (`fields` with the common request fields) and the forwarded headers of
+/// a call to `endpoint`.
+pub(crate) fn request(
     endpoint: &Endpoint,
     caller: &Caller<'_>,
     mut fields: serde_json::Map<String, serde_json::Value>,
-) -> Result<Answer<R>, ProxyFailure> {
-    let kind = endpoint.kind.as_str();
+) -> (Vec<u8>, Vec<(String, String)>) {
     fields.insert("client".into(), caller.client.into());
     fields.insert("transport".into(), caller.transport.into());
     fields.insert("protocol".into(), caller.protocol.into());
@@ -471,10 +516,14 @@ pub async fn call<R: DeserializeOwned>(
         }
     }
     let body = serde_json::to_vec(&fields).unwrap_or_default();
+    let forward = match caller.transport {
+        GRPC_CLIENT_TRANSPORT => &endpoint.forward_metadata,
+        _ => &endpoint.forward,
+    };
     let mut headers: Vec<(String, String)> = caller
         .headers
         .iter()
-        .filter(|(k, _)| endpoint.forward.iter().any(|f| f == k))
+        .filter(|(k, _)| forward.iter().any(|f| f == k))
         .cloned()
         .collect();
     for (k, v) in caller.emulated {
@@ -483,6 +532,19 @@ pub async fn call<R: DeserializeOwned>(
             headers.push((k.clone(), v.clone()));
         }
     }
+    (body, headers)
+}
+
+/// Calls `endpoint` with `fields` added to the common request fields. `Err` is a failure
+/// (logged and counted here): the client gets error 100.
+pub async fn call<R: DeserializeOwned>(
+    transport: &dyn ProxyTransport,
+    endpoint: &Endpoint,
+    caller: &Caller<'_>,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<Answer<R>, ProxyFailure> {
+    let kind = endpoint.kind.as_str();
+    let (body, headers) = request(endpoint, caller, fields);
     let started = Instant::now();
     let protocol = endpoint.protocol();
     let inflight = crate::series::ProxyInflight::start(protocol, kind, &endpoint.name);
@@ -492,6 +554,17 @@ pub async fn call<R: DeserializeOwned>(
         .and_then(|b| serde_json::from_slice::<Envelope<R>>(&b).map_err(|e| ProxyFailure::Garbage(e.to_string())));
     let took = started.elapsed();
     drop(inflight);
+    judge(endpoint, caller, r, took)
+}
+
+/// A call's outcome as the client sees it, logged and counted.
+pub(crate) fn judge<R>(
+    endpoint: &Endpoint,
+    caller: &Caller<'_>,
+    r: Result<Envelope<R>, ProxyFailure>,
+    took: std::time::Duration,
+) -> Result<Answer<R>, ProxyFailure> {
+    let (protocol, kind) = (endpoint.protocol(), endpoint.kind.as_str());
     let answer = match r {
         Err(f) => match status_answer(&endpoint.config, &f) {
             Some(a) => a,
@@ -744,6 +817,24 @@ mod tests {
         let mut c = cfg();
         c.channel.proxy.subscribe.endpoint = "ftp://x".into();
         assert_eq!(Endpoints::build(&c).unwrap_err().key, "channel.proxy.subscribe.endpoint");
+    }
+
+    #[test]
+    fn subscribe_streams_take_grpc_endpoints_only() {
+        let mut c = NodeConfig::default();
+        c.channel.proxy.subscribe_stream.endpoint = "http://127.0.0.1:1/stream".into();
+        c.channel.without_namespace.subscribe_stream_proxy_enabled = true;
+        let err = Endpoints::build(&c).unwrap_err();
+        assert_eq!(err.key, "channel.without_namespace.subscribe_stream_proxy_name");
+        assert!(err.message.contains("only grpc://"), "{err}");
+        c.channel.proxy.subscribe_stream.endpoint = "grpc://127.0.0.1:1".into();
+        let e = Endpoints::build(&c).unwrap();
+        let ep = e.for_channel(ProxyKind::SubscribeStream, &c.channel.without_namespace).unwrap();
+        assert_eq!(ep.kind.as_str(), "subscribe_stream");
+        // With the other channel proxies it is refused, as Centrifugo refuses it.
+        c.channel.without_namespace.publish_proxy_enabled = true;
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.key, "channel.without_namespace.subscribe_stream_proxy_enabled");
     }
 
     #[test]

@@ -185,6 +185,8 @@ struct Sub {
     tracked: Option<Box<Tracked>>,
     /// Made by the server (see [`SubParams::server_side`]).
     server_side: bool,
+    /// The subscribe stream proxy's stream: dropped with the subscription, which cancels it.
+    stream: Option<proxy::stream::ProxyStream>,
 }
 
 /// A positioned subscription's stream position as the session last saw it. The hub holds

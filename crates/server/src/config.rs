@@ -204,6 +204,7 @@ impl Default for Client {
             presence_update_interval: s.presence_update_interval,
             channel_position_check_delay: s.channel_position_check_delay,
             channel_position_max_time_lag: s.channel_position_max_time_lag,
+            connect_code_to_unidirectional_disconnect: UniDisconnectTransforms::default(),
         }
     }
 }
@@ -214,7 +215,6 @@ impl Client {
         match self.presence_update_interval.is_zero() {
             true => Duration::from_secs(25),
             false => self.presence_update_interval,
-            connect_code_to_unidirectional_disconnect: UniDisconnectTransforms::default(),
         }
     }
 }

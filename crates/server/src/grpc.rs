@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod proxy;
+mod stream;
 pub mod transcode;
 pub mod uni;
 

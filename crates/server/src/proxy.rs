@@ -90,22 +90,30 @@ type ClientCert = (
 pub struct Connector {
     http: HttpConnector,
     tls: tokio_rustls::TlsConnector,
-    /// `tls.server_name`: checked in the certificate and sent as SNI instead of the host.
+    /// The name to ask for and check instead of the URI's host (`tls.server_name`).
     server_name: Option<Arc<str>>,
+}
+
+/// How the backend's certificate is checked.
+#[derive(Default)]
+struct Verify<'a> {
+    /// PEM of the CAs to trust instead of the public roots.
+    ca_pem: Option<&'a str>,
+    /// Any certificate will do (`insecure_skip_verify`).
+    any: bool,
 }
 
 impl Connector {
     /// Trusting `ca_pem` (PEM certificates) when given, the public roots otherwise.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, String> {
-        Self::with_alpn(ca_pem, Vec::new(), None, false)
+        Self::with_alpn(Verify { ca_pem, any: false }, Vec::new(), None)
     }
 
     /// For a proxy's `tls` section (`section` names it in errors: `http.tls`, `grpc.tls`):
-    /// when enabled, its CA instead of the public roots and its client certificate (mutual
-    /// TLS), `insecure_skip_verify` and `server_name`; offering `alpn` in the handshake
-    /// (gRPC servers want `h2`).
+    /// when enabled, its CA instead of the public roots (or no check at all with
+    /// `insecure_skip_verify`), its client certificate (mutual TLS) and its `server_name`;
+    /// offering `alpn` in the handshake (gRPC servers want `h2`).
     pub fn for_proxy(tls: &wshub_core::config::ProxyTls, section: &str, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
-        let ca = (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str());
         let client = match (tls.enabled, tls.cert_pem.is_empty(), tls.key_pem.is_empty()) {
             (true, false, false) => Some(crate::tls::certificate_and_key(section, &tls.cert_pem, &tls.key_pem).map_err(|e| e.0)?),
             (true, false, true) | (true, true, false) => {
@@ -113,31 +121,39 @@ impl Connector {
             }
             _ => None,
         };
-        let insecure = tls.enabled && tls.insecure_skip_verify;
-        let mut c = Self::with_alpn(ca, alpn, client, insecure).map_err(|e| format!("{section}.{e}"))?;
+        if tls.enabled && !tls.client_ca_pem.is_empty() {
+            // Centrifugo loads it (a broken one stops its start) and has no use for it here.
+            crate::tls::roots(&format!("{section}.client_ca_pem"), &tls.client_ca_pem).map_err(|e| e.0)?;
+        }
+        let verify = Verify {
+            ca_pem: (tls.enabled && !tls.server_ca_pem.is_empty()).then_some(tls.server_ca_pem.as_str()),
+            any: tls.enabled && tls.insecure_skip_verify,
+        };
+        let mut c = Self::with_alpn(verify, alpn, client).map_err(|e| format!("{section}.{e}"))?;
         if tls.enabled && !tls.server_name.is_empty() {
-            ServerName::try_from(tls.server_name.as_str()).map_err(|e| format!("{section}.server_name: {e}"))?;
+            ServerName::try_from(tls.server_name.clone()).map_err(|e| format!("{section}.server_name: {e}"))?;
             c.server_name = Some(Arc::from(tls.server_name.as_str()));
         }
         Ok(c)
     }
 
-    fn with_alpn(ca_pem: Option<&str>, alpn: Vec<Vec<u8>>, client: Option<ClientCert>, insecure: bool) -> Result<Self, String> {
+    fn with_alpn(verify: Verify<'_>, alpn: Vec<Vec<u8>>, client: Option<ClientCert>) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let cfg = if insecure {
+        let cfg = if verify.any {
             cfg.dangerous()
                 .with_custom_certificate_verifier(Arc::new(wshub_nats::AnyCertificate::new(provider)))
         } else {
-            cfg.with_root_certificates(match ca_pem {
+            let roots = match verify.ca_pem {
                 // PEM text, base64 of it, or a file path, as Centrifugo reads it.
                 Some(pem) => crate::tls::roots("server_ca_pem", pem).map_err(|e| e.0)?,
                 None => rustls::RootCertStore {
                     roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
                 },
-            })
+            };
+            cfg.with_root_certificates(roots)
         };
         let mut cfg = match client {
             Some((certs, key)) => cfg.with_client_auth_cert(certs, key).map_err(|e| format!("key_pem: {e}"))?,
@@ -167,7 +183,7 @@ impl tower_service::Service<http::Uri> for Connector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = match &self.server_name {
-            Some(name) => name.to_string(),
+            Some(n) => n.to_string(),
             None => uri
                 .host()
                 .unwrap_or_default()
@@ -309,6 +325,18 @@ impl ProxyTransport for HttpProxy {
                 Err(_) => Err(ProxyFailure::Timeout),
             }
         })
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+        bidirectional: bool,
+        sink: Arc<dyn wshub_core::proxy::stream::StreamSink>,
+    ) -> BoxFuture<'a, Result<wshub_core::proxy::stream::Opened, ProxyFailure>> {
+        // Only gRPC endpoints are accepted for streams (checked at start).
+        self.grpc.open_stream(endpoint, headers, body, bidirectional, sink)
     }
 }
 

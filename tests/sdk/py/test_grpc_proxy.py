@@ -227,6 +227,15 @@ async def test_rpc_and_failing_backends(proxied):
     assert 'centrifugo_proxy_errors{protocol="grpc",type="rpc",name="dead"}' in metrics, metrics[:2000]
 
 
+async def anonymous_client(server):
+    """A connected client of a server with `client.insecure`."""
+    ev = Events()
+    c = Client(server.url, events=ev)
+    await c.connect()
+    await wait_for(lambda: ev.connected, what="connected")
+    return c
+
+
 def certificates():
     """A CA, a server certificate for 127.0.0.1 and a client certificate it signed (openssl)."""
     import os
@@ -241,7 +250,11 @@ def certificates():
     p = lambda name: os.path.join(d, name)  # noqa: E731
     run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)  # noqa: E731
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "1", "-subj", "/CN=test-ca")
-    for name, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), ("client", "extendedKeyUsage=clientAuth\n")]:
+    for name, ext in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("named", "subjectAltName=DNS:backend.test\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ]:
         with open(p(f"{name}.ext"), "w") as f:
             f.write("basicConstraints=CA:FALSE\n" + ext)
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p(f"{name}.key"), "-out", p(f"{name}.csr"), "-subj", f"/CN={name}")
@@ -267,10 +280,7 @@ async def test_mutual_tls_to_the_backend():
         cfg["client"]["insecure"] = True
         server = Server(cfg)
         try:
-            ev = Events()
-            c = Client(server.url, events=ev)
-            await c.connect()
-            await wait_for(lambda: ev.connected, what="connected")
+            c = await anonymous_client(server)
             r = await c.rpc("mtls:echo", {"x": 1})
             assert r.data["echo"] == {"x": 1}
             with pytest.raises(ReplyError) as e:
@@ -278,6 +288,73 @@ async def test_mutual_tls_to_the_backend():
             assert e.value.code == 100
             assert [k for k in backend.kinds()] == ["rpc"], "the call without a certificate never reached the backend"
             await c.disconnect()
+        finally:
+            server.stop()
+    finally:
+        backend.stop()
+
+
+async def test_tls_server_name_and_insecure_skip_verify():
+    """grpc.tls.server_name: a backend whose certificate names backend.test (not the
+    address dialled) is reached when that name is asked for, refused otherwise (error 100);
+    insecure_skip_verify reaches it without its CA; client_ca_pem is read and changes nothing
+    for a client, as in Centrifugo."""
+    p, read = certificates()
+    backend = Backend(tls=grpc.ssl_server_credentials([(read("named.key"), read("named.pem"))]))
+    try:
+        ca = {"enabled": True, "server_ca_pem": p("ca.pem")}
+        proxies = {
+            "named": {**ca, "server_name": "backend.test", "client_ca_pem": p("ca.pem")},
+            "unnamed": ca,
+            "insecure": {"enabled": True, "insecure_skip_verify": True},
+        }
+        cfg = config()
+        cfg["proxies"] = [{"name": n, "endpoint": backend.endpoint, "timeout": "2s", "grpc": {"tls": t}} for n, t in proxies.items()]
+        cfg["rpc"] = {"namespaces": [{"name": n, "proxy_enabled": True, "proxy_name": n} for n in proxies]}
+        cfg["client"]["insecure"] = True
+        server = Server(cfg)
+        try:
+            c = await anonymous_client(server)
+            for n in ["named", "insecure"]:
+                r = await c.rpc(f"{n}:echo", {"via": n})
+                assert r.data["echo"] == {"via": n}
+            with pytest.raises(ReplyError) as e:
+                await c.rpc("unnamed:echo", {})
+            assert e.value.code == 100
+            assert backend.kinds() == ["rpc", "rpc"], "the call checking the wrong name never reached the backend"
+            await c.disconnect()
+        finally:
+            server.stop()
+    finally:
+        backend.stop()
+
+
+async def test_grpc_metadata_of_uni_grpc_connections():
+    """grpc_metadata: a uni_grpc connection's metadata named there reaches the backend (as
+    metadata); what only http_headers names does not, as in Centrifugo."""
+    from test_grpc_api import wait_listening
+
+    backend = Backend()
+    try:
+        cfg = config()
+        port = free_port()
+        cfg["uni_grpc"] = {"enabled": True, "address": "127.0.0.1", "port": port}
+        proxy = {"endpoint": backend.endpoint, "timeout": "2s", "http_headers": ["x-other"], "grpc_metadata": ["Cookie", "x-tenant"]}
+        cfg["client"]["proxy"] = {"connect": {"enabled": True, **proxy}}
+        server = Server(cfg)
+        try:
+            wait_listening(port)
+            pb, pbg = generated("unistream")
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                md = [("cookie", "session=7"), ("x-tenant", "t1"), ("x-other", "o")]
+                stream = pbg.CentrifugoUniStreamStub(ch).Consume(pb.ConnectRequest(), metadata=md, timeout=30)
+                first = next(stream)
+                assert first.HasField("connect"), first
+                stream.cancel()
+            _, req, seen = next(x for x in backend.calls if x[0] == "connect")
+            assert req.transport == "uni_grpc"
+            assert (seen.get("cookie"), seen.get("x-tenant")) == ("session=7", "t1")
+            assert "x-other" not in seen, "http_headers are not a gRPC connection's metadata"
         finally:
             server.stop()
     finally:

@@ -14,6 +14,10 @@ impl Session {
             tracing::info!(channel = %req.channel, client = %self.client, reason = why, "publish data validation failed");
             return Err(err(ec::BAD_REQUEST, "bad request"));
         }
+        if opts.subscribe_stream_proxy_enabled {
+            // Not through the broker: a bidirectional stream takes it, or nothing does.
+            return self.publish_to_stream(&req.channel, req.data).await;
+        }
         let publish_proxy = self.node.proxies.for_channel(ProxyKind::Publish, &opts).cloned();
         let (data, skip_history) = if let Some(ep) = publish_proxy {
             self.publish_via_proxy(&ep, &req.channel, &req.data).await?

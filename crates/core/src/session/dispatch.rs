@@ -251,25 +251,18 @@ impl Session {
                 }
             }
             Control::Unsubscribe { channel } => {
-                if self.subs.contains_key(&channel) {
-                    self.unsubscribe(&channel).await;
-                    crate::series::server_unsubscribe(2000);
-                    out.reply(&Reply {
-                        push: Some(Push {
-                            channel,
-                            unsubscribe: Some(Unsubscribe {
-                                code: wshub_protocol::codes::unsubscribe::SERVER,
-                                reason: "server unsubscribe".into(),
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
-                }
+                self.server_unsubscribe(channel, UNSUBSCRIBE_SERVER, &mut out).await;
             }
             Control::Resubscribe { channel } => {
                 if let Err(d) = self.insufficient_state(&channel, &mut out).await {
                     return out.disconnect(d);
+                }
+            }
+            Control::StreamEnded { channel, stream, failed } => {
+                let current = self.subs.get(&channel).and_then(|s| s.stream.as_ref()).map(|s| s.id);
+                if current == Some(stream) {
+                    let how = if failed { UNSUBSCRIBE_INSUFFICIENT } else { UNSUBSCRIBE_SERVER };
+                    self.server_unsubscribe(channel, how, &mut out).await;
                 }
             }
             Control::Refresh { expire_at } => {
@@ -288,6 +281,35 @@ impl Session {
             }
         }
         out.finish()
+    }
+}
+
+/// An unsubscribe the server decided: its code and reason.
+pub(super) type ServerUnsubscribe = (u32, &'static str);
+pub(super) const UNSUBSCRIBE_SERVER: ServerUnsubscribe = (wshub_protocol::codes::unsubscribe::SERVER, "server unsubscribe");
+/// The SDK subscribes again from scratch.
+pub(super) const UNSUBSCRIBE_INSUFFICIENT: ServerUnsubscribe =
+    (wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE, "insufficient state");
+
+impl Session {
+    /// Unsubscribes `channel`, if subscribed, and tells the client with an unsubscribe push.
+    pub(super) async fn server_unsubscribe(&mut self, channel: String, (code, reason): ServerUnsubscribe, out: &mut Writer) {
+        if !self.subs.contains_key(&channel) {
+            return;
+        }
+        self.unsubscribe(&channel).await;
+        crate::series::server_unsubscribe(code);
+        out.reply(&Reply {
+            push: Some(Push {
+                channel,
+                unsubscribe: Some(Unsubscribe {
+                    code,
+                    reason: reason.into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
 }
 

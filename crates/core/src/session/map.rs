@@ -307,6 +307,7 @@ impl Session {
                 shared_poll: None,
                 tracked: None,
                 server_side: false,
+                stream: None,
             },
         );
         self.map_presence(ch, opts, true).await;

@@ -57,6 +57,27 @@ fn bytes_field(raw: &Option<Box<RawValue>>, b64: &str, what: &str) -> Result<Byt
     }
 }
 
+/// The fields of a subscribe request (the subscribe proxy's, the subscribe stream's).
+fn subscribe_fields(ep: &Endpoint, req: &SubscribeRequest) -> Map<String, Value> {
+    let mut f = Map::new();
+    f.insert("channel".into(), req.channel.clone().into());
+    if !req.token.is_empty() {
+        f.insert("token".into(), req.token.clone().into());
+    }
+    proxy::put_data(&mut f, ep, &req.data);
+    f
+}
+
+/// What a subscribe answer's result grants.
+fn granted(r: proxy::SubscribeResultBody) -> Result<ProxySubscribe, Fail> {
+    Ok(ProxySubscribe {
+        chan_info: bytes_field(&r.info, &r.b64info, "b64info")?,
+        data: bytes_field(&r.data, &r.b64data, "b64data")?,
+        expire_at: expiry(r.expire_at),
+        override_: r.override_,
+    })
+}
+
 /// Unix seconds of a result's `expire_at` (0 or negative: none).
 fn expiry(expire_at: i64) -> Option<u64> {
     u64::try_from(expire_at).ok().filter(|&e| e > 0)
@@ -116,13 +137,10 @@ impl Session {
             .map(|(_, v)| v.clone())
     }
 
-    async fn proxy_call<R: DeserializeOwned>(&self, ep: &Endpoint, fields: Map<String, Value>) -> Result<Option<R>, Fail> {
-        let Some(t) = self.node.proxy_transport() else {
-            tracing::warn!(kind = ep.kind.as_str(), "proxy configured but no transport installed");
-            return Err(internal());
-        };
+    /// Who calls, as every proxy request tells.
+    fn caller(&self) -> Caller<'_> {
         let pc = self.proxy.as_deref();
-        let caller = Caller {
+        Caller {
             client: &self.client,
             user: &self.user,
             transport: self.handle.transport().name,
@@ -133,8 +151,19 @@ impl Session {
             headers: pc.map_or(&[], |p| p.headers.as_slice()),
             emulated: pc.map_or(&[], |p| p.emulated.as_slice()),
             meta: pc.and_then(|p| p.meta.as_deref()),
-        };
-        match proxy::call::<R>(t.as_ref(), ep, &caller, fields).await {
+        }
+    }
+
+    fn transport_for(&self, ep: &Endpoint) -> Result<Arc<dyn proxy::ProxyTransport>, Fail> {
+        self.node.proxy_transport().cloned().ok_or_else(|| {
+            tracing::warn!(kind = ep.kind.as_str(), "proxy configured but no transport installed");
+            internal()
+        })
+    }
+
+    async fn proxy_call<R: DeserializeOwned>(&self, ep: &Endpoint, fields: Map<String, Value>) -> Result<Option<R>, Fail> {
+        let t = self.transport_for(ep)?;
+        match proxy::call::<R>(t.as_ref(), ep, &self.caller(), fields).await {
             Ok(a) => answer(a),
             Err(_) => Err(internal()),
         }
@@ -211,19 +240,49 @@ impl Session {
 
     /// `subscribe` without a token in a namespace with `subscribe_proxy_enabled`.
     pub(super) async fn subscribe_via_proxy(&mut self, ep: &Endpoint, req: &SubscribeRequest) -> Result<ProxySubscribe, Fail> {
-        let mut f = Map::new();
-        f.insert("channel".into(), req.channel.clone().into());
-        if !req.token.is_empty() {
-            f.insert("token".into(), req.token.clone().into());
+        let r = self.proxy_call::<proxy::SubscribeResultBody>(ep, subscribe_fields(ep, req)).await?;
+        granted(r.unwrap_or_default())
+    }
+
+    /// `subscribe` without a token in a namespace with `subscribe_stream_proxy_enabled`: the
+    /// stream's first message answers as the subscribe proxy does.
+    pub(super) async fn subscribe_via_stream(
+        &mut self,
+        ep: &Endpoint,
+        req: &SubscribeRequest,
+        bidirectional: bool,
+    ) -> Result<(ProxySubscribe, proxy::stream::ProxyStream), Fail> {
+        let t = self.transport_for(ep)?;
+        let fields = subscribe_fields(ep, req);
+        let opened = proxy::stream::open(
+            t.as_ref(),
+            ep,
+            &self.caller(),
+            fields,
+            bidirectional,
+            self.handle.clone(),
+            &req.channel,
+        )
+        .await;
+        let (a, stream) = opened.map_err(|_| internal())?;
+        // On a refusal the stream is dropped here, which cancels it.
+        let r = answer(a)?;
+        Ok((granted(r.unwrap_or_default())?, stream))
+    }
+
+    /// A client publication in a namespace with `subscribe_stream_proxy_enabled`: up the
+    /// subscription's bidirectional stream (108 without one, as Centrifugo).
+    pub(super) async fn publish_to_stream(&mut self, channel: &str, data: Bytes) -> Result<PublishResult, Fail> {
+        let Some(s) = self.subs.get(channel).and_then(|s| s.stream.as_ref()).filter(|s| s.bidirectional) else {
+            return Err(err(ec::NOT_AVAILABLE, "not available"));
+        };
+        match s.handle.publish(data).await {
+            Ok(()) => Ok(PublishResult {}),
+            Err(e) => {
+                tracing::info!(channel, client = %self.client, error = %e, "publication to the subscribe stream failed");
+                Err(internal())
+            }
         }
-        proxy::put_data(&mut f, ep, &req.data);
-        let r = self.proxy_call::<proxy::SubscribeResultBody>(ep, f).await?.unwrap_or_default();
-        Ok(ProxySubscribe {
-            chan_info: bytes_field(&r.info, &r.b64info, "b64info")?,
-            data: bytes_field(&r.data, &r.b64data, "b64data")?,
-            expire_at: expiry(r.expire_at),
-            override_: r.override_,
-        })
     }
 
     /// A client publication through the publish proxy: the data to publish (the backend's

@@ -51,6 +51,7 @@ impl Session {
                 shared_poll: Some(SharedPollSub { delta }),
                 tracked: None,
                 server_side: false,
+                stream: None,
             },
         );
         Ok(r)

@@ -14,6 +14,8 @@ pub(super) struct Granted {
     /// Unix seconds.
     pub(super) expires: Option<u64>,
     pub(super) server_refresh: bool,
+    /// The subscribe stream proxy's stream, for the subscription once it is made.
+    pub(super) stream: Option<proxy::stream::ProxyStream>,
 }
 
 impl Session {
@@ -50,12 +52,18 @@ impl Session {
             proxy_data,
             expires,
             server_refresh,
+            stream,
         } = self.authorize(&req, now).await?;
         // As Centrifugo: a client that may read the channel's history may also ask for
-        // recovery or positioning, whatever `allow_recovery` and `allow_positioning` say.
+        // recovery or positioning, whatever `allow_recovery` and `allow_positioning` say. A
+        // subscribe stream's publications are the backend's, with no place in the channel's
+        // history: neither recovery nor positioning for it, as Centrifugo.
         let history = self.history_access_when_subscribed(&opts);
-        let recoverable = opts.has_history() && (opts.force_recovery || (req.recoverable && (opts.allow_recovery || history)));
-        let positioned = opts.has_history() && (opts.force_positioning || (req.positioned && (opts.allow_positioning || history)));
+        let own_stream = stream.is_none();
+        let recoverable =
+            own_stream && opts.has_history() && (opts.force_recovery || (req.recoverable && (opts.allow_recovery || history)));
+        let positioned =
+            own_stream && opts.has_history() && (opts.force_positioning || (req.positioned && (opts.allow_positioning || history)));
         let cache = opts.cache_recovery();
         // `auto_cache_recover`: in cache mode a subscribe recovers unasked, from the position
         // the request carries (none: offset 0).
@@ -84,6 +92,7 @@ impl Session {
         r.data = proxy_data;
         if let Some(s) = self.subs.get_mut(&req.channel) {
             s.server_refresh = server_refresh;
+            s.stream = stream;
         }
         if let (Some(e), false) = (expires, server_refresh) {
             r.expires = true;
@@ -124,6 +133,8 @@ impl Session {
         let chans = &live.channel;
         let user_limited = opts.allow_user_limited_channels && channel::user_limited_allows(chans, &req.channel, &self.user).is_some();
         let subscribe_proxy = self.node.proxies.for_channel(ProxyKind::Subscribe, &opts).cloned();
+        let stream_proxy = self.node.proxies.for_channel(ProxyKind::SubscribeStream, &opts).cloned();
+        let mut stream = None;
         if req.token.is_empty() && channel::is_private(chans, &req.channel) {
             // `channel.private_prefix`: a token or nothing, whatever the namespace allows
             // (and before any proxy is asked), as Centrifugo.
@@ -150,6 +161,16 @@ impl Session {
             proxy_data = p.data;
             expires = p.expire_at;
             server_refresh = expires.is_some() && self.node.proxies.for_channel(ProxyKind::SubRefresh, &opts).is_some();
+        } else if let (Some(ep), false) = (stream_proxy, user_limited) {
+            let bidirectional = opts.subscribe_stream_proxy_bidirectional;
+            let (p, s) = self.subscribe_via_stream(&ep, req, bidirectional).await?;
+            if let Some(o) = &p.override_ {
+                opts = o.apply(&opts);
+            }
+            chan_info = p.chan_info;
+            proxy_data = p.data;
+            expires = p.expire_at;
+            stream = Some(s);
         } else {
             let allowed = match channel::user_limited_allows(chans, &req.channel, &self.user) {
                 Some(true) if opts.allow_user_limited_channels => true,
@@ -168,6 +189,7 @@ impl Session {
             proxy_data,
             expires,
             server_refresh,
+            stream,
         })
     }
 
@@ -256,6 +278,7 @@ impl Session {
                 shared_poll: None,
                 tracked,
                 server_side,
+                stream: None,
             },
         );
         Ok(result)

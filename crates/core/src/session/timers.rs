@@ -242,19 +242,8 @@ impl Session {
         if sub.server_side {
             return Err(Disconnect::new(dc::INSUFFICIENT_STATE, "insufficient state"));
         }
-        self.unsubscribe(ch).await;
-        crate::series::server_unsubscribe(wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE);
-        out.reply(&Reply {
-            push: Some(Push {
-                channel: ch.to_string(),
-                unsubscribe: Some(Unsubscribe {
-                    code: wshub_protocol::codes::unsubscribe::INSUFFICIENT_STATE,
-                    reason: "insufficient state".into(),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        self.server_unsubscribe(ch.to_string(), super::dispatch::UNSUBSCRIBE_INSUFFICIENT, out)
+            .await;
         Ok(())
     }
 

@@ -206,6 +206,7 @@ fn generic(shape: &str) -> Option<String> {
         "channel.proxy.shared_poll_refresh.",
         "channel.proxy.map_publish.",
         "channel.proxy.map_remove.",
+        "channel.proxy.subscribe_stream.",
         "rpc.proxy.",
         "proxies.",
     ];

@@ -30,16 +30,19 @@ use crate::proxy::Connector;
 /// Largest reply message read from a backend (as the HTTP proxies' reply body).
 const MAX_REPLY: usize = 4 << 20;
 
-type HttpClient = Client<Connector, tonic::body::Body>;
+pub(super) type HttpClient = Client<Connector, tonic::body::Body>;
 
 /// One `grpc://` endpoint.
-struct Slot {
+pub(super) struct Slot {
     client: HttpClient,
     origin: http::Uri,
-    path: PathAndQuery,
-    input: MessageDescriptor,
-    output: MessageDescriptor,
-    limit: Arc<Semaphore>,
+    pub(super) path: PathAndQuery,
+    pub(super) input: MessageDescriptor,
+    pub(super) output: MessageDescriptor,
+    /// A subscribe stream endpoint's bidirectional method and its request message
+    /// (`path` is the unidirectional one).
+    pub(super) bidi: Option<(PathAndQuery, MessageDescriptor)>,
+    pub(super) limit: Arc<Semaphore>,
     /// Static metadata, then the credentials (valid ASCII, checked at start).
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     compression: bool,
@@ -57,8 +60,12 @@ fn method(kind: ProxyKind) -> &'static str {
         ProxyKind::SharedPollRefresh => "SharedPollRefresh",
         ProxyKind::MapPublish => "MapPublish",
         ProxyKind::MapRemove => "MapRemove",
+        ProxyKind::SubscribeStream => "SubscribeUnidirectional",
     }
 }
+
+/// The bidirectional subscribe stream method.
+const BIDI: &str = "SubscribeBidirectional";
 
 /// The proxies' gRPC clients, by endpoint id.
 #[derive(Default)]
@@ -75,6 +82,14 @@ fn metadata_pair(k: &str, v: &str, what: &str) -> Result<(AsciiMetadataKey, Asci
 impl GrpcProxy {
     /// Clients for the `grpc://` endpoints of `endpoints`; one that cannot be used is
     /// refused here, naming it.
+    /// The client of a `grpc://` endpoint.
+    pub(super) fn slot(&self, endpoint: &Endpoint) -> Result<&Slot, ProxyFailure> {
+        match self.slots.get(endpoint.id) {
+            Some(Some(slot)) => Ok(slot),
+            _ => Err(ProxyFailure::Unreachable("unknown endpoint".into())),
+        }
+    }
+
     pub fn new(endpoints: &Endpoints) -> Result<Self, String> {
         let service = super::service(PROXY_SERVICE).ok_or("the built-in gRPC descriptors lack the proxy service")?;
         let mut slots = Vec::new();
@@ -109,12 +124,24 @@ impl GrpcProxy {
                 )?);
             }
             let path = PathAndQuery::try_from(format!("/{PROXY_SERVICE}/{name}")).map_err(|e| format!("{what}: {e}"))?;
+            let bidi = match ep.kind {
+                ProxyKind::SubscribeStream => {
+                    let m = service
+                        .methods()
+                        .find(|m| m.name() == BIDI)
+                        .ok_or_else(|| format!("{what}: no method {BIDI}"))?;
+                    let p = PathAndQuery::try_from(format!("/{PROXY_SERVICE}/{BIDI}")).map_err(|e| format!("{what}: {e}"))?;
+                    Some((p, m.input()))
+                }
+                _ => None,
+            };
             slots.push(Some(Slot {
                 client,
                 origin,
                 path,
                 input: m.input(),
                 output: m.output(),
+                bidi,
                 limit: Arc::new(Semaphore::new(c.max_in_flight)),
                 metadata,
                 compression: c.grpc.compression,
@@ -131,9 +158,7 @@ impl GrpcProxy {
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<Bytes, ProxyFailure>> {
         Box::pin(async move {
-            let Some(Some(slot)) = self.slots.get(endpoint.id) else {
-                return Err(ProxyFailure::Unreachable("unknown endpoint".into()));
-            };
+            let slot = self.slot(endpoint)?;
             match tokio::time::timeout(endpoint.config.timeout, exchange(slot, headers, &body)).await {
                 Ok(r) => r,
                 Err(_) => Err(ProxyFailure::Timeout),
@@ -142,35 +167,54 @@ impl GrpcProxy {
     }
 }
 
+impl Slot {
+    /// `message` with the endpoint's metadata and the forwarded client headers.
+    pub(super) fn request<T>(&self, headers: &[(String, String)], message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let md = req.metadata_mut();
+        for (k, v) in &self.metadata {
+            md.insert(k.clone(), v.clone());
+        }
+        // Forwarded client headers win over static metadata of the same name.
+        for (k, v) in headers {
+            if let Ok((k, v)) = metadata_pair(k, v, "header") {
+                md.insert(k, v);
+            }
+        }
+        req
+    }
+
+    /// A client on the endpoint's connection, ready for a call.
+    pub(super) async fn grpc(&self) -> Result<tonic::client::Grpc<HttpClient>, ProxyFailure> {
+        let mut grpc = tonic::client::Grpc::with_origin(self.client.clone(), self.origin.clone()).max_decoding_message_size(MAX_REPLY);
+        if self.compression {
+            grpc = grpc
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
+        }
+        grpc.ready()
+            .await
+            .map_err(|e| ProxyFailure::Unreachable(crate::proxy::error_chain(&e)))?;
+        Ok(grpc)
+    }
+}
+
+/// A gRPC status as a proxy failure.
+pub(super) fn status_failure(s: &tonic::Status) -> ProxyFailure {
+    match s.code() {
+        tonic::Code::Unavailable => ProxyFailure::Unreachable(s.message().to_string()),
+        tonic::Code::DeadlineExceeded => ProxyFailure::Timeout,
+        c => ProxyFailure::GrpcStatus(format!("{c:?}: {}", s.message())),
+    }
+}
+
 async fn exchange(slot: &Slot, headers: &[(String, String)], body: &[u8]) -> Result<Bytes, ProxyFailure> {
     let _permit = slot.limit.acquire().await.map_err(|_| ProxyFailure::Unreachable("closed".into()))?;
     let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| ProxyFailure::Unreachable(format!("request: {e}")))?;
     let request = from_json(&slot.input, &json).map_err(|e| ProxyFailure::Unreachable(format!("request: {e}")))?;
-    let mut req = tonic::Request::new(Bytes::from(request.encode_to_vec()));
-    let md = req.metadata_mut();
-    for (k, v) in &slot.metadata {
-        md.insert(k.clone(), v.clone());
-    }
-    // Forwarded client headers win over static metadata of the same name.
-    for (k, v) in headers {
-        if let Ok((k, v)) = metadata_pair(k, v, "header") {
-            md.insert(k, v);
-        }
-    }
-    let mut grpc = tonic::client::Grpc::with_origin(slot.client.clone(), slot.origin.clone()).max_decoding_message_size(MAX_REPLY);
-    if slot.compression {
-        grpc = grpc
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip);
-    }
-    grpc.ready()
-        .await
-        .map_err(|e| ProxyFailure::Unreachable(crate::proxy::error_chain(&e)))?;
-    let reply = grpc.unary(req, slot.path.clone(), RawCodec).await.map_err(|s| match s.code() {
-        tonic::Code::Unavailable => ProxyFailure::Unreachable(s.message().to_string()),
-        tonic::Code::DeadlineExceeded => ProxyFailure::Timeout,
-        c => ProxyFailure::GrpcStatus(format!("{c:?}: {}", s.message())),
-    })?;
+    let req = slot.request(headers, Bytes::from(request.encode_to_vec()));
+    let mut grpc = slot.grpc().await?;
+    let reply = grpc.unary(req, slot.path.clone(), RawCodec).await.map_err(|s| status_failure(&s))?;
     let reply = DynamicMessage::decode(slot.output.clone(), reply.into_inner()).map_err(|e| ProxyFailure::Garbage(e.to_string()))?;
     serde_json::to_vec(&to_json(&reply))
         .map(Bytes::from)

@@ -516,7 +516,7 @@ impl PusherSession {
                     self.unsubscribe(&name).await;
                 }
             }
-            Control::Refresh { .. } | Control::Resubscribe { .. } => {}
+            Control::Refresh { .. } | Control::Resubscribe { .. } | Control::StreamEnded { .. } => {}
         }
         r.output()
     }
