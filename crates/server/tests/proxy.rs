@@ -218,3 +218,43 @@ async fn https_endpoints_with_a_configured_ca() {
     let t = HttpProxy::new(&e).unwrap();
     assert!(matches!(rpc(&e, &t).await, Err(ProxyFailure::Unreachable(_))));
 }
+
+/// `http.tls.server_name`: a certificate for another name than the endpoint's host is
+/// accepted when that name is asked for, refused otherwise; `insecure_skip_verify` accepts
+/// it without its CA.
+#[tokio::test]
+async fn https_server_name_and_insecure_skip_verify() {
+    let cert = Cert::for_host("backend.test", "proxy-named");
+    let (url, _) = backend_over(Mode::Tls, Some(cert.acceptor())).await;
+    let answer = |tls: wshub_core::config::ProxyTls| {
+        let mut c = NodeConfig::default();
+        c.proxy.rpc.proxy.endpoint = url.clone();
+        c.proxy.rpc.proxy.http.tls = tls;
+        c.proxy.rpc.without_namespace.proxy_enabled = true;
+        async move {
+            let e = Endpoints::build(&c).unwrap();
+            let t = HttpProxy::new(&e).unwrap();
+            rpc(&e, &t).await
+        }
+    };
+    let ca = wshub_core::config::ProxyTls {
+        enabled: true,
+        server_ca_pem: cert.pem.clone(),
+        ..Default::default()
+    };
+    let named = wshub_core::config::ProxyTls {
+        server_name: "backend.test".into(),
+        ..ca.clone()
+    };
+    assert!(matches!(answer(named).await, Ok(Answer::Result(Some(_)))));
+    assert!(
+        matches!(answer(ca).await, Err(ProxyFailure::Unreachable(_))),
+        "127.0.0.1 is not the certificate's name"
+    );
+    let insecure = wshub_core::config::ProxyTls {
+        enabled: true,
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    assert!(matches!(answer(insecure).await, Ok(Answer::Result(Some(_)))));
+}
