@@ -318,8 +318,5 @@ async fn centrifugo_default_configuration_starts() {
     let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("warning: client.concurrency") && stderr.contains("#27"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("warning: client.concurrency") && stderr.contains("#27"), "{stderr}");
 }
