@@ -313,13 +313,10 @@ async fn centrifugo_default_configuration_starts() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("controller.enabled") && stderr.contains("#31"), "{stderr}");
     cfg["controller"]["enabled"] = json!(false);
-    cfg["uni_websocket"]["join_push_messages"] = json!(true);
+    cfg["client"]["concurrency"] = json!(8);
     std::fs::write(&file, cfg.to_string()).unwrap();
     let out = run_to_end(wshub(&dir).args(["checkconfig", "-c", file.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("warning: uni_websocket.join_push_messages") && stderr.contains("#27"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("warning: client.concurrency") && stderr.contains("#27"), "{stderr}");
 }
