@@ -45,12 +45,18 @@ fn cluster_engine(cluster: &RedisCluster, prefix: &str) -> RedisEngine {
     .unwrap()
 }
 
+/// An engine on `server` whose presence entries live a minute: long enough that none
+/// expires during a test on a loaded machine (the expiry test asks for less).
 fn engine(server: &RedisServer, prefix: &str) -> Arc<RedisEngine> {
+    engine_with_presence_ttl(server, prefix, Duration::from_secs(60))
+}
+
+fn engine_with_presence_ttl(server: &RedisServer, prefix: &str, presence_ttl: Duration) -> Arc<RedisEngine> {
     Arc::new(
         RedisEngine::new(RedisConfig {
             address: server.url(),
             prefix: prefix.into(),
-            presence_ttl: Duration::from_secs(1),
+            presence_ttl,
             ..Default::default()
         })
         .unwrap(),
@@ -156,8 +162,11 @@ async fn node(server: &RedisServer, prefix: &str) -> (Arc<RedisEngine>, Arc<Reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_expires_unless_added_again() {
     let server = RedisServer::start().await;
-    let (a, _) = node(&server, "t3").await;
-    let (b, _) = node(&server, "t3").await;
+    let ttl = Duration::from_secs(3);
+    let (a, b) = (
+        engine_with_presence_ttl(&server, "t3", ttl),
+        engine_with_presence_ttl(&server, "t3", ttl),
+    );
     a.add_presence("p", "c1", info("c1", "u")).await.unwrap();
     b.add_presence("p", "c2", info("c2", "u")).await.unwrap();
     b.add_presence("p", "c3", info("c3", "v")).await.unwrap();
@@ -170,7 +179,7 @@ async fn presence_expires_unless_added_again() {
     assert_eq!(a.presence_stats("p").await.unwrap(), (2, 2));
     b.remove_presence("p", "c3").await.unwrap();
     assert_eq!(a.presence_stats("p").await.unwrap(), (1, 1));
-    // Not refreshed within presence_ttl (1 s here): gone, from the map and the counts.
+    // Not refreshed within presence_ttl (3 s here): gone, from the map and the counts.
     let deadline = Instant::now() + LIMIT;
     while a.presence_stats("p").await.unwrap() != (0, 0) {
         assert!(Instant::now() < deadline, "presence never expired");
