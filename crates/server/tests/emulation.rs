@@ -475,10 +475,22 @@ async fn unidirectional_websocket_with_a_raw_client() {
     assert_eq!(ws_json(&mut c).await, json!({"channel": "news", "pub": {"data": {"n": 1}}}));
     api(addr, "publish", json!({"channel": "news", "data": {"n": 2}})).await;
     assert_eq!(ws_json(&mut c).await["pub"]["data"]["n"], 2);
-    // Anything after the connect request is refused with a close code.
+    // Anything after the connect request is read and ignored, as Centrifugo does: not a
+    // command (no subscribe to x, no publish), not a reason to close.
     c.send(wshub_websocket::MessageKind::Text, br#"{"id":2,"subscribe":{"channel":"x"}}"#)
         .await;
-    assert_eq!(c.expect_close().await, 3501);
+    c.send(
+        wshub_websocket::MessageKind::Text,
+        br#"{"id":3,"publish":{"channel":"news","data":{"n":0}}}"#,
+    )
+    .await;
+    c.send(wshub_websocket::MessageKind::Text, b"not even JSON").await;
+    api(addr, "publish", json!({"channel": "news", "data": {"n": 3}})).await;
+    assert_eq!(
+        ws_json(&mut c).await,
+        json!({"channel": "news", "pub": {"data": {"n": 3}}}),
+        "still open, and the client's publish (n = 0) was not made"
+    );
     // A connect request that is not an object; a bad token.
     let mut bad = Client::connect(addr, "/connection/uni_websocket", &[], None).await;
     bad.send(wshub_websocket::MessageKind::Text, b"[]").await;

@@ -189,8 +189,10 @@ impl Handler for ClientHandler {
                     Ok(connect) => connect,
                     Err(why) => return conn.close(CloseCode(dc::BAD_REQUEST), why),
                 },
-                // A unidirectional client sends its connect request and nothing else.
-                (true, false) => return conn.close(CloseCode(dc::BAD_REQUEST), "unidirectional: only a connect request is read"),
+                // After its connect request, what a unidirectional client sends is read and
+                // dropped, as Centrifugo does (its SDKs send nothing, but a client that
+                // does keeps its connection).
+                (true, false) => return,
             };
             let mut sink = self.sink(conn);
             self.pump.input(data, &mut sink).await;
