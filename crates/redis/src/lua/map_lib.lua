@@ -29,29 +29,40 @@ local function pb_read_varint(s, i)
   end
 end
 
+-- The field of `s` that starts at `i`: its number, its value (a varint's number, a
+-- length-delimited field's bytes; nil for fixed-width ones) and where the next one starts;
+-- nil when `s` ends there or the wire type is unknown.
+local function pb_field(s, i)
+  if i > #s then return nil end
+  local tag
+  tag, i = pb_read_varint(s, i)
+  local field, wire = math.floor(tag / 8), tag % 8
+  local v
+  if wire == 0 then
+    v, i = pb_read_varint(s, i)
+  elseif wire == 2 then
+    local len
+    len, i = pb_read_varint(s, i)
+    v = string.sub(s, i, i + len - 1)
+    i = i + len
+  elseif wire == 1 then
+    i = i + 8
+  elseif wire == 5 then
+    i = i + 4
+  else
+    return nil
+  end
+  return field, v, i
+end
+
 -- The encoded fields of `s` whose numbers are in `want`, as they are (tags included).
 local function pb_pick(s, want)
   local out, i = {}, 1
-  while i <= #s do
-    local start = i
-    local tag
-    tag, i = pb_read_varint(s, i)
-    local field, wire = math.floor(tag / 8), tag % 8
-    if wire == 0 then
-      local _
-      _, i = pb_read_varint(s, i)
-    elseif wire == 2 then
-      local len
-      len, i = pb_read_varint(s, i)
-      i = i + len
-    elseif wire == 1 then
-      i = i + 8
-    elseif wire == 5 then
-      i = i + 4
-    else
-      break
-    end
-    if want[field] then out[#out + 1] = string.sub(s, start, i - 1) end
+  while true do
+    local field, _, next_i = pb_field(s, i)
+    if not field then break end
+    if want[field] then out[#out + 1] = string.sub(s, i, next_i - 1) end
+    i = next_i
   end
   return table.concat(out)
 end
@@ -59,26 +70,11 @@ end
 -- The value of the last `field` of `s`: a number (varint) or a string; nil when absent.
 local function pb_get(s, field)
   local found, i = nil, 1
-  while i <= #s do
-    local tag
-    tag, i = pb_read_varint(s, i)
-    local f, wire = math.floor(tag / 8), tag % 8
-    local v
-    if wire == 0 then
-      v, i = pb_read_varint(s, i)
-    elseif wire == 2 then
-      local len
-      len, i = pb_read_varint(s, i)
-      v = string.sub(s, i, i + len - 1)
-      i = i + len
-    elseif wire == 1 then
-      i = i + 8
-    elseif wire == 5 then
-      i = i + 4
-    else
-      break
-    end
+  while true do
+    local f, v, next_i = pb_field(s, i)
+    if not f then break end
     if f == field then found = v end
+    i = next_i
   end
   return found
 end
