@@ -116,9 +116,12 @@ impl HistogramFn for TeeHistogram {
 }
 
 /// A series: its name and its labels, sorted.
-type SeriesKey = (String, Vec<(String, String)>);
+type SeriesKey = (String, Labels);
 
-fn series_key(name: &str, mut labels: Vec<(String, String)>) -> SeriesKey {
+/// Label names and values.
+type Labels = Vec<(String, String)>;
+
+fn series_key(name: &str, mut labels: Labels) -> SeriesKey {
     labels.sort();
     (name.to_string(), labels)
 }
@@ -268,9 +271,6 @@ mod pb {
     pub const HISTOGRAM: i32 = 4;
 }
 
-/// Label names and values, as read.
-type Labels = Vec<(String, String)>;
-
 /// One sample line of the text format: its name, labels and value.
 fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
     let (name_labels, value) = line.rsplit_once(' ')?;
@@ -324,11 +324,11 @@ struct Family {
     name: String,
     help: Option<String>,
     kind: i32,
-    metrics: Vec<(Vec<(String, String)>, pb::Metric)>,
+    metrics: Vec<(Labels, pb::Metric)>,
 }
 
 impl Family {
-    fn metric(&mut self, labels: Vec<(String, String)>) -> &mut pb::Metric {
+    fn metric(&mut self, labels: Labels) -> &mut pb::Metric {
         let pos = match self.metrics.iter().position(|(l, _)| *l == labels) {
             Some(p) => p,
             None => {
@@ -343,35 +343,41 @@ impl Family {
         &mut self.metrics[pos].1
     }
 
-    fn add(&mut self, sample: &str, mut labels: Vec<(String, String)>, value: f64) {
+    fn histogram(&mut self, labels: Labels) -> &mut pb::Histogram {
+        self.metric(labels).histogram.get_or_insert_with(Default::default)
+    }
+
+    fn summary(&mut self, labels: Labels) -> &mut pb::Summary {
+        self.metric(labels).summary.get_or_insert_with(Default::default)
+    }
+
+    fn add(&mut self, sample: &str, mut labels: Labels, value: f64) {
         let suffix = sample.strip_prefix(self.name.as_str()).unwrap_or("");
-        let take = |labels: &mut Vec<(String, String)>, key: &str| {
+        let take = |labels: &mut Labels, key: &str| {
             let i = labels.iter().position(|(k, _)| k == key)?;
             labels.remove(i).1.parse::<f64>().ok().or(Some(f64::INFINITY))
         };
         labels.sort();
-        let count = || if value.is_finite() && value >= 0.0 { value as u64 } else { 0 };
+        let count = if value.is_finite() && value >= 0.0 { value as u64 } else { 0 };
         match (self.kind, suffix) {
             (pb::HISTOGRAM, "_bucket") => {
                 let le = take(&mut labels, "le");
-                let h = self.metric(labels).histogram.get_or_insert_with(Default::default);
-                h.bucket.push(pb::Bucket {
-                    cumulative_count: Some(count()),
+                self.histogram(labels).bucket.push(pb::Bucket {
+                    cumulative_count: Some(count),
                     upper_bound: le,
                 });
             }
-            (pb::HISTOGRAM, "_sum") => self.metric(labels).histogram.get_or_insert_with(Default::default).sample_sum = Some(value),
-            (pb::HISTOGRAM, "_count") => self.metric(labels).histogram.get_or_insert_with(Default::default).sample_count = Some(count()),
+            (pb::HISTOGRAM, "_sum") => self.histogram(labels).sample_sum = Some(value),
+            (pb::HISTOGRAM, "_count") => self.histogram(labels).sample_count = Some(count),
             (pb::SUMMARY, "") => {
                 let q = take(&mut labels, "quantile");
-                let s = self.metric(labels).summary.get_or_insert_with(Default::default);
-                s.quantile.push(pb::Quantile {
+                self.summary(labels).quantile.push(pb::Quantile {
                     quantile: q,
                     value: Some(value),
                 });
             }
-            (pb::SUMMARY, "_sum") => self.metric(labels).summary.get_or_insert_with(Default::default).sample_sum = Some(value),
-            (pb::SUMMARY, "_count") => self.metric(labels).summary.get_or_insert_with(Default::default).sample_count = Some(count()),
+            (pb::SUMMARY, "_sum") => self.summary(labels).sample_sum = Some(value),
+            (pb::SUMMARY, "_count") => self.summary(labels).sample_count = Some(count),
             (pb::COUNTER, _) => self.metric(labels).counter = Some(pb::Value { value: Some(value) }),
             (pb::GAUGE, _) => self.metric(labels).gauge = Some(pb::Value { value: Some(value) }),
             _ => self.metric(labels).untyped = Some(pb::Value { value: Some(value) }),
